@@ -1,0 +1,142 @@
+//! The CPU: identification, features, and the extended state the kernel turns on (SSE is enabled
+//! by the boot stub; XSAVE and AVX here when the CPU has them, because components' native code
+//! may use them).
+
+use core::fmt;
+
+use raw_cpuid::CpuId;
+use x86_64::registers::control::{Cr4, Cr4Flags};
+use x86_64::registers::model_specific::Efer;
+use x86_64::registers::model_specific::EferFlags;
+use x86_64::registers::xcontrol::{XCr0, XCr0Flags};
+
+/// What the kernel found out about the boot CPU.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuInfo {
+    /// Vendor string, e.g. `GenuineIntel`, `AuthenticAMD`.
+    pub vendor: [u8; 12],
+    /// Brand string, when the CPU has one.
+    pub brand: [u8; 48],
+    /// Family, model, stepping.
+    pub signature: (u8, u8, u8),
+    /// Whether NX is on (EFER.NXE): without it W^X cannot be enforced for data pages.
+    pub nx: bool,
+    /// Whether the TSC is invariant (constant rate in all power states).
+    pub invariant_tsc: bool,
+    /// Whether a hypervisor is present, and its vendor signature.
+    pub hypervisor: Option<[u8; 12]>,
+    /// Features worth reporting, as a bit set of [`FEATURE_NAMES`].
+    pub features: u32,
+}
+
+/// The features [`CpuInfo::features`] records, in bit order.
+pub const FEATURE_NAMES: [&str; 14] = [
+    "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "bmi1", "bmi2", "fma", "xsave",
+    "rdrand", "rdseed",
+];
+
+impl CpuInfo {
+    /// Whether the feature named `name` (one of [`FEATURE_NAMES`]) is present and enabled.
+    pub fn has(&self, name: &str) -> bool {
+        FEATURE_NAMES.iter().position(|n| *n == name).is_some_and(|i| self.features & (1 << i) != 0)
+    }
+}
+
+fn text(bytes: &[u8]) -> &str {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    core::str::from_utf8(&bytes[..end]).unwrap_or("?").trim()
+}
+
+impl fmt::Display for CpuInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (family, model, stepping) = self.signature;
+        write!(f, "{} \"{}\" family {family:#x} model {model:#x} stepping {stepping}", text(&self.vendor), text(&self.brand))?;
+        if let Some(h) = &self.hypervisor {
+            write!(f, ", hypervisor {}", text(h))?;
+        }
+        write!(f, "; features:")?;
+        for (i, name) in FEATURE_NAMES.iter().enumerate() {
+            if self.features & (1 << i) != 0 {
+                write!(f, " {name}")?;
+            }
+        }
+        write!(f, "{}{}", if self.nx { " nx" } else { "" }, if self.invariant_tsc { " invariant-tsc" } else { "" })
+    }
+}
+
+/// Identifies the CPU and enables XSAVE and AVX state when present.
+pub fn init() -> CpuInfo {
+    let cpuid = CpuId::new();
+    let mut info = CpuInfo {
+        vendor: [0; 12],
+        brand: [0; 48],
+        signature: (0, 0, 0),
+        nx: Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE),
+        invariant_tsc: cpuid.get_advanced_power_mgmt_info().is_some_and(|p| p.has_invariant_tsc()),
+        hypervisor: None,
+        features: 0,
+    };
+    if let Some(v) = cpuid.get_vendor_info() {
+        let s = v.as_str().as_bytes();
+        info.vendor[..s.len().min(12)].copy_from_slice(&s[..s.len().min(12)]);
+    }
+    if let Some(b) = cpuid.get_processor_brand_string() {
+        let s = b.as_str().as_bytes();
+        info.brand[..s.len().min(48)].copy_from_slice(&s[..s.len().min(48)]);
+    }
+    if let Some(h) = cpuid.get_hypervisor_info() {
+        let mut name = [0u8; 12];
+        let id = h.identify();
+        let s = match id {
+            raw_cpuid::Hypervisor::KVM => "KVM",
+            raw_cpuid::Hypervisor::QEMU => "TCG",
+            raw_cpuid::Hypervisor::Xen => "Xen",
+            raw_cpuid::Hypervisor::HyperV => "Hyper-V",
+            raw_cpuid::Hypervisor::VMware => "VMware",
+            _ => "unknown",
+        };
+        name[..s.len()].copy_from_slice(s.as_bytes());
+        info.hypervisor = Some(name);
+    }
+    let mut set = |name: &str, present: bool| {
+        if present && let Some(i) = FEATURE_NAMES.iter().position(|n| *n == name) {
+            info.features |= 1 << i;
+        }
+    };
+    let mut xsave = false;
+    let mut avx = false;
+    if let Some(fi) = cpuid.get_feature_info() {
+        info.signature = (fi.family_id(), fi.model_id(), fi.stepping_id());
+        set("sse2", fi.has_sse2());
+        set("sse3", fi.has_sse3());
+        set("ssse3", fi.has_ssse3());
+        set("sse4.1", fi.has_sse41());
+        set("sse4.2", fi.has_sse42());
+        set("popcnt", fi.has_popcnt());
+        set("fma", fi.has_fma());
+        set("rdrand", fi.has_rdrand());
+        xsave = fi.has_xsave();
+        avx = fi.has_avx();
+    }
+    if xsave {
+        // SAFETY: the CPU supports XSAVE (CPUID.1:ECX.XSAVE), so CR4.OSXSAVE may be set; the
+        // kernel's own code is soft-float and does not depend on the XCR0 layout.
+        unsafe { Cr4::update(|f| f.insert(Cr4Flags::OSXSAVE)) };
+        let mut state = XCr0Flags::X87 | XCr0Flags::SSE;
+        if avx {
+            state |= XCr0Flags::AVX;
+        }
+        // SAFETY: OSXSAVE is set; x87 and SSE are always valid XCR0 bits with XSAVE, and AVX only
+        // when CPUID reports it.
+        unsafe { XCr0::write(state) };
+    }
+    set("xsave", xsave);
+    set("avx", xsave && avx);
+    if let Some(ext) = cpuid.get_extended_feature_info() {
+        set("avx2", xsave && avx && ext.has_avx2());
+        set("bmi1", ext.has_bmi1());
+        set("bmi2", ext.has_bmi2());
+        set("rdseed", ext.has_rdseed());
+    }
+    info
+}

@@ -1,0 +1,38 @@
+//! x86_64: PVH entry, descriptor tables, traps, paging, the local APIC and the clocks.
+
+pub mod apic;
+pub mod boot;
+pub mod clock;
+pub mod cpu;
+pub mod gdt;
+pub mod paging;
+pub mod pit;
+pub mod qemu;
+pub mod serial;
+pub mod stacks;
+pub mod traps;
+
+pub use qemu::exit;
+
+/// Waits for the next interrupt with interrupts enabled (`sti; hlt`, atomically).
+pub fn wait_for_interrupt() {
+    ::x86_64::instructions::interrupts::enable_and_hlt();
+}
+
+/// Runs `f` with interrupts disabled on this CPU, restoring the previous state after.
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    ::x86_64::instructions::interrupts::without_interrupts(f)
+}
+
+/// Disables interrupts on this CPU.
+pub fn disable_interrupts() {
+    ::x86_64::instructions::interrupts::disable();
+}
+
+/// Halts this CPU for good, with interrupts disabled.
+pub fn halt_forever() -> ! {
+    loop {
+        ::x86_64::instructions::interrupts::disable();
+        ::x86_64::instructions::hlt();
+    }
+}

@@ -1,0 +1,431 @@
+//! The kernel's own page tables: built at boot to replace the stub's 4 GiB identity map, then the
+//! one place where pages are mapped, unmapped and re-protected (4 KiB and 2 MiB), under W^X.
+//!
+//! Layout after [`init`]: RAM identity-mapped read-write and never executable (2 MiB pages where a
+//! whole aligned block is RAM, 4 KiB pages elsewhere); page 0 unmapped; the kernel image mapped by
+//! section (text read-execute, rodata read-only, data and bss read-write, the guard page below
+//! every static stack left unmapped). Walking the tables through the identity map is what the
+//! `x86_64` crate's `OffsetPageTable` with offset 0 does.
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::mapper::{FlagUpdateError, MapToError, MappedFrame, TranslateResult, UnmapError};
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame,
+    Size2MiB, Size4KiB, Translate,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use crate::mem::frames::FrameError;
+use crate::mem::phys;
+use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE, PhysRange, RangeSet};
+use crate::mem::{Protection, WxViolation};
+
+/// The two page sizes the kernel maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// 4 KiB.
+    Small,
+    /// 2 MiB.
+    Large,
+}
+
+impl PageSize {
+    /// Size in bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Small => PAGE_SIZE,
+            PageSize::Large => LARGE_PAGE_SIZE,
+        }
+    }
+}
+
+/// Why a paging operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagingError {
+    /// The protection asked for is writable and executable.
+    Wx(WxViolation),
+    /// No frame for a page table or a page.
+    Frames(FrameError),
+    /// The address is not aligned to the page size.
+    Misaligned(u64),
+    /// The page is already mapped.
+    AlreadyMapped(u64),
+    /// The page is not mapped (or not at that size).
+    NotMapped(u64),
+    /// A larger page already covers the address.
+    HugePageInTheWay(u64),
+    /// The CPU has no NX bit, so W^X cannot be enforced.
+    NoNx,
+}
+
+impl fmt::Display for PagingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PagingError::Wx(e) => write!(f, "{e}"),
+            PagingError::Frames(e) => write!(f, "{e}"),
+            PagingError::Misaligned(a) => write!(f, "address {a:#x} is not aligned to the page size"),
+            PagingError::AlreadyMapped(a) => write!(f, "page {a:#x} is already mapped"),
+            PagingError::NotMapped(a) => write!(f, "page {a:#x} is not mapped at that size"),
+            PagingError::HugePageInTheWay(a) => write!(f, "a larger page already maps {a:#x}"),
+            PagingError::NoNx => write!(f, "the CPU has no NX bit: W^X cannot be enforced"),
+        }
+    }
+}
+
+impl From<WxViolation> for PagingError {
+    fn from(e: WxViolation) -> Self {
+        PagingError::Wx(e)
+    }
+}
+
+/// A page's translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address the virtual address maps to.
+    pub phys: u64,
+    /// The size of the page that maps it.
+    pub size: PageSize,
+    /// The leaf entry's rights.
+    pub prot: Protection,
+}
+
+static MAPPER: spin::Mutex<Option<OffsetPageTable<'static>>> = spin::Mutex::new(None);
+static NX: AtomicBool = AtomicBool::new(false);
+
+/// Hands page-table frames to the `x86_64` mapper from the kernel's frame allocator.
+struct TableFrames(Option<FrameError>);
+
+// SAFETY: every frame returned comes from the frame allocator, is unused and zeroed.
+unsafe impl FrameAllocator<Size4KiB> for TableFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
+        match phys::alloc_zeroed() {
+            Ok(a) => Some(PhysFrame::containing_address(PhysAddr::new(a))),
+            Err(e) => {
+                self.0 = Some(e);
+                None
+            }
+        }
+    }
+}
+
+fn flags(prot: Protection) -> Result<Flags, PagingError> {
+    let prot = prot.check()?;
+    let mut f = Flags::PRESENT;
+    if prot.contains(Protection::WRITE) {
+        f |= Flags::WRITABLE;
+    }
+    if !prot.contains(Protection::EXEC) {
+        if !NX.load(Ordering::Relaxed) {
+            return Err(PagingError::NoNx);
+        }
+        f |= Flags::NO_EXECUTE;
+    }
+    if prot.contains(Protection::UNCACHED) {
+        f |= Flags::NO_CACHE | Flags::WRITE_THROUGH;
+    }
+    Ok(f)
+}
+
+fn protection(f: Flags) -> Protection {
+    let mut p = Protection::READ;
+    if f.contains(Flags::WRITABLE) {
+        p = p | Protection::WRITE;
+    }
+    if !f.contains(Flags::NO_EXECUTE) {
+        p = p | Protection::EXEC;
+    }
+    if f.contains(Flags::NO_CACHE) {
+        p = p | Protection::UNCACHED;
+    }
+    p
+}
+
+fn map_in<S>(mapper: &mut OffsetPageTable<'static>, virt: u64, phys: u64, f: Flags) -> Result<(), PagingError>
+where
+    S: x86_64::structures::paging::PageSize,
+    OffsetPageTable<'static>: Mapper<S>,
+{
+    if virt % S::SIZE != 0 || phys % S::SIZE != 0 {
+        return Err(PagingError::Misaligned(if virt % S::SIZE != 0 { virt } else { phys }));
+    }
+    let page = Page::<S>::containing_address(VirtAddr::new(virt));
+    let frame = PhysFrame::<S>::containing_address(PhysAddr::new(phys));
+    let mut frames = TableFrames(None);
+    // SAFETY: mapping is unsafe because a new mapping can alias memory; every caller maps
+    // either a frame it owns, MMIO it owns, or the kernel's own identity map of RAM, and W^X is
+    // checked by `flags`.
+    match unsafe { mapper.map_to(page, frame, f, &mut frames) } {
+        Ok(flush) => {
+            flush.flush();
+            Ok(())
+        }
+        Err(MapToError::FrameAllocationFailed) => {
+            Err(PagingError::Frames(frames.0.unwrap_or(FrameError::OutOfMemory { frames: 1, free: 0 })))
+        }
+        Err(MapToError::ParentEntryHugePage) => Err(PagingError::HugePageInTheWay(virt)),
+        Err(MapToError::PageAlreadyMapped(_)) => Err(PagingError::AlreadyMapped(virt)),
+    }
+}
+
+fn with_mapper<R>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> R) -> R {
+    let mut guard = MAPPER.lock();
+    f(guard.as_mut().expect("paging used before paging::init"))
+}
+
+/// Maps the page at `virt` to the frame at `phys` with `prot`.
+pub fn map(virt: u64, phys: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
+    let f = flags(prot)?;
+    with_mapper(|m| match size {
+        PageSize::Small => map_in::<Size4KiB>(m, virt, phys, f),
+        PageSize::Large => map_in::<Size2MiB>(m, virt, phys, f),
+    })
+}
+
+/// Unmaps the page at `virt`; returns the physical address it mapped.
+pub fn unmap(virt: u64, size: PageSize) -> Result<u64, PagingError> {
+    if virt % size.bytes() != 0 {
+        return Err(PagingError::Misaligned(virt));
+    }
+    let err = |e: UnmapError| match e {
+        UnmapError::ParentEntryHugePage => PagingError::HugePageInTheWay(virt),
+        UnmapError::PageNotMapped | UnmapError::InvalidFrameAddress(_) => PagingError::NotMapped(virt),
+    };
+    with_mapper(|m| match size {
+        PageSize::Small => m.unmap(Page::<Size4KiB>::containing_address(VirtAddr::new(virt))).map(|(fr, fl)| {
+            fl.flush();
+            fr.start_address().as_u64()
+        }),
+        PageSize::Large => m.unmap(Page::<Size2MiB>::containing_address(VirtAddr::new(virt))).map(|(fr, fl)| {
+            fl.flush();
+            fr.start_address().as_u64()
+        }),
+    })
+    .map_err(err)
+}
+
+/// Changes the rights of the page at `virt`.
+pub fn protect(virt: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
+    let f = flags(prot)?;
+    if virt % size.bytes() != 0 {
+        return Err(PagingError::Misaligned(virt));
+    }
+    let err = |e: FlagUpdateError| match e {
+        FlagUpdateError::ParentEntryHugePage => PagingError::HugePageInTheWay(virt),
+        FlagUpdateError::PageNotMapped => PagingError::NotMapped(virt),
+    };
+    with_mapper(|m| {
+        // SAFETY: changing rights cannot create aliases; W^X was checked by `flags`. A page made
+        // read-only or non-executable that is still in use faults, which is reported.
+        unsafe {
+            match size {
+                PageSize::Small => m.update_flags(Page::<Size4KiB>::containing_address(VirtAddr::new(virt)), f).map(|fl| fl.flush()),
+                PageSize::Large => m
+                    .update_flags(Page::<Size2MiB>::containing_address(VirtAddr::new(virt)), f | Flags::HUGE_PAGE)
+                    .map(|fl| fl.flush()),
+            }
+        }
+    })
+    .map_err(err)
+}
+
+/// How `virt` is mapped, if it is.
+pub fn translate(virt: u64) -> Option<Translation> {
+    with_mapper(|m| match m.translate(VirtAddr::new(virt)) {
+        TranslateResult::Mapped { frame, offset, flags } => {
+            let (base, size) = match frame {
+                MappedFrame::Size4KiB(f) => (f.start_address().as_u64(), PageSize::Small),
+                MappedFrame::Size2MiB(f) => (f.start_address().as_u64(), PageSize::Large),
+                MappedFrame::Size1GiB(f) => (f.start_address().as_u64(), PageSize::Large),
+            };
+            Some(Translation { phys: base + offset, size, prot: protection(flags) })
+        }
+        TranslateResult::NotMapped | TranslateResult::InvalidFrameAddress(_) => None,
+    })
+}
+
+/// Maps a fresh zeroed frame at `virt` (4 KiB) with `prot`; returns the frame.
+pub fn map_new_page(virt: u64, prot: Protection) -> Result<u64, PagingError> {
+    prot.check()?;
+    let frame = phys::alloc_zeroed().map_err(PagingError::Frames)?;
+    if let Err(e) = map(virt, frame, PageSize::Small, prot) {
+        let _ = phys::free(frame);
+        return Err(e);
+    }
+    Ok(frame)
+}
+
+/// Unmaps the 4 KiB page at `virt` and frees its frame.
+pub fn unmap_and_free(virt: u64) -> Result<(), PagingError> {
+    let frame = unmap(virt, PageSize::Small)?;
+    phys::free(frame).map_err(PagingError::Frames)
+}
+
+unsafe extern "C" {
+    static __kernel_start: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __kernel_end: u8;
+}
+
+/// The kernel image's sections, from the linker script.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelImage {
+    /// Everything from the first to the last byte of the image.
+    pub whole: PhysRange,
+    /// Code.
+    pub text: PhysRange,
+    /// Read-only data.
+    pub rodata: PhysRange,
+    /// Data and bss.
+    pub data: PhysRange,
+}
+
+/// Where the linker put the kernel's sections.
+pub fn kernel_image() -> KernelImage {
+    let a = |p: *const u8| p as u64;
+    KernelImage {
+        whole: PhysRange::new(a(&raw const __kernel_start), a(&raw const __kernel_end)),
+        text: PhysRange::new(a(&raw const __text_start), a(&raw const __text_end)),
+        rodata: PhysRange::new(a(&raw const __rodata_start), a(&raw const __rodata_end)),
+        data: PhysRange::new(a(&raw const __data_start), a(&raw const __kernel_end)),
+    }
+}
+
+/// What [`init`] mapped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PagingReport {
+    /// 2 MiB pages of RAM.
+    pub large_pages: u64,
+    /// 4 KiB pages (RAM edges and the kernel image).
+    pub small_pages: u64,
+    /// Guard pages left unmapped.
+    pub guard_pages: u64,
+}
+
+/// Builds the kernel's page tables and switches to them. `ram` is every RAM range; `extra` are
+/// ranges outside RAM that must stay readable (boot modules), mapped read-only.
+pub fn init(ram: &RangeSet, extra: &[PhysRange], nx: bool) -> Result<PagingReport, PagingError> {
+    if !nx {
+        return Err(PagingError::NoNx);
+    }
+    NX.store(true, Ordering::Relaxed);
+    let image = kernel_image();
+    let guards: [PhysRange; 1 + super::stacks::IST_COUNT] = {
+        let mut g = [PhysRange::default(); 1 + super::stacks::IST_COUNT];
+        for (slot, (_, guard, _)) in g.iter_mut().zip(super::stacks::static_stacks()) {
+            *slot = guard;
+        }
+        g
+    };
+    let pml4 = phys::alloc_zeroed().map_err(PagingError::Frames)?;
+    // SAFETY: the frame is fresh, zeroed (an empty table) and identity-mapped; the mapper owns it
+    // from here on.
+    let table = unsafe { &mut *(pml4 as *mut PageTable) };
+    // SAFETY: all of physical memory that page tables live in is identity-mapped, both by the
+    // boot tables now and by the tables built here, so offset 0 is correct.
+    let mut mapper = unsafe { OffsetPageTable::new(table, VirtAddr::new(0)) };
+    let mut report = PagingReport::default();
+    let rw = flags(Protection::READ | Protection::WRITE)?;
+    let ro = flags(Protection::READ)?;
+    let rx = flags(Protection::READ | Protection::EXEC)?;
+
+    for r in ram.iter() {
+        let r = r.shrink_to(PAGE_SIZE);
+        let mut addr = r.start;
+        while addr < r.end {
+            let block = PhysRange::sized(addr, LARGE_PAGE_SIZE);
+            if addr % LARGE_PAGE_SIZE == 0 && block.end <= r.end && addr != 0 && !block.overlaps(&image.whole) {
+                map_in::<Size2MiB>(&mut mapper, addr, addr, rw)?;
+                report.large_pages += 1;
+                addr += LARGE_PAGE_SIZE;
+                continue;
+            }
+            if addr != 0 && !image.whole.contains(addr) {
+                map_in::<Size4KiB>(&mut mapper, addr, addr, rw)?;
+                report.small_pages += 1;
+            }
+            addr += PAGE_SIZE;
+        }
+    }
+    for addr in (image.whole.start..image.whole.end).step_by(PAGE_SIZE as usize) {
+        if guards.iter().any(|g| g.contains(addr)) {
+            report.guard_pages += 1;
+            continue;
+        }
+        let f = if image.text.contains(addr) {
+            rx
+        } else if image.rodata.contains(addr) {
+            ro
+        } else {
+            rw
+        };
+        map_in::<Size4KiB>(&mut mapper, addr, addr, f)?;
+        report.small_pages += 1;
+    }
+    for r in extra {
+        for addr in (r.grow_to(PAGE_SIZE).start..r.grow_to(PAGE_SIZE).end).step_by(PAGE_SIZE as usize) {
+            if mapper.translate_addr(VirtAddr::new(addr)).is_none() {
+                map_in::<Size4KiB>(&mut mapper, addr, addr, ro)?;
+                report.small_pages += 1;
+            }
+        }
+    }
+    // SAFETY: the new tables map everything the kernel touches from here on: its image (with the
+    // same addresses), its stacks, RAM (boot data, frame bitmap, page tables) and boot modules.
+    unsafe { Cr3::write(PhysFrame::containing_address(PhysAddr::new(pml4)), Cr3Flags::empty()) };
+    *MAPPER.lock() = Some(mapper);
+    Ok(report)
+}
+
+/// The outcome of [`audit_wx`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WxAudit {
+    /// Leaf mappings checked.
+    pub leaves: u64,
+    /// Of those, executable.
+    pub executable: u64,
+    /// Of those, writable.
+    pub writable: u64,
+}
+
+/// Walks every page table and checks that no page is both writable and executable (taking the
+/// rights of every level into account). Returns the first offending virtual address as an error.
+pub fn audit_wx() -> Result<WxAudit, u64> {
+    fn walk(table: &PageTable, level: u8, base: u64, w: bool, x: bool, audit: &mut WxAudit) -> Result<(), u64> {
+        for (i, e) in table.iter().enumerate() {
+            if !e.flags().contains(Flags::PRESENT) {
+                continue;
+            }
+            let shift = 12 + 9 * (u64::from(level) - 1);
+            let mut virt = base | ((i as u64) << shift);
+            if virt & (1 << 47) != 0 {
+                virt |= 0xffff_0000_0000_0000;
+            }
+            let w = w && e.flags().contains(Flags::WRITABLE);
+            let x = x && !e.flags().contains(Flags::NO_EXECUTE);
+            if level == 1 || e.flags().contains(Flags::HUGE_PAGE) {
+                audit.leaves += 1;
+                audit.writable += u64::from(w);
+                audit.executable += u64::from(x);
+                if w && x {
+                    return Err(virt);
+                }
+            } else {
+                // SAFETY: a present non-leaf entry points at a page table in identity-mapped RAM.
+                let next = unsafe { &*(e.addr().as_u64() as *const PageTable) };
+                walk(next, level - 1, virt, w, x, audit)?;
+            }
+        }
+        Ok(())
+    }
+    with_mapper(|m| {
+        let mut audit = WxAudit::default();
+        walk(m.level_4_table(), 4, 0, true, true, &mut audit).map(|()| audit)
+    })
+}

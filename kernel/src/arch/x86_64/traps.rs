@@ -1,0 +1,271 @@
+//! The IDT and the trap path.
+//!
+//! All 256 vectors enter through one assembly stub each (16 bytes apart, so the table is computed
+//! rather than listed), which pushes a uniform [`TrapFrame`] and calls [`trap_dispatch`]. Every
+//! gate runs on an IST stack. An exception the kernel does not expect is reported (vector, error
+//! code, CR2, RIP, and for a fault on a guard page, the stack that overflowed) and ends the run
+//! with "failed".
+
+use core::fmt::Write;
+
+use mica_exit::ExitCode;
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::instructions::tables::lidt;
+use x86_64::registers::control::Cr2;
+use x86_64::structures::DescriptorTablePointer;
+
+use super::stacks;
+
+/// The local APIC timer's vector.
+pub const TIMER_VECTOR: u8 = 0x20;
+/// The local APIC spurious-interrupt vector.
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+
+/// Exceptions that push an error code, as a bit mask by vector.
+const ERROR_CODE_VECTORS: u32 = (1 << 8) | (0x1f << 10) | (1 << 17) | (1 << 21) | (1 << 29) | (1 << 30);
+
+core::arch::global_asm!(
+    r#"
+    .section .text.traps, "ax", @progbits
+    .balign 16
+    .global mica_trap_stubs
+mica_trap_stubs:
+    .set vector, 0
+    .rept 256
+    .balign 16
+    .if ((({error_code_vectors}) >> vector) & 1) == 0
+    pushq $0
+    .endif
+    pushq $vector
+    jmp mica_trap_common
+    .set vector, vector + 1
+    .endr
+
+mica_trap_common:
+    pushq %rax
+    pushq %rbx
+    pushq %rcx
+    pushq %rdx
+    pushq %rsi
+    pushq %rdi
+    pushq %rbp
+    pushq %r8
+    pushq %r9
+    pushq %r10
+    pushq %r11
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, %rdi
+    cld
+    call {dispatch}
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %r11
+    popq %r10
+    popq %r9
+    popq %r8
+    popq %rbp
+    popq %rdi
+    popq %rsi
+    popq %rdx
+    popq %rcx
+    popq %rbx
+    popq %rax
+    addq $16, %rsp              /* vector and error code */
+    iretq
+"#,
+    error_code_vectors = const ERROR_CODE_VECTORS,
+    dispatch = sym trap_dispatch,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// The first of the 256 trap stubs, each 16 bytes long.
+    static mica_trap_stubs: [u8; 256 * 16];
+}
+
+/// The registers saved on entry to a trap, lowest address first.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// The vector number (pushed by the stub).
+    pub vector: u64,
+    /// The CPU's error code, or 0 for vectors without one.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// One 16-byte IDT gate.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    attributes: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+impl Gate {
+    /// A present ring-0 interrupt gate (interrupts stay disabled in the handler).
+    fn interrupt(handler: u64, selector: u16, ist: u8) -> Gate {
+        Gate {
+            offset_low: handler as u16,
+            selector,
+            ist,
+            attributes: 0x8e,
+            offset_mid: (handler >> 16) as u16,
+            offset_high: (handler >> 32) as u32,
+            reserved: 0,
+        }
+    }
+}
+
+#[repr(C, align(16))]
+struct Idt([Gate; 256]);
+
+static IDT: Once<Idt> = Once::new();
+
+/// The IST slot (1-based) each vector runs on.
+fn ist_for(vector: u8) -> u8 {
+    match vector {
+        8 => 1,       // double fault
+        2 => 2,       // NMI
+        18 => 3,      // machine check
+        14 => 4,      // page fault: its own stack, so a stack overflow can be reported
+        1 | 3 => 7,   // debug, breakpoint
+        0..=31 => 5,  // other exceptions
+        _ => 6,       // interrupts
+    }
+}
+
+/// Builds and loads the IDT.
+pub fn init(code_selector: u16) {
+    let stubs = (&raw const mica_trap_stubs) as u64;
+    let idt = IDT.call_once(|| {
+        let mut gates = [Gate::default(); 256];
+        for (vector, gate) in gates.iter_mut().enumerate() {
+            *gate = Gate::interrupt(stubs + 16 * vector as u64, code_selector, ist_for(vector as u8));
+        }
+        Idt(gates)
+    });
+    let pointer = DescriptorTablePointer {
+        limit: (size_of::<Idt>() - 1) as u16,
+        base: VirtAddr::new(idt as *const Idt as u64),
+    };
+    // SAFETY: the IDT is a 'static table of valid gates, each pointing at a trap stub that saves
+    // the registers and returns with iretq; the code selector is the kernel's 64-bit code segment.
+    unsafe { lidt(&pointer) };
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor segment overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack-segment fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved",
+    "#MF x87 floating point",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD floating point",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "reserved",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security",
+    "reserved",
+];
+
+/// Called by the common stub with interrupts disabled, on an IST stack.
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    match frame.vector {
+        v if v == u64::from(TIMER_VECTOR) => {
+            super::clock::on_tick();
+            super::apic::end_of_interrupt();
+        }
+        v if v == u64::from(SPURIOUS_VECTOR) => {}
+        v if v < 32 => unexpected_exception(frame),
+        v => {
+            log::warn!("unexpected interrupt on vector {v}");
+            super::apic::end_of_interrupt();
+        }
+    }
+}
+
+/// Reports an exception the kernel did not expect and ends the run.
+fn unexpected_exception(frame: &TrapFrame) -> ! {
+    let vector = frame.vector as usize;
+    let name = EXCEPTION_NAMES[vector];
+    let short = name.split(' ').next().unwrap_or(name);
+    let cr2 = Cr2::read_raw();
+    let mut out = crate::console::EmergencyWriter::new();
+    let _ = writeln!(
+        out,
+        "EXCEPTION {short} (vector {vector}) error_code={:#x} CR2={cr2:#x} RIP={:#x} RSP={:#x} RFLAGS={:#x}",
+        frame.error_code, frame.rip, frame.rsp, frame.rflags
+    );
+    let _ = writeln!(out, "  {name}");
+    if vector == 14 {
+        let e = frame.error_code;
+        let _ = writeln!(
+            out,
+            "  page fault: {} of a {} page in {} mode{}",
+            if e & 0x10 != 0 { "instruction fetch" } else if e & 2 != 0 { "write" } else { "read" },
+            if e & 1 != 0 { "present (protection violation)" } else { "non-present" },
+            if e & 4 != 0 { "user" } else { "kernel" },
+            if e & 8 != 0 { ", reserved bit set" } else { "" },
+        );
+        if let Some(stack) = stacks::guard_page_owner(cr2) {
+            let _ = writeln!(out, "  kernel stack overflow: hit the guard page below the '{stack}' stack");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
+    );
+    super::exit(ExitCode::Failed)
+}

@@ -1,0 +1,175 @@
+//! What the boot loader handed over, read out of physical memory while the stub's 4 GiB identity
+//! map is still active: the memory map, the boot modules and the command line (copied, so that
+//! nothing below depends on where the loader put it).
+
+use core::fmt;
+
+use crate::mem::range::{PhysRange, RangeSet, RangeSetFull};
+use crate::pvh::{self, MemoryEntry, MemoryKind, Module, PvhError, StartInfo};
+
+/// The most memory map entries kept.
+pub const MAX_MEMMAP: usize = 128;
+/// The most boot modules kept.
+pub const MAX_MODULES: usize = 16;
+/// The longest command line accepted, in bytes.
+pub const MAX_CMDLINE: usize = 4096;
+
+/// Why the boot information cannot be used.
+#[derive(Clone, Copy, Debug)]
+pub enum BootInfoError {
+    /// A PVH structure is malformed.
+    Pvh(PvhError),
+    /// More entries than Mica keeps.
+    TooMany {
+        /// Of what.
+        what: &'static str,
+        /// How many there were.
+        count: u32,
+        /// How many are kept.
+        max: usize,
+    },
+    /// The command line has no NUL within [`MAX_CMDLINE`] bytes.
+    CmdlineTooLong,
+    /// The command line is not UTF-8.
+    CmdlineNotUtf8,
+    /// The memory map is too fragmented.
+    Ranges(RangeSetFull),
+}
+
+impl fmt::Display for BootInfoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootInfoError::Pvh(e) => write!(f, "{e}"),
+            BootInfoError::TooMany { what, count, max } => write!(f, "{count} {what}, Mica keeps at most {max}"),
+            BootInfoError::CmdlineTooLong => write!(f, "kernel command line longer than {MAX_CMDLINE} bytes"),
+            BootInfoError::CmdlineNotUtf8 => write!(f, "kernel command line is not UTF-8"),
+            BootInfoError::Ranges(e) => write!(f, "memory map: {e}"),
+        }
+    }
+}
+
+impl From<PvhError> for BootInfoError {
+    fn from(e: PvhError) -> Self {
+        BootInfoError::Pvh(e)
+    }
+}
+
+/// The boot information, copied out of the loader's structures.
+#[derive(Debug)]
+pub struct BootInfo {
+    /// Where the start info itself was.
+    pub start_info: PhysRange,
+    /// The memory map as given.
+    pub memmap: [Option<MemoryEntry>; MAX_MEMMAP],
+    /// Where the memory map was.
+    pub memmap_location: PhysRange,
+    /// The boot modules.
+    pub modules: [Option<Module>; MAX_MODULES],
+    /// Where the module list was.
+    pub modlist_location: PhysRange,
+    /// ACPI RSDP, if given.
+    pub rsdp: Option<u64>,
+    cmdline: [u8; MAX_CMDLINE],
+    cmdline_len: usize,
+}
+
+/// Reads `len` bytes of physical memory.
+///
+/// # Safety
+/// `addr..addr + len` must be mapped (the boot stub identity-maps the first 4 GiB) and not
+/// written while the slice lives.
+unsafe fn phys_bytes(addr: u64, len: usize) -> &'static [u8] {
+    // SAFETY: guaranteed by the caller.
+    unsafe { core::slice::from_raw_parts(addr as *const u8, len) }
+}
+
+fn below_4g(addr: u64, len: usize) -> Result<(), BootInfoError> {
+    if addr.saturating_add(len as u64) > 1 << 32 {
+        return Err(BootInfoError::Pvh(PvhError::Truncated { what: "boot structure above 4 GiB", need: len, got: 0 }));
+    }
+    Ok(())
+}
+
+impl BootInfo {
+    /// Reads the PVH start info at `addr` and everything it points to.
+    ///
+    /// # Safety
+    /// Must run while the boot stub's identity map of the first 4 GiB is active, with `addr` the
+    /// value the loader passed in `%ebx`.
+    pub unsafe fn read(addr: u64) -> Result<BootInfo, BootInfoError> {
+        below_4g(addr, pvh::START_INFO_SIZE)?;
+        // SAFETY: below 4 GiB, identity-mapped; the loader's structures are not written again.
+        let si = StartInfo::parse(unsafe { phys_bytes(addr, pvh::START_INFO_SIZE) })?;
+        let mut info = BootInfo {
+            start_info: PhysRange::sized(addr, pvh::START_INFO_SIZE as u64),
+            memmap: [None; MAX_MEMMAP],
+            memmap_location: PhysRange::sized(si.memmap_paddr, u64::from(si.memmap_entries) * pvh::MEMMAP_ENTRY_SIZE as u64),
+            modules: [None; MAX_MODULES],
+            modlist_location: PhysRange::sized(si.modlist_paddr, u64::from(si.nr_modules) * pvh::MODULE_ENTRY_SIZE as u64),
+            rsdp: (si.rsdp_paddr != 0).then_some(si.rsdp_paddr),
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+        };
+        if si.memmap_entries as usize > MAX_MEMMAP {
+            return Err(BootInfoError::TooMany { what: "memory map entries", count: si.memmap_entries, max: MAX_MEMMAP });
+        }
+        if si.nr_modules as usize > MAX_MODULES {
+            return Err(BootInfoError::TooMany { what: "boot modules", count: si.nr_modules, max: MAX_MODULES });
+        }
+        for i in 0..si.memmap_entries as usize {
+            let at = si.memmap_paddr + (i * pvh::MEMMAP_ENTRY_SIZE) as u64;
+            below_4g(at, pvh::MEMMAP_ENTRY_SIZE)?;
+            // SAFETY: as above.
+            info.memmap[i] = Some(MemoryEntry::parse(unsafe { phys_bytes(at, pvh::MEMMAP_ENTRY_SIZE) })?);
+        }
+        for i in 0..si.nr_modules as usize {
+            let at = si.modlist_paddr + (i * pvh::MODULE_ENTRY_SIZE) as u64;
+            below_4g(at, pvh::MODULE_ENTRY_SIZE)?;
+            // SAFETY: as above.
+            info.modules[i] = Some(Module::parse(unsafe { phys_bytes(at, pvh::MODULE_ENTRY_SIZE) })?);
+        }
+        if si.cmdline_paddr != 0 {
+            let mut len = 0;
+            loop {
+                if len == MAX_CMDLINE {
+                    return Err(BootInfoError::CmdlineTooLong);
+                }
+                below_4g(si.cmdline_paddr + len as u64, 1)?;
+                // SAFETY: as above.
+                let b = unsafe { phys_bytes(si.cmdline_paddr + len as u64, 1) }[0];
+                if b == 0 {
+                    break;
+                }
+                info.cmdline[len] = b;
+                len += 1;
+            }
+            info.cmdline_len = len;
+            core::str::from_utf8(&info.cmdline[..len]).map_err(|_| BootInfoError::CmdlineNotUtf8)?;
+        }
+        Ok(info)
+    }
+
+    /// The command line.
+    pub fn cmdline(&self) -> &str {
+        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
+    }
+
+    /// The memory map entries (without empty ones, which some loaders append).
+    pub fn memory_map(&self) -> impl Iterator<Item = MemoryEntry> + '_ {
+        self.memmap.iter().flatten().copied().filter(|e| e.size != 0)
+    }
+
+    /// The boot modules.
+    pub fn modules(&self) -> impl Iterator<Item = Module> + '_ {
+        self.modules.iter().flatten().copied()
+    }
+
+    /// Every RAM range.
+    pub fn ram(&self) -> Result<RangeSet, BootInfoError> {
+        let mut ram = RangeSet::new();
+        for e in self.memory_map().filter(|e| e.kind == MemoryKind::Ram) {
+            ram.insert(PhysRange::sized(e.addr, e.size)).map_err(BootInfoError::Ranges)?;
+        }
+        Ok(ram)
+    }
+}

@@ -1,0 +1,135 @@
+//! The kernel command line: space-separated `key=value` words.
+//!
+//! Mica reads the keys it knows and keeps the rest (QEMU's microvm adds its own, such as
+//! `virtio_mmio.device=...`) for whoever needs them. A known key with a bad value is an error
+//! that names the word, the value and what is accepted: a typo must not be silently ignored.
+
+use core::fmt;
+
+use log::LevelFilter;
+
+/// Log levels accepted by `log=`.
+pub const LOG_LEVELS: &str = "off, error, warn, info, debug, trace";
+
+/// Timer tick rates accepted by `tick_hz=`.
+pub const TICK_HZ_RANGE: core::ops::RangeInclusive<u32> = 10..=10_000;
+
+/// The default timer tick rate.
+pub const DEFAULT_TICK_HZ: u32 = 100;
+
+/// A command-line word Mica could not accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdlineError<'a> {
+    /// The key.
+    pub key: &'a str,
+    /// The value given.
+    pub value: &'a str,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+impl fmt::Display for CmdlineError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "kernel command line: {}={}: expected {}", self.key, self.value, self.expected)
+    }
+}
+
+/// The settings the command line gives the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelArgs<'a> {
+    /// The maximum log level (`log=`; default `info`).
+    pub log: LevelFilter,
+    /// The boot-test scenario to run instead of the default system (`test=`).
+    pub test: Option<&'a str>,
+    /// The timer tick rate in Hz (`tick_hz=`).
+    pub tick_hz: u32,
+    line: &'a str,
+}
+
+impl<'a> KernelArgs<'a> {
+    /// Parses the command line.
+    pub fn parse(line: &'a str) -> Result<KernelArgs<'a>, CmdlineError<'a>> {
+        let mut args = KernelArgs { log: LevelFilter::Info, test: None, tick_hz: DEFAULT_TICK_HZ, line };
+        for word in line.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            match key {
+                "log" => {
+                    args.log = parse_level(value).ok_or(CmdlineError { key, value, expected: LOG_LEVELS })?;
+                }
+                "test" => {
+                    if value.is_empty() {
+                        return Err(CmdlineError { key, value, expected: "a scenario name" });
+                    }
+                    args.test = Some(value);
+                }
+                "tick_hz" => {
+                    let expected = "a whole number of Hz from 10 to 10000";
+                    args.tick_hz = value
+                        .parse()
+                        .ok()
+                        .filter(|hz| TICK_HZ_RANGE.contains(hz))
+                        .ok_or(CmdlineError { key, value, expected })?;
+                }
+                _ => {}
+            }
+        }
+        Ok(args)
+    }
+
+    /// The words Mica does not interpret, in order.
+    pub fn others(&self) -> impl Iterator<Item = &'a str> {
+        self.line.split_ascii_whitespace().filter(|w| {
+            let key = w.split_once('=').map_or(*w, |(k, _)| k);
+            !matches!(key, "log" | "test" | "tick_hz")
+        })
+    }
+}
+
+fn parse_level(value: &str) -> Option<LevelFilter> {
+    Some(match value {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let a = KernelArgs::parse("").expect("parse");
+        assert_eq!(a.log, LevelFilter::Info);
+        assert_eq!(a.test, None);
+        assert_eq!(a.tick_hz, DEFAULT_TICK_HZ);
+    }
+
+    #[test]
+    fn known_keys_and_others() {
+        let a = KernelArgs::parse("  virtio_mmio.device=512@0xfeb00e00:12 log=debug test=heap tick_hz=250 quiet")
+            .expect("parse");
+        assert_eq!(a.log, LevelFilter::Debug);
+        assert_eq!(a.test, Some("heap"));
+        assert_eq!(a.tick_hz, 250);
+        assert_eq!(a.others().collect::<Vec<_>>(), vec!["virtio_mmio.device=512@0xfeb00e00:12", "quiet"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_word() {
+        let e = KernelArgs::parse("log=loud").unwrap_err();
+        assert_eq!((e.key, e.value), ("log", "loud"));
+        assert_eq!(
+            e.to_string(),
+            "kernel command line: log=loud: expected off, error, warn, info, debug, trace"
+        );
+        assert!(KernelArgs::parse("tick_hz=5").is_err());
+        assert!(KernelArgs::parse("tick_hz=fast").is_err());
+        assert!(KernelArgs::parse("test=").is_err());
+        assert!(KernelArgs::parse("log").is_err());
+    }
+}

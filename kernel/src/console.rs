@@ -1,0 +1,114 @@
+//! The console: the serial port, a `log` backend writing to it, and an emergency writer for
+//! panics and exceptions that must print even when the console lock is held.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arch;
+
+static UART: spin::Mutex<Option<arch::serial::Uart>> = spin::Mutex::new(None);
+static PRESENT: AtomicBool = AtomicBool::new(false);
+
+/// Initializes the serial port. Returns whether a UART answered.
+pub fn init() -> bool {
+    let uart = arch::serial::init();
+    let present = uart.is_some();
+    *UART.lock() = uart;
+    PRESENT.store(present, Ordering::Relaxed);
+    present
+}
+
+/// Prints to the console. Interrupts are disabled while the lock is held, so an interrupt handler
+/// that prints cannot deadlock against the code it interrupted.
+pub fn print(args: fmt::Arguments<'_>) {
+    arch::without_interrupts(|| {
+        if let Some(uart) = UART.lock().as_mut() {
+            let _ = uart.write_fmt(args);
+        }
+    });
+}
+
+/// Prints even if the console lock is held (by the code that just faulted or panicked).
+pub fn emergency_print(args: fmt::Arguments<'_>) {
+    let _ = EmergencyWriter::new().write_fmt(args);
+}
+
+/// A writer for the last words of a failing kernel.
+#[derive(Debug)]
+pub struct EmergencyWriter(());
+
+impl EmergencyWriter {
+    /// Takes the console, breaking its lock if the failing code held it.
+    pub fn new() -> Self {
+        if UART.is_locked() {
+            // SAFETY: only reached on the way to ending the run, with interrupts disabled on the
+            // only running CPU: whoever holds the lock will never run again.
+            unsafe { UART.force_unlock() };
+        }
+        EmergencyWriter(())
+    }
+}
+
+impl Default for EmergencyWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for EmergencyWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        match UART.lock().as_mut() {
+            Some(uart) => uart.write_str(s),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Prints to the console, like `print!`.
+#[macro_export]
+macro_rules! kprint {
+    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+}
+
+/// Prints a line to the console, like `println!`.
+#[macro_export]
+macro_rules! kprintln {
+    () => { $crate::console::print(format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+struct Logger;
+
+static LOGGER: Logger = Logger;
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let target = record.target().strip_prefix("mica_kernel::").unwrap_or(record.target());
+        match arch::clock::monotonic_ns() {
+            Some(ns) => print(format_args!(
+                "[{:>4}.{:06}] {:<5} {target}: {}\n",
+                ns / 1_000_000_000,
+                ns % 1_000_000_000 / 1000,
+                record.level(),
+                record.args()
+            )),
+            None => print(format_args!("[   ?.??????] {:<5} {target}: {}\n", record.level(), record.args())),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Routes the `log` crate to the console at `level`.
+pub fn init_logger(level: log::LevelFilter) {
+    // A second call (there is none) would keep the first logger; only the level changes.
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
+}

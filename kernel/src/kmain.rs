@@ -1,0 +1,109 @@
+//! The boot sequence, from the first Rust instruction to the default system or a boot test.
+
+use core::fmt;
+
+use log::{LevelFilter, debug, info};
+use mica_exit::ExitCode;
+
+use crate::arch::{self, apic, clock, cpu, gdt, paging, traps};
+use crate::boot_info::BootInfo;
+use crate::cmdline::KernelArgs;
+use crate::mem::frames;
+use crate::mem::range::{PAGE_SIZE, PhysRange};
+use crate::mem::{heap, layout, phys};
+use crate::{console, kprintln, scenarios};
+
+/// Prints what went wrong during boot and ends the run "failed".
+fn fail(what: &str, error: impl fmt::Display) -> ! {
+    console::emergency_print(format_args!("mica: boot failed: {what}: {error}\n"));
+    arch::exit(ExitCode::Failed)
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// Boots. Called once, by the arch entry, on the boot stack with interrupts disabled.
+pub fn start(start_info: u64) -> ! {
+    console::init();
+    console::init_logger(LevelFilter::Info);
+    let selectors = gdt::init();
+    traps::init(selectors.code.0);
+
+    // SAFETY: the boot stub's identity map is still active and `start_info` is what the loader
+    // passed.
+    let boot = unsafe { BootInfo::read(start_info) }.unwrap_or_else(|e| fail("PVH boot information", e));
+    let args = KernelArgs::parse(boot.cmdline()).unwrap_or_else(|e| fail("bad input", e));
+    log::set_max_level(args.log);
+    kprintln!("mica: Mica {} booting (x86_64, PVH)", env!("CARGO_PKG_VERSION"));
+    info!("command line: \"{}\"", boot.cmdline());
+    for other in args.others() {
+        debug!("command line: not for the kernel: {other}");
+    }
+
+    let cpu = cpu::init();
+    info!("cpu: {cpu}");
+
+    let ram = boot.ram().unwrap_or_else(|e| fail("memory map", e));
+    for e in boot.memory_map() {
+        debug!("memory map: {:#012x}..{:#012x} {:?}", e.addr, e.addr + e.size, e.kind);
+    }
+    info!("memory: {} MiB of RAM in {} ranges", ram.total() / MIB, ram.len());
+    let image = paging::kernel_image();
+    let mut reserved = [PhysRange::default(); 5 + crate::boot_info::MAX_MODULES];
+    reserved[0] = PhysRange::new(0, MIB); // real-mode memory, firmware data, boot structures
+    reserved[1] = image.whole;
+    reserved[2] = boot.start_info;
+    reserved[3] = boot.memmap_location;
+    reserved[4] = boot.modlist_location;
+    let mut modules = [PhysRange::default(); crate::boot_info::MAX_MODULES];
+    for (i, m) in boot.modules().enumerate() {
+        reserved[5 + i] = PhysRange::sized(m.paddr, m.size);
+        modules[i] = reserved[5 + i];
+        info!("boot module {i}: {:#x}..{:#x} ({} bytes)", m.paddr, m.paddr + m.size, m.size);
+    }
+    let plan = frames::plan(&ram, &reserved).unwrap_or_else(|e| fail("memory", e));
+    phys::init(&plan);
+    info!(
+        "frames: {} free ({} MiB), bitmap of {} KiB at {:#x}; kernel image {:#x}..{:#x}",
+        phys::free_frames(),
+        phys::free_frames() * PAGE_SIZE / MIB,
+        plan.bitmap.len() / 1024,
+        plan.bitmap.start,
+        image.whole.start,
+        image.whole.end
+    );
+
+    let report = paging::init(&ram, &modules[..boot.modules().count()], cpu.nx).unwrap_or_else(|e| fail("paging", e));
+    let audit = paging::audit_wx().unwrap_or_else(|addr| fail("W^X", format_args!("page {addr:#x} is writable and executable")));
+    info!(
+        "paging: {} x 2 MiB + {} x 4 KiB pages, {} guard pages unmapped; W^X holds for all {} mappings",
+        report.large_pages, report.small_pages, report.guard_pages, audit.leaves
+    );
+    heap::init().unwrap_or_else(|()| fail("heap", "cannot map the first heap pages"));
+    info!("heap: {} KiB mapped at {:#x}", heap::mapped_bytes() / 1024, layout::HEAP_BASE);
+
+    let apic_info = apic::init().unwrap_or_else(|e| fail("local APIC", e));
+    let clocks = clock::init(args.tick_hz).unwrap_or_else(|e| fail("clock", e));
+    // From here on the timer interrupt arrives; `traps` counts it.
+    x86_64::instructions::interrupts::enable();
+    info!(
+        "time: TSC {}.{:03} MHz; local APIC {} (version {:#x}) timer {}.{:03} MHz, ticking at {} Hz",
+        clocks.tsc.hz() / 1_000_000,
+        clocks.tsc.hz() / 1000 % 1000,
+        apic_info.id,
+        apic_info.version,
+        clocks.apic_timer.hz() / 1_000_000,
+        clocks.apic_timer.hz() / 1000 % 1000,
+        clocks.tick_hz
+    );
+
+    let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
+    kprintln!("mica: ready (tsc_since_entry={ready})");
+
+    match args.test {
+        Some(name) => scenarios::run(name),
+        None => {
+            kprintln!("mica: no components to run yet; powering off");
+            arch::exit(ExitCode::Success)
+        }
+    }
+}
