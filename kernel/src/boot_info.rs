@@ -103,15 +103,25 @@ impl BootInfo {
         let mut info = BootInfo {
             start_info: PhysRange::sized(addr, pvh::START_INFO_SIZE as u64),
             memmap: [None; MAX_MEMMAP],
-            memmap_location: PhysRange::sized(si.memmap_paddr, u64::from(si.memmap_entries) * pvh::MEMMAP_ENTRY_SIZE as u64),
+            memmap_location: PhysRange::sized(
+                si.memmap_paddr,
+                u64::from(si.memmap_entries) * pvh::MEMMAP_ENTRY_SIZE as u64,
+            ),
             modules: [None; MAX_MODULES],
-            modlist_location: PhysRange::sized(si.modlist_paddr, u64::from(si.nr_modules) * pvh::MODULE_ENTRY_SIZE as u64),
+            modlist_location: PhysRange::sized(
+                si.modlist_paddr,
+                u64::from(si.nr_modules) * pvh::MODULE_ENTRY_SIZE as u64,
+            ),
             rsdp: (si.rsdp_paddr != 0).then_some(si.rsdp_paddr),
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
         };
         if si.memmap_entries as usize > MAX_MEMMAP {
-            return Err(BootInfoError::TooMany { what: "memory map entries", count: si.memmap_entries, max: MAX_MEMMAP });
+            return Err(BootInfoError::TooMany {
+                what: "memory map entries",
+                count: si.memmap_entries,
+                max: MAX_MEMMAP,
+            });
         }
         if si.nr_modules as usize > MAX_MODULES {
             return Err(BootInfoError::TooMany { what: "boot modules", count: si.nr_modules, max: MAX_MODULES });

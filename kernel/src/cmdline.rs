@@ -64,11 +64,11 @@ impl<'a> KernelArgs<'a> {
                 }
                 "tick_hz" => {
                     let expected = "a whole number of Hz from 10 to 10000";
-                    args.tick_hz = value
-                        .parse()
-                        .ok()
-                        .filter(|hz| TICK_HZ_RANGE.contains(hz))
-                        .ok_or(CmdlineError { key, value, expected })?;
+                    args.tick_hz = value.parse().ok().filter(|hz| TICK_HZ_RANGE.contains(hz)).ok_or(CmdlineError {
+                        key,
+                        value,
+                        expected,
+                    })?;
                 }
                 _ => {}
             }
@@ -123,10 +123,7 @@ mod tests {
     fn bad_values_name_the_word() {
         let e = KernelArgs::parse("log=loud").unwrap_err();
         assert_eq!((e.key, e.value), ("log", "loud"));
-        assert_eq!(
-            e.to_string(),
-            "kernel command line: log=loud: expected off, error, warn, info, debug, trace"
-        );
+        assert_eq!(e.to_string(), "kernel command line: log=loud: expected off, error, warn, info, debug, trace");
         assert!(KernelArgs::parse("tick_hz=5").is_err());
         assert!(KernelArgs::parse("tick_hz=fast").is_err());
         assert!(KernelArgs::parse("test=").is_err());

@@ -73,7 +73,8 @@ pub fn start(start_info: u64) -> ! {
     );
 
     let report = paging::init(&ram, &modules[..boot.modules().count()], cpu.nx).unwrap_or_else(|e| fail("paging", e));
-    let audit = paging::audit_wx().unwrap_or_else(|addr| fail("W^X", format_args!("page {addr:#x} is writable and executable")));
+    let audit = paging::audit_wx()
+        .unwrap_or_else(|addr| fail("W^X", format_args!("page {addr:#x} is writable and executable")));
     info!(
         "paging: {} x 2 MiB + {} x 4 KiB pages, {} guard pages unmapped; W^X holds for all {} mappings",
         report.large_pages, report.small_pages, report.guard_pages, audit.leaves

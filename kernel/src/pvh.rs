@@ -45,10 +45,9 @@ impl fmt::Display for PvhError {
             PvhError::BadMagic(m) => {
                 write!(f, "PVH start info has magic {m:#010x}, expected {START_INFO_MAGIC:#010x}")
             }
-            PvhError::NoMemoryMap { version } => write!(
-                f,
-                "PVH start info version {version} carries no memory map (need version 1 or later)"
-            ),
+            PvhError::NoMemoryMap { version } => {
+                write!(f, "PVH start info version {version} carries no memory map (need version 1 or later)")
+            }
         }
     }
 }

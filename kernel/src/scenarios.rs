@@ -132,7 +132,10 @@ fn heap_stress() -> Result<(), String> {
     let big = alloc::vec![0xa5u8; 24 * 1024 * 1024];
     ensure!(big.iter().step_by(4096).all(|b| *b == 0xa5), "24 MiB allocation was corrupted");
     let grown = heap::mapped_bytes();
-    ensure!(grown >= mapped_before + 24 * 1024 * 1024, "heap did not grow from the frame allocator ({mapped_before} -> {grown} bytes)");
+    ensure!(
+        grown >= mapped_before + 24 * 1024 * 1024,
+        "heap did not grow from the frame allocator ({mapped_before} -> {grown} bytes)"
+    );
     drop(big);
     drop(pages);
     let again = alloc::vec![1u8; 24 * 1024 * 1024];
@@ -275,7 +278,11 @@ fn paging() -> Result<(), String> {
     ensure!(t.size == PageSize::Large && t.phys == frames + LARGE_PAGE_SIZE - 8, "2 MiB translation wrong: {t:?}");
     // SAFETY: the whole 2 MiB page was just mapped read-write to frames owned by this test.
     unsafe { core::ptr::write_volatile((big + LARGE_PAGE_SIZE - 8) as *mut u64, 99) };
-    expect_err("4 KiB inside 2 MiB", paging::map(big + PAGE_SIZE, frames, PageSize::Small, rw), PagingError::HugePageInTheWay(big + PAGE_SIZE))?;
+    expect_err(
+        "4 KiB inside 2 MiB",
+        paging::map(big + PAGE_SIZE, frames, PageSize::Small, rw),
+        PagingError::HugePageInTheWay(big + PAGE_SIZE),
+    )?;
     paging::protect(big, PageSize::Large, Protection::READ).map_err(|e| format!("protect 2 MiB: {e}"))?;
     ensure!(prot_of(big)? == Protection::READ, "2 MiB protect did not take");
     let back = paging::unmap(big, PageSize::Large).map_err(|e| format!("unmap 2 MiB: {e}"))?;

@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn qemu_own_statuses_are_not_verdicts() {
-        for status in [0, 1, 2, -1, 137, 0x21 + 2] {
+        for status in [0, 1, 2, -1, 37, 137] {
             assert_eq!(ExitCode::from_qemu_status(status), None, "status {status}");
         }
     }

@@ -227,7 +227,7 @@ impl<'a> FrameAllocator<'a> {
     /// Gives back `count` frames starting at `addr`. Nothing changes when any of them is
     /// not managed or already free.
     pub fn free_contiguous(&mut self, addr: u64, count: u64) -> Result<(), FrameError> {
-        if addr % PAGE_SIZE != 0 || addr < self.base {
+        if !addr.is_multiple_of(PAGE_SIZE) || addr < self.base {
             return Err(FrameError::NotManaged(addr));
         }
         let first = (addr - self.base) / PAGE_SIZE;
@@ -294,7 +294,11 @@ mod tests {
         assert_eq!(plan(&tiny, &[]).unwrap_err(), PlanError::NoUsableMemory);
     }
 
-    fn with_allocator<R>(ram: &RangeSet, reserved: &[PhysRange], f: impl FnOnce(&FramePlan, &mut FrameAllocator<'_>) -> R) -> R {
+    fn with_allocator<R>(
+        ram: &RangeSet,
+        reserved: &[PhysRange],
+        f: impl FnOnce(&FramePlan, &mut FrameAllocator<'_>) -> R,
+    ) -> R {
         let p = plan(ram, reserved).expect("plan");
         let mut words = vec![0u64; p.bitmap_words()];
         let mut a = FrameAllocator::new(&p, &mut words);

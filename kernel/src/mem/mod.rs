@@ -51,11 +51,7 @@ impl Protection {
 
     /// `self` if it respects W^X.
     pub const fn check(self) -> Result<Protection, WxViolation> {
-        if self.contains(Protection::WRITE) && self.contains(Protection::EXEC) {
-            Err(WxViolation)
-        } else {
-            Ok(self)
-        }
+        if self.contains(Protection::WRITE) && self.contains(Protection::EXEC) { Err(WxViolation) } else { Ok(self) }
     }
 }
 

@@ -35,11 +35,7 @@ pub struct PhysRange {
 impl PhysRange {
     /// The range `start..end`; an inverted range is empty.
     pub const fn new(start: u64, end: u64) -> Self {
-        if end < start {
-            PhysRange { start, end: start }
-        } else {
-            PhysRange { start, end }
-        }
+        if end < start { PhysRange { start, end: start } } else { PhysRange { start, end } }
     }
 
     /// The range of `len` bytes at `start`, saturating at the top of the address space.
@@ -198,7 +194,9 @@ impl RangeSet {
         let mut out = [PhysRange::default(); RANGE_SET_CAPACITY];
         let mut n = 0;
         for r in self.iter() {
-            for piece in [PhysRange::new(r.start, range.start.min(r.end)), PhysRange::new(range.end.max(r.start), r.end)] {
+            for piece in
+                [PhysRange::new(r.start, range.start.min(r.end)), PhysRange::new(range.end.max(r.start), r.end)]
+            {
                 if !piece.is_empty() {
                     if n == RANGE_SET_CAPACITY {
                         return Err(RangeSetFull);
@@ -294,7 +292,7 @@ mod tests {
         assert_eq!(align_up(1, 4096), 4096);
         assert_eq!(align_up(4096, 4096), 4096);
         assert_eq!(align_down(4097, 4096), 4096);
-        assert_eq!(align_up(u64::MAX, 4096), u64::MAX & !4095);
+        assert_eq!(align_up(u64::MAX, 4096), !4095);
         assert!(PhysRange::new(5, 3).is_empty());
     }
 }

@@ -92,8 +92,9 @@ pub fn init(tick_hz: u32) -> Result<ClockInfo, ClockError> {
     let pit_ref = Frequency::new(pit::PIT_HZ).ok_or(ClockError::NotAdvancing("PIT"))?;
     let tsc = Frequency::calibrate(samples[1].0.wrapping_sub(samples[0].0), u64::from(pit_elapsed), pit_ref)
         .ok_or(ClockError::NotAdvancing("the TSC"))?;
-    let apic_timer = Frequency::calibrate(u64::from(samples[0].1.wrapping_sub(samples[1].1)), u64::from(pit_elapsed), pit_ref)
-        .ok_or(ClockError::NotAdvancing("the local APIC timer"))?;
+    let apic_timer =
+        Frequency::calibrate(u64::from(samples[0].1.wrapping_sub(samples[1].1)), u64::from(pit_elapsed), pit_ref)
+            .ok_or(ClockError::NotAdvancing("the local APIC timer"))?;
     let count = apic_timer.hz() / u64::from(tick_hz);
     let count_per_tick = u32::try_from(count).ok().filter(|c| *c > 0).ok_or(ClockError::BadTickRate(tick_hz))?;
     TSC_HZ.store(tsc.hz(), Ordering::Relaxed);

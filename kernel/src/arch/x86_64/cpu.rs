@@ -31,8 +31,8 @@ pub struct CpuInfo {
 
 /// The features [`CpuInfo::features`] records, in bit order.
 pub const FEATURE_NAMES: [&str; 14] = [
-    "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "bmi1", "bmi2", "fma", "xsave",
-    "rdrand", "rdseed",
+    "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "bmi1", "bmi2", "fma", "xsave", "rdrand",
+    "rdseed",
 ];
 
 impl CpuInfo {
@@ -50,7 +50,12 @@ fn text(bytes: &[u8]) -> &str {
 impl fmt::Display for CpuInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (family, model, stepping) = self.signature;
-        write!(f, "{} \"{}\" family {family:#x} model {model:#x} stepping {stepping}", text(&self.vendor), text(&self.brand))?;
+        write!(
+            f,
+            "{} \"{}\" family {family:#x} model {model:#x} stepping {stepping}",
+            text(&self.vendor),
+            text(&self.brand)
+        )?;
         if let Some(h) = &self.hypervisor {
             write!(f, ", hypervisor {}", text(h))?;
         }

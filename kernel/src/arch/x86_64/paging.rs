@@ -13,8 +13,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::{FlagUpdateError, MapToError, MappedFrame, TranslateResult, UnmapError};
 use x86_64::structures::paging::{
-    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame,
-    Size2MiB, Size4KiB, Translate,
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size2MiB, Size4KiB,
+    Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -221,7 +221,9 @@ pub fn protect(virt: u64, size: PageSize, prot: Protection) -> Result<(), Paging
         // read-only or non-executable that is still in use faults, which is reported.
         unsafe {
             match size {
-                PageSize::Small => m.update_flags(Page::<Size4KiB>::containing_address(VirtAddr::new(virt)), f).map(|fl| fl.flush()),
+                PageSize::Small => {
+                    m.update_flags(Page::<Size4KiB>::containing_address(VirtAddr::new(virt)), f).map(|fl| fl.flush())
+                }
                 PageSize::Large => m
                     .update_flags(Page::<Size2MiB>::containing_address(VirtAddr::new(virt)), f | Flags::HUGE_PAGE)
                     .map(|fl| fl.flush()),

@@ -72,8 +72,15 @@ pub static BOOT_STACK: GuardedStack<BOOT_STACK_SIZE> = GuardedStack::new();
 pub static IST_STACKS: [GuardedStack<IST_STACK_SIZE>; IST_COUNT] = [const { GuardedStack::new() }; IST_COUNT];
 
 /// Names of the IST stacks, for reports.
-pub const IST_NAMES: [&str; IST_COUNT] =
-    ["ist1-double-fault", "ist2-nmi", "ist3-machine-check", "ist4-page-fault", "ist5-exceptions", "ist6-interrupts", "ist7-debug"];
+pub const IST_NAMES: [&str; IST_COUNT] = [
+    "ist1-double-fault",
+    "ist2-nmi",
+    "ist3-machine-check",
+    "ist4-page-fault",
+    "ist5-exceptions",
+    "ist6-interrupts",
+    "ist7-debug",
+];
 
 /// Every static stack: its name, guard page and usable range.
 pub fn static_stacks() -> impl Iterator<Item = (&'static str, PhysRange, PhysRange)> {
@@ -130,7 +137,8 @@ impl KernelStack {
         }
         let slot = {
             let mut slots = SLOTS.lock();
-            let slot = (0..STACK_SLOTS).find(|s| slots[(s / 64) as usize] & (1 << (s % 64)) == 0).ok_or(StackError::NoSlot)?;
+            let slot =
+                (0..STACK_SLOTS).find(|s| slots[(s / 64) as usize] & (1 << (s % 64)) == 0).ok_or(StackError::NoSlot)?;
             slots[(slot / 64) as usize] |= 1 << (slot % 64);
             slot
         };
@@ -138,7 +146,8 @@ impl KernelStack {
         let mut stack = stack;
         for i in 0..pages {
             let virt = stack.bottom() + i * PAGE_SIZE;
-            super::paging::map_new_page(virt, crate::mem::Protection::READ | crate::mem::Protection::WRITE).map_err(StackError::Map)?;
+            super::paging::map_new_page(virt, crate::mem::Protection::READ | crate::mem::Protection::WRITE)
+                .map_err(StackError::Map)?;
             stack.pages += 1;
         }
         Ok(stack)

@@ -155,13 +155,13 @@ static IDT: Once<Idt> = Once::new();
 /// The IST slot (1-based) each vector runs on.
 fn ist_for(vector: u8) -> u8 {
     match vector {
-        8 => 1,       // double fault
-        2 => 2,       // NMI
-        18 => 3,      // machine check
-        14 => 4,      // page fault: its own stack, so a stack overflow can be reported
-        1 | 3 => 7,   // debug, breakpoint
-        0..=31 => 5,  // other exceptions
-        _ => 6,       // interrupts
+        8 => 1,      // double fault
+        2 => 2,      // NMI
+        18 => 3,     // machine check
+        14 => 4,     // page fault: its own stack, so a stack overflow can be reported
+        1 | 3 => 7,  // debug, breakpoint
+        0..=31 => 5, // other exceptions
+        _ => 6,      // interrupts
     }
 }
 
@@ -175,10 +175,8 @@ pub fn init(code_selector: u16) {
         }
         Idt(gates)
     });
-    let pointer = DescriptorTablePointer {
-        limit: (size_of::<Idt>() - 1) as u16,
-        base: VirtAddr::new(idt as *const Idt as u64),
-    };
+    let pointer =
+        DescriptorTablePointer { limit: (size_of::<Idt>() - 1) as u16, base: VirtAddr::new(idt as *const Idt as u64) };
     // SAFETY: the IDT is a 'static table of valid gates, each pointing at a trap stub that saves
     // the registers and returns with iretq; the code selector is the kernel's 64-bit code segment.
     unsafe { lidt(&pointer) };
@@ -253,7 +251,13 @@ fn unexpected_exception(frame: &TrapFrame) -> ! {
         let _ = writeln!(
             out,
             "  page fault: {} of a {} page in {} mode{}",
-            if e & 0x10 != 0 { "instruction fetch" } else if e & 2 != 0 { "write" } else { "read" },
+            if e & 0x10 != 0 {
+                "instruction fetch"
+            } else if e & 2 != 0 {
+                "write"
+            } else {
+                "read"
+            },
             if e & 1 != 0 { "present (protection violation)" } else { "non-present" },
             if e & 4 != 0 { "user" } else { "kernel" },
             if e & 8 != 0 { ", reserved bit set" } else { "" },
