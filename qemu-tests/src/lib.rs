@@ -1,0 +1,212 @@
+//! Mica's boot tests.
+//!
+//! Each [`Scenario`] boots the kernel named by `MICA_KERNEL` under QEMU and checks the verdict
+//! (the `isa-debug-exit` code) and the serial output. Every scenario runs under TCG; under KVM,
+//! [`plan`] decides per host: all scenarios when KVM is hardware-backed, only the smoke test when
+//! it is a software KVM, none when `/dev/kvm` cannot be used. Trials that cannot run stay
+//! visible: they are listed as ignored, and [`Plan::notes`] says why.
+//!
+//! The test binary (`tests/boot.rs`, libtest-mimic) is a thin shell over this library, so the
+//! planning and checking logic is unit-tested here.
+#![forbid(unsafe_code)]
+
+pub mod scenarios;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mica_launch::{Accel, KvmProbe, OutputMode, QemuCommand, RunOptions};
+
+pub use scenarios::{KvmUse, SCENARIOS, Scenario};
+
+/// The variable that names the kernel image to boot.
+pub const KERNEL_ENV: &str = "MICA_KERNEL";
+/// Host timeout per boot under TCG and hardware KVM.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+/// Host timeout per boot under a software KVM, where guests run hundreds of times slower.
+pub const SOFTWARE_KVM_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The kernel image from `MICA_KERNEL`, or a message saying how to get one.
+pub fn kernel_from_env() -> Result<PathBuf, String> {
+    let how = "run the boot tests with `cargo xtask test`, which builds the kernel and sets it";
+    let path = std::env::var_os(KERNEL_ENV).ok_or_else(|| format!("{KERNEL_ENV} is not set: {how}"))?;
+    let path = PathBuf::from(path);
+    if path.is_file() { Ok(path) } else { Err(format!("{KERNEL_ENV}={} is not a file: {how}", path.display())) }
+}
+
+/// One scenario under one accelerator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedTrial {
+    /// `tcg::panic`, `kvm::basic_boot`, ...
+    pub name: String,
+    /// What to boot and expect.
+    pub scenario: Scenario,
+    /// The accelerator.
+    pub accel: Accel,
+    /// The host timeout.
+    pub timeout: Duration,
+    /// Why this trial cannot run here (it is then listed as ignored).
+    pub skip: Option<String>,
+}
+
+/// The trials for this host, and notes to print before running them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Every trial, runnable or not.
+    pub trials: Vec<PlannedTrial>,
+    /// One line per reason that some trials are skipped.
+    pub notes: Vec<String>,
+}
+
+/// Decides which trials run on a host with KVM as `probe` describes.
+pub fn plan(probe: &KvmProbe) -> Plan {
+    let kvm_skip = |scenario: &Scenario| -> Option<String> {
+        if let Some(why) = probe.unusable_reason() {
+            return Some(format!("KVM cannot be used: {why}"));
+        }
+        match (probe.hardware(), scenario.kvm) {
+            (true, _) | (false, KvmUse::Smoke) => None,
+            (false, KvmUse::HardwareOnly) => {
+                Some(format!("KVM here is {}, not hardware-backed: only the smoke test runs under it", probe.label()))
+            }
+        }
+    };
+    let kvm_timeout = if probe.hardware() { TIMEOUT } else { SOFTWARE_KVM_TIMEOUT };
+
+    let tcg = SCENARIOS.iter().map(|scenario| PlannedTrial {
+        name: format!("tcg::{}", scenario.name),
+        scenario: *scenario,
+        accel: Accel::Tcg,
+        timeout: TIMEOUT,
+        skip: None,
+    });
+    let kvm = SCENARIOS.iter().map(|scenario| PlannedTrial {
+        name: format!("kvm::{}", scenario.name),
+        scenario: *scenario,
+        accel: Accel::Kvm,
+        timeout: kvm_timeout,
+        skip: kvm_skip(scenario),
+    });
+    let trials: Vec<_> = tcg.chain(kvm).collect();
+
+    let mut notes: Vec<String> = Vec::new();
+    for trial in &trials {
+        if let Some(why) = &trial.skip
+            && !notes.iter().any(|n| n.starts_with(why.as_str()))
+        {
+            let skipped: Vec<_> =
+                trials.iter().filter(|t| t.skip.as_ref() == Some(why)).map(|t| t.name.as_str()).collect();
+            notes.push(format!("{why}; ignored: {}", skipped.join(", ")));
+        }
+    }
+    if probe.usable() && !probe.hardware() {
+        notes.push(format!(
+            "kvm::basic_boot runs under {} as a smoke test (timeout {} s)",
+            probe.label(),
+            SOFTWARE_KVM_TIMEOUT.as_secs()
+        ));
+    }
+    Plan { trials, notes }
+}
+
+/// Boots one trial and checks it.
+pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(), String> {
+    if let Some(why) = &trial.skip {
+        return Err(format!("cannot run here: {why}"));
+    }
+    let cmd = QemuCommand::new(qemu, kernel, trial.accel).cmdline(trial.scenario.cmdline);
+    let options = RunOptions { timeout: trial.timeout, output: OutputMode::Capture { echo: false } };
+    let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;
+    check(&trial.scenario, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))
+}
+
+/// Whether an outcome is what the scenario expects: the verdict first, then the output.
+pub fn check(scenario: &Scenario, outcome: &mica_launch::Outcome) -> Result<(), String> {
+    if outcome.verdict != Some(scenario.expect) {
+        return Err(format!("expected kernel verdict {}, got: {}", scenario.expect.name(), outcome.describe()));
+    }
+    let missing: Vec<_> = scenario.output_contains.iter().filter(|s| !outcome.serial.contains(*s)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "verdict {} as expected, but the serial output lacks {}",
+            scenario.expect.name(),
+            missing.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mica_launch::{DevKvm, Ended, ExitCode, KvmBacking, Outcome};
+
+    use super::*;
+
+    fn probe(dev: DevKvm, backing: KvmBacking) -> KvmProbe {
+        KvmProbe { dev, backing }
+    }
+
+    fn runnable(plan: &Plan) -> Vec<&str> {
+        plan.trials.iter().filter(|t| t.skip.is_none()).map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn hardware_kvm_runs_everything_twice() {
+        let plan = plan(&probe(DevKvm::Usable, KvmBacking::Hardware("kvm_intel")));
+        assert_eq!(runnable(&plan).len(), 2 * SCENARIOS.len());
+        assert!(plan.notes.is_empty(), "{:?}", plan.notes);
+        assert!(plan.trials.iter().all(|t| t.timeout == TIMEOUT));
+    }
+
+    #[test]
+    fn software_kvm_runs_only_the_smoke_test() {
+        let plan = plan(&probe(DevKvm::Usable, KvmBacking::Software("kvm_pvm")));
+        let kvm: Vec<_> = runnable(&plan).into_iter().filter(|n| n.starts_with("kvm::")).collect();
+        assert_eq!(kvm, ["kvm::basic_boot"]);
+        let smoke = plan.trials.iter().find(|t| t.name == "kvm::basic_boot").expect("planned");
+        assert_eq!(smoke.timeout, SOFTWARE_KVM_TIMEOUT);
+        assert!(plan.notes[0].contains("software KVM (kvm_pvm)"), "{:?}", plan.notes);
+        assert!(plan.notes[0].contains("kvm::panic"), "{:?}", plan.notes);
+        assert!(plan.trials.iter().any(|t| t.name == "kvm::panic" && t.skip.is_some()), "visible, ignored");
+    }
+
+    #[test]
+    fn unusable_kvm_skips_every_kvm_trial_visibly() {
+        let plan = plan(&probe(DevKvm::Missing, KvmBacking::Unknown));
+        assert!(runnable(&plan).iter().all(|n| n.starts_with("tcg::")));
+        assert_eq!(plan.trials.len(), 2 * SCENARIOS.len());
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        assert!(plan.notes[0].starts_with("KVM cannot be used: /dev/kvm does not exist"), "{:?}", plan.notes);
+    }
+
+    fn outcome(status: i32, serial: &str) -> Outcome {
+        Outcome {
+            ended: Ended::Exited(status),
+            verdict: ExitCode::from_qemu_status(status),
+            serial: serial.into(),
+            stderr: String::new(),
+            wall: Duration::from_millis(30),
+            timeout: TIMEOUT,
+        }
+    }
+
+    #[test]
+    fn the_verdict_decides_and_substrings_add() {
+        let page_fault = SCENARIOS.iter().find(|s| s.name == "page_fault").expect("scenario");
+        let report = "EXCEPTION #PF (vector 14) error_code=0x0 CR2=0x7eedbeef0000 RIP=0x1234\n";
+        assert_eq!(check(page_fault, &outcome(35, report)), Ok(()));
+
+        let err = check(page_fault, &outcome(33, report)).expect_err("wrong verdict");
+        assert!(err.contains("expected kernel verdict failed"), "{err}");
+
+        let err =
+            check(page_fault, &outcome(35, "KERNEL PANIC at kernel/src/x.rs:1:1: oops\n")).expect_err("wrong reason");
+        assert!(err.contains("lacks \"EXCEPTION #PF\""), "{err}");
+
+        let mut timed_out = outcome(0, "");
+        timed_out.ended = Ended::TimedOut;
+        timed_out.verdict = None;
+        let err = check(page_fault, &timed_out).expect_err("no verdict");
+        assert!(err.contains("timed out"), "{err}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The boot-test binary: every scenario as a libtest trial (`tcg::panic`, `kvm::basic_boot`, ...).
+//!
+//! Run through `cargo xtask test`, which builds the kernel and passes it in `MICA_KERNEL`.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use mica_launch::KvmProbe;
+
+fn main() -> ExitCode {
+    let args = Arguments::from_args();
+    let kernel = match qemu_tests::kernel_from_env() {
+        Ok(kernel) => kernel,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let qemu = match mica_launch::find_qemu() {
+        Ok(qemu) => qemu,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = qemu_tests::plan(&KvmProbe::detect());
+    for note in &plan.notes {
+        println!("qemu-tests: {note}");
+    }
+    let paths = Arc::new((qemu, kernel));
+    let trials = plan
+        .trials
+        .into_iter()
+        .map(|trial| {
+            let paths = Arc::clone(&paths);
+            let ignored = trial.skip.is_some();
+            Trial::test(trial.name.clone(), move || {
+                qemu_tests::run_trial(&paths.0, &paths.1, &trial).map_err(Failed::from)
+            })
+            .with_ignored_flag(ignored)
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit_code()
+}

@@ -1,0 +1,181 @@
+//! `cargo xtask bench boot`: boots, timed and counted.
+//!
+//! Wall time covers QEMU start to exit for (i) the empty kernel, which exits at its first
+//! instruction and so measures QEMU's own cost, and (ii) Mica's default system (release build),
+//! under TCG and, when `/dev/kvm` is usable, KVM. Every boot must end with the "success"
+//! verdict, or the benchmark stops and shows that boot's output. Instruction counts come from
+//! the kernel's `mica: ready (tsc_since_entry=N)` line under `-accel tcg -icount shift=0`, where
+//! the guest TSC advances once per retired instruction: exact and repeatable on a noisy host.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use mica_launch::{Accel, ExitCode, KvmProbe, OutputMode, QemuCommand, RunOptions};
+
+use super::BootArgs;
+use super::report::{Instructions, Report, WallRow};
+use super::stats::{Summary, human};
+use crate::machine::Machine;
+use crate::run::{SOFTWARE_KVM_TIMEOUT_SECS, TIMEOUT_SECS};
+use crate::{empty_kernel, kernel, setup};
+
+/// Boots counted for instructions.
+const COUNT_RUNS: usize = 3;
+/// The kernel's ready line, up to the number.
+const READY_PREFIX: &str = "mica: ready (tsc_since_entry=";
+/// Mica's command line for the benchmark: the default system.
+const CMDLINE: &str = "";
+
+/// Runs the boot benchmark.
+pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
+    let toolchain = setup::ensure(root)?;
+    let mica = kernel::build(root, &toolchain, true)?;
+    let out_dir = target_dir(root, &mica).join("mica").join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let empty = out_dir.join("empty-kernel.elf");
+    fs::write(&empty, empty_kernel::elf()).with_context(|| format!("writing {}", empty.display()))?;
+
+    let qemu = mica_launch::find_qemu()?;
+    let probe = KvmProbe::detect();
+    let machine = Machine::describe(&qemu, &probe);
+    let kernels = [("empty", empty.as_path()), ("mica", mica.as_path())];
+
+    let mut wall = Vec::new();
+    for accel in [Accel::Tcg, Accel::Kvm] {
+        let accel_label = match accel {
+            Accel::Tcg => "TCG".to_owned(),
+            Accel::Kvm => probe.label(),
+        };
+        let skipped = match accel {
+            Accel::Kvm => probe.unusable_reason(),
+            Accel::Tcg => None,
+        };
+        let timeout = Duration::from_secs(match accel {
+            Accel::Kvm if !probe.hardware() => SOFTWARE_KVM_TIMEOUT_SECS,
+            Accel::Kvm | Accel::Tcg => TIMEOUT_SECS,
+        });
+        for (name, kernel) in kernels {
+            let summary = match &skipped {
+                Some(why) => {
+                    eprintln!("bench: {name} kernel, {accel_label}: skipped ({why})");
+                    None
+                }
+                None => {
+                    let cmd = QemuCommand::new(&qemu, kernel, accel).cmdline(CMDLINE);
+                    Some(time_boots(&cmd, args.runs, timeout, &format!("{name} kernel, {accel_label}"))?)
+                }
+            };
+            wall.push(WallRow {
+                kernel: name,
+                accel: accel.name(),
+                accel_label: accel_label.clone(),
+                summary,
+                skipped: skipped.clone(),
+            });
+        }
+    }
+
+    let counted = QemuCommand::new(&qemu, &mica, Accel::Tcg).icount(true).cmdline(CMDLINE);
+    let counts = count_instructions(&counted)?;
+    let identical = counts.windows(2).all(|w| w[0] == w[1]);
+
+    let report = Report {
+        machine,
+        unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        kernel: mica.display().to_string(),
+        cmdline: CMDLINE.to_owned(),
+        runs: args.runs,
+        wall,
+        instructions: Instructions { qemu_options: "-accel tcg -icount shift=0", counts, identical },
+    };
+    println!("{}", report.markdown());
+    let json = out_dir.join("boot.json");
+    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("Written to {}", json.display());
+    Ok(())
+}
+
+/// The target directory the kernel was built in (`<target>/x86_64-unknown-none/<profile>/mica-kernel`).
+fn target_dir(root: &Path, kernel: &Path) -> PathBuf {
+    kernel
+        .ancestors()
+        .nth(3)
+        .filter(|_| {
+            kernel.ancestors().nth(2).and_then(Path::file_name) == Some(crate::toolchain::KERNEL_TARGET.as_ref())
+        })
+        .map_or_else(|| root.join("target"), Path::to_owned)
+}
+
+/// Boots `cmd` `runs` times; every boot must succeed.
+fn time_boots(cmd: &QemuCommand, runs: u32, timeout: Duration, what: &str) -> Result<Summary> {
+    eprint!("bench: {what}: {runs} boots ");
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let outcome = boot(cmd, timeout)?;
+        samples.push(outcome.wall);
+        eprint!(".");
+    }
+    let summary = Summary::of(&samples).context("no boots")?;
+    eprintln!(" median {}", human(summary.median_s));
+    Ok(summary)
+}
+
+/// Boots `cmd` [`COUNT_RUNS`] times and reads the instruction count of each.
+fn count_instructions(cmd: &QemuCommand) -> Result<Vec<u64>> {
+    eprint!("bench: instructions to ready (-icount shift=0): {COUNT_RUNS} boots ");
+    let timeout = Duration::from_secs(TIMEOUT_SECS);
+    let mut counts = Vec::new();
+    for _ in 0..COUNT_RUNS {
+        let outcome = boot(cmd, timeout)?;
+        let count = ready_count(&outcome.serial)
+            .with_context(|| format!("no `{READY_PREFIX}N)` line in the serial output\n{}", outcome.transcript()))?;
+        counts.push(count);
+        eprint!(".");
+    }
+    eprintln!();
+    Ok(counts)
+}
+
+/// One boot that must end with the success verdict.
+fn boot(cmd: &QemuCommand, timeout: Duration) -> Result<mica_launch::Outcome> {
+    let options = RunOptions { timeout, output: OutputMode::Capture { echo: false } };
+    let outcome = mica_launch::run::run(cmd, &options)?;
+    if outcome.verdict != Some(ExitCode::Success) {
+        eprintln!();
+        bail!("boot did not succeed: {}\n{}\n{}", outcome.describe(), cmd.display(), outcome.transcript());
+    }
+    Ok(outcome)
+}
+
+/// N from the last `mica: ready (tsc_since_entry=N)` line.
+fn ready_count(serial: &str) -> Option<u64> {
+    serial.lines().rev().find_map(|line| {
+        let rest = &line[line.find(READY_PREFIX)? + READY_PREFIX.len()..];
+        rest[..rest.find(')')?].trim().parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_is_parsed() {
+        let serial = "mica: booting\nmica: ready (tsc_since_entry=1234567)\n";
+        assert_eq!(ready_count(serial), Some(1_234_567));
+        assert_eq!(ready_count("\x1b[0mmica: ready (tsc_since_entry=42)\r\n"), Some(42));
+        assert_eq!(ready_count("mica: ready (tsc_since_entry=)\n"), None);
+        assert_eq!(ready_count("mica: ready\n"), None);
+    }
+
+    #[test]
+    fn target_dir_comes_from_the_kernel_path() {
+        let root = Path::new("/ws");
+        let k = Path::new("/cache/tgt/x86_64-unknown-none/release/mica-kernel");
+        assert_eq!(target_dir(root, k), Path::new("/cache/tgt"));
+        assert_eq!(target_dir(root, Path::new("/elsewhere/mica-kernel")), Path::new("/ws/target"));
+    }
+}

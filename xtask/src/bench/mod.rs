@@ -1,0 +1,40 @@
+//! `cargo xtask bench`: benchmarks.
+//!
+//! `bench boot` measures what a user waits for (wall time from starting QEMU to its exit, for an
+//! empty kernel and for Mica's default system, per accelerator) and what the guest does (exact
+//! instruction counts from Mica's first instruction to "ready" under TCG with `-icount`).
+
+mod boot;
+mod report;
+mod stats;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+/// The fewest boots a wall-clock row may be based on.
+pub const MIN_RUNS: u32 = 10;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Boot time: wall clock per accelerator (empty kernel vs Mica) and guest instructions to ready.
+    Boot(BootArgs),
+}
+
+/// Arguments of `cargo xtask bench boot`.
+#[derive(Debug, Args)]
+pub struct BootArgs {
+    /// Boots per kernel and accelerator (at least 10).
+    #[arg(long, default_value_t = MIN_RUNS, value_parser = clap::value_parser!(u32).range(i64::from(MIN_RUNS)..))]
+    pub runs: u32,
+}
+
+/// Runs a benchmark.
+pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
+    match command {
+        BenchCommand::Boot(args) => boot::run(root, args).map(|()| ExitCode::SUCCESS),
+    }
+}

@@ -1,0 +1,138 @@
+//! `cargo xtask`: Mica's host tasks.
+//!
+//! - `setup`: install what building and booting needs (idempotent).
+//! - `build`: build the kernel and print its path.
+//! - `run`: build and boot the kernel under QEMU, serial on stdout, verdict as exit status.
+//! - `test`: build the kernel, then run every host test and boot test.
+//! - `bench boot`: boot-time and instruction-count benchmark.
+//!
+//! Every command that builds or boots first checks setup (cheap) and completes it if needed.
+#![forbid(unsafe_code)]
+
+mod bench;
+mod empty_kernel;
+mod kernel;
+mod machine;
+mod process;
+mod run;
+mod setup;
+mod test;
+mod toolchain;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Mica's host tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the toolchain pieces, QEMU and wasm-tools (idempotent; a second run only checks).
+    Setup,
+    /// Build the kernel and print the path of its image.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build the kernel and boot it under QEMU; exit 0 on the kernel's "success" verdict.
+    Run(run::RunArgs),
+    /// Build the kernel, then run `cargo test --workspace` (host tests and boot tests).
+    Test(test::TestArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    let root = workspace_root();
+    match command {
+        Command::Setup => {
+            setup::run(&root)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build { release } => {
+            let toolchain = setup::ensure(&root)?;
+            let kernel = kernel::build(&root, &toolchain, release)?;
+            println!("{}", kernel.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => run::run(&root, &args),
+        Command::Test(args) => test::run(&root, &args),
+        Command::Bench(bench) => bench::run(&root, &bench),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_flags_are_refused() {
+        assert!(Cli::try_parse_from(["xtask", "run", "--bogus"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "boot", "--runs", "9"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "--log", "loud"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "--accel", "hvf"]).is_err());
+    }
+
+    #[test]
+    fn run_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "run",
+            "--accel",
+            "tcg",
+            "--release",
+            "--log",
+            "debug",
+            "--timeout",
+            "5",
+            "--",
+            "test=heap",
+        ])
+        .expect("valid");
+        let Command::Run(args) = cli.command else { panic!("not run: {cli:?}") };
+        assert!(args.release);
+        assert_eq!(args.log.as_deref(), Some("debug"));
+        assert_eq!(args.timeout, Some(5));
+        assert_eq!(args.kernel_args, ["test=heap"]);
+    }
+
+    #[test]
+    fn workspace_root_has_the_workspace_manifest() {
+        assert!(workspace_root().join("Cargo.toml").is_file());
+        assert!(workspace_root().join("xtask").is_dir());
+    }
+}

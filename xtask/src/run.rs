@@ -1,0 +1,152 @@
+//! `cargo xtask run`: boot the kernel under QEMU with the serial console on this terminal.
+//!
+//! The first line printed names the accelerator and why it was chosen. Arguments are checked
+//! before anything is built, so a typo in `--log` costs nothing. The kernel's verdict becomes
+//! the exit status: success 0, failed 1, and distinct statuses when no verdict came.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use mica_launch::{Accel, AccelChoice, Ended, KernelCmdline, KvmProbe, OutputMode, QemuCommand, RunOptions};
+
+use crate::{kernel, setup};
+
+/// Exit status when the host timeout stopped QEMU (as `timeout(1)` does).
+pub const EXIT_TIMED_OUT: u8 = 124;
+/// Exit status when QEMU ended without a kernel verdict.
+pub const EXIT_NO_VERDICT: u8 = 125;
+
+/// Default host timeout under TCG and hardware KVM, in seconds.
+pub const TIMEOUT_SECS: u64 = 60;
+/// Default host timeout under a software KVM, in seconds (guests run hundreds of times slower).
+pub const SOFTWARE_KVM_TIMEOUT_SECS: u64 = 300;
+
+/// The accelerator, as the command line names it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when hardware-backed, TCG otherwise.
+    #[default]
+    Auto,
+    /// KVM (an error when /dev/kvm cannot be used).
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+impl From<AccelArg> for AccelChoice {
+    fn from(arg: AccelArg) -> AccelChoice {
+        match arg {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Kvm => AccelChoice::Kvm,
+            AccelArg::Tcg => AccelChoice::Tcg,
+        }
+    }
+}
+
+/// Arguments of `cargo xtask run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Accelerator.
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto)]
+    pub accel: AccelArg,
+    /// Boot the release build.
+    #[arg(long)]
+    pub release: bool,
+    /// Kernel log level (off, error, warn, info, debug, trace).
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log: Option<String>,
+    /// Host timeout in seconds [default: 60; 300 under a software KVM].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// Words appended to the kernel command line.
+    #[arg(last = true, value_name = "KEY=VALUE")]
+    pub kernel_args: Vec<String>,
+}
+
+fn parse_log_level(value: &str) -> Result<String, String> {
+    mica_launch::check_log_level(value).map_err(|e| e.to_string())?;
+    Ok(value.to_owned())
+}
+
+/// The kernel command line from `--log` and the words after `--`, checked.
+pub fn kernel_cmdline(log: Option<&str>, words: &[String]) -> Result<KernelCmdline> {
+    let mut line = KernelCmdline::new();
+    if let Some(level) = log {
+        line.set("log", level)?;
+    }
+    for word in words {
+        if log.is_some() && word.starts_with("log=") {
+            bail!("the log level is given twice (--log and `{word}`): give it once");
+        }
+        line.push(word)?;
+    }
+    Ok(line)
+}
+
+/// Runs `cargo xtask run`.
+pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
+    let cmdline = kernel_cmdline(args.log.as_deref(), &args.kernel_args)?;
+    let probe = KvmProbe::detect();
+    let decision = mica_launch::resolve(args.accel.into(), &probe)?;
+    println!("mica: {decision}");
+    // The accelerator line must come first, before the build's progress on stderr.
+    std::io::stdout().flush()?;
+
+    let toolchain = setup::ensure(root)?;
+    let kernel = kernel::build(root, &toolchain, args.release)?;
+    let qemu = mica_launch::find_qemu()?;
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(match decision.accel {
+        Accel::Kvm if !probe.hardware() => SOFTWARE_KVM_TIMEOUT_SECS,
+        Accel::Kvm | Accel::Tcg => TIMEOUT_SECS,
+    }));
+    let command = QemuCommand::new(qemu, &kernel, decision.accel).cmdline(cmdline.as_string());
+    eprintln!("xtask: {}", command.display());
+    let options = RunOptions { timeout, output: OutputMode::Inherit };
+    let outcome = mica_launch::run::run(&command, &options)?;
+
+    Ok(match (outcome.verdict, outcome.ended) {
+        (Some(mica_launch::ExitCode::Success), _) => {
+            eprintln!("mica: {}", outcome.describe());
+            ExitCode::SUCCESS
+        }
+        (Some(mica_launch::ExitCode::Failed), _) => {
+            eprintln!("error: the kernel reported failure ({})", outcome.describe());
+            ExitCode::FAILURE
+        }
+        (None, Ended::TimedOut) => {
+            eprintln!("error: {}", outcome.describe());
+            ExitCode::from(EXIT_TIMED_OUT)
+        }
+        (None, _) => {
+            eprintln!("error: {}", outcome.describe());
+            ExitCode::from(EXIT_NO_VERDICT)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_from_flags_and_words() {
+        let words = ["test=heap".to_owned(), "tick_hz=250".to_owned()];
+        let line = kernel_cmdline(Some("debug"), &words).expect("valid");
+        assert_eq!(line.as_string(), "log=debug test=heap tick_hz=250");
+        assert_eq!(kernel_cmdline(None, &[]).expect("valid").as_string(), "");
+    }
+
+    #[test]
+    fn bad_log_levels_are_refused_before_booting() {
+        let err = kernel_cmdline(None, &["log=loud".to_owned()]).expect_err("bad level");
+        assert!(err.to_string().contains("off, error, warn, info, debug, trace"), "{err}");
+        assert!(parse_log_level("loud").is_err());
+        let err = kernel_cmdline(Some("info"), &["log=debug".to_owned()]).expect_err("twice");
+        assert!(err.to_string().contains("twice"), "{err}");
+        assert!(kernel_cmdline(None, &["two words".to_owned()]).is_err());
+    }
+}

@@ -1,0 +1,268 @@
+//! The Debian toolchain way: `rustc-web` with its own library source, wired up for
+//! `-Zbuild-std` kernels and `wasm32-wasip2` components.
+//!
+//! Why each step exists:
+//! - rustup here cannot add targets, and rustup's compilers refuse Debian's library source, so
+//!   the kernel is built by `/usr/bin/rustc` 1.9x against `rust-web-src` of exactly its version.
+//! - `rust-web-llvm` makes `/usr/bin/rust-lld` a link to `lld-22` without depending on it.
+//! - rustc links `wasm32-wasip2` programs with `libc.a` and `crt1-command.o` from its sysroot's
+//!   `self-contained` directory: `libc.a` is Debian's wasi-libc; `crt1-command.o` is built here,
+//!   because Debian's does not call `__wasm_call_ctors` under lld 22 (wasi-libc's preopen table
+//!   then stays empty and every file open fails with "Capabilities insufficient").
+//! - `rustup toolchain link debian-web /usr` makes `cargo +debian-web` available.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use super::apt::{self, Packages};
+use super::{Ctx, State, Step};
+use crate::process;
+use crate::toolchain::{DEBIAN_RUSTC, DEBIAN_TOOLCHAIN_NAME};
+
+/// Debian's Rust toolchain, its linkers, wasi-libc, QEMU, and Python's venv (for wasm-tools).
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-llvm",
+    "lld-22",
+    "llvm-22",
+    "wasi-libc",
+    "qemu-system-x86",
+    "qemu-system-arm",
+    "python3-venv",
+];
+
+/// The library source `-Zbuild-std` compiles.
+const LIBRARY_SOURCE: &str = "/usr/lib/rustlib/src/rust/library/core/Cargo.toml";
+/// The linker rustc calls for bare-metal and wasm targets.
+const RUST_LLD: &str = "/usr/bin/rust-lld";
+/// The component linker `wasm32-wasip2` needs.
+const COMPONENT_LD: &str = "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld";
+/// Where rustc looks for `libc.a` and `crt1-command.o` for `wasm32-wasip2`.
+const SELF_CONTAINED: &str = "/usr/lib/rustlib/wasm32-wasip2/lib/self-contained";
+/// Debian's wasi-libc.
+const WASI_LIBC: &str = "/usr/lib/wasm32-wasi/libc.a";
+/// The LLVM compiler that builds `crt1-command.o`.
+const LLC: &str = "llc-22";
+
+/// `_start` for WASI commands: run constructors, then `main`, then exit with its status.
+const CRT1_COMMAND_LL: &str = r#"target triple = "wasm32-unknown-wasi"
+declare void @__wasm_call_ctors()
+declare i32 @__main_void()
+declare void @proc_exit(i32) #1
+define void @_start() #0 {
+  call void @__wasm_call_ctors()
+  %r = call i32 @__main_void()
+  %z = icmp eq i32 %r, 0
+  br i1 %z, label %ok, label %fail
+fail:
+  call void @proc_exit(i32 %r)
+  unreachable
+ok:
+  ret void
+}
+attributes #0 = { "wasm-export-name"="_start" }
+attributes #1 = { "wasm-import-module"="wasi_snapshot_preview1" "wasm-import-name"="proc_exit" }
+"#;
+
+/// The steps of the Debian way, in order.
+pub fn steps() -> Vec<Box<dyn Step>> {
+    vec![
+        Box::new(Packages { name: "apt packages", packages: PACKAGES }),
+        Box::new(LibrarySource),
+        Box::new(Linkers),
+        Box::new(WasiLibc),
+        Box::new(Crt1Command),
+        Box::new(RustupLink),
+    ]
+}
+
+/// The "needs root" error for a step that writes into the system's Rust sysroot.
+fn needs_root(what: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{what} needs root: run `cargo xtask setup` as root (e.g. `sudo -E env PATH=\"$PATH\" cargo xtask setup`)"
+    )
+}
+
+/// `rust-web-src` must be the library source of exactly `/usr/bin/rustc`'s version.
+struct LibrarySource;
+
+impl LibrarySource {
+    fn version() -> Result<String> {
+        let out = process::output(Command::new(DEBIAN_RUSTC).arg("-V"))?;
+        out.split_whitespace()
+            .nth(1)
+            .map(str::to_owned)
+            .with_context(|| format!("unexpected `{DEBIAN_RUSTC} -V` output: {out}"))
+    }
+}
+
+impl Step for LibrarySource {
+    fn name(&self) -> &'static str {
+        "rust-web-src"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        let version = Self::version()?;
+        let versioned = format!("/usr/src/rustc-{version}");
+        Ok(if Path::new(LIBRARY_SOURCE).is_file() && Path::new(&versioned).is_dir() {
+            State::Ready(format!("library source matches {DEBIAN_RUSTC} {version}"))
+        } else {
+            State::Missing(format!("no library source for {DEBIAN_RUSTC} {version} ({versioned})"))
+        })
+    }
+
+    fn apply(&self, _ctx: &Ctx) -> Result<String> {
+        bail!(
+            "rust-web-src does not match {DEBIAN_RUSTC} (a partial upgrade?); run: {}",
+            apt::install_command(&["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm"])
+        )
+    }
+}
+
+/// `rust-lld` must resolve (to `lld-22`), and `wasm-component-ld` must be there.
+struct Linkers;
+
+impl Step for Linkers {
+    fn name(&self) -> &'static str {
+        "rust-lld, component-ld"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        let lld = process::resolves(Path::new(RUST_LLD));
+        let component_ld = process::resolves(Path::new(COMPONENT_LD));
+        Ok(match (lld, component_ld) {
+            (true, true) => State::Ready(format!("{RUST_LLD} and wasm-component-ld present")),
+            (false, _) => State::Missing(format!("{RUST_LLD} is missing or dangling")),
+            (true, false) => State::Missing(format!("{COMPONENT_LD} is missing")),
+        })
+    }
+
+    fn apply(&self, _ctx: &Ctx) -> Result<String> {
+        bail!(
+            "the linkers come with rust-web-llvm (wasm-component-ld; rust-lld as a link) and \
+             lld-22 (its target); run: apt-get install -y --reinstall rust-web-llvm lld-22"
+        )
+    }
+}
+
+/// `self-contained/libc.a` links to Debian's wasi-libc.
+struct WasiLibc;
+
+impl WasiLibc {
+    fn link() -> std::path::PathBuf {
+        Path::new(SELF_CONTAINED).join("libc.a")
+    }
+}
+
+impl Step for WasiLibc {
+    fn name(&self) -> &'static str {
+        "wasip2 libc.a"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        let target = fs::read_link(Self::link()).ok();
+        Ok(if target.as_deref() == Some(Path::new(WASI_LIBC)) && process::resolves(&Self::link()) {
+            State::Ready(format!("links to {WASI_LIBC}"))
+        } else {
+            State::Missing(format!("not a link to {WASI_LIBC}"))
+        })
+    }
+
+    fn apply(&self, ctx: &Ctx) -> Result<String> {
+        if !ctx.root_user {
+            return Err(needs_root(&format!("linking {}", Self::link().display())));
+        }
+        fs::create_dir_all(SELF_CONTAINED).with_context(|| format!("creating {SELF_CONTAINED}"))?;
+        let link = Self::link();
+        if fs::symlink_metadata(&link).is_ok() {
+            fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(WASI_LIBC, &link)
+            .with_context(|| format!("linking {} to {WASI_LIBC}", link.display()))?;
+        Ok("linked".to_owned())
+    }
+}
+
+/// `self-contained/crt1-command.o`, built from [`CRT1_COMMAND_LL`] with `llc-22`.
+struct Crt1Command;
+
+impl Crt1Command {
+    fn ll() -> std::path::PathBuf {
+        Path::new(SELF_CONTAINED).join("crt1-command.ll")
+    }
+
+    fn obj() -> std::path::PathBuf {
+        Path::new(SELF_CONTAINED).join("crt1-command.o")
+    }
+}
+
+impl Step for Crt1Command {
+    fn name(&self) -> &'static str {
+        "wasip2 crt1-command.o"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        let source_current = fs::read_to_string(Self::ll()).is_ok_and(|s| s == CRT1_COMMAND_LL);
+        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let obj_current = match (mtime(&Self::ll()), mtime(&Self::obj())) {
+            (Some(ll), Some(obj)) => obj >= ll,
+            _ => false,
+        };
+        Ok(if source_current && obj_current {
+            State::Ready("built (calls __wasm_call_ctors)".to_owned())
+        } else {
+            State::Missing("missing or stale".to_owned())
+        })
+    }
+
+    fn apply(&self, ctx: &Ctx) -> Result<String> {
+        if !ctx.root_user {
+            return Err(needs_root(&format!("writing {}", Self::obj().display())));
+        }
+        if process::which(LLC).is_none() {
+            bail!("{LLC} not found; run: {}", apt::install_command(&["llvm-22"]));
+        }
+        fs::create_dir_all(SELF_CONTAINED).with_context(|| format!("creating {SELF_CONTAINED}"))?;
+        fs::write(Self::ll(), CRT1_COMMAND_LL).with_context(|| format!("writing {}", Self::ll().display()))?;
+        process::output(
+            Command::new(LLC)
+                .args(["-mtriple=wasm32-unknown-wasi", "-filetype=obj"])
+                .arg(Self::ll())
+                .arg("-o")
+                .arg(Self::obj()),
+        )?;
+        Ok("built".to_owned())
+    }
+}
+
+/// `rustup toolchain link debian-web /usr`, when rustup is installed.
+struct RustupLink;
+
+impl Step for RustupLink {
+    fn name(&self) -> &'static str {
+        "rustup debian-web"
+    }
+
+    fn check(&self, ctx: &Ctx) -> Result<State> {
+        if process::which("rustup").is_none() {
+            return Ok(State::Ready("no rustup: nothing to link".to_owned()));
+        }
+        let list = process::output(Command::new("rustup").args(["toolchain", "list"]).current_dir(&ctx.root))?;
+        let linked = list.lines().any(|l| l.split_whitespace().next() == Some(DEBIAN_TOOLCHAIN_NAME));
+        Ok(if linked {
+            State::Ready(format!("`cargo +{DEBIAN_TOOLCHAIN_NAME}` is /usr's toolchain"))
+        } else {
+            State::Missing(format!("toolchain {DEBIAN_TOOLCHAIN_NAME} not linked"))
+        })
+    }
+
+    fn apply(&self, _ctx: &Ctx) -> Result<String> {
+        process::output(Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN_NAME, "/usr"]))?;
+        Ok(format!("linked {DEBIAN_TOOLCHAIN_NAME} to /usr"))
+    }
+}

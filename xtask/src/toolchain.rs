@@ -1,0 +1,200 @@
+//! Which Rust toolchain builds the bare-metal kernel, and the cargo command that does it.
+//!
+//! Two ways, chosen per machine:
+//!
+//! - **rustup**: the active rustup toolchain has the targets `x86_64-unknown-none` and
+//!   `wasm32-wasip2` and the `rust-src` component. The kernel builds with plain
+//!   `cargo build --target x86_64-unknown-none`.
+//! - **Debian**: otherwise (rustup on these machines cannot add targets). Debian's `rustc-web`
+//!   with its own library source builds `core`/`alloc` from source:
+//!   `RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc /usr/bin/cargo build -Zbuild-std=...`. The inner
+//!   cargo must not see what the outer `cargo xtask` (a rustup proxy) put in the environment, or
+//!   it would pick rustup's compiler against Debian's library source.
+
+use std::fmt;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::process;
+
+/// The bare-metal target the x86_64 kernel builds for.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+/// The target components build for.
+pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
+/// Debian's compiler and cargo.
+pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+/// Debian's cargo.
+pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+/// The name under which setup links Debian's toolchain into rustup (`cargo +debian-web`).
+pub const DEBIAN_TOOLCHAIN_NAME: &str = "debian-web";
+
+/// How the kernel gets built on this machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Toolchain {
+    /// The active rustup toolchain has everything.
+    Rustup,
+    /// Debian's `rustc-web` with `-Zbuild-std`; why rustup was not enough.
+    Debian {
+        /// What rustup lacked (or that there is no rustup).
+        why: String,
+    },
+}
+
+impl Toolchain {
+    /// Asks rustup (in `root`, so directory overrides apply) whether its active toolchain has
+    /// the targets and `rust-src`.
+    pub fn detect(root: &Path) -> Result<Toolchain> {
+        let Some(rustup) = process::which("rustup") else {
+            return Ok(Toolchain::Debian { why: "rustup is not installed".to_owned() });
+        };
+        let query = |args: &[&str]| -> Result<Option<String>> {
+            let out = process::capture(Command::new(&rustup).args(args).current_dir(root))?;
+            // A linked toolchain (such as debian-web itself) has no target list: not rustup's way.
+            Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
+        };
+        let targets = query(&["target", "list", "--installed"])?.unwrap_or_default();
+        let components = query(&["component", "list", "--installed"])?.unwrap_or_default();
+        let missing = missing_pieces(&targets, &components);
+        Ok(if missing.is_empty() {
+            Toolchain::Rustup
+        } else {
+            Toolchain::Debian { why: format!("rustup's active toolchain lacks {}", missing.join(", ")) }
+        })
+    }
+
+    /// The command that builds the kernel, run from the workspace root, with JSON messages on
+    /// stdout so the caller can find the artifact.
+    pub fn kernel_build(&self, root: &Path, release: bool) -> Command {
+        let mut cmd;
+        match self {
+            Toolchain::Rustup => {
+                cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+                clear_cargo_run_env(&mut cmd);
+                cmd.args(["build", "-p", "mica-kernel", "--target", KERNEL_TARGET]);
+            }
+            Toolchain::Debian { .. } => {
+                cmd = Command::new(DEBIAN_CARGO);
+                clear_cargo_run_env(&mut cmd);
+                clear_toolchain_env(&mut cmd);
+                cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC);
+                cmd.args(["build", "-p", "mica-kernel", "--target", KERNEL_TARGET]);
+                cmd.args(["-Zbuild-std=core,alloc,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]);
+            }
+        }
+        if release {
+            cmd.arg("--release");
+        }
+        cmd.arg("--message-format=json-render-diagnostics").current_dir(root);
+        cmd
+    }
+}
+
+impl fmt::Display for Toolchain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Toolchain::Rustup => {
+                write!(f, "rustup's active toolchain ({KERNEL_TARGET}, {COMPONENT_TARGET}, rust-src)")
+            }
+            Toolchain::Debian { why } => write!(f, "Debian's rustc-web with -Zbuild-std ({why})"),
+        }
+    }
+}
+
+/// What the rustup listings lack for the rustup way.
+fn missing_pieces(targets: &str, components: &str) -> Vec<&'static str> {
+    let has_target = |t: &str| targets.lines().any(|l| l.trim() == t);
+    let has_src = components.lines().any(|l| l.trim().starts_with("rust-src"));
+    let mut missing = Vec::new();
+    for target in [KERNEL_TARGET, COMPONENT_TARGET] {
+        if !has_target(target) {
+            missing.push(target);
+        }
+    }
+    if !has_src {
+        missing.push("rust-src");
+    }
+    missing
+}
+
+/// Removes what `cargo run` sets for the program it runs (package metadata, `CARGO`), so a
+/// nested cargo sees only the user's own settings.
+pub fn clear_cargo_run_env(cmd: &mut Command) {
+    const USER_SETTINGS: [&str; 9] = [
+        "CARGO_HOME",
+        "CARGO_TARGET_DIR",
+        "CARGO_TERM_",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+        "CARGO_BUILD_JOBS",
+        "CARGO_INCREMENTAL",
+    ];
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO") && !USER_SETTINGS.iter().any(|keep| key.starts_with(keep)) {
+            cmd.env_remove(key);
+        }
+    }
+}
+
+/// Removes what would make Debian's cargo use another compiler or other flags: rustup's
+/// toolchain choice, compiler wrappers, and `RUSTFLAGS` (which would replace the kernel's
+/// `-C relocation-model=static` from `.cargo/config.toml`).
+fn clear_toolchain_env(cmd: &mut Command) {
+    for key in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTUP_TOOLCHAIN_SOURCE",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTDOC",
+        "RUSTFLAGS",
+        "RUSTC_BOOTSTRAP",
+    ] {
+        cmd.env_remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustup_listings_decide_the_way() {
+        let targets = "x86_64-unknown-linux-gnu\nx86_64-unknown-none\nwasm32-wasip2\n";
+        let components = "cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64-unknown-linux-gnu\n";
+        assert!(missing_pieces(targets, components).is_empty());
+        assert_eq!(
+            missing_pieces("x86_64-unknown-linux-gnu\n", "rustc-x86_64-unknown-linux-gnu\n"),
+            ["x86_64-unknown-none", "wasm32-wasip2", "rust-src"]
+        );
+        assert_eq!(missing_pieces(targets, ""), ["rust-src"]);
+    }
+
+    #[test]
+    fn debian_build_uses_debian_rustc_and_build_std() {
+        let debian = Toolchain::Debian { why: "test".into() };
+        let cmd = debian.kernel_build(Path::new("/ws"), true);
+        assert_eq!(cmd.get_program(), DEBIAN_CARGO);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.contains(&"-Zbuild-std=core,alloc,compiler_builtins".to_owned()), "{args:?}");
+        assert!(args.contains(&"--release".to_owned()));
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(envs.contains(&("RUSTC".as_ref(), Some(DEBIAN_RUSTC.as_ref()))));
+        assert!(envs.contains(&("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
+        assert!(envs.contains(&("RUSTUP_TOOLCHAIN".as_ref(), None)), "rustup's choice is removed");
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/ws")));
+    }
+
+    #[test]
+    fn rustup_build_is_plain() {
+        let cmd = Toolchain::Rustup.kernel_build(Path::new("/ws"), false);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(!args.iter().any(|a| a.starts_with("-Z")), "{args:?}");
+        assert!(!args.contains(&"--release".to_owned()));
+        assert!(!cmd.get_envs().any(|(k, _)| k == "RUSTC_BOOTSTRAP"));
+    }
+}
