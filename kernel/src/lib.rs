@@ -18,6 +18,8 @@ pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot_info;
 #[cfg(target_os = "none")]
+pub mod components;
+#[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
 mod kmain;

@@ -9,6 +9,7 @@
 //! Every command that builds or boots first checks setup (cheap) and completes it if needed.
 #![forbid(unsafe_code)]
 
+mod aot;
 mod bench;
 mod empty_kernel;
 mod kernel;
@@ -50,6 +51,14 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Compile a component ahead of time for a CPU profile (cached) and print the artifact path.
+    Aot {
+        /// The component (`.wasm`).
+        wasm: PathBuf,
+        /// CPU profile: `baseline`, `host`, or a comma-separated feature list.
+        #[arg(long, default_value = "baseline")]
+        cpu: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +88,18 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run::run(&root, &args),
         Command::Test(args) => test::run(&root, &args),
         Command::Bench(bench) => bench::run(&root, &bench),
+        Command::Aot { wasm, cpu } => {
+            let profile = aot::profile(&cpu)?;
+            let artifact = aot::compile(&aot::cache_dir(&root.join("target")), &wasm, &profile)?;
+            eprintln!(
+                "xtask: {} for {} ({})",
+                if artifact.cached { "cached" } else { "compiled" },
+                artifact.key,
+                wasm.display()
+            );
+            println!("{}", artifact.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

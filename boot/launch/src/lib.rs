@@ -24,5 +24,5 @@ pub use accel::{Accel, AccelChoice, AccelDecision, DevKvm, KvmBacking, KvmProbe,
 pub use cmdline::{KernelCmdline, LOG_LEVELS, check_log_level};
 pub use error::LaunchError;
 pub use mica_exit::ExitCode;
-pub use qemu::{QemuCommand, find_qemu};
+pub use qemu::{QemuCommand, cpu_model, find_qemu};
 pub use run::{Ended, Outcome, OutputMode, RunOptions};

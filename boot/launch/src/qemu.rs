@@ -58,7 +58,29 @@ pub struct QemuCommand {
     cmdline: String,
     memory_mib: u32,
     icount: bool,
+    cpu: Option<String>,
+    initrd: Option<PathBuf>,
     extra: Vec<OsString>,
+}
+
+/// QEMU's name for a CPU feature Rust calls `feature` (`sse4.1`, `lzcnt`, ...).
+fn qemu_flag(feature: &str) -> &str {
+    match feature {
+        "lzcnt" => "abm",
+        other => other,
+    }
+}
+
+/// A QEMU CPU model that exposes `features` (Rust names) plus RDRAND: QEMU's default model
+/// (`qemu64`, which has only SSE3 beyond SSE2) with each feature added. TCG emulates all of
+/// them; under KVM the host CPU must have them.
+pub fn cpu_model(features: &[&str]) -> String {
+    let mut model = String::from("qemu64");
+    for f in features.iter().copied().chain(["rdrand"]) {
+        model.push_str(",+");
+        model.push_str(qemu_flag(f));
+    }
+    model
 }
 
 impl QemuCommand {
@@ -71,8 +93,22 @@ impl QemuCommand {
             cmdline: String::new(),
             memory_mib: DEFAULT_MEMORY_MIB,
             icount: false,
+            cpu: None,
+            initrd: None,
             extra: Vec::new(),
         }
+    }
+
+    /// Sets the guest CPU model (`-cpu`); see [`cpu_model`]. Default: QEMU's.
+    pub fn cpu(mut self, model: impl Into<String>) -> QemuCommand {
+        self.cpu = Some(model.into());
+        self
+    }
+
+    /// Passes a boot module (`-initrd`): Mica's boot bundle.
+    pub fn initrd(mut self, path: impl Into<PathBuf>) -> QemuCommand {
+        self.initrd = Some(path.into());
+        self
     }
 
     /// Sets the kernel command line (`-append`), passed as given.
@@ -128,6 +164,10 @@ impl QemuCommand {
             push("-icount");
             push("shift=0");
         }
+        if let Some(cpu) = &self.cpu {
+            push("-cpu");
+            push(cpu);
+        }
         push("-m");
         push(&format!("{}M", self.memory_mib));
         push("-nodefaults");
@@ -141,6 +181,10 @@ impl QemuCommand {
         push("-no-reboot");
         args.push("-kernel".into());
         args.push(self.kernel.clone().into_os_string());
+        if let Some(initrd) = &self.initrd {
+            args.push("-initrd".into());
+            args.push(initrd.clone().into_os_string());
+        }
         args.push("-append".into());
         args.push(self.cmdline.clone().into());
         args.extend(self.extra.iter().cloned());
@@ -190,6 +234,15 @@ mod tests {
              -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot \
              -kernel /k/mica-kernel -append log=info test=heap"
         );
+    }
+
+    #[test]
+    fn cpu_model_and_boot_module() {
+        assert_eq!(cpu_model(&["sse4.1", "lzcnt"]), "qemu64,+sse4.1,+abm,+rdrand");
+        let cmd = QemuCommand::new("qemu", "k", Accel::Tcg).cpu(cpu_model(&["popcnt"])).initrd("/b/bundle");
+        let args = strings(&cmd);
+        assert!(args.windows(2).any(|w| w == ["-cpu", "qemu64,+popcnt,+rdrand"]), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["-initrd", "/b/bundle"]), "{args:?}");
     }
 
     #[test]

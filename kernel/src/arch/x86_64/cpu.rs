@@ -132,3 +132,30 @@ pub fn init() -> CpuInfo {
     }
     info
 }
+
+/// Whether compiled code may use the feature Rust and Wasmtime call `name` (`"sse4.1"`, ...):
+/// the CPU reports it and, for AVX-class features, the kernel has enabled their state (it has
+/// not yet, so those are `false`). `None` for names this function does not know.
+pub fn code_may_use(name: &str) -> Option<bool> {
+    let cpuid = CpuId::new();
+    let f = cpuid.get_feature_info();
+    let e = cpuid.get_extended_feature_info();
+    let ext = cpuid.get_extended_processor_and_feature_identifiers();
+    let has = |b: Option<bool>| Some(b.unwrap_or(false));
+    match name {
+        "sse3" => has(f.as_ref().map(|f| f.has_sse3())),
+        "ssse3" => has(f.as_ref().map(|f| f.has_ssse3())),
+        "sse4.1" => has(f.as_ref().map(|f| f.has_sse41())),
+        "sse4.2" => has(f.as_ref().map(|f| f.has_sse42())),
+        "popcnt" => has(f.as_ref().map(|f| f.has_popcnt())),
+        "cmpxchg16b" => has(f.as_ref().map(|f| f.has_cmpxchg16b())),
+        "lzcnt" => has(ext.as_ref().map(|x| x.has_lzcnt())),
+        "bmi1" => has(e.as_ref().map(|e| e.has_bmi1())),
+        "bmi2" => has(e.as_ref().map(|e| e.has_bmi2())),
+        // AVX state (XCR0) is not enabled yet: code using these would fault.
+        "avx" | "avx2" | "fma" | "avx512f" | "avx512vl" | "avx512dq" | "avx512bitalg" | "avx512vbmi" | "avxvnni" => {
+            Some(false)
+        }
+        _ => None,
+    }
+}

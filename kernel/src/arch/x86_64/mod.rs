@@ -8,7 +8,10 @@ pub mod gdt;
 pub mod paging;
 pub mod pit;
 pub mod qemu;
+pub mod random;
+pub mod rtc;
 pub mod serial;
+pub mod stack_switch;
 pub mod stacks;
 pub mod traps;
 

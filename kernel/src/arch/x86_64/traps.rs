@@ -222,6 +222,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == u64::from(TIMER_VECTOR) => {
             super::clock::on_tick();
+            crate::components::on_tick();
             super::apic::end_of_interrupt();
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}

@@ -1,0 +1,92 @@
+//! Components: the kernel's Wasmtime engine (configured by the runtime's shared
+//! `engine_config`, with the kernel's code memory and CPU feature detection), the platform
+//! services components run on, and running one component to its end on its own kernel stack.
+
+pub mod code_memory;
+pub mod platform;
+pub mod tls;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+
+use mica_runtime::config::{COMPONENT_STACK_BYTES, engine_config};
+use mica_runtime::platform::Platform;
+use mica_runtime::program::{self, Launch, LoadError, Outcome};
+use mica_runtime::wasmtime::Engine;
+use spin::Once;
+
+use crate::arch::stacks::KernelStack;
+use crate::arch::{cpu, stack_switch};
+
+static ENGINE: Once<Result<Engine, String>> = Once::new();
+
+/// The kernel's engine, made on first use.
+pub fn engine() -> Result<&'static Engine, String> {
+    ENGINE
+        .call_once(|| {
+            let mut config = engine_config();
+            config.with_custom_code_memory(Some(Arc::new(code_memory::KernelCodeMemory)));
+            // SAFETY: `code_may_use` answers from CPUID and the kernel's own state (AVX-class
+            // features are reported absent because their state is not enabled), so code is only
+            // ever loaded for features that work here.
+            unsafe {
+                config.detect_host_feature(cpu::code_may_use);
+            }
+            Engine::new(&config).map_err(|e| format!("cannot create the Wasmtime engine: {e:#}"))
+        })
+        .as_ref()
+        .map_err(String::clone)
+}
+
+/// Advances the engine's epoch: called from the timer interrupt, once per tick.
+pub fn on_tick() {
+    if let Some(Ok(engine)) = ENGINE.get() {
+        engine.increment_epoch();
+    }
+}
+
+/// Why a component did not run.
+#[derive(Debug)]
+pub enum StartError {
+    /// The engine could not be made.
+    Engine(String),
+    /// The runtime refused the component.
+    Load(LoadError),
+    /// No stack for it.
+    Stack(String),
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::Engine(e) => write!(f, "{e}"),
+            StartError::Load(e) => write!(f, "{e}"),
+            StartError::Stack(e) => write!(f, "no kernel stack: {e}"),
+        }
+    }
+}
+
+/// Loads the artifact, links what `grants` allows, and runs the component to its end on a
+/// kernel stack of its own.
+pub fn run(
+    platform: &Arc<dyn Platform>,
+    artifact: &[u8],
+    launch: &Launch,
+    grants: &[String],
+) -> Result<Outcome, StartError> {
+    let engine = engine().map_err(StartError::Engine)?;
+    // SAFETY: the artifact passed the bundle's checksum and the artifact key check (made by
+    // Mica's AOT compiler for this engine configuration); Wasmtime checks its version,
+    // settings and CPU features again.
+    let component = unsafe { program::load(engine, artifact) }.map_err(StartError::Load)?;
+    let linker = program::link(engine, &component, grants).map_err(StartError::Load)?;
+    let stack = KernelStack::new(COMPONENT_STACK_BYTES as u64).map_err(|e| StartError::Stack(format!("{e}")))?;
+    let mut result = None;
+    stack_switch::run_on(&stack, || {
+        result = Some(program::run(engine, &component, &linker, platform.clone(), launch));
+    });
+    result
+        .unwrap_or_else(|| Err(LoadError::Instantiate("the component's stack returned without a result".into())))
+        .map_err(StartError::Load)
+}

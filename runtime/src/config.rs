@@ -1,0 +1,264 @@
+//! The one place that defines how Wasmtime is configured. The AOT compiler on the build host
+//! (`cargo xtask`, feature `aot`) and the runtime inside the kernel both call [`engine_config`],
+//! so the settings an artifact was compiled with and the settings it is loaded with cannot drift
+//! apart; [`ArtifactKey`] names the whole of it for the AOT cache.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use wasmtime::Config;
+
+/// The Wasmtime version, pinned with `=` in Cargo.toml; artifacts record it and are refused by
+/// any other version.
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// The Rust target the kernel is built for; artifacts are compiled for it.
+pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+
+/// How much native stack a component may use below its entry frame. The kernel runs each
+/// component on a stack with at least [`COMPONENT_STACK_BYTES`].
+pub const MAX_WASM_STACK: usize = 512 * 1024;
+
+/// The size of the kernel stack a component runs on: its wasm stack plus room for host calls.
+pub const COMPONENT_STACK_BYTES: usize = MAX_WASM_STACK + 256 * 1024;
+
+/// A CPU feature that compiled code may use (x86_64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CpuFeature {
+    /// SSE3.
+    Sse3,
+    /// SSSE3.
+    Ssse3,
+    /// SSE4.1: needed so that float rounding is inline code, never a libcall (the kernel is a
+    /// soft-float target, whose float calling convention generated code must not use).
+    Sse41,
+    /// SSE4.2.
+    Sse42,
+    /// POPCNT.
+    Popcnt,
+    /// LZCNT.
+    Lzcnt,
+    /// BMI1.
+    Bmi1,
+    /// BMI2.
+    Bmi2,
+    /// AVX (needs the kernel to enable AVX state).
+    Avx,
+    /// AVX2.
+    Avx2,
+    /// FMA.
+    Fma,
+}
+
+impl CpuFeature {
+    /// Every feature, in a fixed order.
+    pub const ALL: [CpuFeature; 11] = [
+        CpuFeature::Sse3,
+        CpuFeature::Ssse3,
+        CpuFeature::Sse41,
+        CpuFeature::Sse42,
+        CpuFeature::Popcnt,
+        CpuFeature::Lzcnt,
+        CpuFeature::Bmi1,
+        CpuFeature::Bmi2,
+        CpuFeature::Avx,
+        CpuFeature::Avx2,
+        CpuFeature::Fma,
+    ];
+
+    /// The name Rust (`is_x86_feature_detected!`) and Wasmtime's `detect_host_feature` use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            CpuFeature::Sse3 => "sse3",
+            CpuFeature::Ssse3 => "ssse3",
+            CpuFeature::Sse41 => "sse4.1",
+            CpuFeature::Sse42 => "sse4.2",
+            CpuFeature::Popcnt => "popcnt",
+            CpuFeature::Lzcnt => "lzcnt",
+            CpuFeature::Bmi1 => "bmi1",
+            CpuFeature::Bmi2 => "bmi2",
+            CpuFeature::Avx => "avx",
+            CpuFeature::Avx2 => "avx2",
+            CpuFeature::Fma => "fma",
+        }
+    }
+
+    /// Cranelift's ISA flag for it.
+    pub const fn cranelift_flag(self) -> &'static str {
+        match self {
+            CpuFeature::Sse3 => "has_sse3",
+            CpuFeature::Ssse3 => "has_ssse3",
+            CpuFeature::Sse41 => "has_sse41",
+            CpuFeature::Sse42 => "has_sse42",
+            CpuFeature::Popcnt => "has_popcnt",
+            CpuFeature::Lzcnt => "has_lzcnt",
+            CpuFeature::Bmi1 => "has_bmi1",
+            CpuFeature::Bmi2 => "has_bmi2",
+            CpuFeature::Avx => "has_avx",
+            CpuFeature::Avx2 => "has_avx2",
+            CpuFeature::Fma => "has_fma",
+        }
+    }
+
+    /// The feature called `name` (as in [`CpuFeature::name`]).
+    pub fn from_name(name: &str) -> Option<CpuFeature> {
+        CpuFeature::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// The CPU features an artifact is compiled for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CpuProfile {
+    /// A label: `baseline`, `host`, or `custom`.
+    pub name: String,
+    /// The features, sorted and without duplicates.
+    pub features: Vec<CpuFeature>,
+}
+
+/// A CPU profile could not be understood.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownFeature(pub String);
+
+impl fmt::Display for UnknownFeature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown CPU feature '{}' (known:", self.0)?;
+        for feature in CpuFeature::ALL {
+            write!(f, " {}", feature.name())?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl CpuProfile {
+    /// x86-64-v2 (SSE3, SSSE3, SSE4.1, SSE4.2, POPCNT): what every x86_64 CPU of the last
+    /// fifteen years has, and what Mica asks QEMU's CPU model to expose under TCG and KVM.
+    pub fn baseline() -> CpuProfile {
+        CpuProfile::new(
+            "baseline",
+            [CpuFeature::Sse3, CpuFeature::Ssse3, CpuFeature::Sse41, CpuFeature::Sse42, CpuFeature::Popcnt],
+        )
+    }
+
+    /// A profile with exactly `features` (SSE4.1 is always added: see [`CpuFeature::Sse41`]).
+    pub fn new(name: &str, features: impl IntoIterator<Item = CpuFeature>) -> CpuProfile {
+        let mut features: Vec<CpuFeature> = features.into_iter().chain([CpuFeature::Sse41]).collect();
+        features.sort();
+        features.dedup();
+        CpuProfile { name: name.to_string(), features }
+    }
+
+    /// Parses a comma-separated feature list such as `sse4.2,popcnt,avx2`.
+    pub fn parse_list(list: &str) -> Result<CpuProfile, UnknownFeature> {
+        let features = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| CpuFeature::from_name(s).ok_or_else(|| UnknownFeature(s.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CpuProfile::new("custom", features))
+    }
+
+    /// The features as a comma-separated list.
+    pub fn feature_list(&self) -> String {
+        let names: Vec<&str> = self.features.iter().map(|f| f.name()).collect();
+        names.join(",")
+    }
+}
+
+/// Everything that decides whether an artifact can be loaded: the cache key of the AOT side.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ArtifactKey {
+    /// Wasmtime's version.
+    pub wasmtime: &'static str,
+    /// The compilation target.
+    pub target: &'static str,
+    /// A version of [`engine_config`]'s settings; bump it whenever they change.
+    pub config_version: u32,
+    /// The CPU features.
+    pub cpu: CpuProfile,
+}
+
+/// Bump whenever [`engine_config`] changes what it sets.
+pub const CONFIG_VERSION: u32 = 1;
+
+impl ArtifactKey {
+    /// The key for `cpu` with this build's settings.
+    pub fn new(cpu: CpuProfile) -> ArtifactKey {
+        ArtifactKey { wasmtime: WASMTIME_VERSION, target: KERNEL_TARGET, config_version: CONFIG_VERSION, cpu }
+    }
+}
+
+impl fmt::Display for ArtifactKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "wasmtime-{}/{}/config-{}/cpu-{}",
+            self.wasmtime,
+            self.target,
+            self.config_version,
+            self.cpu.feature_list()
+        )
+    }
+}
+
+/// The Wasmtime configuration shared by the AOT compiler and the kernel. On the AOT side the
+/// caller then adds the Cranelift flags of the CPU profile ([`enable_cpu_features`]); on the
+/// kernel side it adds its code memory and its CPU feature detection.
+pub fn engine_config() -> Config {
+    let mut config = Config::new();
+    // The target is set on both sides: when the kernel loads an artifact, Wasmtime compares
+    // the artifact's architecture and operating system with the engine's.
+    config.target(KERNEL_TARGET).expect("the kernel target is known to Wasmtime");
+    config
+        .wasm_component_model(true)
+        // No signals, no virtual memory tricks: explicit bounds checks and no guard regions.
+        .signals_based_traps(false)
+        .memory_init_cow(false)
+        .memory_reservation(0)
+        .memory_guard_size(0)
+        .memory_reservation_for_growth(0)
+        // CPU limits: fuel for exact instruction budgets, epochs for time limits.
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK);
+    // SAFETY: the kernel target is soft-float; with SSE4.1 in
+    // every profile, Cranelift emits no float libcalls whose calling convention could differ.
+    unsafe {
+        config.x86_float_abi_ok(true);
+    }
+    config
+}
+
+/// Enables the Cranelift ISA flags for `profile` (AOT side).
+#[cfg(feature = "aot")]
+pub fn enable_cpu_features(config: &mut Config, profile: &CpuProfile) {
+    for feature in &profile.features {
+        // SAFETY: compiling for features the target may lack is safe; the kernel checks each
+        // one against the running CPU (cpuid) before it loads the artifact.
+        unsafe {
+            config.cranelift_flag_enable(feature.cranelift_flag());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles() {
+        let b = CpuProfile::baseline();
+        assert_eq!(b.feature_list(), "sse3,ssse3,sse4.1,sse4.2,popcnt");
+        let c = CpuProfile::parse_list("avx2, popcnt,,avx2").expect("parses");
+        assert_eq!(c.feature_list(), "sse4.1,popcnt,avx2");
+        let e = CpuProfile::parse_list("sse9").expect_err("unknown");
+        assert!(e.to_string().starts_with("unknown CPU feature 'sse9' (known: sse3"));
+    }
+
+    #[test]
+    fn key_names_everything() {
+        let k = ArtifactKey::new(CpuProfile::baseline());
+        assert_eq!(k.to_string(), "wasmtime-48.0.8/x86_64-unknown-none/config-1/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt");
+    }
+}

@@ -1,0 +1,25 @@
+//! `wasi:io/error`: the error resource of a failed stream operation.
+
+use alloc::string::String;
+
+use wasmtime::component::Resource;
+
+use super::Ctx;
+use super::wasi::io::error::{Host, HostError};
+
+/// A stream error's description.
+#[derive(Debug)]
+pub struct IoError(pub String);
+
+impl Host for Ctx {}
+
+impl HostError for Ctx {
+    fn to_debug_string(&mut self, e: Resource<IoError>) -> wasmtime::Result<String> {
+        Ok(self.table.get(&e)?.0.clone())
+    }
+
+    fn drop(&mut self, e: Resource<IoError>) -> wasmtime::Result<()> {
+        self.table.delete(e)?;
+        Ok(())
+    }
+}

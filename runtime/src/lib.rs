@@ -1,0 +1,18 @@
+//! Mica's Wasmtime embedding, shared by the kernel (no_std) and the host (`std`, and `aot` for
+//! the ahead-of-time compiler in xtask).
+//!
+//! - [`config`]: the one Wasmtime configuration both sides use, CPU profiles and artifact keys.
+//! - [`platform`]: the narrow trait the host (the kernel) implements for the runtime.
+//! - [`host`]: WASI 0.2, one file per interface, no unsafe code.
+//! - [`program`]: artifact loading, the capability-gated linker, limits and outcomes.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+
+extern crate alloc;
+
+pub mod config;
+pub mod host;
+pub mod limits;
+pub mod platform;
+pub mod program;
+
+pub use wasmtime;

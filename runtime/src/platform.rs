@@ -1,0 +1,47 @@
+//! What the runtime needs from whoever hosts it (the kernel, or Linux in hosted tests), as one
+//! narrow trait. The runtime never reaches into the kernel: it only calls this.
+
+use core::fmt;
+
+/// Which output stream a component wrote to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    /// `wasi:cli/stdout`.
+    Stdout,
+    /// `wasi:cli/stderr`.
+    Stderr,
+}
+
+/// Where random bytes came from, so that a report can say so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RandomSource {
+    /// The CPU's RDSEED/RDRAND.
+    Hardware,
+    /// A software generator seeded from the clock: not for secrets.
+    Fallback,
+}
+
+impl fmt::Display for RandomSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RandomSource::Hardware => write!(f, "RDRAND/RDSEED"),
+            RandomSource::Fallback => write!(f, "a clock-seeded software generator (no RDRAND)"),
+        }
+    }
+}
+
+/// The services a component's host functions are built on.
+pub trait Platform: Send + Sync {
+    /// Nanoseconds on a monotonic clock.
+    fn monotonic_ns(&self) -> u64;
+    /// The monotonic clock's resolution in nanoseconds.
+    fn monotonic_resolution_ns(&self) -> u64;
+    /// Wall-clock time since the Unix epoch: seconds and nanoseconds.
+    fn wall_clock(&self) -> (u64, u32);
+    /// Blocks the calling component until the monotonic clock reaches `deadline_ns`.
+    fn sleep_until(&self, deadline_ns: u64);
+    /// Fills `buf` with random bytes.
+    fn random_bytes(&self, buf: &mut [u8]) -> RandomSource;
+    /// Writes one complete line (without its newline) that component `name` wrote to `kind`.
+    fn console_line(&self, name: &str, kind: OutputKind, line: &[u8]);
+}

@@ -1,0 +1,249 @@
+//! Loading and running one component: the artifact checks, the capability-gated linker, the
+//! store with its limits, and the outcome of `wasi:cli/run`.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::host::{self, Ctx, wasi};
+use crate::limits::Limits;
+use crate::platform::Platform;
+
+/// One interface the runtime can provide, and how to link it.
+struct Interface {
+    name: &'static str,
+    add: fn(&mut Linker<Ctx>) -> wasmtime::Result<()>,
+}
+
+macro_rules! interface {
+    ($name:literal, $($module:ident)::+) => {
+        Interface { name: $name, add: |l| $($module)::+::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c) }
+    };
+}
+
+/// Every interface Mica provides, by its unversioned name.
+const INTERFACES: &[Interface] = &[
+    interface!("wasi:cli/environment", wasi::cli::environment),
+    interface!("wasi:cli/exit", wasi::cli::exit),
+    interface!("wasi:cli/stdin", wasi::cli::stdin),
+    interface!("wasi:cli/stdout", wasi::cli::stdout),
+    interface!("wasi:cli/stderr", wasi::cli::stderr),
+    interface!("wasi:clocks/monotonic-clock", wasi::clocks::monotonic_clock),
+    interface!("wasi:clocks/wall-clock", wasi::clocks::wall_clock),
+    interface!("wasi:filesystem/types", wasi::filesystem::types),
+    interface!("wasi:filesystem/preopens", wasi::filesystem::preopens),
+    interface!("wasi:io/error", wasi::io::error),
+    interface!("wasi:io/poll", wasi::io::poll),
+    interface!("wasi:io/streams", wasi::io::streams),
+    interface!("wasi:random/random", wasi::random::random),
+    interface!("wasi:random/insecure", wasi::random::insecure),
+    interface!("wasi:random/insecure-seed", wasi::random::insecure_seed),
+];
+
+/// The unversioned names of every interface the runtime provides.
+pub fn provided_interfaces() -> impl Iterator<Item = &'static str> {
+    INTERFACES.iter().map(|i| i.name)
+}
+
+/// Whether `grant` (an interface like `wasi:cli/stdout` or a package like `wasi:cli`) covers
+/// the unversioned interface name `interface`.
+pub fn grant_covers(grant: &str, interface: &str) -> bool {
+    grant == interface || interface.strip_prefix(grant).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Why a component was not started.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Wasmtime refused the artifact (another version, other settings, a CPU feature missing,
+    /// or not an artifact at all).
+    Artifact(String),
+    /// The component imports an interface the manifest does not grant.
+    NotGranted(String),
+    /// The component imports an interface Mica does not provide.
+    NotProvided(String),
+    /// Linking or instantiation failed.
+    Instantiate(String),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Artifact(e) => write!(f, "artifact refused: {e}"),
+            LoadError::NotGranted(i) => write!(f, "imports {i}, which its manifest does not grant"),
+            LoadError::NotProvided(i) => write!(f, "imports {i}, which Mica does not provide"),
+            LoadError::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
+        }
+    }
+}
+
+/// Deserializes an AOT artifact.
+///
+/// # Safety
+/// `bytes` must be an artifact produced by Mica's AOT compiler (xtask) for this engine's
+/// settings: Wasmtime trusts the machine code inside it. The bundle's checksum and the artifact
+/// key checks come first; Wasmtime then checks version, target, settings and CPU features.
+pub unsafe fn load(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+    // SAFETY: forwarded to the caller.
+    unsafe { Component::deserialize(engine, bytes) }.map_err(|e| LoadError::Artifact(format!("{e:#}")))
+}
+
+/// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
+/// imports nothing else.
+pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<Ctx>, LoadError> {
+    for (name, _) in component.component_type().imports(engine) {
+        let bare = name.split('@').next().unwrap_or(name);
+        if !INTERFACES.iter().any(|i| i.name == bare) {
+            return Err(LoadError::NotProvided(name.to_string()));
+        }
+        if !grants.iter().any(|g| grant_covers(g, bare)) {
+            return Err(LoadError::NotGranted(name.to_string()));
+        }
+    }
+    let mut linker = Linker::new(engine);
+    for interface in INTERFACES.iter().filter(|i| grants.iter().any(|g| grant_covers(g, i.name))) {
+        (interface.add)(&mut linker)
+            .map_err(|e| LoadError::Instantiate(format!("linking {}: {e:#}", interface.name)))?;
+    }
+    Ok(linker)
+}
+
+/// What a component is started with.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Its name.
+    pub name: String,
+    /// Its arguments (without the program name, which is added).
+    pub args: Vec<String>,
+    /// Its environment.
+    pub env: Vec<(String, String)>,
+    /// Memory budget in bytes.
+    pub memory_limit: usize,
+    /// Fuel budget (`None`: unlimited).
+    pub fuel: Option<u64>,
+    /// Epoch deadline in epochs from the start (`None`: unlimited).
+    pub epoch_deadline: Option<u64>,
+}
+
+/// How a component ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned from `run` or called `exit`, with this status.
+    Exited(u8),
+    /// It trapped (including a Rust panic, which aborts with `unreachable`).
+    Trapped(String),
+    /// It ran out of its memory budget.
+    OutOfMemory {
+        /// Bytes it asked for in all.
+        asked: usize,
+        /// Its budget.
+        limit: usize,
+        /// The trap or error it ended with.
+        detail: String,
+    },
+    /// It used up its fuel.
+    OutOfFuel(u64),
+    /// It ran past its CPU time limit.
+    TimeLimit,
+}
+
+impl Outcome {
+    /// Whether it succeeded (exit status 0).
+    pub fn success(&self) -> bool {
+        *self == Outcome::Exited(0)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Exited(code) => write!(f, "exited with status {code}"),
+            Outcome::Trapped(e) => write!(f, "trapped: {e}"),
+            Outcome::OutOfMemory { asked, limit, detail } => {
+                write!(f, "ran out of memory: asked for {asked} bytes, limit {limit} ({detail})")
+            }
+            Outcome::OutOfFuel(fuel) => write!(f, "exceeded its CPU limit: all {fuel} units of fuel used"),
+            Outcome::TimeLimit => write!(f, "exceeded its CPU time limit"),
+        }
+    }
+}
+
+/// Instantiates `component` and runs its `wasi:cli/run` export to the end.
+pub fn run(
+    engine: &Engine,
+    component: &Component,
+    linker: &Linker<Ctx>,
+    platform: Arc<dyn Platform>,
+    launch: &Launch,
+) -> Result<Outcome, LoadError> {
+    let mut args = Vec::with_capacity(launch.args.len() + 1);
+    args.push(launch.name.clone());
+    args.extend(launch.args.iter().cloned());
+    let ctx = Ctx {
+        name: launch.name.clone(),
+        args,
+        env: launch.env.clone(),
+        table: ResourceTable::new(),
+        platform,
+        limits: Limits::new(launch.memory_limit),
+        stdout: host::LineBuffer::default(),
+        stderr: host::LineBuffer::default(),
+        exit_status: None,
+    };
+    let mut store = Store::new(engine, ctx);
+    store.limiter(|c| &mut c.limits);
+    let fuel = launch.fuel.unwrap_or(u64::MAX);
+    store.set_fuel(fuel).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+    store.set_epoch_deadline(launch.epoch_deadline.unwrap_or(u64::MAX / 2));
+
+    let result = host::Program::instantiate(&mut store, component, linker)
+        .map_err(|e| (true, e))
+        .and_then(|program| program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e)));
+    store.data_mut().flush_output();
+    let outcome = match result {
+        Ok(Ok(())) => Outcome::Exited(0),
+        Ok(Err(())) => Outcome::Exited(1),
+        Err((during_instantiation, e)) => {
+            if let Some(host::exit::Exited(code)) = e.downcast_ref::<host::exit::Exited>() {
+                Outcome::Exited(*code)
+            } else if let Some((asked, limit)) = store.data().limits.refused {
+                Outcome::OutOfMemory { asked, limit, detail: format!("{e:#}") }
+            } else {
+                match e.downcast_ref::<Trap>() {
+                    Some(Trap::OutOfFuel) => Outcome::OutOfFuel(fuel),
+                    Some(Trap::Interrupt) => Outcome::TimeLimit,
+                    _ if during_instantiation => return Err(LoadError::Instantiate(format!("{e:#}"))),
+                    _ => Outcome::Trapped(format!("{e:#}")),
+                }
+            }
+        }
+    };
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_cover_interfaces_and_packages() {
+        assert!(grant_covers("wasi:cli", "wasi:cli/stdout"));
+        assert!(grant_covers("wasi:cli/stdout", "wasi:cli/stdout"));
+        assert!(!grant_covers("wasi:cli/std", "wasi:cli/stdout"));
+        assert!(!grant_covers("wasi:cl", "wasi:cli/stdout"));
+        assert!(!grant_covers("wasi:cli/stdout", "wasi:cli/stderr"));
+    }
+
+    #[test]
+    fn every_provided_interface_is_named_once() {
+        let mut names: Vec<&str> = provided_interfaces().collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

@@ -1,0 +1,276 @@
+//! The port I/O the guest can reach: COM1 (a vm-superio 16550 whose output is captured and
+//! optionally streamed), the exit port (QEMU's `isa-debug-exit` protocol), and nothing else: other
+//! ports read as all ones and ignore writes. The PIT (0x40-0x43), the 8259 PICs (0x20, 0xa0) and
+//! the speaker port (0x61) never get here, KVM's in-kernel irqchip and PIT handle them.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use mica_exit::{ExitCode, ISA_DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_SIZE};
+use vm_superio::serial::NoEvents;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+/// COM1's first port.
+pub const COM1_BASE: u16 = 0x3f8;
+/// COM1's eight ports.
+pub const COM1_PORTS: std::ops::RangeInclusive<u16> = COM1_BASE..=COM1_BASE + 7;
+/// COM1's interrupt line (GSI 4 on the in-kernel PIC and I/O APIC).
+pub const COM1_GSI: u32 = 4;
+
+/// Where the guest's serial output goes besides the capture buffer.
+pub enum SerialOutput {
+    /// Only captured (returned in [`crate::Outcome::serial_output`]).
+    Capture,
+    /// Captured and written to this writer as it arrives (e.g. stdout).
+    Tee(Box<dyn Write + Send>),
+}
+
+impl fmt::Debug for SerialOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SerialOutput::Capture => f.write_str("Capture"),
+            SerialOutput::Tee(_) => f.write_str("Tee(..)"),
+        }
+    }
+}
+
+/// The serial device's output: a capture buffer, and the tee writer if any. A tee that fails
+/// (a closed pipe) is dropped with a warning; capture goes on.
+pub struct SerialSink {
+    captured: Vec<u8>,
+    tee: Option<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for SerialSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SerialSink").field("captured", &self.captured.len()).field("tee", &self.tee.is_some()).finish()
+    }
+}
+
+impl SerialSink {
+    /// A sink for `output`.
+    pub fn new(output: SerialOutput) -> SerialSink {
+        let tee = match output {
+            SerialOutput::Capture => None,
+            SerialOutput::Tee(w) => Some(w),
+        };
+        SerialSink { captured: Vec::new(), tee }
+    }
+
+    /// Everything the guest wrote.
+    pub fn captured(&self) -> &[u8] {
+        &self.captured
+    }
+
+    /// Takes the captured output.
+    pub fn into_captured(self) -> Vec<u8> {
+        self.captured
+    }
+
+    fn tee_io(&mut self, op: impl FnOnce(&mut dyn Write) -> io::Result<()>) {
+        if let Some(w) = self.tee.as_mut()
+            && let Err(e) = op(w.as_mut())
+        {
+            log::warn!("serial output: cannot write to the console any more ({e}); still capturing");
+            self.tee = None;
+        }
+    }
+}
+
+impl Write for SerialSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.captured.extend_from_slice(buf);
+        self.tee_io(|w| w.write_all(buf));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tee_io(|w| w.flush());
+        Ok(())
+    }
+}
+
+/// Raises COM1's interrupt line through an eventfd that KVM's irqfd turns into GSI 4.
+#[derive(Debug)]
+pub struct IrqLine(pub EventFd);
+
+impl Trigger for IrqLine {
+    type E = io::Error;
+
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// What the vCPU loop should do after a port write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PortAction {
+    /// Keep running.
+    Continue,
+    /// The guest wrote this byte to the exit port: end the run.
+    Exit(u8),
+}
+
+/// The verdict behind a byte written to the exit port, if it is one of [`ExitCode::ALL`].
+pub fn decode_exit(byte: u8) -> Option<ExitCode> {
+    ExitCode::ALL.into_iter().find(|c| c.code() == byte)
+}
+
+fn is_exit_port(port: u16) -> bool {
+    (ISA_DEBUG_EXIT_PORT..ISA_DEBUG_EXIT_PORT + ISA_DEBUG_EXIT_SIZE).contains(&port)
+}
+
+/// The guest's port I/O space.
+pub struct PortBus {
+    serial: Serial<IrqLine, NoEvents, SerialSink>,
+}
+
+impl fmt::Debug for PortBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortBus").field("serial", self.serial.writer()).finish()
+    }
+}
+
+impl PortBus {
+    /// A bus with COM1 raising `irq` and writing to `sink`.
+    pub fn new(irq: IrqLine, sink: SerialSink) -> PortBus {
+        PortBus { serial: Serial::new(irq, sink) }
+    }
+
+    /// A guest `in` of `data.len()` bytes from `port`.
+    pub fn io_in(&mut self, port: u16, data: &mut [u8]) {
+        let len = data.len();
+        for (i, byte) in data.iter_mut().enumerate() {
+            let p = port.wrapping_add(i as u16);
+            *byte = if COM1_PORTS.contains(&p) {
+                self.serial.read((p - COM1_BASE) as u8)
+            } else {
+                if i == 0 {
+                    log::debug!("port read from unclaimed {port:#06x} ({len} bytes): all ones");
+                }
+                0xff
+            };
+        }
+    }
+
+    /// A guest `out` of `data` to `port`.
+    pub fn io_out(&mut self, port: u16, data: &[u8]) -> PortAction {
+        if is_exit_port(port) {
+            return PortAction::Exit(data.first().copied().unwrap_or(0));
+        }
+        for (i, byte) in data.iter().enumerate() {
+            let p = port.wrapping_add(i as u16);
+            if COM1_PORTS.contains(&p) {
+                if let Err(e) = self.serial.write((p - COM1_BASE) as u8, *byte) {
+                    log::warn!("serial: {e:?}");
+                }
+            } else if i == 0 {
+                log::debug!("port write to unclaimed {port:#06x}: {data:02x?} ignored");
+            }
+        }
+        PortAction::Continue
+    }
+
+    /// Everything the guest wrote to COM1 so far.
+    pub fn serial_output(&self) -> &[u8] {
+        self.serial.writer().captured()
+    }
+
+    /// Takes COM1's captured output.
+    pub fn into_serial_output(self) -> Vec<u8> {
+        let mut sink = self.serial.into_writer();
+        let _ = sink.flush();
+        sink.into_captured()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    use super::*;
+
+    fn bus(output: SerialOutput) -> PortBus {
+        let irq = IrqLine(EventFd::new(EFD_NONBLOCK).expect("eventfd"));
+        PortBus::new(irq, SerialSink::new(output))
+    }
+
+    fn print(bus: &mut PortBus, s: &str) {
+        for b in s.bytes() {
+            assert_eq!(bus.io_out(0x3f8, &[b]), PortAction::Continue);
+        }
+    }
+
+    #[test]
+    fn exit_port_decodes_with_mica_exit() {
+        assert_eq!(decode_exit(0x10), Some(ExitCode::Success));
+        assert_eq!(decode_exit(0x11), Some(ExitCode::Failed));
+        assert_eq!(decode_exit(0), None);
+        assert_eq!(decode_exit(0x12), None);
+        let mut b = bus(SerialOutput::Capture);
+        assert_eq!(b.io_out(0xf4, &[0x10]), PortAction::Exit(0x10));
+        assert_eq!(b.io_out(0xf4, &[0x11, 0, 0, 0]), PortAction::Exit(0x11));
+        assert_eq!(b.io_out(0xf7, &[0x42]), PortAction::Exit(0x42), "the whole 4-port window");
+        assert_eq!(b.io_out(0xf8, &[0x10]), PortAction::Continue, "outside the window");
+        assert_eq!(b.io_out(0xf3, &[0x10]), PortAction::Continue);
+    }
+
+    #[test]
+    fn serial_output_is_captured() {
+        let mut b = bus(SerialOutput::Capture);
+        print(&mut b, "mica: ready\n");
+        assert_eq!(b.serial_output(), b"mica: ready\n");
+        assert_eq!(b.into_serial_output(), b"mica: ready\n");
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn serial_output_is_teed() {
+        let shared = Shared::default();
+        let mut b = bus(SerialOutput::Tee(Box::new(shared.clone())));
+        print(&mut b, "hello");
+        assert_eq!(&*shared.0.lock().expect("lock"), b"hello");
+        assert_eq!(b.serial_output(), b"hello");
+    }
+
+    #[test]
+    fn loopback_and_scratch_work_like_a_16550() {
+        // What uart_16550's self-test does: scratch register, then loopback mode (MCR bit 4).
+        let mut b = bus(SerialOutput::Capture);
+        b.io_out(0x3ff, &[0x5a]);
+        let mut data = [0];
+        b.io_in(0x3ff, &mut data);
+        assert_eq!(data, [0x5a]);
+        b.io_out(0x3fc, &[0x1e]);
+        b.io_out(0x3f8, &[0xae]);
+        b.io_in(0x3fd, &mut data);
+        assert_eq!(data[0] & 1, 1, "LSR: data ready");
+        b.io_in(0x3f8, &mut data);
+        assert_eq!(data, [0xae]);
+        assert_eq!(b.serial_output(), b"", "looped-back bytes are not output");
+    }
+
+    #[test]
+    fn unclaimed_ports_read_all_ones() {
+        let mut b = bus(SerialOutput::Capture);
+        let mut data = [0u8; 4];
+        b.io_in(0x80, &mut data);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(b.io_out(0x80, &[1, 2]), PortAction::Continue);
+    }
+}

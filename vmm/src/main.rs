@@ -1,0 +1,105 @@
+//! `mica-vmm`: boots a PVH kernel on KVM with its serial console on stdout, and exits with the
+//! guest's verdict: 0 for success, 1 for failed, 2 for anything else (with a message on stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode as ProcessExit;
+use std::time::Duration;
+
+use clap::Parser;
+use mica_vmm::{ExitCode, PvhVm, SerialOutput, VmConfig};
+
+/// Boots a PVH ELF kernel (such as the Mica kernel) directly on KVM.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The kernel: an x86_64 ELF with a PVH entry note.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// The kernel command line.
+    #[arg(long, value_name = "STR", default_value = "")]
+    cmdline: String,
+    /// An initrd: one PVH boot module (Mica's boot bundle), like QEMU's `-initrd`.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+    /// Guest RAM in MiB.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    memory_mib: u64,
+    /// Stop the guest after this many seconds of wall time (default: no limit).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
+    /// Log more on stderr (-v: info, -vv: debug, including unclaimed port accesses).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// A minimal stderr logger.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("mica-vmm: {}: {}", record.level().as_str().to_lowercase(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: StderrLog = StderrLog;
+
+const STATUS_OTHER: u8 = 2;
+
+fn main() -> ProcessExit {
+    let args = Args::parse();
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(match args.verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        _ => log::LevelFilter::Debug,
+    });
+    let timeout = match args.timeout.map(Duration::try_from_secs_f64).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mica-vmm: bad --timeout: {e}");
+            return ProcessExit::from(STATUS_OTHER);
+        }
+    };
+    let mut config = VmConfig::new(&args.kernel)
+        .cmdline(args.cmdline)
+        .memory_mib(args.memory_mib)
+        .serial(SerialOutput::Tee(Box::new(std::io::stdout())));
+    if let Some(initrd) = args.initrd {
+        config = config.initrd(initrd);
+    }
+    let vm = match PvhVm::new(config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("mica-vmm: {e}");
+            return ProcessExit::from(STATUS_OTHER);
+        }
+    };
+    log::info!("VM ready in {:?} (backend: {})", vm.setup_duration(), mica_vmm::kvm_backend().unwrap_or("unknown"));
+    let outcome = match vm.run(timeout) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("mica-vmm: {e}");
+            return ProcessExit::from(STATUS_OTHER);
+        }
+    };
+    log::info!("guest ran {:?}: {}", outcome.duration, outcome.ending);
+    match outcome.exit() {
+        Some(ExitCode::Success) => ProcessExit::SUCCESS,
+        Some(ExitCode::Failed) => {
+            eprintln!("mica-vmm: the guest reported failure ({})", outcome.ending);
+            ProcessExit::FAILURE
+        }
+        None => {
+            eprintln!("mica-vmm: {}", outcome.ending);
+            ProcessExit::from(STATUS_OTHER)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! Building a PVH VM: guest memory, the kernel and its boot structures, then KVM (VM, in-kernel
+//! irqchip and PIT, COM1's irqfd, one vCPU with its CPUID and entry registers).
+//!
+//! Everything that depends only on the kernel file and the configuration is done before
+//! `/dev/kvm` is opened, so that a bad kernel path or command line is reported the same way on a
+//! machine without KVM.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+
+use crate::boot::{self, LoadedKernel};
+use crate::cpuid;
+use crate::devices::{COM1_GSI, IrqLine, PortBus, SerialOutput, SerialSink};
+use crate::error::{Error, Result};
+use crate::layout::{DEFAULT_MEMORY, MAX_MEMORY, MIB, MIN_MEMORY};
+use crate::regs;
+
+/// Where KVM may put the three pages it needs for real-mode emulation on Intel hosts without
+/// unrestricted guest support: just below the BIOS area at the top of 4 GiB, where QEMU puts them.
+const TSS_ADDRESS: usize = 0xfffb_d000;
+
+/// What to boot, and how.
+#[derive(Debug)]
+pub struct VmConfig {
+    /// The PVH ELF kernel.
+    pub kernel: PathBuf,
+    /// The kernel command line (printable ASCII, at most 4095 bytes).
+    pub cmdline: String,
+    /// An initrd: one PVH boot module (Mica's boot bundle), placed at the top of guest RAM.
+    pub initrd: Option<PathBuf>,
+    /// Guest RAM in MiB.
+    pub memory_mib: u64,
+    /// Where COM1's output goes besides the capture buffer.
+    pub serial: SerialOutput,
+}
+
+impl VmConfig {
+    /// A configuration for `kernel` with an empty command line, the default memory size
+    /// (128 MiB) and serial output captured only.
+    pub fn new(kernel: impl Into<PathBuf>) -> VmConfig {
+        VmConfig {
+            kernel: kernel.into(),
+            cmdline: String::new(),
+            initrd: None,
+            memory_mib: DEFAULT_MEMORY / MIB,
+            serial: SerialOutput::Capture,
+        }
+    }
+
+    /// Sets the command line.
+    pub fn cmdline(mut self, cmdline: impl Into<String>) -> VmConfig {
+        self.cmdline = cmdline.into();
+        self
+    }
+
+    /// Sets the initrd (one boot module).
+    pub fn initrd(mut self, path: impl Into<PathBuf>) -> VmConfig {
+        self.initrd = Some(path.into());
+        self
+    }
+
+    /// Sets the memory size in MiB.
+    pub fn memory_mib(mut self, mib: u64) -> VmConfig {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Sets where serial output goes.
+    pub fn serial(mut self, serial: SerialOutput) -> VmConfig {
+        self.serial = serial;
+        self
+    }
+}
+
+/// A VM with one vCPU, ready to enter a PVH kernel. Run it once with [`PvhVm::run`].
+///
+/// The fields are declared so that the vCPU and the VM are dropped (closed) before the guest
+/// memory they point into is unmapped.
+#[derive(Debug)]
+pub struct PvhVm {
+    pub(crate) vcpu: VcpuFd,
+    // Held for the VM's lifetime: closing it would tear the VM down.
+    _vm: VmFd,
+    pub(crate) memory: GuestMemoryMmap,
+    pub(crate) ports: PortBus,
+    kernel: LoadedKernel,
+    setup: Duration,
+}
+
+impl PvhVm {
+    /// Builds the VM for `config`: checks the memory size and the command line, loads the kernel,
+    /// writes the boot structures, then sets up KVM.
+    pub fn new(config: VmConfig) -> Result<PvhVm> {
+        let started = Instant::now();
+        let bytes = memory_bytes(config.memory_mib)?;
+        boot::check_cmdline(&config.cmdline)?;
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes as usize)])
+            .map_err(|source| Error::MemoryAlloc { mib: config.memory_mib, source })?;
+        let kernel = boot::load_kernel(&memory, &config.kernel)?;
+        regs::write_gdt(&memory)?;
+        let initrd = config.initrd.as_deref().map(|p| boot::load_initrd(&memory, p, kernel.end)).transpose()?;
+        let start_info = boot::write_boot_info(&memory, &config.cmdline, initrd)?;
+        log::debug!(
+            "kernel {} loaded up to {:#x}, PVH entry {:#x}; start info at {:#x}",
+            config.kernel.display(),
+            kernel.end,
+            kernel.entry.raw_value(),
+            start_info.raw_value()
+        );
+
+        let kvm = Kvm::new().map_err(|e| Error::kvm_open(&e))?;
+        for (cap, name) in [
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::Irqchip, "an in-kernel irqchip (KVM_CAP_IRQCHIP)"),
+            (Cap::Pit2, "an in-kernel PIT (KVM_CAP_PIT2)"),
+            (Cap::Irqfd, "KVM_CAP_IRQFD"),
+            (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(Error::KvmCapability(name));
+            }
+        }
+        let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        map_memory(&vm, &memory)?;
+        if let Err(e) = vm.set_tss_address(TSS_ADDRESS) {
+            // Only Intel hosts without unrestricted guest need it; others may refuse it.
+            log::debug!("KVM_SET_TSS_ADDR refused ({e}); going on without it");
+        }
+        vm.create_irq_chip().map_err(Error::kvm("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
+        let irq = EventFd::new(EFD_NONBLOCK).map_err(Error::host("eventfd for COM1"))?;
+        vm.register_irqfd(&irq, COM1_GSI).map_err(Error::kvm("KVM_IRQFD"))?;
+        let ports = PortBus::new(IrqLine(irq), SerialSink::new(config.serial));
+
+        let vcpu = setup_vcpu(&kvm, &vm, kernel.entry, start_info)?;
+        Ok(PvhVm { vcpu, _vm: vm, memory, ports, kernel, setup: started.elapsed() })
+    }
+
+    /// The kernel's PVH entry point.
+    pub fn entry(&self) -> GuestAddress {
+        self.kernel.entry
+    }
+
+    /// How long [`PvhVm::new`] took (memory, kernel load, KVM setup).
+    pub fn setup_duration(&self) -> Duration {
+        self.setup
+    }
+}
+
+/// Creates the vCPU and puts it in the PVH entry state: the filtered CPUID, protected mode at the
+/// entry point with `%ebx` at the start info, the FPU at its power-on defaults.
+fn setup_vcpu(kvm: &Kvm, vm: &VmFd, entry: GuestAddress, start_info: GuestAddress) -> Result<VcpuFd> {
+    let vcpu = vm.create_vcpu(0).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+    let guest_cpuid = cpuid::guest_cpuid(&supported)?;
+    vcpu.set_cpuid2(&guest_cpuid).map_err(Error::kvm("KVM_SET_CPUID2"))?;
+    check_cpuid_applied(&vcpu, &guest_cpuid);
+    let sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
+    vcpu.set_sregs(&regs::pvh_sregs(sregs)).map_err(Error::kvm("KVM_SET_SREGS"))?;
+    vcpu.set_regs(&regs::pvh_regs(entry, start_info)).map_err(Error::kvm("KVM_SET_REGS"))?;
+    let mut fpu = vcpu.get_fpu().map_err(Error::kvm("KVM_GET_FPU"))?;
+    // The x87 control word and MXCSR at their power-on defaults (all exceptions masked).
+    fpu.fcw = 0x37f;
+    fpu.mxcsr = 0x1f80;
+    vcpu.set_fpu(&fpu).map_err(Error::kvm("KVM_SET_FPU"))?;
+    Ok(vcpu)
+}
+
+/// Reads the CPUID back and says so when KVM did not keep what was set. The software KVM
+/// `kvm_pvm` accepts `KVM_SET_CPUID2` but reads back (and shows the guest) feature bits derived
+/// from the host CPU, so XSAVE and AVX stay visible to the guest there.
+fn check_cpuid_applied(vcpu: &VcpuFd, set: &kvm_bindings::CpuId) {
+    let Ok(back) = vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES) else { return };
+    let leaf1 =
+        |c: &kvm_bindings::CpuId| c.as_slice().iter().find(|e| e.function == 1 && e.index == 0).map_or(0, |e| e.ecx);
+    let leaked = leaf1(&back) & cpuid::LEAF1_ECX_HIDDEN & !leaf1(set);
+    if leaked != 0 {
+        log::info!(
+            "KVM did not keep the CPUID the VMM set: leaf 1 ECX reads back with hidden bits {leaked:#x} (XSAVE, AVX, \
+             ...) set, so the guest sees them (backend: {})",
+            crate::kvm_backend().unwrap_or("unknown")
+        );
+    }
+}
+
+/// Checks a memory size in MiB and converts it to bytes.
+pub fn memory_bytes(mib: u64) -> Result<u64> {
+    let bytes = mib.checked_mul(MIB).filter(|b| (MIN_MEMORY..=MAX_MEMORY).contains(b));
+    bytes.ok_or(Error::MemorySize { mib, min_mib: MIN_MEMORY / MIB, max_mib: MAX_MEMORY / MIB })
+}
+
+/// Registers every guest memory region with KVM, one slot each.
+fn map_memory(vm: &VmFd, memory: &GuestMemoryMmap) -> Result<()> {
+    for (slot, region) in memory.iter().enumerate() {
+        let host = region.as_ptr() as u64;
+        let descriptor = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: host,
+        };
+        // SAFETY: the region is a live anonymous mapping of exactly `memory_size` bytes owned by
+        // `memory`, which `PvhVm` keeps (and drops only after the VM and vCPU fds are closed), so
+        // KVM never sees the host range unmapped while the guest can touch it.
+        unsafe { vm.set_user_memory_region(descriptor) }.map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_size_bounds() {
+        assert_eq!(memory_bytes(128).expect("128 MiB"), 128 * MIB);
+        assert_eq!(memory_bytes(2).expect("2 MiB"), 2 * MIB);
+        assert_eq!(memory_bytes(3072).expect("3 GiB"), 3072 * MIB);
+        for bad in [0, 1, 3073, u64::MAX] {
+            let e = memory_bytes(bad).expect_err("out of range");
+            assert!(e.to_string().contains("2 MiB to 3072 MiB"), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_errors_come_before_kvm() {
+        let e = PvhVm::new(VmConfig::new("/nonexistent/mica-kernel")).expect_err("no kernel");
+        assert!(matches!(e, Error::KernelUnreadable { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/mica-kernel"), "{e}");
+        let e = PvhVm::new(VmConfig::new("/nonexistent").memory_mib(1 << 20)).expect_err("too big");
+        assert!(matches!(e, Error::MemorySize { .. }), "{e}");
+        let e = PvhVm::new(VmConfig::new("/nonexistent").cmdline("a\nb")).expect_err("bad cmdline");
+        assert!(matches!(e, Error::Cmdline(_)), "{e}");
+    }
+}

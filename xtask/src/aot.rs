@@ -1,0 +1,128 @@
+//! Ahead-of-time compilation of components with Wasmtime's Cranelift, for a CPU profile, into a
+//! content-addressed cache (`target/mica/aot/<key>.cwasm`). The key covers the component's
+//! bytes and everything in [`ArtifactKey`] (Wasmtime version, target, engine settings version,
+//! CPU features), so an unchanged component is never compiled again and a changed setting never
+//! reuses a stale artifact.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mica_runtime::config::{self, ArtifactKey, CpuFeature, CpuProfile};
+use mica_runtime::wasmtime::Engine;
+use sha2::{Digest, Sha256};
+
+/// The AOT cache directory under the target directory.
+pub fn cache_dir(target_dir: &Path) -> PathBuf {
+    target_dir.join("mica").join("aot")
+}
+
+/// A compiled component.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The `.cwasm` file.
+    pub path: PathBuf,
+    /// What it was compiled for.
+    pub key: ArtifactKey,
+    /// Whether it came from the cache.
+    pub cached: bool,
+}
+
+/// Resolves the `--cpu` option: `baseline`, `host`, or a comma-separated feature list.
+pub fn profile(spec: &str) -> Result<CpuProfile> {
+    match spec {
+        "baseline" => Ok(CpuProfile::baseline()),
+        "host" => Ok(host_profile()),
+        list => CpuProfile::parse_list(list).map_err(|e| anyhow::anyhow!("--cpu {list}: {e}")),
+    }
+}
+
+/// The features of the machine xtask runs on.
+pub fn host_profile() -> CpuProfile {
+    let detected = CpuFeature::ALL.into_iter().filter(|f| match f {
+        CpuFeature::Sse3 => std::is_x86_feature_detected!("sse3"),
+        CpuFeature::Ssse3 => std::is_x86_feature_detected!("ssse3"),
+        CpuFeature::Sse41 => std::is_x86_feature_detected!("sse4.1"),
+        CpuFeature::Sse42 => std::is_x86_feature_detected!("sse4.2"),
+        CpuFeature::Popcnt => std::is_x86_feature_detected!("popcnt"),
+        CpuFeature::Lzcnt => std::is_x86_feature_detected!("lzcnt"),
+        CpuFeature::Bmi1 => std::is_x86_feature_detected!("bmi1"),
+        CpuFeature::Bmi2 => std::is_x86_feature_detected!("bmi2"),
+        CpuFeature::Avx => std::is_x86_feature_detected!("avx"),
+        CpuFeature::Avx2 => std::is_x86_feature_detected!("avx2"),
+        CpuFeature::Fma => std::is_x86_feature_detected!("fma"),
+    });
+    CpuProfile::new("host", detected)
+}
+
+fn cache_name(key: &ArtifactKey, wasm: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(key.to_string().as_bytes());
+    h.update([0]);
+    h.update(wasm);
+    let digest = h.finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compiles the component in `wasm` for `profile`, or returns the cached artifact.
+pub fn compile(cache: &Path, wasm: &Path, profile: &CpuProfile) -> Result<Artifact> {
+    let bytes = fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
+    compile_bytes(cache, &bytes, profile).with_context(|| format!("compiling {}", wasm.display()))
+}
+
+/// Compiles component `bytes` for `profile`, or returns the cached artifact.
+pub fn compile_bytes(cache: &Path, bytes: &[u8], profile: &CpuProfile) -> Result<Artifact> {
+    let key = ArtifactKey::new(profile.clone());
+    let path = cache.join(format!("{}.cwasm", cache_name(&key, bytes)));
+    if path.is_file() {
+        return Ok(Artifact { path, key, cached: true });
+    }
+    let mut cfg = config::engine_config();
+    config::enable_cpu_features(&mut cfg, profile);
+    let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring Wasmtime: {e:#}"))?;
+    let artifact = engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
+    let tmp = path.with_extension("cwasm.tmp");
+    fs::write(&tmp, &artifact).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("moving {} into place", tmp.display()))?;
+    Ok(Artifact { path, key, cached: false })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component: the component-model preamble and nothing else.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+    #[test]
+    fn unchanged_components_are_never_recompiled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first = compile_bytes(dir.path(), EMPTY_COMPONENT, &CpuProfile::baseline()).expect("compiles");
+        assert!(!first.cached);
+        let modified = fs::metadata(&first.path).and_then(|m| m.modified()).expect("mtime");
+        let second = compile_bytes(dir.path(), EMPTY_COMPONENT, &CpuProfile::baseline()).expect("cached");
+        assert!(second.cached);
+        assert_eq!(first.path, second.path);
+        assert_eq!(fs::metadata(&second.path).and_then(|m| m.modified()).expect("mtime"), modified);
+        // Another CPU profile is another artifact.
+        let avx = compile_bytes(dir.path(), EMPTY_COMPONENT, &profile("avx2").expect("profile")).expect("compiles");
+        assert!(!avx.cached);
+        assert_ne!(avx.path, first.path);
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 2);
+    }
+
+    #[test]
+    fn profiles_parse() {
+        assert_eq!(profile("baseline").expect("ok"), CpuProfile::baseline());
+        assert!(host_profile().features.contains(&CpuFeature::Sse41));
+        assert!(profile("sse4.2,warp-drive").is_err());
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = compile_bytes(dir.path(), b"not wasm", &CpuProfile::baseline()).expect_err("refused");
+        assert!(!e.to_string().is_empty());
+    }
+}
