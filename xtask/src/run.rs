@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Kernel log level (off, error, warn, info, debug, trace).
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log: Option<String>,
+    /// Boot with Mica's own VMM (`mica-vmm`, rust-vmm on KVM) instead of QEMU.
+    #[arg(long, conflicts_with = "accel")]
+    pub vmm: bool,
     /// Host timeout in seconds [default: 60; 300 under a software KVM].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -90,6 +93,9 @@ pub fn kernel_cmdline(log: Option<&str>, words: &[String]) -> Result<KernelCmdli
 /// Runs `cargo xtask run`.
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     let cmdline = kernel_cmdline(args.log.as_deref(), &args.kernel_args)?;
+    if args.vmm {
+        return run_vmm(root, args, &cmdline);
+    }
     let probe = KvmProbe::detect();
     let decision = mica_launch::resolve(args.accel.into(), &probe)?;
     println!("mica: {decision}");
@@ -123,6 +129,45 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         }
         (None, _) => {
             eprintln!("error: {}", outcome.describe());
+            ExitCode::from(EXIT_NO_VERDICT)
+        }
+    })
+}
+
+/// `cargo xtask run --vmm`: the same boot on `mica-vmm` (KVM only).
+fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitCode> {
+    let probe = KvmProbe::detect();
+    if let Err(e) = mica_vmm::kvm_usable() {
+        bail!("--vmm needs KVM: {e}");
+    }
+    println!(
+        "mica: vmm mica-vmm on {} KVM{}",
+        if probe.hardware() { "hardware" } else { "software" },
+        mica_vmm::kvm_backend().map(|b| format!(" ({b})")).unwrap_or_default()
+    );
+    std::io::stdout().flush()?;
+    let toolchain = setup::ensure(root)?;
+    let kernel = kernel::build(root, &toolchain, args.release)?;
+    let timeout = Duration::from_secs(args.timeout.unwrap_or(if probe.hardware() {
+        TIMEOUT_SECS
+    } else {
+        SOFTWARE_KVM_TIMEOUT_SECS
+    }));
+    let config = mica_vmm::VmConfig::new(&kernel)
+        .cmdline(cmdline.as_string())
+        .serial(mica_vmm::SerialOutput::Tee(Box::new(std::io::stdout())));
+    let outcome = mica_vmm::PvhVm::new(config)?.run(Some(timeout))?;
+    Ok(match outcome.exit() {
+        Some(mica_launch::ExitCode::Success) => {
+            eprintln!("mica: kernel verdict success ({:.3} s)", outcome.duration.as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Some(mica_launch::ExitCode::Failed) => {
+            eprintln!("error: the kernel reported failure ({})", outcome.ending);
+            ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("error: {}", outcome.ending);
             ExitCode::from(EXIT_NO_VERDICT)
         }
     })
