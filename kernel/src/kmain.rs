@@ -100,37 +100,19 @@ pub fn start(start_info: u64) -> ! {
     let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
     kprintln!("mica: ready (tsc_since_entry={ready})");
 
-    if let Some(m) = boot.modules().next() {
-        // Temporary: run the first module as a raw artifact (until the boot bundle lands).
-        // SAFETY: the module's range is identity-mapped RAM reserved from the frame allocator.
-        let bytes = unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) };
-        let platform: alloc::sync::Arc<dyn mica_runtime::platform::Platform> =
-            alloc::sync::Arc::new(crate::components::platform::KernelPlatform::new());
-        let launch = mica_runtime::program::Launch {
-            name: "hello".into(),
-            args: alloc::vec!["a1".into()],
-            env: alloc::vec![("K".into(), "V".into())],
-            memory_limit: 64 << 20,
-            fuel: None,
-            epoch_deadline: None,
-        };
-        let grants: alloc::vec::Vec<alloc::string::String> =
-            ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
-                .iter()
-                .map(|s| (*s).into())
-                .collect();
-        let t0 = clock::rdtsc();
-        match crate::components::run(&platform, bytes, &launch, &grants) {
-            Ok(outcome) => kprintln!("mica: component hello {outcome} ({} TSC ticks)", clock::rdtsc() - t0),
-            Err(e) => kprintln!("mica: component hello refused: {e}"),
-        }
-    }
-
     match args.test {
         Some(name) => scenarios::run(name),
-        None => {
-            kprintln!("mica: no components to run yet; powering off");
-            arch::exit(ExitCode::Success)
-        }
+        None => match boot.modules().next() {
+            Some(m) => {
+                // SAFETY: the module's range is RAM (or mapped read-only by `paging::init`),
+                // reserved from the frame allocator, and never written.
+                let bundle = unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) };
+                arch::exit(crate::components::system::run(bundle))
+            }
+            None => {
+                kprintln!("mica: no boot bundle, so no components to run; powering off");
+                arch::exit(ExitCode::Success)
+            }
+        },
     }
 }

@@ -11,12 +11,15 @@
 
 mod aot;
 mod bench;
+mod components;
 mod empty_kernel;
 mod kernel;
 mod machine;
+mod manifest;
 mod process;
 mod run;
 mod setup;
+mod system;
 mod test;
 mod toolchain;
 

@@ -62,6 +62,12 @@ pub struct RunArgs {
     /// Boot with Mica's own VMM (`mica-vmm`, rust-vmm on KVM) instead of QEMU.
     #[arg(long, conflicts_with = "accel")]
     pub vmm: bool,
+    /// The system manifest to boot [default: components/default.toml].
+    #[arg(long, value_name = "PATH")]
+    pub manifest: Option<std::path::PathBuf>,
+    /// CPU profile components are compiled for: `baseline`, `host`, or a feature list.
+    #[arg(long, value_name = "PROFILE", default_value = "baseline")]
+    pub cpu: String,
     /// Host timeout in seconds [default: 60; 300 under a software KVM].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -104,12 +110,20 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
 
     let toolchain = setup::ensure(root)?;
     let kernel = kernel::build(root, &toolchain, args.release)?;
+    let (bundle, profile) = system_bundle(root, &toolchain, args)?;
     let qemu = mica_launch::find_qemu()?;
     let timeout = Duration::from_secs(args.timeout.unwrap_or(match decision.accel {
         Accel::Kvm if !probe.hardware() => SOFTWARE_KVM_TIMEOUT_SECS,
         Accel::Kvm | Accel::Tcg => TIMEOUT_SECS,
     }));
-    let command = QemuCommand::new(qemu, &kernel, decision.accel).cmdline(cmdline.as_string());
+    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
+    let mut command = QemuCommand::new(qemu, &kernel, decision.accel)
+        .cmdline(cmdline.as_string())
+        .cpu(mica_launch::cpu_model(&features))
+        .memory_mib(SYSTEM_MEMORY_MIB);
+    if let Some(bundle) = &bundle {
+        command = command.initrd(bundle);
+    }
     eprintln!("xtask: {}", command.display());
     let options = RunOptions { timeout, output: OutputMode::Inherit };
     let outcome = mica_launch::run::run(&command, &options)?;
@@ -134,6 +148,24 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
+/// Guest memory for a system boot, in MiB.
+pub const SYSTEM_MEMORY_MIB: u32 = 256;
+
+/// The boot bundle for the run (none for a boot-test scenario) and the CPU profile.
+fn system_bundle(
+    root: &Path,
+    toolchain: &crate::toolchain::Toolchain,
+    args: &RunArgs,
+) -> Result<(Option<std::path::PathBuf>, mica_runtime::config::CpuProfile)> {
+    let profile = crate::aot::profile(&args.cpu)?;
+    if args.kernel_args.iter().any(|w| w.starts_with("test=")) && args.manifest.is_none() {
+        return Ok((None, profile));
+    }
+    let manifest = args.manifest.clone().unwrap_or_else(|| root.join(crate::system::DEFAULT_MANIFEST));
+    let bundle = crate::system::prepare(root, toolchain, &manifest, &profile)?;
+    Ok((Some(bundle), profile))
+}
+
 /// `cargo xtask run --vmm`: the same boot on `mica-vmm` (KVM only).
 fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitCode> {
     let probe = KvmProbe::detect();
@@ -153,9 +185,14 @@ fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitC
     } else {
         SOFTWARE_KVM_TIMEOUT_SECS
     }));
-    let config = mica_vmm::VmConfig::new(&kernel)
+    let (bundle, _) = system_bundle(root, &toolchain, args)?;
+    let mut config = mica_vmm::VmConfig::new(&kernel)
         .cmdline(cmdline.as_string())
+        .memory_mib(u64::from(SYSTEM_MEMORY_MIB))
         .serial(mica_vmm::SerialOutput::Tee(Box::new(std::io::stdout())));
+    if let Some(bundle) = bundle {
+        config = config.initrd(bundle);
+    }
     let outcome = mica_vmm::PvhVm::new(config)?.run(Some(timeout))?;
     Ok(match outcome.exit() {
         Some(mica_launch::ExitCode::Success) => {

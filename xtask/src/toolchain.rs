@@ -91,6 +91,37 @@ impl Toolchain {
     }
 }
 
+impl Toolchain {
+    /// The command that builds the component crates `crates` (in `root/components`, their own
+    /// workspace) for wasm32-wasip2 in release mode, into the shared target directory, with JSON
+    /// messages on stdout.
+    pub fn components_build(&self, root: &Path, crates: &[String]) -> Command {
+        let mut cmd;
+        match self {
+            Toolchain::Rustup => {
+                cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+                clear_cargo_run_env(&mut cmd);
+                cmd.args(["build", "--target", COMPONENT_TARGET]);
+            }
+            Toolchain::Debian { .. } => {
+                cmd = Command::new(DEBIAN_CARGO);
+                clear_cargo_run_env(&mut cmd);
+                clear_toolchain_env(&mut cmd);
+                cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC);
+                cmd.args(["build", "--target", COMPONENT_TARGET, "-Zbuild-std=std,panic_abort"]);
+            }
+        }
+        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+            cmd.env("CARGO_TARGET_DIR", root.join("target"));
+        }
+        for c in crates {
+            cmd.args(["-p", c]);
+        }
+        cmd.args(["--release", "--message-format=json-render-diagnostics"]).current_dir(root.join("components"));
+        cmd
+    }
+}
+
 impl fmt::Display for Toolchain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

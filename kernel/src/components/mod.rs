@@ -4,6 +4,7 @@
 
 pub mod code_memory;
 pub mod platform;
+pub mod system;
 pub mod tls;
 
 use alloc::format;

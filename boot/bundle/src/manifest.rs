@@ -1,0 +1,77 @@
+//! The system manifest as the kernel reads it: what xtask made of the user's TOML manifest,
+//! already validated, with each component's artifact and the key it was compiled for.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// What happens when a component ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Restart {
+    /// It stays ended.
+    Never,
+    /// It is started again when it fails.
+    OnFailure,
+}
+
+/// One component to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentSpec {
+    /// Its name (console prefix, reports).
+    pub name: String,
+    /// The bundle entry holding its AOT artifact.
+    pub artifact: String,
+    /// The Wasmtime version the artifact was compiled with.
+    pub wasmtime_version: String,
+    /// The target it was compiled for.
+    pub target: String,
+    /// The version of the shared engine settings it was compiled with.
+    pub config_version: u32,
+    /// The CPU features its code may use (Rust names: `sse4.1`, `avx2`, ...).
+    pub cpu_features: Vec<String>,
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Linear memory budget in bytes.
+    pub memory_limit: u64,
+    /// Fuel budget, if any.
+    pub fuel: Option<u64>,
+    /// CPU time budget in milliseconds, if any.
+    pub cpu_time_limit_ms: Option<u64>,
+    /// Restart policy.
+    pub restart: Restart,
+    /// The interfaces (or whole packages) it may import.
+    pub grants: Vec<String>,
+}
+
+/// Everything the kernel is to run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemManifest {
+    /// The components, in start order.
+    pub components: Vec<ComponentSpec>,
+}
+
+/// The manifest entry could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestError(pub String);
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "system manifest cannot be decoded: {}", self.0)
+    }
+}
+
+impl SystemManifest {
+    /// Encodes it for the bundle.
+    pub fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    /// Decodes it from the bundle.
+    pub fn decode(bytes: &[u8]) -> Result<SystemManifest, ManifestError> {
+        postcard::from_bytes(bytes).map_err(|e| ManifestError(alloc::format!("{e}")))
+    }
+}

@@ -1,0 +1,48 @@
+//! Behaviours for boot tests, chosen by the first argument:
+//! `exit N` (exit with status N), `panic`, `oom` (allocate until memory runs out), `spin` (loop
+//! forever), `count N` (print N lines and succeed), `random` (print random-derived values).
+
+use std::hint::black_box;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    match arg(0) {
+        "exit" => {
+            let code: i32 = arg(1).parse().unwrap_or(1);
+            println!("exiting with status {code}");
+            std::process::exit(code);
+        }
+        "panic" => panic!("testkit: deliberate panic"),
+        "oom" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut block = vec![0u8; 1 << 20];
+                block[4095] = 1;
+                hoard.push(black_box(block));
+                println!("holding {} MiB", hoard.len());
+            }
+        }
+        "spin" => {
+            println!("spinning forever");
+            let mut x: u64 = 0;
+            loop {
+                x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        "count" => {
+            let n: u32 = arg(1).parse().unwrap_or(3);
+            for i in 1..=n {
+                println!("count {i}");
+            }
+        }
+        "random" => {
+            let m: std::collections::HashMap<u32, u32> = (0..4).map(|i| (i, i)).collect();
+            println!("hashmap with {} entries (seeded by wasi:random)", m.len());
+        }
+        other => {
+            eprintln!("testkit: unknown behaviour {other:?}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Running the system: the boot bundle's manifest, component by component. Each component is
+//! checked against this kernel and CPU before it is loaded; a refusal or a failure is reported
+//! with the component's name and the reason, and the others still run.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use mica_bundle::{Bundle, ComponentSpec, Restart};
+use mica_exit::ExitCode;
+use mica_runtime::config::{CONFIG_VERSION, KERNEL_TARGET, WASMTIME_VERSION};
+use mica_runtime::platform::Platform;
+use mica_runtime::program::Launch;
+
+use super::platform::KernelPlatform;
+use crate::arch::{clock, cpu};
+use crate::kprintln;
+
+/// How many times an `on-failure` component is started again before it is given up on.
+const MAX_RESTARTS: u32 = 3;
+
+/// Why a component's artifact does not fit this kernel or CPU.
+fn check_artifact(spec: &ComponentSpec) -> Result<(), String> {
+    if spec.wasmtime_version != WASMTIME_VERSION {
+        return Err(format!(
+            "artifact compiled by Wasmtime {}, this kernel runs Wasmtime {WASMTIME_VERSION}",
+            spec.wasmtime_version
+        ));
+    }
+    if spec.target != KERNEL_TARGET {
+        return Err(format!("artifact compiled for target {}, this kernel is {KERNEL_TARGET}", spec.target));
+    }
+    if spec.config_version != CONFIG_VERSION {
+        return Err(format!(
+            "artifact compiled with engine settings version {}, this kernel uses version {CONFIG_VERSION}",
+            spec.config_version
+        ));
+    }
+    let missing: Vec<&str> =
+        spec.cpu_features.iter().map(String::as_str).filter(|f| cpu::code_may_use(f) != Some(true)).collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "artifact compiled for CPU features this CPU does not offer (or the kernel has not enabled): {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn launch(spec: &ComponentSpec) -> Launch {
+    let tick_ms = (clock::tick_ns() / 1_000_000).max(1);
+    Launch {
+        name: spec.name.clone(),
+        args: spec.args.clone(),
+        env: spec.env.clone(),
+        memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
+        fuel: spec.fuel,
+        epoch_deadline: spec.cpu_time_limit_ms.map(|ms| ms.div_ceil(tick_ms)),
+    }
+}
+
+/// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
+fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSpec) -> bool {
+    let name = &spec.name;
+    if let Err(reason) = check_artifact(spec) {
+        kprintln!("mica: component {name} refused: {reason}");
+        return false;
+    }
+    let artifact = match bundle.entry(&spec.artifact).and_then(|e| e.data()) {
+        Ok(a) => a,
+        Err(e) => {
+            kprintln!("mica: component {name} refused: {e}");
+            return false;
+        }
+    };
+    let launch = launch(spec);
+    let mut attempt = 0;
+    loop {
+        let start = clock::monotonic_ns().unwrap_or(0);
+        match super::run(platform, artifact, &launch, &spec.grants) {
+            Err(e) => {
+                kprintln!("mica: component {name} refused: {e}");
+                return false;
+            }
+            Ok(outcome) => {
+                let ms = (clock::monotonic_ns().unwrap_or(0) - start) / 1_000_000;
+                kprintln!("mica: component {name} {outcome} ({ms} ms)");
+                if outcome.success() {
+                    return true;
+                }
+                if spec.restart == Restart::OnFailure && attempt < MAX_RESTARTS {
+                    attempt += 1;
+                    kprintln!("mica: component {name}: restarting (on-failure, attempt {attempt} of {MAX_RESTARTS})");
+                    continue;
+                }
+                return false;
+            }
+        }
+    }
+}
+
+/// Runs every component of the bundle; the verdict is success when all of them succeeded.
+pub fn run(bytes: &[u8]) -> ExitCode {
+    let bundle = match Bundle::parse(bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            kprintln!("mica: boot bundle refused: {e}");
+            return ExitCode::Failed;
+        }
+    };
+    let manifest = match bundle.manifest() {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            kprintln!("mica: boot bundle refused: {e}");
+            return ExitCode::Failed;
+        }
+        Err(e) => {
+            kprintln!("mica: boot bundle refused: {e}");
+            return ExitCode::Failed;
+        }
+    };
+    let platform: Arc<dyn Platform> = Arc::new(KernelPlatform::new());
+    let total = manifest.components.len();
+    kprintln!("mica: system of {total} component(s)");
+    let succeeded = manifest.components.iter().filter(|spec| run_one(&platform, &bundle, spec)).count();
+    kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");
+    if succeeded == total { ExitCode::Success } else { ExitCode::Failed }
+}

@@ -1,0 +1,330 @@
+//! The system manifest a user writes (TOML), checked before anything boots.
+//!
+//! ```toml
+//! [[component]]
+//! name = "hello"                  # [a-z0-9][a-z0-9-]*, unique; the console prefix
+//! wasm = "hello/hello.wasm"       # a component, relative to this file; or `crate = "hello"`
+//! args = ["--greet", "world"]     # optional
+//! env = { GREETING = "hi" }       # optional
+//! memory_limit = "64MiB"          # optional (default 64MiB): bytes, or a number with B/KiB/MiB/GiB
+//! fuel = 100_000_000              # optional: a CPU budget in Wasmtime fuel units, or ...
+//! cpu_time_limit = "2s"           # ... a CPU time budget (ms or s); at most one of the two
+//! restart = "never"               # optional: "never" (default) or "on-failure"
+//! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
+//! ```
+//!
+//! `crate = "NAME"` names a component crate in the repository's `components/` directory, which
+//! xtask builds for `wasm32-wasip2`; `wasm` names a component built elsewhere. Grants are
+//! deny-by-default: an interface (`wasi:cli/stdout`) or a whole package (`wasi:cli`) that the
+//! runtime provides. Every error names the file, the component and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Memory budget when the manifest gives none.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    component: Vec<RawComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawComponent {
+    name: String,
+    wasm: Option<PathBuf>,
+    #[serde(rename = "crate")]
+    krate: Option<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    memory_limit: Option<toml::Value>,
+    fuel: Option<u64>,
+    cpu_time_limit: Option<String>,
+    restart: Option<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+}
+
+/// Where a component's `.wasm` comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A file (absolute, resolved against the manifest's directory).
+    Wasm(PathBuf),
+    /// A crate in `components/`, built by xtask.
+    Crate(String),
+}
+
+/// One checked component entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Component {
+    /// Its name.
+    pub name: String,
+    /// Its code.
+    pub source: Source,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Environment, sorted by name.
+    pub env: Vec<(String, String)>,
+    /// Memory budget in bytes.
+    pub memory_limit: u64,
+    /// Fuel budget.
+    pub fuel: Option<u64>,
+    /// CPU time budget in milliseconds.
+    pub cpu_time_limit_ms: Option<u64>,
+    /// Restart policy.
+    pub restart: mica_bundle::Restart,
+    /// Grants.
+    pub grants: Vec<String>,
+}
+
+/// A checked manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its components, in order.
+    pub components: Vec<Component>,
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    component: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: &str, msg: impl fmt::Display) -> anyhow::Error {
+        anyhow::anyhow!("{}: component '{}': {key}: {msg}", self.file.display(), self.component)
+    }
+}
+
+/// Parses a size such as `65536`, `"512KiB"`, `"64MiB"`, `"1GiB"`.
+pub fn parse_size(value: &toml::Value) -> Result<u64, String> {
+    let expected = "a number of bytes or a string like \"512KiB\", \"64MiB\", \"1GiB\"";
+    match value {
+        toml::Value::Integer(n) if *n > 0 => Ok(*n as u64),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().map_err(|_| format!("{s:?} is not {expected}"))?;
+            let mult = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                _ => return Err(format!("{s:?} has unknown unit {unit:?}: expected {expected}")),
+            };
+            n.checked_mul(mult).filter(|b| *b > 0).ok_or_else(|| format!("{s:?} is not {expected}"))
+        }
+        other => Err(format!("{other} is not {expected}")),
+    }
+}
+
+/// Parses a duration such as `"500ms"` or `"2s"` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let expected = "a duration like \"500ms\" or \"2s\"";
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        return Err(format!("{s:?} is not {expected}"));
+    };
+    num.trim()
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|ms| *ms > 0)
+        .ok_or(format!("{s:?} is not {expected}"))
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.len() <= 48
+}
+
+/// Reads and checks the manifest at `path`. `components_dir` is where `crate = ...` entries live.
+pub fn load(path: &Path, components_dir: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading system manifest {}", path.display()))?;
+    parse(&text, path, components_dir)
+}
+
+/// Checks manifest text (`path` is used in errors and to resolve relative paths).
+pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest> {
+    let file: File = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if file.component.is_empty() {
+        bail!("{}: no [[component]] entries", path.display());
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let provided: Vec<&str> = mica_runtime::program::provided_interfaces().collect();
+    let mut components: Vec<Component> = Vec::new();
+    for raw in file.component {
+        let cx = Ctx { file: path, component: &raw.name };
+        if !valid_name(&raw.name) {
+            return Err(cx.err("name", "must match [a-z0-9][a-z0-9-]* (at most 48 characters)"));
+        }
+        if components.iter().any(|c| c.name == raw.name) {
+            return Err(cx.err("name", "another component has this name"));
+        }
+        let source = match (raw.wasm, raw.krate) {
+            (Some(_), Some(_)) => return Err(cx.err("wasm", "give `wasm` or `crate`, not both")),
+            (None, None) => return Err(cx.err("wasm", "missing: give `wasm = \"path.wasm\"` or `crate = \"name\"`")),
+            (Some(wasm), None) => {
+                let full = base.join(&wasm);
+                if !full.is_file() {
+                    return Err(cx.err("wasm", format!("{} does not exist", full.display())));
+                }
+                Source::Wasm(full)
+            }
+            (None, Some(krate)) => {
+                let dir = components_dir.join(&krate);
+                if !dir.join("Cargo.toml").is_file() {
+                    return Err(cx.err("crate", format!("no component crate at {}", dir.display())));
+                }
+                Source::Crate(krate)
+            }
+        };
+        let memory_limit = match &raw.memory_limit {
+            None => DEFAULT_MEMORY_LIMIT,
+            Some(v) => parse_size(v).map_err(|e| cx.err("memory_limit", e))?,
+        };
+        if raw.fuel.is_some() && raw.cpu_time_limit.is_some() {
+            return Err(cx.err("fuel", "give `fuel` or `cpu_time_limit`, not both"));
+        }
+        if raw.fuel == Some(0) {
+            return Err(cx.err("fuel", "must be more than 0"));
+        }
+        let cpu_time_limit_ms = raw
+            .cpu_time_limit
+            .as_deref()
+            .map(parse_duration_ms)
+            .transpose()
+            .map_err(|e| cx.err("cpu_time_limit", e))?;
+        let restart = match raw.restart.as_deref() {
+            None | Some("never") => mica_bundle::Restart::Never,
+            Some("on-failure") => mica_bundle::Restart::OnFailure,
+            Some(other) => return Err(cx.err("restart", format!("{other:?}: expected \"never\" or \"on-failure\""))),
+        };
+        for g in &raw.grants {
+            if !provided.iter().any(|i| mica_runtime::program::grant_covers(g, i)) {
+                return Err(cx.err(
+                    "grants",
+                    format!("{g:?} is not an interface or package Mica provides (provided: {})", provided.join(", ")),
+                ));
+            }
+        }
+        components.push(Component {
+            name: raw.name,
+            source,
+            args: raw.args,
+            env: raw.env.into_iter().collect(),
+            memory_limit,
+            fuel: raw.fuel,
+            cpu_time_limit_ms,
+            restart,
+            grants: raw.grants,
+        });
+    }
+    Ok(Manifest { path: path.to_owned(), components })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<Manifest> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.wasm"), b"\0asm").expect("write");
+        std::fs::create_dir_all(dir.path().join("comps/hello")).expect("mkdir");
+        std::fs::write(dir.path().join("comps/hello/Cargo.toml"), "").expect("write");
+        parse(text, &dir.path().join("system.toml"), &dir.path().join("comps"))
+    }
+
+    fn err(text: &str) -> String {
+        format!("{:#}", check(text).expect_err("refused"))
+    }
+
+    #[test]
+    fn full_entry() {
+        let m = check(
+            r#"
+            [[component]]
+            name = "hello"
+            crate = "hello"
+            args = ["a", "b"]
+            env = { K = "V" }
+            memory_limit = "16MiB"
+            cpu_time_limit = "250ms"
+            restart = "on-failure"
+            grants = ["wasi:cli", "wasi:io/streams"]
+
+            [[component]]
+            name = "second-1"
+            wasm = "a.wasm"
+            fuel = 1000
+            "#,
+        )
+        .expect("valid");
+        let c = &m.components[0];
+        assert_eq!(c.source, Source::Crate("hello".into()));
+        assert_eq!(c.memory_limit, 16 << 20);
+        assert_eq!(c.cpu_time_limit_ms, Some(250));
+        assert_eq!(c.env, vec![("K".into(), "V".into())]);
+        assert_eq!(c.restart, mica_bundle::Restart::OnFailure);
+        assert_eq!(m.components[1].fuel, Some(1000));
+        assert_eq!(m.components[1].memory_limit, DEFAULT_MEMORY_LIMIT);
+    }
+
+    #[test]
+    fn errors_name_file_component_and_key() {
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ncolour = \"red\"\n");
+        assert!(e.contains("system.toml") && e.contains("unknown field `colour`"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"missing.wasm\"\n");
+        assert!(e.contains("component 'x': wasm:") && e.contains("missing.wasm does not exist"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nmemory_limit = \"12 parsecs\"\n");
+        assert!(e.contains("component 'x': memory_limit:"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nfuel = 5\ncpu_time_limit = \"1s\"\n");
+        assert!(e.contains("component 'x': fuel: give `fuel` or `cpu_time_limit`, not both"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ncpu_time_limit = \"soon\"\n");
+        assert!(e.contains("cpu_time_limit:"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nrestart = \"always\"\n");
+        assert!(e.contains("component 'x': restart: \"always\""), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ngrants = [\"wasi:sockets/tcp\"]\n");
+        assert!(e.contains("component 'x': grants: \"wasi:sockets/tcp\" is not an interface"), "{e}");
+        let e = err("[[component]]\nname = \"Bad_Name\"\nwasm = \"a.wasm\"\n");
+        assert!(e.contains("component 'Bad_Name': name:"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        assert!(e.contains("another component has this name"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\ncrate = \"nope\"\n");
+        assert!(e.contains("crate: no component crate at"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\n");
+        assert!(e.contains("wasm: missing"), "{e}");
+        let e = err("");
+        assert!(e.contains("no [[component]] entries"), "{e}");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size(&toml::Value::Integer(4096)), Ok(4096));
+        assert_eq!(parse_size(&toml::Value::String("512KiB".into())), Ok(512 << 10));
+        assert_eq!(parse_size(&toml::Value::String("2GiB".into())), Ok(2 << 30));
+        assert!(parse_size(&toml::Value::String("0MiB".into())).is_err());
+        assert!(parse_size(&toml::Value::Integer(-1)).is_err());
+        assert_eq!(parse_duration_ms("2s"), Ok(2000));
+        assert_eq!(parse_duration_ms("15ms"), Ok(15));
+        assert!(parse_duration_ms("0s").is_err());
+        assert!(parse_duration_ms("2h").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Turning a system manifest into a boot bundle: build the component crates, compile every
+//! component ahead of time for the CPU profile (cached), and pack manifest and artifacts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use mica_bundle::{BundleWriter, ComponentSpec, EntryKind, MANIFEST_ENTRY, SystemManifest};
+use mica_runtime::config::CpuProfile;
+
+use crate::manifest::{self, Source};
+use crate::toolchain::Toolchain;
+use crate::{aot, components};
+
+/// The default system manifest, relative to the workspace root.
+pub const DEFAULT_MANIFEST: &str = "components/default.toml";
+
+/// Builds the bundle for the manifest at `path`; returns the bundle's path.
+pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuProfile) -> Result<PathBuf> {
+    let manifest = manifest::load(path, &root.join("components"))?;
+    let crates: Vec<String> = manifest
+        .components
+        .iter()
+        .filter_map(|c| match &c.source {
+            Source::Crate(name) => Some(name.clone()),
+            Source::Wasm(_) => None,
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let built = components::build(root, toolchain, &crates)?;
+    let target = root.join("target");
+    let cache = aot::cache_dir(&target);
+    let mut writer = BundleWriter::new();
+    let mut specs = Vec::new();
+    let mut added: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for c in &manifest.components {
+        let wasm = match &c.source {
+            Source::Wasm(p) => p.clone(),
+            Source::Crate(name) => built[name].clone(),
+        };
+        let artifact = aot::compile(&cache, &wasm, profile)?;
+        eprintln!(
+            "xtask: component {}: {} ({})",
+            c.name,
+            if artifact.cached { "cached artifact" } else { "compiled" },
+            artifact.key
+        );
+        let entry = match added.get(&artifact.path) {
+            Some(entry) => entry.clone(),
+            None => {
+                let entry = format!("{}.cwasm", c.name);
+                let bytes = fs::read(&artifact.path).with_context(|| format!("reading {}", artifact.path.display()))?;
+                writer.add(EntryKind::Artifact, &entry, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+                added.insert(artifact.path.clone(), entry.clone());
+                entry
+            }
+        };
+        specs.push(ComponentSpec {
+            name: c.name.clone(),
+            artifact: entry,
+            wasmtime_version: artifact.key.wasmtime.into(),
+            target: artifact.key.target.into(),
+            config_version: artifact.key.config_version,
+            cpu_features: artifact.key.cpu.features.iter().map(|f| f.name().to_owned()).collect(),
+            args: c.args.clone(),
+            env: c.env.clone(),
+            memory_limit: c.memory_limit,
+            fuel: c.fuel,
+            cpu_time_limit_ms: c.cpu_time_limit_ms,
+            restart: c.restart,
+            grants: c.grants.clone(),
+        });
+    }
+    let system = SystemManifest { components: specs };
+    writer.add(EntryKind::Manifest, MANIFEST_ENTRY, system.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = target.join("mica").join("bundles");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
+    let out = dir.join(format!("{stem}.bundle"));
+    fs::write(&out, writer.finish()).with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
