@@ -17,10 +17,15 @@ use std::time::Duration;
 
 use mica_launch::{Accel, KvmProbe, OutputMode, QemuCommand, RunOptions};
 
-pub use scenarios::{KvmUse, SCENARIOS, Scenario};
+pub use scenarios::{BundleUse, KvmUse, SCENARIOS, Scenario, Tamper};
 
 /// The variable that names the kernel image to boot.
 pub const KERNEL_ENV: &str = "MICA_KERNEL";
+/// The variable that names the directory of boot bundles (`<system>.bundle`) that
+/// `cargo xtask test` builds from `qemu-tests/systems/*.toml` and `components/default.toml`.
+pub const BUNDLES_ENV: &str = "MICA_BUNDLES";
+/// Guest memory for scenarios that run components, in MiB.
+pub const SYSTEM_MEMORY_MIB: u32 = 256;
 /// Host timeout per boot under TCG and hardware KVM.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Host timeout per boot under a software KVM, where guests run hundreds of times slower.
@@ -109,12 +114,64 @@ pub fn plan(probe: &KvmProbe) -> Plan {
     Plan { trials, notes }
 }
 
+/// The bundle for `use_`, tampered with as it asks (written to a file in `scratch`).
+pub fn bundle_path(use_: &BundleUse, scratch: &Path) -> Result<PathBuf, String> {
+    let how = "run the boot tests with `cargo xtask test`, which builds the system bundles";
+    let dir = std::env::var_os(BUNDLES_ENV).ok_or_else(|| format!("{BUNDLES_ENV} is not set: {how}"))?;
+    let path = Path::new(&dir).join(format!("{}.bundle", use_.system));
+    if !path.is_file() {
+        return Err(format!("no bundle {}: {how}", path.display()));
+    }
+    let Some(tamper) = use_.tamper else { return Ok(path) };
+    let bytes = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let out = scratch.join(format!("{}-{tamper:?}.bundle", use_.system));
+    std::fs::write(&out, tamper_with(&bytes, tamper)?).map_err(|e| format!("writing {}: {e}", out.display()))?;
+    Ok(out)
+}
+
+/// Applies `tamper` to the `victim` component of a bundle.
+pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
+    use mica_bundle::{Bundle, BundleWriter, EntryKind, MANIFEST_ENTRY};
+    let bundle = Bundle::parse(bytes).map_err(|e| e.to_string())?;
+    let mut manifest = bundle.manifest().map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let victim = manifest.components.iter_mut().find(|c| c.name == "victim").ok_or("no component `victim`")?;
+    let victim_entry = victim.artifact.clone();
+    if tamper == Tamper::CorruptArtifact {
+        let entry = bundle.entry(&victim_entry).map_err(|e| e.to_string())?;
+        let mut out = bytes.to_vec();
+        out[entry.offset + entry.len() / 2] ^= 0x5a;
+        return Ok(out);
+    }
+    match tamper {
+        Tamper::OtherCpu => victim.cpu_features.push("avx2".into()),
+        Tamper::OtherWasmtime => victim.wasmtime_version = "47.0.0".into(),
+        Tamper::TruncateArtifact | Tamper::CorruptArtifact => {}
+    }
+    let mut writer = BundleWriter::new();
+    for entry in bundle.entries().iter().filter(|e| e.name != MANIFEST_ENTRY) {
+        let mut data = entry.data().map_err(|e| e.to_string())?.to_vec();
+        if tamper == Tamper::TruncateArtifact && entry.name == victim_entry {
+            data.truncate(data.len() / 2);
+        }
+        writer.add(entry.kind, entry.name, data).map_err(|e| e.to_string())?;
+    }
+    writer.add(EntryKind::Manifest, MANIFEST_ENTRY, manifest.encode()).map_err(|e| e.to_string())?;
+    Ok(writer.finish())
+}
+
 /// Boots one trial and checks it.
 pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(), String> {
     if let Some(why) = &trial.skip {
         return Err(format!("cannot run here: {why}"));
     }
-    let cmd = QemuCommand::new(qemu, kernel, trial.accel).cmdline(trial.scenario.cmdline);
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
+    let mut cmd = QemuCommand::new(qemu, kernel, trial.accel)
+        .cmdline(trial.scenario.cmdline)
+        .cpu(mica_launch::cpu_model(&features));
+    if let Some(use_) = &trial.scenario.bundle {
+        cmd = cmd.initrd(bundle_path(use_, scratch.path())?).memory_mib(SYSTEM_MEMORY_MIB);
+    }
     let options = RunOptions { timeout: trial.timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;
     check(&trial.scenario, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))

@@ -15,6 +15,29 @@ pub enum KvmUse {
     HardwareOnly,
 }
 
+/// How a test tampers with the `victim` component of the `tamper` system.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flip a byte of its artifact (the bundle checksum must catch it).
+    CorruptArtifact,
+    /// Cut its artifact in half, with a valid checksum (Wasmtime must refuse it).
+    TruncateArtifact,
+    /// Claim it was compiled for AVX2, which the kernel does not enable.
+    OtherCpu,
+    /// Claim it was compiled by another Wasmtime version.
+    OtherWasmtime,
+}
+
+/// The boot bundle a scenario boots with: a system from `qemu-tests/systems/` or
+/// `components/default.toml`, built by `cargo xtask test`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleUse {
+    /// The system's name (its manifest's file stem).
+    pub system: &'static str,
+    /// What to change before booting.
+    pub tamper: Option<Tamper>,
+}
+
 /// One boot test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -28,6 +51,8 @@ pub struct Scenario {
     pub output_contains: &'static [&'static str],
     /// Whether it also runs under KVM.
     pub kvm: KvmUse,
+    /// The boot bundle, if any.
+    pub bundle: Option<BundleUse>,
 }
 
 /// Every scenario.
@@ -38,6 +63,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Success,
         output_contains: &["mica: ready (tsc_since_entry="],
         kvm: KvmUse::Smoke,
+        bundle: None,
     },
     Scenario {
         name: "panic",
@@ -45,6 +71,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Failed,
         output_contains: &["KERNEL PANIC at kernel/src/"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
     },
     Scenario {
         name: "page_fault",
@@ -52,6 +79,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Failed,
         output_contains: &["EXCEPTION #PF", "error_code=", "CR2=0x", "RIP=0x"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
     },
     Scenario {
         name: "stack_overflow",
@@ -59,6 +87,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Failed,
         output_contains: &["kernel stack overflow"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
     },
     Scenario {
         name: "heap",
@@ -66,6 +95,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Success,
         output_contains: &["mica: boot test heap: passed"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
     },
     Scenario {
         name: "timer",
@@ -73,6 +103,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Success,
         output_contains: &["mica: boot test timer: passed"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
     },
     Scenario {
         name: "paging",
@@ -80,6 +111,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Success,
         output_contains: &["mica: boot test paging: passed"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
     },
     Scenario {
         name: "invalid_cmdline",
@@ -87,6 +119,89 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Failed,
         output_contains: &["log=loud"],
         kvm: KvmUse::HardwareOnly,
+        bundle: None,
+    },
+    Scenario {
+        name: "default_system",
+        cmdline: "",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "[hello] hello from a Mica component",
+            "mica: component hello exited with status 0",
+            "mica: all components finished: 1 of 1 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "default", tamper: None }),
+    },
+    Scenario {
+        name: "components",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "[hello] args: [\"hello\", \"x\", \"y\"]",
+            "[hello] env: A=1",
+            "mica: component hello exited with status 0",
+            "[exit7] exiting with status 7",
+            "mica: component exit7 exited with status 1",
+            "mica: component flaky: restarting (on-failure, attempt 3 of 3)",
+            "[panicker!] ",
+            "mica: component panicker trapped: wasm trap: wasm `unreachable` instruction executed",
+            "mica: component hog ran out of memory: ",
+            "mica: component spinner-fuel exceeded its CPU limit: all 200000000 units of fuel used",
+            "mica: component spinner-time exceeded its CPU time limit",
+            "mica: component ungranted refused: imports wasi:clocks/",
+            ", which its manifest does not grant",
+            "[after] count 2",
+            "mica: component after exited with status 0",
+            "mica: all components finished: 2 of 9 succeeded",
+            "[flaky] exiting with status 3",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "components", tamper: None }),
+    },
+    Scenario {
+        name: "corrupt_artifact",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: component victim refused: boot bundle entry 'victim.cwasm' is corrupt or truncated",
+            "mica: component bystander exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::CorruptArtifact) }),
+    },
+    Scenario {
+        name: "truncated_artifact",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: component victim refused: artifact refused: ",
+            "mica: component bystander exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::TruncateArtifact) }),
+    },
+    Scenario {
+        name: "artifact_for_other_cpu",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: component victim refused: artifact compiled for CPU features this CPU does not offer (or the kernel has not enabled): avx2",
+            "mica: component bystander exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherCpu) }),
+    },
+    Scenario {
+        name: "artifact_from_other_wasmtime",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: component victim refused: artifact compiled by Wasmtime 47.0.0, this kernel runs Wasmtime 48.0.8",
+            "mica: component bystander exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherWasmtime) }),
     },
 ];
 

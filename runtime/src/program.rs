@@ -50,10 +50,13 @@ pub fn provided_interfaces() -> impl Iterator<Item = &'static str> {
     INTERFACES.iter().map(|i| i.name)
 }
 
-/// Whether `grant` (an interface like `wasi:cli/stdout` or a package like `wasi:cli`) covers
-/// the unversioned interface name `interface`.
+/// Whether `grant` (an interface like `wasi:cli/stdout`, a package like `wasi:cli`, or a whole
+/// namespace like `wasi`) covers the unversioned interface name `interface`.
 pub fn grant_covers(grant: &str, interface: &str) -> bool {
-    grant == interface || interface.strip_prefix(grant).is_some_and(|rest| rest.starts_with('/'))
+    grant == interface
+        || interface
+            .strip_prefix(grant)
+            .is_some_and(|rest| rest.starts_with('/') || (!grant.contains(':') && rest.starts_with(':')))
 }
 
 /// Why a component was not started.
@@ -204,6 +207,14 @@ pub fn run(
         .map_err(|e| (true, e))
         .and_then(|program| program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e)));
     store.data_mut().flush_output();
+    // A trap's short description; the full error (with the wasm backtrace) goes to the debug log.
+    let describe = |e: &wasmtime::Error| match e.downcast_ref::<Trap>() {
+        Some(trap) => {
+            log::debug!("component {}: {e:?}", launch.name);
+            format!("{trap}")
+        }
+        None => format!("{e:#}"),
+    };
     let outcome = match result {
         Ok(Ok(())) => Outcome::Exited(0),
         Ok(Err(())) => Outcome::Exited(1),
@@ -211,13 +222,13 @@ pub fn run(
             if let Some(host::exit::Exited(code)) = e.downcast_ref::<host::exit::Exited>() {
                 Outcome::Exited(*code)
             } else if let Some((asked, limit)) = store.data().limits.refused {
-                Outcome::OutOfMemory { asked, limit, detail: format!("{e:#}") }
+                Outcome::OutOfMemory { asked, limit, detail: describe(&e) }
             } else {
                 match e.downcast_ref::<Trap>() {
                     Some(Trap::OutOfFuel) => Outcome::OutOfFuel(fuel),
                     Some(Trap::Interrupt) => Outcome::TimeLimit,
                     _ if during_instantiation => return Err(LoadError::Instantiate(format!("{e:#}"))),
-                    _ => Outcome::Trapped(format!("{e:#}")),
+                    _ => Outcome::Trapped(describe(&e)),
                 }
             }
         }
@@ -236,6 +247,9 @@ mod tests {
         assert!(!grant_covers("wasi:cli/std", "wasi:cli/stdout"));
         assert!(!grant_covers("wasi:cl", "wasi:cli/stdout"));
         assert!(!grant_covers("wasi:cli/stdout", "wasi:cli/stderr"));
+        assert!(grant_covers("wasi", "wasi:io/streams"));
+        assert!(!grant_covers("was", "wasi:io/streams"));
+        assert!(!grant_covers("wasi:", "wasi:io/streams"));
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //!
 //! `crate = "NAME"` names a component crate in the repository's `components/` directory, which
 //! xtask builds for `wasm32-wasip2`; `wasm` names a component built elsewhere. Grants are
-//! deny-by-default: an interface (`wasi:cli/stdout`) or a whole package (`wasi:cli`) that the
-//! runtime provides. Every error names the file, the component and the key.
+//! deny-by-default: an interface (`wasi:cli/stdout`), a whole package (`wasi:cli`) or a whole
+//! namespace (`wasi`) that the runtime provides. Every error names the file, the component and
+//! the key.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,7 +1,9 @@
 //! `cargo xtask test`: build the kernel, then run every test in the workspace.
 //!
-//! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL`; the tests run with the
-//! same cargo that runs this xtask (`$CARGO`), so the same toolchain builds host code throughout.
+//! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL` and the system bundles
+//! (built here from `components/default.toml` and `qemu-tests/systems/*.toml`, for the baseline
+//! CPU profile) through `MICA_BUNDLES`; the tests run with the same cargo that runs this xtask
+//! (`$CARGO`), so the same toolchain builds host code throughout.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -13,6 +15,28 @@ use crate::{kernel, process, setup, toolchain};
 
 /// The variable through which the boot tests find the kernel image.
 pub const KERNEL_ENV: &str = "MICA_KERNEL";
+/// The variable through which the boot tests find the system bundles.
+pub const BUNDLES_ENV: &str = "MICA_BUNDLES";
+
+/// Builds the bundle of every test system; returns the directory that holds them.
+fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::path::PathBuf> {
+    let profile = mica_runtime::config::CpuProfile::baseline();
+    let mut manifests = vec![root.join(crate::system::DEFAULT_MANIFEST)];
+    let systems = root.join("qemu-tests").join("systems");
+    let mut listed: Vec<_> = std::fs::read_dir(&systems)
+        .with_context(|| format!("listing {}", systems.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    listed.sort();
+    manifests.extend(listed);
+    let mut dir = None;
+    for m in &manifests {
+        let bundle = crate::system::prepare(root, toolchain, m, &profile)?;
+        dir = bundle.parent().map(Path::to_path_buf);
+    }
+    dir.context("no system manifests to build")
+}
 
 /// Arguments of `cargo xtask test`.
 #[derive(Debug, Args)]
@@ -28,10 +52,15 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let toolchain = setup::ensure(root)?;
     let kernel = kernel::build(root, &toolchain, false)?;
     let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
+    let bundles = test_bundles(root, &toolchain)?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     toolchain::clear_cargo_run_env(&mut cmd);
-    cmd.current_dir(root).env(KERNEL_ENV, &kernel).args(["test", "--workspace"]).args(&args.cargo_args);
+    cmd.current_dir(root)
+        .env(KERNEL_ENV, &kernel)
+        .env(BUNDLES_ENV, &bundles)
+        .args(["test", "--workspace"])
+        .args(&args.cargo_args);
     eprintln!("xtask: {KERNEL_ENV}={} {}", kernel.display(), process::shown(&cmd));
     let status = cmd.status().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
     if status.success() {

@@ -152,6 +152,8 @@ pub struct Entry<'a> {
     pub kind: EntryKind,
     /// Its name.
     pub name: &'a str,
+    /// Where its data starts in the bundle.
+    pub offset: usize,
     data: &'a [u8],
     crc: u32,
 }
@@ -233,7 +235,13 @@ impl<'a> Bundle<'a> {
             if entries.iter().any(|other| other.name == name) {
                 return Err(BundleError::DuplicateName(name.into()));
             }
-            entries.push(Entry { kind, name, data: &bytes[offset as usize..end as usize], crc: u32_at(e, 88) });
+            entries.push(Entry {
+                kind,
+                name,
+                offset: offset as usize,
+                data: &bytes[offset as usize..end as usize],
+                crc: u32_at(e, 88),
+            });
         }
         Ok(Bundle { entries })
     }
