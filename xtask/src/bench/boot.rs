@@ -38,6 +38,18 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
     fs::write(&empty, empty_kernel::elf()).with_context(|| format!("writing {}", empty.display()))?;
 
     let qemu = mica_launch::find_qemu()?;
+    let profile = mica_runtime::config::CpuProfile::baseline();
+    let bundle = crate::system::prepare(root, &toolchain, &root.join(crate::system::DEFAULT_MANIFEST), &profile)?;
+    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
+    let cpu = mica_launch::cpu_model(&features);
+    // Both kernels boot with the same QEMU settings; only Mica gets the default system's bundle.
+    let command = |kernel: &Path, accel: Accel| {
+        let cmd = QemuCommand::new(&qemu, kernel, accel)
+            .cmdline(CMDLINE)
+            .cpu(cpu.clone())
+            .memory_mib(crate::run::SYSTEM_MEMORY_MIB);
+        if kernel == mica.as_path() { cmd.initrd(&bundle) } else { cmd }
+    };
     let probe = KvmProbe::detect();
     let machine = Machine::describe(&qemu, &probe);
     let kernels = [("empty", empty.as_path()), ("mica", mica.as_path())];
@@ -63,7 +75,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
                     None
                 }
                 None => {
-                    let cmd = QemuCommand::new(&qemu, kernel, accel).cmdline(CMDLINE);
+                    let cmd = command(kernel, accel);
                     Some(time_boots(&cmd, args.runs, timeout, &format!("{name} kernel, {accel_label}"))?)
                 }
             };
@@ -77,7 +89,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
         }
     }
 
-    let counted = QemuCommand::new(&qemu, &mica, Accel::Tcg).icount(true).cmdline(CMDLINE);
+    let counted = command(&mica, Accel::Tcg).icount(true);
     let counts = count_instructions(&counted)?;
     let identical = counts.windows(2).all(|w| w[0] == w[1]);
 
