@@ -44,4 +44,8 @@ pub trait Platform: Send + Sync {
     fn random_bytes(&self, buf: &mut [u8]) -> RandomSource;
     /// Writes one complete line (without its newline) that component `name` wrote to `kind`.
     fn console_line(&self, name: &str, kind: OutputKind, line: &[u8]);
+    /// Logs one `mica:kernel/log` record of component `name`: `message` is one line already
+    /// (control characters escaped) and bounded (see [`crate::host::log::MAX_MESSAGE_BYTES`]).
+    /// Records below the platform's own log level may be dropped.
+    fn component_log(&self, name: &str, level: log::Level, message: &str);
 }

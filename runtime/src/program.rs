@@ -43,6 +43,7 @@ const INTERFACES: &[Interface] = &[
     interface!("wasi:random/random", wasi::random::random),
     interface!("wasi:random/insecure", wasi::random::insecure),
     interface!("wasi:random/insecure-seed", wasi::random::insecure_seed),
+    interface!("mica:kernel/log", host::mica::kernel::log),
 ];
 
 /// The unversioned names of every interface the runtime provides.

@@ -1,4 +1,19 @@
 //! Building component crates (`components/`) for wasm32-wasip2.
+//!
+//! A component crate is either a binary (an ordinary `std` program, `src/main.rs`) or a
+//! `cdylib` (typically `#![no_std]` with wit-bindgen exporting `wasi:cli/run`); cargo names the
+//! `.wasm` of either in its JSON messages. All the crates of a system build in one cargo run.
+//! Where the standard library is built from source (Debian's toolchain, `-Zbuild-std`), that run
+//! builds what the crates ask for together: `std,panic_abort` by default, or the list a crate gives
+//! in its Cargo.toml:
+//!
+//! ```toml
+//! [package.metadata.mica]
+//! build-std = ["core", "alloc"]   # a #![no_std] component: no std is built for it
+//! ```
+//!
+//! A `#![no_std]` crate links only `core` and `alloc` even when `std` is built in the same run
+//! for another component, so mixing them in one system is fine.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -27,15 +42,60 @@ struct Target {
     kind: Vec<String>,
 }
 
-/// The `.wasm` a cargo JSON message announces, with its crate's name.
+/// The `.wasm` a cargo JSON message announces (a `bin` or `cdylib` target), with its target's
+/// name (for a `cdylib`, the crate's name with `-` as `_`).
 fn wasm_artifact(line: &str) -> Option<(String, PathBuf)> {
     let msg: Message = serde_json::from_str(line).ok()?;
     let target = msg.target?;
-    if msg.reason != "compiler-artifact" || !target.kind.iter().any(|k| k == "bin") {
+    if msg.reason != "compiler-artifact" || !target.kind.iter().any(|k| k == "bin" || k == "cdylib") {
         return None;
     }
     let wasm = msg.filenames.into_iter().find(|f| f.extension().is_some_and(|e| e == "wasm"))?;
     Some((target.name, wasm))
+}
+
+/// What a crate needs built when the standard library is built from source (`-Zbuild-std`), unless
+/// it says otherwise.
+const DEFAULT_BUILD_STD: [&str; 2] = ["std", "panic_abort"];
+
+/// The standard library crates the component crate whose Cargo.toml is `text` (read from `path`)
+/// needs built: `[package.metadata.mica] build-std`, or [`DEFAULT_BUILD_STD`].
+fn build_std_of(text: &str, path: &Path) -> Result<Vec<String>> {
+    let table: toml::Table = toml::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
+    let metadata = table.get("package").and_then(|p| p.get("metadata")).and_then(|m| m.get("mica"));
+    let Some(list) = metadata.and_then(|m| m.get("build-std")) else {
+        return Ok(DEFAULT_BUILD_STD.map(String::from).to_vec());
+    };
+    let expected = "a list of standard library crates such as [\"core\", \"alloc\"]";
+    let list = list
+        .as_array()
+        .with_context(|| format!("{}: package.metadata.mica.build-std: expected {expected}", path.display()))?;
+    let names: Vec<String> = list
+        .iter()
+        .map(|v| v.as_str().filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')))
+        .map(|s| s.map(str::to_owned))
+        .collect::<Option<_>>()
+        .with_context(|| format!("{}: package.metadata.mica.build-std: expected {expected}", path.display()))?;
+    if names.is_empty() {
+        bail!("{}: package.metadata.mica.build-std: expected {expected}, not an empty list", path.display());
+    }
+    Ok(names)
+}
+
+/// What one cargo run building `crates` (in `components_dir`) builds from source: everything
+/// any of them asks for, in order, each once.
+fn build_std(components_dir: &Path, crates: &[String]) -> Result<Vec<String>> {
+    let mut all: Vec<String> = Vec::new();
+    for c in crates {
+        let path = components_dir.join(c).join("Cargo.toml");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        for name in build_std_of(&text, &path)? {
+            if !all.contains(&name) {
+                all.push(name);
+            }
+        }
+    }
+    Ok(all)
 }
 
 /// Builds `crates` and returns each one's `.wasm`.
@@ -45,24 +105,28 @@ pub fn build(root: &Path, toolchain: &Toolchain, crates: &[String]) -> Result<BT
     }
     eprintln!("xtask: building components {} for wasm32-wasip2", crates.join(", "));
     let start = Instant::now();
-    let mut cmd = toolchain.components_build(root, crates);
+    let build_std = build_std(&root.join("components"), crates)?;
+    let mut cmd = toolchain.components_build(root, crates, &build_std);
     let mut child =
         cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
     let stdout = child.stdout.take().context("cargo's stdout was not captured")?;
-    let mut built = BTreeMap::new();
+    let mut wasms = BTreeMap::new();
     for line in BufReader::new(stdout).lines() {
         if let Some((name, wasm)) = wasm_artifact(&line.context("reading cargo's messages")?) {
-            built.insert(name, wasm);
+            wasms.insert(name, wasm);
         }
     }
     let status = child.wait().context("waiting for cargo")?;
     if !status.success() {
         bail!("building components failed ({status}): `{}`", process::shown(&cmd));
     }
+    let mut built: BTreeMap<String, PathBuf> = BTreeMap::new();
     for c in crates {
-        if !built.contains_key(c) {
-            bail!("cargo built no `{c}.wasm`: is `{c}` a binary crate in components/?");
-        }
+        // A bin target is named like its crate; a cdylib like its crate with `-` as `_`.
+        let Some(wasm) = wasms.get(c).or_else(|| wasms.get(&c.replace('-', "_"))) else {
+            bail!("cargo built no `{c}.wasm`: is `{c}` a binary or cdylib crate in components/?");
+        };
+        built.insert(c.clone(), wasm.clone());
     }
     eprintln!("xtask: components built in {:.1} s", start.elapsed().as_secs_f64());
     Ok(built)
@@ -80,5 +144,44 @@ mod tests {
             r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"dep"},"filenames":["/t/libdep.rlib"]}"#;
         assert_eq!(wasm_artifact(lib), None);
         assert_eq!(wasm_artifact("not json"), None);
+        let cdylib = r#"{"reason":"compiler-artifact","target":{"kind":["cdylib"],"name":"no_std_thing"},"filenames":["/t/wasm32-wasip2/release/no_std_thing.wasm"]}"#;
+        assert_eq!(
+            wasm_artifact(cdylib),
+            Some(("no_std_thing".into(), PathBuf::from("/t/wasm32-wasip2/release/no_std_thing.wasm")))
+        );
+    }
+
+    #[test]
+    fn build_std_comes_from_crate_metadata() {
+        let path = Path::new("c/Cargo.toml");
+        let plain = "[package]\nname = \"hello\"\n";
+        assert_eq!(build_std_of(plain, path).expect("default"), ["std", "panic_abort"]);
+        let other = "[package]\nname = \"x\"\n[package.metadata.docs]\nall = true\n";
+        assert_eq!(build_std_of(other, path).expect("default"), ["std", "panic_abort"]);
+        let no_std = "[package]\nname = \"logger\"\n[package.metadata.mica]\nbuild-std = [\"core\", \"alloc\"]\n";
+        assert_eq!(build_std_of(no_std, path).expect("listed"), ["core", "alloc"]);
+        for bad in ["\"core\"", "[]", "[\"core,std\"]", "[1]"] {
+            let text = format!("[package]\nname = \"x\"\n[package.metadata.mica]\nbuild-std = {bad}\n");
+            let e = format!("{:#}", build_std_of(&text, path).expect_err(bad));
+            assert!(e.contains("c/Cargo.toml: package.metadata.mica.build-std: expected"), "{e}");
+        }
+    }
+
+    #[test]
+    fn one_run_builds_what_every_crate_asks_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, text: &str| {
+            std::fs::create_dir_all(dir.path().join(name)).expect("mkdir");
+            std::fs::write(dir.path().join(name).join("Cargo.toml"), text).expect("write");
+        };
+        write("hello", "[package]\nname = \"hello\"\n");
+        write("logger", "[package]\nname = \"logger\"\n[package.metadata.mica]\nbuild-std = [\"core\", \"alloc\"]\n");
+        let crates = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(build_std(dir.path(), &crates(&["logger"])).expect("read"), ["core", "alloc"]);
+        assert_eq!(
+            build_std(dir.path(), &crates(&["hello", "logger"])).expect("read"),
+            ["std", "panic_abort", "core", "alloc"]
+        );
+        assert!(build_std(dir.path(), &crates(&["missing"])).is_err());
     }
 }

@@ -15,9 +15,9 @@
 //!
 //! `crate = "NAME"` names a component crate in the repository's `components/` directory, which
 //! xtask builds for `wasm32-wasip2`; `wasm` names a component built elsewhere. Grants are
-//! deny-by-default: an interface (`wasi:cli/stdout`), a whole package (`wasi:cli`) or a whole
-//! namespace (`wasi`) that the runtime provides. Every error names the file, the component and
-//! the key.
+//! deny-by-default: an interface (`wasi:cli/stdout`, `mica:kernel/log`), a whole package
+//! (`wasi:cli`) or a whole namespace (`wasi`, `mica`) that the runtime provides. Every error names
+//! the file, the component and the key.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -314,6 +314,35 @@ mod tests {
         assert!(e.contains("wasm: missing"), "{e}");
         let e = err("");
         assert!(e.contains("no [[component]] entries"), "{e}");
+    }
+
+    #[test]
+    fn mica_interfaces_can_be_granted() {
+        for grant in ["mica:kernel/log", "mica:kernel", "mica"] {
+            let m = check(&format!("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ngrants = [\"{grant}\"]\n"))
+                .unwrap_or_else(|e| panic!("{grant}: {e:#}"));
+            assert_eq!(m.components[0].grants, [grant]);
+        }
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ngrants = [\"mica:kernel/ipc\"]\n");
+        assert!(e.contains("\"mica:kernel/ipc\" is not an interface") && e.contains("mica:kernel/log"), "{e}");
+    }
+
+    #[test]
+    fn the_repository_system_manifests_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let mut manifests = vec![root.join(crate::system::DEFAULT_MANIFEST)];
+        let systems = root.join("qemu-tests").join("systems");
+        for entry in std::fs::read_dir(&systems).expect("qemu-tests/systems") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                manifests.push(path);
+            }
+        }
+        for path in &manifests {
+            load(path, &root.join("components")).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        let nostd = load(&systems.join("nostd.toml"), &root.join("components")).expect("valid");
+        assert_eq!(nostd.components[0].grants, ["mica:kernel/log"]);
     }
 
     #[test]

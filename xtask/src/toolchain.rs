@@ -94,8 +94,9 @@ impl Toolchain {
 impl Toolchain {
     /// The command that builds the component crates `crates` (in `root/components`, their own
     /// workspace) for wasm32-wasip2 in release mode, into the shared target directory, with JSON
-    /// messages on stdout.
-    pub fn components_build(&self, root: &Path, crates: &[String]) -> Command {
+    /// messages on stdout. `build_std` is what the crates need of the standard library (see
+    /// `components`): built from source with Debian's toolchain, prebuilt with rustup's.
+    pub fn components_build(&self, root: &Path, crates: &[String], build_std: &[String]) -> Command {
         let mut cmd;
         match self {
             Toolchain::Rustup => {
@@ -108,7 +109,8 @@ impl Toolchain {
                 clear_cargo_run_env(&mut cmd);
                 clear_toolchain_env(&mut cmd);
                 cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC);
-                cmd.args(["build", "--target", COMPONENT_TARGET, "-Zbuild-std=std,panic_abort"]);
+                cmd.args(["build", "--target", COMPONENT_TARGET]);
+                cmd.arg(format!("-Zbuild-std={}", build_std.join(",")));
             }
         }
         if std::env::var_os("CARGO_TARGET_DIR").is_none() {
@@ -218,6 +220,19 @@ mod tests {
         assert!(envs.contains(&("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
         assert!(envs.contains(&("RUSTUP_TOOLCHAIN".as_ref(), None)), "rustup's choice is removed");
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/ws")));
+    }
+
+    #[test]
+    fn components_build_std_follows_the_crates() {
+        let debian = Toolchain::Debian { why: "test".into() };
+        let crates = ["logger".to_owned()];
+        let cmd = debian.components_build(Path::new("/ws"), &crates, &["core".into(), "alloc".into()]);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.contains(&"-Zbuild-std=core,alloc".to_owned()), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["-p", "logger"]), "{args:?}");
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/ws/components")));
+        let cmd = Toolchain::Rustup.components_build(Path::new("/ws"), &crates, &["core".into()]);
+        assert!(!cmd.get_args().any(|a| a.to_string_lossy().starts_with("-Z")), "rustup's sysroot is prebuilt");
     }
 
     #[test]

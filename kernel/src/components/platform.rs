@@ -1,4 +1,5 @@
-//! The kernel's side of the runtime's `Platform` trait: clocks, randomness and the console.
+//! The kernel's side of the runtime's `Platform` trait: clocks, randomness, the console and
+//! components' log records.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -94,6 +95,13 @@ impl Platform for KernelPlatform {
         match kind {
             OutputKind::Stdout => kprintln!("[{name}] {text}"),
             OutputKind::Stderr => kprintln!("[{name}!] {text}"),
+        }
+    }
+
+    /// `[name] LEVEL: message`, when `level` passes the kernel's own log level (`log=LEVEL`).
+    fn component_log(&self, name: &str, level: log::Level, message: &str) {
+        if level <= log::max_level() {
+            kprintln!("[{name}] {level}: {message}");
         }
     }
 }

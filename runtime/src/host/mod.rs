@@ -1,18 +1,20 @@
-//! The WASI 0.2 host: the store data a component runs with ([`Ctx`]) and, one file per
+//! The component host: the store data a component runs with ([`Ctx`]) and, one file per
 //! interface (the three `wasi:cli` stdio interfaces share `stdio.rs`, the three `wasi:random`
 //! ones `random.rs`, and `wasi:filesystem`'s two `filesystem.rs`), the host side of every import
-//! in the `mica:host/program` world (`runtime/wit/world.wit`).
+//! in the `mica:host/program` world (`runtime/wit/world.wit`): WASI 0.2, and Mica's own
+//! `mica:kernel/log` (`log.rs`).
 //!
 //! What each interface gives is decided here, deny-by-default: no preopened directories, stdin
 //! at end of file, the arguments and environment from the manifest, clocks and randomness from
 //! the [`Platform`]. Whether an interface links at all is decided by the manifest's grants
-//! (see `crate::linker`).
+//! (see `crate::program`).
 #![forbid(unsafe_code)]
 
 pub mod environment;
 pub mod error;
 pub mod exit;
 pub mod filesystem;
+pub mod log;
 pub mod monotonic_clock;
 pub mod poll;
 pub mod random;
@@ -88,7 +90,7 @@ pub struct Ctx {
     pub env: Vec<(String, String)>,
     /// Resources handed to the component.
     pub table: ResourceTable,
-    /// Clocks, randomness, console.
+    /// Clocks, randomness, console, log.
     pub platform: Arc<dyn Platform>,
     /// Memory limits.
     pub limits: Limits,
