@@ -22,32 +22,15 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 
 use crate::process;
 use crate::toolchain::Toolchain;
 
-#[derive(Debug, Deserialize)]
-struct Message {
-    reason: String,
-    #[serde(default)]
-    target: Option<Target>,
-    #[serde(default)]
-    filenames: Vec<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Target {
-    name: String,
-    kind: Vec<String>,
-}
-
 /// The `.wasm` a cargo JSON message announces (a `bin` or `cdylib` target), with its target's
 /// name (for a `cdylib`, the crate's name with `-` as `_`).
 fn wasm_artifact(line: &str) -> Option<(String, PathBuf)> {
-    let msg: Message = serde_json::from_str(line).ok()?;
-    let target = msg.target?;
-    if msg.reason != "compiler-artifact" || !target.kind.iter().any(|k| k == "bin" || k == "cdylib") {
+    let (target, msg) = crate::cargo_json::artifact(line)?;
+    if !target.kind.iter().any(|k| k == "bin" || k == "cdylib") {
         return None;
     }
     let wasm = msg.filenames.into_iter().find(|f| f.extension().is_some_and(|e| e == "wasm"))?;

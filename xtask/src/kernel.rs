@@ -10,7 +10,6 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
 
 use crate::process;
 use crate::toolchain::Toolchain;
@@ -19,21 +18,6 @@ use crate::toolchain::Toolchain;
 const KERNEL_BIN: &str = "mica-kernel";
 
 /// The part of a cargo JSON message this needs.
-#[derive(Debug, Deserialize)]
-struct Message {
-    reason: String,
-    #[serde(default)]
-    target: Option<Target>,
-    #[serde(default)]
-    executable: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Target {
-    name: String,
-    kind: Vec<String>,
-}
-
 /// Builds the kernel (cargo's progress goes to stderr) and returns the absolute path of the image.
 pub fn build(root: &Path, toolchain: &Toolchain, release: bool) -> Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
@@ -62,10 +46,8 @@ pub fn build(root: &Path, toolchain: &Toolchain, release: bool) -> Result<PathBu
 
 /// The kernel image named by one line of cargo's JSON output, if that line names it.
 fn kernel_artifact(line: &str) -> Option<PathBuf> {
-    let msg: Message = serde_json::from_str(line).ok()?;
-    let target = msg.target?;
-    let is_kernel =
-        msg.reason == "compiler-artifact" && target.name == KERNEL_BIN && target.kind.iter().any(|k| k == "bin");
+    let (target, msg) = crate::cargo_json::artifact(line)?;
+    let is_kernel = target.name == KERNEL_BIN && target.kind.iter().any(|k| k == "bin");
     if is_kernel { msg.executable } else { None }
 }
 

@@ -11,6 +11,7 @@
 
 mod aot;
 mod bench;
+mod cargo_json;
 mod components;
 mod empty_kernel;
 mod kernel;
