@@ -14,10 +14,8 @@ extern "C" fn trampoline(f: *mut &mut dyn FnMut()) {
 pub fn run_on(stack: &KernelStack, mut f: impl FnMut()) {
     let mut f: &mut dyn FnMut() = &mut f;
     let top = stack.top() & !0xf;
-    // SAFETY: `top` is the 16-byte-aligned top of a mapped, otherwise unused stack that stays
-    // mapped for the call; the old stack pointer is saved on the new stack and restored after
-    // the call; the trampoline follows the C ABI and every caller-saved register is declared
-    // clobbered.
+    // SAFETY: `top` is the aligned top of a mapped, unused stack that outlives the call; the old
+    // rsp is saved on it and restored after; the trampoline is C ABI, caller-saved regs clobbered.
     unsafe {
         core::arch::asm!(
             "mov rax, rsp",
