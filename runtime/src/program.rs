@@ -176,6 +176,15 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// What instantiating and running a component cost, in units of the caller's counter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Making the store and instantiating the component.
+    pub instantiate: u64,
+    /// The `wasi:cli/run` call, including flushing its output.
+    pub run: u64,
+}
+
 /// Instantiates `component` and runs its `wasi:cli/run` export to the end.
 pub fn run(
     engine: &Engine,
@@ -184,6 +193,19 @@ pub fn run(
     platform: Arc<dyn Platform>,
     launch: &Launch,
 ) -> Result<Outcome, LoadError> {
+    run_timed(engine, component, linker, platform, launch, || 0).map(|(outcome, _)| outcome)
+}
+
+/// [`run`], also measuring its [`Phases`] with `now` (any monotonic counter, e.g. the TSC).
+pub fn run_timed(
+    engine: &Engine,
+    component: &Component,
+    linker: &Linker<Ctx>,
+    platform: Arc<dyn Platform>,
+    launch: &Launch,
+    now: fn() -> u64,
+) -> Result<(Outcome, Phases), LoadError> {
+    let start = now();
     let mut args = Vec::with_capacity(launch.args.len() + 1);
     args.push(launch.name.clone());
     args.extend(launch.args.iter().cloned());
@@ -204,10 +226,15 @@ pub fn run(
     store.set_fuel(fuel).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
     store.set_epoch_deadline(launch.epoch_deadline.unwrap_or(u64::MAX / 2));
 
-    let result = host::Program::instantiate(&mut store, component, linker)
-        .map_err(|e| (true, e))
-        .and_then(|program| program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e)));
+    let mut instantiated = None;
+    let result = host::Program::instantiate(&mut store, component, linker).map_err(|e| (true, e)).and_then(|program| {
+        instantiated = Some(now());
+        program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e))
+    });
     store.data_mut().flush_output();
+    let end = now();
+    let instantiated = instantiated.unwrap_or(end);
+    let phases = Phases { instantiate: instantiated.wrapping_sub(start), run: end.wrapping_sub(instantiated) };
     // A trap's short description; the full error (with the wasm backtrace) goes to the debug log.
     let describe = |e: &wasmtime::Error| match e.downcast_ref::<Trap>() {
         Some(trap) => {
@@ -234,7 +261,7 @@ pub fn run(
             }
         }
     };
-    Ok(outcome)
+    Ok((outcome, phases))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! - `run`: build and boot the kernel under QEMU, serial on stdout, verdict as exit status.
 //! - `test`: build the kernel, then run every host test and boot test.
 //! - `bench boot`: boot-time and instruction-count benchmark.
+//! - `bench components`: component load/instantiate/run and host-call costs in guest instructions.
 //!
 //! Every command that builds or boots first checks setup (cheap) and completes it if needed.
 #![forbid(unsafe_code)]

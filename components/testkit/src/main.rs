@@ -1,6 +1,8 @@
 //! Behaviours for boot tests, chosen by the first argument:
 //! `exit N` (exit with status N), `panic`, `oom` (allocate until memory runs out), `spin` (loop
-//! forever), `count N` (print N lines and succeed), `random` (print random-derived values).
+//! forever), `count N` (print N lines and succeed), `random` (print random-derived values),
+//! `calls N` (call `wasi:clocks/monotonic-clock.now` N times, printing only at the end), `sieve N`
+//! (print how many primes are below N, by the sieve of Eratosthenes).
 
 use std::hint::black_box;
 
@@ -40,9 +42,43 @@ fn main() {
             let m: std::collections::HashMap<u32, u32> = (0..4).map(|i| (i, i)).collect();
             println!("hashmap with {} entries (seeded by wasi:random)", m.len());
         }
+        "calls" => {
+            let n: u64 = arg(1).parse().unwrap_or(0);
+            let start = std::time::Instant::now();
+            let mut last = start;
+            for _ in 0..n {
+                last = black_box(std::time::Instant::now());
+            }
+            println!("{n} host calls made (clock advanced: {})", last > start || n == 0);
+        }
+        "sieve" => {
+            let n: usize = arg(1).parse().unwrap_or(1_000_000);
+            println!("{} primes below {n}", sieve(n));
+        }
         other => {
             eprintln!("testkit: unknown behaviour {other:?}");
             std::process::exit(2);
         }
     }
+}
+
+/// How many primes are below `n` (sieve of Eratosthenes).
+fn sieve(n: usize) -> usize {
+    if n < 3 {
+        return 0;
+    }
+    let mut composite = vec![false; n];
+    let mut i = 2;
+    while i * i < n {
+        if !composite[i] {
+            let mut j = i * i;
+            while j < n {
+                composite[j] = true;
+                j += i;
+            }
+        }
+        i += 1;
+    }
+    black_box(&composite);
+    composite[2..].iter().filter(|c| !**c).count()
 }

@@ -18,7 +18,7 @@ use mica_runtime::wasmtime::Engine;
 use spin::Once;
 
 use crate::arch::stacks::KernelStack;
-use crate::arch::{cpu, stack_switch};
+use crate::arch::{clock, cpu, stack_switch};
 
 static ENGINE: Once<Result<Engine, String>> = Once::new();
 
@@ -68,6 +68,18 @@ impl core::fmt::Display for StartError {
     }
 }
 
+/// What starting and running a component cost, in TSC ticks (guest instructions under QEMU's
+/// `-icount shift=0`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Costs {
+    /// Deserializing the artifact from the in-memory bundle.
+    pub load: u64,
+    /// Linking the granted interfaces, making the store and instantiating.
+    pub instantiate: u64,
+    /// The `wasi:cli/run` call.
+    pub run: u64,
+}
+
 /// Loads the artifact, links what `grants` allows, and runs the component to its end on a
 /// kernel stack of its own.
 pub fn run(
@@ -75,19 +87,24 @@ pub fn run(
     artifact: &[u8],
     launch: &Launch,
     grants: &[String],
-) -> Result<Outcome, StartError> {
+) -> Result<(Outcome, Costs), StartError> {
     let engine = engine().map_err(StartError::Engine)?;
+    let t0 = clock::rdtsc();
     // SAFETY: the artifact passed the bundle's checksum and the artifact key check (made by
     // Mica's AOT compiler for this engine configuration); Wasmtime checks its version,
     // settings and CPU features again.
     let component = unsafe { program::load(engine, artifact) }.map_err(StartError::Load)?;
+    let t1 = clock::rdtsc();
     let linker = program::link(engine, &component, grants).map_err(StartError::Load)?;
+    let t2 = clock::rdtsc();
     let stack = KernelStack::new(COMPONENT_STACK_BYTES as u64).map_err(|e| StartError::Stack(format!("{e}")))?;
     let mut result = None;
     stack_switch::run_on(&stack, || {
-        result = Some(program::run(engine, &component, &linker, platform.clone(), launch));
+        result = Some(program::run_timed(engine, &component, &linker, platform.clone(), launch, clock::rdtsc));
     });
-    result
+    let (outcome, phases) = result
         .unwrap_or_else(|| Err(LoadError::Instantiate("the component's stack returned without a result".into())))
-        .map_err(StartError::Load)
+        .map_err(StartError::Load)?;
+    let costs = Costs { load: t1 - t0, instantiate: (t2 - t1) + phases.instantiate, run: phases.run };
+    Ok((outcome, costs))
 }

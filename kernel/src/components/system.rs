@@ -83,9 +83,16 @@ fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSp
                 kprintln!("mica: component {name} refused: {e}");
                 return false;
             }
-            Ok(outcome) => {
+            Ok((outcome, costs)) => {
                 let ms = (clock::monotonic_ns().unwrap_or(0) - start) / 1_000_000;
                 kprintln!("mica: component {name} {outcome} ({ms} ms)");
+                // Machine-readable, for `cargo xtask bench components`: TSC ticks per phase.
+                kprintln!(
+                    "mica: component-costs name={name} load={} instantiate={} run={}",
+                    costs.load,
+                    costs.instantiate,
+                    costs.run
+                );
                 if outcome.success() {
                     return true;
                 }

@@ -111,7 +111,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
 }
 
 /// The target directory the kernel was built in (`<target>/x86_64-unknown-none/<profile>/mica-kernel`).
-fn target_dir(root: &Path, kernel: &Path) -> PathBuf {
+pub(super) fn target_dir(root: &Path, kernel: &Path) -> PathBuf {
     kernel
         .ancestors()
         .nth(3)
@@ -152,7 +152,7 @@ fn count_instructions(cmd: &QemuCommand) -> Result<Vec<u64>> {
 }
 
 /// One boot that must end with the success verdict.
-fn boot(cmd: &QemuCommand, timeout: Duration) -> Result<mica_launch::Outcome> {
+pub(super) fn boot(cmd: &QemuCommand, timeout: Duration) -> Result<mica_launch::Outcome> {
     let options = RunOptions { timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(cmd, &options)?;
     if outcome.verdict != Some(ExitCode::Success) {

@@ -3,8 +3,11 @@
 //! `bench boot` measures what a user waits for (wall time from starting QEMU to its exit, for an
 //! empty kernel and for Mica's default system, per accelerator) and what the guest does (exact
 //! instruction counts from Mica's first instruction to "ready" under TCG with `-icount`).
+//! `bench components` counts, inside the guest, what loading, instantiating and running each
+//! component of `components/bench.toml` costs, and what one host call costs.
 
 mod boot;
+mod components;
 mod report;
 mod stats;
 
@@ -22,6 +25,8 @@ pub const MIN_RUNS: u32 = 10;
 pub enum BenchCommand {
     /// Boot time: wall clock per accelerator (empty kernel vs Mica) and guest instructions to ready.
     Boot(BootArgs),
+    /// Component costs in guest instructions: load, instantiate, run, and one host call.
+    Components,
 }
 
 /// Arguments of `cargo xtask bench boot`.
@@ -36,5 +41,6 @@ pub struct BootArgs {
 pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Boot(args) => boot::run(root, args).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Components => components::run(root).map(|()| ExitCode::SUCCESS),
     }
 }

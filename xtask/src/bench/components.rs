@@ -1,0 +1,368 @@
+//! `cargo xtask bench components`: what components cost inside the guest, in instructions.
+//!
+//! Boots the system of `components/bench.toml` (release kernel) under `-accel tcg -icount
+//! shift=0`, where the guest TSC advances once per retired instruction, [`COUNT_RUNS`] times.
+//! The kernel prints one `mica: component-costs name=N load=N instantiate=N run=N` line per
+//! component (TSC ticks for deserializing the artifact from the in-memory bundle, for linking
+//! and instantiating, and for the `wasi:cli/run` call). The host-call cost is the run difference
+//! of the same component making [`HOST_CALLS`] calls and none, over [`HOST_CALLS`].
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use mica_launch::{Accel, KvmProbe, QemuCommand};
+use serde::Serialize;
+
+use super::boot::{boot, target_dir};
+use super::report::grouped;
+use crate::machine::Machine;
+use crate::{kernel, manifest, setup};
+
+/// Boots counted.
+const COUNT_RUNS: usize = 3;
+/// The benchmark's system manifest, relative to the workspace root.
+const MANIFEST: &str = "components/bench.toml";
+/// The kernel's cost line, up to the fields.
+const COSTS_PREFIX: &str = "mica: component-costs ";
+/// The QEMU options that make the TSC count instructions.
+const QEMU_OPTIONS: &str = "-accel tcg -icount shift=0";
+/// Host calls made by [`CALLS_MANY`].
+const HOST_CALLS: u64 = 100_000;
+/// The component making no host calls in its loop.
+const CALLS_NONE: &str = "calls-0";
+/// The same component making [`HOST_CALLS`] of them.
+const CALLS_MANY: &str = "calls-100000";
+/// One boot's time limit: instruction counting makes TCG slower.
+const BOOT_TIMEOUT_SECS: u64 = 600;
+
+/// One `mica: component-costs` line: TSC ticks (guest instructions under `-icount shift=0`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Costs {
+    /// The component's name in the manifest.
+    pub name: String,
+    /// Deserializing its artifact from the in-memory bundle.
+    pub load: u64,
+    /// Linking its granted interfaces, making its store and instantiating it.
+    pub instantiate: u64,
+    /// Its `wasi:cli/run` call.
+    pub run: u64,
+}
+
+/// The host-call round trip, derived from two runs of the same component.
+#[derive(Debug, Serialize)]
+pub struct HostCall {
+    /// The function called.
+    pub function: &'static str,
+    /// Calls in the measured run.
+    pub calls: u64,
+    /// `(run(calls-100000) - run(calls-0)) / calls`.
+    pub instructions_per_call: f64,
+}
+
+/// Everything `bench components` measured.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The host.
+    pub machine: Machine,
+    /// When, in seconds since the Unix epoch.
+    pub unix_time_s: u64,
+    /// The Mica kernel image that was measured (release build).
+    pub kernel: String,
+    /// The system manifest booted.
+    pub manifest: &'static str,
+    /// The QEMU options that make the TSC count instructions.
+    pub qemu_options: &'static str,
+    /// Per component (first boot), in manifest order, with its arguments.
+    pub components: Vec<Row>,
+    /// One host call.
+    pub host_call: HostCall,
+    /// Every boot's cost lines.
+    pub boots: Vec<Vec<Costs>>,
+    /// Whether every boot counted the same.
+    pub identical: bool,
+    /// The counts that differ between boots, as `component phase (min..max)`.
+    pub differing: Vec<String>,
+    /// Published figures to compare with (wall clock on hardware, not instructions).
+    pub peers: Vec<&'static str>,
+}
+
+/// One component's row.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// Its costs.
+    #[serde(flatten)]
+    pub costs: Costs,
+    /// Its arguments, space-separated.
+    pub args: String,
+}
+
+/// Peer figures, quoted in the notes.
+const PEERS: &[&str] =
+    &["Wasmtime instantiates a WASI hello in ~27 us with its pooling allocator", "a component host call costs ~34 ns"];
+
+/// Runs the components benchmark.
+pub fn run(root: &Path) -> Result<()> {
+    let toolchain = setup::ensure(root)?;
+    let mica = kernel::build(root, &toolchain, true)?;
+    let out_dir = target_dir(root, &mica).join("mica").join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+
+    let manifest_path = root.join(MANIFEST);
+    let system = manifest::load(&manifest_path, &root.join("components"))?;
+    let qemu = mica_launch::find_qemu()?;
+    let profile = mica_runtime::config::CpuProfile::baseline();
+    let bundle = crate::system::prepare(root, &toolchain, &manifest_path, &profile)?;
+    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
+    let cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
+        .cmdline("")
+        .cpu(mica_launch::cpu_model(&features))
+        .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
+        .initrd(&bundle)
+        .icount(true);
+    let machine = Machine::describe(&qemu, &KvmProbe::detect());
+
+    eprint!("bench: component costs ({QEMU_OPTIONS}): {COUNT_RUNS} boots of {MANIFEST} ");
+    let names: Vec<&str> = system.components.iter().map(|c| c.name.as_str()).collect();
+    let mut boots = Vec::new();
+    for _ in 0..COUNT_RUNS {
+        let outcome = boot(&cmd, Duration::from_secs(BOOT_TIMEOUT_SECS))?;
+        let costs = component_costs(&outcome.serial);
+        let got: Vec<&str> = costs.iter().map(|c| c.name.as_str()).collect();
+        if got != names {
+            eprintln!();
+            bail!("expected `{COSTS_PREFIX}` lines for {names:?}, got {got:?}\n{}", outcome.transcript());
+        }
+        boots.push(costs);
+        eprint!(".");
+    }
+    eprintln!();
+    let identical = boots.windows(2).all(|w| w[0] == w[1]);
+    let differing = differing(&boots);
+    let first = &boots[0];
+    let host_call = host_call(first)?;
+    let components = first
+        .iter()
+        .zip(&system.components)
+        .map(|(costs, c)| Row { costs: costs.clone(), args: c.args.join(" ") })
+        .collect();
+    let report = Report {
+        machine,
+        unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        kernel: mica.display().to_string(),
+        manifest: MANIFEST,
+        qemu_options: QEMU_OPTIONS,
+        components,
+        host_call,
+        boots,
+        identical,
+        differing,
+        peers: PEERS.to_vec(),
+    };
+    println!("{}", report.markdown());
+    let json = out_dir.join("components.json");
+    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("Written to {}", json.display());
+    Ok(())
+}
+
+/// The host-call cost from the [`CALLS_NONE`] and [`CALLS_MANY`] runs.
+fn host_call(costs: &[Costs]) -> Result<HostCall> {
+    let run = |name: &str| {
+        costs.iter().find(|c| c.name == name).map(|c| c.run).with_context(|| format!("no component {name}"))
+    };
+    let (none, many) = (run(CALLS_NONE)?, run(CALLS_MANY)?);
+    Ok(HostCall {
+        function: "wasi:clocks/monotonic-clock.now",
+        calls: HOST_CALLS,
+        // Counts are far below 2^52: exact as f64.
+        instructions_per_call: (many as f64 - none as f64) / HOST_CALLS as f64,
+    })
+}
+
+/// The counts that differ between boots (boots list the same components in the same order).
+fn differing(boots: &[Vec<Costs>]) -> Vec<String> {
+    let Some(first) = boots.first() else { return Vec::new() };
+    let mut out = Vec::new();
+    for (i, c) in first.iter().enumerate() {
+        for phase in ["load", "instantiate", "run"] {
+            let get = |c: &Costs| match phase {
+                "load" => c.load,
+                "instantiate" => c.instantiate,
+                _ => c.run,
+            };
+            let values: Vec<u64> = boots.iter().filter_map(|b| b.get(i)).map(get).collect();
+            let (min, max) = (values.iter().min(), values.iter().max());
+            if let (Some(&min), Some(&max)) = (min, max)
+                && min != max
+            {
+                out.push(format!("{} {phase} ({}..{})", c.name, grouped(min), grouped(max)));
+            }
+        }
+    }
+    out
+}
+
+/// Every `mica: component-costs` line of `serial`, in order.
+fn component_costs(serial: &str) -> Vec<Costs> {
+    serial.lines().filter_map(parse_costs).collect()
+}
+
+/// One `mica: component-costs name=N load=N instantiate=N run=N` line (anywhere in `line`).
+fn parse_costs(line: &str) -> Option<Costs> {
+    let rest = &line[line.find(COSTS_PREFIX)? + COSTS_PREFIX.len()..];
+    let (mut name, mut load, mut instantiate, mut run) = (None, None, None, None);
+    for field in rest.split_whitespace() {
+        let (key, value) = field.split_once('=')?;
+        match key {
+            "name" if !value.is_empty() => name = Some(value.to_owned()),
+            "load" => load = Some(value.parse().ok()?),
+            "instantiate" => instantiate = Some(value.parse().ok()?),
+            "run" => run = Some(value.parse().ok()?),
+            _ => return None,
+        }
+    }
+    Some(Costs { name: name?, load: load?, instantiate: instantiate?, run: run? })
+}
+
+impl Report {
+    /// The report as markdown.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let m = &self.machine;
+        // Writing to a String cannot fail.
+        let _ = writeln!(md, "## Component costs in guest instructions ({})\n", self.qemu_options);
+        let _ = writeln!(md, "Machine: {} ({} CPUs), {}\n", m.cpu_model, m.cpus, m.qemu);
+        md.push_str("| component | args | load | instantiate | run |\n");
+        md.push_str("|---|---|---:|---:|---:|\n");
+        for row in &self.components {
+            let c = &row.costs;
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                c.name,
+                row.args,
+                grouped(c.load),
+                grouped(c.instantiate),
+                grouped(c.run)
+            );
+        }
+        let h = &self.host_call;
+        let _ = writeln!(
+            md,
+            "\nHost call (`{}`), (run({CALLS_MANY}) - run({CALLS_NONE})) / {}: **{:.1} instructions per call**",
+            h.function,
+            grouped(h.calls),
+            h.instructions_per_call
+        );
+        if self.identical {
+            let _ = writeln!(md, "\n{} boots: identical counts", self.boots.len());
+        } else {
+            let _ = writeln!(
+                md,
+                "\n{} boots: identical counts except {} (the table shows the first boot)",
+                self.boots.len(),
+                self.differing.join(", ")
+            );
+        }
+        md.push_str("\nNotes:\n");
+        md.push_str(
+            "- These are guest instruction counts under QEMU TCG with `-icount shift=0` (the TSC advances once \
+             per instruction), not time. load: deserializing the artifact from the in-memory bundle; \
+             instantiate: linking the granted interfaces, making the store, instantiating; run: the \
+             `wasi:cli/run` call. Kernel work in between (timer interrupts) is included.\n",
+        );
+        md.push_str(
+            "- hello sleeps 10 ms: while the guest is idle, `-icount` moves the TSC on by the time slept, so \
+             its run is not a pure instruction count and may differ between boots.\n",
+        );
+        let _ = writeln!(
+            md,
+            "- Peers (wall clock on hardware, not comparable one-to-one with instruction counts under TCG): {}.",
+            self.peers.join("; ")
+        );
+        md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn costs(name: &str, load: u64, instantiate: u64, run: u64) -> Costs {
+        Costs { name: name.into(), load, instantiate, run }
+    }
+
+    #[test]
+    fn cost_lines_are_parsed() {
+        let serial = "mica: component hello exited with status 0 (12 ms)\n\
+                      mica: component-costs name=hello load=100 instantiate=2000 run=30000\r\n\
+                      noise\n\
+                      \x1b[0mmica: component-costs name=calls-0 load=1 instantiate=2 run=3\n";
+        assert_eq!(component_costs(serial), vec![costs("hello", 100, 2000, 30_000), costs("calls-0", 1, 2, 3)]);
+    }
+
+    #[test]
+    fn broken_cost_lines_are_skipped() {
+        assert_eq!(parse_costs("mica: component-costs name=a load=1 instantiate=2"), None);
+        assert_eq!(parse_costs("mica: component-costs name=a load=x instantiate=2 run=3"), None);
+        assert_eq!(parse_costs("mica: component-costs name= load=1 instantiate=2 run=3"), None);
+        assert_eq!(parse_costs("mica: component-costs name=a load=1 instantiate=2 run=3 extra=4"), None);
+        assert_eq!(parse_costs("mica: component-costs name=a load=1 instantiate=2 run=-3"), None);
+        assert_eq!(parse_costs("mica: component a exited with status 0 (1 ms)"), None);
+        assert_eq!(parse_costs("mica: component-costs name=a run=3 instantiate=2 load=1"), Some(costs("a", 1, 2, 3)));
+    }
+
+    #[test]
+    fn host_call_is_the_run_difference_per_call() {
+        let lines = [costs(CALLS_NONE, 5, 6, 1_000), costs(CALLS_MANY, 5, 6, 1_000 + 250 * HOST_CALLS + 50_000)];
+        let h = host_call(&lines).expect("both present");
+        assert!((h.instructions_per_call - 250.5).abs() < 1e-9, "{}", h.instructions_per_call);
+        assert!(host_call(&lines[..1]).is_err());
+    }
+
+    #[test]
+    fn differing_counts_are_named() {
+        let a = vec![costs("hello", 1, 2, 3), costs("sieve", 4, 5, 6)];
+        let b = vec![costs("hello", 1, 2, 1_000_000), costs("sieve", 4, 5, 6)];
+        assert!(differing(&[a.clone(), a.clone()]).is_empty());
+        assert_eq!(differing(&[a.clone(), b, a]), vec!["hello run (3..1,000,000)".to_owned()]);
+    }
+
+    #[test]
+    fn markdown_has_rows_and_peers() {
+        let boot = vec![costs("hello", 1_234_567, 89_000, 5), costs(CALLS_NONE, 1, 2, 3)];
+        let report = Report {
+            machine: Machine {
+                cpu_model: "AMD EPYC".into(),
+                cpus: 2,
+                qemu: "QEMU emulator version 7.2.22".into(),
+                os: "Debian".into(),
+                host_kernel: "6.1".into(),
+                kvm: "none".into(),
+            },
+            unix_time_s: 0,
+            kernel: "k".into(),
+            manifest: MANIFEST,
+            qemu_options: QEMU_OPTIONS,
+            components: vec![Row { costs: boot[0].clone(), args: "from the bench".into() }],
+            host_call: HostCall { function: "f", calls: HOST_CALLS, instructions_per_call: 812.25 },
+            boots: vec![boot.clone(), boot],
+            identical: true,
+            differing: Vec::new(),
+            peers: PEERS.to_vec(),
+        };
+        let md = report.markdown();
+        assert!(md.contains("| hello | from the bench | 1,234,567 | 89,000 | 5 |"), "{md}");
+        assert!(md.contains("812.2 instructions per call") || md.contains("812.3 instructions per call"), "{md}");
+        assert!(md.contains("2 boots: identical counts"), "{md}");
+        assert!(md.contains("~27 us") && md.contains("~34 ns"), "{md}");
+        let json = serde_json::to_value(&report).expect("serializes");
+        assert_eq!(json["components"][0]["load"], 1_234_567);
+        assert_eq!(json["components"][0]["args"], "from the bench");
+        assert_eq!(json["host_call"]["calls"], HOST_CALLS);
+    }
+}
