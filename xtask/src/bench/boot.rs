@@ -69,14 +69,22 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
             Accel::Kvm | Accel::Tcg => TIMEOUT_SECS,
         });
         for (name, kernel) in kernels {
-            let summary = match &skipped {
+            // A configuration that cannot boot is a row that says why, not the end of the bench.
+            let (summary, skipped) = match &skipped {
                 Some(why) => {
                     eprintln!("bench: {name} kernel, {accel_label}: skipped ({why})");
-                    None
+                    (None, skipped.clone())
                 }
                 None => {
                     let cmd = command(kernel, accel);
-                    Some(time_boots(&cmd, args.runs, timeout, &format!("{name} kernel, {accel_label}"))?)
+                    match time_boots(&cmd, args.runs, timeout, &format!("{name} kernel, {accel_label}")) {
+                        Ok(summary) => (Some(summary), None),
+                        Err(e) => {
+                            let first = format!("{e:#}").lines().next().unwrap_or_default().to_owned();
+                            eprintln!("bench: {name} kernel, {accel_label}: failed: {first}");
+                            (None, Some(format!("failed: {first}")))
+                        }
+                    }
                 }
             };
             wall.push(WallRow {
@@ -84,7 +92,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
                 accel: accel.name(),
                 accel_label: accel_label.clone(),
                 summary,
-                skipped: skipped.clone(),
+                skipped,
             });
         }
     }
