@@ -185,18 +185,8 @@ pub struct Phases {
     pub run: u64,
 }
 
-/// Instantiates `component` and runs its `wasi:cli/run` export to the end.
-pub fn run(
-    engine: &Engine,
-    component: &Component,
-    linker: &Linker<Ctx>,
-    platform: Arc<dyn Platform>,
-    launch: &Launch,
-) -> Result<Outcome, LoadError> {
-    run_timed(engine, component, linker, platform, launch, || 0).map(|(outcome, _)| outcome)
-}
-
-/// [`run`], also measuring its [`Phases`] with `now` (any monotonic counter, e.g. the TSC).
+/// Instantiates `component` and runs its `wasi:cli/run` export to the end, measuring its
+/// [`Phases`] with `now` (any monotonic counter, e.g. the TSC).
 pub fn run_timed(
     engine: &Engine,
     component: &Component,

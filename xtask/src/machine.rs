@@ -56,6 +56,21 @@ fn os_name(os_release: &str) -> Option<String> {
     os_release.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned()))
 }
 
+impl Machine {
+    /// A fixed machine for report tests, with `kvm` as given.
+    #[cfg(test)]
+    pub fn sample(kvm: &str) -> Machine {
+        Machine {
+            cpu_model: "AMD EPYC".into(),
+            cpus: 2,
+            qemu: "QEMU emulator version 7.2.22".into(),
+            os: "Debian".into(),
+            host_kernel: "6.1".into(),
+            kvm: kvm.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
