@@ -19,6 +19,8 @@ pub enum RandomSource {
     Hardware,
     /// A software generator seeded from the clock: not for secrets.
     Fallback,
+    /// The host operating system's generator (hosted runs on Linux).
+    Os,
 }
 
 impl fmt::Display for RandomSource {
@@ -26,6 +28,7 @@ impl fmt::Display for RandomSource {
         match self {
             RandomSource::Hardware => write!(f, "RDRAND/RDSEED"),
             RandomSource::Fallback => write!(f, "a clock-seeded software generator (no RDRAND)"),
+            RandomSource::Os => write!(f, "the host operating system (getrandom)"),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! - `run`: build and boot the kernel under QEMU, serial on stdout, verdict as exit status.
 //! - `test`: build the kernel, then run every host test and boot test.
 //! - `bench boot`: boot-time and instruction-count benchmark.
-//! - `bench components`: component load/instantiate/run and host-call costs in guest instructions.
+//! - `bench components`: component load/instantiate/run and host-call costs in guest instructions,
+//!   with native (Linux guest) and hosted-Wasmtime baselines.
+//! - `host-run`: run a component on this Linux host under Mica's Wasmtime settings and WASI host.
 //!
 //! Every command that builds or boots first checks setup (cheap) and completes it if needed.
 #![forbid(unsafe_code)]
@@ -15,7 +17,9 @@ mod bench;
 mod cargo_json;
 mod components;
 mod empty_kernel;
+mod host_run;
 mod kernel;
+mod linux_guest;
 mod machine;
 mod manifest;
 mod process;
@@ -56,6 +60,8 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run a component on this Linux host (no boot) under Mica's Wasmtime settings and WASI host.
+    HostRun(host_run::HostRunArgs),
     /// Compile a component ahead of time for a CPU profile (cached) and print the artifact path.
     Aot {
         /// The component (`.wasm`).
@@ -93,6 +99,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run::run(&root, &args),
         Command::Test(args) => test::run(&root, &args),
         Command::Bench(bench) => bench::run(&root, &bench),
+        Command::HostRun(args) => host_run::run(&args),
         Command::Aot { wasm, cpu } => {
             let profile = aot::profile(&cpu)?;
             let artifact = aot::compile(&aot::cache_dir(&root.join("target")), &wasm, &profile)?;

@@ -149,6 +149,16 @@ impl QemuCommand {
         &self.qemu
     }
 
+    /// Guest memory in MiB.
+    pub fn memory(&self) -> u32 {
+        self.memory_mib
+    }
+
+    /// The `-cpu` model, when one is set.
+    pub fn cpu_model(&self) -> Option<&str> {
+        self.cpu.as_deref()
+    }
+
     /// The arguments, after the program name.
     pub fn args(&self) -> Result<Vec<OsString>, LaunchError> {
         if self.icount && self.accel != Accel::Tcg {

@@ -53,32 +53,11 @@ fn main() {
         }
         "sieve" => {
             let n: usize = arg(1).parse().unwrap_or(1_000_000);
-            println!("{} primes below {n}", sieve(n));
+            println!("{} primes below {n}", mica_workloads::sieve(n));
         }
         other => {
             eprintln!("testkit: unknown behaviour {other:?}");
             std::process::exit(2);
         }
     }
-}
-
-/// How many primes are below `n` (sieve of Eratosthenes).
-fn sieve(n: usize) -> usize {
-    if n < 3 {
-        return 0;
-    }
-    let mut composite = vec![false; n];
-    let mut i = 2;
-    while i * i < n {
-        if !composite[i] {
-            let mut j = i * i;
-            while j < n {
-                composite[j] = true;
-                j += i;
-            }
-        }
-        i += 1;
-    }
-    black_box(&composite);
-    composite[2..].iter().filter(|c| !**c).count()
 }

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use mica_launch::{Accel, KvmProbe, QemuCommand};
 use serde::Serialize;
 
+use super::baselines::{self, SIEVE_COMPONENT, Sieve};
 use super::boot::{boot, target_dir};
 use super::report::grouped;
 use crate::machine::Machine;
@@ -85,6 +86,8 @@ pub struct Report {
     pub identical: bool,
     /// The counts that differ between boots, as `component phase (min..max)`.
     pub differing: Vec<String>,
+    /// The sieve component against its native and hosted baselines.
+    pub sieve: Sieve,
     /// Published figures to compare with (wall clock on hardware, not instructions).
     pub peers: Vec<&'static str>,
 }
@@ -143,6 +146,7 @@ pub fn run(root: &Path) -> Result<()> {
     let differing = differing(&boots);
     let first = &boots[0];
     let host_call = host_call(first)?;
+    let sieve = sieve_baselines(root, &toolchain, &system, first, &cmd)?;
     let components = first
         .iter()
         .zip(&system.components)
@@ -159,6 +163,7 @@ pub fn run(root: &Path) -> Result<()> {
         boots,
         identical,
         differing,
+        sieve,
         peers: PEERS.to_vec(),
     };
     println!("{}", report.markdown());
@@ -167,6 +172,31 @@ pub fn run(root: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     println!("Written to {}", json.display());
     Ok(())
+}
+
+/// The sieve component's run against the same work natively in a Linux guest and under Wasmtime
+/// on this host.
+fn sieve_baselines(
+    root: &Path,
+    toolchain: &crate::toolchain::Toolchain,
+    system: &manifest::Manifest,
+    costs: &[Costs],
+    cmd: &QemuCommand,
+) -> Result<Sieve> {
+    let component = system
+        .components
+        .iter()
+        .find(|c| c.name == SIEVE_COMPONENT)
+        .with_context(|| format!("{MANIFEST} has no {SIEVE_COMPONENT} component"))?;
+    let n = baselines::sieve_size(&component.args)?;
+    let mica = costs.iter().find(|c| c.name == SIEVE_COMPONENT).map(|c| c.run).context("no sieve costs")?;
+    let wasm = match &component.source {
+        manifest::Source::Wasm(path) => path.clone(),
+        manifest::Source::Crate(name) => crate::components::build(root, toolchain, std::slice::from_ref(name))?
+            .remove(name)
+            .with_context(|| format!("building component crate {name} produced no .wasm"))?,
+    };
+    baselines::sieve(root, cmd, n, mica, &wasm)
 }
 
 /// The host-call cost from the [`CALLS_NONE`] and [`CALLS_MANY`] runs.
@@ -258,6 +288,7 @@ impl Report {
             grouped(h.calls),
             h.instructions_per_call
         );
+        md.push_str(&self.sieve_markdown());
         if self.identical {
             let _ = writeln!(md, "\n{} boots: identical counts", self.boots.len());
         } else {
@@ -283,6 +314,54 @@ impl Report {
             md,
             "- Peers (wall clock on hardware, not comparable one-to-one with instruction counts under TCG): {}.",
             self.peers.join("; ")
+        );
+        md
+    }
+}
+
+impl Report {
+    /// The sieve comparison as a markdown table.
+    fn sieve_markdown(&self) -> String {
+        let s = &self.sieve;
+        let mut md = String::new();
+        let linux = s.linux_guest.first().copied().unwrap_or(0);
+        let ratio =
+            |count: u64| if linux == 0 { "-".to_owned() } else { format!("{:.2}x", count as f64 / linux as f64) };
+        let _ = writeln!(
+            md,
+            "\n### sieve of {} ({} primes): the same Rust code three ways\n",
+            grouped(s.n),
+            grouped(s.primes)
+        );
+        md.push_str("| where | counted | instructions | vs native Linux guest |\n|---|---|---:|---:|\n");
+        let _ = writeln!(
+            md,
+            "| Mica: `wasm32-wasip2` component, AOT for the baseline CPU | guest (`wasi:cli/run`) | {} | {} |",
+            grouped(s.mica),
+            ratio(s.mica)
+        );
+        let same = s.linux_guest.windows(2).all(|w| w[0] == w[1]);
+        let _ = writeln!(
+            md,
+            "| Linux guest ({}): native static binary as /init | guest (the sieve call) | {} | 1.00x |",
+            s.linux_kernel,
+            grouped(linux)
+        );
+        let _ = writeln!(
+            md,
+            "| Wasmtime on this Linux host: the same `.wasm`, `cargo xtask host-run` | host, callgrind (`wasi:cli/run`) | {} | {} |",
+            grouped(s.host_wasmtime),
+            ratio(s.host_wasmtime)
+        );
+        let _ = writeln!(
+            md,
+            "\n{} Linux-guest boots: {}",
+            s.linux_guest.len(),
+            if same {
+                "identical counts".to_owned()
+            } else {
+                s.linux_guest.iter().map(|c| grouped(*c)).collect::<Vec<_>>().join(", ")
+            }
         );
         md
     }
@@ -346,12 +425,24 @@ mod tests {
             boots: vec![boot.clone(), boot],
             identical: true,
             differing: Vec::new(),
+            sieve: Sieve {
+                n: 10_000_000,
+                primes: 664_579,
+                mica: 1_200_000_000,
+                linux_kernel: "6.1.0-48-cloud-amd64".into(),
+                linux_guest: vec![1_000_000_000, 1_000_000_000],
+                host_wasmtime: 1_100_000_000,
+            },
             peers: PEERS.to_vec(),
         };
         let md = report.markdown();
         assert!(md.contains("| hello | from the bench | 1,234,567 | 89,000 | 5 |"), "{md}");
         assert!(md.contains("812.2 instructions per call") || md.contains("812.3 instructions per call"), "{md}");
         assert!(md.contains("2 boots: identical counts"), "{md}");
+        assert!(md.contains("| 1,200,000,000 | 1.20x |"), "{md}");
+        assert!(md.contains("(6.1.0-48-cloud-amd64): native static binary as /init | guest (the sieve call) | 1,000,000,000 | 1.00x |"), "{md}");
+        assert!(md.contains("| 1,100,000,000 | 1.10x |"), "{md}");
+        assert!(md.contains("2 Linux-guest boots: identical counts"), "{md}");
         assert!(md.contains("~27 us") && md.contains("~34 ns"), "{md}");
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["components"][0]["load"], 1_234_567);

@@ -6,6 +6,7 @@
 //! `bench components` counts, inside the guest, what loading, instantiating and running each
 //! component of `components/bench.toml` costs, and what one host call costs.
 
+mod baselines;
 mod boot;
 mod components;
 mod report;

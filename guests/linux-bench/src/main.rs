@@ -1,0 +1,70 @@
+//! `mica-linux-bench`: the Linux-guest baseline of `cargo xtask bench`.
+//!
+//! Built as a static binary and run as `/init` of a Linux guest that boots under the same QEMU
+//! settings as Mica (`-M microvm -accel tcg -icount shift=0`), where the TSC advances once per
+//! retired guest instruction. It runs one workload, named by its arguments (the kernel passes
+//! what follows `--` on its command line to init), and prints one line the host parses:
+//!
+//! ```text
+//! mica-linux-bench: sieve n=10000000 result=664579 instructions=1012345678
+//! ```
+//!
+//! then powers the guest off. `instructions` is the TSC delta around the workload alone (process
+//! start-up and exit are not in it). Errors print `mica-linux-bench: error: ...`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let status = match run(&args) {
+        Ok(line) => {
+            println!("mica-linux-bench: {line}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            println!("mica-linux-bench: error: {error}");
+            ExitCode::FAILURE
+        }
+    };
+    if std::process::id() == 1 {
+        // As init, returning would panic the kernel: power the machine off instead.
+        rustix::fs::sync();
+        if let Err(error) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {
+            println!("mica-linux-bench: error: power off failed: {error}");
+        }
+    }
+    status
+}
+
+/// Runs the workload `args` names; its report line.
+fn run(args: &[String]) -> Result<String, String> {
+    let number = |index: usize, what: &str| -> Result<usize, String> {
+        let text = args.get(index).ok_or_else(|| format!("missing {what}"))?;
+        text.parse().map_err(|_| format!("{what} {text:?} is not a number"))
+    };
+    match args.first().map(String::as_str) {
+        Some("sieve") => {
+            let n = number(1, "sieve size")?;
+            let (result, instructions) = counted(|| mica_workloads::sieve(n));
+            Ok(format!("sieve n={n} result={result} instructions={instructions}"))
+        }
+        Some(other) => Err(format!("unknown workload {other:?} (known: sieve N)")),
+        None => Err("no workload given: put it after `--` on the kernel command line".to_owned()),
+    }
+}
+
+/// Runs `work` and returns its result with the TSC ticks it took (guest instructions under
+/// `-icount shift=0`).
+fn counted<T>(work: impl FnOnce() -> T) -> (T, u64) {
+    let start = tsc();
+    let result = std::hint::black_box(work());
+    let end = tsc();
+    (result, end.wrapping_sub(start))
+}
+
+/// The time-stamp counter.
+fn tsc() -> u64 {
+    // SAFETY: `rdtsc` reads a counter and has no memory effects; Linux leaves CR4.TSD clear, so it
+    // is allowed in user mode (the guest kernel here is Debian's, configured that way).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
