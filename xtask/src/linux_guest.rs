@@ -28,8 +28,9 @@ const BUSYBOX_PACKAGE: &str = "busybox-static";
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Busybox applets linked into every image (a shell and what pods and debugging need).
 pub const BUSYBOX_APPLETS: &[&str] = &[
-    "cat", "dmesg", "echo", "env", "hostname", "id", "insmod", "ls", "mkdir", "mount", "poweroff", "ps", "reboot",
-    "sh", "sleep", "sync", "touch", "true", "false", "uname",
+    "cat", "dmesg", "echo", "env", "false", "grep", "head", "hostname", "id", "insmod", "kill", "ls", "mkdir", "mount",
+    "poweroff", "ps", "reboot", "rm", "sed", "setsid", "sh", "sleep", "sync", "tail", "touch", "true", "umount",
+    "uname",
 ];
 
 /// An unpacked Debian kernel and busybox.

@@ -7,6 +7,7 @@
 //! - `bench boot`: boot-time and instruction-count benchmark.
 //! - `bench components`: component load/instantiate/run and host-call costs in guest instructions,
 //!   with native (Linux guest) and hosted-Wasmtime baselines.
+//! - `pod-image`: the Debian kernel + initramfs (busybox, mica-agent) that legacy pods boot.
 //! - `host-run`: run a component on this Linux host under Mica's Wasmtime settings and WASI host.
 //!
 //! Every command that builds or boots first checks setup (cheap) and completes it if needed.
@@ -22,6 +23,7 @@ mod kernel;
 mod linux_guest;
 mod machine;
 mod manifest;
+mod pod_image;
 mod process;
 mod run;
 mod setup;
@@ -60,6 +62,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Build the legacy-pod image (Debian kernel, initramfs with busybox and mica-agent) in
+    /// target/mica/pods/.
+    PodImage,
     /// Run a component on this Linux host (no boot) under Mica's Wasmtime settings and WASI host.
     HostRun(host_run::HostRunArgs),
     /// Compile a component ahead of time for a CPU profile (cached) and print the artifact path.
@@ -99,6 +104,11 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => run::run(&root, &args),
         Command::Test(args) => test::run(&root, &args),
         Command::Bench(bench) => bench::run(&root, &bench),
+        Command::PodImage => {
+            let image = pod_image::build(&root)?;
+            println!("{}\n{}", image.kernel.display(), image.initramfs.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::HostRun(args) => host_run::run(&args),
         Command::Aot { wasm, cpu } => {
             let profile = aot::profile(&cpu)?;

@@ -2,8 +2,10 @@
 //!
 //! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL` and the system bundles
 //! (built here from `components/default.toml` and `qemu-tests/systems/*.toml`, for the baseline
-//! CPU profile) through `MICA_BUNDLES`; the tests run with the same cargo that runs this xtask
-//! (`$CARGO`), so the same toolchain builds host code throughout.
+//! CPU profile) through `MICA_BUNDLES`; the legacy-pod tests (`pods/cli`) find the pod image
+//! (`cargo xtask pod-image`: Debian's kernel and an initramfs with busybox and mica-agent) through
+//! `MICA_POD_KERNEL` and `MICA_POD_INITRAMFS`. The tests run with the same cargo that runs this
+//! xtask (`$CARGO`), so the same toolchain builds host code throughout.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -17,6 +19,10 @@ use crate::{kernel, process, setup, toolchain};
 pub const KERNEL_ENV: &str = "MICA_KERNEL";
 /// The variable through which the boot tests find the system bundles.
 pub const BUNDLES_ENV: &str = "MICA_BUNDLES";
+/// The variables through which the pod tests find the pod image.
+pub const POD_KERNEL_ENV: &str = "MICA_POD_KERNEL";
+/// See [`POD_KERNEL_ENV`].
+pub const POD_INITRAMFS_ENV: &str = "MICA_POD_INITRAMFS";
 
 /// Builds the bundle of every test system; returns the directory that holds them.
 fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::path::PathBuf> {
@@ -53,12 +59,15 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let kernel = kernel::build(root, &toolchain, false)?;
     let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
     let bundles = test_bundles(root, &toolchain)?;
+    let pod_image = crate::pod_image::build(root)?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     toolchain::clear_cargo_run_env(&mut cmd);
     cmd.current_dir(root)
         .env(KERNEL_ENV, &kernel)
         .env(BUNDLES_ENV, &bundles)
+        .env(POD_KERNEL_ENV, &pod_image.kernel)
+        .env(POD_INITRAMFS_ENV, &pod_image.initramfs)
         .args(["test", "--workspace"])
         .args(&args.cargo_args);
     eprintln!("xtask: {KERNEL_ENV}={} {}", kernel.display(), process::shown(&cmd));

@@ -52,7 +52,7 @@ Serves the Mica pod protocol on a byte channel:
 ";
 
 /// How long to wait before reopening the port after the host went away.
-const REOPEN_DELAY: Duration = Duration::from_millis(200);
+const REOPEN_DELAY: Duration = Duration::from_millis(50);
 
 /// How long to wait for killed commands to be reaped before exiting.
 const FINAL_REAP: Duration = Duration::from_secs(2);
@@ -94,7 +94,11 @@ fn main() -> ExitCode {
             Ok((reader, writer)) => session::serve(reader, writer, &config, reaper),
             Err(e) => End::Open(e),
         };
-        log(format_args!("{end}"));
+        // With reconnection a host going away is routine (every `mica pod exec` does it): only
+        // failures are logged then.
+        if !(reconnect && matches!(end, End::Eof)) {
+            log(format_args!("{end}"));
+        }
         if reconnect {
             thread::sleep(if matches!(end, End::Open(_)) { Duration::from_secs(1) } else { REOPEN_DELAY });
             continue;

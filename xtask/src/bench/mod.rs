@@ -4,11 +4,13 @@
 //! empty kernel and for Mica's default system, per accelerator) and what the guest does (exact
 //! instruction counts from Mica's first instruction to "ready" under TCG with `-icount`).
 //! `bench components` counts, inside the guest, what loading, instantiating and running each
-//! component of `components/bench.toml` costs, and what one host call costs.
+//! component of `components/bench.toml` costs, and what one host call costs. `bench pods` times
+//! legacy pods (cold boot to the agent answering, exec) against plain QEMU.
 
 mod baselines;
 mod boot;
 mod components;
+mod pods;
 mod report;
 mod stats;
 
@@ -28,6 +30,8 @@ pub enum BenchCommand {
     Boot(BootArgs),
     /// Component costs in guest instructions: load, instantiate, run, and one host call.
     Components,
+    /// Legacy pods: cold boot to the agent answering, exec, QEMU memory, plain-QEMU baseline.
+    Pods,
 }
 
 /// Arguments of `cargo xtask bench boot`.
@@ -43,5 +47,6 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Boot(args) => boot::run(root, args).map(|()| ExitCode::SUCCESS),
         BenchCommand::Components => components::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
     }
 }

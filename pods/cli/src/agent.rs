@@ -1,0 +1,153 @@
+//! The host end of the agent protocol (`mica-pod-proto`) over a pod's agent socket.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use mica_pod_proto::{GuestMsg, HostMsg, read_frame, write_frame};
+
+/// A connected, ready agent.
+#[derive(Debug)]
+pub struct Agent {
+    stream: UnixStream,
+    /// The guest kernel's release, as the agent reported it.
+    pub kernel_release: String,
+    /// The agent's version.
+    pub agent_version: String,
+}
+
+/// A ping id unlikely to match one an earlier connection sent.
+fn ping_id() -> u32 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+/// Waits up to `timeout` for `stream` to have something to read.
+fn readable(stream: &UnixStream, timeout: Duration) -> Result<bool> {
+    let timeout = rustix::event::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    let mut fds = [rustix::event::PollFd::new(stream, rustix::event::PollFlags::IN)];
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e).context("waiting for the agent"),
+        }
+    }
+}
+
+/// How a command run through the agent ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+impl Exit {
+    /// The conventional shell status: the code, or 128 + the signal.
+    pub fn status(self) -> i32 {
+        match self {
+            Exit::Code(code) => code,
+            Exit::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+impl Agent {
+    /// Connects to the agent behind `socket` and waits, until `deadline`, until it is known to
+    /// hear this connection.
+    ///
+    /// A `Ready` alone proves nothing: QEMU keeps what the guest wrote while no host was
+    /// connected and hands it to the next connection, and the guest drops what arrives while the
+    /// agent has its port closed (between two sessions, or while the guest boots). So this sends
+    /// `Hello` and a `Ping` with a fresh id, again every [`RETRY`] until the matching `Pong`
+    /// comes back; only then is the agent listening.
+    pub fn connect(socket: &Path, deadline: Instant) -> Result<Agent> {
+        const RETRY: Duration = Duration::from_millis(50);
+        let mut stream = loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => break stream,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(e).with_context(|| format!("connecting to the agent socket {}", socket.display()));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let first_id = ping_id();
+        let mut next_id = first_id;
+        let mut ready = None;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "the agent did not answer within the time allowed (is the guest still booting? see `mica pod logs`)"
+                );
+            }
+            write_frame(&mut stream, &HostMsg::Hello).context("greeting the agent")?;
+            write_frame(&mut stream, &HostMsg::Ping { id: next_id }).context("pinging the agent")?;
+            next_id = next_id.wrapping_add(1);
+            let wait_until = (now + RETRY).min(deadline);
+            while readable(&stream, wait_until.saturating_duration_since(Instant::now()))? {
+                match read_frame::<GuestMsg>(&mut stream).context("reading from the agent")? {
+                    Some(GuestMsg::Ready { agent_version, kernel_release }) => {
+                        ready = Some((agent_version, kernel_release))
+                    }
+                    Some(GuestMsg::Pong { id }) if id.wrapping_sub(first_id) < next_id.wrapping_sub(first_id) => {
+                        if let Some((agent_version, kernel_release)) = ready.take() {
+                            return Ok(Agent { stream, kernel_release, agent_version });
+                        }
+                    }
+                    Some(_) => {}
+                    None => bail!("the agent socket closed before the agent was ready"),
+                }
+            }
+        }
+    }
+
+    /// Runs `argv` in the guest with `env`, writing its output to `stdout` and `stderr` as it
+    /// arrives; how it ended.
+    pub fn exec(
+        &mut self,
+        argv: &[String],
+        env: &[(String, String)],
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> Result<Exit> {
+        const ID: u32 = 1;
+        let request = HostMsg::Exec { id: ID, argv: argv.to_vec(), env: env.to_vec(), stdin: Vec::new() };
+        write_frame(&mut self.stream, &request).context("sending the command to the agent")?;
+        loop {
+            match read_frame::<GuestMsg>(&mut self.stream).context("reading from the agent")? {
+                Some(GuestMsg::Stdout { id: ID, data }) => {
+                    stdout.write_all(&data)?;
+                    stdout.flush()?;
+                }
+                Some(GuestMsg::Stderr { id: ID, data }) => {
+                    stderr.write_all(&data)?;
+                    stderr.flush()?;
+                }
+                Some(GuestMsg::Exited { id: ID, code, signal }) => {
+                    return match (code, signal) {
+                        (Some(code), _) => Ok(Exit::Code(code)),
+                        (None, Some(signal)) => Ok(Exit::Signal(signal)),
+                        (None, None) => bail!("the agent reported an exit with neither code nor signal"),
+                    };
+                }
+                Some(GuestMsg::Error { id: Some(ID) | None, message }) => bail!("{message}"),
+                Some(_) => {}
+                None => bail!("the agent closed the connection before the command finished (did the pod stop?)"),
+            }
+        }
+    }
+
+    /// Asks the guest to power off (the agent syncs and calls `reboot(RB_POWER_OFF)`).
+    pub fn shutdown(&mut self) -> Result<()> {
+        write_frame(&mut self.stream, &HostMsg::Shutdown).context("asking the agent to power off")
+    }
+}
