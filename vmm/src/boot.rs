@@ -109,7 +109,7 @@ pub fn load_initrd(memory: &GuestMemoryMmap, path: &Path, kernel_end: u64) -> Re
     Ok(hvm_modlist_entry { paddr: start, size, cmdline_paddr: 0, reserved: 0 })
 }
 
-fn memory_size(memory: &GuestMemoryMmap) -> u64 {
+pub(crate) fn memory_size(memory: &GuestMemoryMmap) -> u64 {
     use vm_memory::GuestMemoryBackend;
     memory.last_addr().raw_value() + 1
 }
@@ -128,6 +128,16 @@ pub fn check_cmdline(cmdline: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Checks `cmdline` and writes it, NUL-terminated, at [`CMDLINE_START`].
+pub fn write_cmdline(memory: &GuestMemoryMmap, cmdline: &str) -> Result<()> {
+    check_cmdline(cmdline)?;
+    let mut line = Cmdline::new(CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
+    if !cmdline.trim().is_empty() {
+        line.insert_str(cmdline).map_err(|e| Error::Cmdline(e.to_string()))?;
+    }
+    loader::load_cmdline(memory, CMDLINE_START, &line).map_err(|e| Error::BootParams(e.to_string()))
 }
 
 /// The `hvm_start_info` for a guest with `memmap_entries` memory map entries, `modules` boot
@@ -155,13 +165,7 @@ pub fn write_boot_info(
     cmdline: &str,
     initrd: Option<hvm_modlist_entry>,
 ) -> Result<GuestAddress> {
-    check_cmdline(cmdline)?;
-    let mut line = Cmdline::new(CMDLINE_MAX_SIZE).map_err(|e| Error::Cmdline(e.to_string()))?;
-    if !cmdline.trim().is_empty() {
-        line.insert_str(cmdline).map_err(|e| Error::Cmdline(e.to_string()))?;
-    }
-    loader::load_cmdline(memory, CMDLINE_START, &line).map_err(|e| Error::BootParams(e.to_string()))?;
-
+    write_cmdline(memory, cmdline)?;
     let map: Vec<hvm_memmap_table_entry> = layout::memory_map(memory_size(memory));
     let modules: Vec<hvm_modlist_entry> = initrd.into_iter().collect();
     let info = start_info(map.len(), modules.len());

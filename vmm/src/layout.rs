@@ -12,9 +12,11 @@
 //! | `0x6000..0x6038`      | `hvm_start_info` (version 1), its address is passed in `%ebx`      |
 //! | `0x6100..0x6120`      | module list: one `hvm_modlist_entry`, when there is an initrd      |
 //! | `0x7000..0x8000`      | memory map: `hvm_memmap_table_entry` × N (at most 170)             |
+//! | `0x8000..0x9000`      | Linux boot: the zero page (`boot_params`), its address in `%esi`   |
 //! | `0x2_0000..0x2_1000`  | kernel command line, NUL-terminated (at most 4095 bytes + NUL)    |
 //! | `0xa_0000..0x10_0000` | reserved in the memory map (VGA hole and BIOS area on a PC)       |
-//! | `0x10_0000..`         | the kernel's ELF segments, at their physical addresses            |
+//! | `0x10_0000..`         | the kernel's ELF segments, at their physical addresses (a bzImage: |
+//! |                       | its protected-mode part, which decompresses itself in place)      |
 //! | end of RAM, downwards | the initrd (boot module), if any, page-aligned, as QEMU places it  |
 //!
 //! The memory map has three entries: RAM below 640 KiB, reserved 640 KiB to 1 MiB, and RAM from
@@ -40,6 +42,8 @@ pub const MODLIST_START: GuestAddress = GuestAddress(0x6100);
 pub const MEMMAP_START: GuestAddress = GuestAddress(0x7000);
 /// Room for the memory map (one page).
 pub const MEMMAP_MAX_BYTES: u64 = 0x1000;
+/// Where the zero page (`boot_params`) of a Linux bzImage boot goes.
+pub const ZERO_PAGE_START: GuestAddress = GuestAddress(0x8000);
 /// Where the NUL-terminated kernel command line is written.
 pub const CMDLINE_START: GuestAddress = GuestAddress(0x2_0000);
 /// The most bytes of command line, including the terminating NUL (Mica's own limit too).
@@ -99,6 +103,7 @@ mod tests {
             (MODLIST_START.0, 32),
             (MEMMAP_START.0, MEMMAP_MAX_BYTES),
             (CMDLINE_START.0, CMDLINE_MAX_SIZE as u64),
+            (ZERO_PAGE_START.0, 4096),
         ];
         for (i, (a, alen)) in regions.iter().enumerate() {
             assert!(a + alen <= LOW_RAM_END, "region {i} crosses 640 KiB");

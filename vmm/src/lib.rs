@@ -1,5 +1,6 @@
 //! `mica-vmm`: a micro-VMM on rust-vmm that boots a PVH ELF kernel (the Mica kernel, or any
-//! kernel with a `XEN_ELFNOTE_PHYS32_ENTRY` note) directly on KVM, without QEMU.
+//! kernel with a `XEN_ELFNOTE_PHYS32_ENTRY` note) or a Linux bzImage (through the 32-bit boot
+//! protocol, see [`linux`]) directly on KVM, without QEMU.
 //!
 //! One vCPU, guest RAM from address 0 ([`layout`] documents where the boot structures go), KVM's
 //! in-kernel irqchip and PIT, COM1 as a vm-superio 16550, and QEMU's `isa-debug-exit` protocol on
@@ -24,6 +25,7 @@ pub mod cpuid;
 pub mod devices;
 pub mod error;
 pub mod layout;
+pub mod linux;
 pub mod outcome;
 pub mod regs;
 mod run;

@@ -8,17 +8,17 @@ use std::time::Duration;
 use clap::Parser;
 use mica_vmm::{ExitCode, PvhVm, SerialOutput, VmConfig};
 
-/// Boots a PVH ELF kernel (such as the Mica kernel) directly on KVM.
+/// Boots a PVH ELF kernel (such as the Mica kernel) or a Linux bzImage directly on KVM.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The kernel: an x86_64 ELF with a PVH entry note.
+    /// The kernel: an x86_64 ELF with a PVH entry note, or a Linux bzImage.
     #[arg(long, value_name = "PATH")]
     kernel: PathBuf,
     /// The kernel command line.
     #[arg(long, value_name = "STR", default_value = "")]
     cmdline: String,
-    /// An initrd: one PVH boot module (Mica's boot bundle), like QEMU's `-initrd`.
+    /// An initrd: a PVH boot module (Mica's boot bundle) or a Linux initramfs, like QEMU's `-initrd`.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
     /// Guest RAM in MiB.

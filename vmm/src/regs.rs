@@ -95,6 +95,12 @@ pub fn pvh_regs(entry: GuestAddress, start_info: GuestAddress) -> kvm_regs {
     kvm_regs { rip: entry.0, rbx: start_info.0, rflags: RFLAGS_RESERVED, ..Default::default() }
 }
 
+/// The general registers at a Linux 32-bit boot protocol entry: `%esi` at the zero page, `%ebx`,
+/// `%ebp` and `%edi` zero.
+pub fn linux_regs(entry: GuestAddress, zero_page: GuestAddress) -> kvm_regs {
+    kvm_regs { rip: entry.0, rsi: zero_page.0, rflags: RFLAGS_RESERVED, ..Default::default() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +129,8 @@ mod tests {
         assert_eq!(sregs.ss.selector, 0x10);
         let regs = pvh_regs(GuestAddress(0x10_0000), GuestAddress(0x6000));
         assert_eq!((regs.rip, regs.rbx, regs.rflags), (0x10_0000, 0x6000, 2));
+        let regs = linux_regs(GuestAddress(0x10_0000), GuestAddress(0x8000));
+        assert_eq!((regs.rip, regs.rsi, regs.rbx, regs.rbp, regs.rdi), (0x10_0000, 0x8000, 0, 0, 0));
     }
 
     #[test]

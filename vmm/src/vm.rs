@@ -17,8 +17,8 @@ use crate::boot::{self, LoadedKernel};
 use crate::cpuid;
 use crate::devices::{COM1_GSI, IrqLine, PortBus, SerialOutput, SerialSink};
 use crate::error::{Error, Result};
-use crate::layout::{DEFAULT_MEMORY, MAX_MEMORY, MIB, MIN_MEMORY};
-use crate::regs;
+use crate::layout::{DEFAULT_MEMORY, MAX_MEMORY, MIB, MIN_MEMORY, ZERO_PAGE_START};
+use crate::{linux, regs};
 
 /// Where KVM may put the three pages it needs for real-mode emulation on Intel hosts without
 /// unrestricted guest support: just below the BIOS area at the top of 4 GiB, where QEMU puts them.
@@ -101,17 +101,30 @@ impl PvhVm {
         boot::check_cmdline(&config.cmdline)?;
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes as usize)])
             .map_err(|source| Error::MemoryAlloc { mib: config.memory_mib, source })?;
-        let kernel = boot::load_kernel(&memory, &config.kernel)?;
         regs::write_gdt(&memory)?;
-        let initrd = config.initrd.as_deref().map(|p| boot::load_initrd(&memory, p, kernel.end)).transpose()?;
-        let start_info = boot::write_boot_info(&memory, &config.cmdline, initrd)?;
-        log::debug!(
-            "kernel {} loaded up to {:#x}, PVH entry {:#x}; start info at {:#x}",
-            config.kernel.display(),
-            kernel.end,
-            kernel.entry.raw_value(),
-            start_info.raw_value()
-        );
+        let (kernel, entry_regs) = if linux::is_bzimage(&config.kernel)? {
+            let kernel = linux::load(&memory, &config.kernel, config.initrd.as_deref(), &config.cmdline)?;
+            log::debug!(
+                "bzImage {} loaded at {:#x} (with its decompression area up to {:#x}); zero page at {:#x}",
+                config.kernel.display(),
+                kernel.entry.raw_value(),
+                kernel.end,
+                ZERO_PAGE_START.raw_value()
+            );
+            (kernel, regs::linux_regs(kernel.entry, ZERO_PAGE_START))
+        } else {
+            let kernel = boot::load_kernel(&memory, &config.kernel)?;
+            let initrd = config.initrd.as_deref().map(|p| boot::load_initrd(&memory, p, kernel.end)).transpose()?;
+            let start_info = boot::write_boot_info(&memory, &config.cmdline, initrd)?;
+            log::debug!(
+                "kernel {} loaded up to {:#x}, PVH entry {:#x}; start info at {:#x}",
+                config.kernel.display(),
+                kernel.end,
+                kernel.entry.raw_value(),
+                start_info.raw_value()
+            );
+            (kernel, regs::pvh_regs(kernel.entry, start_info))
+        };
 
         let kvm = Kvm::new().map_err(|e| Error::kvm_open(&e))?;
         for (cap, name) in [
@@ -138,7 +151,7 @@ impl PvhVm {
         vm.register_irqfd(&irq, COM1_GSI).map_err(Error::kvm("KVM_IRQFD"))?;
         let ports = PortBus::new(IrqLine(irq), SerialSink::new(config.serial));
 
-        let vcpu = setup_vcpu(&kvm, &vm, kernel.entry, start_info)?;
+        let vcpu = setup_vcpu(&kvm, &vm, &entry_regs)?;
         Ok(PvhVm { vcpu, _vm: vm, memory, ports, kernel, setup: started.elapsed() })
     }
 
@@ -153,9 +166,10 @@ impl PvhVm {
     }
 }
 
-/// Creates the vCPU and puts it in the PVH entry state: the filtered CPUID, protected mode at the
-/// entry point with `%ebx` at the start info, the FPU at its power-on defaults.
-fn setup_vcpu(kvm: &Kvm, vm: &VmFd, entry: GuestAddress, start_info: GuestAddress) -> Result<VcpuFd> {
+/// Creates the vCPU and puts it in the entry state: the filtered CPUID, flat 32-bit protected mode
+/// (what both PVH and Linux's 32-bit boot protocol expect) with `regs` (entry point, and `%ebx` at
+/// the start info or `%esi` at the zero page), the FPU at its power-on defaults.
+fn setup_vcpu(kvm: &Kvm, vm: &VmFd, regs: &kvm_bindings::kvm_regs) -> Result<VcpuFd> {
     let vcpu = vm.create_vcpu(0).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
     let guest_cpuid = cpuid::guest_cpuid(&supported)?;
@@ -163,7 +177,7 @@ fn setup_vcpu(kvm: &Kvm, vm: &VmFd, entry: GuestAddress, start_info: GuestAddres
     check_cpuid_applied(&vcpu, &guest_cpuid);
     let sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&regs::pvh_sregs(sregs)).map_err(Error::kvm("KVM_SET_SREGS"))?;
-    vcpu.set_regs(&regs::pvh_regs(entry, start_info)).map_err(Error::kvm("KVM_SET_REGS"))?;
+    vcpu.set_regs(regs).map_err(Error::kvm("KVM_SET_REGS"))?;
     let mut fpu = vcpu.get_fpu().map_err(Error::kvm("KVM_GET_FPU"))?;
     // The x87 control word and MXCSR at their power-on defaults (all exceptions masked).
     fpu.fcw = 0x37f;
