@@ -27,3 +27,5 @@ mod kmain;
 mod panic;
 #[cfg(target_os = "none")]
 mod scenarios;
+#[cfg(target_os = "none")]
+pub mod sched;

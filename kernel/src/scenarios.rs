@@ -19,7 +19,7 @@ use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mem::{Protection, WxViolation, heap, phys};
 
 /// The scenario names, for errors.
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging";
+pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -31,6 +31,7 @@ pub fn run(name: &str) -> ! {
         "heap" => heap_stress(),
         "timer" => timer(),
         "paging" => paging(),
+        "threads" => threads(),
         other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
     };
     match result {
@@ -308,5 +309,75 @@ fn paging() -> Result<(), String> {
         audit.writable,
         audit.executable
     );
+    Ok(())
+}
+
+/// Rounds each of the [`threads`] scenario's threads makes.
+const THREAD_ROUNDS: u32 = 20;
+/// Threads of the [`threads`] scenario.
+const THREADS: u32 = 3;
+
+/// Kernel threads: three threads (each on its own guarded stack) take turns with the boot thread
+/// in round-robin order; each keeps its own MXCSR rounding mode across switches (saved and
+/// restored with its FPU state) and its own Wasmtime TLS value; a finished thread's stack is
+/// freed.
+fn threads() -> Result<(), String> {
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    use crate::components::tls;
+    use crate::sched;
+
+    static ORDER: spin::Mutex<Vec<(u32, u32)>> = spin::Mutex::new(Vec::new());
+    static FAILURES: spin::Mutex<Vec<String>> = spin::Mutex::new(Vec::new());
+    static DONE: AtomicU32 = AtomicU32::new(0);
+    const ROUNDING: [u32; 3] = [0b00, 0b01, 0b11];
+
+    let free_before = phys::free_frames();
+    for t in 0..THREADS {
+        let spawned = sched::spawn(&format!("worker-{t}"), move || {
+            // The rounding-control bits (13..=14) of MXCSR differ per thread.
+            let mxcsr = (arch::cpu::mxcsr() & !(0b11 << 13)) | (ROUNDING[t as usize] << 13);
+            arch::cpu::set_mxcsr(mxcsr);
+            tls::wasmtime_tls_set(0, core::ptr::with_exposed_provenance_mut(0x1000 * (t as usize + 1)));
+            let local = 0u8;
+            let here = (&raw const local).addr() as u64;
+            if stacks::guard_page_owner(here).is_some() || here < crate::mem::layout::STACKS_BASE {
+                FAILURES.lock().push(format!("worker-{t} runs on {here:#x}, not on a thread stack"));
+            }
+            for round in 0..THREAD_ROUNDS {
+                ORDER.lock().push((t, round));
+                sched::yield_now();
+                if arch::cpu::mxcsr() != mxcsr {
+                    FAILURES
+                        .lock()
+                        .push(format!("worker-{t}: MXCSR {:#x} after a switch, set {mxcsr:#x}", arch::cpu::mxcsr()));
+                }
+                let slot = tls::wasmtime_tls_get(0).addr();
+                if slot != 0x1000 * (t as usize + 1) {
+                    FAILURES.lock().push(format!("worker-{t}: TLS slot {slot:#x} after a switch"));
+                }
+            }
+            DONE.fetch_add(1, Ordering::SeqCst);
+        });
+        spawned.map_err(|e| format!("spawning worker-{t}: {e}"))?;
+    }
+    let boot_mxcsr = arch::cpu::mxcsr();
+    let mut turns = 0;
+    while DONE.load(Ordering::SeqCst) < THREADS || sched::ready_count() > 0 {
+        sched::yield_now();
+        turns += 1;
+        ensure!(turns < 10 * THREAD_ROUNDS, "threads did not finish after {turns} turns of the boot thread");
+    }
+    ensure!(arch::cpu::mxcsr() == boot_mxcsr, "the boot thread's MXCSR changed to {:#x}", arch::cpu::mxcsr());
+    let failures = FAILURES.lock().clone();
+    ensure!(failures.is_empty(), "{}", failures.join("; "));
+    let order = ORDER.lock().clone();
+    let expected: Vec<(u32, u32)> = (0..THREAD_ROUNDS).flat_map(|r| (0..THREADS).map(move |t| (t, r))).collect();
+    ensure!(order == expected, "not round-robin: {:?}", &order[..order.len().min(12)]);
+    // The last finished thread's stack goes when another thread next yields.
+    sched::yield_now();
+    let leaked = free_before.saturating_sub(phys::free_frames());
+    ensure!(leaked < 8, "{leaked} frames not returned after the threads ended");
+    kprintln!("mica: threads: {THREADS} threads x {THREAD_ROUNDS} rounds, round-robin, FPU and TLS state kept");
     Ok(())
 }

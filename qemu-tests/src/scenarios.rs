@@ -114,6 +114,17 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
     },
     Scenario {
+        name: "threads",
+        cmdline: "test=threads",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "mica: threads: 3 threads x 20 rounds, round-robin, FPU and TLS state kept",
+            "mica: boot test threads: passed",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+    },
+    Scenario {
         name: "invalid_cmdline",
         cmdline: "log=loud",
         expect: ExitCode::Failed,

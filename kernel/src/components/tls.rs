@@ -1,6 +1,6 @@
 //! The two thread-local slots Wasmtime keeps (slot 0: the runtime's, slot 1: component-model
-//! async). One kernel thread runs components for now, so they are plain globals; with the
-//! scheduler they move into the thread control block and switch with the thread.
+//! async). The running thread's values live here; the scheduler keeps every other thread's in
+//! its thread (`sched`), switching them with [`save`] and [`restore`].
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -17,5 +17,17 @@ pub extern "C" fn wasmtime_tls_get(slot: usize) -> *mut u8 {
 pub extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
     if let Some(s) = SLOTS.get(slot) {
         s.store(ptr, Ordering::Relaxed);
+    }
+}
+
+/// Both slots, for the scheduler to keep with the thread that is switched away from.
+pub fn save() -> [usize; 2] {
+    [SLOTS[0].load(Ordering::Relaxed).expose_provenance(), SLOTS[1].load(Ordering::Relaxed).expose_provenance()]
+}
+
+/// Puts back the slots [`save`] returned, for the thread that is switched to.
+pub fn restore(slots: [usize; 2]) {
+    for (slot, value) in SLOTS.iter().zip(slots) {
+        slot.store(core::ptr::with_exposed_provenance_mut(value), Ordering::Relaxed);
     }
 }

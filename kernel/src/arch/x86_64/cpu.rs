@@ -159,3 +159,19 @@ pub fn code_may_use(name: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// The SSE control and status register.
+pub fn mxcsr() -> u32 {
+    let mut value: u32 = 0;
+    // SAFETY: `stmxcsr` stores 4 bytes to the local it is given; SSE is enabled at boot.
+    unsafe { core::arch::asm!("stmxcsr [{}]", in(reg) &raw mut value, options(nostack, preserves_flags)) };
+    value
+}
+
+/// Sets the SSE control and status register (rounding mode, exception masks).
+pub fn set_mxcsr(value: u32) {
+    // Reserved bits set would raise #GP: keep only the architectural ones (0..=15).
+    let value = value & 0xffff;
+    // SAFETY: `ldmxcsr` reads 4 bytes from the local it is given; reserved bits are cleared.
+    unsafe { core::arch::asm!("ldmxcsr [{}]", in(reg) &raw const value, options(nostack, preserves_flags)) };
+}

@@ -3,6 +3,7 @@
 pub mod apic;
 pub mod boot;
 pub mod clock;
+pub mod context;
 pub mod cpu;
 pub mod gdt;
 pub mod paging;
@@ -20,6 +21,11 @@ pub use qemu::exit;
 /// Waits for the next interrupt with interrupts enabled (`sti; hlt`, atomically).
 pub fn wait_for_interrupt() {
     ::x86_64::instructions::interrupts::enable_and_hlt();
+}
+
+/// Enables interrupts on this CPU.
+pub fn enable_interrupts() {
+    ::x86_64::instructions::interrupts::enable();
 }
 
 /// Runs `f` with interrupts disabled on this CPU, restoring the previous state after.

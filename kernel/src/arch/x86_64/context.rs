@@ -1,0 +1,147 @@
+//! Kernel-thread contexts and the switch between them.
+//!
+//! A thread that is not running is its stack pointer (the callee-saved registers `rbx`, `rbp`,
+//! `r12`–`r15` and the return address are on its stack) plus its x87/SSE state, saved with
+//! `fxsave64` into a 512-byte area (Mica does not enable XSAVE or AVX, so this is all the
+//! vector state there is; see `cpu::code_may_use`). Everything caller-saved is saved by the
+//! compiler around the call to [`Context::switch`], as around any call.
+//!
+//! A new thread starts in [`thread_start`] with its entry function in `r12` and its argument in
+//! `r13`, on a [`KernelStack`] it owns.
+
+use alloc::boxed::Box;
+
+use super::stacks::KernelStack;
+
+/// The `fxsave64` area: x87, MMX and SSE registers, MXCSR.
+#[repr(C, align(16))]
+struct FpuArea([u8; 512]);
+
+impl FpuArea {
+    /// The power-on state: x87 control word 0x37f, MXCSR 0x1f80 (all exceptions masked),
+    /// registers zero.
+    fn initial() -> Box<FpuArea> {
+        let mut area = Box::new(FpuArea([0; 512]));
+        area.0[0..2].copy_from_slice(&0x037f_u16.to_le_bytes());
+        area.0[24..28].copy_from_slice(&0x1f80_u32.to_le_bytes());
+        // MXCSR_MASK: zero means the default mask 0xffbf.
+        area
+    }
+}
+
+/// A kernel thread's saved CPU state, and the stack it runs on.
+pub struct Context {
+    /// The saved stack pointer; meaningful only while the thread is not running.
+    rsp: u64,
+    fpu: Box<FpuArea>,
+    /// The thread's own stack (`None` for the boot thread, which runs on the boot stack).
+    stack: Option<KernelStack>,
+    /// Whether this context is the one the CPU is executing.
+    running: bool,
+}
+
+impl core::fmt::Debug for Context {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Context")
+            .field("rsp", &format_args!("{:#x}", self.rsp))
+            .field("running", &self.running)
+            .finish()
+    }
+}
+
+/// What [`Context::switch`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchError {
+    /// The context switched away from is not the running one.
+    FromNotRunning,
+    /// The context switched to is already running.
+    ToRunning,
+}
+
+impl Context {
+    /// The context of the code running now (the boot thread): filled in when it is switched
+    /// away from.
+    pub fn current() -> Context {
+        Context { rsp: 0, fpu: FpuArea::initial(), stack: None, running: true }
+    }
+
+    /// A new thread on `stack` that will call `entry(arg)` when first switched to. `entry` must
+    /// never return (it ends the thread through the scheduler).
+    pub fn new(stack: KernelStack, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {
+        // The initial frame, popped by the tail of `switch_stacks`: r15, r14, r13, r12, rbx, rbp,
+        // then the return address. It sits so that `rsp` is 16-byte aligned after the `ret`, as
+        // `thread_start` expects before its call.
+        let top = stack.top() & !0xf;
+        let frame: [u64; 7] =
+            [0, 0, arg as u64, entry as usize as u64, 0, 0, thread_start as *const () as usize as u64];
+        let rsp = top - size_of_val(&frame) as u64;
+        let words = rsp as *mut u64;
+        for (i, word) in frame.iter().enumerate() {
+            // SAFETY: `rsp..top` lies in the mapped, writable stack this context now owns and no
+            // one else uses; the slots are 8-byte aligned.
+            unsafe { words.add(i).write(*word) };
+        }
+        Context { rsp, fpu: FpuArea::initial(), stack: Some(stack), running: false }
+    }
+
+    /// Saves the running thread's state into `self` and resumes `to`. Returns when some other
+    /// thread switches back to `self`.
+    pub fn switch(&mut self, to: &mut Context) -> Result<(), SwitchError> {
+        if !self.running {
+            return Err(SwitchError::FromNotRunning);
+        }
+        if to.running {
+            return Err(SwitchError::ToRunning);
+        }
+        self.running = false;
+        to.running = true;
+        // SAFETY: `self` is the running context, so saving into it is right; `to` is not running,
+        // so its `rsp` was either built by `Context::new` on a stack it owns or saved by an
+        // earlier switch away from it, and its stack is alive (owned by `to`, or the boot stack).
+        // Both FPU areas are 16-byte aligned boxes of 512 bytes. Interrupts are the caller's
+        // business: the switch itself is a plain call that preserves the callee-saved registers.
+        unsafe { switch_stacks(&raw mut self.rsp, to.rsp, self.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr()) };
+        Ok(())
+    }
+
+    /// The lowest address of the thread's own stack, if it has one (for reports).
+    pub fn stack_bottom(&self) -> Option<u64> {
+        self.stack.as_ref().map(KernelStack::bottom)
+    }
+}
+
+/// Saves callee-saved registers and FPU state, stores `rsp` into `*save_rsp`, loads `load_rsp`
+/// and the FPU state at `load_fpu`, and returns into the thread that owns that stack.
+///
+/// # Safety
+/// `save_rsp` and `save_fpu` must be writable; `load_rsp` must be a stack prepared by
+/// [`Context::new`] or saved by this function, and `load_fpu` a valid `fxsave64` image.
+#[unsafe(naked)]
+unsafe extern "C" fn switch_stacks(save_rsp: *mut u64, load_rsp: u64, save_fpu: *mut u8, load_fpu: *const u8) {
+    core::arch::naked_asm!(
+        "fxsave64 [rdx]",
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "fxrstor64 [rcx]",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+    );
+}
+
+/// Where a new thread begins: calls its entry (`r12`) with its argument (`r13`); the entry never
+/// returns.
+#[unsafe(naked)]
+extern "C" fn thread_start() -> ! {
+    core::arch::naked_asm!("mov rdi, r13", "call r12", "ud2");
+}

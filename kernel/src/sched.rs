@@ -1,0 +1,159 @@
+//! Kernel threads and the scheduler: one CPU, round-robin, cooperative for now (a thread runs
+//! until it yields or ends; preemption from the timer tick and SMP are the next steps).
+//!
+//! Every thread has its own [`KernelStack`] (a guard page below it), its x87/SSE state and its
+//! two Wasmtime TLS slots, all switched with it. The boot code becomes the thread `boot` at
+//! [`init`]. A finished thread's stack is freed by the next thread that runs (never while it is
+//! still the stack in use).
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::arch;
+use crate::arch::context::Context;
+use crate::arch::stacks::{KernelStack, StackError};
+use crate::components::tls;
+
+/// The stack size of a kernel thread (components need deep stacks for Wasmtime and Cranelift
+/// code: the same as the component stack).
+pub const THREAD_STACK_BYTES: u64 = mica_runtime::config::COMPONENT_STACK_BYTES as u64;
+
+/// A thread's identity.
+pub type ThreadId = u64;
+
+/// A kernel thread.
+struct Thread {
+    id: ThreadId,
+    name: String,
+    context: Context,
+    /// Wasmtime's TLS slots while the thread is not running.
+    tls: [usize; 2],
+    /// What the thread runs, taken when it starts.
+    entry: Option<Box<dyn FnOnce() + Send>>,
+}
+
+struct Scheduler {
+    current: Box<Thread>,
+    ready: VecDeque<Box<Thread>>,
+    /// Finished threads whose stacks are freed by the next thread to run.
+    finished: Vec<Box<Thread>>,
+    next_id: ThreadId,
+}
+
+static SCHEDULER: spin::Mutex<Option<Scheduler>> = spin::Mutex::new(None);
+
+/// Makes the running code the thread `boot`.
+pub fn init() {
+    let boot = Box::new(Thread { id: 0, name: "boot".into(), context: Context::current(), tls: [0; 2], entry: None });
+    *SCHEDULER.lock() = Some(Scheduler { current: boot, ready: VecDeque::new(), finished: Vec::new(), next_id: 1 });
+}
+
+/// Why a thread could not be made.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// [`init`] has not run.
+    NotStarted,
+    /// No stack for it.
+    Stack(StackError),
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpawnError::NotStarted => write!(f, "the scheduler is not started"),
+            SpawnError::Stack(e) => write!(f, "no stack for the thread: {e}"),
+        }
+    }
+}
+
+/// Makes a thread that runs `f`, queued behind the ready ones.
+pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, SpawnError> {
+    let stack = KernelStack::new(THREAD_STACK_BYTES).map_err(SpawnError::Stack)?;
+    let context = Context::new(stack, thread_main, 0);
+    arch::without_interrupts(|| {
+        let mut guard = SCHEDULER.lock();
+        let scheduler = guard.as_mut().ok_or(SpawnError::NotStarted)?;
+        let id = scheduler.next_id;
+        scheduler.next_id += 1;
+        let entry: Box<dyn FnOnce() + Send> = Box::new(f);
+        let thread = Thread { id, name: name.to_string(), context, tls: [0; 2], entry: Some(entry) };
+        scheduler.ready.push_back(Box::new(thread));
+        Ok(id)
+    })
+}
+
+/// The running thread's id and name.
+pub fn current() -> Option<(ThreadId, String)> {
+    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map(|s| (s.current.id, s.current.name.clone())))
+}
+
+/// How many threads are ready to run (not counting the running one).
+pub fn ready_count() -> usize {
+    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(0, |s| s.ready.len()))
+}
+
+/// Lets the next ready thread run; returns when this one is scheduled again (at once when no
+/// other is ready).
+pub fn yield_now() {
+    switch_away(false);
+}
+
+/// Where every new thread starts: runs its entry, then ends the thread.
+extern "C" fn thread_main(_: usize) -> ! {
+    // The switch into a new thread happens with interrupts off; threads run with them on.
+    arch::enable_interrupts();
+    let entry = arch::without_interrupts(|| {
+        let mut guard = SCHEDULER.lock();
+        let scheduler = guard.as_mut().expect("a thread runs only once the scheduler exists");
+        scheduler.finished.clear();
+        scheduler.current.entry.take()
+    });
+    if let Some(entry) = entry {
+        entry();
+    }
+    switch_away(true);
+    unreachable!("a finished thread was scheduled again");
+}
+
+/// Switches to the next ready thread. The running thread goes to the back of the ready queue,
+/// or, when `finished`, to the finished list (its stack is freed by whoever runs next).
+fn switch_away(finished: bool) {
+    arch::without_interrupts(|| {
+        let (from, to): (*mut Context, *mut Context) = {
+            let mut guard = SCHEDULER.lock();
+            let Some(scheduler) = guard.as_mut() else { return };
+            if !finished {
+                scheduler.finished.clear();
+            }
+            let Some(next) = scheduler.ready.pop_front() else {
+                if finished {
+                    panic!("thread {} ended and no thread is left to run", scheduler.current.name);
+                }
+                return;
+            };
+            let mut previous = core::mem::replace(&mut scheduler.current, next);
+            previous.tls = tls::save();
+            tls::restore(scheduler.current.tls);
+            // Boxes: the contexts stay where they are when the box moves into a queue.
+            let from: *mut Context = &mut previous.context;
+            let to: *mut Context = &mut scheduler.current.context;
+            if finished {
+                scheduler.finished.push(previous);
+            } else {
+                scheduler.ready.push_back(previous);
+            }
+            (from, to)
+        };
+        // SAFETY: both contexts live in boxed threads owned by the scheduler (the previous one in
+        // the ready queue or the finished list, which is only cleared by a thread running on
+        // another stack, never before this switch completes). Interrupts are off and this is the
+        // only CPU, so nothing else touches them until the switch is done; the lock is released
+        // first so that the thread switched to can take it.
+        let switched = unsafe { (*from).switch(&mut *to) };
+        if let Err(e) = switched {
+            panic!("scheduler: bad context switch: {e:?}");
+        }
+    });
+}
