@@ -19,7 +19,7 @@ use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mem::{Protection, WxViolation, heap, phys};
 
 /// The scenario names, for errors.
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads";
+pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -32,6 +32,7 @@ pub fn run(name: &str) -> ! {
         "timer" => timer(),
         "paging" => paging(),
         "threads" => threads(),
+        "preempt" => preempt(),
         other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
     };
     match result {
@@ -332,6 +333,8 @@ fn threads() -> Result<(), String> {
     static DONE: AtomicU32 = AtomicU32::new(0);
     const ROUNDING: [u32; 3] = [0b00, 0b01, 0b11];
 
+    // Strict round-robin order is what yields alone give: no time slices here.
+    sched::set_preemption(false);
     let free_before = phys::free_frames();
     for t in 0..THREADS {
         let spawned = sched::spawn(&format!("worker-{t}"), move || {
@@ -378,6 +381,64 @@ fn threads() -> Result<(), String> {
     sched::yield_now();
     let leaked = free_before.saturating_sub(phys::free_frames());
     ensure!(leaked < 8, "{leaked} frames not returned after the threads ended");
+    sched::set_preemption(true);
     kprintln!("mica: threads: {THREADS} threads x {THREAD_ROUNDS} rounds, round-robin, FPU and TLS state kept");
+    Ok(())
+}
+
+/// Ticks the [`preempt`] scenario lets pass.
+const PREEMPT_TICKS: u64 = 20;
+
+/// Preemption: two threads spin forever without yielding; the boot thread still gets the CPU
+/// back at every tick until [`PREEMPT_TICKS`] ticks have passed, and both spinners made
+/// progress in several time slices each.
+fn preempt() -> Result<(), String> {
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::sched;
+
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static SPINS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static SLICES: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+    static DONE: AtomicU64 = AtomicU64::new(0);
+
+    for t in 0..2 {
+        let spawned = sched::spawn(&format!("spinner-{t}"), move || {
+            let mut last_tick = u64::MAX;
+            while !STOP.load(Ordering::Relaxed) {
+                SPINS[t].fetch_add(1, Ordering::Relaxed);
+                let tick = clock::ticks();
+                if tick != last_tick {
+                    // A new tick seen while running: a new time slice of this thread.
+                    SLICES[t].fetch_add(1, Ordering::Relaxed);
+                    last_tick = tick;
+                }
+            }
+            DONE.fetch_add(1, Ordering::SeqCst);
+        });
+        spawned.map_err(|e| format!("spawning spinner-{t}: {e}"))?;
+    }
+    let start = clock::ticks();
+    let mut boot_slices = 0;
+    let mut last = start;
+    while clock::ticks() < start + PREEMPT_TICKS {
+        if clock::ticks() != last {
+            boot_slices += 1;
+            last = clock::ticks();
+        }
+        core::hint::spin_loop();
+    }
+    STOP.store(true, Ordering::SeqCst);
+    while DONE.load(Ordering::SeqCst) < 2 {
+        core::hint::spin_loop();
+    }
+    let spins = [SPINS[0].load(Ordering::Relaxed), SPINS[1].load(Ordering::Relaxed)];
+    let slices = [SLICES[0].load(Ordering::Relaxed), SLICES[1].load(Ordering::Relaxed)];
+    ensure!(spins[0] > 0 && spins[1] > 0, "a spinner never ran: spins {spins:?}");
+    ensure!(slices[0] >= 3 && slices[1] >= 3, "spinners ran in too few time slices: {slices:?}");
+    kprintln!(
+        "mica: preempt: 2 spinners that never yield and the boot thread shared {PREEMPT_TICKS} ticks: time slices \
+         {slices:?} (boot thread {boot_slices}), spins {spins:?}"
+    );
     Ok(())
 }

@@ -1,5 +1,9 @@
-//! Kernel threads and the scheduler: one CPU, round-robin, cooperative for now (a thread runs
-//! until it yields or ends; preemption from the timer tick and SMP are the next steps).
+//! Kernel threads and the scheduler: one CPU, round-robin, preemptive: the timer interrupt
+//! switches to the next ready thread at every tick (a time slice of one tick), and a thread may
+//! also yield. SMP is the next step.
+//!
+//! Preemption is safe against the kernel's own locks because they are all
+//! [`IrqMutex`]es: a thread holding one has interrupts off and is never switched away from.
 //!
 //! Every thread has its own [`KernelStack`] (a guard page below it), its x87/SSE state and its
 //! two Wasmtime TLS slots, all switched with it. The boot code becomes the thread `boot` at
@@ -13,6 +17,7 @@ use alloc::vec::Vec;
 
 use crate::arch;
 use crate::arch::context::Context;
+use crate::arch::irq_lock::IrqMutex;
 use crate::arch::stacks::{KernelStack, StackError};
 use crate::components::tls;
 
@@ -42,7 +47,7 @@ struct Scheduler {
     next_id: ThreadId,
 }
 
-static SCHEDULER: spin::Mutex<Option<Scheduler>> = spin::Mutex::new(None);
+static SCHEDULER: IrqMutex<Option<Scheduler>> = IrqMutex::new(None);
 
 /// Makes the running code the thread `boot`.
 pub fn init() {
@@ -92,6 +97,23 @@ pub fn current() -> Option<(ThreadId, String)> {
 /// How many threads are ready to run (not counting the running one).
 pub fn ready_count() -> usize {
     arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(0, |s| s.ready.len()))
+}
+
+/// Whether the timer tick switches threads (on by default; a boot test of strict cooperative
+/// order turns it off).
+static PREEMPTION: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Turns preemption on or off.
+pub fn set_preemption(on: bool) {
+    PREEMPTION.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Called from the timer interrupt (interrupts off, on the interrupted thread's stack): the
+/// running thread's time slice is over; the next ready thread runs.
+pub fn on_tick() {
+    if PREEMPTION.load(core::sync::atomic::Ordering::Relaxed) {
+        switch_away(false);
+    }
 }
 
 /// Lets the next ready thread run; returns when this one is scheduled again (at once when no

@@ -125,6 +125,17 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
     },
     Scenario {
+        name: "preempt",
+        cmdline: "test=preempt",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "mica: preempt: 2 spinners that never yield and the boot thread shared 20 ticks",
+            "mica: boot test preempt: passed",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+    },
+    Scenario {
         name: "invalid_cmdline",
         cmdline: "log=loud",
         expect: ExitCode::Failed,

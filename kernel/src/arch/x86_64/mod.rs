@@ -6,6 +6,7 @@ pub mod clock;
 pub mod context;
 pub mod cpu;
 pub mod gdt;
+pub mod irq_lock;
 pub mod paging;
 pub mod pit;
 pub mod qemu;

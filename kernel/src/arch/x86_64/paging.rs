@@ -92,7 +92,7 @@ pub struct Translation {
     pub prot: Protection,
 }
 
-static MAPPER: spin::Mutex<Option<OffsetPageTable<'static>>> = spin::Mutex::new(None);
+static MAPPER: super::irq_lock::IrqMutex<Option<OffsetPageTable<'static>>> = super::irq_lock::IrqMutex::new(None);
 static NX: AtomicBool = AtomicBool::new(false);
 
 /// Hands page-table frames to the `x86_64` mapper from the kernel's frame allocator.

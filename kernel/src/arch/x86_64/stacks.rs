@@ -118,7 +118,8 @@ impl fmt::Display for StackError {
     }
 }
 
-static SLOTS: spin::Mutex<[u64; (STACK_SLOTS / 64) as usize]> = spin::Mutex::new([0; (STACK_SLOTS / 64) as usize]);
+static SLOTS: super::irq_lock::IrqMutex<[u64; (STACK_SLOTS / 64) as usize]> =
+    super::irq_lock::IrqMutex::new([0; (STACK_SLOTS / 64) as usize]);
 
 /// A kernel stack in the stack region: `pages` mapped pages above an unmapped guard page.
 /// Unmapped and its frames freed when dropped.

@@ -2,7 +2,8 @@
 //!
 //! All 256 vectors enter through one assembly stub each (16 bytes apart, so the table is computed
 //! rather than listed), which pushes a uniform [`TrapFrame`] and calls [`trap_dispatch`]. Every
-//! gate runs on an IST stack. An exception the kernel does not expect is reported (vector, error
+//! gate but the timer's runs on an IST stack; the timer interrupt runs on the interrupted thread's
+//! stack, where the scheduler may switch threads (preemption). An exception the kernel does not expect is reported (vector, error
 //! code, CR2, RIP, and for a fault on a guard page, the stack that overflowed) and ends the run
 //! with "failed".
 
@@ -152,9 +153,12 @@ struct Idt([Gate; 256]);
 
 static IDT: Once<Idt> = Once::new();
 
-/// The IST slot (1-based) each vector runs on.
+/// The IST slot (1-based) each vector runs on; 0 for none.
 fn ist_for(vector: u8) -> u8 {
     match vector {
+        // The timer runs on the interrupted thread's own stack, so that the scheduler can switch
+        // threads from it (an IST stack is one per vector and would be reused by the next tick).
+        TIMER_VECTOR => 0,
         8 => 1,      // double fault
         2 => 2,      // NMI
         18 => 3,     // machine check
@@ -217,13 +221,16 @@ const EXCEPTION_NAMES: [&str; 32] = [
     "reserved",
 ];
 
-/// Called by the common stub with interrupts disabled, on an IST stack.
+/// Called by the common stub with interrupts disabled, on an IST stack (the timer: on the
+/// interrupted thread's stack).
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == u64::from(TIMER_VECTOR) => {
             super::clock::on_tick();
             crate::components::on_tick();
             super::apic::end_of_interrupt();
+            // Last: this may switch to another thread, returning here only when this one runs again.
+            crate::sched::on_tick();
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         v if v < 32 => unexpected_exception(frame),
