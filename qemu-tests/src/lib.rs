@@ -145,6 +145,8 @@ pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
     match tamper {
         Tamper::OtherCpu => victim.cpu_features.push("avx2".into()),
         Tamper::OtherWasmtime => victim.wasmtime_version = "47.0.0".into(),
+        Tamper::FuelWithoutInstrumentation => victim.fuel = Some(1_000_000),
+        Tamper::FalseInstrumentation => victim.fuel_instrumented = true,
         Tamper::TruncateArtifact | Tamper::CorruptArtifact => {}
     }
     let mut writer = BundleWriter::new();

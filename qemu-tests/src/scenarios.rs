@@ -26,6 +26,12 @@ pub enum Tamper {
     OtherCpu,
     /// Claim it was compiled by another Wasmtime version.
     OtherWasmtime,
+    /// Give it a fuel budget while its key says it was compiled without fuel counting (the
+    /// kernel must refuse it rather than run it unlimited).
+    FuelWithoutInstrumentation,
+    /// Claim it was compiled with fuel counting, which it was not (the kernel loads it into the
+    /// engine with fuel counting, and Wasmtime must refuse it there).
+    FalseInstrumentation,
 }
 
 /// The boot bundle a scenario boots with: a system from `qemu-tests/systems/` or
@@ -169,7 +175,9 @@ pub const SCENARIOS: &[Scenario] = &[
             "[panicker!] ",
             "mica: component panicker trapped: wasm trap: wasm `unreachable` instruction executed",
             "mica: component hog ran out of memory: ",
+            "components::system: component spinner-fuel: code instrumented for CPU limits (fuel)",
             "mica: component spinner-fuel exceeded its CPU limit: all 200000000 units of fuel used",
+            "components::system: component spinner-time: code instrumented for CPU limits (epochs)",
             "mica: component spinner-time exceeded its CPU time limit",
             "mica: component ungranted refused: imports wasi:clocks/",
             ", which its manifest does not grant",
@@ -240,6 +248,29 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherWasmtime) }),
+    },
+    Scenario {
+        name: "fuel_without_instrumentation",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: component victim refused: its manifest sets fuel = 1000000, but its artifact was compiled without fuel counting (instrumentation: none)",
+            "mica: component bystander exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FuelWithoutInstrumentation) }),
+    },
+    Scenario {
+        name: "false_instrumentation",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: component victim refused: artifact refused: ",
+            "Module was compiled without fuel support but it is enabled for the host",
+            "mica: component bystander exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FalseInstrumentation) }),
     },
 ];
 

@@ -166,6 +166,63 @@ impl CpuProfile {
     }
 }
 
+/// The CPU-limit instrumentation compiled into an artifact. Each costs time in every loop and
+/// call of the component (a sieve, counted with callgrind: 36 M instructions without either,
+/// 80 M with epoch checks, 95 M with both), so it is compiled in only for components whose
+/// manifest sets the limit that needs it: [`Instrumentation::for_limits`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instrumentation {
+    /// Fuel counting (Wasmtime's `consume_fuel`): needed by a `fuel` budget.
+    pub fuel: bool,
+    /// Epoch deadline checks (Wasmtime's `epoch_interruption`): needed by a CPU time limit.
+    pub epochs: bool,
+}
+
+impl Instrumentation {
+    /// No instrumentation: the component runs at full speed and cannot be stopped by a CPU limit.
+    pub const NONE: Instrumentation = Instrumentation { fuel: false, epochs: false };
+
+    /// Every variant, in the order of [`Instrumentation::index`].
+    pub const ALL: [Instrumentation; 4] = [
+        Instrumentation::NONE,
+        Instrumentation { fuel: true, epochs: false },
+        Instrumentation { fuel: false, epochs: true },
+        Instrumentation { fuel: true, epochs: true },
+    ];
+
+    /// What a component with these limits needs: fuel counting for a fuel budget, epoch checks
+    /// for a CPU time limit, nothing for neither.
+    pub const fn for_limits(fuel: bool, cpu_time_limit: bool) -> Instrumentation {
+        Instrumentation { fuel, epochs: cpu_time_limit }
+    }
+
+    /// Its position in [`Instrumentation::ALL`] (0..4), e.g. to index a table of engines.
+    pub const fn index(self) -> usize {
+        self.fuel as usize | (self.epochs as usize) << 1
+    }
+
+    /// The instrumentation `engine` was configured with.
+    pub fn of(engine: &wasmtime::Engine) -> Instrumentation {
+        Instrumentation { fuel: engine.get_consume_fuel(), epochs: engine.get_epoch_interruption() }
+    }
+
+    /// Its name in artifact keys: `none`, `fuel`, `epochs` or `fuel+epochs`.
+    pub const fn name(self) -> &'static str {
+        match (self.fuel, self.epochs) {
+            (false, false) => "none",
+            (true, false) => "fuel",
+            (false, true) => "epochs",
+            (true, true) => "fuel+epochs",
+        }
+    }
+}
+
+impl fmt::Display for Instrumentation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Everything that decides whether an artifact can be loaded: the cache key of the AOT side.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ArtifactKey {
@@ -175,17 +232,25 @@ pub struct ArtifactKey {
     pub target: &'static str,
     /// A version of [`engine_config`]'s settings; bump it whenever they change.
     pub config_version: u32,
+    /// The CPU-limit instrumentation compiled in (an engine with exactly this loads it).
+    pub instrumentation: Instrumentation,
     /// The CPU features.
     pub cpu: CpuProfile,
 }
 
 /// Bump whenever [`engine_config`] changes what it sets.
-pub const CONFIG_VERSION: u32 = 1;
+pub const CONFIG_VERSION: u32 = 2;
 
 impl ArtifactKey {
-    /// The key for `cpu` with this build's settings.
-    pub fn new(cpu: CpuProfile) -> ArtifactKey {
-        ArtifactKey { wasmtime: WASMTIME_VERSION, target: KERNEL_TARGET, config_version: CONFIG_VERSION, cpu }
+    /// The key for `cpu` and `instrumentation` with this build's settings.
+    pub fn new(cpu: CpuProfile, instrumentation: Instrumentation) -> ArtifactKey {
+        ArtifactKey {
+            wasmtime: WASMTIME_VERSION,
+            target: KERNEL_TARGET,
+            config_version: CONFIG_VERSION,
+            instrumentation,
+            cpu,
+        }
     }
 }
 
@@ -193,19 +258,21 @@ impl fmt::Display for ArtifactKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "wasmtime-{}/{}/config-{}/cpu-{}",
+            "wasmtime-{}/{}/config-{}/instrument-{}/cpu-{}",
             self.wasmtime,
             self.target,
             self.config_version,
+            self.instrumentation,
             self.cpu.feature_list()
         )
     }
 }
 
-/// The Wasmtime configuration shared by the AOT compiler and the kernel. On the AOT side the
+/// The Wasmtime configuration shared by the AOT compiler and the kernel, with `instrumentation`
+/// compiled in (an artifact loads only into an engine with the same). On the AOT side the
 /// caller then adds the Cranelift flags of the CPU profile ([`enable_cpu_features`]); on the
 /// kernel side it adds its code memory and its CPU feature detection.
-pub fn engine_config() -> Config {
+pub fn engine_config(instrumentation: Instrumentation) -> Config {
     let mut config = Config::new();
     // The target is set on both sides: when the kernel loads an artifact, Wasmtime compares
     // the artifact's architecture and operating system with the engine's.
@@ -218,9 +285,10 @@ pub fn engine_config() -> Config {
         .memory_reservation(0)
         .memory_guard_size(0)
         .memory_reservation_for_growth(0)
-        // CPU limits: fuel for exact instruction budgets, epochs for time limits.
-        .consume_fuel(true)
-        .epoch_interruption(true)
+        // CPU limits: fuel for exact instruction budgets, epochs for time limits; each only
+        // where a limit needs it, since the checks slow every loop down.
+        .consume_fuel(instrumentation.fuel)
+        .epoch_interruption(instrumentation.epochs)
         .max_wasm_stack(MAX_WASM_STACK);
     // SAFETY: the kernel target is soft-float; with SSE4.1 in
     // every profile, Cranelift emits no float libcalls whose calling convention could differ.
@@ -258,7 +326,42 @@ mod tests {
 
     #[test]
     fn key_names_everything() {
-        let k = ArtifactKey::new(CpuProfile::baseline());
-        assert_eq!(k.to_string(), "wasmtime-48.0.8/x86_64-unknown-none/config-1/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt");
+        let k = ArtifactKey::new(CpuProfile::baseline(), Instrumentation::NONE);
+        assert_eq!(
+            k.to_string(),
+            "wasmtime-48.0.8/x86_64-unknown-none/config-2/instrument-none/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
+        );
+        let f = ArtifactKey::new(CpuProfile::baseline(), Instrumentation::for_limits(true, true));
+        assert_eq!(
+            f.to_string(),
+            "wasmtime-48.0.8/x86_64-unknown-none/config-2/instrument-fuel+epochs/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
+        );
+        // Keys (and so cache names) differ for every instrumentation.
+        let mut names: Vec<String> =
+            Instrumentation::ALL.iter().map(|i| ArtifactKey::new(CpuProfile::baseline(), *i).to_string()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 4);
+    }
+
+    #[test]
+    fn instrumentation_only_for_the_limits_set() {
+        assert_eq!(Instrumentation::for_limits(false, false), Instrumentation::NONE);
+        assert_eq!(Instrumentation::for_limits(true, false), Instrumentation { fuel: true, epochs: false });
+        assert_eq!(Instrumentation::for_limits(false, true), Instrumentation { fuel: false, epochs: true });
+        assert_eq!(Instrumentation::for_limits(true, true), Instrumentation { fuel: true, epochs: true });
+        for (i, instrumentation) in Instrumentation::ALL.into_iter().enumerate() {
+            assert_eq!(instrumentation.index(), i);
+        }
+        let names: Vec<&str> = Instrumentation::ALL.iter().map(|i| i.name()).collect();
+        assert_eq!(names, ["none", "fuel", "epochs", "fuel+epochs"]);
+    }
+
+    #[test]
+    fn engine_config_compiles_in_exactly_the_instrumentation() {
+        for instrumentation in Instrumentation::ALL {
+            let engine = wasmtime::Engine::new(&engine_config(instrumentation)).expect("engine");
+            assert_eq!(Instrumentation::of(&engine), instrumentation);
+        }
     }
 }

@@ -10,6 +10,7 @@ use core::fmt;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 
+use crate::config::Instrumentation;
 use crate::host::{self, Ctx, wasi};
 use crate::limits::Limits;
 use crate::platform::Platform;
@@ -72,6 +73,16 @@ pub enum LoadError {
     NotProvided(String),
     /// Linking or instantiation failed.
     Instantiate(String),
+    /// A CPU limit was asked for, but the component's code was compiled without the
+    /// instrumentation that enforces it (running it unlimited instead would be wrong).
+    NotInstrumented {
+        /// The limit (its manifest key): `fuel` or `cpu_time_limit`.
+        limit: &'static str,
+        /// What enforces it: `fuel counting` or `epoch checks`.
+        needs: &'static str,
+        /// What the code was compiled with.
+        compiled: Instrumentation,
+    },
 }
 
 impl fmt::Display for LoadError {
@@ -81,6 +92,10 @@ impl fmt::Display for LoadError {
             LoadError::NotGranted(i) => write!(f, "imports {i}, which its manifest does not grant"),
             LoadError::NotProvided(i) => write!(f, "imports {i}, which Mica does not provide"),
             LoadError::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
+            LoadError::NotInstrumented { limit, needs, compiled } => write!(
+                f,
+                "its manifest sets `{limit}`, but its code was compiled without {needs} (instrumentation: {compiled})"
+            ),
         }
     }
 }
@@ -114,6 +129,18 @@ pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result
             .map_err(|e| LoadError::Instantiate(format!("linking {}: {e:#}", interface.name)))?;
     }
     Ok(linker)
+}
+
+/// Whether code compiled with `compiled` can enforce the limits of `launch`: a limit without
+/// its instrumentation is an error, never silently unlimited.
+pub fn check_limits(compiled: Instrumentation, launch: &Launch) -> Result<(), LoadError> {
+    if launch.fuel.is_some() && !compiled.fuel {
+        return Err(LoadError::NotInstrumented { limit: "fuel", needs: "fuel counting", compiled });
+    }
+    if launch.epoch_deadline.is_some() && !compiled.epochs {
+        return Err(LoadError::NotInstrumented { limit: "cpu_time_limit", needs: "epoch checks", compiled });
+    }
+    Ok(())
 }
 
 /// What a component is started with.
@@ -186,7 +213,9 @@ pub struct Phases {
 }
 
 /// Instantiates `component` and runs its `wasi:cli/run` export to the end, measuring its
-/// [`Phases`] with `now` (any monotonic counter, e.g. the TSC).
+/// [`Phases`] with `now` (any monotonic counter, e.g. the TSC). Its limits are set only where
+/// `engine` has the instrumentation for them ([`check_limits`] refuses the rest); an
+/// instrumented engine without a limit gets an unreachable one.
 pub fn run_timed(
     engine: &Engine,
     component: &Component,
@@ -195,6 +224,8 @@ pub fn run_timed(
     launch: &Launch,
     now: fn() -> u64,
 ) -> Result<(Outcome, Phases), LoadError> {
+    let instrumentation = Instrumentation::of(engine);
+    check_limits(instrumentation, launch)?;
     let start = now();
     let mut args = Vec::with_capacity(launch.args.len() + 1);
     args.push(launch.name.clone());
@@ -213,8 +244,12 @@ pub fn run_timed(
     let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);
     let fuel = launch.fuel.unwrap_or(u64::MAX);
-    store.set_fuel(fuel).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
-    store.set_epoch_deadline(launch.epoch_deadline.unwrap_or(u64::MAX / 2));
+    if instrumentation.fuel {
+        store.set_fuel(fuel).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+    }
+    if instrumentation.epochs {
+        store.set_epoch_deadline(launch.epoch_deadline.unwrap_or(u64::MAX / 2));
+    }
 
     let mut instantiated = None;
     let result = host::Program::instantiate(&mut store, component, linker).map_err(|e| (true, e)).and_then(|program| {
@@ -268,6 +303,36 @@ mod tests {
         assert!(grant_covers("wasi", "wasi:io/streams"));
         assert!(!grant_covers("was", "wasi:io/streams"));
         assert!(!grant_covers("wasi:", "wasi:io/streams"));
+    }
+
+    fn launch(fuel: Option<u64>, epoch_deadline: Option<u64>) -> Launch {
+        Launch { name: "c".into(), args: Vec::new(), env: Vec::new(), memory_limit: 1 << 20, fuel, epoch_deadline }
+    }
+
+    #[test]
+    fn limits_need_their_instrumentation() {
+        let none = Instrumentation::NONE;
+        let fuel = Instrumentation::for_limits(true, false);
+        let epochs = Instrumentation::for_limits(false, true);
+        let both = Instrumentation::for_limits(true, true);
+        for compiled in Instrumentation::ALL {
+            assert!(check_limits(compiled, &launch(None, None)).is_ok(), "{compiled}");
+        }
+        assert!(check_limits(fuel, &launch(Some(5), None)).is_ok());
+        assert!(check_limits(epochs, &launch(None, Some(3))).is_ok());
+        assert!(check_limits(both, &launch(Some(5), Some(3))).is_ok());
+
+        let e = check_limits(none, &launch(Some(5), None)).expect_err("no fuel counting");
+        assert_eq!(
+            e.to_string(),
+            "its manifest sets `fuel`, but its code was compiled without fuel counting (instrumentation: none)"
+        );
+        let e = check_limits(fuel, &launch(None, Some(3))).expect_err("no epoch checks");
+        assert_eq!(
+            e.to_string(),
+            "its manifest sets `cpu_time_limit`, but its code was compiled without epoch checks (instrumentation: fuel)"
+        );
+        assert!(check_limits(epochs, &launch(Some(5), Some(3))).is_err());
     }
 
     #[test]

@@ -1,14 +1,14 @@
-//! Ahead-of-time compilation of components with Wasmtime's Cranelift, for a CPU profile, into a
-//! content-addressed cache (`target/mica/aot/<key>.cwasm`). The key covers the component's
-//! bytes and everything in [`ArtifactKey`] (Wasmtime version, target, engine settings version,
-//! CPU features), so an unchanged component is never compiled again and a changed setting never
-//! reuses a stale artifact.
+//! Ahead-of-time compilation of components with Wasmtime's Cranelift, for a CPU profile and a
+//! CPU-limit instrumentation, into a content-addressed cache (`target/mica/aot/<key>.cwasm`).
+//! The key covers the component's bytes and everything in [`ArtifactKey`] (Wasmtime version,
+//! target, engine settings version, instrumentation, CPU features), so an unchanged component is
+//! never compiled again and a changed setting never reuses a stale artifact.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mica_runtime::config::{self, ArtifactKey, CpuFeature, CpuProfile};
+use mica_runtime::config::{self, ArtifactKey, CpuFeature, CpuProfile, Instrumentation};
 use mica_runtime::wasmtime::Engine;
 use sha2::{Digest, Sha256};
 
@@ -64,20 +64,27 @@ fn cache_name(key: &ArtifactKey, wasm: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles the component in `wasm` for `profile`, or returns the cached artifact.
-pub fn compile(cache: &Path, wasm: &Path, profile: &CpuProfile) -> Result<Artifact> {
+/// Compiles the component in `wasm` for `profile` with `instrumentation`, or returns the cached
+/// artifact.
+pub fn compile(cache: &Path, wasm: &Path, profile: &CpuProfile, instrumentation: Instrumentation) -> Result<Artifact> {
     let bytes = fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
-    compile_bytes(cache, &bytes, profile).with_context(|| format!("compiling {}", wasm.display()))
+    compile_bytes(cache, &bytes, profile, instrumentation).with_context(|| format!("compiling {}", wasm.display()))
 }
 
-/// Compiles component `bytes` for `profile`, or returns the cached artifact.
-pub fn compile_bytes(cache: &Path, bytes: &[u8], profile: &CpuProfile) -> Result<Artifact> {
-    let key = ArtifactKey::new(profile.clone());
+/// Compiles component `bytes` for `profile` with `instrumentation`, or returns the cached
+/// artifact.
+pub fn compile_bytes(
+    cache: &Path,
+    bytes: &[u8],
+    profile: &CpuProfile,
+    instrumentation: Instrumentation,
+) -> Result<Artifact> {
+    let key = ArtifactKey::new(profile.clone(), instrumentation);
     let path = cache.join(format!("{}.cwasm", cache_name(&key, bytes)));
     if path.is_file() {
         return Ok(Artifact { path, key, cached: true });
     }
-    let mut cfg = config::engine_config();
+    let mut cfg = config::engine_config(instrumentation);
     config::enable_cpu_features(&mut cfg, profile);
     let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring Wasmtime: {e:#}"))?;
     let artifact = engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
@@ -95,21 +102,61 @@ mod tests {
     /// The smallest valid component: the component-model preamble and nothing else.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
 
+    const NONE: Instrumentation = Instrumentation::NONE;
+
     #[test]
     fn unchanged_components_are_never_recompiled() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = compile_bytes(dir.path(), EMPTY_COMPONENT, &CpuProfile::baseline()).expect("compiles");
+        let first = compile_bytes(dir.path(), EMPTY_COMPONENT, &CpuProfile::baseline(), NONE).expect("compiles");
         assert!(!first.cached);
         let modified = fs::metadata(&first.path).and_then(|m| m.modified()).expect("mtime");
-        let second = compile_bytes(dir.path(), EMPTY_COMPONENT, &CpuProfile::baseline()).expect("cached");
+        let second = compile_bytes(dir.path(), EMPTY_COMPONENT, &CpuProfile::baseline(), NONE).expect("cached");
         assert!(second.cached);
         assert_eq!(first.path, second.path);
         assert_eq!(fs::metadata(&second.path).and_then(|m| m.modified()).expect("mtime"), modified);
         // Another CPU profile is another artifact.
-        let avx = compile_bytes(dir.path(), EMPTY_COMPONENT, &profile("avx2").expect("profile")).expect("compiles");
+        let avx =
+            compile_bytes(dir.path(), EMPTY_COMPONENT, &profile("avx2").expect("profile"), NONE).expect("compiles");
         assert!(!avx.cached);
         assert_ne!(avx.path, first.path);
         assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 2);
+    }
+
+    /// A component that loops: `(func (loop (br 0)))`, which fuel counting and epoch checks
+    /// instrument, in a component that exports nothing.
+    fn looping_component() -> Vec<u8> {
+        let module: &[u8] = &[
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // core module header
+            0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // type section: () -> ()
+            0x03, 0x02, 0x01, 0x00, // function section: one function of type 0
+            0x0a, 0x09, 0x01, 0x07, 0x00, 0x03, 0x40, 0x0c, 0x00, 0x0b, 0x0b, // code: loop br 0 end end
+        ];
+        let mut component = EMPTY_COMPONENT.to_vec();
+        component.push(0x01); // core module section
+        component.push(u8::try_from(module.len()).expect("small"));
+        component.extend_from_slice(module);
+        component
+    }
+
+    #[test]
+    fn each_instrumentation_is_its_own_artifact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wasm = looping_component();
+        let artifacts: Vec<Artifact> = Instrumentation::ALL
+            .into_iter()
+            .map(|i| compile_bytes(dir.path(), &wasm, &CpuProfile::baseline(), i).expect("compiles"))
+            .collect();
+        for (i, artifact) in Instrumentation::ALL.into_iter().zip(&artifacts) {
+            assert!(!artifact.cached);
+            assert_eq!(artifact.key.instrumentation, i);
+            assert!(artifact.key.to_string().contains(&format!("/instrument-{i}/")), "{}", artifact.key);
+        }
+        assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 4);
+        // The instrumentation is really compiled in: each adds code to the loop.
+        let size = |i: Instrumentation| fs::metadata(&artifacts[i.index()].path).expect("artifact").len();
+        let [none, fuel, epochs, both] = Instrumentation::ALL;
+        assert!(size(none) < size(fuel) && size(none) < size(epochs), "sizes {:?}", Instrumentation::ALL.map(size));
+        assert!(size(fuel) < size(both) && size(epochs) < size(both), "sizes {:?}", Instrumentation::ALL.map(size));
     }
 
     #[test]
@@ -122,7 +169,7 @@ mod tests {
     #[test]
     fn garbage_is_a_clear_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let e = compile_bytes(dir.path(), b"not wasm", &CpuProfile::baseline()).expect_err("refused");
+        let e = compile_bytes(dir.path(), b"not wasm", &CpuProfile::baseline(), NONE).expect_err("refused");
         assert!(!e.to_string().is_empty());
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! It is the hosted baseline of `cargo xtask bench components` (the same `.wasm` on Linux,
 //! counted with callgrind) and a quick way to try a component without booting. The component is
-//! compiled by Cranelift for this host with Mica's baseline CPU profile, so the machine code is
-//! what Mica would run (compiled in-process at each run; nothing is cached or loaded from disk).
+//! compiled by Cranelift for this host with Mica's baseline CPU profile and, as in a system, with
+//! fuel counting only when a fuel budget is given (`--fuel N`), so the machine code is what Mica
+//! would run (compiled in-process at each run; nothing is cached or loaded from disk). There is
+//! no epoch ticker here, so no CPU time limit: that is for the kernel.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -16,7 +18,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use mica_runtime::config::{self, CpuProfile};
+use mica_runtime::config::{self, CpuProfile, Instrumentation};
 use mica_runtime::platform::{OutputKind, Platform, RandomSource};
 use mica_runtime::program::{self, Launch};
 use mica_runtime::wasmtime::Engine;
@@ -41,6 +43,10 @@ pub struct HostRunArgs {
     /// Memory budget in bytes.
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT)]
     pub memory_limit: usize,
+    /// A CPU budget in Wasmtime fuel units, as a manifest's `fuel` (compiles in fuel counting;
+    /// without it the component runs uninstrumented and unlimited).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fuel: Option<u64>,
     /// The component's arguments.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -49,7 +55,7 @@ pub struct HostRunArgs {
 /// Runs the component; the exit status is the component's (1 when it did not exit normally).
 pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
     let wasm = fs::read(&args.wasm).with_context(|| format!("reading component {}", args.wasm.display()))?;
-    let engine = engine()?;
+    let engine = engine(Instrumentation::for_limits(args.fuel.is_some(), false))?;
     // Compiled in this process (Cranelift), never loaded from a file: nothing here trusts
     // machine code it did not make itself.
     let component = Component::new(&engine, &wasm).map_err(|e| anyhow!("{}: {e:#}", args.wasm.display()))?;
@@ -63,7 +69,7 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         args: args.args.clone(),
         env: Vec::new(),
         memory_limit: args.memory_limit,
-        fuel: None,
+        fuel: args.fuel,
         epoch_deadline: None,
     };
     let (outcome, phases) = program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), &launch, now_ns)
@@ -79,9 +85,9 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
     })
 }
 
-/// Mica's engine settings, for this host, with the baseline CPU profile.
-fn engine() -> Result<Engine> {
-    let mut cfg = config::engine_config();
+/// Mica's engine settings with `instrumentation`, for this host, with the baseline CPU profile.
+fn engine(instrumentation: Instrumentation) -> Result<Engine> {
+    let mut cfg = config::engine_config(instrumentation);
     cfg.target(HOST_TARGET).map_err(|e| anyhow!("Wasmtime does not know {HOST_TARGET}: {e:#}"))?;
     config::enable_cpu_features(&mut cfg, &CpuProfile::baseline());
     Engine::new(&cfg).map_err(|e| anyhow!("configuring Wasmtime for this host: {e:#}"))
@@ -140,5 +146,18 @@ impl Platform for HostPlatform {
 
     fn component_log(&self, name: &str, level: log::Level, message: &str) {
         eprintln!("[{name}] {level:<5} {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuel_counting_is_compiled_in_only_for_a_fuel_budget() {
+        for instrumentation in [Instrumentation::NONE, Instrumentation::for_limits(true, false)] {
+            let engine = engine(instrumentation).expect("engine");
+            assert_eq!(Instrumentation::of(&engine), instrumentation);
+        }
     }
 }

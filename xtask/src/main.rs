@@ -74,6 +74,12 @@ enum Command {
         /// CPU profile: `baseline`, `host`, or a comma-separated feature list.
         #[arg(long, default_value = "baseline")]
         cpu: String,
+        /// Compile in fuel counting (what a manifest's `fuel` needs).
+        #[arg(long)]
+        fuel: bool,
+        /// Compile in epoch checks (what a manifest's `cpu_time_limit` needs).
+        #[arg(long)]
+        epochs: bool,
     },
 }
 
@@ -110,9 +116,10 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HostRun(args) => host_run::run(&args),
-        Command::Aot { wasm, cpu } => {
+        Command::Aot { wasm, cpu, fuel, epochs } => {
             let profile = aot::profile(&cpu)?;
-            let artifact = aot::compile(&aot::cache_dir(&root.join("target")), &wasm, &profile)?;
+            let instrumentation = mica_runtime::config::Instrumentation { fuel, epochs };
+            let artifact = aot::compile(&aot::cache_dir(&root.join("target")), &wasm, &profile, instrumentation)?;
             eprintln!(
                 "xtask: {} for {} ({})",
                 if artifact.cached { "cached" } else { "compiled" },
@@ -171,6 +178,17 @@ mod tests {
         assert_eq!(args.log.as_deref(), Some("debug"));
         assert_eq!(args.timeout, Some(5));
         assert_eq!(args.kernel_args, ["test=heap"]);
+    }
+
+    #[test]
+    fn host_run_takes_a_fuel_budget() {
+        let cli = Cli::try_parse_from(["xtask", "host-run", "--fuel", "1000", "c.wasm", "--", "spin"]).expect("valid");
+        let Command::HostRun(args) = cli.command else { panic!("not host-run: {cli:?}") };
+        assert_eq!(args.fuel, Some(1000));
+        assert_eq!(args.args, ["spin"]);
+        assert!(Cli::try_parse_from(["xtask", "host-run", "--fuel", "0", "c.wasm"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "aot", "c.wasm", "--fuel"]).expect("valid");
+        assert!(matches!(cli.command, Command::Aot { fuel: true, epochs: false, .. }), "{cli:?}");
     }
 
     #[test]

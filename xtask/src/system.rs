@@ -1,5 +1,6 @@
 //! Turning a system manifest into a boot bundle: build the component crates, compile every
-//! component ahead of time for the CPU profile (cached), and pack manifest and artifacts.
+//! component ahead of time for the CPU profile (cached), with fuel counting or epoch checks only
+//! where its manifest sets a limit that needs them, and pack manifest and artifacts.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mica_bundle::{BundleWriter, ComponentSpec, EntryKind, MANIFEST_ENTRY, SystemManifest};
-use mica_runtime::config::CpuProfile;
+use mica_runtime::config::{CpuProfile, Instrumentation};
 
 use crate::manifest::{self, Source};
 use crate::toolchain::Toolchain;
@@ -15,6 +16,11 @@ use crate::{aot, components};
 
 /// The default system manifest, relative to the workspace root.
 pub const DEFAULT_MANIFEST: &str = "components/default.toml";
+
+/// The CPU-limit instrumentation component `c` is compiled with: exactly what its limits need.
+pub fn instrumentation(c: &manifest::Component) -> Instrumentation {
+    Instrumentation::for_limits(c.fuel.is_some(), c.cpu_time_limit_ms.is_some())
+}
 
 /// Builds the bundle for the manifest at `path`; returns the bundle's path.
 pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuProfile) -> Result<PathBuf> {
@@ -40,7 +46,8 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             Source::Wasm(p) => p.clone(),
             Source::Crate(name) => built[name].clone(),
         };
-        let artifact = aot::compile(&cache, &wasm, profile)?;
+        let instrumentation = instrumentation(c);
+        let artifact = aot::compile(&cache, &wasm, profile, instrumentation)?;
         eprintln!(
             "xtask: component {}: {} ({})",
             c.name,
@@ -63,6 +70,8 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             wasmtime_version: artifact.key.wasmtime.into(),
             target: artifact.key.target.into(),
             config_version: artifact.key.config_version,
+            fuel_instrumented: artifact.key.instrumentation.fuel,
+            epochs_instrumented: artifact.key.instrumentation.epochs,
             cpu_features: artifact.key.cpu.features.iter().map(|f| f.name().to_owned()).collect(),
             args: c.args.clone(),
             env: c.env.clone(),
@@ -81,4 +90,27 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
     let out = dir.join(format!("{stem}.bundle"));
     fs::write(&out, writer.finish()).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_get_the_instrumentation_their_limits_need() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let path = root.join("qemu-tests").join("systems").join("components.toml");
+        let m = manifest::load(&path, &root.join("components")).unwrap_or_else(|e| panic!("{e:#}"));
+        let of = |name: &str| {
+            let c = m.components.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no {name}"));
+            instrumentation(c)
+        };
+        assert_eq!(of("hello"), Instrumentation::NONE);
+        assert_eq!(of("spinner-fuel"), Instrumentation { fuel: true, epochs: false });
+        assert_eq!(of("spinner-time"), Instrumentation { fuel: false, epochs: true });
+        let mut both = m.components[0].clone();
+        both.fuel = Some(1);
+        both.cpu_time_limit_ms = Some(1);
+        assert_eq!(instrumentation(&both), Instrumentation { fuel: true, epochs: true });
+    }
 }

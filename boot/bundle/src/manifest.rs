@@ -29,6 +29,10 @@ pub struct ComponentSpec {
     pub target: String,
     /// The version of the shared engine settings it was compiled with.
     pub config_version: u32,
+    /// Whether its code was compiled with fuel counting (needed by `fuel`).
+    pub fuel_instrumented: bool,
+    /// Whether its code was compiled with epoch deadline checks (needed by `cpu_time_limit_ms`).
+    pub epochs_instrumented: bool,
     /// The CPU features its code may use (Rust names: `sse4.1`, `avx2`, ...).
     pub cpu_features: Vec<String>,
     /// Arguments after the program name.

@@ -17,7 +17,9 @@ fn manifest() -> SystemManifest {
             artifact: "hello.cwasm".into(),
             wasmtime_version: "48.0.8".into(),
             target: "x86_64-unknown-none".into(),
-            config_version: 1,
+            config_version: 2,
+            fuel_instrumented: true,
+            epochs_instrumented: false,
             cpu_features: vec!["sse4.1".into()],
             args: vec!["a".into()],
             env: vec![("K".into(), "V".into())],
@@ -61,7 +63,13 @@ fn named_errors() {
     let len = bytes.len();
     assert!(matches!(Bundle::parse(&bytes[..len - 1]), Err(BundleError::Truncated { what: "the bundle", .. })));
     bytes[9] = 2;
-    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x201));
+    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x202));
+    let mut bytes = sample();
+    bytes[8] = 1;
+    assert_eq!(
+        Bundle::parse(&bytes).expect_err("version 1").to_string(),
+        "boot bundle format version 1; this kernel reads version 2"
+    );
     let mut bytes = sample();
     bytes[0] = b'X';
     assert_eq!(Bundle::parse(&bytes).expect_err("magic"), BundleError::BadMagic);

@@ -1,6 +1,7 @@
-//! Components: the kernel's Wasmtime engine (configured by the runtime's shared
-//! `engine_config`, with the kernel's code memory and CPU feature detection), the platform
-//! services components run on, and running one component to its end on its own kernel stack.
+//! Components: the kernel's Wasmtime engines (configured by the runtime's shared
+//! `engine_config`, with the kernel's code memory and CPU feature detection; one per CPU-limit
+//! instrumentation in use), the platform services components run on, and running one component
+//! to its end on its own kernel stack.
 
 pub mod code_memory;
 pub mod platform;
@@ -11,7 +12,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 
-use mica_runtime::config::{COMPONENT_STACK_BYTES, engine_config};
+use mica_runtime::config::{COMPONENT_STACK_BYTES, Instrumentation, engine_config};
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, Launch, LoadError, Outcome};
 use mica_runtime::wasmtime::Engine;
@@ -20,13 +21,17 @@ use spin::Once;
 use crate::arch::stacks::KernelStack;
 use crate::arch::{clock, cpu, stack_switch};
 
-static ENGINE: Once<Result<Engine, String>> = Once::new();
+/// One engine per [`Instrumentation`] (indexed by [`Instrumentation::index`]), each made when
+/// the first component compiled with that instrumentation is loaded: an artifact loads only into
+/// an engine configured exactly as it was compiled.
+static ENGINES: [Once<Result<Engine, String>>; Instrumentation::ALL.len()] =
+    [Once::new(), Once::new(), Once::new(), Once::new()];
 
-/// The kernel's engine, made on first use.
-pub fn engine() -> Result<&'static Engine, String> {
-    ENGINE
+/// The kernel's engine for artifacts compiled with `instrumentation`, made on first use.
+pub fn engine(instrumentation: Instrumentation) -> Result<&'static Engine, String> {
+    ENGINES[instrumentation.index()]
         .call_once(|| {
-            let mut config = engine_config();
+            let mut config = engine_config(instrumentation);
             config.with_custom_code_memory(Some(Arc::new(code_memory::KernelCodeMemory)));
             // SAFETY: `code_may_use` answers from CPUID and the kernel's own state (AVX-class
             // features are reported absent because their state is not enabled), so code is only
@@ -34,16 +39,20 @@ pub fn engine() -> Result<&'static Engine, String> {
             unsafe {
                 config.detect_host_feature(cpu::code_may_use);
             }
-            Engine::new(&config).map_err(|e| format!("cannot create the Wasmtime engine: {e:#}"))
+            Engine::new(&config)
+                .map_err(|e| format!("cannot create the Wasmtime engine (instrumentation {instrumentation}): {e:#}"))
         })
         .as_ref()
         .map_err(String::clone)
 }
 
-/// Advances the engine's epoch: called from the timer interrupt, once per tick.
+/// Advances the epoch of every engine made so far that has epoch checks: called from the timer
+/// interrupt, once per tick.
 pub fn on_tick() {
-    if let Some(Ok(engine)) = ENGINE.get() {
-        engine.increment_epoch();
+    for instrumentation in Instrumentation::ALL.into_iter().filter(|i| i.epochs) {
+        if let Some(Ok(engine)) = ENGINES[instrumentation.index()].get() {
+            engine.increment_epoch();
+        }
     }
 }
 
@@ -80,19 +89,21 @@ pub struct Costs {
     pub run: u64,
 }
 
-/// Loads the artifact, links what `grants` allows, and runs the component to its end on a
+/// Loads the artifact (compiled with `instrumentation`, as its key says) into the engine for
+/// that instrumentation, links what `grants` allows, and runs the component to its end on a
 /// kernel stack of its own.
 pub fn run(
     platform: &Arc<dyn Platform>,
     artifact: &[u8],
+    instrumentation: Instrumentation,
     launch: &Launch,
     grants: &[String],
 ) -> Result<(Outcome, Costs), StartError> {
-    let engine = engine().map_err(StartError::Engine)?;
+    let engine = engine(instrumentation).map_err(StartError::Engine)?;
     let t0 = clock::rdtsc();
     // SAFETY: the artifact passed the bundle's checksum and the artifact key check (made by
-    // Mica's AOT compiler for this engine configuration); Wasmtime checks its version,
-    // settings and CPU features again.
+    // Mica's AOT compiler for this engine configuration, instrumentation included); Wasmtime
+    // checks its version, settings (fuel and epochs among them) and CPU features again.
     let component = unsafe { program::load(engine, artifact) }.map_err(StartError::Load)?;
     let t1 = clock::rdtsc();
     let linker = program::link(engine, &component, grants).map_err(StartError::Load)?;

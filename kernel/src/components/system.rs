@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 
 use mica_bundle::{Bundle, ComponentSpec, Restart};
 use mica_exit::ExitCode;
-use mica_runtime::config::{CONFIG_VERSION, KERNEL_TARGET, WASMTIME_VERSION};
+use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
 use mica_runtime::platform::Platform;
 use mica_runtime::program::Launch;
 
@@ -20,8 +20,9 @@ use crate::kprintln;
 /// How many times an `on-failure` component is started again before it is given up on.
 const MAX_RESTARTS: u32 = 3;
 
-/// Why a component's artifact does not fit this kernel or CPU.
-fn check_artifact(spec: &ComponentSpec) -> Result<(), String> {
+/// Why a component's artifact does not fit this kernel, this CPU or its own limits; if it fits,
+/// the instrumentation it was compiled with (which picks the engine it is loaded into).
+fn check_artifact(spec: &ComponentSpec) -> Result<Instrumentation, String> {
     if spec.wasmtime_version != WASMTIME_VERSION {
         return Err(format!(
             "artifact compiled by Wasmtime {}, this kernel runs Wasmtime {WASMTIME_VERSION}",
@@ -45,7 +46,22 @@ fn check_artifact(spec: &ComponentSpec) -> Result<(), String> {
             missing.join(", ")
         ));
     }
-    Ok(())
+    let compiled = Instrumentation { fuel: spec.fuel_instrumented, epochs: spec.epochs_instrumented };
+    if let Some(fuel) = spec.fuel
+        && !compiled.fuel
+    {
+        return Err(format!(
+            "its manifest sets fuel = {fuel}, but its artifact was compiled without fuel counting (instrumentation: {compiled})"
+        ));
+    }
+    if let Some(ms) = spec.cpu_time_limit_ms
+        && !compiled.epochs
+    {
+        return Err(format!(
+            "its manifest sets cpu_time_limit = {ms} ms, but its artifact was compiled without epoch checks (instrumentation: {compiled})"
+        ));
+    }
+    Ok(compiled)
 }
 
 fn launch(spec: &ComponentSpec) -> Launch {
@@ -63,9 +79,15 @@ fn launch(spec: &ComponentSpec) -> Launch {
 /// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
 fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSpec) -> bool {
     let name = &spec.name;
-    if let Err(reason) = check_artifact(spec) {
-        kprintln!("mica: component {name} refused: {reason}");
-        return false;
+    let instrumentation = match check_artifact(spec) {
+        Ok(instrumentation) => instrumentation,
+        Err(reason) => {
+            kprintln!("mica: component {name} refused: {reason}");
+            return false;
+        }
+    };
+    if instrumentation != Instrumentation::NONE {
+        log::info!("component {name}: code instrumented for CPU limits ({instrumentation})");
     }
     let artifact = match bundle.entry(&spec.artifact).and_then(|e| e.data()) {
         Ok(a) => a,
@@ -78,7 +100,7 @@ fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSp
     let mut attempt = 0;
     loop {
         let start = clock::monotonic_ns().unwrap_or(0);
-        match super::run(platform, artifact, &launch, &spec.grants) {
+        match super::run(platform, artifact, instrumentation, &launch, &spec.grants) {
             Err(e) => {
                 kprintln!("mica: component {name} refused: {e}");
                 return false;
