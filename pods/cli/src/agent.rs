@@ -89,8 +89,18 @@ impl Agent {
                     "the agent did not answer within the time allowed (is the guest still booting? see `mica pod logs`)"
                 );
             }
-            write_frame(&mut stream, &HostMsg::Hello).context("greeting the agent")?;
-            write_frame(&mut stream, &HostMsg::Ping { id: next_id }).context("pinging the agent")?;
+            // QEMU stops reading the socket while the guest has the port closed: writes must not
+            // wait past the deadline once its buffer is full.
+            let left = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
+            stream.set_write_timeout(Some(left)).context("setting a write timeout")?;
+            let greeted = write_frame(&mut stream, &HostMsg::Hello)
+                .and_then(|()| write_frame(&mut stream, &HostMsg::Ping { id: next_id }));
+            if let Err(e) = greeted {
+                if Instant::now() >= deadline {
+                    bail!("the agent did not answer within the time allowed (see `mica pod logs`): {e}");
+                }
+                return Err(e).context("greeting the agent");
+            }
             next_id = next_id.wrapping_add(1);
             let wait_until = (now + RETRY).min(deadline);
             while readable(&stream, wait_until.saturating_duration_since(Instant::now()))? {
@@ -100,6 +110,7 @@ impl Agent {
                     }
                     Some(GuestMsg::Pong { id }) if id.wrapping_sub(first_id) < next_id.wrapping_sub(first_id) => {
                         if let Some((agent_version, kernel_release)) = ready.take() {
+                            stream.set_write_timeout(None).context("clearing the write timeout")?;
                             return Ok(Agent { stream, kernel_release, agent_version });
                         }
                     }
@@ -149,5 +160,61 @@ impl Agent {
     /// Asks the guest to power off (the agent syncs and calls `reboot(RB_POWER_OFF)`).
     pub fn shutdown(&mut self) -> Result<()> {
         write_frame(&mut self.stream, &HostMsg::Shutdown).context("asking the agent to power off")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    #[test]
+    fn an_agent_that_never_answers_is_an_error_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Like QEMU while the guest boots: the connection is accepted, nothing is read or answered.
+        let holder = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            drop(stream);
+        });
+        let error = Agent::connect(&path, Instant::now() + Duration::from_millis(400)).unwrap_err();
+        assert!(error.to_string().starts_with("the agent did not answer within the time allowed"), "{error:#}");
+        holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_stale_ready_is_not_enough_only_a_matching_pong_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let agent = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            // A Ready left over from an earlier connection, and a Pong for a ping never sent.
+            let stale = GuestMsg::Ready { agent_version: "0".into(), kernel_release: "stale".into() };
+            write_frame(&mut stream, &stale).unwrap();
+            write_frame(&mut stream, &GuestMsg::Pong { id: 7 }).unwrap();
+            // Then the live agent: answers Hello and the first Ping it reads.
+            let mut answered = false;
+            while !answered {
+                match read_frame::<HostMsg>(&mut stream).unwrap() {
+                    Some(HostMsg::Hello) => {
+                        let ready = GuestMsg::Ready { agent_version: "1".into(), kernel_release: "6.1".into() };
+                        write_frame(&mut stream, &ready).unwrap();
+                    }
+                    Some(HostMsg::Ping { id }) => {
+                        write_frame(&mut stream, &GuestMsg::Pong { id }).unwrap();
+                        answered = true;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            stream
+        });
+        let connected = Agent::connect(&path, Instant::now() + Duration::from_secs(30)).unwrap();
+        assert_eq!((connected.agent_version.as_str(), connected.kernel_release.as_str()), ("1", "6.1"));
+        drop(agent.join().unwrap());
     }
 }

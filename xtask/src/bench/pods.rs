@@ -206,7 +206,7 @@ fn plain_qemu_to_init(qemu: &Path, image: &pod_image::PodImage, accel: Accel) ->
         .arg(&image.kernel)
         .arg("-initrd")
         .arg(&image.initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 reboot=t mica.pod=plain", "-serial", "stdio"])
+        .args(["-append", "console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=plain", "-serial", "stdio"])
         .args(["-device", "virtio-serial-device"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
