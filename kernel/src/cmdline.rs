@@ -43,13 +43,17 @@ pub struct KernelArgs<'a> {
     pub test: Option<&'a str>,
     /// The timer tick rate in Hz (`tick_hz=`).
     pub tick_hz: u32,
+    /// Stop the system this many milliseconds after its components start, whatever is still
+    /// running (`stop_after_ms=`; default: run until every component has finished).
+    pub stop_after_ms: Option<u64>,
     line: &'a str,
 }
 
 impl<'a> KernelArgs<'a> {
     /// Parses the command line.
     pub fn parse(line: &'a str) -> Result<KernelArgs<'a>, CmdlineError<'a>> {
-        let mut args = KernelArgs { log: LevelFilter::Info, test: None, tick_hz: DEFAULT_TICK_HZ, line };
+        let mut args =
+            KernelArgs { log: LevelFilter::Info, test: None, tick_hz: DEFAULT_TICK_HZ, stop_after_ms: None, line };
         for word in line.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
@@ -70,6 +74,11 @@ impl<'a> KernelArgs<'a> {
                         expected,
                     })?;
                 }
+                "stop_after_ms" => {
+                    let expected = "a whole number of milliseconds, at least 1";
+                    let ms = value.parse().ok().filter(|ms| *ms > 0);
+                    args.stop_after_ms = Some(ms.ok_or(CmdlineError { key, value, expected })?);
+                }
                 _ => {}
             }
         }
@@ -80,7 +89,7 @@ impl<'a> KernelArgs<'a> {
     pub fn others(&self) -> impl Iterator<Item = &'a str> {
         self.line.split_ascii_whitespace().filter(|w| {
             let key = w.split_once('=').map_or(*w, |(k, _)| k);
-            !matches!(key, "log" | "test" | "tick_hz")
+            !matches!(key, "log" | "test" | "tick_hz" | "stop_after_ms")
         })
     }
 }
@@ -126,6 +135,14 @@ mod tests {
         assert_eq!(e.to_string(), "kernel command line: log=loud: expected off, error, warn, info, debug, trace");
         assert!(KernelArgs::parse("tick_hz=5").is_err());
         assert!(KernelArgs::parse("tick_hz=fast").is_err());
+        assert_eq!(KernelArgs::parse("stop_after_ms=2500").unwrap().stop_after_ms, Some(2500));
+        assert_eq!(KernelArgs::parse("").unwrap().stop_after_ms, None);
+        let e = KernelArgs::parse("stop_after_ms=0").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kernel command line: stop_after_ms=0: expected a whole number of milliseconds, at least 1"
+        );
+        assert!(KernelArgs::parse("stop_after_ms=soon").is_err());
         assert!(KernelArgs::parse("test=").is_err());
         assert!(KernelArgs::parse("log").is_err());
     }

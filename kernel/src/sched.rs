@@ -16,6 +16,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::arch;
+use crate::arch::clock;
 use crate::arch::context::Context;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::stacks::{KernelStack, StackError};
@@ -30,6 +31,8 @@ pub type ThreadId = u64;
 
 /// A kernel thread.
 struct Thread {
+    /// TSC ticks this thread has run for, up to its last switch away.
+    cpu: u64,
     id: ThreadId,
     name: String,
     context: Context,
@@ -40,6 +43,8 @@ struct Thread {
 }
 
 struct Scheduler {
+    /// The TSC when the running thread was switched to.
+    slice_start: u64,
     current: Box<Thread>,
     ready: VecDeque<Box<Thread>>,
     /// Finished threads whose stacks are freed by the next thread to run.
@@ -51,8 +56,15 @@ static SCHEDULER: IrqMutex<Option<Scheduler>> = IrqMutex::new(None);
 
 /// Makes the running code the thread `boot`.
 pub fn init() {
-    let boot = Box::new(Thread { id: 0, name: "boot".into(), context: Context::current(), tls: [0; 2], entry: None });
-    *SCHEDULER.lock() = Some(Scheduler { current: boot, ready: VecDeque::new(), finished: Vec::new(), next_id: 1 });
+    let boot =
+        Box::new(Thread { cpu: 0, id: 0, name: "boot".into(), context: Context::current(), tls: [0; 2], entry: None });
+    *SCHEDULER.lock() = Some(Scheduler {
+        slice_start: clock::rdtsc(),
+        current: boot,
+        ready: VecDeque::new(),
+        finished: Vec::new(),
+        next_id: 1,
+    });
 }
 
 /// Why a thread could not be made.
@@ -83,7 +95,7 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, 
         let id = scheduler.next_id;
         scheduler.next_id += 1;
         let entry: Box<dyn FnOnce() + Send> = Box::new(f);
-        let thread = Thread { id, name: name.to_string(), context, tls: [0; 2], entry: Some(entry) };
+        let thread = Thread { cpu: 0, id, name: name.to_string(), context, tls: [0; 2], entry: Some(entry) };
         scheduler.ready.push_back(Box::new(thread));
         Ok(id)
     })
@@ -92,6 +104,16 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, 
 /// The running thread's id and name.
 pub fn current() -> Option<(ThreadId, String)> {
     arch::without_interrupts(|| SCHEDULER.lock().as_ref().map(|s| (s.current.id, s.current.name.clone())))
+}
+
+/// TSC ticks the running thread has run for (guest instructions under `-icount shift=0`): its
+/// own CPU time, not counting other threads that ran in between.
+pub fn cpu_ticks() -> u64 {
+    let guard = SCHEDULER.lock();
+    match guard.as_ref() {
+        Some(s) => s.current.cpu + clock::rdtsc().wrapping_sub(s.slice_start),
+        None => clock::rdtsc(),
+    }
 }
 
 /// How many threads are ready to run (not counting the running one).
@@ -155,6 +177,9 @@ fn switch_away(finished: bool) {
                 }
                 return;
             };
+            let now = clock::rdtsc();
+            scheduler.current.cpu += now.wrapping_sub(scheduler.slice_start);
+            scheduler.slice_start = now;
             let mut previous = core::mem::replace(&mut scheduler.current, next);
             previous.tls = tls::save();
             tls::restore(scheduler.current.tls);

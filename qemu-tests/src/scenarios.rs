@@ -206,6 +206,21 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "nostd", tamper: None }),
     },
     Scenario {
+        name: "endless_loop_does_not_starve_others",
+        cmdline: "stop_after_ms=4000",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "[looper] spinning forever",
+            "[counter] count 3",
+            "mica: component counter exited with status 0",
+            "[greeter] slept at least 10 ms: true",
+            "mica: component greeter exited with status 0",
+            "mica: stop_after_ms=4000 reached with 1 component(s) still running: looper; 2 of 3 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "starve", tamper: None }),
+    },
+    Scenario {
         name: "corrupt_artifact",
         cmdline: "",
         expect: ExitCode::Failed,

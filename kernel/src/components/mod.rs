@@ -1,10 +1,11 @@
 //! Components: the kernel's Wasmtime engines (configured by the runtime's shared
 //! `engine_config`, with the kernel's code memory and CPU feature detection; one per CPU-limit
 //! instrumentation in use), the platform services components run on, and running one component
-//! to its end on its own kernel stack.
+//! to its end on the kernel thread `system` gives it.
 
 pub mod code_memory;
 pub mod platform;
+pub mod sync;
 pub mod system;
 pub mod tls;
 
@@ -12,14 +13,14 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 
-use mica_runtime::config::{COMPONENT_STACK_BYTES, Instrumentation, engine_config};
+use mica_runtime::config::{Instrumentation, engine_config};
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, Launch, LoadError, Outcome};
 use mica_runtime::wasmtime::Engine;
 use spin::Once;
 
-use crate::arch::stacks::KernelStack;
-use crate::arch::{clock, cpu, stack_switch};
+use crate::arch::cpu;
+use crate::sched;
 
 /// One engine per [`Instrumentation`] (indexed by [`Instrumentation::index`]), each made when
 /// the first component compiled with that instrumentation is loaded: an artifact loads only into
@@ -63,8 +64,6 @@ pub enum StartError {
     Engine(String),
     /// The runtime refused the component.
     Load(LoadError),
-    /// No stack for it.
-    Stack(String),
 }
 
 impl core::fmt::Display for StartError {
@@ -72,7 +71,6 @@ impl core::fmt::Display for StartError {
         match self {
             StartError::Engine(e) => write!(f, "{e}"),
             StartError::Load(e) => write!(f, "{e}"),
-            StartError::Stack(e) => write!(f, "no kernel stack: {e}"),
         }
     }
 }
@@ -100,21 +98,17 @@ pub fn run(
     grants: &[String],
 ) -> Result<(Outcome, Costs), StartError> {
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
-    let t0 = clock::rdtsc();
+    // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
+    let t0 = sched::cpu_ticks();
     // SAFETY: the artifact passed the bundle's checksum and the artifact key check (made by
     // Mica's AOT compiler for this engine configuration, instrumentation included); Wasmtime
     // checks its version, settings (fuel and epochs among them) and CPU features again.
     let component = unsafe { program::load(engine, artifact) }.map_err(StartError::Load)?;
-    let t1 = clock::rdtsc();
+    let t1 = sched::cpu_ticks();
     let linker = program::link(engine, &component, grants).map_err(StartError::Load)?;
-    let t2 = clock::rdtsc();
-    let stack = KernelStack::new(COMPONENT_STACK_BYTES as u64).map_err(|e| StartError::Stack(format!("{e}")))?;
-    let mut result = None;
-    stack_switch::run_on(&stack, || {
-        result = Some(program::run_timed(engine, &component, &linker, platform.clone(), launch, clock::rdtsc));
-    });
-    let (outcome, phases) = result
-        .unwrap_or_else(|| Err(LoadError::Instantiate("the component's stack returned without a result".into())))
+    let t2 = sched::cpu_ticks();
+    // The component's thread has a stack of `COMPONENT_STACK_BYTES` (see `sched`).
+    let (outcome, phases) = program::run_timed(engine, &component, &linker, platform.clone(), launch, sched::cpu_ticks)
         .map_err(StartError::Load)?;
     let costs = Costs { load: t1 - t0, instantiate: (t2 - t1) + phases.instantiate, run: phases.run };
     Ok((outcome, costs))

@@ -73,8 +73,14 @@ impl Platform for KernelPlatform {
     }
 
     fn sleep_until(&self, deadline_ns: u64) {
+        // Until the scheduler can block a thread on a timer, a sleeping component gives its turn
+        // to ready threads, or halts until the next tick when there are none.
         while self.monotonic_ns() < deadline_ns {
-            arch::wait_for_interrupt();
+            if crate::sched::ready_count() > 0 {
+                crate::sched::yield_now();
+            } else {
+                arch::wait_for_interrupt();
+            }
         }
     }
 

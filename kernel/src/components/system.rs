@@ -1,6 +1,6 @@
-//! Running the system: the boot bundle's manifest, component by component. Each component is
-//! checked against this kernel and CPU before it is loaded; a refusal or a failure is reported
-//! with the component's name and the reason, and the others still run.
+//! Running the system: the boot bundle's manifest, each component on a kernel thread of its own.
+//! Each component is checked against this kernel and CPU before it is loaded; a refusal or a
+//! failure is reported with the component's name and the reason, and the others still run.
 
 use alloc::format;
 use alloc::string::String;
@@ -14,8 +14,9 @@ use mica_runtime::platform::Platform;
 use mica_runtime::program::Launch;
 
 use super::platform::KernelPlatform;
+use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
-use crate::kprintln;
+use crate::{kprintln, sched};
 
 /// How many times an `on-failure` component is started again before it is given up on.
 const MAX_RESTARTS: u32 = 3;
@@ -129,8 +130,21 @@ fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSp
     }
 }
 
-/// Runs every component of the bundle; the verdict is success when all of them succeeded.
-pub fn run(bytes: &[u8]) -> ExitCode {
+/// What the component threads report back to the boot thread.
+struct Tally {
+    /// Components whose thread has finished.
+    finished: usize,
+    /// Of those, the ones that succeeded.
+    succeeded: usize,
+    /// Names of the components still running.
+    running: Vec<String>,
+}
+
+/// Runs every component of the bundle, each on a kernel thread of its own (so that one in an
+/// endless loop does not hold up the others: the timer tick preempts it). The verdict is success
+/// when all of them succeeded. With `stop_after_ms`, the system stops that long after the
+/// components started, whatever is still running (reported by name; the verdict is then failed).
+pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
     let bundle = match Bundle::parse(bytes) {
         Ok(b) => b,
         Err(e) => {
@@ -152,7 +166,51 @@ pub fn run(bytes: &[u8]) -> ExitCode {
     let platform: Arc<dyn Platform> = Arc::new(KernelPlatform::new());
     let total = manifest.components.len();
     kprintln!("mica: system of {total} component(s)");
-    let succeeded = manifest.components.iter().filter(|spec| run_one(&platform, &bundle, spec)).count();
-    kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");
-    if succeeded == total { ExitCode::Success } else { ExitCode::Failed }
+    let tally = Arc::new(IrqMutex::new(Tally { finished: 0, succeeded: 0, running: Vec::new() }));
+    for spec in manifest.components {
+        let name = spec.name.clone();
+        tally.lock().running.push(name.clone());
+        let (platform, thread_tally, bundle) = (platform.clone(), tally.clone(), bundle.clone());
+        let spawned = sched::spawn(&format!("component {name}"), move || {
+            let ok = run_one(&platform, &bundle, &spec);
+            let mut tally = thread_tally.lock();
+            tally.finished += 1;
+            tally.succeeded += usize::from(ok);
+            tally.running.retain(|running| *running != spec.name);
+        });
+        if let Err(e) = spawned {
+            kprintln!("mica: component {name} refused: {e}");
+            let mut tally = tally.lock();
+            tally.finished += 1;
+            tally.running.retain(|running| *running != name);
+        }
+    }
+    let deadline = stop_after_ms.map(|ms| clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000);
+    loop {
+        let (finished, succeeded, running) = {
+            let tally = tally.lock();
+            (tally.finished, tally.succeeded, tally.running.clone())
+        };
+        if finished == total {
+            kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");
+            return if succeeded == total { ExitCode::Success } else { ExitCode::Failed };
+        }
+        if let (Some(deadline), Some(ms)) = (deadline, stop_after_ms)
+            && clock::monotonic_ns().unwrap_or(0) >= deadline
+        {
+            kprintln!(
+                "mica: stop_after_ms={ms} reached with {} component(s) still running: {}; {succeeded} of {total} \
+                 succeeded; powering off",
+                running.len(),
+                running.join(", ")
+            );
+            return ExitCode::Failed;
+        }
+        // The boot thread only waits: it gives its turn away, or sleeps until the next tick.
+        if sched::ready_count() > 0 {
+            sched::yield_now();
+        } else {
+            crate::arch::wait_for_interrupt();
+        }
+    }
 }

@@ -13,7 +13,6 @@ pub mod qemu;
 pub mod random;
 pub mod rtc;
 pub mod serial;
-pub mod stack_switch;
 pub mod stacks;
 pub mod traps;
 

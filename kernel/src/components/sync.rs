@@ -1,0 +1,89 @@
+//! The lock primitives Wasmtime asks its embedder for when it has no `std`
+//! (`custom-sync-primitives`): components run on preemptible threads, so Wasmtime's internal
+//! locks (engine, code registry, type registry) can be contended and must really wait.
+//!
+//! Each lock is one `usize` inside Wasmtime's own structure, zero when new. A mutex is 0 (free)
+//! or 1 (held); a reader-writer lock is 0 (free), [`WRITER`] (held for writing) or the number of
+//! readers. A thread that cannot take a lock gives its turn to the others (the holder may be one
+//! of them) and tries again; the timer tick preempts it anyway.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// A reader-writer lock held for writing.
+const WRITER: usize = usize::MAX;
+
+/// Waits a little for another thread to release a lock.
+fn back_off() {
+    if crate::sched::ready_count() > 0 {
+        crate::sched::yield_now();
+    } else {
+        core::hint::spin_loop();
+    }
+}
+
+/// The lock word behind Wasmtime's pointer.
+fn word<'a>(lock: *mut usize) -> &'a AtomicUsize {
+    // SAFETY: Wasmtime passes a pointer to the `usize` inside its lock, which is aligned, lives
+    // as long as the lock and is only ever accessed through these functions (atomically).
+    unsafe { AtomicUsize::from_ptr(lock) }
+}
+
+/// Frees a mutex: nothing to do, the word is all there is.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_lock_free(_lock: *mut usize) {}
+
+/// Takes a mutex, waiting while another thread holds it.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_lock_acquire(lock: *mut usize) {
+    let word = word(lock);
+    while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        back_off();
+    }
+}
+
+/// Releases a mutex.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_lock_release(lock: *mut usize) {
+    word(lock).store(0, Ordering::Release);
+}
+
+/// Takes a reader-writer lock for reading, waiting while a writer holds it.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_rwlock_read(lock: *mut usize) {
+    let word = word(lock);
+    loop {
+        let readers = word.load(Ordering::Relaxed);
+        if readers != WRITER
+            && readers + 1 != WRITER
+            && word.compare_exchange_weak(readers, readers + 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            return;
+        }
+        back_off();
+    }
+}
+
+/// Releases a read hold.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_rwlock_read_release(lock: *mut usize) {
+    word(lock).fetch_sub(1, Ordering::Release);
+}
+
+/// Takes a reader-writer lock for writing, waiting while anyone holds it.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_rwlock_write(lock: *mut usize) {
+    let word = word(lock);
+    while word.compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        back_off();
+    }
+}
+
+/// Releases a write hold.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_rwlock_write_release(lock: *mut usize) {
+    word(lock).store(0, Ordering::Release);
+}
+
+/// Frees a reader-writer lock: nothing to do.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_sync_rwlock_free(_lock: *mut usize) {}
