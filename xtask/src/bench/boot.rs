@@ -110,12 +110,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
         wall,
         instructions: Instructions { qemu_options: "-accel tcg -icount shift=0", counts, identical },
     };
-    println!("{}", report.markdown());
-    let json = out_dir.join("boot.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    println!("Written to {}", json.display());
-    Ok(())
+    super::report::publish(&out_dir, "boot.json", &report.markdown(), &report)
 }
 
 /// The target directory the kernel was built in (`<target>/x86_64-unknown-none/<profile>/mica-kernel`).

@@ -133,11 +133,10 @@ pub fn run(root: &Path) -> Result<()> {
     for _ in 0..COUNT_RUNS {
         let outcome = boot(&cmd, Duration::from_secs(BOOT_TIMEOUT_SECS))?;
         let costs = component_costs(&outcome.serial);
-        let got: Vec<&str> = costs.iter().map(|c| c.name.as_str()).collect();
-        if got != names {
+        let Some(costs) = in_manifest_order(costs, &names) else {
             eprintln!();
-            bail!("expected `{COSTS_PREFIX}` lines for {names:?}, got {got:?}\n{}", outcome.transcript());
-        }
+            bail!("expected one `{COSTS_PREFIX}` line for each of {names:?}\n{}", outcome.transcript());
+        };
         boots.push(costs);
         eprint!(".");
     }
@@ -166,12 +165,7 @@ pub fn run(root: &Path) -> Result<()> {
         sieve,
         peers: PEERS.to_vec(),
     };
-    println!("{}", report.markdown());
-    let json = out_dir.join("components.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    println!("Written to {}", json.display());
-    Ok(())
+    super::report::publish(&out_dir, "components.json", &report.markdown(), &report)
 }
 
 /// The sieve component's run against the same work natively in a Linux guest and under Wasmtime
@@ -234,6 +228,20 @@ fn differing(boots: &[Vec<Costs>]) -> Vec<String> {
         }
     }
     out
+}
+
+/// `costs` in the order of `names` (components run concurrently, so their lines come in any
+/// order); `None` unless there is exactly one line per name.
+fn in_manifest_order(mut costs: Vec<Costs>, names: &[&str]) -> Option<Vec<Costs>> {
+    if costs.len() != names.len() {
+        return None;
+    }
+    let mut ordered = Vec::with_capacity(names.len());
+    for name in names {
+        let at = costs.iter().position(|c| c.name == *name)?;
+        ordered.push(costs.swap_remove(at));
+    }
+    Some(ordered)
 }
 
 /// Every `mica: component-costs` line of `serial`, in order.
@@ -304,11 +312,13 @@ impl Report {
             "- These are guest instruction counts under QEMU TCG with `-icount shift=0` (the TSC advances once \
              per instruction), not time. load: deserializing the artifact from the in-memory bundle; \
              instantiate: linking the granted interfaces, making the store, instantiating; run: the \
-             `wasi:cli/run` call. Kernel work in between (timer interrupts) is included.\n",
+             `wasi:cli/run` call. Each is the component thread's own CPU time (the TSC is accounted per \
+             thread at each switch): the components run concurrently and do not count each other; timer \
+             interrupts taken while the thread runs are included.\n",
         );
         md.push_str(
-            "- hello sleeps 10 ms: while the guest is idle, `-icount` moves the TSC on by the time slept, so \
-             its run is not a pure instruction count and may differ between boots.\n",
+            "- hello sleeps 10 ms: it gives its turn to the other components meanwhile; if none is ready the \
+             CPU halts, `-icount` moves the TSC on by the time slept, and that time counts as hello's.\n",
         );
         let _ = writeln!(
             md,
@@ -393,6 +403,15 @@ mod tests {
         assert_eq!(parse_costs("mica: component-costs name=a load=1 instantiate=2 run=-3"), None);
         assert_eq!(parse_costs("mica: component a exited with status 0 (1 ms)"), None);
         assert_eq!(parse_costs("mica: component-costs name=a run=3 instantiate=2 load=1"), Some(costs("a", 1, 2, 3)));
+    }
+
+    #[test]
+    fn cost_lines_are_put_in_manifest_order() {
+        let lines = vec![costs("b", 1, 1, 1), costs("a", 2, 2, 2)];
+        let ordered = in_manifest_order(lines.clone(), &["a", "b"]).expect("one line each");
+        assert_eq!(ordered, vec![costs("a", 2, 2, 2), costs("b", 1, 1, 1)]);
+        assert_eq!(in_manifest_order(lines.clone(), &["a", "b", "c"]), None);
+        assert_eq!(in_manifest_order(vec![costs("a", 1, 1, 1), costs("a", 1, 1, 1)], &["a", "b"]), None);
     }
 
     #[test]

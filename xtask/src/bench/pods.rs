@@ -172,12 +172,7 @@ pub fn run(root: &Path) -> Result<()> {
         instructions_to_init: instructions,
         peers: PEERS.to_vec(),
     };
-    println!("{}", report.markdown());
-    let json = out_dir.join("pods.json");
-    fs::write(&json, serde_json::to_string_pretty(&report)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
-    println!("Written to {}", json.display());
-    Ok(())
+    super::report::publish(&out_dir, "pods.json", &report.markdown(), &report)
 }
 
 /// The resident memory of the QEMU process of the pod in `dir`, in KiB.

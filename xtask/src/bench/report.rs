@@ -1,7 +1,9 @@
 //! The boot benchmark's results: JSON for machines, a markdown table for people.
 
 use std::fmt::Write as _;
+use std::path::Path;
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::stats::{Summary, human};
@@ -117,6 +119,16 @@ pub(super) fn grouped(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Prints a benchmark's `markdown` table and writes its `report` as `out_dir/file` (JSON).
+pub fn publish(out_dir: &Path, file: &str, markdown: &str, report: &impl Serialize) -> Result<()> {
+    println!("{markdown}");
+    let json = out_dir.join(file);
+    std::fs::write(&json, serde_json::to_string_pretty(report)? + "\n")
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("Written to {}", json.display());
+    Ok(())
 }
 
 #[cfg(test)]
