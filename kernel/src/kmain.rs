@@ -81,7 +81,7 @@ pub fn start(start_info: u64) -> ! {
     );
     heap::init().unwrap_or_else(|()| fail("heap", "cannot map the first heap pages"));
     info!("heap: {} KiB mapped at {:#x}", heap::mapped_bytes() / 1024, layout::HEAP_BASE);
-    crate::sched::init();
+    crate::sched::init().unwrap_or_else(|e| fail("scheduler", e));
 
     let apic_info = apic::init().unwrap_or_else(|e| fail("local APIC", e));
     let clocks = clock::init(args.tick_hz).unwrap_or_else(|e| fail("clock", e));

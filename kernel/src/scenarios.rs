@@ -19,7 +19,7 @@ use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mem::{Protection, WxViolation, heap, phys};
 
 /// The scenario names, for errors.
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt";
+pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -33,6 +33,7 @@ pub fn run(name: &str) -> ! {
         "paging" => paging(),
         "threads" => threads(),
         "preempt" => preempt(),
+        "sleep" => sleep(),
         other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
     };
     match result {
@@ -440,5 +441,55 @@ fn preempt() -> Result<(), String> {
         "mica: preempt: 2 spinners that never yield and the boot thread shared {PREEMPT_TICKS} ticks: time slices \
          {slices:?} (boot thread {boot_slices}), spins {spins:?}"
     );
+    Ok(())
+}
+
+/// How long the [`sleep`] scenario's sleeper sleeps.
+const SLEEP_MS: u64 = 50;
+
+/// Sleeping: a thread that sleeps 50 ms beside a busy one wakes after its deadline (within a few
+/// ticks) having used almost no CPU, and the boot thread, sleeping alone afterwards (only the idle
+/// thread left to run), wakes too.
+fn sleep() -> Result<(), String> {
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::sched;
+
+    static WOKE_LATE_BY_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+    static SLEEP_CPU: AtomicU64 = AtomicU64::new(u64::MAX);
+    static SLEEPER_DONE: AtomicBool = AtomicBool::new(false);
+    static BUSY_DONE: AtomicBool = AtomicBool::new(false);
+
+    let now = || clock::monotonic_ns().unwrap_or(0);
+    sched::spawn("sleeper", move || {
+        let deadline = now() + SLEEP_MS * 1_000_000;
+        let cpu = sched::cpu_ticks();
+        sched::sleep_until(deadline);
+        SLEEP_CPU.store(sched::cpu_ticks() - cpu, Ordering::SeqCst);
+        WOKE_LATE_BY_NS.store(now().saturating_sub(deadline), Ordering::SeqCst);
+        SLEEPER_DONE.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| format!("spawning the sleeper: {e}"))?;
+    sched::spawn("busy", || {
+        while !SLEEPER_DONE.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+        BUSY_DONE.store(true, Ordering::SeqCst);
+    })
+    .map_err(|e| format!("spawning the busy thread: {e}"))?;
+    while !BUSY_DONE.load(Ordering::SeqCst) {
+        sched::sleep_until(now() + clock::tick_ns());
+    }
+    let (late, cpu) = (WOKE_LATE_BY_NS.load(Ordering::SeqCst), SLEEP_CPU.load(Ordering::SeqCst));
+    let tick = clock::tick_ns();
+    ensure!(late <= 3 * tick, "the sleeper woke {late} ns after its deadline (a tick is {tick} ns)");
+    // Sleeping costs nothing but the switches: far below the time slept, in TSC ticks.
+    let slept_tsc = clock::tsc_frequency().map_or(0, |f| f.hz()) / 1000 * SLEEP_MS;
+    ensure!(cpu < slept_tsc / 20, "the sleeper used {cpu} TSC ticks of CPU while sleeping {SLEEP_MS} ms ({slept_tsc})");
+    // Alone: nothing else is ready, so the idle thread halts until the tick that wakes us.
+    let start = now();
+    sched::sleep_until(start + 30_000_000);
+    ensure!(now() >= start + 30_000_000, "the boot thread woke early");
+    kprintln!("mica: sleep: woke {late} ns after the deadline, {cpu} TSC ticks of CPU while asleep");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Kernel threads and the scheduler: one CPU, round-robin, preemptive: the timer interrupt
 //! switches to the next ready thread at every tick (a time slice of one tick), and a thread may
-//! also yield. SMP is the next step.
+//! also yield or sleep. A sleeping thread is off the run queue and costs nothing until the tick
+//! that finds its deadline passed; when no thread is ready, the idle thread halts the CPU until
+//! the next interrupt. SMP is the next step.
 //!
 //! Preemption is safe against the kernel's own locks because they are all
 //! [`IrqMutex`]es: a thread holding one has interrupts off and is never switched away from.
@@ -47,6 +49,10 @@ struct Scheduler {
     slice_start: u64,
     current: Box<Thread>,
     ready: VecDeque<Box<Thread>>,
+    /// Sleeping threads and their deadlines (monotonic ns).
+    sleeping: Vec<(u64, Box<Thread>)>,
+    /// The idle thread, when it is not running.
+    idle: Option<Box<Thread>>,
     /// Finished threads whose stacks are freed by the next thread to run.
     finished: Vec<Box<Thread>>,
     next_id: ThreadId,
@@ -54,17 +60,39 @@ struct Scheduler {
 
 static SCHEDULER: IrqMutex<Option<Scheduler>> = IrqMutex::new(None);
 
-/// Makes the running code the thread `boot`.
-pub fn init() {
+/// The idle thread's id.
+const IDLE: ThreadId = 1;
+/// The idle thread's stack: it only halts.
+const IDLE_STACK_BYTES: u64 = 16 * 1024;
+
+/// Makes the running code the thread `boot`, and the idle thread.
+pub fn init() -> Result<(), SpawnError> {
     let boot =
         Box::new(Thread { cpu: 0, id: 0, name: "boot".into(), context: Context::current(), tls: [0; 2], entry: None });
+    let stack = KernelStack::new(IDLE_STACK_BYTES).map_err(SpawnError::Stack)?;
+    let halt: Box<dyn FnOnce() + Send> = Box::new(|| {
+        loop {
+            arch::wait_for_interrupt();
+        }
+    });
+    let idle = Box::new(Thread {
+        cpu: 0,
+        id: IDLE,
+        name: "idle".into(),
+        context: Context::new(stack, thread_main, 0),
+        tls: [0; 2],
+        entry: Some(halt),
+    });
     *SCHEDULER.lock() = Some(Scheduler {
         slice_start: clock::rdtsc(),
         current: boot,
         ready: VecDeque::new(),
+        sleeping: Vec::new(),
+        idle: Some(idle),
         finished: Vec::new(),
-        next_id: 1,
+        next_id: IDLE + 1,
     });
+    Ok(())
 }
 
 /// Why a thread could not be made.
@@ -133,15 +161,59 @@ pub fn set_preemption(on: bool) {
 /// Called from the timer interrupt (interrupts off, on the interrupted thread's stack): the
 /// running thread's time slice is over; the next ready thread runs.
 pub fn on_tick() {
-    if PREEMPTION.load(core::sync::atomic::Ordering::Relaxed) {
-        switch_away(false);
+    let idle = {
+        let mut guard = SCHEDULER.lock();
+        let Some(scheduler) = guard.as_mut() else { return };
+        if let Some(now) = clock::monotonic_ns() {
+            let mut i = 0;
+            while i < scheduler.sleeping.len() {
+                if scheduler.sleeping[i].0 <= now {
+                    let (_, thread) = scheduler.sleeping.swap_remove(i);
+                    scheduler.ready.push_back(thread);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        scheduler.current.id == IDLE
+    };
+    if idle || PREEMPTION.load(core::sync::atomic::Ordering::Relaxed) {
+        switch_away(After::Ready);
     }
 }
 
 /// Lets the next ready thread run; returns when this one is scheduled again (at once when no
 /// other is ready).
 pub fn yield_now() {
-    switch_away(false);
+    switch_away(After::Ready);
+}
+
+/// Sleeps until the monotonic clock reaches `deadline_ns`: the thread leaves the run queue and
+/// is put back by the first timer tick at or after its deadline (so it wakes within a tick).
+/// Before the scheduler or the clock runs, it halts until the deadline instead.
+pub fn sleep_until(deadline_ns: u64) {
+    loop {
+        let Some(now) = clock::monotonic_ns() else { return };
+        if now >= deadline_ns {
+            return;
+        }
+        if SCHEDULER.lock().is_none() {
+            arch::wait_for_interrupt();
+        } else {
+            switch_away(After::Sleep(deadline_ns));
+        }
+    }
+}
+
+/// Where the running thread goes when it is switched away from.
+#[derive(Clone, Copy, Debug)]
+enum After {
+    /// The back of the run queue.
+    Ready,
+    /// Nowhere: it has ended.
+    Finished,
+    /// The sleepers, until this deadline (monotonic ns).
+    Sleep(u64),
 }
 
 /// Where every new thread starts: runs its entry, then ends the thread.
@@ -157,25 +229,28 @@ extern "C" fn thread_main(_: usize) -> ! {
     if let Some(entry) = entry {
         entry();
     }
-    switch_away(true);
+    switch_away(After::Finished);
     unreachable!("a finished thread was scheduled again");
 }
 
-/// Switches to the next ready thread. The running thread goes to the back of the ready queue,
-/// or, when `finished`, to the finished list (its stack is freed by whoever runs next).
-fn switch_away(finished: bool) {
+/// Switches to the next ready thread (the idle thread when none is ready and the running one
+/// cannot go on). The running thread goes where `after` says; a finished one's stack is freed by
+/// whoever runs next.
+fn switch_away(after: After) {
     arch::without_interrupts(|| {
         let (from, to): (*mut Context, *mut Context) = {
             let mut guard = SCHEDULER.lock();
             let Some(scheduler) = guard.as_mut() else { return };
-            if !finished {
+            if !matches!(after, After::Finished) {
                 scheduler.finished.clear();
             }
-            let Some(next) = scheduler.ready.pop_front() else {
-                if finished {
-                    panic!("thread {} ended and no thread is left to run", scheduler.current.name);
-                }
-                return;
+            let next = match (scheduler.ready.pop_front(), after) {
+                (Some(next), _) => next,
+                (None, After::Ready) => return,
+                (None, _) => match scheduler.idle.take() {
+                    Some(idle) => idle,
+                    None => panic!("thread {} cannot go on and the idle thread is missing", scheduler.current.name),
+                },
             };
             let now = clock::rdtsc();
             scheduler.current.cpu += now.wrapping_sub(scheduler.slice_start);
@@ -186,10 +261,11 @@ fn switch_away(finished: bool) {
             // Boxes: the contexts stay where they are when the box moves into a queue.
             let from: *mut Context = &mut previous.context;
             let to: *mut Context = &mut scheduler.current.context;
-            if finished {
-                scheduler.finished.push(previous);
-            } else {
-                scheduler.ready.push_back(previous);
+            match after {
+                _ if previous.id == IDLE => scheduler.idle = Some(previous),
+                After::Ready => scheduler.ready.push_back(previous),
+                After::Finished => scheduler.finished.push(previous),
+                After::Sleep(deadline) => scheduler.sleeping.push((deadline, previous)),
             }
             (from, to)
         };

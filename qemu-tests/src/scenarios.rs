@@ -142,6 +142,14 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
     },
     Scenario {
+        name: "sleep",
+        cmdline: "test=sleep",
+        expect: ExitCode::Success,
+        output_contains: &["mica: sleep: woke ", "mica: boot test sleep: passed"],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+    },
+    Scenario {
         name: "invalid_cmdline",
         cmdline: "log=loud",
         expect: ExitCode::Failed,

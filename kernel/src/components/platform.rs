@@ -73,15 +73,8 @@ impl Platform for KernelPlatform {
     }
 
     fn sleep_until(&self, deadline_ns: u64) {
-        // Until the scheduler can block a thread on a timer, a sleeping component gives its turn
-        // to ready threads, or halts until the next tick when there are none.
-        while self.monotonic_ns() < deadline_ns {
-            if crate::sched::ready_count() > 0 {
-                crate::sched::yield_now();
-            } else {
-                arch::wait_for_interrupt();
-            }
-        }
+        // Off the run queue until the deadline's tick: a sleeping component costs nothing.
+        crate::sched::sleep_until(deadline_ns);
     }
 
     fn random_bytes(&self, buf: &mut [u8]) -> RandomSource {

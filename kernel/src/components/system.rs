@@ -206,11 +206,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
             );
             return ExitCode::Failed;
         }
-        // The boot thread only waits: it gives its turn away, or sleeps until the next tick.
-        if sched::ready_count() > 0 {
-            sched::yield_now();
-        } else {
-            crate::arch::wait_for_interrupt();
-        }
+        // The boot thread only waits, off the run queue, looking again every tick.
+        sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + clock::tick_ns().max(1));
     }
 }
