@@ -59,8 +59,30 @@ pub struct Report {
     pub plain_qemu_to_init: Summary,
     /// Guest instructions from reset to init's `main` (TCG, `-icount shift=0`), per boot.
     pub instructions_to_init: Vec<u64>,
+    /// Backends and accelerators that were not measured, and why.
+    pub not_measured: Vec<String>,
     /// Published figures to compare with.
     pub peers: Vec<&'static str>,
+}
+
+/// The backends this run cannot measure here, and why.
+fn not_measured(probe: &KvmProbe) -> Vec<String> {
+    let mut rows = Vec::new();
+    if probe.usable() && !probe.hardware() {
+        rows.push(format!(
+            "qemu with {}: a stock Linux kernel stops there with a KVM emulation failure (cmpxchg16b), so pods use TCG",
+            probe.label()
+        ));
+    }
+    if !probe.hardware() {
+        rows.push("hardware KVM: none on this host".to_owned());
+    }
+    rows.push(
+        "mica-vmm: boots Debian's kernel to init on hardware KVM, but has no virtio devices for the agent yet, so it \
+         cannot run pods"
+            .to_owned(),
+    );
+    rows
 }
 
 /// Peer figures, quoted in the notes.
@@ -170,6 +192,7 @@ pub fn run(root: &Path) -> Result<()> {
         qemu_rss_kib: rss,
         plain_qemu_to_init: Summary::of(&plain).context("no plain boots")?,
         instructions_to_init: instructions,
+        not_measured: not_measured(&probe),
         peers: PEERS.to_vec(),
     };
     super::report::publish(&out_dir, "pods.json", &report.markdown(), &report)
@@ -264,6 +287,12 @@ impl Report {
             counts.len(),
             counts.join(", ")
         );
+        if !self.not_measured.is_empty() {
+            md.push_str("\nNot measured here:\n");
+            for row in &self.not_measured {
+                let _ = writeln!(md, "- {row}");
+            }
+        }
         let _ = writeln!(md, "\nPeers (hardware KVM, not comparable one-to-one with TCG): {}.", self.peers.join("; "));
         md
     }
@@ -280,6 +309,19 @@ mod tests {
     }
 
     #[test]
+    fn what_cannot_run_here_is_said() {
+        use mica_launch::{DevKvm, KvmBacking};
+        let software = KvmProbe { dev: DevKvm::Usable, backing: KvmBacking::Software("kvm_pvm") };
+        let rows = not_measured(&software);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert!(rows[0].starts_with("qemu with software KVM (kvm_pvm): a stock Linux kernel stops"), "{rows:?}");
+        let hardware = KvmProbe { dev: DevKvm::Usable, backing: KvmBacking::Hardware("kvm_amd") };
+        let rows = not_measured(&hardware);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(rows[0].starts_with("mica-vmm: "));
+    }
+
+    #[test]
     fn markdown_has_rows_and_peers() {
         let s = |x: f64| Summary::of(&[Duration::from_secs_f64(x)]).unwrap();
         let report = Report {
@@ -292,6 +334,7 @@ mod tests {
             qemu_rss_kib: vec![200 * 1024, 100 * 1024, 150 * 1024],
             plain_qemu_to_init: s(2.5),
             instructions_to_init: vec![1_500_000_000, 1_500_000_000],
+            not_measured: vec!["mica-vmm: no virtio devices yet".into()],
             peers: PEERS.to_vec(),
         };
         let md = report.markdown();
@@ -300,5 +343,6 @@ mod tests {
         assert!(md.contains("median 150.0 MiB (min 100.0, max 200.0)"), "{md}");
         assert!(md.contains("2 boots): 1,500,000,000, 1,500,000,000"), "{md}");
         assert!(md.contains("Firecracker") && md.contains("Cloud Hypervisor"), "{md}");
+        assert!(md.contains("Not measured here:\n- mica-vmm: no virtio devices yet"), "{md}");
     }
 }
