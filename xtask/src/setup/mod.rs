@@ -59,6 +59,7 @@ fn steps(toolchain: &Toolchain) -> Vec<Box<dyn Step>> {
     }
     steps.push(Box::new(tools::Qemu));
     steps.push(Box::new(tools::WasmTools));
+    steps.push(Box::new(tools::PodTools));
     steps
 }
 

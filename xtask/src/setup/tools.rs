@@ -56,6 +56,31 @@ impl Step for Qemu {
     }
 }
 
+/// What legacy pods need on the host besides QEMU: `mke2fs` (e2fsprogs) makes the read-only
+/// secrets disk; `apt-get download` and `dpkg-deb` (always on Debian) fetch the guest kernel.
+pub struct PodTools;
+
+/// Where `mke2fs` may be.
+const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
+
+impl Step for PodTools {
+    fn name(&self) -> &'static str {
+        "pod tools"
+    }
+
+    fn check(&self, _ctx: &Ctx) -> Result<State> {
+        Ok(match MKE2FS.iter().find(|p| Path::new(p).exists()) {
+            Some(path) => State::Ready((*path).to_owned()),
+            None => State::Missing("mke2fs (e2fsprogs) not installed".to_owned()),
+        })
+    }
+
+    fn apply(&self, ctx: &Ctx) -> Result<String> {
+        apt::install(ctx, &["e2fsprogs"])?;
+        Ok("installed e2fsprogs".to_owned())
+    }
+}
+
 /// wasm-tools, on `PATH`.
 pub struct WasmTools;
 
