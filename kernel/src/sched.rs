@@ -269,11 +269,12 @@ fn switch_away(after: After) {
             }
             (from, to)
         };
-        // SAFETY: both contexts live in boxed threads owned by the scheduler (the previous one in
-        // the ready queue or the finished list, which is only cleared by a thread running on
-        // another stack, never before this switch completes). Interrupts are off and this is the
-        // only CPU, so nothing else touches them until the switch is done; the lock is released
-        // first so that the thread switched to can take it.
+        // Both contexts live in boxed threads owned by the scheduler (the previous one in a queue
+        // or the finished list, which is only cleared by a thread running on another stack, never
+        // before this switch completes). Interrupts are off and this is the only CPU, so nothing
+        // else touches them until the switch is done; the lock is released first so that the
+        // thread switched to can take it.
+        // SAFETY: as above: both pointers are valid, unaliased and outlive the switch.
         let switched = unsafe { (*from).switch(&mut *to) };
         if let Err(e) = switched {
             panic!("scheduler: bad context switch: {e:?}");

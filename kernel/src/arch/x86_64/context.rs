@@ -95,11 +95,11 @@ impl Context {
         }
         self.running = false;
         to.running = true;
-        // SAFETY: `self` is the running context, so saving into it is right; `to` is not running,
-        // so its `rsp` was either built by `Context::new` on a stack it owns or saved by an
-        // earlier switch away from it, and its stack is alive (owned by `to`, or the boot stack).
-        // Both FPU areas are 16-byte aligned boxes of 512 bytes. Interrupts are the caller's
-        // business: the switch itself is a plain call that preserves the callee-saved registers.
+        // `self` is the running context, so saving into it is right; `to` is not running, so its
+        // `rsp` was either built by `Context::new` on a stack it owns or saved by an earlier
+        // switch away from it, and its stack is alive (owned by `to`, or the boot stack). Both
+        // FPU areas are 16-byte aligned boxes of 512 bytes. Interrupts are the caller's business.
+        // SAFETY: as above; the switch is a plain call that preserves the callee-saved registers.
         unsafe { switch_stacks(&raw mut self.rsp, to.rsp, self.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr()) };
         Ok(())
     }
