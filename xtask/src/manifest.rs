@@ -9,7 +9,7 @@
 //! memory_limit = "64MiB"          # optional (default 64MiB): bytes, or a number with B/KiB/MiB/GiB
 //! fuel = 100_000_000              # optional: a CPU budget in Wasmtime fuel units, or ...
 //! cpu_time_limit = "2s"           # ... a CPU time budget (ms or s); at most one of the two
-//! restart = "never"               # optional: "never" (default) or "on-failure"
+//! restart = "never"               # optional: "never" (default), "on-failure" or "always"
 //! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
 //! ```
 //!
@@ -216,7 +216,10 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         let restart = match raw.restart.as_deref() {
             None | Some("never") => mica_bundle::Restart::Never,
             Some("on-failure") => mica_bundle::Restart::OnFailure,
-            Some(other) => return Err(cx.err("restart", format!("{other:?}: expected \"never\" or \"on-failure\""))),
+            Some("always") => mica_bundle::Restart::Always,
+            Some(other) => {
+                return Err(cx.err("restart", format!("{other:?}: expected \"never\", \"on-failure\" or \"always\"")));
+            }
         };
         for g in &raw.grants {
             if !provided.iter().any(|i| mica_runtime::program::grant_covers(g, i)) {
@@ -300,8 +303,11 @@ mod tests {
         assert!(e.contains("component 'x': fuel: give `fuel` or `cpu_time_limit`, not both"), "{e}");
         let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ncpu_time_limit = \"soon\"\n");
         assert!(e.contains("cpu_time_limit:"), "{e}");
-        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nrestart = \"always\"\n");
-        assert!(e.contains("component 'x': restart: \"always\""), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nrestart = \"sometimes\"\n");
+        assert!(
+            e.contains("component 'x': restart: \"sometimes\": expected \"never\", \"on-failure\" or \"always\""),
+            "{e}"
+        );
         let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ngrants = [\"wasi:sockets/tcp\"]\n");
         assert!(e.contains("component 'x': grants: \"wasi:sockets/tcp\" is not an interface"), "{e}");
         let e = err("[[component]]\nname = \"Bad_Name\"\nwasm = \"a.wasm\"\n");

@@ -34,7 +34,7 @@ pub use manifest::{ComponentSpec, ManifestError, Restart, SystemManifest};
 pub const MAGIC: [u8; 8] = *b"MICABNDL";
 /// The format version this crate reads and writes (2: the manifest records each artifact's
 /// CPU-limit instrumentation).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
 /// Size of one entry in the table.

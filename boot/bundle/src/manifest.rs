@@ -14,6 +14,8 @@ pub enum Restart {
     Never,
     /// It is started again when it fails.
     OnFailure,
+    /// It is started again whenever it ends (a service).
+    Always,
 }
 
 /// One component to run.

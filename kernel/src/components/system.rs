@@ -20,6 +20,20 @@ use crate::{kprintln, sched};
 
 /// How many times an `on-failure` component is started again before it is given up on.
 const MAX_RESTARTS: u32 = 3;
+/// The wait before the first restart; it doubles with each further one, up to [`MAX_BACKOFF_MS`].
+const FIRST_BACKOFF_MS: u64 = 100;
+/// The longest wait between restarts.
+const MAX_BACKOFF_MS: u64 = 5_000;
+
+/// The wait before restart number `attempt` (1-based): 100 ms, 200 ms, 400 ms, ... at most 5 s.
+fn backoff_ms(attempt: u32) -> u64 {
+    FIRST_BACKOFF_MS.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS)
+}
+
+/// Sleeps this component's thread (off the run queue) for `ms`.
+fn pause_ms(ms: u64) {
+    sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000);
+}
 
 /// Why a component's artifact does not fit this kernel, this CPU or its own limits; if it fits,
 /// the instrumentation it was compiled with (which picks the engine it is loaded into).
@@ -116,15 +130,26 @@ fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSp
                     costs.instantiate,
                     costs.run
                 );
-                if outcome.success() {
-                    return true;
+                match spec.restart {
+                    Restart::Never => return outcome.success(),
+                    Restart::OnFailure if outcome.success() => return true,
+                    Restart::OnFailure if attempt < MAX_RESTARTS => {
+                        attempt += 1;
+                        let wait = backoff_ms(attempt);
+                        kprintln!(
+                            "mica: component {name}: restarting (on-failure, attempt {attempt} of {MAX_RESTARTS}, \
+                             after {wait} ms)"
+                        );
+                        pause_ms(wait);
+                    }
+                    Restart::OnFailure => return false,
+                    Restart::Always => {
+                        attempt += 1;
+                        let wait = backoff_ms(attempt);
+                        kprintln!("mica: component {name}: restarting (always, restart {attempt}, after {wait} ms)");
+                        pause_ms(wait);
+                    }
                 }
-                if spec.restart == Restart::OnFailure && attempt < MAX_RESTARTS {
-                    attempt += 1;
-                    kprintln!("mica: component {name}: restarting (on-failure, attempt {attempt} of {MAX_RESTARTS})");
-                    continue;
-                }
-                return false;
             }
         }
     }
