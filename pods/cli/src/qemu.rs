@@ -38,10 +38,15 @@ pub fn accel(probe: &KvmProbe) -> (Accel, String) {
 
 /// The kernel command line of a pod: serial console, the pod's name for the guest's init, and
 /// the spec's own additions. `no_timer_check`: Linux's check that the timer reaches the I/O APIC
-/// relies on timing that an emulated or overcommitted vCPU may miss, and then the boot stalls
-/// (seen here under TCG on a loaded host).
-pub fn cmdline(spec: &PodSpec) -> String {
+/// relies on timing that an emulated or overcommitted vCPU may miss. `tsc_early_khz` (given under
+/// TCG, where the guest's TSC is the host's): Linux calibrates the TSC against the PIT, which
+/// under TCG now and then misses its timing window; it then marks the TSC unstable and its boot
+/// stalls for good (seen here: "tsc: Unable to calibrate against PIT").
+pub fn cmdline(spec: &PodSpec, tsc_khz: Option<u64>) -> String {
     let mut line = format!("console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod={}", spec.name);
+    if let Some(khz) = tsc_khz {
+        line.push_str(&format!(" tsc_early_khz={khz}"));
+    }
     if !spec.cmdline.trim().is_empty() {
         line.push(' ');
         line.push_str(spec.cmdline.trim());
@@ -71,7 +76,8 @@ pub fn args(spec: &PodSpec, dir: &Path, accel: Accel, secrets: Option<&Path>) ->
     args.extend(["-smp".into(), spec.vcpus.to_string(), "-m".into(), format!("{}M", spec.memory_mib)]);
     args.extend(["-kernel".into(), spec.kernel.to_string_lossy().into_owned()]);
     args.extend(["-initrd".into(), spec.initramfs.to_string_lossy().into_owned()]);
-    args.extend(["-append".into(), cmdline(spec)]);
+    let tsc_khz = if accel == Accel::Tcg { host_tsc_khz() } else { None };
+    args.extend(["-append".into(), cmdline(spec, tsc_khz)]);
     args.extend(["-chardev".into(), format!("file,id=console,path={}", path(CONSOLE_LOG))]);
     args.extend(["-serial".into(), "chardev:console".into()]);
     args.extend(["-device".into(), "virtio-serial-device".into()]);
@@ -87,6 +93,20 @@ pub fn args(spec: &PodSpec, dir: &Path, accel: Accel, secrets: Option<&Path>) ->
     }
     args.extend(["-daemonize".into(), "-pidfile".into(), path(crate::state::PIDFILE)]);
     args
+}
+
+/// The host's TSC frequency in kHz, from `/proc/cpuinfo` (`cpu MHz`, constant on the hosts a
+/// TSC-based guest clock makes sense on).
+pub fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").ok()?;
+    cpu_mhz_khz(&cpuinfo)
+}
+
+/// The first `cpu MHz` of a `/proc/cpuinfo` text, in kHz.
+fn cpu_mhz_khz(cpuinfo: &str) -> Option<u64> {
+    let line = cpuinfo.lines().find(|line| line.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split_once(':')?.1.trim().parse().ok()?;
+    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
 }
 
 /// Starts the pod's QEMU (daemonized) and returns its pid.
@@ -152,10 +172,15 @@ mod tests {
         let joined = args.join(" ");
         assert!(joined.starts_with("-M microvm -accel tcg -cpu max -nodefaults"), "{joined}");
         assert!(joined.contains("-smp 2 -m 384M -kernel /k/vmlinuz -initrd /k/initrd"), "{joined}");
-        assert!(
-            args.contains(&"console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=web loglevel=4".to_owned()),
-            "{joined}"
+        let line = args.iter().find(|a| a.starts_with("console=ttyS0")).expect("a command line");
+        assert!(line.starts_with("console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=web"), "{line}");
+        assert!(line.ends_with(" loglevel=4"), "{line}");
+        assert_eq!(
+            cmdline(&spec(), Some(2_445_404)),
+            "console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=web tsc_early_khz=2445404 loglevel=4"
         );
+        assert_eq!(cpu_mhz_khz("processor\t: 0\ncpu MHz\t\t: 2445.404\n"), Some(2_445_404));
+        assert_eq!(cpu_mhz_khz("processor\t: 0\n"), None);
         assert!(
             joined.contains("-chardev file,id=console,path=/run/mica/pods/web/console.log -serial chardev:console")
         );
