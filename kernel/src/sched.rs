@@ -1,6 +1,6 @@
 //! Kernel threads and the scheduler: one CPU, round-robin, preemptive: the timer interrupt
 //! switches to the next ready thread at every tick (a time slice of one tick), and a thread may
-//! also yield or sleep. A sleeping thread is off the run queue and costs nothing until the tick
+//! also yield, sleep, or park until another thread unparks it (IPC waits). A sleeping thread is off the run queue and costs nothing until the tick
 //! that finds its deadline passed; when no thread is ready, the idle thread halts the CPU until
 //! the next interrupt. SMP is the next step.
 //!
@@ -51,6 +51,11 @@ struct Scheduler {
     ready: VecDeque<Box<Thread>>,
     /// Sleeping threads and their deadlines (monotonic ns).
     sleeping: Vec<(u64, Box<Thread>)>,
+    /// Parked threads (waiting for [`unpark`]), each with the deadline after which a tick puts
+    /// it back anyway.
+    parked: Vec<(Option<u64>, Box<Thread>)>,
+    /// Threads [`unpark`]ed while they were not parked: their next [`park`] returns at once.
+    wake_tokens: Vec<ThreadId>,
     /// The idle thread, when it is not running.
     idle: Option<Box<Thread>>,
     /// Finished threads whose stacks are freed by the next thread to run.
@@ -88,6 +93,8 @@ pub fn init() -> Result<(), SpawnError> {
         current: boot,
         ready: VecDeque::new(),
         sleeping: Vec::new(),
+        parked: Vec::new(),
+        wake_tokens: Vec::new(),
         idle: Some(idle),
         finished: Vec::new(),
         next_id: IDLE + 1,
@@ -144,6 +151,11 @@ pub fn cpu_ticks() -> u64 {
     }
 }
 
+/// The running thread's id (0 before the scheduler starts: the boot thread's).
+pub fn current_id() -> ThreadId {
+    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(0, |s| s.current.id))
+}
+
 /// How many threads are ready to run (not counting the running one).
 pub fn ready_count() -> usize {
     arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(0, |s| s.ready.len()))
@@ -169,6 +181,15 @@ pub fn on_tick() {
             while i < scheduler.sleeping.len() {
                 if scheduler.sleeping[i].0 <= now {
                     let (_, thread) = scheduler.sleeping.swap_remove(i);
+                    scheduler.ready.push_back(thread);
+                } else {
+                    i += 1;
+                }
+            }
+            let mut i = 0;
+            while i < scheduler.parked.len() {
+                if scheduler.parked[i].0.is_some_and(|deadline| deadline <= now) {
+                    let (_, thread) = scheduler.parked.swap_remove(i);
                     scheduler.ready.push_back(thread);
                 } else {
                     i += 1;
@@ -205,6 +226,28 @@ pub fn sleep_until(deadline_ns: u64) {
     }
 }
 
+/// Parks the running thread until [`unpark`] names it or, with a deadline (monotonic ns), until
+/// the first tick at or after it. Returns at once if it was unparked since its last park (a wake
+/// that came before the park is never lost). The caller checks why it woke: a park may also
+/// return for a wake meant for an earlier park that had already timed out.
+pub fn park(deadline: Option<u64>) {
+    switch_away(After::Park(deadline));
+}
+
+/// Makes thread `id` ready if it is parked; otherwise its next [`park`] returns at once.
+pub fn unpark(id: ThreadId) {
+    arch::without_interrupts(|| {
+        let mut guard = SCHEDULER.lock();
+        let Some(scheduler) = guard.as_mut() else { return };
+        if let Some(i) = scheduler.parked.iter().position(|(_, t)| t.id == id) {
+            let (_, thread) = scheduler.parked.swap_remove(i);
+            scheduler.ready.push_back(thread);
+        } else if !scheduler.wake_tokens.contains(&id) {
+            scheduler.wake_tokens.push(id);
+        }
+    });
+}
+
 /// Where the running thread goes when it is switched away from.
 #[derive(Clone, Copy, Debug)]
 enum After {
@@ -214,6 +257,8 @@ enum After {
     Finished,
     /// The sleepers, until this deadline (monotonic ns).
     Sleep(u64),
+    /// The parked threads, until unparked (or this deadline passes).
+    Park(Option<u64>),
 }
 
 /// Where every new thread starts: runs its entry, then ends the thread.
@@ -244,6 +289,17 @@ fn switch_away(after: After) {
             if !matches!(after, After::Finished) {
                 scheduler.finished.clear();
             }
+            let current = scheduler.current.id;
+            match after {
+                After::Park(_) => {
+                    if let Some(i) = scheduler.wake_tokens.iter().position(|&t| t == current) {
+                        scheduler.wake_tokens.swap_remove(i);
+                        return;
+                    }
+                }
+                After::Finished => scheduler.wake_tokens.retain(|&t| t != current),
+                _ => {}
+            }
             let next = match (scheduler.ready.pop_front(), after) {
                 (Some(next), _) => next,
                 (None, After::Ready) => return,
@@ -266,6 +322,7 @@ fn switch_away(after: After) {
                 After::Ready => scheduler.ready.push_back(previous),
                 After::Finished => scheduler.finished.push(previous),
                 After::Sleep(deadline) => scheduler.sleeping.push((deadline, previous)),
+                After::Park(deadline) => scheduler.parked.push((deadline, previous)),
             }
             (from, to)
         };

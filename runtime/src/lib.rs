@@ -3,7 +3,8 @@
 //!
 //! - [`config`]: the one Wasmtime configuration both sides use, CPU profiles and artifact keys.
 //! - [`platform`]: the narrow trait the host (the kernel) implements for the runtime.
-//! - [`host`]: WASI 0.2, one file per interface, no unsafe code.
+//! - [`host`]: WASI 0.2 and Mica's interfaces, one file per interface, no unsafe code.
+//! - [`ipc`]: what the IPC interface needs from the kernel ([`ipc::IpcPort`]).
 //! - [`program`]: artifact loading, the capability-gated linker, limits and outcomes.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
@@ -11,6 +12,7 @@ extern crate alloc;
 
 pub mod config;
 pub mod host;
+pub mod ipc;
 pub mod limits;
 pub mod platform;
 pub mod program;

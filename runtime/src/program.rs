@@ -12,6 +12,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use crate::config::Instrumentation;
 use crate::host::{self, Ctx, wasi};
+use crate::ipc::IpcPort;
 use crate::limits::Limits;
 use crate::platform::Platform;
 
@@ -45,6 +46,7 @@ const INTERFACES: &[Interface] = &[
     interface!("wasi:random/insecure", wasi::random::insecure),
     interface!("wasi:random/insecure-seed", wasi::random::insecure_seed),
     interface!("mica:kernel/log", host::mica::kernel::log),
+    interface!("mica:kernel/ipc", host::mica::kernel::ipc),
 ];
 
 /// The unversioned names of every interface the runtime provides.
@@ -221,6 +223,7 @@ pub fn run_timed(
     component: &Component,
     linker: &Linker<Ctx>,
     platform: Arc<dyn Platform>,
+    ipc: Option<Arc<dyn IpcPort>>,
     launch: &Launch,
     now: fn() -> u64,
 ) -> Result<(Outcome, Phases), LoadError> {
@@ -240,6 +243,7 @@ pub fn run_timed(
         stdout: host::LineBuffer::default(),
         stderr: host::LineBuffer::default(),
         exit_status: None,
+        ipc,
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);

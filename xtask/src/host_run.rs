@@ -72,8 +72,9 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         fuel: args.fuel,
         epoch_deadline: None,
     };
-    let (outcome, phases) = program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), &launch, now_ns)
-        .map_err(|e| anyhow!("{name}: {e}"))?;
+    let (outcome, phases) =
+        program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), None, &launch, now_ns)
+            .map_err(|e| anyhow!("{name}: {e}"))?;
     eprintln!(
         "xtask: component {name} {outcome} (instantiate {:.3} ms, run {:.3} ms)",
         phases.instantiate as f64 / 1e6,

@@ -11,7 +11,16 @@
 //! cpu_time_limit = "2s"           # ... a CPU time budget (ms or s); at most one of the two
 //! restart = "never"               # optional: "never" (default), "on-failure" or "always"
 //! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
+//! handles = 64                    # optional (default 64): the size of its handle table (1..=4096)
+//! create_channels = false         # optional: whether it may create channels at run time
+//!
+//! # IPC connections (optional): `to` serves, `from` is a client; both call connect("kv").
+//! connect = [{ from = "client", to = "kv", name = "kv" }]
 //! ```
+//!
+//! (`connect` is a top-level key, so it goes before the first `[[component]]` table.) Both ends
+//! of a connection must be granted `mica:kernel/ipc`; a component may not be both client and
+//! server of one connection name, nor have two connections of the same name.
 //!
 //! `crate = "NAME"` names a component crate in the repository's `components/` directory, which
 //! xtask builds for `wasm32-wasip2`; `wasm` names a component built elsewhere. Grants are
@@ -33,7 +42,17 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 64 << 20;
 #[serde(deny_unknown_fields)]
 struct File {
     #[serde(default)]
+    connect: Vec<RawConnection>,
+    #[serde(default)]
     component: Vec<RawComponent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnection {
+    from: String,
+    to: String,
+    name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +72,9 @@ struct RawComponent {
     restart: Option<String>,
     #[serde(default)]
     grants: Vec<String>,
+    handles: Option<u16>,
+    #[serde(default)]
+    create_channels: bool,
 }
 
 /// Where a component's `.wasm` comes from.
@@ -85,6 +107,21 @@ pub struct Component {
     pub restart: mica_bundle::Restart,
     /// Grants.
     pub grants: Vec<String>,
+    /// Handle table capacity.
+    pub handles: u16,
+    /// May create channels.
+    pub create_channels: bool,
+}
+
+/// One checked IPC connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The client.
+    pub from: String,
+    /// The server.
+    pub to: String,
+    /// The name both connect with.
+    pub name: String,
 }
 
 /// A checked manifest.
@@ -94,7 +131,14 @@ pub struct Manifest {
     pub path: PathBuf,
     /// Its components, in order.
     pub components: Vec<Component>,
+    /// Its IPC connections.
+    pub connections: Vec<Connection>,
 }
+
+/// Handle table capacity when the manifest gives none.
+pub const DEFAULT_HANDLES: u16 = 64;
+/// The largest handle table a manifest may ask for.
+pub const MAX_HANDLES: u16 = 4096;
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -229,6 +273,10 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
                 ));
             }
         }
+        let handles = raw.handles.unwrap_or(DEFAULT_HANDLES);
+        if !(1..=MAX_HANDLES).contains(&handles) {
+            return Err(cx.err("handles", format!("{handles} is out of range: give 1 to {MAX_HANDLES}")));
+        }
         components.push(Component {
             name: raw.name,
             source,
@@ -239,9 +287,59 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             cpu_time_limit_ms,
             restart,
             grants: raw.grants,
+            handles,
+            create_channels: raw.create_channels,
         });
     }
-    Ok(Manifest { path: path.to_owned(), components })
+    let connections = check_connections(path, &components, file.connect)?;
+    Ok(Manifest { path: path.to_owned(), components, connections })
+}
+
+/// Checks the `connect` entries against the components.
+fn check_connections(path: &Path, components: &[Component], raw: Vec<RawConnection>) -> Result<Vec<Connection>> {
+    let mut out: Vec<Connection> = Vec::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let err = |msg: String| {
+            anyhow::anyhow!("{}: connect[{i}] ({} -> {}, {:?}): {msg}", path.display(), c.from, c.to, c.name)
+        };
+        if !valid_name(&c.name) {
+            return Err(err("name: must match [a-z0-9][a-z0-9-]* (at most 48 characters)".into()));
+        }
+        for (key, who) in [("from", &c.from), ("to", &c.to)] {
+            let Some(component) = components.iter().find(|k| k.name == *who) else {
+                return Err(err(format!("{key}: no component is named {who:?}")));
+            };
+            if !component.grants.iter().any(|g| mica_runtime::program::grant_covers(g, "mica:kernel/ipc")) {
+                return Err(err(format!(
+                    "{key}: component {who:?} is not granted mica:kernel/ipc (add it to its `grants`)"
+                )));
+            }
+        }
+        if c.from == c.to {
+            return Err(err("a component cannot connect to itself".into()));
+        }
+        // Each component sees each of its connections by name: no name twice, except the one
+        // service a server offers to several clients.
+        for other in &out {
+            let same_service = other.to == c.to && other.name == c.name;
+            if same_service && other.from == c.from {
+                return Err(err("this connection is given twice".into()));
+            }
+            let clash = |who: &str| {
+                other.name == c.name && (other.from == who || other.to == who) && !(same_service && other.to == who)
+            };
+            for who in [&c.from, &c.to] {
+                if clash(who) {
+                    return Err(err(format!(
+                        "component {who:?} already has a connection named {:?} ({} -> {})",
+                        c.name, other.from, other.to
+                    )));
+                }
+            }
+        }
+        out.push(Connection { from: c.from, to: c.to, name: c.name });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -258,6 +356,55 @@ mod tests {
 
     fn err(text: &str) -> String {
         format!("{:#}", check(text).expect_err("refused"))
+    }
+
+    /// Three components granted IPC, and `extra` lines at the top.
+    fn ipc_system(connect: &str) -> String {
+        let mut text = format!("connect = [{connect}]\n");
+        for name in ["client", "kv", "other"] {
+            text += &format!("[[component]]\nname = \"{name}\"\nwasm = \"a.wasm\"\ngrants = [\"mica:kernel/ipc\"]\n");
+        }
+        text += "[[component]]\nname = \"plain\"\nwasm = \"a.wasm\"\nhandles = 8\ncreate_channels = true\n";
+        text
+    }
+
+    #[test]
+    fn connections_are_checked() {
+        let m = check(&ipc_system(
+            r#"{ from = "client", to = "kv", name = "kv" }, { from = "other", to = "kv", name = "kv" }"#,
+        ))
+        .expect("two clients of one service");
+        assert_eq!(m.connections.len(), 2);
+        assert_eq!(m.components[0].handles, DEFAULT_HANDLES);
+        assert_eq!((m.components[3].handles, m.components[3].create_channels), (8, true));
+        let cases = [
+            (r#"{ from = "client", to = "db", name = "kv" }"#, "to: no component is named \"db\""),
+            (
+                r#"{ from = "plain", to = "kv", name = "kv" }"#,
+                "from: component \"plain\" is not granted mica:kernel/ipc",
+            ),
+            (r#"{ from = "kv", to = "kv", name = "kv" }"#, "a component cannot connect to itself"),
+            (r#"{ from = "client", to = "kv", name = "Kv" }"#, "name: must match"),
+            (
+                r#"{ from = "client", to = "kv", name = "kv" }, { from = "client", to = "kv", name = "kv" }"#,
+                "this connection is given twice",
+            ),
+            (
+                r#"{ from = "client", to = "kv", name = "kv" }, { from = "client", to = "other", name = "kv" }"#,
+                "component \"client\" already has a connection named \"kv\" (client -> kv)",
+            ),
+            (
+                r#"{ from = "client", to = "kv", name = "kv" }, { from = "kv", to = "other", name = "kv" }"#,
+                "component \"kv\" already has a connection named \"kv\"",
+            ),
+            (r#"{ from = "client", to = "kv" }"#, "missing field `name`"),
+        ];
+        for (connect, expected) in cases {
+            let e = err(&ipc_system(connect));
+            assert!(e.contains(expected), "{connect}: {e}");
+        }
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nhandles = 0\n");
+        assert!(e.contains("component 'x': handles: 0 is out of range: give 1 to 4096"), "{e}");
     }
 
     #[test]

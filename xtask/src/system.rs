@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mica_bundle::{BundleWriter, ComponentSpec, EntryKind, MANIFEST_ENTRY, SystemManifest};
+use mica_bundle::{BundleWriter, ComponentSpec, Connection, EntryKind, MANIFEST_ENTRY, SystemManifest};
 use mica_runtime::config::{CpuProfile, Instrumentation};
 
 use crate::manifest::{self, Source};
@@ -16,6 +16,9 @@ use crate::{aot, components};
 
 /// The default system manifest, relative to the workspace root.
 pub const DEFAULT_MANIFEST: &str = "components/default.toml";
+
+/// The example system of IPC services, booted by a test too.
+pub const IPC_EXAMPLE_MANIFEST: &str = "components/ipc.toml";
 
 /// The CPU-limit instrumentation component `c` is compiled with: exactly what its limits need.
 pub fn instrumentation(c: &manifest::Component) -> Instrumentation {
@@ -80,9 +83,22 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             cpu_time_limit_ms: c.cpu_time_limit_ms,
             restart: c.restart,
             grants: c.grants.clone(),
+            handles: c.handles,
+            create_channels: c.create_channels,
         });
     }
-    let system = SystemManifest { components: specs };
+    let index = |name: &str| manifest.components.iter().position(|c| c.name == name).map(|i| i as u32);
+    let connections = manifest
+        .connections
+        .iter()
+        .map(|c| {
+            let (Some(from), Some(to)) = (index(&c.from), index(&c.to)) else {
+                anyhow::bail!("connection {:?}: unknown component (the manifest check lets none through)", c.name);
+            };
+            Ok(Connection { name: c.name.clone(), from, to })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let system = SystemManifest { components: specs, connections };
     writer.add(EntryKind::Manifest, MANIFEST_ENTRY, system.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = target.join("mica").join("bundles");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -51,6 +51,22 @@ pub struct ComponentSpec {
     pub restart: Restart,
     /// The interfaces (or whole packages) it may import.
     pub grants: Vec<String>,
+    /// The capacity of each instance's handle table.
+    pub handles: u16,
+    /// Whether it may create channels at run time.
+    pub create_channels: bool,
+}
+
+/// A named IPC connection between two components (client `from`, server `to`), by index into
+/// [`SystemManifest::components`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    /// The name both sides connect with.
+    pub name: String,
+    /// The client's index.
+    pub from: u32,
+    /// The server's index.
+    pub to: u32,
 }
 
 /// Everything the kernel is to run.
@@ -58,6 +74,8 @@ pub struct ComponentSpec {
 pub struct SystemManifest {
     /// The components, in start order.
     pub components: Vec<ComponentSpec>,
+    /// The IPC connections between them.
+    pub connections: Vec<Connection>,
 }
 
 /// The manifest entry could not be decoded.

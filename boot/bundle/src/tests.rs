@@ -28,7 +28,10 @@ fn manifest() -> SystemManifest {
             cpu_time_limit_ms: None,
             restart: Restart::Never,
             grants: vec!["wasi:cli".into()],
+            handles: 64,
+            create_channels: false,
         }],
+        connections: vec![Connection { name: "kv".into(), from: 0, to: 0 }],
     }
 }
 

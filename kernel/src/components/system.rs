@@ -10,12 +10,15 @@ use alloc::vec::Vec;
 use mica_bundle::{Bundle, ComponentSpec, Restart};
 use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
+use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::Launch;
 
 use super::platform::KernelPlatform;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
+use crate::ipc::port::{self, Port};
+use crate::ipc::state::Connection;
 use crate::{kprintln, sched};
 
 /// How many times an `on-failure` component is started again before it is given up on.
@@ -92,7 +95,24 @@ fn launch(spec: &ComponentSpec) -> Launch {
 }
 
 /// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
-fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSpec) -> bool {
+/// However it ends, IPC learns that it will not run again.
+fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize, spec: &ComponentSpec) -> bool {
+    let ok = run_instances(platform, bundle, index, spec);
+    port::component_ended(index);
+    ok
+}
+
+/// Whether an instance that ended with `success` after `attempt` restarts is started again, and
+/// the restart number if so.
+fn restarts(policy: Restart, success: bool, attempt: u32) -> Option<u32> {
+    match policy {
+        Restart::Never => None,
+        Restart::OnFailure if success || attempt >= MAX_RESTARTS => None,
+        Restart::OnFailure | Restart::Always => Some(attempt + 1),
+    }
+}
+
+fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize, spec: &ComponentSpec) -> bool {
     let name = &spec.name;
     let instrumentation = match check_artifact(spec) {
         Ok(instrumentation) => instrumentation,
@@ -115,7 +135,25 @@ fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSp
     let mut attempt = 0;
     loop {
         let start = clock::monotonic_ns().unwrap_or(0);
-        match super::run(platform, artifact, instrumentation, &launch, &spec.grants) {
+        let port = match Port::open(index, spec.handles, spec.create_channels) {
+            Ok(port) => port,
+            Err(e) => {
+                kprintln!("mica: component {name} refused: {e}");
+                return false;
+            }
+        };
+        let ipc: Arc<dyn IpcPort> = port.clone();
+        // Each instance learns how many times its component was restarted before it.
+        let mut instance = launch.clone();
+        instance.env.push((String::from("MICA_RESTARTS"), format!("{attempt}")));
+        let ran = super::run(platform, artifact, instrumentation, &instance, &spec.grants, Some(ipc));
+        let again = match &ran {
+            Ok((outcome, _)) => restarts(spec.restart, outcome.success(), attempt),
+            Err(_) => None,
+        };
+        // Its handles close before anything else happens, so its peers see at once that it ended.
+        port.end_instance(again.is_some());
+        match ran {
             Err(e) => {
                 kprintln!("mica: component {name} refused: {e}");
                 return false;
@@ -130,26 +168,17 @@ fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, spec: &ComponentSp
                     costs.instantiate,
                     costs.run
                 );
+                let Some(next) = again else { return outcome.success() };
+                attempt = next;
+                let wait = backoff_ms(attempt);
                 match spec.restart {
-                    Restart::Never => return outcome.success(),
-                    Restart::OnFailure if outcome.success() => return true,
-                    Restart::OnFailure if attempt < MAX_RESTARTS => {
-                        attempt += 1;
-                        let wait = backoff_ms(attempt);
-                        kprintln!(
-                            "mica: component {name}: restarting (on-failure, attempt {attempt} of {MAX_RESTARTS}, \
-                             after {wait} ms)"
-                        );
-                        pause_ms(wait);
-                    }
-                    Restart::OnFailure => return false,
-                    Restart::Always => {
-                        attempt += 1;
-                        let wait = backoff_ms(attempt);
-                        kprintln!("mica: component {name}: restarting (always, restart {attempt}, after {wait} ms)");
-                        pause_ms(wait);
-                    }
+                    Restart::OnFailure => kprintln!(
+                        "mica: component {name}: restarting (on-failure, attempt {attempt} of {MAX_RESTARTS}, \
+                         after {wait} ms)"
+                    ),
+                    _ => kprintln!("mica: component {name}: restarting (always, restart {attempt}, after {wait} ms)"),
                 }
+                pause_ms(wait);
             }
         }
     }
@@ -190,14 +219,27 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
     };
     let platform: Arc<dyn Platform> = Arc::new(KernelPlatform::new());
     let total = manifest.components.len();
+    let names = manifest.components.iter().map(|c| c.name.clone()).collect();
+    let connections: Vec<Connection> = manifest
+        .connections
+        .iter()
+        .map(|c| Connection { name: c.name.clone(), from: c.from as usize, to: c.to as usize })
+        .collect();
+    if let Err(e) = port::init(names, &connections) {
+        kprintln!("mica: boot bundle refused: cannot set up its connections: {e}");
+        return ExitCode::Failed;
+    }
+    if !connections.is_empty() {
+        kprintln!("mica: {} connection(s) between components", connections.len());
+    }
     kprintln!("mica: system of {total} component(s)");
     let tally = Arc::new(IrqMutex::new(Tally { finished: 0, succeeded: 0, running: Vec::new() }));
-    for spec in manifest.components {
+    for (index, spec) in manifest.components.into_iter().enumerate() {
         let name = spec.name.clone();
         tally.lock().running.push(name.clone());
         let (platform, thread_tally, bundle) = (platform.clone(), tally.clone(), bundle.clone());
         let spawned = sched::spawn(&format!("component {name}"), move || {
-            let ok = run_one(&platform, &bundle, &spec);
+            let ok = run_one(&platform, &bundle, index, &spec);
             let mut tally = thread_tally.lock();
             tally.finished += 1;
             tally.succeeded += usize::from(ok);
@@ -205,6 +247,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
         });
         if let Err(e) = spawned {
             kprintln!("mica: component {name} refused: {e}");
+            port::component_ended(index);
             let mut tally = tally.lock();
             tally.finished += 1;
             tally.running.retain(|running| *running != name);

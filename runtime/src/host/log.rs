@@ -129,6 +129,7 @@ mod tests {
             stdout: LineBuffer::default(),
             stderr: LineBuffer::default(),
             exit_status: None,
+            ipc: None,
         };
         ctx.log(Level::Warn, "two\nlines".into()).expect("logged");
         ctx.log(Level::Trace, "fine detail".into()).expect("logged");

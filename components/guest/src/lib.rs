@@ -1,0 +1,23 @@
+//! Mica's kernel interfaces for Rust components built for `wasm32-wasip2`.
+//!
+//! - [`ipc`]: channels between components. A [`Channel`](ipc::Channel) owns one handle and
+//!   closes it when dropped; errors are values ([`Error`](ipc::Error)) that say what went wrong.
+//! - [`log`]: structured records to the kernel console.
+//!
+//! ```no_run
+//! use mica::ipc::Channel;
+//!
+//! // The manifest has `connect = [{ from = "me", to = "kv", name = "kv" }]`.
+//! let kv = Channel::connect("kv")?;
+//! let reply = kv.call(b"get colour")?;
+//! # Ok::<(), mica::ipc::Error>(())
+//! ```
+
+mod bindings;
+
+pub mod ipc;
+
+/// Structured log records (`mica:kernel/log`).
+pub mod log {
+    pub use crate::bindings::mica::kernel::log::{Level, log};
+}

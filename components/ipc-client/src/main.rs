@@ -1,0 +1,98 @@
+//! IPC clients, chosen by the first argument:
+//!
+//! - `echo N`: N calls of growing size on connection `echo`, each reply checked; then a channel
+//!   of its own sent through the echo server and back, to show handles moving. Any error fails.
+//! - `kv N`: N rounds of `put key-I value-I` then `get key-I` on connection `kv`. When the server
+//!   dies mid-round (`peer-closed`), it reconnects and redoes the round; it prints how many times.
+//! - `misbehave`: every kind of bad input, each of which must come back as the right error value
+//!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
+
+mod misbehave;
+
+use std::process::exit;
+use std::time::Duration;
+
+use mica::ipc::{Channel, Error, ErrorCode, Message};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let count = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok()).unwrap_or(10);
+    let result = match args.first().map(String::as_str) {
+        Some("echo") => echo(count(1)),
+        Some("kv") => kv(count(1)),
+        Some("misbehave") => misbehave::run(),
+        other => {
+            eprintln!("unknown mode {other:?}: expected echo, kv or misbehave");
+            exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("failed: {e}");
+        exit(1);
+    }
+}
+
+/// A failure of this program, with what it was doing.
+fn context(what: impl std::fmt::Display) -> impl FnOnce(Error) -> String {
+    move |e| format!("{what}: {e} ({:?})", e.code)
+}
+
+fn echo(rounds: u64) -> Result<(), String> {
+    let echo = Channel::connect("echo").map_err(context("connect echo"))?;
+    for i in 0..rounds {
+        let request: Vec<u8> = (0..(i * 97) % 4096).map(|b| (b ^ i) as u8).collect();
+        let reply = echo.call(&request).map_err(context(format!("call {i}")))?;
+        if reply != request {
+            return Err(format!("call {i}: the reply differs from the request ({} vs {} bytes)", reply.len(), request.len()));
+        }
+    }
+    println!("{rounds} echo calls answered correctly");
+    // A private channel, one end sent to the echo server and echoed back: it still works.
+    let (mine, theirs) = Channel::pair().map_err(context("create a channel"))?;
+    let back = echo
+        .call_message(Message { bytes: b"a channel for you".to_vec(), handles: vec![theirs] }, Some(Duration::from_secs(10)))
+        .map_err(context("call with a handle"))?;
+    let [theirs] = <[Channel; 1]>::try_from(back.handles).map_err(|h| format!("{} handles came back, not 1", h.len()))?;
+    theirs.send(b"through the moved end").map_err(context("send on the moved end"))?;
+    let got = mine.recv().map_err(context("receive on the kept end"))?;
+    if got.message.bytes != b"through the moved end" {
+        return Err("the moved end delivered other bytes".into());
+    }
+    println!("a channel end went to the echo server and back, and still works");
+    Ok(())
+}
+
+fn kv(rounds: u64) -> Result<(), String> {
+    let mut kv = Channel::connect("kv").map_err(context("connect kv"))?;
+    let mut reconnects = 0;
+    let mut i = 0;
+    while i < rounds {
+        let key = format!("key-{i}");
+        let value = format!("value-{i}");
+        let round = (|| {
+            let put = kv.call(format!("put {key} {value}").as_bytes())?;
+            let get = kv.call(format!("get {key}").as_bytes())?;
+            Ok::<_, Error>((put, get))
+        })();
+        match round {
+            Ok((put, get)) => {
+                if put != b"ok" || get != format!("value {value}").as_bytes() {
+                    return Err(format!(
+                        "round {i}: put said {:?}, get said {:?}",
+                        String::from_utf8_lossy(&put),
+                        String::from_utf8_lossy(&get)
+                    ));
+                }
+                i += 1;
+            }
+            Err(e) if e.code == ErrorCode::PeerClosed => {
+                println!("round {i}: the server went away ({e}); reconnecting");
+                reconnects += 1;
+                kv = Channel::connect("kv").map_err(context("reconnect kv"))?;
+            }
+            Err(e) => return Err(context(format!("round {i}"))(e)),
+        }
+    }
+    println!("{rounds} put/get rounds correct, {reconnects} reconnect(s)");
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Each component instance's [`IpcPort`]: the one [`IpcState`] behind a lock, with blocking done
+//! by the scheduler. A waiting thread is parked (off the run queue, costing nothing); the
+//! operation that completes it stores its result and unparks it after the lock is released; a
+//! deadline puts it back on the run queue at the first tick after it, and it then cancels its wait.
+
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use mica_ipc::WaiterId;
+use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Timeout};
+
+use super::state::{Connection, Finished, IpcState, SpaceId, Step};
+use crate::arch::clock;
+use crate::arch::irq_lock::IrqMutex;
+use crate::sched;
+
+static STATE: IrqMutex<Option<IpcState>> = IrqMutex::new(None);
+
+/// Sets up the system's channels: one per service of the manifest's connections.
+pub fn init(names: Vec<String>, connections: &[Connection]) -> Result<(), IpcFailure> {
+    let state = IpcState::new(names, connections)?;
+    *STATE.lock() = Some(state);
+    Ok(())
+}
+
+/// Component `component` will not run again (see `IpcState::component_ended`).
+pub fn component_ended(component: usize) {
+    let _ = locked(|st| {
+        st.component_ended(component);
+        Ok(())
+    });
+}
+
+/// Runs `f` on the state under the lock, then unparks the threads it completed.
+fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T, IpcFailure> {
+    let (result, wakes) = {
+        let mut guard = STATE.lock();
+        let Some(state) = guard.as_mut() else {
+            return Err(IpcFailure::new(ErrorCode::NotPermitted, "IPC is not set up"));
+        };
+        let result = f(state);
+        (result, state.take_wakes())
+    };
+    for waiter in wakes {
+        sched::unpark(waiter.0);
+    }
+    result
+}
+
+/// One component instance's port. Dropping it does not close the space: [`Port::end_instance`] does,
+/// saying whether the component will run again.
+#[derive(Debug)]
+pub struct Port {
+    space: SpaceId,
+}
+
+impl Port {
+    /// A port with an empty handle table of `capacity` for an instance of component `component`.
+    pub fn open(component: usize, capacity: u16, may_create: bool) -> Result<Arc<Port>, IpcFailure> {
+        let space = locked(|st| Ok(st.open_space(component, capacity, may_create)))?;
+        Ok(Arc::new(Port { space }))
+    }
+
+    /// The instance has ended: closes every handle it held; `restart` says whether its
+    /// component will be started again (see `IpcState::close_space`).
+    pub fn end_instance(&self, restart: bool) {
+        let _ = locked(|st| {
+            st.close_space(self.space, restart);
+            Ok(())
+        });
+    }
+
+    /// Runs a blocking operation: parks while it is pending, until its result or its deadline.
+    fn blocking<T>(
+        &self,
+        timeout: Timeout,
+        start: impl FnOnce(&mut IpcState, SpaceId, WaiterId, bool) -> Step<T>,
+        finished: impl Fn(Finished) -> Result<T, IpcFailure>,
+    ) -> Result<T, IpcFailure> {
+        let waiter = WaiterId(sched::current_id());
+        let wait = timeout != Some(0);
+        let deadline = timeout.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
+        let pending = match locked(|st| Ok(start(st, self.space, waiter, wait)))? {
+            Step::Done(result) => return result,
+            Step::Parked(pending) => pending,
+        };
+        loop {
+            let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
+            let outcome = locked(|st| Ok(st.finish(self.space, waiter, pending, expired)))?;
+            match outcome {
+                Some(result) => return result.and_then(&finished),
+                None => sched::park(deadline),
+            }
+        }
+    }
+}
+
+fn expect_received(f: Finished) -> Result<Received, IpcFailure> {
+    match f {
+        Finished::Received(r) => Ok(r),
+        Finished::Sent => Err(IpcFailure::new(ErrorCode::InvalidHandle, "kernel error: a receive completed as a send")),
+    }
+}
+
+impl IpcPort for Port {
+    fn connect(&self, name: &str) -> Result<Handle, IpcFailure> {
+        locked(|st| st.connect(self.space, name))
+    }
+
+    fn create_channel(&self) -> Result<(Handle, Handle), IpcFailure> {
+        locked(|st| st.create_channel(self.space))
+    }
+
+    fn send(&self, end: Handle, bytes: Vec<u8>, handles: Vec<Handle>, timeout: Timeout) -> Result<(), IpcFailure> {
+        self.blocking(timeout, |st, space, waiter, wait| st.send(space, waiter, end, bytes, handles, wait), |_| Ok(()))
+    }
+
+    fn receive(&self, end: Handle, timeout: Timeout) -> Result<Received, IpcFailure> {
+        self.blocking(timeout, |st, space, waiter, wait| st.receive(space, waiter, end, wait), expect_received)
+    }
+
+    fn call(
+        &self,
+        end: Handle,
+        bytes: Vec<u8>,
+        handles: Vec<Handle>,
+        timeout: Timeout,
+    ) -> Result<Received, IpcFailure> {
+        self.blocking(timeout, |st, space, waiter, _| st.call(space, waiter, end, bytes, handles), expect_received)
+    }
+
+    fn reply(&self, end: Handle, call: u64, bytes: Vec<u8>, handles: Vec<Handle>) -> Result<(), IpcFailure> {
+        locked(|st| st.reply(self.space, end, call, bytes, handles))
+    }
+
+    fn duplicate(&self, handle: Handle, rights: RightsBits) -> Result<Handle, IpcFailure> {
+        locked(|st| st.duplicate(self.space, handle, rights))
+    }
+
+    fn rights(&self, handle: Handle) -> Result<RightsBits, IpcFailure> {
+        locked(|st| st.rights(self.space, handle))
+    }
+
+    fn close(&self, handle: Handle) -> Result<(), IpcFailure> {
+        locked(|st| st.close(self.space, handle))
+    }
+}

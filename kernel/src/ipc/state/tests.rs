@@ -1,0 +1,216 @@
+//! Host tests of the kernel's IPC objects: connections, holders, restarts and bad input.
+
+use alloc::string::ToString;
+use alloc::vec;
+
+use super::*;
+
+const CLIENT: usize = 0;
+const SERVER: usize = 1;
+const OTHER: usize = 2;
+
+fn system() -> IpcState {
+    let names = vec!["client".to_string(), "kv".to_string(), "other".to_string()];
+    let connections = [Connection { name: "kv".into(), from: CLIENT, to: SERVER }];
+    IpcState::new(names, &connections).expect("state")
+}
+
+fn done<T: core::fmt::Debug>(step: Step<T>) -> Result<T, IpcFailure> {
+    match step {
+        Step::Done(r) => r,
+        Step::Parked(p) => panic!("parked in {p:?}"),
+    }
+}
+
+fn received(finished: Option<Result<Finished, IpcFailure>>) -> Received {
+    match finished {
+        Some(Ok(Finished::Received(r))) => r,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn call_and_reply_over_a_manifest_connection() {
+    let mut st = system();
+    let c = st.open_space(CLIENT, 16, false);
+    let s = st.open_space(SERVER, 16, false);
+    let ch = st.connect(c, "kv").expect("client end");
+    let sh = st.connect(s, "kv").expect("server end");
+    // The server waits first; the call wakes it with the request.
+    assert_eq!(st.receive(s, WaiterId(2), sh, true), Step::Parked(Pending::Receive));
+    assert_eq!(st.call(c, WaiterId(1), ch, b"get a".to_vec(), vec![]), Step::Parked(Pending::Call));
+    assert_eq!(st.take_wakes(), [WaiterId(2)]);
+    let request = received(st.finish(s, WaiterId(2), Pending::Receive, false));
+    assert_eq!(request.bytes, b"get a");
+    let call = request.call.expect("a call id");
+    assert_eq!(st.finish(c, WaiterId(1), Pending::Call, false), None, "no reply yet");
+    st.reply(s, sh, call, b"1".to_vec(), vec![]).expect("reply");
+    assert_eq!(st.take_wakes(), [WaiterId(1)]);
+    assert_eq!(received(st.finish(c, WaiterId(1), Pending::Call, false)).bytes, b"1");
+    // A second reply to the same call is refused, clearly.
+    let e = st.reply(s, sh, call, b"again".to_vec(), vec![]).expect_err("answered");
+    assert_eq!(e.code, ErrorCode::UnknownCall);
+}
+
+#[test]
+fn a_server_restart_fails_the_pending_call_and_clients_reconnect() {
+    let mut st = system();
+    let c = st.open_space(CLIENT, 16, false);
+    let s1 = st.open_space(SERVER, 16, false);
+    let ch = st.connect(c, "kv").expect("client end");
+    let sh = st.connect(s1, "kv").expect("server end");
+    assert_eq!(st.call(c, WaiterId(1), ch, b"put".to_vec(), vec![]), Step::Parked(Pending::Call));
+    let _request = done(st.receive(s1, WaiterId(2), sh, false)).expect("request");
+    // The server dies mid-request and will be restarted.
+    st.close_space(s1, true);
+    assert_eq!(st.take_wakes(), [WaiterId(1)]);
+    let e = st.finish(c, WaiterId(1), Pending::Call, false).expect("done").expect_err("peer died");
+    assert_eq!(e.code, ErrorCode::PeerClosed, "{e:?}");
+    // The old handle stays dead; a new connect reaches the new channel, whose requests wait for
+    // the next instance.
+    assert_eq!(
+        done(st.send(c, WaiterId(1), ch, b"x".to_vec(), vec![], false)).expect_err("old").code,
+        ErrorCode::PeerClosed
+    );
+    st.close(c, ch).expect("close the old handle");
+    let ch2 = st.connect(c, "kv").expect("reconnect");
+    assert_ne!(ch2, ch);
+    assert_eq!(st.call(c, WaiterId(1), ch2, b"put again".to_vec(), vec![]), Step::Parked(Pending::Call));
+    let s2 = st.open_space(SERVER, 16, false);
+    let sh2 = st.connect(s2, "kv").expect("server end, again");
+    let request = done(st.receive(s2, WaiterId(3), sh2, false)).expect("queued request");
+    assert_eq!(request.bytes, b"put again");
+    st.reply(s2, sh2, request.call.expect("call"), b"ok".to_vec(), vec![]).expect("reply");
+    assert_eq!(received(st.finish(c, WaiterId(1), Pending::Call, false)).bytes, b"ok");
+    // Only the live channel is left.
+    assert_eq!(st.channel_count(), 1);
+}
+
+#[test]
+fn a_server_that_ends_for_good_is_unavailable_and_clients_leaving_end_the_server() {
+    let mut st = system();
+    let c = st.open_space(CLIENT, 16, false);
+    let s = st.open_space(SERVER, 16, false);
+    let ch = st.connect(c, "kv").expect("client end");
+    let sh = st.connect(s, "kv").expect("server end");
+    assert_eq!(st.receive(s, WaiterId(2), sh, true), Step::Parked(Pending::Receive));
+    // The only client ends for good: once its handle is gone the server's receive fails.
+    let _ = ch;
+    st.close_space(c, false);
+    assert_eq!(st.take_wakes(), [WaiterId(2)]);
+    let e = st.finish(s, WaiterId(2), Pending::Receive, false).expect("done").expect_err("no clients");
+    assert_eq!(e.code, ErrorCode::PeerClosed);
+    st.close_space(s, false);
+    assert_eq!(st.channel_count(), 0, "nothing left behind");
+    let late = st.open_space(CLIENT, 4, false);
+    let e = st.connect(late, "kv").expect_err("server gone");
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    assert_eq!(e.message, "connection \"kv\": component kv has ended and will not be started again");
+}
+
+#[test]
+fn bad_handles_rights_and_sizes_are_errors_for_the_caller_only() {
+    let mut st = system();
+    let c = st.open_space(CLIENT, 4, false);
+    let s = st.open_space(SERVER, 16, false);
+    let ch = st.connect(c, "kv").expect("client end");
+    let sh = st.connect(s, "kv").expect("server end");
+    // Forged.
+    let e = done(st.send(c, WaiterId(1), ch ^ 0x40, vec![], vec![], false)).expect_err("forged");
+    assert_eq!(e.code, ErrorCode::InvalidHandle);
+    // Another component's handle value means nothing here.
+    let o = st.open_space(OTHER, 4, false);
+    assert_eq!(
+        done(st.send(o, WaiterId(3), ch, vec![], vec![], false)).expect_err("not its").code,
+        ErrorCode::InvalidHandle
+    );
+    // Read-only duplicate cannot send, and cannot be widened.
+    let ro = st.duplicate(c, ch, 1).expect("read-only copy");
+    let e = done(st.send(c, WaiterId(1), ro, vec![], vec![], false)).expect_err("read-only");
+    assert_eq!((e.code, e.message.contains("lacks the write right")), (ErrorCode::MissingRights, true), "{e:?}");
+    assert_eq!(st.duplicate(c, ro, 3).expect_err("widen").code, ErrorCode::RightsEscalation);
+    assert_eq!(st.rights(c, ro), Ok(1));
+    // Oversized.
+    let e = done(st.send(c, WaiterId(1), ch, vec![0; CHANNEL_LIMITS.max_bytes + 1], vec![], false)).expect_err("big");
+    assert_eq!(e.code, ErrorCode::MessageTooLarge);
+    assert_eq!(e.message, "message of 65537 bytes exceeds the channel's limit of 65536 bytes");
+    // Flooding: the queue fills and the sender is told; the server is untouched.
+    for _ in 0..CHANNEL_LIMITS.capacity {
+        done(st.send(c, WaiterId(1), ch, b"spam".to_vec(), vec![], false)).expect("room");
+    }
+    let e = done(st.send(c, WaiterId(1), ch, b"spam".to_vec(), vec![], false)).expect_err("full");
+    assert_eq!(e.code, ErrorCode::Full);
+    assert_eq!(done(st.receive(s, WaiterId(2), sh, false)).expect("server reads").bytes, b"spam");
+    // Table exhaustion: capacity 4 holds ch, ro and two more.
+    let _h3 = st.connect(c, "kv").expect("third");
+    let _h4 = st.connect(c, "kv").expect("fourth");
+    let e = st.connect(c, "kv").expect_err("full table");
+    assert_eq!(e.code, ErrorCode::TableFull);
+    assert_eq!(e.message, "the handle table of component client is full (4 handles; the manifest's `handles` sets it)");
+    // Unknown connection names say which ones exist.
+    let e = st.connect(c, "db").expect_err("no such");
+    assert_eq!(e.message, "no connection named \"db\" in the manifest for this component (its connections: kv)");
+    // Creating channels needs the manifest's permission.
+    assert_eq!(st.create_channel(c).expect_err("not allowed").code, ErrorCode::NotPermitted);
+}
+
+#[test]
+fn handles_move_through_messages_and_come_back_when_refused() {
+    let mut st = system();
+    let c = st.open_space(CLIENT, 16, true);
+    let s = st.open_space(SERVER, 16, false);
+    let ch = st.connect(c, "kv").expect("client end");
+    let sh = st.connect(s, "kv").expect("server end");
+    let (mine, theirs) = st.create_channel(c).expect("new channel");
+    // Passing the same handle twice is refused and nothing moves.
+    let e = done(st.send(c, WaiterId(1), ch, vec![], vec![theirs, theirs], false)).expect_err("twice");
+    assert_eq!(e.code, ErrorCode::DuplicateHandle);
+    assert_eq!(st.rights(c, theirs), Ok(7));
+    // Without grant it cannot be passed on.
+    let no_grant = st.duplicate(c, theirs, 3).expect("copy without grant");
+    let e = done(st.send(c, WaiterId(1), ch, vec![], vec![no_grant], false)).expect_err("no grant");
+    assert_eq!(e.code, ErrorCode::MissingRights);
+    st.close(c, no_grant).expect("close copy");
+    done(st.send(c, WaiterId(1), ch, b"here".to_vec(), vec![theirs], false)).expect("sent");
+    assert_eq!(st.rights(c, theirs).expect_err("moved").code, ErrorCode::InvalidHandle);
+    let got = done(st.receive(s, WaiterId(2), sh, false)).expect("received");
+    assert_eq!(got.handles.len(), 1);
+    // The server talks on the moved end.
+    done(st.send(s, WaiterId(2), got.handles[0], b"hi".to_vec(), vec![], false)).expect("send on moved end");
+    assert_eq!(done(st.receive(c, WaiterId(1), mine, false)).expect("reply").bytes, b"hi");
+    // A send refused by a closed peer hands its handles back.
+    let (x, y) = st.create_channel(c).expect("another");
+    st.close(s, got.handles[0]).expect("server lets go");
+    let e = done(st.send(c, WaiterId(1), mine, vec![], vec![x], false)).expect_err("peer closed");
+    assert_eq!(e.code, ErrorCode::PeerClosed);
+    assert_eq!(e.returned.len(), 1);
+    assert_eq!(st.rights(c, e.returned[0]), Ok(7), "the handle is back and usable");
+    let _ = y;
+    st.close_space(c, false);
+    st.close_space(s, false);
+    assert_eq!(st.channel_count(), 0, "every channel closed with its last holder");
+}
+
+#[test]
+fn a_wait_that_times_out_is_cancelled_and_a_blocked_send_gets_its_handles_back() {
+    let mut st = system();
+    let c = st.open_space(CLIENT, 8, true);
+    let s = st.open_space(SERVER, 8, false);
+    let ch = st.connect(c, "kv").expect("client end");
+    let sh = st.connect(s, "kv").expect("server end");
+    assert_eq!(st.receive(s, WaiterId(2), sh, true), Step::Parked(Pending::Receive));
+    assert_eq!(st.finish(s, WaiterId(2), Pending::Receive, false), None);
+    let e = st.finish(s, WaiterId(2), Pending::Receive, true).expect("expired").expect_err("timed out");
+    assert_eq!((e.code, e.message.as_str()), (ErrorCode::TimedOut, "timed out: no message arrived"));
+    for _ in 0..CHANNEL_LIMITS.capacity {
+        done(st.send(c, WaiterId(1), ch, vec![], vec![], false)).expect("room");
+    }
+    let (x, _y) = st.create_channel(c).expect("channel");
+    assert_eq!(st.send(c, WaiterId(1), ch, vec![], vec![x], true), Step::Parked(Pending::Send));
+    let e = st.finish(c, WaiterId(1), Pending::Send, true).expect("expired").expect_err("timed out");
+    assert_eq!(e.code, ErrorCode::TimedOut);
+    assert_eq!(e.returned.len(), 1);
+    assert_eq!(st.rights(c, e.returned[0]), Ok(7));
+    // Nothing was left parked: the server's next receive is served from the queue.
+    assert_eq!(done(st.receive(s, WaiterId(2), sh, false)).expect("queued").bytes, b"");
+}

@@ -1,0 +1,116 @@
+//! What a component's `mica:kernel/ipc` imports need from the kernel: one [`IpcPort`] per running
+//! component instance, which owns that instance's handle table and acts on the kernel's channels.
+//! The runtime's host functions (`host/ipc.rs`) only translate between WIT values and this trait,
+//! so the runtime never reaches into the kernel.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A handle value as a component sees it.
+pub type Handle = u32;
+
+/// Rights as bits: read 1, write 2, grant 4 (the WIT `rights` flags in order).
+pub type RightsBits = u32;
+
+/// The kind of a failure; the WIT `error-code`, case for case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Never issued, or closed.
+    InvalidHandle,
+    /// A right the operation needs is missing.
+    MissingRights,
+    /// A duplicate asked for more rights than the original has.
+    RightsEscalation,
+    /// The other end is closed.
+    PeerClosed,
+    /// The queue is full (zero timeout).
+    Full,
+    /// No message waits (zero timeout).
+    Empty,
+    /// The timeout passed.
+    TimedOut,
+    /// The message is over the byte limit.
+    MessageTooLarge,
+    /// The message is over the handle limit.
+    TooManyHandles,
+    /// A handle appears twice in one message.
+    DuplicateHandle,
+    /// A reply to no outstanding request.
+    UnknownCall,
+    /// The component's handle table is full.
+    TableFull,
+    /// The kernel's channel table is full.
+    TooManyChannels,
+    /// `connect` names no connection of this component.
+    NoSuchConnection,
+    /// `connect`: the peer ended for good.
+    Unavailable,
+    /// The manifest does not allow it.
+    NotPermitted,
+    /// The kernel is out of memory.
+    OutOfMemory,
+}
+
+/// A refused or failed operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpcFailure {
+    /// Its kind.
+    pub code: ErrorCode,
+    /// What happened, for people.
+    pub message: String,
+    /// Handles of an undelivered message, back in the caller's table.
+    pub returned: Vec<Handle>,
+}
+
+impl IpcFailure {
+    /// A failure that hands nothing back.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> IpcFailure {
+        IpcFailure { code, message: message.into(), returned: Vec::new() }
+    }
+}
+
+impl fmt::Display for IpcFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// How long an operation may wait: `None` as long as it takes, `Some(0)` not at all.
+pub type Timeout = Option<u64>;
+
+/// A received message: its bytes, its handles (now in the receiver's table) and, for a request
+/// made with `call`, the id to reply to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Received {
+    /// The payload.
+    pub bytes: Vec<u8>,
+    /// The moved handles, as the receiver's handles.
+    pub handles: Vec<Handle>,
+    /// The call id, for a request.
+    pub call: Option<u64>,
+}
+
+/// One component instance's view of the kernel's IPC: its handle table and what it may do.
+/// Every method acts for the calling instance only; blocking methods block its thread.
+pub trait IpcPort: Send + Sync {
+    /// A new handle to this instance's end of the manifest connection `name`.
+    fn connect(&self, name: &str) -> Result<Handle, IpcFailure>;
+    /// A new channel; both ends.
+    fn create_channel(&self) -> Result<(Handle, Handle), IpcFailure>;
+    /// Sends bytes plus handles on `end`.
+    fn send(&self, end: Handle, bytes: Vec<u8>, handles: Vec<Handle>, timeout: Timeout) -> Result<(), IpcFailure>;
+    /// Receives on `end`.
+    fn receive(&self, end: Handle, timeout: Timeout) -> Result<Received, IpcFailure>;
+    /// Sends a request on `end` and waits for its reply.
+    fn call(&self, end: Handle, bytes: Vec<u8>, handles: Vec<Handle>, timeout: Timeout)
+    -> Result<Received, IpcFailure>;
+    /// Answers request `call` received on `end`.
+    fn reply(&self, end: Handle, call: u64, bytes: Vec<u8>, handles: Vec<Handle>) -> Result<(), IpcFailure>;
+    /// A second handle to the same object with `rights`.
+    fn duplicate(&self, handle: Handle, rights: RightsBits) -> Result<Handle, IpcFailure>;
+    /// The rights of `handle`.
+    fn rights(&self, handle: Handle) -> Result<RightsBits, IpcFailure>;
+    /// Closes `handle`.
+    fn close(&self, handle: Handle) -> Result<(), IpcFailure>;
+}
