@@ -19,7 +19,7 @@ use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mem::{Protection, WxViolation, heap, phys};
 
 /// The scenario names, for errors.
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep";
+pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -34,6 +34,7 @@ pub fn run(name: &str) -> ! {
         "threads" => threads(),
         "preempt" => preempt(),
         "sleep" => sleep(),
+        "switch" => switch(),
         other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
     };
     match result {
@@ -384,6 +385,43 @@ fn threads() -> Result<(), String> {
     ensure!(leaked < 8, "{leaked} frames not returned after the threads ended");
     sched::set_preemption(true);
     kprintln!("mica: threads: {THREADS} threads x {THREAD_ROUNDS} rounds, round-robin, FPU and TLS state kept");
+    Ok(())
+}
+
+/// Switches each of the two threads of [`switch`] makes.
+const SWITCH_ROUNDS: u64 = 20_000;
+
+/// The cost of a thread switch: the boot thread and one other yield to each other
+/// [`SWITCH_ROUNDS`] times each (no time slices meanwhile); TSC ticks over the whole, per switch
+/// (guest instructions under `-icount shift=0`): saving and restoring the FPU/SSE state and the
+/// TLS slots, the run-queue work and the stack switch. `cargo xtask bench ipc` reads the line.
+fn switch() -> Result<(), String> {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::sched;
+
+    static OTHER: AtomicU64 = AtomicU64::new(0);
+    sched::set_preemption(false);
+    // The first switch to a new thread starts it: not part of the count.
+    sched::spawn("switcher", || {
+        for _ in 0..SWITCH_ROUNDS {
+            OTHER.fetch_add(1, Ordering::Relaxed);
+            sched::yield_now();
+        }
+    })
+    .map_err(|e| format!("spawning the switcher: {e}"))?;
+    sched::yield_now();
+    let start = clock::rdtsc();
+    for _ in 1..SWITCH_ROUNDS {
+        sched::yield_now();
+    }
+    let ticks = clock::rdtsc() - start;
+    sched::yield_now();
+    sched::set_preemption(true);
+    let rounds = OTHER.load(Ordering::Relaxed);
+    ensure!(rounds == SWITCH_ROUNDS, "the other thread ran {rounds} rounds, not {SWITCH_ROUNDS}");
+    let switches = 2 * (SWITCH_ROUNDS - 1);
+    kprintln!("mica: bench switch switches={switches} ticks={ticks} per_switch={}", ticks / switches);
     Ok(())
 }
 

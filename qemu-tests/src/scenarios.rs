@@ -243,6 +243,14 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "always", tamper: None }),
     },
     Scenario {
+        name: "switch",
+        cmdline: "test=switch",
+        expect: ExitCode::Success,
+        output_contains: &["mica: bench switch switches=39998 ticks=", "mica: boot test switch: passed"],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+    },
+    Scenario {
         name: "ipc_example_system",
         cmdline: "",
         expect: ExitCode::Success,

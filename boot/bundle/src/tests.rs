@@ -66,12 +66,12 @@ fn named_errors() {
     let len = bytes.len();
     assert!(matches!(Bundle::parse(&bytes[..len - 1]), Err(BundleError::Truncated { what: "the bundle", .. })));
     bytes[9] = 2;
-    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x203));
+    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x204));
     let mut bytes = sample();
     bytes[8] = 1;
     assert_eq!(
         Bundle::parse(&bytes).expect_err("version 1").to_string(),
-        "boot bundle format version 1; this kernel reads version 3"
+        "boot bundle format version 1; this kernel reads version 4"
     );
     let mut bytes = sample();
     bytes[0] = b'X';

@@ -6,6 +6,10 @@
 //!   dies mid-round (`peer-closed`), it reconnects and redoes the round; it prints how many times.
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
+//! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
+//!   4096-byte payloads, and N one-way 64-byte messages; prints one `ipc-bench` line per
+//!   measurement with the monotonic nanoseconds it took (guest instructions under `-icount
+//!   shift=0`, where the clock advances one nanosecond per instruction).
 
 mod misbehave;
 
@@ -21,8 +25,9 @@ fn main() {
         Some("echo") => echo(count(1)),
         Some("kv") => kv(count(1)),
         Some("misbehave") => misbehave::run(),
+        Some("bench") => bench(count(1)),
         other => {
-            eprintln!("unknown mode {other:?}: expected echo, kv or misbehave");
+            eprintln!("unknown mode {other:?}: expected echo, kv, misbehave or bench");
             exit(2);
         }
     };
@@ -43,16 +48,24 @@ fn echo(rounds: u64) -> Result<(), String> {
         let request: Vec<u8> = (0..(i * 97) % 4096).map(|b| (b ^ i) as u8).collect();
         let reply = echo.call(&request).map_err(context(format!("call {i}")))?;
         if reply != request {
-            return Err(format!("call {i}: the reply differs from the request ({} vs {} bytes)", reply.len(), request.len()));
+            return Err(format!(
+                "call {i}: the reply differs from the request ({} vs {} bytes)",
+                reply.len(),
+                request.len()
+            ));
         }
     }
     println!("{rounds} echo calls answered correctly");
     // A private channel, one end sent to the echo server and echoed back: it still works.
     let (mine, theirs) = Channel::pair().map_err(context("create a channel"))?;
     let back = echo
-        .call_message(Message { bytes: b"a channel for you".to_vec(), handles: vec![theirs] }, Some(Duration::from_secs(10)))
+        .call_message(
+            Message { bytes: b"a channel for you".to_vec(), handles: vec![theirs] },
+            Some(Duration::from_secs(10)),
+        )
         .map_err(context("call with a handle"))?;
-    let [theirs] = <[Channel; 1]>::try_from(back.handles).map_err(|h| format!("{} handles came back, not 1", h.len()))?;
+    let [theirs] =
+        <[Channel; 1]>::try_from(back.handles).map_err(|h| format!("{} handles came back, not 1", h.len()))?;
     theirs.send(b"through the moved end").map_err(context("send on the moved end"))?;
     let got = mine.recv().map_err(context("receive on the kept end"))?;
     if got.message.bytes != b"through the moved end" {
@@ -94,5 +107,43 @@ fn kv(rounds: u64) -> Result<(), String> {
         }
     }
     println!("{rounds} put/get rounds correct, {reconnects} reconnect(s)");
+    Ok(())
+}
+
+/// Nanoseconds `work` took on the monotonic clock.
+fn timed(work: impl FnOnce() -> Result<(), String>) -> Result<u128, String> {
+    let start = std::time::Instant::now();
+    work()?;
+    Ok(start.elapsed().as_nanos())
+}
+
+fn bench(n: u64) -> Result<(), String> {
+    let echo = Channel::connect("echo").map_err(context("connect echo"))?;
+    // One warm-up call: the first touches memory and code for the first time.
+    echo.call(b"warm-up").map_err(context("warm-up call"))?;
+    for size in [64usize, 4096] {
+        let request = vec![0xa5u8; size];
+        let ns = timed(|| {
+            for i in 0..n {
+                let reply = echo.call(&request).map_err(context(format!("call {i}")))?;
+                if reply.len() != size {
+                    return Err(format!("call {i}: {} bytes came back, not {size}", reply.len()));
+                }
+            }
+            Ok(())
+        })?;
+        println!("ipc-bench op=round-trip bytes={size} n={n} ns={ns}");
+    }
+    // One-way: n messages, then a call that the server answers only after it took them all
+    // (one queue, in order).
+    let message = [0x5au8; 64];
+    let ns = timed(|| {
+        for i in 0..n {
+            echo.send(&message).map_err(context(format!("send {i}")))?;
+        }
+        echo.call(b"sync").map_err(context("sync call"))?;
+        Ok(())
+    })?;
+    println!("ipc-bench op=one-way bytes=64 n={n} ns={ns}");
     Ok(())
 }

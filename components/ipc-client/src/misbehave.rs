@@ -72,7 +72,11 @@ pub fn run() -> Result<(), String> {
     };
     expect("flood", flood, ErrorCode::Full)?;
     println!("(the queue took {sent} messages)");
-    expect("flood-wait-times-out", sink.send_message(Message::bytes("more"), Some(Duration::from_millis(30))), ErrorCode::TimedOut)?;
+    expect(
+        "flood-wait-times-out",
+        sink.send_message(Message::bytes("more"), Some(Duration::from_millis(30))),
+        ErrorCode::TimedOut,
+    )?;
 
     // Waiting with a timeout, replying to nothing, connecting to nothing.
     expect("receive-timeout", sink.recv_timeout(Some(Duration::from_millis(30))), ErrorCode::TimedOut)?;

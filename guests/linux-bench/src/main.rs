@@ -12,8 +12,22 @@
 //! then powers the guest off. `instructions` is the TSC delta around the workload alone (process
 //! start-up and exit are not in it). `boot` reports the TSC when `main` began: the instructions
 //! from reset to init. Errors print `mica-linux-bench: error: ...`.
+//!
+//! The IPC baselines of `cargo xtask bench ipc` run two processes: this program starts a copy of
+//! itself as a child (`child-echo SIZE` or `child-sink N SIZE`) and talks to it:
+//!
+//! - `pipe N SIZE`: N round trips of SIZE bytes, out through the child's stdin pipe and back
+//!   through its stdout pipe;
+//! - `unix N SIZE`: the same over one Unix stream socket (a `socketpair`, the child's stdin);
+//! - `pipe-oneway N SIZE`: N messages of SIZE bytes one way, then one byte back once the child
+//!   has read them all.
+//!
+//! Each reports `instructions` for the whole loop (both processes, the kernel, and the switches
+//! between them: the guest has one CPU, as Mica's has).
 
 use std::process::ExitCode;
+
+mod ipc;
 
 fn main() -> ExitCode {
     // First thing: under `-icount shift=0` this is the number of instructions since reset.
@@ -53,7 +67,17 @@ fn run(args: &[String], entry_tsc: u64) -> Result<String, String> {
         }
         // The TSC starts at 0 at reset: its value when init's `main` begins is the boot's cost.
         Some("boot") => Ok(format!("boot instructions={entry_tsc}")),
-        Some(other) => Err(format!("unknown workload {other:?} (known: sieve N, boot)")),
+        Some(op @ ("pipe" | "unix" | "pipe-oneway")) => {
+            let n = number(1, "message count")?;
+            let size = number(2, "message size")?;
+            let instructions = ipc::run(op, n, size)?;
+            Ok(format!("{op} n={n} bytes={size} instructions={instructions}"))
+        }
+        Some("child-echo") => ipc::child_echo(number(1, "message size")?),
+        Some("child-sink") => ipc::child_sink(number(1, "message count")?, number(2, "message size")?),
+        Some(other) => Err(format!(
+            "unknown workload {other:?} (known: sieve N, boot, pipe N SIZE, unix N SIZE, pipe-oneway N SIZE)"
+        )),
         None => Err("no workload given: put it after `--` on the kernel command line".to_owned()),
     }
 }

@@ -5,11 +5,14 @@
 //! instruction counts from Mica's first instruction to "ready" under TCG with `-icount`).
 //! `bench components` counts, inside the guest, what loading, instantiating and running each
 //! component of `components/bench.toml` costs, and what one host call costs. `bench pods` times
-//! legacy pods (cold boot to the agent answering, exec) against plain QEMU.
+//! legacy pods (cold boot to the agent answering, exec) against plain QEMU. `bench ipc` counts IPC
+//! round trips and one-way messages between components against pipes and Unix sockets in a Linux
+//! guest.
 
 mod baselines;
 mod boot;
 mod components;
+mod ipc;
 mod pods;
 mod report;
 mod stats;
@@ -32,6 +35,9 @@ pub enum BenchCommand {
     Components,
     /// Legacy pods: cold boot to the agent answering, exec, QEMU memory, plain-QEMU baseline.
     Pods,
+    /// IPC between components in guest instructions (round trip, one-way, thread switch) against
+    /// pipes and Unix sockets between two processes in a Linux guest.
+    Ipc,
 }
 
 /// Arguments of `cargo xtask bench boot`.
@@ -48,5 +54,6 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Boot(args) => boot::run(root, args).map(|()| ExitCode::SUCCESS),
         BenchCommand::Components => components::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Ipc => ipc::run(root).map(|()| ExitCode::SUCCESS),
     }
 }
