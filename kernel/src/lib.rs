@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod ipc;
 pub mod mem;
 pub mod pvh;
+pub mod runqueue;
 pub mod time;
 
 #[cfg(target_os = "none")]

@@ -19,7 +19,8 @@ use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mem::{Protection, WxViolation, heap, phys};
 
 /// The scenario names, for errors.
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch";
+pub const NAMES: &str =
+    "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -35,6 +36,7 @@ pub fn run(name: &str) -> ! {
         "preempt" => preempt(),
         "sleep" => sleep(),
         "switch" => switch(),
+        "priority" => priority(),
         other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
     };
     match result {
@@ -385,6 +387,61 @@ fn threads() -> Result<(), String> {
     ensure!(leaked < 8, "{leaked} frames not returned after the threads ended");
     sched::set_preemption(true);
     kprintln!("mica: threads: {THREADS} threads x {THREAD_ROUNDS} rounds, round-robin, FPU and TLS state kept");
+    Ok(())
+}
+
+/// Priorities: a low-priority spinner gets no CPU while the boot thread (normal) is busy; a
+/// high-priority thread that wakes from a sleep takes the CPU from the busy boot thread at the
+/// next tick and keeps it while it works; once the boot thread sleeps, the low spinner runs.
+fn priority() -> Result<(), String> {
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use crate::sched::{self, Priority};
+
+    static LOW_SPINS: AtomicU64 = AtomicU64::new(0);
+    static BOOT_SPINS: AtomicU64 = AtomicU64::new(0);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    /// (boot spins when the high thread started working, when it finished, ticks it worked).
+    static HIGH_SAW: spin::Mutex<Option<(u64, u64, u64)>> = spin::Mutex::new(None);
+
+    ensure!(sched::current_priority() == Priority::Normal, "the boot thread is not of normal priority");
+    sched::spawn_with("low-spinner", Priority::Low, || {
+        while !STOP.load(Ordering::Relaxed) {
+            LOW_SPINS.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .map_err(|e| format!("spawning the low spinner: {e}"))?;
+    sched::spawn_with("high", Priority::High, || {
+        sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + 30_000_000);
+        let start = BOOT_SPINS.load(Ordering::Relaxed);
+        let first = clock::ticks();
+        while clock::ticks() < first + 3 {
+            core::hint::spin_loop();
+        }
+        *HIGH_SAW.lock() = Some((start, BOOT_SPINS.load(Ordering::Relaxed), clock::ticks() - first));
+    })
+    .map_err(|e| format!("spawning the high thread: {e}"))?;
+    // Busy for 10 ticks: the low spinner must not run; the high thread wakes meanwhile.
+    let start = clock::ticks();
+    while clock::ticks() < start + 10 {
+        BOOT_SPINS.fetch_add(1, Ordering::Relaxed);
+    }
+    let low_while_busy = LOW_SPINS.load(Ordering::Relaxed);
+    let saw = *HIGH_SAW.lock();
+    // Sleeping, the boot thread leaves the CPU to the low spinner.
+    sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + 30_000_000);
+    let low_after = LOW_SPINS.load(Ordering::Relaxed);
+    STOP.store(true, Ordering::SeqCst);
+    ensure!(low_while_busy == 0, "the low spinner ran {low_while_busy} spins while a normal thread was busy");
+    let Some((before, after, worked)) = saw else {
+        return Err("the high thread did not finish while the boot thread was busy".into());
+    };
+    ensure!(before == after, "the boot thread ran ({} spins) while the high thread worked", after - before);
+    ensure!(low_after > 0, "the low spinner never ran, even with the CPU free");
+    kprintln!(
+        "mica: priority: low spinner starved while normal was busy (0 spins), high thread preempted normal and \
+         worked {worked} ticks undisturbed, low ran {low_after} spins once normal slept"
+    );
     Ok(())
 }
 

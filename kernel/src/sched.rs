@@ -1,6 +1,9 @@
-//! Kernel threads and the scheduler: one CPU, round-robin, preemptive: the timer interrupt
-//! switches to the next ready thread at every tick (a time slice of one tick), and a thread may
-//! also yield, sleep, or park until another thread unparks it (IPC waits). A sleeping thread is off the run queue and costs nothing until the tick
+//! Kernel threads and the scheduler: one CPU, strict priorities (high, normal, low) and
+//! round-robin within a priority, preemptive: at every timer tick the running thread's time slice
+//! (one tick) ends, and the next ready thread of its priority or a higher one runs; a thread of a
+//! higher priority that becomes ready runs at the next tick, or at once when the thread that
+//! woke it checks ([`preempt_point`]). A thread may also yield, sleep, or park until another
+//! thread unparks it (IPC waits). A sleeping thread is off the run queue and costs nothing until the tick
 //! that finds its deadline passed; when no thread is ready, the idle thread halts the CPU until
 //! the next interrupt. SMP is the next step.
 //!
@@ -13,7 +16,6 @@
 //! still the stack in use).
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -23,6 +25,8 @@ use crate::arch::context::Context;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::stacks::{KernelStack, StackError};
 use crate::components::tls;
+pub use crate::runqueue::Priority;
+use crate::runqueue::RunQueue;
 
 /// The stack size of a kernel thread (components need deep stacks for Wasmtime and Cranelift
 /// code: the same as the component stack).
@@ -36,6 +40,7 @@ struct Thread {
     /// TSC ticks this thread has run for, up to its last switch away.
     cpu: u64,
     id: ThreadId,
+    priority: Priority,
     name: String,
     context: Context,
     /// Wasmtime's TLS slots while the thread is not running.
@@ -48,7 +53,7 @@ struct Scheduler {
     /// The TSC when the running thread was switched to.
     slice_start: u64,
     current: Box<Thread>,
-    ready: VecDeque<Box<Thread>>,
+    ready: RunQueue<Box<Thread>>,
     /// Sleeping threads and their deadlines (monotonic ns).
     sleeping: Vec<(u64, Box<Thread>)>,
     /// Parked threads (waiting for [`unpark`]), each with the deadline after which a tick puts
@@ -72,8 +77,15 @@ const IDLE_STACK_BYTES: u64 = 16 * 1024;
 
 /// Makes the running code the thread `boot`, and the idle thread.
 pub fn init() -> Result<(), SpawnError> {
-    let boot =
-        Box::new(Thread { cpu: 0, id: 0, name: "boot".into(), context: Context::current(), tls: [0; 2], entry: None });
+    let boot = Box::new(Thread {
+        cpu: 0,
+        id: 0,
+        priority: Priority::Normal,
+        name: "boot".into(),
+        context: Context::current(),
+        tls: [0; 2],
+        entry: None,
+    });
     let stack = KernelStack::new(IDLE_STACK_BYTES).map_err(SpawnError::Stack)?;
     let halt: Box<dyn FnOnce() + Send> = Box::new(|| {
         loop {
@@ -83,6 +95,7 @@ pub fn init() -> Result<(), SpawnError> {
     let idle = Box::new(Thread {
         cpu: 0,
         id: IDLE,
+        priority: Priority::Low,
         name: "idle".into(),
         context: Context::new(stack, thread_main, 0),
         tls: [0; 2],
@@ -91,7 +104,7 @@ pub fn init() -> Result<(), SpawnError> {
     *SCHEDULER.lock() = Some(Scheduler {
         slice_start: clock::rdtsc(),
         current: boot,
-        ready: VecDeque::new(),
+        ready: RunQueue::new(),
         sleeping: Vec::new(),
         parked: Vec::new(),
         wake_tokens: Vec::new(),
@@ -120,8 +133,13 @@ impl core::fmt::Display for SpawnError {
     }
 }
 
-/// Makes a thread that runs `f`, queued behind the ready ones.
+/// Makes a thread of normal priority that runs `f`, queued behind the ready ones.
 pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, SpawnError> {
+    spawn_with(name, Priority::Normal, f)
+}
+
+/// Makes a thread of `priority` that runs `f`, queued behind the ready ones of its priority.
+pub fn spawn_with(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, SpawnError> {
     let stack = KernelStack::new(THREAD_STACK_BYTES).map_err(SpawnError::Stack)?;
     let context = Context::new(stack, thread_main, 0);
     arch::without_interrupts(|| {
@@ -130,8 +148,8 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, 
         let id = scheduler.next_id;
         scheduler.next_id += 1;
         let entry: Box<dyn FnOnce() + Send> = Box::new(f);
-        let thread = Thread { cpu: 0, id, name: name.to_string(), context, tls: [0; 2], entry: Some(entry) };
-        scheduler.ready.push_back(Box::new(thread));
+        let thread = Thread { cpu: 0, id, priority, name: name.to_string(), context, tls: [0; 2], entry: Some(entry) };
+        scheduler.ready.push(priority, Box::new(thread));
         Ok(id)
     })
 }
@@ -181,7 +199,7 @@ pub fn on_tick() {
             while i < scheduler.sleeping.len() {
                 if scheduler.sleeping[i].0 <= now {
                     let (_, thread) = scheduler.sleeping.swap_remove(i);
-                    scheduler.ready.push_back(thread);
+                    scheduler.ready.push(thread.priority, thread);
                 } else {
                     i += 1;
                 }
@@ -190,17 +208,38 @@ pub fn on_tick() {
             while i < scheduler.parked.len() {
                 if scheduler.parked[i].0.is_some_and(|deadline| deadline <= now) {
                     let (_, thread) = scheduler.parked.swap_remove(i);
-                    scheduler.ready.push_back(thread);
+                    scheduler.ready.push(thread.priority, thread);
                 } else {
                     i += 1;
                 }
             }
         }
-        scheduler.current.id == IDLE
+        // The slice ends only for a thread of the same or a higher priority.
+        let current = &scheduler.current;
+        current.id == IDLE || scheduler.ready.best().is_some_and(|best| best >= current.priority)
     };
     if idle || PREEMPTION.load(core::sync::atomic::Ordering::Relaxed) {
         switch_away(After::Ready);
     }
+}
+
+/// Switches at once if a thread of a higher priority than the running one is ready (called after
+/// waking threads, so that a woken high-priority thread need not wait for the next tick).
+pub fn preempt_point() {
+    let higher = arch::without_interrupts(|| {
+        SCHEDULER
+            .lock()
+            .as_ref()
+            .is_some_and(|s| s.current.id != IDLE && s.ready.best().is_some_and(|best| best > s.current.priority))
+    });
+    if higher {
+        switch_away(After::Ready);
+    }
+}
+
+/// The running thread's priority.
+pub fn current_priority() -> Priority {
+    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(Priority::Normal, |s| s.current.priority))
 }
 
 /// Lets the next ready thread run; returns when this one is scheduled again (at once when no
@@ -241,7 +280,7 @@ pub fn unpark(id: ThreadId) {
         let Some(scheduler) = guard.as_mut() else { return };
         if let Some(i) = scheduler.parked.iter().position(|(_, t)| t.id == id) {
             let (_, thread) = scheduler.parked.swap_remove(i);
-            scheduler.ready.push_back(thread);
+            scheduler.ready.push(thread.priority, thread);
         } else if !scheduler.wake_tokens.contains(&id) {
             scheduler.wake_tokens.push(id);
         }
@@ -300,7 +339,14 @@ fn switch_away(after: After) {
                 After::Finished => scheduler.wake_tokens.retain(|&t| t != current),
                 _ => {}
             }
-            let next = match (scheduler.ready.pop_front(), after) {
+            // Yielding (or a tick) never hands the CPU to a lower priority than the running one.
+            let candidate = match after {
+                After::Ready if scheduler.current.id != IDLE => {
+                    scheduler.ready.pop_at_least(scheduler.current.priority)
+                }
+                _ => scheduler.ready.pop(),
+            };
+            let next = match (candidate, after) {
                 (Some(next), _) => next,
                 (None, After::Ready) => return,
                 (None, _) => match scheduler.idle.take() {
@@ -319,7 +365,7 @@ fn switch_away(after: After) {
             let to: *mut Context = &mut scheduler.current.context;
             match after {
                 _ if previous.id == IDLE => scheduler.idle = Some(previous),
-                After::Ready => scheduler.ready.push_back(previous),
+                After::Ready => scheduler.ready.push(previous.priority, previous),
                 After::Finished => scheduler.finished.push(previous),
                 After::Sleep(deadline) => scheduler.sleeping.push((deadline, previous)),
                 After::Park(deadline) => scheduler.parked.push((deadline, previous)),

@@ -251,6 +251,17 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
     },
     Scenario {
+        name: "priority",
+        cmdline: "test=priority",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "mica: priority: low spinner starved while normal was busy",
+            "mica: boot test priority: passed",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+    },
+    Scenario {
         name: "ipc_example_system",
         cmdline: "",
         expect: ExitCode::Success,
@@ -271,6 +282,7 @@ pub const SCENARIOS: &[Scenario] = &[
         cmdline: "",
         expect: ExitCode::Success,
         output_contains: &[
+            "mica: component kv: priority high",
             "[kv] request 7: crashing on purpose (CRASH_AFTER=7) before answering",
             "mica: component kv trapped: wasm trap: wasm `unreachable` instruction executed",
             "mica: component kv: restarting (on-failure, attempt 1 of 3, after 100 ms)",

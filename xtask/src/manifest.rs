@@ -10,6 +10,7 @@
 //! fuel = 100_000_000              # optional: a CPU budget in Wasmtime fuel units, or ...
 //! cpu_time_limit = "2s"           # ... a CPU time budget (ms or s); at most one of the two
 //! restart = "never"               # optional: "never" (default), "on-failure" or "always"
+//! priority = "normal"             # optional: "high", "normal" (default) or "low"
 //! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
 //! handles = 64                    # optional (default 64): the size of its handle table (1..=4096)
 //! create_channels = false         # optional: whether it may create channels at run time
@@ -75,6 +76,7 @@ struct RawComponent {
     handles: Option<u16>,
     #[serde(default)]
     create_channels: bool,
+    priority: Option<String>,
 }
 
 /// Where a component's `.wasm` comes from.
@@ -111,6 +113,8 @@ pub struct Component {
     pub handles: u16,
     /// May create channels.
     pub create_channels: bool,
+    /// Thread priority.
+    pub priority: mica_bundle::Priority,
 }
 
 /// One checked IPC connection.
@@ -277,6 +281,14 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         if !(1..=MAX_HANDLES).contains(&handles) {
             return Err(cx.err("handles", format!("{handles} is out of range: give 1 to {MAX_HANDLES}")));
         }
+        let priority = match raw.priority.as_deref() {
+            None | Some("normal") => mica_bundle::Priority::Normal,
+            Some("high") => mica_bundle::Priority::High,
+            Some("low") => mica_bundle::Priority::Low,
+            Some(other) => {
+                return Err(cx.err("priority", format!("{other:?}: expected \"high\", \"normal\" or \"low\"")));
+            }
+        };
         components.push(Component {
             name: raw.name,
             source,
@@ -289,6 +301,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             grants: raw.grants,
             handles,
             create_channels: raw.create_channels,
+            priority,
         });
     }
     let connections = check_connections(path, &components, file.connect)?;
@@ -403,6 +416,8 @@ mod tests {
             let e = err(&ipc_system(connect));
             assert!(e.contains(expected), "{connect}: {e}");
         }
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\npriority = \"urgent\"\n");
+        assert!(e.contains("component 'x': priority: \"urgent\": expected \"high\", \"normal\" or \"low\""), "{e}");
         let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\nhandles = 0\n");
         assert!(e.contains("component 'x': handles: 0 is out of range: give 1 to 4096"), "{e}");
     }
@@ -419,6 +434,7 @@ mod tests {
             memory_limit = "16MiB"
             cpu_time_limit = "250ms"
             restart = "on-failure"
+            priority = "high"
             grants = ["wasi:cli", "wasi:io/streams"]
 
             [[component]]
@@ -434,6 +450,10 @@ mod tests {
         assert_eq!(c.cpu_time_limit_ms, Some(250));
         assert_eq!(c.env, vec![("K".into(), "V".into())]);
         assert_eq!(c.restart, mica_bundle::Restart::OnFailure);
+        assert_eq!(
+            (c.priority, m.components[1].priority),
+            (mica_bundle::Priority::High, mica_bundle::Priority::Normal)
+        );
         assert_eq!(m.components[1].fuel, Some(1000));
         assert_eq!(m.components[1].memory_limit, DEFAULT_MEMORY_LIMIT);
     }

@@ -85,6 +85,7 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             grants: c.grants.clone(),
             handles: c.handles,
             create_channels: c.create_channels,
+            priority: c.priority,
         });
     }
     let index = |name: &str| manifest.components.iter().position(|c| c.name == name).map(|i| i as u32);

@@ -28,7 +28,7 @@ mod manifest;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use manifest::{ComponentSpec, Connection, ManifestError, Restart, SystemManifest};
+pub use manifest::{ComponentSpec, Connection, ManifestError, Priority, Restart, SystemManifest};
 
 /// The magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 8] = *b"MICABNDL";

@@ -18,6 +18,18 @@ pub enum Restart {
     Always,
 }
 
+/// How urgent a component's thread is (the scheduler's strict priorities).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// Runs only when nothing else is ready.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Runs before everything else.
+    High,
+}
+
 /// One component to run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentSpec {
@@ -55,6 +67,8 @@ pub struct ComponentSpec {
     pub handles: u16,
     /// Whether it may create channels at run time.
     pub create_channels: bool,
+    /// Its thread's priority.
+    pub priority: Priority,
 }
 
 /// A named IPC connection between two components (client `from`, server `to`), by index into

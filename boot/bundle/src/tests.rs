@@ -30,6 +30,7 @@ fn manifest() -> SystemManifest {
             grants: vec!["wasi:cli".into()],
             handles: 64,
             create_channels: false,
+            priority: Priority::High,
         }],
         connections: vec![Connection { name: "kv".into(), from: 0, to: 0 }],
     }

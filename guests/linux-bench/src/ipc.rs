@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 
 /// Starts this program again as a child with `args`, its stdin and stdout as given.
 fn child(args: &[String], stdin: Stdio, stdout: Stdio) -> Result<Child, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("finding this program: {e}"))?;
+    // As init there is no /proc for `current_exe`: the kernel started it by its path.
+    let exe = std::env::args_os().next().ok_or("no program path in argv[0]")?;
     Command::new(exe).args(args).stdin(stdin).stdout(stdout).spawn().map_err(|e| format!("starting the child: {e}"))
 }
 
@@ -35,7 +36,7 @@ pub fn run(op: &str, n: usize, size: usize) -> Result<u64, String> {
         "unix" => {
             let (mut mine, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
             let theirs = OwnedFd::from(theirs);
-            let child = child(&["child-echo".into(), size.to_string()], Stdio::from(theirs), Stdio::null())?;
+            let child = child(&["child-echo".into(), size.to_string()], Stdio::from(theirs), Stdio::inherit())?;
             let ticks = counted_loop(n, |_| {
                 mine.write_all(&message).map_err(io("writing to the child"))?;
                 mine.read_exact(&mut back).map_err(io("reading from the child"))
@@ -76,7 +77,7 @@ fn counted_loop(n: usize, mut step: impl FnMut(usize) -> Result<(), String>) -> 
 }
 
 /// The child of `pipe` and `unix`: echoes messages of `size` bytes on stdin back (to stdout, or
-/// to stdin itself when stdin is a socket and stdout is not connected) until end of input.
+/// to stdin itself when stdin is a socket) until end of input.
 pub fn child_echo(size: usize) -> Result<String, String> {
     let mut input = std::io::stdin().lock();
     let socket = UnixStream::try_from(

@@ -238,7 +238,15 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
         let name = spec.name.clone();
         tally.lock().running.push(name.clone());
         let (platform, thread_tally, bundle) = (platform.clone(), tally.clone(), bundle.clone());
-        let spawned = sched::spawn(&format!("component {name}"), move || {
+        let priority = match spec.priority {
+            mica_bundle::Priority::Low => sched::Priority::Low,
+            mica_bundle::Priority::Normal => sched::Priority::Normal,
+            mica_bundle::Priority::High => sched::Priority::High,
+        };
+        if priority != sched::Priority::Normal {
+            kprintln!("mica: component {name}: priority {priority}");
+        }
+        let spawned = sched::spawn_with(&format!("component {name}"), priority, move || {
             let ok = run_one(&platform, &bundle, index, &spec);
             let mut tally = thread_tally.lock();
             tally.finished += 1;

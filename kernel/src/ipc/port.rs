@@ -42,8 +42,13 @@ fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T
         let result = f(state);
         (result, state.take_wakes())
     };
+    let woke = !wakes.is_empty();
     for waiter in wakes {
         sched::unpark(waiter.0);
+    }
+    if woke {
+        // A woken thread of a higher priority runs now, not at the next tick.
+        sched::preempt_point();
     }
     result
 }
