@@ -7,7 +7,8 @@
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
 //! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
-//!   4096-byte payloads, and N one-way 64-byte messages; prints one `ipc-bench` line per
+//!   4096-byte payloads, N one-way 64-byte messages, and N of the cheapest IPC host call
+//!   (`rights-of`, a handle lookup); prints one `ipc-bench` line per
 //!   measurement with the monotonic nanoseconds it took (guest instructions under `-icount
 //!   shift=0`, where the clock advances one nanosecond per instruction).
 
@@ -134,6 +135,14 @@ fn bench(n: u64) -> Result<(), String> {
         })?;
         println!("ipc-bench op=round-trip bytes={size} n={n} ns={ns}");
     }
+    // The cheapest IPC host call: the rights of a handle (one table lookup under the IPC lock).
+    let ns = timed(|| {
+        for i in 0..n {
+            echo.rights().map_err(context(format!("rights {i}")))?;
+        }
+        Ok(())
+    })?;
+    println!("ipc-bench op=host-call bytes=0 n={n} ns={ns}");
     // One-way: n messages, then a call that the server answers only after it took them all
     // (one queue, in order).
     let message = [0x5au8; 64];

@@ -80,9 +80,10 @@ fn counted_loop(n: usize, mut step: impl FnMut(usize) -> Result<(), String>) -> 
 /// to stdin itself when stdin is a socket) until end of input.
 pub fn child_echo(size: usize) -> Result<String, String> {
     let mut input = std::io::stdin().lock();
-    let socket = UnixStream::try_from(
-        std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned().map_err(|e| format!("stdin: {e}"))?,
-    );
+    let stdin_fd =
+        std::os::fd::AsFd::as_fd(&std::io::stdin()).try_clone_to_owned().map_err(|e| format!("stdin: {e}"))?;
+    let socket = UnixStream::from(stdin_fd);
+    let reply_on_stdin = is_socket(&socket);
     let mut buf = vec![0u8; size];
     let mut stdout = std::io::stdout().lock();
     loop {
@@ -91,9 +92,10 @@ pub fn child_echo(size: usize) -> Result<String, String> {
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(format!("child reading: {e}")),
         }
-        let written = match &socket {
-            Ok(s) if is_socket(s) => (&*s).write_all(&buf),
-            _ => stdout.write_all(&buf).and_then(|()| stdout.flush()),
+        let written = if reply_on_stdin {
+            (&socket).write_all(&buf)
+        } else {
+            stdout.write_all(&buf).and_then(|()| stdout.flush())
         };
         written.map_err(|e| format!("child writing: {e}"))?;
     }

@@ -131,9 +131,9 @@ pub fn run(root: &Path) -> Result<()> {
         let outcome = boot(&cmd, BOOT_TIMEOUT)?;
         let mhz = tsc_rate(&outcome.serial).with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
         let ops = mica_ops(&outcome.serial, mhz);
-        if ops.len() != 3 {
+        if ops.len() != 4 {
             eprintln!();
-            bail!("expected 3 `{MICA_PREFIX}` lines\n{}", outcome.transcript());
+            bail!("expected 4 `{MICA_PREFIX}` lines\n{}", outcome.transcript());
         }
         tsc_mhz.push(mhz);
         mica_runs.push(ops);
@@ -253,6 +253,7 @@ impl Report {
                 show(unix.and_then(|u| self.linux(u, bytes)))
             );
         }
+        let _ = writeln!(md, "| IPC host call (`rights-of`) | {} | | |", show(self.mica("host-call", 0)));
         let _ = writeln!(md, "| kernel thread switch | {} | | |", grouped(self.thread_switch));
         let ratio = self.mica("round-trip", 64).zip(self.linux("pipe", 64)).map(|(m, l)| l / m);
         if let Some(r) = ratio {

@@ -29,13 +29,20 @@ fn received(finished: Option<Result<Finished, IpcFailure>>) -> Received {
     }
 }
 
-#[test]
-fn call_and_reply_over_a_manifest_connection() {
+/// A system whose client and server instances have both connected to "kv": the state, the
+/// client's and the server's spaces, and their handles.
+fn connected(client_handles: u16, may_create: bool) -> (IpcState, SpaceId, SpaceId, u32, u32) {
     let mut st = system();
-    let c = st.open_space(CLIENT, 16, false);
+    let c = st.open_space(CLIENT, client_handles, may_create);
     let s = st.open_space(SERVER, 16, false);
     let ch = st.connect(c, "kv").expect("client end");
     let sh = st.connect(s, "kv").expect("server end");
+    (st, c, s, ch, sh)
+}
+
+#[test]
+fn call_and_reply_over_a_manifest_connection() {
+    let (mut st, c, s, ch, sh) = connected(16, false);
     // The server waits first; the call wakes it with the request.
     assert_eq!(st.receive(s, WaiterId(2), sh, true), Step::Parked(Pending::Receive));
     assert_eq!(st.call(c, WaiterId(1), ch, b"get a".to_vec(), vec![]), Step::Parked(Pending::Call));
@@ -54,11 +61,7 @@ fn call_and_reply_over_a_manifest_connection() {
 
 #[test]
 fn a_server_restart_fails_the_pending_call_and_clients_reconnect() {
-    let mut st = system();
-    let c = st.open_space(CLIENT, 16, false);
-    let s1 = st.open_space(SERVER, 16, false);
-    let ch = st.connect(c, "kv").expect("client end");
-    let sh = st.connect(s1, "kv").expect("server end");
+    let (mut st, c, s1, ch, sh) = connected(16, false);
     assert_eq!(st.call(c, WaiterId(1), ch, b"put".to_vec(), vec![]), Step::Parked(Pending::Call));
     let _request = done(st.receive(s1, WaiterId(2), sh, false)).expect("request");
     // The server dies mid-request and will be restarted.
@@ -88,11 +91,7 @@ fn a_server_restart_fails_the_pending_call_and_clients_reconnect() {
 
 #[test]
 fn a_server_that_ends_for_good_is_unavailable_and_clients_leaving_end_the_server() {
-    let mut st = system();
-    let c = st.open_space(CLIENT, 16, false);
-    let s = st.open_space(SERVER, 16, false);
-    let ch = st.connect(c, "kv").expect("client end");
-    let sh = st.connect(s, "kv").expect("server end");
+    let (mut st, c, s, ch, sh) = connected(16, false);
     assert_eq!(st.receive(s, WaiterId(2), sh, true), Step::Parked(Pending::Receive));
     // The only client ends for good: once its handle is gone the server's receive fails.
     let _ = ch;
@@ -110,11 +109,7 @@ fn a_server_that_ends_for_good_is_unavailable_and_clients_leaving_end_the_server
 
 #[test]
 fn bad_handles_rights_and_sizes_are_errors_for_the_caller_only() {
-    let mut st = system();
-    let c = st.open_space(CLIENT, 4, false);
-    let s = st.open_space(SERVER, 16, false);
-    let ch = st.connect(c, "kv").expect("client end");
-    let sh = st.connect(s, "kv").expect("server end");
+    let (mut st, c, s, ch, sh) = connected(4, false);
     // Forged.
     let e = done(st.send(c, WaiterId(1), ch ^ 0x40, vec![], vec![], false)).expect_err("forged");
     assert_eq!(e.code, ErrorCode::InvalidHandle);
@@ -156,11 +151,7 @@ fn bad_handles_rights_and_sizes_are_errors_for_the_caller_only() {
 
 #[test]
 fn handles_move_through_messages_and_come_back_when_refused() {
-    let mut st = system();
-    let c = st.open_space(CLIENT, 16, true);
-    let s = st.open_space(SERVER, 16, false);
-    let ch = st.connect(c, "kv").expect("client end");
-    let sh = st.connect(s, "kv").expect("server end");
+    let (mut st, c, s, ch, sh) = connected(16, true);
     let (mine, theirs) = st.create_channel(c).expect("new channel");
     // Passing the same handle twice is refused and nothing moves.
     let e = done(st.send(c, WaiterId(1), ch, vec![], vec![theirs, theirs], false)).expect_err("twice");
@@ -193,11 +184,7 @@ fn handles_move_through_messages_and_come_back_when_refused() {
 
 #[test]
 fn a_wait_that_times_out_is_cancelled_and_a_blocked_send_gets_its_handles_back() {
-    let mut st = system();
-    let c = st.open_space(CLIENT, 8, true);
-    let s = st.open_space(SERVER, 8, false);
-    let ch = st.connect(c, "kv").expect("client end");
-    let sh = st.connect(s, "kv").expect("server end");
+    let (mut st, c, s, ch, sh) = connected(8, true);
     assert_eq!(st.receive(s, WaiterId(2), sh, true), Step::Parked(Pending::Receive));
     assert_eq!(st.finish(s, WaiterId(2), Pending::Receive, false), None);
     let e = st.finish(s, WaiterId(2), Pending::Receive, true).expect("expired").expect_err("timed out");
