@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use log::{LevelFilter, debug, info};
+use log::{LevelFilter, debug, info, warn};
 use mica_exit::ExitCode;
 
 use crate::arch::{self, apic, clock, cpu, gdt, paging, traps};
@@ -41,6 +41,18 @@ pub fn start(start_info: u64) -> ! {
 
     let cpu = cpu::init();
     info!("cpu: {cpu}");
+    match cpu::enable_avx_state() {
+        cpu::AvxState::Enabled(bytes) => {
+            info!("cpu: AVX state on (XCR0 x87|SSE|AVX, {bytes}-byte XSAVE area per thread)")
+        }
+        cpu::AvxState::NoAvx => info!("cpu: no AVX: vector state is x87/SSE (fxsave)"),
+        cpu::AvxState::AreaTooLarge(bytes) => {
+            warn!(
+                "cpu: AVX state left off: its XSAVE area ({bytes} bytes) exceeds the {} bytes a context reserves",
+                cpu::XSAVE_AREA_BYTES
+            )
+        }
+    }
 
     let ram = boot.ram().unwrap_or_else(|e| fail("memory map", e));
     for e in boot.memory_map() {

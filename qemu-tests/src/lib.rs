@@ -167,7 +167,9 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
         return Err(format!("cannot run here: {why}"));
     }
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
-    let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
+    let mut features: Vec<&str> =
+        mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
+    features.extend(trial.scenario.cpu_features);
     let mut cmd = QemuCommand::new(qemu, kernel, trial.accel)
         .cmdline(trial.scenario.cmdline)
         .cpu(mica_launch::cpu_model(&features));

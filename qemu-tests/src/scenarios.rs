@@ -59,6 +59,8 @@ pub struct Scenario {
     pub kvm: KvmUse,
     /// The boot bundle, if any.
     pub bundle: Option<BundleUse>,
+    /// CPU features QEMU's CPU model adds to the baseline profile's (e.g. `avx`).
+    pub cpu_features: &'static [&'static str],
 }
 
 /// Every scenario.
@@ -70,6 +72,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["mica: ready (tsc_since_entry="],
         kvm: KvmUse::Smoke,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "panic",
@@ -78,6 +81,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["KERNEL PANIC at kernel/src/"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "page_fault",
@@ -86,6 +90,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["EXCEPTION #PF", "error_code=", "CR2=0x", "RIP=0x"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "stack_overflow",
@@ -94,6 +99,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["kernel stack overflow"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "heap",
@@ -102,6 +108,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["mica: boot test heap: passed"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "timer",
@@ -110,6 +117,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["mica: boot test timer: passed"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "paging",
@@ -118,6 +126,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["mica: boot test paging: passed"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "threads",
@@ -129,6 +138,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "preempt",
@@ -140,6 +150,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "sleep",
@@ -148,6 +159,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["mica: sleep: woke ", "mica: boot test sleep: passed"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "invalid_cmdline",
@@ -156,6 +168,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["log=loud"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "default_system",
@@ -168,6 +181,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "default", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "components",
@@ -197,6 +211,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "components", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "nostd_component",
@@ -212,6 +227,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "nostd", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "endless_loop_does_not_starve_others",
@@ -227,6 +243,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "starve", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "restart_always_with_backoff",
@@ -241,6 +258,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "always", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "switch",
@@ -249,6 +267,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &["mica: bench switch switches=39998 ticks=", "mica: boot test switch: passed"],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
     },
     Scenario {
         name: "priority",
@@ -260,6 +279,33 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: None,
+        cpu_features: &[],
+    },
+    Scenario {
+        name: "avx_state_per_thread",
+        cmdline: "test=avx",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "cpu: AVX state on (XCR0 x87|SSE|AVX, 832-byte XSAVE area per thread)",
+            "mica: avx: 3 threads kept their own 256-bit YMM0 across 50 yields and preemption",
+            "mica: boot test avx: passed",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &["avx", "avx2"],
+    },
+    Scenario {
+        name: "avx2_component",
+        cmdline: "",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "cpu: AVX state on",
+            "[sieve-avx2] 78498 primes below 1000000",
+            "mica: component sieve-avx2 exited with status 0",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "sieve-avx2", tamper: None }),
+        cpu_features: &["avx", "avx2"],
     },
     Scenario {
         name: "ipc_example_system",
@@ -276,6 +322,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "ipc", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "ipc_server_crash_is_restarted_and_clients_reconnect",
@@ -294,6 +341,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "supervise", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "ipc_bad_input_gets_error_values",
@@ -323,6 +371,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "misbehave", tamper: None }),
+        cpu_features: &[],
     },
     Scenario {
         name: "corrupt_artifact",
@@ -334,6 +383,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::CorruptArtifact) }),
+        cpu_features: &[],
     },
     Scenario {
         name: "truncated_artifact",
@@ -345,6 +395,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::TruncateArtifact) }),
+        cpu_features: &[],
     },
     Scenario {
         name: "artifact_for_other_cpu",
@@ -356,6 +407,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherCpu) }),
+        cpu_features: &[],
     },
     Scenario {
         name: "artifact_from_other_wasmtime",
@@ -367,6 +419,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherWasmtime) }),
+        cpu_features: &[],
     },
     Scenario {
         name: "fuel_without_instrumentation",
@@ -378,6 +431,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FuelWithoutInstrumentation) }),
+        cpu_features: &[],
     },
     Scenario {
         name: "false_instrumentation",
@@ -390,6 +444,7 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FalseInstrumentation) }),
+        cpu_features: &[],
     },
 ];
 

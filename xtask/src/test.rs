@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use mica_runtime::config::CpuFeature;
 
 use crate::{kernel, process, setup, toolchain};
 
@@ -38,8 +39,15 @@ fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::pa
     listed.sort();
     manifests.extend(listed);
     let mut dir = None;
+    // Systems named `*-avx2` are compiled for AVX and AVX2 too (their boot tests give QEMU's CPU
+    // model those features).
+    let avx2 = mica_runtime::config::CpuProfile::new(
+        "baseline+avx2",
+        profile.features.iter().copied().chain([CpuFeature::Avx, CpuFeature::Avx2]),
+    );
     for m in &manifests {
-        let bundle = crate::system::prepare(root, toolchain, m, &profile)?;
+        let for_avx2 = m.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.ends_with("-avx2"));
+        let bundle = crate::system::prepare(root, toolchain, m, if for_avx2 { &avx2 } else { &profile })?;
         dir = bundle.parent().map(Path::to_path_buf);
     }
     dir.context("no system manifests to build")

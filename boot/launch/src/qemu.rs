@@ -73,10 +73,14 @@ fn qemu_flag(feature: &str) -> &str {
 
 /// A QEMU CPU model that exposes `features` (Rust names) plus RDRAND: QEMU's default model
 /// (`qemu64`, which has only SSE3 beyond SSE2) with each feature added. TCG emulates all of
-/// them; under KVM the host CPU must have them.
+/// them; under KVM the host CPU must have them. AVX-class features bring XSAVE with them (the
+/// kernel needs it to enable AVX state), and XSAVEOPT beside it: QEMU 7.2's TCG with `qemu64,+xsave`
+/// alone hangs at the guest's first write of CR4.OSXSAVE (Linux's too).
 pub fn cpu_model(features: &[&str]) -> String {
     let mut model = String::from("qemu64");
-    for f in features.iter().copied().chain(["rdrand"]) {
+    let avx = features.iter().any(|f| matches!(*f, "avx" | "avx2" | "fma"));
+    let xsave: &[&str] = if avx && !features.contains(&"xsave") { &["xsave", "xsaveopt"] } else { &[] };
+    for f in xsave.iter().chain(features).copied().chain(["rdrand"]) {
         model.push_str(",+");
         model.push_str(qemu_flag(f));
     }
@@ -249,6 +253,7 @@ mod tests {
     #[test]
     fn cpu_model_and_boot_module() {
         assert_eq!(cpu_model(&["sse4.1", "lzcnt"]), "qemu64,+sse4.1,+abm,+rdrand");
+        assert_eq!(cpu_model(&["popcnt", "avx2"]), "qemu64,+xsave,+xsaveopt,+popcnt,+avx2,+rdrand");
         let cmd = QemuCommand::new("qemu", "k", Accel::Tcg).cpu(cpu_model(&["popcnt"])).initrd("/b/bundle");
         let args = strings(&cmd);
         assert!(args.windows(2).any(|w| w == ["-cpu", "qemu64,+popcnt,+rdrand"]), "{args:?}");

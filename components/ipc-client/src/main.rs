@@ -124,9 +124,10 @@ fn bench(n: u64) -> Result<(), String> {
     echo.call(b"warm-up").map_err(context("warm-up call"))?;
     for size in [64usize, 4096] {
         let request = vec![0xa5u8; size];
+        // Errors are formatted only when they happen: the loops measure IPC, not `format!`.
         let ns = timed(|| {
             for i in 0..n {
-                let reply = echo.call(&request).map_err(context(format!("call {i}")))?;
+                let reply = echo.call(&request).map_err(|e| context(format!("call {i}"))(e))?;
                 if reply.len() != size {
                     return Err(format!("call {i}: {} bytes came back, not {size}", reply.len()));
                 }
@@ -138,7 +139,7 @@ fn bench(n: u64) -> Result<(), String> {
     // The cheapest IPC host call: the rights of a handle (one table lookup under the IPC lock).
     let ns = timed(|| {
         for i in 0..n {
-            echo.rights().map_err(context(format!("rights {i}")))?;
+            echo.rights().map_err(|e| context(format!("rights {i}"))(e))?;
         }
         Ok(())
     })?;
@@ -148,7 +149,7 @@ fn bench(n: u64) -> Result<(), String> {
     let message = [0x5au8; 64];
     let ns = timed(|| {
         for i in 0..n {
-            echo.send(&message).map_err(context(format!("send {i}")))?;
+            echo.send(&message).map_err(|e| context(format!("send {i}"))(e))?;
         }
         echo.call(b"sync").map_err(context("sync call"))?;
         Ok(())

@@ -32,20 +32,23 @@ pub fn component_ended(component: usize) {
     });
 }
 
-/// Runs `f` on the state under the lock, then unparks the threads it completed.
+/// Runs `f` on the state under the lock and unparks the threads it completed. Unparking under
+/// the IPC lock is safe: the scheduler never takes the IPC lock, so the two are always taken in
+/// this order.
 fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T, IpcFailure> {
-    let (result, wakes) = {
+    let (result, woke) = {
         let mut guard = STATE.lock();
         let Some(state) = guard.as_mut() else {
             return Err(IpcFailure::new(ErrorCode::NotPermitted, "IPC is not set up"));
         };
         let result = f(state);
-        (result, state.take_wakes())
+        let mut woke = false;
+        for waiter in state.drain_wakes() {
+            sched::unpark(waiter.0);
+            woke = true;
+        }
+        (result, woke)
     };
-    let woke = !wakes.is_empty();
-    for waiter in wakes {
-        sched::unpark(waiter.0);
-    }
     if woke {
         // A woken thread of a higher priority runs now, not at the next tick.
         sched::preempt_point();

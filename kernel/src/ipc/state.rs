@@ -125,9 +125,10 @@ pub struct IpcState {
     next_space: u64,
     services: Vec<Service>,
     names: Vec<String>,
-    /// Results for parked threads, waiting for them to run.
-    completions: BTreeMap<WaiterId, Completion<Transfer>>,
-    /// Threads to unpark once the lock is released.
+    /// Results for parked threads, waiting for them to run (a few at a time: a list, whose
+    /// memory is kept, beats a map that allocates a node per entry).
+    completions: Vec<(WaiterId, Completion<Transfer>)>,
+    /// Threads to unpark ([`drain_wakes`](Self::drain_wakes); the memory is kept).
     to_wake: Vec<WaiterId>,
 }
 
@@ -151,7 +152,7 @@ impl IpcState {
             next_space: 1,
             services: Vec::new(),
             names,
-            completions: BTreeMap::new(),
+            completions: Vec::new(),
             to_wake: Vec::new(),
         };
         for c in connections {
@@ -258,8 +259,14 @@ impl IpcState {
     }
 
     /// The threads to unpark, now that results for them are stored.
+    pub fn drain_wakes(&mut self) -> impl Iterator<Item = WaiterId> + '_ {
+        self.to_wake.drain(..)
+    }
+
+    /// The threads to unpark, as a list (tests).
+    #[cfg(test)]
     pub fn take_wakes(&mut self) -> Vec<WaiterId> {
-        core::mem::take(&mut self.to_wake)
+        self.drain_wakes().collect()
     }
 
     /// How many channels exist (tests and reports).
@@ -302,7 +309,8 @@ impl IpcState {
     }
 
     fn store_wake(&mut self, wake: Wake<Transfer>) {
-        self.completions.insert(wake.waiter, wake.completion);
+        // A waiter is parked in one operation at a time, so it has at most one result waiting.
+        self.completions.push((wake.waiter, wake.completion));
         self.to_wake.push(wake.waiter);
     }
 
@@ -691,7 +699,8 @@ impl IpcState {
         pending: Pending,
         expired: bool,
     ) -> Option<Result<Finished, IpcFailure>> {
-        if let Some(completion) = self.completions.remove(&waiter) {
+        let stored = self.completions.iter().position(|(w, _)| *w == waiter);
+        if let Some((_, completion)) = stored.map(|i| self.completions.swap_remove(i)) {
             return Some(match completion {
                 Completion::Sent => Ok(Finished::Sent),
                 Completion::Received(Delivery { message, call }) => {

@@ -1,27 +1,30 @@
 //! Kernel-thread contexts and the switch between them.
 //!
 //! A thread that is not running is its stack pointer (the callee-saved registers `rbx`, `rbp`,
-//! `r12`–`r15` and the return address are on its stack) plus its x87/SSE state, saved with
-//! `fxsave64` into a 512-byte area (Mica does not enable XSAVE or AVX, so this is all the
-//! vector state there is; see `cpu::code_may_use`). Everything caller-saved is saved by the
-//! compiler around the call to [`Context::switch`], as around any call.
+//! `r12`–`r15` and the return address are on its stack) plus its vector state: x87/SSE with
+//! `fxsave64`, or, when the kernel enabled AVX state (`cpu::enable_avx_state`), x87/SSE/AVX with
+//! `xsave64` (standard format) into the same 64-byte-aligned area. Everything caller-saved is
+//! saved by the compiler around the call to [`Context::switch`], as around any call.
 //!
 //! A new thread starts in [`thread_start`] with its entry function in `r12` and its argument in
 //! `r13`, on a [`KernelStack`] it owns.
 
 use alloc::boxed::Box;
 
+use super::cpu;
 use super::stacks::KernelStack;
 
-/// The `fxsave64` area: x87, MMX and SSE registers, MXCSR.
-#[repr(C, align(16))]
-struct FpuArea([u8; 512]);
+/// The `fxsave64` area (x87, MMX and SSE registers, MXCSR; 512 bytes), or the `xsave64` area
+/// (that, a 64-byte header, and the upper halves of the YMM registers).
+#[repr(C, align(64))]
+struct FpuArea([u8; cpu::XSAVE_AREA_BYTES]);
 
 impl FpuArea {
     /// The power-on state: x87 control word 0x37f, MXCSR 0x1f80 (all exceptions masked),
-    /// registers zero.
+    /// registers zero; for `xrstor64`, an XSAVE header of zeros (every component in its initial
+    /// state, standard format).
     fn initial() -> Box<FpuArea> {
-        let mut area = Box::new(FpuArea([0; 512]));
+        let mut area = Box::new(FpuArea([0; cpu::XSAVE_AREA_BYTES]));
         area.0[0..2].copy_from_slice(&0x037f_u16.to_le_bytes());
         area.0[24..28].copy_from_slice(&0x1f80_u32.to_le_bytes());
         // MXCSR_MASK: zero means the default mask 0xffbf.
@@ -98,9 +101,19 @@ impl Context {
         // `self` is the running context, so saving into it is right; `to` is not running, so its
         // `rsp` was either built by `Context::new` on a stack it owns or saved by an earlier
         // switch away from it, and its stack is alive (owned by `to`, or the boot stack). Both
-        // FPU areas are 16-byte aligned boxes of 512 bytes. Interrupts are the caller's business.
+        // FPU areas are 64-byte aligned boxes of `XSAVE_AREA_BYTES`, enough for the `xsave64`
+        // image of the state XCR0 enables (checked by `enable_avx_state`), and hold valid images
+        // (the initial one, or one saved by the same instruction, since the XSAVE choice is made
+        // once before any thread exists). Interrupts are the caller's business.
         // SAFETY: as above; the switch is a plain call that preserves the callee-saved registers.
-        unsafe { switch_stacks(&raw mut self.rsp, to.rsp, self.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr()) };
+        unsafe {
+            let (save, load) = (self.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr());
+            if cpu::avx_state_enabled() {
+                switch_stacks_xsave(&raw mut self.rsp, to.rsp, save, load);
+            } else {
+                switch_stacks(&raw mut self.rsp, to.rsp, save, load);
+            }
+        }
         Ok(())
     }
 
@@ -129,6 +142,41 @@ unsafe extern "C" fn switch_stacks(save_rsp: *mut u64, load_rsp: u64, save_fpu: 
         "mov [rdi], rsp",
         "mov rsp, rsi",
         "fxrstor64 [rcx]",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+    );
+}
+
+/// [`switch_stacks`] with `xsave64`/`xrstor64` of every state component XCR0 enables (x87, SSE,
+/// AVX) in place of `fxsave64`/`fxrstor64`.
+///
+/// # Safety
+/// As [`switch_stacks`]; both areas are 64-byte aligned and large enough for the XSAVE image, and
+/// `load_fpu` is a valid standard-format XSAVE image.
+#[unsafe(naked)]
+unsafe extern "C" fn switch_stacks_xsave(save_rsp: *mut u64, load_rsp: u64, save_fpu: *mut u8, load_fpu: *const u8) {
+    core::arch::naked_asm!(
+        // XSAVE takes its component mask in edx:eax, so the save area moves to r8 first.
+        "mov r8, rdx",
+        "mov eax, -1",
+        "mov edx, -1",
+        "xsave64 [r8]",
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "mov eax, -1",
+        "mov edx, -1",
+        "xrstor64 [rcx]",
         "pop r15",
         "pop r14",
         "pop r13",

@@ -1,9 +1,11 @@
-//! The CPU: identification and features. SSE is enabled by the boot stub. XSAVE/AVX state is
-//! reported but not yet enabled: that belongs with saving it on context switch (components'
-//! native code will use it), and `xgetbv` is an emulation failure under the software KVM
-//! (`kvm_pvm`) this project is smoke-tested on, which stops the VM.
+//! The CPU: identification and features. SSE is enabled by the boot stub. AVX state is enabled
+//! by [`enable_avx_state`] when the CPU has AVX (XCR0 = x87 | SSE | AVX through XSAVE), and then
+//! every thread switch saves and restores it with `xsave64`/`xrstor64`. Without AVX the kernel
+//! never touches XSAVE: `xsetbv`/`xgetbv` are emulation failures under the software KVM
+//! (`kvm_pvm`) this project is smoke-tested on (its CPU model has no AVX).
 
 use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use raw_cpuid::CpuId;
 use x86_64::registers::model_specific::Efer;
@@ -133,9 +135,64 @@ pub fn init() -> CpuInfo {
     info
 }
 
+/// The size of a thread's saved vector state when XSAVE is on: the standard-format area for x87,
+/// SSE and AVX is 832 bytes; contexts reserve this much.
+pub const XSAVE_AREA_BYTES: usize = 1024;
+
+/// Whether [`enable_avx_state`] turned XSAVE and AVX state on.
+static AVX_STATE: AtomicBool = AtomicBool::new(false);
+
+/// Whether AVX state is enabled (and so saved with every thread).
+pub fn avx_state_enabled() -> bool {
+    AVX_STATE.load(Ordering::Relaxed)
+}
+
+/// Why AVX state stayed off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AvxState {
+    /// On: XCR0 = x87 | SSE | AVX; each thread's state area is this many bytes of
+    /// [`XSAVE_AREA_BYTES`].
+    Enabled(u32),
+    /// The CPU has no AVX (or no XSAVE).
+    NoAvx,
+    /// The CPU's XSAVE area for x87/SSE/AVX is larger than contexts reserve.
+    AreaTooLarge(u32),
+}
+
+/// Turns on XSAVE (CR4.OSXSAVE) and the AVX state component (XCR0 bit 2) when the CPU has AVX,
+/// so that compiled components may use AVX and AVX2. Call once, before any thread is made.
+pub fn enable_avx_state() -> AvxState {
+    let cpuid = CpuId::new();
+    let has = cpuid.get_feature_info().is_some_and(|f| f.has_xsave() && f.has_avx());
+    if !has {
+        return AvxState::NoAvx;
+    }
+    // The standard-format area size for the features XCR0 will hold, from CPUID leaf 0xD: legacy
+    // region (512) + header (64) + AVX (256 at offset 576).
+    // Subleaf 2 describes the AVX component: EAX its size, EBX its offset.
+    let avx = raw_cpuid::cpuid!(0xd, 2);
+    let size = avx.ebx + avx.eax;
+    if size as usize > XSAVE_AREA_BYTES {
+        return AvxState::AreaTooLarge(size);
+    }
+    // SAFETY: the CPU reports XSAVE, so CR4.OSXSAVE may be set; then XCR0 may hold x87 | SSE |
+    // AVX, all of which the CPU supports (AVX reported). Vector state is saved per thread with
+    // `xsave64` from here on (see `context`), and no thread exists yet.
+    unsafe {
+        let mut cr4: u64;
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+        cr4 |= 1 << 18;
+        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 0b111u32, in("edx") 0u32, options(nomem, nostack));
+    }
+    AVX_STATE.store(true, Ordering::Relaxed);
+    AvxState::Enabled(size)
+}
+
 /// Whether compiled code may use the feature Rust and Wasmtime call `name` (`"sse4.1"`, ...):
-/// the CPU reports it and, for AVX-class features, the kernel has enabled their state (it has
-/// not yet, so those are `false`). `None` for names this function does not know.
+/// the CPU reports it and, for AVX-class features, the kernel has enabled their state
+/// ([`enable_avx_state`]; AVX-512 state is never enabled). `None` for names this function does
+/// not know.
 pub fn code_may_use(name: &str) -> Option<bool> {
     let cpuid = CpuId::new();
     let f = cpuid.get_feature_info();
@@ -152,10 +209,12 @@ pub fn code_may_use(name: &str) -> Option<bool> {
         "lzcnt" => has(ext.as_ref().map(|x| x.has_lzcnt())),
         "bmi1" => has(e.as_ref().map(|e| e.has_bmi1())),
         "bmi2" => has(e.as_ref().map(|e| e.has_bmi2())),
-        // AVX state (XCR0) is not enabled yet: code using these would fault.
-        "avx" | "avx2" | "fma" | "avx512f" | "avx512vl" | "avx512dq" | "avx512bitalg" | "avx512vbmi" | "avxvnni" => {
-            Some(false)
-        }
+        // VEX-encoded code needs the AVX state enabled in XCR0, or it faults.
+        "avx" => Some(avx_state_enabled() && f.as_ref().is_some_and(|f| f.has_avx())),
+        "fma" => Some(avx_state_enabled() && f.as_ref().is_some_and(|f| f.has_fma())),
+        "avx2" => Some(avx_state_enabled() && e.as_ref().is_some_and(|e| e.has_avx2())),
+        // AVX-512 and AVX-VNNI state or encodings: not enabled.
+        "avx512f" | "avx512vl" | "avx512dq" | "avx512bitalg" | "avx512vbmi" | "avxvnni" => Some(false),
         _ => None,
     }
 }
