@@ -23,6 +23,8 @@ const MIB: u64 = 1024 * 1024;
 
 /// Boots. Called once, by the arch entry, on the boot stack with interrupts disabled.
 pub fn start(start_info: u64) -> ! {
+    // First: per-CPU data (the boot CPU is CPU 0), which the console lock and TLS slots use.
+    arch::percpu::init(0);
     console::init();
     console::init_logger(LevelFilter::Info);
     let selectors = gdt::init();
@@ -109,6 +111,18 @@ pub fn start(start_info: u64) -> ! {
         clocks.apic_timer.hz() / 1000 % 1000,
         clocks.tick_hz
     );
+
+    let smp = arch::smp::start_aps(apic_info.id);
+    if smp.counted && smp.present > 1 {
+        info!("smp: {} of {} CPUs online, each with its own run queue", smp.online, smp.present);
+    } else if smp.counted {
+        info!("smp: 1 CPU");
+    } else {
+        info!("smp: 1 CPU (no fw_cfg to count the others)");
+    }
+    if smp.online < smp.present {
+        warn!("smp: {} CPU(s) did not start", smp.present - smp.online);
+    }
 
     let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
     kprintln!("mica: ready (tsc_since_entry={ready})");

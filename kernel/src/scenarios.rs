@@ -20,7 +20,7 @@ use crate::mem::{Protection, WxViolation, heap, phys};
 
 /// The scenario names, for errors.
 pub const NAMES: &str =
-    "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, avx";
+    "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, avx, smp";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -38,6 +38,7 @@ pub fn run(name: &str) -> ! {
         "switch" => switch(),
         "priority" => priority(),
         "avx" => avx(),
+        "smp" => smp(),
         other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
     };
     match result {
@@ -510,6 +511,45 @@ fn avx() -> Result<(), String> {
     let failures = FAILURES.lock().clone();
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     kprintln!("mica: avx: 3 threads kept their own 256-bit YMM0 across 50 yields and preemption");
+    Ok(())
+}
+
+/// SMP: as many spinning threads as there are CPUs (each spinning for 10 ticks of its own CPU
+/// time, never yielding) while the boot thread sleeps: the idle CPUs take them from the boot
+/// CPU's queue, and every CPU runs one; all of them finish.
+fn smp() -> Result<(), String> {
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    use crate::sched;
+
+    static RAN_ON: AtomicU32 = AtomicU32::new(0);
+    static DONE: AtomicU32 = AtomicU32::new(0);
+    let cpus = arch::smp::online();
+    ensure!(cpus >= 2, "only {cpus} CPU online: boot with -smp 2 or more");
+    let spin_ticks = 10 * clock::tick_ns() * clock::tsc_frequency().map_or(1, |f| f.hz()) / 1_000_000_000;
+    for t in 0..cpus {
+        sched::spawn(&format!("spinner-{t}"), move || {
+            let start = sched::cpu_ticks();
+            while sched::cpu_ticks() - start < spin_ticks {
+                core::hint::spin_loop();
+            }
+            RAN_ON.fetch_or(sched::current_cpus(), Ordering::SeqCst);
+            DONE.fetch_add(1, Ordering::SeqCst);
+        })
+        .map_err(|e| format!("spawning spinner-{t}: {e}"))?;
+    }
+    let start = clock::ticks();
+    while DONE.load(Ordering::SeqCst) < cpus {
+        ensure!(clock::ticks() - start < 2000, "the spinners did not finish in 2000 ticks");
+        sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + clock::tick_ns());
+    }
+    let mask = RAN_ON.load(Ordering::SeqCst);
+    let all = (1u32 << cpus) - 1;
+    ensure!(mask & all == all, "the spinners ran only on CPUs {mask:#b} of {all:#b}");
+    kprintln!(
+        "mica: smp: {cpus} spinners ran on CPUs {mask:#b} (every CPU ran work), done in {} ticks",
+        clock::ticks() - start
+    );
     Ok(())
 }
 

@@ -1,21 +1,28 @@
-//! Kernel threads and the scheduler: one CPU, strict priorities (high, normal, low) and
-//! round-robin within a priority, preemptive: at every timer tick the running thread's time slice
+//! Kernel threads and the scheduler, on every CPU: strict priorities (high, normal, low) and
+//! round-robin within a priority, preemptive. At every timer tick the running thread's time slice
 //! (one tick) ends, and the next ready thread of its priority or a higher one runs; a thread of a
-//! higher priority that becomes ready runs at the next tick, or at once when the thread that
-//! woke it checks ([`preempt_point`]). A thread may also yield, sleep, or park until another
-//! thread unparks it (IPC waits). A sleeping thread is off the run queue and costs nothing until the tick
-//! that finds its deadline passed; when no thread is ready, the idle thread halts the CPU until
-//! the next interrupt. SMP is the next step.
+//! higher priority that becomes ready runs at the next tick, or at once when the thread that woke
+//! it checks ([`preempt_point`]). A thread may also yield, sleep, or park until another thread
+//! unparks it (IPC waits). A sleeping or parked thread is off the run queues and costs nothing
+//! until the tick that finds its deadline passed (or its unpark); a CPU with nothing to run
+//! halts in its idle thread until the next interrupt.
 //!
-//! Preemption is safe against the kernel's own locks because they are all
-//! [`IrqMutex`]es: a thread holding one has interrupts off and is never switched away from.
+//! **SMP.** Each CPU has its own run queue and its own idle thread; a CPU whose queue has nothing
+//! it may run takes work from the other CPUs' queues (work stealing), so busy threads spread over
+//! the CPUs within a tick. New and woken threads go to the queue of the CPU that made or woke
+//! them. One lock guards all of it. A thread switched away from is not put anywhere until the
+//! switch is complete: the thread switched to places it (`finish_switch`), so that no other CPU
+//! can resume a thread whose state is still being saved.
 //!
-//! Every thread has its own [`KernelStack`] (a guard page below it), its x87/SSE state and its
-//! two Wasmtime TLS slots, all switched with it. The boot code becomes the thread `boot` at
-//! [`init`]. A finished thread's stack is freed by the next thread that runs (never while it is
-//! still the stack in use).
+//! Preemption is safe against the kernel's own locks because they are all [`IrqMutex`]es: a
+//! thread holding one has interrupts off and is never switched away from.
+//!
+//! Every thread has its own [`KernelStack`] (a guard page below it), its vector state and its two
+//! Wasmtime TLS slots, all switched with it. The boot code becomes the thread `boot` at [`init`].
+//! A finished thread's stack is freed once the switch away from it is complete, outside the lock.
 
 use alloc::boxed::Box;
+use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -23,6 +30,7 @@ use crate::arch;
 use crate::arch::clock;
 use crate::arch::context::Context;
 use crate::arch::irq_lock::IrqMutex;
+use crate::arch::percpu::{self, MAX_CPUS};
 use crate::arch::stacks::{KernelStack, StackError};
 use crate::components::tls;
 pub use crate::runqueue::Priority;
@@ -38,7 +46,7 @@ pub type ThreadId = u64;
 /// A kernel thread.
 struct Thread {
     /// TSC ticks this thread has run for, up to its last switch away.
-    cpu: u64,
+    cpu_time: u64,
     id: ThreadId,
     priority: Priority,
     name: String,
@@ -47,13 +55,30 @@ struct Thread {
     tls: [usize; 2],
     /// What the thread runs, taken when it starts.
     entry: Option<Box<dyn FnOnce() + Send>>,
+    /// Whether it is a CPU's idle thread (never in a run queue).
+    idle: bool,
+    /// The CPUs it has run on, as a bit set.
+    ran_on: u32,
+}
+
+/// One CPU's part of the scheduler.
+#[derive(Default)]
+struct Cpu {
+    /// The running thread (`None` until the CPU joins).
+    current: Option<Box<Thread>>,
+    /// The idle thread, when it is not running.
+    idle: Option<Box<Thread>>,
+    /// The TSC when the running thread was switched to.
+    slice_start: u64,
+    /// The thread this CPU just switched away from and where it goes, placed by the thread
+    /// switched to once the switch is complete.
+    pending: Option<(Box<Thread>, After)>,
+    /// Ready threads.
+    ready: RunQueue<Box<Thread>>,
 }
 
 struct Scheduler {
-    /// The TSC when the running thread was switched to.
-    slice_start: u64,
-    current: Box<Thread>,
-    ready: RunQueue<Box<Thread>>,
+    cpus: Vec<Cpu>,
     /// Sleeping threads and their deadlines (monotonic ns).
     sleeping: Vec<(u64, Box<Thread>)>,
     /// Parked threads (waiting for [`unpark`]), each with the deadline after which a tick puts
@@ -61,58 +86,129 @@ struct Scheduler {
     parked: Vec<(Option<u64>, Box<Thread>)>,
     /// Threads [`unpark`]ed while they were not parked: their next [`park`] returns at once.
     wake_tokens: Vec<ThreadId>,
-    /// The idle thread, when it is not running.
-    idle: Option<Box<Thread>>,
-    /// Finished threads whose stacks are freed by the next thread to run.
-    finished: Vec<Box<Thread>>,
     next_id: ThreadId,
+}
+
+impl Scheduler {
+    fn cpu(&mut self, cpu: usize) -> &mut Cpu {
+        &mut self.cpus[cpu]
+    }
+
+    fn current(&self, cpu: usize) -> &Thread {
+        self.cpus[cpu].current.as_deref().expect("a CPU in the scheduler has a running thread")
+    }
+
+    /// The highest priority ready anywhere.
+    fn best_ready(&self) -> Option<Priority> {
+        self.cpus.iter().filter_map(|c| c.ready.best()).max()
+    }
+
+    /// A ready thread of at least `at_least` for `cpu`: from its own queue first, else taken from
+    /// another CPU's (the one whose best thread is the most urgent).
+    fn take_ready(&mut self, cpu: usize, at_least: Priority) -> Option<Box<Thread>> {
+        if let Some(t) = self.cpus[cpu].ready.pop_at_least(at_least) {
+            return Some(t);
+        }
+        let victim = (0..self.cpus.len())
+            .filter(|&c| c != cpu)
+            .filter(|&c| self.cpus[c].ready.best().is_some_and(|b| b >= at_least))
+            .max_by_key(|&c| self.cpus[c].ready.best())?;
+        self.cpus[victim].ready.pop_at_least(at_least)
+    }
+
+    /// Puts a thread that was switched away from on `cpu` where `after` says. Finished threads
+    /// are handed back to be freed outside the lock.
+    fn place(&mut self, cpu: usize, thread: Box<Thread>, after: After, dead: &mut Vec<Box<Thread>>) {
+        if thread.idle {
+            self.cpus[cpu].idle = Some(thread);
+            return;
+        }
+        match after {
+            After::Ready | After::Yield => self.cpus[cpu].ready.push(thread.priority, thread),
+            After::Finished => dead.push(thread),
+            After::Sleep(deadline) => self.sleeping.push((deadline, thread)),
+            After::Park(deadline) => {
+                if let Some(i) = self.wake_tokens.iter().position(|&t| t == thread.id) {
+                    // Unparked while the switch away was under way.
+                    self.wake_tokens.swap_remove(i);
+                    self.cpus[cpu].ready.push(thread.priority, thread);
+                } else {
+                    self.parked.push((deadline, thread));
+                }
+            }
+        }
+    }
 }
 
 static SCHEDULER: IrqMutex<Option<Scheduler>> = IrqMutex::new(None);
 
-/// The idle thread's id.
-const IDLE: ThreadId = 1;
 /// The idle thread's stack: it only halts.
 const IDLE_STACK_BYTES: u64 = 16 * 1024;
 
-/// Makes the running code the thread `boot`, and the idle thread.
+/// The idle loop: halt until an interrupt, forever (the tick switches to ready threads).
+fn idle_loop() -> ! {
+    loop {
+        arch::wait_for_interrupt();
+    }
+}
+
+/// Makes the running code the thread `boot` on CPU 0, and CPU 0's idle thread.
 pub fn init() -> Result<(), SpawnError> {
     let boot = Box::new(Thread {
-        cpu: 0,
+        cpu_time: 0,
         id: 0,
         priority: Priority::Normal,
         name: "boot".into(),
         context: Context::current(),
         tls: [0; 2],
         entry: None,
+        idle: false,
+        ran_on: 1,
     });
     let stack = KernelStack::new(IDLE_STACK_BYTES).map_err(SpawnError::Stack)?;
-    let halt: Box<dyn FnOnce() + Send> = Box::new(|| {
-        loop {
-            arch::wait_for_interrupt();
-        }
-    });
+    let halt: Box<dyn FnOnce() + Send> = Box::new(|| idle_loop());
     let idle = Box::new(Thread {
-        cpu: 0,
-        id: IDLE,
+        cpu_time: 0,
+        id: 1,
         priority: Priority::Low,
-        name: "idle".into(),
+        name: "idle-0".into(),
         context: Context::new(stack, thread_main, 0),
         tls: [0; 2],
         entry: Some(halt),
+        idle: true,
+        ran_on: 0,
     });
-    *SCHEDULER.lock() = Some(Scheduler {
-        slice_start: clock::rdtsc(),
-        current: boot,
-        ready: RunQueue::new(),
-        sleeping: Vec::new(),
-        parked: Vec::new(),
-        wake_tokens: Vec::new(),
-        idle: Some(idle),
-        finished: Vec::new(),
-        next_id: IDLE + 1,
-    });
+    let mut cpus: Vec<Cpu> = (0..MAX_CPUS).map(|_| Cpu::default()).collect();
+    cpus[0] = Cpu { current: Some(boot), idle: Some(idle), slice_start: clock::rdtsc(), ..Cpu::default() };
+    *SCHEDULER.lock() =
+        Some(Scheduler { cpus, sleeping: Vec::new(), parked: Vec::new(), wake_tokens: Vec::new(), next_id: 2 });
     Ok(())
+}
+
+/// Makes the code running on CPU `cpu` (an AP that has just come up) that CPU's idle thread, so
+/// that the CPU takes part in scheduling from its next tick on, and runs the idle loop.
+pub fn join(cpu: usize) -> ! {
+    arch::without_interrupts(|| {
+        let mut guard = SCHEDULER.lock();
+        let Some(s) = guard.as_mut() else { return };
+        let id = s.next_id;
+        s.next_id += 1;
+        let idle = Box::new(Thread {
+            cpu_time: 0,
+            id,
+            priority: Priority::Low,
+            name: format!("idle-{cpu}"),
+            context: Context::current(),
+            tls: [0; 2],
+            entry: None,
+            idle: true,
+            ran_on: 1 << cpu,
+        });
+        let slot = s.cpu(cpu);
+        slot.current = Some(idle);
+        slot.slice_start = clock::rdtsc();
+    });
+    idle_loop()
 }
 
 /// Why a thread could not be made.
@@ -138,45 +234,71 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, 
     spawn_with(name, Priority::Normal, f)
 }
 
-/// Makes a thread of `priority` that runs `f`, queued behind the ready ones of its priority.
+/// Makes a thread of `priority` that runs `f`, queued on this CPU behind the ready ones of its
+/// priority (another CPU may take it).
 pub fn spawn_with(name: &str, priority: Priority, f: impl FnOnce() + Send + 'static) -> Result<ThreadId, SpawnError> {
     let stack = KernelStack::new(THREAD_STACK_BYTES).map_err(SpawnError::Stack)?;
     let context = Context::new(stack, thread_main, 0);
+    let entry: Box<dyn FnOnce() + Send> = Box::new(f);
+    let thread = Box::new(Thread {
+        cpu_time: 0,
+        id: 0,
+        priority,
+        name: name.to_string(),
+        context,
+        tls: [0; 2],
+        entry: Some(entry),
+        idle: false,
+        ran_on: 0,
+    });
     arch::without_interrupts(|| {
         let mut guard = SCHEDULER.lock();
-        let scheduler = guard.as_mut().ok_or(SpawnError::NotStarted)?;
-        let id = scheduler.next_id;
-        scheduler.next_id += 1;
-        let entry: Box<dyn FnOnce() + Send> = Box::new(f);
-        let thread = Thread { cpu: 0, id, priority, name: name.to_string(), context, tls: [0; 2], entry: Some(entry) };
-        scheduler.ready.push(priority, Box::new(thread));
+        let Some(s) = guard.as_mut() else { return Err(SpawnError::NotStarted) };
+        let mut thread = thread;
+        let id = s.next_id;
+        s.next_id += 1;
+        thread.id = id;
+        s.cpus[percpu::index()].ready.push(priority, thread);
         Ok(id)
+    })
+}
+
+/// Runs `f` on the scheduler and this CPU's index, with interrupts off.
+fn with<R>(f: impl FnOnce(&mut Scheduler, usize) -> R) -> Option<R> {
+    arch::without_interrupts(|| {
+        let mut guard = SCHEDULER.lock();
+        guard.as_mut().map(|s| f(s, percpu::index()))
     })
 }
 
 /// The running thread's id and name.
 pub fn current() -> Option<(ThreadId, String)> {
-    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map(|s| (s.current.id, s.current.name.clone())))
+    with(|s, cpu| {
+        let t = s.current(cpu);
+        (t.id, t.name.clone())
+    })
 }
 
 /// TSC ticks the running thread has run for (guest instructions under `-icount shift=0`): its
 /// own CPU time, not counting other threads that ran in between.
 pub fn cpu_ticks() -> u64 {
-    let guard = SCHEDULER.lock();
-    match guard.as_ref() {
-        Some(s) => s.current.cpu + clock::rdtsc().wrapping_sub(s.slice_start),
-        None => clock::rdtsc(),
-    }
+    with(|s, cpu| s.current(cpu).cpu_time + clock::rdtsc().wrapping_sub(s.cpus[cpu].slice_start))
+        .unwrap_or_else(clock::rdtsc)
 }
 
 /// The running thread's id (0 before the scheduler starts: the boot thread's).
 pub fn current_id() -> ThreadId {
-    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(0, |s| s.current.id))
+    with(|s, cpu| s.current(cpu).id).unwrap_or(0)
 }
 
-/// How many threads are ready to run (not counting the running one).
+/// The CPUs the running thread has run on so far, as a bit set (bit N: CPU N).
+pub fn current_cpus() -> u32 {
+    with(|s, cpu| s.current(cpu).ran_on).unwrap_or(1)
+}
+
+/// How many threads are ready to run (not counting the running ones).
 pub fn ready_count() -> usize {
-    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(0, |s| s.ready.len()))
+    with(|s, _| s.cpus.iter().map(|c| c.ready.len()).sum()).unwrap_or(0)
 }
 
 /// Whether the timer tick switches threads (on by default; a boot test of strict cooperative
@@ -188,37 +310,41 @@ pub fn set_preemption(on: bool) {
     PREEMPTION.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
-/// Called from the timer interrupt (interrupts off, on the interrupted thread's stack): the
-/// running thread's time slice is over; the next ready thread runs.
+/// Called from the timer interrupt on every CPU (interrupts off, on the interrupted thread's
+/// stack): wakes threads whose deadline passed, and ends the running thread's time slice.
 pub fn on_tick() {
-    let idle = {
-        let mut guard = SCHEDULER.lock();
-        let Some(scheduler) = guard.as_mut() else { return };
+    let decision = with(|s, cpu| {
+        if s.cpus[cpu].current.is_none() {
+            return (false, false);
+        }
         if let Some(now) = clock::monotonic_ns() {
             let mut i = 0;
-            while i < scheduler.sleeping.len() {
-                if scheduler.sleeping[i].0 <= now {
-                    let (_, thread) = scheduler.sleeping.swap_remove(i);
-                    scheduler.ready.push(thread.priority, thread);
+            while i < s.sleeping.len() {
+                if s.sleeping[i].0 <= now {
+                    let (_, thread) = s.sleeping.swap_remove(i);
+                    s.cpus[cpu].ready.push(thread.priority, thread);
                 } else {
                     i += 1;
                 }
             }
             let mut i = 0;
-            while i < scheduler.parked.len() {
-                if scheduler.parked[i].0.is_some_and(|deadline| deadline <= now) {
-                    let (_, thread) = scheduler.parked.swap_remove(i);
-                    scheduler.ready.push(thread.priority, thread);
+            while i < s.parked.len() {
+                if s.parked[i].0.is_some_and(|deadline| deadline <= now) {
+                    let (_, thread) = s.parked.swap_remove(i);
+                    s.cpus[cpu].ready.push(thread.priority, thread);
                 } else {
                     i += 1;
                 }
             }
         }
-        // The slice ends only for a thread of the same or a higher priority.
-        let current = &scheduler.current;
-        current.id == IDLE || scheduler.ready.best().is_some_and(|best| best >= current.priority)
-    };
-    if idle || PREEMPTION.load(core::sync::atomic::Ordering::Relaxed) {
+        // The idle thread gives way to any ready thread; any other thread's slice ends only for
+        // a thread of the same or a higher priority, and only while preemption is on.
+        let current = s.current(cpu);
+        let waiting = s.best_ready().is_some_and(|best| best >= current.priority);
+        (current.idle, waiting)
+    });
+    let Some((idle, waiting)) = decision else { return };
+    if idle || (waiting && PREEMPTION.load(core::sync::atomic::Ordering::Relaxed)) {
         switch_away(After::Ready);
     }
 }
@@ -226,26 +352,26 @@ pub fn on_tick() {
 /// Switches at once if a thread of a higher priority than the running one is ready (called after
 /// waking threads, so that a woken high-priority thread need not wait for the next tick).
 pub fn preempt_point() {
-    let higher = arch::without_interrupts(|| {
-        SCHEDULER
-            .lock()
-            .as_ref()
-            .is_some_and(|s| s.current.id != IDLE && s.ready.best().is_some_and(|best| best > s.current.priority))
+    let higher = with(|s, cpu| {
+        let current = s.current(cpu);
+        !current.idle && s.best_ready().is_some_and(|best| best > current.priority)
     });
-    if higher {
+    if higher == Some(true) {
         switch_away(After::Ready);
     }
 }
 
 /// The running thread's priority.
 pub fn current_priority() -> Priority {
-    arch::without_interrupts(|| SCHEDULER.lock().as_ref().map_or(Priority::Normal, |s| s.current.priority))
+    with(|s, cpu| s.current(cpu).priority).unwrap_or(Priority::Normal)
 }
 
-/// Lets the next ready thread run; returns when this one is scheduled again (at once when no
-/// other is ready).
+/// Lets another ready thread run, of any priority (a thread that yields is waiting for something,
+/// often for a lower-priority thread that holds a lock); returns when this one is scheduled again
+/// (at once when no other is ready). A higher-priority thread that yields to a lower one gets the
+/// CPU back at the next tick.
 pub fn yield_now() {
-    switch_away(After::Ready);
+    switch_away(After::Yield);
 }
 
 /// Sleeps until the monotonic clock reaches `deadline_ns`: the thread leaves the run queue and
@@ -273,16 +399,15 @@ pub fn park(deadline: Option<u64>) {
     switch_away(After::Park(deadline));
 }
 
-/// Makes thread `id` ready if it is parked; otherwise its next [`park`] returns at once.
+/// Makes thread `id` ready (on this CPU's queue) if it is parked; otherwise its next [`park`]
+/// returns at once.
 pub fn unpark(id: ThreadId) {
-    arch::without_interrupts(|| {
-        let mut guard = SCHEDULER.lock();
-        let Some(scheduler) = guard.as_mut() else { return };
-        if let Some(i) = scheduler.parked.iter().position(|(_, t)| t.id == id) {
-            let (_, thread) = scheduler.parked.swap_remove(i);
-            scheduler.ready.push(thread.priority, thread);
-        } else if !scheduler.wake_tokens.contains(&id) {
-            scheduler.wake_tokens.push(id);
+    with(|s, cpu| {
+        if let Some(i) = s.parked.iter().position(|(_, t)| t.id == id) {
+            let (_, thread) = s.parked.swap_remove(i);
+            s.cpus[cpu].ready.push(thread.priority, thread);
+        } else if !s.wake_tokens.contains(&id) {
+            s.wake_tokens.push(id);
         }
     });
 }
@@ -290,8 +415,10 @@ pub fn unpark(id: ThreadId) {
 /// Where the running thread goes when it is switched away from.
 #[derive(Clone, Copy, Debug)]
 enum After {
-    /// The back of the run queue.
+    /// The back of the run queue; the next thread is of the same priority or a higher one.
     Ready,
+    /// The back of the run queue; the next thread may be of any priority.
+    Yield,
     /// Nowhere: it has ended.
     Finished,
     /// The sleepers, until this deadline (monotonic ns).
@@ -300,16 +427,14 @@ enum After {
     Park(Option<u64>),
 }
 
-/// Where every new thread starts: runs its entry, then ends the thread.
+/// Where every new thread starts: completes the switch to it, runs its entry, then ends the
+/// thread.
 extern "C" fn thread_main(_: usize) -> ! {
-    // The switch into a new thread happens with interrupts off; threads run with them on.
+    // The switch into a new thread happens with interrupts off: the thread switched away from is
+    // placed before anything can interrupt, then threads run with interrupts on.
+    finish_switch();
+    let entry = with(|s, cpu| s.cpus[cpu].current.as_mut().and_then(|t| t.entry.take())).flatten();
     arch::enable_interrupts();
-    let entry = arch::without_interrupts(|| {
-        let mut guard = SCHEDULER.lock();
-        let scheduler = guard.as_mut().expect("a thread runs only once the scheduler exists");
-        scheduler.finished.clear();
-        scheduler.current.entry.take()
-    });
     if let Some(entry) = entry {
         entry();
     }
@@ -317,70 +442,80 @@ extern "C" fn thread_main(_: usize) -> ! {
     unreachable!("a finished thread was scheduled again");
 }
 
-/// Switches to the next ready thread (the idle thread when none is ready and the running one
-/// cannot go on). The running thread goes where `after` says; a finished one's stack is freed by
-/// whoever runs next.
+/// Places the thread this CPU switched away from (see [`Cpu::pending`]); frees it if it has
+/// finished. Runs on the thread switched to, with interrupts off.
+fn finish_switch() {
+    let mut dead = Vec::new();
+    with(|s, cpu| {
+        if let Some((thread, after)) = s.cpus[cpu].pending.take() {
+            s.place(cpu, thread, after, &mut dead);
+        }
+    });
+    // Outside the lock: freeing a stack unmaps it, which may wait for other CPUs' TLBs.
+    drop(dead);
+}
+
+/// Switches to the next ready thread (this CPU's idle thread when none is ready and the running
+/// one cannot go on). The running thread goes where `after` says once the switch is complete.
 fn switch_away(after: After) {
     arch::without_interrupts(|| {
         let (from, to): (*mut Context, *mut Context) = {
             let mut guard = SCHEDULER.lock();
-            let Some(scheduler) = guard.as_mut() else { return };
-            if !matches!(after, After::Finished) {
-                scheduler.finished.clear();
-            }
-            let current = scheduler.current.id;
+            let Some(s) = guard.as_mut() else { return };
+            let cpu = percpu::index();
+            let Some(current) = s.cpus[cpu].current.as_deref() else { return };
+            let (current_id, current_idle, current_priority) = (current.id, current.idle, current.priority);
             match after {
                 After::Park(_) => {
-                    if let Some(i) = scheduler.wake_tokens.iter().position(|&t| t == current) {
-                        scheduler.wake_tokens.swap_remove(i);
+                    if let Some(i) = s.wake_tokens.iter().position(|&t| t == current_id) {
+                        s.wake_tokens.swap_remove(i);
                         return;
                     }
                 }
-                After::Finished => scheduler.wake_tokens.retain(|&t| t != current),
+                After::Finished => s.wake_tokens.retain(|&t| t != current_id),
                 _ => {}
             }
-            // Yielding (or a tick) never hands the CPU to a lower priority than the running one.
-            let candidate = match after {
-                After::Ready if scheduler.current.id != IDLE => {
-                    scheduler.ready.pop_at_least(scheduler.current.priority)
-                }
-                _ => scheduler.ready.pop(),
+            // A tick or a preemption point never hands the CPU to a lower priority than the
+            // running thread's; a yield may (see `yield_now`).
+            let at_least = match after {
+                After::Ready if !current_idle => current_priority,
+                _ => Priority::Low,
             };
-            let next = match (candidate, after) {
+            let next = match (s.take_ready(cpu, at_least), after) {
                 (Some(next), _) => next,
-                (None, After::Ready) => return,
-                (None, _) => match scheduler.idle.take() {
+                (None, After::Ready | After::Yield) => return,
+                (None, _) => match s.cpus[cpu].idle.take() {
                     Some(idle) => idle,
-                    None => panic!("thread {} cannot go on and the idle thread is missing", scheduler.current.name),
+                    None => panic!("a thread on CPU {cpu} cannot go on and the idle thread is missing"),
                 },
             };
             let now = clock::rdtsc();
-            scheduler.current.cpu += now.wrapping_sub(scheduler.slice_start);
-            scheduler.slice_start = now;
-            let mut previous = core::mem::replace(&mut scheduler.current, next);
+            let slot = &mut s.cpus[cpu];
+            let mut previous = slot.current.replace(next).expect("checked above");
+            previous.cpu_time += now.wrapping_sub(slot.slice_start);
+            slot.slice_start = now;
             previous.tls = tls::save();
-            tls::restore(scheduler.current.tls);
-            // Boxes: the contexts stay where they are when the box moves into a queue.
+            let current = slot.current.as_mut().expect("just set");
+            current.ran_on |= 1 << cpu;
+            tls::restore(current.tls);
+            // Boxes: the contexts stay where they are while the box moves.
             let from: *mut Context = &mut previous.context;
-            let to: *mut Context = &mut scheduler.current.context;
-            match after {
-                _ if previous.id == IDLE => scheduler.idle = Some(previous),
-                After::Ready => scheduler.ready.push(previous.priority, previous),
-                After::Finished => scheduler.finished.push(previous),
-                After::Sleep(deadline) => scheduler.sleeping.push((deadline, previous)),
-                After::Park(deadline) => scheduler.parked.push((deadline, previous)),
-            }
+            let to: *mut Context = &mut current.context;
+            debug_assert!(slot.pending.is_none(), "a switch on CPU {cpu} was not completed");
+            slot.pending = Some((previous, after));
             (from, to)
         };
-        // Both contexts live in boxed threads owned by the scheduler (the previous one in a queue
-        // or the finished list, which is only cleared by a thread running on another stack, never
-        // before this switch completes). Interrupts are off and this is the only CPU, so nothing
-        // else touches them until the switch is done; the lock is released first so that the
-        // thread switched to can take it.
+        // Both contexts live in boxed threads the scheduler owns: the previous one in this CPU's
+        // `pending` slot, where no other CPU looks and which only the thread switched to empties
+        // (after this switch is complete, in `finish_switch`); the next one is this CPU's running
+        // thread. Interrupts are off, so nothing on this CPU touches them until the switch is
+        // done; the lock is released first so that the thread switched to can take it.
         // SAFETY: as above: both pointers are valid, unaliased and outlive the switch.
         let switched = unsafe { (*from).switch(&mut *to) };
         if let Err(e) = switched {
             panic!("scheduler: bad context switch: {e:?}");
         }
+        // Back on this thread, perhaps on another CPU: place the thread that ran before it there.
+        finish_switch();
     });
 }

@@ -173,6 +173,9 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
     let mut cmd = QemuCommand::new(qemu, kernel, trial.accel)
         .cmdline(trial.scenario.cmdline)
         .cpu(mica_launch::cpu_model(&features));
+    if trial.scenario.cpus > 1 {
+        cmd = cmd.extra_args(["-smp".to_string(), trial.scenario.cpus.to_string()]);
+    }
     if let Some(use_) = &trial.scenario.bundle {
         cmd = cmd.initrd(bundle_path(use_, scratch.path())?).memory_mib(SYSTEM_MEMORY_MIB);
     }

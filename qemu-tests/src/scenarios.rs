@@ -61,6 +61,8 @@ pub struct Scenario {
     pub bundle: Option<BundleUse>,
     /// CPU features QEMU's CPU model adds to the baseline profile's (e.g. `avx`).
     pub cpu_features: &'static [&'static str],
+    /// vCPUs (`-smp`); 1 is QEMU's default.
+    pub cpus: u32,
 }
 
 /// Every scenario.
@@ -73,6 +75,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::Smoke,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "panic",
@@ -82,6 +85,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "page_fault",
@@ -91,6 +95,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "stack_overflow",
@@ -100,6 +105,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "heap",
@@ -109,6 +115,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "timer",
@@ -118,6 +125,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "paging",
@@ -127,6 +135,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "threads",
@@ -139,6 +148,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "preempt",
@@ -151,6 +161,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "sleep",
@@ -160,6 +171,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "invalid_cmdline",
@@ -169,6 +181,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "default_system",
@@ -182,6 +195,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "default", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "components",
@@ -212,6 +226,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "components", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "nostd_component",
@@ -228,6 +243,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "nostd", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "endless_loop_does_not_starve_others",
@@ -244,6 +260,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "starve", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "restart_always_with_backoff",
@@ -259,6 +276,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "always", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "switch",
@@ -268,6 +286,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "priority",
@@ -280,6 +299,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "avx_state_per_thread",
@@ -293,9 +313,10 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: None,
         cpu_features: &["avx", "avx2"],
+        cpus: 1,
     },
     Scenario {
-        name: "avx2_component",
+        name: "avx_component",
         cmdline: "",
         expect: ExitCode::Success,
         output_contains: &[
@@ -306,6 +327,65 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "sieve-avx2", tamper: None }),
         cpu_features: &["avx", "avx2"],
+        cpus: 1,
+    },
+    Scenario {
+        name: "smp_brings_up_every_cpu",
+        cmdline: "test=timer",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "smp: CPU 1 (APIC 1) online",
+            "smp: CPU 3 (APIC 3) online",
+            "smp: 4 of 4 CPUs online, each with its own run queue",
+            "mica: boot test timer: passed",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 4,
+    },
+    Scenario {
+        name: "smp_spinners_use_every_cpu",
+        cmdline: "test=smp",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "mica: smp: 2 spinners ran on CPUs 0b11 (every CPU ran work)",
+            "mica: boot test smp: passed",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 2,
+    },
+    Scenario {
+        name: "busy_components_use_both_cpus",
+        cmdline: "",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "[sieve-a] 216816 primes below 3000000",
+            "[sieve-b] 216816 primes below 3000000",
+            "mica: components ran on CPUs 0, 1 of 2",
+            "mica: all components finished: 2 of 2 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "busy-pair", tamper: None }),
+        cpu_features: &[],
+        cpus: 2,
+    },
+    Scenario {
+        name: "ipc_on_two_cpus",
+        cmdline: "",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "[kv-client] 50 put/get rounds correct, 0 reconnect(s)",
+            "[echo-client] a channel end went to the echo server and back, and still works",
+            "mica: components ran on CPUs 0, 1 of 2",
+            "mica: all components finished: 4 of 4 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "ipc", tamper: None }),
+        cpu_features: &[],
+        cpus: 2,
     },
     Scenario {
         name: "ipc_example_system",
@@ -323,6 +403,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "ipc", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "ipc_server_crash_is_restarted_and_clients_reconnect",
@@ -342,6 +423,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "supervise", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "ipc_bad_input_gets_error_values",
@@ -372,6 +454,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "misbehave", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "corrupt_artifact",
@@ -384,6 +467,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::CorruptArtifact) }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "truncated_artifact",
@@ -396,6 +480,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::TruncateArtifact) }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "artifact_for_other_cpu",
@@ -408,6 +493,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherCpu) }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "artifact_from_other_wasmtime",
@@ -420,6 +506,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherWasmtime) }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "fuel_without_instrumentation",
@@ -432,6 +519,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FuelWithoutInstrumentation) }),
         cpu_features: &[],
+        cpus: 1,
     },
     Scenario {
         name: "false_instrumentation",
@@ -445,6 +533,7 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FalseInstrumentation) }),
         cpu_features: &[],
+        cpus: 1,
     },
 ];
 

@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// CPU profile components are compiled for: `baseline`, `host`, or a feature list.
     #[arg(long, value_name = "PROFILE", default_value = "baseline")]
     pub cpu: String,
+    /// vCPUs (QEMU's `-smp`; `mica-vmm` runs one).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub smp: u32,
     /// Host timeout in seconds [default: 60; 300 under a software KVM].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: Option<u64>,
@@ -123,6 +126,9 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         .memory_mib(SYSTEM_MEMORY_MIB);
     if let Some(bundle) = &bundle {
         command = command.initrd(bundle);
+    }
+    if args.smp > 1 {
+        command = command.extra_args(["-smp".to_string(), args.smp.to_string()]);
     }
     eprintln!("xtask: {}", command.display());
     let options = RunOptions { timeout, output: OutputMode::Inherit };

@@ -161,6 +161,11 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             Ok((outcome, costs)) => {
                 let ms = (clock::monotonic_ns().unwrap_or(0) - start) / 1_000_000;
                 kprintln!("mica: component {name} {outcome} ({ms} ms)");
+                if crate::arch::smp::online() > 1 {
+                    let mask = sched::current_cpus();
+                    CPUS_USED.fetch_or(mask, core::sync::atomic::Ordering::Relaxed);
+                    kprintln!("mica: component {name} ran on CPU(s) {}", cpu_list(mask));
+                }
                 // Machine-readable, for `cargo xtask bench components`: TSC ticks per phase.
                 kprintln!(
                     "mica: component-costs name={name} load={} instantiate={} run={}",
@@ -182,6 +187,15 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             }
         }
     }
+}
+
+/// The CPUs any component instance ran on, as a bit set.
+static CPUS_USED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// `mask` as a list: `0, 1`.
+fn cpu_list(mask: u32) -> String {
+    let cpus: Vec<String> = (0..32).filter(|c| mask & (1 << c) != 0).map(|c| format!("{c}")).collect();
+    cpus.join(", ")
 }
 
 /// What the component threads report back to the boot thread.
@@ -268,6 +282,10 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
             (tally.finished, tally.succeeded, tally.running.clone())
         };
         if finished == total {
+            if crate::arch::smp::online() > 1 {
+                let used = CPUS_USED.load(core::sync::atomic::Ordering::Relaxed);
+                kprintln!("mica: components ran on CPUs {} of {}", cpu_list(used), crate::arch::smp::online());
+            }
             kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");
             return if succeeded == total { ExitCode::Success } else { ExitCode::Failed };
         }

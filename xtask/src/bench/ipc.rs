@@ -89,6 +89,9 @@ pub struct Report {
     pub tsc_mhz: Vec<f64>,
     /// Mica's measurements, per boot.
     pub mica: Vec<Vec<MicaOp>>,
+    /// The same system booted with two vCPUs (`-smp 2`; `-icount` runs them on one TCG thread,
+    /// in turns).
+    pub mica_smp2: Vec<MicaOp>,
     /// A kernel thread switch (yield to yield), guest instructions.
     pub thread_switch: u64,
     /// The Linux guest's kernel release.
@@ -140,6 +143,14 @@ pub fn run(root: &Path) -> Result<()> {
         eprint!(".");
     }
     eprintln!();
+    eprintln!("bench: the same with two vCPUs (-smp 2)");
+    let smp2 = cmd.clone().extra_args(["-smp", "2"]);
+    let outcome = boot(&smp2, BOOT_TIMEOUT)?;
+    let mhz = tsc_rate(&outcome.serial).with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
+    let mica_smp2 = mica_ops(&outcome.serial, mhz);
+    if mica_smp2.len() != 4 {
+        bail!("expected 4 `{MICA_PREFIX}` lines with -smp 2\n{}", outcome.transcript());
+    }
     eprintln!("bench: kernel thread switch (test=switch)");
     let outcome = boot(&base.clone().cmdline("test=switch"), BOOT_TIMEOUT)?;
     let thread_switch = outcome
@@ -182,6 +193,7 @@ pub fn run(root: &Path) -> Result<()> {
         manifest: MANIFEST,
         tsc_mhz,
         mica: mica_runs,
+        mica_smp2,
         thread_switch,
         linux_kernel: guest.release,
         linux,
@@ -191,7 +203,10 @@ pub fn run(root: &Path) -> Result<()> {
              shift=0 the TSC advances once per instruction, so ns x calibrated MHz / 1000 = instructions): client, \
              echo server, kernel and switches, one CPU",
             "Linux: mica-linux-bench and a child copy of itself, TSC around the loop, one vCPU, same QEMU settings",
-            "Cross-CPU (-smp 2) figures: not yet: Mica runs on one CPU until SMP lands (issue 4)",
+            "Mica, -smp 2: the same boot with two vCPUs; -icount makes QEMU run them in turns on one host thread, \
+             so the count is the same guest instructions measure. A woken thread goes to the run queue of the CPU \
+             that woke it and an idle CPU takes work at its next tick (no wake-up IPI yet), so a ping-pong mostly \
+             stays on one CPU; the figure shows what the second CPU costs or saves, not a cross-CPU hand-off",
         ],
     };
     super::report::publish(&out_dir, "ipc.json", &report.markdown(), &report)
@@ -226,6 +241,11 @@ impl Report {
         self.mica.first()?.iter().find(|m| m.op == op && m.bytes == bytes).map(|m| m.instructions_per_op)
     }
 
+    /// The Mica figure for `op` and `bytes` with two vCPUs.
+    fn mica_smp2(&self, op: &str, bytes: u64) -> Option<f64> {
+        self.mica_smp2.iter().find(|m| m.op == op && m.bytes == bytes).map(|m| m.instructions_per_op)
+    }
+
     /// The Linux figure for `workload` and `bytes`.
     fn linux(&self, workload: &str, bytes: u64) -> Option<f64> {
         self.linux.iter().find(|l| l.workload == workload && l.bytes == bytes).map(|l| l.instructions_per_op)
@@ -239,7 +259,9 @@ impl Report {
         let _ = writeln!(md, "## IPC in guest instructions per operation ({})\n", self.qemu_options);
         let _ =
             writeln!(md, "Machine: {} ({} CPUs), {}; Linux guest {}\n", m.cpu_model, m.cpus, m.qemu, self.linux_kernel);
-        md.push_str("| operation | Mica (components) | Linux pipe | Linux Unix socket |\n|---|---:|---:|---:|\n");
+        md.push_str(
+            "| operation | Mica (components) | Mica, -smp 2 | Linux pipe | Linux Unix socket |\n|---|---:|---:|---:|---:|\n",
+        );
         for (label, op, bytes, pipe, unix) in [
             ("round trip, 64 B", "round-trip", 64, "pipe", Some("unix")),
             ("round trip, 4 KiB", "round-trip", 4096, "pipe", Some("unix")),
@@ -247,14 +269,20 @@ impl Report {
         ] {
             let _ = writeln!(
                 md,
-                "| {label} | {} | {} | {} |",
+                "| {label} | {} | {} | {} | {} |",
                 show(self.mica(op, bytes)),
+                show(self.mica_smp2(op, bytes)),
                 show(self.linux(pipe, bytes)),
                 show(unix.and_then(|u| self.linux(u, bytes)))
             );
         }
-        let _ = writeln!(md, "| IPC host call (`rights-of`) | {} | | |", show(self.mica("host-call", 0)));
-        let _ = writeln!(md, "| kernel thread switch | {} | | |", grouped(self.thread_switch));
+        let _ = writeln!(
+            md,
+            "| IPC host call (`rights-of`) | {} | {} | | |",
+            show(self.mica("host-call", 0)),
+            show(self.mica_smp2("host-call", 0))
+        );
+        let _ = writeln!(md, "| kernel thread switch | {} | | | |", grouped(self.thread_switch));
         let ratio = self.mica("round-trip", 64).zip(self.linux("pipe", 64)).map(|(m, l)| l / m);
         if let Some(r) = ratio {
             let _ = writeln!(md, "\n64-byte round trip: Linux pipe / Mica = {r:.1}x");

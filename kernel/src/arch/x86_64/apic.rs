@@ -20,6 +20,14 @@ const REG_LVT_TIMER: u32 = 0x320;
 const REG_TIMER_INITIAL: u32 = 0x380;
 const REG_TIMER_CURRENT: u32 = 0x390;
 const REG_TIMER_DIVIDE: u32 = 0x3e0;
+const REG_ICR_LOW: u32 = 0x300;
+const REG_ICR_HIGH: u32 = 0x310;
+/// ICR: delivery status (send pending).
+const ICR_PENDING: u32 = 1 << 12;
+/// ICR: INIT, level assert.
+const ICR_INIT: u32 = 0x4500;
+/// ICR: STARTUP, with the vector (the start page) in the low byte.
+const ICR_STARTUP: u32 = 0x4600;
 
 const LVT_MASKED: u32 = 1 << 16;
 const LVT_PERIODIC: u32 = 1 << 17;
@@ -97,4 +105,52 @@ pub fn start_periodic(count: u32) {
 /// Signals the end of the current interrupt.
 pub fn end_of_interrupt() {
     write(REG_EOI, 0);
+}
+
+/// This CPU's APIC id.
+pub fn id() -> u32 {
+    read(REG_ID) >> 24
+}
+
+/// Sends an IPI: `command` to APIC `dest`, waiting until the APIC has sent it.
+fn send_ipi(dest: u32, command: u32) {
+    write(REG_ICR_HIGH, dest << 24);
+    write(REG_ICR_LOW, command);
+    while read(REG_ICR_LOW) & ICR_PENDING != 0 {
+        core::hint::spin_loop();
+    }
+}
+
+/// Sends INIT to APIC `dest` (an AP then waits for a STARTUP).
+pub fn send_init(dest: u32) {
+    send_ipi(dest, ICR_INIT);
+}
+
+/// Sends STARTUP to APIC `dest`: the AP starts in real mode at `vector` * 4096.
+pub fn send_startup(dest: u32, vector: u8) {
+    send_ipi(dest, ICR_STARTUP | u32::from(vector));
+}
+
+/// Enables an AP's local APIC (the registers sit at the same address on every CPU, mapped by
+/// [`init`] on the boot CPU) with its timer masked.
+pub fn init_ap() {
+    let msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU with an APIC.
+    let value = unsafe { msr.read() };
+    if value & APIC_GLOBAL_ENABLE == 0 {
+        let mut msr = msr;
+        // SAFETY: setting the global enable bit keeps the base address.
+        unsafe { msr.write(value | APIC_GLOBAL_ENABLE) };
+    }
+    write(REG_TPR, 0);
+    write(REG_LVT_TIMER, LVT_MASKED | u32::from(TIMER_VECTOR));
+    write(REG_SPURIOUS, 0x100 | u32::from(SPURIOUS_VECTOR));
+}
+
+/// ICR: fixed delivery to all CPUs but this one.
+const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
+
+/// Sends interrupt `vector` to every other CPU.
+pub fn send_to_others(vector: u8) {
+    send_ipi(0, ICR_ALL_BUT_SELF | u32::from(vector));
 }

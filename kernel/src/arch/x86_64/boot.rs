@@ -33,6 +33,8 @@ core::arch::global_asm!(
 
     .section .bss.boot_page_tables, "aw", @nobits
     .balign 4096
+    .global mica_boot_pml4      /* the APs' trampoline uses this identity map too (smp.rs) */
+mica_boot_pml4:
 boot_pml4:
     .skip 4096
 boot_pdpt:

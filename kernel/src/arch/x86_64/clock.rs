@@ -9,6 +9,17 @@ use crate::time::Frequency;
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_NS: AtomicU64 = AtomicU64::new(0);
+/// The local APIC timer count per tick, as calibrated on the boot CPU (every CPU's APIC timer
+/// runs at the same rate).
+static COUNT_PER_TICK: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Starts this CPU's timer ticking at the boot CPU's rate (an AP, once [`init`] has run).
+pub fn start_ap_timer() {
+    let count = COUNT_PER_TICK.load(Ordering::Relaxed);
+    if count > 0 {
+        apic::start_periodic(count);
+    }
+}
 
 /// The calibration window: 2 ms of PIT ticks. Both clocks are compared over the same window, and
 /// both follow the same (host or instruction-counted) time base under QEMU, so a short window is
@@ -99,6 +110,7 @@ pub fn init(tick_hz: u32) -> Result<ClockInfo, ClockError> {
     let count_per_tick = u32::try_from(count).ok().filter(|c| *c > 0).ok_or(ClockError::BadTickRate(tick_hz))?;
     TSC_HZ.store(tsc.hz(), Ordering::Relaxed);
     TICK_NS.store(apic_timer.ticks_to_ns(u64::from(count_per_tick)), Ordering::Relaxed);
+    COUNT_PER_TICK.store(count_per_tick, Ordering::Relaxed);
     apic::start_periodic(count_per_tick);
     Ok(ClockInfo { tsc, apic_timer, tick_hz, count_per_tick })
 }

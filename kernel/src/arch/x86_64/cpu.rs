@@ -189,6 +189,23 @@ pub fn enable_avx_state() -> AvxState {
     AvxState::Enabled(size)
 }
 
+/// Gives an AP the vector state the boot CPU has: AVX state when [`enable_avx_state`] turned it on
+/// (SSE is on from the trampoline).
+pub fn enable_ap_state() {
+    if !avx_state_enabled() {
+        return;
+    }
+    // SAFETY: the boot CPU found XSAVE and AVX (every CPU of the machine is the same model), so
+    // CR4.OSXSAVE may be set and XCR0 may hold x87 | SSE | AVX, as on the boot CPU.
+    unsafe {
+        let mut cr4: u64;
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+        cr4 |= 1 << 18;
+        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
+        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 0b111u32, in("edx") 0u32, options(nomem, nostack));
+    }
+}
+
 /// Whether compiled code may use the feature Rust and Wasmtime call `name` (`"sse4.1"`, ...):
 /// the CPU reports it and, for AVX-class features, the kernel has enabled their state
 /// ([`enable_avx_state`]; AVX-512 state is never enabled). `None` for names this function does

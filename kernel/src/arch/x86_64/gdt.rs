@@ -54,3 +54,35 @@ pub fn init() -> Selectors {
     }
     *selectors
 }
+
+/// Gives an AP a GDT and TSS of its own, with IST stacks of its own (guarded kernel stacks that
+/// live as long as the CPU), and loads them. Returns the selectors (the same values as the boot
+/// CPU's).
+pub fn init_ap() -> Result<Selectors, super::stacks::StackError> {
+    let mut tss = TaskStateSegment::new();
+    let mut ist = [VirtAddr::zero(); IST_COUNT];
+    for slot in ist.iter_mut() {
+        let stack = super::stacks::KernelStack::new(super::stacks::IST_STACK_SIZE as u64)?;
+        *slot = VirtAddr::new(stack.top());
+        // The CPU uses it for good.
+        core::mem::forget(stack);
+    }
+    tss.interrupt_stack_table = ist;
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_selector = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = alloc::boxed::Box::leak(alloc::boxed::Box::new(gdt));
+    gdt.load();
+    // SAFETY: the selectors index descriptors of the GDT just loaded, which is leaked ('static):
+    // a 64-bit code segment, a data segment and an available TSS of this CPU's own.
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        load_tss(tss_selector);
+    }
+    Ok(Selectors { code, data, tss: tss_selector })
+}

@@ -34,6 +34,9 @@ unsafe impl lock_api::RawMutex for RawIrqSpinlock {
         let enabled = interrupts::are_enabled();
         interrupts::disable();
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            // Interrupts are off here: answer TLB shootdowns while waiting, or a CPU that holds
+            // this lock and waits for this one to flush would wait forever.
+            super::paging::service_flush();
             core::hint::spin_loop();
         }
         self.restore_interrupts.store(enabled, Ordering::Relaxed);

@@ -8,11 +8,13 @@ pub mod cpu;
 pub mod gdt;
 pub mod irq_lock;
 pub mod paging;
+pub mod percpu;
 pub mod pit;
 pub mod qemu;
 pub mod random;
 pub mod rtc;
 pub mod serial;
+pub mod smp;
 pub mod stacks;
 pub mod traps;
 

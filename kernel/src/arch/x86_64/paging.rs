@@ -8,7 +8,7 @@
 //! `x86_64` crate's `OffsetPageTable` with offset 0 does.
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::{FlagUpdateError, MapToError, MappedFrame, TranslateResult, UnmapError};
@@ -184,8 +184,17 @@ pub fn map(virt: u64, phys: u64, size: PageSize, prot: Protection) -> Result<(),
     })
 }
 
-/// Unmaps the page at `virt`; returns the physical address it mapped.
+/// Unmaps the page at `virt`; returns the physical address it mapped. Every CPU's TLB forgets it
+/// before this returns.
 pub fn unmap(virt: u64, size: PageSize) -> Result<u64, PagingError> {
+    let frame = unmap_local(virt, size)?;
+    shootdown();
+    Ok(frame)
+}
+
+/// [`unmap`] with only this CPU's TLB flushed: the caller calls [`shootdown`] before the frame or
+/// the address is used again.
+fn unmap_local(virt: u64, size: PageSize) -> Result<u64, PagingError> {
     if virt % size.bytes() != 0 {
         return Err(PagingError::Misaligned(virt));
     }
@@ -230,7 +239,9 @@ pub fn protect(virt: u64, size: PageSize, prot: Protection) -> Result<(), Paging
             }
         }
     })
-    .map_err(err)
+    .map_err(err)?;
+    shootdown();
+    Ok(())
 }
 
 /// How `virt` is mapped, if it is.
@@ -259,10 +270,66 @@ pub fn map_new_page(virt: u64, prot: Protection) -> Result<u64, PagingError> {
     Ok(frame)
 }
 
-/// Unmaps the 4 KiB page at `virt` and frees its frame.
+/// Unmaps the 4 KiB page at `virt` and frees its frame (once no CPU's TLB has it).
 pub fn unmap_and_free(virt: u64) -> Result<(), PagingError> {
     let frame = unmap(virt, PageSize::Small)?;
     phys::free(frame).map_err(PagingError::Frames)
+}
+
+/// Unmaps `pages` 4 KiB pages from `start` and frees their frames, with one TLB shootdown for
+/// all of them. Stops at the first page that cannot be unmapped (what was unmapped is freed).
+pub fn unmap_and_free_range(start: u64, pages: u64) -> Result<(), PagingError> {
+    let mut frames = alloc::vec::Vec::new();
+    let mut result = Ok(());
+    for i in 0..pages {
+        match unmap_local(start + i * PAGE_SIZE, PageSize::Small) {
+            Ok(frame) => frames.push(frame),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    shootdown();
+    for frame in frames {
+        phys::free(frame).map_err(PagingError::Frames)?;
+    }
+    result
+}
+
+/// The generation of the last TLB flush any CPU asked for.
+static FLUSH_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Makes every other online CPU flush its TLB, and waits until they have: called after page
+/// tables changed in a way a stale TLB entry could outlive (an unmap, fewer rights). Each CPU
+/// flushes from the IPI ([`service_flush`]), or while it spins on a kernel lock (so a CPU waiting
+/// with interrupts off for a lock the caller holds still answers). Kernel mappings are not global,
+/// so reloading CR3 flushes them all.
+pub fn shootdown() {
+    let online = super::smp::online() as usize;
+    if online <= 1 {
+        return;
+    }
+    let me = super::percpu::index();
+    let generation = FLUSH_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+    super::apic::send_to_others(super::traps::TLB_VECTOR);
+    for cpu in (0..online).filter(|&c| c != me) {
+        let Some(data) = super::percpu::of(cpu) else { continue };
+        while data.flushed.load(Ordering::Acquire) < generation {
+            service_flush();
+            core::hint::spin_loop();
+        }
+    }
+}
+
+/// Flushes this CPU's TLB if another CPU asked for it since the last time.
+pub fn service_flush() {
+    let generation = FLUSH_GENERATION.load(Ordering::Acquire);
+    let me = super::percpu::this();
+    if me.flushed.load(Ordering::Relaxed) < generation {
+        x86_64::instructions::tlb::flush_all();
+        me.flushed.store(generation, Ordering::Release);
+    }
 }
 
 unsafe extern "C" {

@@ -172,10 +172,8 @@ impl KernelStack {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        for i in 0..self.pages {
-            if let Err(e) = super::paging::unmap_and_free(self.bottom() + i * PAGE_SIZE) {
-                log::error!("kernel stack slot {}: cannot unmap page {i}: {e}", self.slot);
-            }
+        if let Err(e) = super::paging::unmap_and_free_range(self.bottom(), self.pages) {
+            log::error!("kernel stack slot {}: cannot unmap its pages: {e}", self.slot);
         }
         SLOTS.lock()[(self.slot / 64) as usize] &= !(1 << (self.slot % 64));
     }

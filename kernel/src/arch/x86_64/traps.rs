@@ -20,6 +20,8 @@ use super::stacks;
 
 /// The local APIC timer's vector.
 pub const TIMER_VECTOR: u8 = 0x20;
+/// The TLB-shootdown IPI's vector.
+pub const TLB_VECTOR: u8 = 0xf0;
 /// The local APIC spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -226,13 +228,20 @@ const EXCEPTION_NAMES: [&str; 32] = [
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
         v if v == u64::from(TIMER_VECTOR) => {
-            super::clock::on_tick();
-            crate::components::on_tick();
+            // Every CPU ticks; the clock's tick count and the engines' epochs follow the boot CPU's.
+            if super::percpu::index() == 0 {
+                super::clock::on_tick();
+                crate::components::on_tick();
+            }
             super::apic::end_of_interrupt();
             // Last: this may switch to another thread, returning here only when this one runs again.
             crate::sched::on_tick();
         }
         v if v == u64::from(SPURIOUS_VECTOR) => {}
+        v if v == u64::from(TLB_VECTOR) => {
+            super::paging::service_flush();
+            super::apic::end_of_interrupt();
+        }
         v if v < 32 => unexpected_exception(frame),
         v => {
             log::warn!("unexpected interrupt on vector {v}");
