@@ -108,11 +108,7 @@ impl Context {
         // SAFETY: as above; the switch is a plain call that preserves the callee-saved registers.
         unsafe {
             let (save, load) = (self.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr());
-            if cpu::avx_state_enabled() {
-                switch_stacks_xsave(&raw mut self.rsp, to.rsp, save, load);
-            } else {
-                switch_stacks(&raw mut self.rsp, to.rsp, save, load);
-            }
+            switch_stacks(&raw mut self.rsp, to.rsp, save, load, u64::from(cpu::avx_state_enabled()));
         }
         Ok(())
     }
@@ -123,49 +119,36 @@ impl Context {
     }
 }
 
-/// Saves callee-saved registers and FPU state, stores `rsp` into `*save_rsp`, loads `load_rsp`
-/// and the FPU state at `load_fpu`, and returns into the thread that owns that stack.
+/// Saves callee-saved registers and vector state, stores `rsp` into `*save_rsp`, loads `load_rsp`
+/// and the vector state at `load_fpu`, and returns into the thread that owns that stack. The
+/// vector state goes with `fxsave64`/`fxrstor64`, or, when `xsave` is non-zero, with
+/// `xsave64`/`xrstor64` of every component XCR0 enables (x87, SSE, AVX).
 ///
 /// # Safety
 /// `save_rsp` and `save_fpu` must be writable; `load_rsp` must be a stack prepared by
-/// [`Context::new`] or saved by this function, and `load_fpu` a valid `fxsave64` image.
+/// [`Context::new`] or saved by this function, and `load_fpu` a valid image for the chosen
+/// instruction (64-byte aligned and large enough for XSAVE's).
 #[unsafe(naked)]
-unsafe extern "C" fn switch_stacks(save_rsp: *mut u64, load_rsp: u64, save_fpu: *mut u8, load_fpu: *const u8) {
+unsafe extern "C" fn switch_stacks(
+    save_rsp: *mut u64,
+    load_rsp: u64,
+    save_fpu: *mut u8,
+    load_fpu: *const u8,
+    xsave: u64,
+) {
     core::arch::naked_asm!(
-        "fxsave64 [rdx]",
-        "push rbp",
-        "push rbx",
-        "push r12",
-        "push r13",
-        "push r14",
-        "push r15",
-        "mov [rdi], rsp",
-        "mov rsp, rsi",
-        "fxrstor64 [rcx]",
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop rbx",
-        "pop rbp",
-        "ret",
-    );
-}
-
-/// [`switch_stacks`] with `xsave64`/`xrstor64` of every state component XCR0 enables (x87, SSE,
-/// AVX) in place of `fxsave64`/`fxrstor64`.
-///
-/// # Safety
-/// As [`switch_stacks`]; both areas are 64-byte aligned and large enough for the XSAVE image, and
-/// `load_fpu` is a valid standard-format XSAVE image.
-#[unsafe(naked)]
-unsafe extern "C" fn switch_stacks_xsave(save_rsp: *mut u64, load_rsp: u64, save_fpu: *mut u8, load_fpu: *const u8) {
-    core::arch::naked_asm!(
-        // XSAVE takes its component mask in edx:eax, so the save area moves to r8 first.
-        "mov r8, rdx",
+        // XSAVE takes its component mask in edx:eax, so the save area moves to r9 first. r8 (the
+        // `xsave` flag) and r9 are caller-saved and untouched by the stack switch.
+        "mov r9, rdx",
+        "test r8, r8",
+        "jz 2f",
         "mov eax, -1",
         "mov edx, -1",
-        "xsave64 [r8]",
+        "xsave64 [r9]",
+        "jmp 3f",
+        "2:",
+        "fxsave64 [r9]",
+        "3:",
         "push rbp",
         "push rbx",
         "push r12",
@@ -174,9 +157,15 @@ unsafe extern "C" fn switch_stacks_xsave(save_rsp: *mut u64, load_rsp: u64, save
         "push r15",
         "mov [rdi], rsp",
         "mov rsp, rsi",
+        "test r8, r8",
+        "jz 4f",
         "mov eax, -1",
         "mov edx, -1",
         "xrstor64 [rcx]",
+        "jmp 5f",
+        "4:",
+        "fxrstor64 [rcx]",
+        "5:",
         "pop r15",
         "pop r14",
         "pop r13",

@@ -175,16 +175,7 @@ pub fn enable_avx_state() -> AvxState {
     if size as usize > XSAVE_AREA_BYTES {
         return AvxState::AreaTooLarge(size);
     }
-    // SAFETY: the CPU reports XSAVE, so CR4.OSXSAVE may be set; then XCR0 may hold x87 | SSE |
-    // AVX, all of which the CPU supports (AVX reported). Vector state is saved per thread with
-    // `xsave64` from here on (see `context`), and no thread exists yet.
-    unsafe {
-        let mut cr4: u64;
-        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
-        cr4 |= 1 << 18;
-        core::arch::asm!("mov cr4, {}", in(reg) cr4, options(nostack, preserves_flags));
-        core::arch::asm!("xsetbv", in("ecx") 0u32, in("eax") 0b111u32, in("edx") 0u32, options(nomem, nostack));
-    }
+    turn_on_avx_state();
     AVX_STATE.store(true, Ordering::Relaxed);
     AvxState::Enabled(size)
 }
@@ -192,11 +183,18 @@ pub fn enable_avx_state() -> AvxState {
 /// Gives an AP the vector state the boot CPU has: AVX state when [`enable_avx_state`] turned it on
 /// (SSE is on from the trampoline).
 pub fn enable_ap_state() {
-    if !avx_state_enabled() {
-        return;
+    if avx_state_enabled() {
+        turn_on_avx_state();
     }
-    // SAFETY: the boot CPU found XSAVE and AVX (every CPU of the machine is the same model), so
-    // CR4.OSXSAVE may be set and XCR0 may hold x87 | SSE | AVX, as on the boot CPU.
+}
+
+/// Sets CR4.OSXSAVE and XCR0 = x87 | SSE | AVX on this CPU. Only for CPUs that report XSAVE and
+/// AVX: [`enable_avx_state`] checks, and every CPU of a machine is the same model.
+fn turn_on_avx_state() {
+    // SAFETY: the CPU reports XSAVE (checked by the callers' contract), so CR4.OSXSAVE may be set;
+    // then XCR0 may hold x87 | SSE | AVX, which the CPU supports (AVX reported). Threads' vector
+    // state is saved with `xsave64` once AVX state is on (see `context`); the boot CPU turns it
+    // on before any thread exists, an AP before it runs any.
     unsafe {
         let mut cr4: u64;
         core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
