@@ -112,6 +112,7 @@ pub fn start(start_info: u64) -> ! {
         clocks.tick_hz
     );
 
+    arch::percpu::this().apic_id.store(apic_info.id, core::sync::atomic::Ordering::Relaxed);
     let smp = arch::smp::start_aps(apic_info.id);
     if smp.counted && smp.present > 1 {
         info!("smp: {} of {} CPUs online, each with its own run queue", smp.online, smp.present);

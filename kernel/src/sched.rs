@@ -9,8 +9,9 @@
 //!
 //! **SMP.** Each CPU has its own run queue and its own idle thread; a CPU whose queue has nothing
 //! it may run takes work from the other CPUs' queues (work stealing), so busy threads spread over
-//! the CPUs within a tick. New and woken threads go to the queue of the CPU that made or woke
-//! them. One lock guards all of it. A thread switched away from is not put anywhere until the
+//! the CPUs. New and woken threads go to the queue of the CPU that made or woke them, and an idle
+//! CPU, if there is one, gets a reschedule IPI so that it takes the work at once rather than at
+//! its next tick. One lock guards all of it. A thread switched away from is not put anywhere until the
 //! switch is complete: the thread switched to places it (`finish_switch`), so that no other CPU
 //! can resume a thread whose state is still being saved.
 //!
@@ -101,6 +102,11 @@ impl Scheduler {
     /// The highest priority ready anywhere.
     fn best_ready(&self) -> Option<Priority> {
         self.cpus.iter().filter_map(|c| c.ready.best()).max()
+    }
+
+    /// Another CPU that is running its idle thread, to be told there is work.
+    fn idle_cpu_besides(&self, cpu: usize) -> Option<usize> {
+        (0..self.cpus.len()).find(|&c| c != cpu && self.cpus[c].current.as_deref().is_some_and(|t| t.idle))
     }
 
     /// A ready thread of at least `at_least` for `cpu`: from its own queue first, else taken from
@@ -258,9 +264,30 @@ pub fn spawn_with(name: &str, priority: Priority, f: impl FnOnce() + Send + 'sta
         let id = s.next_id;
         s.next_id += 1;
         thread.id = id;
-        s.cpus[percpu::index()].ready.push(priority, thread);
-        Ok(id)
+        let cpu = percpu::index();
+        s.cpus[cpu].ready.push(priority, thread);
+        Ok((id, s.idle_cpu_besides(cpu)))
     })
+    .map(|(id, idle)| {
+        kick(idle);
+        id
+    })
+}
+
+/// Tells idle CPU `cpu` (if any) that there is work to take: an IPI, so that it need not wait for
+/// its next tick.
+fn kick(cpu: Option<usize>) {
+    if let Some(data) = cpu.and_then(percpu::of) {
+        arch::apic::send_to(data.apic_id.load(core::sync::atomic::Ordering::Relaxed), arch::traps::RESCHEDULE_VECTOR);
+    }
+}
+
+/// Called from the reschedule IPI: an idle CPU takes the work it was told about.
+pub fn on_reschedule() {
+    let idle = with(|s, cpu| s.cpus[cpu].current.as_deref().is_some_and(|t| t.idle));
+    if idle == Some(true) {
+        switch_away(After::Ready);
+    }
 }
 
 /// Runs `f` on the scheduler and this CPU's index, with interrupts off.
@@ -402,14 +429,18 @@ pub fn park(deadline: Option<u64>) {
 /// Makes thread `id` ready (on this CPU's queue) if it is parked; otherwise its next [`park`]
 /// returns at once.
 pub fn unpark(id: ThreadId) {
-    with(|s, cpu| {
+    let idle = with(|s, cpu| {
         if let Some(i) = s.parked.iter().position(|(_, t)| t.id == id) {
             let (_, thread) = s.parked.swap_remove(i);
             s.cpus[cpu].ready.push(thread.priority, thread);
-        } else if !s.wake_tokens.contains(&id) {
+            return s.idle_cpu_besides(cpu);
+        }
+        if !s.wake_tokens.contains(&id) {
             s.wake_tokens.push(id);
         }
+        None
     });
+    kick(idle.flatten());
 }
 
 /// Where the running thread goes when it is switched away from.

@@ -114,11 +114,15 @@ pub fn id() -> u32 {
 
 /// Sends an IPI: `command` to APIC `dest`, waiting until the APIC has sent it.
 fn send_ipi(dest: u32, command: u32) {
-    write(REG_ICR_HIGH, dest << 24);
-    write(REG_ICR_LOW, command);
-    while read(REG_ICR_LOW) & ICR_PENDING != 0 {
-        core::hint::spin_loop();
-    }
+    // Interrupts off: an IPI sent from an interrupt between the two writes would change the
+    // destination under this one.
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        write(REG_ICR_HIGH, dest << 24);
+        write(REG_ICR_LOW, command);
+        while read(REG_ICR_LOW) & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+    });
 }
 
 /// Sends INIT to APIC `dest` (an AP then waits for a STARTUP).
@@ -153,4 +157,9 @@ const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
 /// Sends interrupt `vector` to every other CPU.
 pub fn send_to_others(vector: u8) {
     send_ipi(0, ICR_ALL_BUT_SELF | u32::from(vector));
+}
+
+/// Sends interrupt `vector` to the CPU whose APIC id is `dest`.
+pub fn send_to(dest: u32, vector: u8) {
+    send_ipi(dest, u32::from(vector));
 }

@@ -244,6 +244,7 @@ pub fn online() -> u32 {
 /// tables, interrupts off.
 extern "C" fn ap_entry(index: u64) -> ! {
     super::percpu::init(index as usize);
+    super::percpu::this().apic_id.store(apic::id(), Ordering::Relaxed);
     let selectors = gdt::init_ap().unwrap_or_else(|e| {
         log::error!("smp: CPU {index}: no stacks for its TSS: {e}");
         super::halt_forever()

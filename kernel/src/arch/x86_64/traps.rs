@@ -22,6 +22,8 @@ use super::stacks;
 pub const TIMER_VECTOR: u8 = 0x20;
 /// The TLB-shootdown IPI's vector.
 pub const TLB_VECTOR: u8 = 0xf0;
+/// The IPI that tells an idle CPU there is work to take.
+pub const RESCHEDULE_VECTOR: u8 = 0xf1;
 /// The local APIC spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
@@ -158,9 +160,10 @@ static IDT: Once<Idt> = Once::new();
 /// The IST slot (1-based) each vector runs on; 0 for none.
 fn ist_for(vector: u8) -> u8 {
     match vector {
-        // The timer runs on the interrupted thread's own stack, so that the scheduler can switch
-        // threads from it (an IST stack is one per vector and would be reused by the next tick).
-        TIMER_VECTOR => 0,
+        // The timer and the reschedule IPI run on the interrupted thread's own stack, so that the
+        // scheduler can switch threads from them (an IST stack is one per vector and CPU and would
+        // be reused by the next interrupt while the switched-away thread still lives on it).
+        TIMER_VECTOR | RESCHEDULE_VECTOR => 0,
         8 => 1,      // double fault
         2 => 2,      // NMI
         18 => 3,     // machine check
@@ -241,6 +244,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v if v == u64::from(TLB_VECTOR) => {
             super::paging::service_flush();
             super::apic::end_of_interrupt();
+        }
+        v if v == u64::from(RESCHEDULE_VECTOR) => {
+            super::apic::end_of_interrupt();
+            // Last, as for the timer: this may switch threads.
+            crate::sched::on_reschedule();
         }
         v if v < 32 => unexpected_exception(frame),
         v => {
