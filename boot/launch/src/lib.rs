@@ -17,6 +17,7 @@
 pub mod accel;
 pub mod cmdline;
 mod error;
+pub mod linux_guest;
 pub mod qemu;
 pub mod run;
 

@@ -36,17 +36,11 @@ pub fn accel(probe: &KvmProbe) -> (Accel, String) {
     }
 }
 
-/// The kernel command line of a pod: serial console, the pod's name for the guest's init, and
-/// the spec's own additions. `no_timer_check`: Linux's check that the timer reaches the I/O APIC
-/// relies on timing that an emulated or overcommitted vCPU may miss. `tsc_early_khz` (given under
-/// TCG, where the guest's TSC is the host's): Linux calibrates the TSC against the PIT, which
-/// under TCG now and then misses its timing window; it then marks the TSC unstable and its boot
-/// stalls for good (seen here: "tsc: Unable to calibrate against PIT").
+/// The kernel command line of a pod: what every pod's guest boots with
+/// ([`mica_launch::linux_guest::pod_cmdline`]: serial console, `no_timer_check`, and the host's TSC
+/// rate under TCG), then the spec's own additions.
 pub fn cmdline(spec: &PodSpec, tsc_khz: Option<u64>) -> String {
-    let mut line = format!("console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod={}", spec.name);
-    if let Some(khz) = tsc_khz {
-        line.push_str(&format!(" tsc_early_khz={khz}"));
-    }
+    let mut line = mica_launch::linux_guest::pod_cmdline(&spec.name, tsc_khz);
     if !spec.cmdline.trim().is_empty() {
         line.push(' ');
         line.push_str(spec.cmdline.trim());
@@ -76,7 +70,7 @@ pub fn args(spec: &PodSpec, dir: &Path, accel: Accel, secrets: Option<&Path>) ->
     args.extend(["-smp".into(), spec.vcpus.to_string(), "-m".into(), format!("{}M", spec.memory_mib)]);
     args.extend(["-kernel".into(), spec.kernel.to_string_lossy().into_owned()]);
     args.extend(["-initrd".into(), spec.initramfs.to_string_lossy().into_owned()]);
-    let tsc_khz = if accel == Accel::Tcg { host_tsc_khz() } else { None };
+    let tsc_khz = if accel == Accel::Tcg { mica_launch::linux_guest::host_tsc_khz() } else { None };
     args.extend(["-append".into(), cmdline(spec, tsc_khz)]);
     args.extend(["-chardev".into(), format!("file,id=console,path={}", path(CONSOLE_LOG))]);
     args.extend(["-serial".into(), "chardev:console".into()]);
@@ -93,20 +87,6 @@ pub fn args(spec: &PodSpec, dir: &Path, accel: Accel, secrets: Option<&Path>) ->
     }
     args.extend(["-daemonize".into(), "-pidfile".into(), path(crate::state::PIDFILE)]);
     args
-}
-
-/// The host's TSC frequency in kHz, from `/proc/cpuinfo` (`cpu MHz`, constant on the hosts a
-/// TSC-based guest clock makes sense on).
-pub fn host_tsc_khz() -> Option<u64> {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").ok()?;
-    cpu_mhz_khz(&cpuinfo)
-}
-
-/// The first `cpu MHz` of a `/proc/cpuinfo` text, in kHz.
-fn cpu_mhz_khz(cpuinfo: &str) -> Option<u64> {
-    let line = cpuinfo.lines().find(|line| line.starts_with("cpu MHz"))?;
-    let mhz: f64 = line.split_once(':')?.1.trim().parse().ok()?;
-    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
 }
 
 /// Starts the pod's QEMU (daemonized) and returns its pid.
@@ -179,8 +159,6 @@ mod tests {
             cmdline(&spec(), Some(2_445_404)),
             "console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=web tsc_early_khz=2445404 loglevel=4"
         );
-        assert_eq!(cpu_mhz_khz("processor\t: 0\ncpu MHz\t\t: 2445.404\n"), Some(2_445_404));
-        assert_eq!(cpu_mhz_khz("processor\t: 0\n"), None);
         assert!(
             joined.contains("-chardev file,id=console,path=/run/mica/pods/web/console.log -serial chardev:console")
         );

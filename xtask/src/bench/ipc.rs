@@ -232,8 +232,9 @@ pub fn run(root: &Path) -> Result<()> {
             "Linux: mica-linux-bench and a child copy of itself, TSC around the loop, one vCPU, same QEMU settings",
             "Mica, -smp 2: the same boot with two vCPUs; -icount makes QEMU run them in turns on one host thread, \
              so the count is the same guest instructions measure, summed over both CPUs. A woken thread goes to \
-             the run queue of the CPU that woke it, and an idle CPU gets a reschedule IPI and takes it: in a \
-             ping-pong the client and the server end up on different CPUs and hand each message across",
+             the run queue of the CPU that woke it and an idle CPU gets a reschedule IPI; in a ping-pong the \
+             waker parks at once and its own CPU usually takes the woken thread before the other vCPU gets its \
+             turn, so this mostly measures the same-CPU path plus the IPIs, not a cross-CPU hand-off",
         ],
     };
     super::report::publish(&out_dir, "ipc.json", &report.markdown(), &report)

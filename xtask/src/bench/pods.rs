@@ -214,18 +214,11 @@ fn vm_rss_kib(status: &str) -> Option<u64> {
     line.trim().trim_end_matches("kB").trim().parse().ok()
 }
 
-/// The command line of the plain-QEMU baseline: what `mica pod run` gives a pod (see
-/// `pods/cli/src/qemu.rs`), the TSC frequency under TCG included.
+/// The command line of the plain-QEMU baseline: what `mica pod run` gives a pod, the TSC rate
+/// under TCG included.
 fn plain_cmdline(accel: Accel) -> String {
-    let mut line = "console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=plain".to_owned();
-    let mhz = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
-        let line = info.lines().find(|line| line.starts_with("cpu MHz"))?.to_owned();
-        line.split_once(':')?.1.trim().parse::<f64>().ok()
-    });
-    if let (Accel::Tcg, Some(mhz)) = (accel, mhz) {
-        line.push_str(&format!(" tsc_early_khz={}", (mhz * 1000.0).round() as u64));
-    }
-    line
+    let tsc_khz = if accel == Accel::Tcg { mica_launch::linux_guest::host_tsc_khz() } else { None };
+    mica_launch::linux_guest::pod_cmdline("plain", tsc_khz)
 }
 
 /// Boots the pod image under plain QEMU (serial on stdout) until the init prints its "up" line;
