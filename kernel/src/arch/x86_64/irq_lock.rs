@@ -6,6 +6,10 @@
 //! never held by a preempted thread, so it cannot deadlock that way. Every kernel lock that
 //! threads share (heap, frames, page tables, stacks, console, scheduler) is one of these.
 //!
+//! With several CPUs, a CPU spinning for one of these locks (interrupts off) answers TLB-shootdown
+//! requests while it spins (`paging::service_flush`), so a CPU that holds the lock and waits for
+//! every TLB to be flushed is never waiting for it.
+//!
 //! Guards must be dropped in the reverse order of locking (as scopes do): the outermost unlock
 //! restores the interrupt flag that was in effect before the first lock.
 
