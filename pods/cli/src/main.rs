@@ -266,12 +266,22 @@ fn stop(name: &str, timeout: Duration) -> Result<ExitCode> {
     let state = State::open()?;
     let record = state.find(name)?;
     let dir = state.pod_dir(name);
-    let clean = Agent::connect(&dir.join(qemu::AGENT_SOCKET), Instant::now() + Duration::from_secs(5))
-        .and_then(|mut agent| agent.shutdown())
-        .and_then(|()| state::wait_gone(record.pid, &dir, timeout));
+    let clean =
+        Agent::connect(&dir.join(qemu::AGENT_SOCKET), Instant::now() + Duration::from_secs(5)).and_then(|mut agent| {
+            agent.shutdown()?;
+            // The connection stays open until QEMU is gone: closing it at once can make QEMU drop
+            // the Shutdown frame unread (it reads from the socket only as the guest takes data),
+            // and the guest then never powers off.
+            let gone = state::wait_gone(record.pid, &dir, timeout);
+            drop(agent);
+            gone
+        });
     let how = match clean {
         Ok(()) => "powered off".to_owned(),
         Err(e) => {
+            // What the guest said last: why it did not power off is usually there.
+            let console = tail(&dir.join(qemu::CONSOLE_LOG), 15);
+            eprintln!("mica: pod {name} did not power off cleanly ({e:#}); its console ended with:\n{console}");
             state::signal(record.pid, &dir, rustix::process::Signal::TERM);
             if state::wait_gone(record.pid, &dir, Duration::from_secs(5)).is_err() {
                 state::kill_and_wait(record.pid, &dir, Duration::from_secs(10))?;
