@@ -191,10 +191,10 @@ pub fn enable_ap_state() {
 /// Sets CR4.OSXSAVE and XCR0 = x87 | SSE | AVX on this CPU. Only for CPUs that report XSAVE and
 /// AVX: [`enable_avx_state`] checks, and every CPU of a machine is the same model.
 fn turn_on_avx_state() {
-    // SAFETY: the CPU reports XSAVE (checked by the callers' contract), so CR4.OSXSAVE may be set;
-    // then XCR0 may hold x87 | SSE | AVX, which the CPU supports (AVX reported). Threads' vector
-    // state is saved with `xsave64` once AVX state is on (see `context`); the boot CPU turns it
-    // on before any thread exists, an AP before it runs any.
+    // The boot CPU turns it on before any thread exists, an AP before it runs any; threads' vector
+    // state is saved with `xsave64` from then on (see `context`).
+    // SAFETY: the CPU reports XSAVE (the callers' contract), so CR4.OSXSAVE may be set; then XCR0
+    // may hold x87 | SSE | AVX, which it supports (AVX reported).
     unsafe {
         let mut cr4: u64;
         core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
