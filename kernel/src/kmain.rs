@@ -125,6 +125,11 @@ pub fn start(start_info: u64) -> ! {
         warn!("smp: {} CPU(s) did not start", smp.present - smp.online);
     }
 
+    // Devices for driver components: routed (masked) to this CPU, the boot CPU.
+    if crate::hw::discover() == 0 {
+        log::debug!("devices: no virtio-mmio devices");
+    }
+
     let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
     kprintln!("mica: ready (tsc_since_entry={ready})");
 

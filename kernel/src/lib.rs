@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod hw;
 pub mod ipc;
 pub mod mem;
 pub mod pvh;

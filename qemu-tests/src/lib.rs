@@ -177,7 +177,16 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
         cmd = cmd.extra_args(["-smp".to_string(), trial.scenario.cpus.to_string()]);
     }
     if let Some(use_) = &trial.scenario.bundle {
-        cmd = cmd.initrd(bundle_path(use_, scratch.path())?).memory_mib(SYSTEM_MEMORY_MIB);
+        let bundle = bundle_path(use_, scratch.path())?;
+        // The system's devices; every trial gets fresh disk images in its scratch directory.
+        let mut machine = mica_launch::devices::of_bundle(&bundle).map_err(|e| e.to_string())?;
+        for (i, d) in machine.iter_mut().enumerate() {
+            if d.disk.is_some() {
+                d.disk = Some(scratch.path().join(format!("disk{i}.img")).to_string_lossy().into_owned());
+            }
+        }
+        mica_launch::devices::prepare_disks(&machine).map_err(|e| e.to_string())?;
+        cmd = cmd.initrd(bundle).memory_mib(SYSTEM_MEMORY_MIB).extra_args(mica_launch::devices::qemu_args(&machine));
     }
     let options = RunOptions { timeout: trial.timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;

@@ -5,6 +5,7 @@
 //! - [`platform`]: the narrow trait the host (the kernel) implements for the runtime.
 //! - [`host`]: WASI 0.2 and Mica's interfaces, one file per interface, no unsafe code.
 //! - [`ipc`]: what the IPC interface needs from the kernel ([`ipc::IpcPort`]).
+//! - [`hw`]: what the `mica:hw` interfaces need from the kernel ([`hw::HwPort`]).
 //! - [`program`]: artifact loading, the capability-gated linker, limits and outcomes.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
 
@@ -12,6 +13,7 @@ extern crate alloc;
 
 pub mod config;
 pub mod host;
+pub mod hw;
 pub mod ipc;
 pub mod limits;
 pub mod platform;

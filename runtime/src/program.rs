@@ -12,6 +12,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use crate::config::Instrumentation;
 use crate::host::{self, Ctx, wasi};
+use crate::hw::HwPort;
 use crate::ipc::IpcPort;
 use crate::limits::Limits;
 use crate::platform::Platform;
@@ -47,6 +48,11 @@ const INTERFACES: &[Interface] = &[
     interface!("wasi:random/insecure-seed", wasi::random::insecure_seed),
     interface!("mica:kernel/log", host::mica::kernel::log),
     interface!("mica:kernel/ipc", host::mica::kernel::ipc),
+    interface!("mica:hw/types", host::mica::hw::types),
+    interface!("mica:hw/device", host::mica::hw::device),
+    interface!("mica:hw/mmio", host::mica::hw::mmio),
+    interface!("mica:hw/irq", host::mica::hw::irq),
+    interface!("mica:hw/dma", host::mica::hw::dma),
 ];
 
 /// The unversioned names of every interface the runtime provides.
@@ -205,6 +211,21 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The kernel objects one component instance acts through (none when hosted on Linux).
+#[derive(Clone, Default)]
+pub struct Ports {
+    /// Its IPC port (`mica:kernel/ipc`).
+    pub ipc: Option<Arc<dyn IpcPort>>,
+    /// Its hardware port (`mica:hw`).
+    pub hw: Option<Arc<dyn HwPort>>,
+}
+
+impl fmt::Debug for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ports").field("ipc", &self.ipc.is_some()).field("hw", &self.hw.is_some()).finish()
+    }
+}
+
 /// What instantiating and running a component cost, in units of the caller's counter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Phases {
@@ -223,7 +244,7 @@ pub fn run_timed(
     component: &Component,
     linker: &Linker<Ctx>,
     platform: Arc<dyn Platform>,
-    ipc: Option<Arc<dyn IpcPort>>,
+    ports: Ports,
     launch: &Launch,
     now: fn() -> u64,
 ) -> Result<(Outcome, Phases), LoadError> {
@@ -243,7 +264,8 @@ pub fn run_timed(
         stdout: host::LineBuffer::default(),
         stderr: host::LineBuffer::default(),
         exit_status: None,
-        ipc,
+        ipc: ports.ipc,
+        hw: ports.hw,
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);

@@ -70,7 +70,8 @@ fn build_std_of(text: &str, path: &Path) -> Result<Vec<String>> {
 fn build_std(components_dir: &Path, crates: &[String]) -> Result<Vec<String>> {
     let mut all: Vec<String> = Vec::new();
     for c in crates {
-        let path = components_dir.join(c).join("Cargo.toml");
+        let dir = crate::manifest::crate_dir(components_dir, c).unwrap_or_else(|| components_dir.join(c));
+        let path = dir.join("Cargo.toml");
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         for name in build_std_of(&text, &path)? {
             if !all.contains(&name) {

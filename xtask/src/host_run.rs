@@ -73,7 +73,7 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         epoch_deadline: None,
     };
     let (outcome, phases) =
-        program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), None, &launch, now_ns)
+        program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), Default::default(), &launch, now_ns)
             .map_err(|e| anyhow!("{name}: {e}"))?;
     eprintln!(
         "xtask: component {name} {outcome} (instantiate {:.3} ms, run {:.3} ms)",

@@ -14,6 +14,19 @@
 //! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
 //! handles = 64                    # optional (default 64): the size of its handle table (1..=4096)
 //! create_channels = false         # optional: whether it may create channels at run time
+//! devices = ["virtio-blk.0"]      # optional: devices it may claim through mica:hw (needs that grant)
+//! dma_limit = "1MiB"              # optional (default 1MiB): DMA memory it may hold at once
+//!
+//! # The machine's devices (optional), in the order the machine presents them; the kernel names
+//! # them kind.N (N counts devices of one kind): virtio-blk.0, virtio-rng.0, ...
+//! [[device]]
+//! kind = "virtio-blk"             # virtio-blk, virtio-rng, virtio-net or virtio-console
+//! disk = "disk.img"               # virtio-blk: raw image, relative to this file (default: one
+//!                                 #   under target/mica/disks/ per system and device); created
+//!                                 #   zeroed when missing
+//! size = "16MiB"                  # virtio-blk: the size of a new image (default 16MiB)
+//! read_only = false               # virtio-blk: whether the guest may only read it
+//! hostfwd = ["tcp:127.0.0.1:8080-:80"]  # virtio-net: QEMU user-networking port forwards
 //!
 //! # IPC connections (optional): `to` serves, `from` is a client; both call connect("kv").
 //! connect = [{ from = "client", to = "kv", name = "kv" }]
@@ -23,7 +36,7 @@
 //! of a connection must be granted `mica:kernel/ipc`; a component may not be both client and
 //! server of one connection name, nor have two connections of the same name.
 //!
-//! `crate = "NAME"` names a component crate in the repository's `components/` directory, which
+//! `crate = "NAME"` names a component crate in the repository's `components/` (or `drivers/`) directory, which
 //! xtask builds for `wasm32-wasip2`; `wasm` names a component built elsewhere. Grants are
 //! deny-by-default: an interface (`wasi:cli/stdout`, `mica:kernel/log`), a whole package
 //! (`wasi:cli`) or a whole namespace (`wasi`, `mica`) that the runtime provides. Every error names
@@ -46,6 +59,20 @@ struct File {
     connect: Vec<RawConnection>,
     #[serde(default)]
     component: Vec<RawComponent>,
+    #[serde(default)]
+    device: Vec<RawDevice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    kind: String,
+    disk: Option<PathBuf>,
+    size: Option<toml::Value>,
+    #[serde(default)]
+    read_only: bool,
+    #[serde(default)]
+    hostfwd: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +104,9 @@ struct RawComponent {
     #[serde(default)]
     create_channels: bool,
     priority: Option<String>,
+    #[serde(default)]
+    devices: Vec<String>,
+    dma_limit: Option<toml::Value>,
 }
 
 /// Where a component's `.wasm` comes from.
@@ -115,6 +145,27 @@ pub struct Component {
     pub create_channels: bool,
     /// Thread priority.
     pub priority: mica_bundle::Priority,
+    /// Devices it may claim.
+    pub devices: Vec<String>,
+    /// DMA memory it may hold, in bytes.
+    pub dma_limit: u64,
+}
+
+/// One checked machine device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Its kernel name: kind.N.
+    pub name: String,
+    /// Its kind (`virtio-blk`, ...).
+    pub kind: String,
+    /// A block device's image, if the manifest names one (absolute).
+    pub disk: Option<PathBuf>,
+    /// A new block image's size in bytes.
+    pub disk_size: u64,
+    /// Read-only block device.
+    pub read_only: bool,
+    /// Port forwards of a network device.
+    pub hostfwd: Vec<String>,
 }
 
 /// One checked IPC connection.
@@ -137,7 +188,16 @@ pub struct Manifest {
     pub components: Vec<Component>,
     /// Its IPC connections.
     pub connections: Vec<Connection>,
+    /// The machine's devices.
+    pub devices: Vec<Device>,
 }
+
+/// DMA memory a component may hold when the manifest gives no `dma_limit`.
+pub const DEFAULT_DMA_LIMIT: u64 = 1 << 20;
+/// Size of a new disk image when the manifest gives none.
+pub const DEFAULT_DISK_SIZE: u64 = 16 << 20;
+/// The device kinds a manifest may ask for.
+pub const DEVICE_KINDS: [&str; 4] = ["virtio-blk", "virtio-rng", "virtio-net", "virtio-console"];
 
 /// Handle table capacity when the manifest gives none.
 pub const DEFAULT_HANDLES: u16 = 64;
@@ -204,6 +264,18 @@ fn valid_name(name: &str) -> bool {
         && name.len() <= 48
 }
 
+/// The drivers' directory beside `components_dir` (`drivers/`: driver components live there).
+pub fn drivers_dir(components_dir: &Path) -> PathBuf {
+    components_dir.parent().unwrap_or(Path::new(".")).join("drivers")
+}
+
+/// The directory of component crate `name`: in `components_dir`, else in the drivers' directory.
+pub fn crate_dir(components_dir: &Path, name: &str) -> Option<PathBuf> {
+    [components_dir.join(name), drivers_dir(components_dir).join(name)]
+        .into_iter()
+        .find(|dir| dir.join("Cargo.toml").is_file())
+}
+
 /// Reads and checks the manifest at `path`. `components_dir` is where `crate = ...` entries live.
 pub fn load(path: &Path, components_dir: &Path) -> Result<Manifest> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading system manifest {}", path.display()))?;
@@ -217,6 +289,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         bail!("{}: no [[component]] entries", path.display());
     }
     let base = path.parent().unwrap_or(Path::new("."));
+    let devices = check_devices(path, base, file.device)?;
     let provided: Vec<&str> = mica_runtime::program::provided_interfaces().collect();
     let mut components: Vec<Component> = Vec::new();
     for raw in file.component {
@@ -238,9 +311,15 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
                 Source::Wasm(full)
             }
             (None, Some(krate)) => {
-                let dir = components_dir.join(&krate);
-                if !dir.join("Cargo.toml").is_file() {
-                    return Err(cx.err("crate", format!("no component crate at {}", dir.display())));
+                if crate_dir(components_dir, &krate).is_none() {
+                    return Err(cx.err(
+                        "crate",
+                        format!(
+                            "no component crate {krate} in {} or {}",
+                            components_dir.display(),
+                            drivers_dir(components_dir).display()
+                        ),
+                    ));
                 }
                 Source::Crate(krate)
             }
@@ -289,6 +368,30 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
                 return Err(cx.err("priority", format!("{other:?}: expected \"high\", \"normal\" or \"low\"")));
             }
         };
+        for d in &raw.devices {
+            if !devices.iter().any(|m| m.name == *d) {
+                let known: Vec<&str> = devices.iter().map(|m| m.name.as_str()).collect();
+                return Err(cx.err(
+                    "devices",
+                    format!(
+                        "{d:?} is not a device of this manifest's machine (its [[device]] entries: {})",
+                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                    ),
+                ));
+            }
+            if let Some(other) = components.iter().find(|c| c.devices.contains(d)) {
+                return Err(cx.err("devices", format!("{d:?} is already granted to component '{}'", other.name)));
+            }
+        }
+        if !raw.devices.is_empty()
+            && !raw.grants.iter().any(|g| mica_runtime::program::grant_covers(g, "mica:hw/device"))
+        {
+            return Err(cx.err("devices", "claiming a device needs the grant \"mica:hw\" (or \"mica:hw/device\")"));
+        }
+        let dma_limit = match &raw.dma_limit {
+            None => DEFAULT_DMA_LIMIT,
+            Some(v) => parse_size(v).map_err(|e| cx.err("dma_limit", e))?,
+        };
         components.push(Component {
             name: raw.name,
             source,
@@ -302,10 +405,53 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             handles,
             create_channels: raw.create_channels,
             priority,
+            devices: raw.devices,
+            dma_limit,
         });
     }
     let connections = check_connections(path, &components, file.connect)?;
-    Ok(Manifest { path: path.to_owned(), components, connections })
+    Ok(Manifest { path: path.to_owned(), components, connections, devices })
+}
+
+/// Checks the `[[device]]` entries and names them as the kernel will: kind.N.
+fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<Device>> {
+    let mut devices: Vec<Device> = Vec::new();
+    for (i, d) in raw.into_iter().enumerate() {
+        let err =
+            |key: &str, msg: String| anyhow::anyhow!("{}: device {} ({}): {key}: {msg}", path.display(), i + 1, d.kind);
+        if !DEVICE_KINDS.contains(&d.kind.as_str()) {
+            return Err(err("kind", format!("unknown device kind (known: {})", DEVICE_KINDS.join(", "))));
+        }
+        let block = d.kind == "virtio-blk";
+        if !block && (d.disk.is_some() || d.size.is_some() || d.read_only) {
+            return Err(err("disk", "`disk`, `size` and `read_only` are for virtio-blk devices only".to_owned()));
+        }
+        if d.kind != "virtio-net" && !d.hostfwd.is_empty() {
+            return Err(err("hostfwd", "port forwards are for virtio-net devices only".to_owned()));
+        }
+        for f in &d.hostfwd {
+            if !(f.starts_with("tcp:") || f.starts_with("udp:")) || !f.contains('-') {
+                return Err(err("hostfwd", format!("{f:?}: expected QEMU's form, e.g. \"tcp:127.0.0.1:8080-:80\"")));
+            }
+        }
+        let disk_size = match &d.size {
+            None => DEFAULT_DISK_SIZE,
+            Some(v) => parse_size(v).map_err(|e| err("size", e))?,
+        };
+        if block && (disk_size == 0 || disk_size % 512 != 0) {
+            return Err(err("size", format!("{disk_size} bytes is not a positive multiple of 512")));
+        }
+        let ordinal = devices.iter().filter(|o| o.kind == d.kind).count();
+        devices.push(Device {
+            name: format!("{}.{ordinal}", d.kind),
+            disk: d.disk.as_ref().map(|p| base.join(p)),
+            kind: d.kind,
+            disk_size,
+            read_only: d.read_only,
+            hostfwd: d.hostfwd,
+        });
+    }
+    Ok(devices)
 }
 
 /// Checks the `connect` entries against the components.

@@ -125,7 +125,10 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         .cpu(mica_launch::cpu_model(&features))
         .memory_mib(SYSTEM_MEMORY_MIB);
     if let Some(bundle) = &bundle {
-        command = command.initrd(bundle);
+        // The machine's devices (the manifest's [[device]] entries), with their disk images.
+        let machine = mica_launch::devices::of_bundle(bundle)?;
+        mica_launch::devices::prepare_disks(&machine)?;
+        command = command.initrd(bundle).extra_args(mica_launch::devices::qemu_args(&machine));
     }
     if args.smp > 1 {
         command = command.extra_args(["-smp".to_string(), args.smp.to_string()]);

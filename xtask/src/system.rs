@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mica_bundle::{BundleWriter, ComponentSpec, Connection, EntryKind, MANIFEST_ENTRY, SystemManifest};
+use mica_bundle::{BundleWriter, ComponentSpec, Connection, EntryKind, MANIFEST_ENTRY, MachineDevice, SystemManifest};
 use mica_runtime::config::{CpuProfile, Instrumentation};
 
 use crate::manifest::{self, Source};
@@ -86,6 +86,8 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             handles: c.handles,
             create_channels: c.create_channels,
             priority: c.priority,
+            devices: c.devices.clone(),
+            dma_limit: c.dma_limit,
         });
     }
     let index = |name: &str| manifest.components.iter().position(|c| c.name == name).map(|i| i as u32);
@@ -99,14 +101,34 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             Ok(Connection { name: c.name.clone(), from, to })
         })
         .collect::<Result<Vec<_>>>()?;
-    let system = SystemManifest { components: specs, connections };
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
+    let machine = manifest
+        .devices
+        .iter()
+        .map(|d| MachineDevice {
+            kind: d.kind.clone(),
+            disk: (d.kind == "virtio-blk").then(|| {
+                let disk = d.disk.clone().unwrap_or_else(|| default_disk(&target, stem, &d.name));
+                disk.to_string_lossy().into_owned()
+            }),
+            disk_size: d.disk_size,
+            read_only: d.read_only,
+            hostfwd: d.hostfwd.clone(),
+        })
+        .collect();
+    let system = SystemManifest { components: specs, connections, machine };
     writer.add(EntryKind::Manifest, MANIFEST_ENTRY, system.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = target.join("mica").join("bundles");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
     let out = dir.join(format!("{stem}.bundle"));
     fs::write(&out, writer.finish()).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
+}
+
+/// Where a block device's image lives when the manifest names none: one per system and device,
+/// kept between runs (so what a system stores survives a reboot).
+pub fn default_disk(target: &Path, system: &str, device: &str) -> PathBuf {
+    target.join("mica").join("disks").join(format!("{system}-{device}.img"))
 }
 
 #[cfg(test)]

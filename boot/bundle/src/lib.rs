@@ -28,13 +28,13 @@ mod manifest;
 use alloc::vec::Vec;
 use core::fmt;
 
-pub use manifest::{ComponentSpec, Connection, ManifestError, Priority, Restart, SystemManifest};
+pub use manifest::{ComponentSpec, Connection, MachineDevice, ManifestError, Priority, Restart, SystemManifest};
 
 /// The magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 8] = *b"MICABNDL";
 /// The format version this crate reads and writes (2: the manifest records each artifact's
 /// CPU-limit instrumentation).
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
 /// Size of one entry in the table.

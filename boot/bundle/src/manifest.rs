@@ -69,6 +69,26 @@ pub struct ComponentSpec {
     pub create_channels: bool,
     /// Its thread's priority.
     pub priority: Priority,
+    /// The devices it may claim through `mica:hw` (`virtio-blk.0`, ...).
+    pub devices: Vec<String>,
+    /// The most DMA memory it may hold at once, in bytes.
+    pub dma_limit: u64,
+}
+
+/// A device of the virtual machine the system is meant for (the manifest's `[[device]]`
+/// entries): launchers turn these into hypervisor arguments; the kernel finds the devices itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineDevice {
+    /// `virtio-blk`, `virtio-rng`, `virtio-net` or `virtio-console`.
+    pub kind: String,
+    /// For a block device: its raw disk image (absolute path), created zeroed when missing.
+    pub disk: Option<String>,
+    /// For a block device: the size a new disk image gets, in bytes.
+    pub disk_size: u64,
+    /// For a block device: whether the guest may only read it.
+    pub read_only: bool,
+    /// For a network device: QEMU user-networking port forwards (`tcp:127.0.0.1:8080-:80`).
+    pub hostfwd: Vec<String>,
 }
 
 /// A named IPC connection between two components (client `from`, server `to`), by index into
@@ -90,6 +110,8 @@ pub struct SystemManifest {
     pub components: Vec<ComponentSpec>,
     /// The IPC connections between them.
     pub connections: Vec<Connection>,
+    /// The devices of the machine it is meant for, in the order the machine presents them.
+    pub machine: Vec<MachineDevice>,
 }
 
 /// The manifest entry could not be decoded.

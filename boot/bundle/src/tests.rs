@@ -31,8 +31,17 @@ fn manifest() -> SystemManifest {
             handles: 64,
             create_channels: false,
             priority: Priority::High,
+            devices: vec!["virtio-blk.0".into()],
+            dma_limit: 1 << 20,
         }],
         connections: vec![Connection { name: "kv".into(), from: 0, to: 0 }],
+        machine: vec![MachineDevice {
+            kind: "virtio-blk".into(),
+            disk: Some("/tmp/disk.img".into()),
+            disk_size: 1 << 24,
+            read_only: false,
+            hostfwd: Vec::new(),
+        }],
     }
 }
 
@@ -67,12 +76,12 @@ fn named_errors() {
     let len = bytes.len();
     assert!(matches!(Bundle::parse(&bytes[..len - 1]), Err(BundleError::Truncated { what: "the bundle", .. })));
     bytes[9] = 2;
-    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x204));
+    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x205));
     let mut bytes = sample();
     bytes[8] = 1;
     assert_eq!(
         Bundle::parse(&bytes).expect_err("version 1").to_string(),
-        "boot bundle format version 1; this kernel reads version 4"
+        "boot bundle format version 1; this kernel reads version 5"
     );
     let mut bytes = sample();
     bytes[0] = b'X';

@@ -54,6 +54,22 @@ pub enum LaunchError {
         /// The operating system's reason.
         source: io::Error,
     },
+    /// The boot bundle could not be read for its machine devices.
+    #[error("boot bundle {}: {reason}", path.display())]
+    Bundle {
+        /// The bundle.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A disk image could not be created or sized.
+    #[error("disk image {}: {source}", path.display())]
+    Disk {
+        /// The image.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
     /// Waiting for QEMU, or stopping it, failed.
     #[error("while {doing} QEMU: {source}")]
     Process {

@@ -7,6 +7,8 @@
 //! - [`qemu`]: where `qemu-system-x86_64` is and the exact command line for a `microvm` boot
 //!   ([`QemuCommand`]).
 //! - [`cmdline`]: host-side checks of the kernel command line (`log=` levels).
+//! - [`devices`]: the machine devices a boot bundle asks for (`[[device]]`), as QEMU arguments,
+//!   and their disk images.
 //! - [`run`]: running QEMU with a host-enforced timeout, inheriting or capturing its output, and
 //!   decoding the `isa-debug-exit` status into a [`mica_exit::ExitCode`] ([`Outcome`]).
 //!
@@ -16,6 +18,7 @@
 
 pub mod accel;
 pub mod cmdline;
+pub mod devices;
 mod error;
 pub mod linux_guest;
 pub mod qemu;

@@ -14,9 +14,8 @@ use alloc::string::String;
 use alloc::sync::Arc;
 
 use mica_runtime::config::{Instrumentation, engine_config};
-use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
-use mica_runtime::program::{self, Launch, LoadError, Outcome};
+use mica_runtime::program::{self, Launch, LoadError, Outcome, Ports};
 use mica_runtime::wasmtime::Engine;
 use spin::Once;
 
@@ -97,7 +96,7 @@ pub fn run(
     instrumentation: Instrumentation,
     launch: &Launch,
     grants: &[String],
-    ipc: Option<Arc<dyn IpcPort>>,
+    ports: Ports,
 ) -> Result<(Outcome, Costs), StartError> {
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
@@ -111,7 +110,7 @@ pub fn run(
     let t2 = sched::cpu_ticks();
     // The component's thread has a stack of `COMPONENT_STACK_BYTES` (see `sched`).
     let (outcome, phases) =
-        program::run_timed(engine, &component, &linker, platform.clone(), ipc, launch, sched::cpu_ticks)
+        program::run_timed(engine, &component, &linker, platform.clone(), ports, launch, sched::cpu_ticks)
             .map_err(StartError::Load)?;
     let costs = Costs { load: t1 - t0, instantiate: (t2 - t1) + phases.instantiate, run: phases.run };
     Ok((outcome, costs))

@@ -12,7 +12,7 @@ use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
-use mica_runtime::program::Launch;
+use mica_runtime::program::{Launch, Ports};
 
 use super::platform::KernelPlatform;
 use crate::arch::irq_lock::IrqMutex;
@@ -143,10 +143,14 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             }
         };
         let ipc: Arc<dyn IpcPort> = port.clone();
+        let hw = Arc::new(crate::hw::port::Instance::new(name, spec.devices.clone(), spec.dma_limit));
+        let ports = Ports { ipc: Some(ipc), hw: Some(hw.clone()) };
         // Each instance learns how many times its component was restarted before it.
         let mut instance = launch.clone();
         instance.env.push((String::from("MICA_RESTARTS"), format!("{attempt}")));
-        let ran = super::run(platform, artifact, instrumentation, &instance, &spec.grants, Some(ipc));
+        let ran = super::run(platform, artifact, instrumentation, &instance, &spec.grants, ports);
+        // Its devices are reset and released, and its DMA memory freed, before anything else.
+        hw.end();
         let again = match &ran {
             Ok((outcome, _)) => restarts(spec.restart, outcome.success(), attempt),
             Err(_) => None,

@@ -2,7 +2,7 @@
 //! interface (the three `wasi:cli` stdio interfaces share `stdio.rs`, the three `wasi:random`
 //! ones `random.rs`, and `wasi:filesystem`'s two `filesystem.rs`), the host side of every import
 //! in the `mica:host/program` world (`runtime/wit/world.wit`): WASI 0.2, and Mica's own
-//! `mica:kernel/log` (`log.rs`) and `mica:kernel/ipc` (`ipc.rs`).
+//! `mica:kernel/log` (`log.rs`), `mica:kernel/ipc` (`ipc.rs`) and the `mica:hw` interfaces (`hw.rs`).
 //!
 //! What each interface gives is decided here, deny-by-default: no preopened directories, stdin
 //! at end of file, the arguments and environment from the manifest, clocks and randomness from
@@ -14,6 +14,7 @@ pub mod environment;
 pub mod error;
 pub mod exit;
 pub mod filesystem;
+pub mod hw;
 pub mod ipc;
 pub mod log;
 pub mod monotonic_clock;
@@ -103,6 +104,8 @@ pub struct Ctx {
     pub exit_status: Option<u8>,
     /// This instance's IPC port, from the kernel (none when hosted).
     pub ipc: Option<Arc<dyn crate::ipc::IpcPort>>,
+    /// This instance's hardware port, from the kernel (none when hosted).
+    pub hw: Option<Arc<dyn crate::hw::HwPort>>,
 }
 
 impl core::fmt::Debug for Ctx {

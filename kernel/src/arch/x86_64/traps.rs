@@ -26,6 +26,10 @@ pub const TLB_VECTOR: u8 = 0xf0;
 pub const RESCHEDULE_VECTOR: u8 = 0xf1;
 /// The local APIC spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// The first of the vectors device interrupt lines are routed to (see `crate::hw`).
+pub const DEVICE_VECTOR_BASE: u8 = 0x40;
+/// How many device vectors there are, one per device slot.
+pub const DEVICE_VECTORS: u8 = 24;
 
 /// Exceptions that push an error code, as a bit mask by vector.
 const ERROR_CODE_VECTORS: u32 = (1 << 8) | (0x1f << 10) | (1 << 17) | (1 << 21) | (1 << 29) | (1 << 30);
@@ -249,6 +253,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             super::apic::end_of_interrupt();
             // Last, as for the timer: this may switch threads.
             crate::sched::on_reschedule();
+        }
+        v if (u64::from(DEVICE_VECTOR_BASE)..u64::from(DEVICE_VECTOR_BASE + DEVICE_VECTORS)).contains(&v) => {
+            // Masks the line (it is level-triggered) before the EOI, then wakes its waiter.
+            crate::hw::on_interrupt((v - u64::from(DEVICE_VECTOR_BASE)) as usize);
+            super::apic::end_of_interrupt();
         }
         v if v < 32 => unexpected_exception(frame),
         v => {

@@ -1,0 +1,90 @@
+//! Device register windows: physical MMIO ranges mapped uncached, read and written with single
+//! volatile accesses of 1, 2, 4 or 8 bytes. Callers check offsets and widths first
+//! (`mica_runtime::hw::check_access`); these functions check them again and refuse rather than
+//! touch memory outside the window.
+
+use super::paging::{self, PageSize, PagingError};
+use crate::mem::Protection;
+use crate::mem::range::PAGE_SIZE;
+
+/// A mapped register window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    base: u64,
+    size: u32,
+}
+
+/// Whether a `width`-byte access at `offset` fits a window of `size` bytes and is aligned.
+fn fits(size: u32, offset: u32, width: u8) -> bool {
+    matches!(width, 1 | 2 | 4 | 8)
+        && offset % u32::from(width) == 0
+        && offset.checked_add(u32::from(width)).is_some_and(|end| end <= size)
+}
+
+impl Window {
+    /// Maps `size` bytes of device registers at physical `base` (identity, uncached, never
+    /// executable). Pages already mapped (a window sharing a page with another) are kept.
+    pub fn map(base: u64, size: u32) -> Result<Window, PagingError> {
+        let first = base & !(PAGE_SIZE - 1);
+        let end = (base + u64::from(size)).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        for page in (first..end).step_by(PAGE_SIZE as usize) {
+            match paging::map(page, page, PageSize::Small, Protection::READ | Protection::WRITE | Protection::UNCACHED)
+            {
+                Ok(()) | Err(PagingError::AlreadyMapped(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Window { base, size })
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Its physical base address.
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Reads `width` bytes at `offset`; `None` if the access does not fit.
+    pub fn read(&self, offset: u32, width: u8) -> Option<u64> {
+        if !fits(self.size, offset, width) {
+            return None;
+        }
+        let addr = self.base + u64::from(offset);
+        // SAFETY: `map` mapped the whole window uncached; the access is aligned, of a size the
+        // bus supports, and inside the window (checked above), so it touches only this device's
+        // registers.
+        let value = unsafe {
+            match width {
+                1 => u64::from(core::ptr::read_volatile(addr as *const u8)),
+                2 => u64::from(core::ptr::read_volatile(addr as *const u16)),
+                4 => u64::from(core::ptr::read_volatile(addr as *const u32)),
+                _ => core::ptr::read_volatile(addr as *const u64),
+            }
+        };
+        Some(value)
+    }
+
+    /// Writes the low `width` bytes of `value` at `offset`, after every earlier memory write
+    /// (so a device told to look at a ring sees what was written to it); `false` if the access
+    /// does not fit.
+    pub fn write(&self, offset: u32, width: u8, value: u64) -> bool {
+        if !fits(self.size, offset, width) {
+            return false;
+        }
+        core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+        let addr = self.base + u64::from(offset);
+        // SAFETY: as in `read`; truncating `value` to the width is intended.
+        unsafe {
+            match width {
+                1 => core::ptr::write_volatile(addr as *mut u8, value as u8),
+                2 => core::ptr::write_volatile(addr as *mut u16, value as u16),
+                4 => core::ptr::write_volatile(addr as *mut u32, value as u32),
+                _ => core::ptr::write_volatile(addr as *mut u64, value),
+            }
+        }
+        true
+    }
+}
