@@ -20,7 +20,7 @@
 //! # The machine's devices (optional), in the order the machine presents them; the kernel names
 //! # them kind.N (N counts devices of one kind): virtio-blk.0, virtio-rng.0, ...
 //! [[device]]
-//! kind = "virtio-blk"             # virtio-blk, virtio-rng, virtio-net or virtio-console
+//! kind = "virtio-blk"             # virtio-blk, virtio-rng or virtio-net
 //! disk = "disk.img"               # virtio-blk: raw image, relative to this file (default: one
 //!                                 #   under target/mica/disks/ per system and device); created
 //!                                 #   zeroed when missing
@@ -197,7 +197,7 @@ pub const DEFAULT_DMA_LIMIT: u64 = 1 << 20;
 /// Size of a new disk image when the manifest gives none.
 pub const DEFAULT_DISK_SIZE: u64 = 16 << 20;
 /// The device kinds a manifest may ask for.
-pub const DEVICE_KINDS: [&str; 4] = ["virtio-blk", "virtio-rng", "virtio-net", "virtio-console"];
+pub const DEVICE_KINDS: [&str; 3] = ["virtio-blk", "virtio-rng", "virtio-net"];
 
 /// Handle table capacity when the manifest gives none.
 pub const DEFAULT_HANDLES: u16 = 64;
@@ -628,7 +628,7 @@ mod tests {
         let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
         assert!(e.contains("another component has this name"), "{e}");
         let e = err("[[component]]\nname = \"x\"\ncrate = \"nope\"\n");
-        assert!(e.contains("crate: no component crate at"), "{e}");
+        assert!(e.contains("crate: no component crate nope in"), "{e}");
         let e = err("[[component]]\nname = \"x\"\n");
         assert!(e.contains("wasm: missing"), "{e}");
         let e = err("");
@@ -664,6 +664,44 @@ mod tests {
         }
         let nostd = load(&systems.join("nostd.toml"), &root.join("components")).expect("valid");
         assert_eq!(nostd.components[0].grants, ["mica:kernel/log"]);
+    }
+
+    #[test]
+    fn devices_are_checked() {
+        let machine = "[[device]]\nkind = \"virtio-rng\"\n[[device]]\nkind = \"virtio-blk\"\nsize = \"1MiB\"\n\
+                       [[device]]\nkind = \"virtio-blk\"\ndisk = \"d.img\"\nread_only = true\n";
+        let driver = |devices: &str, grants: &str| {
+            format!(
+                "{machine}[[component]]\nname = \"drv\"\nwasm = \"a.wasm\"\ndevices = [{devices}]\ngrants = [{grants}]\n"
+            )
+        };
+        let m = check(&driver("\"virtio-blk.1\", \"virtio-rng.0\"", "\"mica:hw\"")).expect("valid");
+        let names: Vec<&str> = m.devices.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["virtio-rng.0", "virtio-blk.0", "virtio-blk.1"]);
+        assert_eq!(m.devices[1].disk_size, 1 << 20);
+        assert_eq!(m.devices[0].disk_size, DEFAULT_DISK_SIZE);
+        assert!(m.devices[2].read_only && m.devices[2].disk.as_ref().is_some_and(|d| d.ends_with("d.img")));
+        assert_eq!(m.components[0].devices, ["virtio-blk.1", "virtio-rng.0"]);
+        assert_eq!(m.components[0].dma_limit, DEFAULT_DMA_LIMIT);
+
+        let e = err(&driver("\"virtio-net.0\"", "\"mica:hw\""));
+        assert!(e.contains("component 'drv': devices: \"virtio-net.0\" is not a device of this manifest's machine (its [[device]] entries: virtio-rng.0, virtio-blk.0, virtio-blk.1)"), "{e}");
+        let e = err(&driver("\"virtio-rng.0\"", "\"wasi\""));
+        assert!(e.contains("component 'drv': devices: claiming a device needs the grant \"mica:hw\""), "{e}");
+        let twice = driver("\"virtio-rng.0\"", "\"mica\"")
+            + "[[component]]\nname = \"two\"\nwasm = \"a.wasm\"\ndevices = [\"virtio-rng.0\"]\ngrants = [\"mica\"]\n";
+        let e = err(&twice);
+        assert!(e.contains("component 'two': devices: \"virtio-rng.0\" is already granted to component 'drv'"), "{e}");
+        let e = err("[[device]]\nkind = \"virtio-gpu\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        assert!(e.contains("device 1 (virtio-gpu): kind: unknown device kind (known: virtio-blk, virtio-rng, virtio-net)"), "{e}");
+        let e = err("[[device]]\nkind = \"virtio-rng\"\ndisk = \"x\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        assert!(e.contains("device 1 (virtio-rng): disk: `disk`, `size` and `read_only` are for virtio-blk devices only"), "{e}");
+        let e = err("[[device]]\nkind = \"virtio-blk\"\nsize = 1000\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        assert!(e.contains("size: 1000 bytes is not a positive multiple of 512"), "{e}");
+        let e = err("[[device]]\nkind = \"virtio-net\"\nhostfwd = [\"8080:80\"]\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        assert!(e.contains("hostfwd: \"8080:80\": expected QEMU's form"), "{e}");
+        let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ndma_limit = \"lots\"\n");
+        assert!(e.contains("component 'x': dma_limit:"), "{e}");
     }
 
     #[test]
