@@ -20,6 +20,9 @@ pub const DEFAULT_MANIFEST: &str = "components/default.toml";
 /// The example system of IPC services, booted by a test too.
 pub const IPC_EXAMPLE_MANIFEST: &str = "components/ipc.toml";
 
+/// The example system of driver components, booted by a test too.
+pub const DRIVERS_EXAMPLE_MANIFEST: &str = "components/drivers.toml";
+
 /// The CPU-limit instrumentation component `c` is compiled with: exactly what its limits need.
 pub fn instrumentation(c: &manifest::Component) -> Instrumentation {
     Instrumentation::for_limits(c.fuel.is_some(), c.cpu_time_limit_ms.is_some())

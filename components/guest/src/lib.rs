@@ -3,6 +3,9 @@
 //! - [`ipc`]: channels between components. A [`Channel`](ipc::Channel) owns one handle and
 //!   closes it when dropped; errors are values ([`Error`](ipc::Error)) that say what went wrong.
 //! - [`log`]: structured records to the kernel console.
+//! - [`hw`]: devices for drivers: register windows, interrupt lines and DMA buffers as owned
+//!   handles ([`Device`](hw::Device), [`DmaBuffer`](hw::DmaBuffer)); errors are
+//!   [`HwError`](hw::HwError) values.
 //!
 //! ```no_run
 //! use mica::ipc::Channel;
@@ -15,6 +18,7 @@
 
 mod bindings;
 
+pub mod hw;
 pub mod ipc;
 
 /// Structured log records (`mica:kernel/log`).

@@ -1,0 +1,84 @@
+//! `hw-misbehave NAME`: bad `mica:hw` calls, each kind of them, from a component granted device
+//! NAME (and no driver): every check expects one error code and prints the kernel's message.
+//! Afterwards the device must still answer, and the kernel and the other components must not
+//! have noticed.
+//!
+//! The forged, wrong-kind and freed handles go through [`mica::hw::raw`], the unwrapped
+//! bindings, which exist for tests like this one.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use mica::hw::{self, Device, DmaBuffer, ErrorCode, HwError, raw};
+
+/// The virtio-mmio magic value at offset 0 ("virt").
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
+
+/// Counts checks that got the right refusal.
+struct Checks {
+    passed: u32,
+}
+
+impl Checks {
+    /// Expects `result` to fail with `code`; prints the check and the kernel's message.
+    fn expect<T: Debug, E: Into<HwError>>(
+        &mut self,
+        name: &str,
+        result: Result<T, E>,
+        code: ErrorCode,
+    ) -> Result<(), String> {
+        match result.map_err(Into::into) {
+            Err(e) if e.code == code => {
+                self.passed += 1;
+                println!("hw-misbehave: check {name}: ok, {code:?} ({e})");
+                Ok(())
+            }
+            Err(e) => Err(format!("check {name}: expected {code:?}, got {:?}: {e}", e.code)),
+            Ok(v) => Err(format!("check {name}: expected {code:?}, but it succeeded: {v:?}")),
+        }
+    }
+}
+
+pub fn run(name: &str) -> Result<(), String> {
+    let granted = hw::granted();
+    let info = granted.iter().find(|d| d.name == name).ok_or_else(|| {
+        let names: Vec<&str> = granted.iter().map(|d| d.name.as_str()).collect();
+        format!("{name} is not among the granted, present devices ({})", names.join(", "))
+    })?;
+    let device = Device::claim(name).map_err(|e| format!("claim {name}: {e} ({:?})", e.code))?;
+    let window = device.window();
+    let size = info.window_size;
+    let mut checks = Checks { passed: 0 };
+
+    // Registers: outside the window, odd widths, misaligned.
+    checks.expect("read at the window size", window.read(size, 4), ErrorCode::OutOfRange)?;
+    checks.expect("read at 2^31", window.read(1 << 31, 4), ErrorCode::OutOfRange)?;
+    checks.expect("read of width 3", window.read(0, 3), ErrorCode::BadWidth)?;
+    checks.expect("unaligned 4-byte read", window.read(2, 4), ErrorCode::BadWidth)?;
+
+    // Handles: never issued, of the wrong kind.
+    checks.expect("write through handle 999", raw::mmio::write(999, 0, 4, 0), ErrorCode::InvalidHandle)?;
+    checks.expect("dma load on the window handle", raw::dma::load(window.handle(), 0, 4), ErrorCode::InvalidHandle)?;
+
+    // DMA: past a buffer's end, after it was freed, over the limit.
+    let buffer = DmaBuffer::allocate(4096).map_err(|e| format!("allocate 4 KiB: {e} ({:?})", e.code))?;
+    checks.expect("read past a buffer's end", buffer.read(buffer.len() - 8, 16), ErrorCode::OutOfRange)?;
+    let freed = buffer.handle();
+    buffer.free().map_err(|e| format!("free the buffer: {e} ({:?})", e.code))?;
+    checks.expect("read of a freed buffer", raw::dma::read(freed, 0, 4), ErrorCode::InvalidHandle)?;
+    checks.expect("allocate 64 MiB", DmaBuffer::allocate(64 << 20), ErrorCode::OutOfMemory)?;
+
+    // Claims: twice, and a device the manifest does not grant.
+    checks.expect("claim it again", Device::claim(name), ErrorCode::Busy)?;
+    checks.expect("claim virtio-net.7", Device::claim("virtio-net.7"), ErrorCode::NotGranted)?;
+
+    // Interrupts: none came.
+    checks.expect("irq wait with timeout 0", device.irq().wait(Some(Duration::ZERO)), ErrorCode::TimedOut)?;
+
+    let magic = window.read32(0).map_err(|e| format!("read the magic value after the refusals: {e} ({:?})", e.code))?;
+    if magic != VIRTIO_MAGIC {
+        return Err(format!("the magic value reads {magic:#010x} after the refusals, not {VIRTIO_MAGIC:#010x}"));
+    }
+    println!("hw-misbehave: {} refusals, device still answers", checks.passed);
+    Ok(())
+}

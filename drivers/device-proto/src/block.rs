@@ -1,0 +1,415 @@
+//! The block protocol (connection [`CONNECTION`]): a disk of 512-byte sectors.
+//!
+//! | message | bytes |
+//! |---|---|
+//! | [`Request::Info`] | `01` |
+//! | [`Request::Read`] | `02`, sector: u64, count: u32 |
+//! | [`Request::Write`] | `03`, sector: u64, length: u32, data |
+//! | [`Request::Flush`] | `04` |
+//! | [`Response::Info`] | `81`, sectors: u64, sector size: u32, read-only: u8 (0 or 1) |
+//! | [`Response::Data`] | `82`, length: u32, data |
+//! | [`Response::Done`] | `83` |
+//! | [`Response::Error`] | `84`, code: u8 ([`BlockErrorCode`]), length: u32, UTF-8 message |
+//!
+//! Integers are little-endian. Data is a whole number of sectors, at most
+//! [`MAX_DATA_BYTES`] per request, so that every message fits in one IPC message.
+
+use crate::wire::{Reader, put_bytes};
+use crate::{DecodeError, MAX_MESSAGE_BYTES};
+
+/// The manifest connection a block driver serves.
+pub const CONNECTION: &str = "block";
+
+/// Bytes per sector.
+pub const SECTOR_SIZE: u32 = 512;
+
+/// The most data one read or write carries: 32 KiB. (64 KiB of data would not fit in one IPC
+/// message of at most [`MAX_MESSAGE_BYTES`] together with its header.)
+pub const MAX_DATA_BYTES: usize = 32 * 1024;
+
+/// The most sectors one read or write covers.
+pub const MAX_SECTORS_PER_REQUEST: u32 = MAX_DATA_BYTES as u32 / SECTOR_SIZE;
+
+/// The longest error message, in bytes; [`Response::encode`] cuts longer ones short.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+// The largest messages (a write request, a data response) fit in one IPC message.
+const _: () = assert!(1 + 8 + 4 + MAX_DATA_BYTES <= MAX_MESSAGE_BYTES);
+
+const TAG_INFO: u8 = 0x01;
+const TAG_READ: u8 = 0x02;
+const TAG_WRITE: u8 = 0x03;
+const TAG_FLUSH: u8 = 0x04;
+const TAG_INFO_REPLY: u8 = 0x81;
+const TAG_DATA: u8 = 0x82;
+const TAG_DONE: u8 = 0x83;
+const TAG_ERROR: u8 = 0x84;
+
+/// A client's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The disk's size and whether it is writable: answered with [`Response::Info`].
+    Info,
+    /// `count` sectors (1 to [`MAX_SECTORS_PER_REQUEST`]) from `sector`: answered with
+    /// [`Response::Data`].
+    Read {
+        /// The first sector.
+        sector: u64,
+        /// How many sectors.
+        count: u32,
+    },
+    /// `data` (a whole number of sectors, at most [`MAX_DATA_BYTES`]) to the disk at `sector`:
+    /// answered with [`Response::Done`].
+    Write {
+        /// The first sector.
+        sector: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// Makes every completed write durable: answered with [`Response::Done`].
+    Flush,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum BlockErrorCode {
+    /// The sectors lie (partly) past the end of the disk.
+    OutOfRange = 1,
+    /// A write to a read-only disk.
+    ReadOnly = 2,
+    /// The device reported an I/O error, or the driver lost it.
+    DeviceError = 3,
+    /// The request was malformed or broke a limit of the protocol.
+    BadRequest = 4,
+    /// The device does not support the request.
+    Unsupported = 5,
+}
+
+impl BlockErrorCode {
+    fn from_u8(code: u8) -> Option<BlockErrorCode> {
+        Some(match code {
+            1 => BlockErrorCode::OutOfRange,
+            2 => BlockErrorCode::ReadOnly,
+            3 => BlockErrorCode::DeviceError,
+            4 => BlockErrorCode::BadRequest,
+            5 => BlockErrorCode::Unsupported,
+            _ => return None,
+        })
+    }
+}
+
+/// The driver's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The disk: `sectors` sectors of `sector_size` bytes.
+    Info {
+        /// Its capacity in sectors.
+        sectors: u64,
+        /// Bytes per sector (always [`SECTOR_SIZE`]).
+        sector_size: u32,
+        /// Whether writes are refused.
+        read_only: bool,
+    },
+    /// The sectors read.
+    Data(Vec<u8>),
+    /// The write or flush completed.
+    Done,
+    /// The request failed; nothing was written.
+    Error {
+        /// What kind of failure.
+        code: BlockErrorCode,
+        /// What happened, in words.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An [`Error`](Response::Error) response.
+    pub fn error(code: BlockErrorCode, message: impl Into<String>) -> Response {
+        Response::Error { code, message: message.into() }
+    }
+}
+
+fn check_data(data: &[u8]) -> Result<(), DecodeError> {
+    if data.is_empty() || !data.len().is_multiple_of(SECTOR_SIZE as usize) {
+        return Err(DecodeError::Invalid {
+            field: "write data",
+            reason: format!("{} bytes is not a positive whole number of {SECTOR_SIZE}-byte sectors", data.len()),
+        });
+    }
+    Ok(())
+}
+
+impl Request {
+    /// The request as bytes. (An oversized or partial-sector write encodes, and
+    /// [`decode`](Request::decode) then refuses it.)
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Info => vec![TAG_INFO],
+            Request::Read { sector, count } => {
+                let mut out = vec![TAG_READ];
+                out.extend_from_slice(&sector.to_le_bytes());
+                out.extend_from_slice(&count.to_le_bytes());
+                out
+            }
+            Request::Write { sector, data } => {
+                let mut out = Vec::with_capacity(13 + data.len());
+                out.push(TAG_WRITE);
+                out.extend_from_slice(&sector.to_le_bytes());
+                put_bytes(&mut out, data);
+                out
+            }
+            Request::Flush => vec![TAG_FLUSH],
+        }
+    }
+
+    /// Decodes and checks a request: known tag, every field present, no bytes left over, a read
+    /// of 1 to [`MAX_SECTORS_PER_REQUEST`] sectors, a write of whole sectors up to
+    /// [`MAX_DATA_BYTES`].
+    pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let request = match r.tag()? {
+            TAG_INFO => Request::Info,
+            TAG_READ => {
+                let sector = r.u64("sector")?;
+                let count = r.u32("sector count")?;
+                if count == 0 {
+                    return Err(DecodeError::Invalid { field: "sector count", reason: "0 sectors".into() });
+                }
+                if count > MAX_SECTORS_PER_REQUEST {
+                    return Err(DecodeError::Oversized {
+                        field: "sector count",
+                        len: count.into(),
+                        max: MAX_SECTORS_PER_REQUEST.into(),
+                    });
+                }
+                Request::Read { sector, count }
+            }
+            TAG_WRITE => {
+                let sector = r.u64("sector")?;
+                let data = r.bytes("write data", MAX_DATA_BYTES)?;
+                check_data(data)?;
+                Request::Write { sector, data: data.to_vec() }
+            }
+            TAG_FLUSH => Request::Flush,
+            tag => return Err(DecodeError::UnknownTag { kind: "block request", tag }),
+        };
+        r.finish()?;
+        Ok(request)
+    }
+}
+
+impl Response {
+    /// The response as bytes. An error message longer than [`MAX_ERROR_MESSAGE_BYTES`] is cut
+    /// short (at a character boundary).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Response::Info { sectors, sector_size, read_only } => {
+                let mut out = vec![TAG_INFO_REPLY];
+                out.extend_from_slice(&sectors.to_le_bytes());
+                out.extend_from_slice(&sector_size.to_le_bytes());
+                out.push(u8::from(*read_only));
+                out
+            }
+            Response::Data(data) => {
+                let mut out = Vec::with_capacity(5 + data.len());
+                out.push(TAG_DATA);
+                put_bytes(&mut out, data);
+                out
+            }
+            Response::Done => vec![TAG_DONE],
+            Response::Error { code, message } => {
+                let mut end = message.len().min(MAX_ERROR_MESSAGE_BYTES);
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let mut out = vec![TAG_ERROR, *code as u8];
+                put_bytes(&mut out, &message.as_bytes()[..end]);
+                out
+            }
+        }
+    }
+
+    /// Decodes and checks a response.
+    pub fn decode(bytes: &[u8]) -> Result<Response, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let response = match r.tag()? {
+            TAG_INFO_REPLY => {
+                let sectors = r.u64("sector count")?;
+                let sector_size = r.u32("sector size")?;
+                let read_only = match r.u8("read-only flag")? {
+                    0 => false,
+                    1 => true,
+                    other => {
+                        return Err(DecodeError::Invalid {
+                            field: "read-only flag",
+                            reason: format!("{other} is neither 0 nor 1"),
+                        });
+                    }
+                };
+                Response::Info { sectors, sector_size, read_only }
+            }
+            TAG_DATA => Response::Data(r.bytes("data", MAX_DATA_BYTES)?.to_vec()),
+            TAG_DONE => Response::Done,
+            TAG_ERROR => {
+                let raw = r.u8("error code")?;
+                let code = BlockErrorCode::from_u8(raw).ok_or_else(|| DecodeError::Invalid {
+                    field: "error code",
+                    reason: format!("{raw} names no block error"),
+                })?;
+                let message = r.bytes("error message", MAX_ERROR_MESSAGE_BYTES)?;
+                let message = String::from_utf8(message.to_vec())
+                    .map_err(|e| DecodeError::Invalid { field: "error message", reason: format!("not UTF-8 ({e})") })?;
+                Response::Error { code, message }
+            }
+            tag => return Err(DecodeError::UnknownTag { kind: "block response", tag }),
+        };
+        r.finish()?;
+        Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::Info,
+            Request::Read { sector: 0, count: 1 },
+            Request::Read { sector: u64::MAX, count: MAX_SECTORS_PER_REQUEST },
+            Request::Write { sector: 7, data: (0..512).map(|i| i as u8).collect() },
+            Request::Write { sector: 1 << 40, data: vec![0xa5; MAX_DATA_BYTES] },
+            Request::Flush,
+        ];
+        for request in requests {
+            let bytes = request.encode();
+            assert!(bytes.len() <= MAX_MESSAGE_BYTES);
+            assert_eq!(Request::decode(&bytes), Ok(request));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let responses = [
+            Response::Info { sectors: 2048, sector_size: SECTOR_SIZE, read_only: false },
+            Response::Info { sectors: u64::MAX, sector_size: SECTOR_SIZE, read_only: true },
+            Response::Data(vec![]),
+            Response::Data(vec![7; MAX_DATA_BYTES]),
+            Response::Done,
+            Response::error(BlockErrorCode::OutOfRange, "sectors 10..12 past the end (10 sectors)"),
+            Response::error(BlockErrorCode::ReadOnly, ""),
+            Response::error(BlockErrorCode::DeviceError, "I/O error"),
+            Response::error(BlockErrorCode::BadRequest, "ünïcödé"),
+            Response::error(BlockErrorCode::Unsupported, "no"),
+        ];
+        for response in responses {
+            let bytes = response.encode();
+            assert!(bytes.len() <= MAX_MESSAGE_BYTES);
+            assert_eq!(Response::decode(&bytes), Ok(response));
+        }
+    }
+
+    #[test]
+    fn layout_is_the_documented_one() {
+        assert_eq!(
+            Request::Read { sector: 0x0102, count: 3 }.encode(),
+            [0x02, 0x02, 0x01, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0]
+        );
+        assert_eq!(Response::error(BlockErrorCode::ReadOnly, "ro").encode(), [0x84, 2, 2, 0, 0, 0, b'r', b'o']);
+        assert_eq!(
+            Response::Info { sectors: 1, sector_size: 512, read_only: true }.encode(),
+            [0x81, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 1]
+        );
+    }
+
+    #[test]
+    fn long_error_messages_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(MAX_ERROR_MESSAGE_BYTES);
+        let Ok(Response::Error { message, .. }) =
+            Response::decode(&Response::error(BlockErrorCode::DeviceError, long).encode())
+        else {
+            panic!("an error response");
+        };
+        assert_eq!(message, "é".repeat(MAX_ERROR_MESSAGE_BYTES / 2));
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        let messages = [
+            Request::Read { sector: 9, count: 2 }.encode(),
+            Request::Write { sector: 9, data: vec![1; 1024] }.encode(),
+            Response::Info { sectors: 9, sector_size: 512, read_only: false }.encode(),
+            Response::Data(vec![1; 100]).encode(),
+            Response::error(BlockErrorCode::DeviceError, "gone").encode(),
+        ];
+        for (i, bytes) in messages.iter().enumerate() {
+            for cut in 0..bytes.len() {
+                let short = &bytes[..cut];
+                let error = if i < 2 { Request::decode(short).err() } else { Response::decode(short).err() };
+                match error {
+                    Some(DecodeError::Empty) => assert_eq!(cut, 0),
+                    Some(DecodeError::Truncated { .. }) => {}
+                    other => panic!("message {i} cut to {cut} bytes: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_requests_say_what_is_wrong() {
+        assert_eq!(Request::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(Request::decode(&[0x42]), Err(DecodeError::UnknownTag { kind: "block request", tag: 0x42 }));
+        assert_eq!(Request::decode(&[0x83]), Err(DecodeError::UnknownTag { kind: "block request", tag: 0x83 }));
+        assert_eq!(Request::decode(&[TAG_INFO, 0]), Err(DecodeError::TrailingBytes { count: 1 }));
+        assert_eq!(Request::decode(&[TAG_FLUSH, 1, 2]), Err(DecodeError::TrailingBytes { count: 2 }));
+
+        let zero = Request::Read { sector: 0, count: 0 }.encode();
+        assert!(matches!(Request::decode(&zero), Err(DecodeError::Invalid { field: "sector count", .. })));
+        let many = Request::Read { sector: 0, count: MAX_SECTORS_PER_REQUEST + 1 }.encode();
+        assert!(matches!(Request::decode(&many), Err(DecodeError::Oversized { field: "sector count", .. })));
+
+        let partial = Request::Write { sector: 0, data: vec![0; 500] }.encode();
+        let e = Request::decode(&partial).expect_err("partial sector");
+        assert!(e.to_string().contains("500 bytes is not a positive whole number of 512-byte sectors"), "{e}");
+        let empty = Request::Write { sector: 0, data: vec![] }.encode();
+        assert!(matches!(Request::decode(&empty), Err(DecodeError::Invalid { .. })));
+        let big = Request::Write { sector: 0, data: vec![0; MAX_DATA_BYTES + 512] }.encode();
+        assert_eq!(
+            Request::decode(&big),
+            Err(DecodeError::Oversized {
+                field: "write data",
+                len: (MAX_DATA_BYTES + 512) as u64,
+                max: MAX_DATA_BYTES as u64
+            })
+        );
+        // A length that claims more than the message has.
+        let mut lying = Request::Write { sector: 0, data: vec![0; 512] }.encode();
+        lying.truncate(lying.len() - 1);
+        assert!(matches!(Request::decode(&lying), Err(DecodeError::Truncated { field: "write data", .. })));
+        // A huge length field is refused before anything is allocated.
+        let mut huge = vec![TAG_WRITE];
+        huge.extend_from_slice(&0u64.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(Request::decode(&huge), Err(DecodeError::Oversized { .. })));
+    }
+
+    #[test]
+    fn malformed_responses_say_what_is_wrong() {
+        assert_eq!(Response::decode(&[0x01]), Err(DecodeError::UnknownTag { kind: "block response", tag: 0x01 }));
+        let mut info = Response::Info { sectors: 1, sector_size: 512, read_only: false }.encode();
+        *info.last_mut().expect("flag") = 2;
+        assert!(matches!(Response::decode(&info), Err(DecodeError::Invalid { field: "read-only flag", .. })));
+        let mut error = Response::error(BlockErrorCode::OutOfRange, "x").encode();
+        error[1] = 0;
+        assert!(matches!(Response::decode(&error), Err(DecodeError::Invalid { field: "error code", .. })));
+        let mut error = Response::error(BlockErrorCode::OutOfRange, "x").encode();
+        *error.last_mut().expect("message") = 0xff;
+        assert!(matches!(Response::decode(&error), Err(DecodeError::Invalid { field: "error message", .. })));
+        let mut done = Response::Done.encode();
+        done.push(0);
+        assert_eq!(Response::decode(&done), Err(DecodeError::TrailingBytes { count: 1 }));
+    }
+}

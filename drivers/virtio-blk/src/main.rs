@@ -1,0 +1,269 @@
+//! The virtio block driver: claims the first granted virtio-blk device (device id 2) and serves
+//! the `mica:device` block protocol on the manifest connection `block`.
+//!
+//! Each read, write or flush is one three-part chain on the device's request queue (virtio 1.2,
+//! 5.2.6): a 16-byte header the device reads (type, reserved, sector), the data (the device
+//! writes it for a read, reads it for a write; absent for a flush) and a one-byte status the
+//! device writes. Ranges and the read-only flag are checked before the device is touched. One
+//! request is in flight at a time. It ends when every client has gone; a device failure ends it
+//! with exit code 1 after answering `device-error`, so that the kernel resets the device.
+//!
+//! Fault injection for the supervision tests: with `CRASH_AFTER=N` in its environment, the
+//! first instance (`MICA_RESTARTS=0`) panics on its N-th request after handing it to the
+//! device and before answering it, as a driver with a bug would, mid-request.
+
+#![forbid(unsafe_code)]
+
+use std::process::exit;
+use std::time::Duration;
+
+use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
+use mica::ipc::{Channel, ErrorCode};
+use mica_device::block::{self, BlockErrorCode, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
+use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
+
+/// Feature: the disk is read-only.
+const VIRTIO_BLK_F_RO: u64 = 1 << 5;
+/// Feature: the device has a write cache and takes flush requests.
+const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
+
+/// Request types.
+const VIRTIO_BLK_T_IN: u32 = 0;
+const VIRTIO_BLK_T_OUT: u32 = 1;
+const VIRTIO_BLK_T_FLUSH: u32 = 4;
+
+/// Status values the device writes.
+const VIRTIO_BLK_S_OK: u8 = 0;
+const VIRTIO_BLK_S_IOERR: u8 = 1;
+const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+/// Written to the status byte before a request: a device that completes it writes another.
+const STATUS_UNWRITTEN: u8 = 0xff;
+
+/// Where the status byte lives in the header buffer (after the 16-byte header).
+const STATUS_OFFSET: u32 = 16;
+
+/// Descriptors in the request queue (a request needs at most 3).
+const QUEUE_SIZE: u16 = 16;
+
+/// How long the device may take to complete a request.
+const DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The initialized disk.
+struct Disk {
+    transport: Transport<Window>,
+    irq: IrqLine,
+    queue: Virtqueue<DmaBuffer>,
+    /// The request header at 0 and the status byte at [`STATUS_OFFSET`].
+    header: DmaBuffer,
+    /// The data of one request.
+    data: DmaBuffer,
+    sectors: u64,
+    read_only: bool,
+    flush: bool,
+    /// Panic once the next request is handed to the device (`CRASH_AFTER`).
+    crash_after_submit: bool,
+}
+
+/// The outcome of a request that failed: an answer for the client, and whether the device is
+/// now in an unknown state (the driver then ends).
+struct Failure {
+    response: Response,
+    fatal: bool,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure {
+            response: Response::error(BlockErrorCode::DeviceError, format!("the device failed: {e}")),
+            fatal: true,
+        }
+    }
+}
+
+fn refuse(code: BlockErrorCode, message: String) -> Failure {
+    Failure { response: Response::Error { code, message }, fatal: false }
+}
+
+fn hw(what: &'static str) -> impl FnOnce(HwError) -> Error {
+    move |source| Error::Hw { what, source }
+}
+
+impl Disk {
+    /// Claims, initializes and starts the device; returns it and its name.
+    fn start() -> Result<(Disk, String), Error> {
+        let device = claim_first(device_id::BLOCK)?;
+        let mut transport = device.transport;
+        let features = transport.init(VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH)?;
+        let queue = transport.create_queue(0, QUEUE_SIZE, DmaBuffer::allocate)?;
+        let buffers = DmaBuffer::allocate(4096)
+            .and_then(|header| Ok((header, DmaBuffer::allocate(MAX_DATA_BYTES as u32)?)))
+            .map_err(|source| {
+                transport.fail();
+                Error::Hw { what: "allocating the request buffers", source }
+            });
+        let (header, data) = buffers?;
+        // Configuration offset 0: the capacity in 512-byte sectors.
+        let sectors = transport.config_read64(0)?;
+        transport.driver_ok()?;
+        let disk = Disk {
+            transport,
+            irq: device.irq,
+            queue,
+            header,
+            data,
+            sectors,
+            read_only: features & VIRTIO_BLK_F_RO != 0,
+            flush: features & VIRTIO_BLK_F_FLUSH != 0,
+            crash_after_submit: false,
+        };
+        Ok((disk, device.name))
+    }
+
+    /// The answer to one request.
+    fn serve(&mut self, request: &Request) -> Result<Response, Failure> {
+        match request {
+            Request::Info => {
+                Ok(Response::Info { sectors: self.sectors, sector_size: SECTOR_SIZE, read_only: self.read_only })
+            }
+            Request::Read { sector, count } => {
+                self.check_range(*sector, u64::from(*count))?;
+                let len = count * SECTOR_SIZE;
+                self.submit(VIRTIO_BLK_T_IN, *sector, Some(Buffer::device_writable(self.data.bus_address(), len)))?;
+                Ok(Response::Data(self.data.read(0, len).map_err(hw("reading the data buffer"))?))
+            }
+            Request::Write { sector, data } => {
+                if self.read_only {
+                    return Err(refuse(BlockErrorCode::ReadOnly, "the disk is read-only".into()));
+                }
+                self.check_range(*sector, (data.len() / SECTOR_SIZE as usize) as u64)?;
+                self.data.write(0, data).map_err(hw("writing the data buffer"))?;
+                let buffer = Buffer::device_readable(self.data.bus_address(), data.len() as u32);
+                self.submit(VIRTIO_BLK_T_OUT, *sector, Some(buffer))?;
+                Ok(Response::Done)
+            }
+            // Without VIRTIO_BLK_F_FLUSH the device has no write cache: a completed write is
+            // already durable.
+            Request::Flush if !self.flush => Ok(Response::Done),
+            Request::Flush => {
+                self.submit(VIRTIO_BLK_T_FLUSH, 0, None)?;
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// Refuses sectors `sector..sector + count` unless they lie on the disk.
+    fn check_range(&self, sector: u64, count: u64) -> Result<(), Failure> {
+        match sector.checked_add(count) {
+            Some(end) if end <= self.sectors => Ok(()),
+            _ => Err(refuse(
+                BlockErrorCode::OutOfRange,
+                format!(
+                    "{count} sector(s) from sector {sector} go past the end of the disk ({} sectors)",
+                    self.sectors
+                ),
+            )),
+        }
+    }
+
+    /// Hands one request to the device and waits for it; the status decides the outcome.
+    fn submit(&mut self, kind: u32, sector: u64, data: Option<Buffer>) -> Result<(), Failure> {
+        let mut header = [0u8; 16];
+        header[0..4].copy_from_slice(&kind.to_le_bytes());
+        header[8..16].copy_from_slice(&sector.to_le_bytes());
+        self.header.write(0, &header).map_err(hw("writing the request header"))?;
+        self.header.store(STATUS_OFFSET, 1, STATUS_UNWRITTEN.into()).map_err(hw("writing the status byte"))?;
+        let base = self.header.bus_address();
+        let mut chain = vec![Buffer::device_readable(base, 16)];
+        chain.extend(data);
+        chain.push(Buffer::device_writable(base + u64::from(STATUS_OFFSET), 1));
+        // The only chain in flight, so the one that comes back (the queue checks that).
+        self.queue.add(&chain)?;
+        self.transport.notify(self.queue.index())?;
+        if self.crash_after_submit {
+            panic!("virtio-blk: crashing on purpose (CRASH_AFTER) with a request at the device");
+        }
+        self.queue.wait_used(&self.transport, &self.irq, Some(DEVICE_TIMEOUT))?;
+        let status = self.header.load(STATUS_OFFSET, 1).map_err(hw("reading the status byte"))? as u8;
+        match status {
+            VIRTIO_BLK_S_OK => Ok(()),
+            VIRTIO_BLK_S_IOERR => Err(refuse(BlockErrorCode::DeviceError, format!("I/O error at sector {sector}"))),
+            VIRTIO_BLK_S_UNSUPP => {
+                Err(refuse(BlockErrorCode::Unsupported, format!("the device does not support request type {kind}")))
+            }
+            other => Err(Failure {
+                response: Response::error(
+                    BlockErrorCode::DeviceError,
+                    format!("the device answered status {other:#x}"),
+                ),
+                fatal: true,
+            }),
+        }
+    }
+}
+
+fn main() {
+    let first_instance = std::env::var("MICA_RESTARTS").is_ok_and(|n| n == "0");
+    let crash_after: Option<u64> =
+        std::env::var("CRASH_AFTER").ok().and_then(|v| v.parse().ok()).filter(|_| first_instance);
+    let (mut disk, name) = match Disk::start() {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("virtio-blk: cannot start the device: {e}");
+            exit(1);
+        }
+    };
+    println!("virtio-blk: {name} ready: {} sectors of {SECTOR_SIZE} bytes", disk.sectors);
+    if disk.read_only {
+        println!("virtio-blk: {name} is read-only");
+    }
+    let service = match Channel::connect(block::CONNECTION) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("virtio-blk: cannot connect {:?}: {e}", block::CONNECTION);
+            exit(1);
+        }
+    };
+    let mut served = 0u64;
+    loop {
+        let received = match service.recv() {
+            Ok(r) => r,
+            Err(e) if e.code == ErrorCode::PeerClosed => {
+                println!("virtio-blk: all clients gone after {served} requests");
+                return;
+            }
+            Err(e) => {
+                eprintln!("virtio-blk: receive failed: {e}");
+                exit(1);
+            }
+        };
+        let Some(call) = received.call else { continue };
+        served += 1;
+        let crash = crash_after == Some(served);
+        if crash {
+            println!("virtio-blk: request {served}: crashing on purpose (CRASH_AFTER={served}) before answering");
+        }
+        disk.crash_after_submit = crash;
+        let (response, fatal) = match Request::decode(&received.message.bytes) {
+            Ok(request) => match disk.serve(&request) {
+                Ok(response) => (response, false),
+                Err(Failure { response, fatal }) => (response, fatal),
+            },
+            Err(e) => (Response::error(BlockErrorCode::BadRequest, format!("malformed request: {e}")), false),
+        };
+        if crash {
+            // The request did not reach the device (an info request, or one refused): crash
+            // before answering all the same.
+            panic!("virtio-blk: crashing on purpose (CRASH_AFTER) before answering");
+        }
+        if let (true, Response::Error { message, .. }) = (fatal, &response) {
+            eprintln!("virtio-blk: request {served}: {message}");
+        }
+        if let Err(e) = service.reply(call, &response.encode()) {
+            println!("virtio-blk: reply to call {call} not delivered: {e}");
+        }
+        if fatal {
+            eprintln!("virtio-blk: ending, so that the device is reset");
+            exit(1);
+        }
+    }
+}
