@@ -10,6 +10,7 @@
 //! planning and checking logic is unit-tested here.
 #![forbid(unsafe_code)]
 
+pub mod power_cut;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};
@@ -161,6 +162,19 @@ pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
     Ok(writer.finish())
 }
 
+/// `cmd` booting the system in `bundle`, with the machine devices it asks for; its disk images
+/// are `disk0.img`, `disk1.img`, ... (by device index) in `disks`, created when missing.
+pub fn with_system(cmd: QemuCommand, bundle: &Path, disks: &Path) -> Result<QemuCommand, String> {
+    let mut machine = mica_launch::devices::of_bundle(bundle).map_err(|e| e.to_string())?;
+    for (i, d) in machine.iter_mut().enumerate() {
+        if d.disk.is_some() {
+            d.disk = Some(disks.join(format!("disk{i}.img")).to_string_lossy().into_owned());
+        }
+    }
+    mica_launch::devices::prepare_disks(&machine).map_err(|e| e.to_string())?;
+    Ok(cmd.initrd(bundle).memory_mib(SYSTEM_MEMORY_MIB).extra_args(mica_launch::devices::qemu_args(&machine)))
+}
+
 /// Boots one trial and checks it.
 pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(), String> {
     if let Some(why) = &trial.skip {
@@ -177,16 +191,8 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
         cmd = cmd.extra_args(["-smp".to_string(), trial.scenario.cpus.to_string()]);
     }
     if let Some(use_) = &trial.scenario.bundle {
-        let bundle = bundle_path(use_, scratch.path())?;
-        // The system's devices; every trial gets fresh disk images in its scratch directory.
-        let mut machine = mica_launch::devices::of_bundle(&bundle).map_err(|e| e.to_string())?;
-        for (i, d) in machine.iter_mut().enumerate() {
-            if d.disk.is_some() {
-                d.disk = Some(scratch.path().join(format!("disk{i}.img")).to_string_lossy().into_owned());
-            }
-        }
-        mica_launch::devices::prepare_disks(&machine).map_err(|e| e.to_string())?;
-        cmd = cmd.initrd(bundle).memory_mib(SYSTEM_MEMORY_MIB).extra_args(mica_launch::devices::qemu_args(&machine));
+        // Every trial gets fresh disk images in its scratch directory.
+        cmd = with_system(cmd, &bundle_path(use_, scratch.path())?, scratch.path())?;
     }
     let options = RunOptions { timeout: trial.timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;
