@@ -693,12 +693,21 @@ mod tests {
         let e = err(&twice);
         assert!(e.contains("component 'two': devices: \"virtio-rng.0\" is already granted to component 'drv'"), "{e}");
         let e = err("[[device]]\nkind = \"virtio-gpu\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
-        assert!(e.contains("device 1 (virtio-gpu): kind: unknown device kind (known: virtio-blk, virtio-rng, virtio-net)"), "{e}");
-        let e = err("[[device]]\nkind = \"virtio-rng\"\ndisk = \"x\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
-        assert!(e.contains("device 1 (virtio-rng): disk: `disk`, `size` and `read_only` are for virtio-blk devices only"), "{e}");
+        assert!(
+            e.contains("device 1 (virtio-gpu): kind: unknown device kind (known: virtio-blk, virtio-rng, virtio-net)"),
+            "{e}"
+        );
+        let e =
+            err("[[device]]\nkind = \"virtio-rng\"\ndisk = \"x\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        assert!(
+            e.contains("device 1 (virtio-rng): disk: `disk`, `size` and `read_only` are for virtio-blk devices only"),
+            "{e}"
+        );
         let e = err("[[device]]\nkind = \"virtio-blk\"\nsize = 1000\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
         assert!(e.contains("size: 1000 bytes is not a positive multiple of 512"), "{e}");
-        let e = err("[[device]]\nkind = \"virtio-net\"\nhostfwd = [\"8080:80\"]\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
+        let e = err(
+            "[[device]]\nkind = \"virtio-net\"\nhostfwd = [\"8080:80\"]\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n",
+        );
         assert!(e.contains("hostfwd: \"8080:80\": expected QEMU's form"), "{e}");
         let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ndma_limit = \"lots\"\n");
         assert!(e.contains("component 'x': dma_limit:"), "{e}");

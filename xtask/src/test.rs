@@ -28,13 +28,10 @@ pub const POD_INITRAMFS_ENV: &str = "MICA_POD_INITRAMFS";
 /// Builds the bundle of every test system; returns the directory that holds them.
 fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::path::PathBuf> {
     let profile = mica_runtime::config::CpuProfile::baseline();
-    let mut manifests = [
-        crate::system::DEFAULT_MANIFEST,
-        crate::system::IPC_EXAMPLE_MANIFEST,
-        crate::system::DRIVERS_EXAMPLE_MANIFEST,
-    ]
-    .map(|m| root.join(m))
-    .to_vec();
+    let mut manifests =
+        [crate::system::DEFAULT_MANIFEST, crate::system::IPC_EXAMPLE_MANIFEST, crate::system::DRIVERS_EXAMPLE_MANIFEST]
+            .map(|m| root.join(m))
+            .to_vec();
     let systems = root.join("qemu-tests").join("systems");
     let mut listed: Vec<_> = std::fs::read_dir(&systems)
         .with_context(|| format!("listing {}", systems.display()))?
