@@ -4,7 +4,7 @@
 //! cleanly and that every key whose write was acknowledged is there, with its value.
 //!
 //! The cut point is random (seeded from the clock; `MICA_POWER_CUT_SEED=N` repeats one): after
-//! 3 to 27 acknowledged writes plus 0 to 39 ms. Killing QEMU (SIGKILL) loses everything the
+//! 3 to 102 acknowledged writes plus 0 to 39 ms. Killing QEMU (SIGKILL) loses everything the
 //! guest had not yet handed to the host's disk image, which is what a power cut does to a
 //! virtual machine; the host's own page cache survives, as it does when a VM host stays up.
 
@@ -73,7 +73,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
     };
     let mut rng = Rng(seed | 1);
-    let cut_after = 3 + rng.next() % 25;
+    let cut_after = 3 + rng.next() % 100;
     let delay = Duration::from_millis(rng.next() % 40);
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
 
@@ -155,8 +155,9 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
             context()
         ));
     }
+    let torn = if outcome.serial.contains("discarded a torn record") { "; a torn record was discarded" } else { "" };
     Ok(format!(
-        "cut after {acks} acknowledged writes + {delay:?} (seed {seed}): {acked_keys} acknowledged, {present} present"
+        "cut after {acks} acknowledged writes + {delay:?} (seed {seed}): {acked_keys} acknowledged, {present} present{torn}"
     ))
 }
 

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         println!("qemu-tests: {note}");
     }
     let paths = Arc::new((qemu, kernel));
-    let trials = plan
+    let mut trials: Vec<Trial> = plan
         .trials
         .into_iter()
         .map(|trial| {
@@ -41,5 +41,12 @@ fn main() -> ExitCode {
             .with_ignored_flag(ignored)
         })
         .collect();
+    // Two boots on one disk image with a kill between them (see `power_cut`).
+    let cut = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::kv_store_survives_power_cut", move || {
+        let report = qemu_tests::power_cut::run(&cut.0, &cut.1).map_err(Failed::from)?;
+        println!("power cut: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }

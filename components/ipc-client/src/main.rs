@@ -4,6 +4,9 @@
 //!   of its own sent through the echo server and back, to show handles moving. Any error fails.
 //! - `kv N`: N rounds of `put key-I value-I` then `get key-I` on connection `kv`. When the server
 //!   dies mid-round (`peer-closed`), it reconnects and redoes the round; it prints how many times.
+//! - `kv-fill`, `kv-check`: the crash test of the persistent `kvstore` (see [`kvfill`]): puts
+//!   `key-0`, `key-1`, ... printing `kv-fill: acked key-N` after each, until killed; after a
+//!   reboot, checks that the keys are `key-0..key-{M-1}`, each with the right value.
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
 //! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
@@ -12,6 +15,7 @@
 //!   measurement with the monotonic nanoseconds it took (guest instructions under `-icount
 //!   shift=0`, where the clock advances one nanosecond per instruction).
 
+mod kvfill;
 mod misbehave;
 
 use std::process::exit;
@@ -25,10 +29,12 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("echo") => echo(count(1)),
         Some("kv") => kv(count(1)),
+        Some("kv-fill") => kvfill::fill(),
+        Some("kv-check") => kvfill::check(),
         Some("misbehave") => misbehave::run(),
         Some("bench") => bench(count(1)),
         other => {
-            eprintln!("unknown mode {other:?}: expected echo, kv, misbehave or bench");
+            eprintln!("unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, misbehave or bench");
             exit(2);
         }
     };
