@@ -9,6 +9,7 @@
 //! - `block-reconnect ROUNDS`: ROUNDS rounds of a 4 KiB write and its read-back; when the driver
 //!   goes away mid-request (`peer-closed`), it reconnects and redoes the request. Prints
 //!   `block: ROUNDS rounds verified after K reconnect(s)`.
+//! - `block-bench`: the block workload of `cargo xtask bench io` (see `bench.rs`).
 //! - `hw-misbehave NAME`: claims granted device NAME itself and checks that each kind of bad
 //!   `mica:hw` call is refused with the right error code, then that the device still answers.
 //!   Prints `hw-misbehave: 12 refusals, device still answers`.
@@ -17,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod block;
 mod misbehave;
 
@@ -36,13 +38,14 @@ fn main() {
         Some("entropy") => entropy(),
         Some("block") => rounds().and_then(block::verify),
         Some("block-reconnect") => rounds().and_then(block::reconnecting),
+        Some("block-bench") => bench::run(),
         Some("hw-misbehave") => match args.get(1) {
             Some(name) => misbehave::run(name),
             None => Err("hw-misbehave needs the name of a granted device, e.g. virtio-rng.0".into()),
         },
         other => {
             eprintln!(
-                "unknown mode {other:?}: expected entropy, block ROUNDS, block-reconnect ROUNDS or hw-misbehave NAME"
+                "unknown mode {other:?}: expected entropy, block ROUNDS, block-reconnect ROUNDS, block-bench or hw-misbehave NAME"
             );
             exit(2);
         }

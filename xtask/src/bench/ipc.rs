@@ -241,7 +241,7 @@ pub fn run(root: &Path) -> Result<()> {
 }
 
 /// The TSC rate from the kernel's `time: TSC N MHz` log line.
-fn tsc_rate(serial: &str) -> Option<f64> {
+pub(super) fn tsc_rate(serial: &str) -> Option<f64> {
     serial.lines().find_map(|line| {
         let rest = &line[line.find("time: TSC ")? + "time: TSC ".len()..];
         rest.split_whitespace().next()?.parse().ok()

@@ -7,11 +7,14 @@
 //! component of `components/bench.toml` costs, and what one host call costs. `bench pods` times
 //! legacy pods (cold boot to the agent answering, exec) against plain QEMU. `bench ipc` counts IPC
 //! round trips and one-way messages between components against pipes and Unix sockets in a Linux
-//! guest.
+//! guest. `bench io` counts block requests through the virtio-blk driver component against
+//! Linux's `virtio_blk`, and times HTTP requests to a component web server against busybox
+//! `httpd` in the Linux guest.
 
 mod baselines;
 mod boot;
 mod components;
+mod io;
 mod ipc;
 mod pods;
 mod report;
@@ -38,6 +41,9 @@ pub enum BenchCommand {
     /// IPC between components in guest instructions (round trip, one-way, thread switch) against
     /// pipes and Unix sockets between two processes in a Linux guest.
     Ipc,
+    /// Block I/O (instructions per request) and HTTP (wall clock) through Mica's driver
+    /// components against Linux's in-kernel drivers on the same virtual hardware.
+    Io,
 }
 
 /// Arguments of `cargo xtask bench boot`.
@@ -55,5 +61,6 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Components => components::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Ipc => ipc::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Io => io::run(root).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -1,0 +1,158 @@
+//! The I/O workloads of `cargo xtask bench io`, on Linux's own virtio drivers.
+//!
+//! - `block`: the same requests as Mica's `device-client block-bench` on `/dev/vda`, opened with
+//!   `O_DIRECT` (no page cache, like Mica's driver, which has none): 4 MiB written and read in
+//!   32 KiB requests, a flush (`fdatasync`), then 500 writes and 500 reads of 4 KiB at the same
+//!   pseudo-random places. Reports the instructions of each phase.
+//! - `httpd`: brings up `eth0` as 10.0.2.15/24 (QEMU user networking), writes the page Mica's
+//!   httpd serves, says `httpd ready` and becomes busybox's `httpd` in the foreground (the host
+//!   stops the guest when it has measured).
+//!
+//! Both load their modules first: `/etc/mica/modules` lists them in dependency order.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use rustix::fs::{Mode, OFlags};
+
+/// Bytes read and written sequentially.
+const SEQ_BYTES: u64 = 4 << 20;
+/// Bytes per sequential request.
+const SEQ_REQUEST: u64 = 32 << 10;
+/// Random requests of each kind.
+const RANDOM_N: u64 = 500;
+/// Bytes per random request.
+const RANDOM_REQUEST: u64 = 4096;
+/// The span random requests fall in.
+const RANDOM_SPAN: u64 = 64 << 20;
+/// Sector size of the request offsets.
+const SECTOR: u64 = 512;
+
+/// Loads the modules `/etc/mica/modules` lists and mounts devtmpfs on `/dev`.
+fn prepare() -> Result<(), String> {
+    let _ = fs::create_dir_all("/dev");
+    rustix::mount::mount("devtmpfs", "/dev", "devtmpfs", rustix::mount::MountFlags::empty(), None)
+        .map_err(|e| format!("mounting devtmpfs on /dev: {e}"))?;
+    let list = fs::read_to_string("/etc/mica/modules").map_err(|e| format!("reading /etc/mica/modules: {e}"))?;
+    for name in list.lines().filter(|l| !l.is_empty()) {
+        let path = format!("/lib/modules/{name}.ko");
+        let status = Command::new("/bin/insmod").arg(&path).status().map_err(|e| format!("running insmod: {e}"))?;
+        if !status.success() {
+            return Err(format!("insmod {path} failed ({status})"));
+        }
+    }
+    Ok(())
+}
+
+/// The `i`-th random request's first sector (the same sequence as Mica's client).
+fn random_sector(i: u64, slots: u64) -> u64 {
+    let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 29;
+    (x % slots) * (RANDOM_REQUEST / SECTOR)
+}
+
+/// A page-aligned buffer of `len` bytes inside `storage` (O_DIRECT needs alignment).
+fn aligned(storage: &mut [u8], len: usize) -> &mut [u8] {
+    let offset = storage.as_ptr().align_offset(4096);
+    &mut storage[offset..offset + len]
+}
+
+/// The `block` workload; its report.
+pub fn block() -> Result<String, String> {
+    prepare()?;
+    let fd = rustix::fs::open("/dev/vda", OFlags::RDWR | OFlags::DIRECT, Mode::empty())
+        .map_err(|e| format!("opening /dev/vda: {e}"))?;
+    let mut storage = vec![0u8; SEQ_REQUEST as usize + 4096];
+    let buf = aligned(&mut storage, SEQ_REQUEST as usize);
+    buf.fill(0x5a);
+    let io = |e: rustix::io::Errno| format!("I/O on /dev/vda: {e}");
+    let mut report = Vec::new();
+    let (r, n) = super::counted(|| -> Result<(), String> {
+        for i in 0..SEQ_BYTES / SEQ_REQUEST {
+            rustix::io::pwrite(&fd, buf, i * SEQ_REQUEST).map_err(io)?;
+        }
+        Ok(())
+    });
+    r?;
+    report.push(format!("seq-write={n}"));
+    let (r, n) = super::counted(|| rustix::fs::fdatasync(&fd).map_err(io));
+    r?;
+    report.push(format!("flush={n}"));
+    let (r, n) = super::counted(|| -> Result<(), String> {
+        for i in 0..SEQ_BYTES / SEQ_REQUEST {
+            rustix::io::pread(&fd, &mut *buf, i * SEQ_REQUEST).map_err(io)?;
+        }
+        Ok(())
+    });
+    r?;
+    report.push(format!("seq-read={n}"));
+    let size = rustix::fs::seek(&fd, rustix::fs::SeekFrom::End(0)).map_err(io)?;
+    let slots = size.min(RANDOM_SPAN) / RANDOM_REQUEST;
+    let small = &mut buf[..RANDOM_REQUEST as usize];
+    small.fill(0xa5);
+    let (r, n) = super::counted(|| -> Result<(), String> {
+        for i in 0..RANDOM_N {
+            rustix::io::pwrite(&fd, small, random_sector(i, slots) * SECTOR).map_err(io)?;
+        }
+        Ok(())
+    });
+    r?;
+    report.push(format!("rand-write={n}"));
+    let (r, n) = super::counted(|| -> Result<(), String> {
+        for i in 0..RANDOM_N {
+            rustix::io::pread(&fd, &mut *small, random_sector(i, slots) * SECTOR).map_err(io)?;
+        }
+        Ok(())
+    });
+    r?;
+    report.push(format!("rand-read={n}"));
+    Ok(format!("block {}", report.join(" ")))
+}
+
+/// The page both servers serve at `/`.
+pub const PAGE: &str = "hello from Mica over virtio-net\n";
+
+/// The `httpd` workload: never returns on success (it becomes busybox's httpd).
+pub fn httpd() -> Result<String, String> {
+    prepare()?;
+    for args in [
+        &["link", "set", "lo", "up"][..],
+        &["link", "set", "eth0", "up"],
+        &["addr", "add", "10.0.2.15/24", "dev", "eth0"],
+        &["route", "add", "default", "via", "10.0.2.2"],
+    ] {
+        let status = Command::new("/bin/ip").args(args).status().map_err(|e| format!("running ip: {e}"))?;
+        if !status.success() {
+            return Err(format!("ip {} failed ({status})", args.join(" ")));
+        }
+    }
+    fs::create_dir_all("/www").map_err(|e| format!("creating /www: {e}"))?;
+    fs::write("/www/index.html", PAGE).map_err(|e| format!("writing /www/index.html: {e}"))?;
+    println!("mica-linux-bench: httpd ready");
+    let error = Command::new("/bin/httpd").args(["-f", "-p", "80", "-h", "/www"]).exec();
+    Err(format!("running busybox httpd: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_aligned() {
+        let mut storage = vec![0u8; 8192 + 4096];
+        let buf = aligned(&mut storage, 8192);
+        assert_eq!(buf.as_ptr() as usize % 4096, 0);
+        assert_eq!(buf.len(), 8192);
+    }
+
+    #[test]
+    fn random_sectors_match_micas_client() {
+        // The first values of device-client's sequence (components/device-client/src/bench.rs).
+        let slots = RANDOM_SPAN / RANDOM_REQUEST;
+        let first: Vec<u64> = (0..3).map(|i| random_sector(i, slots)).collect();
+        assert!(first.iter().all(|s| s % 8 == 0 && s * SECTOR + RANDOM_REQUEST <= RANDOM_SPAN), "{first:?}");
+    }
+}
