@@ -10,6 +10,7 @@
 //! planning and checking logic is unit-tested here.
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod power_cut;
 pub mod scenarios;
 
@@ -165,11 +166,23 @@ pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
 /// `cmd` booting the system in `bundle`, with the machine devices it asks for; its disk images
 /// are `disk0.img`, `disk1.img`, ... (by device index) in `disks`, created when missing.
 pub fn with_system(cmd: QemuCommand, bundle: &Path, disks: &Path) -> Result<QemuCommand, String> {
+    with_system_devices(cmd, bundle, disks, |_| {})
+}
+
+/// [`with_system`], with each machine device changed by `adjust` first (a test's own port
+/// forward, say).
+pub fn with_system_devices(
+    cmd: QemuCommand,
+    bundle: &Path,
+    disks: &Path,
+    adjust: impl Fn(&mut mica_bundle::MachineDevice),
+) -> Result<QemuCommand, String> {
     let mut machine = mica_launch::devices::of_bundle(bundle).map_err(|e| e.to_string())?;
     for (i, d) in machine.iter_mut().enumerate() {
         if d.disk.is_some() {
             d.disk = Some(disks.join(format!("disk{i}.img")).to_string_lossy().into_owned());
         }
+        adjust(d);
     }
     mica_launch::devices::prepare_disks(&machine).map_err(|e| e.to_string())?;
     Ok(cmd.initrd(bundle).memory_mib(SYSTEM_MEMORY_MIB).extra_args(mica_launch::devices::qemu_args(&machine)))

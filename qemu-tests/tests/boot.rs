@@ -48,5 +48,12 @@ fn main() -> ExitCode {
         println!("power cut: {report}");
         Ok(())
     }));
+    // A real HTTP client on this host against the component web server (see `http`).
+    let web = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::http_over_virtio_net", move || {
+        let report = qemu_tests::http::run(&web.0, &web.1).map_err(Failed::from)?;
+        println!("http: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }

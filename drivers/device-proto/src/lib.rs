@@ -5,6 +5,7 @@
 //!
 //! - [`block`] (connection `block`): sector reads and writes, capacity, flush.
 //! - [`entropy`] (connection `entropy`): random bytes.
+//! - [`net`] (connection `net`): Ethernet frames sent and received through a network card.
 //!
 //! The encoding is small and explicit: a tag byte, then fixed-size little-endian fields, then
 //! length-prefixed bytes; a message must be consumed exactly. Decoding checks everything and
@@ -14,6 +15,7 @@
 
 pub mod block;
 pub mod entropy;
+pub mod net;
 mod wire;
 
 pub use wire::DecodeError;

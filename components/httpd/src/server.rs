@@ -1,0 +1,500 @@
+//! The TCP/IP side: a smoltcp interface over frames queued in memory ([`FrameDevice`]), and the
+//! HTTP server on its TCP sockets ([`Server`]). Nothing here talks to the driver: the caller
+//! moves frames between the queues and the network, so the whole server runs in host tests too.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration as NetDuration, Instant};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address};
+
+use crate::http::{self, Head, Status};
+
+/// The port served.
+pub const PORT: u16 = 80;
+
+/// The largest frame, Ethernet header included (an IP MTU of 1500).
+const MAX_FRAME_BYTES: usize = 1514;
+
+/// Frames waiting to be sent at most; past that smoltcp holds its packets back.
+const MAX_TX_QUEUE: usize = 256;
+
+/// Each socket's receive and transmit buffer.
+const SOCKET_BUFFER_BYTES: usize = 8192;
+
+/// How long a connection may take to send its request, or to see its answer acknowledged and
+/// closed, before it is cut off.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A network card as two queues of whole Ethernet frames: `rx` for smoltcp to read, `tx` for
+/// what it sends.
+#[derive(Debug, Default)]
+pub struct FrameDevice {
+    /// Frames received, oldest first.
+    pub rx: VecDeque<Vec<u8>>,
+    /// Frames to send, oldest first.
+    pub tx: VecDeque<Vec<u8>>,
+}
+
+/// A received frame, handed to smoltcp.
+pub struct FrameRx(Vec<u8>);
+
+/// Room for one frame to send.
+pub struct FrameTx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for FrameRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for FrameTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let result = f(&mut frame);
+        self.0.push_back(frame);
+        result
+    }
+}
+
+impl Device for FrameDevice {
+    type RxToken<'a> = FrameRx;
+    type TxToken<'a> = FrameTx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(FrameRx, FrameTx<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((FrameRx(frame), FrameTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_>> {
+        (self.tx.len() < MAX_TX_QUEUE).then_some(FrameTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME_BYTES;
+        caps
+    }
+}
+
+/// Where the interface lives on its network.
+#[derive(Debug, Clone, Copy)]
+pub struct NetConfig {
+    /// The card's MAC address.
+    pub mac: [u8; 6],
+    /// The interface's address.
+    pub address: Ipv4Address,
+    /// Its network's prefix length.
+    pub prefix_len: u8,
+    /// The default gateway.
+    pub gateway: Ipv4Address,
+    /// Seeds TCP initial sequence numbers.
+    pub random_seed: u64,
+}
+
+/// A request answered, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Who asked.
+    pub peer: Option<IpEndpoint>,
+    /// The request line, or what was wrong with it.
+    pub request: String,
+    /// The status answered.
+    pub status: u16,
+}
+
+/// Where one socket is in serving a connection.
+#[derive(Debug)]
+enum Conn {
+    /// Listening, or about to listen again.
+    Idle,
+    /// Connected (or connecting), reading the request head.
+    Reading { head: Vec<u8>, since: Instant },
+    /// Sending the answer, then closing.
+    Writing { answer: Vec<u8>, sent: usize, since: Instant },
+    /// Closed our side; waiting for the connection to end.
+    Closing { since: Instant },
+}
+
+/// The HTTP server: an interface and its listening sockets.
+pub struct Server {
+    /// The frames in and out.
+    pub device: FrameDevice,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    conns: Vec<(SocketHandle, Conn)>,
+    served: u64,
+    accepting: bool,
+}
+
+/// Fails when smoltcp's fixed-size tables are too small for the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The interface's address table is full.
+    #[error("the interface cannot take the address {0}")]
+    Address(IpCidr),
+    /// The route table is full.
+    #[error("the route table cannot take the default route via {0}")]
+    Route(Ipv4Address),
+    /// A socket refused to listen.
+    #[error("a socket cannot listen on port {PORT}: {0}")]
+    Listen(tcp::ListenError),
+}
+
+fn net_duration(d: Duration) -> NetDuration {
+    NetDuration::from_micros(d.as_micros().try_into().unwrap_or(u64::MAX))
+}
+
+impl Server {
+    /// An interface with `config` and `sockets` sockets listening on [`PORT`].
+    pub fn new(config: NetConfig, sockets: usize, now: Instant) -> Result<Server, SetupError> {
+        let mut device = FrameDevice::default();
+        let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
+        iface_config.random_seed = config.random_seed;
+        let mut iface = Interface::new(iface_config, &mut device, now);
+        let cidr = IpCidr::new(config.address.into(), config.prefix_len);
+        let mut pushed = Ok(());
+        iface.update_ip_addrs(|addrs| pushed = addrs.push(cidr).map_err(|_| SetupError::Address(cidr)));
+        pushed?;
+        iface.routes_mut().add_default_ipv4_route(config.gateway).map_err(|_| SetupError::Route(config.gateway))?;
+        let mut set = SocketSet::new(Vec::new());
+        let mut conns = Vec::with_capacity(sockets);
+        for _ in 0..sockets {
+            let mut socket = tcp::Socket::new(
+                tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER_BYTES]),
+                tcp::SocketBuffer::new(vec![0; SOCKET_BUFFER_BYTES]),
+            );
+            socket.set_timeout(Some(net_duration(CONNECTION_TIMEOUT)));
+            socket.set_nagle_enabled(false);
+            socket.listen(PORT).map_err(SetupError::Listen)?;
+            conns.push((set.add(socket), Conn::Idle));
+        }
+        Ok(Server { device, iface, sockets: set, conns, served: 0, accepting: true })
+    }
+
+    /// Requests answered so far.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// Stops taking new connections: sockets no longer listen once their connection ends.
+    pub fn stop_accepting(&mut self) {
+        self.accepting = false;
+        for (handle, conn) in &mut self.conns {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if matches!(conn, Conn::Idle) && socket.is_listening() {
+                socket.abort();
+            }
+        }
+    }
+
+    /// Whether no connection is in progress (every socket listening or closed).
+    pub fn is_quiet(&self) -> bool {
+        self.conns.iter().all(|(_, conn)| matches!(conn, Conn::Idle))
+    }
+
+    /// Processes the frames in `device.rx`, serves the sockets and queues what is to be sent in
+    /// `device.tx`. Returns the requests answered.
+    pub fn poll(&mut self, now: Instant) -> Vec<Served> {
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        let mut answered = Vec::new();
+        for (handle, conn) in &mut self.conns {
+            let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
+            if let Some(served) = step(socket, conn, now, self.served + 1, self.accepting) {
+                self.served += 1;
+                answered.push(served);
+            }
+        }
+        // What the sockets have to send now goes out in this round.
+        self.iface.poll(now, &mut self.device, &mut self.sockets);
+        answered
+    }
+
+    /// How long until the interface needs polling again if no frame comes (`None`: no timer
+    /// runs).
+    pub fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        self.iface.poll_delay(now, &self.sockets).map(|d| Duration::from_micros(d.total_micros()))
+    }
+}
+
+/// Moves one socket's connection on; returns the request it answered, if it answered one.
+fn step(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, number: u64, accepting: bool) -> Option<Served> {
+    let timeout = net_duration(CONNECTION_TIMEOUT);
+    let mut answered = None;
+
+    // The peer reset the connection, or smoltcp gave up on it.
+    if !matches!(conn, Conn::Idle) && !socket.is_open() {
+        *conn = Conn::Idle;
+    }
+    if let Conn::Idle = conn {
+        if socket.is_active() {
+            *conn = Conn::Reading { head: Vec::new(), since: now };
+        } else if !socket.is_open() && accepting {
+            // Only fails for an open socket, and this one is not.
+            let _ = socket.listen(PORT);
+        }
+    }
+    if let Conn::Reading { head, since } = conn {
+        let mut chunk = [0u8; 1024];
+        while head.len() < http::MAX_HEAD_BYTES && socket.can_recv() {
+            let room = chunk.len().min(http::MAX_HEAD_BYTES - head.len());
+            match socket.recv_slice(&mut chunk[..room]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        // The peer has closed its side: no more of the request will come.
+        let peer_done = socket.state() == tcp::State::CloseWait;
+        let outcome = match http::parse(head) {
+            Head::Incomplete if head.is_empty() && peer_done => {
+                // Connected and left without asking anything.
+                socket.close();
+                *conn = Conn::Closing { since: now };
+                None
+            }
+            Head::Incomplete if peer_done => Some(Err(Status::BadRequest)),
+            Head::Incomplete if now - *since > timeout => {
+                socket.abort();
+                *conn = Conn::Idle;
+                None
+            }
+            Head::Incomplete => None,
+            Head::Request(line) => Some(Ok(line)),
+            Head::Bad(status) => Some(Err(status)),
+        };
+        if let Some(request) = outcome {
+            let (status, answer) = http::respond(request.as_ref().map_err(|&s| s), number);
+            let request = match request {
+                Ok(line) => format!("{} {} {}", line.method, line.path, line.version),
+                Err(status) => format!("unreadable request ({})", status.reason()),
+            };
+            answered = Some(Served { peer: socket.remote_endpoint(), request, status: status.code() });
+            *conn = Conn::Writing { answer, sent: 0, since: now };
+        }
+    }
+    if let Conn::Writing { answer, sent, since } = conn {
+        if socket.can_send()
+            && let Ok(n) = socket.send_slice(&answer[*sent..])
+        {
+            *sent += n;
+        }
+        if *sent == answer.len() {
+            socket.close();
+            *conn = Conn::Closing { since: now };
+        } else if !socket.may_send() || now - *since > timeout {
+            socket.abort();
+            *conn = Conn::Idle;
+        }
+    }
+    if let Conn::Closing { since } = conn {
+        if !socket.is_open() {
+            *conn = Conn::Idle;
+            if accepting {
+                let _ = socket.listen(PORT);
+            }
+        } else if now - *since > timeout {
+            socket.abort();
+            *conn = Conn::Idle;
+        }
+    }
+    answered
+}
+
+#[cfg(test)]
+mod tests {
+    use smoltcp::wire::IpAddress;
+
+    use super::*;
+
+    const SERVER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    const CLIENT_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
+
+    fn server(now: Instant) -> Server {
+        let config = NetConfig {
+            mac: SERVER_MAC,
+            address: Ipv4Address::new(10, 0, 2, 15),
+            prefix_len: 24,
+            gateway: Ipv4Address::new(10, 0, 2, 2),
+            random_seed: 7,
+        };
+        Server::new(config, 4, now).expect("server")
+    }
+
+    /// The other end: a smoltcp interface at 10.0.2.2 with client sockets.
+    struct Client {
+        device: FrameDevice,
+        iface: Interface,
+        sockets: SocketSet<'static>,
+        /// Requests to send once their connection is established.
+        unsent: Vec<(SocketHandle, Vec<u8>)>,
+    }
+
+    impl Client {
+        fn new(now: Instant) -> Client {
+            let mut device = FrameDevice::default();
+            let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(CLIENT_MAC)));
+            config.random_seed = 99;
+            let mut iface = Interface::new(config, &mut device, now);
+            iface.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::v4(10, 0, 2, 2), 24)).expect("address"));
+            Client { device, iface, sockets: SocketSet::new(Vec::new()), unsent: Vec::new() }
+        }
+
+        fn connect(&mut self, port: u16, request: &[u8]) -> SocketHandle {
+            let mut socket =
+                tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]));
+            socket.connect(self.iface.context(), (IpAddress::v4(10, 0, 2, 15), PORT), port).expect("connect");
+            let handle = self.sockets.add(socket);
+            self.unsent.push((handle, request.to_vec()));
+            handle
+        }
+
+        /// Sends the requests whose connection is established.
+        fn send_requests(&mut self) {
+            let sockets = &mut self.sockets;
+            self.unsent.retain(|(handle, request)| {
+                let socket = sockets.get_mut::<tcp::Socket>(*handle);
+                if !socket.can_send() {
+                    return true;
+                }
+                assert_eq!(socket.send_slice(request), Ok(request.len()), "the request fits the buffer");
+                false
+            });
+        }
+    }
+
+    /// Runs both ends, moving frames both ways, until `done` or 30 simulated seconds; returns
+    /// the requests the server answered and the time reached.
+    fn run(
+        server: &mut Server,
+        client: &mut Client,
+        mut now: Instant,
+        mut done: impl FnMut(&mut Server, &mut Client) -> bool,
+    ) -> (Vec<Served>, Instant) {
+        let mut served = Vec::new();
+        let end = now + NetDuration::from_secs(30);
+        while now < end {
+            served.extend(server.poll(now));
+            client.iface.poll(now, &mut client.device, &mut client.sockets);
+            client.send_requests();
+            for (_, socket) in client.sockets.iter_mut() {
+                // Like an HTTP client: close once the server has closed its side.
+                if let smoltcp::socket::Socket::Tcp(s) = socket
+                    && s.state() == tcp::State::CloseWait
+                {
+                    s.close();
+                }
+            }
+            server.device.rx.extend(client.device.tx.drain(..));
+            client.device.rx.extend(server.device.tx.drain(..));
+            if done(server, client) {
+                break;
+            }
+            now += NetDuration::from_millis(1);
+        }
+        (served, now)
+    }
+
+    /// Everything the server sent on a client socket.
+    fn received(client: &mut Client, handle: SocketHandle) -> String {
+        let socket = client.sockets.get_mut::<tcp::Socket>(handle);
+        let mut out = vec![0; 65536];
+        let n = socket.recv_slice(&mut out).unwrap_or(0);
+        String::from_utf8_lossy(&out[..n]).into_owned()
+    }
+
+    fn all_closed(server: &Server, client: &Client) -> bool {
+        server.is_quiet()
+            && client.sockets.iter().all(|(_, s)| !matches!(s, smoltcp::socket::Socket::Tcp(t) if t.is_open()))
+    }
+
+    #[test]
+    fn serves_overlapping_requests_then_closes() {
+        let now = Instant::from_millis(0);
+        let mut server = server(now);
+        let mut client = Client::new(now);
+        let requests = [
+            (&b"GET / HTTP/1.1\r\nHost: 10.0.2.15\r\n\r\n"[..], "200 OK", http::HELLO),
+            (b"GET /missing HTTP/1.0\r\n\r\n", "404 Not Found", "no such page: /missing\n"),
+            (b"GET /stats HTTP/1.1\r\n\r\n", "200 OK", "requests served: "),
+        ];
+        let handles: Vec<SocketHandle> =
+            requests.iter().enumerate().map(|(i, (r, _, _))| client.connect(49152 + i as u16, r)).collect();
+        let (served, _) = run(&mut server, &mut client, now, |s, c| all_closed(s, c) && s.served() == 3);
+        assert_eq!(server.served(), 3);
+        assert_eq!(served.len(), 3);
+        assert!(served.iter().all(|s| s.peer.is_some_and(|p| p.addr == IpAddress::v4(10, 0, 2, 2))));
+        for (handle, (_, status, body)) in handles.into_iter().zip(requests) {
+            let answer = received(&mut client, handle);
+            assert!(answer.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{answer}");
+            assert!(answer.contains(&format!("\r\n\r\n{body}")), "{answer}");
+        }
+        assert!(server.is_quiet());
+    }
+
+    #[test]
+    fn sockets_listen_again_after_each_connection() {
+        let mut now = Instant::from_millis(0);
+        let mut server = server(now);
+        let mut client = Client::new(now);
+        // More connections, one after another, than the server has sockets.
+        for i in 0..10u16 {
+            let handle = client.connect(50000 + i, b"GET /stats HTTP/1.1\r\n\r\n");
+            let (served, later) = run(&mut server, &mut client, now, |s, c| all_closed(s, c));
+            now = later + NetDuration::from_millis(1);
+            assert_eq!(served.len(), 1, "connection {i}");
+            let answer = received(&mut client, handle);
+            assert!(answer.ends_with(&format!("requests served: {}\n", i + 1)), "{answer}");
+            client.sockets.remove(handle);
+        }
+        assert_eq!(server.served(), 10);
+    }
+
+    #[test]
+    fn a_silent_connection_is_cut_off_and_a_bad_one_answered() {
+        let now = Instant::from_millis(0);
+        let mut server = server(now);
+        let mut client = Client::new(now);
+        let silent = client.connect(40000, b"GET / HTT");
+        let bad = client.connect(40001, b"BREW /pot HTCPCP/1.0\r\n\r\n");
+        let (served, _) = run(&mut server, &mut client, now, |s, c| {
+            s.is_quiet() && s.served() == 1 && !c.sockets.get::<tcp::Socket>(silent).is_active()
+        });
+        assert_eq!(served.len(), 1);
+        assert_eq!(served[0].status, 400);
+        assert!(received(&mut client, bad).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        // The half-sent request was given up after the timeout (the connection reset), unanswered.
+        assert!(received(&mut client, silent).is_empty());
+    }
+
+    #[test]
+    fn stopping_lets_the_server_go_quiet() {
+        let now = Instant::from_millis(0);
+        let mut server = server(now);
+        server.stop_accepting();
+        assert!(server.is_quiet());
+        let mut client = Client::new(now);
+        let refused = client.connect(40002, b"GET / HTTP/1.1\r\n\r\n");
+        let (served, _) = run(&mut server, &mut client, now, |_, c| !c.sockets.get::<tcp::Socket>(refused).is_open());
+        assert!(served.is_empty(), "nobody listens any more");
+    }
+
+    #[test]
+    fn the_device_hands_frames_through_and_bounds_its_queue() {
+        let mut device = FrameDevice::default();
+        device.rx.push_back(vec![1, 2, 3]);
+        let (rx, tx) = device.receive(Instant::from_millis(0)).expect("a frame");
+        assert_eq!(rx.consume(|f| f.to_vec()), vec![1, 2, 3]);
+        tx.consume(4, |f| f.copy_from_slice(&[9, 8, 7, 6]));
+        assert_eq!(device.tx.pop_front(), Some(vec![9, 8, 7, 6]));
+        assert!(device.receive(Instant::from_millis(0)).is_none());
+        for _ in 0..MAX_TX_QUEUE {
+            device.transmit(Instant::from_millis(0)).expect("room").consume(14, |_| ());
+        }
+        assert!(device.transmit(Instant::from_millis(0)).is_none(), "full");
+        assert_eq!(device.capabilities().max_transmission_unit, 1514);
+    }
+}
