@@ -388,6 +388,19 @@ pub fn preempt_point() {
     }
 }
 
+/// Called at the end of a device interrupt, on the interrupted thread's stack: the thread the
+/// interrupt woke runs at once if this CPU was idle or it has a higher priority than the running
+/// thread (otherwise a waiting driver would sleep on until the next tick).
+pub fn on_device_interrupt() {
+    let switch = with(|s, cpu| {
+        let current = s.current(cpu);
+        s.best_ready().is_some_and(|best| current.idle || best > current.priority)
+    });
+    if switch == Some(true) {
+        switch_away(After::Ready);
+    }
+}
+
 /// The running thread's priority.
 pub fn current_priority() -> Priority {
     with(|s, cpu| s.current(cpu).priority).unwrap_or(Priority::Normal)

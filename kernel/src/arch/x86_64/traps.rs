@@ -164,10 +164,12 @@ static IDT: Once<Idt> = Once::new();
 /// The IST slot (1-based) each vector runs on; 0 for none.
 fn ist_for(vector: u8) -> u8 {
     match vector {
-        // The timer and the reschedule IPI run on the interrupted thread's own stack, so that the
-        // scheduler can switch threads from them (an IST stack is one per vector and CPU and would
-        // be reused by the next interrupt while the switched-away thread still lives on it).
+        // The timer, the reschedule IPI and device interrupts run on the interrupted thread's own
+        // stack, so that the scheduler can switch threads from them (an IST stack is one per
+        // vector and CPU and would be reused by the next interrupt while the switched-away thread
+        // still lives on it). A device interrupt switches to the driver it woke at once.
         TIMER_VECTOR | RESCHEDULE_VECTOR => 0,
+        v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + DEVICE_VECTORS).contains(&v) => 0,
         8 => 1,      // double fault
         2 => 2,      // NMI
         18 => 3,     // machine check
@@ -258,6 +260,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             // Masks the line (it is level-triggered) before the EOI, then wakes its waiter.
             crate::hw::on_interrupt((v - u64::from(DEVICE_VECTOR_BASE)) as usize);
             super::apic::end_of_interrupt();
+            // Last, as for the timer: this may switch to the woken driver thread.
+            crate::sched::on_device_interrupt();
         }
         v if v < 32 => unexpected_exception(frame),
         v => {
