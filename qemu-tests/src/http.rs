@@ -69,7 +69,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     });
     let deadline = Instant::now() + TIMEOUT;
     let mut console = String::new();
-    let mut wait_for = |needle: &str, console: &mut String| -> Result<(), String> {
+    let wait_for = |needle: &str, console: &mut String| -> Result<(), String> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {

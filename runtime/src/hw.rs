@@ -116,7 +116,7 @@ pub fn check_access(what: &str, size: u32, offset: u32, width: u8) -> Result<(),
             alloc::format!("{what}: access width {width} is not 1, 2, 4 or 8 bytes"),
         ));
     }
-    if offset % u32::from(width) != 0 {
+    if !offset.is_multiple_of(u32::from(width)) {
         return Err(HwFailure::new(
             HwErrorCode::BadWidth,
             alloc::format!("{what}: offset {offset:#x} is not aligned to the access width {width}"),
