@@ -1,8 +1,11 @@
-//! The HTTP boot test: the `http` system (virtio-net driver component and `httpd`, a TCP/IP stack
-//! in a component) behind QEMU user networking, with a free port of 127.0.0.1 forwarded to the
-//! guest's port 80, asked by a real HTTP client (`ureq`) on this host: `GET /` gets the page,
-//! `GET /stats` the count, an unknown path 404. httpd ends after those three requests, the
-//! driver after it, and the system powers off with success.
+//! The HTTP boot tests: systems with the virtio-net driver component and `httpd` (a TCP/IP stack,
+//! smoltcp, in a component) behind QEMU user networking, with a free port of 127.0.0.1 forwarded
+//! to the guest's port 80, asked by a real HTTP client (`ureq`) on this host.
+//!
+//! - [`run`] (`http`): `GET /` gets the page, `GET /stats` the count, an unknown path 404; httpd
+//!   ends after those three requests, the driver after it, and the system powers off.
+//! - [`run_kv`] (`http-kv`): httpd in front of `kvstore` on the block driver: a key `PUT` over
+//!   HTTP is there after a reboot on the same disk image.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -15,37 +18,67 @@ use mica_launch::{Accel, QemuCommand};
 
 use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
 
-/// The system.
-pub const SYSTEM: &str = "http";
 /// What httpd serves at `/`.
 pub const PAGE: &str = "hello from Mica over virtio-net\n";
+
+/// One request and the answer it must get.
+#[derive(Clone, Copy, Debug)]
+pub struct Ask {
+    /// `GET`, `PUT` or `DELETE`.
+    pub method: &'static str,
+    /// The path.
+    pub path: &'static str,
+    /// The request body (`PUT`).
+    pub body: &'static str,
+    /// The status expected.
+    pub status: u16,
+    /// The body expected, if it matters.
+    pub answer: Option<&'static str>,
+}
+
+const fn ask(method: &'static str, path: &'static str, status: u16, answer: Option<&'static str>) -> Ask {
+    Ask { method, path, body: "", status, answer }
+}
 
 fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-/// `GET url`: the status code and the body (error statuses are answers too).
-fn get(url: &str) -> Result<(u16, String), String> {
+/// Makes `ask` against 127.0.0.1:`port`: the status code and the body.
+fn request(port: u16, ask: &Ask) -> Result<(u16, String), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(20)))
         .http_status_as_error(false)
         .build()
         .into();
-    let mut response = agent.get(url).call().map_err(|e| format!("GET {url}: {e}"))?;
+    let url = format!("http://127.0.0.1:{port}{}", ask.path);
+    let what = format!("{} {}", ask.method, ask.path);
+    let sent = match ask.method {
+        "PUT" => agent.put(&url).send(ask.body),
+        "DELETE" => agent.delete(&url).call(),
+        _ => agent.get(&url).call(),
+    };
+    let mut response = sent.map_err(|e| format!("{what}: {e}"))?;
     let status = response.status().as_u16();
-    let body = response.body_mut().read_to_string().map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+    let body = response.body_mut().read_to_string().map_err(|e| format!("{what}: reading the body: {e}"))?;
     Ok((status, body))
 }
 
-/// Runs the test; `Ok` says what happened.
-pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
-    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+/// Boots `system` (its disk images in `disks`), waits for httpd, makes `asks` in order, then
+/// waits for the system to power off with success.
+pub fn boot_and_ask(
+    qemu: &Path,
+    kernel: &Path,
+    system: &'static str,
+    disks: &Path,
+    asks: &[Ask],
+) -> Result<(), String> {
     let port = free_port()?;
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
     let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
-    let bundle = bundle_path(&BundleUse { system: SYSTEM, tamper: None }, scratch.path())?;
-    let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
+    let bundle = bundle_path(&BundleUse { system, tamper: None }, disks)?;
+    let cmd = with_system_devices(cmd, &bundle, disks, |d| {
         if d.kind == "virtio-net" {
             d.hostfwd = vec![format!("tcp:127.0.0.1:{port}-:80")];
         }
@@ -86,21 +119,16 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     };
     let result = (|| {
         wait_for("httpd: listening on 10.0.2.15:80", &mut console)?;
-        let base = format!("http://127.0.0.1:{port}");
-        let (status, body) = get(&format!("{base}/"))?;
-        if (status, body.as_str()) != (200, PAGE) {
-            return Err(format!("GET /: {status} {body:?}, expected 200 {PAGE:?}"));
+        for a in asks {
+            let (status, body) = request(port, a)?;
+            if status != a.status || a.answer.is_some_and(|want| want != body) {
+                return Err(format!(
+                    "{} {}: got {status} {body:?}, expected {} {:?}",
+                    a.method, a.path, a.status, a.answer
+                ));
+            }
         }
-        let (status, body) = get(&format!("{base}/stats"))?;
-        if (status, body.as_str()) != (200, "requests served: 2\n") {
-            return Err(format!("GET /stats: {status} {body:?}, expected 200 \"requests served: 2\\n\""));
-        }
-        let (status, _) = get(&format!("{base}/nothing-here"))?;
-        if status != 404 {
-            return Err(format!("GET /nothing-here: {status}, expected 404"));
-        }
-        wait_for("mica: all components finished: 2 of 2 succeeded", &mut console)?;
-        Ok(())
+        wait_for("succeeded; powering off", &mut console)
     })();
     let status = match result {
         Ok(()) => child.wait().map_err(|e| e.to_string())?,
@@ -115,7 +143,39 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         }
     };
     match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
-        Some(mica_exit::ExitCode::Success) => Ok(format!("3 requests answered on 127.0.0.1:{port}")),
+        Some(mica_exit::ExitCode::Success) => Ok(()),
         other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{console}")),
     }
+}
+
+/// The `http` system: the page, the count, a 404.
+pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let asks = [
+        ask("GET", "/", 200, Some(PAGE)),
+        ask("GET", "/stats", 200, Some("requests served: 2\n")),
+        ask("GET", "/nothing-here", 404, None),
+    ];
+    boot_and_ask(qemu, kernel, "http", scratch.path(), &asks)?;
+    Ok(format!("{} requests answered", asks.len()))
+}
+
+/// The `http-kv` system, booted twice on one disk image: what was stored over HTTP survives.
+pub fn run_kv(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let first = [
+        Ask { method: "PUT", path: "/kv/colour", body: "blue", status: 200, answer: Some("stored\n") },
+        ask("GET", "/kv/colour", 200, Some("blue")),
+        ask("GET", "/kv/shape", 404, None),
+        Ask { method: "PUT", path: "/kv/bad%20key", body: "x", status: 400, answer: None },
+    ];
+    boot_and_ask(qemu, kernel, "http-kv", scratch.path(), &first).map_err(|e| format!("first boot: {e}"))?;
+    let second = [
+        ask("GET", "/kv/colour", 200, Some("blue")),
+        ask("DELETE", "/kv/colour", 200, Some("deleted\n")),
+        ask("GET", "/kv/colour", 404, None),
+        ask("GET", "/", 200, Some(PAGE)),
+    ];
+    boot_and_ask(qemu, kernel, "http-kv", scratch.path(), &second).map_err(|e| format!("second boot: {e}"))?;
+    Ok("stored over HTTP, found again after a reboot, deleted".to_owned())
 }

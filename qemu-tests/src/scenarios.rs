@@ -330,6 +330,16 @@ pub const SCENARIOS: &[Scenario] = &[
         cpus: 1,
     },
     Scenario {
+        name: "vectors",
+        cmdline: "test=vectors",
+        expect: ExitCode::Success,
+        output_contains: &["mica: vectors: 0x21 to 0xef raised and returned", "mica: boot test vectors: passed"],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 1,
+    },
+    Scenario {
         name: "smp_brings_up_every_cpu",
         cmdline: "test=timer",
         expect: ExitCode::Success,

@@ -55,5 +55,12 @@ fn main() -> ExitCode {
         println!("http: {report}");
         Ok(())
     }));
+    // The key-value store behind the web server, across a reboot (see `http::run_kv`).
+    let kv = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::http_kv_survives_reboot", move || {
+        let report = qemu_tests::http::run_kv(&kv.0, &kv.1).map_err(Failed::from)?;
+        println!("http-kv: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -649,9 +649,18 @@ mod tests {
     #[test]
     fn the_repository_system_manifests_are_valid() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
-        let mut manifests = ["default.toml", "ipc.toml", "drivers.toml", "bench.toml", "bench-ipc.toml"]
-            .map(|m| root.join("components").join(m))
-            .to_vec();
+        let mut manifests = [
+            "default.toml",
+            "ipc.toml",
+            "drivers.toml",
+            "net.toml",
+            "services.toml",
+            "bench.toml",
+            "bench-ipc.toml",
+            "bench-io.toml",
+        ]
+        .map(|m| root.join("components").join(m))
+        .to_vec();
         let systems = root.join("qemu-tests").join("systems");
         for entry in std::fs::read_dir(&systems).expect("qemu-tests/systems") {
             let path = entry.expect("entry").path();

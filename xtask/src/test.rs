@@ -105,8 +105,13 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
 fn components_host_tests(root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     toolchain::clear_cargo_run_env(&mut cmd);
-    cmd.current_dir(root)
-        .env("CARGO_TARGET_DIR", root.join("target").join("host-components"))
-        .args(["test", "--manifest-path", "components/Cargo.toml", "--workspace", "--exclude", "logger"]);
+    cmd.current_dir(root).env("CARGO_TARGET_DIR", root.join("target").join("host-components")).args([
+        "test",
+        "--manifest-path",
+        "components/Cargo.toml",
+        "--workspace",
+        "--exclude",
+        "logger",
+    ]);
     cmd
 }

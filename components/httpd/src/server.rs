@@ -11,7 +11,9 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as NetDuration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address};
 
-use crate::http::{self, Head, Status};
+use crate::http::{self, Answer, Head, Request, Status};
+use crate::kv::Store;
+use crate::routes::{self, Route};
 
 /// The port served.
 pub const PORT: u16 = 80;
@@ -114,6 +116,8 @@ enum Conn {
     Idle,
     /// Connected (or connecting), reading the request head.
     Reading { head: Vec<u8>, since: Instant },
+    /// Reading the request body, `length` bytes.
+    Body { request: Request, route: Route, body: Vec<u8>, length: usize, since: Instant },
     /// Sending the answer, then closing.
     Writing { answer: Vec<u8>, sent: usize, since: Instant },
     /// Closed our side; waiting for the connection to end.
@@ -129,6 +133,7 @@ pub struct Server {
     conns: Vec<(SocketHandle, Conn)>,
     served: u64,
     accepting: bool,
+    store: Option<Box<dyn Store>>,
 }
 
 /// Fails when smoltcp's fixed-size tables are too small for the configuration.
@@ -173,7 +178,13 @@ impl Server {
             socket.listen(PORT).map_err(SetupError::Listen)?;
             conns.push((set.add(socket), Conn::Idle));
         }
-        Ok(Server { device, iface, sockets: set, conns, served: 0, accepting: true })
+        Ok(Server { device, iface, sockets: set, conns, served: 0, accepting: true, store: None })
+    }
+
+    /// Serves `/kv/KEY` from `store`.
+    pub fn with_store(mut self, store: Box<dyn Store>) -> Server {
+        self.store = Some(store);
+        self
     }
 
     /// Requests answered so far.
@@ -204,7 +215,8 @@ impl Server {
         let mut answered = Vec::new();
         for (handle, conn) in &mut self.conns {
             let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
-            if let Some(served) = step(socket, conn, now, self.served + 1, self.accepting) {
+            let store = self.store.as_mut().map(|s| &mut **s as &mut dyn Store);
+            if let Some(served) = step(socket, conn, now, self.served + 1, self.accepting, store) {
                 self.served += 1;
                 answered.push(served);
             }
@@ -221,10 +233,24 @@ impl Server {
     }
 }
 
+/// The request line, for the log.
+fn describe(request: &Request) -> String {
+    format!("{} {} {}", request.line.method, request.line.path, request.line.version)
+}
+
 /// Moves one socket's connection on; returns the request it answered, if it answered one.
-fn step(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, number: u64, accepting: bool) -> Option<Served> {
+/// `number` is the number of requests answered once this one is, for `/stats`.
+fn step(
+    socket: &mut tcp::Socket,
+    conn: &mut Conn,
+    now: Instant,
+    number: u64,
+    accepting: bool,
+    store: Option<&mut dyn Store>,
+) -> Option<Served> {
     let timeout = net_duration(CONNECTION_TIMEOUT);
-    let mut answered = None;
+    // The answer to send and the request it answers (for the log).
+    let mut reply: Option<(String, Answer)> = None;
 
     // The peer reset the connection, or smoltcp gave up on it.
     if !matches!(conn, Conn::Idle) && !socket.is_open() {
@@ -239,6 +265,7 @@ fn step(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, number: u64, ac
         }
     }
     if let Conn::Reading { head, since } = conn {
+        let started = *since;
         let mut chunk = [0u8; 1024];
         while head.len() < http::MAX_HEAD_BYTES && socket.can_recv() {
             let room = chunk.len().min(http::MAX_HEAD_BYTES - head.len());
@@ -249,33 +276,67 @@ fn step(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, number: u64, ac
         }
         // The peer has closed its side: no more of the request will come.
         let peer_done = socket.state() == tcp::State::CloseWait;
-        let outcome = match http::parse(head) {
+        match http::parse(head) {
             Head::Incomplete if head.is_empty() && peer_done => {
                 // Connected and left without asking anything.
                 socket.close();
                 *conn = Conn::Closing { since: now };
-                None
             }
-            Head::Incomplete if peer_done => Some(Err(Status::BadRequest)),
-            Head::Incomplete if now - *since > timeout => {
+            Head::Incomplete if peer_done => {
+                let why = "the request head ended before its blank line";
+                reply = Some((format!("unreadable request ({why})"), Answer::error(Status::BadRequest, why)));
+            }
+            Head::Incomplete if now - started > timeout => {
                 socket.abort();
                 *conn = Conn::Idle;
-                None
             }
-            Head::Incomplete => None,
-            Head::Request(line) => Some(Ok(line)),
-            Head::Bad(status) => Some(Err(status)),
-        };
-        if let Some(request) = outcome {
-            let (status, answer) = http::respond(request.as_ref().map_err(|&s| s), number);
-            let request = match request {
-                Ok(line) => format!("{} {} {}", line.method, line.path, line.version),
-                Err(status) => format!("unreadable request ({})", status.reason()),
-            };
-            answered = Some(Served { peer: socket.remote_endpoint(), request, status: status.code() });
-            *conn = Conn::Writing { answer, sent: 0, since: now };
+            Head::Incomplete => {}
+            Head::Bad(status, why) => {
+                reply = Some((format!("unreadable request ({why})"), Answer::error(status, &why)));
+            }
+            Head::Request(request) => {
+                let route = routes::route(&request.line, store.is_some());
+                match routes::body_length(&route, &request) {
+                    Err(answer) => reply = Some((describe(&request), answer)),
+                    Ok(length) => {
+                        // Whatever of the body came with the head.
+                        let mut body = head[request.head_len..].to_vec();
+                        body.truncate(length);
+                        if body.len() < length && request.expect_continue && request.line.version == "HTTP/1.1" {
+                            // Nothing was sent yet, so this fits the send buffer; if it did not go
+                            // out, the client sends the body after waiting a little anyway.
+                            let _ = socket.send_slice(http::CONTINUE);
+                        }
+                        *conn = Conn::Body { request, route, body, length, since: started };
+                    }
+                }
+            }
         }
     }
+    if let Conn::Body { request, route, body, length, since } = conn {
+        let mut chunk = [0u8; 1024];
+        while body.len() < *length && socket.can_recv() {
+            let room = chunk.len().min(*length - body.len());
+            match socket.recv_slice(&mut chunk[..room]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if body.len() == *length {
+            let answer = routes::respond(route, request.line.method == "HEAD", body, number, store);
+            reply = Some((describe(request), answer));
+        } else if socket.state() == tcp::State::CloseWait {
+            let why = format!("the body ended after {} of its {length} bytes", body.len());
+            reply = Some((describe(request), Answer::error(Status::BadRequest, &why)));
+        } else if now - *since > timeout {
+            socket.abort();
+            *conn = Conn::Idle;
+        }
+    }
+    let answered = reply.map(|(request, answer)| {
+        *conn = Conn::Writing { answer: answer.to_bytes(), sent: 0, since: now };
+        Served { peer: socket.remote_endpoint(), request, status: answer.status.code() }
+    });
     if let Conn::Writing { answer, sent, since } = conn {
         if socket.can_send()
             && let Ok(n) = socket.send_slice(&answer[*sent..])
@@ -309,6 +370,7 @@ mod tests {
     use smoltcp::wire::IpAddress;
 
     use super::*;
+    use crate::kv::fake::Fake;
 
     const SERVER_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
     const CLIENT_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
@@ -329,8 +391,10 @@ mod tests {
         device: FrameDevice,
         iface: Interface,
         sockets: SocketSet<'static>,
-        /// Requests to send once their connection is established.
-        unsent: Vec<(SocketHandle, Vec<u8>)>,
+        /// Requests to send once their connection is established, in parts each sent once the
+        /// one before is acknowledged (so in segments of their own), and whether to close the
+        /// connection after the last.
+        unsent: Vec<(SocketHandle, VecDeque<Vec<u8>>, bool)>,
     }
 
     impl Client {
@@ -344,24 +408,36 @@ mod tests {
         }
 
         fn connect(&mut self, port: u16, request: &[u8]) -> SocketHandle {
+            self.connect_parts(port, &[request], false)
+        }
+
+        /// Connects and sends `parts` in segments of their own, then closes if `close`.
+        fn connect_parts(&mut self, port: u16, parts: &[&[u8]], close: bool) -> SocketHandle {
             let mut socket =
                 tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]));
             socket.connect(self.iface.context(), (IpAddress::v4(10, 0, 2, 15), PORT), port).expect("connect");
             let handle = self.sockets.add(socket);
-            self.unsent.push((handle, request.to_vec()));
+            self.unsent.push((handle, parts.iter().map(|p| p.to_vec()).collect(), close));
             handle
         }
 
-        /// Sends the requests whose connection is established.
+        /// Sends the next part of the requests whose connection is established and whose
+        /// parts sent so far are acknowledged.
         fn send_requests(&mut self) {
             let sockets = &mut self.sockets;
-            self.unsent.retain(|(handle, request)| {
+            self.unsent.retain_mut(|(handle, parts, close)| {
                 let socket = sockets.get_mut::<tcp::Socket>(*handle);
-                if !socket.can_send() {
+                if !socket.can_send() || socket.send_queue() > 0 {
                     return true;
                 }
-                assert_eq!(socket.send_slice(request), Ok(request.len()), "the request fits the buffer");
-                false
+                let Some(part) = parts.pop_front() else {
+                    if *close {
+                        socket.close();
+                    }
+                    return false;
+                };
+                assert_eq!(socket.send_slice(&part), Ok(part.len()), "the request fits the buffer");
+                true
             });
         }
     }
@@ -480,6 +556,148 @@ mod tests {
         let refused = client.connect(40002, b"GET / HTTP/1.1\r\n\r\n");
         let (served, _) = run(&mut server, &mut client, now, |_, c| !c.sockets.get::<tcp::Socket>(refused).is_open());
         assert!(served.is_empty(), "nobody listens any more");
+    }
+
+    /// A server with a fake store, and the fake.
+    fn server_with_store(now: Instant) -> (Server, Fake) {
+        let fake = Fake::default();
+        (server(now).with_store(Box::new(fake.clone())), fake)
+    }
+
+    /// Makes the requests (at most one per server socket), each as parts in segments of their
+    /// own, one connection each, all at once; returns what each got and the log lines.
+    /// `now` moves on to just after the last connection closed.
+    fn ask_all(server: &mut Server, now: &mut Instant, requests: &[(&[&[u8]], bool)]) -> (Vec<String>, Vec<Served>) {
+        let mut client = Client::new(*now);
+        let handles: Vec<SocketHandle> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, (parts, close))| client.connect_parts(41000 + i as u16, parts, *close))
+            .collect();
+        let before = server.served();
+        let count = requests.len() as u64;
+        let (served, later) = run(server, &mut client, *now, |s, c| all_closed(s, c) && s.served() == before + count);
+        *now = later + NetDuration::from_millis(1);
+        assert_eq!(served.len(), requests.len(), "{served:?}");
+        (handles.into_iter().map(|h| received(&mut client, h)).collect(), served)
+    }
+
+    #[test]
+    fn puts_gets_and_deletes_values() {
+        let mut now = Instant::from_millis(0);
+        let (mut server, fake) = server_with_store(now);
+        let put: &[&[u8]] = &[b"PUT /kv/colour HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\ndeep blue"];
+        let (answers, served) = ask_all(&mut server, &mut now, &[(put, false)]);
+        assert!(
+            answers[0].starts_with("HTTP/1.1 200 OK\r\n") && answers[0].ends_with("\r\n\r\nstored\n"),
+            "{}",
+            answers[0]
+        );
+        assert_eq!(served[0].request, "PUT /kv/colour HTTP/1.1");
+        assert_eq!(fake.0.borrow().map.get("colour").map(String::as_str), Some("deep blue"));
+        let get: &[&[u8]] = &[b"GET /kv/colour HTTP/1.1\r\n\r\n"];
+        let missing: &[&[u8]] = &[b"GET /kv/shape HTTP/1.1\r\n\r\n"];
+        let (answers, _) = ask_all(&mut server, &mut now, &[(get, false), (missing, false)]);
+        assert!(answers[0].starts_with("HTTP/1.1 200 OK\r\n"), "{}", answers[0]);
+        assert!(answers[0].ends_with("Content-Length: 9\r\nConnection: close\r\n\r\ndeep blue"), "{}", answers[0]);
+        assert!(answers[1].starts_with("HTTP/1.1 404 Not Found\r\n"), "{}", answers[1]);
+        let delete: &[&[u8]] = &[b"DELETE /kv/colour HTTP/1.1\r\n\r\n"];
+        let (answers, _) = ask_all(&mut server, &mut now, &[(delete, false)]);
+        assert!(answers[0].ends_with("\r\n\r\ndeleted\n"), "{}", answers[0]);
+        assert!(fake.0.borrow().map.is_empty());
+        assert_eq!(server.served(), 4);
+    }
+
+    #[test]
+    fn a_body_split_over_segments_is_read_whole() {
+        let mut now = Instant::from_millis(0);
+        let (mut server, fake) = server_with_store(now);
+        let parts: &[&[u8]] =
+            &[b"PUT /kv/split HTTP/1.1\r\nContent-", b"Length: 19\r\n\r\n", b"one ", b"two three ", b"four", b"!"];
+        // The same, the client waiting for 100 Continue first (it is sent before the body comes).
+        let expecting: &[&[u8]] =
+            &[b"PUT /kv/expect HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", b"ab", b"cde"];
+        let (answers, _) = ask_all(&mut server, &mut now, &[(parts, false), (expecting, false)]);
+        assert!(answers[0].starts_with("HTTP/1.1 200 OK\r\n") && answers[0].ends_with("stored\n"), "{}", answers[0]);
+        assert!(
+            answers[1].starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+                && answers[1].ends_with("stored\n"),
+            "{}",
+            answers[1]
+        );
+        let state = fake.0.borrow();
+        assert_eq!(state.map.get("split").map(String::as_str), Some("one two three four!"));
+        assert_eq!(state.map.get("expect").map(String::as_str), Some("abcde"));
+    }
+
+    #[test]
+    fn bad_puts_are_refused() {
+        let mut now = Instant::from_millis(0);
+        let (mut server, fake) = server_with_store(now);
+        let long = vec![b'x'; 5000];
+        let cases: [(&[&[u8]], bool, &str, &str); 6] = [
+            (&[b"PUT /kv/colour HTTP/1.1\r\n\r\nblue"], false, "411 Length Required", "Content-Length"),
+            (
+                &[b"PUT /kv/colour HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", &long],
+                false,
+                "413 Content Too Large",
+                "5000 bytes",
+            ),
+            (
+                &[b"PUT /kv/my%20colour HTTP/1.1\r\nContent-Length: 4\r\n\r\nblue"],
+                false,
+                "400 Bad Request",
+                "the key has '%'",
+            ),
+            (
+                &[b"PUT /kv/colour HTTP/1.1\r\nContent-Length: 5\r\n\r\nblue\n"],
+                false,
+                "400 Bad Request",
+                "a line break",
+            ),
+            (
+                &[b"PUT /kv/colour HTTP/1.1\r\nContent-Length: 8\r\n\r\nblue"],
+                true,
+                "400 Bad Request",
+                "ended after 4 of its 8 bytes",
+            ),
+            (&[b"GET /kv/", &[b'k'; 65], b" HTTP/1.1\r\n\r\n"], false, "400 Bad Request", "65 characters"),
+        ];
+        // As many at once as the server has sockets.
+        for cases in cases.chunks(4) {
+            let requests: Vec<(&[&[u8]], bool)> = cases.iter().map(|(parts, close, _, _)| (*parts, *close)).collect();
+            let (answers, served) = ask_all(&mut server, &mut now, &requests);
+            for ((_, _, status, why), answer) in cases.iter().zip(&answers) {
+                assert!(answer.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{answer}");
+                assert!(answer.contains(why), "{answer}");
+            }
+            assert!(served.iter().all(|s| s.request.starts_with("PUT /kv/") || s.request.starts_with("GET /kv/kkk")));
+        }
+        assert!(fake.0.borrow().requests.is_empty(), "nothing reached the store");
+    }
+
+    #[test]
+    fn a_full_or_gone_store_is_answered_for() {
+        let mut now = Instant::from_millis(0);
+        let (mut server, fake) = server_with_store(now);
+        fake.0.borrow_mut().full = true;
+        let put: &[&[u8]] = &[b"PUT /kv/colour HTTP/1.1\r\nContent-Length: 4\r\n\r\nblue"];
+        let (answers, _) = ask_all(&mut server, &mut now, &[(put, false)]);
+        assert!(answers[0].starts_with("HTTP/1.1 507 Insufficient Storage\r\n"), "{}", answers[0]);
+        let mut state = fake.0.borrow_mut();
+        state.full = false;
+        state.gone_calls = 1;
+        drop(state);
+        let (answers, _) = ask_all(&mut server, &mut now, &[(put, false)]);
+        assert!(answers[0].ends_with("stored\n"), "connected again: {}", answers[0]);
+        let mut state = fake.0.borrow_mut();
+        state.gone_calls = 1;
+        state.reconnect_fails = true;
+        drop(state);
+        let get: &[&[u8]] = &[b"GET /kv/colour HTTP/1.1\r\n\r\n"];
+        let (answers, _) = ask_all(&mut server, &mut now, &[(get, false)]);
+        assert!(answers[0].starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{}", answers[0]);
+        assert_eq!(fake.0.borrow().reconnects, 2);
     }
 
     #[test]

@@ -38,6 +38,14 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
     ::x86_64::instructions::interrupts::without_interrupts(f)
 }
 
+/// The current stack pointer.
+pub fn stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads a register into a local; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
 /// Disables interrupts on this CPU.
 pub fn disable_interrupts() {
     ::x86_64::instructions::interrupts::disable();
