@@ -164,7 +164,8 @@ pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
 }
 
 /// `cmd` booting the system in `bundle`, with the machine devices it asks for; its disk images
-/// are `disk0.img`, `disk1.img`, ... (by device index) in `disks`, created when missing.
+/// are `disk0.img`, `disk1.img`, ... (by device index) in `disks`, created when missing, and its
+/// consoles write `console0.log`, ... there.
 pub fn with_system(cmd: QemuCommand, bundle: &Path, disks: &Path) -> Result<QemuCommand, String> {
     with_system_devices(cmd, bundle, disks, |_| {})
 }
@@ -181,6 +182,9 @@ pub fn with_system_devices(
     for (i, d) in machine.iter_mut().enumerate() {
         if d.disk.is_some() {
             d.disk = Some(disks.join(format!("disk{i}.img")).to_string_lossy().into_owned());
+        }
+        if d.output.is_some() {
+            d.output = Some(disks.join(format!("console{i}.log")).to_string_lossy().into_owned());
         }
         adjust(d);
     }
@@ -209,7 +213,19 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
     }
     let options = RunOptions { timeout: trial.timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;
-    check(&trial.scenario, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))
+    check(&trial.scenario, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))?;
+    for (file, text) in trial.scenario.files_contain {
+        let path = scratch.path().join(file);
+        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        if !content.contains(text) {
+            return Err(format!(
+                "the run succeeded, but {file} lacks \"{text}\"; it holds:\n{content}\n{}\n{}",
+                cmd.display(),
+                outcome.transcript()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether an outcome is what the scenario expects: the verdict first, then the output.

@@ -63,6 +63,9 @@ pub struct Scenario {
     pub cpu_features: &'static [&'static str],
     /// vCPUs (`-smp`); 1 is QEMU's default.
     pub cpus: u32,
+    /// Host files the run must have written, and text each must contain: (file in the trial's
+    /// scratch directory, e.g. `console0.log` for the first device's console output, text).
+    pub files_contain: &'static [(&'static str, &'static str)],
 }
 
 /// Every scenario.
@@ -76,6 +79,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "panic",
@@ -86,6 +90,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "page_fault",
@@ -96,6 +101,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "stack_overflow",
@@ -106,6 +112,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "heap",
@@ -116,6 +123,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "timer",
@@ -126,6 +134,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "paging",
@@ -136,6 +145,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "threads",
@@ -149,6 +159,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "preempt",
@@ -162,6 +173,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "sleep",
@@ -172,6 +184,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "invalid_cmdline",
@@ -182,6 +195,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "default_system",
@@ -196,6 +210,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "default", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "components",
@@ -227,6 +242,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "components", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "nostd_component",
@@ -244,6 +260,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "nostd", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "endless_loop_does_not_starve_others",
@@ -261,6 +278,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "starve", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "restart_always_with_backoff",
@@ -277,6 +295,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "always", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "switch",
@@ -287,6 +306,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "priority",
@@ -300,6 +320,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "avx_state_per_thread",
@@ -314,6 +335,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &["avx", "avx2"],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "avx_component",
@@ -328,6 +350,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "sieve-avx2", tamper: None }),
         cpu_features: &["avx", "avx2"],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "vectors",
@@ -338,6 +361,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "smp_brings_up_every_cpu",
@@ -353,6 +377,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 4,
+        files_contain: &[],
     },
     Scenario {
         name: "smp_spinners_use_every_cpu",
@@ -366,6 +391,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: None,
         cpu_features: &[],
         cpus: 2,
+        files_contain: &[],
     },
     Scenario {
         name: "busy_components_use_both_cpus",
@@ -381,6 +407,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "busy-pair", tamper: None }),
         cpu_features: &[],
         cpus: 2,
+        files_contain: &[],
     },
     Scenario {
         name: "ipc_on_two_cpus",
@@ -396,6 +423,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "ipc", tamper: None }),
         cpu_features: &[],
         cpus: 2,
+        files_contain: &[],
     },
     Scenario {
         name: "ipc_example_system",
@@ -414,6 +442,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "ipc", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "drivers_example_system",
@@ -435,6 +464,26 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "drivers", tamper: None }),
         cpu_features: &[],
         cpus: 2,
+        files_contain: &[],
+    },
+    Scenario {
+        name: "console_driver_writes_to_the_host",
+        cmdline: "",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "devices: virtio-console.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x57)",
+            "[console] virtio-console: virtio-console.0 ready",
+            "[writer] console: wrote 2 lines",
+            "mica: all components finished: 2 of 2 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "console", tamper: None }),
+        cpu_features: &[],
+        cpus: 1,
+        files_contain: &[
+            ("console0.log", "hello through virtio-console\n"),
+            ("console0.log", "bytes written through the virtio-console driver\n"),
+        ],
     },
     Scenario {
         name: "driver_crash_is_restarted_and_clients_reconnect",
@@ -455,6 +504,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "driver-crash", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "hw_bad_access_gets_error_values",
@@ -482,6 +532,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "hw-misbehave", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "ipc_server_crash_is_restarted_and_clients_reconnect",
@@ -502,6 +553,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "supervise", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "ipc_bad_input_gets_error_values",
@@ -533,6 +585,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "misbehave", tamper: None }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "corrupt_artifact",
@@ -546,6 +599,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::CorruptArtifact) }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "truncated_artifact",
@@ -559,6 +613,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::TruncateArtifact) }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "artifact_for_other_cpu",
@@ -572,6 +627,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherCpu) }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "artifact_from_other_wasmtime",
@@ -585,6 +641,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::OtherWasmtime) }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "fuel_without_instrumentation",
@@ -598,6 +655,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FuelWithoutInstrumentation) }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "false_instrumentation",
@@ -612,6 +670,7 @@ pub const SCENARIOS: &[Scenario] = &[
         bundle: Some(BundleUse { system: "tamper", tamper: Some(Tamper::FalseInstrumentation) }),
         cpu_features: &[],
         cpus: 1,
+        files_contain: &[],
     },
 ];
 

@@ -20,13 +20,15 @@
 //! # The machine's devices (optional), in the order the machine presents them; the kernel names
 //! # them kind.N (N counts devices of one kind): virtio-blk.0, virtio-rng.0, ...
 //! [[device]]
-//! kind = "virtio-blk"             # virtio-blk, virtio-rng or virtio-net
+//! kind = "virtio-blk"             # virtio-blk, virtio-rng, virtio-net or virtio-console
 //! disk = "disk.img"               # virtio-blk: raw image, relative to this file (default: one
 //!                                 #   under target/mica/disks/ per system and device); created
 //!                                 #   zeroed when missing
 //! size = "16MiB"                  # virtio-blk: the size of a new image (default 16MiB)
 //! read_only = false               # virtio-blk: whether the guest may only read it
 //! hostfwd = ["tcp:127.0.0.1:8080-:80"]  # virtio-net: QEMU user-networking port forwards
+//! output = "console.log"          # virtio-console: the file its output goes to, relative to this
+//!                                 #   file (default: one under target/mica/consoles/), new each boot
 //!
 //! # IPC connections (optional): `to` serves, `from` is a client; both call connect("kv").
 //! connect = [{ from = "client", to = "kv", name = "kv" }]
@@ -73,6 +75,7 @@ struct RawDevice {
     read_only: bool,
     #[serde(default)]
     hostfwd: Vec<String>,
+    output: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +169,8 @@ pub struct Device {
     pub read_only: bool,
     /// Port forwards of a network device.
     pub hostfwd: Vec<String>,
+    /// Where a console's output goes, if the manifest names a file (absolute).
+    pub output: Option<PathBuf>,
 }
 
 /// One checked IPC connection.
@@ -197,7 +202,7 @@ pub const DEFAULT_DMA_LIMIT: u64 = 1 << 20;
 /// Size of a new disk image when the manifest gives none.
 pub const DEFAULT_DISK_SIZE: u64 = 16 << 20;
 /// The device kinds a manifest may ask for.
-pub const DEVICE_KINDS: [&str; 3] = ["virtio-blk", "virtio-rng", "virtio-net"];
+pub const DEVICE_KINDS: [&str; 4] = ["virtio-blk", "virtio-rng", "virtio-net", "virtio-console"];
 
 /// Handle table capacity when the manifest gives none.
 pub const DEFAULT_HANDLES: u16 = 64;
@@ -426,6 +431,9 @@ fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<De
         if !block && (d.disk.is_some() || d.size.is_some() || d.read_only) {
             return Err(err("disk", "`disk`, `size` and `read_only` are for virtio-blk devices only".to_owned()));
         }
+        if d.kind != "virtio-console" && d.output.is_some() {
+            return Err(err("output", "`output` is for virtio-console devices only".to_owned()));
+        }
         if d.kind != "virtio-net" && !d.hostfwd.is_empty() {
             return Err(err("hostfwd", "port forwards are for virtio-net devices only".to_owned()));
         }
@@ -449,6 +457,7 @@ fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<De
             disk_size,
             read_only: d.read_only,
             hostfwd: d.hostfwd,
+            output: d.output.as_ref().map(|p| base.join(p)),
         });
     }
     Ok(devices)
@@ -703,7 +712,9 @@ mod tests {
         assert!(e.contains("component 'two': devices: \"virtio-rng.0\" is already granted to component 'drv'"), "{e}");
         let e = err("[[device]]\nkind = \"virtio-gpu\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
         assert!(
-            e.contains("device 1 (virtio-gpu): kind: unknown device kind (known: virtio-blk, virtio-rng, virtio-net)"),
+            e.contains(
+                "device 1 (virtio-gpu): kind: unknown device kind (known: virtio-blk, virtio-rng, virtio-net, virtio-console)"
+            ),
             "{e}"
         );
         let e =
@@ -718,6 +729,14 @@ mod tests {
             "[[device]]\nkind = \"virtio-net\"\nhostfwd = [\"8080:80\"]\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n",
         );
         assert!(e.contains("hostfwd: \"8080:80\": expected QEMU's form"), "{e}");
+        let e = err(
+            "[[device]]\nkind = \"virtio-rng\"\noutput = \"o.log\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n",
+        );
+        assert!(e.contains("device 1 (virtio-rng): output: `output` is for virtio-console devices only"), "{e}");
+        let m = check("[[device]]\nkind = \"virtio-console\"\noutput = \"o.log\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n")
+            .expect("valid");
+        assert!(m.devices[0].output.as_ref().is_some_and(|o| o.ends_with("o.log")), "{:?}", m.devices[0]);
+        assert_eq!(m.devices[0].name, "virtio-console.0");
         let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ndma_limit = \"lots\"\n");
         assert!(e.contains("component 'x': dma_limit:"), "{e}");
     }

@@ -117,6 +117,10 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             disk_size: d.disk_size,
             read_only: d.read_only,
             hostfwd: d.hostfwd.clone(),
+            output: (d.kind == "virtio-console").then(|| {
+                let output = d.output.clone().unwrap_or_else(|| default_console(&target, stem, &d.name));
+                output.to_string_lossy().into_owned()
+            }),
         })
         .collect();
     let system = SystemManifest { components: specs, connections, machine };
@@ -132,6 +136,11 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
 /// kept between runs (so what a system stores survives a reboot).
 pub fn default_disk(target: &Path, system: &str, device: &str) -> PathBuf {
     target.join("mica").join("disks").join(format!("{system}-{device}.img"))
+}
+
+/// Where a console's output goes when the manifest names no file: one per system and device.
+pub fn default_console(target: &Path, system: &str, device: &str) -> PathBuf {
+    target.join("mica").join("consoles").join(format!("{system}-{device}.log"))
 }
 
 #[cfg(test)]

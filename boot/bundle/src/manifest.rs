@@ -89,6 +89,8 @@ pub struct MachineDevice {
     pub read_only: bool,
     /// For a network device: QEMU user-networking port forwards (`tcp:127.0.0.1:8080-:80`).
     pub hostfwd: Vec<String>,
+    /// For a console: the host file its output goes to (absolute path), written afresh each boot.
+    pub output: Option<String>,
 }
 
 /// A named IPC connection between two components (client `from`, server `to`), by index into

@@ -41,6 +41,7 @@ fn manifest() -> SystemManifest {
             disk_size: 1 << 24,
             read_only: false,
             hostfwd: Vec::new(),
+            output: None,
         }],
     }
 }

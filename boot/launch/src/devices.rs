@@ -54,6 +54,16 @@ pub fn qemu_args(devices: &[MachineDevice]) -> Vec<OsString> {
                 args.push("-device".into());
                 args.push("virtio-rng-device".into());
             }
+            "virtio-console" => {
+                // A virtio-serial device whose port 0 is a console, written to a file.
+                let output = d.output.as_deref().unwrap_or("/dev/null");
+                args.push("-chardev".into());
+                args.push(format!("file,id=dev{i},path={}", output.replace(',', ",,")));
+                args.push("-device".into());
+                args.push(format!("virtio-serial-device,id=dev{i}-bus"));
+                args.push("-device".into());
+                args.push(format!("virtconsole,chardev=dev{i},bus=dev{i}-bus.0,nr=0"));
+            }
             other => {
                 // The manifest check lets no other kind through; a newer bundle may carry one.
                 args.push("-device".into());
@@ -64,10 +74,17 @@ pub fn qemu_args(devices: &[MachineDevice]) -> Vec<OsString> {
     args.into_iter().map(OsString::from).collect()
 }
 
-/// Creates the disk images of `devices` that do not exist yet, zeroed, of their size. Existing
-/// images are left as they are (what a system stored survives a reboot).
+/// Creates the disk images of `devices` that do not exist yet, zeroed, of their size (existing
+/// images are left as they are: what a system stored survives a reboot), and the directories of
+/// console output files.
 pub fn prepare_disks(devices: &[MachineDevice]) -> Result<(), LaunchError> {
     for d in devices {
+        if let Some(output) = &d.output {
+            let path = PathBuf::from(output);
+            if let Some(dir) = path.parent() {
+                fs::create_dir_all(dir).map_err(|source| LaunchError::Disk { path: path.clone(), source })?;
+            }
+        }
         let Some(disk) = &d.disk else { continue };
         let path = PathBuf::from(disk);
         if path.exists() {
@@ -88,7 +105,14 @@ mod tests {
     use super::*;
 
     fn device(kind: &str) -> MachineDevice {
-        MachineDevice { kind: kind.into(), disk: None, disk_size: 0, read_only: false, hostfwd: Vec::new() }
+        MachineDevice {
+            kind: kind.into(),
+            disk: None,
+            disk_size: 0,
+            read_only: false,
+            hostfwd: Vec::new(),
+            output: None,
+        }
     }
 
     #[test]
@@ -116,6 +140,24 @@ mod tests {
                 "user,id=dev2,hostfwd=tcp:127.0.0.1:8080-:80",
                 "-device",
                 "virtio-net-device,netdev=dev2",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_console_writes_to_its_file() {
+        let mut console = device("virtio-console");
+        console.output = Some("/o/console.log".into());
+        let args: Vec<String> = qemu_args(&[console]).into_iter().map(|a| a.into_string().unwrap()).collect();
+        assert_eq!(
+            args[2..],
+            [
+                "-chardev",
+                "file,id=dev0,path=/o/console.log",
+                "-device",
+                "virtio-serial-device,id=dev0-bus",
+                "-device",
+                "virtconsole,chardev=dev0,bus=dev0-bus.0,nr=0",
             ]
         );
     }

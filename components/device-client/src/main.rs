@@ -10,6 +10,9 @@
 //!   goes away mid-request (`peer-closed`), it reconnects and redoes the request. Prints
 //!   `block: ROUNDS rounds verified after K reconnect(s)`.
 //! - `block-bench`: the block workload of `cargo xtask bench io` (see `bench.rs`).
+//! - `console TEXT...`: on connection `console`: writes TEXT (the words joined by spaces) as one
+//!   line, then `console: N bytes written through the virtio-console driver` (N: the first line's
+//!   bytes), each answered once the device has taken it. Prints `console: wrote 2 lines`.
 //! - `hw-misbehave NAME`: claims granted device NAME itself and checks that each kind of bad
 //!   `mica:hw` call is refused with the right error code, then that the device still answers.
 //!   Prints `hw-misbehave: 12 refusals, device still answers`.
@@ -20,6 +23,7 @@
 
 mod bench;
 mod block;
+mod console;
 mod misbehave;
 
 use std::process::exit;
@@ -39,13 +43,14 @@ fn main() {
         Some("block") => rounds().and_then(block::verify),
         Some("block-reconnect") => rounds().and_then(block::reconnecting),
         Some("block-bench") => bench::run(),
+        Some("console") => console::run(&args[1..]),
         Some("hw-misbehave") => match args.get(1) {
             Some(name) => misbehave::run(name),
             None => Err("hw-misbehave needs the name of a granted device, e.g. virtio-rng.0".into()),
         },
         other => {
             eprintln!(
-                "unknown mode {other:?}: expected entropy, block ROUNDS, block-reconnect ROUNDS, block-bench or hw-misbehave NAME"
+                "unknown mode {other:?}: expected entropy, block ROUNDS, block-reconnect ROUNDS, block-bench, console TEXT... or hw-misbehave NAME"
             );
             exit(2);
         }

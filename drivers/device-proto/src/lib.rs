@@ -4,6 +4,7 @@
 //! with an encoded request and gets an encoded response as the reply.
 //!
 //! - [`block`] (connection `block`): sector reads and writes, capacity, flush.
+//! - [`console`] (connection `console`): bytes written to and read from a console port.
 //! - [`entropy`] (connection `entropy`): random bytes.
 //! - [`net`] (connection `net`): Ethernet frames sent and received through a network card.
 //!
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod block;
+pub mod console;
 pub mod entropy;
 pub mod net;
 mod wire;

@@ -150,6 +150,7 @@ pub fn run(root: &Path) -> Result<()> {
             disk_size: DISK_BYTES,
             read_only: false,
             hostfwd: Vec::new(),
+            output: None,
         }]
     };
 
@@ -247,6 +248,7 @@ fn net_device(port: u16) -> MachineDevice {
         disk_size: 0,
         read_only: false,
         hostfwd: vec![format!("tcp:127.0.0.1:{port}-:80")],
+        output: None,
     }
 }
 
