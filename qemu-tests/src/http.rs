@@ -7,15 +7,13 @@
 //! - [`run_kv`] (`http-kv`): httpd in front of `kvstore` on the block driver: a key `PUT` over
 //!   HTTP is there after a reboot on the same disk image.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mica_launch::{Accel, QemuCommand};
 
+use crate::live::LiveGuest;
 use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
 
 /// What httpd serves at `/`.
@@ -83,42 +81,10 @@ pub fn boot_and_ask(
             d.hostfwd = vec![format!("tcp:127.0.0.1:{port}-:80")];
         }
     })?;
-    let mut child = cmd
-        .command()
-        .map_err(|e| e.to_string())?
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start QEMU: {e}"))?;
-    let stdout = child.stdout.take().ok_or("QEMU's stdout was not captured")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut guest = LiveGuest::spawn(&cmd)?;
     let deadline = Instant::now() + TIMEOUT;
-    let mut console = String::new();
-    let wait_for = |needle: &str, console: &mut String| -> Result<(), String> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    console.push_str(&line);
-                    console.push('\n');
-                    if line.contains(needle) {
-                        return Ok(());
-                    }
-                }
-                Err(_) => return Err(format!("no `{needle}` on the console")),
-            }
-        }
-    };
     let result = (|| {
-        wait_for("httpd: listening on 10.0.2.15:80", &mut console)?;
+        guest.wait_for("httpd: listening on 10.0.2.15:80", deadline)?;
         for a in asks {
             let (status, body) = request(port, a)?;
             if status != a.status || a.answer.is_some_and(|want| want != body) {
@@ -128,23 +94,16 @@ pub fn boot_and_ask(
                 ));
             }
         }
-        wait_for("succeeded; powering off", &mut console)
+        guest.wait_for("succeeded; powering off", deadline)
     })();
-    let status = match result {
-        Ok(()) => child.wait().map_err(|e| e.to_string())?,
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            while let Ok(line) = rx.try_recv() {
-                console.push_str(&line);
-                console.push('\n');
-            }
-            return Err(format!("{e}\n{}\n{console}", cmd.display()));
-        }
-    };
+    if let Err(e) = result {
+        guest.kill();
+        return Err(format!("{e}\n{}\n{}", cmd.display(), guest.console));
+    }
+    let status = guest.wait()?;
     match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
         Some(mica_exit::ExitCode::Success) => Ok(()),
-        other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{console}")),
+        other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{}", guest.console)),
     }
 }
 

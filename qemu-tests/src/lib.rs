@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod live;
 pub mod power_cut;
 pub mod scenarios;
 

@@ -8,14 +8,12 @@
 //! guest had not yet handed to the host's disk image, which is what a power cut does to a
 //! virtual machine; the host's own page cache survives, as it does when a VM host stays up.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mica_launch::{Accel, OutputMode, QemuCommand, RunOptions};
 
+use crate::live::LiveGuest;
 use crate::{BundleUse, TIMEOUT, bundle_path, with_system};
 
 /// The system that writes keys until it is killed.
@@ -79,60 +77,31 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
 
     // Boot 1: write until the cut.
     let fill = command(qemu, kernel, FILL_SYSTEM, scratch.path())?;
-    let mut child = fill
-        .command()
-        .map_err(|e| e.to_string())?
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start QEMU: {e}"))?;
-    let stdout = child.stdout.take().ok_or("QEMU's stdout was not captured")?;
-    let (tx, rx) = mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut guest = LiveGuest::spawn(&fill)?;
     let deadline = Instant::now() + TIMEOUT;
-    let mut transcript = String::new();
     let mut acks = 0;
     let mut highest: Option<u64> = None;
     while acks < cut_after {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(n) = acked(&line) {
-                    acks += 1;
-                    highest = highest.max(Some(n));
-                }
-                transcript.push_str(&line);
-                transcript.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "the fill system ended or stalled after {acks} acknowledged writes, before the cut at {cut_after} \
-                     (seed {seed}):\n{}\n{transcript}",
-                    fill.display()
-                ));
-            }
-        }
-    }
-    std::thread::sleep(delay);
-    child.kill().map_err(|e| format!("cannot kill QEMU: {e}"))?;
-    let _ = child.wait();
-    // Acknowledgements printed before the kill count too.
-    for line in rx.iter() {
+        let Some(line) = guest.next_line(deadline) else {
+            guest.kill();
+            return Err(format!(
+                "the fill system ended or stalled after {acks} acknowledged writes, before the cut at {cut_after} \
+                 (seed {seed}):\n{}\n{}",
+                fill.display(),
+                guest.console
+            ));
+        };
         if let Some(n) = acked(&line) {
             acks += 1;
             highest = highest.max(Some(n));
         }
     }
-    let _ = reader.join();
+    std::thread::sleep(delay);
+    // Acknowledgements printed before the kill count too.
+    for n in guest.kill().iter().filter_map(|line| acked(line)) {
+        acks += 1;
+        highest = highest.max(Some(n));
+    }
     let acked_keys = highest.map_or(0, |n| n + 1);
 
     // Boot 2: the store must open and hold every acknowledged key.

@@ -34,7 +34,7 @@ pub use manifest::{ComponentSpec, Connection, MachineDevice, ManifestError, Prio
 pub const MAGIC: [u8; 8] = *b"MICABNDL";
 /// The format version this crate reads and writes (2: the manifest records each artifact's
 /// CPU-limit instrumentation).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
 /// Size of one entry in the table.

@@ -77,12 +77,12 @@ fn named_errors() {
     let len = bytes.len();
     assert!(matches!(Bundle::parse(&bytes[..len - 1]), Err(BundleError::Truncated { what: "the bundle", .. })));
     bytes[9] = 2;
-    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x205));
+    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x206));
     let mut bytes = sample();
     bytes[8] = 1;
     assert_eq!(
         Bundle::parse(&bytes).expect_err("version 1").to_string(),
-        "boot bundle format version 1; this kernel reads version 5"
+        "boot bundle format version 1; this kernel reads version 6"
     );
     let mut bytes = sample();
     bytes[0] = b'X';

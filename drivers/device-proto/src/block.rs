@@ -14,7 +14,7 @@
 //! Integers are little-endian. Data is a whole number of sectors, at most
 //! [`MAX_DATA_BYTES`] per request, so that every message fits in one IPC message.
 
-use crate::wire::{Reader, put_bytes};
+use crate::wire::{Reader, error_message, put_bytes};
 use crate::{DecodeError, MAX_MESSAGE_BYTES};
 
 /// The manifest connection a block driver serves.
@@ -30,8 +30,8 @@ pub const MAX_DATA_BYTES: usize = 32 * 1024;
 /// The most sectors one read or write covers.
 pub const MAX_SECTORS_PER_REQUEST: u32 = MAX_DATA_BYTES as u32 / SECTOR_SIZE;
 
-/// The longest error message, in bytes; [`Response::encode`] cuts longer ones short.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// The longest error message, in bytes (longer ones are cut on a character boundary).
+pub use crate::wire::MAX_ERROR_MESSAGE_BYTES;
 
 // The largest messages (a write request, a data response) fit in one IPC message.
 const _: () = assert!(1 + 8 + 4 + MAX_DATA_BYTES <= MAX_MESSAGE_BYTES);
@@ -219,15 +219,7 @@ impl Response {
                 out
             }
             Response::Done => vec![TAG_DONE],
-            Response::Error { code, message } => {
-                let mut end = message.len().min(MAX_ERROR_MESSAGE_BYTES);
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let mut out = vec![TAG_ERROR, *code as u8];
-                put_bytes(&mut out, &message.as_bytes()[..end]);
-                out
-            }
+            Response::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
         }
     }
 
@@ -253,14 +245,7 @@ impl Response {
             TAG_DATA => Response::Data(r.bytes("data", MAX_DATA_BYTES)?.to_vec()),
             TAG_DONE => Response::Done,
             TAG_ERROR => {
-                let raw = r.u8("error code")?;
-                let code = BlockErrorCode::from_u8(raw).ok_or_else(|| DecodeError::Invalid {
-                    field: "error code",
-                    reason: format!("{raw} names no block error"),
-                })?;
-                let message = r.bytes("error message", MAX_ERROR_MESSAGE_BYTES)?;
-                let message = String::from_utf8(message.to_vec())
-                    .map_err(|e| DecodeError::Invalid { field: "error message", reason: format!("not UTF-8 ({e})") })?;
+                let (code, message) = r.error("block", BlockErrorCode::from_u8)?;
                 Response::Error { code, message }
             }
             tag => return Err(DecodeError::UnknownTag { kind: "block response", tag }),

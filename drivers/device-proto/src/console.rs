@@ -18,7 +18,7 @@
 //! Several clients may share the connection: each request is a call, answered by its reply.
 //! They share one stream of input, though: a byte goes to whichever read takes it first.
 
-use crate::wire::{Reader, put_bytes};
+use crate::wire::{Reader, error_message, put_bytes};
 use crate::{DecodeError, MAX_MESSAGE_BYTES};
 
 /// The manifest connection a console driver serves.
@@ -27,8 +27,8 @@ pub const CONNECTION: &str = "console";
 /// The most bytes one write carries or one read returns: 32 KiB.
 pub const MAX_BYTES: usize = 32 * 1024;
 
-/// The longest error message, in bytes; [`Response::encode`] cuts longer ones short.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// The longest error message, in bytes (longer ones are cut on a character boundary).
+pub use crate::wire::MAX_ERROR_MESSAGE_BYTES;
 
 // The largest messages (a write request, a data response) fit in one IPC message.
 const _: () = assert!(1 + 4 + MAX_BYTES <= MAX_MESSAGE_BYTES);
@@ -154,15 +154,7 @@ impl Response {
                 put_bytes(&mut out, data);
                 out
             }
-            Response::Error { code, message } => {
-                let mut end = message.len().min(MAX_ERROR_MESSAGE_BYTES);
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let mut out = vec![TAG_ERROR, *code as u8];
-                put_bytes(&mut out, &message.as_bytes()[..end]);
-                out
-            }
+            Response::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
         }
     }
 
@@ -173,14 +165,7 @@ impl Response {
             TAG_DONE => Response::Done,
             TAG_DATA => Response::Data(r.bytes("read data", MAX_BYTES)?.to_vec()),
             TAG_ERROR => {
-                let raw = r.u8("error code")?;
-                let code = ConsoleErrorCode::from_u8(raw).ok_or_else(|| DecodeError::Invalid {
-                    field: "error code",
-                    reason: format!("{raw} names no console error"),
-                })?;
-                let message = r.bytes("error message", MAX_ERROR_MESSAGE_BYTES)?;
-                let message = String::from_utf8(message.to_vec())
-                    .map_err(|e| DecodeError::Invalid { field: "error message", reason: format!("not UTF-8 ({e})") })?;
+                let (code, message) = r.error("console", ConsoleErrorCode::from_u8)?;
                 Response::Error { code, message }
             }
             tag => return Err(DecodeError::UnknownTag { kind: "console response", tag }),

@@ -19,7 +19,7 @@
 //! exchange. A client gathers the frames of one message with a [`Batch`], which refuses a frame
 //! that would make the message larger than [`MAX_MESSAGE_BYTES`].
 
-use crate::wire::{Reader, put_bytes};
+use crate::wire::{Reader, error_message, put_bytes};
 use crate::{DecodeError, MAX_MESSAGE_BYTES};
 
 /// The manifest connection a network driver serves.
@@ -34,8 +34,8 @@ pub const MIN_FRAME_BYTES: usize = 14;
 /// The largest IP packet a frame carries.
 pub const MTU: u16 = 1500;
 
-/// The longest error message, in bytes; [`Response::encode`] cuts longer ones short.
-pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+/// The longest error message, in bytes (longer ones are cut on a character boundary).
+pub use crate::wire::MAX_ERROR_MESSAGE_BYTES;
 
 /// Bytes of an exchange request before its frames: tag, wait, count.
 const EXCHANGE_HEADER_BYTES: usize = 1 + 8 + 4;
@@ -273,15 +273,7 @@ impl Response {
                 out
             }
             Response::Frames(frames) => encode_frames(TAG_FRAMES, &[], frames),
-            Response::Error { code, message } => {
-                let mut end = message.len().min(MAX_ERROR_MESSAGE_BYTES);
-                while !message.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let mut out = vec![TAG_ERROR, *code as u8];
-                put_bytes(&mut out, &message.as_bytes()[..end]);
-                out
-            }
+            Response::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
         }
     }
 
@@ -298,14 +290,7 @@ impl Response {
             }
             TAG_FRAMES => Response::Frames(frames(&mut r)?),
             TAG_ERROR => {
-                let raw = r.u8("error code")?;
-                let code = NetErrorCode::from_u8(raw).ok_or_else(|| DecodeError::Invalid {
-                    field: "error code",
-                    reason: format!("{raw} names no net error"),
-                })?;
-                let message = r.bytes("error message", MAX_ERROR_MESSAGE_BYTES)?;
-                let message = String::from_utf8(message.to_vec())
-                    .map_err(|e| DecodeError::Invalid { field: "error message", reason: format!("not UTF-8 ({e})") })?;
+                let (code, message) = r.error("net", NetErrorCode::from_u8)?;
                 Response::Error { code, message }
             }
             tag => return Err(DecodeError::UnknownTag { kind: "net response", tag }),

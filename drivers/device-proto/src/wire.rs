@@ -103,6 +103,24 @@ impl<'a> Reader<'a> {
         self.take(field, len as usize)
     }
 
+    /// An error response's body: its code (through `from_u8`, naming `protocol` when it names no
+    /// error of it) and its UTF-8 message of at most [`MAX_ERROR_MESSAGE_BYTES`].
+    pub(crate) fn error<C>(
+        &mut self,
+        protocol: &'static str,
+        from_u8: fn(u8) -> Option<C>,
+    ) -> Result<(C, String), DecodeError> {
+        let raw = self.u8("error code")?;
+        let code = from_u8(raw).ok_or_else(|| DecodeError::Invalid {
+            field: "error code",
+            reason: format!("{raw} names no {protocol} error"),
+        })?;
+        let message = self.bytes("error message", MAX_ERROR_MESSAGE_BYTES)?;
+        let message = String::from_utf8(message.to_vec())
+            .map_err(|e| DecodeError::Invalid { field: "error message", reason: format!("not UTF-8 ({e})") })?;
+        Ok((code, message))
+    }
+
     /// Fails unless every byte was read.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         match self.bytes.len() {
@@ -110,6 +128,21 @@ impl<'a> Reader<'a> {
             count => Err(DecodeError::TrailingBytes { count }),
         }
     }
+}
+
+/// The longest error message any protocol carries, in bytes.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 1024;
+
+/// An error response: `tag`, the code byte, and `message` cut to [`MAX_ERROR_MESSAGE_BYTES`] on
+/// a character boundary.
+pub(crate) fn error_message(tag: u8, code: u8, message: &str) -> Vec<u8> {
+    let mut end = message.len().min(MAX_ERROR_MESSAGE_BYTES);
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = vec![tag, code];
+    put_bytes(&mut out, &message.as_bytes()[..end]);
+    out
 }
 
 /// Appends `bytes` with their u32 length in front.
