@@ -18,8 +18,9 @@ use std::process::exit;
 use std::time::Duration;
 
 use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
-use mica::ipc::{Channel, ErrorCode};
+
 use mica_device::block::{self, BlockErrorCode, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
+use mica_virtio::service::{self, Answer};
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
 /// Feature: the disk is read-only.
@@ -216,34 +217,13 @@ fn main() {
     if disk.read_only {
         println!("virtio-blk: {name} is read-only");
     }
-    let service = match Channel::connect(block::CONNECTION) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("virtio-blk: cannot connect {:?}: {e}", block::CONNECTION);
-            exit(1);
-        }
-    };
-    let mut served = 0u64;
-    loop {
-        let received = match service.recv() {
-            Ok(r) => r,
-            Err(e) if e.code == ErrorCode::PeerClosed => {
-                println!("virtio-blk: all clients gone after {served} requests");
-                return;
-            }
-            Err(e) => {
-                eprintln!("virtio-blk: receive failed: {e}");
-                exit(1);
-            }
-        };
-        let Some(call) = received.call else { continue };
-        served += 1;
-        let crash = crash_after == Some(served);
+    let served = service::serve("virtio-blk", block::CONNECTION, |number, request| {
+        let crash = crash_after == Some(number);
         if crash {
-            println!("virtio-blk: request {served}: crashing on purpose (CRASH_AFTER={served}) before answering");
+            println!("virtio-blk: request {number}: crashing on purpose (CRASH_AFTER={number}) before answering");
         }
         disk.crash_after_submit = crash;
-        let (response, fatal) = match Request::decode(&received.message.bytes) {
+        let (response, fatal) = match Request::decode(request) {
             Ok(request) => match disk.serve(&request) {
                 Ok(response) => (response, false),
                 Err(Failure { response, fatal }) => (response, fatal),
@@ -256,14 +236,9 @@ fn main() {
             panic!("virtio-blk: crashing on purpose (CRASH_AFTER) before answering");
         }
         if let (true, Response::Error { message, .. }) = (fatal, &response) {
-            eprintln!("virtio-blk: request {served}: {message}");
+            eprintln!("virtio-blk: request {number}: {message}");
         }
-        if let Err(e) = service.reply(call, &response.encode()) {
-            println!("virtio-blk: reply to call {call} not delivered: {e}");
-        }
-        if fatal {
-            eprintln!("virtio-blk: ending, so that the device is reset");
-            exit(1);
-        }
-    }
+        Answer { reply: response.encode(), fatal }
+    });
+    println!("virtio-blk: all clients gone after {served} requests");
 }

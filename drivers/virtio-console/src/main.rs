@@ -26,8 +26,9 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use mica::hw::{DmaBuffer, ErrorCode as HwErrorCode, HwError, IrqLine, Window};
-use mica::ipc::{Channel, ErrorCode};
+
 use mica_device::console::{self, ConsoleErrorCode, MAX_BYTES, Request, Response};
+use mica_virtio::service::{self, Answer};
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id, status};
 
 /// Port 0's receive queue.
@@ -245,50 +246,23 @@ fn main() {
         }
     };
     println!("virtio-console: {name} ready");
-    let service = match Channel::connect(console::CONNECTION) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("virtio-console: cannot connect {:?}: {e}", console::CONNECTION);
-            exit(1);
-        }
-    };
-    let mut served = 0u64;
-    loop {
-        let received = match service.recv() {
-            Ok(r) => r,
-            Err(e) if e.code == ErrorCode::PeerClosed => {
-                let c = &console.counters;
-                println!(
-                    "virtio-console: all clients gone after {served} requests ({} bytes written, {} read)",
-                    c.written, c.read
-                );
-                return;
-            }
-            Err(e) => {
-                eprintln!("virtio-console: receive failed: {e}");
-                exit(1);
-            }
-        };
-        let Some(call) = received.call else { continue };
-        served += 1;
-        let (response, fatal) = match Request::decode(&received.message.bytes) {
+    let served =
+        service::serve("virtio-console", console::CONNECTION, |number, request| match Request::decode(request) {
             Ok(request) => match console.serve(&request) {
-                Ok(response) => (response, false),
+                Ok(response) => Answer::ok(response.encode()),
                 Err(e) => {
-                    eprintln!("virtio-console: request {served}: the device failed: {e}");
-                    (Response::error(ConsoleErrorCode::DeviceError, format!("the device failed: {e}")), true)
+                    eprintln!("virtio-console: request {number}: the device failed: {e}");
+                    Answer::fatal(
+                        Response::error(ConsoleErrorCode::DeviceError, format!("the device failed: {e}")).encode(),
+                    )
                 }
             },
-            Err(e) => (Response::error(ConsoleErrorCode::BadRequest, format!("malformed request: {e}")), false),
-        };
-        if let Err(e) = service.reply(call, &response.encode()) {
-            println!("virtio-console: reply to call {call} not delivered: {e}");
-        }
-        if fatal {
-            eprintln!("virtio-console: ending, so that the device is reset");
-            exit(1);
-        }
-    }
+            Err(e) => {
+                Answer::ok(Response::error(ConsoleErrorCode::BadRequest, format!("malformed request: {e}")).encode())
+            }
+        });
+    let c = &console.counters;
+    println!("virtio-console: all clients gone after {served} requests ({} bytes written, {} read)", c.written, c.read);
 }
 
 #[cfg(test)]

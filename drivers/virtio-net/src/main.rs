@@ -25,10 +25,11 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use mica::hw::{DmaBuffer, ErrorCode as HwErrorCode, HwError, IrqLine, Window};
-use mica::ipc::{Channel, ErrorCode};
+
 use mica_device::net::{
     self, Batch, MAX_FRAME_BYTES, MIN_FRAME_BYTES, MTU, NetErrorCode, PushError, Request, Response,
 };
+use mica_virtio::service::{self, Answer};
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id, status};
 
 /// Feature: the device has a MAC address in its configuration space (offsets 0 to 5).
@@ -339,50 +340,21 @@ fn main() {
         println!("virtio-net: {name} has no MAC address (no VIRTIO_NET_F_MAC): using a locally administered one");
     }
     println!("virtio-net: {name} ready: mac {}", format_mac(&nic.mac));
-    let service = match Channel::connect(net::CONNECTION) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("virtio-net: cannot connect {:?}: {e}", net::CONNECTION);
-            exit(1);
-        }
-    };
-    let mut served = 0u64;
-    loop {
-        let received = match service.recv() {
-            Ok(r) => r,
-            Err(e) if e.code == ErrorCode::PeerClosed => {
-                let c = &nic.counters;
-                println!(
-                    "virtio-net: all clients gone after {served} requests ({} frames sent, {} received, {} dropped)",
-                    c.sent, c.received, c.dropped
-                );
-                return;
-            }
+    let served = service::serve("virtio-net", net::CONNECTION, |number, request| match Request::decode(request) {
+        Ok(request) => match nic.serve(&request) {
+            Ok(response) => Answer::ok(response.encode()),
             Err(e) => {
-                eprintln!("virtio-net: receive failed: {e}");
-                exit(1);
+                eprintln!("virtio-net: request {number}: the device failed: {e}");
+                Answer::fatal(Response::error(NetErrorCode::DeviceError, format!("the device failed: {e}")).encode())
             }
-        };
-        let Some(call) = received.call else { continue };
-        served += 1;
-        let (response, fatal) = match Request::decode(&received.message.bytes) {
-            Ok(request) => match nic.serve(&request) {
-                Ok(response) => (response, false),
-                Err(e) => {
-                    eprintln!("virtio-net: request {served}: the device failed: {e}");
-                    (Response::error(NetErrorCode::DeviceError, format!("the device failed: {e}")), true)
-                }
-            },
-            Err(e) => (Response::error(NetErrorCode::BadRequest, format!("malformed request: {e}")), false),
-        };
-        if let Err(e) = service.reply(call, &response.encode()) {
-            println!("virtio-net: reply to call {call} not delivered: {e}");
-        }
-        if fatal {
-            eprintln!("virtio-net: ending, so that the device is reset");
-            exit(1);
-        }
-    }
+        },
+        Err(e) => Answer::ok(Response::error(NetErrorCode::BadRequest, format!("malformed request: {e}")).encode()),
+    });
+    let c = &nic.counters;
+    println!(
+        "virtio-net: all clients gone after {served} requests ({} frames sent, {} received, {} dropped)",
+        c.sent, c.received, c.dropped
+    );
 }
 
 #[cfg(test)]

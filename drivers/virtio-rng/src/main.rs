@@ -13,8 +13,9 @@ use std::process::exit;
 use std::time::Duration;
 
 use mica::hw::{DmaBuffer, IrqLine, Window};
-use mica::ipc::{Channel, ErrorCode};
+
 use mica_device::entropy;
+use mica_virtio::service::{self, Answer};
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
 /// Descriptors in the request queue (one request is in flight at a time).
@@ -86,48 +87,23 @@ fn main() {
         }
     };
     println!("virtio-rng: {name} ready (queue size {})", rng.queue.size());
-    let service = match Channel::connect(entropy::CONNECTION) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("virtio-rng: cannot connect {:?}: {e}", entropy::CONNECTION);
-            exit(1);
-        }
-    };
-    let (mut served, mut bytes) = (0u64, 0u64);
-    loop {
-        let received = match service.recv() {
-            Ok(r) => r,
-            Err(e) if e.code == ErrorCode::PeerClosed => {
-                println!("virtio-rng: all clients gone after {served} requests ({bytes} bytes)");
-                return;
-            }
-            Err(e) => {
-                eprintln!("virtio-rng: receive failed: {e}");
-                exit(1);
-            }
-        };
-        let Some(call) = received.call else { continue };
-        served += 1;
-        let (reply, device_failed) = match entropy::decode_request(&received.message.bytes) {
+    let mut bytes = 0u64;
+    let served = service::serve("virtio-rng", entropy::CONNECTION, |number, request| {
+        let answer = match entropy::decode_request(request) {
             Ok(len) => match rng.fill(len) {
-                Ok(random) => (random, false),
+                Ok(random) => Answer::ok(random),
                 Err(e) => {
-                    eprintln!("virtio-rng: request {served}: the device failed: {e}");
-                    (Vec::new(), true)
+                    eprintln!("virtio-rng: request {number}: the device failed: {e}");
+                    Answer::fatal(Vec::new())
                 }
             },
             Err(e) => {
-                eprintln!("virtio-rng: request {served} refused: {e}");
-                (Vec::new(), false)
+                eprintln!("virtio-rng: request {number} refused: {e}");
+                Answer::ok(Vec::new())
             }
         };
-        bytes += reply.len() as u64;
-        if let Err(e) = service.reply(call, &reply) {
-            println!("virtio-rng: reply to call {call} not delivered: {e}");
-        }
-        if device_failed {
-            eprintln!("virtio-rng: ending, so that the device is reset");
-            exit(1);
-        }
-    }
+        bytes += answer.reply.len() as u64;
+        answer
+    });
+    println!("virtio-rng: all clients gone after {served} requests ({bytes} bytes)");
 }

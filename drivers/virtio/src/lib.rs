@@ -34,6 +34,7 @@ mod access;
 mod error;
 mod hw;
 mod queue;
+pub mod service;
 mod transport;
 
 #[cfg(test)]
