@@ -25,11 +25,11 @@ use std::collections::VecDeque;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use mica::hw::{DmaBuffer, ErrorCode as HwErrorCode, HwError, IrqLine, Window};
+use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
 
 use mica_device::console::{self, ConsoleErrorCode, MAX_BYTES, Request, Response};
 use mica_virtio::service::{self, Answer};
-use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id, status};
+use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
 /// Port 0's receive queue.
 const RX_QUEUE: u16 = 0;
@@ -48,9 +48,6 @@ const MAX_PENDING_BYTES: usize = 64 * 1024;
 
 /// How long the device may take to take the bytes of a write.
 const TX_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// InterruptStatus bit: the device's configuration changed.
-const INTERRUPT_CONFIG: u32 = 2;
 
 const _: () = assert!(RX_BUFFERS <= QUEUE_SIZE as u32);
 const _: () = assert!(MAX_PENDING_BYTES >= RX_BUFFER_BYTES as usize);
@@ -161,17 +158,7 @@ impl Console {
     /// (InterruptStatus to InterruptACK, then the line). Returns at once if an interrupt came
     /// since the last acknowledgement; the caller looks at the rings again either way.
     fn wait_interrupt(&self, timeout: Duration) -> Result<(), Error> {
-        match self.irq.wait(Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.code == HwErrorCode::TimedOut => return Ok(()),
-            Err(e) => return Err(hw("waiting for the interrupt")(e)),
-        }
-        let cause = self.transport.acknowledge_interrupt()?;
-        self.irq.ack().map_err(hw("acknowledging the interrupt"))?;
-        if cause & INTERRUPT_CONFIG != 0 && self.transport.status()? & status::DEVICE_NEEDS_RESET != 0 {
-            return Err(Error::NeedsReset);
-        }
-        Ok(())
+        self.transport.wait_interrupt(&self.irq, Some(timeout)).map(|_| ())
     }
 
     /// Hands `data` (at most [`MAX_BYTES`], checked by the protocol) to the device and waits

@@ -24,13 +24,13 @@ use std::fmt::Write as _;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use mica::hw::{DmaBuffer, ErrorCode as HwErrorCode, HwError, IrqLine, Window};
+use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
 
 use mica_device::net::{
     self, Batch, MAX_FRAME_BYTES, MIN_FRAME_BYTES, MTU, NetErrorCode, PushError, Request, Response,
 };
 use mica_virtio::service::{self, Answer};
-use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id, status};
+use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
 /// Feature: the device has a MAC address in its configuration space (offsets 0 to 5).
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
@@ -59,9 +59,6 @@ const MAX_PENDING: usize = 256;
 
 /// How long the device may take to hand back a transmit buffer when all are in flight.
 const TX_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// InterruptStatus bit: the device's configuration changed.
-const INTERRUPT_CONFIG: u32 = 2;
 
 const _: () = assert!(BUFFER_BYTES <= SLOT_STRIDE);
 
@@ -238,17 +235,7 @@ impl Nic {
     /// (InterruptStatus to InterruptACK, then the line). Returns at once if an interrupt came
     /// since the last acknowledgement; the caller looks at the rings again either way.
     fn wait_interrupt(&self, timeout: Duration) -> Result<(), Error> {
-        match self.irq.wait(Some(timeout)) {
-            Ok(()) => {}
-            Err(e) if e.code == HwErrorCode::TimedOut => return Ok(()),
-            Err(e) => return Err(hw("waiting for the interrupt")(e)),
-        }
-        let cause = self.transport.acknowledge_interrupt()?;
-        self.irq.ack().map_err(hw("acknowledging the interrupt"))?;
-        if cause & INTERRUPT_CONFIG != 0 && self.transport.status()? & status::DEVICE_NEEDS_RESET != 0 {
-            return Err(Error::NeedsReset);
-        }
-        Ok(())
+        self.transport.wait_interrupt(&self.irq, Some(timeout)).map(|_| ())
     }
 
     /// Hands one frame (checked by the protocol: 14 to 1514 bytes) to the device, waiting for a

@@ -16,11 +16,9 @@
 
 use std::time::Duration;
 
-use mica::hw::ErrorCode;
-
 use crate::access::{Irq, Memory, Regs};
 use crate::error::Error;
-use crate::transport::{Transport, status};
+use crate::transport::Transport;
 
 /// Descriptor flag: the chain goes on at `next`.
 const DESC_F_NEXT: u16 = 1;
@@ -32,8 +30,6 @@ const DESC_SIZE: u32 = 16;
 const USED_ELEM_SIZE: u32 = 8;
 /// The largest split virtqueue.
 const MAX_SIZE: u16 = 32768;
-/// InterruptStatus bit: the device's configuration changed (it may need a reset).
-const INTERRUPT_CONFIG: u32 = 2;
 
 /// One buffer of a descriptor chain: where the device finds it and which way data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,18 +250,9 @@ impl<M: Memory> Virtqueue<M> {
             if let Some(used) = self.pop_used()? {
                 return Ok(used);
             }
-            match irq.wait(timeout) {
-                Ok(()) => {}
-                Err(e) if e.code == ErrorCode::TimedOut => {
-                    // One last look: the chain may be back without an interrupt having come.
-                    return self.pop_used()?.ok_or(Error::Timeout(timeout.unwrap_or_default()));
-                }
-                Err(e) => return Err(Error::hw("waiting for the interrupt")(e)),
-            }
-            let cause = transport.acknowledge_interrupt()?;
-            irq.ack().map_err(Error::hw("acknowledging the interrupt"))?;
-            if cause & INTERRUPT_CONFIG != 0 && transport.status()? & status::DEVICE_NEEDS_RESET != 0 {
-                return Err(Error::NeedsReset);
+            if !transport.wait_interrupt(irq, timeout)? {
+                // One last look: the chain may be back without an interrupt having come.
+                return self.pop_used()?.ok_or(Error::Timeout(timeout.unwrap_or_default()));
             }
         }
     }
@@ -288,7 +275,7 @@ impl<M: Memory> Virtqueue<M> {
 mod tests {
     use std::cell::Cell;
 
-    use mica::hw::HwError;
+    use mica::hw::{ErrorCode, HwError};
 
     use super::*;
     use crate::fake::{FakeDevice, FakeIrq, FakeRegs, TestMemory};

@@ -1,11 +1,16 @@
 //! The virtio-mmio transport, version 2 ("modern", virtio 1.2 section 4.2.2): probing, the
 //! initialization sequence, queue setup, notification and interrupt acknowledgement.
 
-use mica::hw::HwError;
+use std::time::Duration;
 
-use crate::access::{Memory, Regs};
+use mica::hw::{ErrorCode, HwError};
+
+use crate::access::{Irq, Memory, Regs};
 use crate::error::{Error, InitStep};
 use crate::queue::Virtqueue;
+
+/// InterruptStatus bit: the device's configuration changed (it may need a reset).
+const INTERRUPT_CONFIG: u32 = 2;
 
 /// Register offsets in the virtio-mmio window (virtio 1.2, section 4.2.2).
 pub mod regs {
@@ -230,6 +235,24 @@ impl<R: Regs> Transport<R> {
             self.regs.write32(regs::INTERRUPT_ACK, bits).map_err(Error::hw("writing InterruptACK"))?;
         }
         Ok(bits)
+    }
+
+    /// Sleeps until the device interrupts, at most `timeout` (`None`: as long as it takes), then
+    /// acknowledges the interrupt: InterruptStatus to InterruptACK, then the line. Returns at once
+    /// if an interrupt came since the last acknowledgement, and `false` when the timeout passed.
+    /// A device that says it needs a reset is an error. Callers look at their rings either way.
+    pub fn wait_interrupt<I: Irq>(&self, irq: &I, timeout: Option<Duration>) -> Result<bool, Error> {
+        match irq.wait(timeout) {
+            Ok(()) => {}
+            Err(e) if e.code == ErrorCode::TimedOut => return Ok(false),
+            Err(e) => return Err(Error::hw("waiting for the interrupt")(e)),
+        }
+        let cause = self.acknowledge_interrupt()?;
+        irq.ack().map_err(Error::hw("acknowledging the interrupt"))?;
+        if cause & INTERRUPT_CONFIG != 0 && self.status()? & status::DEVICE_NEEDS_RESET != 0 {
+            return Err(Error::NeedsReset);
+        }
+        Ok(true)
     }
 
     /// The device status register.

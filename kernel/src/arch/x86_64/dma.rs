@@ -74,19 +74,10 @@ impl Region {
         if !matches!(width, 1 | 2 | 4 | 8) || offset % u32::from(width) != 0 || !self.inside(offset, width.into()) {
             return None;
         }
-        let addr = self.phys + u64::from(offset);
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        // SAFETY: aligned, inside the owned region (checked); volatile because the device may
-        // change it at any time.
-        let value = unsafe {
-            match width {
-                1 => u64::from(core::ptr::read_volatile(addr as *const u8)),
-                2 => u64::from(core::ptr::read_volatile(addr as *const u16)),
-                4 => u64::from(core::ptr::read_volatile(addr as *const u32)),
-                _ => core::ptr::read_volatile(addr as *const u64),
-            }
-        };
-        Some(value)
+        // SAFETY: aligned, inside the owned region (checked), identity-mapped RAM; volatile
+        // because the device may change it at any time.
+        Some(unsafe { super::mmio::read_width(self.phys + u64::from(offset), width) })
     }
 
     /// One aligned write of `width` bytes, after every earlier write; `false` if it does not fit.
@@ -94,17 +85,9 @@ impl Region {
         if !matches!(width, 1 | 2 | 4 | 8) || offset % u32::from(width) != 0 || !self.inside(offset, width.into()) {
             return false;
         }
-        let addr = self.phys + u64::from(offset);
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        // SAFETY: as in `load`; truncating `value` to the width is intended.
-        unsafe {
-            match width {
-                1 => core::ptr::write_volatile(addr as *mut u8, value as u8),
-                2 => core::ptr::write_volatile(addr as *mut u16, value as u16),
-                4 => core::ptr::write_volatile(addr as *mut u32, value as u32),
-                _ => core::ptr::write_volatile(addr as *mut u64, value),
-            }
-        }
+        // SAFETY: as in `load`.
+        unsafe { super::mmio::write_width(self.phys + u64::from(offset), width, value) };
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
         true
     }

@@ -21,6 +21,39 @@ fn fits(size: u32, offset: u32, width: u8) -> bool {
         && offset.checked_add(u32::from(width)).is_some_and(|end| end <= size)
 }
 
+/// One volatile read of `width` bytes (1, 2, 4; anything else reads 8) at `addr`.
+///
+/// # Safety
+/// `addr` must be mapped, aligned to `width` and readable as `width` bytes without side effects
+/// on memory the caller does not own (its own device's registers, or memory it owns).
+pub(super) unsafe fn read_width(addr: u64, width: u8) -> u64 {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        match width {
+            1 => u64::from(core::ptr::read_volatile(addr as *const u8)),
+            2 => u64::from(core::ptr::read_volatile(addr as *const u16)),
+            4 => u64::from(core::ptr::read_volatile(addr as *const u32)),
+            _ => core::ptr::read_volatile(addr as *const u64),
+        }
+    }
+}
+
+/// One volatile write of the low `width` bytes of `value` (1, 2, 4; anything else writes 8).
+///
+/// # Safety
+/// As for [`read_width`], for writing.
+pub(super) unsafe fn write_width(addr: u64, width: u8, value: u64) {
+    // SAFETY: forwarded to the caller; truncating `value` to the width is intended.
+    unsafe {
+        match width {
+            1 => core::ptr::write_volatile(addr as *mut u8, value as u8),
+            2 => core::ptr::write_volatile(addr as *mut u16, value as u16),
+            4 => core::ptr::write_volatile(addr as *mut u32, value as u32),
+            _ => core::ptr::write_volatile(addr as *mut u64, value),
+        }
+    }
+}
+
 impl Window {
     /// Maps `size` bytes of device registers at physical `base` (identity, uncached, never
     /// executable). Pages already mapped (a window sharing a page with another) are kept.
@@ -52,19 +85,10 @@ impl Window {
         if !fits(self.size, offset, width) {
             return None;
         }
-        let addr = self.base + u64::from(offset);
         // SAFETY: `map` mapped the whole window uncached; the access is aligned, of a size the
         // bus supports, and inside the window (checked above), so it touches only this device's
         // registers.
-        let value = unsafe {
-            match width {
-                1 => u64::from(core::ptr::read_volatile(addr as *const u8)),
-                2 => u64::from(core::ptr::read_volatile(addr as *const u16)),
-                4 => u64::from(core::ptr::read_volatile(addr as *const u32)),
-                _ => core::ptr::read_volatile(addr as *const u64),
-            }
-        };
-        Some(value)
+        Some(unsafe { read_width(self.base + u64::from(offset), width) })
     }
 
     /// Writes the low `width` bytes of `value` at `offset`, after every earlier memory write
@@ -75,16 +99,8 @@ impl Window {
             return false;
         }
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
-        let addr = self.base + u64::from(offset);
-        // SAFETY: as in `read`; truncating `value` to the width is intended.
-        unsafe {
-            match width {
-                1 => core::ptr::write_volatile(addr as *mut u8, value as u8),
-                2 => core::ptr::write_volatile(addr as *mut u16, value as u16),
-                4 => core::ptr::write_volatile(addr as *mut u32, value as u32),
-                _ => core::ptr::write_volatile(addr as *mut u64, value),
-            }
-        }
+        // SAFETY: as in `read`.
+        unsafe { write_width(self.base + u64::from(offset), width, value) };
         true
     }
 }
