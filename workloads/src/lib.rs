@@ -45,3 +45,48 @@ mod tests {
         assert_eq!(sieve(1_000_000), 78_498);
     }
 }
+
+/// The block benchmark's request pattern (`cargo xtask bench io`), shared by Mica's client
+/// component and the Linux guest so both touch the same places in the same order.
+pub mod block {
+    /// Bytes read and written sequentially.
+    pub const SEQ_BYTES: u64 = 4 << 20;
+    /// Bytes per sequential request.
+    pub const SEQ_REQUEST: u64 = 32 << 10;
+    /// Random requests of each kind.
+    pub const RANDOM_N: u64 = 500;
+    /// Bytes per random request.
+    pub const RANDOM_REQUEST: u64 = 4096;
+    /// The span random requests fall in (or the whole disk, if smaller).
+    pub const RANDOM_SPAN: u64 = 64 << 20;
+    /// Bytes per sector in the offsets.
+    pub const SECTOR: u64 = 512;
+
+    /// The first sector of the `i`-th random request: a mixed hash of `i` over the `slots`
+    /// request-sized slots of the span.
+    pub fn random_sector(i: u64, slots: u64) -> u64 {
+        let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 29;
+        (x % slots.max(1)) * (RANDOM_REQUEST / SECTOR)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn random_sectors_stay_in_the_span_aligned_and_spread() {
+            let slots = RANDOM_SPAN / RANDOM_REQUEST;
+            let mut seen = alloc::collections::BTreeSet::new();
+            for i in 0..RANDOM_N {
+                let s = random_sector(i, slots);
+                assert_eq!(s % (RANDOM_REQUEST / SECTOR), 0);
+                assert!(s * SECTOR + RANDOM_REQUEST <= RANDOM_SPAN);
+                seen.insert(s);
+            }
+            assert!(seen.len() > 450, "{} distinct", seen.len());
+        }
+    }
+}

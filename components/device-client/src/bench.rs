@@ -13,19 +13,9 @@ use std::time::Instant;
 
 use mica::ipc::Channel;
 use mica_device::block::{self, Request, Response, SECTOR_SIZE};
+use mica_workloads::block::{RANDOM_N, RANDOM_REQUEST, RANDOM_SPAN, SEQ_BYTES, SEQ_REQUEST, random_sector};
 
 use crate::context;
-
-/// Bytes read and written sequentially.
-const SEQ_BYTES: u64 = 4 << 20;
-/// Bytes per sequential request.
-const SEQ_REQUEST: u64 = block::MAX_DATA_BYTES as u64;
-/// Random requests of each kind.
-const RANDOM_N: u64 = 500;
-/// Bytes per random request.
-const RANDOM_REQUEST: u64 = 4096;
-/// The span random requests fall in.
-const RANDOM_SPAN: u64 = 64 << 20;
 
 fn call(channel: &Channel, request: &Request) -> Result<Response, String> {
     let bytes = channel.call(&request.encode()).map_err(context("block request"))?;
@@ -44,15 +34,6 @@ fn timed(channel: &Channel, op: &str, bytes: u64, n: u64, request: impl Fn(u64) 
     let ns = start.elapsed().as_nanos();
     println!("block-bench op={op} bytes={bytes} n={n} ns={ns}");
     Ok(())
-}
-
-/// The `i`-th random request's first sector: xorshift over 4 KiB slots of the span.
-fn random_sector(i: u64, slots: u64) -> u64 {
-    let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 29;
-    (x % slots) * (RANDOM_REQUEST / u64::from(SECTOR_SIZE))
 }
 
 /// `block-bench`.
@@ -88,22 +69,4 @@ pub fn run() -> Result<(), String> {
         count: (RANDOM_REQUEST / u64::from(SECTOR_SIZE)) as u32,
     })?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn random_sectors_stay_in_the_span_and_aligned() {
-        let slots = RANDOM_SPAN / RANDOM_REQUEST;
-        let mut seen = std::collections::BTreeSet::new();
-        for i in 0..RANDOM_N {
-            let s = random_sector(i, slots);
-            assert_eq!(s % 8, 0);
-            assert!(s * u64::from(SECTOR_SIZE) + RANDOM_REQUEST <= RANDOM_SPAN);
-            seen.insert(s);
-        }
-        assert!(seen.len() > 450, "{} distinct", seen.len());
-    }
 }

@@ -14,20 +14,8 @@ use std::fs;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
+use mica_workloads::block::{RANDOM_N, RANDOM_REQUEST, RANDOM_SPAN, SECTOR, SEQ_BYTES, SEQ_REQUEST, random_sector};
 use rustix::fs::{Mode, OFlags};
-
-/// Bytes read and written sequentially.
-const SEQ_BYTES: u64 = 4 << 20;
-/// Bytes per sequential request.
-const SEQ_REQUEST: u64 = 32 << 10;
-/// Random requests of each kind.
-const RANDOM_N: u64 = 500;
-/// Bytes per random request.
-const RANDOM_REQUEST: u64 = 4096;
-/// The span random requests fall in.
-const RANDOM_SPAN: u64 = 64 << 20;
-/// Sector size of the request offsets.
-const SECTOR: u64 = 512;
 
 /// Loads the modules `/etc/mica/modules` lists and mounts devtmpfs on `/dev`.
 fn prepare() -> Result<(), String> {
@@ -43,15 +31,6 @@ fn prepare() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The `i`-th random request's first sector (the same sequence as Mica's client).
-fn random_sector(i: u64, slots: u64) -> u64 {
-    let mut x = (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 29;
-    (x % slots) * (RANDOM_REQUEST / SECTOR)
 }
 
 /// A page-aligned buffer of `len` bytes inside `storage` (O_DIRECT needs alignment).
@@ -146,13 +125,5 @@ mod tests {
         let buf = aligned(&mut storage, 8192);
         assert_eq!(buf.as_ptr() as usize % 4096, 0);
         assert_eq!(buf.len(), 8192);
-    }
-
-    #[test]
-    fn random_sectors_match_micas_client() {
-        // The first values of device-client's sequence (components/device-client/src/bench.rs).
-        let slots = RANDOM_SPAN / RANDOM_REQUEST;
-        let first: Vec<u64> = (0..3).map(|i| random_sector(i, slots)).collect();
-        assert!(first.iter().all(|s| s % 8 == 0 && s * SECTOR + RANDOM_REQUEST <= RANDOM_SPAN), "{first:?}");
     }
 }
