@@ -2,6 +2,9 @@
 //! optionally streamed), the exit port (QEMU's `isa-debug-exit` protocol), and nothing else: other
 //! ports read as all ones and ignore writes. The PIT (0x40-0x43), the 8259 PICs (0x20, 0xa0) and
 //! the speaker port (0x61) never get here, KVM's in-kernel irqchip and PIT handle them.
+//!
+//! And the MMIO ranges the VMM claims ([`MmioBus`]): the virtio-mmio devices' windows. Other
+//! addresses outside guest RAM read as all ones and ignore writes.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -185,6 +188,58 @@ impl PortBus {
     }
 }
 
+/// A device in the guest's physical address space: loads and stores at offsets within its window.
+pub trait MmioDevice: fmt::Debug + Send {
+    /// A guest load of `data.len()` bytes at `offset`.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// A guest store of `data` at `offset`.
+    fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// The MMIO windows the VMM claims, each a device at a base address.
+#[derive(Debug, Default)]
+pub struct MmioBus {
+    windows: Vec<(std::ops::Range<u64>, Box<dyn MmioDevice>)>,
+}
+
+impl MmioBus {
+    /// Puts `device` at `base..base + size`.
+    ///
+    /// # Panics
+    ///
+    /// If the window overlaps one already claimed: the VMM's own layout is wrong.
+    pub fn insert(&mut self, base: u64, size: u64, device: Box<dyn MmioDevice>) {
+        let window = base..base.checked_add(size).expect("MMIO window within the address space");
+        if let Some((other, _)) = self.windows.iter().find(|(w, _)| w.start < window.end && window.start < w.end) {
+            panic!("MMIO window {window:#x?} overlaps {other:#x?}");
+        }
+        self.windows.push((window, device));
+    }
+
+    /// The device whose window holds all of `addr..addr + len`, and the offset of `addr` in it.
+    fn find(&mut self, addr: u64, len: usize) -> Option<(&mut Box<dyn MmioDevice>, u64)> {
+        let end = addr.checked_add(len as u64)?;
+        self.windows
+            .iter_mut()
+            .find(|(w, _)| w.start <= addr && end <= w.end)
+            .map(|(w, device)| (device, addr - w.start))
+    }
+
+    /// A guest load at `addr`; false if no device claims it (then `data` is left alone).
+    pub fn read(&mut self, addr: u64, data: &mut [u8]) -> bool {
+        let Some((device, offset)) = self.find(addr, data.len()) else { return false };
+        device.read(offset, data);
+        true
+    }
+
+    /// A guest store at `addr`; false if no device claims it.
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> bool {
+        let Some((device, offset)) = self.find(addr, data.len()) else { return false };
+        device.write(offset, data);
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -263,6 +318,52 @@ mod tests {
         b.io_in(0x3f8, &mut data);
         assert_eq!(data, [0xae]);
         assert_eq!(b.serial_output(), b"", "looped-back bytes are not output");
+    }
+
+    /// Accesses a [`Probe`] saw: ('r' or 'w', offset, data).
+    type Accesses = Arc<Mutex<Vec<(char, u64, Vec<u8>)>>>;
+
+    /// A window that records its accesses; it reads as 0x5a.
+    #[derive(Debug, Default)]
+    struct Probe(Accesses);
+
+    impl MmioDevice for Probe {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
+            data.fill(0x5a);
+            self.0.lock().expect("lock").push(('r', offset, data.to_vec()));
+        }
+        fn write(&mut self, offset: u64, data: &[u8]) {
+            self.0.lock().expect("lock").push(('w', offset, data.to_vec()));
+        }
+    }
+
+    #[test]
+    fn mmio_accesses_reach_the_window_that_holds_them() {
+        let (first, second) = (Probe::default(), Probe::default());
+        let (log1, log2) = (first.0.clone(), second.0.clone());
+        let mut bus = MmioBus::default();
+        bus.insert(0xd000_0000, 0x200, Box::new(first));
+        bus.insert(0xd000_1000, 0x200, Box::new(second));
+        let mut data = [0u8; 4];
+        assert!(bus.read(0xd000_0070, &mut data));
+        assert_eq!(data, [0x5a; 4]);
+        assert!(bus.write(0xd000_11fc, &[1, 2, 3, 4]), "the last word of the second window");
+        assert_eq!(*log1.lock().expect("lock"), [('r', 0x70, vec![0x5a; 4])]);
+        assert_eq!(*log2.lock().expect("lock"), [('w', 0x1fc, vec![1, 2, 3, 4])]);
+        let mut data = [0u8; 4];
+        assert!(!bus.read(0xd000_0200, &mut data), "past the first window");
+        assert!(!bus.write(0xd000_01fe, &[0; 4]), "straddling the end of a window");
+        assert!(!bus.read(0xcfff_fffc, &mut data));
+        assert!(!bus.write(u64::MAX - 1, &[0; 4]), "wrapping around");
+        assert_eq!((log1.lock().expect("lock").len(), log2.lock().expect("lock").len()), (1, 1));
+    }
+
+    #[test]
+    #[should_panic(expected = "overlaps")]
+    fn overlapping_mmio_windows_are_a_layout_bug() {
+        let mut bus = MmioBus::default();
+        bus.insert(0x1000, 0x200, Box::new(Probe::default()));
+        bus.insert(0x11ff, 0x200, Box::new(Probe::default()));
     }
 
     #[test]

@@ -113,6 +113,31 @@ pub enum Error {
     /// The boot structures could not be written into guest memory.
     #[error("cannot write the boot structures into guest memory: {0}")]
     BootParams(String),
+    /// The disk image of a virtio-blk device could not be opened or measured.
+    #[error("cannot open disk image {path}{}: {source}", if *.read_only { " read-only" } else { " read-write" })]
+    DiskImage {
+        /// The path given.
+        path: PathBuf,
+        /// Whether it was to be opened read-only.
+        read_only: bool,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A virtio-blk block size that is not a power of two of at least 512 bytes.
+    #[error("virtio-blk block size {0} is not a power of two of at least 512 bytes")]
+    BlockSize(u32),
+    /// A virtio device declared a queue size the virtio-queue crate refuses (a bug in the device
+    /// model, not in the guest).
+    #[error("virtio device {device_id}: queue {index} has maximum size {max_size}, not a power of two from 1 to 32768")]
+    VirtioQueueSize {
+        /// The device ID.
+        device_id: u32,
+        /// The queue's index.
+        index: usize,
+        /// The size declared.
+        max_size: u16,
+    },
     /// A host-side resource (eventfd, signal handler, thread) could not be set up.
     #[error("host: {what}: {source}")]
     Host {

@@ -19,6 +19,10 @@
 //! |                       | its protected-mode part, which decompresses itself in place)      |
 //! | end of RAM, downwards | the initrd (boot module), if any, page-aligned, as QEMU places it  |
 //!
+//! Above guest RAM, in the 32-bit MMIO hole, the virtio-mmio devices: slot `i` at
+//! [`VIRTIO_MMIO_START`]` + i * `[`VIRTIO_MMIO_SLOT_SIZE`] (a 0x200-byte register window), its
+//! interrupt on GSI [`VIRTIO_MMIO_GSI_BASE`]` + i`.
+//!
 //! The memory map has three entries: RAM below 640 KiB, reserved 640 KiB to 1 MiB, and RAM from
 //! 1 MiB to the end of guest memory. Guest memory stays below the 32-bit MMIO hole
 //! ([`MAX_MEMORY`]) so that the local APIC (`0xfee0_0000`) and the I/O APIC (`0xfec0_0000`) are
@@ -63,6 +67,28 @@ pub const MIN_MEMORY: u64 = 2 * MIB;
 pub const MAX_MEMORY: u64 = 3 * 1024 * MIB;
 /// The default guest memory size.
 pub const DEFAULT_MEMORY: u64 = 128 * MIB;
+
+/// Where the first virtio-mmio device's register window is (above [`MAX_MEMORY`], below the
+/// I/O APIC).
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// The distance between two virtio-mmio devices' windows.
+pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x1000;
+/// The most virtio-mmio devices.
+pub const VIRTIO_MMIO_SLOTS: u64 = 8;
+/// The first virtio-mmio device's interrupt (GSI); the next ones follow. 5 is the first ISA
+/// interrupt line after COM1's 4 that no device here uses.
+pub const VIRTIO_MMIO_GSI_BASE: u32 = 5;
+
+// The virtio-mmio slots sit between guest RAM and the I/O APIC (0xfec0_0000; the local APIC is
+// above it), each holds a register window, and their interrupts stay on ISA lines (below 16) that
+// the PIT (0) and COM1 (4) do not use.
+const _: () = {
+    assert!(VIRTIO_MMIO_START >= MAX_MEMORY);
+    assert!(VIRTIO_MMIO_START + VIRTIO_MMIO_SLOTS * VIRTIO_MMIO_SLOT_SIZE <= 0xfec0_0000);
+    assert!(VIRTIO_MMIO_SLOT_SIZE >= crate::virtio::mmio::MMIO_WINDOW_SIZE);
+    assert!(VIRTIO_MMIO_GSI_BASE > crate::devices::COM1_GSI);
+    assert!(VIRTIO_MMIO_GSI_BASE + VIRTIO_MMIO_SLOTS as u32 <= 16);
+};
 
 /// E820 type of usable RAM.
 pub const E820_RAM: u32 = 1;

@@ -4,7 +4,8 @@
 //!
 //! One vCPU, guest RAM from address 0 ([`layout`] documents where the boot structures go), KVM's
 //! in-kernel irqchip and PIT, COM1 as a vm-superio 16550, and QEMU's `isa-debug-exit` protocol on
-//! port `0xf4` for the guest's verdict (decoded with `mica-exit`).
+//! port `0xf4` for the guest's verdict (decoded with `mica-exit`). Optionally a raw disk image as
+//! a virtio-blk device on virtio-mmio ([`virtio`], [`VmConfig::disk`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -29,6 +30,7 @@ pub mod linux;
 pub mod outcome;
 pub mod regs;
 mod run;
+pub mod virtio;
 pub mod vm;
 
 #[cfg(test)]
@@ -40,7 +42,7 @@ pub use error::{Error, Result};
 pub use mica_exit::ExitCode;
 pub use outcome::{Ending, Outcome};
 pub use run::KICK_PERIOD;
-pub use vm::{PvhVm, VmConfig};
+pub use vm::{DiskConfig, PvhVm, VmConfig};
 
 /// Whether `/dev/kvm` can be opened here, and why not if it cannot.
 pub fn kvm_usable() -> std::result::Result<(), Error> {

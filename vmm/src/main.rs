@@ -21,6 +21,13 @@ struct Args {
     /// An initrd: a PVH boot module (Mica's boot bundle) or a Linux initramfs, like QEMU's `-initrd`.
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
+    /// A raw disk image the guest gets as a virtio-blk device (virtio-mmio at 0xd0000000, GSI 5;
+    /// a Linux guest is told so on its command line).
+    #[arg(long, value_name = "PATH")]
+    disk: Option<PathBuf>,
+    /// Give the --disk image to the guest read-only.
+    #[arg(long, requires = "disk")]
+    disk_read_only: bool,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "N", default_value_t = 128)]
     memory_mib: u64,
@@ -74,6 +81,9 @@ fn main() -> ProcessExit {
         .serial(SerialOutput::Tee(Box::new(std::io::stdout())));
     if let Some(initrd) = args.initrd {
         config = config.initrd(initrd);
+    }
+    if let Some(disk) = args.disk {
+        config = config.disk(disk, args.disk_read_only);
     }
     let vm = match PvhVm::new(config) {
         Ok(vm) => vm,

@@ -1,7 +1,8 @@
-//! Running the vCPU: the exit loop (port I/O to the [`PortBus`](crate::devices::PortBus), every
-//! way a guest can stop turned into an [`Ending`]) and a watchdog thread that kicks the vCPU out of
-//! `KVM_RUN` with a signal, so that the host-side timeout holds and a guest halted with interrupts
-//! off is noticed instead of waited on forever.
+//! Running the vCPU: the exit loop (port I/O to the [`PortBus`](crate::devices::PortBus), MMIO to
+//! the [`MmioBus`](crate::devices::MmioBus), every way a guest can stop turned into an
+//! [`Ending`]) and a watchdog thread that kicks the vCPU out of `KVM_RUN` with a signal, so that the
+//! host-side timeout holds and a guest halted with interrupts off is noticed instead of waited on
+//! forever.
 //!
 //! With the in-kernel irqchip, `hlt` never reaches the VMM: KVM blocks the vCPU thread until an
 //! interrupt arrives. The watchdog's periodic kick (every [`KICK_PERIOD`]) makes `KVM_RUN` return
@@ -133,11 +134,15 @@ impl PvhVm {
                 }
                 VcpuExit::IoIn(port, data) => self.ports.io_in(port, data),
                 VcpuExit::MmioRead(addr, data) => {
-                    log::debug!("MMIO read from unclaimed {addr:#x} ({} bytes): all ones", data.len());
-                    data.fill(0xff);
+                    if !self.mmio.read(addr, data) {
+                        log::debug!("MMIO read from unclaimed {addr:#x} ({} bytes): all ones", data.len());
+                        data.fill(0xff);
+                    }
                 }
                 VcpuExit::MmioWrite(addr, data) => {
-                    log::debug!("MMIO write to unclaimed {addr:#x}: {data:02x?} ignored");
+                    if !self.mmio.write(addr, data) {
+                        log::debug!("MMIO write to unclaimed {addr:#x}: {data:02x?} ignored");
+                    }
                 }
                 VcpuExit::Intr => {
                     if let Some(ending) = self.check_stalled(timed_out, timeout)? {

@@ -1,5 +1,6 @@
 //! Building a PVH VM: guest memory, the kernel and its boot structures, then KVM (VM, in-kernel
-//! irqchip and PIT, COM1's irqfd, one vCPU with its CPUID and entry registers).
+//! irqchip and PIT, COM1's irqfd, the virtio-mmio disk's irqfd if there is one, one vCPU with its
+//! CPUID and entry registers).
 //!
 //! Everything that depends only on the kernel file and the configuration is done before
 //! `/dev/kvm` is opened, so that a bad kernel path or command line is reported the same way on a
@@ -15,9 +16,13 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::boot::{self, LoadedKernel};
 use crate::cpuid;
-use crate::devices::{COM1_GSI, IrqLine, PortBus, SerialOutput, SerialSink};
+use crate::devices::{COM1_GSI, IrqLine, MmioBus, PortBus, SerialOutput, SerialSink};
 use crate::error::{Error, Result};
-use crate::layout::{DEFAULT_MEMORY, MAX_MEMORY, MIB, MIN_MEMORY, ZERO_PAGE_START};
+use crate::layout::{
+    DEFAULT_MEMORY, MAX_MEMORY, MIB, MIN_MEMORY, VIRTIO_MMIO_GSI_BASE, VIRTIO_MMIO_START, ZERO_PAGE_START,
+};
+use crate::virtio::block::Block;
+use crate::virtio::mmio::{self, MMIO_WINDOW_SIZE, MmioTransport};
 use crate::{linux, regs};
 
 /// Where KVM may put the three pages it needs for real-mode emulation on Intel hosts without
@@ -37,6 +42,18 @@ pub struct VmConfig {
     pub memory_mib: u64,
     /// Where COM1's output goes besides the capture buffer.
     pub serial: SerialOutput,
+    /// A raw disk image for a virtio-blk device (virtio-mmio, at
+    /// [`VIRTIO_MMIO_START`] with GSI [`VIRTIO_MMIO_GSI_BASE`]).
+    pub disk: Option<DiskConfig>,
+}
+
+/// A virtio-blk disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The raw image file (or block device).
+    pub path: PathBuf,
+    /// Whether the guest may only read it.
+    pub read_only: bool,
 }
 
 impl VmConfig {
@@ -49,6 +66,7 @@ impl VmConfig {
             initrd: None,
             memory_mib: DEFAULT_MEMORY / MIB,
             serial: SerialOutput::Capture,
+            disk: None,
         }
     }
 
@@ -75,6 +93,30 @@ impl VmConfig {
         self.serial = serial;
         self
     }
+
+    /// Gives the guest the raw image at `path` as a virtio-blk disk on virtio-mmio, read-only if
+    /// `read_only`. A Linux guest is told where it is on its command line
+    /// ([`mmio::linux_cmdline_word`]); a PVH guest has to know the layout.
+    pub fn disk(mut self, path: impl Into<PathBuf>, read_only: bool) -> VmConfig {
+        self.disk = Some(DiskConfig { path: path.into(), read_only });
+        self
+    }
+}
+
+/// The command line the guest gets: `cmdline`, and for a Linux guest the word that tells its
+/// virtio-mmio driver about each of `devices` devices.
+fn guest_cmdline(cmdline: &str, linux: bool, devices: u32) -> String {
+    let mut words: Vec<String> = Vec::new();
+    if !cmdline.trim().is_empty() {
+        words.push(cmdline.trim().to_owned());
+    }
+    if linux {
+        for slot in 0..devices {
+            let base = VIRTIO_MMIO_START + u64::from(slot) * crate::layout::VIRTIO_MMIO_SLOT_SIZE;
+            words.push(mmio::linux_cmdline_word(base, VIRTIO_MMIO_GSI_BASE + slot));
+        }
+    }
+    words.join(" ")
 }
 
 /// A VM with one vCPU, ready to enter a PVH kernel. Run it once with [`PvhVm::run`].
@@ -88,6 +130,7 @@ pub struct PvhVm {
     _vm: VmFd,
     pub(crate) memory: GuestMemoryMmap,
     pub(crate) ports: PortBus,
+    pub(crate) mmio: MmioBus,
     kernel: LoadedKernel,
     setup: Duration,
 }
@@ -99,11 +142,14 @@ impl PvhVm {
         let started = Instant::now();
         let bytes = memory_bytes(config.memory_mib)?;
         boot::check_cmdline(&config.cmdline)?;
+        let disk = config.disk.as_ref().map(|d| Block::open(&d.path, d.read_only)).transpose()?;
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes as usize)])
             .map_err(|source| Error::MemoryAlloc { mib: config.memory_mib, source })?;
         regs::write_gdt(&memory)?;
-        let (kernel, entry_regs) = if linux::is_bzimage(&config.kernel)? {
-            let kernel = linux::load(&memory, &config.kernel, config.initrd.as_deref(), &config.cmdline)?;
+        let is_linux = linux::is_bzimage(&config.kernel)?;
+        let cmdline = guest_cmdline(&config.cmdline, is_linux, u32::from(disk.is_some()));
+        let (kernel, entry_regs) = if is_linux {
+            let kernel = linux::load(&memory, &config.kernel, config.initrd.as_deref(), &cmdline)?;
             log::debug!(
                 "bzImage {} loaded at {:#x} (with its decompression area up to {:#x}); zero page at {:#x}",
                 config.kernel.display(),
@@ -115,7 +161,7 @@ impl PvhVm {
         } else {
             let kernel = boot::load_kernel(&memory, &config.kernel)?;
             let initrd = config.initrd.as_deref().map(|p| boot::load_initrd(&memory, p, kernel.end)).transpose()?;
-            let start_info = boot::write_boot_info(&memory, &config.cmdline, initrd)?;
+            let start_info = boot::write_boot_info(&memory, &cmdline, initrd)?;
             log::debug!(
                 "kernel {} loaded up to {:#x}, PVH entry {:#x}; start info at {:#x}",
                 config.kernel.display(),
@@ -150,9 +196,17 @@ impl PvhVm {
         let irq = EventFd::new(EFD_NONBLOCK).map_err(Error::host("eventfd for COM1"))?;
         vm.register_irqfd(&irq, COM1_GSI).map_err(Error::kvm("KVM_IRQFD"))?;
         let ports = PortBus::new(IrqLine(irq), SerialSink::new(config.serial));
+        let mut mmio = MmioBus::default();
+        if let Some(block) = disk {
+            // An irqfd pulses the line: edge-triggered, as ISA lines on the PIC and I/O APIC are.
+            let irq = EventFd::new(EFD_NONBLOCK).map_err(Error::host("eventfd for the virtio-blk disk"))?;
+            vm.register_irqfd(&irq, VIRTIO_MMIO_GSI_BASE).map_err(Error::kvm("KVM_IRQFD"))?;
+            let transport = MmioTransport::new(block, memory.clone(), Box::new(irq))?;
+            mmio.insert(VIRTIO_MMIO_START, MMIO_WINDOW_SIZE, Box::new(transport));
+        }
 
         let vcpu = setup_vcpu(&kvm, &vm, &entry_regs)?;
-        Ok(PvhVm { vcpu, _vm: vm, memory, ports, kernel, setup: started.elapsed() })
+        Ok(PvhVm { vcpu, _vm: vm, memory, ports, mmio, kernel, setup: started.elapsed() })
     }
 
     /// The kernel's PVH entry point.
@@ -252,5 +306,25 @@ mod tests {
         assert!(matches!(e, Error::MemorySize { .. }), "{e}");
         let e = PvhVm::new(VmConfig::new("/nonexistent").cmdline("a\nb")).expect_err("bad cmdline");
         assert!(matches!(e, Error::Cmdline(_)), "{e}");
+        let e = PvhVm::new(VmConfig::new("/nonexistent").disk("/nonexistent/disk.img", false)).expect_err("no disk");
+        assert!(matches!(e, Error::DiskImage { .. }), "{e}");
+        assert!(e.to_string().contains("/nonexistent/disk.img"), "{e}");
+    }
+
+    #[test]
+    fn a_linux_guest_is_told_where_the_disk_is() {
+        let config = VmConfig::new("bzImage").cmdline("console=ttyS0").disk("disk.img", true);
+        assert_eq!(config.disk, Some(DiskConfig { path: "disk.img".into(), read_only: true }));
+        assert_eq!(
+            guest_cmdline("console=ttyS0 root=/dev/vda", true, 1),
+            "console=ttyS0 root=/dev/vda virtio_mmio.device=512@0xd0000000:5"
+        );
+        assert_eq!(guest_cmdline("  ", true, 1), "virtio_mmio.device=512@0xd0000000:5");
+        assert_eq!(
+            guest_cmdline("", true, 2),
+            "virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0001000:6"
+        );
+        assert_eq!(guest_cmdline("console=ttyS0", true, 0), "console=ttyS0", "no disk, no word");
+        assert_eq!(guest_cmdline("test=timer", false, 1), "test=timer", "a PVH guest's line is its own");
     }
 }

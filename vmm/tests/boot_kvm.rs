@@ -179,8 +179,16 @@ fn linux_reaches_init() -> Result<(), Failed> {
         std::env::var_os(name).map(PathBuf::from).ok_or(format!("{name} is not set (use `cargo xtask test`)"))
     };
     let (kernel, initramfs) = (var("MICA_POD_KERNEL")?, var("MICA_POD_INITRAMFS")?);
-    let config =
-        VmConfig::new(kernel).initrd(initramfs).memory_mib(256).cmdline("console=ttyS0 reboot=t panic=-1 mica.pod=vmm");
+    // A 1 MiB disk on mica-vmm's virtio-mmio: the pod init loads virtio_mmio and virtio_blk, and
+    // the kernel names the disk on the console.
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let disk = scratch.path().join("disk.img");
+    std::fs::File::create(&disk).and_then(|f| f.set_len(1 << 20)).map_err(|e| format!("disk image: {e}"))?;
+    let config = VmConfig::new(kernel)
+        .initrd(initramfs)
+        .memory_mib(256)
+        .cmdline("console=ttyS0 reboot=t panic=-1 mica.pod=vmm")
+        .disk(&disk, false);
     let vm = PvhVm::new(config).map_err(|e| format!("VMM error: {e}"))?;
     // The init reaches its agent, which then waits for a virtio-serial port this VMM does not
     // offer yet: the run ends at the timeout, or earlier once the init line is there.
@@ -188,6 +196,9 @@ fn linux_reaches_init() -> Result<(), Failed> {
     let serial = o.serial_text();
     if !serial.contains("Linux version") || !serial.contains("mica-init: pod vmm up") {
         return Err(format!("Debian's kernel did not reach the pod init; {}", describe(&o)).into());
+    }
+    if !serial.contains("[vda] 2048 512-byte logical blocks") {
+        return Err(format!("the pod init came up, but Linux found no 1 MiB virtio disk; {}", describe(&o)).into());
     }
     Ok(())
 }
