@@ -1,7 +1,7 @@
 //! The kernel command line: space-separated `key=value` words.
 //!
-//! Mica reads the keys it knows and keeps the rest (QEMU's microvm adds its own, such as
-//! `virtio_mmio.device=...`) for whoever needs them. A known key with a bad value is an error
+//! Mica reads the keys it knows (among them `virtio_mmio.device=`, with which a VMM such as
+//! `mica-vmm` describes its virtio-mmio transports) and keeps the rest for whoever needs them. A known key with a bad value is an error
 //! that names the word, the value and what is accepted: a typo must not be silently ignored.
 
 use core::fmt;
@@ -34,6 +34,40 @@ impl fmt::Display for CmdlineError<'_> {
     }
 }
 
+/// The most `virtio_mmio.device=` words the kernel takes.
+pub const MAX_MMIO_DEVICES: usize = 8;
+
+/// A virtio-mmio transport the command line describes (Linux's and Firecracker's
+/// `virtio_mmio.device=<size>@<base>:<gsi>`; a VMM without ACPI uses it to tell the guest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioDevice {
+    /// The window's physical address.
+    pub base: u64,
+    /// Its size in bytes.
+    pub size: u32,
+    /// Its interrupt's GSI.
+    pub gsi: u32,
+}
+
+/// `<size>@<base>:<gsi>[:<id>]`: size in bytes (decimal or `0x` hex, or with a `K` suffix), base
+/// in `0x` hex or decimal, GSI in decimal.
+pub fn parse_mmio_device(value: &str) -> Option<MmioDevice> {
+    let number = |s: &str| match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => s.parse().ok(),
+    };
+    let (size, rest) = value.split_once('@')?;
+    let mut parts = rest.split(':');
+    let (base, gsi) = (parts.next()?, parts.next()?);
+    let size = match size.strip_suffix(['K', 'k']) {
+        Some(kib) => number(kib)?.checked_mul(1024)?,
+        None => number(size)?,
+    };
+    let size = u32::try_from(size).ok().filter(|s| (0x100..=0x1000).contains(s))?;
+    let base = number(base).filter(|b| b % 4 == 0)?;
+    Some(MmioDevice { base, size, gsi: gsi.parse().ok()? })
+}
+
 /// The settings the command line gives the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelArgs<'a> {
@@ -46,14 +80,22 @@ pub struct KernelArgs<'a> {
     /// Stop the system this many milliseconds after its components start, whatever is still
     /// running (`stop_after_ms=`; default: run until every component has finished).
     pub stop_after_ms: Option<u64>,
+    /// The virtio-mmio transports the command line describes (`virtio_mmio.device=`), in order.
+    pub mmio_devices: [Option<MmioDevice>; MAX_MMIO_DEVICES],
     line: &'a str,
 }
 
 impl<'a> KernelArgs<'a> {
     /// Parses the command line.
     pub fn parse(line: &'a str) -> Result<KernelArgs<'a>, CmdlineError<'a>> {
-        let mut args =
-            KernelArgs { log: LevelFilter::Info, test: None, tick_hz: DEFAULT_TICK_HZ, stop_after_ms: None, line };
+        let mut args = KernelArgs {
+            log: LevelFilter::Info,
+            test: None,
+            tick_hz: DEFAULT_TICK_HZ,
+            stop_after_ms: None,
+            mmio_devices: [None; MAX_MMIO_DEVICES],
+            line,
+        };
         for word in line.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
@@ -79,6 +121,12 @@ impl<'a> KernelArgs<'a> {
                     let ms = value.parse().ok().filter(|ms| *ms > 0);
                     args.stop_after_ms = Some(ms.ok_or(CmdlineError { key, value, expected })?);
                 }
+                "virtio_mmio.device" => {
+                    let expected = "<size>@<base>:<gsi>, e.g. 512@0xd0000000:5 (size 0x100 to 0x1000, at most 8 words)";
+                    let device = parse_mmio_device(value).ok_or(CmdlineError { key, value, expected })?;
+                    let slot = args.mmio_devices.iter_mut().find(|d| d.is_none());
+                    *slot.ok_or(CmdlineError { key, value, expected })? = Some(device);
+                }
                 _ => {}
             }
         }
@@ -89,7 +137,7 @@ impl<'a> KernelArgs<'a> {
     pub fn others(&self) -> impl Iterator<Item = &'a str> {
         self.line.split_ascii_whitespace().filter(|w| {
             let key = w.split_once('=').map_or(*w, |(k, _)| k);
-            !matches!(key, "log" | "test" | "tick_hz" | "stop_after_ms")
+            !matches!(key, "log" | "test" | "tick_hz" | "stop_after_ms" | "virtio_mmio.device")
         })
     }
 }
@@ -125,7 +173,28 @@ mod tests {
         assert_eq!(a.log, LevelFilter::Debug);
         assert_eq!(a.test, Some("heap"));
         assert_eq!(a.tick_hz, 250);
-        assert_eq!(a.others().collect::<Vec<_>>(), vec!["virtio_mmio.device=512@0xfeb00e00:12", "quiet"]);
+        assert_eq!(a.others().collect::<Vec<_>>(), vec!["quiet"]);
+        assert_eq!(a.mmio_devices[0], Some(MmioDevice { base: 0xfeb0_0e00, size: 512, gsi: 12 }));
+        assert_eq!(a.mmio_devices[1], None);
+    }
+
+    #[test]
+    fn virtio_mmio_words_are_read_and_checked() {
+        assert_eq!(parse_mmio_device("4K@0xd0000000:5:3"), Some(MmioDevice { base: 0xd000_0000, size: 4096, gsi: 5 }));
+        assert_eq!(parse_mmio_device("0x200@3489660928:7"), Some(MmioDevice { base: 0xd000_0000, size: 512, gsi: 7 }));
+        for bad in ["", "512", "512@0xd0000000", "512@zz:5", "512@0xd0000000:x", "16@0xd0000000:5", "512@0xd0000001:5"]
+        {
+            assert_eq!(parse_mmio_device(bad), None, "{bad}");
+        }
+        let line = "virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0001000:6";
+        let a = KernelArgs::parse(line).expect("parse");
+        assert_eq!(a.mmio_devices.iter().flatten().count(), 2);
+        assert_eq!(a.mmio_devices[1].map(|d| d.gsi), Some(6));
+        let e = KernelArgs::parse("virtio_mmio.device=512").unwrap_err();
+        assert_eq!(e.key, "virtio_mmio.device");
+        assert!(e.to_string().contains("expected <size>@<base>:<gsi>"), "{e}");
+        let nine = "virtio_mmio.device=512@0xd0000000:5 ".repeat(9);
+        assert!(KernelArgs::parse(&nine).is_err(), "a ninth word is refused, not dropped");
     }
 
     #[test]

@@ -126,7 +126,8 @@ pub fn start(start_info: u64) -> ! {
     }
 
     // Devices for driver components: routed (masked) to this CPU, the boot CPU.
-    if crate::hw::discover() == 0 {
+    let described: alloc::vec::Vec<_> = args.mmio_devices.iter().flatten().copied().collect();
+    if crate::hw::discover(&described) == 0 {
         log::debug!("devices: no virtio-mmio devices");
     }
 

@@ -486,6 +486,22 @@ pub const SCENARIOS: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "devices_from_the_command_line",
+        // How mica-vmm describes its transports: the kernel takes these instead of probing.
+        cmdline: "virtio_mmio.device=512@0xfeb02e00:47",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "devices: virtio-console.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x40)",
+            "[writer] console: wrote 2 lines",
+            "mica: all components finished: 2 of 2 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "console", tamper: None }),
+        cpu_features: &[],
+        cpus: 1,
+        files_contain: &[("console0.log", "hello through virtio-console\n")],
+    },
+    Scenario {
         name: "driver_crash_is_restarted_and_clients_reconnect",
         cmdline: "",
         expect: ExitCode::Success,

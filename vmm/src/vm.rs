@@ -95,26 +95,25 @@ impl VmConfig {
     }
 
     /// Gives the guest the raw image at `path` as a virtio-blk disk on virtio-mmio, read-only if
-    /// `read_only`. A Linux guest is told where it is on its command line
-    /// ([`mmio::linux_cmdline_word`]); a PVH guest has to know the layout.
+    /// `read_only`. The guest is told where it is on its command line
+    /// ([`mmio::linux_cmdline_word`], which Linux and the Mica kernel read).
     pub fn disk(mut self, path: impl Into<PathBuf>, read_only: bool) -> VmConfig {
         self.disk = Some(DiskConfig { path: path.into(), read_only });
         self
     }
 }
 
-/// The command line the guest gets: `cmdline`, and for a Linux guest the word that tells its
-/// virtio-mmio driver about each of `devices` devices.
-fn guest_cmdline(cmdline: &str, linux: bool, devices: u32) -> String {
+/// The command line the guest gets: `cmdline`, and the word that tells its virtio-mmio driver
+/// about each of `devices` devices (Linux and the Mica kernel both read it; there are no
+/// firmware tables to find them in).
+fn guest_cmdline(cmdline: &str, devices: u32) -> String {
     let mut words: Vec<String> = Vec::new();
     if !cmdline.trim().is_empty() {
         words.push(cmdline.trim().to_owned());
     }
-    if linux {
-        for slot in 0..devices {
-            let base = VIRTIO_MMIO_START + u64::from(slot) * crate::layout::VIRTIO_MMIO_SLOT_SIZE;
-            words.push(mmio::linux_cmdline_word(base, VIRTIO_MMIO_GSI_BASE + slot));
-        }
+    for slot in 0..devices {
+        let base = VIRTIO_MMIO_START + u64::from(slot) * crate::layout::VIRTIO_MMIO_SLOT_SIZE;
+        words.push(mmio::linux_cmdline_word(base, VIRTIO_MMIO_GSI_BASE + slot));
     }
     words.join(" ")
 }
@@ -147,7 +146,7 @@ impl PvhVm {
             .map_err(|source| Error::MemoryAlloc { mib: config.memory_mib, source })?;
         regs::write_gdt(&memory)?;
         let is_linux = linux::is_bzimage(&config.kernel)?;
-        let cmdline = guest_cmdline(&config.cmdline, is_linux, u32::from(disk.is_some()));
+        let cmdline = guest_cmdline(&config.cmdline, u32::from(disk.is_some()));
         let (kernel, entry_regs) = if is_linux {
             let kernel = linux::load(&memory, &config.kernel, config.initrd.as_deref(), &cmdline)?;
             log::debug!(
@@ -312,19 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn a_linux_guest_is_told_where_the_disk_is() {
+    fn the_guest_is_told_where_the_disk_is() {
         let config = VmConfig::new("bzImage").cmdline("console=ttyS0").disk("disk.img", true);
         assert_eq!(config.disk, Some(DiskConfig { path: "disk.img".into(), read_only: true }));
         assert_eq!(
-            guest_cmdline("console=ttyS0 root=/dev/vda", true, 1),
+            guest_cmdline("console=ttyS0 root=/dev/vda", 1),
             "console=ttyS0 root=/dev/vda virtio_mmio.device=512@0xd0000000:5"
         );
-        assert_eq!(guest_cmdline("  ", true, 1), "virtio_mmio.device=512@0xd0000000:5");
-        assert_eq!(
-            guest_cmdline("", true, 2),
-            "virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0001000:6"
-        );
-        assert_eq!(guest_cmdline("console=ttyS0", true, 0), "console=ttyS0", "no disk, no word");
-        assert_eq!(guest_cmdline("test=timer", false, 1), "test=timer", "a PVH guest's line is its own");
+        assert_eq!(guest_cmdline("  ", 1), "virtio_mmio.device=512@0xd0000000:5");
+        assert_eq!(guest_cmdline("", 2), "virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0001000:6");
+        assert_eq!(guest_cmdline("console=ttyS0", 0), "console=ttyS0", "no disk, no word");
     }
 }

@@ -37,6 +37,7 @@ fn main() {
         Trial::test("tiny::xgetbv_ends_the_run_clearly", tiny_xgetbv),
         Trial::test("mica::boots_to_ready_and_exits_success", mica_ready),
         Trial::test("mica::test_panic_exits_failed", mica_panic),
+        Trial::test("mica::finds_the_virtio_disk", mica_disk),
     ];
     let mut trials: Vec<Trial> = trials.into_iter().map(|t| t.with_ignored_flag(no_kvm)).collect();
     // A stock Linux kernel needs hardware KVM: the software kvm_pvm stops it with an emulation
@@ -167,6 +168,22 @@ fn mica_panic() -> Result<(), Failed> {
     let o = boot_mica("test=panic")?;
     if o.exit() != Some(ExitCode::Failed) || !o.serial_text().contains("KERNEL PANIC at") {
         return Err(format!("expected failed and \"KERNEL PANIC at\"; {}", describe(&o)).into());
+    }
+    Ok(())
+}
+
+/// Mica with a virtio-blk disk: mica-vmm describes the transport on the command line, and the
+/// kernel finds and names the device and routes its interrupt before it is ready.
+fn mica_disk() -> Result<(), Failed> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let disk = scratch.path().join("disk.img");
+    std::fs::File::create(&disk).and_then(|f| f.set_len(1 << 20)).map_err(|e| format!("disk image: {e}"))?;
+    let config = VmConfig::new(mica_kernel()?).cmdline("test=timer").disk(&disk, false);
+    let vm = PvhVm::new(config).map_err(|e| format!("VMM error: {e}"))?;
+    let o = vm.run(Some(MICA_TIMEOUT)).map_err(|e| format!("VMM error: {e}"))?;
+    let want = "devices: virtio-blk.0 (virtio-mmio v2 at 0xd0000000, GSI 5 -> vector 0x40)";
+    if o.exit() != Some(ExitCode::Success) || !o.serial_text().contains(want) {
+        return Err(format!("expected success and \"{want}\"; {}", describe(&o)).into());
     }
     Ok(())
 }

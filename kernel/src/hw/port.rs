@@ -15,6 +15,7 @@ use crate::arch::irq_lock::IrqMutex;
 use crate::arch::mmio::Window;
 use crate::arch::traps::DEVICE_VECTOR_BASE;
 use crate::arch::{apic, clock, ioapic};
+use crate::cmdline::MmioDevice;
 use crate::sched;
 
 /// The virtio-mmio Status register: writing 0 resets the device.
@@ -55,28 +56,45 @@ fn devices() -> &'static [Device] {
 }
 
 /// Finds the virtio-mmio devices and routes their interrupts (masked) to this CPU, which must
-/// be the boot CPU. Logs what it found; returns how many.
-pub fn discover() -> usize {
+/// be the boot CPU: the transports the command line describes (`described`, from
+/// `virtio_mmio.device=` words, as `mica-vmm` gives them), or else QEMU `microvm`'s 24. Logs what
+/// it found; returns how many.
+pub fn discover(described: &[MmioDevice]) -> usize {
     let list = DEVICES.call_once(|| {
         let ioapics = ioapic::init();
-        let mut found: Vec<(usize, u32, Window)> = Vec::new();
-        for slot in names::probe_order() {
-            let Ok(window) = Window::map(names::slot_base(slot), names::VIRTIO_MMIO_SIZE) else { continue };
+        // (slot, base, size, GSI): a slot numbers the device's interrupt state and vector.
+        let candidates: Vec<(usize, u64, u32, u32)> = if described.is_empty() {
+            names::probe_order()
+                .map(|slot| (slot, names::slot_base(slot), names::VIRTIO_MMIO_SIZE, names::slot_gsi(slot)))
+                .collect()
+        } else {
+            described
+                .iter()
+                .take(names::VIRTIO_MMIO_SLOTS)
+                .enumerate()
+                .map(|(i, d)| (i, d.base, d.size, d.gsi))
+                .collect()
+        };
+        let mut found: Vec<(usize, u32, Window, u32)> = Vec::new();
+        for (slot, base, size, gsi) in candidates {
+            let Ok(window) = Window::map(base, size) else {
+                log::warn!("devices: cannot map a virtio-mmio window at {base:#x}");
+                continue;
+            };
             if window.read(0, 4) != Some(u64::from(names::VIRTIO_MAGIC)) {
                 continue;
             }
             // Device id 0: a transport with nothing plugged in.
             match window.read(8, 4) {
                 Some(0) | None => continue,
-                Some(id) => found.push((slot, id as u32, window)),
+                Some(id) => found.push((slot, id as u32, window, gsi)),
             }
         }
-        let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _)| (slot, id)).collect();
+        let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _, _)| (slot, id)).collect();
         let labels = names::name_devices(&ids);
         let me = apic::id();
         let mut devices = Vec::with_capacity(found.len());
-        for ((slot, device_id, window), name) in found.into_iter().zip(labels) {
-            let gsi = names::slot_gsi(slot);
+        for ((slot, device_id, window, gsi), name) in found.into_iter().zip(labels) {
             let vector = DEVICE_VECTOR_BASE + slot as u8;
             if !ioapic::route(gsi, vector, me) {
                 log::warn!("devices: {name}: its interrupt (GSI {gsi}) has no I/O APIC ({ioapics} found); not offered");
