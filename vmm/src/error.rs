@@ -124,6 +124,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The Unix socket behind a virtio-console port could not be set up.
+    #[error("cannot {what} the console port socket {path}: {source}")]
+    ConsoleSocket {
+        /// What was being done ("bind", "remove the stale", ...).
+        what: &'static str,
+        /// The socket's path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// A virtio-blk block size that is not a power of two of at least 512 bytes.
     #[error("virtio-blk block size {0} is not a power of two of at least 512 bytes")]
     BlockSize(u32),

@@ -286,7 +286,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             log::warn!("virtio-mmio: notification of queue {index} in status {:#x} ignored", self.status);
             return;
         }
-        let Some(queue) = self.queues.get_mut(index as usize) else {
+        let Some(queue) = self.queues.get(index as usize) else {
             log::warn!("virtio-mmio: notification of queue {index}, which does not exist, ignored");
             return;
         };
@@ -294,7 +294,20 @@ impl<D: VirtioDevice> MmioTransport<D> {
             log::warn!("virtio-mmio: notification of queue {index}, which is not ready, ignored");
             return;
         }
-        if self.device.process_queue(index as usize, queue, &self.memory) {
+        if self.device.process_queue(index as usize, &mut self.queues, &self.memory) {
+            self.signal(INT_USED_BUFFER);
+        }
+    }
+
+    /// Lets the device do the work no notification brings ([`VirtioDevice::poll`]: for a
+    /// console, moving host-side input into the guest's receive buffers), and interrupts the
+    /// guest if it used buffers. Nothing happens before DRIVER_OK or after FAILED. The VMM calls
+    /// this periodically (or when a host-side descriptor becomes readable).
+    pub fn poll(&mut self) {
+        if !self.has_status(VIRTIO_CONFIG_S_DRIVER_OK) || self.has_status(VIRTIO_CONFIG_S_FAILED) {
+            return;
+        }
+        if self.device.poll(&mut self.queues, &self.memory) {
             self.signal(INT_USED_BUFFER);
         }
     }
@@ -337,6 +350,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
                 self.device.features()
             );
             value &= !VIRTIO_CONFIG_S_FEATURES_OK;
+        } else if newly & VIRTIO_CONFIG_S_FEATURES_OK != 0 {
+            self.device.ack_features(self.driver_features);
         }
         if newly & VIRTIO_CONFIG_S_DRIVER_OK != 0 && value & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
             log::warn!("virtio-mmio: DRIVER_OK without FEATURES_OK: ignored");
@@ -424,8 +439,9 @@ mod tests {
             }
         }
 
-        fn process_queue(&mut self, index: usize, queue: &mut Queue, memory: &GuestMemoryMmap) -> bool {
+        fn process_queue(&mut self, index: usize, queues: &mut [Queue], memory: &GuestMemoryMmap) -> bool {
             self.notified.push(index);
+            let queue = &mut queues[index];
             let mut used = false;
             while let Some(chain) = queue.pop_descriptor_chain(memory) {
                 queue.add_used(memory, chain.head_index(), 0).expect("add used");

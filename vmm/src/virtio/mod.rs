@@ -1,7 +1,7 @@
 //! Virtio devices behind the virtio-mmio transport (virtio 1.2, section 4.2): the transport
 //! ([`mmio::MmioTransport`]), the device interface it drives ([`VirtioDevice`]), how it raises its
 //! interrupt ([`InterruptLine`]), and the devices: [`block::Block`] (virtio-blk over a raw image
-//! file).
+//! file) and [`console::Console`] (virtio-console with a console port and the agent's named port).
 //!
 //! Virtqueues are rust-vmm's `virtio_queue::Queue` (split rings), owned by the transport and lent
 //! to the device when the driver notifies one; descriptor chains are walked with `virtio-queue`'s
@@ -16,6 +16,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub use virtio_queue::Queue;
 
 pub mod block;
+pub mod console;
 pub mod mmio;
 #[cfg(test)]
 mod testing;
@@ -47,10 +48,26 @@ pub trait VirtioDevice: Send {
         log::debug!("virtio: write of {} bytes to read-only config space at {offset:#x} ignored", data.len());
     }
 
-    /// Handles what the driver made available in queue `index` (it is ready and the driver has
-    /// set DRIVER_OK), adding every finished chain to the used ring. Returns whether the driver
-    /// should be interrupted (used buffers were added and the driver did not suppress it).
-    fn process_queue(&mut self, index: usize, queue: &mut Queue, memory: &GuestMemoryMmap) -> bool;
+    /// The driver accepted `features` (a subset of [`VirtioDevice::features`], kept with
+    /// FEATURES_OK). The default ignores them (for devices that behave the same either way).
+    fn ack_features(&mut self, features: u64) {
+        let _ = features;
+    }
+
+    /// Handles what the driver made available in queue `index` (`queues[index]`: it is ready
+    /// and the driver has set DRIVER_OK), adding every finished chain to the used ring. The other
+    /// queues are there for devices whose queues work together (a reply on another queue); any of
+    /// them may not be ready. Returns whether the driver should be interrupted (used buffers were
+    /// added and the driver did not suppress it).
+    fn process_queue(&mut self, index: usize, queues: &mut [Queue], memory: &GuestMemoryMmap) -> bool;
+
+    /// Does the work that does not come from a driver notification (host-side input for the
+    /// guest), called through [`mmio::MmioTransport::poll`] once the driver has set DRIVER_OK.
+    /// Returns whether the driver should be interrupted. The default has nothing to do.
+    fn poll(&mut self, queues: &mut [Queue], memory: &GuestMemoryMmap) -> bool {
+        let _ = (queues, memory);
+        false
+    }
 
     /// Returns the device to its initial state (the driver wrote 0 to the status register). The
     /// transport resets the queues itself.

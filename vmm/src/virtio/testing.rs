@@ -258,3 +258,59 @@ impl<D: VirtioDevice> Driver<D> {
         data
     }
 }
+
+/// One more virtqueue the driver runs, for devices with several: its rings' addresses and the
+/// driver's position in them (queue 0 of [`Driver::start`] keeps its own in [`Driver`]).
+#[derive(Clone, Debug)]
+pub struct Ring {
+    /// Its size.
+    pub size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    next_desc: u16,
+    avail_idx: u16,
+    used_seen: u16,
+}
+
+impl<D: VirtioDevice> Driver<D> {
+    /// Sets up queue `index` with `size` entries (at most 64), its rings in a 0x3000-byte area of
+    /// its own at `0x1_0000 + index * 0x3000`, and returns it (asserting that it is ready).
+    pub fn setup_ring(&mut self, index: u32, size: u16) -> Ring {
+        assert!(size <= 64, "rings of at most 64 entries fit their area");
+        let desc = 0x1_0000 + u64::from(index) * 0x3000;
+        let (avail, used) = (desc + 0x1000, desc + 0x2000);
+        assert_eq!(self.setup_queue_at(index, size, desc, avail, used), 1, "queue {index} ready");
+        Ring { size, desc, avail, used, next_desc: 0, avail_idx: 0, used_seen: 0 }
+    }
+
+    /// Puts the chain `descs` in `ring` and publishes it (without notifying). Returns its head.
+    pub fn post_to(&mut self, ring: &mut Ring, descs: &[Desc]) -> u16 {
+        let count = descs.len() as u16;
+        if ring.next_desc + count > ring.size {
+            ring.next_desc = 0;
+        }
+        let head = ring.next_desc;
+        self.write_table(ring.desc, head, descs);
+        ring.next_desc += count;
+        let slot = u64::from(ring.avail_idx % ring.size);
+        self.memory.write_obj(head.to_le(), GuestAddress(ring.avail + 4 + 2 * slot)).expect("avail ring entry");
+        ring.avail_idx = ring.avail_idx.wrapping_add(1);
+        self.memory.write_obj(ring.avail_idx.to_le(), GuestAddress(ring.avail + 2)).expect("avail idx");
+        head
+    }
+
+    /// The used ring entries (`id`, `len`) of `ring` added since the last call.
+    pub fn take_used_from(&mut self, ring: &mut Ring) -> Vec<(u32, u32)> {
+        let idx: u16 = self.memory.read_obj(GuestAddress(ring.used + 2)).expect("used idx");
+        let mut entries = Vec::new();
+        while ring.used_seen != u16::from_le(idx) {
+            let entry = GuestAddress(ring.used + 4 + 8 * u64::from(ring.used_seen % ring.size));
+            let id: u32 = self.memory.read_obj(entry).expect("used id");
+            let len: u32 = self.memory.read_obj(GuestAddress(entry.0 + 4)).expect("used len");
+            entries.push((u32::from_le(id), u32::from_le(len)));
+            ring.used_seen = ring.used_seen.wrapping_add(1);
+        }
+        entries
+    }
+}
