@@ -55,24 +55,7 @@ pub enum Request {
 }
 
 /// Why a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum ConsoleErrorCode {
-    /// The request was malformed or broke a limit of the protocol.
-    BadRequest = 1,
-    /// The device failed; the driver ends after answering.
-    DeviceError = 2,
-}
-
-impl ConsoleErrorCode {
-    fn from_u8(code: u8) -> Option<ConsoleErrorCode> {
-        Some(match code {
-            1 => ConsoleErrorCode::BadRequest,
-            2 => ConsoleErrorCode::DeviceError,
-            _ => return None,
-        })
-    }
-}
+pub type ConsoleErrorCode = crate::DriverErrorCode;
 
 /// The driver's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

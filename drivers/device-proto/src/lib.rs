@@ -22,5 +22,26 @@ mod wire;
 
 pub use wire::DecodeError;
 
+/// Why a request failed, for the protocols whose only failures are a bad request or a failed
+/// device (`net`, `console`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum DriverErrorCode {
+    /// The request was malformed or broke a limit of the protocol.
+    BadRequest = 1,
+    /// The device failed; the driver ends after answering.
+    DeviceError = 2,
+}
+
+impl DriverErrorCode {
+    pub(crate) fn from_u8(code: u8) -> Option<DriverErrorCode> {
+        Some(match code {
+            1 => DriverErrorCode::BadRequest,
+            2 => DriverErrorCode::DeviceError,
+            _ => return None,
+        })
+    }
+}
+
 /// The most bytes one IPC message may carry (`mica:kernel/ipc`).
 pub const MAX_MESSAGE_BYTES: usize = 65536;

@@ -73,24 +73,7 @@ pub enum Request {
 }
 
 /// Why a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum NetErrorCode {
-    /// The request was malformed or broke a limit of the protocol.
-    BadRequest = 1,
-    /// The device failed; the driver ends after answering.
-    DeviceError = 2,
-}
-
-impl NetErrorCode {
-    fn from_u8(code: u8) -> Option<NetErrorCode> {
-        Some(match code {
-            1 => NetErrorCode::BadRequest,
-            2 => NetErrorCode::DeviceError,
-            _ => return None,
-        })
-    }
-}
+pub type NetErrorCode = crate::DriverErrorCode;
 
 /// The driver's answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -268,14 +268,13 @@ fn io_image(guest: &linux_guest::LinuxGuest, init: &Path, path: &Path) -> Result
 
 /// Every `block-bench op=... bytes=... n=... ns=...` line, in instructions.
 fn mica_block_phases(serial: &str, tsc_mhz: f64) -> Vec<BlockPhase> {
-    serial
-        .lines()
-        .filter_map(|line| {
-            let rest = &line[line.find(MICA_BLOCK_PREFIX)? + MICA_BLOCK_PREFIX.len()..];
-            let op = rest.split_whitespace().find_map(|w| w.strip_prefix("op="))?.to_owned();
-            let get = |key: &str| linux_guest::field(rest, key).ok();
-            let (bytes, n, ns) = (get("bytes")?, get("n")?, get("ns")?);
-            Some(BlockPhase { op, bytes, n, instructions: (ns as f64 * tsc_mhz / 1000.0).round() as u64 })
+    super::report::op_lines(serial, MICA_BLOCK_PREFIX)
+        .into_iter()
+        .map(|(op, bytes, n, ns)| BlockPhase {
+            op,
+            bytes,
+            n,
+            instructions: (ns as f64 * tsc_mhz / 1000.0).round() as u64,
         })
         .collect()
 }

@@ -250,15 +250,11 @@ pub(super) fn tsc_rate(serial: &str) -> Option<f64> {
 
 /// Every `ipc-bench op=... bytes=... n=... ns=...` line, with instructions per operation.
 fn mica_ops(serial: &str, tsc_mhz: f64) -> Vec<MicaOp> {
-    serial
-        .lines()
-        .filter_map(|line| {
-            let rest = &line[line.find(MICA_PREFIX)? + MICA_PREFIX.len()..];
-            let op = rest.split_whitespace().find_map(|w| w.strip_prefix("op="))?.to_owned();
-            let get = |key: &str| linux_guest::field(rest, key).ok();
-            let (bytes, n, ns) = (get("bytes")?, get("n")?, get("ns")?);
+    super::report::op_lines(serial, MICA_PREFIX)
+        .into_iter()
+        .map(|(op, bytes, n, ns)| {
             let instructions_per_op = ns as f64 * tsc_mhz / 1000.0 / n.max(1) as f64;
-            Some(MicaOp { op, bytes, n, ns, instructions_per_op })
+            MicaOp { op, bytes, n, ns, instructions_per_op }
         })
         .collect()
 }

@@ -109,6 +109,19 @@ impl Report {
 }
 
 /// `1234567` as `1,234,567`.
+/// Every `PREFIX op=OP bytes=B n=N ns=T` line a benchmark component printed: (op, bytes, n, ns).
+pub(super) fn op_lines(serial: &str, prefix: &str) -> Vec<(String, u64, u64, u64)> {
+    serial
+        .lines()
+        .filter_map(|line| {
+            let rest = &line[line.find(prefix)? + prefix.len()..];
+            let op = rest.split_whitespace().find_map(|w| w.strip_prefix("op="))?.to_owned();
+            let get = |key: &str| crate::linux_guest::field(rest, key).ok();
+            Some((op, get("bytes")?, get("n")?, get("ns")?))
+        })
+        .collect()
+}
+
 pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
