@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use mica_exit::{ExitCode, ISA_DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_SIZE};
 use vm_superio::serial::NoEvents;
@@ -21,12 +22,16 @@ pub const COM1_PORTS: std::ops::RangeInclusive<u16> = COM1_BASE..=COM1_BASE + 7;
 /// COM1's interrupt line (GSI 4 on the in-kernel PIC and I/O APIC).
 pub const COM1_GSI: u32 = 4;
 
-/// Where the guest's serial output goes besides the capture buffer.
+/// Where the guest's console output goes: COM1's, and the virtio console's (`hvc0`) when the VM
+/// has one.
 pub enum SerialOutput {
     /// Only captured (returned in [`crate::Outcome::serial_output`]).
     Capture,
     /// Captured and written to this writer as it arrives (e.g. stdout).
     Tee(Box<dyn Write + Send>),
+    /// Only written to this writer, not kept: for a VM that runs for long (a pod), whose
+    /// output would otherwise grow in memory without bound.
+    Stream(Box<dyn Write + Send>),
 }
 
 impl fmt::Debug for SerialOutput {
@@ -34,14 +39,16 @@ impl fmt::Debug for SerialOutput {
         match self {
             SerialOutput::Capture => f.write_str("Capture"),
             SerialOutput::Tee(_) => f.write_str("Tee(..)"),
+            SerialOutput::Stream(_) => f.write_str("Stream(..)"),
         }
     }
 }
 
-/// The serial device's output: a capture buffer, and the tee writer if any. A tee that fails
-/// (a closed pipe) is dropped with a warning; capture goes on.
+/// The consoles' output: a capture buffer (unless streaming only), and the tee writer if any. A
+/// tee that fails (a closed pipe) is dropped with a warning; capture goes on.
 pub struct SerialSink {
     captured: Vec<u8>,
+    capture: bool,
     tee: Option<Box<dyn Write + Send>>,
 }
 
@@ -54,21 +61,17 @@ impl fmt::Debug for SerialSink {
 impl SerialSink {
     /// A sink for `output`.
     pub fn new(output: SerialOutput) -> SerialSink {
-        let tee = match output {
-            SerialOutput::Capture => None,
-            SerialOutput::Tee(w) => Some(w),
+        let (capture, tee) = match output {
+            SerialOutput::Capture => (true, None),
+            SerialOutput::Tee(w) => (true, Some(w)),
+            SerialOutput::Stream(w) => (false, Some(w)),
         };
-        SerialSink { captured: Vec::new(), tee }
+        SerialSink { captured: Vec::new(), capture, tee }
     }
 
     /// Everything the guest wrote.
     pub fn captured(&self) -> &[u8] {
         &self.captured
-    }
-
-    /// Takes the captured output.
-    pub fn into_captured(self) -> Vec<u8> {
-        self.captured
     }
 
     fn tee_io(&mut self, op: impl FnOnce(&mut dyn Write) -> io::Result<()>) {
@@ -83,7 +86,9 @@ impl SerialSink {
 
 impl Write for SerialSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.captured.extend_from_slice(buf);
+        if self.capture {
+            self.captured.extend_from_slice(buf);
+        }
         self.tee_io(|w| w.write_all(buf));
         Ok(buf.len())
     }
@@ -91,6 +96,43 @@ impl Write for SerialSink {
     fn flush(&mut self) -> io::Result<()> {
         self.tee_io(|w| w.flush());
         Ok(())
+    }
+}
+
+/// A [`SerialSink`] shared by the consoles that write to it (COM1, the virtio console's port 0).
+#[derive(Clone, Debug)]
+pub struct SharedSink(Arc<Mutex<SerialSink>>);
+
+impl SharedSink {
+    /// Shares `sink`.
+    pub fn new(sink: SerialSink) -> SharedSink {
+        SharedSink(Arc::new(Mutex::new(sink)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SerialSink> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A copy of what was captured so far.
+    pub fn captured(&self) -> Vec<u8> {
+        self.lock().captured().to_vec()
+    }
+
+    /// Flushes the tee and takes what was captured.
+    pub fn take_captured(&self) -> Vec<u8> {
+        let mut sink = self.lock();
+        let _ = sink.flush();
+        std::mem::take(&mut sink.captured)
+    }
+}
+
+impl Write for SharedSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.lock().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.lock().flush()
     }
 }
 
@@ -126,7 +168,7 @@ fn is_exit_port(port: u16) -> bool {
 
 /// The guest's port I/O space.
 pub struct PortBus {
-    serial: Serial<IrqLine, NoEvents, SerialSink>,
+    serial: Serial<IrqLine, NoEvents, SharedSink>,
 }
 
 impl fmt::Debug for PortBus {
@@ -137,7 +179,7 @@ impl fmt::Debug for PortBus {
 
 impl PortBus {
     /// A bus with COM1 raising `irq` and writing to `sink`.
-    pub fn new(irq: IrqLine, sink: SerialSink) -> PortBus {
+    pub fn new(irq: IrqLine, sink: SharedSink) -> PortBus {
         PortBus { serial: Serial::new(irq, sink) }
     }
 
@@ -175,16 +217,14 @@ impl PortBus {
         PortAction::Continue
     }
 
-    /// Everything the guest wrote to COM1 so far.
-    pub fn serial_output(&self) -> &[u8] {
+    /// Everything the guest wrote to its consoles so far (if captured).
+    pub fn serial_output(&self) -> Vec<u8> {
         self.serial.writer().captured()
     }
 
-    /// Takes COM1's captured output.
+    /// Takes the consoles' captured output.
     pub fn into_serial_output(self) -> Vec<u8> {
-        let mut sink = self.serial.into_writer();
-        let _ = sink.flush();
-        sink.into_captured()
+        self.serial.into_writer().take_captured()
     }
 }
 
@@ -194,6 +234,18 @@ pub trait MmioDevice: fmt::Debug + Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// A guest store of `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// A device shared with another thread (the VMM's I/O thread, which polls a console for host
+/// input): each access holds its lock.
+impl<T: MmioDevice> MmioDevice for Arc<Mutex<T>> {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        self.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).read(offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        self.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write(offset, data);
+    }
 }
 
 /// The MMIO windows the VMM claims, each a device at a base address.
@@ -250,7 +302,7 @@ mod tests {
 
     fn bus(output: SerialOutput) -> PortBus {
         let irq = IrqLine(EventFd::new(EFD_NONBLOCK).expect("eventfd"));
-        PortBus::new(irq, SerialSink::new(output))
+        PortBus::new(irq, SharedSink::new(SerialSink::new(output)))
     }
 
     fn print(bus: &mut PortBus, s: &str) {
@@ -301,6 +353,16 @@ mod tests {
         print(&mut b, "hello");
         assert_eq!(&*shared.0.lock().expect("lock"), b"hello");
         assert_eq!(b.serial_output(), b"hello");
+    }
+
+    #[test]
+    fn streamed_output_is_not_kept() {
+        let shared = Shared::default();
+        let mut b = bus(SerialOutput::Stream(Box::new(shared.clone())));
+        print(&mut b, "a long-running guest");
+        assert_eq!(&*shared.0.lock().expect("lock"), b"a long-running guest");
+        assert_eq!(b.serial_output(), b"");
+        assert_eq!(b.into_serial_output(), b"");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `mica-vmm`: boots a PVH kernel on KVM with its serial console on stdout, and exits with the
-//! guest's verdict: 0 for success, 1 for failed, 2 for anything else (with a message on stderr).
+//! `mica-vmm`: boots a PVH kernel on KVM with its consoles (COM1, and `hvc0` when there is an
+//! agent socket) on stdout, and exits with the guest's verdict: 0 for success, 1 for failed, 2
+//! for anything else (with a message on stderr).
 
 use std::path::PathBuf;
 use std::process::ExitCode as ProcessExit;
@@ -28,6 +29,13 @@ struct Args {
     /// Give the --disk image to the guest read-only.
     #[arg(long, requires = "disk")]
     disk_read_only: bool,
+    /// Give the guest a virtio-console whose port `mica.agent` is a Unix socket listening here
+    /// (the pod agent's channel; virtio-mmio in the slot after the disk).
+    #[arg(long, value_name = "PATH")]
+    agent_socket: Option<PathBuf>,
+    /// Write this process's pid here once the VM is built (removed when it ends).
+    #[arg(long, value_name = "PATH")]
+    pidfile: Option<PathBuf>,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "N", default_value_t = 128)]
     memory_mib: u64,
@@ -58,6 +66,26 @@ impl log::Log for StderrLog {
 
 static LOGGER: StderrLog = StderrLog;
 
+/// A pid file, removed when dropped.
+struct Pidfile(PathBuf);
+
+impl Pidfile {
+    /// Writes this process's pid to `path` atomically (a temporary file renamed into place).
+    fn write(path: PathBuf) -> Result<Pidfile, String> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("cannot write the pid file {}: {e}", path.display()))?;
+        Ok(Pidfile(path))
+    }
+}
+
+impl Drop for Pidfile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 const STATUS_OTHER: u8 = 2;
 
 fn main() -> ProcessExit {
@@ -78,15 +106,25 @@ fn main() -> ProcessExit {
     let mut config = VmConfig::new(&args.kernel)
         .cmdline(args.cmdline)
         .memory_mib(args.memory_mib)
-        .serial(SerialOutput::Tee(Box::new(std::io::stdout())));
+        .serial(SerialOutput::Stream(Box::new(std::io::stdout())));
     if let Some(initrd) = args.initrd {
         config = config.initrd(initrd);
     }
     if let Some(disk) = args.disk {
         config = config.disk(disk, args.disk_read_only);
     }
+    if let Some(socket) = args.agent_socket {
+        config = config.agent_socket(socket);
+    }
     let vm = match PvhVm::new(config) {
         Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("mica-vmm: {e}");
+            return ProcessExit::from(STATUS_OTHER);
+        }
+    };
+    let _pidfile = match args.pidfile.map(Pidfile::write).transpose() {
+        Ok(pidfile) => pidfile,
         Err(e) => {
             eprintln!("mica-vmm: {e}");
             return ProcessExit::from(STATUS_OTHER);

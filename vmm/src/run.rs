@@ -9,23 +9,31 @@
 //! `EINTR`; the loop then reads the vCPU's run state, and a vCPU that is halted with RFLAGS.IF clear
 //! is reported as [`Ending::HaltedWithInterruptsOff`].
 
-use std::sync::OnceLock;
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_EXIT_INTERNAL_ERROR, KVM_INTERNAL_ERROR_EMULATION, KVM_MP_STATE_HALTED};
 use kvm_ioctls::VcpuExit;
+use rustix::event::{PollFd, PollFlags, Timespec};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::signal::{self, SIGRTMIN};
 
 use crate::devices::PortAction;
 use crate::error::{Error, Result};
 use crate::outcome::{Ending, Outcome};
+use crate::virtio::console::Console;
+use crate::virtio::mmio::MmioTransport;
 use crate::vm::PvhVm;
 
 /// How often the watchdog interrupts the vCPU to check for a timeout or a dead halt.
 pub const KICK_PERIOD: Duration = Duration::from_millis(100);
+/// The longest the I/O thread waits before polling the console anyway (a device that has just
+/// been started by its driver has nothing to wait on yet).
+const IO_POLL_PERIOD: Duration = Duration::from_millis(50);
 /// RFLAGS.IF.
 const RFLAGS_IF: u64 = 1 << 9;
 /// The longest x86 instruction.
@@ -85,6 +93,37 @@ fn watchdog(vcpu: Kickable, deadline: Option<Instant>, done: mpsc::Receiver<()>,
     }
 }
 
+/// The I/O thread: moves host input into the virtio console as it arrives. It waits on what the
+/// console waits on (its socket, [`MmioTransport::waits`]) and on `stop`, at most
+/// [`IO_POLL_PERIOD`], then polls the console, until `stop` becomes readable.
+fn io_loop(console: &Mutex<MmioTransport<Console>>, stop: &UnixStream) {
+    loop {
+        let waits = {
+            let mut transport = console.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            transport.poll();
+            transport.waits()
+        };
+        let mut fds = vec![PollFd::new(stop, PollFlags::IN)];
+        for wait in &waits {
+            let mut flags = PollFlags::empty();
+            flags.set(PollFlags::IN, wait.readable);
+            flags.set(PollFlags::OUT, wait.writable);
+            fds.push(PollFd::new(&wait.fd, flags));
+        }
+        let period = Timespec::try_from(IO_POLL_PERIOD).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 50_000_000 });
+        match rustix::event::poll(&mut fds, Some(&period)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                log::warn!("the I/O thread stops: poll failed: {e}");
+                return;
+            }
+        }
+        if !fds[0].revents().is_empty() {
+            return;
+        }
+    }
+}
+
 impl PvhVm {
     /// Enters the kernel and runs it until it writes the exit port, stops in a way it cannot
     /// recover from, or `timeout` (host wall time) passes. `Err` means the VMM itself failed (a
@@ -98,6 +137,9 @@ impl PvhVm {
         let deadline = timeout.map(|t| started + t);
         let timed_out = AtomicBool::new(false);
         let vcpu_thread = Kickable::current();
+        // Writing a byte to one end stops the I/O thread, which waits on the other.
+        let (mut io_stop, io_stopped) = UnixStream::pair().map_err(Error::host("a socket pair for the I/O thread"))?;
+        let console = self.console.clone();
         let ending = std::thread::scope(|scope| {
             let (done_tx, done_rx) = mpsc::channel();
             let timed_out = &timed_out;
@@ -105,8 +147,18 @@ impl PvhVm {
                 .name("mica-vmm-watchdog".into())
                 .spawn_scoped(scope, move || watchdog(vcpu_thread, deadline, done_rx, timed_out))
                 .map_err(Error::host("starting the watchdog thread"))?;
+            if let Some(console) = console {
+                let io_stopped = &io_stopped;
+                std::thread::Builder::new()
+                    .name("mica-vmm-io".into())
+                    .spawn_scoped(scope, move || io_loop(&console, io_stopped))
+                    .map_err(Error::host("starting the I/O thread"))?;
+            }
             let ending = self.exit_loop(timed_out, timeout.unwrap_or_default());
             let _ = done_tx.send(());
+            if let Err(e) = io_stop.write_all(&[1]) {
+                log::warn!("cannot stop the I/O thread: {e}");
+            }
             ending
         })?;
         let duration = started.elapsed();

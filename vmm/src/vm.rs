@@ -7,6 +7,7 @@
 //! machine without KVM.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
@@ -16,12 +17,13 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::boot::{self, LoadedKernel};
 use crate::cpuid;
-use crate::devices::{COM1_GSI, IrqLine, MmioBus, PortBus, SerialOutput, SerialSink};
+use crate::devices::{COM1_GSI, IrqLine, MmioBus, PortBus, SerialOutput, SerialSink, SharedSink};
 use crate::error::{Error, Result};
 use crate::layout::{
     DEFAULT_MEMORY, MAX_MEMORY, MIB, MIN_MEMORY, VIRTIO_MMIO_GSI_BASE, VIRTIO_MMIO_START, ZERO_PAGE_START,
 };
 use crate::virtio::block::Block;
+use crate::virtio::console::{Console, UnixSocketBackend, WriterBackend};
 use crate::virtio::mmio::{self, MMIO_WINDOW_SIZE, MmioTransport};
 use crate::{linux, regs};
 
@@ -45,6 +47,10 @@ pub struct VmConfig {
     /// A raw disk image for a virtio-blk device (virtio-mmio, at
     /// [`VIRTIO_MMIO_START`] with GSI [`VIRTIO_MMIO_GSI_BASE`]).
     pub disk: Option<DiskConfig>,
+    /// A Unix socket for the guest agent's channel: a virtio-console device (the next
+    /// virtio-mmio slot) whose port 1, `mica.agent`, is this socket and whose port 0 (`hvc0`)
+    /// writes where the serial output goes.
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// A virtio-blk disk.
@@ -67,6 +73,7 @@ impl VmConfig {
             memory_mib: DEFAULT_MEMORY / MIB,
             serial: SerialOutput::Capture,
             disk: None,
+            agent_socket: None,
         }
     }
 
@@ -101,6 +108,24 @@ impl VmConfig {
         self.disk = Some(DiskConfig { path: path.into(), read_only });
         self
     }
+
+    /// Gives the guest a virtio-console whose `mica.agent` port is a Unix socket listening at
+    /// `path` (one client at a time; a stale socket there is replaced). The guest is told where
+    /// the device is on its command line, like the disk.
+    pub fn agent_socket(mut self, path: impl Into<PathBuf>) -> VmConfig {
+        self.agent_socket = Some(path.into());
+        self
+    }
+}
+
+/// The virtio-mmio slots in use, in order: the disk, then the console.
+fn virtio_slots(config: &VmConfig) -> u32 {
+    u32::from(config.disk.is_some()) + u32::from(config.agent_socket.is_some())
+}
+
+/// The register window and GSI of virtio-mmio slot `slot`.
+fn slot_address(slot: u32) -> (u64, u32) {
+    (VIRTIO_MMIO_START + u64::from(slot) * crate::layout::VIRTIO_MMIO_SLOT_SIZE, VIRTIO_MMIO_GSI_BASE + slot)
 }
 
 /// The command line the guest gets: `cmdline`, and the word that tells its virtio-mmio driver
@@ -112,8 +137,8 @@ fn guest_cmdline(cmdline: &str, devices: u32) -> String {
         words.push(cmdline.trim().to_owned());
     }
     for slot in 0..devices {
-        let base = VIRTIO_MMIO_START + u64::from(slot) * crate::layout::VIRTIO_MMIO_SLOT_SIZE;
-        words.push(mmio::linux_cmdline_word(base, VIRTIO_MMIO_GSI_BASE + slot));
+        let (base, gsi) = slot_address(slot);
+        words.push(mmio::linux_cmdline_word(base, gsi));
     }
     words.join(" ")
 }
@@ -130,6 +155,8 @@ pub struct PvhVm {
     pub(crate) memory: GuestMemoryMmap,
     pub(crate) ports: PortBus,
     pub(crate) mmio: MmioBus,
+    /// The virtio console, shared with the I/O thread that moves host input into it.
+    pub(crate) console: Option<Arc<Mutex<MmioTransport<Console>>>>,
     kernel: LoadedKernel,
     setup: Duration,
 }
@@ -142,11 +169,12 @@ impl PvhVm {
         let bytes = memory_bytes(config.memory_mib)?;
         boot::check_cmdline(&config.cmdline)?;
         let disk = config.disk.as_ref().map(|d| Block::open(&d.path, d.read_only)).transpose()?;
+        let agent = config.agent_socket.as_ref().map(UnixSocketBackend::bind).transpose()?;
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes as usize)])
             .map_err(|source| Error::MemoryAlloc { mib: config.memory_mib, source })?;
         regs::write_gdt(&memory)?;
         let is_linux = linux::is_bzimage(&config.kernel)?;
-        let cmdline = guest_cmdline(&config.cmdline, u32::from(disk.is_some()));
+        let cmdline = guest_cmdline(&config.cmdline, virtio_slots(&config));
         let (kernel, entry_regs) = if is_linux {
             let kernel = linux::load(&memory, &config.kernel, config.initrd.as_deref(), &cmdline)?;
             log::debug!(
@@ -194,18 +222,34 @@ impl PvhVm {
         vm.create_pit2(pit).map_err(Error::kvm("KVM_CREATE_PIT2"))?;
         let irq = EventFd::new(EFD_NONBLOCK).map_err(Error::host("eventfd for COM1"))?;
         vm.register_irqfd(&irq, COM1_GSI).map_err(Error::kvm("KVM_IRQFD"))?;
-        let ports = PortBus::new(IrqLine(irq), SerialSink::new(config.serial));
+        let sink = SharedSink::new(SerialSink::new(config.serial));
+        let ports = PortBus::new(IrqLine(irq), sink.clone());
         let mut mmio = MmioBus::default();
+        let mut slot = 0;
+        // An irqfd pulses its line: edge-triggered, as ISA lines on the PIC and I/O APIC are.
+        let mut next_slot = |what: &'static str| -> Result<(u64, EventFd)> {
+            let (base, gsi) = slot_address(slot);
+            slot += 1;
+            let irq = EventFd::new(EFD_NONBLOCK).map_err(Error::host(what))?;
+            vm.register_irqfd(&irq, gsi).map_err(Error::kvm("KVM_IRQFD"))?;
+            Ok((base, irq))
+        };
         if let Some(block) = disk {
-            // An irqfd pulses the line: edge-triggered, as ISA lines on the PIC and I/O APIC are.
-            let irq = EventFd::new(EFD_NONBLOCK).map_err(Error::host("eventfd for the virtio-blk disk"))?;
-            vm.register_irqfd(&irq, VIRTIO_MMIO_GSI_BASE).map_err(Error::kvm("KVM_IRQFD"))?;
+            let (base, irq) = next_slot("eventfd for the virtio-blk disk")?;
             let transport = MmioTransport::new(block, memory.clone(), Box::new(irq))?;
-            mmio.insert(VIRTIO_MMIO_START, MMIO_WINDOW_SIZE, Box::new(transport));
+            mmio.insert(base, MMIO_WINDOW_SIZE, Box::new(transport));
+        }
+        let mut console = None;
+        if let Some(agent) = agent {
+            let (base, irq) = next_slot("eventfd for the virtio console")?;
+            let device = Console::new(Box::new(WriterBackend::new(Box::new(sink))), Box::new(agent));
+            let transport = Arc::new(Mutex::new(MmioTransport::new(device, memory.clone(), Box::new(irq))?));
+            mmio.insert(base, MMIO_WINDOW_SIZE, Box::new(transport.clone()));
+            console = Some(transport);
         }
 
         let vcpu = setup_vcpu(&kvm, &vm, &entry_regs)?;
-        Ok(PvhVm { vcpu, _vm: vm, memory, ports, mmio, kernel, setup: started.elapsed() })
+        Ok(PvhVm { vcpu, _vm: vm, memory, ports, mmio, console, kernel, setup: started.elapsed() })
     }
 
     /// The kernel's PVH entry point.
@@ -321,5 +365,21 @@ mod tests {
         assert_eq!(guest_cmdline("  ", 1), "virtio_mmio.device=512@0xd0000000:5");
         assert_eq!(guest_cmdline("", 2), "virtio_mmio.device=512@0xd0000000:5 virtio_mmio.device=512@0xd0001000:6");
         assert_eq!(guest_cmdline("console=ttyS0", 0), "console=ttyS0", "no disk, no word");
+        let both = VmConfig::new("bzImage").disk("disk.img", true).agent_socket("agent.sock");
+        assert_eq!(virtio_slots(&both), 2);
+        assert_eq!(virtio_slots(&VmConfig::new("bzImage").agent_socket("agent.sock")), 1);
+        assert_eq!(slot_address(1), (0xd000_1000, 6));
+    }
+
+    #[test]
+    fn a_bad_agent_socket_is_refused_before_kvm() {
+        let scratch = tempfile::tempdir().expect("scratch");
+        let in_the_way = scratch.path().join("agent.sock");
+        std::fs::write(&in_the_way, b"not a socket").expect("file");
+        let e = PvhVm::new(VmConfig::new("/nonexistent/kernel").agent_socket(&in_the_way))
+            .expect_err("a regular file in the way");
+        assert!(matches!(e, Error::ConsoleSocket { .. }), "{e}");
+        assert!(e.to_string().contains("agent.sock"), "{e}");
+        assert_eq!(std::fs::read(&in_the_way).expect("still there"), b"not a socket", "the file is left alone");
     }
 }

@@ -37,7 +37,7 @@ fn main() {
         Trial::test("tiny::xgetbv_ends_the_run_clearly", tiny_xgetbv),
         Trial::test("mica::boots_to_ready_and_exits_success", mica_ready),
         Trial::test("mica::test_panic_exits_failed", mica_panic),
-        Trial::test("mica::finds_the_virtio_disk", mica_disk),
+        Trial::test("mica::finds_the_virtio_disk_and_console", mica_disk),
     ];
     let mut trials: Vec<Trial> = trials.into_iter().map(|t| t.with_ignored_flag(no_kvm)).collect();
     // A stock Linux kernel needs hardware KVM: the software kvm_pvm stops it with an emulation
@@ -178,12 +178,23 @@ fn mica_disk() -> Result<(), Failed> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let disk = scratch.path().join("disk.img");
     std::fs::File::create(&disk).and_then(|f| f.set_len(1 << 20)).map_err(|e| format!("disk image: {e}"))?;
-    let config = VmConfig::new(mica_kernel()?).cmdline("test=timer").disk(&disk, false);
+    let socket = scratch.path().join("agent.sock");
+    let config = VmConfig::new(mica_kernel()?).cmdline("test=timer").disk(&disk, false).agent_socket(&socket);
     let vm = PvhVm::new(config).map_err(|e| format!("VMM error: {e}"))?;
+    if !socket.exists() {
+        return Err(format!("no agent socket at {} once the VM is built", socket.display()).into());
+    }
     let o = vm.run(Some(MICA_TIMEOUT)).map_err(|e| format!("VMM error: {e}"))?;
-    let want = "devices: virtio-blk.0 (virtio-mmio v2 at 0xd0000000, GSI 5 -> vector 0x40)";
-    if o.exit() != Some(ExitCode::Success) || !o.serial_text().contains(want) {
-        return Err(format!("expected success and \"{want}\"; {}", describe(&o)).into());
+    for want in [
+        "devices: virtio-blk.0 (virtio-mmio v2 at 0xd0000000, GSI 5 -> vector 0x40)",
+        "devices: virtio-console.0 (virtio-mmio v2 at 0xd0001000, GSI 6 -> vector 0x41)",
+    ] {
+        if o.exit() != Some(ExitCode::Success) || !o.serial_text().contains(want) {
+            return Err(format!("expected success and \"{want}\"; {}", describe(&o)).into());
+        }
+    }
+    if socket.exists() {
+        return Err(format!("the agent socket {} outlived the VM", socket.display()).into());
     }
     Ok(())
 }

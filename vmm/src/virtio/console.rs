@@ -33,6 +33,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
-use super::VirtioDevice;
+use super::{VirtioDevice, Wait};
 use crate::error::{Error, Result};
 
 /// Feature bit: the device has several ports and the control queues (section 5.3.3).
@@ -111,6 +112,48 @@ pub trait PortBackend: Send + fmt::Debug {
     /// default: always.
     fn connected(&mut self) -> bool {
         true
+    }
+
+    /// What to wait on before the backend can have more input (`want_input`: the port has room
+    /// for it) or take held output. The default: nothing (a backend whose input, if any, is
+    /// pushed by the host program itself).
+    fn waits(&self, want_input: bool) -> Vec<Wait> {
+        let _ = want_input;
+        Vec::new()
+    }
+}
+
+/// An output-only backend: what the guest writes goes to a writer (the VMM's stdout, a log
+/// file); it has no input. A writer that fails is dropped with a warning, and later output with it.
+pub struct WriterBackend {
+    writer: Option<Box<dyn Write + Send>>,
+}
+
+impl fmt::Debug for WriterBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriterBackend").field("open", &self.writer.is_some()).finish()
+    }
+}
+
+impl WriterBackend {
+    /// Output to `writer`.
+    pub fn new(writer: Box<dyn Write + Send>) -> WriterBackend {
+        WriterBackend { writer: Some(writer) }
+    }
+}
+
+impl PortBackend for WriterBackend {
+    fn write(&mut self, data: &[u8]) {
+        if let Some(writer) = self.writer.as_mut()
+            && let Err(e) = writer.write_all(data).and_then(|()| writer.flush())
+        {
+            log::warn!("virtio-console: console output stopped: {e}");
+            self.writer = None;
+        }
+    }
+
+    fn read_input(&mut self, _buf: &mut [u8]) -> usize {
+        0
     }
 }
 
@@ -332,6 +375,26 @@ impl PortBackend for UnixSocketBackend {
     fn connected(&mut self) -> bool {
         self.accept();
         self.client.is_some()
+    }
+
+    fn waits(&self, want_input: bool) -> Vec<Wait> {
+        let wait = |fd: io::Result<OwnedFd>, readable, writable| match fd {
+            Ok(fd) => Some(Wait { fd, readable, writable }),
+            Err(e) => {
+                log::warn!("virtio-console: cannot duplicate a descriptor of {}: {e}", self.path.display());
+                None
+            }
+        };
+        let wait = match &self.client {
+            // A client waiting to be accepted.
+            None => wait(self.listener.try_clone().map(OwnedFd::from), true, false),
+            Some(client) if want_input || !self.unsent.is_empty() => {
+                wait(client.try_clone().map(OwnedFd::from), want_input, !self.unsent.is_empty())
+            }
+            // Nothing to do until the guest takes held input: not even a hang-up matters yet.
+            Some(_) => None,
+        };
+        wait.into_iter().collect()
     }
 }
 
@@ -733,6 +796,10 @@ impl VirtioDevice for Console {
         self.poll_input(queues, memory)
     }
 
+    fn waits(&self) -> Vec<Wait> {
+        self.ports.iter().flat_map(|port| port.backend.waits(port.input.len() < INPUT_BUFFER)).collect()
+    }
+
     fn reset(&mut self) {
         self.multiport = false;
         self.control_out.clear();
@@ -1113,7 +1180,10 @@ mod tests {
         let backend = UnixSocketBackend::bind(&path).expect("bind");
         assert_eq!(backend.path(), path);
         let mut g = Guest::with(MemoryBackend::new(), (), Box::new(backend));
+        assert!(g.d.transport.waits().is_empty(), "nothing to wait on before DRIVER_OK");
         g.start(VERSION_1 | MULTIPORT, 6);
+        let waits = g.d.transport.waits();
+        assert!(waits.len() == 1 && waits[0].readable && !waits[0].writable, "the listener: {waits:?}");
         g.post_control_buffers(8);
         g.control(0, event::DEVICE_READY, 1);
         g.control(1, event::PORT_READY, 1);
@@ -1124,6 +1194,8 @@ mod tests {
         client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         g.d.transport.poll();
         assert_eq!(g.control_in(), [(1, event::PORT_OPEN, 1, vec![])], "the client counts as the host side");
+        let waits = g.d.transport.waits();
+        assert!(waits.len() == 1 && waits[0].readable && !waits[0].writable, "the client: {waits:?}");
         client.write_all(b"ping").expect("client write");
         g.post_rx(4, 64);
         g.d.transport.poll();
@@ -1145,8 +1217,54 @@ mod tests {
         g.d.transport.poll();
         assert_eq!(g.received(4), [b"again".to_vec()]);
 
+        // A client that writes more than the port holds, while the guest posts no buffers: once
+        // the port is full, the client is not waited on (its input would only spin the I/O thread).
+        client.write_all(&vec![7u8; INPUT_BUFFER + 100]).expect("client write");
+        for _ in 0..100 {
+            g.d.transport.poll();
+            if g.d.transport.waits().is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(g.d.transport.waits().is_empty(), "a full port waits on nothing");
+        g.post_rx(4, 4096);
+        g.d.notify(4);
+        assert_eq!(g.received(4), [vec![7u8; 4096]], "held input goes out as buffers come");
+        assert_eq!(g.d.transport.waits().len(), 1, "room again: the client is waited on");
+
         drop(g);
         assert!(!path.exists(), "the socket file is removed with the backend");
+    }
+
+    #[test]
+    fn console_output_goes_to_a_writer() {
+        #[derive(Clone, Default)]
+        struct Shared(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Shared {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let out = Shared::default();
+        let console = Box::new(WriterBackend::new(Box::new(out.clone())));
+        let d = Driver::new(Console::new(console, Box::new(MemoryBackend::new())));
+        let mut g = Guest {
+            d,
+            rings: Vec::new(),
+            console: MemoryBackend::new(),
+            agent: (),
+            buffers: HashMap::new(),
+            next_buffer: BUFFERS,
+        };
+        g.start(VERSION_1, 2);
+        g.transmit(1, &[b"hvc0: ", b"hello\n"]);
+        assert_eq!(*out.0.lock().expect("lock"), b"hvc0: hello\n");
+        assert!(g.d.transport.waits().is_empty(), "a writer has no input to wait on");
     }
 
     #[test]

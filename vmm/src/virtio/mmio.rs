@@ -312,6 +312,16 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
+    /// What the device waits on before [`MmioTransport::poll`] can do anything
+    /// ([`VirtioDevice::waits`]); nothing before DRIVER_OK or after FAILED, when polling does
+    /// nothing.
+    pub fn waits(&self) -> Vec<super::Wait> {
+        if !self.has_status(VIRTIO_CONFIG_S_DRIVER_OK) || self.has_status(VIRTIO_CONFIG_S_FAILED) {
+            return Vec::new();
+        }
+        self.device.waits()
+    }
+
     /// Sets `bits` in InterruptStatus and raises the interrupt.
     fn signal(&mut self, bits: u32) {
         self.interrupt_status |= bits;

@@ -9,6 +9,7 @@
 //! `vm-memory`'s checked accessors.
 
 use std::io;
+use std::os::fd::OwnedFd;
 
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -69,9 +70,28 @@ pub trait VirtioDevice: Send {
         false
     }
 
+    /// The host descriptors to wait on before the next [`VirtioDevice::poll`] can do anything
+    /// (a socket with input for the guest, or room for held output). The VMM's I/O thread waits
+    /// on them, then polls. The default: none.
+    fn waits(&self) -> Vec<Wait> {
+        Vec::new()
+    }
+
     /// Returns the device to its initial state (the driver wrote 0 to the status register). The
     /// transport resets the queues itself.
     fn reset(&mut self);
+}
+
+/// A host descriptor a device waits on, and for what. The descriptor is the device's own,
+/// duplicated, so the waiting thread holds it even if the device closes its copy meanwhile.
+#[derive(Debug)]
+pub struct Wait {
+    /// The descriptor.
+    pub fd: OwnedFd,
+    /// Wake when it is readable (or hung up).
+    pub readable: bool,
+    /// Wake when it is writable.
+    pub writable: bool,
 }
 
 /// How a virtio-mmio transport interrupts the guest.
