@@ -22,6 +22,7 @@
 //! ```
 
 pub mod boot;
+pub mod cli;
 pub mod cpuid;
 pub mod devices;
 pub mod error;

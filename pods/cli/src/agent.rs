@@ -69,8 +69,18 @@ impl Agent {
     /// `Hello` and a `Ping` with a fresh id, again every [`RETRY`] until the matching `Pong`
     /// comes back; only then is the agent listening.
     pub fn connect(socket: &Path, deadline: Instant) -> Result<Agent> {
+        Agent::connect_while(socket, deadline, &|| true)
+    }
+
+    /// [`Agent::connect`], giving up as soon as `alive` says the hypervisor behind the socket
+    /// is gone (checked between tries).
+    pub fn connect_while(socket: &Path, deadline: Instant, alive: &dyn Fn() -> bool) -> Result<Agent> {
         const RETRY: Duration = Duration::from_millis(50);
+        let gone = || anyhow::anyhow!("the hypervisor exited before the agent answered (see `mica pod logs`)");
         let mut stream = loop {
+            if !alive() {
+                return Err(gone());
+            }
             match UnixStream::connect(socket) {
                 Ok(stream) => break stream,
                 Err(e) if Instant::now() >= deadline => {
@@ -84,6 +94,9 @@ impl Agent {
         let mut ready = None;
         loop {
             let now = Instant::now();
+            if !alive() {
+                return Err(gone());
+            }
             if now >= deadline {
                 bail!(
                     "the agent did not answer within the time allowed (is the guest still booting? see `mica pod logs`)"
@@ -183,6 +196,23 @@ mod tests {
         let error = Agent::connect(&path, Instant::now() + Duration::from_millis(400)).unwrap_err();
         assert!(error.to_string().starts_with("the agent did not answer within the time allowed"), "{error:#}");
         holder.join().unwrap();
+    }
+
+    #[test]
+    fn a_hypervisor_that_exits_is_noticed_before_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        let checks = std::cell::Cell::new(0);
+        // Alive for the first few checks, then gone; the deadline is far away.
+        let alive = || {
+            checks.set(checks.get() + 1);
+            checks.get() < 4
+        };
+        let started = Instant::now();
+        let error = Agent::connect_while(&path, started + Duration::from_secs(60), &alive).unwrap_err();
+        assert!(error.to_string().starts_with("the hypervisor exited before the agent answered"), "{error:#}");
+        assert!(started.elapsed() < Duration::from_secs(30), "gave up at once, not at the deadline");
     }
 
     #[test]

@@ -9,14 +9,16 @@
 //! mica pod list                running pods
 //! mica pod exec NAME -- CMD..  run CMD in the pod: its stdout, stderr and exit status
 //! mica pod logs NAME           the pod's serial console
-//! mica pod stop NAME           power it off (or stop QEMU) and remove it
+//! mica pod stop NAME           power it off (or stop its hypervisor) and remove it
 //! ```
 #![forbid(unsafe_code)]
 
 mod agent;
+mod backend;
 mod qemu;
 mod spec;
 mod state;
+mod vmm;
 
 use std::fs;
 use std::io::Write;
@@ -29,7 +31,8 @@ use clap::{Parser, Subcommand};
 use mica_launch::KvmProbe;
 
 use crate::agent::Agent;
-use crate::spec::{Backend, PodSpec};
+use crate::backend::{AGENT_SOCKET, CONSOLE_LOG, Hypervisor};
+use crate::spec::PodSpec;
 use crate::state::{PodRecord, State};
 
 /// Mica's command line.
@@ -45,6 +48,13 @@ enum Top {
     /// Legacy pods: stock Linux in micro-VMs.
     #[command(subcommand)]
     Pod(PodCommand),
+    /// Run mica-vmm (what a `mica-vmm` pod's VMM process is): `mica vmm -- --help`.
+    #[command(hide = true)]
+    Vmm {
+        /// mica-vmm's arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +89,7 @@ enum PodCommand {
     Stop {
         /// The pod.
         name: String,
-        /// Seconds to wait for a clean power-off before QEMU is stopped.
+        /// Seconds to wait for a clean power-off before the hypervisor is stopped.
         #[arg(long, default_value_t = 20)]
         timeout: u64,
     },
@@ -87,7 +97,10 @@ enum PodCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Top::Pod(command) = cli.command;
+    let command = match cli.command {
+        Top::Pod(command) => command,
+        Top::Vmm { args } => return mica_vmm::cli::main(std::iter::once("mica-vmm".into()).chain(args)),
+    };
     match pod(command) {
         Ok(code) => code,
         Err(err) => {
@@ -117,16 +130,10 @@ fn fault_point(point: &str) {
 
 fn run(spec_path: &std::path::Path, timeout: Duration) -> Result<ExitCode> {
     let spec = spec::load(spec_path)?;
-    let probe = KvmProbe::detect();
-    let (accel, why) = qemu::accel(&probe);
-    match spec.backend {
-        Backend::Auto | Backend::Qemu => {}
-        Backend::MicaVmm => bail!(
-            "pod {}: backend \"mica-vmm\" cannot run Linux pods yet (it boots the Mica kernel only); use \"qemu\" \
-             or \"auto\"",
-            spec.name
-        ),
-    }
+    let allow_software = std::env::var_os(backend::ALLOW_SOFTWARE_KVM).is_some_and(|v| v == "1");
+    let choice =
+        backend::choose(&spec, &KvmProbe::detect(), allow_software).with_context(|| format!("pod {}", spec.name))?;
+    let hypervisor = choice.hypervisor;
     let state = State::open()?;
     state.reconcile()?;
     let dir = state.pod_dir(&spec.name);
@@ -139,7 +146,10 @@ fn run(spec_path: &std::path::Path, timeout: Duration) -> Result<ExitCode> {
     }
     fault_point("after-mkdir");
     let started = Instant::now();
-    let launched = qemu::launch(&spec, &dir, accel);
+    let launched = match hypervisor {
+        Hypervisor::Qemu(accel) => qemu::launch(&spec, &dir, accel),
+        Hypervisor::MicaVmm => vmm::launch(&spec, &dir),
+    };
     let pid = match launched {
         Ok(pid) => pid,
         Err(e) => {
@@ -150,8 +160,8 @@ fn run(spec_path: &std::path::Path, timeout: Duration) -> Result<ExitCode> {
     fault_point("after-launch");
     let record = PodRecord {
         spec: spec.clone(),
-        backend: "qemu".to_owned(),
-        accel: accel.name().to_owned(),
+        backend: hypervisor.backend_name().to_owned(),
+        accel: hypervisor.accel_name().to_owned(),
         pid,
         started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
@@ -162,13 +172,16 @@ fn run(spec_path: &std::path::Path, timeout: Duration) -> Result<ExitCode> {
     fault_point("after-record");
     // The pod is complete on disk: other commands may see it while the guest boots.
     drop(state);
-    let agent = match Agent::connect(&dir.join(qemu::AGENT_SOCKET), started + timeout) {
+    let alive = || state::process_of(pid, &dir);
+    let agent = match Agent::connect_while(&dir.join(AGENT_SOCKET), started + timeout, &alive) {
         Ok(agent) => agent,
         Err(e) => {
-            let console = tail(&dir.join(qemu::CONSOLE_LOG), 20);
+            let console = tail(&dir.join(CONSOLE_LOG), 20);
+            let vmm_log = tail(&dir.join(vmm::VMM_LOG), 10);
             discard(pid, &dir);
+            let vmm_log = if vmm_log.is_empty() { String::new() } else { format!("\n--- mica-vmm ---\n{vmm_log}") };
             bail!(
-                "pod {} did not come up, so it was removed: {e:#}\n--- console (last lines) ---\n{console}",
+                "pod {} did not come up, so it was removed: {e:#}\n--- console (last lines) ---\n{console}{vmm_log}",
                 spec.name
             );
         }
@@ -179,8 +192,10 @@ fn run(spec_path: &std::path::Path, timeout: Duration) -> Result<ExitCode> {
         start_main_process(agent, &spec)?;
     }
     println!(
-        "pod {} running: qemu with {why}, Linux {kernel}, mica-agent {}, ready in {:.2} s",
+        "pod {} running: {} with {}, Linux {kernel}, mica-agent {}, ready in {:.2} s",
         spec.name,
+        hypervisor.backend_name(),
+        choice.why,
         agent_version,
         ready.as_secs_f64()
     );
@@ -208,7 +223,7 @@ fn start_main_process(mut agent: Agent, spec: &PodSpec) -> Result<()> {
     Ok(())
 }
 
-/// Stops a pod's QEMU and removes its directory, reporting (not failing on) errors: used when
+/// Stops a pod's hypervisor and removes its directory, reporting (not failing on) errors: used when
 /// `run` cannot finish.
 fn discard(pid: u32, dir: &std::path::Path) {
     if let Err(e) = state::kill_and_wait(pid, dir, Duration::from_secs(10)) {
@@ -243,7 +258,7 @@ fn exec(name: &str, command: &[String], timeout: Duration) -> Result<ExitCode> {
     let (record, socket) = {
         let state = State::open()?;
         let record = state.find(name)?;
-        (record, state.pod_dir(name).join(qemu::AGENT_SOCKET))
+        (record, state.pod_dir(name).join(AGENT_SOCKET))
     };
     let mut agent = Agent::connect(&socket, Instant::now() + timeout).with_context(|| format!("pod {name}"))?;
     let env: Vec<(String, String)> = record.spec.env.into_iter().collect();
@@ -256,7 +271,7 @@ fn exec(name: &str, command: &[String], timeout: Duration) -> Result<ExitCode> {
 fn logs(name: &str) -> Result<ExitCode> {
     let state = State::open()?;
     state.find(name)?;
-    let path = state.pod_dir(name).join(qemu::CONSOLE_LOG);
+    let path = state.pod_dir(name).join(CONSOLE_LOG);
     let log = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     std::io::stdout().lock().write_all(&log)?;
     Ok(ExitCode::SUCCESS)
@@ -267,9 +282,9 @@ fn stop(name: &str, timeout: Duration) -> Result<ExitCode> {
     let record = state.find(name)?;
     let dir = state.pod_dir(name);
     let clean =
-        Agent::connect(&dir.join(qemu::AGENT_SOCKET), Instant::now() + Duration::from_secs(5)).and_then(|mut agent| {
+        Agent::connect(&dir.join(AGENT_SOCKET), Instant::now() + Duration::from_secs(5)).and_then(|mut agent| {
             agent.shutdown()?;
-            // The connection stays open until QEMU is gone: closing it at once can make QEMU drop
+            // The connection stays open until the hypervisor is gone: closing it at once can make QEMU drop
             // the Shutdown frame unread (it reads from the socket only as the guest takes data),
             // and the guest then never powers off.
             let gone = state::wait_gone(record.pid, &dir, timeout);
@@ -280,7 +295,7 @@ fn stop(name: &str, timeout: Duration) -> Result<ExitCode> {
         Ok(()) => "powered off".to_owned(),
         Err(e) => {
             // What the guest said last: why it did not power off is usually there.
-            let console = tail(&dir.join(qemu::CONSOLE_LOG), 15);
+            let console = tail(&dir.join(CONSOLE_LOG), 15);
             eprintln!("mica: pod {name} did not power off cleanly ({e:#}); its console ended with:\n{console}");
             state::signal(record.pid, &dir, rustix::process::Signal::TERM);
             if state::wait_gone(record.pid, &dir, Duration::from_secs(5)).is_err() {

@@ -7,46 +7,16 @@
 //!   `mke2fs -d`, attached `readonly=on`, so the guest cannot write it even by remounting).
 //!
 //! KVM is used when it is hardware-backed; otherwise TCG (a software KVM such as `kvm_pvm`
-//! cannot run a stock Linux kernel).
+//! cannot run a stock Linux kernel): see [`crate::backend`].
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use mica_launch::{Accel, KvmProbe};
+use mica_launch::Accel;
 
+use crate::backend::{AGENT_PORT, AGENT_SOCKET, CONSOLE_LOG, cmdline, secrets_image};
 use crate::spec::PodSpec;
-
-/// The virtio-serial port name the agent looks for.
-pub const AGENT_PORT: &str = "mica.agent";
-/// The console log in a pod directory.
-pub const CONSOLE_LOG: &str = "console.log";
-/// The agent socket in a pod directory.
-pub const AGENT_SOCKET: &str = "agent.sock";
-/// The secrets disk in a pod directory.
-const SECRETS_IMAGE: &str = "secrets.img";
-
-/// The accelerator for a pod on this host, and why.
-pub fn accel(probe: &KvmProbe) -> (Accel, String) {
-    if probe.hardware() && probe.usable() {
-        (Accel::Kvm, "hardware KVM".to_owned())
-    } else {
-        (Accel::Tcg, format!("TCG ({})", probe.unusable_reason().unwrap_or_else(|| probe.label())))
-    }
-}
-
-/// The kernel command line of a pod: what every pod's guest boots with
-/// ([`mica_launch::linux_guest::pod_cmdline`]: serial console, `no_timer_check`, and the host's TSC
-/// rate under TCG), then the spec's own additions.
-pub fn cmdline(spec: &PodSpec, tsc_khz: Option<u64>) -> String {
-    let mut line = mica_launch::linux_guest::pod_cmdline(&spec.name, tsc_khz);
-    if !spec.cmdline.trim().is_empty() {
-        line.push(' ');
-        line.push_str(spec.cmdline.trim());
-    }
-    line
-}
 
 /// QEMU's arguments for `spec` in pod directory `dir`.
 pub fn args(spec: &PodSpec, dir: &Path, accel: Accel, secrets: Option<&Path>) -> Vec<String> {
@@ -92,7 +62,7 @@ pub fn args(spec: &PodSpec, dir: &Path, accel: Accel, secrets: Option<&Path>) ->
 /// Starts the pod's QEMU (daemonized) and returns its pid.
 pub fn launch(spec: &PodSpec, dir: &Path, accel: Accel) -> Result<u32> {
     let qemu = mica_launch::find_qemu()?;
-    let secrets = if spec.secrets.is_empty() { None } else { Some(secrets_image(spec, dir)?) };
+    let secrets = secrets_image(spec, dir)?;
     let mut cmd = Command::new(&qemu);
     cmd.args(args(spec, dir, accel, secrets.as_deref())).stdin(Stdio::null());
     let out = cmd.output().with_context(|| format!("cannot run {}", qemu.display()))?;
@@ -100,37 +70,6 @@ pub fn launch(spec: &PodSpec, dir: &Path, accel: Accel) -> Result<u32> {
         bail!("QEMU refused to start the pod ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
     }
     crate::state::read_pidfile(dir).context("QEMU started but wrote no pid file")
-}
-
-/// An ext4 image holding the secrets, made without root by `mke2fs -d`.
-fn secrets_image(spec: &PodSpec, dir: &Path) -> Result<PathBuf> {
-    let staging = dir.join("secrets");
-    fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let mut total = 0;
-    for secret in &spec.secrets {
-        let target = staging.join(&secret.name);
-        fs::copy(&secret.path, &target)
-            .with_context(|| format!("copying secret {:?} from {}", secret.name, secret.path.display()))?;
-        total += fs::metadata(&target).map(|m| m.len()).unwrap_or(0);
-    }
-    // ext4 needs room for its own metadata: a floor of 2 MiB, then the files twice over.
-    let size_kib = (2048 + 2 * total / 1024).to_string();
-    let image = dir.join(SECRETS_IMAGE);
-    let mke2fs = ["/usr/sbin/mke2fs", "/sbin/mke2fs"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    let mke2fs = mke2fs.context("mke2fs is not installed (secrets need it): apt-get install e2fsprogs")?;
-    let out = Command::new(&mke2fs)
-        .args(["-q", "-F", "-t", "ext4", "-L", "mica-secrets", "-E", "root_owner=0:0", "-d"])
-        .arg(&staging)
-        .arg(&image)
-        .arg(&size_kib)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", mke2fs.display()))?;
-    if !out.status.success() {
-        bail!("making the secrets disk failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
-    }
-    fs::remove_dir_all(&staging).with_context(|| format!("removing {}", staging.display()))?;
-    Ok(image)
 }
 
 #[cfg(test)]
@@ -155,10 +94,6 @@ mod tests {
         let line = args.iter().find(|a| a.starts_with("console=ttyS0")).expect("a command line");
         assert!(line.starts_with("console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=web"), "{line}");
         assert!(line.ends_with(" loglevel=4"), "{line}");
-        assert_eq!(
-            cmdline(&spec(), Some(2_445_404)),
-            "console=ttyS0 panic=-1 reboot=t no_timer_check mica.pod=web tsc_early_khz=2445404 loglevel=4"
-        );
         assert!(
             joined.contains("-chardev file,id=console,path=/run/mica/pods/web/console.log -serial chardev:console")
         );
@@ -167,7 +102,7 @@ mod tests {
         assert!(
             joined.contains("readonly=on,file=/run/mica/pods/web/secrets.img -device virtio-blk-device,drive=secrets")
         );
-        assert!(joined.ends_with("-daemonize -pidfile /run/mica/pods/web/qemu.pid"), "{joined}");
+        assert!(joined.ends_with("-daemonize -pidfile /run/mica/pods/web/hypervisor.pid"), "{joined}");
         let kvm = super::args(&spec(), dir, Accel::Kvm, None).join(" ");
         assert!(kvm.contains("-accel kvm -cpu host") && !kvm.contains("virtio-blk"), "{kvm}");
     }

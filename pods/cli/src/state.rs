@@ -1,13 +1,13 @@
 //! Pod state on disk, crash-consistent.
 //!
 //! Layout: `<state dir>/pods/<name>/` holds everything of one pod (its record `pod.json`, the
-//! console log, the agent socket, QEMU's pid file, the secrets disk), so removing the directory
+//! console log, the agent socket, the hypervisor's pid file, the secrets disk), so removing the directory
 //! removes the pod. The state directory is `$MICA_STATE_DIR`, else `/run/mica` for root, else
 //! `$XDG_RUNTIME_DIR/mica` or `/tmp/mica-<uid>`.
 //!
 //! Every command takes an exclusive lock on the state directory and first reconciles it with
-//! what is running: a directory without a record is a pod whose `run` died half-way (its QEMU,
-//! if any, is killed and the directory removed); a record whose QEMU is gone is a pod that
+//! what is running: a directory without a record is a pod whose `run` died half-way (its
+//! hypervisor, QEMU or mica-vmm, if any, is killed and the directory removed); a record whose hypervisor is gone is a pod that
 //! stopped by itself (the directory is removed). The record is written last (to a temporary file
 //! renamed into place), so the manager may be killed at any point: what it leaves is either a
 //! complete pod, found again, or an incomplete one, cleaned up.
@@ -27,7 +27,7 @@ use crate::spec::PodSpec;
 pub struct PodRecord {
     /// The spec it was started from.
     pub spec: PodSpec,
-    /// The backend that runs it (`qemu`).
+    /// The backend that runs it (`qemu`, `mica-vmm`).
     pub backend: String,
     /// The accelerator (`tcg`, `kvm`).
     pub accel: String,
@@ -46,8 +46,8 @@ pub struct State {
 
 /// The record file in a pod directory.
 pub const RECORD: &str = "pod.json";
-/// QEMU's pid file in a pod directory.
-pub const PIDFILE: &str = "qemu.pid";
+/// The hypervisor's pid file in a pod directory (QEMU's `-pidfile`, mica-vmm's `--pidfile`).
+pub const PIDFILE: &str = "hypervisor.pid";
 
 impl State {
     /// Opens (creating) the state directory and takes its lock.
@@ -85,14 +85,19 @@ impl State {
             match read_record(&dir) {
                 Some(record) if process_of(record.pid, &dir) => running.push(record),
                 Some(record) => {
-                    eprintln!("mica: pod {name} stopped by itself (QEMU pid {} is gone); cleaning up", record.pid);
+                    eprintln!(
+                        "mica: pod {name} stopped by itself (its hypervisor, pid {}, is gone); cleaning up",
+                        record.pid
+                    );
                     remove_pod_dir(&dir)?;
                 }
                 None => {
                     let pid = read_pidfile(&dir);
                     match pid {
                         Some(pid) if process_of(pid, &dir) => {
-                            eprintln!("mica: pod {name} was never completely started; stopping its QEMU (pid {pid})");
+                            eprintln!(
+                                "mica: pod {name} was never completely started; stopping its hypervisor (pid {pid})"
+                            );
                             kill_and_wait(pid, &dir, Duration::from_secs(10))?;
                         }
                         _ => eprintln!("mica: pod {name} was never completely started; cleaning up"),
@@ -143,13 +148,13 @@ fn read_record(dir: &Path) -> Option<PodRecord> {
     serde_json::from_slice(&fs::read(dir.join(RECORD)).ok()?).ok()
 }
 
-/// The pid in QEMU's pid file, if it wrote one.
+/// The pid in the hypervisor's pid file, if it wrote one.
 pub fn read_pidfile(dir: &Path) -> Option<u32> {
     fs::read_to_string(dir.join(PIDFILE)).ok()?.trim().parse().ok()
 }
 
 /// Whether `pid` is a live (not zombie) process whose command line names the pod directory `dir`
-/// (so a reused pid is never taken for the pod's QEMU).
+/// (so a reused pid is never taken for the pod's hypervisor).
 pub fn process_of(pid: u32, dir: &Path) -> bool {
     let proc_dir = PathBuf::from(format!("/proc/{pid}"));
     let Ok(stat) = fs::read_to_string(proc_dir.join("stat")) else { return false };
@@ -183,7 +188,7 @@ pub fn wait_gone(pid: u32, dir: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while process_of(pid, dir) {
         if Instant::now() > deadline {
-            bail!("QEMU (pid {pid}) of {} is still running after {} s", dir.display(), timeout.as_secs());
+            bail!("the hypervisor (pid {pid}) of {} is still running after {} s", dir.display(), timeout.as_secs());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

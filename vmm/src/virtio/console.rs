@@ -418,6 +418,8 @@ struct Port {
     guest_open: bool,
     /// The host connection state last reported with PORT_OPEN.
     host_open_reported: bool,
+    /// The host side was connected when last polled.
+    was_connected: bool,
     /// Host input not yet in a receive buffer.
     input: VecDeque<u8>,
 }
@@ -431,6 +433,7 @@ impl Port {
             ready: false,
             guest_open: false,
             host_open_reported: false,
+            was_connected: false,
             input: VecDeque::new(),
         }
     }
@@ -523,12 +526,20 @@ impl Console {
         for id in 0..self.ports.len() {
             self.ports[id].pull_input();
             let port = &mut self.ports[id];
-            if self.multiport && port.ready {
-                let connected = port.backend.connected();
-                if connected != port.host_open_reported {
-                    port.host_open_reported = connected;
-                    self.send_control(control_message(id as u32, event::PORT_OPEN, u16::from(connected), &[]));
-                }
+            let connected = port.backend.connected();
+            if !connected && port.was_connected && !port.input.is_empty() {
+                // The host side that sent it is gone: its input must not reach whoever connects
+                // next (a new agent session would read the old one's requests).
+                log::debug!(
+                    "virtio-console: port {id}: {} bytes of a departed client's input dropped",
+                    port.input.len()
+                );
+                port.input.clear();
+            }
+            port.was_connected = connected;
+            if self.multiport && port.ready && connected != port.host_open_reported {
+                port.host_open_reported = connected;
+                self.send_control(control_message(id as u32, event::PORT_OPEN, u16::from(connected), &[]));
             }
             interrupt |= self.fill_receive(id, queues, memory);
         }
@@ -1235,6 +1246,28 @@ mod tests {
 
         drop(g);
         assert!(!path.exists(), "the socket file is removed with the backend");
+    }
+
+    #[test]
+    fn a_departed_client_s_input_is_not_given_to_the_next() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("agent.sock");
+        let backend = UnixSocketBackend::bind(&path).expect("bind");
+        let mut g = Guest::with(MemoryBackend::new(), (), Box::new(backend));
+        g.bring_up();
+        // The guest has not opened the port: the first client's bytes are held, then it leaves.
+        let mut first = UnixStream::connect(&path).expect("connect");
+        first.write_all(b"stale request").expect("write");
+        g.d.transport.poll();
+        drop(first);
+        g.d.transport.poll();
+        let mut second = UnixStream::connect(&path).expect("connect again");
+        second.write_all(b"fresh").expect("write");
+        g.d.transport.poll();
+        g.control(1, event::PORT_OPEN, 1);
+        g.post_rx(4, 64);
+        g.d.transport.poll();
+        assert_eq!(g.received(4), [b"fresh".to_vec()]);
     }
 
     #[test]

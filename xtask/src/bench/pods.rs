@@ -1,9 +1,10 @@
 //! `cargo xtask bench pods`: what a user waits for with legacy pods, and what the guest does.
 //!
-//! - Wall clock (medians over [`RUNS`] pods): `mica pod run` from start to the agent answering
-//!   (cold boot: QEMU start, Linux boot, module loading, agent handshake), `mica pod exec true`
-//!   (connect, handshake, exec, exit status), and the QEMU process's resident memory once the
-//!   pod is ready. The backend is what `auto` picks here (QEMU with hardware KVM, else TCG).
+//! - Wall clock (medians over [`RUNS`] pods), for each backend that can run a pod here (QEMU
+//!   always, with hardware KVM or else TCG; mica-vmm on hardware KVM): `mica pod run` from start
+//!   to the agent answering (cold boot: hypervisor start, Linux boot, module loading, agent
+//!   handshake), `mica pod exec true` (connect, handshake, exec, exit status), and the
+//!   hypervisor process's resident memory once the pod is ready.
 //! - Baseline: the same kernel and initramfs under plain `qemu-system-x86_64 -M microvm` (same
 //!   accelerator, memory and devices but no agent connection), timed from QEMU start to the init
 //!   script's "up" line on the serial console.
@@ -45,16 +46,12 @@ pub struct Report {
     pub machine: Machine,
     /// When, in seconds since the Unix epoch.
     pub unix_time_s: u64,
-    /// The accelerator pods ran with, and why.
+    /// The accelerator QEMU ran with (pods and the baseline), and why.
     pub accel: String,
     /// The guest kernel release.
     pub linux: String,
-    /// `mica pod run` to the agent answering.
-    pub run_to_ready: Summary,
-    /// `mica pod exec POD -- true`.
-    pub exec_true: Summary,
-    /// QEMU's resident memory per pod once ready, in KiB (one sample per pod).
-    pub qemu_rss_kib: Vec<u64>,
+    /// Each backend measured.
+    pub backends: Vec<BackendRun>,
     /// Plain QEMU, same kernel and initramfs: start to the init's "up" line.
     pub plain_qemu_to_init: Summary,
     /// Guest instructions from reset to init's `main` (TCG, `-icount shift=0`), per boot.
@@ -63,6 +60,21 @@ pub struct Report {
     pub not_measured: Vec<String>,
     /// Published figures to compare with.
     pub peers: Vec<&'static str>,
+}
+
+/// What one backend measured.
+#[derive(Debug, Serialize)]
+pub struct BackendRun {
+    /// `qemu` or `mica-vmm`.
+    pub backend: &'static str,
+    /// Its accelerator, and why (`TCG (software KVM (kvm_pvm))`, `hardware KVM`).
+    pub accel: String,
+    /// `mica pod run` to the agent answering.
+    pub run_to_ready: Summary,
+    /// `mica pod exec POD -- true`.
+    pub exec_true: Summary,
+    /// The hypervisor's resident memory per pod once ready, in KiB (one sample per pod).
+    pub rss_kib: Vec<u64>,
 }
 
 /// The backends this run cannot measure here, and why.
@@ -77,11 +89,12 @@ fn not_measured(probe: &KvmProbe) -> Vec<String> {
     if !probe.hardware() {
         rows.push("hardware KVM: none on this host".to_owned());
     }
-    rows.push(
-        "mica-vmm: boots Debian's kernel to init on hardware KVM, but has no virtio devices for the agent yet, so it \
-         cannot run pods"
-            .to_owned(),
-    );
+    if !probe.hardware() {
+        rows.push(format!(
+            "mica-vmm: needs hardware KVM for a stock Linux kernel (here: {})",
+            probe.unusable_reason().unwrap_or_else(|| probe.label())
+        ));
+    }
     rows
 }
 
@@ -110,52 +123,24 @@ pub fn run(root: &Path) -> Result<()> {
 
     let state = out_dir.join("pod-state");
     let _ = fs::remove_dir_all(&state);
-    let spec = out_dir.join("bench-pod.toml");
-    fs::write(
-        &spec,
-        format!(
-            "name = \"bench\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nmemory_mib = 256\n",
-            image.kernel.display(),
-            image.initramfs.display()
-        ),
-    )
-    .with_context(|| format!("writing {}", spec.display()))?;
-    let pod = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&mica)
-            .args(args)
-            .env("MICA_STATE_DIR", &state)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", mica.display()))?;
-        if !out.status.success() {
-            bail!(
-                "`mica {}` failed ({}):\n{}{}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-
-    eprint!("bench: {RUNS} pods ({accel_label}): run, {EXECS_PER_POD} x exec true, RSS, stop ");
-    let spec_arg = spec.to_string_lossy().into_owned();
-    let (mut ready, mut execs, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..RUNS {
-        let start = Instant::now();
-        pod(&["pod", "run", &spec_arg])?;
-        ready.push(start.elapsed());
-        for _ in 0..EXECS_PER_POD {
-            let start = Instant::now();
-            pod(&["pod", "exec", "bench", "--", "true"])?;
-            execs.push(start.elapsed());
-        }
-        rss.push(qemu_rss_kib(&state.join("pods").join("bench"))?);
-        pod(&["pod", "stop", "bench"])?;
-        eprint!(".");
+    let mut backends = vec![("qemu", accel_label.clone())];
+    if probe.hardware() {
+        backends.push(("mica-vmm", "hardware KVM".to_owned()));
     }
-    eprintln!();
+    let mut runs = Vec::new();
+    for (backend, label) in backends {
+        let spec = out_dir.join(format!("bench-pod-{backend}.toml"));
+        fs::write(
+            &spec,
+            format!(
+                "name = \"bench\"\nbackend = \"{backend}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nmemory_mib = 256\n",
+                image.kernel.display(),
+                image.initramfs.display()
+            ),
+        )
+        .with_context(|| format!("writing {}", spec.display()))?;
+        runs.push(measure_backend(&mica, &state, &spec, backend, label)?);
+    }
 
     eprint!("bench: {RUNS} boots of the same kernel and initramfs under plain QEMU ");
     let mut plain = Vec::new();
@@ -187,9 +172,7 @@ pub fn run(root: &Path) -> Result<()> {
         unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         accel: accel_label,
         linux: guest.release,
-        run_to_ready: Summary::of(&ready).context("no pod runs")?,
-        exec_true: Summary::of(&execs).context("no execs")?,
-        qemu_rss_kib: rss,
+        backends: runs,
         plain_qemu_to_init: Summary::of(&plain).context("no plain boots")?,
         instructions_to_init: instructions,
         not_measured: not_measured(&probe),
@@ -198,13 +181,63 @@ pub fn run(root: &Path) -> Result<()> {
     super::report::publish(&out_dir, "pods.json", &report.markdown(), &report)
 }
 
-/// The resident memory of the QEMU process of the pod in `dir`, in KiB.
-fn qemu_rss_kib(dir: &Path) -> Result<u64> {
+/// Starts, execs into and stops [`RUNS`] pods from `spec` (on `backend`, whose accelerator is
+/// `accel`) with the `mica` binary at `mica` and state in `state`.
+fn measure_backend(mica: &Path, state: &Path, spec: &Path, backend: &'static str, accel: String) -> Result<BackendRun> {
+    let pod = |args: &[&str]| -> Result<String> {
+        let out = Command::new(mica)
+            .args(args)
+            .env("MICA_STATE_DIR", state)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", mica.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`mica {}` failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    eprint!("bench: {RUNS} pods on {backend} ({accel}): run, {EXECS_PER_POD} x exec true, RSS, stop ");
+    let spec_arg = spec.to_string_lossy().into_owned();
+    let (mut ready, mut execs, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let line = pod(&["pod", "run", &spec_arg])?;
+        ready.push(start.elapsed());
+        if !line.starts_with(&format!("pod bench running: {backend} with ")) {
+            bail!("the pod did not run on {backend}: {line}");
+        }
+        for _ in 0..EXECS_PER_POD {
+            let start = Instant::now();
+            pod(&["pod", "exec", "bench", "--", "true"])?;
+            execs.push(start.elapsed());
+        }
+        rss.push(hypervisor_rss_kib(&state.join("pods").join("bench"))?);
+        pod(&["pod", "stop", "bench"])?;
+        eprint!(".");
+    }
+    eprintln!();
+    Ok(BackendRun {
+        backend,
+        accel,
+        run_to_ready: Summary::of(&ready).context("no pod runs")?,
+        exec_true: Summary::of(&execs).context("no execs")?,
+        rss_kib: rss,
+    })
+}
+
+/// The resident memory of the hypervisor process of the pod in `dir`, in KiB.
+fn hypervisor_rss_kib(dir: &Path) -> Result<u64> {
     let record: serde_json::Value = serde_json::from_slice(
         &fs::read(dir.join("pod.json")).with_context(|| format!("reading {}/pod.json", dir.display()))?,
     )?;
     let pid = record["pid"].as_u64().context("pod.json has no pid")?;
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("QEMU pid {pid}"))?;
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("hypervisor pid {pid}"))?;
     vm_rss_kib(&status).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
 }
 
@@ -264,11 +297,14 @@ impl Report {
         let _ = writeln!(md, "## Legacy pods ({}, Linux {})\n", self.accel, self.linux);
         let _ = writeln!(md, "Machine: {} ({} CPUs), {}, KVM: {}\n", m.cpu_model, m.cpus, m.qemu, m.kvm);
         md.push_str("| what | median | p10 | p90 | runs |\n|---|---:|---:|---:|---:|\n");
-        for (what, s) in [
-            ("`mica pod run` to the agent answering (cold boot)", &self.run_to_ready),
-            ("`mica pod exec POD -- true`", &self.exec_true),
-            ("plain `qemu -M microvm`, same kernel + initramfs, to init", &self.plain_qemu_to_init),
-        ] {
+        let mut rows: Vec<(String, &Summary)> = Vec::new();
+        for run in &self.backends {
+            let on = format!("{}, {}", run.backend, run.accel);
+            rows.push((format!("`mica pod run` to the agent answering (cold boot; {on})"), &run.run_to_ready));
+            rows.push((format!("`mica pod exec POD -- true` ({on})"), &run.exec_true));
+        }
+        rows.push(("plain `qemu -M microvm`, same kernel + initramfs, to init".to_owned(), &self.plain_qemu_to_init));
+        for (what, s) in rows {
             let _ = writeln!(
                 md,
                 "| {what} | {} | {} | {} | {} |",
@@ -278,16 +314,19 @@ impl Report {
                 s.runs
             );
         }
-        let mut rss = self.qemu_rss_kib.clone();
-        rss.sort_unstable();
-        if let Some(median) = rss.get(rss.len() / 2) {
-            let _ = writeln!(
-                md,
-                "\nQEMU resident memory per ready pod (256 MiB guest): median {:.1} MiB (min {:.1}, max {:.1})",
-                *median as f64 / 1024.0,
-                rss[0] as f64 / 1024.0,
-                rss[rss.len() - 1] as f64 / 1024.0
-            );
+        for run in &self.backends {
+            let mut rss = run.rss_kib.clone();
+            rss.sort_unstable();
+            if let Some(median) = rss.get(rss.len() / 2) {
+                let _ = writeln!(
+                    md,
+                    "\n{} resident memory per ready pod (256 MiB guest): median {:.1} MiB (min {:.1}, max {:.1})",
+                    run.backend,
+                    *median as f64 / 1024.0,
+                    rss[0] as f64 / 1024.0,
+                    rss[rss.len() - 1] as f64 / 1024.0
+                );
+            }
         }
         let counts: Vec<String> = self.instructions_to_init.iter().map(|c| grouped(*c)).collect();
         let _ = writeln!(
@@ -325,9 +364,7 @@ mod tests {
         assert_eq!(rows.len(), 3, "{rows:?}");
         assert!(rows[0].starts_with("qemu with software KVM (kvm_pvm): a stock Linux kernel stops"), "{rows:?}");
         let hardware = KvmProbe { dev: DevKvm::Usable, backing: KvmBacking::Hardware("kvm_amd") };
-        let rows = not_measured(&hardware);
-        assert_eq!(rows.len(), 1, "{rows:?}");
-        assert!(rows[0].starts_with("mica-vmm: "));
+        assert!(not_measured(&hardware).is_empty(), "both backends run on hardware KVM");
     }
 
     #[test]
@@ -338,20 +375,30 @@ mod tests {
             unix_time_s: 0,
             accel: "TCG (no KVM)".into(),
             linux: "6.1.0-56-cloud-amd64".into(),
-            run_to_ready: s(2.7),
-            exec_true: s(0.2),
-            qemu_rss_kib: vec![200 * 1024, 100 * 1024, 150 * 1024],
+            backends: vec![BackendRun {
+                backend: "qemu",
+                accel: "TCG (no KVM)".into(),
+                run_to_ready: s(2.7),
+                exec_true: s(0.2),
+                rss_kib: vec![200 * 1024, 100 * 1024, 150 * 1024],
+            }],
             plain_qemu_to_init: s(2.5),
             instructions_to_init: vec![1_500_000_000, 1_500_000_000],
-            not_measured: vec!["mica-vmm: no virtio devices yet".into()],
+            not_measured: vec!["mica-vmm: needs hardware KVM".into()],
             peers: PEERS.to_vec(),
         };
         let md = report.markdown();
         assert!(md.contains("## Legacy pods (TCG (no KVM), Linux 6.1.0-56-cloud-amd64)"), "{md}");
-        assert!(md.contains("| `mica pod run` to the agent answering (cold boot) | 2.700 s |"), "{md}");
-        assert!(md.contains("median 150.0 MiB (min 100.0, max 200.0)"), "{md}");
+        assert!(
+            md.contains("| `mica pod run` to the agent answering (cold boot; qemu, TCG (no KVM)) | 2.700 s |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("qemu resident memory per ready pod (256 MiB guest): median 150.0 MiB (min 100.0, max 200.0)"),
+            "{md}"
+        );
         assert!(md.contains("2 boots): 1,500,000,000, 1,500,000,000"), "{md}");
         assert!(md.contains("Firecracker") && md.contains("Cloud Hypervisor"), "{md}");
-        assert!(md.contains("Not measured here:\n- mica-vmm: no virtio devices yet"), "{md}");
+        assert!(md.contains("Not measured here:\n- mica-vmm: needs hardware KVM"), "{md}");
     }
 }
