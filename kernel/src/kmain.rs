@@ -114,12 +114,14 @@ pub fn start(start_info: u64) -> ! {
 
     arch::percpu::this().apic_id.store(apic_info.id, core::sync::atomic::Ordering::Relaxed);
     let smp = arch::smp::start_aps(apic_info.id);
-    if smp.counted && smp.present > 1 {
-        info!("smp: {} of {} CPUs online, each with its own run queue", smp.online, smp.present);
-    } else if smp.counted {
-        info!("smp: 1 CPU");
-    } else {
-        info!("smp: 1 CPU (no fw_cfg to count the others)");
+    match (smp.source, smp.present) {
+        (arch::smp::CpuSource::Unknown, _) => info!("smp: 1 CPU (neither fw_cfg nor an MP table to count the others)"),
+        (_, 1) => info!("smp: 1 CPU"),
+        (source, present) => info!(
+            "smp: {} of {present} CPUs online, each with its own run queue (counted by {})",
+            smp.online,
+            if source == arch::smp::CpuSource::FwCfg { "fw_cfg" } else { "the MP table" }
+        ),
     }
     if smp.online < smp.present {
         warn!("smp: {} CPU(s) did not start", smp.present - smp.online);

@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod hw;
 pub mod ipc;
 pub mod mem;
+pub mod mptable;
 pub mod pvh;
 pub mod runqueue;
 pub mod time;

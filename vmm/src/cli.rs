@@ -40,6 +40,9 @@ struct Args {
     /// Write this process's pid here once the VM is built (removed when it ends).
     #[arg(long, value_name = "PATH")]
     pidfile: Option<PathBuf>,
+    /// Virtual CPUs (an MP table tells the guest about them).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u8,
     /// Guest RAM in MiB.
     #[arg(long, value_name = "N", default_value_t = 128)]
     memory_mib: u64,
@@ -117,6 +120,7 @@ where
     let mut config = VmConfig::new(&args.kernel)
         .cmdline(args.cmdline)
         .memory_mib(args.memory_mib)
+        .vcpus(args.vcpus)
         .serial(SerialOutput::Stream(Box::new(std::io::stdout())));
     if let Some(initrd) = args.initrd {
         config = config.initrd(initrd);

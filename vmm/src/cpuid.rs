@@ -1,12 +1,12 @@
 //! The CPUID the guest sees: what KVM supports (`KVM_GET_SUPPORTED_CPUID`), checked for what a
-//! Mica kernel needs, with XSAVE and everything built on it hidden, and the topology fixed to one
-//! CPU with APIC id 0.
+//! Mica kernel needs, with XSAVE and everything built on it hidden, and the topology of the VM:
+//! one package whose cores are the vCPUs, each vCPU's APIC id its index.
 //!
 //! XSAVE/AVX are hidden because the kernel does not manage extended state yet, and because the
 //! software KVM this project is smoke-tested on (`kvm_pvm`) cannot emulate `xgetbv`: a guest that
 //! sees OSXSAVE-capable hardware and probes it stops the VM with an emulation failure.
 
-use kvm_bindings::{CpuId, kvm_cpuid_entry2};
+use kvm_bindings::{CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX, kvm_cpuid_entry2};
 
 use crate::error::{Error, Result};
 
@@ -64,6 +64,10 @@ const XSAVE_LEAF: u32 = 0xd;
 const AVX10_LEAF: u32 = 0x24;
 /// The hypervisor-present bit, leaf 1 ECX.
 const HYPERVISOR_BIT: u32 = 1 << 31;
+/// The extended topology leaves.
+const TOPOLOGY_LEAVES: [u32; 2] = [0xb, 0x1f];
+/// Hyper-threading (really: leaf 1 EBX 23:16 counts the package's logical processors), leaf 1 EDX.
+const HTT_BIT: u32 = 1 << 28;
 
 fn reg_mut(e: &mut kvm_cpuid_entry2, reg: Reg) -> &mut u32 {
     match reg {
@@ -95,9 +99,13 @@ pub fn check_required(entries: &[kvm_cpuid_entry2]) -> Result<()> {
     Ok(())
 }
 
-/// Filters KVM's supported CPUID into the guest's: hides XSAVE and what depends on it, says a
-/// hypervisor is present, and describes one CPU with APIC id 0.
-pub fn filter(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
+/// Filters KVM's supported CPUID into vCPU `cpu`'s of `cpus`: hides XSAVE and what depends on
+/// it, says a hypervisor is present, and describes the topology (one package of `cpus` cores,
+/// one thread each; this vCPU's APIC id is `cpu`).
+pub fn filter(entries: &[kvm_cpuid_entry2], cpu: u8, cpus: u8) -> Vec<kvm_cpuid_entry2> {
+    let cpus = cpus.max(1);
+    // Bits of the x2APIC id that number the cores of the package.
+    let core_bits = u32::from(cpus).next_power_of_two().trailing_zeros();
     let mut out: Vec<kvm_cpuid_entry2> =
         entries.iter().copied().filter(|e| e.function != XSAVE_LEAF && e.function != AVX10_LEAF).collect();
     for e in &mut out {
@@ -106,25 +114,46 @@ pub fn filter(entries: &[kvm_cpuid_entry2]) -> Vec<kvm_cpuid_entry2> {
                 *reg_mut(e, r) &= !mask;
             }
         }
-        match e.function {
-            1 => {
-                e.ecx |= HYPERVISOR_BIT;
-                // EBX: initial APIC id 0 (31:24), one logical processor (23:16), CLFLUSH line size
-                // and brand index kept.
-                e.ebx = (e.ebx & 0x0000_ffff) | (1 << 16);
+        if e.function == 1 {
+            e.ecx |= HYPERVISOR_BIT;
+            // EBX: initial APIC id (31:24), logical processors in the package (23:16), CLFLUSH
+            // line size and brand index kept. EDX.HTT says the count is meaningful.
+            e.ebx = (e.ebx & 0x0000_ffff) | u32::from(cpu) << 24 | u32::from(cpus) << 16;
+            if cpus > 1 {
+                e.edx |= HTT_BIT;
+            } else {
+                e.edx &= !HTT_BIT;
             }
-            // Extended topology: the x2APIC id of this (only) CPU is 0.
-            0xb | 0x1f => e.edx = 0,
-            _ => {}
+        }
+    }
+    // Extended topology, whatever subleaves KVM listed: level 0 threads (one per core), level 1
+    // cores (the vCPUs), then the invalid level that ends the list; EDX is this vCPU's x2APIC id.
+    for leaf in TOPOLOGY_LEAVES {
+        if out.iter().any(|e| e.function == leaf) {
+            out.retain(|e| e.function != leaf);
+            for (index, eax, ebx, ecx) in [(0, 0, 1, 1 << 8), (1, core_bits, u32::from(cpus), 2 << 8 | 1), (2, 0, 0, 2)]
+            {
+                out.push(kvm_cpuid_entry2 {
+                    function: leaf,
+                    index,
+                    flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                    eax,
+                    ebx,
+                    ecx,
+                    edx: u32::from(cpu),
+                    ..Default::default()
+                });
+            }
         }
     }
     out
 }
 
-/// Builds the guest's CPUID from what KVM supports: checks the required features, then filters.
-pub fn guest_cpuid(supported: &CpuId) -> Result<CpuId> {
+/// Builds vCPU `cpu`'s CPUID (of `cpus`) from what KVM supports: checks the required features,
+/// then filters.
+pub fn guest_cpuid(supported: &CpuId, cpu: u8, cpus: u8) -> Result<CpuId> {
     check_required(supported.as_slice())?;
-    let entries = filter(supported.as_slice());
+    let entries = filter(supported.as_slice(), cpu, cpus);
     CpuId::from_entries(&entries).map_err(|_| Error::KvmCapability("room for the guest's CPUID entries"))
 }
 
@@ -156,14 +185,14 @@ mod tests {
 
     #[test]
     fn hides_xsave_and_avx() {
-        let guest = filter(&host());
+        let guest = filter(&host(), 0, 1);
         let leaf1 = find(&guest, 1, 0);
         for bit in [26, 27, 28, 12, 29] {
             assert_eq!(leaf1.ecx & (1 << bit), 0, "leaf 1 ecx bit {bit}");
         }
         assert_ne!(leaf1.ecx & HYPERVISOR_BIT, 0);
         assert_ne!(leaf1.ecx & 1, 0, "SSE3 kept");
-        assert_eq!(leaf1.edx, 0x178b_fbff, "leaf 1 edx untouched");
+        assert_eq!(leaf1.edx, 0x178b_fbff & !HTT_BIT, "leaf 1 edx untouched but for HTT (one CPU)");
         let leaf7 = find(&guest, 7, 0);
         assert_eq!(leaf7.ebx & (1 << 5 | 1 << 16 | 1 << 31), 0, "AVX2, AVX-512 hidden");
         assert_ne!(leaf7.ebx & (1 << 3 | 1 << 8), 0, "BMI1, BMI2 kept");
@@ -173,12 +202,30 @@ mod tests {
 
     #[test]
     fn describes_one_cpu_with_apic_id_zero() {
-        let guest = filter(&host());
+        let guest = filter(&host(), 0, 1);
         let leaf1 = find(&guest, 1, 0);
         assert_eq!(leaf1.ebx >> 24, 0, "initial APIC id");
         assert_eq!((leaf1.ebx >> 16) & 0xff, 1, "logical processors");
         assert_eq!(leaf1.ebx & 0xffff, 0x0800, "CLFLUSH size kept");
+        assert_eq!(leaf1.edx & HTT_BIT, 0, "no HTT for one CPU");
         assert_eq!(find(&guest, 0xb, 0).edx, 0, "x2APIC id");
+        assert_eq!(find(&guest, 0xb, 1).ebx, 1, "one core");
+    }
+
+    #[test]
+    fn describes_each_vcpu_of_a_package() {
+        for cpu in 0..3 {
+            let guest = filter(&host(), cpu, 3);
+            let leaf1 = find(&guest, 1, 0);
+            assert_eq!(leaf1.ebx >> 24, u32::from(cpu), "initial APIC id");
+            assert_eq!((leaf1.ebx >> 16) & 0xff, 3, "logical processors");
+            assert_ne!(leaf1.edx & HTT_BIT, 0, "HTT: the count means something");
+            let levels: Vec<(u32, u32, u32, u32)> =
+                (0..3).map(|i| find(&guest, 0xb, i)).map(|e| (e.eax, e.ebx, e.ecx, e.edx)).collect();
+            let id = u32::from(cpu);
+            assert_eq!(levels, [(0, 1, 0x100, id), (2, 3, 0x201, id), (0, 0, 2, id)], "threads, cores, end");
+            assert!(guest.iter().filter(|e| e.function == 0xb).all(|e| e.flags == KVM_CPUID_FLAG_SIGNIFCANT_INDEX));
+        }
     }
 
     #[test]
@@ -201,7 +248,8 @@ mod tests {
     #[test]
     fn guest_cpuid_round_trips_through_the_fam_wrapper() {
         let supported = CpuId::from_entries(&host()).expect("CpuId");
-        let guest = guest_cpuid(&supported).expect("guest cpuid");
-        assert_eq!(guest.as_slice().len(), host().len() - 2);
+        let guest = guest_cpuid(&supported, 0, 1).expect("guest cpuid");
+        // Two XSAVE subleaves dropped, two topology subleaves added.
+        assert_eq!(guest.as_slice().len(), host().len());
     }
 }

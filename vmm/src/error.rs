@@ -135,6 +135,17 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The requested number of vCPUs is out of range.
+    #[error("{vcpus} vCPUs: mica-vmm runs 1 to {max}")]
+    VcpuCount {
+        /// The number asked for.
+        vcpus: u32,
+        /// The most accepted.
+        max: u32,
+    },
+    /// The MP table could not be written.
+    #[error("cannot write the MP table: {0}")]
+    MpTable(&'static str),
     /// A virtio-blk block size that is not a power of two of at least 512 bytes.
     #[error("virtio-blk block size {0} is not a power of two of at least 512 bytes")]
     BlockSize(u32),

@@ -14,6 +14,8 @@
 //! | `0x7000..0x8000`      | memory map: `hvm_memmap_table_entry` × N (at most 170)             |
 //! | `0x8000..0x9000`      | Linux boot: the zero page (`boot_params`), its address in `%esi`   |
 //! | `0x2_0000..0x2_1000`  | kernel command line, NUL-terminated (at most 4095 bytes + NUL)    |
+//! | `0x9_e000..0x9_fc00`  | MP configuration table (the vCPUs, the I/O APIC, ISA interrupts)  |
+//! | `0x9_fc00..0x9_fc10`  | MP floating pointer (`_MP_`), where Linux and Mica search for it  |
 //! | `0xa_0000..0x10_0000` | reserved in the memory map (VGA hole and BIOS area on a PC)       |
 //! | `0x10_0000..`         | the kernel's ELF segments, at their physical addresses (a bzImage: |
 //! |                       | its protected-mode part, which decompresses itself in place)      |

@@ -2,10 +2,13 @@
 //! kernel with a `XEN_ELFNOTE_PHYS32_ENTRY` note) or a Linux bzImage (through the 32-bit boot
 //! protocol, see [`linux`]) directly on KVM, without QEMU.
 //!
-//! One vCPU, guest RAM from address 0 ([`layout`] documents where the boot structures go), KVM's
-//! in-kernel irqchip and PIT, COM1 as a vm-superio 16550, and QEMU's `isa-debug-exit` protocol on
-//! port `0xf4` for the guest's verdict (decoded with `mica-exit`). Optionally a raw disk image as
-//! a virtio-blk device on virtio-mmio ([`virtio`], [`VmConfig::disk`]).
+//! One to [`vm::MAX_VCPUS`] vCPUs (one thread each, described to the guest by an MP table,
+//! [`mptable`]), guest RAM from address 0 ([`layout`] documents where the boot structures go),
+//! KVM's in-kernel irqchip and PIT, COM1 as a vm-superio 16550, and QEMU's `isa-debug-exit`
+//! protocol on port `0xf4` for the guest's verdict (decoded with `mica-exit`). Optionally a raw
+//! disk image as a virtio-blk device and a virtio-console for the pod agent, on virtio-mmio
+//! ([`virtio`], [`VmConfig::disk`], [`VmConfig::agent_socket`]); the console's host input is
+//! moved by an I/O thread.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -28,6 +31,7 @@ pub mod devices;
 pub mod error;
 pub mod layout;
 pub mod linux;
+pub mod mptable;
 pub mod outcome;
 pub mod regs;
 mod run;

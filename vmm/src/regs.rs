@@ -2,7 +2,7 @@
 //! segments from a small GDT in guest memory, `%ebx` pointing at `hvm_start_info`, `%eip` at the
 //! entry from the ELF note (the PVH ABI, as Xen's `pvh.pandoc` describes it).
 
-use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{kvm_lapic_state, kvm_regs, kvm_segment, kvm_sregs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::error::{Error, Result};
@@ -30,6 +30,26 @@ const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;
 /// RFLAGS bit 1 is reserved and always set; IF and everything else clear.
 const RFLAGS_RESERVED: u64 = 1 << 1;
+
+/// The local APIC's LVT LINT0 and LINT1 registers (offsets in its register page).
+const APIC_LVT_LINT0: usize = 0x350;
+const APIC_LVT_LINT1: usize = 0x360;
+/// LVT delivery modes (bits 8-10): NMI and ExtINT.
+const APIC_MODE_MASK: u32 = 0x700;
+const APIC_MODE_NMI: u32 = 0x400;
+const APIC_MODE_EXTINT: u32 = 0x700;
+
+/// Sets a local APIC's LINT0 to ExtINT (the 8259's interrupts) and LINT1 to NMI: the "virtual
+/// wire" wiring a PC's firmware leaves and the MP table describes.
+pub fn set_lint_virtual_wire(lapic: &mut kvm_lapic_state) {
+    for (offset, mode) in [(APIC_LVT_LINT0, APIC_MODE_EXTINT), (APIC_LVT_LINT1, APIC_MODE_NMI)] {
+        let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[offset + i] as u8);
+        let value = (u32::from_le_bytes(bytes) & !APIC_MODE_MASK) | mode;
+        for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+            lapic.regs[offset + i] = byte as _;
+        }
+    }
+}
 
 /// Decodes a GDT descriptor into the segment register state KVM loads.
 pub fn segment_from_descriptor(selector: u16, descriptor: u64) -> kvm_segment {
@@ -139,5 +159,18 @@ mod tests {
         write_gdt(&memory).expect("gdt");
         let code: u64 = memory.read_obj(GuestAddress(0x508)).expect("read");
         assert_eq!(code, GDT[1]);
+    }
+
+    #[test]
+    fn lint0_is_extint_and_lint1_nmi() {
+        let mut lapic = kvm_lapic_state::default();
+        // Masked, as after reset, with a vector in LINT1 that must stay.
+        lapic.regs[0x352] = 1;
+        lapic.regs[0x360] = 0x22;
+        lapic.regs[0x361] = 0x07;
+        set_lint_virtual_wire(&mut lapic);
+        let read = |offset: usize| u32::from_le_bytes(std::array::from_fn(|i| lapic.regs[offset + i] as u8));
+        assert_eq!(read(0x350), 0x1_0700, "ExtINT, mask bit kept");
+        assert_eq!(read(0x360), 0x0422, "NMI, vector kept");
     }
 }

@@ -1,6 +1,6 @@
-//! Building a PVH VM: guest memory, the kernel and its boot structures, then KVM (VM, in-kernel
-//! irqchip and PIT, COM1's irqfd, the virtio-mmio disk's irqfd if there is one, one vCPU with its
-//! CPUID and entry registers).
+//! Building a PVH VM: guest memory, the kernel and its boot structures (and the MP table), then
+//! KVM (VM, in-kernel irqchip and PIT, COM1's irqfd, the virtio-mmio devices' irqfds, the vCPUs
+//! with their CPUID and local APIC wiring, and vCPU 0's entry registers).
 //!
 //! Everything that depends only on the kernel file and the configuration is done before
 //! `/dev/kvm` is opened, so that a bad kernel path or command line is reported the same way on a
@@ -25,7 +25,7 @@ use crate::layout::{
 use crate::virtio::block::Block;
 use crate::virtio::console::{Console, UnixSocketBackend, WriterBackend};
 use crate::virtio::mmio::{self, MMIO_WINDOW_SIZE, MmioTransport};
-use crate::{linux, regs};
+use crate::{linux, mptable, regs};
 
 /// Where KVM may put the three pages it needs for real-mode emulation on Intel hosts without
 /// unrestricted guest support: just below the BIOS area at the top of 4 GiB, where QEMU puts them.
@@ -42,6 +42,8 @@ pub struct VmConfig {
     pub initrd: Option<PathBuf>,
     /// Guest RAM in MiB.
     pub memory_mib: u64,
+    /// Virtual CPUs (1 to [`MAX_VCPUS`]), described to the guest by an MP table.
+    pub vcpus: u8,
     /// Where COM1's output goes besides the capture buffer.
     pub serial: SerialOutput,
     /// A raw disk image for a virtio-blk device (virtio-mmio, at
@@ -71,6 +73,7 @@ impl VmConfig {
             cmdline: String::new(),
             initrd: None,
             memory_mib: DEFAULT_MEMORY / MIB,
+            vcpus: 1,
             serial: SerialOutput::Capture,
             disk: None,
             agent_socket: None,
@@ -92,6 +95,12 @@ impl VmConfig {
     /// Sets the memory size in MiB.
     pub fn memory_mib(mut self, mib: u64) -> VmConfig {
         self.memory_mib = mib;
+        self
+    }
+
+    /// Sets the number of vCPUs.
+    pub fn vcpus(mut self, vcpus: u8) -> VmConfig {
+        self.vcpus = vcpus;
         self
     }
 
@@ -143,18 +152,25 @@ fn guest_cmdline(cmdline: &str, devices: u32) -> String {
     words.join(" ")
 }
 
-/// A VM with one vCPU, ready to enter a PVH kernel. Run it once with [`PvhVm::run`].
+/// The most vCPUs a VM may have.
+pub const MAX_VCPUS: u8 = 64;
+
+/// A VM with its vCPUs, ready to enter a PVH kernel (or a Linux bzImage). Run it once with
+/// [`PvhVm::run`].
 ///
-/// The fields are declared so that the vCPU and the VM are dropped (closed) before the guest
+/// The fields are declared so that the vCPUs and the VM are dropped (closed) before the guest
 /// memory they point into is unmapped.
 #[derive(Debug)]
 pub struct PvhVm {
-    pub(crate) vcpu: VcpuFd,
+    /// vCPU `i` has local APIC id `i`; vCPU 0 is the bootstrap processor, the others wait for
+    /// INIT and STARTUP from it (KVM's in-kernel local APIC does that).
+    pub(crate) vcpus: Vec<VcpuFd>,
     // Held for the VM's lifetime: closing it would tear the VM down.
     _vm: VmFd,
     pub(crate) memory: GuestMemoryMmap,
-    pub(crate) ports: PortBus,
-    pub(crate) mmio: MmioBus,
+    /// Port I/O and MMIO, shared by the vCPU threads.
+    pub(crate) ports: Mutex<PortBus>,
+    pub(crate) mmio: Mutex<MmioBus>,
     /// The virtio console, shared with the I/O thread that moves host input into it.
     pub(crate) console: Option<Arc<Mutex<MmioTransport<Console>>>>,
     kernel: LoadedKernel,
@@ -167,12 +183,16 @@ impl PvhVm {
     pub fn new(config: VmConfig) -> Result<PvhVm> {
         let started = Instant::now();
         let bytes = memory_bytes(config.memory_mib)?;
+        if !(1..=MAX_VCPUS).contains(&config.vcpus) {
+            return Err(Error::VcpuCount { vcpus: u32::from(config.vcpus), max: u32::from(MAX_VCPUS) });
+        }
         boot::check_cmdline(&config.cmdline)?;
         let disk = config.disk.as_ref().map(|d| Block::open(&d.path, d.read_only)).transpose()?;
         let agent = config.agent_socket.as_ref().map(UnixSocketBackend::bind).transpose()?;
         let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), bytes as usize)])
             .map_err(|source| Error::MemoryAlloc { mib: config.memory_mib, source })?;
         regs::write_gdt(&memory)?;
+        mptable::write(&memory, config.vcpus)?;
         let is_linux = linux::is_bzimage(&config.kernel)?;
         let cmdline = guest_cmdline(&config.cmdline, virtio_slots(&config));
         let (kernel, entry_regs) = if is_linux {
@@ -212,6 +232,10 @@ impl PvhVm {
             }
         }
         let vm = kvm.create_vm().map_err(Error::kvm("KVM_CREATE_VM"))?;
+        let kvm_max = kvm.get_max_vcpus();
+        if usize::from(config.vcpus) > kvm_max {
+            return Err(Error::VcpuCount { vcpus: u32::from(config.vcpus), max: kvm_max as u32 });
+        }
         map_memory(&vm, &memory)?;
         if let Err(e) = vm.set_tss_address(TSS_ADDRESS) {
             // Only Intel hosts without unrestricted guest need it; others may refuse it.
@@ -248,8 +272,21 @@ impl PvhVm {
             console = Some(transport);
         }
 
-        let vcpu = setup_vcpu(&kvm, &vm, &entry_regs)?;
-        Ok(PvhVm { vcpu, _vm: vm, memory, ports, mmio, console, kernel, setup: started.elapsed() })
+        let supported =
+            kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        let vcpus = (0..config.vcpus)
+            .map(|index| setup_vcpu(&vm, &supported, index, config.vcpus, (index == 0).then_some(&entry_regs)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(PvhVm {
+            vcpus,
+            _vm: vm,
+            memory,
+            ports: Mutex::new(ports),
+            mmio: Mutex::new(mmio),
+            console,
+            kernel,
+            setup: started.elapsed(),
+        })
     }
 
     /// The kernel's PVH entry point.
@@ -263,15 +300,29 @@ impl PvhVm {
     }
 }
 
-/// Creates the vCPU and puts it in the entry state: the filtered CPUID, flat 32-bit protected mode
-/// (what both PVH and Linux's 32-bit boot protocol expect) with `regs` (entry point, and `%ebx` at
-/// the start info or `%esi` at the zero page), the FPU at its power-on defaults.
-fn setup_vcpu(kvm: &Kvm, vm: &VmFd, regs: &kvm_bindings::kvm_regs) -> Result<VcpuFd> {
-    let vcpu = vm.create_vcpu(0).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
-    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(Error::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-    let guest_cpuid = cpuid::guest_cpuid(&supported)?;
+/// Creates vCPU `index` of `count`: its CPUID (APIC id `index`), its local APIC's LINT0 as
+/// ExtINT and LINT1 as NMI (virtual wire mode, as the MP table says), and for the bootstrap
+/// processor (`regs` given) the entry state: flat 32-bit protected mode (what both PVH and
+/// Linux's 32-bit boot protocol expect) with `regs` (entry point, and `%ebx` at the start info or
+/// `%esi` at the zero page), the FPU at its power-on defaults. The others wait for the guest's
+/// INIT and STARTUP.
+fn setup_vcpu(
+    vm: &VmFd,
+    supported: &kvm_bindings::CpuId,
+    index: u8,
+    count: u8,
+    regs: Option<&kvm_bindings::kvm_regs>,
+) -> Result<VcpuFd> {
+    let vcpu = vm.create_vcpu(u64::from(index)).map_err(Error::kvm("KVM_CREATE_VCPU"))?;
+    let guest_cpuid = cpuid::guest_cpuid(supported, index, count)?;
     vcpu.set_cpuid2(&guest_cpuid).map_err(Error::kvm("KVM_SET_CPUID2"))?;
-    check_cpuid_applied(&vcpu, &guest_cpuid);
+    if index == 0 {
+        check_cpuid_applied(&vcpu, &guest_cpuid);
+    }
+    let mut lapic = vcpu.get_lapic().map_err(Error::kvm("KVM_GET_LAPIC"))?;
+    regs::set_lint_virtual_wire(&mut lapic);
+    vcpu.set_lapic(&lapic).map_err(Error::kvm("KVM_SET_LAPIC"))?;
+    let Some(regs) = regs else { return Ok(vcpu) };
     let sregs = vcpu.get_sregs().map_err(Error::kvm("KVM_GET_SREGS"))?;
     vcpu.set_sregs(&regs::pvh_sregs(sregs)).map_err(Error::kvm("KVM_SET_SREGS"))?;
     vcpu.set_regs(regs).map_err(Error::kvm("KVM_SET_REGS"))?;
@@ -369,6 +420,15 @@ mod tests {
         assert_eq!(virtio_slots(&both), 2);
         assert_eq!(virtio_slots(&VmConfig::new("bzImage").agent_socket("agent.sock")), 1);
         assert_eq!(slot_address(1), (0xd000_1000, 6));
+    }
+
+    #[test]
+    fn vcpu_counts_are_checked_before_kvm() {
+        for bad in [0, MAX_VCPUS + 1] {
+            let e = PvhVm::new(VmConfig::new("/nonexistent/kernel").vcpus(bad)).expect_err("bad count");
+            assert!(matches!(e, Error::VcpuCount { .. }), "{e}");
+            assert!(e.to_string().contains("mica-vmm runs 1 to 64"), "{e}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn main() {
         Trial::test("mica::boots_to_ready_and_exits_success", mica_ready),
         Trial::test("mica::test_panic_exits_failed", mica_panic),
         Trial::test("mica::finds_the_virtio_disk_and_console", mica_disk),
+        Trial::test("mica::boots_with_four_vcpus", mica_four_vcpus),
     ];
     let mut trials: Vec<Trial> = trials.into_iter().map(|t| t.with_ignored_flag(no_kvm)).collect();
     // A stock Linux kernel needs hardware KVM: the software kvm_pvm stops it with an emulation
@@ -195,6 +196,19 @@ fn mica_disk() -> Result<(), Failed> {
     }
     if socket.exists() {
         return Err(format!("the agent socket {} outlived the VM", socket.display()).into());
+    }
+    Ok(())
+}
+
+/// Four vCPUs: the kernel counts them in mica-vmm's MP table (there is no fw_cfg), starts the
+/// three application processors with INIT and STARTUP, and all four vCPU threads stop when the
+/// kernel writes its verdict.
+fn mica_four_vcpus() -> Result<(), Failed> {
+    let vm = PvhVm::new(VmConfig::new(mica_kernel()?).vcpus(4)).map_err(|e| format!("VMM error: {e}"))?;
+    let o = vm.run(Some(MICA_TIMEOUT)).map_err(|e| format!("VMM error: {e}"))?;
+    let want = "smp: 4 of 4 CPUs online, each with its own run queue (counted by the MP table)";
+    if o.exit() != Some(ExitCode::Success) || !o.serial_text().contains(want) {
+        return Err(format!("expected success and \"{want}\"; {}", describe(&o)).into());
     }
     Ok(())
 }

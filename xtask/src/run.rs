@@ -68,7 +68,7 @@ pub struct RunArgs {
     /// CPU profile components are compiled for: `baseline`, `host`, or a feature list.
     #[arg(long, value_name = "PROFILE", default_value = "baseline")]
     pub cpu: String,
-    /// vCPUs (QEMU's `-smp`; `mica-vmm` runs one).
+    /// vCPUs (QEMU's `-smp`, or as many vCPUs on `mica-vmm`, described to the kernel by its MP table).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub smp: u32,
     /// Host timeout in seconds [default: 60; 300 under a software KVM].
@@ -198,6 +198,7 @@ fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitC
     let mut config = mica_vmm::VmConfig::new(&kernel)
         .cmdline(cmdline.as_string())
         .memory_mib(u64::from(SYSTEM_MEMORY_MIB))
+        .vcpus(u8::try_from(args.smp).unwrap_or(u8::MAX))
         .serial(mica_vmm::SerialOutput::Tee(Box::new(std::io::stdout())));
     if let Some(bundle) = bundle {
         config = config.initrd(bundle);

@@ -4,8 +4,8 @@
 //! - `qemu`: `qemu-system-x86_64 -M microvm`, with KVM when it is hardware-backed, else TCG (a
 //!   software KVM such as `kvm_pvm` cannot run a stock Linux kernel).
 //! - `mica-vmm`: Mica's own VMM on rust-vmm; KVM only, and a stock Linux kernel needs hardware KVM.
-//! - `auto`: `mica-vmm` on hardware KVM when the pod fits it (one vCPU, at most 3 GiB), else
-//!   `qemu`; the reason is printed when the pod starts and kept in its record.
+//! - `auto`: `mica-vmm` on hardware KVM when the pod fits it (at most 3 GiB of memory), else
+//!   `qemu`; the reason is printed when the pod starts.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -65,8 +65,8 @@ pub struct Choice {
 /// What mica-vmm cannot run yet, if `spec` asks for it.
 fn beyond_mica_vmm(spec: &PodSpec) -> Option<String> {
     let max_mib = mica_vmm::layout::MAX_MEMORY / mica_vmm::layout::MIB;
-    if spec.vcpus != 1 {
-        Some(format!("mica-vmm runs pods with one vCPU today, and this pod asks for {}", spec.vcpus))
+    if spec.vcpus > u32::from(mica_vmm::vm::MAX_VCPUS) {
+        Some(format!("mica-vmm runs at most {} vCPUs, and this pod asks for {}", mica_vmm::vm::MAX_VCPUS, spec.vcpus))
     } else if u64::from(spec.memory_mib) > max_mib {
         Some(format!("mica-vmm gives a guest at most {max_mib} MiB, and this pod asks for {} MiB", spec.memory_mib))
     } else {
@@ -207,10 +207,9 @@ pub(crate) mod tests {
         let (_f, none) = probe(false, None);
         let choice = choose(&spec("auto", 1, 256), &hardware, false).unwrap();
         assert_eq!(choice, Choice { hypervisor: Hypervisor::MicaVmm, why: "hardware KVM".into() });
-        let two = choose(&spec("auto", 2, 256), &hardware, false).unwrap();
-        assert_eq!(two.hypervisor, Hypervisor::Qemu(Accel::Kvm));
-        assert!(two.why.contains("one vCPU today, and this pod asks for 2"), "{}", two.why);
+        assert_eq!(choose(&spec("auto", 4, 256), &hardware, false).unwrap().hypervisor, Hypervisor::MicaVmm);
         let big = choose(&spec("auto", 1, 4096), &hardware, false).unwrap();
+        assert_eq!(big.hypervisor, Hypervisor::Qemu(Accel::Kvm));
         assert!(big.why.contains("at most 3072 MiB"), "{}", big.why);
         for probe in [&software, &none] {
             let choice = choose(&spec("auto", 1, 256), probe, false).unwrap();
@@ -231,8 +230,8 @@ pub(crate) mod tests {
         assert!(e.contains("needs hardware KVM") && e.contains("kvm_pvm"), "{e}");
         let e = choose(&spec("mica-vmm", 1, 256), &none, false).unwrap_err().to_string();
         assert!(e.starts_with("backend \"mica-vmm\" needs KVM, and "), "{e}");
-        let e = choose(&spec("mica-vmm", 2, 256), &hardware, false).unwrap_err().to_string();
-        assert!(e.contains("one vCPU today"), "{e}");
+        let e = choose(&spec("mica-vmm", 1, 3073), &hardware, false).unwrap_err().to_string();
+        assert!(e.contains("at most 3072 MiB, and this pod asks for 3073 MiB"), "{e}");
         let forced = choose(&spec("mica-vmm", 1, 256), &software, true).unwrap();
         assert_eq!(forced.hypervisor, Hypervisor::MicaVmm);
         assert_eq!(forced.why, "software KVM (kvm_pvm) (MICA_POD_ALLOW_SOFTWARE_KVM)");

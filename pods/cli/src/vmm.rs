@@ -38,6 +38,8 @@ pub fn args(spec: &PodSpec, dir: &Path, secrets: Option<&Path>) -> Vec<String> {
         cmdline(spec, None),
         "--memory-mib".to_owned(),
         spec.memory_mib.to_string(),
+        "--vcpus".to_owned(),
+        spec.vcpus.to_string(),
         "--agent-socket".to_owned(),
         path(AGENT_SOCKET),
         "--pidfile".to_owned(),
@@ -100,7 +102,7 @@ mod tests {
         let dir = Path::new("/run/mica/pods/web");
         let args = args(&spec, dir, Some(Path::new("/run/mica/pods/web/secrets.img"))).join(" ");
         assert!(args.starts_with("--kernel /k/vmlinuz --initrd /k/initrd --cmdline console=ttyS0 panic=-1"), "{args}");
-        assert!(args.contains("mica.pod=web loglevel=4 --memory-mib 384"), "{args}");
+        assert!(args.contains("mica.pod=web loglevel=4 --memory-mib 384 --vcpus 1"), "{args}");
         assert!(!args.contains("tsc_early_khz"), "KVM: {args}");
         assert!(args.contains("--agent-socket /run/mica/pods/web/agent.sock"), "{args}");
         assert!(args.contains("--pidfile /run/mica/pods/web/hypervisor.pid"), "{args}");

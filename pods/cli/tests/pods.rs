@@ -281,9 +281,11 @@ fn hypervisor_died_on(world: &World, backend: &str) {
 fn bad_specs_are_refused_before_anything_starts() {
     let Some(world) = World::new() else { return };
     // mica-vmm: on this host, either no hardware KVM, or a pod beyond what it runs yet.
-    let vmm_refusal = if hardware_kvm() { "mica-vmm runs pods with one vCPU today" } else { "needs hardware KVM" };
-    let cases =
-        [("memory_mib = 100000000", "more than this host's"), ("backend = \"mica-vmm\"\nvcpus = 2", vmm_refusal)];
+    let vmm_refusal = if hardware_kvm() { "at most 3072 MiB" } else { "needs hardware KVM" };
+    let cases = [
+        ("memory_mib = 100000000", "more than this host's"),
+        ("backend = \"mica-vmm\"\nmemory_mib = 4096", vmm_refusal),
+    ];
     for (extra, expected) in cases {
         let spec = world.spec("bad", extra);
         let out = world.mica(&["pod", "run", spec.to_str().unwrap()]);

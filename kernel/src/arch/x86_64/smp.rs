@@ -1,9 +1,10 @@
 //! Bringing up the other CPUs (application processors, APs).
 //!
 //! How many CPUs the machine has comes from QEMU's firmware configuration device (`fw_cfg`,
-//! key `FW_CFG_NB_CPUS`), which `-M microvm` provides; without it (another VMM) Mica runs on the
-//! boot CPU alone and says so. APIC ids are taken to be 0..N-1, as QEMU numbers them for a flat
-//! topology.
+//! key `FW_CFG_NB_CPUS`), which `-M microvm` provides, with APIC ids taken to be 0..N-1 as QEMU
+//! numbers them for a flat topology; without fw_cfg, from an MP table ([`crate::mptable`], which
+//! `mica-vmm` writes), with the APIC ids it lists; without either, Mica runs on the boot CPU alone
+//! and says so.
 //!
 //! Each AP is started in turn with INIT and STARTUP IPIs at the real-mode trampoline below,
 //! copied to physical [`TRAMPOLINE`] (low memory, which the frame allocator never hands out). The
@@ -145,26 +146,69 @@ fn fw_cfg_cpus() -> Option<u32> {
     }
 }
 
+/// Where the CPU count came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuSource {
+    /// QEMU's fw_cfg.
+    FwCfg,
+    /// An MP table.
+    MpTable,
+    /// Neither: the boot CPU alone.
+    Unknown,
+}
+
 /// How CPU bring-up went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmpReport {
-    /// CPUs the machine has (fw_cfg), or 1 when it cannot say.
+    /// CPUs the machine has, or 1 when it cannot say.
     pub present: u32,
     /// CPUs that reported in, the boot CPU included.
     pub online: u32,
-    /// Whether fw_cfg was there to ask.
-    pub counted: bool,
+    /// Where `present` came from.
+    pub source: CpuSource,
+}
+
+/// The other CPUs' APIC ids, and where they came from.
+fn other_cpus(boot_apic_id: u32) -> (alloc::vec::Vec<u32>, CpuSource) {
+    if let Some(n) = fw_cfg_cpus().filter(|n| *n >= 1) {
+        return ((0..n.min(MAX_CPUS)).filter(|&id| id != boot_apic_id).collect(), CpuSource::FwCfg);
+    }
+    // The identity map covers low memory where the memory map says RAM (below 640 KiB, on a
+    // PC): the view stops at the first page that is not mapped.
+    let (base, end) = (crate::mptable::LOW_BASE, crate::mptable::LOW_END);
+    let mapped = (base..end)
+        .step_by(4096)
+        .take_while(|&page| super::paging::translate(page).is_some_and(|t| t.phys == page))
+        .count();
+    let len = mapped * 4096;
+    // SAFETY: physical LOW_BASE..LOW_BASE + len lies in the first MiB and every page of it is
+    // mapped (checked just above) in the kernel's identity map, which never changes for low
+    // memory; the frame allocator never hands out the first MiB, so nothing writes it while this
+    // shared view lives (the AP trampoline at 0x8000 is below it).
+    let low = unsafe { core::slice::from_raw_parts(base as *const u8, len) };
+    match crate::mptable::processors(low) {
+        Ok(ids) => {
+            let ids: alloc::vec::Vec<u32> = ids.into_iter().map(u32::from).collect();
+            if !ids.contains(&boot_apic_id) {
+                log::warn!("smp: the MP table does not list the boot CPU (APIC {boot_apic_id}): {ids:?}");
+            }
+            let others = ids.into_iter().filter(|&id| id != boot_apic_id).take(MAX_CPUS as usize - 1).collect();
+            (others, CpuSource::MpTable)
+        }
+        Err(e) => {
+            log::debug!("smp: no fw_cfg, and {e}");
+            (alloc::vec::Vec::new(), CpuSource::Unknown)
+        }
+    }
 }
 
 /// Starts every AP; returns how many CPUs are online. Needs the heap, paging, the local APIC
 /// and the clock.
 pub fn start_aps(boot_apic_id: u32) -> SmpReport {
-    let (present, counted) = match fw_cfg_cpus() {
-        Some(n) if n >= 1 => (n.min(MAX_CPUS), true),
-        _ => (1, false),
-    };
+    let (others, source) = other_cpus(boot_apic_id);
+    let present = others.len() as u32 + 1;
     if present == 1 {
-        return SmpReport { present, online: 1, counted };
+        return SmpReport { present, online: 1, source };
     }
     let code_start = (&raw const mica_ap_trampoline_start) as u64;
     let code_end = (&raw const mica_ap_trampoline_end) as u64;
@@ -182,7 +226,7 @@ pub fn start_aps(boot_apic_id: u32) -> SmpReport {
     MICA_AP_EFER_EXTRA.store(if nxe { 0x800 } else { 0 }, Ordering::SeqCst);
 
     let mut index = 1u32;
-    for apic_id in (0..present).filter(|&id| id != boot_apic_id) {
+    for apic_id in others {
         let stack = match KernelStack::new(AP_STACK_BYTES) {
             Ok(stack) => stack,
             Err(e) => {
@@ -201,7 +245,8 @@ pub fn start_aps(boot_apic_id: u32) -> SmpReport {
         let mut up = false;
         for _ in 0..2 {
             apic::send_startup(apic_id, vector);
-            if wait_online(before, 200) {
+            // Linux waits up to 10 s; a software KVM on a busy host takes some 400 ms per CPU.
+            if wait_online(before, 1000) {
                 up = true;
                 break;
             }
@@ -212,7 +257,7 @@ pub fn start_aps(boot_apic_id: u32) -> SmpReport {
         }
         index += 1;
     }
-    SmpReport { present, online: ONLINE.load(Ordering::SeqCst), counted }
+    SmpReport { present, online: ONLINE.load(Ordering::SeqCst), source }
 }
 
 /// Busy-waits `ms` milliseconds on the TSC clock.
