@@ -92,9 +92,9 @@ mod tests {
             }))
         );
         assert_eq!(
-            p(&["--allow-poweroff", "--port-name", "org.mica.agent", "--reconnect"]),
+            p(&["--allow-poweroff", "--port-name", "mica.agent", "--reconnect"]),
             Ok(Parsed::Run(Args {
-                channel: ChannelSpec::PortName("org.mica.agent".into()),
+                channel: ChannelSpec::PortName("mica.agent".into()),
                 allow_poweroff: true,
                 reconnect: true
             }))

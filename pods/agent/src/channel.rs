@@ -81,12 +81,12 @@ mod tests {
     #[test]
     fn port_names_resolve_to_devices() {
         let dir = tempfile::tempdir().unwrap();
-        for (port, name) in [("vport0p1", "org.other\n"), ("vport0p2", "org.mica.agent\n"), ("vport0p3", "")] {
+        for (port, name) in [("vport0p1", "org.other\n"), ("vport0p2", "mica.agent\n"), ("vport0p3", "")] {
             fs::create_dir(dir.path().join(port)).unwrap();
             fs::write(dir.path().join(port).join("name"), name).unwrap();
         }
         fs::create_dir(dir.path().join("vport1p1")).unwrap();
-        assert_eq!(find_port(dir.path(), "org.mica.agent").unwrap(), Path::new("/dev/vport0p2"));
+        assert_eq!(find_port(dir.path(), "mica.agent").unwrap(), Path::new("/dev/vport0p2"));
         let err = find_port(dir.path(), "org.none").unwrap_err();
         assert_eq!(err.to_string(), format!("no virtio-serial port named \"org.none\" in {}", dir.path().display()));
     }

@@ -15,7 +15,7 @@
 //!
 //! In a QEMU guest the port is a `virtserialport` (QEMU: `-device virtio-serial-device -chardev
 //! socket,id=agent,path=...,server=on,wait=off -device virtserialport,chardev=agent,
-//! name=org.mica.agent`; guest: `mica-agent --port-name org.mica.agent`). Such a port reads end
+//! name=mica.agent`; guest: `mica-agent --port-name mica.agent`). Such a port reads end
 //! of file while no host is connected to the chardev, and its writes wait until one is, so the
 //! agent's first `Ready` doubles as waiting for the host.
 
