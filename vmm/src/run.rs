@@ -1,13 +1,14 @@
-//! Running the vCPU: the exit loop (port I/O to the [`PortBus`](crate::devices::PortBus), MMIO to
-//! the [`MmioBus`](crate::devices::MmioBus), every way a guest can stop turned into an
-//! [`Ending`]) and a watchdog thread that kicks the vCPU out of `KVM_RUN` with a signal, so that the
-//! host-side timeout holds and a guest halted with interrupts off is noticed instead of waited on
-//! forever.
+//! Running the vCPUs: one exit loop per vCPU thread (port I/O to the
+//! [`PortBus`](crate::devices::PortBus), MMIO to the [`MmioBus`](crate::devices::MmioBus), both
+//! shared under locks; every way a guest can stop turned into an [`Ending`], the first of which
+//! ends the run for all vCPUs), a watchdog thread that kicks the vCPU threads out of `KVM_RUN` with
+//! a signal, so that the host-side timeout holds and a guest halted with interrupts off is noticed
+//! instead of waited on forever, and an I/O thread that moves the virtio console's host input in.
 //!
 //! With the in-kernel irqchip, `hlt` never reaches the VMM: KVM blocks the vCPU thread until an
 //! interrupt arrives. The watchdog's periodic kick (every [`KICK_PERIOD`]) makes `KVM_RUN` return
-//! `EINTR`; the loop then reads the vCPU's run state, and a vCPU that is halted with RFLAGS.IF clear
-//! is reported as [`Ending::HaltedWithInterruptsOff`].
+//! `EINTR`; the loop then reads the vCPU's run state, and vCPU 0 halted with RFLAGS.IF clear is
+//! reported as [`Ending::HaltedWithInterruptsOff`].
 
 use std::io::Write as _;
 use std::os::unix::net::UnixStream;
