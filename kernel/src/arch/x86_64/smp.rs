@@ -181,10 +181,9 @@ fn other_cpus(boot_apic_id: u32) -> (alloc::vec::Vec<u32>, CpuSource) {
         .take_while(|&page| super::paging::translate(page).is_some_and(|t| t.phys == page))
         .count();
     let len = mapped * 4096;
-    // SAFETY: physical LOW_BASE..LOW_BASE + len lies in the first MiB and every page of it is
-    // mapped (checked just above) in the kernel's identity map, which never changes for low
-    // memory; the frame allocator never hands out the first MiB, so nothing writes it while this
-    // shared view lives (the AP trampoline at 0x8000 is below it).
+    // The identity map never changes for low memory, and the frame allocator never hands out the
+    // first MiB, so nothing writes it while this view lives (the AP trampoline at 0x8000 is below).
+    // SAFETY: every page of LOW_BASE..LOW_BASE + len is identity-mapped (checked above), unchanging.
     let low = unsafe { core::slice::from_raw_parts(base as *const u8, len) };
     match crate::mptable::processors(low) {
         Ok(ids) => {
