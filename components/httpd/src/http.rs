@@ -1,4 +1,4 @@
-//! Just enough HTTP/1.0 and 1.1: reading a request's head, and writing answers.
+//! Just enough HTTP/1.0 and 1.1: reading a request's head (with `httparse`), and writing answers.
 //!
 //! Of the headers only `Content-Length`, `Transfer-Encoding` and `Expect` matter; the others are
 //! read up to the blank line that ends them and ignored. Every answer closes the connection
@@ -117,64 +117,51 @@ impl Status {
     }
 }
 
-/// Where the head in `bytes` ends (just past the blank line), if it does. A bare `\n` ends a
-/// line as well as `\r\n` does.
-fn head_end(bytes: &[u8]) -> Option<usize> {
-    let mut line_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'\n' {
-            let line = &bytes[line_start..i];
-            if line.is_empty() || line == b"\r" {
-                return Some(i + 1);
-            }
-            line_start = i + 1;
-        }
-    }
-    None
-}
-
 /// A refusal of a malformed request.
 fn bad(why: impl Into<String>) -> Head {
     Head::Bad(Status::BadRequest, why.into())
 }
 
+fn too_large() -> Head {
+    Head::Bad(Status::HeadTooLarge, format!("the request head is over {MAX_HEAD_BYTES} bytes"))
+}
+
 /// Reads the head at the start of `bytes` (all received so far on a connection); what follows
-/// it (a body) is left alone.
+/// it (a body) is left alone. A bare `\n` ends a line as well as `\r\n` does.
 pub fn parse(bytes: &[u8]) -> Head {
-    let Some(end) = head_end(bytes) else {
-        return if bytes.len() >= MAX_HEAD_BYTES { too_large() } else { Head::Incomplete };
-    };
-    if end > MAX_HEAD_BYTES {
-        return too_large();
+    let bytes = &bytes[..bytes.len().min(MAX_HEAD_BYTES)];
+    // httparse skips blank lines before the request line; this server has always refused a
+    // head that starts with one (an empty request line).
+    if bytes.starts_with(b"\n") || bytes.starts_with(b"\r\n") {
+        return bad("the request line is empty");
     }
-    let mut lines = bytes[..end].split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let Some(Ok(line)) = lines.next().map(std::str::from_utf8) else { return bad("the request line is not UTF-8") };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return bad("the request line is not METHOD TARGET VERSION");
+    // A head has fewer headers than lines, so this many never runs short.
+    let mut headers = vec![httparse::EMPTY_HEADER; bytes.iter().filter(|&&b| b == b'\n').count()];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(bytes) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if bytes.len() >= MAX_HEAD_BYTES => return too_large(),
+        Ok(httparse::Status::Partial) => return Head::Incomplete,
+        Err(httparse::Error::Version) => return bad_version(bytes),
+        Err(e) => return bad(malformed(e)),
     };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version) else {
+        return bad("the request line is incomplete");
+    };
+    if !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return bad(format!("the method {method:?} is not upper-case letters"));
     }
     let Some(path) = target_path(target) else {
         return bad(format!("the target {target:?} is not an absolute path or http:// URL"));
     };
-    match version {
-        "HTTP/1.0" | "HTTP/1.1" => {}
-        v if v.starts_with("HTTP/") => {
-            return Head::Bad(Status::VersionNotSupported, format!("{v} is not served; HTTP/1.0 and 1.1 are"));
-        }
-        v => return bad(format!("the version {v:?} is not HTTP/1.x")),
-    }
     let mut request = Request {
-        line: RequestLine { method: method.into(), path: path.into(), version: version.into() },
-        head_len: end,
+        line: RequestLine { method: method.into(), path: path.into(), version: format!("HTTP/1.{minor}") },
+        head_len,
         content_length: None,
         transfer_encoding: false,
         expect_continue: false,
     };
-    for header in lines.take_while(|l| !l.is_empty()) {
+    for header in parsed.headers.iter() {
         if let Err(why) = read_header(header, &mut request) {
             return bad(why);
         }
@@ -182,21 +169,36 @@ pub fn parse(bytes: &[u8]) -> Head {
     Head::Request(request)
 }
 
-fn too_large() -> Head {
-    Head::Bad(Status::HeadTooLarge, format!("the request head is over {MAX_HEAD_BYTES} bytes"))
+/// Why httparse refused a head (other than for its version).
+fn malformed(error: httparse::Error) -> &'static str {
+    match error {
+        httparse::Error::HeaderName => "a header line has no colon or no proper name",
+        httparse::Error::HeaderValue => "a header's value has control characters",
+        httparse::Error::NewLine => "a line of the head does not end where it should",
+        httparse::Error::TooManyHeaders => "the head has too many headers",
+        httparse::Error::Token | httparse::Error::Status | httparse::Error::Version => {
+            "the request line is not METHOD TARGET VERSION"
+        }
+    }
 }
 
-/// Notes what a header line says in `request`, if it matters here.
-fn read_header(header: &[u8], request: &mut Request) -> Result<(), String> {
-    let shown = || String::from_utf8_lossy(header).into_owned();
-    let Some(colon) = header.iter().position(|&b| b == b':') else {
-        return Err(format!("the header line {:?} has no colon", shown()));
-    };
-    let (name, value) = (&header[..colon], header[colon + 1..].trim_ascii());
-    if name.is_empty() || name.iter().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
-        return Err(format!("the header line {:?} has no proper name", shown()));
+/// The refusal of a request line whose version is not HTTP/1.0 or 1.1: a 505 for another HTTP
+/// version, else a malformed request.
+fn bad_version(bytes: &[u8]) -> Head {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(bytes);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = String::from_utf8_lossy(line.rsplit(|&b| b == b' ').next().unwrap_or(line));
+    if version.starts_with("HTTP/") {
+        Head::Bad(Status::VersionNotSupported, format!("{version} is not served; HTTP/1.0 and 1.1 are"))
+    } else {
+        bad(format!("the version {version:?} is not HTTP/1.x"))
     }
-    if name.eq_ignore_ascii_case(b"content-length") {
+}
+
+/// Notes what a header says in `request`, if it matters here.
+fn read_header(header: &httparse::Header, request: &mut Request) -> Result<(), String> {
+    let (name, value) = (header.name, header.value.trim_ascii());
+    if name.eq_ignore_ascii_case("content-length") {
         if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
             return Err(format!("Content-Length {:?} is not a number", String::from_utf8_lossy(value)));
         }
@@ -206,9 +208,9 @@ fn read_header(header: &[u8], request: &mut Request) -> Result<(), String> {
             return Err("two different Content-Length headers".into());
         }
         request.content_length = Some(length);
-    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+    } else if name.eq_ignore_ascii_case("transfer-encoding") {
         request.transfer_encoding = true;
-    } else if name.eq_ignore_ascii_case(b"expect") {
+    } else if name.eq_ignore_ascii_case("expect") {
         request.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
     }
     Ok(())
@@ -321,6 +323,32 @@ mod tests {
             panic!("a request")
         };
         assert_eq!(r.content_length, Some(u64::MAX));
+    }
+
+    #[test]
+    fn any_number_of_headers_fits() {
+        let mut head = b"GET / HTTP/1.1\n".to_vec();
+        for i in 0..1000 {
+            head.extend_from_slice(format!("X{i}:\n").as_bytes());
+        }
+        head.extend_from_slice(b"Content-Length: 0\n\n");
+        let Head::Request(r) = parse(&head) else { panic!("a request") };
+        assert_eq!((r.head_len, r.content_length), (head.len(), Some(0)));
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        for (head, why) in [
+            (&b"GET / HTTP/1.1\r\nno colon\r\n\r\n"[..], "a header line has no colon or no proper name"),
+            (b"GET / HTTP/1.1 extra\r\n\r\n", "a line of the head does not end where it should"),
+            (b"GET  / HTTP/1.1\r\n\r\n", "the request line is not METHOD TARGET VERSION"),
+            (b"get / HTTP/1.1\r\n\r\n", "the method \"get\" is not upper-case letters"),
+            (b"GET / FTP/1.0\r\n\r\n", "the version \"FTP/1.0\" is not HTTP/1.x"),
+            (b"GET / HTTP/3\r\n", "HTTP/3 is not served; HTTP/1.0 and 1.1 are"),
+        ] {
+            let Head::Bad(_, got) = parse(head) else { panic!("{:?} is refused", String::from_utf8_lossy(head)) };
+            assert_eq!(got, why);
+        }
     }
 
     #[test]
