@@ -238,8 +238,14 @@ fn describe(request: &Request) -> String {
     format!("{} {} {}", request.line.method, request.line.path, request.line.version)
 }
 
+/// An answer to send, and the request it answers (for the log).
+type Reply = (String, Answer);
+
 /// Moves one socket's connection on; returns the request it answered, if it answered one.
 /// `number` is the number of requests answered once this one is, for `/stats`.
+///
+/// A connection goes through [`Conn`]'s states in order, as far as it can in one call: a
+/// request read whole in one go is answered in the same call.
 fn step(
     socket: &mut tcp::Socket,
     conn: &mut Conn,
@@ -248,11 +254,44 @@ fn step(
     accepting: bool,
     store: Option<&mut dyn Store>,
 ) -> Option<Served> {
-    let timeout = net_duration(CONNECTION_TIMEOUT);
-    // The answer to send and the request it answers (for the log).
-    let mut reply: Option<(String, Answer)> = None;
+    follow_socket(socket, conn, now, accepting);
+    let reply = match read_head(socket, conn, now, store.is_some()) {
+        Some(reply) => Some(reply),
+        None => read_body(socket, conn, now, number, store),
+    };
+    let answered = reply.map(|reply| start_writing(socket, conn, now, reply));
+    write_answer(socket, conn, now);
+    wait_for_close(socket, conn, now, accepting);
+    answered
+}
 
-    // The peer reset the connection, or smoltcp gave up on it.
+/// Whether a connection that started at `since` has run out of time.
+fn timed_out(now: Instant, since: Instant) -> bool {
+    now - since > net_duration(CONNECTION_TIMEOUT)
+}
+
+/// Gives up on the connection: resets it and frees the socket.
+fn cut_off(socket: &mut tcp::Socket, conn: &mut Conn) {
+    socket.abort();
+    *conn = Conn::Idle;
+}
+
+/// Moves up to `limit` bytes in all of what the socket has received onto `into`.
+fn receive(socket: &mut tcp::Socket, into: &mut Vec<u8>, limit: usize) {
+    let mut chunk = [0u8; 1024];
+    while into.len() < limit && socket.can_recv() {
+        let room = chunk.len().min(limit - into.len());
+        match socket.recv_slice(&mut chunk[..room]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => into.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Keeps `conn` in step with the socket: a connection the peer reset (or smoltcp gave up on)
+/// frees the socket, a new one starts reading its request, and a free socket that no longer
+/// listens listens again while the server is accepting.
+fn follow_socket(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, accepting: bool) {
     if !matches!(conn, Conn::Idle) && !socket.is_open() {
         *conn = Conn::Idle;
     }
@@ -264,105 +303,127 @@ fn step(
             let _ = socket.listen(PORT);
         }
     }
-    if let Conn::Reading { head, since } = conn {
-        let started = *since;
-        let mut chunk = [0u8; 1024];
-        while head.len() < http::MAX_HEAD_BYTES && socket.can_recv() {
-            let room = chunk.len().min(http::MAX_HEAD_BYTES - head.len());
-            match socket.recv_slice(&mut chunk[..room]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
+}
+
+/// Reads the request head while `conn` is [`Conn::Reading`]: once it is whole, moves on to
+/// reading the body, or returns the refusal to send.
+fn read_head(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, has_store: bool) -> Option<Reply> {
+    let Conn::Reading { head, since } = conn else { return None };
+    let started = *since;
+    receive(socket, head, http::MAX_HEAD_BYTES);
+    // The peer has closed its side: no more of the request will come.
+    let peer_done = socket.state() == tcp::State::CloseWait;
+    match http::parse(head) {
+        Head::Incomplete if head.is_empty() && peer_done => {
+            // Connected and left without asking anything.
+            socket.close();
+            *conn = Conn::Closing { since: now };
+            None
         }
-        // The peer has closed its side: no more of the request will come.
-        let peer_done = socket.state() == tcp::State::CloseWait;
-        match http::parse(head) {
-            Head::Incomplete if head.is_empty() && peer_done => {
-                // Connected and left without asking anything.
-                socket.close();
-                *conn = Conn::Closing { since: now };
+        Head::Incomplete if peer_done => {
+            let why = "the request head ended before its blank line";
+            Some((format!("unreadable request ({why})"), Answer::error(Status::BadRequest, why)))
+        }
+        Head::Incomplete => {
+            if timed_out(now, started) {
+                cut_off(socket, conn);
             }
-            Head::Incomplete if peer_done => {
-                let why = "the request head ended before its blank line";
-                reply = Some((format!("unreadable request ({why})"), Answer::error(Status::BadRequest, why)));
-            }
-            Head::Incomplete if now - started > timeout => {
-                socket.abort();
-                *conn = Conn::Idle;
-            }
-            Head::Incomplete => {}
-            Head::Bad(status, why) => {
-                reply = Some((format!("unreadable request ({why})"), Answer::error(status, &why)));
-            }
-            Head::Request(request) => {
-                let route = routes::route(&request.line, store.is_some());
-                match routes::body_length(&route, &request) {
-                    Err(answer) => reply = Some((describe(&request), answer)),
-                    Ok(length) => {
-                        // Whatever of the body came with the head.
-                        let mut body = head[request.head_len..].to_vec();
-                        body.truncate(length);
-                        if body.len() < length && request.expect_continue && request.line.version == "HTTP/1.1" {
-                            // Nothing was sent yet, so this fits the send buffer; if it did not go
-                            // out, the client sends the body after waiting a little anyway.
-                            let _ = socket.send_slice(http::CONTINUE);
-                        }
-                        *conn = Conn::Body { request, route, body, length, since: started };
-                    }
+            None
+        }
+        Head::Bad(status, why) => Some((format!("unreadable request ({why})"), Answer::error(status, &why))),
+        Head::Request(request) => {
+            let route = routes::route(&request.line, has_store);
+            match routes::body_length(&route, &request) {
+                Err(answer) => Some((describe(&request), answer)),
+                Ok(length) => {
+                    *conn = start_body(socket, request, route, &head[..], length, started);
+                    None
                 }
             }
         }
     }
-    if let Conn::Body { request, route, body, length, since } = conn {
-        let mut chunk = [0u8; 1024];
-        while body.len() < *length && socket.can_recv() {
-            let room = chunk.len().min(*length - body.len());
-            match socket.recv_slice(&mut chunk[..room]) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
-            }
-        }
-        if body.len() == *length {
-            let answer = routes::respond(route, request.line.method == "HEAD", body, number, store);
-            reply = Some((describe(request), answer));
-        } else if socket.state() == tcp::State::CloseWait {
-            let why = format!("the body ended after {} of its {length} bytes", body.len());
-            reply = Some((describe(request), Answer::error(Status::BadRequest, &why)));
-        } else if now - *since > timeout {
-            socket.abort();
-            *conn = Conn::Idle;
-        }
+}
+
+/// The connection reading the body of `request` (`length` bytes), from whatever of it came
+/// with the head in `received`; asks the client to go on if it waits to be asked.
+fn start_body(
+    socket: &mut tcp::Socket,
+    request: Request,
+    route: Route,
+    received: &[u8],
+    length: usize,
+    since: Instant,
+) -> Conn {
+    let mut body = received[request.head_len..].to_vec();
+    body.truncate(length);
+    if body.len() < length && request.expect_continue && request.line.version == "HTTP/1.1" {
+        // Nothing was sent yet, so this fits the send buffer; if it did not go out, the client
+        // sends the body after waiting a little anyway.
+        let _ = socket.send_slice(http::CONTINUE);
     }
-    let answered = reply.map(|(request, answer)| {
-        *conn = Conn::Writing { answer: answer.to_bytes(), sent: 0, since: now };
-        Served { peer: socket.remote_endpoint(), request, status: answer.status.code() }
-    });
-    if let Conn::Writing { answer, sent, since } = conn {
-        if socket.can_send()
-            && let Ok(n) = socket.send_slice(&answer[*sent..])
-        {
-            *sent += n;
+    Conn::Body { request, route, body, length, since }
+}
+
+/// Reads the request body while `conn` is [`Conn::Body`]: once it is whole, returns the answer
+/// to the request; if it ends short, the refusal.
+fn read_body(
+    socket: &mut tcp::Socket,
+    conn: &mut Conn,
+    now: Instant,
+    number: u64,
+    store: Option<&mut dyn Store>,
+) -> Option<Reply> {
+    let Conn::Body { request, route, body, length, since } = conn else { return None };
+    receive(socket, body, *length);
+    if body.len() == *length {
+        let answer = routes::respond(route, request.line.method == "HEAD", body, number, store);
+        Some((describe(request), answer))
+    } else if socket.state() == tcp::State::CloseWait {
+        let why = format!("the body ended after {} of its {length} bytes", body.len());
+        Some((describe(request), Answer::error(Status::BadRequest, &why)))
+    } else {
+        if timed_out(now, *since) {
+            cut_off(socket, conn);
         }
-        if *sent == answer.len() {
-            socket.close();
-            *conn = Conn::Closing { since: now };
-        } else if !socket.may_send() || now - *since > timeout {
-            socket.abort();
-            *conn = Conn::Idle;
-        }
+        None
     }
-    if let Conn::Closing { since } = conn {
-        if !socket.is_open() {
-            *conn = Conn::Idle;
-            if accepting {
-                let _ = socket.listen(PORT);
-            }
-        } else if now - *since > timeout {
-            socket.abort();
-            *conn = Conn::Idle;
-        }
+}
+
+/// Moves `conn` on to sending the answer in `reply`; returns the log line for it.
+fn start_writing(socket: &tcp::Socket, conn: &mut Conn, now: Instant, (request, answer): Reply) -> Served {
+    *conn = Conn::Writing { answer: answer.to_bytes(), sent: 0, since: now };
+    Served { peer: socket.remote_endpoint(), request, status: answer.status.code() }
+}
+
+/// Sends what the socket takes of the answer while `conn` is [`Conn::Writing`], and closes
+/// once all of it is sent.
+fn write_answer(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant) {
+    let Conn::Writing { answer, sent, since } = conn else { return };
+    if socket.can_send()
+        && let Ok(n) = socket.send_slice(&answer[*sent..])
+    {
+        *sent += n;
     }
-    answered
+    if *sent == answer.len() {
+        socket.close();
+        *conn = Conn::Closing { since: now };
+    } else if !socket.may_send() || timed_out(now, *since) {
+        cut_off(socket, conn);
+    }
+}
+
+/// Frees the socket once the connection has ended while `conn` is [`Conn::Closing`] (listening
+/// again while the server is accepting), or cuts it off when that takes too long.
+fn wait_for_close(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, accepting: bool) {
+    let Conn::Closing { since } = conn else { return };
+    if !socket.is_open() {
+        *conn = Conn::Idle;
+        if accepting {
+            let _ = socket.listen(PORT);
+        }
+    } else if timed_out(now, *since) {
+        cut_off(socket, conn);
+    }
 }
 
 #[cfg(test)]
