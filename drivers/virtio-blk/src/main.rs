@@ -21,27 +21,19 @@ use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
 
 use mica_device::block::{self, BlockErrorCode, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
 use mica_virtio::service::{self, Answer};
+use mica_virtio::spec::extra::{VIRTIO_BLK_CONFIG_CAPACITY, VIRTIO_BLK_OUTHDR_SIZE, VIRTIO_BLK_REQUESTQ};
+use mica_virtio::spec::feature;
+use mica_virtio::spec::virtio_blk::{
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+};
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
-/// Feature: the disk is read-only.
-const VIRTIO_BLK_F_RO: u64 = 1 << 5;
-/// Feature: the device has a write cache and takes flush requests.
-const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
-
-/// Request types.
-const VIRTIO_BLK_T_IN: u32 = 0;
-const VIRTIO_BLK_T_OUT: u32 = 1;
-const VIRTIO_BLK_T_FLUSH: u32 = 4;
-
-/// Status values the device writes.
-const VIRTIO_BLK_S_OK: u8 = 0;
-const VIRTIO_BLK_S_IOERR: u8 = 1;
-const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 /// Written to the status byte before a request: a device that completes it writes another.
 const STATUS_UNWRITTEN: u8 = 0xff;
 
-/// Where the status byte lives in the header buffer (after the 16-byte header).
-const STATUS_OFFSET: u32 = 16;
+/// Where the status byte lives in the header buffer (right after the request header).
+const STATUS_OFFSET: u32 = VIRTIO_BLK_OUTHDR_SIZE;
 
 /// Descriptors in the request queue (a request needs at most 3).
 const QUEUE_SIZE: u16 = 16;
@@ -94,8 +86,8 @@ impl Disk {
     fn start() -> Result<(Disk, String), Error> {
         let device = claim_first(device_id::BLOCK)?;
         let mut transport = device.transport;
-        let features = transport.init(VIRTIO_BLK_F_RO | VIRTIO_BLK_F_FLUSH)?;
-        let queue = transport.create_queue(0, QUEUE_SIZE, DmaBuffer::allocate)?;
+        let features = transport.init(feature(VIRTIO_BLK_F_RO) | feature(VIRTIO_BLK_F_FLUSH))?;
+        let queue = transport.create_queue(VIRTIO_BLK_REQUESTQ, QUEUE_SIZE, DmaBuffer::allocate)?;
         let buffers = DmaBuffer::allocate(4096)
             .and_then(|header| Ok((header, DmaBuffer::allocate(MAX_DATA_BYTES as u32)?)))
             .map_err(|source| {
@@ -103,8 +95,7 @@ impl Disk {
                 Error::Hw { what: "allocating the request buffers", source }
             });
         let (header, data) = buffers?;
-        // Configuration offset 0: the capacity in 512-byte sectors.
-        let sectors = transport.config_read64(0)?;
+        let sectors = transport.config_read64(VIRTIO_BLK_CONFIG_CAPACITY)?;
         transport.driver_ok()?;
         let disk = Disk {
             transport,
@@ -113,8 +104,8 @@ impl Disk {
             header,
             data,
             sectors,
-            read_only: features & VIRTIO_BLK_F_RO != 0,
-            flush: features & VIRTIO_BLK_F_FLUSH != 0,
+            read_only: features & feature(VIRTIO_BLK_F_RO) != 0,
+            flush: features & feature(VIRTIO_BLK_F_FLUSH) != 0,
             crash_after_submit: false,
         };
         Ok((disk, device.name))
@@ -168,13 +159,13 @@ impl Disk {
 
     /// Hands one request to the device and waits for it; the status decides the outcome.
     fn submit(&mut self, kind: u32, sector: u64, data: Option<Buffer>) -> Result<(), Failure> {
-        let mut header = [0u8; 16];
+        let mut header = [0u8; VIRTIO_BLK_OUTHDR_SIZE as usize];
         header[0..4].copy_from_slice(&kind.to_le_bytes());
         header[8..16].copy_from_slice(&sector.to_le_bytes());
         self.header.write(0, &header).map_err(hw("writing the request header"))?;
         self.header.store(STATUS_OFFSET, 1, STATUS_UNWRITTEN.into()).map_err(hw("writing the status byte"))?;
         let base = self.header.bus_address();
-        let mut chain = vec![Buffer::device_readable(base, 16)];
+        let mut chain = vec![Buffer::device_readable(base, VIRTIO_BLK_OUTHDR_SIZE)];
         chain.extend(data);
         chain.push(Buffer::device_writable(base + u64::from(STATUS_OFFSET), 1));
         // The only chain in flight, so the one that comes back (the queue checks that).
@@ -184,7 +175,7 @@ impl Disk {
             panic!("virtio-blk: crashing on purpose (CRASH_AFTER) with a request at the device");
         }
         self.queue.wait_used(&self.transport, &self.irq, Some(DEVICE_TIMEOUT))?;
-        let status = self.header.load(STATUS_OFFSET, 1).map_err(hw("reading the status byte"))? as u8;
+        let status = self.header.load(STATUS_OFFSET, 1).map_err(hw("reading the status byte"))? as u32;
         match status {
             VIRTIO_BLK_S_OK => Ok(()),
             VIRTIO_BLK_S_IOERR => Err(refuse(BlockErrorCode::DeviceError, format!("I/O error at sector {sector}"))),

@@ -29,12 +29,10 @@ use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
 
 use mica_device::console::{self, ConsoleErrorCode, MAX_BYTES, Request, Response};
 use mica_virtio::service::{self, Answer};
+// Port 0's queues.
+use mica_virtio::spec::extra::{VIRTIO_CONSOLE_RECEIVEQ as RX_QUEUE, VIRTIO_CONSOLE_TRANSMITQ as TX_QUEUE};
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
-/// Port 0's receive queue.
-const RX_QUEUE: u16 = 0;
-/// Port 0's transmit queue.
-const TX_QUEUE: u16 = 1;
 /// Descriptors per queue (each buffer is one descriptor).
 const QUEUE_SIZE: u16 = 8;
 

@@ -30,21 +30,19 @@ use mica_device::net::{
     self, Batch, MAX_FRAME_BYTES, MIN_FRAME_BYTES, MTU, NetErrorCode, PushError, Request, Response,
 };
 use mica_virtio::service::{self, Answer};
+// The header before each frame (`virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size,
+// csum_start, csum_offset, num_buffers) is all zero on transmit: no offload asked for.
+use mica_virtio::spec::extra::{
+    VIRTIO_NET_CONFIG_MAC, VIRTIO_NET_HDR_V1_SIZE as NET_HDR_BYTES, VIRTIO_NET_RECEIVEQ as RX_QUEUE,
+    VIRTIO_NET_TRANSMITQ as TX_QUEUE,
+};
+use mica_virtio::spec::feature;
+use mica_virtio::spec::virtio_net::VIRTIO_NET_F_MAC;
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
-/// Feature: the device has a MAC address in its configuration space (offsets 0 to 5).
-const VIRTIO_NET_F_MAC: u64 = 1 << 5;
-
-/// The receive queue's index.
-const RX_QUEUE: u16 = 0;
-/// The transmit queue's index.
-const TX_QUEUE: u16 = 1;
 /// Descriptors (and so buffers) per queue; each buffer is one descriptor.
 const QUEUE_SIZE: u16 = 16;
 
-/// `virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
-/// num_buffers. All zero on transmit: no offload asked for.
-const NET_HDR_BYTES: u32 = 12;
 /// A receive buffer: the header and the largest frame.
 const BUFFER_BYTES: u32 = NET_HDR_BYTES + MAX_FRAME_BYTES as u32;
 /// Buffers lie this far apart in their DMA buffer.
@@ -135,7 +133,7 @@ impl Nic {
     fn start() -> Result<(Nic, String), Error> {
         let device = claim_first(device_id::NET)?;
         let mut transport = device.transport;
-        let features = transport.init(VIRTIO_NET_F_MAC)?;
+        let features = transport.init(feature(VIRTIO_NET_F_MAC))?;
         let rx = transport.create_queue(RX_QUEUE, QUEUE_SIZE, DmaBuffer::allocate)?;
         let tx = transport.create_queue(TX_QUEUE, QUEUE_SIZE, DmaBuffer::allocate)?;
         let buffers = DmaBuffer::allocate(u32::from(rx.size()) * SLOT_STRIDE)
@@ -145,11 +143,11 @@ impl Nic {
                 Error::Hw { what: "allocating the frame buffers", source }
             });
         let (rx_buffers, tx_buffers) = buffers?;
-        let device_mac = features & VIRTIO_NET_F_MAC != 0;
+        let device_mac = features & feature(VIRTIO_NET_F_MAC) != 0;
         let mut mac = FALLBACK_MAC;
         if device_mac {
             for (i, byte) in mac.iter_mut().enumerate() {
-                *byte = transport.config_read8(i as u32)?;
+                *byte = transport.config_read8(VIRTIO_NET_CONFIG_MAC + i as u32)?;
             }
         }
         transport.driver_ok()?;

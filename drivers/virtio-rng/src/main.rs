@@ -16,6 +16,7 @@ use mica::hw::{DmaBuffer, IrqLine, Window};
 
 use mica_device::entropy;
 use mica_virtio::service::{self, Answer};
+use mica_virtio::spec::extra::VIRTIO_RNG_REQUESTQ;
 use mica_virtio::{Buffer, Error, Transport, Virtqueue, claim_first, device_id};
 
 /// Descriptors in the request queue (one request is in flight at a time).
@@ -42,7 +43,7 @@ impl Rng {
         let device = claim_first(device_id::ENTROPY)?;
         let mut transport = device.transport;
         transport.init(0)?;
-        let queue = transport.create_queue(0, QUEUE_SIZE, DmaBuffer::allocate)?;
+        let queue = transport.create_queue(VIRTIO_RNG_REQUESTQ, QUEUE_SIZE, DmaBuffer::allocate)?;
         let buffer = DmaBuffer::allocate(entropy::MAX_BYTES).map_err(|source| {
             transport.fail();
             Error::Hw { what: "allocating the entropy buffer", source }

@@ -10,7 +10,9 @@ use mica::hw::{ErrorCode, HwError};
 
 use crate::access::{Irq, Memory, Regs};
 use crate::queue::Buffer;
-use crate::transport::{regs, status};
+use crate::spec::extra::{VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_VERSION_MODERN};
+use crate::spec::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK;
+use crate::spec::virtio_mmio::*;
 
 fn check(size: usize, offset: u32, len: usize, width: Option<u8>) -> Result<std::ops::Range<usize>, HwError> {
     if let Some(w) = width
@@ -90,10 +92,10 @@ pub struct FakeRegs {
 impl FakeRegs {
     pub fn new(device_id: u32, device_features: u64) -> FakeRegs {
         let regs = FakeRegs { device_features, ..FakeRegs::default() };
-        regs.set(regs::MAGIC_VALUE, 0x7472_6976);
-        regs.set(regs::VERSION, 2);
-        regs.set(regs::DEVICE_ID, device_id);
-        regs.set(regs::QUEUE_NUM_MAX, 256);
+        regs.set(VIRTIO_MMIO_MAGIC_VALUE, VIRTIO_MMIO_MAGIC);
+        regs.set(VIRTIO_MMIO_VERSION, VIRTIO_MMIO_VERSION_MODERN);
+        regs.set(VIRTIO_MMIO_DEVICE_ID, device_id);
+        regs.set(VIRTIO_MMIO_QUEUE_NUM_MAX, 256);
         regs
     }
 
@@ -131,11 +133,11 @@ impl Regs for FakeRegs {
     fn read(&self, offset: u32, width: u8) -> Result<u64, HwError> {
         check(0x200, offset, width.into(), Some(width))?;
         let value = match offset {
-            regs::DEVICE_FEATURES => (self.device_features >> self.half(regs::DEVICE_FEATURES_SEL)) as u32,
-            o if o >= regs::CONFIG => {
+            VIRTIO_MMIO_DEVICE_FEATURES => (self.device_features >> self.half(VIRTIO_MMIO_DEVICE_FEATURES_SEL)) as u32,
+            o if o >= VIRTIO_MMIO_CONFIG => {
                 if self.generation_bumps.get() > 0 {
                     self.generation_bumps.set(self.generation_bumps.get() - 1);
-                    self.set(regs::CONFIG_GENERATION, self.get(regs::CONFIG_GENERATION) + 1);
+                    self.set(VIRTIO_MMIO_CONFIG_GENERATION, self.get(VIRTIO_MMIO_CONFIG_GENERATION) + 1);
                 }
                 self.get(o)
             }
@@ -148,14 +150,14 @@ impl Regs for FakeRegs {
         check(0x200, offset, width.into(), Some(width))?;
         let mut value = value as u32;
         match offset {
-            regs::STATUS => {
+            VIRTIO_MMIO_STATUS => {
                 self.status_writes.borrow_mut().push(value);
                 if self.refuse_features_ok.get() {
-                    value &= !status::FEATURES_OK;
+                    value &= !VIRTIO_CONFIG_S_FEATURES_OK;
                 }
             }
-            regs::DRIVER_FEATURES => {
-                let shift = self.half(regs::DRIVER_FEATURES_SEL);
+            VIRTIO_MMIO_DRIVER_FEATURES => {
+                let shift = self.half(VIRTIO_MMIO_DRIVER_FEATURES_SEL);
                 let kept = self.driver_features.get() & !(0xffff_ffffu64 << shift);
                 self.driver_features.set(kept | u64::from(value) << shift);
             }

@@ -10,6 +10,9 @@
 //! [`IrqLine`](mica::hw::IrqLine) implement, so the ring logic is also tested on the host
 //! against plain memory.
 //!
+//! The virtio constants (register offsets, status and feature bits, device ids, layouts) are
+//! all in [`spec`], by the names of the `virtio-bindings` crate.
+//!
 //! A driver's start, after the virtio 1.2 specification, sections 3.1.1 and 4.2.3:
 //!
 //! ```no_run
@@ -35,6 +38,7 @@ mod error;
 mod hw;
 mod queue;
 pub mod service;
+pub mod spec;
 mod transport;
 
 #[cfg(test)]
@@ -44,16 +48,18 @@ pub use access::{Irq, Memory, Regs};
 pub use error::{Error, InitStep};
 pub use hw::{ClaimedDevice, claim_first};
 pub use queue::{Buffer, Used, Virtqueue};
-pub use transport::{Transport, features, regs, status};
+pub use transport::Transport;
 
-/// Virtio device ids (virtio 1.2, section 5).
+/// The device ids drivers claim by ([`spec::virtio_ids`] under short names).
 pub mod device_id {
+    use crate::spec::virtio_ids;
+
     /// A network card.
-    pub const NET: u32 = 1;
+    pub const NET: u32 = virtio_ids::VIRTIO_ID_NET;
     /// A block device.
-    pub const BLOCK: u32 = 2;
+    pub const BLOCK: u32 = virtio_ids::VIRTIO_ID_BLOCK;
     /// A console.
-    pub const CONSOLE: u32 = 3;
+    pub const CONSOLE: u32 = virtio_ids::VIRTIO_ID_CONSOLE;
     /// An entropy source.
-    pub const ENTROPY: u32 = 4;
+    pub const ENTROPY: u32 = virtio_ids::VIRTIO_ID_RNG;
 }

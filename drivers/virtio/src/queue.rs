@@ -18,18 +18,14 @@ use std::time::Duration;
 
 use crate::access::{Irq, Memory, Regs};
 use crate::error::Error;
+use crate::spec::extra::{VRING_DESC_SIZE, VRING_MAX_SIZE, VRING_USED_ELEM_SIZE};
+use crate::spec::virtio_ring::{VRING_DESC_ALIGN_SIZE, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_ALIGN_SIZE};
 use crate::transport::Transport;
 
-/// Descriptor flag: the chain goes on at `next`.
-const DESC_F_NEXT: u16 = 1;
-/// Descriptor flag: the device writes this buffer (else it reads it).
-const DESC_F_WRITE: u16 = 2;
-/// Bytes per descriptor.
-const DESC_SIZE: u32 = 16;
-/// Bytes per used ring entry.
-const USED_ELEM_SIZE: u32 = 8;
-/// The largest split virtqueue.
-const MAX_SIZE: u16 = 32768;
+/// [`VRING_DESC_F_NEXT`] as a descriptor's `flags` field.
+const DESC_F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
+/// [`VRING_DESC_F_WRITE`] as a descriptor's `flags` field.
+const DESC_F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
 
 /// One buffer of a descriptor chain: where the device finds it and which way data goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,23 +90,23 @@ impl<M: Memory> Virtqueue<M> {
     /// (available ring offset, used ring offset, total bytes).
     fn layout(size: u16) -> (u32, u32, u32) {
         let n = u32::from(size);
-        let avail = DESC_SIZE * n;
-        let used = (avail + 6 + 2 * n).next_multiple_of(4);
-        (avail, used, used + 6 + USED_ELEM_SIZE * n)
+        let avail = VRING_DESC_SIZE * n;
+        let used = (avail + 6 + 2 * n).next_multiple_of(VRING_USED_ALIGN_SIZE);
+        (avail, used, used + 6 + VRING_USED_ELEM_SIZE * n)
     }
 
     /// Queue `index` with `size` descriptors (a power of two up to 32768) in `memory`, which must
     /// be 16-byte aligned and hold [`memory_size`](Virtqueue::memory_size) bytes. The rings are
     /// zeroed; the queue is not live until [`Transport::setup_queue`] tells the device.
     pub fn new(index: u16, size: u16, memory: M) -> Result<Virtqueue<M>, Error> {
-        if size == 0 || size > MAX_SIZE || !size.is_power_of_two() {
+        if size == 0 || size > VRING_MAX_SIZE || !size.is_power_of_two() {
             return Err(Error::BadQueueSize { size });
         }
         let (avail_offset, used_offset, needed) = Self::layout(size);
         if memory.size() < needed {
             return Err(Error::QueueMemoryTooSmall { size: memory.size(), needed });
         }
-        if !memory.bus_address().is_multiple_of(16) {
+        if !memory.bus_address().is_multiple_of(VRING_DESC_ALIGN_SIZE.into()) {
             return Err(Error::QueueMemoryMisaligned { address: memory.bus_address() });
         }
         memory.write(0, &vec![0; needed as usize]).map_err(Error::hw("clearing the queue's rings"))?;
@@ -188,12 +184,14 @@ impl<M: Memory> Virtqueue<M> {
             if !last {
                 flags |= DESC_F_NEXT;
             }
-            let mut descriptor = [0u8; DESC_SIZE as usize];
+            let mut descriptor = [0u8; VRING_DESC_SIZE as usize];
             descriptor[0..8].copy_from_slice(&buffer.address.to_le_bytes());
             descriptor[8..12].copy_from_slice(&buffer.len.to_le_bytes());
             descriptor[12..14].copy_from_slice(&flags.to_le_bytes());
             descriptor[14..16].copy_from_slice(&(if last { 0 } else { next }).to_le_bytes());
-            self.memory.write(DESC_SIZE * u32::from(id), &descriptor).map_err(Error::hw("writing a descriptor"))?;
+            self.memory
+                .write(VRING_DESC_SIZE * u32::from(id), &descriptor)
+                .map_err(Error::hw("writing a descriptor"))?;
             if last {
                 self.free_head = next;
             } else {
@@ -221,8 +219,8 @@ impl<M: Memory> Virtqueue<M> {
         if ahead > self.size {
             return Err(Error::UsedIndexAhead { used: used_idx, seen: self.last_used, ahead, size: self.size });
         }
-        let slot = self.used_offset + 4 + USED_ELEM_SIZE * u32::from(self.last_used % self.size);
-        let entry = self.memory.read(slot, USED_ELEM_SIZE).map_err(Error::hw("reading the used ring"))?;
+        let slot = self.used_offset + 4 + VRING_USED_ELEM_SIZE * u32::from(self.last_used % self.size);
+        let entry = self.memory.read(slot, VRING_USED_ELEM_SIZE).map_err(Error::hw("reading the used ring"))?;
         let field = |at: usize| u32::from_le_bytes([entry[at], entry[at + 1], entry[at + 2], entry[at + 3]]);
         let (id, len) = (field(0), field(4));
         let head = match u16::try_from(id) {
@@ -279,7 +277,8 @@ mod tests {
 
     use super::*;
     use crate::fake::{FakeDevice, FakeIrq, FakeRegs, TestMemory};
-    use crate::transport::{features, regs};
+    use crate::spec::virtio_mmio::{VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INTERRUPT_STATUS};
+    use crate::transport::VERSION_1;
 
     fn queue(size: u16) -> (Virtqueue<TestMemory>, FakeDevice) {
         let memory = TestMemory::new(0x4000_0000, Virtqueue::<TestMemory>::memory_size(size));
@@ -414,7 +413,7 @@ mod tests {
     #[test]
     fn wait_used_checks_the_ring_before_sleeping() {
         let (mut vq, mut device) = queue(4);
-        let regs = FakeRegs::new(4, features::VERSION_1);
+        let regs = FakeRegs::new(4, VERSION_1);
         let transport = Transport::new(&regs).expect("transport");
         let head = vq.add(&[Buffer::device_writable(0, 8)]).expect("add");
         device.take_avail().expect("available");
@@ -428,14 +427,14 @@ mod tests {
     #[test]
     fn wait_used_acknowledges_each_interrupt() {
         let (mut vq, device) = queue(4);
-        let regs = FakeRegs::new(4, features::VERSION_1);
+        let regs = FakeRegs::new(4, VERSION_1);
         let transport = Transport::new(&regs).expect("transport");
         let head = vq.add(&[Buffer::device_writable(0, 8)]).expect("add");
         let device = std::cell::RefCell::new(device);
         let waits = Cell::new(0);
         let irq = FakeIrq::new(|| {
             waits.set(waits.get() + 1);
-            regs.set(regs::INTERRUPT_STATUS, 1);
+            regs.set(VIRTIO_MMIO_INTERRUPT_STATUS, 1);
             // The first interrupt is spurious (nothing used yet); the second brings the chain.
             if waits.get() == 2 {
                 let mut d = device.borrow_mut();
@@ -447,13 +446,13 @@ mod tests {
         assert_eq!(vq.wait_used(&transport, &irq, None).expect("used"), Used { head, len: 5 });
         assert_eq!(waits.get(), 2);
         assert_eq!(irq.acks.get(), 2, "the line was unmasked after each interrupt");
-        assert_eq!(regs.get(regs::INTERRUPT_ACK), 1, "InterruptStatus written back to InterruptACK");
+        assert_eq!(regs.get(VIRTIO_MMIO_INTERRUPT_ACK), 1, "InterruptStatus written back to InterruptACK");
     }
 
     #[test]
     fn wait_used_times_out_with_an_empty_ring() {
         let (mut vq, _device) = queue(4);
-        let regs = FakeRegs::new(4, features::VERSION_1);
+        let regs = FakeRegs::new(4, VERSION_1);
         let transport = Transport::new(&regs).expect("transport");
         vq.add(&[Buffer::device_writable(0, 8)]).expect("add");
         let irq = FakeIrq::new(|| Err(HwError::new(ErrorCode::TimedOut, "no interrupt")));

@@ -8,86 +8,16 @@ use mica::hw::{ErrorCode, HwError};
 use crate::access::{Irq, Memory, Regs};
 use crate::error::{Error, InitStep};
 use crate::queue::Virtqueue;
+use crate::spec::extra::{VIRTIO_MMIO_MAGIC, VIRTIO_MMIO_VERSION_LEGACY, VIRTIO_MMIO_VERSION_MODERN, VRING_MAX_SIZE};
+use crate::spec::feature;
+use crate::spec::virtio_config::{
+    VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED,
+    VIRTIO_CONFIG_S_FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET, VIRTIO_F_VERSION_1,
+};
+use crate::spec::virtio_mmio::*;
 
-/// InterruptStatus bit: the device's configuration changed (it may need a reset).
-const INTERRUPT_CONFIG: u32 = 2;
-
-/// Register offsets in the virtio-mmio window (virtio 1.2, section 4.2.2).
-pub mod regs {
-    /// 0x74726976 ("virt" in little-endian).
-    pub const MAGIC_VALUE: u32 = 0x000;
-    /// 2 for virtio 1.x; 1 for the legacy layout.
-    pub const VERSION: u32 = 0x004;
-    /// The virtio device id; 0 means no device.
-    pub const DEVICE_ID: u32 = 0x008;
-    /// The subsystem vendor id.
-    pub const VENDOR_ID: u32 = 0x00c;
-    /// 32 feature bits of the device, the half chosen by [`DEVICE_FEATURES_SEL`].
-    pub const DEVICE_FEATURES: u32 = 0x010;
-    /// Selects bits 0..32 (0) or 32..64 (1) for [`DEVICE_FEATURES`].
-    pub const DEVICE_FEATURES_SEL: u32 = 0x014;
-    /// 32 feature bits the driver accepts, the half chosen by [`DRIVER_FEATURES_SEL`].
-    pub const DRIVER_FEATURES: u32 = 0x020;
-    /// Selects the half for [`DRIVER_FEATURES`].
-    pub const DRIVER_FEATURES_SEL: u32 = 0x024;
-    /// Selects the queue the queue registers below apply to.
-    pub const QUEUE_SEL: u32 = 0x030;
-    /// The largest size the selected queue may have; 0 if there is no such queue.
-    pub const QUEUE_NUM_MAX: u32 = 0x034;
-    /// The size the driver chose for the selected queue.
-    pub const QUEUE_NUM: u32 = 0x038;
-    /// 1 once the selected queue is live.
-    pub const QUEUE_READY: u32 = 0x044;
-    /// Written with a queue index: new buffers in it.
-    pub const QUEUE_NOTIFY: u32 = 0x050;
-    /// Why the device interrupted: bit 0 used buffers, bit 1 configuration change.
-    pub const INTERRUPT_STATUS: u32 = 0x060;
-    /// Written with the handled [`INTERRUPT_STATUS`] bits.
-    pub const INTERRUPT_ACK: u32 = 0x064;
-    /// The device status (see [`super::status`]); writing 0 resets the device.
-    pub const STATUS: u32 = 0x070;
-    /// The selected queue's descriptor table address, low half.
-    pub const QUEUE_DESC_LOW: u32 = 0x080;
-    /// High half.
-    pub const QUEUE_DESC_HIGH: u32 = 0x084;
-    /// The selected queue's available ring ("driver area") address, low half.
-    pub const QUEUE_DRIVER_LOW: u32 = 0x090;
-    /// High half.
-    pub const QUEUE_DRIVER_HIGH: u32 = 0x094;
-    /// The selected queue's used ring ("device area") address, low half.
-    pub const QUEUE_DEVICE_LOW: u32 = 0x0a0;
-    /// High half.
-    pub const QUEUE_DEVICE_HIGH: u32 = 0x0a4;
-    /// Changes whenever the device changes its configuration space.
-    pub const CONFIG_GENERATION: u32 = 0x0fc;
-    /// The device-specific configuration space starts here.
-    pub const CONFIG: u32 = 0x100;
-}
-
-/// Device status bits (virtio 1.2, section 2.1).
-pub mod status {
-    /// The driver noticed the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The driver knows how to drive it.
-    pub const DRIVER: u32 = 2;
-    /// The device is live.
-    pub const DRIVER_OK: u32 = 4;
-    /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 64;
-    /// The driver gave up on the device.
-    pub const FAILED: u32 = 128;
-}
-
-/// Device-independent feature bits (virtio 1.2, section 6).
-pub mod features {
-    /// The device is virtio 1.x; required by this crate.
-    pub const VERSION_1: u64 = 1 << 32;
-}
-
-/// The magic value at offset 0: "virt".
-const MAGIC: u32 = 0x7472_6976;
+/// The device-independent feature every device must offer: virtio 1.x.
+pub(crate) const VERSION_1: u64 = feature(VIRTIO_F_VERSION_1);
 
 /// How many times to read Status after a reset before giving up.
 const RESET_POLLS: u32 = 10_000;
@@ -109,16 +39,16 @@ pub struct Transport<R> {
 impl<R: Regs> Transport<R> {
     /// Checks the window holds a virtio-mmio version 2 transport with a device behind it.
     pub fn new(regs: R) -> Result<Transport<R>, Error> {
-        let magic = regs.read32(regs::MAGIC_VALUE).map_err(Error::hw("reading MagicValue"))?;
-        if magic != MAGIC {
+        let magic = regs.read32(VIRTIO_MMIO_MAGIC_VALUE).map_err(Error::hw("reading MagicValue"))?;
+        if magic != VIRTIO_MMIO_MAGIC {
             return Err(Error::NotVirtio { found: magic });
         }
-        match regs.read32(regs::VERSION).map_err(Error::hw("reading Version"))? {
-            2 => {}
-            1 => return Err(Error::Legacy),
+        match regs.read32(VIRTIO_MMIO_VERSION).map_err(Error::hw("reading Version"))? {
+            VIRTIO_MMIO_VERSION_MODERN => {}
+            VIRTIO_MMIO_VERSION_LEGACY => return Err(Error::Legacy),
             v => return Err(Error::UnknownVersion(v)),
         }
-        let device_id = regs.read32(regs::DEVICE_ID).map_err(Error::hw("reading DeviceID"))?;
+        let device_id = regs.read32(VIRTIO_MMIO_DEVICE_ID).map_err(Error::hw("reading DeviceID"))?;
         if device_id == 0 {
             return Err(Error::NoDevice);
         }
@@ -142,11 +72,11 @@ impl<R: Regs> Transport<R> {
 
     /// Resets the device, then sets ACKNOWLEDGE and DRIVER, negotiates features and sets
     /// FEATURES_OK: the device's features are intersected with `wanted` plus
-    /// [`features::VERSION_1`], which the device must offer. Returns the negotiated features.
+    /// [`VIRTIO_F_VERSION_1`], which the device must offer. Returns the negotiated features.
     pub fn init(&mut self, wanted: u64) -> Result<u64, Error> {
         self.reset().map_err(|e| self.failed(InitStep::Reset, e))?;
-        self.add_status(status::ACKNOWLEDGE).map_err(|e| self.failed(InitStep::Acknowledge, e))?;
-        self.add_status(status::DRIVER).map_err(|e| self.failed(InitStep::Driver, e))?;
+        self.add_status(VIRTIO_CONFIG_S_ACKNOWLEDGE).map_err(|e| self.failed(InitStep::Acknowledge, e))?;
+        self.add_status(VIRTIO_CONFIG_S_DRIVER).map_err(|e| self.failed(InitStep::Driver, e))?;
         let accepted = self.negotiate(wanted).map_err(|e| self.failed(InitStep::Features, e))?;
         self.features_ok(accepted).map_err(|e| self.failed(InitStep::FeaturesOk, e))?;
         self.features = accepted;
@@ -156,9 +86,9 @@ impl<R: Regs> Transport<R> {
     /// The largest size queue `queue` may have; [`Error::QueueUnavailable`] if the device has
     /// no such queue.
     pub fn queue_max_size(&self, queue: u16) -> Result<u16, Error> {
-        self.regs.write32(regs::QUEUE_SEL, queue.into()).map_err(Error::hw("writing QueueSel"))?;
-        let max = self.regs.read32(regs::QUEUE_NUM_MAX).map_err(Error::hw("reading QueueNumMax"))?;
-        match u16::try_from(max.min(32768)) {
+        self.regs.write32(VIRTIO_MMIO_QUEUE_SEL, queue.into()).map_err(Error::hw("writing QueueSel"))?;
+        let max = self.regs.read32(VIRTIO_MMIO_QUEUE_NUM_MAX).map_err(Error::hw("reading QueueNumMax"))?;
+        match u16::try_from(max.min(VRING_MAX_SIZE.into())) {
             Ok(0) | Err(_) => Err(Error::QueueUnavailable { queue }),
             Ok(max) => Ok(max),
         }
@@ -189,23 +119,23 @@ impl<R: Regs> Transport<R> {
         let queue = vq.index();
         let run = || {
             let max = self.queue_max_size(queue)?; // also selects the queue
-            if self.regs.read32(regs::QUEUE_READY).map_err(Error::hw("reading QueueReady"))? != 0 {
+            if self.regs.read32(VIRTIO_MMIO_QUEUE_READY).map_err(Error::hw("reading QueueReady"))? != 0 {
                 return Err(Error::QueueInUse { queue });
             }
             if vq.size() > max {
                 return Err(Error::QueueTooLarge { queue, size: vq.size(), max });
             }
-            self.regs.write32(regs::QUEUE_NUM, vq.size().into()).map_err(Error::hw("writing QueueNum"))?;
+            self.regs.write32(VIRTIO_MMIO_QUEUE_NUM, vq.size().into()).map_err(Error::hw("writing QueueNum"))?;
             let halves = [
-                (regs::QUEUE_DESC_LOW, regs::QUEUE_DESC_HIGH, vq.descriptor_address()),
-                (regs::QUEUE_DRIVER_LOW, regs::QUEUE_DRIVER_HIGH, vq.driver_address()),
-                (regs::QUEUE_DEVICE_LOW, regs::QUEUE_DEVICE_HIGH, vq.device_address()),
+                (VIRTIO_MMIO_QUEUE_DESC_LOW, VIRTIO_MMIO_QUEUE_DESC_HIGH, vq.descriptor_address()),
+                (VIRTIO_MMIO_QUEUE_AVAIL_LOW, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, vq.driver_address()),
+                (VIRTIO_MMIO_QUEUE_USED_LOW, VIRTIO_MMIO_QUEUE_USED_HIGH, vq.device_address()),
             ];
             for (low, high, address) in halves {
                 self.regs.write32(low, address as u32).map_err(Error::hw("writing a queue address"))?;
                 self.regs.write32(high, (address >> 32) as u32).map_err(Error::hw("writing a queue address"))?;
             }
-            self.regs.write32(regs::QUEUE_READY, 1).map_err(Error::hw("writing QueueReady"))
+            self.regs.write32(VIRTIO_MMIO_QUEUE_READY, 1).map_err(Error::hw("writing QueueReady"))
         };
         run().map_err(|e| self.failed(InitStep::QueueSetup(queue), e))
     }
@@ -213,8 +143,8 @@ impl<R: Regs> Transport<R> {
     /// Sets DRIVER_OK: the device is live. Fails if the device asks for a reset instead.
     pub fn driver_ok(&self) -> Result<(), Error> {
         let run = || {
-            self.add_status(status::DRIVER_OK)?;
-            if self.status()? & status::DEVICE_NEEDS_RESET != 0 {
+            self.add_status(VIRTIO_CONFIG_S_DRIVER_OK)?;
+            if self.status()? & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
                 return Err(Error::NeedsReset);
             }
             Ok(())
@@ -224,15 +154,15 @@ impl<R: Regs> Transport<R> {
 
     /// Tells the device that queue `queue` has new buffers.
     pub fn notify(&self, queue: u16) -> Result<(), Error> {
-        self.regs.write32(regs::QUEUE_NOTIFY, queue.into()).map_err(Error::hw("writing QueueNotify"))
+        self.regs.write32(VIRTIO_MMIO_QUEUE_NOTIFY, queue.into()).map_err(Error::hw("writing QueueNotify"))
     }
 
     /// Reads why the device interrupted and acknowledges exactly that (InterruptStatus, then
     /// InterruptACK); returns the bits (1: used buffers, 2: configuration change).
     pub fn acknowledge_interrupt(&self) -> Result<u32, Error> {
-        let bits = self.regs.read32(regs::INTERRUPT_STATUS).map_err(Error::hw("reading InterruptStatus"))?;
+        let bits = self.regs.read32(VIRTIO_MMIO_INTERRUPT_STATUS).map_err(Error::hw("reading InterruptStatus"))?;
         if bits != 0 {
-            self.regs.write32(regs::INTERRUPT_ACK, bits).map_err(Error::hw("writing InterruptACK"))?;
+            self.regs.write32(VIRTIO_MMIO_INTERRUPT_ACK, bits).map_err(Error::hw("writing InterruptACK"))?;
         }
         Ok(bits)
     }
@@ -249,7 +179,7 @@ impl<R: Regs> Transport<R> {
         }
         let cause = self.acknowledge_interrupt()?;
         irq.ack().map_err(Error::hw("acknowledging the interrupt"))?;
-        if cause & INTERRUPT_CONFIG != 0 && self.status()? & status::DEVICE_NEEDS_RESET != 0 {
+        if cause & VIRTIO_MMIO_INT_CONFIG != 0 && self.status()? & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
             return Err(Error::NeedsReset);
         }
         Ok(true)
@@ -257,13 +187,13 @@ impl<R: Regs> Transport<R> {
 
     /// The device status register.
     pub fn status(&self) -> Result<u32, Error> {
-        self.regs.read32(regs::STATUS).map_err(Error::hw("reading Status"))
+        self.regs.read32(VIRTIO_MMIO_STATUS).map_err(Error::hw("reading Status"))
     }
 
     /// Resets the device (Status 0) and waits until it reads back 0: the device then no longer
     /// uses any queue.
     pub fn reset(&self) -> Result<(), Error> {
-        self.regs.write32(regs::STATUS, 0).map_err(Error::hw("writing Status"))?;
+        self.regs.write32(VIRTIO_MMIO_STATUS, 0).map_err(Error::hw("writing Status"))?;
         let mut last = 0;
         for _ in 0..RESET_POLLS {
             last = self.status()?;
@@ -278,7 +208,7 @@ impl<R: Regs> Transport<R> {
     /// nothing the caller could act on.
     pub fn fail(&self) {
         if let Ok(now) = self.status() {
-            let _ = self.regs.write32(regs::STATUS, now | status::FAILED);
+            let _ = self.regs.write32(VIRTIO_MMIO_STATUS, now | VIRTIO_CONFIG_S_FAILED);
         }
     }
 
@@ -311,41 +241,41 @@ impl<R: Regs> Transport<R> {
     }
 
     fn config_read(&self, offset: u32, width: u8) -> Result<u64, Error> {
-        self.regs.read(regs::CONFIG + offset, width).map_err(Error::hw("reading the device configuration"))
+        self.regs.read(VIRTIO_MMIO_CONFIG + offset, width).map_err(Error::hw("reading the device configuration"))
     }
 
     fn generation(&self) -> Result<u32, Error> {
-        self.regs.read32(regs::CONFIG_GENERATION).map_err(Error::hw("reading ConfigGeneration"))
+        self.regs.read32(VIRTIO_MMIO_CONFIG_GENERATION).map_err(Error::hw("reading ConfigGeneration"))
     }
 
     fn add_status(&self, bits: u32) -> Result<(), Error> {
         let now = self.status()?;
-        self.regs.write32(regs::STATUS, now | bits).map_err(Error::hw("writing Status"))
+        self.regs.write32(VIRTIO_MMIO_STATUS, now | bits).map_err(Error::hw("writing Status"))
     }
 
     fn negotiate(&self, wanted: u64) -> Result<u64, Error> {
         let mut offered = 0u64;
         for half in 0..2u32 {
-            self.regs.write32(regs::DEVICE_FEATURES_SEL, half).map_err(Error::hw("writing DeviceFeaturesSel"))?;
-            let bits = self.regs.read32(regs::DEVICE_FEATURES).map_err(Error::hw("reading DeviceFeatures"))?;
+            self.regs.write32(VIRTIO_MMIO_DEVICE_FEATURES_SEL, half).map_err(Error::hw("writing DeviceFeaturesSel"))?;
+            let bits = self.regs.read32(VIRTIO_MMIO_DEVICE_FEATURES).map_err(Error::hw("reading DeviceFeatures"))?;
             offered |= u64::from(bits) << (32 * half);
         }
-        if offered & features::VERSION_1 == 0 {
+        if offered & VERSION_1 == 0 {
             return Err(Error::NoVersion1 { offered });
         }
-        let accepted = offered & (wanted | features::VERSION_1);
+        let accepted = offered & (wanted | VERSION_1);
         for half in 0..2u32 {
-            self.regs.write32(regs::DRIVER_FEATURES_SEL, half).map_err(Error::hw("writing DriverFeaturesSel"))?;
+            self.regs.write32(VIRTIO_MMIO_DRIVER_FEATURES_SEL, half).map_err(Error::hw("writing DriverFeaturesSel"))?;
             let bits = (accepted >> (32 * half)) as u32;
-            self.regs.write32(regs::DRIVER_FEATURES, bits).map_err(Error::hw("writing DriverFeatures"))?;
+            self.regs.write32(VIRTIO_MMIO_DRIVER_FEATURES, bits).map_err(Error::hw("writing DriverFeatures"))?;
         }
         Ok(accepted)
     }
 
     fn features_ok(&self, accepted: u64) -> Result<(), Error> {
-        self.add_status(status::FEATURES_OK)?;
+        self.add_status(VIRTIO_CONFIG_S_FEATURES_OK)?;
         let now = self.status()?;
-        if now & status::FEATURES_OK == 0 {
+        if now & VIRTIO_CONFIG_S_FEATURES_OK == 0 {
             return Err(Error::FeaturesRejected { accepted, status: now });
         }
         Ok(())
@@ -369,30 +299,30 @@ mod tests {
 
     #[test]
     fn probe_checks_magic_version_and_device() {
-        let regs = FakeRegs::new(4, features::VERSION_1);
+        let regs = FakeRegs::new(4, VERSION_1);
         assert_eq!(transport(&regs).device_id(), 4);
 
-        regs.set(regs::MAGIC_VALUE, 0x1234);
+        regs.set(VIRTIO_MMIO_MAGIC_VALUE, 0x1234);
         assert!(matches!(Transport::new(&regs), Err(Error::NotVirtio { found: 0x1234 })));
-        regs.set(regs::MAGIC_VALUE, MAGIC);
+        regs.set(VIRTIO_MMIO_MAGIC_VALUE, VIRTIO_MMIO_MAGIC);
 
-        regs.set(regs::VERSION, 1);
+        regs.set(VIRTIO_MMIO_VERSION, 1);
         let legacy = Transport::new(&regs).expect_err("legacy refused");
         assert!(legacy.to_string().contains("-global virtio-mmio.force-legacy=false"), "{legacy}");
-        regs.set(regs::VERSION, 3);
+        regs.set(VIRTIO_MMIO_VERSION, 3);
         assert!(matches!(Transport::new(&regs), Err(Error::UnknownVersion(3))));
-        regs.set(regs::VERSION, 2);
+        regs.set(VIRTIO_MMIO_VERSION, 2);
 
-        regs.set(regs::DEVICE_ID, 0);
+        regs.set(VIRTIO_MMIO_DEVICE_ID, 0);
         assert!(matches!(Transport::new(&regs), Err(Error::NoDevice)));
     }
 
     #[test]
     fn init_walks_the_status_sequence_and_negotiates() {
-        let regs = FakeRegs::new(2, features::VERSION_1 | 1 << 5 | 1 << 9 | 1 << 29);
+        let regs = FakeRegs::new(2, VERSION_1 | 1 << 5 | 1 << 9 | 1 << 29);
         let mut t = transport(&regs);
         let negotiated = t.init(1 << 5 | 1 << 6).expect("init");
-        assert_eq!(negotiated, features::VERSION_1 | 1 << 5);
+        assert_eq!(negotiated, VERSION_1 | 1 << 5);
         assert_eq!(t.features(), negotiated);
         assert_eq!(regs.driver_features(), negotiated);
         let vq = t.create_queue(0, 100, |n| Ok::<_, HwError>(TestMemory::new(0x8000_0000, n))).expect("queue");
@@ -402,18 +332,21 @@ mod tests {
             regs.status_writes(),
             vec![
                 0,
-                status::ACKNOWLEDGE,
-                status::ACKNOWLEDGE | status::DRIVER,
-                status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
-                status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+                VIRTIO_CONFIG_S_ACKNOWLEDGE,
+                VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER,
+                VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK,
+                VIRTIO_CONFIG_S_ACKNOWLEDGE
+                    | VIRTIO_CONFIG_S_DRIVER
+                    | VIRTIO_CONFIG_S_FEATURES_OK
+                    | VIRTIO_CONFIG_S_DRIVER_OK,
             ]
         );
-        assert_eq!(regs.get(regs::QUEUE_NUM), 64);
-        assert_eq!(regs.get(regs::QUEUE_READY), 1);
-        assert_eq!(regs.get(regs::QUEUE_DESC_LOW), 0x8000_0000);
-        assert_eq!(regs.get(regs::QUEUE_DESC_HIGH), 0);
-        assert_eq!(u64::from(regs.get(regs::QUEUE_DRIVER_LOW)), vq.driver_address() & 0xffff_ffff);
-        assert_eq!(u64::from(regs.get(regs::QUEUE_DEVICE_LOW)), vq.device_address() & 0xffff_ffff);
+        assert_eq!(regs.get(VIRTIO_MMIO_QUEUE_NUM), 64);
+        assert_eq!(regs.get(VIRTIO_MMIO_QUEUE_READY), 1);
+        assert_eq!(regs.get(VIRTIO_MMIO_QUEUE_DESC_LOW), 0x8000_0000);
+        assert_eq!(regs.get(VIRTIO_MMIO_QUEUE_DESC_HIGH), 0);
+        assert_eq!(u64::from(regs.get(VIRTIO_MMIO_QUEUE_AVAIL_LOW)), vq.driver_address() & 0xffff_ffff);
+        assert_eq!(u64::from(regs.get(VIRTIO_MMIO_QUEUE_USED_LOW)), vq.device_address() & 0xffff_ffff);
     }
 
     #[test]
@@ -424,31 +357,31 @@ mod tests {
             matches!(&err, Error::Init { step: InitStep::Features, source } if matches!(**source, Error::NoVersion1 { .. }))
         );
         assert!(err.to_string().contains("feature negotiation"), "{err}");
-        assert_ne!(regs.get(regs::STATUS) & status::FAILED, 0, "FAILED set");
+        assert_ne!(regs.get(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FAILED, 0, "FAILED set");
     }
 
     #[test]
     fn features_ok_that_does_not_stick_fails() {
-        let regs = FakeRegs::new(2, features::VERSION_1);
+        let regs = FakeRegs::new(2, VERSION_1);
         regs.refuse_features_ok();
         let err = transport(&regs).init(0).expect_err("refused");
         assert!(matches!(err, Error::Init { step: InitStep::FeaturesOk, .. }), "{err}");
-        assert_ne!(regs.get(regs::STATUS) & status::FAILED, 0, "FAILED set");
+        assert_ne!(regs.get(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FAILED, 0, "FAILED set");
     }
 
     #[test]
     fn queue_setup_checks_the_device_limits() {
-        let regs = FakeRegs::new(4, features::VERSION_1);
+        let regs = FakeRegs::new(4, VERSION_1);
         let mut t = transport(&regs);
         t.init(0).expect("init");
-        regs.set(regs::QUEUE_NUM_MAX, 0);
+        regs.set(VIRTIO_MMIO_QUEUE_NUM_MAX, 0);
         let err = t.create_queue(0, 8, |n| Ok::<_, HwError>(TestMemory::new(0, n))).expect_err("no queue");
         assert!(matches!(err, Error::Init { step: InitStep::QueueSetup(0), .. }), "{err}");
         assert!(err.to_string().contains("setup of queue 0"), "{err}");
 
-        let regs = FakeRegs::new(4, features::VERSION_1);
+        let regs = FakeRegs::new(4, VERSION_1);
         let t = transport(&regs);
-        regs.set(regs::QUEUE_NUM_MAX, 4);
+        regs.set(VIRTIO_MMIO_QUEUE_NUM_MAX, 4);
         let big = Virtqueue::new(0, 8, TestMemory::new(0, Virtqueue::<TestMemory>::memory_size(8))).expect("vq");
         assert!(
             matches!(t.setup_queue(&big), Err(Error::Init { source, .. }) if matches!(*source, Error::QueueTooLarge { max: 4, .. }))
@@ -461,18 +394,18 @@ mod tests {
 
     #[test]
     fn config_reads_retry_across_a_generation_change() {
-        let regs = FakeRegs::new(2, features::VERSION_1);
-        regs.set(regs::CONFIG, 0x0000_2000);
-        regs.set(regs::CONFIG + 4, 0x1);
+        let regs = FakeRegs::new(2, VERSION_1);
+        regs.set(VIRTIO_MMIO_CONFIG, 0x0000_2000);
+        regs.set(VIRTIO_MMIO_CONFIG + 4, 0x1);
         regs.bump_generation_on_next_config_reads(1);
         assert_eq!(transport(&regs).config_read64(0).expect("capacity"), 0x1_0000_2000);
     }
 
     #[test]
     fn interrupt_acknowledge_writes_back_the_status_bits() {
-        let regs = FakeRegs::new(2, features::VERSION_1);
-        regs.set(regs::INTERRUPT_STATUS, 3);
+        let regs = FakeRegs::new(2, VERSION_1);
+        regs.set(VIRTIO_MMIO_INTERRUPT_STATUS, 3);
         assert_eq!(transport(&regs).acknowledge_interrupt().expect("ack"), 3);
-        assert_eq!(regs.get(regs::INTERRUPT_ACK), 3);
+        assert_eq!(regs.get(VIRTIO_MMIO_INTERRUPT_ACK), 3);
     }
 }
