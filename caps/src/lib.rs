@@ -1,8 +1,10 @@
 //! Capability handle tables for the Mica microkernel.
 //!
-//! Every component owns one [`HandleTable`]. A [`Handle`] is the only way a component can name a
-//! kernel object (a channel end today; later an MMIO window, an IRQ line, a DMA buffer, a pod), and
-//! each handle carries [`Rights`] that say what the holder may do with the object.
+//! A [`Handle`] in a [`HandleTable`] is the only way a component instance can name a kernel
+//! object, and each handle carries [`Rights`] that say what the holder may do with the object.
+//! The kernel keeps IPC channel ends and hardware objects (register windows, interrupt lines, DMA
+//! buffers) in such tables; today each component instance has two of them, one for its channel
+//! ends and one for its hardware objects.
 //!
 //! The guarantees, all checked by the table and never by trusting the component:
 //!
@@ -17,8 +19,8 @@
 //! - **Revocable.** [`HandleTable::drain`] empties the table when its owner ends and hands every
 //!   object back so the kernel can close it.
 //!
-//! The table is generic over the object type, so this crate knows nothing of the kernel: the kernel
-//! stores e.g. `Arc<ChannelEnd>`.
+//! The table is generic over the object type, so this crate knows nothing of the kernel or of the
+//! objects it holds.
 //!
 //! ```
 //! use mica_caps::{CapError, Handle, HandleTable, Rights};

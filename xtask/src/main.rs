@@ -1,16 +1,22 @@
 //! `cargo xtask`: Mica's host tasks.
 //!
-//! - `setup`: install what building and booting needs (idempotent).
+//! - `setup`: install or check what building and booting needs (idempotent).
 //! - `build`: build the kernel and print its path.
-//! - `run`: build and boot the kernel under QEMU, serial on stdout, verdict as exit status.
-//! - `test`: build the kernel, then run every host test and boot test.
-//! - `bench boot`: boot-time and instruction-count benchmark.
-//! - `bench components`: component load/instantiate/run and host-call costs in guest instructions,
-//!   with native (Linux guest) and hosted-Wasmtime baselines.
+//! - `run`: build the kernel, the manifest's components, their AOT artifacts and the boot bundle,
+//!   then boot under QEMU (or `mica-vmm` with `--vmm`): serial console on stdout, the kernel's
+//!   verdict as exit status.
+//! - `test`: build the kernel, the test systems' bundles and the legacy-pod image, then run every
+//!   host test, boot test, KVM trial and pod test (`cargo test --workspace`), and the component
+//!   crates' host tests.
+//! - `bench boot|components|ipc|io|pods`: benchmarks against baselines from the same run (see
+//!   `bench/mod.rs`).
 //! - `pod-image`: the Debian kernel + initramfs (busybox, mica-agent) that legacy pods boot.
 //! - `host-run`: run a component on this Linux host under Mica's Wasmtime settings and WASI host.
+//! - `aot`: compile a component ahead of time for a CPU profile (cached) and print the artifact's
+//!   path.
 //!
-//! Every command that builds or boots first checks setup (cheap) and completes it if needed.
+//! `build`, `run`, `test` and the benches that boot Mica first check setup (cheap) and complete it
+//! if needed.
 #![forbid(unsafe_code)]
 
 mod aot;
