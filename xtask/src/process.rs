@@ -1,7 +1,7 @@
 //! Running helper programs with errors that say what was run and what it printed.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -34,11 +34,6 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
 /// The first executable called `name` on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     mica_launch::qemu::find_in_path(name, &std::env::var_os("PATH").unwrap_or_default())
-}
-
-/// Whether `path` exists after following symlinks (a dangling link does not).
-pub fn resolves(path: &Path) -> bool {
-    path.canonicalize().is_ok()
 }
 
 /// Whether this process runs as root.

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::process;
+use crate::setup::Host;
 
 /// The bare-metal target the x86_64 kernel builds for.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
@@ -45,12 +45,12 @@ pub enum Toolchain {
 impl Toolchain {
     /// Asks rustup (in `root`, so directory overrides apply) whether its active toolchain has
     /// the targets and `rust-src`.
-    pub fn detect(root: &Path) -> Result<Toolchain> {
-        let Some(rustup) = process::which("rustup") else {
+    pub fn detect(host: &dyn Host, root: &Path) -> Result<Toolchain> {
+        let Some(rustup) = host.which("rustup") else {
             return Ok(Toolchain::Debian { why: "rustup is not installed".to_owned() });
         };
         let query = |args: &[&str]| -> Result<Option<String>> {
-            let out = process::capture(Command::new(&rustup).args(args).current_dir(root))?;
+            let out = host.capture(Command::new(&rustup).args(args).current_dir(root))?;
             // A linked toolchain (such as debian-web itself) has no target list: not rustup's way.
             Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned()))
         };

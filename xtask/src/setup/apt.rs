@@ -7,8 +7,7 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 
-use super::{Ctx, State, Step};
-use crate::process;
+use super::{Env, Host, State, Step};
 
 /// A set of Debian packages that must be installed.
 #[derive(Debug)]
@@ -24,8 +23,8 @@ impl Step for Packages {
         self.name
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let missing = missing(self.packages)?;
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let missing = missing(env.host, self.packages)?;
         Ok(if missing.is_empty() {
             State::Ready(format!("all {} installed", self.packages.len()))
         } else {
@@ -33,27 +32,26 @@ impl Step for Packages {
         })
     }
 
-    fn apply(&self, ctx: &Ctx) -> Result<String> {
-        let missing = missing(self.packages)?;
-        install(ctx, &missing)?;
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        let missing = missing(env.host, self.packages)?;
+        install(env.host, &missing)?;
         Ok(format!("installed {}", missing.join(" ")))
     }
 }
 
 /// The packages of `wanted` that are not installed.
-pub fn missing(wanted: &[&'static str]) -> Result<Vec<&'static str>> {
-    if process::which("dpkg-query").is_none() {
+pub fn missing(host: &dyn Host, wanted: &[&'static str]) -> Result<Vec<&'static str>> {
+    let Some(dpkg_query) = host.which("dpkg-query") else {
         bail!(
             "dpkg-query not found: this is not a Debian system. Install {} with your package \
              manager, or give rustup's active toolchain the targets (`rustup target add \
              x86_64-unknown-none wasm32-wasip2 && rustup component add rust-src`)",
             wanted.join(" ")
         );
-    }
+    };
     // Exit status 1 only means that some package is unknown to dpkg: it is then missing.
-    let out = process::capture(
-        Command::new("dpkg-query").args(["-W", "-f", "${Package} ${db:Status-Status}\\n"]).args(wanted),
-    )?;
+    let out =
+        host.capture(Command::new(dpkg_query).args(["-W", "-f", "${Package} ${db:Status-Status}\\n"]).args(wanted))?;
     Ok(missing_from_listing(wanted, &String::from_utf8_lossy(&out.stdout)))
 }
 
@@ -74,24 +72,25 @@ pub fn install_command(packages: &[&str]) -> String {
     format!("apt-get update && apt-get install -y --no-install-recommends {}", packages.join(" "))
 }
 
-/// Installs `packages` with apt-get, or explains what to run.
-pub fn install(ctx: &Ctx, packages: &[&str]) -> Result<()> {
+/// Installs `packages` with apt-get, or explains what to run. apt's own lines (one or two per
+/// package: fetched, unpacked, set up) are shown as it goes.
+pub fn install(host: &dyn Host, packages: &[&str]) -> Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
-    if process::which("apt-get").is_none() {
+    let Some(apt_get) = host.which("apt-get") else {
         bail!("apt-get not found: install the Debian packages {} by other means", packages.join(" "));
-    }
-    if !ctx.root_user {
+    };
+    if !host.is_root() {
         bail!("installing {} needs root; run: sudo sh -c '{}'", packages.join(" "), install_command(packages));
     }
     let apt = |args: &[&str]| {
-        let mut cmd = Command::new("apt-get");
+        let mut cmd = Command::new(&apt_get);
         cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        process::output(&mut cmd).map(drop)
+        host.stream(&mut cmd)
     };
-    apt(&["update", "-qq"])?;
-    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    apt(&["update", "-q"])?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend_from_slice(packages);
     apt(&args)
 }

@@ -18,11 +18,12 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 use super::apt::{self, Packages};
-use super::{Ctx, State, Step};
-use crate::process;
+use super::host::resolves;
+use super::{Env, State, Step};
 use crate::toolchain::{DEBIAN_RUSTC, DEBIAN_TOOLCHAIN_NAME};
 
-/// Debian's Rust toolchain, its linkers, wasi-libc, QEMU, and Python's venv (for wasm-tools).
+/// Debian's Rust toolchain, its linkers, wasi-libc, QEMU, and Python's venv (for wasm-tools), in
+/// one apt run.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -32,7 +33,6 @@ const PACKAGES: &[&str] = &[
     "llvm-22",
     "wasi-libc",
     "qemu-system-x86",
-    "qemu-system-arm",
     "python3-venv",
 ];
 
@@ -89,11 +89,11 @@ fn needs_root(what: &str) -> anyhow::Error {
 }
 
 /// `rust-web-src` must be the library source of exactly `/usr/bin/rustc`'s version.
-struct LibrarySource;
+pub(super) struct LibrarySource;
 
 impl LibrarySource {
-    fn version() -> Result<String> {
-        let out = process::output(Command::new(DEBIAN_RUSTC).arg("-V"))?;
+    fn version(env: &Env<'_>) -> Result<String> {
+        let out = env.host.output(env.host.command(DEBIAN_RUSTC).arg("-V"))?;
         out.split_whitespace()
             .nth(1)
             .map(str::to_owned)
@@ -106,17 +106,20 @@ impl Step for LibrarySource {
         "rust-web-src"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let version = Self::version()?;
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        if !env.path(DEBIAN_RUSTC).is_file() {
+            return Ok(State::Missing(format!("{DEBIAN_RUSTC} is not installed (rustc-web)")));
+        }
+        let version = Self::version(env)?;
         let versioned = format!("/usr/src/rustc-{version}");
-        Ok(if Path::new(LIBRARY_SOURCE).is_file() && Path::new(&versioned).is_dir() {
+        Ok(if env.path(LIBRARY_SOURCE).is_file() && env.path(&versioned).is_dir() {
             State::Ready(format!("library source matches {DEBIAN_RUSTC} {version}"))
         } else {
             State::Missing(format!("no library source for {DEBIAN_RUSTC} {version} ({versioned})"))
         })
     }
 
-    fn apply(&self, _ctx: &Ctx) -> Result<String> {
+    fn apply(&self, _env: &Env<'_>) -> Result<String> {
         bail!(
             "rust-web-src does not match {DEBIAN_RUSTC} (a partial upgrade?); run: {}",
             apt::install_command(&["rustc-web", "cargo-web", "rust-web-src", "rust-web-llvm"])
@@ -132,9 +135,9 @@ impl Step for Linkers {
         "rust-lld, component-ld"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let lld = process::resolves(Path::new(RUST_LLD));
-        let component_ld = process::resolves(Path::new(COMPONENT_LD));
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let lld = resolves(&env.path(RUST_LLD));
+        let component_ld = resolves(&env.path(COMPONENT_LD));
         Ok(match (lld, component_ld) {
             (true, true) => State::Ready(format!("{RUST_LLD} and wasm-component-ld present")),
             (false, _) => State::Missing(format!("{RUST_LLD} is missing or dangling")),
@@ -142,7 +145,7 @@ impl Step for Linkers {
         })
     }
 
-    fn apply(&self, _ctx: &Ctx) -> Result<String> {
+    fn apply(&self, _env: &Env<'_>) -> Result<String> {
         bail!(
             "the linkers come with rust-web-llvm (wasm-component-ld; rust-lld as a link) and \
              lld-22 (its target); run: apt-get install -y --reinstall rust-web-llvm lld-22"
@@ -154,8 +157,8 @@ impl Step for Linkers {
 struct WasiLibc;
 
 impl WasiLibc {
-    fn link() -> std::path::PathBuf {
-        Path::new(SELF_CONTAINED).join("libc.a")
+    fn link(env: &Env<'_>) -> std::path::PathBuf {
+        env.path(SELF_CONTAINED).join("libc.a")
     }
 }
 
@@ -164,25 +167,25 @@ impl Step for WasiLibc {
         "wasip2 libc.a"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let target = fs::read_link(Self::link()).ok();
-        Ok(if target.as_deref() == Some(Path::new(WASI_LIBC)) && process::resolves(&Self::link()) {
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let target = fs::read_link(Self::link(env)).ok();
+        Ok(if target == Some(env.path(WASI_LIBC)) && resolves(&Self::link(env)) {
             State::Ready(format!("links to {WASI_LIBC}"))
         } else {
             State::Missing(format!("not a link to {WASI_LIBC}"))
         })
     }
 
-    fn apply(&self, ctx: &Ctx) -> Result<String> {
-        if !ctx.root_user {
-            return Err(needs_root(&format!("linking {}", Self::link().display())));
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        if !env.host.is_root() {
+            return Err(needs_root(&format!("linking {}", Self::link(env).display())));
         }
-        fs::create_dir_all(SELF_CONTAINED).with_context(|| format!("creating {SELF_CONTAINED}"))?;
-        let link = Self::link();
+        fs::create_dir_all(env.path(SELF_CONTAINED)).with_context(|| format!("creating {SELF_CONTAINED}"))?;
+        let link = Self::link(env);
         if fs::symlink_metadata(&link).is_ok() {
             fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
         }
-        std::os::unix::fs::symlink(WASI_LIBC, &link)
+        std::os::unix::fs::symlink(env.path(WASI_LIBC), &link)
             .with_context(|| format!("linking {} to {WASI_LIBC}", link.display()))?;
         Ok("linked".to_owned())
     }
@@ -192,12 +195,12 @@ impl Step for WasiLibc {
 struct Crt1Command;
 
 impl Crt1Command {
-    fn ll() -> std::path::PathBuf {
-        Path::new(SELF_CONTAINED).join("crt1-command.ll")
+    fn ll(env: &Env<'_>) -> std::path::PathBuf {
+        env.path(SELF_CONTAINED).join("crt1-command.ll")
     }
 
-    fn obj() -> std::path::PathBuf {
-        Path::new(SELF_CONTAINED).join("crt1-command.o")
+    fn obj(env: &Env<'_>) -> std::path::PathBuf {
+        env.path(SELF_CONTAINED).join("crt1-command.o")
     }
 }
 
@@ -206,10 +209,10 @@ impl Step for Crt1Command {
         "wasip2 crt1-command.o"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let source_current = fs::read_to_string(Self::ll()).is_ok_and(|s| s == CRT1_COMMAND_LL);
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let source_current = fs::read_to_string(Self::ll(env)).is_ok_and(|s| s == CRT1_COMMAND_LL);
         let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        let obj_current = match (mtime(&Self::ll()), mtime(&Self::obj())) {
+        let obj_current = match (mtime(&Self::ll(env)), mtime(&Self::obj(env))) {
             (Some(ll), Some(obj)) => obj >= ll,
             _ => false,
         };
@@ -220,21 +223,22 @@ impl Step for Crt1Command {
         })
     }
 
-    fn apply(&self, ctx: &Ctx) -> Result<String> {
-        if !ctx.root_user {
-            return Err(needs_root(&format!("writing {}", Self::obj().display())));
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        if !env.host.is_root() {
+            return Err(needs_root(&format!("writing {}", Self::obj(env).display())));
         }
-        if process::which(LLC).is_none() {
+        let Some(llc) = env.host.which(LLC) else {
             bail!("{LLC} not found; run: {}", apt::install_command(&["llvm-22"]));
-        }
-        fs::create_dir_all(SELF_CONTAINED).with_context(|| format!("creating {SELF_CONTAINED}"))?;
-        fs::write(Self::ll(), CRT1_COMMAND_LL).with_context(|| format!("writing {}", Self::ll().display()))?;
-        process::output(
-            Command::new(LLC)
+        };
+        fs::create_dir_all(env.path(SELF_CONTAINED)).with_context(|| format!("creating {SELF_CONTAINED}"))?;
+        let ll = Self::ll(env);
+        fs::write(&ll, CRT1_COMMAND_LL).with_context(|| format!("writing {}", ll.display()))?;
+        env.host.output(
+            Command::new(llc)
                 .args(["-mtriple=wasm32-unknown-wasi", "-filetype=obj"])
-                .arg(Self::ll())
+                .arg(&ll)
                 .arg("-o")
-                .arg(Self::obj()),
+                .arg(Self::obj(env)),
         )?;
         Ok("built".to_owned())
     }
@@ -248,11 +252,11 @@ impl Step for RustupLink {
         "rustup debian-web"
     }
 
-    fn check(&self, ctx: &Ctx) -> Result<State> {
-        if process::which("rustup").is_none() {
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let Some(rustup) = env.host.which("rustup") else {
             return Ok(State::Ready("no rustup: nothing to link".to_owned()));
-        }
-        let list = process::output(Command::new("rustup").args(["toolchain", "list"]).current_dir(&ctx.root))?;
+        };
+        let list = env.host.output(Command::new(rustup).args(["toolchain", "list"]).current_dir(&env.root))?;
         let linked = list.lines().any(|l| l.split_whitespace().next() == Some(DEBIAN_TOOLCHAIN_NAME));
         Ok(if linked {
             State::Ready(format!("`cargo +{DEBIAN_TOOLCHAIN_NAME}` is /usr's toolchain"))
@@ -261,8 +265,10 @@ impl Step for RustupLink {
         })
     }
 
-    fn apply(&self, _ctx: &Ctx) -> Result<String> {
-        process::output(Command::new("rustup").args(["toolchain", "link", DEBIAN_TOOLCHAIN_NAME, "/usr"]))?;
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        let rustup = env.host.which("rustup").context("rustup vanished")?;
+        env.host
+            .output(Command::new(rustup).args(["toolchain", "link", DEBIAN_TOOLCHAIN_NAME]).arg(env.path("/usr")))?;
         Ok(format!("linked {DEBIAN_TOOLCHAIN_NAME} to /usr"))
     }
 }

