@@ -16,20 +16,17 @@
 //! for another component, so mixing them in one system is fine.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
-use crate::process;
+use crate::cargo_json::{Message, Target};
 use crate::toolchain::Toolchain;
 
-/// The `.wasm` a cargo JSON message announces (a `bin` or `cdylib` target), with its target's
+/// The `.wasm` a cargo artifact message announces (a `bin` or `cdylib` target), with its target's
 /// name (for a `cdylib`, the crate's name with `-` as `_`).
-fn wasm_artifact(line: &str) -> Option<(String, PathBuf)> {
-    let (target, msg) = crate::cargo_json::artifact(line)?;
+fn wasm_artifact((target, msg): (Target, Message)) -> Option<(String, PathBuf)> {
     if !target.kind.iter().any(|k| k == "bin" || k == "cdylib") {
         return None;
     }
@@ -91,19 +88,8 @@ pub fn build(root: &Path, toolchain: &Toolchain, crates: &[String]) -> Result<BT
     let start = Instant::now();
     let build_std = build_std(&root.join("components"), crates)?;
     let mut cmd = toolchain.components_build(root, crates, &build_std);
-    let mut child =
-        cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
-    let stdout = child.stdout.take().context("cargo's stdout was not captured")?;
-    let mut wasms = BTreeMap::new();
-    for line in BufReader::new(stdout).lines() {
-        if let Some((name, wasm)) = wasm_artifact(&line.context("reading cargo's messages")?) {
-            wasms.insert(name, wasm);
-        }
-    }
-    let status = child.wait().context("waiting for cargo")?;
-    if !status.success() {
-        bail!("building components failed ({status}): `{}`", process::shown(&cmd));
-    }
+    let wasms: BTreeMap<String, PathBuf> =
+        crate::cargo_json::build(&mut cmd, "building components")?.into_iter().filter_map(wasm_artifact).collect();
     let mut built: BTreeMap<String, PathBuf> = BTreeMap::new();
     for c in crates {
         // A bin target is named like its crate; a cdylib like its crate with `-` as `_`.
@@ -122,15 +108,16 @@ mod tests {
 
     #[test]
     fn finds_wasm_in_cargo_messages() {
+        let wasm = |line: &str| crate::cargo_json::artifact(line).and_then(wasm_artifact);
         let line = r#"{"reason":"compiler-artifact","target":{"kind":["bin"],"name":"hello"},"filenames":["/t/wasm32-wasip2/release/hello.wasm"],"fresh":true}"#;
-        assert_eq!(wasm_artifact(line), Some(("hello".into(), PathBuf::from("/t/wasm32-wasip2/release/hello.wasm"))));
+        assert_eq!(wasm(line), Some(("hello".into(), PathBuf::from("/t/wasm32-wasip2/release/hello.wasm"))));
         let lib =
             r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"dep"},"filenames":["/t/libdep.rlib"]}"#;
-        assert_eq!(wasm_artifact(lib), None);
-        assert_eq!(wasm_artifact("not json"), None);
+        assert_eq!(wasm(lib), None);
+        assert_eq!(wasm("not json"), None);
         let cdylib = r#"{"reason":"compiler-artifact","target":{"kind":["cdylib"],"name":"no_std_thing"},"filenames":["/t/wasm32-wasip2/release/no_std_thing.wasm"]}"#;
         assert_eq!(
-            wasm_artifact(cdylib),
+            wasm(cdylib),
             Some(("no_std_thing".into(), PathBuf::from("/t/wasm32-wasip2/release/no_std_thing.wasm")))
         );
     }

@@ -7,9 +7,9 @@
 //! `mica-initramfs`, and the guest boots under the same [`QemuCommand`] settings as Mica.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -128,25 +128,13 @@ pub fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
     cmd.env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=debuginfo")
         .args(["build", "--release", "-p", package, "--bin", bin, "--target", GUEST_TARGET])
         .arg("--message-format=json-render-diagnostics")
-        .current_dir(root)
-        .stdout(Stdio::piped());
-    let mut child = cmd.spawn().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
-    let stdout = child.stdout.take().context("cargo's stdout was not captured")?;
-    let mut executable = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo's messages")?;
-        if let Some((target, msg)) = crate::cargo_json::artifact(&line)
-            && target.name == bin
-            && target.kind.iter().any(|kind| kind == "bin")
-        {
-            executable = msg.executable;
-        }
-    }
-    let status = child.wait().context("waiting for cargo")?;
-    if !status.success() {
-        bail!("building {bin} for the Linux guest failed ({status}): `{}`", process::shown(&cmd));
-    }
-    executable.with_context(|| format!("cargo built no `{bin}` executable: `{}`", process::shown(&cmd)))
+        .current_dir(root);
+    let what = format!("building {bin} for the Linux guest");
+    crate::cargo_json::build(&mut cmd, &what)?
+        .into_iter()
+        .filter(|(target, _)| target.name == bin && target.kind.iter().any(|kind| kind == "bin"))
+        .find_map(|(_, msg)| msg.executable)
+        .with_context(|| format!("cargo built no `{bin}` executable: `{}`", process::shown(&cmd)))
 }
 
 /// An initramfs with busybox and `init` as `/init`, written to `path`.

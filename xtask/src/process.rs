@@ -40,3 +40,18 @@ pub fn which(name: &str) -> Option<PathBuf> {
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
+
+/// Runs `first` on a thread of its own while `second` runs on this one, and returns both results
+/// (the first error, if any). Used to build the kernel and the components at once: on a small
+/// machine each build leaves cores idle in its long serial stretches (one big crate at a time).
+pub fn both<A: Send, B>(
+    first: impl FnOnce() -> Result<A> + Send,
+    second: impl FnOnce() -> Result<B>,
+) -> Result<(A, B)> {
+    std::thread::scope(|scope| {
+        let first = scope.spawn(first);
+        let second = second();
+        let first = first.join().map_err(|_| anyhow::anyhow!("a build thread panicked"))?;
+        Ok((first?, second?))
+    })
+}

@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
 use mica_launch::{Accel, AccelChoice, Ended, KernelCmdline, KvmProbe, OutputMode, QemuCommand, RunOptions};
 
-use crate::{kernel, setup};
+use crate::{kernel, process, setup};
 
 /// Exit status when the host timeout stopped QEMU (as `timeout(1)` does).
 pub const EXIT_TIMED_OUT: u8 = 124;
@@ -112,8 +112,8 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     std::io::stdout().flush()?;
 
     let toolchain = setup::ensure(root)?;
-    let kernel = kernel::build(root, &toolchain, args.release)?;
-    let (bundle, profile) = system_bundle(root, &toolchain, args)?;
+    let (kernel, (bundle, profile)) =
+        process::both(|| kernel::build(root, &toolchain, args.release), || system_bundle(root, &toolchain, args))?;
     let qemu = mica_launch::find_qemu()?;
     let timeout = Duration::from_secs(args.timeout.unwrap_or(match decision.accel {
         Accel::Kvm if !probe.hardware() => SOFTWARE_KVM_TIMEOUT_SECS,
@@ -188,13 +188,13 @@ fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitC
     );
     std::io::stdout().flush()?;
     let toolchain = setup::ensure(root)?;
-    let kernel = kernel::build(root, &toolchain, args.release)?;
+    let (kernel, (bundle, _)) =
+        process::both(|| kernel::build(root, &toolchain, args.release), || system_bundle(root, &toolchain, args))?;
     let timeout = Duration::from_secs(args.timeout.unwrap_or(if probe.hardware() {
         TIMEOUT_SECS
     } else {
         SOFTWARE_KVM_TIMEOUT_SECS
     }));
-    let (bundle, _) = system_bundle(root, &toolchain, args)?;
     let mut config = mica_vmm::VmConfig::new(&kernel)
         .cmdline(cmdline.as_string())
         .memory_mib(u64::from(SYSTEM_MEMORY_MIB))

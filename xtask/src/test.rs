@@ -67,9 +67,9 @@ pub struct TestArgs {
 /// Runs `cargo xtask test`.
 pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let toolchain = setup::ensure(root)?;
-    let kernel = kernel::build(root, &toolchain, false)?;
+    let (kernel, bundles) =
+        process::both(|| kernel::build(root, &toolchain, false), || test_bundles(root, &toolchain))?;
     let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
-    let bundles = test_bundles(root, &toolchain)?;
     let pod_image = crate::pod_image::build(root)?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
