@@ -84,7 +84,11 @@ pub fn build(root: &Path, toolchain: &Toolchain, crates: &[String]) -> Result<BT
     if crates.is_empty() {
         return Ok(BTreeMap::new());
     }
-    eprintln!("xtask: building components {} for wasm32-wasip2", crates.join(", "));
+    let release = crate::toolchain::target_dir(root).join(crate::toolchain::COMPONENT_TARGET).join("release");
+    let first = !release.exists();
+    let expect =
+        if first { " (the first build compiles the standard library for wasm too: a few minutes)" } else { "" };
+    eprintln!("xtask: building components {} for wasm32-wasip2{expect}", crates.join(", "));
     let start = Instant::now();
     let build_std = build_std(&root.join("components"), crates)?;
     let mut cmd = toolchain.components_build(root, crates, &build_std);

@@ -18,7 +18,13 @@ const KERNEL_BIN: &str = "mica-kernel";
 /// Builds the kernel (cargo's progress goes to stderr) and returns the absolute path of the image.
 pub fn build(root: &Path, toolchain: &Toolchain, release: bool) -> Result<PathBuf> {
     let profile = if release { "release" } else { "debug" };
-    eprintln!("xtask: building the kernel ({profile}) with {toolchain}");
+    let first = !crate::toolchain::target_dir(root)
+        .join(crate::toolchain::KERNEL_TARGET)
+        .join(profile)
+        .join(KERNEL_BIN)
+        .exists();
+    let expect = if first { "; the first build takes a few minutes on 2 cores, later ones seconds" } else { "" };
+    eprintln!("xtask: building the kernel ({profile}) with {toolchain}{expect}");
     let start = Instant::now();
     let mut cmd = toolchain.kernel_build(root, release);
     let artifacts = crate::cargo_json::build(&mut cmd, "the kernel build")?;

@@ -113,9 +113,7 @@ impl Toolchain {
                 cmd.arg(format!("-Zbuild-std={}", build_std.join(",")));
             }
         }
-        if std::env::var_os("CARGO_TARGET_DIR").is_none() {
-            cmd.env("CARGO_TARGET_DIR", root.join("target"));
-        }
+        cmd.env("CARGO_TARGET_DIR", target_dir(root));
         for c in crates {
             cmd.args(["-p", c]);
         }
@@ -149,6 +147,11 @@ fn missing_pieces(targets: &str, components: &str) -> Vec<&'static str> {
         missing.push("rust-src");
     }
     missing
+}
+
+/// The target directory builds use: `$CARGO_TARGET_DIR`, or `target/` in the workspace.
+pub fn target_dir(root: &Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), std::path::PathBuf::from)
 }
 
 /// Removes what `cargo run` sets for the program it runs (package metadata, `CARGO`), so a

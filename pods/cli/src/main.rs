@@ -2,7 +2,7 @@
 //!
 //! A pod is stock Linux in a micro-VM: Debian's kernel, an initramfs whose init ends by starting
 //! `mica-agent`, and the agent's virtio-serial channel, through which `mica pod exec` runs
-//! commands. See `pods/examples/debian.toml` and the README.
+//! commands. See `pods/examples/debian.toml` and `docs/pods.md`.
 //!
 //! ```text
 //! mica pod run SPEC            start a pod; returns once its agent answers
