@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::{ExitCode, PvhVm, SerialOutput, VmConfig};
+use crate::{ExitCode, SerialOutput, Vm, VmConfig};
 
 /// Boots a PVH ELF kernel (such as the Mica kernel) or a Linux bzImage directly on KVM.
 #[derive(Debug, Parser)]
@@ -131,7 +131,7 @@ where
     if let Some(socket) = args.agent_socket {
         config = config.agent_socket(socket);
     }
-    let vm = match PvhVm::new(config) {
+    let vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => {
             eprintln!("mica-vmm: {e}");

@@ -12,10 +12,10 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use mica_vmm::{PvhVm, VmConfig};
+//! use mica_vmm::{Vm, VmConfig};
 //!
 //! let config = VmConfig::new("target/x86_64-unknown-none/debug/mica-kernel").cmdline("test=timer");
-//! let outcome = PvhVm::new(config)?.run(Some(Duration::from_secs(30)))?;
+//! let outcome = Vm::new(config)?.run(Some(Duration::from_secs(30)))?;
 //! println!("{}", outcome.serial_text());
 //! match outcome.verdict() {
 //!     Ok(code) => println!("verdict: {}", code.name()),
@@ -47,7 +47,7 @@ pub use error::{Error, Result};
 pub use mica_exit::ExitCode;
 pub use outcome::{Ending, Outcome};
 pub use run::KICK_PERIOD;
-pub use vm::{DiskConfig, PvhVm, VmConfig};
+pub use vm::{DiskConfig, Vm, VmConfig};
 
 /// Whether `/dev/kvm` can be opened here, and why not if it cannot.
 pub fn kvm_usable() -> std::result::Result<(), Error> {

@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::outcome::{Ending, Outcome};
 use crate::virtio::console::Console;
 use crate::virtio::mmio::MmioTransport;
-use crate::vm::PvhVm;
+use crate::vm::Vm;
 
 /// How often the watchdog interrupts the vCPU to check for a timeout or a dead halt.
 pub const KICK_PERIOD: Duration = Duration::from_millis(100);
@@ -173,7 +173,7 @@ fn io_loop(console: &Mutex<MmioTransport<Console>>, stop: &UnixStream) {
     }
 }
 
-impl PvhVm {
+impl Vm {
     /// Enters the kernel and runs it until it writes the exit port, stops in a way it cannot
     /// recover from, or `timeout` (host wall time) passes. `Err` means the VMM itself failed (a
     /// KVM ioctl, a host resource); every way the guest can end is an [`Ending`] in the
@@ -189,7 +189,7 @@ impl PvhVm {
             .map_err(|e| Error::host("unblocking the kick signal")(std::io::Error::other(e.to_string())))?;
         let started = Instant::now();
         let deadline = timeout.map(|t| started + t);
-        let PvhVm { vcpus, memory, ports, mmio, console, .. } = self;
+        let Vm { vcpus, memory, ports, mmio, console, .. } = self;
         let run = Run {
             ports: &ports,
             mmio: &mmio,

@@ -1,6 +1,7 @@
-//! Building a PVH VM: guest memory, the kernel and its boot structures (and the MP table), then
-//! KVM (VM, in-kernel irqchip and PIT, COM1's irqfd, the virtio-mmio devices' irqfds, the vCPUs
-//! with their CPUID and local APIC wiring, and vCPU 0's entry registers).
+//! Building a VM: guest memory, the kernel (a PVH ELF or a Linux bzImage) and its boot structures
+//! (and the MP table), then KVM (VM, in-kernel irqchip and PIT, COM1's irqfd, the virtio-mmio
+//! devices' irqfds, the vCPUs with their CPUID and local APIC wiring, and vCPU 0's entry
+//! registers).
 //!
 //! Everything that depends only on the kernel file and the configuration is done before
 //! `/dev/kvm` is opened, so that a bad kernel path or command line is reported the same way on a
@@ -155,13 +156,13 @@ fn guest_cmdline(cmdline: &str, devices: u32) -> String {
 /// The most vCPUs a VM may have.
 pub const MAX_VCPUS: u8 = 64;
 
-/// A VM with its vCPUs, ready to enter a PVH kernel (or a Linux bzImage). Run it once with
-/// [`PvhVm::run`].
+/// A VM with its vCPUs, ready to enter its kernel: a PVH ELF (the Mica kernel) or a Linux bzImage
+/// (a legacy pod), whichever [`VmConfig::new`] named. Run it once with [`Vm::run`].
 ///
 /// The fields are declared so that the vCPUs and the VM are dropped (closed) before the guest
 /// memory they point into is unmapped.
 #[derive(Debug)]
-pub struct PvhVm {
+pub struct Vm {
     /// vCPU `i` has local APIC id `i`; vCPU 0 is the bootstrap processor, the others wait for
     /// INIT and STARTUP from it (KVM's in-kernel local APIC does that).
     pub(crate) vcpus: Vec<VcpuFd>,
@@ -177,10 +178,10 @@ pub struct PvhVm {
     setup: Duration,
 }
 
-impl PvhVm {
+impl Vm {
     /// Builds the VM for `config`: checks the memory size and the command line, loads the kernel,
     /// writes the boot structures, then sets up KVM.
-    pub fn new(config: VmConfig) -> Result<PvhVm> {
+    pub fn new(config: VmConfig) -> Result<Vm> {
         let started = Instant::now();
         let bytes = memory_bytes(config.memory_mib)?;
         if !(1..=MAX_VCPUS).contains(&config.vcpus) {
@@ -277,7 +278,7 @@ impl PvhVm {
         let vcpus = (0..config.vcpus)
             .map(|index| setup_vcpu(&vm, &supported, index, config.vcpus, (index == 0).then_some(&entry_regs)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(PvhVm {
+        Ok(Vm {
             vcpus,
             _vm: vm,
             memory,
@@ -294,7 +295,7 @@ impl PvhVm {
         self.kernel.entry
     }
 
-    /// How long [`PvhVm::new`] took (memory, kernel load, KVM setup).
+    /// How long [`Vm::new`] took (memory, kernel load, KVM setup).
     pub fn setup_duration(&self) -> Duration {
         self.setup
     }
@@ -369,7 +370,7 @@ fn map_memory(vm: &VmFd, memory: &GuestMemoryMmap) -> Result<()> {
             userspace_addr: host,
         };
         // SAFETY: the region is a live anonymous mapping of exactly `memory_size` bytes owned by
-        // `memory`, which `PvhVm` keeps (and drops only after the VM and vCPU fds are closed), so
+        // `memory`, which `Vm` keeps (and drops only after the VM and vCPU fds are closed), so
         // KVM never sees the host range unmapped while the guest can touch it.
         unsafe { vm.set_user_memory_region(descriptor) }.map_err(Error::kvm("KVM_SET_USER_MEMORY_REGION"))?;
     }
@@ -393,14 +394,14 @@ mod tests {
 
     #[test]
     fn config_errors_come_before_kvm() {
-        let e = PvhVm::new(VmConfig::new("/nonexistent/mica-kernel")).expect_err("no kernel");
+        let e = Vm::new(VmConfig::new("/nonexistent/mica-kernel")).expect_err("no kernel");
         assert!(matches!(e, Error::KernelUnreadable { .. }), "{e}");
         assert!(e.to_string().contains("/nonexistent/mica-kernel"), "{e}");
-        let e = PvhVm::new(VmConfig::new("/nonexistent").memory_mib(1 << 20)).expect_err("too big");
+        let e = Vm::new(VmConfig::new("/nonexistent").memory_mib(1 << 20)).expect_err("too big");
         assert!(matches!(e, Error::MemorySize { .. }), "{e}");
-        let e = PvhVm::new(VmConfig::new("/nonexistent").cmdline("a\nb")).expect_err("bad cmdline");
+        let e = Vm::new(VmConfig::new("/nonexistent").cmdline("a\nb")).expect_err("bad cmdline");
         assert!(matches!(e, Error::Cmdline(_)), "{e}");
-        let e = PvhVm::new(VmConfig::new("/nonexistent").disk("/nonexistent/disk.img", false)).expect_err("no disk");
+        let e = Vm::new(VmConfig::new("/nonexistent").disk("/nonexistent/disk.img", false)).expect_err("no disk");
         assert!(matches!(e, Error::DiskImage { .. }), "{e}");
         assert!(e.to_string().contains("/nonexistent/disk.img"), "{e}");
     }
@@ -425,7 +426,7 @@ mod tests {
     #[test]
     fn vcpu_counts_are_checked_before_kvm() {
         for bad in [0, MAX_VCPUS + 1] {
-            let e = PvhVm::new(VmConfig::new("/nonexistent/kernel").vcpus(bad)).expect_err("bad count");
+            let e = Vm::new(VmConfig::new("/nonexistent/kernel").vcpus(bad)).expect_err("bad count");
             assert!(matches!(e, Error::VcpuCount { .. }), "{e}");
             assert!(e.to_string().contains("mica-vmm runs 1 to 64"), "{e}");
         }
@@ -436,7 +437,7 @@ mod tests {
         let scratch = tempfile::tempdir().expect("scratch");
         let in_the_way = scratch.path().join("agent.sock");
         std::fs::write(&in_the_way, b"not a socket").expect("file");
-        let e = PvhVm::new(VmConfig::new("/nonexistent/kernel").agent_socket(&in_the_way))
+        let e = Vm::new(VmConfig::new("/nonexistent/kernel").agent_socket(&in_the_way))
             .expect_err("a regular file in the way");
         assert!(matches!(e, Error::ConsoleSocket { .. }), "{e}");
         assert!(e.to_string().contains("agent.sock"), "{e}");

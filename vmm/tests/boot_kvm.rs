@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use mica_vmm::{Ending, ExitCode, Outcome, PvhVm, VmConfig};
+use mica_vmm::{Ending, ExitCode, Outcome, Vm, VmConfig};
 
 #[path = "support/pvh_elf.rs"]
 mod pvh_elf;
@@ -58,7 +58,7 @@ fn main() {
 fn boot_tiny(name: &str, code: &[u8], timeout: Duration) -> Result<Outcome, Failed> {
     let path = std::env::temp_dir().join(format!("mica-vmm-{name}-{}.elf", std::process::id()));
     std::fs::write(&path, pvh_elf::build(code, true)).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    let result = PvhVm::new(VmConfig::new(&path).memory_mib(4)).and_then(|vm| vm.run(Some(timeout)));
+    let result = Vm::new(VmConfig::new(&path).memory_mib(4)).and_then(|vm| vm.run(Some(timeout)));
     let _ = std::fs::remove_file(&path);
     Ok(result.map_err(|e| format!("VMM error: {e}"))?)
 }
@@ -151,7 +151,7 @@ fn mica_kernel() -> Result<PathBuf, Failed> {
 
 fn boot_mica(cmdline: &str) -> Result<Outcome, Failed> {
     let config = VmConfig::new(mica_kernel()?).cmdline(cmdline);
-    let vm = PvhVm::new(config).map_err(|e| format!("VMM error: {e}"))?;
+    let vm = Vm::new(config).map_err(|e| format!("VMM error: {e}"))?;
     let o = vm.run(Some(MICA_TIMEOUT)).map_err(|e| format!("VMM error: {e}"))?;
     eprintln!("mica (cmdline \"{cmdline}\"): {} in {:?}", o.ending, o.duration);
     Ok(o)
@@ -181,7 +181,7 @@ fn mica_disk() -> Result<(), Failed> {
     std::fs::File::create(&disk).and_then(|f| f.set_len(1 << 20)).map_err(|e| format!("disk image: {e}"))?;
     let socket = scratch.path().join("agent.sock");
     let config = VmConfig::new(mica_kernel()?).cmdline("test=timer").disk(&disk, false).agent_socket(&socket);
-    let vm = PvhVm::new(config).map_err(|e| format!("VMM error: {e}"))?;
+    let vm = Vm::new(config).map_err(|e| format!("VMM error: {e}"))?;
     if !socket.exists() {
         return Err(format!("no agent socket at {} once the VM is built", socket.display()).into());
     }
@@ -204,7 +204,7 @@ fn mica_disk() -> Result<(), Failed> {
 /// three application processors with INIT and STARTUP, and all four vCPU threads stop when the
 /// kernel writes its verdict.
 fn mica_four_vcpus() -> Result<(), Failed> {
-    let vm = PvhVm::new(VmConfig::new(mica_kernel()?).vcpus(4)).map_err(|e| format!("VMM error: {e}"))?;
+    let vm = Vm::new(VmConfig::new(mica_kernel()?).vcpus(4)).map_err(|e| format!("VMM error: {e}"))?;
     let o = vm.run(Some(MICA_TIMEOUT)).map_err(|e| format!("VMM error: {e}"))?;
     let want = "smp: 4 of 4 CPUs online, each with its own run queue (counted by the MP table)";
     if o.exit() != Some(ExitCode::Success) || !o.serial_text().contains(want) {
@@ -233,7 +233,7 @@ fn linux_reaches_init() -> Result<(), Failed> {
         .cmdline("console=ttyS0 reboot=t panic=-1 mica.pod=vmm")
         .disk(&disk, false)
         .agent_socket(scratch.path().join("agent.sock"));
-    let vm = PvhVm::new(config).map_err(|e| format!("VMM error: {e}"))?;
+    let vm = Vm::new(config).map_err(|e| format!("VMM error: {e}"))?;
     // The init starts its agent, which waits on its port for the host: nobody connects here (the
     // pod tests do), so the run ends at the timeout.
     let o = vm.run(Some(LINUX_TIMEOUT)).map_err(|e| format!("VMM error: {e}"))?;

@@ -203,7 +203,7 @@ fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitC
     if let Some(bundle) = bundle {
         config = config.initrd(bundle);
     }
-    let outcome = mica_vmm::PvhVm::new(config)?.run(Some(timeout))?;
+    let outcome = mica_vmm::Vm::new(config)?.run(Some(timeout))?;
     Ok(match outcome.exit() {
         Some(mica_launch::ExitCode::Success) => {
             eprintln!("mica: kernel verdict success ({:.3} s)", outcome.duration.as_secs_f64());
