@@ -21,13 +21,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::mem::offset_of;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN,
-    VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_T_OUT, virtio_blk_config, virtio_blk_outhdr,
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
@@ -36,20 +37,19 @@ use virtio_queue::{DescriptorChain, Queue, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
 use super::VirtioDevice;
+use super::spec::virtio_blk::SECTOR_SIZE;
 use crate::error::{Error, Result};
 
-/// The sector size of virtio-blk addressing (the `sector` field and the capacity count these).
-pub const SECTOR_SIZE: u64 = 512;
 /// The request queue's maximum size.
 pub const QUEUE_SIZE: u16 = 256;
 /// The length of the ID string (`VIRTIO_BLK_T_GET_ID`).
 pub const ID_BYTES: usize = VIRTIO_BLK_ID_BYTES as usize;
-/// The request header's size.
-const HEADER_SIZE: usize = 16;
+/// The request header's size (`struct virtio_blk_outhdr`).
+const HEADER_SIZE: usize = size_of::<virtio_blk_outhdr>();
 /// The most data moved between the image and guest memory at once.
 const CHUNK: usize = 64 * 1024;
 /// The configuration space (`struct virtio_blk_config`) up to and including `blk_size`.
-const CONFIG_SIZE: usize = 24;
+const CONFIG_SIZE: usize = offset_of!(virtio_blk_config, blk_size) + size_of::<u32>();
 
 /// A virtio-blk device backed by a raw image file.
 #[derive(Debug)]
@@ -135,9 +135,10 @@ impl Block {
     /// (not offered) and `blk_size`.
     fn config(&self) -> [u8; CONFIG_SIZE] {
         let mut config = [0u8; CONFIG_SIZE];
-        config[0..8].copy_from_slice(&self.capacity.to_le_bytes());
-        config[12..16].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
-        config[20..24].copy_from_slice(&self.block_size.unwrap_or(0).to_le_bytes());
+        config[offset_of!(virtio_blk_config, capacity)..][..8].copy_from_slice(&self.capacity.to_le_bytes());
+        config[offset_of!(virtio_blk_config, seg_max)..][..4].copy_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        config[offset_of!(virtio_blk_config, blk_size)..][..4]
+            .copy_from_slice(&self.block_size.unwrap_or(0).to_le_bytes());
         config
     }
 
@@ -196,8 +197,9 @@ impl Block {
                 reader.bytes_read() + reader.available_bytes()
             ))
         })?;
-        let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        let sector = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        let kind = u32::from_le_bytes(header[offset_of!(virtio_blk_outhdr, type_)..][..4].try_into().expect("4 bytes"));
+        let sector =
+            u64::from_le_bytes(header[offset_of!(virtio_blk_outhdr, sector)..][..8].try_into().expect("8 bytes"));
         match kind {
             VIRTIO_BLK_T_IN => {
                 let offset = self.check_range("read", sector, writer.available_bytes())?;
@@ -352,7 +354,7 @@ mod tests {
     use std::io::Write as _;
 
     use virtio_bindings::virtio_blk::{VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_SCSI_CMD};
-    use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_DEVICE_ID, VIRTIO_MMIO_INTERRUPT_STATUS};
+    use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_CONFIG, VIRTIO_MMIO_DEVICE_ID, VIRTIO_MMIO_INTERRUPT_STATUS};
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
@@ -361,6 +363,8 @@ mod tests {
     const HEADER: u64 = 0x4_0000;
     const DATA: u64 = 0x5_0000;
     const STATUS: u64 = 0xf_f000;
+    /// The request header's length, as a descriptor has it.
+    const HEADER_LEN: u32 = HEADER_SIZE as u32;
     const OK: u8 = VIRTIO_BLK_S_OK as u8;
     const IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
     const UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
@@ -410,7 +414,7 @@ mod tests {
     /// one descriptor each.
     fn request(d: &mut Driver<Block>, kind: u32, sector: u64, len: u32, data_writable: bool) -> (u8, u32) {
         header(d, HEADER, kind, sector);
-        let mut descs = vec![(HEADER, HEADER_SIZE as u32, 0)];
+        let mut descs = vec![(HEADER, HEADER_LEN, 0)];
         if len > 0 {
             descs.push((DATA, len, if data_writable { F_WRITE } else { 0 }));
         }
@@ -445,7 +449,7 @@ mod tests {
         header(&d, HEADER, VIRTIO_BLK_T_IN, 6);
         d.fill(DATA, 512, 0);
         d.fill(0x9_0000, 256, 0);
-        let descs = [(HEADER, 16, 0), (0x9_0000, 256, F_WRITE), (DATA, 256, F_WRITE), (STATUS, 1, F_WRITE)];
+        let descs = [(HEADER, HEADER_LEN, 0), (0x9_0000, 256, F_WRITE), (DATA, 256, F_WRITE), (STATUS, 1, F_WRITE)];
         assert_eq!(submit(&mut d, &descs), (OK, 513));
         assert_eq!(d.bytes(0x9_0000, 256), data[512..768]);
         assert_eq!(d.bytes(DATA, 256), data[768..]);
@@ -545,17 +549,17 @@ mod tests {
 
         // A write without a status descriptor: nowhere to report, returned unused.
         header(&d, HEADER, VIRTIO_BLK_T_OUT, 0);
-        assert_eq!(submit(&mut d, &[(HEADER, 16, 0), (DATA, 512, 0)]), (UNTOUCHED, 0));
+        assert_eq!(submit(&mut d, &[(HEADER, HEADER_LEN, 0), (DATA, 512, 0)]), (UNTOUCHED, 0));
         // A read whose status descriptor is device-readable.
         header(&d, HEADER, VIRTIO_BLK_T_IN, 0);
-        assert_eq!(submit(&mut d, &[(HEADER, 16, 0), (DATA, 512, F_WRITE), (STATUS, 1, 0)]), (UNTOUCHED, 0));
+        assert_eq!(submit(&mut d, &[(HEADER, HEADER_LEN, 0), (DATA, 512, F_WRITE), (STATUS, 1, 0)]), (UNTOUCHED, 0));
         assert_eq!(d.bytes(DATA, 512), vec![0x42; 512], "the data buffer was not touched");
         // A device-readable descriptor after a device-writable one.
         header(&d, HEADER, VIRTIO_BLK_T_OUT, 0);
-        assert_eq!(submit(&mut d, &[(HEADER, 16, 0), (STATUS, 1, F_WRITE), (DATA, 512, 0)]), (UNTOUCHED, 0));
+        assert_eq!(submit(&mut d, &[(HEADER, HEADER_LEN, 0), (STATUS, 1, F_WRITE), (DATA, 512, 0)]), (UNTOUCHED, 0));
         // An empty status descriptor.
         header(&d, HEADER, VIRTIO_BLK_T_FLUSH, 0);
-        assert_eq!(submit(&mut d, &[(HEADER, 16, 0), (STATUS, 0, F_WRITE)]), (UNTOUCHED, 0));
+        assert_eq!(submit(&mut d, &[(HEADER, HEADER_LEN, 0), (STATUS, 0, F_WRITE)]), (UNTOUCHED, 0));
         // A chain whose `next` points past the table ends there, at a readable header.
         header(&d, HEADER, VIRTIO_BLK_T_FLUSH, 0);
         d.write_raw_descriptor(15, HEADER, 16, 1, 200);
@@ -565,7 +569,7 @@ mod tests {
         // A writable buffer outside guest memory.
         header(&d, HEADER, VIRTIO_BLK_T_IN, 0);
         assert_eq!(
-            submit(&mut d, &[(HEADER, 16, 0), (0xffff_0000, 512, F_WRITE), (STATUS, 1, F_WRITE)]),
+            submit(&mut d, &[(HEADER, HEADER_LEN, 0), (0xffff_0000, 512, F_WRITE), (STATUS, 1, F_WRITE)]),
             (UNTOUCHED, 0)
         );
         assert_eq!(file_bytes(&file), vec![0u8; 8 * 512], "none of these wrote to the file");
@@ -575,11 +579,11 @@ mod tests {
         assert_eq!(submit(&mut d, &[(HEADER, 8, 0), (DATA, 512, F_WRITE), (STATUS, 1, F_WRITE)]), (IOERR, 1));
         // A readable buffer outside guest memory: IOERR too.
         header(&d, HEADER, VIRTIO_BLK_T_OUT, 0);
-        assert_eq!(submit(&mut d, &[(0xffff_0000, 16, 0), (STATUS, 1, F_WRITE)]), (IOERR, 1));
+        assert_eq!(submit(&mut d, &[(0xffff_0000, HEADER_LEN, 0), (STATUS, 1, F_WRITE)]), (IOERR, 1));
         // A read without its own status descriptor: the data buffer's last byte is taken as the
         // status, which leaves 511 bytes of data, not whole sectors.
         header(&d, HEADER, VIRTIO_BLK_T_IN, 0);
-        assert_eq!(submit(&mut d, &[(HEADER, 16, 0), (DATA, 512, F_WRITE)]), (UNTOUCHED, 1));
+        assert_eq!(submit(&mut d, &[(HEADER, HEADER_LEN, 0), (DATA, 512, F_WRITE)]), (UNTOUCHED, 1));
         assert_eq!(d.bytes(DATA + 511, 1), [IOERR]);
 
         // The queue still works.
@@ -596,7 +600,7 @@ mod tests {
         assert_ne!(d.device_features() & 1 << VIRTIO_RING_F_INDIRECT_DESC, 0, "indirect descriptors offered");
         header(&d, HEADER, VIRTIO_BLK_T_IN, 2);
         let table = 0x6_0000;
-        d.write_table(table, 0, &[(HEADER, 16, 0), (DATA, 1024, F_WRITE), (STATUS, 1, F_WRITE)]);
+        d.write_table(table, 0, &[(HEADER, HEADER_LEN, 0), (DATA, 1024, F_WRITE), (STATUS, 1, F_WRITE)]);
         assert_eq!(submit(&mut d, &[(table, 3 * 16, F_INDIRECT)]), (OK, 1025));
         assert_eq!(d.bytes(DATA, 1024), pattern(4 * 512, 7)[1024..]);
     }
@@ -613,7 +617,7 @@ mod tests {
             raw[0..4].copy_from_slice(&VIRTIO_BLK_T_OUT.to_le_bytes());
             raw[8..16].copy_from_slice(&(i * 2).to_le_bytes());
             d.memory.write_slice(&raw, GuestAddress(hdr)).expect("header");
-            heads.push(d.post(&[(hdr, 16, 0), (data, 512, 0), (status, 1, F_WRITE)]));
+            heads.push(d.post(&[(hdr, HEADER_LEN, 0), (data, 512, 0), (status, 1, F_WRITE)]));
         }
         d.notify(0);
         let used = d.take_used();
@@ -632,15 +636,15 @@ mod tests {
         std::fs::write(file.path(), vec![0u8; 3 * 1024 * 1024 + 100]).expect("write image");
         let mut d = Driver::new(Block::open(file.path(), false).expect("open"));
         // Capacity is read as two 32-bit words, as Linux's virtio_cread64 does over MMIO.
-        let capacity = u64::from(d.read32(0x100)) | u64::from(d.read32(0x104)) << 32;
+        let capacity = u64::from(d.read32(VIRTIO_MMIO_CONFIG)) | u64::from(d.read32(VIRTIO_MMIO_CONFIG + 4)) << 32;
         assert_eq!(capacity, 3 * 1024 * 1024 / 512, "whole sectors: the last 100 bytes are out of reach");
-        assert_eq!(d.read32(0x10c), u32::from(QUEUE_SIZE) - 2, "seg_max");
-        assert_eq!(d.read32(0x114), 0, "no block size");
+        assert_eq!(d.read32(VIRTIO_MMIO_CONFIG + 12), u32::from(QUEUE_SIZE) - 2, "seg_max");
+        assert_eq!(d.read32(VIRTIO_MMIO_CONFIG + 20), 0, "no block size");
         assert_eq!(d.device_features() & 1 << VIRTIO_BLK_F_BLK_SIZE, 0);
 
         let block = Block::open(file.path(), false).expect("open").with_block_size(4096).expect("4 KiB");
         let mut d = Driver::new(block);
-        assert_eq!(d.read32(0x114), 4096);
+        assert_eq!(d.read32(VIRTIO_MMIO_CONFIG + 20), 4096);
         assert_ne!(d.device_features() & 1 << VIRTIO_BLK_F_BLK_SIZE, 0, "VIRTIO_BLK_F_BLK_SIZE offered");
         assert_eq!(d.transport.device().capacity(), 6144);
     }

@@ -24,16 +24,13 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
+use super::spec::virtio_mmio::{MAGIC_VALUE, VERSION_MODERN};
 use super::{InterruptLine, VirtioDevice};
 use crate::devices::MmioDevice;
 use crate::error::{Error, Result};
 
 /// The size of a virtio-mmio device's register window.
 pub const MMIO_WINDOW_SIZE: u64 = 0x200;
-/// MagicValue: "virt" in little-endian.
-pub const MAGIC_VALUE: u32 = 0x7472_6976;
-/// Version of the modern (virtio 1.x) interface.
-pub const VERSION: u32 = 2;
 /// VendorID: "MICA" in little-endian.
 pub const VENDOR_ID: u32 = u32::from_le_bytes(*b"MICA");
 /// InterruptStatus bit 0: the device used buffers in a queue.
@@ -144,7 +141,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         let value = match offset as u32 {
             VIRTIO_MMIO_MAGIC_VALUE => MAGIC_VALUE,
-            VIRTIO_MMIO_VERSION => VERSION,
+            VIRTIO_MMIO_VERSION => VERSION_MODERN,
             VIRTIO_MMIO_DEVICE_ID => self.device.device_id(),
             VIRTIO_MMIO_VENDOR_ID => VENDOR_ID,
             VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_sel {

@@ -3,6 +3,9 @@
 //! interrupt ([`InterruptLine`]), and the devices: [`block::Block`] (virtio-blk over a raw image
 //! file) and [`console::Console`] (virtio-console with a console port and the agent's named port).
 //!
+//! The virtio specification's constants come from `virtio-bindings`; the few it lacks are written
+//! once, in [`spec`].
+//!
 //! Virtqueues are rust-vmm's `virtio_queue::Queue` (split rings), owned by the transport and lent
 //! to the device when the driver notifies one; descriptor chains are walked with `virtio-queue`'s
 //! own `DescriptorChain`, `Reader` and `Writer`, so the device sees guest memory only through
@@ -19,6 +22,7 @@ pub use virtio_queue::Queue;
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod spec;
 #[cfg(test)]
 mod testing;
 

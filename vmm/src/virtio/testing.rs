@@ -10,6 +10,7 @@ use virtio_bindings::virtio_config::{
     VIRTIO_CONFIG_S_ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER, VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FEATURES_OK,
 };
 use virtio_bindings::virtio_mmio::*;
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::mmio::MmioTransport;
@@ -23,12 +24,12 @@ pub const DESC_TABLE: u64 = 0x1_0000;
 pub const AVAIL_RING: u64 = 0x2_0000;
 /// Where the driver puts the used ring (4-byte aligned).
 pub const USED_RING: u64 = 0x3_0000;
-/// Descriptor flag: the chain goes on at `next`.
-pub const F_NEXT: u16 = 1;
+/// Descriptor flag: the chain goes on at `next` (as the 16-bit `flags` field holds it).
+pub const F_NEXT: u16 = VRING_DESC_F_NEXT as u16;
 /// Descriptor flag: device-writable.
-pub const F_WRITE: u16 = 2;
+pub const F_WRITE: u16 = VRING_DESC_F_WRITE as u16;
 /// Descriptor flag: the buffer is an indirect descriptor table.
-pub const F_INDIRECT: u16 = 4;
+pub const F_INDIRECT: u16 = VRING_DESC_F_INDIRECT as u16;
 
 /// An interrupt line that counts how often it was raised and lowered.
 #[derive(Clone, Debug, Default)]

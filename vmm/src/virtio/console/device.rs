@@ -9,16 +9,14 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE;
 use virtio_queue::{Queue, QueueT, Reader, Writer};
 use vm_memory::GuestMemoryMmap;
 
-use super::control::{CONTROL_HEADER, control_message, decode_header};
+use super::control::{control_message, decode_header};
 use super::port::{Port, port_queues};
-use super::{
-    AGENT_PORT_NAME, CONTROL_BACKLOG, INPUT_BUFFER, NR_PORTS, PortBackend, QUEUE_SIZE, VIRTIO_CONSOLE_F_MULTIPORT,
-    event,
+use super::{AGENT_PORT_NAME, CONTROL_BACKLOG, INPUT_BUFFER, NR_PORTS, PortBackend, QUEUE_SIZE};
+use crate::virtio::spec::virtio_console::{
+    CONFIG_MAX_NR_PORTS, CONFIG_SIZE, CONTROL_SIZE, VIRTIO_CONSOLE_F_MULTIPORT, event,
 };
 use crate::virtio::{VirtioDevice, Wait};
 
-/// The configuration space: `cols`, `rows` (u16), `max_nr_ports`, `emerg_wr` (u32).
-const CONFIG_SIZE: usize = 12;
 /// The control receive and transmit queues.
 const CONTROL_RX: usize = 2;
 const CONTROL_TX: usize = 3;
@@ -220,12 +218,12 @@ impl Console {
         let mut used = false;
         while let Some(chain) = queue.pop_descriptor_chain(memory) {
             let head = chain.head_index();
-            let mut header = [0u8; CONTROL_HEADER];
+            let mut header = [0u8; CONTROL_SIZE];
             match Reader::new(memory, chain) {
                 Ok(mut reader) => match reader.read_exact(&mut header) {
                     Ok(()) => self.control(header),
                     Err(_) => log::warn!(
-                        "virtio-console: control message in buffer {head} ignored: {} bytes, not {CONTROL_HEADER}",
+                        "virtio-console: control message in buffer {head} ignored: {} bytes, not {CONTROL_SIZE}",
                         reader.bytes_read() + reader.available_bytes()
                     ),
                 },
@@ -241,7 +239,7 @@ impl Console {
     }
 
     /// Acts on one control message from the driver.
-    fn control(&mut self, header: [u8; CONTROL_HEADER]) {
+    fn control(&mut self, header: [u8; CONTROL_SIZE]) {
         let (id, kind, value) = decode_header(header);
         if kind == event::DEVICE_READY {
             if value != 1 {
@@ -300,7 +298,7 @@ impl VirtioDevice for Console {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut config = [0u8; CONFIG_SIZE];
-        config[4..8].copy_from_slice(&NR_PORTS.to_le_bytes());
+        config[CONFIG_MAX_NR_PORTS..][..4].copy_from_slice(&NR_PORTS.to_le_bytes());
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = offset
                 .checked_add(i as u64)
@@ -369,8 +367,8 @@ impl VirtioDevice for Console {
 #[cfg(test)]
 mod tests {
     use virtio_bindings::virtio_mmio::{
-        VIRTIO_MMIO_DEVICE_ID, VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_QUEUE_NUM_MAX, VIRTIO_MMIO_QUEUE_SEL,
-        VIRTIO_MMIO_STATUS,
+        VIRTIO_MMIO_CONFIG, VIRTIO_MMIO_DEVICE_ID, VIRTIO_MMIO_INTERRUPT_STATUS, VIRTIO_MMIO_QUEUE_NUM_MAX,
+        VIRTIO_MMIO_QUEUE_SEL, VIRTIO_MMIO_STATUS,
     };
 
     use super::*;
@@ -380,11 +378,11 @@ mod tests {
     #[test]
     fn identification_features_config_and_queues() {
         let mut g = Guest::new();
-        assert_eq!(g.d.read32(VIRTIO_MMIO_DEVICE_ID), 3);
+        assert_eq!(g.d.read32(VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_CONSOLE);
         assert_eq!(g.d.device_features(), VERSION_1 | MULTIPORT);
-        assert_eq!(g.d.read32(0x100), 0, "cols and rows");
-        assert_eq!(g.d.read32(0x104), 2, "max_nr_ports");
-        assert_eq!(g.d.read32(0x108), 0, "emerg_wr");
+        assert_eq!(g.d.read32(VIRTIO_MMIO_CONFIG), 0, "cols and rows");
+        assert_eq!(g.d.read32(VIRTIO_MMIO_CONFIG + 4), 2, "max_nr_ports");
+        assert_eq!(g.d.read32(VIRTIO_MMIO_CONFIG + 8), 0, "emerg_wr");
         for (queue, max) in [(0, 128), (5, 128), (6, 0)] {
             g.d.write32(VIRTIO_MMIO_QUEUE_SEL, queue);
             assert_eq!(g.d.read32(VIRTIO_MMIO_QUEUE_NUM_MAX), max, "queue {queue}");
@@ -561,7 +559,7 @@ mod tests {
             g.control(0, event::DEVICE_READY, 1);
         }
         assert_eq!(g.device().control_out.len(), CONTROL_BACKLOG);
-        assert!(g.device().control_out.iter().all(|m| m.len() == CONTROL_HEADER));
+        assert!(g.device().control_out.iter().all(|m| m.len() == CONTROL_SIZE));
     }
 
     #[test]

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use vm_memory::{Bytes, GuestAddress};
 
-use super::control::{CONTROL_HEADER, control_message};
-use super::{Console, MemoryBackend, PortBackend, VIRTIO_CONSOLE_F_MULTIPORT, event};
+use super::control::control_message;
+use super::{Console, MemoryBackend, PortBackend};
+use crate::virtio::spec::virtio_console::{CONTROL_SIZE, VIRTIO_CONSOLE_F_MULTIPORT, event};
 use crate::virtio::testing::{Driver, F_WRITE, Ring};
 
 /// The VERSION_1 feature bit.
@@ -125,11 +126,11 @@ impl<B> Guest<B> {
         self.received(2)
             .into_iter()
             .map(|m| {
-                assert!(m.len() >= CONTROL_HEADER, "control message of {} bytes", m.len());
+                assert!(m.len() >= CONTROL_SIZE, "control message of {} bytes", m.len());
                 let id = u32::from_le_bytes(m[0..4].try_into().expect("4 bytes"));
                 let event = u16::from_le_bytes([m[4], m[5]]);
                 let value = u16::from_le_bytes([m[6], m[7]]);
-                (id, event, value, m[CONTROL_HEADER..].to_vec())
+                (id, event, value, m[CONTROL_SIZE..].to_vec())
             })
             .collect()
     }

@@ -51,8 +51,6 @@ pub use memory::MemoryBackend;
 pub use unix_socket::UnixSocketBackend;
 pub use writer::WriterBackend;
 
-/// Feature bit: the device has several ports and the control queues (section 5.3.3).
-pub const VIRTIO_CONSOLE_F_MULTIPORT: u32 = 1;
 /// The console port (`hvc0` in the guest).
 pub const CONSOLE_PORT: u32 = 0;
 /// The agent's named port.
@@ -70,26 +68,6 @@ pub const INPUT_BUFFER: usize = 64 * 1024;
 /// The most control messages waiting for control receive buffers; beyond that the oldest are
 /// dropped (a driver that never posts any does not make the device grow).
 pub const CONTROL_BACKLOG: usize = 64;
-
-/// Control events (`struct virtio_console_control`'s `event`, section 5.3.6.2).
-pub mod event {
-    /// Driver: it is ready (value 1) or failed (0).
-    pub const DEVICE_READY: u16 = 0;
-    /// Device: port `id` exists.
-    pub const DEVICE_ADD: u16 = 1;
-    /// Device: port `id` is gone.
-    pub const DEVICE_REMOVE: u16 = 2;
-    /// Driver: port `id` is ready (1) or could not be added (0).
-    pub const PORT_READY: u16 = 3;
-    /// Device: port `id` is a console.
-    pub const CONSOLE_PORT: u16 = 4;
-    /// Device: a console's size changed.
-    pub const RESIZE: u16 = 5;
-    /// Both: port `id` was opened (1) or closed (0) on the sender's side.
-    pub const PORT_OPEN: u16 = 6;
-    /// Device: port `id`'s name follows the header.
-    pub const PORT_NAME: u16 = 7;
-}
 
 /// The host side of a port: a byte stream.
 pub trait PortBackend: Send + fmt::Debug {

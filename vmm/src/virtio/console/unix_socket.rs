@@ -198,7 +198,8 @@ mod tests {
 
     use super::UnixSocketBackend;
     use crate::virtio::console::guest::{Guest, MULTIPORT, VERSION_1};
-    use crate::virtio::console::{INPUT_BUFFER, MemoryBackend, event};
+    use crate::virtio::console::{INPUT_BUFFER, MemoryBackend};
+    use crate::virtio::spec::virtio_console::event;
 
     #[test]
     fn the_agent_port_over_a_unix_socket() {
