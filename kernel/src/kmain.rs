@@ -143,7 +143,7 @@ pub fn start(start_info: u64) -> ! {
                 // SAFETY: the module's range is RAM (or mapped read-only by `paging::init`),
                 // reserved from the frame allocator, and never written.
                 let bundle = unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) };
-                arch::exit(crate::components::system::run(bundle, args.stop_after_ms))
+                arch::exit(crate::wasm::system::run(bundle, args.stop_after_ms))
             }
             None => {
                 kprintln!("mica: no boot bundle, so no components to run; powering off");

@@ -11,7 +11,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::config::Instrumentation;
-use crate::host::{self, Ctx, wasi};
+use crate::host::{self, InstanceState, wasi};
 use crate::hw::HwPort;
 use crate::ipc::IpcPort;
 use crate::limits::Limits;
@@ -20,12 +20,12 @@ use crate::platform::Platform;
 /// One interface the runtime can provide, and how to link it.
 struct Interface {
     name: &'static str,
-    add: fn(&mut Linker<Ctx>) -> wasmtime::Result<()>,
+    add: fn(&mut Linker<InstanceState>) -> wasmtime::Result<()>,
 }
 
 macro_rules! interface {
     ($name:literal, $($module:ident)::+) => {
-        Interface { name: $name, add: |l| $($module)::+::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c) }
+        Interface { name: $name, add: |l| $($module)::+::add_to_linker::<InstanceState, HasSelf<InstanceState>>(l, |c| c) }
     };
 }
 
@@ -121,7 +121,7 @@ pub unsafe fn load(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError
 
 /// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
 /// imports nothing else.
-pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<Ctx>, LoadError> {
+pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<InstanceState>, LoadError> {
     for (name, _) in component.component_type().imports(engine) {
         let bare = name.split('@').next().unwrap_or(name);
         if !INTERFACES.iter().any(|i| i.name == bare) {
@@ -242,7 +242,7 @@ pub struct Phases {
 pub fn run_timed(
     engine: &Engine,
     component: &Component,
-    linker: &Linker<Ctx>,
+    linker: &Linker<InstanceState>,
     platform: Arc<dyn Platform>,
     ports: Ports,
     launch: &Launch,
@@ -254,7 +254,7 @@ pub fn run_timed(
     let mut args = Vec::with_capacity(launch.args.len() + 1);
     args.push(launch.name.clone());
     args.extend(launch.args.iter().cloned());
-    let ctx = Ctx {
+    let ctx = InstanceState {
         name: launch.name.clone(),
         args,
         env: launch.env.clone(),

@@ -1,8 +1,9 @@
 //! IPC between components: channels whose ends are capabilities in each component instance's
-//! handle table. [`state`] is the logic (host-tested); `port` gives each instance its
-//! `mica_runtime::ipc::IpcPort`, parking and waking threads through the scheduler.
+//! handle table. [`state`] is the logic (host-tested); `blocking` puts it behind the kernel's
+//! lock and gives each instance its `mica_runtime::ipc::IpcPort`, parking and waking threads
+//! through the scheduler.
 
 pub mod state;
 
 #[cfg(target_os = "none")]
-pub mod port;
+pub mod blocking;

@@ -1,7 +1,7 @@
 //! The kernel's IPC objects as plain logic: every component instance's handle table (its
 //! *space*), the channels, how many holders each channel end has, the manifest's connections,
-//! and the results parked threads wake up to. The bare-metal side (`port.rs`) wraps this in a lock
-//! and turns "parked" and "wake" into scheduler calls; everything here is deterministic and
+//! and the results parked threads wake up to. The bare-metal side (`blocking.rs`) wraps this in a
+//! lock and turns "parked" and "wake" into scheduler calls; everything here is deterministic and
 //! host-tested.
 //!
 //! **Holders.** A channel end stays open while something holds it: a handle in a space, a message

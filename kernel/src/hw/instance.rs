@@ -1,140 +1,31 @@
-//! The device registry and each component instance's hardware table.
+//! One component instance's hardware ([`Instance`], its `HwPort`): the devices its manifest
+//! grants, the handles it holds to their register windows and interrupt lines and to its DMA
+//! buffers, and the `mica:hw` operations on them. Devices themselves are in the
+//! [registry](super::registry).
 
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mica_caps::{CapError, Handle, HandleTable, Rights};
 use mica_runtime::hw::{self, Bus, DeviceInfo, HwErrorCode, HwFailure, HwHandle, HwPort};
-use spin::Once;
 
-use super::names;
+use super::registry::{self, Device, devices};
+use crate::arch::clock;
 use crate::arch::dma::Region;
 use crate::arch::irq_lock::IrqMutex;
-use crate::arch::mmio::Window;
-use crate::arch::traps::DEVICE_VECTOR_BASE;
-use crate::arch::{apic, clock, ioapic};
-use crate::cmdline::MmioDevice;
 use crate::sched;
 
-/// The virtio-mmio Status register: writing 0 resets the device.
-const VIRTIO_STATUS: u32 = 0x70;
-
-/// A device found at boot.
-#[derive(Debug)]
-struct Device {
-    name: String,
-    device_id: u32,
-    window: Window,
-    gsi: u32,
-    /// Its slot: the index of its interrupt state and vector.
-    slot: usize,
-}
-
-/// Every device found, in the order the machine presents them.
-static DEVICES: Once<Vec<Device>> = Once::new();
-/// Which instance (by [`Instance::id`]) holds each device, by index into [`DEVICES`].
-static CLAIMS: IrqMutex<Vec<Option<u64>>> = IrqMutex::new(Vec::new());
 /// Instance ids.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
-
-/// The interrupt state of one slot.
-struct Line {
-    /// An interrupt came and was not yet waited for.
-    pending: AtomicBool,
-    /// The waiting thread's id plus one (0: none).
-    waiter: AtomicU64,
-}
-
-#[allow(clippy::declare_interior_mutable_const)] // only used to initialize LINES
-const LINE: Line = Line { pending: AtomicBool::new(false), waiter: AtomicU64::new(0) };
-static LINES: [Line; names::VIRTIO_MMIO_SLOTS] = [LINE; names::VIRTIO_MMIO_SLOTS];
-
-fn devices() -> &'static [Device] {
-    DEVICES.get().map_or(&[], Vec::as_slice)
-}
-
-/// Finds the virtio-mmio devices and routes their interrupts (masked) to this CPU, which must
-/// be the boot CPU: the transports the command line describes (`described`, from
-/// `virtio_mmio.device=` words, as `mica-vmm` gives them), or else QEMU `microvm`'s 24. Logs what
-/// it found; returns how many.
-pub fn discover(described: &[MmioDevice]) -> usize {
-    let list = DEVICES.call_once(|| {
-        let ioapics = ioapic::init();
-        // (slot, base, size, GSI): a slot numbers the device's interrupt state and vector.
-        let candidates: Vec<(usize, u64, u32, u32)> = if described.is_empty() {
-            names::probe_order()
-                .map(|slot| (slot, names::slot_base(slot), names::VIRTIO_MMIO_SIZE, names::slot_gsi(slot)))
-                .collect()
-        } else {
-            described
-                .iter()
-                .take(names::VIRTIO_MMIO_SLOTS)
-                .enumerate()
-                .map(|(i, d)| (i, d.base, d.size, d.gsi))
-                .collect()
-        };
-        let mut found: Vec<(usize, u32, Window, u32)> = Vec::new();
-        for (slot, base, size, gsi) in candidates {
-            let Ok(window) = Window::map(base, size) else {
-                log::warn!("devices: cannot map a virtio-mmio window at {base:#x}");
-                continue;
-            };
-            if window.read(0, 4) != Some(u64::from(names::VIRTIO_MAGIC)) {
-                continue;
-            }
-            // Device id 0: a transport with nothing plugged in.
-            match window.read(8, 4) {
-                Some(0) | None => continue,
-                Some(id) => found.push((slot, id as u32, window, gsi)),
-            }
-        }
-        let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _, _)| (slot, id)).collect();
-        let labels = names::name_devices(&ids);
-        let me = apic::id();
-        let mut devices = Vec::with_capacity(found.len());
-        for ((slot, device_id, window, gsi), name) in found.into_iter().zip(labels) {
-            let vector = DEVICE_VECTOR_BASE + slot as u8;
-            if !ioapic::route(gsi, vector, me) {
-                log::warn!("devices: {name}: its interrupt (GSI {gsi}) has no I/O APIC ({ioapics} found); not offered");
-                continue;
-            }
-            let version = window.read(4, 4).unwrap_or(0);
-            log::info!(
-                "devices: {name} (virtio-mmio v{version} at {:#x}, GSI {gsi} -> vector {vector:#x})",
-                window.base()
-            );
-            devices.push(Device { name, device_id, window, gsi, slot });
-        }
-        devices
-    });
-    *CLAIMS.lock() = alloc::vec![None; list.len()];
-    list.len()
-}
-
-/// The interrupt for device slot `slot` (from the trap handler): masks the line until the
-/// driver acknowledges it, and wakes the driver's waiting thread.
-pub fn on_interrupt(slot: usize) {
-    let Some(device) = devices().iter().find(|d| d.slot == slot) else {
-        log::warn!("devices: interrupt on slot {slot}, which has no device");
-        return;
-    };
-    ioapic::set_masked(device.gsi, true);
-    let line = &LINES[slot];
-    line.pending.store(true, Ordering::SeqCst);
-    let waiter = line.waiter.load(Ordering::SeqCst);
-    if waiter != 0 {
-        sched::unpark(waiter - 1);
-    }
-}
 
 /// What a handle in a hardware table names.
 #[derive(Debug)]
 enum Object {
-    /// A claimed device's register window (index into [`DEVICES`]).
+    /// A claimed device's register window (index into [`devices`]).
     Window(usize),
-    /// A claimed device's interrupt line (index into [`DEVICES`]).
+    /// A claimed device's interrupt line (index into [`devices`]).
     Irq(usize),
     /// A DMA buffer.
     Dma(Region),
@@ -156,7 +47,7 @@ struct Table {
     objects: HandleTable<Object>,
     /// Bytes of DMA memory it holds.
     dma_bytes: u64,
-    /// Devices it claimed (indices into [`DEVICES`]).
+    /// Devices it claimed (indices into [`devices`]).
     claims: Vec<usize>,
     /// Set when the instance has ended: every call fails.
     ended: bool,
@@ -210,16 +101,8 @@ impl Instance {
             (core::mem::take(&mut t.claims), objects)
         };
         for &index in &claims {
-            let device = &devices()[index];
-            device.window.write(VIRTIO_STATUS, 4, 0);
-            // Reading back makes sure the reset happened before the memory is reused.
-            let _ = device.window.read(VIRTIO_STATUS, 4);
-            ioapic::set_masked(device.gsi, true);
-            let line = &LINES[device.slot];
-            line.waiter.store(0, Ordering::SeqCst);
-            line.pending.store(false, Ordering::SeqCst);
-            CLAIMS.lock()[index] = None;
-            log::info!("devices: {} reset and released ({} ended)", device.name, self.component);
+            registry::reset_and_release(index);
+            log::info!("devices: {} reset and released ({} ended)", devices()[index].name, self.component);
         }
         drop(objects);
     }
@@ -311,16 +194,9 @@ impl HwPort for Instance {
             ));
         };
         self.with(|t| {
-            {
-                let mut claims = CLAIMS.lock();
-                if let Some(holder) = claims[index] {
-                    let who = if holder == self.id { "this instance" } else { "another instance" };
-                    return Err(HwFailure::new(
-                        HwErrorCode::Busy,
-                        format!("device {name} is already claimed by {who}"),
-                    ));
-                }
-                claims[index] = Some(self.id);
+            if let Err(holder) = registry::claim(index, self.id) {
+                let who = if holder == self.id { "this instance" } else { "another instance" };
+                return Err(HwFailure::new(HwErrorCode::Busy, format!("device {name} is already claimed by {who}")));
             }
             let rights = Rights::READ | Rights::WRITE;
             let window = t.objects.insert(Object::Window(index), rights);
@@ -331,15 +207,12 @@ impl HwPort for Instance {
                     for h in [w, i].into_iter().flatten() {
                         let _ = t.objects.remove(h);
                     }
-                    CLAIMS.lock()[index] = None;
+                    registry::unclaim(index);
                     return Err(HwFailure::new(HwErrorCode::OutOfMemory, "the hardware handle table is full"));
                 }
             };
             t.claims.push(index);
-            let device = &devices()[index];
-            let line = &LINES[device.slot];
-            line.pending.store(false, Ordering::SeqCst);
-            ioapic::set_masked(device.gsi, false);
+            devices()[index].arm();
             Ok((window.to_bits(), irq.to_bits()))
         })
     }
@@ -368,7 +241,7 @@ impl HwPort for Instance {
 
     fn wait_irq(&self, line: HwHandle, timeout_ns: Option<u64>) -> Result<(), HwFailure> {
         let device = self.with(|t| Self::line(t, line))?;
-        let state = &LINES[device.slot];
+        let state = device.line();
         let deadline = timeout_ns.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
         let me = sched::current_id();
         loop {
@@ -398,7 +271,7 @@ impl HwPort for Instance {
     fn ack_irq(&self, line: HwHandle) -> Result<(), HwFailure> {
         self.with(|t| {
             let device = Self::line(t, line)?;
-            ioapic::set_masked(device.gsi, false);
+            device.set_masked(false);
             Ok(())
         })
     }

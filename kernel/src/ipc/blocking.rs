@@ -1,7 +1,8 @@
-//! Each component instance's [`IpcPort`]: the one [`IpcState`] behind a lock, with blocking done
-//! by the scheduler. A waiting thread is parked (off the run queue, costing nothing); the
-//! operation that completes it stores its result and unparks it after the lock is released; a
-//! deadline puts it back on the run queue at the first tick after it, and it then cancels its wait.
+//! The lock-and-blocking layer of IPC: the one [`IpcState`] behind a lock, and each component
+//! instance's [`IpcPort`] on it, with blocking done by the scheduler. A waiting thread is parked
+//! (off the run queue, costing nothing); the operation that completes it stores its result and
+//! unparks it after the lock is released; a deadline puts it back on the run queue at the first
+//! tick after it, and it then cancels its wait.
 
 use alloc::string::String;
 use alloc::sync::Arc;

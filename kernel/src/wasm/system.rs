@@ -17,7 +17,7 @@ use mica_runtime::program::{Launch, Ports};
 use super::platform::KernelPlatform;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
-use crate::ipc::port::{self, Port};
+use crate::ipc::blocking::{self, Port};
 use crate::ipc::state::Connection;
 use crate::{kprintln, sched};
 
@@ -98,7 +98,7 @@ fn launch(spec: &ComponentSpec) -> Launch {
 /// However it ends, IPC learns that it will not run again.
 fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize, spec: &ComponentSpec) -> bool {
     let ok = run_instances(platform, bundle, index, spec);
-    port::component_ended(index);
+    blocking::component_ended(index);
     ok
 }
 
@@ -143,7 +143,7 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             }
         };
         let ipc: Arc<dyn IpcPort> = port.clone();
-        let hw = Arc::new(crate::hw::port::Instance::new(name, spec.devices.clone(), spec.dma_limit));
+        let hw = Arc::new(crate::hw::instance::Instance::new(name, spec.devices.clone(), spec.dma_limit));
         let ports = Ports { ipc: Some(ipc), hw: Some(hw.clone()) };
         // Each instance learns how many times its component was restarted before it.
         let mut instance = launch.clone();
@@ -243,7 +243,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
         .iter()
         .map(|c| Connection { name: c.name.clone(), from: c.from as usize, to: c.to as usize })
         .collect();
-    if let Err(e) = port::init(names, &connections) {
+    if let Err(e) = blocking::init(names, &connections) {
         kprintln!("mica: boot bundle refused: cannot set up its connections: {e}");
         return ExitCode::Failed;
     }
@@ -273,7 +273,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
         });
         if let Err(e) = spawned {
             kprintln!("mica: component {name} refused: {e}");
-            port::component_ended(index);
+            blocking::component_ended(index);
             let mut tally = tally.lock();
             tally.finished += 1;
             tally.running.retain(|running| *running != name);
