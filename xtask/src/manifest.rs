@@ -418,10 +418,12 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
     Ok(Manifest { path: path.to_owned(), components, connections, devices })
 }
 
-/// Checks the `[[device]]` entries and names them as the kernel will: kind.N.
+/// Checks the `[[device]]` entries and names them as the kernel will: kind.N
+/// ([`mica_bundle::device_names`]).
 fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<Device>> {
+    let names = mica_bundle::device_names(raw.iter().map(|d| d.kind.as_str()));
     let mut devices: Vec<Device> = Vec::new();
-    for (i, d) in raw.into_iter().enumerate() {
+    for ((i, d), name) in raw.into_iter().enumerate().zip(names) {
         let err =
             |key: &str, msg: String| anyhow::anyhow!("{}: device {} ({}): {key}: {msg}", path.display(), i + 1, d.kind);
         if !DEVICE_KINDS.contains(&d.kind.as_str()) {
@@ -449,9 +451,8 @@ fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<De
         if block && (disk_size == 0 || disk_size % 512 != 0) {
             return Err(err("size", format!("{disk_size} bytes is not a positive multiple of 512")));
         }
-        let ordinal = devices.iter().filter(|o| o.kind == d.kind).count();
         devices.push(Device {
-            name: format!("{}.{ordinal}", d.kind),
+            name,
             disk: d.disk.as_ref().map(|p| base.join(p)),
             kind: d.kind,
             disk_size,

@@ -8,16 +8,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
 
-use super::names;
+use super::names::{self, mmio};
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::mmio::Window;
 use crate::arch::traps::DEVICE_VECTOR_BASE;
 use crate::arch::{apic, ioapic};
 use crate::cmdline::MmioDevice;
 use crate::sched;
-
-/// The virtio-mmio Status register: writing 0 resets the device.
-const VIRTIO_STATUS: u32 = 0x70;
 
 /// A device found at boot.
 #[derive(Debug)]
@@ -81,11 +78,11 @@ pub fn discover(described: &[MmioDevice]) -> usize {
                 log::warn!("devices: cannot map a virtio-mmio window at {base:#x}");
                 continue;
             };
-            if window.read(0, 4) != Some(u64::from(names::VIRTIO_MAGIC)) {
+            if window.read(mmio::MAGIC_VALUE, 4) != Some(u64::from(names::VIRTIO_MAGIC)) {
                 continue;
             }
             // Device id 0: a transport with nothing plugged in.
-            match window.read(8, 4) {
+            match window.read(mmio::DEVICE_ID, 4) {
                 Some(0) | None => continue,
                 Some(id) => found.push((slot, id as u32, window, gsi)),
             }
@@ -100,7 +97,7 @@ pub fn discover(described: &[MmioDevice]) -> usize {
                 log::warn!("devices: {name}: its interrupt (GSI {gsi}) has no I/O APIC ({ioapics} found); not offered");
                 continue;
             }
-            let version = window.read(4, 4).unwrap_or(0);
+            let version = window.read(mmio::VERSION, 4).unwrap_or(0);
             log::info!(
                 "devices: {name} (virtio-mmio v{version} at {:#x}, GSI {gsi} -> vector {vector:#x})",
                 window.base()
@@ -167,9 +164,9 @@ pub(super) fn unclaim(index: usize) {
 /// line, forgets its interrupt state and releases it, in that order.
 pub(super) fn reset_and_release(index: usize) {
     let device = &devices()[index];
-    device.window.write(VIRTIO_STATUS, 4, 0);
+    device.window.write(mmio::STATUS, 4, 0);
     // Reading back makes sure the reset happened before the memory is reused.
-    let _ = device.window.read(VIRTIO_STATUS, 4);
+    let _ = device.window.read(mmio::STATUS, 4);
     device.set_masked(true);
     let line = device.line();
     line.waiter.store(0, Ordering::SeqCst);

@@ -12,7 +12,7 @@ use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
-use mica_runtime::program::{Launch, Ports};
+use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
 
 use super::platform::KernelPlatform;
 use crate::arch::irq_lock::IrqMutex;
@@ -65,20 +65,7 @@ fn check_artifact(spec: &ComponentSpec) -> Result<Instrumentation, String> {
         ));
     }
     let compiled = Instrumentation { fuel: spec.fuel_instrumented, epochs: spec.epochs_instrumented };
-    if let Some(fuel) = spec.fuel
-        && !compiled.fuel
-    {
-        return Err(format!(
-            "its manifest sets fuel = {fuel}, but its artifact was compiled without fuel counting (instrumentation: {compiled})"
-        ));
-    }
-    if let Some(ms) = spec.cpu_time_limit_ms
-        && !compiled.epochs
-    {
-        return Err(format!(
-            "its manifest sets cpu_time_limit = {ms} ms, but its artifact was compiled without epoch checks (instrumentation: {compiled})"
-        ));
-    }
+    program::check_limits(compiled, spec.fuel, spec.cpu_time_limit_ms).map_err(|e| format!("{e}"))?;
     Ok(compiled)
 }
 
@@ -90,7 +77,7 @@ fn launch(spec: &ComponentSpec) -> Launch {
         env: spec.env.clone(),
         memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
         fuel: spec.fuel,
-        epoch_deadline: spec.cpu_time_limit_ms.map(|ms| ms.div_ceil(tick_ms)),
+        cpu_time: spec.cpu_time_limit_ms.map(|ms| CpuTimeLimit { ms, epochs: ms.div_ceil(tick_ms) }),
     }
 }
 
