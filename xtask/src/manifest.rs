@@ -12,7 +12,7 @@
 //! restart = "never"               # optional: "never" (default), "on-failure" or "always"
 //! priority = "normal"             # optional: "high", "normal" (default) or "low"
 //! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
-//! handles = 64                    # optional (default 64): the size of its handle table (1..=4096)
+//! handles = 64                    # optional (default 64): the size of its handle table, for channel ends and hardware handles alike (1..=4096)
 //! create_channels = false         # optional: whether it may create channels at run time
 //! devices = ["virtio-blk.0"]      # optional: devices it may claim through mica:hw (needs that grant)
 //! dma_limit = "1MiB"              # optional (default 1MiB): DMA memory it may hold at once

@@ -1,50 +1,37 @@
 //! One component instance's hardware ([`Instance`], its `HwPort`): the devices its manifest
-//! grants, the handles it holds to their register windows and interrupt lines and to its DMA
-//! buffers, and the `mica:hw` operations on them. Devices themselves are in the
-//! [registry](super::registry).
+//! grants, the devices it claimed, its DMA buffers, and the `mica:hw` operations on them. The
+//! handles it holds to register windows, interrupt lines and DMA buffers are in its one
+//! capability space (`crate::ipc::space`), beside its channel ends; devices themselves are in
+//! the [registry](super::registry).
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use mica_caps::{CapError, Handle, HandleTable, Rights};
+use mica_caps::{CapError, Handle, Rights};
 use mica_runtime::hw::{self, Bus, DeviceInfo, HwErrorCode, HwFailure, HwHandle, HwPort};
 
 use super::registry::{self, Device, devices};
 use crate::arch::clock;
 use crate::arch::dma::Region;
 use crate::arch::irq_lock::IrqMutex;
+use crate::ipc::blocking::Port;
+use crate::ipc::space::{DmaId, Object};
 use crate::sched;
 
 /// Instance ids.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
 
-/// What a handle in a hardware table names.
-#[derive(Debug)]
-enum Object {
-    /// A claimed device's register window (index into [`devices`]).
-    Window(usize),
-    /// A claimed device's interrupt line (index into [`devices`]).
-    Irq(usize),
-    /// A DMA buffer.
-    Dma(Region),
-}
-
-impl Object {
-    fn kind(&self) -> &'static str {
-        match self {
-            Object::Window(_) => "a register window",
-            Object::Irq(_) => "an interrupt line",
-            Object::Dma(_) => "a DMA buffer",
-        }
-    }
-}
-
-/// One instance's table.
+/// What one instance holds of the hardware.
 #[derive(Debug)]
 struct Table {
-    objects: HandleTable<Object>,
+    /// Its DMA buffers, by the id their handles name.
+    buffers: BTreeMap<DmaId, Region>,
+    /// The id of its next DMA buffer.
+    next_dma: u64,
     /// Bytes of DMA memory it holds.
     dma_bytes: u64,
     /// Devices it claimed (indices into [`devices`]).
@@ -60,27 +47,37 @@ pub struct Instance {
     component: String,
     granted: Vec<String>,
     dma_limit: u64,
+    /// The instance's capability space (its IPC port holds it).
+    space: Arc<Port>,
     table: IrqMutex<Table>,
 }
-
-/// Handle table size: two per device plus DMA buffers.
-const TABLE_CAPACITY: u16 = 256;
 
 fn invalid(handle: HwHandle, e: &CapError) -> HwFailure {
     HwFailure::new(HwErrorCode::InvalidHandle, format!("hardware handle {handle}: {e}"))
 }
 
+fn ended() -> HwFailure {
+    HwFailure::new(HwErrorCode::InvalidHandle, "this instance has ended")
+}
+
+/// The refusal of `handle`, which names `object`, where `wanted` is needed.
+fn wrong_kind(handle: HwHandle, object: &Object, wanted: &str) -> HwFailure {
+    HwFailure::new(HwErrorCode::InvalidHandle, format!("hardware handle {handle} is {}, not {wanted}", object.kind()))
+}
+
 impl Instance {
-    /// The hardware table of a new instance of `component`, which may claim `granted` and hold
-    /// `dma_limit` bytes of DMA memory.
-    pub fn new(component: &str, granted: Vec<String>, dma_limit: u64) -> Instance {
+    /// The hardware of a new instance of `component`, which may claim `granted` and hold
+    /// `dma_limit` bytes of DMA memory; its handles go into the capability space of `space`.
+    pub fn new(component: &str, granted: Vec<String>, dma_limit: u64, space: Arc<Port>) -> Instance {
         Instance {
             id: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             component: String::from(component),
             granted,
             dma_limit,
+            space,
             table: IrqMutex::new(Table {
-                objects: HandleTable::new(TABLE_CAPACITY),
+                buffers: BTreeMap::new(),
+                next_dma: 1,
                 dma_bytes: 0,
                 claims: Vec::new(),
                 ended: false,
@@ -89,61 +86,73 @@ impl Instance {
     }
 
     /// The instance has ended: resets the devices it claimed (they stop using memory), masks
-    /// their lines, releases them and frees its DMA buffers, in that order. Idempotent.
+    /// their lines, releases them and frees its DMA buffers, in that order. Idempotent. (Their
+    /// handles go when the instance's capability space is closed.)
     pub fn end(&self) {
-        let (claims, objects) = {
+        let (claims, buffers) = {
             let mut t = self.table.lock();
             if t.ended {
                 return;
             }
             t.ended = true;
-            let objects: Vec<Object> = t.objects.drain().map(|(_, object, _)| object).collect();
-            (core::mem::take(&mut t.claims), objects)
+            (core::mem::take(&mut t.claims), core::mem::take(&mut t.buffers))
         };
         for &index in &claims {
             registry::reset_and_release(index);
             log::info!("devices: {} reset and released ({} ended)", devices()[index].name, self.component);
         }
-        drop(objects);
+        drop(buffers);
     }
 
     /// Runs `f` on the table, unless the instance has ended.
     fn with<T>(&self, f: impl FnOnce(&mut Table) -> Result<T, HwFailure>) -> Result<T, HwFailure> {
         let mut t = self.table.lock();
         if t.ended {
-            return Err(HwFailure::new(HwErrorCode::InvalidHandle, "this instance has ended"));
+            return Err(ended());
         }
         f(&mut t)
     }
 
+    /// The object behind `handle` in the instance's capability space.
+    fn object(&self, handle: HwHandle) -> Result<Object, HwFailure> {
+        match self.space.with_table(|t| t.get(Handle::from_bits(handle), Rights::READ).copied()) {
+            Some(Ok(object)) => Ok(object),
+            Some(Err(e)) => Err(invalid(handle, &e)),
+            None => Err(ended()),
+        }
+    }
+
+    /// Puts `object` into the instance's capability space.
+    fn insert(&self, object: Object) -> Result<Handle, CapError> {
+        self.space.with_table(|t| t.insert(object, Rights::READ | Rights::WRITE)).unwrap_or(Err(CapError::OutOfMemory))
+    }
+
+    /// Takes `handle` out of the instance's capability space.
+    fn remove(&self, handle: Handle) {
+        let _ = self.space.with_table(|t| t.remove(handle));
+    }
+
     /// The device behind `handle` if it is a window.
-    fn window(t: &Table, handle: HwHandle) -> Result<&'static Device, HwFailure> {
-        match t.objects.get(Handle::from_bits(handle), Rights::READ).map_err(|e| invalid(handle, &e))? {
-            Object::Window(index) => Ok(&devices()[*index]),
-            other => Err(HwFailure::new(
-                HwErrorCode::InvalidHandle,
-                format!("hardware handle {handle} is {}, not a register window", other.kind()),
-            )),
+    fn window(&self, handle: HwHandle) -> Result<&'static Device, HwFailure> {
+        match self.object(handle)? {
+            Object::Window(index) => Ok(&devices()[index]),
+            other => Err(wrong_kind(handle, &other, "a register window")),
         }
     }
 
-    fn line(t: &Table, handle: HwHandle) -> Result<&'static Device, HwFailure> {
-        match t.objects.get(Handle::from_bits(handle), Rights::READ).map_err(|e| invalid(handle, &e))? {
-            Object::Irq(index) => Ok(&devices()[*index]),
-            other => Err(HwFailure::new(
-                HwErrorCode::InvalidHandle,
-                format!("hardware handle {handle} is {}, not an interrupt line", other.kind()),
-            )),
+    /// The device behind `handle` if it is an interrupt line.
+    fn line(&self, handle: HwHandle) -> Result<&'static Device, HwFailure> {
+        match self.object(handle)? {
+            Object::Irq(index) => Ok(&devices()[index]),
+            other => Err(wrong_kind(handle, &other, "an interrupt line")),
         }
     }
 
-    fn buffer(t: &Table, handle: HwHandle) -> Result<&Region, HwFailure> {
-        match t.objects.get(Handle::from_bits(handle), Rights::READ).map_err(|e| invalid(handle, &e))? {
-            Object::Dma(region) => Ok(region),
-            other => Err(HwFailure::new(
-                HwErrorCode::InvalidHandle,
-                format!("hardware handle {handle} is {}, not a DMA buffer", other.kind()),
-            )),
+    /// The buffer behind `handle` (and its id) if it is a DMA buffer.
+    fn buffer<'t>(&self, t: &'t Table, handle: HwHandle) -> Result<(DmaId, &'t Region), HwFailure> {
+        match self.object(handle)? {
+            Object::Dma(id) => t.buffers.get(&id).map(|region| (id, region)).ok_or_else(ended),
+            other => Err(wrong_kind(handle, &other, "a DMA buffer")),
         }
     }
 }
@@ -198,17 +207,24 @@ impl HwPort for Instance {
                 let who = if holder == self.id { "this instance" } else { "another instance" };
                 return Err(HwFailure::new(HwErrorCode::Busy, format!("device {name} is already claimed by {who}")));
             }
-            let rights = Rights::READ | Rights::WRITE;
-            let window = t.objects.insert(Object::Window(index), rights);
-            let irq = t.objects.insert(Object::Irq(index), rights);
+            let window = self.insert(Object::Window(index));
+            let irq = self.insert(Object::Irq(index));
             let (window, irq) = match (window, irq) {
                 (Ok(w), Ok(i)) => (w, i),
                 (w, i) => {
+                    let e = [&w, &i].into_iter().find_map(|r| r.as_ref().err().cloned());
                     for h in [w, i].into_iter().flatten() {
-                        let _ = t.objects.remove(h);
+                        self.remove(h);
                     }
                     registry::unclaim(index);
-                    return Err(HwFailure::new(HwErrorCode::OutOfMemory, "the hardware handle table is full"));
+                    return Err(HwFailure::new(
+                        HwErrorCode::OutOfMemory,
+                        format!(
+                            "the handle table of {} has no room for the device's two handles ({})",
+                            self.component,
+                            e.map_or_else(String::new, |e| format!("{e}"))
+                        ),
+                    ));
                 }
             };
             t.claims.push(index);
@@ -218,8 +234,8 @@ impl HwPort for Instance {
     }
 
     fn mmio_read(&self, window: HwHandle, offset: u32, width: u8) -> Result<u64, HwFailure> {
-        self.with(|t| {
-            let device = Self::window(t, window)?;
+        self.with(|_| {
+            let device = self.window(window)?;
             let what = format!("window of {}", device.name);
             hw::check_access(&what, device.window.size(), offset, width)?;
             device.window.read(offset, width).ok_or_else(|| bad_access(&what, device.window.size(), offset, width))
@@ -227,8 +243,8 @@ impl HwPort for Instance {
     }
 
     fn mmio_write(&self, window: HwHandle, offset: u32, width: u8, value: u64) -> Result<(), HwFailure> {
-        self.with(|t| {
-            let device = Self::window(t, window)?;
+        self.with(|_| {
+            let device = self.window(window)?;
             let what = format!("window of {}", device.name);
             hw::check_access(&what, device.window.size(), offset, width)?;
             if device.window.write(offset, width, value) {
@@ -240,7 +256,7 @@ impl HwPort for Instance {
     }
 
     fn wait_irq(&self, line: HwHandle, timeout_ns: Option<u64>) -> Result<(), HwFailure> {
-        let device = self.with(|t| Self::line(t, line))?;
+        let device = self.with(|_| self.line(line))?;
         let state = device.line();
         let deadline = timeout_ns.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
         let me = sched::current_id();
@@ -269,8 +285,8 @@ impl HwPort for Instance {
     }
 
     fn ack_irq(&self, line: HwHandle) -> Result<(), HwFailure> {
-        self.with(|t| {
-            let device = Self::line(t, line)?;
+        self.with(|_| {
+            let device = self.line(line)?;
             device.set_masked(false);
             Ok(())
         })
@@ -292,26 +308,27 @@ impl HwPort for Instance {
             let region = Region::allocate(size).map_err(|e| {
                 HwFailure::new(HwErrorCode::OutOfMemory, format!("no contiguous memory for {bytes} bytes of DMA: {e}"))
             })?;
-            let handle = t
-                .objects
-                .insert(Object::Dma(region), Rights::READ | Rights::WRITE)
-                .map_err(|e| HwFailure::new(HwErrorCode::OutOfMemory, format!("{e}")))?;
+            let id = DmaId(t.next_dma);
+            let handle =
+                self.insert(Object::Dma(id)).map_err(|e| HwFailure::new(HwErrorCode::OutOfMemory, format!("{e}")))?;
+            t.next_dma += 1;
+            t.buffers.insert(id, region);
             t.dma_bytes += bytes;
             Ok(handle.to_bits())
         })
     }
 
     fn dma_bus_address(&self, buffer: HwHandle) -> Result<u64, HwFailure> {
-        self.with(|t| Ok(Self::buffer(t, buffer)?.bus_address()))
+        self.with(|t| Ok(self.buffer(t, buffer)?.1.bus_address()))
     }
 
     fn dma_size(&self, buffer: HwHandle) -> Result<u32, HwFailure> {
-        self.with(|t| Ok(Self::buffer(t, buffer)?.len()))
+        self.with(|t| Ok(self.buffer(t, buffer)?.1.len()))
     }
 
     fn dma_read(&self, buffer: HwHandle, offset: u32, len: u32) -> Result<Vec<u8>, HwFailure> {
         self.with(|t| {
-            let region = Self::buffer(t, buffer)?;
+            let (_, region) = self.buffer(t, buffer)?;
             hw::check_range("DMA buffer", region.len(), offset, len)?;
             let mut out = alloc::vec![0; len as usize];
             region.read(offset, &mut out);
@@ -321,7 +338,7 @@ impl HwPort for Instance {
 
     fn dma_write(&self, buffer: HwHandle, offset: u32, data: &[u8]) -> Result<(), HwFailure> {
         self.with(|t| {
-            let region = Self::buffer(t, buffer)?;
+            let (_, region) = self.buffer(t, buffer)?;
             let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
             hw::check_range("DMA buffer", region.len(), offset, len)?;
             region.write(offset, data);
@@ -331,7 +348,7 @@ impl HwPort for Instance {
 
     fn dma_load(&self, buffer: HwHandle, offset: u32, width: u8) -> Result<u64, HwFailure> {
         self.with(|t| {
-            let region = Self::buffer(t, buffer)?;
+            let (_, region) = self.buffer(t, buffer)?;
             hw::check_access("DMA buffer", region.len(), offset, width)?;
             region.load(offset, width).ok_or_else(|| bad_access("DMA buffer", region.len(), offset, width))
         })
@@ -339,7 +356,7 @@ impl HwPort for Instance {
 
     fn dma_store(&self, buffer: HwHandle, offset: u32, width: u8, value: u64) -> Result<(), HwFailure> {
         self.with(|t| {
-            let region = Self::buffer(t, buffer)?;
+            let (_, region) = self.buffer(t, buffer)?;
             hw::check_access("DMA buffer", region.len(), offset, width)?;
             if region.store(offset, width, value) {
                 Ok(())
@@ -351,12 +368,13 @@ impl HwPort for Instance {
 
     fn dma_free(&self, buffer: HwHandle) -> Result<(), HwFailure> {
         let region = self.with(|t| {
-            Self::buffer(t, buffer)?;
-            let (object, _) = t.objects.remove(Handle::from_bits(buffer)).map_err(|e| invalid(buffer, &e))?;
-            if let Object::Dma(region) = &object {
+            let (id, _) = self.buffer(t, buffer)?;
+            self.remove(Handle::from_bits(buffer));
+            let region = t.buffers.remove(&id);
+            if let Some(region) = &region {
                 t.dma_bytes -= u64::from(region.len());
             }
-            Ok(object)
+            Ok(region)
         })?;
         drop(region);
         Ok(())

@@ -8,10 +8,11 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use mica_caps::HandleTable;
 use mica_ipc::WaiterId;
 use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Timeout};
 
-use super::state::{Connection, Finished, IpcState, SpaceId, Step};
+use super::state::{Connection, Finished, IpcState, Object, SpaceId, Step};
 use crate::arch::clock;
 use crate::arch::irq_lock::IrqMutex;
 use crate::sched;
@@ -78,6 +79,13 @@ impl Port {
             st.close_space(self.space, restart);
             Ok(())
         });
+    }
+
+    /// Runs `f` on this instance's capability space (`None` once it has ended): how its
+    /// hardware (`crate::hw::instance`) keeps its handles beside the channel ends. Nothing here
+    /// wakes a thread: `f` touches hardware objects only.
+    pub fn with_table<T>(&self, f: impl FnOnce(&mut HandleTable<Object>) -> T) -> Option<T> {
+        STATE.lock().as_mut().and_then(|st| st.with_table(self.space, f))
     }
 
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.

@@ -50,17 +50,20 @@ impl Channels {
         }
     }
 
-    /// One holder more for `object`.
+    /// One holder more for `object` (only channel ends count holders).
     pub(super) fn hold(&mut self, object: Object) {
-        let Object::End(end) = object;
-        *self.holders.entry(end).or_insert(0) += 1;
+        if let Object::End(end) = object {
+            *self.holders.entry(end).or_insert(0) += 1;
+        }
     }
 
     /// One holder fewer for `object`; closes it when none is left, and so on for the handles in
-    /// its undelivered messages. The threads this wakes go to `wakes`.
+    /// its undelivered messages. The threads this wakes go to `wakes`. Hardware objects are not
+    /// the channels' to release: their instance releases them when it ends.
     pub(super) fn release(&mut self, object: Object, wakes: &mut Wakes) {
         let mut work = Vec::from([object]);
-        while let Some(Object::End(end)) = work.pop() {
+        while let Some(object) = work.pop() {
+            let Object::End(end) = object else { continue };
             let Some(count) = self.holders.get_mut(&end) else { continue };
             *count -= 1;
             if *count > 0 {

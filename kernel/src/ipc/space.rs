@@ -1,5 +1,8 @@
-//! Each component instance's handle table (its *space*) and the kernel objects a handle can
-//! name.
+//! Each component instance's capability space: its one handle table, which holds every kind of
+//! kernel object the instance may name (channel ends, device register windows, interrupt lines,
+//! DMA buffers), whichever interface (`mica:kernel/ipc` or `mica:hw`) gave it the handle. An
+//! operation on a handle checks the kind of object behind it: a channel operation on a register
+//! window, or a hardware operation on a channel end, is refused with `invalid-handle`.
 
 use alloc::collections::BTreeMap;
 
@@ -9,12 +12,34 @@ use mica_runtime::ipc::{ErrorCode, IpcFailure};
 
 use super::errors::{INSTANCE_ENDED, fail};
 
-/// A kernel object a handle can name.
+/// A kernel object a handle can name. Each names the object in the subsystem that keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Object {
     /// One end of a channel.
     End(ChannelEnd),
+    /// A claimed device's register window (by index into the device registry).
+    Window(usize),
+    /// A claimed device's interrupt line (by index into the device registry).
+    Irq(usize),
+    /// A DMA buffer (by its id among its instance's buffers).
+    Dma(DmaId),
 }
+
+impl Object {
+    /// What it is, for error messages: "a channel end", "a DMA buffer", ...
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::End(_) => "a channel end",
+            Object::Window(_) => "a register window",
+            Object::Irq(_) => "an interrupt line",
+            Object::Dma(_) => "a DMA buffer",
+        }
+    }
+}
+
+/// Names one DMA buffer among those of its component instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DmaId(pub u64);
 
 /// An object with rights, as it travels in a message.
 pub type Transfer = (Object, Rights);

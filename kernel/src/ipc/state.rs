@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use mica_caps::{CapError, Handle, Rights};
+use mica_caps::{CapError, Handle, HandleTable, Rights};
 use mica_ipc::{
     CallId, ChannelEnd, Completion, Delivery, IpcError, Message, Mode, RecvOk, SendError, SendOk, WaiterId,
 };
@@ -22,7 +22,7 @@ use super::errors::{INSTANCE_ENDED, cap_error, fail, ipc_error};
 pub use super::registry::Connection;
 use super::registry::{Offer, Registry};
 use super::space::Spaces;
-pub use super::space::{Object, SpaceId, Transfer};
+pub use super::space::{DmaId, Object, SpaceId, Transfer};
 use super::wakes::Wakes;
 
 /// What a blocking operation that did not complete at once is waiting for.
@@ -61,6 +61,16 @@ pub struct IpcState {
     spaces: Spaces,
     registry: Registry,
     wakes: Wakes,
+}
+
+/// The refusal of `handle`, which names `object`, where a channel end is needed (for `what`).
+fn not_an_end(handle: Handle, object: &Object, what: Option<&str>) -> IpcFailure {
+    let mut message = format!("handle {handle} is {}, not a channel end", object.kind());
+    if let Some(what) = what {
+        message.push_str(": ");
+        message.push_str(what);
+    }
+    fail(ErrorCode::InvalidHandle, message)
 }
 
 /// Rights as the runtime passes them, to the kernel's.
@@ -137,8 +147,27 @@ impl IpcState {
         let found = self.spaces.get(space)?.table.get(handle, rights).copied();
         match found {
             Ok(Object::End(end)) => Ok(end),
+            Ok(other) => Err(not_an_end(handle, &other, None)),
             Err(e) => Err(self.cap_error(space, e)),
         }
+    }
+
+    /// Refuses `handle` for an operation (`what`) that only channel ends support, unless it
+    /// names one.
+    fn only_ends(&mut self, space: SpaceId, handle: Handle, what: &str) -> Result<(), IpcFailure> {
+        let found = self.spaces.get(space)?.table.get(handle, Rights::empty()).copied();
+        match found {
+            Ok(Object::End(_)) => Ok(()),
+            Ok(other) => Err(not_an_end(handle, &other, Some(what))),
+            Err(e) => Err(self.cap_error(space, e)),
+        }
+    }
+
+    /// Runs `f` on the capability space `space` (`None` if its instance has ended): how the
+    /// hardware side (`mica:hw`) puts its objects into the instance's one table, finds and
+    /// removes them. `f` must neither insert nor remove channel ends (they count holders here).
+    pub fn with_table<T>(&mut self, space: SpaceId, f: impl FnOnce(&mut HandleTable<Object>) -> T) -> Option<T> {
+        self.spaces.find(space).map(|s| f(&mut s.table))
     }
 
     /// Puts `object` into `space` as a new handle with `rights` (one more holder).
@@ -165,7 +194,13 @@ impl IpcState {
             }
         }
         for &h in handles {
-            let checked = self.spaces.get(space)?.table.get(Handle::from_bits(h), Rights::GRANT).map(|_| ());
+            let h = Handle::from_bits(h);
+            // What it names first (a hardware handle is refused as such), then the right.
+            let found = self.spaces.get(space)?.table.get(h, Rights::empty()).copied();
+            if let Ok(other @ (Object::Window(_) | Object::Irq(_) | Object::Dma(_))) = found {
+                return Err(not_an_end(h, &other, Some("only channel ends travel in messages")));
+            }
+            let checked = self.spaces.get(space)?.table.get(h, Rights::GRANT).map(|_| ());
             checked.map_err(|e| self.cap_error(space, e))?;
         }
         let table = &mut self.spaces.get(space)?.table;
@@ -455,6 +490,7 @@ impl IpcState {
 
     /// `duplicate`: a second handle to the same object with `rights` (no more than it has).
     pub fn duplicate(&mut self, space: SpaceId, handle: u32, rights: RightsBits) -> Result<u32, IpcFailure> {
+        self.only_ends(space, Handle::from_bits(handle), "only channel ends can be duplicated")?;
         let duplicated = self.spaces.get(space)?.table.duplicate(Handle::from_bits(handle), rights_from_bits(rights));
         match duplicated {
             Ok(h) => {
@@ -479,6 +515,11 @@ impl IpcState {
 
     /// `close`.
     pub fn close(&mut self, space: SpaceId, handle: u32) -> Result<(), IpcFailure> {
+        self.only_ends(
+            space,
+            Handle::from_bits(handle),
+            "hardware handles are released through mica:hw (dma.free) or when the instance ends",
+        )?;
         let removed = self.spaces.get(space)?.table.remove(Handle::from_bits(handle));
         match removed {
             Ok((object, _)) => {

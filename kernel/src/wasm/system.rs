@@ -130,7 +130,7 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             }
         };
         let ipc: Arc<dyn IpcPort> = port.clone();
-        let hw = Arc::new(crate::hw::instance::Instance::new(name, spec.devices.clone(), spec.dma_limit));
+        let hw = Arc::new(crate::hw::instance::Instance::new(name, spec.devices.clone(), spec.dma_limit, port.clone()));
         let ports = Ports { ipc: Some(ipc), hw: Some(hw.clone()) };
         // Each instance learns how many times its component was restarted before it.
         let mut instance = launch.clone();
