@@ -2,9 +2,9 @@
 //!
 //! A [`Handle`] in a [`HandleTable`] is the only way a component instance can name a kernel
 //! object, and each handle carries [`Rights`] that say what the holder may do with the object.
-//! The kernel keeps IPC channel ends and hardware objects (register windows, interrupt lines, DMA
-//! buffers) in such tables; today each component instance has two of them, one for its channel
-//! ends and one for its hardware objects.
+//! Each component instance has one such table, its capability space, holding every kernel object
+//! it may name: IPC channel ends and hardware objects (register windows, interrupt lines, DMA
+//! buffers) alike.
 //!
 //! The guarantees, all checked by the table and never by trusting the component:
 //!

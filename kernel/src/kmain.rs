@@ -21,18 +21,10 @@ fn fail(what: &str, error: impl fmt::Display) -> ! {
 
 const MIB: u64 = 1024 * 1024;
 
-/// Boots. Called once, by the arch entry, on the boot stack with interrupts disabled.
+/// Boots. Called once, by the arch entry, on the boot stack with interrupts disabled. The phases
+/// run in this order, each needing what the ones before it set up.
 pub fn start(start_info: u64) -> ! {
-    // First: per-CPU data (the boot CPU is CPU 0), which the console lock and TLS slots use.
-    arch::percpu::init(0);
-    console::init();
-    console::init_logger(LevelFilter::Info);
-    let selectors = gdt::init();
-    traps::init(selectors.code.0);
-
-    // SAFETY: the boot stub's identity map is still active and `start_info` is what the loader
-    // passed.
-    let boot = unsafe { BootInfo::read(start_info) }.unwrap_or_else(|e| fail("PVH boot information", e));
+    let boot = early(start_info);
     let args = KernelArgs::parse(boot.cmdline()).unwrap_or_else(|e| fail("bad input", e));
     log::set_max_level(args.log);
     kprintln!("mica: Mica {} booting (x86_64, PVH)", env!("CARGO_PKG_VERSION"));
@@ -40,7 +32,33 @@ pub fn start(start_info: u64) -> ! {
     for other in args.others() {
         debug!("command line: not for the kernel: {other}");
     }
+    let cpu = processor();
+    memory(&boot, cpu.nx);
+    let boot_apic = interrupts_and_time(args.tick_hz);
+    cpus(boot_apic);
+    devices(&args);
 
+    let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
+    kprintln!("mica: ready (tsc_since_entry={ready})");
+    system(&boot, &args)
+}
+
+/// The first phase: per-CPU data (the boot CPU is CPU 0, and the console lock and TLS slots use
+/// it), the console and logger, the descriptor tables and trap handlers (so a fault is reported,
+/// not a triple fault), and the boot information the loader passed at `start_info`.
+fn early(start_info: u64) -> BootInfo {
+    arch::percpu::init(0);
+    console::init();
+    console::init_logger(LevelFilter::Info);
+    let selectors = gdt::init();
+    traps::init(selectors.code.0);
+    // SAFETY: the boot stub's identity map is still active and `start_info` is what the loader
+    // passed.
+    unsafe { BootInfo::read(start_info) }.unwrap_or_else(|e| fail("PVH boot information", e))
+}
+
+/// The processor: its features, and the vector state (AVX or not) every thread will save.
+fn processor() -> cpu::CpuInfo {
     let cpu = cpu::init();
     info!("cpu: {cpu}");
     match cpu::enable_avx_state() {
@@ -55,7 +73,13 @@ pub fn start(start_info: u64) -> ! {
             )
         }
     }
+    cpu
+}
 
+/// Memory: the frame allocator over the RAM the boot information describes (less the kernel
+/// image, the boot structures and the boot modules), the kernel's page tables (W^X checked,
+/// no-execute when the CPU has `nx`), the heap, and then the scheduler, which needs the heap.
+fn memory(boot: &BootInfo, nx: bool) {
     let ram = boot.ram().unwrap_or_else(|e| fail("memory map", e));
     for e in boot.memory_map() {
         debug!("memory map: {:#012x}..{:#012x} {:?}", e.addr, e.addr + e.size, e.kind);
@@ -86,7 +110,7 @@ pub fn start(start_info: u64) -> ! {
         image.whole.end
     );
 
-    let report = paging::init(&ram, &modules[..boot.modules().count()], cpu.nx).unwrap_or_else(|e| fail("paging", e));
+    let report = paging::init(&ram, &modules[..boot.modules().count()], nx).unwrap_or_else(|e| fail("paging", e));
     let audit = paging::audit_wx()
         .unwrap_or_else(|addr| fail("W^X", format_args!("page {addr:#x} is writable and executable")));
     info!(
@@ -96,11 +120,15 @@ pub fn start(start_info: u64) -> ! {
     heap::init().unwrap_or_else(|()| fail("heap", "cannot map the first heap pages"));
     info!("heap: {} KiB mapped at {:#x}", heap::mapped_bytes() / 1024, layout::HEAP_BASE);
     crate::sched::init().unwrap_or_else(|e| fail("scheduler", e));
+}
 
+/// Interrupts and time: the local interrupt controller, the clocks and the timer ticking at
+/// `tick_hz`; interrupts are on from here. Returns the boot CPU's interrupt-controller id.
+fn interrupts_and_time(tick_hz: u32) -> u32 {
     let apic_info = apic::init().unwrap_or_else(|e| fail("local APIC", e));
-    let clocks = clock::init(args.tick_hz).unwrap_or_else(|e| fail("clock", e));
+    let clocks = clock::init(tick_hz).unwrap_or_else(|e| fail("clock", e));
     // From here on the timer interrupt arrives; `traps` counts it.
-    x86_64::instructions::interrupts::enable();
+    arch::enable_interrupts();
     info!(
         "time: TSC {}.{:03} MHz; local APIC {} (version {:#x}) timer {}.{:03} MHz, ticking at {} Hz",
         clocks.tsc.hz() / 1_000_000,
@@ -111,9 +139,14 @@ pub fn start(start_info: u64) -> ! {
         clocks.apic_timer.hz() / 1000 % 1000,
         clocks.tick_hz
     );
+    apic_info.id
+}
 
-    arch::percpu::this().apic_id.store(apic_info.id, core::sync::atomic::Ordering::Relaxed);
-    let smp = arch::smp::start_aps(apic_info.id);
+/// The other CPUs: started (each with its own run queue) and counted; the boot CPU is
+/// `boot_apic`.
+fn cpus(boot_apic: u32) {
+    arch::percpu::this().apic_id.store(boot_apic, core::sync::atomic::Ordering::Relaxed);
+    let smp = arch::smp::start_aps(boot_apic);
     match (smp.source, smp.present) {
         (arch::smp::CpuSource::Unknown, _) => info!("smp: 1 CPU (neither fw_cfg nor an MP table to count the others)"),
         (_, 1) => info!("smp: 1 CPU"),
@@ -126,16 +159,19 @@ pub fn start(start_info: u64) -> ! {
     if smp.online < smp.present {
         warn!("smp: {} CPU(s) did not start", smp.present - smp.online);
     }
+}
 
-    // Devices for driver components: routed (masked) to this CPU, the boot CPU.
+/// Devices for driver components: found and routed (masked) to this CPU, the boot CPU.
+fn devices(args: &KernelArgs<'_>) {
     let described: alloc::vec::Vec<_> = args.mmio_devices.iter().flatten().copied().collect();
     if crate::hw::discover(&described) == 0 {
         log::debug!("devices: no virtio-mmio devices");
     }
+}
 
-    let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
-    kprintln!("mica: ready (tsc_since_entry={ready})");
-
+/// The system: the boot test the command line names, or else the components of the boot bundle
+/// (the first boot module), or else nothing. Ends the run with its verdict.
+fn system(boot: &BootInfo, args: &KernelArgs<'_>) -> ! {
     match args.test {
         Some(name) => scenarios::run(name),
         None => match boot.modules().next() {
@@ -143,7 +179,7 @@ pub fn start(start_info: u64) -> ! {
                 // SAFETY: the module's range is RAM (or mapped read-only by `paging::init`),
                 // reserved from the frame allocator, and never written.
                 let bundle = unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) };
-                arch::exit(crate::components::system::run(bundle, args.stop_after_ms))
+                arch::exit(crate::wasm::system::run(bundle, args.stop_after_ms))
             }
             None => {
                 kprintln!("mica: no boot bundle, so no components to run; powering off");

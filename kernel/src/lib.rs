@@ -22,8 +22,6 @@ pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot_info;
 #[cfg(target_os = "none")]
-pub mod components;
-#[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
 mod kmain;
@@ -33,3 +31,5 @@ mod panic;
 mod scenarios;
 #[cfg(target_os = "none")]
 pub mod sched;
+#[cfg(target_os = "none")]
+pub mod wasm;

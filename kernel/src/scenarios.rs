@@ -345,8 +345,8 @@ const THREADS: u32 = 3;
 fn threads() -> Result<(), String> {
     use core::sync::atomic::{AtomicU32, Ordering};
 
-    use crate::components::tls;
     use crate::sched;
+    use crate::wasm::tls;
 
     static ORDER: spin::Mutex<Vec<(u32, u32)>> = spin::Mutex::new(Vec::new());
     static FAILURES: spin::Mutex<Vec<String>> = spin::Mutex::new(Vec::new());

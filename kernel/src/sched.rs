@@ -33,9 +33,9 @@ use crate::arch::context::Context;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::percpu::{self, MAX_CPUS};
 use crate::arch::stacks::{KernelStack, StackError};
-use crate::components::tls;
 pub use crate::runqueue::Priority;
 use crate::runqueue::RunQueue;
+use crate::wasm::tls;
 
 /// The stack size of a kernel thread (components need deep stacks for Wasmtime and Cranelift
 /// code: the same as the component stack).

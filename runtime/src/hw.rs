@@ -1,13 +1,14 @@
 //! What a component's `mica:hw` imports need from the kernel: one [`HwPort`] per running
-//! component instance, which owns that instance's hardware table (claimed devices, DMA buffers)
-//! and does the accesses. The runtime's host functions (`host/hw.rs`) only translate between
+//! component instance, which keeps that instance's hardware (claimed devices, DMA buffers; their
+//! handles live in the instance's one capability space, beside its channel ends) and does the
+//! accesses. The runtime's host functions (`host/hw.rs`) only translate between
 //! WIT values and this trait.
 
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 
-/// A handle value in a component's hardware table.
+/// A handle value in a component instance's capability space, naming a hardware object.
 pub type HwHandle = u32;
 
 /// The kind of a failure; the WIT `error-code`, case for case.

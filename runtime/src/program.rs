@@ -11,7 +11,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::config::Instrumentation;
-use crate::host::{self, Ctx, wasi};
+use crate::host::{self, InstanceState, wasi};
 use crate::hw::HwPort;
 use crate::ipc::IpcPort;
 use crate::limits::Limits;
@@ -20,12 +20,12 @@ use crate::platform::Platform;
 /// One interface the runtime can provide, and how to link it.
 struct Interface {
     name: &'static str,
-    add: fn(&mut Linker<Ctx>) -> wasmtime::Result<()>,
+    add: fn(&mut Linker<InstanceState>) -> wasmtime::Result<()>,
 }
 
 macro_rules! interface {
     ($name:literal, $($module:ident)::+) => {
-        Interface { name: $name, add: |l| $($module)::+::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c) }
+        Interface { name: $name, add: |l| $($module)::+::add_to_linker::<InstanceState, HasSelf<InstanceState>>(l, |c| c) }
     };
 }
 
@@ -84,8 +84,8 @@ pub enum LoadError {
     /// A CPU limit was asked for, but the component's code was compiled without the
     /// instrumentation that enforces it (running it unlimited instead would be wrong).
     NotInstrumented {
-        /// The limit (its manifest key): `fuel` or `cpu_time_limit`.
-        limit: &'static str,
+        /// The limit as the manifest sets it: `fuel = 1000`, `cpu_time_limit = 50 ms`.
+        limit: String,
         /// What enforces it: `fuel counting` or `epoch checks`.
         needs: &'static str,
         /// What the code was compiled with.
@@ -102,7 +102,7 @@ impl fmt::Display for LoadError {
             LoadError::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
             LoadError::NotInstrumented { limit, needs, compiled } => write!(
                 f,
-                "its manifest sets `{limit}`, but its code was compiled without {needs} (instrumentation: {compiled})"
+                "its manifest sets {limit}, but its artifact was compiled without {needs} (instrumentation: {compiled})"
             ),
         }
     }
@@ -121,7 +121,7 @@ pub unsafe fn load(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError
 
 /// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
 /// imports nothing else.
-pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<Ctx>, LoadError> {
+pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<InstanceState>, LoadError> {
     for (name, _) in component.component_type().imports(engine) {
         let bare = name.split('@').next().unwrap_or(name);
         if !INTERFACES.iter().any(|i| i.name == bare) {
@@ -139,16 +139,38 @@ pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result
     Ok(linker)
 }
 
-/// Whether code compiled with `compiled` can enforce the limits of `launch`: a limit without
-/// its instrumentation is an error, never silently unlimited.
-pub fn check_limits(compiled: Instrumentation, launch: &Launch) -> Result<(), LoadError> {
-    if launch.fuel.is_some() && !compiled.fuel {
-        return Err(LoadError::NotInstrumented { limit: "fuel", needs: "fuel counting", compiled });
+/// Whether code compiled with `compiled` can enforce the CPU limits a manifest sets (`fuel`
+/// units, `cpu_time_limit_ms`): a limit without its instrumentation is an error, never silently
+/// unlimited. The kernel checks this before it loads an artifact, and [`run_timed`] again.
+pub fn check_limits(
+    compiled: Instrumentation,
+    fuel: Option<u64>,
+    cpu_time_limit_ms: Option<u64>,
+) -> Result<(), LoadError> {
+    if let Some(fuel) = fuel
+        && !compiled.fuel
+    {
+        return Err(LoadError::NotInstrumented { limit: format!("fuel = {fuel}"), needs: "fuel counting", compiled });
     }
-    if launch.epoch_deadline.is_some() && !compiled.epochs {
-        return Err(LoadError::NotInstrumented { limit: "cpu_time_limit", needs: "epoch checks", compiled });
+    if let Some(ms) = cpu_time_limit_ms
+        && !compiled.epochs
+    {
+        return Err(LoadError::NotInstrumented {
+            limit: format!("cpu_time_limit = {ms} ms"),
+            needs: "epoch checks",
+            compiled,
+        });
     }
     Ok(())
+}
+
+/// A CPU time limit: as the manifest sets it, and as the engine enforces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTimeLimit {
+    /// The manifest's `cpu_time_limit`, in milliseconds.
+    pub ms: u64,
+    /// The epoch deadline that enforces it, in epochs from the start.
+    pub epochs: u64,
 }
 
 /// What a component is started with.
@@ -164,8 +186,8 @@ pub struct Launch {
     pub memory_limit: usize,
     /// Fuel budget (`None`: unlimited).
     pub fuel: Option<u64>,
-    /// Epoch deadline in epochs from the start (`None`: unlimited).
-    pub epoch_deadline: Option<u64>,
+    /// CPU time limit (`None`: unlimited).
+    pub cpu_time: Option<CpuTimeLimit>,
 }
 
 /// How a component ended.
@@ -242,19 +264,19 @@ pub struct Phases {
 pub fn run_timed(
     engine: &Engine,
     component: &Component,
-    linker: &Linker<Ctx>,
+    linker: &Linker<InstanceState>,
     platform: Arc<dyn Platform>,
     ports: Ports,
     launch: &Launch,
     now: fn() -> u64,
 ) -> Result<(Outcome, Phases), LoadError> {
     let instrumentation = Instrumentation::of(engine);
-    check_limits(instrumentation, launch)?;
+    check_limits(instrumentation, launch.fuel, launch.cpu_time.map(|t| t.ms))?;
     let start = now();
     let mut args = Vec::with_capacity(launch.args.len() + 1);
     args.push(launch.name.clone());
     args.extend(launch.args.iter().cloned());
-    let ctx = Ctx {
+    let ctx = InstanceState {
         name: launch.name.clone(),
         args,
         env: launch.env.clone(),
@@ -274,7 +296,7 @@ pub fn run_timed(
         store.set_fuel(fuel).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
     }
     if instrumentation.epochs {
-        store.set_epoch_deadline(launch.epoch_deadline.unwrap_or(u64::MAX / 2));
+        store.set_epoch_deadline(launch.cpu_time.map_or(u64::MAX / 2, |t| t.epochs));
     }
 
     let mut instantiated = None;
@@ -331,10 +353,6 @@ mod tests {
         assert!(!grant_covers("wasi:", "wasi:io/streams"));
     }
 
-    fn launch(fuel: Option<u64>, epoch_deadline: Option<u64>) -> Launch {
-        Launch { name: "c".into(), args: Vec::new(), env: Vec::new(), memory_limit: 1 << 20, fuel, epoch_deadline }
-    }
-
     #[test]
     fn limits_need_their_instrumentation() {
         let none = Instrumentation::NONE;
@@ -342,23 +360,23 @@ mod tests {
         let epochs = Instrumentation::for_limits(false, true);
         let both = Instrumentation::for_limits(true, true);
         for compiled in Instrumentation::ALL {
-            assert!(check_limits(compiled, &launch(None, None)).is_ok(), "{compiled}");
+            assert!(check_limits(compiled, None, None).is_ok(), "{compiled}");
         }
-        assert!(check_limits(fuel, &launch(Some(5), None)).is_ok());
-        assert!(check_limits(epochs, &launch(None, Some(3))).is_ok());
-        assert!(check_limits(both, &launch(Some(5), Some(3))).is_ok());
+        assert!(check_limits(fuel, Some(5), None).is_ok());
+        assert!(check_limits(epochs, None, Some(3)).is_ok());
+        assert!(check_limits(both, Some(5), Some(3)).is_ok());
 
-        let e = check_limits(none, &launch(Some(5), None)).expect_err("no fuel counting");
+        let e = check_limits(none, Some(5), None).expect_err("no fuel counting");
         assert_eq!(
             e.to_string(),
-            "its manifest sets `fuel`, but its code was compiled without fuel counting (instrumentation: none)"
+            "its manifest sets fuel = 5, but its artifact was compiled without fuel counting (instrumentation: none)"
         );
-        let e = check_limits(fuel, &launch(None, Some(3))).expect_err("no epoch checks");
+        let e = check_limits(fuel, None, Some(3)).expect_err("no epoch checks");
         assert_eq!(
             e.to_string(),
-            "its manifest sets `cpu_time_limit`, but its code was compiled without epoch checks (instrumentation: fuel)"
+            "its manifest sets cpu_time_limit = 3 ms, but its artifact was compiled without epoch checks (instrumentation: fuel)"
         );
-        assert!(check_limits(epochs, &launch(Some(5), Some(3))).is_err());
+        assert!(check_limits(epochs, Some(5), Some(3)).is_err());
     }
 
     #[test]

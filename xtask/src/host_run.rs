@@ -70,7 +70,7 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         env: Vec::new(),
         memory_limit: args.memory_limit,
         fuel: args.fuel,
-        epoch_deadline: None,
+        cpu_time: None,
     };
     let (outcome, phases) =
         program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), Default::default(), &launch, now_ns)

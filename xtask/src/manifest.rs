@@ -12,7 +12,7 @@
 //! restart = "never"               # optional: "never" (default), "on-failure" or "always"
 //! priority = "normal"             # optional: "high", "normal" (default) or "low"
 //! grants = ["wasi:cli", "wasi:io", "wasi:clocks", "wasi:random", "wasi:filesystem"]
-//! handles = 64                    # optional (default 64): the size of its handle table (1..=4096)
+//! handles = 64                    # optional (default 64): the size of its handle table, for channel ends and hardware handles alike (1..=4096)
 //! create_channels = false         # optional: whether it may create channels at run time
 //! devices = ["virtio-blk.0"]      # optional: devices it may claim through mica:hw (needs that grant)
 //! dma_limit = "1MiB"              # optional (default 1MiB): DMA memory it may hold at once
@@ -320,10 +320,12 @@ fn check_grants(site: &EntrySite<'_>, grants: &[String], provided: &[&str]) -> R
     Ok(())
 }
 
-/// Checks the `[[device]]` entries and names them as the kernel will: kind.N.
+/// Checks the `[[device]]` entries and names them as the kernel will: kind.N
+/// ([`mica_bundle::device_names`]).
 fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<Device>> {
+    let names = mica_bundle::device_names(raw.iter().map(|d| d.kind.as_str()));
     let mut devices: Vec<Device> = Vec::new();
-    for (i, d) in raw.into_iter().enumerate() {
+    for ((i, d), name) in raw.into_iter().enumerate().zip(names) {
         let site = EntrySite::device(path, i, d.kind);
         let block = d.kind == DeviceKind::VirtioBlk;
         if !block && (d.disk.is_some() || d.size.is_some() || d.read_only) {
@@ -346,9 +348,8 @@ fn check_devices(path: &Path, base: &Path, raw: Vec<RawDevice>) -> Result<Vec<De
         if block && (disk_size == 0 || disk_size % 512 != 0) {
             return Err(site.err("size", format!("{disk_size} bytes is not a positive multiple of 512")));
         }
-        let ordinal = devices.iter().filter(|o| o.kind == d.kind).count();
         devices.push(Device {
-            name: format!("{}.{ordinal}", d.kind),
+            name,
             disk: d.disk.as_ref().map(|p| base.join(p)),
             kind: d.kind.to_string(),
             disk_size,

@@ -23,11 +23,13 @@
 
 extern crate alloc;
 
+mod devices;
 mod manifest;
 
 use alloc::vec::Vec;
 use core::fmt;
 
+pub use devices::device_names;
 pub use manifest::{ComponentSpec, Connection, MachineDevice, ManifestError, Priority, Restart, SystemManifest};
 
 /// The magic bytes at the start of every bundle.

@@ -60,6 +60,22 @@ pub fn run(name: &str) -> Result<(), String> {
     checks.expect("write through handle 999", raw::mmio::write(999, 0, 4, 0), ErrorCode::InvalidHandle)?;
     checks.expect("dma load on the window handle", raw::dma::load(window.handle(), 0, 4), ErrorCode::InvalidHandle)?;
 
+    // One namespace for every kind of handle: a channel end is no register window, and a register
+    // window is no channel.
+    let (end, _peer) = mica::ipc::Channel::pair().map_err(|e| format!("create a channel: {e:?}"))?;
+    checks.expect("mmio read on a channel end", raw::mmio::read(end.raw(), 0, 4), ErrorCode::InvalidHandle)?;
+    let window_as_channel = mica::ipc::Channel::from_raw(window.handle());
+    let sent = window_as_channel.try_send(b"x");
+    // Not dropped: that would close the handle (refused too, but the window stays in use).
+    let _ = window_as_channel.into_raw();
+    match sent {
+        Err(e) if e.code == mica::ipc::ErrorCode::InvalidHandle => {
+            checks.passed += 1;
+            println!("hw-misbehave: check send on the window handle: ok, InvalidHandle ({})", e.message);
+        }
+        other => return Err(format!("check send on the window handle: expected InvalidHandle, got {other:?}")),
+    }
+
     // DMA: past a buffer's end, after it was freed, over the limit.
     let buffer = DmaBuffer::allocate(4096).map_err(|e| format!("allocate 4 KiB: {e} ({:?})", e.code))?;
     checks.expect("read past a buffer's end", buffer.read(buffer.len() - 8, 16), ErrorCode::OutOfRange)?;

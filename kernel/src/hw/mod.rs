@@ -1,5 +1,5 @@
-//! Devices for driver components (`mica:hw`): finding them at boot, routing their interrupts,
-//! and each component instance's hardware table ([`port::Instance`], its `HwPort`).
+//! Devices for driver components (`mica:hw`): finding them at boot and routing their interrupts
+//! ([`registry`]), and each component instance's hardware ([`instance::Instance`], its `HwPort`).
 //!
 //! The kernel does no device work of its own beyond this: it finds the virtio-mmio transports
 //! the command line describes (`virtio_mmio.device=`, from `mica-vmm`) or else those QEMU's
@@ -8,9 +8,11 @@
 //! buffers. When the instance ends, the kernel resets the device (so it stops using memory),
 //! masks its line and frees the buffers.
 
+#[cfg(target_os = "none")]
+pub mod instance;
 pub mod names;
 #[cfg(target_os = "none")]
-pub mod port;
+pub mod registry;
 
 #[cfg(target_os = "none")]
-pub use port::{discover, on_interrupt};
+pub use registry::{discover, on_interrupt};

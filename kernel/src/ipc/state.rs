@@ -1,91 +1,29 @@
-//! The kernel's IPC objects as plain logic: every component instance's handle table (its
-//! *space*), the channels, how many holders each channel end has, the manifest's connections,
-//! and the results parked threads wake up to. The bare-metal side (`port.rs`) wraps this in a lock
-//! and turns "parked" and "wake" into scheduler calls; everything here is deterministic and
-//! host-tested.
-//!
-//! **Holders.** A channel end stays open while something holds it: a handle in a space, a message
-//! in flight that carries it, or the connection registry (which holds the ends a connection
-//! hands out through `connect`). When the last holder lets go, the end is closed, and the threads
-//! parked on the channel wake with `peer-closed`.
-//!
-//! **Connections.** A manifest connection `{ from, to, name }` is a *service* `(to, name)`: one
-//! channel whose end A every client (`from`) gets and whose end B the server (`to`) gets. The
-//! registry holds end A while any client may still run, and end B until the server connects.
-//! When a server instance ends and will be restarted, the service gets a new channel at once
-//! (requests made meanwhile wait in its queue for the new instance); when it ends for good,
-//! `connect` says it is unavailable. When every client has ended for good, the registry lets go
-//! of end A, so the server's `receive` sees `peer-closed` once the clients' handles are gone too:
-//! a server can end when it has no one left to serve.
+//! The kernel's IPC objects as plain logic, and the operations of `mica:kernel/ipc` on them. The
+//! parts, each in its own file: every component instance's handle table ([`space`](super::space)),
+//! the channels and how many holders each channel end has ([`channels`](super::channels)), the
+//! manifest's connections ([`registry`](super::registry)), the results parked threads wake up to
+//! ([`wakes`](super::wakes)) and the error values ([`errors`](super::errors)). The bare-metal
+//! side (`blocking.rs`) wraps this in a lock and turns "parked" and "wake" into scheduler calls;
+//! everything here is deterministic and host-tested.
 
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use mica_caps::{CapError, Handle, HandleTable, Rights};
 use mica_ipc::{
-    CallId, ChannelEnd, ChannelTable, Completion, Delivery, IpcError, Limits, Message, Mode, RecvOk, SendError, SendOk,
-    WaiterId, Wake,
+    CallId, ChannelEnd, Completion, Delivery, IpcError, Message, Mode, RecvOk, SendError, SendOk, WaiterId,
 };
 use mica_runtime::ipc::{ErrorCode, IpcFailure, Received, RightsBits};
 
-/// The bounds of every channel: 16 queued messages each way, of at most 64 KiB and 16 handles.
-pub const CHANNEL_LIMITS: Limits = Limits { capacity: 16, max_bytes: 64 * 1024, max_handles: 16 };
-
-/// The most channels that exist at once, system-wide.
-pub const MAX_CHANNELS: usize = 4096;
-
-/// A kernel object a handle can name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Object {
-    /// One end of a channel.
-    End(ChannelEnd),
-}
-
-/// An object with rights, as it travels in a message.
-pub type Transfer = (Object, Rights);
-
-/// Names one component instance's space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SpaceId(u64);
-
-/// A manifest connection, by component index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Connection {
-    /// The name both sides `connect` with.
-    pub name: String,
-    /// The client.
-    pub from: usize,
-    /// The server.
-    pub to: usize,
-}
-
-/// One component instance's handles.
-#[derive(Debug)]
-struct Space {
-    component: usize,
-    table: HandleTable<Object>,
-    may_create: bool,
-}
-
-/// A service: the channel that connects the clients of `(server, name)` to the server.
-#[derive(Debug)]
-struct Service {
-    name: String,
-    server: usize,
-    clients: Vec<usize>,
-    /// Clients that have not ended for good.
-    clients_left: Vec<usize>,
-    /// The current channel: (client end, server end).
-    channel: Option<(ChannelEnd, ChannelEnd)>,
-    /// Whether the registry holds the current client end.
-    holds_a: bool,
-    /// Whether the registry holds the current server end (the server has not connected yet).
-    holds_b: bool,
-    /// The server has ended for good.
-    server_gone: bool,
-}
+use super::channels::Channels;
+pub use super::channels::{CHANNEL_LIMITS, MAX_CHANNELS};
+use super::errors::{INSTANCE_ENDED, cap_error, fail, ipc_error};
+pub use super::registry::Connection;
+use super::registry::{Offer, Registry};
+use super::space::Spaces;
+pub use super::space::{DmaId, Object, SpaceId, Transfer};
+use super::wakes::Wakes;
 
 /// What a blocking operation that did not complete at once is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,21 +57,20 @@ pub enum Finished {
 /// The kernel's IPC objects. See the module documentation.
 #[derive(Debug)]
 pub struct IpcState {
-    channels: ChannelTable<Transfer>,
-    holders: BTreeMap<ChannelEnd, usize>,
-    spaces: BTreeMap<SpaceId, Space>,
-    next_space: u64,
-    services: Vec<Service>,
-    names: Vec<String>,
-    /// Results for parked threads, waiting for them to run (a few at a time: a list, whose
-    /// memory is kept, beats a map that allocates a node per entry).
-    completions: Vec<(WaiterId, Completion<Transfer>)>,
-    /// Threads to unpark ([`drain_wakes`](Self::drain_wakes); the memory is kept).
-    to_wake: Vec<WaiterId>,
+    channels: Channels,
+    spaces: Spaces,
+    registry: Registry,
+    wakes: Wakes,
 }
 
-fn fail(code: ErrorCode, message: impl Into<String>) -> IpcFailure {
-    IpcFailure::new(code, message)
+/// The refusal of `handle`, which names `object`, where a channel end is needed (for `what`).
+fn not_an_end(handle: Handle, object: &Object, what: Option<&str>) -> IpcFailure {
+    let mut message = format!("handle {handle} is {}, not a channel end", object.kind());
+    if let Some(what) = what {
+        message.push_str(": ");
+        message.push_str(what);
+    }
+    fail(ErrorCode::InvalidHandle, message)
 }
 
 /// Rights as the runtime passes them, to the kernel's.
@@ -145,122 +82,42 @@ impl IpcState {
     /// The state for a system of components named `names` (indexed as in the manifest) and its
     /// manifest connections; every service gets its channel now.
     pub fn new(names: Vec<String>, connections: &[Connection]) -> Result<IpcState, IpcFailure> {
-        let mut state = IpcState {
-            channels: ChannelTable::new(MAX_CHANNELS),
-            holders: BTreeMap::new(),
-            spaces: BTreeMap::new(),
-            next_space: 1,
-            services: Vec::new(),
-            names,
-            completions: Vec::new(),
-            to_wake: Vec::new(),
-        };
-        for c in connections {
-            match state.services.iter_mut().find(|s| s.server == c.to && s.name == c.name) {
-                Some(service) => {
-                    service.clients.push(c.from);
-                    service.clients_left.push(c.from);
-                }
-                None => state.services.push(Service {
-                    name: c.name.clone(),
-                    server: c.to,
-                    clients: Vec::from([c.from]),
-                    clients_left: Vec::from([c.from]),
-                    channel: None,
-                    holds_a: false,
-                    holds_b: false,
-                    server_gone: false,
-                }),
-            }
-        }
-        for i in 0..state.services.len() {
-            state.renew(i)?;
-        }
-        Ok(state)
-    }
-
-    /// Gives service `i` a new channel, held by the registry on both ends, after letting go of
-    /// the registry's hold on the old one.
-    fn renew(&mut self, i: usize) -> Result<(), IpcFailure> {
-        self.release_registry(i);
-        let (a, b) = self.channels.create(CHANNEL_LIMITS).map_err(|e| self.ipc_error(e, None))?;
-        self.holders.insert(a, 1);
-        self.holders.insert(b, 1);
-        let service = &mut self.services[i];
-        service.channel = Some((a, b));
-        service.holds_a = true;
-        service.holds_b = true;
-        Ok(())
-    }
-
-    /// Lets go of whatever the registry holds of service `i`'s channel.
-    fn release_registry(&mut self, i: usize) {
-        let service = &mut self.services[i];
-        let Some((a, b)) = service.channel else { return };
-        let (holds_a, holds_b) = (service.holds_a, service.holds_b);
-        service.holds_a = false;
-        service.holds_b = false;
-        if holds_a {
-            self.release(Object::End(a));
-        }
-        if holds_b {
-            self.release(Object::End(b));
-        }
+        let mut channels = Channels::new();
+        let mut wakes = Wakes::default();
+        let registry = Registry::new(names, connections, &mut channels, &mut wakes)?;
+        Ok(IpcState { channels, spaces: Spaces::new(), registry, wakes })
     }
 
     /// A new, empty handle table for an instance of component `component`.
     pub fn open_space(&mut self, component: usize, capacity: u16, may_create: bool) -> SpaceId {
-        let id = SpaceId(self.next_space);
-        self.next_space += 1;
-        self.spaces.insert(id, Space { component, table: HandleTable::new(capacity), may_create });
-        id
+        self.spaces.open(component, capacity, may_create)
     }
 
     /// The instance behind `space` has ended: every handle it holds is closed. `restart` says
     /// whether its component will run again; its services are renewed for the next instance, or
     /// (when it will not) ended, and the services it is a client of let go of it.
     pub fn close_space(&mut self, space: SpaceId, restart: bool) {
-        let Some(mut closed) = self.spaces.remove(&space) else { return };
+        let Some(mut closed) = self.spaces.close(space) else { return };
         let objects: Vec<Object> = closed.table.drain().map(|(_, object, _)| object).collect();
         for object in objects {
-            self.release(object);
+            self.channels.release(object, &mut self.wakes);
         }
-        let component = closed.component;
-        if !restart {
-            self.component_ended(component);
-            return;
-        }
-        for i in 0..self.services.len() {
-            // A server that never connected leaves its reserved end for the next instance.
-            if self.services[i].server == component && !self.services[i].holds_b && self.renew(i).is_err() {
-                self.services[i].server_gone = true;
-                self.release_registry(i);
-            }
+        if restart {
+            self.registry.instance_ended(closed.component, &mut self.channels, &mut self.wakes);
+        } else {
+            self.component_ended(closed.component);
         }
     }
 
     /// Component `component` will not run again (it ended for good, or was refused before it
     /// ran): its services end, and the services it is a client of let go of it. Idempotent.
     pub fn component_ended(&mut self, component: usize) {
-        for i in 0..self.services.len() {
-            if self.services[i].server == component {
-                self.services[i].server_gone = true;
-                self.release_registry(i);
-            } else if self.services[i].clients.contains(&component) {
-                self.services[i].clients_left.retain(|&c| c != component);
-                if self.services[i].clients_left.is_empty() && self.services[i].holds_a {
-                    self.services[i].holds_a = false;
-                    if let Some((a, _)) = self.services[i].channel {
-                        self.release(Object::End(a));
-                    }
-                }
-            }
-        }
+        self.registry.component_ended(component, &mut self.channels, &mut self.wakes);
     }
 
     /// The threads to unpark, now that results for them are stored.
     pub fn drain_wakes(&mut self) -> impl Iterator<Item = WaiterId> + '_ {
-        self.to_wake.drain(..)
+        self.wakes.drain()
     }
 
     /// The threads to unpark, as a list (tests).
@@ -276,116 +133,49 @@ impl IpcState {
 
     /// How many handles `space` holds.
     pub fn handle_count(&self, space: SpaceId) -> usize {
-        self.spaces.get(&space).map_or(0, |s| s.table.len())
+        self.spaces.handle_count(space)
     }
 
-    fn space(&mut self, space: SpaceId) -> Result<&mut Space, IpcFailure> {
-        self.spaces.get_mut(&space).ok_or_else(|| fail(ErrorCode::InvalidHandle, "this component instance has ended"))
-    }
-
-    /// One holder fewer for `object`; closes it when none is left, and so on for the handles in
-    /// its undelivered messages.
-    fn release(&mut self, object: Object) {
-        let mut work = Vec::from([object]);
-        while let Some(Object::End(end)) = work.pop() {
-            let Some(count) = self.holders.get_mut(&end) else { continue };
-            *count -= 1;
-            if *count > 0 {
-                continue;
-            }
-            self.holders.remove(&end);
-            if let Ok(closed) = self.channels.close(end) {
-                work.extend(closed.handles.into_iter().map(|(object, _)| object));
-                for wake in closed.wakes {
-                    self.store_wake(wake);
-                }
-            }
-        }
-    }
-
-    fn hold(&mut self, object: Object) {
-        let Object::End(end) = object;
-        *self.holders.entry(end).or_insert(0) += 1;
-    }
-
-    fn store_wake(&mut self, wake: Wake<Transfer>) {
-        // A waiter is parked in one operation at a time, so it has at most one result waiting.
-        self.completions.push((wake.waiter, wake.completion));
-        self.to_wake.push(wake.waiter);
-    }
-
+    /// A handle table's refusal in `space`.
     fn cap_error(&self, space: SpaceId, e: CapError) -> IpcFailure {
-        match e {
-            CapError::InvalidHandle { handle } => fail(
-                ErrorCode::InvalidHandle,
-                format!("handle {handle} is not a handle of this component (never issued to it, or closed)"),
-            ),
-            CapError::MissingRights { .. } => fail(ErrorCode::MissingRights, format!("{e}")),
-            CapError::RightsEscalation { .. } => fail(ErrorCode::RightsEscalation, format!("{e}")),
-            CapError::TableFull { capacity } => {
-                let name = self.spaces.get(&space).and_then(|s| self.names.get(s.component));
-                fail(
-                    ErrorCode::TableFull,
-                    format!(
-                        "the handle table of component {} is full ({capacity} handles; the manifest's `handles` sets it)",
-                        name.map_or("?", String::as_str)
-                    ),
-                )
-            }
-            CapError::OutOfMemory => fail(ErrorCode::OutOfMemory, format!("{e}")),
-        }
-    }
-
-    fn ipc_error(&self, e: IpcError, handle: Option<Handle>) -> IpcFailure {
-        let on = |what: &str| match handle {
-            Some(h) => format!("{what} of handle {h}"),
-            None => String::from(what),
-        };
-        match e {
-            IpcError::PeerClosed { .. } => fail(
-                ErrorCode::PeerClosed,
-                format!("{} is closed: its component ended or let go of it", on("the peer")),
-            ),
-            IpcError::Full { capacity, .. } => {
-                fail(ErrorCode::Full, format!("{} is full ({capacity} messages)", on("the queue")))
-            }
-            IpcError::Empty { .. } => fail(ErrorCode::Empty, format!("no message is waiting on {}", on("the end"))),
-            IpcError::MessageTooLarge { .. } => fail(ErrorCode::MessageTooLarge, format!("{e}")),
-            IpcError::TooManyHandles { .. } => fail(ErrorCode::TooManyHandles, format!("{e}")),
-            IpcError::UnknownCall { call, .. } => fail(
-                ErrorCode::UnknownCall,
-                format!(
-                    "call {call} awaits no reply on {} (never received there, already answered, or its caller gave up)",
-                    on("the end")
-                ),
-            ),
-            IpcError::TableFull { capacity } => {
-                fail(ErrorCode::TooManyChannels, format!("the kernel holds as many channels as it can ({capacity})"))
-            }
-            IpcError::OutOfMemory => fail(ErrorCode::OutOfMemory, format!("{e}")),
-            IpcError::NoSuchChannel { .. }
-            | IpcError::EndClosed { .. }
-            | IpcError::UnknownWaiter { .. }
-            | IpcError::WaiterBusy { .. } => fail(ErrorCode::InvalidHandle, format!("{}: {e}", on("the end"))),
-        }
+        cap_error(e, self.spaces.component(space).and_then(|c| self.registry.name(c)))
     }
 
     /// The channel end `handle` names in `space`, if it has `rights`.
     fn end(&mut self, space: SpaceId, handle: u32, rights: Rights) -> Result<ChannelEnd, IpcFailure> {
         let handle = Handle::from_bits(handle);
-        let found = self.space(space)?.table.get(handle, rights).copied();
+        let found = self.spaces.get(space)?.table.get(handle, rights).copied();
         match found {
             Ok(Object::End(end)) => Ok(end),
+            Ok(other) => Err(not_an_end(handle, &other, None)),
             Err(e) => Err(self.cap_error(space, e)),
         }
     }
 
+    /// Refuses `handle` for an operation (`what`) that only channel ends support, unless it
+    /// names one.
+    fn only_ends(&mut self, space: SpaceId, handle: Handle, what: &str) -> Result<(), IpcFailure> {
+        let found = self.spaces.get(space)?.table.get(handle, Rights::empty()).copied();
+        match found {
+            Ok(Object::End(_)) => Ok(()),
+            Ok(other) => Err(not_an_end(handle, &other, Some(what))),
+            Err(e) => Err(self.cap_error(space, e)),
+        }
+    }
+
+    /// Runs `f` on the capability space `space` (`None` if its instance has ended): how the
+    /// hardware side (`mica:hw`) puts its objects into the instance's one table, finds and
+    /// removes them. `f` must neither insert nor remove channel ends (they count holders here).
+    pub fn with_table<T>(&mut self, space: SpaceId, f: impl FnOnce(&mut HandleTable<Object>) -> T) -> Option<T> {
+        self.spaces.find(space).map(|s| f(&mut s.table))
+    }
+
     /// Puts `object` into `space` as a new handle with `rights` (one more holder).
     fn insert_new(&mut self, space: SpaceId, object: Object, rights: Rights) -> Result<u32, IpcFailure> {
-        let inserted = self.space(space)?.table.insert(object, rights);
+        let inserted = self.spaces.get(space)?.table.insert(object, rights);
         match inserted {
             Ok(h) => {
-                self.hold(object);
+                self.channels.hold(object);
                 Ok(h.to_bits())
             }
             Err(e) => Err(self.cap_error(space, e)),
@@ -404,10 +194,16 @@ impl IpcState {
             }
         }
         for &h in handles {
-            let checked = self.space(space)?.table.get(Handle::from_bits(h), Rights::GRANT).map(|_| ());
+            let h = Handle::from_bits(h);
+            // What it names first (a hardware handle is refused as such), then the right.
+            let found = self.spaces.get(space)?.table.get(h, Rights::empty()).copied();
+            if let Ok(other @ (Object::Window(_) | Object::Irq(_) | Object::Dma(_))) = found {
+                return Err(not_an_end(h, &other, Some("only channel ends travel in messages")));
+            }
+            let checked = self.spaces.get(space)?.table.get(h, Rights::GRANT).map(|_| ());
             checked.map_err(|e| self.cap_error(space, e))?;
         }
-        let table = &mut self.space(space)?.table;
+        let table = &mut self.spaces.get(space)?.table;
         Ok(handles.iter().filter_map(|&h| table.take_for_transfer(Handle::from_bits(h)).ok()).collect())
     }
 
@@ -416,10 +212,10 @@ impl IpcState {
     fn give_back(&mut self, space: SpaceId, transfers: Vec<Transfer>) -> Vec<u32> {
         let mut returned = Vec::with_capacity(transfers.len());
         for (object, rights) in transfers {
-            let inserted = self.spaces.get_mut(&space).map(|s| s.table.insert(object, rights));
+            let inserted = self.spaces.find(space).map(|s| s.table.insert(object, rights));
             match inserted {
                 Some(Ok(h)) => returned.push(h.to_bits()),
-                _ => self.release(object),
+                _ => self.channels.release(object, &mut self.wakes),
             }
         }
         returned
@@ -427,7 +223,7 @@ impl IpcState {
 
     /// A refused message: its handles go back to the sender, listed in the failure.
     fn refused(&mut self, space: SpaceId, e: SendError<Transfer>, handle: Handle) -> IpcFailure {
-        let mut failure = self.ipc_error(e.error, Some(handle));
+        let mut failure = ipc_error(e.error, Some(handle));
         failure.returned = self.give_back(space, e.message.handles);
         failure
     }
@@ -444,19 +240,19 @@ impl IpcState {
         let mut handles = Vec::with_capacity(count);
         let mut rest = message.handles.into_iter();
         for (object, rights) in rest.by_ref() {
-            let inserted = self.spaces.get_mut(&space).map(|s| s.table.insert(object, rights));
+            let inserted = self.spaces.find(space).map(|s| s.table.insert(object, rights));
             match inserted {
                 Some(Ok(h)) => handles.push(h),
                 Some(Err(e)) => {
                     // Undo: the message is dropped whole.
-                    self.release(object);
+                    self.channels.release(object, &mut self.wakes);
                     for h in handles.drain(..) {
-                        if let Some(Ok((object, _))) = self.spaces.get_mut(&space).map(|s| s.table.remove(h)) {
-                            self.release(object);
+                        if let Some(Ok((object, _))) = self.spaces.find(space).map(|s| s.table.remove(h)) {
+                            self.channels.release(object, &mut self.wakes);
                         }
                     }
                     for (object, _) in rest {
-                        self.release(object);
+                        self.channels.release(object, &mut self.wakes);
                     }
                     let mut failure = self.cap_error(space, e);
                     failure.message = format!(
@@ -466,11 +262,11 @@ impl IpcState {
                     return Err(failure);
                 }
                 None => {
-                    self.release(object);
+                    self.channels.release(object, &mut self.wakes);
                     for (object, _) in rest {
-                        self.release(object);
+                        self.channels.release(object, &mut self.wakes);
                     }
-                    return Err(fail(ErrorCode::InvalidHandle, "this component instance has ended"));
+                    return Err(fail(ErrorCode::InvalidHandle, INSTANCE_ENDED));
                 }
             }
         }
@@ -483,73 +279,37 @@ impl IpcState {
 
     /// `connect`: a new handle to this instance's end of connection `name`.
     pub fn connect(&mut self, space: SpaceId, name: &str) -> Result<u32, IpcFailure> {
-        let component = self.space(space)?.component;
-        let Some(i) = self
-            .services
-            .iter()
-            .position(|s| s.name == name && (s.server == component || s.clients.contains(&component)))
-        else {
-            let mine: Vec<&str> = self
-                .services
-                .iter()
-                .filter(|s| s.server == component || s.clients.contains(&component))
-                .map(|s| s.name.as_str())
-                .collect();
-            return Err(fail(
-                ErrorCode::NoSuchConnection,
-                format!(
-                    "no connection named {name:?} in the manifest for this component (its connections: {})",
-                    if mine.is_empty() { String::from("none") } else { mine.join(", ") }
-                ),
-            ));
-        };
-        let server_name = self.names.get(self.services[i].server).cloned().unwrap_or_default();
-        let service = &self.services[i];
-        let (Some((a, b)), false) = (service.channel, service.server_gone) else {
-            return Err(fail(
-                ErrorCode::Unavailable,
-                format!("connection {name:?}: component {server_name} has ended and will not be started again"),
-            ));
-        };
-        let rights = Rights::all();
-        if service.server == component {
-            if service.holds_b {
+        let component = self.spaces.get(space)?.component;
+        match self.registry.offer(component, name, &self.channels)? {
+            Offer::Reserved { service, end } => {
                 // The registry's hold moves into the server's table.
-                let inserted = self.space(space)?.table.insert(Object::End(b), rights);
-                return match inserted {
+                let inserted = self.spaces.get(space)?.table.insert(Object::End(end), Rights::all());
+                match inserted {
                     Ok(h) => {
-                        self.services[i].holds_b = false;
+                        self.registry.moved(service);
                         Ok(h.to_bits())
                     }
                     Err(e) => Err(self.cap_error(space, e)),
-                };
+                }
             }
-            if !self.holders.contains_key(&b) {
-                return Err(fail(ErrorCode::Unavailable, format!("connection {name:?}: this instance closed its end")));
-            }
-            self.insert_new(space, Object::End(b), rights)
-        } else {
-            if !self.holders.contains_key(&a) {
-                return Err(fail(ErrorCode::Unavailable, format!("connection {name:?} is closed")));
-            }
-            self.insert_new(space, Object::End(a), rights)
+            Offer::Shared(end) => self.insert_new(space, Object::End(end), Rights::all()),
         }
     }
 
     /// `create-channel`: both ends of a new channel, with every right.
     pub fn create_channel(&mut self, space: SpaceId) -> Result<(u32, u32), IpcFailure> {
-        if !self.space(space)?.may_create {
+        if !self.spaces.get(space)?.may_create {
             return Err(fail(
                 ErrorCode::NotPermitted,
                 "this component may not create channels (its manifest entry does not set `create_channels = true`)",
             ));
         }
-        let table = &self.space(space)?.table;
+        let table = &self.spaces.get(space)?.table;
         if table.capacity() - table.len() < 2 {
             let capacity = table.capacity();
             return Err(self.cap_error(space, CapError::TableFull { capacity }));
         }
-        let (a, b) = self.channels.create(CHANNEL_LIMITS).map_err(|e| self.ipc_error(e, None))?;
+        let (a, b) = self.channels.create().map_err(|e| ipc_error(e, None))?;
         let ha = self.insert_new(space, Object::End(a), Rights::all());
         let hb = self.insert_new(space, Object::End(b), Rights::all());
         match (ha, hb) {
@@ -560,9 +320,7 @@ impl IpcState {
                     let _ = self.close(space, h);
                 }
                 for end in [a, b] {
-                    if !self.holders.contains_key(&end) {
-                        let _ = self.channels.close(end);
-                    }
+                    self.channels.close_unheld(end);
                 }
                 Err(fail(ErrorCode::OutOfMemory, "out of memory for the new channel's handles"))
             }
@@ -571,12 +329,12 @@ impl IpcState {
 
     /// Checks a message's size against the channel before any handle is taken out of the table.
     fn check_size(&self, end: ChannelEnd, bytes: usize, handles: usize) -> Result<(), IpcFailure> {
-        let limits = self.channels.limits(end.channel).map_err(|e| self.ipc_error(e, None))?;
+        let limits = self.channels.table.limits(end.channel).map_err(|e| ipc_error(e, None))?;
         if bytes > limits.max_bytes {
-            return Err(self.ipc_error(IpcError::MessageTooLarge { bytes, limit: limits.max_bytes }, None));
+            return Err(ipc_error(IpcError::MessageTooLarge { bytes, limit: limits.max_bytes }, None));
         }
         if handles > limits.max_handles {
-            return Err(self.ipc_error(IpcError::TooManyHandles { handles, limit: limits.max_handles }, None));
+            return Err(ipc_error(IpcError::TooManyHandles { handles, limit: limits.max_handles }, None));
         }
         Ok(())
     }
@@ -616,10 +374,10 @@ impl IpcState {
             Err(e) => return Step::Done(Err(e)),
         };
         let mode = if wait { Mode::Blocking(waiter) } else { Mode::NonBlocking };
-        match self.channels.send(end, Message::new(bytes, transfers), mode) {
+        match self.channels.table.send(end, Message::new(bytes, transfers), mode) {
             Ok(SendOk::Done { wake }) => {
                 if let Some(wake) = wake {
-                    self.store_wake(wake);
+                    self.wakes.store(wake);
                 }
                 Step::Done(Ok(()))
             }
@@ -635,15 +393,15 @@ impl IpcState {
             Err(e) => return Step::Done(Err(e)),
         };
         let mode = if wait { Mode::Blocking(waiter) } else { Mode::NonBlocking };
-        match self.channels.recv(end, mode) {
+        match self.channels.table.recv(end, mode) {
             Ok(RecvOk::Received { delivery: Delivery { message, call }, wake }) => {
                 if let Some(wake) = wake {
-                    self.store_wake(wake);
+                    self.wakes.store(wake);
                 }
                 Step::Done(self.accept(space, message, call))
             }
             Ok(RecvOk::Parked) => Step::Parked(Pending::Receive),
-            Err(e) => Step::Done(Err(self.ipc_error(e, Some(Handle::from_bits(handle))))),
+            Err(e) => Step::Done(Err(ipc_error(e, Some(Handle::from_bits(handle))))),
         }
     }
 
@@ -660,10 +418,10 @@ impl IpcState {
             Ok(t) => t,
             Err(e) => return Step::Done(Err(e)),
         };
-        match self.channels.call(end, Message::new(bytes, transfers), waiter) {
+        match self.channels.table.call(end, Message::new(bytes, transfers), waiter) {
             Ok(ok) => {
                 if let Some(wake) = ok.wake {
-                    self.store_wake(wake);
+                    self.wakes.store(wake);
                 }
                 Step::Parked(Pending::Call)
             }
@@ -681,9 +439,9 @@ impl IpcState {
         handles: Vec<u32>,
     ) -> Result<(), IpcFailure> {
         let (end, transfers) = self.outgoing(space, handle, bytes.len(), &handles)?;
-        match self.channels.reply(end, CallId::from_bits(call), Message::new(bytes, transfers)) {
+        match self.channels.table.reply(end, CallId::from_bits(call), Message::new(bytes, transfers)) {
             Ok(wake) => {
-                self.store_wake(wake);
+                self.wakes.store(wake);
                 Ok(())
             }
             Err(e) => Err(self.refused(space, e, Handle::from_bits(handle))),
@@ -699,8 +457,7 @@ impl IpcState {
         pending: Pending,
         expired: bool,
     ) -> Option<Result<Finished, IpcFailure>> {
-        let stored = self.completions.iter().position(|(w, _)| *w == waiter);
-        if let Some((_, completion)) = stored.map(|i| self.completions.swap_remove(i)) {
+        if let Some(completion) = self.wakes.take(waiter) {
             return Some(match completion {
                 Completion::Sent => Ok(Finished::Sent),
                 Completion::Received(Delivery { message, call }) => {
@@ -708,7 +465,7 @@ impl IpcState {
                 }
                 Completion::Replied(message) => self.accept(space, message, None).map(Finished::Received),
                 Completion::Failed { error, returned } => {
-                    let mut failure = self.ipc_error(error, None);
+                    let mut failure = ipc_error(error, None);
                     if let Some(message) = returned {
                         failure.returned = self.give_back(space, message.handles);
                     }
@@ -719,7 +476,7 @@ impl IpcState {
         if !expired {
             return None;
         }
-        let returned = match self.channels.cancel_wait(waiter) {
+        let returned = match self.channels.table.cancel_wait(waiter) {
             Ok(Some(message)) => self.give_back(space, message.handles),
             _ => Vec::new(),
         };
@@ -733,15 +490,17 @@ impl IpcState {
 
     /// `duplicate`: a second handle to the same object with `rights` (no more than it has).
     pub fn duplicate(&mut self, space: SpaceId, handle: u32, rights: RightsBits) -> Result<u32, IpcFailure> {
-        let duplicated = self.space(space)?.table.duplicate(Handle::from_bits(handle), rights_from_bits(rights));
+        self.only_ends(space, Handle::from_bits(handle), "only channel ends can be duplicated")?;
+        let duplicated = self.spaces.get(space)?.table.duplicate(Handle::from_bits(handle), rights_from_bits(rights));
         match duplicated {
             Ok(h) => {
                 let object = *self
-                    .space(space)?
+                    .spaces
+                    .get(space)?
                     .table
                     .get(h, Rights::empty())
                     .map_err(|e| fail(ErrorCode::InvalidHandle, format!("{e}")))?;
-                self.hold(object);
+                self.channels.hold(object);
                 Ok(h.to_bits())
             }
             Err(e) => Err(self.cap_error(space, e)),
@@ -750,16 +509,21 @@ impl IpcState {
 
     /// `rights-of`.
     pub fn rights(&mut self, space: SpaceId, handle: u32) -> Result<RightsBits, IpcFailure> {
-        let rights = self.space(space)?.table.rights(Handle::from_bits(handle));
+        let rights = self.spaces.get(space)?.table.rights(Handle::from_bits(handle));
         rights.map(|r| r.bits()).map_err(|e| self.cap_error(space, e))
     }
 
     /// `close`.
     pub fn close(&mut self, space: SpaceId, handle: u32) -> Result<(), IpcFailure> {
-        let removed = self.space(space)?.table.remove(Handle::from_bits(handle));
+        self.only_ends(
+            space,
+            Handle::from_bits(handle),
+            "hardware handles are released through mica:hw (dma.free) or when the instance ends",
+        )?;
+        let removed = self.spaces.get(space)?.table.remove(Handle::from_bits(handle));
         match removed {
             Ok((object, _)) => {
-                self.release(object);
+                self.channels.release(object, &mut self.wakes);
                 Ok(())
             }
             Err(e) => Err(self.cap_error(space, e)),

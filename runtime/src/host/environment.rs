@@ -3,10 +3,10 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::Ctx;
+use super::InstanceState;
 use super::wasi::cli::environment::Host;
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn get_environment(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.env.clone())
     }

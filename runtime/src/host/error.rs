@@ -4,16 +4,16 @@ use alloc::string::String;
 
 use wasmtime::component::Resource;
 
-use super::Ctx;
+use super::InstanceState;
 use super::wasi::io::error::{Host, HostError};
 
 /// A stream error's description.
 #[derive(Debug)]
 pub struct IoError(pub String);
 
-impl Host for Ctx {}
+impl Host for InstanceState {}
 
-impl HostError for Ctx {
+impl HostError for InstanceState {
     fn to_debug_string(&mut self, e: Resource<IoError>) -> wasmtime::Result<String> {
         Ok(self.table.get(&e)?.0.clone())
     }

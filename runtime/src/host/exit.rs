@@ -2,7 +2,7 @@
 
 use core::fmt;
 
-use super::Ctx;
+use super::InstanceState;
 use super::wasi::cli::exit::Host;
 
 /// The error a component's call ends with when it called `exit`.
@@ -17,7 +17,7 @@ impl fmt::Display for Exited {
 
 impl core::error::Error for Exited {}
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn exit(&mut self, status: Result<(), ()>) -> wasmtime::Result<()> {
         let code = if status.is_ok() { 0 } else { 1 };
         self.exit_status = Some(code);

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use wasmtime::component::Resource;
 
-use super::Ctx;
+use super::InstanceState;
 use super::error::IoError;
 use super::streams::{InputStream, OutputStream};
 use super::wasi::filesystem::preopens;
@@ -27,26 +27,26 @@ pub enum DirectoryEntryStream {}
 
 type FsResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
-impl Ctx {
+impl InstanceState {
     fn descriptor<T>(&mut self, d: &Resource<Descriptor>) -> wasmtime::Result<T> {
         match *self.table.get(d)? {}
     }
 }
 
-impl preopens::Host for Ctx {
+impl preopens::Host for InstanceState {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
         Ok(Vec::new())
     }
 }
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn filesystem_error_code(&mut self, err: Resource<IoError>) -> wasmtime::Result<Option<ErrorCode>> {
         self.table.get(&err)?;
         Ok(None)
     }
 }
 
-impl HostDirectoryEntryStream for Ctx {
+impl HostDirectoryEntryStream for InstanceState {
     fn read_directory_entry(&mut self, s: Resource<DirectoryEntryStream>) -> FsResult<Option<DirectoryEntry>> {
         match *self.table.get(&s)? {}
     }
@@ -57,7 +57,7 @@ impl HostDirectoryEntryStream for Ctx {
     }
 }
 
-impl HostDescriptor for Ctx {
+impl HostDescriptor for InstanceState {
     fn read_via_stream(&mut self, d: Resource<Descriptor>, _: Filesize) -> FsResult<Resource<InputStream>> {
         self.descriptor(&d)
     }

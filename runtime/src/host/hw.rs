@@ -5,7 +5,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::Ctx;
+use super::InstanceState;
 use super::mica::hw::device::{self, Claimed, DeviceInfo};
 use super::mica::hw::types::{Error, ErrorCode, Handle};
 use super::mica::hw::{dma, irq, mmio};
@@ -35,7 +35,7 @@ impl From<HwFailure> for Error {
 
 type Answer<T> = wasmtime::Result<Result<T, Error>>;
 
-impl Ctx {
+impl InstanceState {
     /// Runs `f` on the port, or gives the error a component without one gets.
     fn hw<T>(&self, f: impl FnOnce(&dyn HwPort) -> Result<T, HwFailure>) -> Answer<T> {
         Ok(match self.hw.as_deref() {
@@ -48,9 +48,9 @@ impl Ctx {
     }
 }
 
-impl super::mica::hw::types::Host for Ctx {}
+impl super::mica::hw::types::Host for InstanceState {}
 
-impl device::Host for Ctx {
+impl device::Host for InstanceState {
     fn granted(&mut self) -> wasmtime::Result<Vec<DeviceInfo>> {
         let devices = self.hw.as_deref().map(HwPort::granted).unwrap_or_default();
         Ok(devices
@@ -71,7 +71,7 @@ impl device::Host for Ctx {
     }
 }
 
-impl mmio::Host for Ctx {
+impl mmio::Host for InstanceState {
     fn read(&mut self, window: Handle, offset: u32, width: u8) -> Answer<u64> {
         self.hw(|p| p.mmio_read(window, offset, width))
     }
@@ -81,7 +81,7 @@ impl mmio::Host for Ctx {
     }
 }
 
-impl irq::Host for Ctx {
+impl irq::Host for InstanceState {
     fn wait(&mut self, line: Handle, timeout_ns: Option<u64>) -> Answer<()> {
         self.hw(|p| p.wait_irq(line, timeout_ns))
     }
@@ -91,7 +91,7 @@ impl irq::Host for Ctx {
     }
 }
 
-impl dma::Host for Ctx {
+impl dma::Host for InstanceState {
     fn allocate(&mut self, size: u32) -> Answer<Handle> {
         self.hw(|p| p.dma_allocate(size))
     }

@@ -5,7 +5,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use super::Ctx;
+use super::InstanceState;
 use super::mica::kernel::ipc::{Error, ErrorCode, Handle, Host, Message, Received, Rights};
 use crate::ipc::{self as port, IpcFailure, IpcPort};
 
@@ -60,7 +60,7 @@ fn received(r: port::Received) -> Received {
     Received { message: Message { bytes: r.bytes, handles: r.handles }, call: r.call }
 }
 
-impl Ctx {
+impl InstanceState {
     /// The port, or the error a component without one gets.
     fn port(&self) -> Result<&dyn IpcPort, Error> {
         self.ipc.as_deref().ok_or_else(|| Error {
@@ -71,7 +71,7 @@ impl Ctx {
     }
 }
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn connect(&mut self, name: String) -> wasmtime::Result<Result<Handle, Error>> {
         Ok(self.port().and_then(|p| p.connect(&name).map_err(Error::from)))
     }

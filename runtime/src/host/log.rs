@@ -8,7 +8,7 @@
 use alloc::string::String;
 use core::fmt::Write;
 
-use super::Ctx;
+use super::InstanceState;
 use super::mica::kernel::log::{Host, Level};
 
 /// The longest message printed, in bytes of UTF-8 (after escaping); the rest is left out.
@@ -48,7 +48,7 @@ pub fn one_line(message: &str) -> String {
     line
 }
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.platform.component_log(&self.name, level.into(), &one_line(&message));
         Ok(())
@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn records_reach_the_platform_with_name_and_level() {
         let recorder = Arc::new(Recorder::default());
-        let mut ctx = Ctx {
+        let mut ctx = InstanceState {
             name: "logger".into(),
             args: Vec::new(),
             env: Vec::new(),

@@ -1,6 +1,7 @@
-//! The component host: the store data a component runs with ([`Ctx`]) and, one file per
-//! interface (the three `wasi:cli` stdio interfaces share `stdio.rs`, the three `wasi:random`
-//! ones `random.rs`, and `wasi:filesystem`'s two `filesystem.rs`), the host side of every import
+//! The component host: the state of one running component instance ([`InstanceState`], the data
+//! of its Wasmtime store) and, one file per interface (the three `wasi:cli` stdio interfaces
+//! share `stdio.rs`, the three `wasi:random` ones `random.rs`, and `wasi:filesystem`'s two
+//! `filesystem.rs`), the host side of every import
 //! in the `mica:host/program` world (`runtime/wit/world.wit`): WASI 0.2, and Mica's own
 //! `mica:kernel/log` (`log.rs`), `mica:kernel/ipc` (`ipc.rs`) and the `mica:hw` interfaces (`hw.rs`).
 //!
@@ -82,8 +83,9 @@ impl LineBuffer {
     }
 }
 
-/// The data of one component's store.
-pub struct Ctx {
+/// The host-side state of one running component instance: the data of its Wasmtime store, which
+/// every host interface implementation works on.
+pub struct InstanceState {
     /// The component's name, for its console prefix and reports.
     pub name: String,
     /// `wasi:cli/environment` arguments (the first is the program name).
@@ -108,13 +110,16 @@ pub struct Ctx {
     pub hw: Option<Arc<dyn crate::hw::HwPort>>,
 }
 
-impl core::fmt::Debug for Ctx {
+impl core::fmt::Debug for InstanceState {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Ctx").field("name", &self.name).field("exit_status", &self.exit_status).finish_non_exhaustive()
+        f.debug_struct("InstanceState")
+            .field("name", &self.name)
+            .field("exit_status", &self.exit_status)
+            .finish_non_exhaustive()
     }
 }
 
-impl Ctx {
+impl InstanceState {
     /// Sends `bytes` written to `kind` to the console, line by line, prefixed with the name.
     pub fn write_output(&mut self, kind: OutputKind, bytes: &[u8]) {
         let (platform, name) = (&self.platform, &self.name);

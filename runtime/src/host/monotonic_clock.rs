@@ -2,11 +2,11 @@
 
 use wasmtime::component::Resource;
 
-use super::Ctx;
+use super::InstanceState;
 use super::poll::Pollable;
 use super::wasi::clocks::monotonic_clock::{Duration, Host, Instant};
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn now(&mut self) -> wasmtime::Result<Instant> {
         Ok(self.platform.monotonic_ns())
     }

@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use wasmtime::component::Resource;
 
-use super::Ctx;
+use super::InstanceState;
 use super::wasi::io::poll::{Host, HostPollable};
 
 /// What a pollable waits for.
@@ -26,7 +26,7 @@ impl Pollable {
     }
 }
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn poll(&mut self, pollables: Vec<Resource<Pollable>>) -> wasmtime::Result<Vec<u32>> {
         if pollables.is_empty() {
             return Err(wasmtime::format_err!("wasi:io/poll.poll called with an empty list"));
@@ -42,7 +42,7 @@ impl Host for Ctx {
     }
 }
 
-impl HostPollable for Ctx {
+impl HostPollable for InstanceState {
     fn ready(&mut self, p: Resource<Pollable>) -> wasmtime::Result<bool> {
         Ok(self.table.get(&p)?.ready_at() <= self.platform.monotonic_ns())
     }

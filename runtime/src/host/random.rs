@@ -3,13 +3,13 @@
 
 use alloc::vec::Vec;
 
-use super::Ctx;
+use super::InstanceState;
 use super::wasi::random::{insecure, insecure_seed, random};
 
 /// The most bytes one call returns.
 const MAX_RANDOM: u64 = 1024 * 1024;
 
-impl Ctx {
+impl InstanceState {
     fn bytes(&self, len: u64) -> wasmtime::Result<Vec<u8>> {
         if len > MAX_RANDOM {
             return Err(wasmtime::format_err!("asked for {len} random bytes; at most {MAX_RANDOM} per call"));
@@ -26,7 +26,7 @@ impl Ctx {
     }
 }
 
-impl random::Host for Ctx {
+impl random::Host for InstanceState {
     fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
         self.bytes(len)
     }
@@ -36,7 +36,7 @@ impl random::Host for Ctx {
     }
 }
 
-impl insecure::Host for Ctx {
+impl insecure::Host for InstanceState {
     fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
         self.bytes(len)
     }
@@ -46,7 +46,7 @@ impl insecure::Host for Ctx {
     }
 }
 
-impl insecure_seed::Host for Ctx {
+impl insecure_seed::Host for InstanceState {
     fn insecure_seed(&mut self) -> wasmtime::Result<(u64, u64)> {
         Ok((self.u64(), self.u64()))
     }

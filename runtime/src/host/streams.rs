@@ -5,7 +5,7 @@ use alloc::vec::Vec;
 
 use wasmtime::component::Resource;
 
-use super::Ctx;
+use super::InstanceState;
 use super::poll::Pollable;
 use super::wasi::io::streams::{Host, HostInputStream, HostOutputStream, StreamError};
 use crate::platform::OutputKind;
@@ -40,9 +40,9 @@ const WRITE_BUDGET: u64 = 64 * 1024;
 
 type StreamResult<T> = wasmtime::Result<Result<T, StreamError>>;
 
-impl Host for Ctx {}
+impl Host for InstanceState {}
 
-impl Ctx {
+impl InstanceState {
     fn write_to(&mut self, s: &Resource<OutputStream>, bytes: &[u8]) -> StreamResult<()> {
         let kind = self.table.get(s)?.kind();
         self.write_output(kind, bytes);
@@ -50,7 +50,7 @@ impl Ctx {
     }
 }
 
-impl HostOutputStream for Ctx {
+impl HostOutputStream for InstanceState {
     fn check_write(&mut self, s: Resource<OutputStream>) -> StreamResult<u64> {
         self.table.get(&s)?;
         Ok(Ok(WRITE_BUDGET))
@@ -115,7 +115,7 @@ impl HostOutputStream for Ctx {
     }
 }
 
-impl HostInputStream for Ctx {
+impl HostInputStream for InstanceState {
     fn read(&mut self, s: Resource<InputStream>, _len: u64) -> StreamResult<Vec<u8>> {
         match self.table.get(&s)? {
             InputStream::Empty => Ok(Err(StreamError::Closed)),

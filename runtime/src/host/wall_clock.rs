@@ -1,9 +1,9 @@
 //! `wasi:clocks/wall-clock`: the platform's wall clock.
 
-use super::Ctx;
+use super::InstanceState;
 use super::wasi::clocks::wall_clock::{Datetime, Host};
 
-impl Host for Ctx {
+impl Host for InstanceState {
     fn now(&mut self) -> wasmtime::Result<Datetime> {
         let (seconds, nanoseconds) = self.platform.wall_clock();
         Ok(Datetime { seconds, nanoseconds })

@@ -79,7 +79,7 @@ impl PerCpu {
     }
 }
 
-/// Loads the TLS slots of `this()`, for `components::tls`.
+/// Loads the TLS slots of `this()`, for `wasm::tls`.
 pub fn tls_slot(slot: usize) -> Option<&'static AtomicPtr<u8>> {
     this().tls.get(slot)
 }

@@ -280,7 +280,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             // Every CPU ticks; the clock's tick count and the engines' epochs follow the boot CPU's.
             if super::percpu::index() == 0 {
                 super::clock::on_tick();
-                crate::components::on_tick();
+                crate::wasm::on_tick();
             }
             super::apic::end_of_interrupt();
             // Last: this may switch to another thread, returning here only when this one runs again.

@@ -201,3 +201,41 @@ fn a_wait_that_times_out_is_cancelled_and_a_blocked_send_gets_its_handles_back()
     // Nothing was left parked: the server's next receive is served from the queue.
     assert_eq!(done(st.receive(s, WaiterId(2), sh, false)).expect("queued").bytes, b"");
 }
+
+#[test]
+fn hardware_handles_share_the_space_and_are_refused_as_channels() {
+    let (mut st, c, _s, ch, _sh) = connected(16, false);
+    let rw = Rights::READ | Rights::WRITE;
+    let window = st.with_table(c, |t| t.insert(Object::Window(0), rw)).expect("open").expect("room").to_bits();
+    let buffer = st.with_table(c, |t| t.insert(Object::Dma(DmaId(1)), rw)).expect("open").expect("room").to_bits();
+    // One namespace: the instance's handles are all distinct, whichever interface gave them.
+    assert_eq!(st.handle_count(c), 3);
+    assert!(window != ch && buffer != ch && window != buffer);
+
+    let e = done(st.send(c, WaiterId(1), window, b"x".to_vec(), vec![], false)).expect_err("not a channel");
+    assert_eq!(e.code, ErrorCode::InvalidHandle, "{e:?}");
+    assert!(e.message.contains("is a register window, not a channel end"), "{e:?}");
+    let e = done(st.receive(c, WaiterId(1), buffer, false)).expect_err("not a channel");
+    assert_eq!(e.code, ErrorCode::InvalidHandle, "{e:?}");
+    assert!(e.message.contains("is a DMA buffer, not a channel end"), "{e:?}");
+    let e = done(st.call(c, WaiterId(1), window, b"x".to_vec(), vec![])).expect_err("not a channel");
+    assert_eq!(e.code, ErrorCode::InvalidHandle, "{e:?}");
+    let e = st.reply(c, buffer, 1, b"x".to_vec(), vec![]).expect_err("not a channel");
+    assert_eq!(e.code, ErrorCode::InvalidHandle, "{e:?}");
+
+    // A hardware handle does not travel in a message; nothing is taken.
+    let e = done(st.send(c, WaiterId(1), ch, b"x".to_vec(), vec![window], false)).expect_err("stays");
+    assert_eq!(e.code, ErrorCode::InvalidHandle, "{e:?}");
+    assert!(e.message.contains("only channel ends travel in messages"), "{e:?}");
+    assert_eq!(e.returned, [window]);
+    // Nor is it duplicated or closed through IPC; its rights can be read.
+    assert_eq!(st.duplicate(c, window, Rights::READ.bits()).expect_err("dup").code, ErrorCode::InvalidHandle);
+    assert_eq!(st.close(c, buffer).expect_err("close").code, ErrorCode::InvalidHandle);
+    assert_eq!(st.rights(c, window), Ok(rw.bits()));
+    assert_eq!(st.handle_count(c), 3);
+
+    // The channel end still works, and the instance's end closes everything it holds.
+    done(st.send(c, WaiterId(1), ch, b"ok".to_vec(), vec![], false)).expect("sent");
+    st.close_space(c, false);
+    assert_eq!(st.handle_count(c), 0);
+}

@@ -12,12 +12,12 @@ use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
-use mica_runtime::program::{Launch, Ports};
+use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
 
 use super::platform::KernelPlatform;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
-use crate::ipc::port::{self, Port};
+use crate::ipc::blocking::{self, Port};
 use crate::ipc::state::Connection;
 use crate::{kprintln, sched};
 
@@ -65,20 +65,7 @@ fn check_artifact(spec: &ComponentSpec) -> Result<Instrumentation, String> {
         ));
     }
     let compiled = Instrumentation { fuel: spec.fuel_instrumented, epochs: spec.epochs_instrumented };
-    if let Some(fuel) = spec.fuel
-        && !compiled.fuel
-    {
-        return Err(format!(
-            "its manifest sets fuel = {fuel}, but its artifact was compiled without fuel counting (instrumentation: {compiled})"
-        ));
-    }
-    if let Some(ms) = spec.cpu_time_limit_ms
-        && !compiled.epochs
-    {
-        return Err(format!(
-            "its manifest sets cpu_time_limit = {ms} ms, but its artifact was compiled without epoch checks (instrumentation: {compiled})"
-        ));
-    }
+    program::check_limits(compiled, spec.fuel, spec.cpu_time_limit_ms).map_err(|e| format!("{e}"))?;
     Ok(compiled)
 }
 
@@ -90,7 +77,7 @@ fn launch(spec: &ComponentSpec) -> Launch {
         env: spec.env.clone(),
         memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
         fuel: spec.fuel,
-        epoch_deadline: spec.cpu_time_limit_ms.map(|ms| ms.div_ceil(tick_ms)),
+        cpu_time: spec.cpu_time_limit_ms.map(|ms| CpuTimeLimit { ms, epochs: ms.div_ceil(tick_ms) }),
     }
 }
 
@@ -98,7 +85,7 @@ fn launch(spec: &ComponentSpec) -> Launch {
 /// However it ends, IPC learns that it will not run again.
 fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize, spec: &ComponentSpec) -> bool {
     let ok = run_instances(platform, bundle, index, spec);
-    port::component_ended(index);
+    blocking::component_ended(index);
     ok
 }
 
@@ -143,7 +130,7 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             }
         };
         let ipc: Arc<dyn IpcPort> = port.clone();
-        let hw = Arc::new(crate::hw::port::Instance::new(name, spec.devices.clone(), spec.dma_limit));
+        let hw = Arc::new(crate::hw::instance::Instance::new(name, spec.devices.clone(), spec.dma_limit, port.clone()));
         let ports = Ports { ipc: Some(ipc), hw: Some(hw.clone()) };
         // Each instance learns how many times its component was restarted before it.
         let mut instance = launch.clone();
@@ -243,7 +230,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
         .iter()
         .map(|c| Connection { name: c.name.clone(), from: c.from as usize, to: c.to as usize })
         .collect();
-    if let Err(e) = port::init(names, &connections) {
+    if let Err(e) = blocking::init(names, &connections) {
         kprintln!("mica: boot bundle refused: cannot set up its connections: {e}");
         return ExitCode::Failed;
     }
@@ -273,7 +260,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
         });
         if let Err(e) = spawned {
             kprintln!("mica: component {name} refused: {e}");
-            port::component_ended(index);
+            blocking::component_ended(index);
             let mut tally = tally.lock();
             tally.finished += 1;
             tally.running.retain(|running| *running != name);

@@ -1,16 +1,18 @@
-//! Each component instance's [`IpcPort`]: the one [`IpcState`] behind a lock, with blocking done
-//! by the scheduler. A waiting thread is parked (off the run queue, costing nothing); the
-//! operation that completes it stores its result and unparks it after the lock is released; a
-//! deadline puts it back on the run queue at the first tick after it, and it then cancels its wait.
+//! The lock-and-blocking layer of IPC: the one [`IpcState`] behind a lock, and each component
+//! instance's [`IpcPort`] on it, with blocking done by the scheduler. A waiting thread is parked
+//! (off the run queue, costing nothing); the operation that completes it stores its result and
+//! unparks it after the lock is released; a deadline puts it back on the run queue at the first
+//! tick after it, and it then cancels its wait.
 
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use mica_caps::HandleTable;
 use mica_ipc::WaiterId;
 use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Timeout};
 
-use super::state::{Connection, Finished, IpcState, SpaceId, Step};
+use super::state::{Connection, Finished, IpcState, Object, SpaceId, Step};
 use crate::arch::clock;
 use crate::arch::irq_lock::IrqMutex;
 use crate::sched;
@@ -77,6 +79,13 @@ impl Port {
             st.close_space(self.space, restart);
             Ok(())
         });
+    }
+
+    /// Runs `f` on this instance's capability space (`None` once it has ended): how its
+    /// hardware (`crate::hw::instance`) keeps its handles beside the channel ends. Nothing here
+    /// wakes a thread: `f` touches hardware objects only.
+    pub fn with_table<T>(&self, f: impl FnOnce(&mut HandleTable<Object>) -> T) -> Option<T> {
+        STATE.lock().as_mut().and_then(|st| st.with_table(self.space, f))
     }
 
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.

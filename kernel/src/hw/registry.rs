@@ -1,0 +1,175 @@
+//! The device registry: the virtio-mmio devices found at boot, which instance has claimed each,
+//! and the interrupt state of each device's line (set by the trap handler, waited on by the
+//! claiming driver's thread).
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use spin::Once;
+
+use super::names::{self, mmio};
+use crate::arch::irq_lock::IrqMutex;
+use crate::arch::mmio::Window;
+use crate::arch::traps::DEVICE_VECTOR_BASE;
+use crate::arch::{apic, ioapic};
+use crate::cmdline::MmioDevice;
+use crate::sched;
+
+/// A device found at boot.
+#[derive(Debug)]
+pub(super) struct Device {
+    /// Its manifest name (`virtio-blk.0`, ...).
+    pub(super) name: String,
+    /// Its virtio device id.
+    pub(super) device_id: u32,
+    /// Its register window.
+    pub(super) window: Window,
+    gsi: u32,
+    /// Its slot: the index of its interrupt state and vector.
+    slot: usize,
+}
+
+/// Every device found, in the order the machine presents them.
+static DEVICES: Once<Vec<Device>> = Once::new();
+/// Which instance (by its id) holds each device, by index into [`DEVICES`].
+static CLAIMS: IrqMutex<Vec<Option<u64>>> = IrqMutex::new(Vec::new());
+
+/// The interrupt state of one slot.
+pub(super) struct Line {
+    /// An interrupt came and was not yet waited for.
+    pub(super) pending: AtomicBool,
+    /// The waiting thread's id plus one (0: none).
+    pub(super) waiter: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)] // only used to initialize LINES
+const LINE: Line = Line { pending: AtomicBool::new(false), waiter: AtomicU64::new(0) };
+static LINES: [Line; names::VIRTIO_MMIO_SLOTS] = [LINE; names::VIRTIO_MMIO_SLOTS];
+
+/// Every device found, in the order the machine presents them (empty before [`discover`]).
+pub(super) fn devices() -> &'static [Device] {
+    DEVICES.get().map_or(&[], Vec::as_slice)
+}
+
+/// Finds the virtio-mmio devices and routes their interrupts (masked) to this CPU, which must
+/// be the boot CPU: the transports the command line describes (`described`, from
+/// `virtio_mmio.device=` words, as `mica-vmm` gives them), or else QEMU `microvm`'s 24. Logs what
+/// it found; returns how many.
+pub fn discover(described: &[MmioDevice]) -> usize {
+    let list = DEVICES.call_once(|| {
+        let ioapics = ioapic::init();
+        // (slot, base, size, GSI): a slot numbers the device's interrupt state and vector.
+        let candidates: Vec<(usize, u64, u32, u32)> = if described.is_empty() {
+            names::probe_order()
+                .map(|slot| (slot, names::slot_base(slot), names::VIRTIO_MMIO_SIZE, names::slot_gsi(slot)))
+                .collect()
+        } else {
+            described
+                .iter()
+                .take(names::VIRTIO_MMIO_SLOTS)
+                .enumerate()
+                .map(|(i, d)| (i, d.base, d.size, d.gsi))
+                .collect()
+        };
+        let mut found: Vec<(usize, u32, Window, u32)> = Vec::new();
+        for (slot, base, size, gsi) in candidates {
+            let Ok(window) = Window::map(base, size) else {
+                log::warn!("devices: cannot map a virtio-mmio window at {base:#x}");
+                continue;
+            };
+            if window.read(mmio::MAGIC_VALUE, 4) != Some(u64::from(names::VIRTIO_MAGIC)) {
+                continue;
+            }
+            // Device id 0: a transport with nothing plugged in.
+            match window.read(mmio::DEVICE_ID, 4) {
+                Some(0) | None => continue,
+                Some(id) => found.push((slot, id as u32, window, gsi)),
+            }
+        }
+        let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _, _)| (slot, id)).collect();
+        let labels = names::name_devices(&ids);
+        let me = apic::id();
+        let mut devices = Vec::with_capacity(found.len());
+        for ((slot, device_id, window, gsi), name) in found.into_iter().zip(labels) {
+            let vector = DEVICE_VECTOR_BASE + slot as u8;
+            if !ioapic::route(gsi, vector, me) {
+                log::warn!("devices: {name}: its interrupt (GSI {gsi}) has no I/O APIC ({ioapics} found); not offered");
+                continue;
+            }
+            let version = window.read(mmio::VERSION, 4).unwrap_or(0);
+            log::info!(
+                "devices: {name} (virtio-mmio v{version} at {:#x}, GSI {gsi} -> vector {vector:#x})",
+                window.base()
+            );
+            devices.push(Device { name, device_id, window, gsi, slot });
+        }
+        devices
+    });
+    *CLAIMS.lock() = alloc::vec![None; list.len()];
+    list.len()
+}
+
+/// The interrupt for device slot `slot` (from the trap handler): masks the line until the
+/// driver acknowledges it, and wakes the driver's waiting thread.
+pub fn on_interrupt(slot: usize) {
+    let Some(device) = devices().iter().find(|d| d.slot == slot) else {
+        log::warn!("devices: interrupt on slot {slot}, which has no device");
+        return;
+    };
+    ioapic::set_masked(device.gsi, true);
+    let line = &LINES[slot];
+    line.pending.store(true, Ordering::SeqCst);
+    let waiter = line.waiter.load(Ordering::SeqCst);
+    if waiter != 0 {
+        sched::unpark(waiter - 1);
+    }
+}
+
+impl Device {
+    /// The interrupt state of its line.
+    pub(super) fn line(&self) -> &'static Line {
+        &LINES[self.slot]
+    }
+
+    /// Its line from now on: no interrupt pending, unmasked (after a claim).
+    pub(super) fn arm(&self) {
+        self.line().pending.store(false, Ordering::SeqCst);
+        self.set_masked(false);
+    }
+
+    /// Masks (`true`) or unmasks its interrupt line.
+    pub(super) fn set_masked(&self, masked: bool) {
+        ioapic::set_masked(self.gsi, masked);
+    }
+}
+
+/// Records that instance `instance` holds device `index` (into [`devices`]); if one holds it
+/// already, returns that holder's id.
+pub(super) fn claim(index: usize, instance: u64) -> Result<(), u64> {
+    let mut claims = CLAIMS.lock();
+    if let Some(holder) = claims[index] {
+        return Err(holder);
+    }
+    claims[index] = Some(instance);
+    Ok(())
+}
+
+/// Undoes a [`claim`] that could not be completed (nothing was done with the device).
+pub(super) fn unclaim(index: usize) {
+    CLAIMS.lock()[index] = None;
+}
+
+/// The claim on device `index` ends: resets the device (so it stops using memory), masks its
+/// line, forgets its interrupt state and releases it, in that order.
+pub(super) fn reset_and_release(index: usize) {
+    let device = &devices()[index];
+    device.window.write(mmio::STATUS, 4, 0);
+    // Reading back makes sure the reset happened before the memory is reused.
+    let _ = device.window.read(mmio::STATUS, 4);
+    device.set_masked(true);
+    let line = device.line();
+    line.waiter.store(0, Ordering::SeqCst);
+    line.pending.store(false, Ordering::SeqCst);
+    CLAIMS.lock()[index] = None;
+}
