@@ -38,7 +38,7 @@ mod error;
 mod hw;
 mod queue;
 pub mod service;
-pub mod spec;
+pub use mica_virtio_spec as spec;
 mod transport;
 
 #[cfg(test)]

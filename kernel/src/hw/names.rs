@@ -1,10 +1,9 @@
 //! Where devices are on QEMU's `microvm` machine, the virtio-mmio registers and device ids the
 //! kernel reads, and what the manifest calls the devices: plain logic, tested on the host.
 //!
-//! The virtio values are the virtio 1.2 specification's. They would come from the
-//! `virtio-bindings` crate, but it needs `std` (its generated bindings name `::std`), so it does
-//! not build for the kernel's `x86_64-unknown-none`: they are named once here, and the host tests
-//! check each against `virtio-bindings`.
+//! The virtio values come from `mica-virtio-spec`, the one place Mica writes virtio constants
+//! (shared with `mica-vmm` and the drivers, and checked there against `virtio-bindings`, which
+//! needs `std` and so does not build for the kernel); this module gives the kernel's short names.
 
 use alloc::format;
 use alloc::string::String;
@@ -19,42 +18,23 @@ pub const VIRTIO_MMIO_SLOTS: usize = 24;
 /// The GSI of transport 0 (on `microvm`'s second I/O APIC; transport `i` has GSI 24 + i).
 pub const VIRTIO_MMIO_GSI_BASE: u32 = 24;
 /// "virt" in little endian: the magic value at offset 0 of every virtio-mmio transport.
-pub const VIRTIO_MAGIC: u32 = 0x7472_6976;
+pub const VIRTIO_MAGIC: u32 = mica_virtio_spec::extra::VIRTIO_MMIO_MAGIC;
 
 /// The virtio-mmio registers the kernel reads or writes (byte offsets into the window).
 pub mod mmio {
-    /// The magic value ([`VIRTIO_MAGIC`](super::VIRTIO_MAGIC)).
-    pub const MAGIC_VALUE: u32 = 0x000;
-    /// The transport's version (1: legacy, 2: virtio 1.x).
-    pub const VERSION: u32 = 0x004;
-    /// The virtio device id (0: nothing plugged in).
-    pub const DEVICE_ID: u32 = 0x008;
-    /// The device status; writing 0 resets the device.
-    pub const STATUS: u32 = 0x070;
+    pub use mica_virtio_spec::virtio_mmio::{
+        VIRTIO_MMIO_DEVICE_ID as DEVICE_ID, VIRTIO_MMIO_MAGIC_VALUE as MAGIC_VALUE, VIRTIO_MMIO_STATUS as STATUS,
+        VIRTIO_MMIO_VERSION as VERSION,
+    };
 }
 
 /// Virtio device ids (virtio 1.2, section 5) the kernel names.
 pub mod ids {
-    /// Network card.
-    pub const NET: u32 = 1;
-    /// Block device.
-    pub const BLOCK: u32 = 2;
-    /// Console.
-    pub const CONSOLE: u32 = 3;
-    /// Entropy source.
-    pub const RNG: u32 = 4;
-    /// Memory balloon (traditional).
-    pub const BALLOON: u32 = 5;
-    /// 9P transport.
-    pub const NINE_P: u32 = 9;
-    /// GPU.
-    pub const GPU: u32 = 16;
-    /// Input device.
-    pub const INPUT: u32 = 18;
-    /// Socket device.
-    pub const VSOCK: u32 = 19;
-    /// File system device.
-    pub const FS: u32 = 26;
+    pub use mica_virtio_spec::virtio_ids::{
+        VIRTIO_ID_9P as NINE_P, VIRTIO_ID_BALLOON as BALLOON, VIRTIO_ID_BLOCK as BLOCK, VIRTIO_ID_CONSOLE as CONSOLE,
+        VIRTIO_ID_FS as FS, VIRTIO_ID_GPU as GPU, VIRTIO_ID_INPUT as INPUT, VIRTIO_ID_NET as NET, VIRTIO_ID_RNG as RNG,
+        VIRTIO_ID_VSOCK as VSOCK,
+    };
 }
 
 /// The physical address of transport `slot`.
@@ -120,30 +100,5 @@ mod tests {
         assert_eq!(probe_order().next(), Some(23));
         assert_eq!(probe_order().count(), 24);
         assert_eq!(VIRTIO_MAGIC.to_le_bytes(), *b"virt");
-    }
-
-    #[test]
-    fn virtio_values_are_the_specs() {
-        use virtio_bindings::virtio_ids as vb_ids;
-        use virtio_bindings::virtio_mmio as vb_mmio;
-        assert_eq!(mmio::MAGIC_VALUE, vb_mmio::VIRTIO_MMIO_MAGIC_VALUE);
-        assert_eq!(mmio::VERSION, vb_mmio::VIRTIO_MMIO_VERSION);
-        assert_eq!(mmio::DEVICE_ID, vb_mmio::VIRTIO_MMIO_DEVICE_ID);
-        assert_eq!(mmio::STATUS, vb_mmio::VIRTIO_MMIO_STATUS);
-        let pairs = [
-            (ids::NET, vb_ids::VIRTIO_ID_NET),
-            (ids::BLOCK, vb_ids::VIRTIO_ID_BLOCK),
-            (ids::CONSOLE, vb_ids::VIRTIO_ID_CONSOLE),
-            (ids::RNG, vb_ids::VIRTIO_ID_RNG),
-            (ids::BALLOON, vb_ids::VIRTIO_ID_BALLOON),
-            (ids::NINE_P, vb_ids::VIRTIO_ID_9P),
-            (ids::GPU, vb_ids::VIRTIO_ID_GPU),
-            (ids::INPUT, vb_ids::VIRTIO_ID_INPUT),
-            (ids::VSOCK, vb_ids::VIRTIO_ID_VSOCK),
-            (ids::FS, vb_ids::VIRTIO_ID_FS),
-        ];
-        for (ours, theirs) in pairs {
-            assert_eq!(ours, theirs);
-        }
     }
 }

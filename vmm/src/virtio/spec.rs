@@ -1,17 +1,15 @@
 //! The standard virtio constants that `virtio-bindings` does not carry: the one place in
-//! `mica-vmm` where a virtio constant is written by hand. Every other register offset, feature
+//! `mica-vmm` where a virtio constant is named (the ones the kernel and the drivers share come
+//! from `mica-virtio-spec`). Every other register offset, feature
 //! bit, status bit, device ID, descriptor flag and request code comes from `virtio-bindings`.
 //!
 //! The modules follow the crate's (`virtio_mmio`, `virtio_blk`, and `virtio_console`, for which it
 //! has none), so that a constant the crate gains later can replace its line here.
 
 /// virtio-mmio (virtio 1.2 section 4.2.2): register values (`virtio_bindings::virtio_mmio` has the
-/// register offsets only).
+/// register offsets only), from `mica-virtio-spec`, shared with the kernel and the drivers.
 pub mod virtio_mmio {
-    /// MagicValue: "virt" in little-endian.
-    pub const MAGIC_VALUE: u32 = u32::from_le_bytes(*b"virt");
-    /// Version of the modern (virtio 1.x) interface; 1 is the legacy one.
-    pub const VERSION_MODERN: u32 = 2;
+    pub use mica_virtio_spec::extra::{VIRTIO_MMIO_MAGIC as MAGIC_VALUE, VIRTIO_MMIO_VERSION_MODERN as VERSION_MODERN};
 }
 
 /// virtio-blk (virtio 1.2 section 5.2).

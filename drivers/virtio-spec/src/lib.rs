@@ -1,16 +1,23 @@
-//! Every virtio constant of this crate and its drivers, in one place.
+//! Every virtio constant Mica writes down, in one place: for the kernel (`x86_64-unknown-none`),
+//! `mica-vmm` (Linux) and the driver components (`wasm32-wasip2`) alike.
 //!
 //! The standard ones come from Linux's uapi headers, which the `virtio-bindings` crate carries
-//! as Rust; that crate does not build for wasm32 (its bindings are generated per target
-//! architecture, and wasm32 has none), so the modules below repeat the few names Mica's drivers
-//! use, with the same module paths, names, types and values. Each module's test compares every
-//! value with `virtio-bindings` on the host, so a constant cannot be added here without that
-//! check. Once `virtio-bindings` builds for wasm32, these modules can become its re-exports.
+//! as Rust; that crate needs `std` and has no bindings for wasm32, so neither the kernel nor the
+//! drivers can use it. The modules below repeat the names Mica uses, with the same module paths,
+//! names, types and values; `mica-vmm`, on Linux, takes the rest from `virtio-bindings` itself.
+//! Each module's test compares every value with `virtio-bindings` on the host, so a constant
+//! cannot be added here without that check.
 //!
 //! Feature constants are bit numbers, as in `virtio-bindings`; [`feature`] makes the mask that
-//! [`Transport::init`](crate::Transport::init) takes. What `virtio-bindings` has no constant for
+//! a driver's transport takes. What `virtio-bindings` has no constant for
 //! (the MMIO magic value, ring and header sizes, configuration offsets, queue indexes) is in
 //! [`extra`], with the layouts checked against `virtio-bindings`' structs.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
 
 /// The mask of feature bit `bit` (a `VIRTIO_*_F_*` constant).
 pub const fn feature(bit: u32) -> u64 {
@@ -65,6 +72,18 @@ mirror! {
         VIRTIO_ID_CONSOLE = 3;
         /// An entropy source.
         VIRTIO_ID_RNG = 4;
+        /// A memory balloon (the traditional one).
+        VIRTIO_ID_BALLOON = 5;
+        /// A 9P transport.
+        VIRTIO_ID_9P = 9;
+        /// A GPU.
+        VIRTIO_ID_GPU = 16;
+        /// An input device.
+        VIRTIO_ID_INPUT = 18;
+        /// A socket device.
+        VIRTIO_ID_VSOCK = 19;
+        /// A file system device.
+        VIRTIO_ID_FS = 26;
     }
 
     /// Register offsets in the virtio-mmio window, and the interrupt status bits (virtio 1.2,
