@@ -23,6 +23,14 @@ pub const MAX_WASM_STACK: usize = 512 * 1024;
 /// The size of the kernel stack a component runs on: its wasm stack plus room for host calls.
 pub const COMPONENT_STACK_BYTES: usize = MAX_WASM_STACK + 256 * 1024;
 
+/// The virtual reservation of each linear memory: all of a 32-bit memory's address space, so
+/// that no address a wasm load or store can form lies outside it.
+pub const MEMORY_RESERVATION: u64 = 1 << 32;
+
+/// The unmapped guard after (and before) each linear memory's reservation: a static offset in
+/// a load or store up to this size still lands in it, so its check is elided too.
+pub const MEMORY_GUARD: u64 = 32 << 20;
+
 /// A CPU feature that compiled code may use (x86_64).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CpuFeature {
@@ -239,7 +247,7 @@ pub struct ArtifactKey {
 }
 
 /// Bump whenever [`engine_config`] changes what it sets.
-pub const CONFIG_VERSION: u32 = 2;
+pub const CONFIG_VERSION: u32 = 3;
 
 impl ArtifactKey {
     /// The key for `cpu` and `instrumentation` with this build's settings.
@@ -279,12 +287,19 @@ pub fn engine_config(instrumentation: Instrumentation) -> Config {
     config.target(KERNEL_TARGET).expect("the kernel target is known to Wasmtime");
     config
         .wasm_component_model(true)
-        // No signals, no virtual memory tricks: explicit bounds checks and no guard regions.
-        .signals_based_traps(false)
+        // Guard regions instead of bounds checks: every 32-bit linear memory sits in a 4 GiB
+        // reservation with a guard on either side, so no wasm address can reach past it and
+        // Cranelift elides the explicit check on every load and store. An access beyond the
+        // accessible part faults (#PF), a trapping instruction raises #UD or #DE, and the
+        // kernel hands each to Wasmtime's trap handler (`signals_based_traps`). Wasmtime checks
+        // at load that an artifact was compiled with exactly these, so both sides must agree.
+        .signals_based_traps(true)
         .memory_init_cow(false)
-        .memory_reservation(0)
-        .memory_guard_size(0)
+        .memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(MEMORY_GUARD)
+        .guard_before_linear_memory(true)
         .memory_reservation_for_growth(0)
+        .memory_may_move(false)
         // CPU limits: fuel for exact instruction budgets, epochs for time limits; each only
         // where a limit needs it, since the checks slow every loop down.
         .consume_fuel(instrumentation.fuel)
@@ -329,12 +344,12 @@ mod tests {
         let k = ArtifactKey::new(CpuProfile::baseline(), Instrumentation::NONE);
         assert_eq!(
             k.to_string(),
-            "wasmtime-48.0.8/x86_64-unknown-none/config-2/instrument-none/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
+            "wasmtime-48.0.8/x86_64-unknown-none/config-3/instrument-none/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
         );
         let f = ArtifactKey::new(CpuProfile::baseline(), Instrumentation::for_limits(true, true));
         assert_eq!(
             f.to_string(),
-            "wasmtime-48.0.8/x86_64-unknown-none/config-2/instrument-fuel+epochs/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
+            "wasmtime-48.0.8/x86_64-unknown-none/config-3/instrument-fuel+epochs/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
         );
         // Keys (and so cache names) differ for every instrumentation.
         let mut names: Vec<String> =

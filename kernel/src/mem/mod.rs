@@ -3,6 +3,7 @@
 
 pub mod frames;
 pub mod range;
+pub mod vspace;
 
 #[cfg(target_os = "none")]
 pub mod heap;
@@ -27,6 +28,13 @@ pub mod layout {
     pub const STACK_SLOTS: u64 = 4096;
     /// A region the boot tests map and unmap pages in.
     pub const SCRATCH_BASE: u64 = 0xffff_f000_0000_0000;
+    /// Base of the region Wasmtime's reservations come from: linear memories (each 4 GiB plus
+    /// its guards), compiled code and its other mappings. It lies in the lower half, above any
+    /// RAM the identity map covers, so that thousands of 4 GiB memories fit; nothing else is
+    /// mapped there, so a fault at an instruction inside it is a fault in wasm code.
+    pub const WASM_BASE: u64 = 0x0000_4000_0000_0000;
+    /// Size of that region (64 TiB).
+    pub const WASM_SIZE: u64 = 0x0000_4000_0000_0000;
 }
 
 /// Access rights of a mapping. The kernel enforces W^X: no mapping is both writable and

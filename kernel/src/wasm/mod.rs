@@ -3,11 +3,12 @@
 //! instrumentation in use), the platform services components run on, and running one component
 //! to its end on the kernel thread `system` gives it.
 
-pub mod code_memory;
 pub mod platform;
 pub mod sync;
 pub mod system;
 pub mod tls;
+pub mod traps;
+pub mod vmem;
 
 use alloc::format;
 use alloc::string::String;
@@ -32,8 +33,10 @@ static ENGINES: [Once<Result<Engine, String>>; Instrumentation::ALL.len()] =
 pub fn engine(instrumentation: Instrumentation) -> Result<&'static Engine, String> {
     ENGINES[instrumentation.index()]
         .call_once(|| {
+            // Code, linear memories and their guard regions are mapped through `vmem` (code
+            // published read-execute, never writable); faults in wasm code reach Wasmtime
+            // through `traps`.
             let mut config = engine_config(instrumentation);
-            config.with_custom_code_memory(Some(Arc::new(code_memory::KernelCodeMemory)));
             // SAFETY: `code_may_use` answers from CPUID and the kernel's own state (AVX-class
             // features are reported absent because their state is not enabled), so code is only
             // ever loaded for features that work here.

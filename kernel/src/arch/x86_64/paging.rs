@@ -297,6 +297,111 @@ pub fn unmap_and_free_range(start: u64, pages: u64) -> Result<(), PagingError> {
     result
 }
 
+/// Gives every 4 KiB page in `start..end` the rights `prot`: a page already mapped keeps its
+/// frame and changes rights, a page not mapped gets a fresh zeroed frame. One TLB shootdown for
+/// the whole range, only if some mapped page changed. Returns how many frames were mapped anew.
+/// On failure (no frame left), the pages mapped so far stay mapped: the caller's region owns
+/// them and [`unmap_range`] frees them.
+pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, PagingError> {
+    let f = flags(prot)?;
+    if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
+        return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
+    }
+    let mut fresh = 0;
+    let mut changed = false;
+    let mut result = Ok(());
+    for virt in (start..end).step_by(PAGE_SIZE as usize) {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
+        let step = with_mapper(|m| match m.translate(VirtAddr::new(virt)) {
+            TranslateResult::Mapped { frame: MappedFrame::Size4KiB(_), flags: old, .. } => {
+                let rights = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+                if old & rights != f {
+                    // SAFETY: changing the rights of a page in a region the caller owns cannot
+                    // alias memory; W^X was checked by `flags`.
+                    unsafe { m.update_flags(page, f) }.map_err(|_| PagingError::NotMapped(virt))?.flush();
+                    changed = true;
+                }
+                Ok(false)
+            }
+            TranslateResult::Mapped { .. } => Err(PagingError::HugePageInTheWay(virt)),
+            TranslateResult::NotMapped | TranslateResult::InvalidFrameAddress(_) => {
+                let frame = phys::alloc_zeroed().map_err(PagingError::Frames)?;
+                map_in::<Size4KiB>(m, virt, frame, f).inspect_err(|_| {
+                    let _ = phys::free(frame);
+                })?;
+                Ok(true)
+            }
+        });
+        match step {
+            Ok(new) => fresh += u64::from(new),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if changed {
+        shootdown();
+    }
+    result.map(|()| fresh)
+}
+
+/// Unmaps every 4 KiB page mapped in `start..end` and frees its frame, and frees the page tables
+/// that are left empty. The range must not be covered by large pages (the wasm region never
+/// is). Other CPUs' TLBs forget the pages before any frame is freed. Returns how many frames
+/// were freed (page tables not counted).
+pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
+    /// Clears the entries of `table` (at paging `level`, 4 = PML4) for `start..end`; returns
+    /// whether the table is empty afterwards.
+    fn clear(
+        table: &mut PageTable,
+        level: u32,
+        start: u64,
+        end: u64,
+        frames: &mut alloc::vec::Vec<u64>,
+    ) -> Result<bool, PagingError> {
+        let span = 1u64 << (12 + 9 * (level - 1));
+        let mut addr = start;
+        while addr < end {
+            let next = (addr & !(span - 1)).saturating_add(span).min(end);
+            let entry = &mut table[((addr >> (12 + 9 * (level - 1))) & 511) as usize];
+            if entry.flags().contains(Flags::PRESENT) {
+                if level == 1 {
+                    frames.push(entry.addr().as_u64());
+                    entry.set_unused();
+                } else if entry.flags().contains(Flags::HUGE_PAGE) {
+                    return Err(PagingError::HugePageInTheWay(addr));
+                } else {
+                    let child = entry.addr().as_u64();
+                    // SAFETY: a present non-leaf entry points at a page table in identity-mapped
+                    // RAM, which only the mapper (whose lock the caller holds) touches.
+                    let child_table = unsafe { &mut *(child as *mut PageTable) };
+                    if clear(child_table, level - 1, addr, next, frames)? {
+                        entry.set_unused();
+                        frames.push(child | 1);
+                    }
+                }
+            }
+            addr = next;
+        }
+        Ok(level < 4 && table.iter().all(|e| e.is_unused()))
+    }
+    if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
+        return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
+    }
+    let mut frames = alloc::vec::Vec::new();
+    let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut frames));
+    x86_64::instructions::tlb::flush_all();
+    shootdown();
+    // Page tables were marked with bit 0 (frames are page-aligned): they are freed, not counted.
+    let mut freed = 0;
+    for frame in frames {
+        phys::free(frame & !1).map_err(PagingError::Frames)?;
+        freed += u64::from(frame & 1 == 0);
+    }
+    result.map(|_| freed)
+}
+
 /// The generation of the last TLB flush any CPU asked for.
 static FLUSH_GENERATION: AtomicU64 = AtomicU64::new(0);
 

@@ -116,7 +116,25 @@ mica_int_stubs:
     options(att_syntax)
 );
 
+// Where an exception raised by wasm code returns to: on the faulting thread's own stack (below
+// the red zone, 16-byte aligned as a call expects), it calls the function in rax with the
+// arguments `redirect_to_thread` left in rdi, rsi, rdx and rcx. That function never returns.
+core::arch::global_asm!(
+    r#"
+    .section .text.traps, "ax", @progbits
+    .balign 16
+mica_fault_trampoline:
+    subq $128, %rsp
+    andq $-16, %rsp
+    callq *%rax
+    ud2
+"#,
+    options(att_syntax)
+);
+
 unsafe extern "C" {
+    /// Where [`redirect_to_thread`] makes an exception return to.
+    static mica_fault_trampoline: u8;
     /// The first of the 256 trap stubs, each 16 bytes long.
     static mica_trap_stubs: [u8; 256 * 16];
     /// The first of the 256 `int $n; ret` stubs, each 4 bytes long.
@@ -303,12 +321,31 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             // Last, as for the timer: this may switch to the woken driver thread.
             crate::sched::on_device_interrupt();
         }
+        // #DE, #UD and #PF raised by wasm code are wasm traps: Wasmtime takes them, on the
+        // faulting thread, after this exception has returned.
+        0 | 6 | 14 if crate::wasm::traps::is_wasm_code(frame.rip) => {
+            let addr = if frame.vector == 14 { Cr2::read_raw() } else { u64::MAX };
+            redirect_to_thread(frame, crate::wasm::traps::on_fault, addr);
+        }
         v if v < 32 => unexpected_exception(frame),
         v => {
             log::warn!("unexpected interrupt on vector {v}");
             super::apic::end_of_interrupt();
         }
     }
+}
+
+/// Makes the exception in `frame` return, with the interrupted thread's stack and interrupt
+/// state, into `target(rip, rbp, addr, vector)` instead of the faulting instruction. The handler
+/// of a wasm trap unwinds the thread's stack and never returns; running it in thread context,
+/// rather than on this exception's stack with interrupts off, keeps both intact.
+fn redirect_to_thread(frame: &mut TrapFrame, target: extern "C" fn(u64, u64, u64, u64) -> !, addr: u64) {
+    frame.rdi = frame.rip;
+    frame.rsi = frame.rbp;
+    frame.rdx = addr;
+    frame.rcx = frame.vector;
+    frame.rax = target as usize as u64;
+    frame.rip = (&raw const mica_fault_trampoline) as u64;
 }
 
 /// Reports an exception the kernel did not expect and ends the run.

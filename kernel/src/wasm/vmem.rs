@@ -1,0 +1,214 @@
+//! The kernel's side of Wasmtime's virtual-memory interface (`custom-virtual-memory`): the
+//! reservations its linear memories, guard regions and code live in, committed and protected
+//! through the kernel's page tables.
+//!
+//! Reservations come from the wasm region of the address space (`layout::WASM_BASE`), which
+//! holds nothing else. A reservation is address space only: its pages are unmapped, so any access
+//! faults. Committing a range (`wasmtime_mprotect` with rights, or a mapping made with rights)
+//! maps a zeroed frame at every page that has none, at once: a memory's pages exist from the
+//! moment Wasmtime makes them accessible (at instantiation and at each `memory.grow`, both
+//! within the component's memory budget), so running out of frames is an error there, never a
+//! fault later. Taking the rights away (`prot` 0) gives the frames back. W^X holds: the page
+//! tables refuse writable and executable at once.
+//!
+//! Each function returns 0 on success and an errno-style code otherwise (Wasmtime reports it as
+//! "os error N"); the reason is logged with the addresses it concerns.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::arch::irq_lock::IrqMutex;
+use crate::arch::paging;
+use crate::mem::Protection;
+use crate::mem::layout::{WASM_BASE, WASM_SIZE};
+use crate::mem::range::{PAGE_SIZE, align_up};
+use crate::mem::vspace::VirtualSpace;
+
+/// Out of memory (frames or address space).
+const ENOMEM: i32 = 12;
+/// An argument that names no reservation, or rights that break W^X.
+const EINVAL: i32 = 22;
+
+/// Wasmtime's protection bits (`WASMTIME_PROT_*` in `wasmtime-platform.h`).
+const PROT_READ: u32 = 1;
+const PROT_WRITE: u32 = 2;
+const PROT_EXEC: u32 = 4;
+
+static SPACE: IrqMutex<Option<VirtualSpace>> = IrqMutex::new(None);
+
+/// Frames mapped in the wasm region now.
+static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+fn with_space<R>(f: impl FnOnce(&mut VirtualSpace) -> R) -> R {
+    let mut guard = SPACE.lock();
+    f(guard.get_or_insert_with(|| VirtualSpace::new(WASM_BASE, WASM_SIZE)))
+}
+
+/// Whether `addr` lies in the wasm region: code there is code Wasmtime compiled.
+pub fn in_wasm_region(addr: u64) -> bool {
+    (WASM_BASE..WASM_BASE + WASM_SIZE).contains(&addr)
+}
+
+/// What the wasm region holds now.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// Reservations.
+    pub reservations: usize,
+    /// Bytes of address space reserved.
+    pub reserved: u64,
+    /// Frames mapped.
+    pub frames: u64,
+}
+
+/// What the wasm region holds now.
+pub fn usage() -> Usage {
+    let (reservations, reserved) = with_space(|s| (s.reservations(), s.reserved()));
+    Usage { reservations, reserved, frames: COMMITTED.load(Ordering::Relaxed) }
+}
+
+fn protection(prot: u32) -> Option<Protection> {
+    if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+        return None;
+    }
+    let mut p = Protection::READ;
+    if prot & PROT_WRITE != 0 {
+        p = p | Protection::WRITE;
+    }
+    if prot & PROT_EXEC != 0 {
+        p = p | Protection::EXEC;
+    }
+    Some(p)
+}
+
+/// Gives `start..end` the rights `prot` (committing frames), or with `prot` 0 unmaps it and frees
+/// its frames.
+fn apply(start: u64, end: u64, prot: u32) -> i32 {
+    match protection(prot) {
+        Some(p) => match paging::commit_range(start, end, p) {
+            Ok(fresh) => {
+                COMMITTED.fetch_add(fresh, Ordering::Relaxed);
+                0
+            }
+            Err(e) => {
+                log::warn!("wasm memory {start:#x}..{end:#x}: cannot commit: {e}");
+                if matches!(e, paging::PagingError::Frames(_)) { ENOMEM } else { EINVAL }
+            }
+        },
+        None => match paging::unmap_range(start, end) {
+            Ok(freed) => {
+                COMMITTED.fetch_sub(freed, Ordering::Relaxed);
+                0
+            }
+            Err(e) => {
+                log::warn!("wasm memory {start:#x}..{end:#x}: cannot decommit: {e}");
+                EINVAL
+            }
+        },
+    }
+}
+
+/// The pages of `ptr..ptr + size` (the length rounded up to whole pages, as `mprotect` does) if
+/// `ptr` is page-aligned and they lie inside one reservation.
+fn reserved_range(what: &str, ptr: *mut u8, size: usize) -> Result<(u64, u64), i32> {
+    let start = ptr as u64;
+    let end = start.checked_add(align_up(size as u64, PAGE_SIZE)).ok_or(EINVAL)?;
+    if start % PAGE_SIZE != 0 {
+        log::warn!("wasm {what}: {start:#x}+{size:#x} does not start on a page");
+        return Err(EINVAL);
+    }
+    if size == 0 {
+        return Ok((start, end));
+    }
+    if with_space(|s| s.reservation_of(start, end)).is_none() {
+        log::warn!("wasm {what}: {start:#x}+{size:#x} is not inside a reservation");
+        return Err(EINVAL);
+    }
+    Ok((start, end))
+}
+
+/// Makes a mapping of `size` bytes: a reservation, committed with `prot_flags` unless that is 0.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut u8) -> i32 {
+    let start = match with_space(|s| s.reserve(size as u64)) {
+        Ok(start) => start,
+        Err(e) => {
+            log::warn!("wasm mapping of {size:#x} bytes: {e}");
+            return ENOMEM;
+        }
+    };
+    let end = start + align_up(size as u64, PAGE_SIZE);
+    if protection(prot_flags).is_some() {
+        let rc = apply(start, end, prot_flags);
+        if rc != 0 {
+            apply(start, end, 0);
+            let _ = with_space(|s| s.release(start, size as u64));
+            return rc;
+        }
+    }
+    *ret = core::ptr::with_exposed_provenance_mut(start as usize);
+    0
+}
+
+/// Replaces `addr..addr + size` with fresh zeroed pages with `prot_flags` (none for 0).
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_mmap_remap(addr: *mut u8, size: usize, prot_flags: u32) -> i32 {
+    let (start, end) = match reserved_range("remap", addr, size) {
+        Ok(r) => r,
+        Err(rc) => return rc,
+    };
+    match apply(start, end, 0) {
+        0 if protection(prot_flags).is_some() => apply(start, end, prot_flags),
+        rc => rc,
+    }
+}
+
+/// Unmaps the whole mapping `ptr..ptr + size` and releases its reservation.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
+    let start = ptr as u64;
+    let len = align_up(size as u64, PAGE_SIZE);
+    if with_space(|s| s.reservation_of(start, start + len)) != Some((start, len)) {
+        log::warn!("wasm munmap: {start:#x}+{size:#x} is not one whole reservation");
+        return EINVAL;
+    }
+    let rc = apply(start, start + len, 0);
+    if rc == 0 {
+        let _ = with_space(|s| s.release(start, size as u64));
+    }
+    rc
+}
+
+/// Gives `ptr..ptr + size` the rights `prot_flags`: committing frames where there are none, or
+/// with 0, unmapping the pages and freeing their frames.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32 {
+    match reserved_range("mprotect", ptr, size) {
+        Ok((start, end)) if start < end => apply(start, end, prot_flags),
+        Ok(_) => 0,
+        Err(rc) => rc,
+    }
+}
+
+/// The page size: 4 KiB.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_page_size() -> usize {
+    PAGE_SIZE as usize
+}
+
+/// A copy-on-write image of a memory's initial contents. Not made yet: a null image tells
+/// Wasmtime to copy the data segments in at instantiation.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_memory_image_new(_ptr: *const u8, _len: usize, ret: &mut *mut u8) -> i32 {
+    *ret = core::ptr::null_mut();
+    0
+}
+
+/// Maps an image made by [`wasmtime_memory_image_new`]: never called, since none is made.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_memory_image_map_at(_image: *mut u8, addr: *mut u8, len: usize) -> i32 {
+    log::warn!("wasm memory image mapped at {addr:p}+{len:#x}, but the kernel makes no images");
+    EINVAL
+}
+
+/// Frees an image made by [`wasmtime_memory_image_new`]: none is made.
+#[unsafe(no_mangle)]
+pub extern "C" fn wasmtime_memory_image_free(_image: *mut u8) {}
