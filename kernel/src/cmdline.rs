@@ -16,6 +16,10 @@ pub const TICK_HZ_RANGE: core::ops::RangeInclusive<u32> = 10..=10_000;
 
 /// The default timer tick rate.
 pub const DEFAULT_TICK_HZ: u32 = 100;
+/// How many times `restart = "on-failure"` restarts a component unless `restarts=` says.
+pub const DEFAULT_RESTARTS: u32 = 3;
+/// The first restart's wait unless `restart_backoff_ms=` says.
+pub const DEFAULT_RESTART_BACKOFF_MS: u64 = 100;
 
 /// A command-line word Mica could not accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +86,12 @@ pub struct KernelArgs<'a> {
     pub stop_after_ms: Option<u64>,
     /// The virtio-mmio transports the command line describes (`virtio_mmio.device=`), in order.
     pub mmio_devices: [Option<MmioDevice>; MAX_MMIO_DEVICES],
+    /// How many times `restart = "on-failure"` starts a failed component again (`restarts=`;
+    /// default 3).
+    pub restarts: u32,
+    /// The wait before a component's first restart, doubling with each further one up to 5 s
+    /// (`restart_backoff_ms=`; default 100, 0 for none).
+    pub restart_backoff_ms: u64,
     line: &'a str,
 }
 
@@ -94,6 +104,8 @@ impl<'a> KernelArgs<'a> {
             tick_hz: DEFAULT_TICK_HZ,
             stop_after_ms: None,
             mmio_devices: [None; MAX_MMIO_DEVICES],
+            restarts: DEFAULT_RESTARTS,
+            restart_backoff_ms: DEFAULT_RESTART_BACKOFF_MS,
             line,
         };
         for word in line.split_ascii_whitespace() {
@@ -121,6 +133,16 @@ impl<'a> KernelArgs<'a> {
                     let ms = value.parse().ok().filter(|ms| *ms > 0);
                     args.stop_after_ms = Some(ms.ok_or(CmdlineError { key, value, expected })?);
                 }
+                "restarts" => {
+                    let expected = "a whole number of restarts from 0 to 100000";
+                    let n = value.parse().ok().filter(|n| *n <= 100_000);
+                    args.restarts = n.ok_or(CmdlineError { key, value, expected })?;
+                }
+                "restart_backoff_ms" => {
+                    let expected = "a whole number of milliseconds from 0 to 5000";
+                    let ms = value.parse().ok().filter(|ms| *ms <= 5_000);
+                    args.restart_backoff_ms = ms.ok_or(CmdlineError { key, value, expected })?;
+                }
                 "virtio_mmio.device" => {
                     let expected = "<size>@<base>:<gsi>, e.g. 512@0xd0000000:5 (size 0x100 to 0x1000, at most 8 words)";
                     let device = parse_mmio_device(value).ok_or(CmdlineError { key, value, expected })?;
@@ -137,7 +159,10 @@ impl<'a> KernelArgs<'a> {
     pub fn others(&self) -> impl Iterator<Item = &'a str> {
         self.line.split_ascii_whitespace().filter(|w| {
             let key = w.split_once('=').map_or(*w, |(k, _)| k);
-            !matches!(key, "log" | "test" | "tick_hz" | "stop_after_ms" | "virtio_mmio.device")
+            !matches!(
+                key,
+                "log" | "test" | "tick_hz" | "stop_after_ms" | "restarts" | "restart_backoff_ms" | "virtio_mmio.device"
+            )
         })
     }
 }
@@ -164,6 +189,17 @@ mod tests {
         assert_eq!(a.log, LevelFilter::Info);
         assert_eq!(a.test, None);
         assert_eq!(a.tick_hz, DEFAULT_TICK_HZ);
+        assert_eq!((a.restarts, a.restart_backoff_ms), (3, 100));
+    }
+
+    #[test]
+    fn restart_policy_knobs() {
+        let a = KernelArgs::parse("restarts=200 restart_backoff_ms=0 quiet").expect("parse");
+        assert_eq!((a.restarts, a.restart_backoff_ms), (200, 0));
+        assert_eq!(a.others().collect::<Vec<_>>(), vec!["quiet"]);
+        let e = KernelArgs::parse("restarts=many").unwrap_err();
+        assert_eq!(e.to_string(), "kernel command line: restarts=many: expected a whole number of restarts from 0 to 100000");
+        assert!(KernelArgs::parse("restart_backoff_ms=6000").is_err());
     }
 
     #[test]

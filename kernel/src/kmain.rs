@@ -179,7 +179,11 @@ fn system(boot: &BootInfo, args: &KernelArgs<'_>) -> ! {
                 // SAFETY: the module's range is RAM (or mapped read-only by `paging::init`),
                 // reserved from the frame allocator, and never written.
                 let bundle = unsafe { core::slice::from_raw_parts(m.paddr as *const u8, m.size as usize) };
-                arch::exit(crate::wasm::system::run(bundle, args.stop_after_ms))
+                let supervision = crate::wasm::system::Supervision {
+                    max_restarts: args.restarts,
+                    first_backoff_ms: args.restart_backoff_ms,
+                };
+                arch::exit(crate::wasm::system::run(bundle, args.stop_after_ms, supervision))
             }
             None => {
                 kprintln!("mica: no boot bundle, so no components to run; powering off");

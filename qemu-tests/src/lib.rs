@@ -12,6 +12,7 @@
 
 pub mod http;
 pub mod live;
+pub mod memory;
 pub mod power_cut;
 pub mod scenarios;
 

@@ -48,6 +48,13 @@ fn main() -> ExitCode {
         println!("power cut: {report}");
         Ok(())
     }));
+    // A component restarted 200 times leaves the kernel's memory where it found it (see `memory`).
+    let crash = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::restarts_return_all_memory", move || {
+        let report = qemu_tests::memory::run(&crash.0, &crash.1).map_err(Failed::from)?;
+        println!("restarts: {report}");
+        Ok(())
+    }));
     // A real HTTP client on this host against the component web server (see `http`).
     let web = Arc::clone(&paths);
     trials.push(Trial::test("tcg::http_over_virtio_net", move || {

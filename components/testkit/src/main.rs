@@ -2,7 +2,20 @@
 //! `exit N` (exit with status N), `panic`, `oom` (allocate until memory runs out), `spin` (loop
 //! forever), `count N` (print N lines and succeed), `random` (print random-derived values),
 //! `calls N` (call `wasi:clocks/monotonic-clock.now` N times, printing only at the end), `sieve N`
-//! (print how many primes are below N, by the sieve of Eratosthenes).
+//! (print how many primes are below N, by the sieve of Eratosthenes), `crash-until N` (trap
+//! while `MICA_RESTARTS` is below N, then succeed), and the faults in [`faults`]: `oob-load`,
+//! `oob-store`, `oob-copy`, `grow`, `divide-by-zero`, `unreachable`, `stack-overflow`,
+//! `touch MIB`, `statics TAG`.
+
+#[cfg(target_arch = "wasm32")]
+mod faults;
+/// The faults need wasm; built for the host (its unit tests), there are none.
+#[cfg(not(target_arch = "wasm32"))]
+mod faults {
+    pub fn run(_behaviour: &str, _arg: &str) -> bool {
+        false
+    }
+}
 
 use std::hint::black_box;
 
@@ -55,6 +68,15 @@ fn main() {
             let n: usize = arg(1).parse().unwrap_or(1_000_000);
             println!("{} primes below {n}", mica_workloads::sieve(n));
         }
+        "crash-until" => {
+            let n: u32 = arg(1).parse().unwrap_or(1);
+            let restarts: u32 = std::env::var("MICA_RESTARTS").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
+            if restarts < n {
+                std::process::abort();
+            }
+            println!("restarted {restarts} times; done");
+        }
+        other if faults::run(other, arg(1)) => {}
         other => {
             eprintln!("testkit: unknown behaviour {other:?}");
             std::process::exit(2);

@@ -22,15 +22,23 @@ use crate::ipc::state::Connection;
 use crate::{kprintln, sched};
 
 /// How many times an `on-failure` component is started again before it is given up on.
-const MAX_RESTARTS: u32 = 3;
-/// The wait before the first restart; it doubles with each further one, up to [`MAX_BACKOFF_MS`].
-const FIRST_BACKOFF_MS: u64 = 100;
 /// The longest wait between restarts.
 const MAX_BACKOFF_MS: u64 = 5_000;
 
-/// The wait before restart number `attempt` (1-based): 100 ms, 200 ms, 400 ms, ... at most 5 s.
-fn backoff_ms(attempt: u32) -> u64 {
-    FIRST_BACKOFF_MS.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS)
+/// How the system restarts failed components (from the kernel command line).
+#[derive(Clone, Copy, Debug)]
+pub struct Supervision {
+    /// How many times `restart = "on-failure"` starts a failed component again (`restarts=`).
+    pub max_restarts: u32,
+    /// The wait before the first restart (`restart_backoff_ms=`); it doubles with each further
+    /// one, up to [`MAX_BACKOFF_MS`].
+    pub first_backoff_ms: u64,
+}
+
+/// The wait before restart number `attempt` (1-based): by default 100 ms, 200 ms, 400 ms, ... at
+/// most 5 s.
+fn backoff_ms(supervision: Supervision, attempt: u32) -> u64 {
+    supervision.first_backoff_ms.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS)
 }
 
 /// Sleeps this component's thread (off the run queue) for `ms`.
@@ -83,23 +91,35 @@ fn launch(spec: &ComponentSpec) -> Launch {
 
 /// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
 /// However it ends, IPC learns that it will not run again.
-fn run_one(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize, spec: &ComponentSpec) -> bool {
-    let ok = run_instances(platform, bundle, index, spec);
+fn run_one(
+    platform: &Arc<dyn Platform>,
+    bundle: &Bundle<'_>,
+    index: usize,
+    spec: &ComponentSpec,
+    supervision: Supervision,
+) -> bool {
+    let ok = run_instances(platform, bundle, index, spec, supervision);
     blocking::component_ended(index);
     ok
 }
 
 /// Whether an instance that ended with `success` after `attempt` restarts is started again, and
 /// the restart number if so.
-fn restarts(policy: Restart, success: bool, attempt: u32) -> Option<u32> {
+fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> Option<u32> {
     match policy {
         Restart::Never => None,
-        Restart::OnFailure if success || attempt >= MAX_RESTARTS => None,
+        Restart::OnFailure if success || attempt >= max_restarts => None,
         Restart::OnFailure | Restart::Always => Some(attempt + 1),
     }
 }
 
-fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize, spec: &ComponentSpec) -> bool {
+fn run_instances(
+    platform: &Arc<dyn Platform>,
+    bundle: &Bundle<'_>,
+    index: usize,
+    spec: &ComponentSpec,
+    supervision: Supervision,
+) -> bool {
     let name = &spec.name;
     let instrumentation = match check_artifact(spec) {
         Ok(instrumentation) => instrumentation,
@@ -139,7 +159,7 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
         // Its devices are reset and released, and its DMA memory freed, before anything else.
         hw.end();
         let again = match &ran {
-            Ok((outcome, _)) => restarts(spec.restart, outcome.success(), attempt),
+            Ok((outcome, _)) => restarts(spec.restart, outcome.success(), attempt, supervision.max_restarts),
             Err(_) => None,
         };
         // Its handles close before anything else happens, so its peers see at once that it ended.
@@ -164,13 +184,15 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
                     costs.instantiate,
                     costs.run
                 );
+                memory_report(name);
                 let Some(next) = again else { return outcome.success() };
                 attempt = next;
-                let wait = backoff_ms(attempt);
+                let wait = backoff_ms(supervision, attempt);
                 match spec.restart {
                     Restart::OnFailure => kprintln!(
-                        "mica: component {name}: restarting (on-failure, attempt {attempt} of {MAX_RESTARTS}, \
-                         after {wait} ms)"
+                        "mica: component {name}: restarting (on-failure, attempt {attempt} of {}, \
+                         after {wait} ms)",
+                        supervision.max_restarts
                     ),
                     _ => kprintln!("mica: component {name}: restarting (always, restart {attempt}, after {wait} ms)"),
                 }
@@ -178,6 +200,20 @@ fn run_instances(platform: &Arc<dyn Platform>, bundle: &Bundle<'_>, index: usize
             }
         }
     }
+}
+
+/// Reports the kernel's memory after an instance of `name` ended (machine-readable, for the boot
+/// tests that check every frame comes back): free frames, the heap's mapped bytes, and what the
+/// wasm region still holds (nothing, once no component runs).
+fn memory_report(name: &str) {
+    let wasm = super::vmem::usage();
+    kprintln!(
+        "mica: memory-after name={name} wasm_frames={} wasm_reservations={} frames_free={} heap_bytes={}",
+        wasm.frames,
+        wasm.reservations,
+        crate::mem::phys::free_frames(),
+        crate::mem::heap::mapped_bytes()
+    );
 }
 
 /// The CPUs any component instance ran on, as a bit set.
@@ -203,7 +239,7 @@ struct Tally {
 /// endless loop does not hold up the others: the timer tick preempts it). The verdict is success
 /// when all of them succeeded. With `stop_after_ms`, the system stops that long after the
 /// components started, whatever is still running (reported by name; the verdict is then failed).
-pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
+pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Supervision) -> ExitCode {
     let bundle = match Bundle::parse(bytes) {
         Ok(b) => b,
         Err(e) => {
@@ -252,7 +288,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>) -> ExitCode {
             kprintln!("mica: component {name}: priority {priority}");
         }
         let spawned = sched::spawn_with(&format!("component {name}"), priority, move || {
-            let ok = run_one(&platform, &bundle, index, &spec);
+            let ok = run_one(&platform, &bundle, index, &spec, supervision);
             let mut tally = thread_tally.lock();
             tally.finished += 1;
             tally.succeeded += usize::from(ok);

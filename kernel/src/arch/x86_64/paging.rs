@@ -391,8 +391,10 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
     }
     let mut frames = alloc::vec::Vec::new();
     let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut frames));
-    x86_64::instructions::tlb::flush_all();
-    shootdown();
+    if !frames.is_empty() {
+        x86_64::instructions::tlb::flush_all();
+        shootdown();
+    }
     // Page tables were marked with bit 0 (frames are page-aligned): they are freed, not counted.
     let mut freed = 0;
     for frame in frames {
