@@ -198,7 +198,10 @@ mod tests {
         assert_eq!((a.restarts, a.restart_backoff_ms), (200, 0));
         assert_eq!(a.others().collect::<Vec<_>>(), vec!["quiet"]);
         let e = KernelArgs::parse("restarts=many").unwrap_err();
-        assert_eq!(e.to_string(), "kernel command line: restarts=many: expected a whole number of restarts from 0 to 100000");
+        assert_eq!(
+            e.to_string(),
+            "kernel command line: restarts=many: expected a whole number of restarts from 0 to 100000"
+        );
         assert!(KernelArgs::parse("restart_backoff_ms=6000").is_err());
     }
 

@@ -60,9 +60,14 @@ pub fn check(reports: &[MemoryAfter], instances: usize) -> Result<String, String
     }
     let (first, last) = (reports[0], reports[instances - 1]);
     if (first.frames_free, first.heap_bytes) != (last.frames_free, last.heap_bytes) {
-        return Err(format!("after the first instance {first:?}, after the last {last:?}: memory was not all returned"));
+        return Err(format!(
+            "after the first instance {first:?}, after the last {last:?}: memory was not all returned"
+        ));
     }
-    Ok(format!("{instances} instances, each leaving {} frames free and {} heap bytes", last.frames_free, last.heap_bytes))
+    Ok(format!(
+        "{instances} instances, each leaving {} frames free and {} heap bytes",
+        last.frames_free, last.heap_bytes
+    ))
 }
 
 /// Boots the restart loop and checks its memory reports.
@@ -72,7 +77,8 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg)
         .cpu(mica_launch::cpu_model(&features))
         .cmdline(format!("restarts={RESTARTS} restart_backoff_ms=0"));
-    let cmd = with_system(cmd, &bundle_path(&BundleUse { system: SYSTEM, tamper: None }, scratch.path())?, scratch.path())?;
+    let cmd =
+        with_system(cmd, &bundle_path(&BundleUse { system: SYSTEM, tamper: None }, scratch.path())?, scratch.path())?;
     let options = RunOptions { timeout: TIMEOUT * 4, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| e.to_string())?;
     let context = || format!("{}\n{}", cmd.display(), outcome.transcript());
@@ -97,7 +103,10 @@ mod tests {
         let serial = format!("{LINE}\nother\n{LINE}\nmica: memory-after name=d wasm_frames=1\n");
         let reports = memory_after(&serial, "c").expect("parse");
         assert_eq!(reports.len(), 2);
-        assert_eq!(reports[0], MemoryAfter { wasm_frames: 0, wasm_reservations: 0, frames_free: 100, heap_bytes: 4096 });
+        assert_eq!(
+            reports[0],
+            MemoryAfter { wasm_frames: 0, wasm_reservations: 0, frames_free: 100, heap_bytes: 4096 }
+        );
         assert!(check(&reports, 2).is_ok());
         assert!(check(&reports, 3).expect_err("count").contains("2 memory reports"));
         let leaked = [reports[0], MemoryAfter { frames_free: 99, ..reports[0] }];

@@ -314,7 +314,8 @@ pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, Pagin
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
         let step = with_mapper(|m| match m.translate(VirtAddr::new(virt)) {
             TranslateResult::Mapped { frame: MappedFrame::Size4KiB(_), flags: old, .. } => {
-                let rights = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+                let rights =
+                    Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
                 if old & rights != f {
                     // SAFETY: changing the rights of a page in a region the caller owns cannot
                     // alias memory; W^X was checked by `flags`.
