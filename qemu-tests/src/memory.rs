@@ -26,9 +26,10 @@ pub struct MemoryAfter {
     pub heap_bytes: u64,
 }
 
-/// Every `mica: memory-after name=NAME ...` line of `serial`, in order.
-pub fn memory_after(serial: &str, name: &str) -> Result<Vec<MemoryAfter>, String> {
-    let prefix = format!("mica: memory-after name={name} ");
+/// Every `mica: WHAT name=NAME ...` line of `serial`, in order: `memory-after` when an instance
+/// ended, `memory-after-component` when the component ended for good.
+pub fn memory_after(serial: &str, what: &str, name: &str) -> Result<Vec<MemoryAfter>, String> {
+    let prefix = format!("mica: {what} name={name} ");
     serial
         .lines()
         .filter_map(|line| line.strip_prefix(&prefix))
@@ -49,25 +50,28 @@ pub fn memory_after(serial: &str, name: &str) -> Result<Vec<MemoryAfter>, String
         .collect()
 }
 
-/// Whether a run's reports show memory coming back: nothing left in the wasm region after any
-/// instance, and the last instance leaving frames and heap as the first did.
-pub fn check(reports: &[MemoryAfter], instances: usize) -> Result<String, String> {
+/// Whether a run's reports show memory coming back: every instance leaves memory exactly as the
+/// first did (the loaded code stays for the next one), and when the component has ended for
+/// good (`end`), nothing of it is left in the wasm region.
+pub fn check(reports: &[MemoryAfter], end: &[MemoryAfter], instances: usize) -> Result<String, String> {
     if reports.len() != instances {
         return Err(format!("{} memory reports, expected one per instance ({instances})", reports.len()));
     }
-    if let Some((i, r)) = reports.iter().enumerate().find(|(_, r)| r.wasm_frames != 0 || r.wasm_reservations != 0) {
-        return Err(format!("after instance {i} the wasm region still holds {r:?}"));
-    }
-    let (first, last) = (reports[0], reports[instances - 1]);
-    if (first.frames_free, first.heap_bytes) != (last.frames_free, last.heap_bytes) {
+    let first = reports[0];
+    if let Some((i, r)) = reports.iter().enumerate().find(|(_, r)| **r != first) {
         return Err(format!(
-            "after the first instance {first:?}, after the last {last:?}: memory was not all returned"
+            "after the first instance {first:?}, after instance {i} {r:?}: memory was not all returned"
         ));
     }
-    Ok(format!(
-        "{instances} instances, each leaving {} frames free and {} heap bytes",
-        last.frames_free, last.heap_bytes
-    ))
+    match end {
+        [r] if r.wasm_frames == 0 && r.wasm_reservations == 0 => Ok(format!(
+            "{instances} instances, each leaving {} frames free, {} heap bytes and {} frames of loaded code; none \
+             left in the wasm region at the end",
+            first.frames_free, first.heap_bytes, first.wasm_frames
+        )),
+        [r] => Err(format!("after the component ended the wasm region still holds {r:?}")),
+        _ => Err(format!("{} reports for the component's end, expected one", end.len())),
+    }
 }
 
 /// Boots the restart loop and checks its memory reports.
@@ -88,31 +92,38 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     if !outcome.serial.contains(&format!("[crasher] restarted {RESTARTS} times; done")) {
         return Err(format!("the crasher never got to its last instance\n{}", context()));
     }
-    let reports = memory_after(&outcome.serial, "crasher").map_err(|e| format!("{e}\n{}", context()))?;
-    check(&reports, RESTARTS + 1).map_err(|e| format!("{e}\n{}", context()))
+    let reports =
+        memory_after(&outcome.serial, "memory-after", "crasher").map_err(|e| format!("{e}\n{}", context()))?;
+    let end = memory_after(&outcome.serial, "memory-after-component", "crasher")
+        .map_err(|e| format!("{e}\n{}", context()))?;
+    check(&reports, &end, RESTARTS + 1).map_err(|e| format!("{e}\n{}", context()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LINE: &str = "mica: memory-after name=c wasm_frames=0 wasm_reservations=0 frames_free=100 heap_bytes=4096";
+    const LINE: &str = "mica: memory-after name=c wasm_frames=9 wasm_reservations=2 frames_free=100 heap_bytes=4096";
+    const END: &str =
+        "mica: memory-after-component name=c wasm_frames=0 wasm_reservations=0 frames_free=109 heap_bytes=4096";
 
     #[test]
     fn reports_are_read_and_compared() {
-        let serial = format!("{LINE}\nother\n{LINE}\nmica: memory-after name=d wasm_frames=1\n");
-        let reports = memory_after(&serial, "c").expect("parse");
+        let serial = format!("{LINE}\nother\n{LINE}\nmica: memory-after name=d wasm_frames=1\n{END}\n");
+        let reports = memory_after(&serial, "memory-after", "c").expect("parse");
+        let end = memory_after(&serial, "memory-after-component", "c").expect("parse");
         assert_eq!(reports.len(), 2);
         assert_eq!(
             reports[0],
-            MemoryAfter { wasm_frames: 0, wasm_reservations: 0, frames_free: 100, heap_bytes: 4096 }
+            MemoryAfter { wasm_frames: 9, wasm_reservations: 2, frames_free: 100, heap_bytes: 4096 }
         );
-        assert!(check(&reports, 2).is_ok());
-        assert!(check(&reports, 3).expect_err("count").contains("2 memory reports"));
+        assert!(check(&reports, &end, 2).is_ok());
+        assert!(check(&reports, &end, 3).expect_err("count").contains("2 memory reports"));
         let leaked = [reports[0], MemoryAfter { frames_free: 99, ..reports[0] }];
-        assert!(check(&leaked, 2).expect_err("leak").contains("not all returned"));
-        let held = [reports[0], MemoryAfter { wasm_frames: 3, ..reports[0] }];
-        assert!(check(&held, 2).expect_err("held").contains("still holds"));
-        assert!(memory_after("mica: memory-after name=c wasm_frames=x", "c").is_err());
+        assert!(check(&leaked, &end, 2).expect_err("leak").contains("not all returned"));
+        let held = [MemoryAfter { wasm_frames: 3, ..end[0] }];
+        assert!(check(&reports, &held, 2).expect_err("held").contains("still holds"));
+        assert!(check(&reports, &[], 2).expect_err("no end").contains("expected one"));
+        assert!(memory_after("mica: memory-after name=c wasm_frames=x", "memory-after", "c").is_err());
     }
 }

@@ -119,9 +119,32 @@ pub unsafe fn load(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError
     unsafe { Component::deserialize(engine, bytes) }.map_err(|e| LoadError::Artifact(format!("{e:#}")))
 }
 
-/// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
-/// imports nothing else.
-pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<InstanceState>, LoadError> {
+/// The set of interfaces a manifest's grants cover: what a linker for them holds. Components
+/// with the same set can share one linker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Interfaces(u32);
+
+const _: () = assert!(INTERFACES.len() <= 32, "Interfaces is a 32-bit set");
+
+impl Interfaces {
+    /// The interfaces `grants` covers.
+    pub fn granted(grants: &[String]) -> Interfaces {
+        let bits = INTERFACES
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| grants.iter().any(|g| grant_covers(g, i.name)))
+            .fold(0, |bits, (n, _)| bits | 1 << n);
+        Interfaces(bits)
+    }
+
+    fn contains(self, n: usize) -> bool {
+        self.0 & (1 << n) != 0
+    }
+}
+
+/// Checks that `component` imports only interfaces Mica provides and `grants` covers; returns
+/// the set of interfaces its linker must hold.
+pub fn check_imports(engine: &Engine, component: &Component, grants: &[String]) -> Result<Interfaces, LoadError> {
     for (name, _) in component.component_type().imports(engine) {
         let bare = name.split('@').next().unwrap_or(name);
         if !INTERFACES.iter().any(|i| i.name == bare) {
@@ -131,12 +154,33 @@ pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result
             return Err(LoadError::NotGranted(name.to_string()));
         }
     }
+    Ok(Interfaces::granted(grants))
+}
+
+/// A linker with exactly `interfaces`.
+pub fn linker(engine: &Engine, interfaces: Interfaces) -> Result<Linker<InstanceState>, LoadError> {
     let mut linker = Linker::new(engine);
-    for interface in INTERFACES.iter().filter(|i| grants.iter().any(|g| grant_covers(g, i.name))) {
+    for (_, interface) in INTERFACES.iter().enumerate().filter(|(n, _)| interfaces.contains(*n)) {
         (interface.add)(&mut linker)
             .map_err(|e| LoadError::Instantiate(format!("linking {}: {e:#}", interface.name)))?;
     }
     Ok(linker)
+}
+
+/// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
+/// imports nothing else.
+pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<InstanceState>, LoadError> {
+    linker(engine, check_imports(engine, component, grants)?)
+}
+
+/// A component resolved against its linker once (Wasmtime's `InstancePre`): every instance of
+/// it, its restarts among them, is made from this without loading or linking again.
+pub type Prepared = host::ProgramPre<InstanceState>;
+
+/// Resolves `component`'s imports against `linker`.
+pub fn prepare(component: &Component, linker: &Linker<InstanceState>) -> Result<Prepared, LoadError> {
+    let pre = linker.instantiate_pre(component).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+    host::ProgramPre::new(pre).map_err(|e| LoadError::Instantiate(format!("{e:#}")))
 }
 
 /// Whether code compiled with `compiled` can enforce the CPU limits a manifest sets (`fuel`
@@ -262,14 +306,13 @@ pub struct Phases {
 /// `engine` has the instrumentation for them ([`check_limits`] refuses the rest); an
 /// instrumented engine without a limit gets an unreachable one.
 pub fn run_timed(
-    engine: &Engine,
-    component: &Component,
-    linker: &Linker<InstanceState>,
+    prepared: &Prepared,
     platform: Arc<dyn Platform>,
     ports: Ports,
     launch: &Launch,
     now: fn() -> u64,
 ) -> Result<(Outcome, Phases), LoadError> {
+    let engine = prepared.engine();
     let instrumentation = Instrumentation::of(engine);
     check_limits(instrumentation, launch.fuel, launch.cpu_time.map(|t| t.ms))?;
     let start = now();
@@ -300,7 +343,7 @@ pub fn run_timed(
     }
 
     let mut instantiated = None;
-    let result = host::Program::instantiate(&mut store, component, linker).map_err(|e| (true, e)).and_then(|program| {
+    let result = prepared.instantiate(&mut store).map_err(|e| (true, e)).and_then(|program| {
         instantiated = Some(now());
         program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e))
     });
@@ -351,6 +394,21 @@ mod tests {
         assert!(grant_covers("wasi", "wasi:io/streams"));
         assert!(!grant_covers("was", "wasi:io/streams"));
         assert!(!grant_covers("wasi:", "wasi:io/streams"));
+    }
+
+    #[test]
+    fn equal_grants_share_a_linker_set() {
+        let grants = |g: &[&str]| g.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // Spelled differently, the same interfaces: one set, so one shared linker.
+        assert_eq!(Interfaces::granted(&grants(&["wasi"])), Interfaces::granted(&grants(&["wasi:cli", "wasi"])));
+        let wasi = Interfaces::granted(&grants(&["wasi"]));
+        let clocks = Interfaces::granted(&grants(&["wasi:clocks"]));
+        assert_ne!(wasi, clocks);
+        assert_eq!(Interfaces::granted(&[]), Interfaces(0));
+        for (n, interface) in INTERFACES.iter().enumerate() {
+            assert_eq!(wasi.contains(n), interface.name.starts_with("wasi:"), "{}", interface.name);
+            assert_eq!(clocks.contains(n), interface.name.starts_with("wasi:clocks/"), "{}", interface.name);
+        }
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
     // machine code it did not make itself.
     let component = Component::new(&engine, &wasm).map_err(|e| anyhow!("{}: {e:#}", args.wasm.display()))?;
     let grants = if args.grants.is_empty() { vec!["wasi".to_owned()] } else { args.grants.clone() };
-    let linker = program::link(&engine, &component, &grants).map_err(|e| anyhow!("{}: {e}", args.wasm.display()))?;
+    let prepared = program::link(&engine, &component, &grants)
+        .and_then(|linker| program::prepare(&component, &linker))
+        .map_err(|e| anyhow!("{}: {e}", args.wasm.display()))?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.wasm.file_stem().map_or_else(|| "component".to_owned(), |stem| stem.to_string_lossy().into_owned())
     });
@@ -72,9 +74,8 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         fuel: args.fuel,
         cpu_time: None,
     };
-    let (outcome, phases) =
-        program::run_timed(&engine, &component, &linker, Arc::new(HostPlatform), Default::default(), &launch, now_ns)
-            .map_err(|e| anyhow!("{name}: {e}"))?;
+    let (outcome, phases) = program::run_timed(&prepared, Arc::new(HostPlatform), Default::default(), &launch, now_ns)
+        .map_err(|e| anyhow!("{name}: {e}"))?;
     eprintln!(
         "xtask: component {name} {outcome} (instantiate {:.3} ms, run {:.3} ms)",
         phases.instantiate as f64 / 1e6,

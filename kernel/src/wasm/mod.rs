@@ -10,17 +10,21 @@ pub mod tls;
 pub mod traps;
 pub mod vmem;
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 
 use mica_runtime::config::{Instrumentation, engine_config};
+use mica_runtime::host::InstanceState;
 use mica_runtime::platform::Platform;
-use mica_runtime::program::{self, Launch, LoadError, Outcome, Ports};
+use mica_runtime::program::{self, Interfaces, Launch, LoadError, Outcome, Ports, Prepared};
 use mica_runtime::wasmtime::Engine;
+use mica_runtime::wasmtime::component::Linker;
 use spin::Once;
 
 use crate::arch::cpu;
+use crate::arch::irq_lock::IrqMutex;
 use crate::sched;
 
 /// One engine per [`Instrumentation`] (indexed by [`Instrumentation::index`]), each made when
@@ -82,25 +86,50 @@ impl core::fmt::Display for StartError {
 /// `-icount shift=0`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Costs {
-    /// Deserializing the artifact from the in-memory bundle.
+    /// Deserializing the artifact from the in-memory bundle (0 for a restart, which reuses it).
     pub load: u64,
-    /// Linking the granted interfaces, making the store and instantiating.
+    /// Linking the granted interfaces (unless a linker for them was made already), resolving the
+    /// imports (not for a restart), making the store and instantiating.
     pub instantiate: u64,
     /// The `wasi:cli/run` call.
     pub run: u64,
 }
 
-/// Loads the artifact (compiled with `instrumentation`, as its key says) into the engine for
-/// that instrumentation, links what `grants` allows, and runs the component to its end on a
-/// kernel stack of its own.
-pub fn run(
-    platform: &Arc<dyn Platform>,
-    artifact: &[u8],
+/// One linker per engine and set of granted interfaces, made when the first component that
+/// needs it is prepared: every component with the same grants shares it.
+static LINKERS: IrqMutex<BTreeMap<(usize, Interfaces), Arc<Linker<InstanceState>>>> = IrqMutex::new(BTreeMap::new());
+
+fn shared_linker(
+    engine: &Engine,
     instrumentation: Instrumentation,
-    launch: &Launch,
-    grants: &[String],
-    ports: Ports,
-) -> Result<(Outcome, Costs), StartError> {
+    interfaces: Interfaces,
+) -> Result<Arc<Linker<InstanceState>>, LoadError> {
+    let key = (instrumentation.index(), interfaces);
+    if let Some(linker) = LINKERS.lock().get(&key) {
+        return Ok(linker.clone());
+    }
+    // Built outside the lock (it takes a while, and the lock keeps interrupts off); if another
+    // thread built one meanwhile, the first one in is kept.
+    let linker = Arc::new(program::linker(engine, interfaces)?);
+    Ok(LINKERS.lock().entry(key).or_insert(linker).clone())
+}
+
+/// A component loaded and linked once, for all of its instances.
+pub struct Loaded {
+    prepared: Prepared,
+    /// What loading and linking cost, charged to its first instance.
+    first_costs: Costs,
+}
+
+impl core::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Loaded").field("first_costs", &self.first_costs).finish_non_exhaustive()
+    }
+}
+
+/// Loads the artifact (compiled with `instrumentation`, as its key says) into the engine for
+/// that instrumentation and resolves its imports against a linker with what `grants` allows.
+pub fn load(artifact: &[u8], instrumentation: Instrumentation, grants: &[String]) -> Result<Loaded, StartError> {
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
     let t0 = sched::cpu_ticks();
@@ -109,12 +138,26 @@ pub fn run(
     // checks its version, settings (fuel and epochs among them) and CPU features again.
     let component = unsafe { program::load(engine, artifact) }.map_err(StartError::Load)?;
     let t1 = sched::cpu_ticks();
-    let linker = program::link(engine, &component, grants).map_err(StartError::Load)?;
+    let interfaces = program::check_imports(engine, &component, grants).map_err(StartError::Load)?;
+    let linker = shared_linker(engine, instrumentation, interfaces).map_err(StartError::Load)?;
+    let prepared = program::prepare(&component, &linker).map_err(StartError::Load)?;
     let t2 = sched::cpu_ticks();
-    // The component's thread has a stack of `COMPONENT_STACK_BYTES` (see `sched`).
-    let (outcome, phases) =
-        program::run_timed(engine, &component, &linker, platform.clone(), ports, launch, sched::cpu_ticks)
-            .map_err(StartError::Load)?;
-    let costs = Costs { load: t1 - t0, instantiate: (t2 - t1) + phases.instantiate, run: phases.run };
+    Ok(Loaded { prepared, first_costs: Costs { load: t1 - t0, instantiate: t2 - t1, run: 0 } })
+}
+
+/// Runs an instance of `loaded` to its end on this kernel thread (whose stack has
+/// `COMPONENT_STACK_BYTES`, see `sched`). `first` says whether it is the component's first
+/// instance, which is charged for loading and linking.
+pub fn run(
+    platform: &Arc<dyn Platform>,
+    loaded: &Loaded,
+    first: bool,
+    launch: &Launch,
+    ports: Ports,
+) -> Result<(Outcome, Costs), StartError> {
+    let (outcome, phases) = program::run_timed(&loaded.prepared, platform.clone(), ports, launch, sched::cpu_ticks)
+        .map_err(StartError::Load)?;
+    let before = if first { loaded.first_costs } else { Costs::default() };
+    let costs = Costs { load: before.load, instantiate: before.instantiate + phases.instantiate, run: phases.run };
     Ok((outcome, costs))
 }

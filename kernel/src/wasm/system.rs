@@ -89,20 +89,6 @@ fn launch(spec: &ComponentSpec) -> Launch {
     }
 }
 
-/// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
-/// However it ends, IPC learns that it will not run again.
-fn run_one(
-    platform: &Arc<dyn Platform>,
-    bundle: &Bundle<'_>,
-    index: usize,
-    spec: &ComponentSpec,
-    supervision: Supervision,
-) -> bool {
-    let ok = run_instances(platform, bundle, index, spec, supervision);
-    blocking::component_ended(index);
-    ok
-}
-
 /// Whether an instance that ended with `success` after `attempt` restarts is started again, and
 /// the restart number if so.
 fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> Option<u32> {
@@ -113,6 +99,7 @@ fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> 
     }
 }
 
+/// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
 fn run_instances(
     platform: &Arc<dyn Platform>,
     bundle: &Bundle<'_>,
@@ -138,6 +125,14 @@ fn run_instances(
             return false;
         }
     };
+    // Loaded and linked once: restarts reuse it.
+    let loaded = match super::load(artifact, instrumentation, &spec.grants) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            kprintln!("mica: component {name} refused: {e}");
+            return false;
+        }
+    };
     let launch = launch(spec);
     let mut attempt = 0;
     loop {
@@ -155,7 +150,7 @@ fn run_instances(
         // Each instance learns how many times its component was restarted before it.
         let mut instance = launch.clone();
         instance.env.push((String::from("MICA_RESTARTS"), format!("{attempt}")));
-        let ran = super::run(platform, artifact, instrumentation, &instance, &spec.grants, ports);
+        let ran = super::run(platform, &loaded, attempt == 0, &instance, ports);
         // Its devices are reset and released, and its DMA memory freed, before anything else.
         hw.end();
         let again = match &ran {
@@ -184,7 +179,7 @@ fn run_instances(
                     costs.instantiate,
                     costs.run
                 );
-                memory_report(name);
+                memory_report("memory-after", name);
                 let Some(next) = again else { return outcome.success() };
                 attempt = next;
                 let wait = backoff_ms(supervision, attempt);
@@ -202,13 +197,14 @@ fn run_instances(
     }
 }
 
-/// Reports the kernel's memory after an instance of `name` ended (machine-readable, for the boot
-/// tests that check every frame comes back): free frames, the heap's mapped bytes, and what the
-/// wasm region still holds (nothing, once no component runs).
-fn memory_report(name: &str) {
+/// Reports the kernel's memory (machine-readable, for the boot tests that check every frame comes
+/// back): free frames, the heap's mapped bytes, and what the wasm region holds. `what` is
+/// `memory-after` when an instance of `name` ended (its loaded code is still held for the next
+/// one) and `memory-after-component` when the component ended for good (nothing of it is left).
+fn memory_report(what: &str, name: &str) {
     let wasm = super::vmem::usage();
     kprintln!(
-        "mica: memory-after name={name} wasm_frames={} wasm_reservations={} frames_free={} heap_bytes={}",
+        "mica: {what} name={name} wasm_frames={} wasm_reservations={} frames_free={} heap_bytes={}",
         wasm.frames,
         wasm.reservations,
         crate::mem::phys::free_frames(),
@@ -288,7 +284,10 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             kprintln!("mica: component {name}: priority {priority}");
         }
         let spawned = sched::spawn_with(&format!("component {name}"), priority, move || {
-            let ok = run_one(&platform, &bundle, index, &spec, supervision);
+            let ok = run_instances(&platform, &bundle, index, &spec, supervision);
+            // However it ended, IPC learns that it will not run again.
+            blocking::component_ended(index);
+            memory_report("memory-after-component", &spec.name);
             let mut tally = thread_tally.lock();
             tally.finished += 1;
             tally.succeeded += usize::from(ok);
