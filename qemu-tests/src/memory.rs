@@ -17,7 +17,7 @@ pub const RESTARTS: usize = 200;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryAfter {
     /// Frames still mapped in the wasm region.
-    pub wasm_frames: u64,
+    pub wasm_pages: u64,
     /// Reservations still held there.
     pub wasm_reservations: u64,
     /// Free physical frames.
@@ -41,7 +41,7 @@ pub fn memory_after(serial: &str, what: &str, name: &str) -> Result<Vec<MemoryAf
                     .ok_or_else(|| format!("no {key}= in \"{rest}\""))
             };
             Ok(MemoryAfter {
-                wasm_frames: field("wasm_frames")?,
+                wasm_pages: field("wasm_pages")?,
                 wasm_reservations: field("wasm_reservations")?,
                 frames_free: field("frames_free")?,
                 heap_bytes: field("heap_bytes")?,
@@ -64,10 +64,10 @@ pub fn check(reports: &[MemoryAfter], end: &[MemoryAfter], instances: usize) -> 
         ));
     }
     match end {
-        [r] if r.wasm_frames == 0 && r.wasm_reservations == 0 => Ok(format!(
-            "{instances} instances, each leaving {} frames free, {} heap bytes and {} frames of loaded code; none \
+        [r] if r.wasm_pages == 0 && r.wasm_reservations == 0 => Ok(format!(
+            "{instances} instances, each leaving {} frames free, {} heap bytes and {} pages of loaded code; none \
              left in the wasm region at the end",
-            first.frames_free, first.heap_bytes, first.wasm_frames
+            first.frames_free, first.heap_bytes, first.wasm_pages
         )),
         [r] => Err(format!("after the component ended the wasm region still holds {r:?}")),
         _ => Err(format!("{} reports for the component's end, expected one", end.len())),
@@ -103,27 +103,24 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const LINE: &str = "mica: memory-after name=c wasm_frames=9 wasm_reservations=2 frames_free=100 heap_bytes=4096";
+    const LINE: &str = "mica: memory-after name=c wasm_pages=9 wasm_reservations=2 frames_free=100 heap_bytes=4096";
     const END: &str =
-        "mica: memory-after-component name=c wasm_frames=0 wasm_reservations=0 frames_free=109 heap_bytes=4096";
+        "mica: memory-after-component name=c wasm_pages=0 wasm_reservations=0 frames_free=109 heap_bytes=4096";
 
     #[test]
     fn reports_are_read_and_compared() {
-        let serial = format!("{LINE}\nother\n{LINE}\nmica: memory-after name=d wasm_frames=1\n{END}\n");
+        let serial = format!("{LINE}\nother\n{LINE}\nmica: memory-after name=d wasm_pages=1\n{END}\n");
         let reports = memory_after(&serial, "memory-after", "c").expect("parse");
         let end = memory_after(&serial, "memory-after-component", "c").expect("parse");
         assert_eq!(reports.len(), 2);
-        assert_eq!(
-            reports[0],
-            MemoryAfter { wasm_frames: 9, wasm_reservations: 2, frames_free: 100, heap_bytes: 4096 }
-        );
+        assert_eq!(reports[0], MemoryAfter { wasm_pages: 9, wasm_reservations: 2, frames_free: 100, heap_bytes: 4096 });
         assert!(check(&reports, &end, 2).is_ok());
         assert!(check(&reports, &end, 3).expect_err("count").contains("2 memory reports"));
         let leaked = [reports[0], MemoryAfter { frames_free: 99, ..reports[0] }];
         assert!(check(&leaked, &end, 2).expect_err("leak").contains("not all returned"));
-        let held = [MemoryAfter { wasm_frames: 3, ..end[0] }];
+        let held = [MemoryAfter { wasm_pages: 3, ..end[0] }];
         assert!(check(&reports, &held, 2).expect_err("held").contains("still holds"));
         assert!(check(&reports, &[], 2).expect_err("no end").contains("expected one"));
-        assert!(memory_after("mica: memory-after name=c wasm_frames=x", "memory-after", "c").is_err());
+        assert!(memory_after("mica: memory-after name=c wasm_pages=x", "memory-after", "c").is_err());
     }
 }

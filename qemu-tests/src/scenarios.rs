@@ -281,7 +281,7 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Success,
         output_contains: &[
             "[touch] touched 64 MiB: every page kept its value",
-            "mica: memory-after-component name=touch wasm_frames=0 wasm_reservations=0 ",
+            "mica: memory-after-component name=touch wasm_pages=0 wasm_reservations=0 ",
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "touch", tamper: None }),

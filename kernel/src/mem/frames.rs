@@ -121,6 +121,9 @@ pub struct FrameAllocator<'a> {
     frames: u64,
     bitmap: &'a mut [u64],
     free: u64,
+    /// Free frames promised to pages committed but not yet touched ([`FrameAllocator::reserve`]):
+    /// ordinary allocations leave them alone, so a promised page always gets its frame.
+    reserved: u64,
     hint: u64,
     /// The frames this allocator may ever hand out; a free of anything else is refused.
     managed: RangeSet,
@@ -139,6 +142,7 @@ impl<'a> FrameAllocator<'a> {
             frames: plan.frames,
             bitmap,
             free: 0,
+            reserved: 0,
             hint: 0,
             managed: plan.free.clone(),
         };
@@ -155,6 +159,36 @@ impl<'a> FrameAllocator<'a> {
     /// How many frames are free.
     pub const fn free_frames(&self) -> u64 {
         self.free
+    }
+
+    /// How many free frames are promised to committed pages.
+    pub const fn reserved_frames(&self) -> u64 {
+        self.reserved
+    }
+
+    /// Promises `count` free frames to pages that will take them later with
+    /// [`FrameAllocator::alloc_reserved`]; refused when fewer are free and not promised already.
+    pub fn reserve(&mut self, count: u64) -> Result<(), FrameError> {
+        if count > self.free - self.reserved {
+            return Err(FrameError::OutOfMemory { frames: count, free: self.free - self.reserved });
+        }
+        self.reserved += count;
+        Ok(())
+    }
+
+    /// Takes back a promise of `count` frames (pages released before they were touched).
+    pub fn unreserve(&mut self, count: u64) {
+        debug_assert!(count <= self.reserved, "unreserving more than was reserved");
+        self.reserved -= count.min(self.reserved);
+    }
+
+    /// One frame, from those promised earlier with [`FrameAllocator::reserve`].
+    pub fn alloc_reserved(&mut self) -> Result<u64, FrameError> {
+        if self.reserved == 0 {
+            return Err(FrameError::BadRequest);
+        }
+        self.reserved -= 1;
+        self.alloc_contiguous(1, 1).inspect_err(|_| self.reserved += 1)
     }
 
     /// How many frames the bitmap describes (free, used, and holes).
@@ -185,8 +219,10 @@ impl<'a> FrameAllocator<'a> {
         if count == 0 || !align_frames.is_power_of_two() {
             return Err(FrameError::BadRequest);
         }
-        let oom = FrameError::OutOfMemory { frames: count, free: self.free };
-        if count > self.free {
+        // Promised frames are not free for anyone else.
+        let available = self.free - self.reserved;
+        let oom = FrameError::OutOfMemory { frames: count, free: available };
+        if count > available {
             return Err(oom);
         }
         // Alignment is of the physical address, not of the bitmap index.
@@ -303,6 +339,34 @@ mod tests {
         let mut words = vec![0u64; p.bitmap_words()];
         let mut a = FrameAllocator::new(&p, &mut words);
         f(&p, &mut a)
+    }
+
+    #[test]
+    fn promised_frames_are_kept_for_their_pages() {
+        with_allocator(&ram(&[(MIB, 3 * MIB)]), &[], |_, a| {
+            let total = a.free_frames();
+            a.reserve(10).expect("ten promised");
+            assert_eq!(a.reserved_frames(), 10);
+            assert!(matches!(a.reserve(total), Err(FrameError::OutOfMemory { .. })), "more than is left");
+            // Everything but the promised ten can be taken by ordinary allocations...
+            for _ in 0..total - 10 {
+                a.alloc().expect("unpromised frame");
+            }
+            assert_eq!(a.alloc(), Err(FrameError::OutOfMemory { frames: 1, free: 0 }));
+            // ...and the promised ones are still there for their pages.
+            for _ in 0..10 {
+                a.alloc_reserved().expect("promised frame");
+            }
+            assert_eq!(a.free_frames(), 0);
+            assert_eq!(a.alloc_reserved(), Err(FrameError::BadRequest), "no promise left");
+        });
+        with_allocator(&ram(&[(MIB, 3 * MIB)]), &[], |_, a| {
+            let total = a.free_frames();
+            a.reserve(total).expect("all promised");
+            a.unreserve(total - 1);
+            assert_eq!(a.reserved_frames(), 1);
+            assert!(a.alloc().is_ok(), "released promises are free again");
+        });
     }
 
     #[test]

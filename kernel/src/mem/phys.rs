@@ -31,6 +31,29 @@ pub fn alloc_zeroed() -> Result<u64, FrameError> {
     Ok(frame)
 }
 
+/// Promises `count` free frames to pages that take them later ([`alloc_reserved_zeroed`]).
+pub fn reserve(count: u64) -> Result<(), FrameError> {
+    with(|a| a.reserve(count))
+}
+
+/// Takes back a promise of `count` frames.
+pub fn unreserve(count: u64) {
+    with(|a| a.unreserve(count));
+}
+
+/// One zeroed frame from those promised with [`reserve`].
+pub fn alloc_reserved_zeroed() -> Result<u64, FrameError> {
+    let frame = with(|a| a.alloc_reserved())?;
+    // SAFETY: the frame was just handed out to us alone; RAM is identity-mapped writable.
+    unsafe { core::ptr::write_bytes(frame as *mut u8, 0, PAGE_SIZE as usize) };
+    Ok(frame)
+}
+
+/// Free frames promised to committed pages now.
+pub fn reserved_frames() -> u64 {
+    with(|a| a.reserved_frames())
+}
+
 /// `count` contiguous frames aligned to `align_frames` frames (not zeroed).
 pub fn alloc_contiguous(count: u64, align_frames: u64) -> Result<u64, FrameError> {
     with(|a| a.alloc_contiguous(count, align_frames))

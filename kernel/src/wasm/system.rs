@@ -204,8 +204,8 @@ fn run_instances(
 fn memory_report(what: &str, name: &str) {
     let wasm = super::vmem::usage();
     kprintln!(
-        "mica: {what} name={name} wasm_frames={} wasm_reservations={} frames_free={} heap_bytes={}",
-        wasm.frames,
+        "mica: {what} name={name} wasm_pages={} wasm_reservations={} frames_free={} heap_bytes={}",
+        wasm.pages,
         wasm.reservations,
         crate::mem::phys::free_frames(),
         crate::mem::heap::mapped_bytes()

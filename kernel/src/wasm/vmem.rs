@@ -5,11 +5,13 @@
 //! Reservations come from the wasm region of the address space (`layout::WASM_BASE`), which
 //! holds nothing else. A reservation is address space only: its pages are unmapped, so any access
 //! faults. Committing a range (`wasmtime_mprotect` with rights, or a mapping made with rights)
-//! maps a zeroed frame at every page that has none, at once: a memory's pages exist from the
-//! moment Wasmtime makes them accessible (at instantiation and at each `memory.grow`, both
-//! within the component's memory budget), so running out of frames is an error there, never a
-//! fault later. Taking the rights away (`prot` 0) gives the frames back. W^X holds: the page
-//! tables refuse writable and executable at once.
+//! promises a free frame to every page that has none (`phys::reserve`) and marks it committed;
+//! the first touch of such a page, by wasm code or by the kernel, faults, and [`populate`] maps
+//! the promised frame there, zeroed. So a page costs a frame only once touched, yet running out
+//! of frames is an error when Wasmtime makes memory accessible (at instantiation and at each
+//! `memory.grow`, within the component's memory budget), never a fault later: promised frames
+//! are kept from every other allocation. Taking the rights away (`prot` 0) gives the frames and
+//! promises back. W^X holds: the page tables refuse writable and executable at once.
 //!
 //! Each function returns 0 on success and an errno-style code otherwise (Wasmtime reports it as
 //! "os error N"); the reason is logged with the addresses it concerns.
@@ -35,12 +37,19 @@ const PROT_EXEC: u32 = 4;
 
 static SPACE: IrqMutex<Option<VirtualSpace>> = IrqMutex::new(None);
 
-/// Frames mapped in the wasm region now.
+/// Pages committed in the wasm region now (touched or not).
 static COMMITTED: AtomicU64 = AtomicU64::new(0);
 
 fn with_space<R>(f: impl FnOnce(&mut VirtualSpace) -> R) -> R {
     let mut guard = SPACE.lock();
     f(guard.get_or_insert_with(|| VirtualSpace::new(WASM_BASE, WASM_SIZE)))
+}
+
+/// Handles a page fault at `addr` on a page that is not present: if it is a committed page of the
+/// wasm region not touched before, maps its frame and returns true (the faulting instruction is
+/// then run again); otherwise false.
+pub fn populate(addr: u64) -> bool {
+    in_wasm_region(addr) && paging::populate(addr)
 }
 
 /// Whether `addr` lies in the wasm region: code there is code Wasmtime compiled.
@@ -55,14 +64,14 @@ pub struct Usage {
     pub reservations: usize,
     /// Bytes of address space reserved.
     pub reserved: u64,
-    /// Frames mapped.
-    pub frames: u64,
+    /// Pages committed (each has its frame, or a frame promised to it).
+    pub pages: u64,
 }
 
 /// What the wasm region holds now.
 pub fn usage() -> Usage {
     let (reservations, reserved) = with_space(|s| (s.reservations(), s.reserved()));
-    Usage { reservations, reserved, frames: COMMITTED.load(Ordering::Relaxed) }
+    Usage { reservations, reserved, pages: COMMITTED.load(Ordering::Relaxed) }
 }
 
 fn protection(prot: u32) -> Option<Protection> {

@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::{FlagUpdateError, MapToError, MappedFrame, TranslateResult, UnmapError};
+use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size2MiB, Size4KiB,
     Translate,
@@ -297,60 +298,107 @@ pub fn unmap_and_free_range(start: u64, pages: u64) -> Result<(), PagingError> {
     result
 }
 
-/// Gives every 4 KiB page in `start..end` the rights `prot`: a page already mapped keeps its
-/// frame and changes rights, a page not mapped gets a fresh zeroed frame. One TLB shootdown for
-/// the whole range, only if some mapped page changed. Returns how many frames were mapped anew.
-/// On failure (no frame left), the pages mapped so far stay mapped: the caller's region owns
-/// them and [`unmap_range`] frees them.
+/// Software bit of a leaf entry that is not present: the page is committed (a frame is promised
+/// to it, `phys::reserve`) but not yet touched; the entry's other bits are the rights it gets.
+/// The processor ignores every bit of a non-present entry, so it faults as an unmapped page
+/// would, and [`populate`] maps a zeroed frame there on the first touch.
+const LAZY: Flags = Flags::BIT_9;
+
+/// The leaf (4 KiB) entry for `virt`, with the page tables above it made where missing (when
+/// `make`) or `None` where one is missing (when not).
+fn leaf_entry(
+    m: &mut OffsetPageTable<'static>,
+    virt: u64,
+    make: bool,
+) -> Result<Option<&'static mut PageTableEntry>, PagingError> {
+    let mut table: *mut PageTable = m.level_4_table_mut();
+    for level in [4u32, 3, 2] {
+        // SAFETY: `table` is the PML4 or a table reached from it through a present non-leaf
+        // entry: a page table in identity-mapped RAM that only the mapper (whose lock the caller
+        // holds) touches.
+        let entry = unsafe { &mut (&mut *table)[((virt >> (12 + 9 * (level - 1))) & 511) as usize] };
+        if entry.flags().contains(Flags::HUGE_PAGE) {
+            return Err(PagingError::HugePageInTheWay(virt));
+        }
+        if !entry.flags().contains(Flags::PRESENT) {
+            if !make {
+                return Ok(None);
+            }
+            let frame = phys::alloc_zeroed().map_err(PagingError::Frames)?;
+            entry.set_addr(PhysAddr::new(frame), Flags::PRESENT | Flags::WRITABLE);
+        }
+        table = entry.addr().as_u64() as *mut PageTable;
+    }
+    // SAFETY: as above, for the level-1 table.
+    Ok(Some(unsafe { &mut (&mut *table)[((virt >> 12) & 511) as usize] }))
+}
+
+/// Gives every 4 KiB page in `start..end` the rights `prot`. A page already mapped keeps its
+/// frame and changes rights; a page not mapped is committed: a free frame is promised to it
+/// (`phys::reserve`, refused when none is left) and it is mapped, zeroed, on its first touch
+/// ([`populate`]), so committing costs no zeroing and a page never touched costs no frame. One
+/// TLB shootdown for the whole range, only if some mapped page lost rights or changed. Returns
+/// how many pages were committed anew. On failure the pages committed so far stay committed:
+/// the caller's region owns them and [`unmap_range`] releases them.
 pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, PagingError> {
     let f = flags(prot)?;
     if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
         return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
     }
+    let rights = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
     let mut fresh = 0;
     let mut changed = false;
-    let mut result = Ok(());
-    for virt in (start..end).step_by(PAGE_SIZE as usize) {
-        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
-        let step = with_mapper(|m| match m.translate(VirtAddr::new(virt)) {
-            TranslateResult::Mapped { frame: MappedFrame::Size4KiB(_), flags: old, .. } => {
-                let rights =
-                    Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+    let result = with_mapper(|m| {
+        for virt in (start..end).step_by(PAGE_SIZE as usize) {
+            let entry = leaf_entry(m, virt, true)?.ok_or(PagingError::NotMapped(virt))?;
+            let old = entry.flags();
+            if old.contains(Flags::PRESENT) {
                 if old & rights != f {
-                    // SAFETY: changing the rights of a page in a region the caller owns cannot
-                    // alias memory; W^X was checked by `flags`.
-                    unsafe { m.update_flags(page, f) }.map_err(|_| PagingError::NotMapped(virt))?.flush();
+                    entry.set_flags(f);
+                    x86_64::instructions::tlb::flush(VirtAddr::new(virt));
                     changed = true;
                 }
-                Ok(false)
-            }
-            TranslateResult::Mapped { .. } => Err(PagingError::HugePageInTheWay(virt)),
-            TranslateResult::NotMapped | TranslateResult::InvalidFrameAddress(_) => {
-                let frame = phys::alloc_zeroed().map_err(PagingError::Frames)?;
-                map_in::<Size4KiB>(m, virt, frame, f).inspect_err(|_| {
-                    let _ = phys::free(frame);
-                })?;
-                Ok(true)
-            }
-        });
-        match step {
-            Ok(new) => fresh += u64::from(new),
-            Err(e) => {
-                result = Err(e);
-                break;
+            } else if old.contains(LAZY) {
+                entry.set_flags((f - Flags::PRESENT) | LAZY);
+            } else {
+                phys::reserve(1).map_err(PagingError::Frames)?;
+                entry.set_addr(PhysAddr::new(0), (f - Flags::PRESENT) | LAZY);
+                fresh += 1;
             }
         }
-    }
+        Ok(())
+    });
     if changed {
         shootdown();
     }
     result.map(|()| fresh)
 }
 
-/// Unmaps every 4 KiB page mapped in `start..end` and frees its frame, and frees the page tables
-/// that are left empty. The range must not be covered by large pages (the wasm region never
-/// is). Other CPUs' TLBs forget the pages before any frame is freed. Returns how many frames
-/// were freed (page tables not counted).
+/// Maps a zeroed frame at the committed, untouched page holding `virt` (from the frame promised
+/// to it), with the rights it was committed with: called for a page fault on a page that is not
+/// present. Returns false when the page is not such a page (the fault is someone's error).
+pub fn populate(virt: u64) -> bool {
+    with_mapper(|m| {
+        let Ok(Some(entry)) = leaf_entry(m, virt & !(PAGE_SIZE - 1), false) else { return false };
+        let f = entry.flags();
+        if f.contains(Flags::PRESENT) || !f.contains(LAZY) {
+            return false;
+        }
+        match phys::alloc_reserved_zeroed() {
+            Ok(frame) => {
+                entry.set_addr(PhysAddr::new(frame), (f - LAZY) | Flags::PRESENT);
+                true
+            }
+            Err(_) => false,
+        }
+    })
+}
+
+/// Unmaps every 4 KiB page mapped in `start..end` and frees its frame, gives back the frames
+/// promised to committed pages never touched, and frees the page tables left empty. The range
+/// must not be covered by large pages (the wasm region never is). Other CPUs' TLBs forget the
+/// pages before any frame is freed. Returns how many pages were released, touched or not (page
+/// tables not counted).
 pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
     /// Clears the entries of `table` (at paging `level`, 4 = PML4) for `start..end`; returns
     /// whether the table is empty afterwards.
@@ -360,13 +408,18 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
         start: u64,
         end: u64,
         frames: &mut alloc::vec::Vec<u64>,
+        lazy: &mut u64,
     ) -> Result<bool, PagingError> {
         let span = 1u64 << (12 + 9 * (level - 1));
         let mut addr = start;
         while addr < end {
             let next = (addr & !(span - 1)).saturating_add(span).min(end);
             let entry = &mut table[((addr >> (12 + 9 * (level - 1))) & 511) as usize];
-            if entry.flags().contains(Flags::PRESENT) {
+            if level == 1 && !entry.flags().contains(Flags::PRESENT) && entry.flags().contains(LAZY) {
+                // Committed but never touched: its promised frame is given back by the caller.
+                *lazy += 1;
+                entry.set_unused();
+            } else if entry.flags().contains(Flags::PRESENT) {
                 if level == 1 {
                     frames.push(entry.addr().as_u64());
                     entry.set_unused();
@@ -377,7 +430,7 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
                     // SAFETY: a present non-leaf entry points at a page table in identity-mapped
                     // RAM, which only the mapper (whose lock the caller holds) touches.
                     let child_table = unsafe { &mut *(child as *mut PageTable) };
-                    if clear(child_table, level - 1, addr, next, frames)? {
+                    if clear(child_table, level - 1, addr, next, frames, lazy)? {
                         entry.set_unused();
                         frames.push(child | 1);
                     }
@@ -391,13 +444,17 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
         return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
     }
     let mut frames = alloc::vec::Vec::new();
-    let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut frames));
+    let mut lazy = 0;
+    let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut frames, &mut lazy));
+    if lazy > 0 {
+        phys::unreserve(lazy);
+    }
     if !frames.is_empty() {
         x86_64::instructions::tlb::flush_all();
         shootdown();
     }
     // Page tables were marked with bit 0 (frames are page-aligned): they are freed, not counted.
-    let mut freed = 0;
+    let mut freed = lazy;
     for frame in frames {
         phys::free(frame & !1).map_err(PagingError::Frames)?;
         freed += u64::from(frame & 1 == 0);

@@ -321,6 +321,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             // Last, as for the timer: this may switch to the woken driver thread.
             crate::sched::on_device_interrupt();
         }
+        // The first touch of a committed wasm page (by wasm code or the kernel): its frame is
+        // mapped and the instruction runs again.
+        14 if frame.error_code & 1 == 0 && crate::wasm::vmem::populate(Cr2::read_raw()) => {}
         // #DE, #UD and #PF raised by wasm code are wasm traps: Wasmtime takes them, on the
         // faulting thread, after this exception has returned.
         0 | 6 | 14 if crate::wasm::traps::is_wasm_code(frame.rip) => {
