@@ -167,6 +167,16 @@ pub fn linker(engine: &Engine, interfaces: Interfaces) -> Result<Linker<Instance
     Ok(linker)
 }
 
+/// Loads an AOT artifact where it lies, without copying it: Wasmtime's in-place load.
+///
+/// # Safety
+/// As for [`load`]; in addition, `memory` must stay mapped, unchanged, for as long as the
+/// component (and anything made from it) lives, and must start on a page.
+pub unsafe fn load_in_place(engine: &Engine, memory: core::ptr::NonNull<[u8]>) -> Result<Component, LoadError> {
+    // SAFETY: forwarded to the caller.
+    unsafe { Component::deserialize_raw(engine, memory) }.map_err(|e| LoadError::Artifact(format!("{e:#}")))
+}
+
 /// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
 /// imports nothing else.
 pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<InstanceState>, LoadError> {

@@ -13,9 +13,11 @@
 //! | 32 | 96 × n | entry table |
 //!
 //! Each entry: kind (u32: 1 manifest, 2 artifact), name length (u32), name (64 bytes, UTF-8,
-//! zero-padded), data offset (u64, 16-byte aligned), data length (u64), CRC-32 of the data
+//! zero-padded), data offset (u64, 4096-byte aligned), data length (u64), CRC-32 of the data
 //! (u32), reserved (u32). CRC-32 detects corruption and truncation; the bundle is not a security
-//! boundary (whoever writes it also chooses the kernel).
+//! boundary (whoever writes it also chooses the kernel). Data is page-aligned so that the kernel
+//! can map an artifact's pages where they lie, without copying them, when the bundle itself is
+//! loaded at a page boundary (as PVH boot modules are).
 //!
 //! The manifest entry holds a [`SystemManifest`] encoded with `postcard`.
 #![no_std]
@@ -34,17 +36,16 @@ pub use manifest::{ComponentSpec, Connection, MachineDevice, ManifestError, Prio
 
 /// The magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 8] = *b"MICABNDL";
-/// The format version this crate reads and writes (2: the manifest records each artifact's
-/// CPU-limit instrumentation).
-pub const VERSION: u32 = 6;
+/// The format version this crate reads and writes (7: entry data is page-aligned).
+pub const VERSION: u32 = 7;
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
 /// Size of one entry in the table.
 pub const ENTRY_SIZE: usize = 96;
 /// The longest entry name, in bytes.
 pub const MAX_NAME: usize = 64;
-/// Alignment of every entry's data.
-pub const DATA_ALIGN: usize = 16;
+/// Alignment of every entry's data: a page.
+pub const DATA_ALIGN: usize = 4096;
 /// The name of the manifest entry.
 pub const MANIFEST_ENTRY: &str = "manifest";
 

@@ -41,6 +41,7 @@ pub fn engine(instrumentation: Instrumentation) -> Result<&'static Engine, Strin
             // published read-execute, never writable); faults in wasm code reach Wasmtime
             // through `traps`.
             let mut config = engine_config(instrumentation);
+            config.with_custom_code_memory(Some(Arc::new(vmem::KernelCodeMemory)));
             // SAFETY: `code_may_use` answers from CPUID and the kernel's own state (AVX-class
             // features are reported absent because their state is not enabled), so code is only
             // ever loaded for features that work here.
@@ -117,6 +118,8 @@ fn shared_linker(
 /// A component loaded and linked once, for all of its instances.
 pub struct Loaded {
     prepared: Prepared,
+    /// Where its artifact is mapped in place; dropped after `prepared`, which uses it.
+    _artifact: vmem::BorrowedMapping,
     /// What loading and linking cost, charged to its first instance.
     first_costs: Costs,
 }
@@ -128,21 +131,29 @@ impl core::fmt::Debug for Loaded {
 }
 
 /// Loads the artifact (compiled with `instrumentation`, as its key says) into the engine for
-/// that instrumentation and resolves its imports against a linker with what `grants` allows.
-pub fn load(artifact: &[u8], instrumentation: Instrumentation, grants: &[String]) -> Result<Loaded, StartError> {
+/// that instrumentation, in place: its pages are mapped where they lie in the boot bundle, not
+/// copied. Then resolves its imports against a linker with what `grants` allows.
+pub fn load(
+    artifact: &'static [u8],
+    instrumentation: Instrumentation,
+    grants: &[String],
+) -> Result<Loaded, StartError> {
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
     let t0 = sched::cpu_ticks();
+    let mapping = vmem::BorrowedMapping::new(artifact).map_err(StartError::Engine)?;
     // SAFETY: the artifact passed the bundle's checksum and the artifact key check (made by
     // Mica's AOT compiler for this engine configuration, instrumentation included); Wasmtime
-    // checks its version, settings (fuel and epochs among them) and CPU features again.
-    let component = unsafe { program::load(engine, artifact) }.map_err(StartError::Load)?;
+    // checks its version, settings (fuel and epochs among them) and CPU features again. The
+    // mapping starts on a page, lives in `Loaded` after the component, and the bundle under it
+    // is never written.
+    let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
     let t1 = sched::cpu_ticks();
     let interfaces = program::check_imports(engine, &component, grants).map_err(StartError::Load)?;
     let linker = shared_linker(engine, instrumentation, interfaces).map_err(StartError::Load)?;
     let prepared = program::prepare(&component, &linker).map_err(StartError::Load)?;
     let t2 = sched::cpu_ticks();
-    Ok(Loaded { prepared, first_costs: Costs { load: t1 - t0, instantiate: t2 - t1, run: 0 } })
+    Ok(Loaded { prepared, _artifact: mapping, first_costs: Costs { load: t1 - t0, instantiate: t2 - t1, run: 0 } })
 }
 
 /// Runs an instance of `loaded` to its end on this kernel thread (whose stack has

@@ -102,7 +102,7 @@ fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> 
 /// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
 fn run_instances(
     platform: &Arc<dyn Platform>,
-    bundle: &Bundle<'_>,
+    bundle: &Bundle<'static>,
     index: usize,
     spec: &ComponentSpec,
     supervision: Supervision,

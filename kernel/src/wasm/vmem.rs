@@ -16,7 +16,12 @@
 //! Each function returns 0 on success and an errno-style code otherwise (Wasmtime reports it as
 //! "os error N"); the reason is logged with the addresses it concerns.
 
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+use alloc::format;
+use alloc::string::String;
+use mica_runtime::wasmtime::{self, CustomCodeMemory};
 
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::paging;
@@ -221,3 +226,72 @@ pub extern "C" fn wasmtime_memory_image_map_at(_image: *mut u8, addr: *mut u8, l
 /// Frees an image made by [`wasmtime_memory_image_new`]: none is made.
 #[unsafe(no_mangle)]
 pub extern "C" fn wasmtime_memory_image_free(_image: *mut u8) {}
+
+/// An artifact's pages mapped read-only where they lie (in the boot bundle, which the kernel
+/// never writes) into a reservation of the wasm region, so that Wasmtime loads it in place
+/// instead of copying it. Unmapped, and the reservation released, when dropped.
+#[derive(Debug)]
+pub struct BorrowedMapping {
+    start: u64,
+    len: usize,
+}
+
+impl BorrowedMapping {
+    /// Maps `bytes`, which must start on a page. They are reached through the identity map
+    /// (their address is their physical address), as boot modules are.
+    pub fn new(bytes: &'static [u8]) -> Result<BorrowedMapping, String> {
+        let phys = bytes.as_ptr() as u64;
+        if phys % PAGE_SIZE != 0 {
+            return Err(format!("the artifact at {phys:#x} does not start on a page"));
+        }
+        let pages = align_up(bytes.len() as u64, PAGE_SIZE) / PAGE_SIZE;
+        let start = with_space(|s| s.reserve(pages * PAGE_SIZE)).map_err(|e| format!("{e}"))?;
+        let mapping = BorrowedMapping { start, len: bytes.len() };
+        paging::map_borrowed(start, phys, pages).map_err(|e| format!("mapping the artifact at {phys:#x}: {e}"))?;
+        Ok(mapping)
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> NonNull<[u8]> {
+        let ptr: *mut u8 = core::ptr::with_exposed_provenance_mut(self.start as usize);
+        NonNull::slice_from_raw_parts(NonNull::new(ptr).expect("the wasm region is not at 0"), self.len)
+    }
+}
+
+impl Drop for BorrowedMapping {
+    fn drop(&mut self) {
+        let len = align_up(self.len as u64, PAGE_SIZE);
+        if apply(self.start, self.start + len, 0) == 0 {
+            let _ = with_space(|s| s.release(self.start, len));
+        }
+    }
+}
+
+/// Publishing compiled code: its pages in the wasm region (copied there, or borrowed from the
+/// bundle) become read-execute, never writable. Wasmtime calls this for code loaded in place,
+/// where it cannot change protections itself.
+#[derive(Debug)]
+pub struct KernelCodeMemory;
+
+impl CustomCodeMemory for KernelCodeMemory {
+    fn required_alignment(&self) -> usize {
+        PAGE_SIZE as usize
+    }
+
+    fn publish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        match wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ | PROT_EXEC) {
+            0 => Ok(()),
+            rc => Err(wasmtime::format_err!("publishing code at {ptr:p}+{len:#x}: error {rc}")),
+        }
+    }
+
+    /// Wasmtime unpublishes code when it drops it (and would to edit it, which Mica never asks
+    /// for): the pages stop being executable but stay read-only, since code loaded in place is
+    /// the bundle's, which nothing may write.
+    fn unpublish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        match wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ) {
+            0 => Ok(()),
+            rc => Err(wasmtime::format_err!("unpublishing code at {ptr:p}+{len:#x}: error {rc}")),
+        }
+    }
+}

@@ -304,6 +304,31 @@ pub fn unmap_and_free_range(start: u64, pages: u64) -> Result<(), PagingError> {
 /// would, and [`populate`] maps a zeroed frame there on the first touch.
 const LAZY: Flags = Flags::BIT_9;
 
+/// Software bit of a present leaf entry whose frame the wasm region does not own (an artifact's
+/// page mapped where it lies in a boot module, [`map_borrowed`]): unmapping it frees nothing.
+const BORROWED: Flags = Flags::BIT_10;
+
+/// Maps the `pages` frames from `phys` at `virt` (both page-aligned) read-only, without taking
+/// them over: [`unmap_range`] will unmap them but never free them. The caller keeps the frames
+/// alive and unwritten as long as they are mapped.
+pub fn map_borrowed(virt: u64, phys: u64, pages: u64) -> Result<(), PagingError> {
+    if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
+        return Err(PagingError::Misaligned(if virt % PAGE_SIZE != 0 { virt } else { phys }));
+    }
+    let f = flags(Protection::READ)? | BORROWED;
+    with_mapper(|m| {
+        for i in 0..pages {
+            let at = virt + i * PAGE_SIZE;
+            let entry = leaf_entry(m, at, true)?.ok_or(PagingError::NotMapped(at))?;
+            if !entry.is_unused() {
+                return Err(PagingError::AlreadyMapped(at));
+            }
+            entry.set_addr(PhysAddr::new(phys + i * PAGE_SIZE), f);
+        }
+        Ok(())
+    })
+}
+
 /// The leaf (4 KiB) entry for `virt`, with the page tables above it made where missing (when
 /// `make`) or `None` where one is missing (when not).
 fn leaf_entry(
@@ -354,7 +379,7 @@ pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, Pagin
             let old = entry.flags();
             if old.contains(Flags::PRESENT) {
                 if old & rights != f {
-                    entry.set_flags(f);
+                    entry.set_flags(f | (old & BORROWED));
                     x86_64::instructions::tlb::flush(VirtAddr::new(virt));
                     changed = true;
                 }
@@ -397,42 +422,49 @@ pub fn populate(virt: u64) -> bool {
 /// Unmaps every 4 KiB page mapped in `start..end` and frees its frame, gives back the frames
 /// promised to committed pages never touched, and frees the page tables left empty. The range
 /// must not be covered by large pages (the wasm region never is). Other CPUs' TLBs forget the
-/// pages before any frame is freed. Returns how many pages were released, touched or not (page
-/// tables not counted).
+/// pages before any frame is freed. Returns how many of the region's own pages were released,
+/// touched or not (page tables and borrowed pages not counted).
 pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
+    /// What clearing entries released.
+    #[derive(Default)]
+    struct Released {
+        /// Frames to free: pages', and page tables' (marked with bit 0; frames are aligned).
+        frames: alloc::vec::Vec<u64>,
+        /// Committed pages never touched: their promised frames are given back.
+        lazy: u64,
+        /// Present pages whose frames are not the region's ([`BORROWED`]).
+        borrowed: u64,
+    }
     /// Clears the entries of `table` (at paging `level`, 4 = PML4) for `start..end`; returns
     /// whether the table is empty afterwards.
-    fn clear(
-        table: &mut PageTable,
-        level: u32,
-        start: u64,
-        end: u64,
-        frames: &mut alloc::vec::Vec<u64>,
-        lazy: &mut u64,
-    ) -> Result<bool, PagingError> {
+    fn clear(table: &mut PageTable, level: u32, start: u64, end: u64, out: &mut Released) -> Result<bool, PagingError> {
         let span = 1u64 << (12 + 9 * (level - 1));
         let mut addr = start;
         while addr < end {
             let next = (addr & !(span - 1)).saturating_add(span).min(end);
             let entry = &mut table[((addr >> (12 + 9 * (level - 1))) & 511) as usize];
-            if level == 1 && !entry.flags().contains(Flags::PRESENT) && entry.flags().contains(LAZY) {
-                // Committed but never touched: its promised frame is given back by the caller.
-                *lazy += 1;
+            let f = entry.flags();
+            if level == 1 && !f.contains(Flags::PRESENT) && f.contains(LAZY) {
+                out.lazy += 1;
                 entry.set_unused();
-            } else if entry.flags().contains(Flags::PRESENT) {
+            } else if f.contains(Flags::PRESENT) {
                 if level == 1 {
-                    frames.push(entry.addr().as_u64());
+                    if f.contains(BORROWED) {
+                        out.borrowed += 1;
+                    } else {
+                        out.frames.push(entry.addr().as_u64());
+                    }
                     entry.set_unused();
-                } else if entry.flags().contains(Flags::HUGE_PAGE) {
+                } else if f.contains(Flags::HUGE_PAGE) {
                     return Err(PagingError::HugePageInTheWay(addr));
                 } else {
                     let child = entry.addr().as_u64();
                     // SAFETY: a present non-leaf entry points at a page table in identity-mapped
                     // RAM, which only the mapper (whose lock the caller holds) touches.
                     let child_table = unsafe { &mut *(child as *mut PageTable) };
-                    if clear(child_table, level - 1, addr, next, frames, lazy)? {
+                    if clear(child_table, level - 1, addr, next, out)? {
                         entry.set_unused();
-                        frames.push(child | 1);
+                        out.frames.push(child | 1);
                     }
                 }
             }
@@ -443,23 +475,21 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
     if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
         return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
     }
-    let mut frames = alloc::vec::Vec::new();
-    let mut lazy = 0;
-    let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut frames, &mut lazy));
-    if lazy > 0 {
-        phys::unreserve(lazy);
+    let mut out = Released::default();
+    let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut out));
+    if out.lazy > 0 {
+        phys::unreserve(out.lazy);
     }
-    if !frames.is_empty() {
+    if !out.frames.is_empty() || out.borrowed > 0 {
         x86_64::instructions::tlb::flush_all();
         shootdown();
     }
-    // Page tables were marked with bit 0 (frames are page-aligned): they are freed, not counted.
-    let mut freed = lazy;
-    for frame in frames {
+    let mut released = out.lazy;
+    for frame in out.frames {
         phys::free(frame & !1).map_err(PagingError::Frames)?;
-        freed += u64::from(frame & 1 == 0);
+        released += u64::from(frame & 1 == 0);
     }
-    result.map(|_| freed)
+    result.map(|_| released)
 }
 
 /// The generation of the last TLB flush any CPU asked for.
@@ -569,18 +599,28 @@ pub fn init(ram: &RangeSet, extra: &[PhysRange], nx: bool) -> Result<PagingRepor
     let ro = flags(Protection::READ)?;
     let rx = flags(Protection::READ | Protection::EXEC)?;
 
+    // Boot modules are never written: even where they lie in RAM they are mapped read-only (with
+    // the `extra` ranges below), so that the kernel can map a module's pages elsewhere, as
+    // component code, with no writable alias of them.
+    let module = |addr: u64| extra.iter().any(|r| r.grow_to(PAGE_SIZE).contains(addr));
+    let overlaps_module = |block: &PhysRange| extra.iter().any(|r| r.grow_to(PAGE_SIZE).overlaps(block));
     for r in ram.iter() {
         let r = r.shrink_to(PAGE_SIZE);
         let mut addr = r.start;
         while addr < r.end {
             let block = PhysRange::sized(addr, LARGE_PAGE_SIZE);
-            if addr % LARGE_PAGE_SIZE == 0 && block.end <= r.end && addr != 0 && !block.overlaps(&image.whole) {
+            if addr % LARGE_PAGE_SIZE == 0
+                && block.end <= r.end
+                && addr != 0
+                && !block.overlaps(&image.whole)
+                && !overlaps_module(&block)
+            {
                 map_in::<Size2MiB>(&mut mapper, addr, addr, rw)?;
                 report.large_pages += 1;
                 addr += LARGE_PAGE_SIZE;
                 continue;
             }
-            if addr != 0 && !image.whole.contains(addr) {
+            if addr != 0 && !image.whole.contains(addr) && !module(addr) {
                 map_in::<Size4KiB>(&mut mapper, addr, addr, rw)?;
                 report.small_pages += 1;
             }
