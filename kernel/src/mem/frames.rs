@@ -148,9 +148,7 @@ impl<'a> FrameAllocator<'a> {
         };
         for r in plan.free.iter() {
             let first = (r.start - plan.base) / PAGE_SIZE;
-            for i in first..first + r.len() / PAGE_SIZE {
-                alloc.clear(i);
-            }
+            alloc.clear_run(first, r.len() / PAGE_SIZE);
             alloc.free += r.len() / PAGE_SIZE;
         }
         alloc
@@ -206,6 +204,25 @@ impl<'a> FrameAllocator<'a> {
 
     fn clear(&mut self, i: u64) {
         self.bitmap[(i / 64) as usize] &= !(1 << (i % 64));
+    }
+
+    /// Clears `count` bits from `first`, whole words at a time where it can (at boot, for every
+    /// free frame: bit by bit that was a third of the boot's instructions before calibration).
+    fn clear_run(&mut self, first: u64, count: u64) {
+        let end = first + count;
+        let mut i = first;
+        while i < end && i % 64 != 0 {
+            self.clear(i);
+            i += 1;
+        }
+        while i + 64 <= end {
+            self.bitmap[(i / 64) as usize] = 0;
+            i += 64;
+        }
+        while i < end {
+            self.clear(i);
+            i += 1;
+        }
     }
 
     /// One free frame's physical address.
