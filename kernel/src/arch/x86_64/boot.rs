@@ -64,11 +64,12 @@ pvh_start:
     movl %edx, BOOT_TSC + 4
     movl %ebx, %esi             /* hvm_start_info */
     cld
-    movl $__bss_start, %edi
+    movl $__bss_start, %edi     /* both ends page-aligned (linker.ld): clear 4 bytes a time */
     movl $__bss_end, %ecx
     subl %edi, %ecx
+    shrl $2, %ecx
     xorl %eax, %eax
-    rep stosb
+    rep stosl
 
     movl $0x80000000, %eax
     cpuid
