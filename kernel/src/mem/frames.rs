@@ -211,7 +211,7 @@ impl<'a> FrameAllocator<'a> {
     fn clear_run(&mut self, first: u64, count: u64) {
         let end = first + count;
         let mut i = first;
-        while i < end && i % 64 != 0 {
+        while i < end && !i.is_multiple_of(64) {
             self.clear(i);
             i += 1;
         }
