@@ -142,11 +142,11 @@ pub fn load(
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
     let t0 = sched::cpu_ticks();
     let mapping = vmem::BorrowedMapping::new(artifact).map_err(StartError::Engine)?;
-    // SAFETY: the artifact passed the bundle's checksum and the artifact key check (made by
-    // Mica's AOT compiler for this engine configuration, instrumentation included); Wasmtime
-    // checks its version, settings (fuel and epochs among them) and CPU features again. The
-    // mapping starts on a page, lives in `Loaded` after the component, and the bundle under it
-    // is never written.
+    // The artifact passed the bundle's checksum and the artifact key check (made by Mica's AOT
+    // compiler for this engine configuration, instrumentation included); Wasmtime checks its
+    // version, settings (fuel and epochs among them) and CPU features again. The mapping starts
+    // on a page, lives in `Loaded` after the component, and the bundle under it is never written.
+    // SAFETY: so it is an artifact for this engine, mapped unchanged for the component's life.
     let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
     let t1 = sched::cpu_ticks();
     let interfaces = program::check_imports(engine, &component, grants).map_err(StartError::Load)?;
