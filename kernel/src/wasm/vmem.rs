@@ -93,8 +93,8 @@ fn protection(prot: u32) -> Option<Protection> {
     Some(p)
 }
 
-/// Gives `start..end` the rights `prot` (committing frames), or with `prot` 0 unmaps it and frees
-/// its frames.
+/// Gives `start..end` the rights `prot` (committing its pages), or with `prot` 0 unmaps it and
+/// frees its frames and promises.
 fn apply(start: u64, end: u64, prot: u32) -> i32 {
     match protection(prot) {
         Some(p) => match paging::commit_range(start, end, p) {
@@ -191,8 +191,9 @@ pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
     rc
 }
 
-/// Gives `ptr..ptr + size` the rights `prot_flags`: committing frames where there are none, or
-/// with 0, unmapping the pages and freeing their frames.
+/// Gives `ptr..ptr + size` the rights `prot_flags`: committing the pages not committed yet (a
+/// frame promised to each, mapped on first touch), or with 0, unmapping the pages and freeing
+/// their frames and promises.
 #[unsafe(no_mangle)]
 pub extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32 {
     match reserved_range("mprotect", ptr, size) {
