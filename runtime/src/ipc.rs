@@ -50,6 +50,8 @@ pub enum ErrorCode {
     NotPermitted,
     /// The kernel is out of memory.
     OutOfMemory,
+    /// A span does not lie inside the component's linear memory.
+    InvalidSpan,
 }
 
 /// A refused or failed operation.
@@ -91,6 +93,15 @@ pub struct Received {
     pub call: Option<u64>,
 }
 
+/// Part of the calling instance's own linear memory: `len` bytes from byte `offset`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// The first byte, as an offset into the memory (a wasm32 pointer).
+    pub offset: u32,
+    /// How many bytes.
+    pub len: u32,
+}
+
 /// One component instance's view of the kernel's IPC: its handle table and what it may do.
 /// Every method acts for the calling instance only; blocking methods block its thread.
 pub trait IpcPort: Send + Sync {
@@ -113,4 +124,9 @@ pub trait IpcPort: Send + Sync {
     fn rights(&self, handle: Handle) -> Result<RightsBits, IpcFailure>;
     /// Closes `handle`.
     fn close(&self, handle: Handle) -> Result<(), IpcFailure>;
+    /// The bytes of `span` in the calling instance's linear memory, copied out.
+    fn read_span(&self, span: Span) -> Result<Vec<u8>, IpcFailure>;
+    /// Writes `bytes` at the start of `span` in the calling instance's linear memory (they
+    /// must fit).
+    fn write_span(&self, span: Span, bytes: &[u8]) -> Result<(), IpcFailure>;
 }

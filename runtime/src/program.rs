@@ -340,6 +340,7 @@ pub fn run_timed(
         stderr: host::LineBuffer::default(),
         exit_status: None,
         ipc: ports.ipc,
+        spans: Default::default(),
         hw: ports.hw,
     };
     let mut store = Store::new(engine, ctx);

@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use crate::bindings::mica::kernel::ipc as raw;
 
+/// The interface itself (`mica:kernel/ipc` as wit-bindgen makes it), for programs that place
+/// messages in spans of their own memory themselves; [`Channel`] does it for everyone else.
+pub mod interface {
+    pub use crate::bindings::mica::kernel::ipc::*;
+}
+
 pub use raw::{ErrorCode, Rights};
 
 /// A raw handle value.
@@ -35,6 +41,60 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The span of `bytes` in this component's memory (in wasm32 a pointer is the offset).
+fn span(bytes: &[u8]) -> raw::Span {
+    raw::Span { offset: bytes.as_ptr() as usize as u32, len: bytes.len() as u32 }
+}
+
+/// The most handles a message carries (the kernel's limit).
+const MAX_HANDLES: usize = 16;
+
+/// Where received messages land before they are handed out: room for the largest message the
+/// kernel sends (64 KiB), made once (pages never touched cost the kernel nothing). A bigger
+/// message would be held by the kernel and collected into a buffer of its size.
+struct Landing {
+    bytes: Vec<u8>,
+    handles: [u8; MAX_HANDLES * 4],
+}
+
+thread_local! {
+    static LANDING: std::cell::RefCell<Landing> =
+        std::cell::RefCell::new(Landing { bytes: vec![0; 64 * 1024], handles: [0; MAX_HANDLES * 4] });
+}
+
+/// The error of the span operation that just failed with `code`.
+fn span_error(code: ErrorCode) -> Error {
+    match raw::last_error() {
+        Some(e) => Error::from(e),
+        None => Error { code, message: format!("{code:?}"), returned: Vec::new() },
+    }
+}
+
+/// The span of `bytes`, for the kernel to write into.
+fn span_mut(bytes: &mut [u8]) -> raw::Span {
+    raw::Span { offset: bytes.as_mut_ptr() as usize as u32, len: bytes.len() as u32 }
+}
+
+/// Receives through the landing buffer: `op` is `receive-into` or `call-into` given the landing
+/// spans; a message bigger than the landing is collected into buffers of its own size.
+fn land(op: impl FnOnce(raw::Span, raw::Span) -> Result<raw::Arrival, ErrorCode>) -> Result<Received, Error> {
+    LANDING.with_borrow_mut(|landing| {
+        let arrival = op(span_mut(&mut landing.bytes), span_mut(&mut landing.handles)).map_err(span_error)?;
+        let (n, h) = (arrival.bytes as usize, arrival.handles as usize * 4);
+        let (bytes, handles) = if n <= landing.bytes.len() && h <= landing.handles.len() {
+            (landing.bytes[..n].to_vec(), landing.handles[..h].to_vec())
+        } else {
+            // The kernel held it: collect it into buffers of its size.
+            let (mut bytes, mut handles) = (vec![0u8; n], vec![0u8; h]);
+            raw::collect(span_mut(&mut bytes), span_mut(&mut handles)).map_err(span_error)?;
+            (bytes, handles)
+        };
+        let handles =
+            handles.chunks_exact(4).map(|c| Channel::from_raw(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
+        Ok(Received { message: Message { bytes, handles }, call: arrival.call })
+    })
+}
 
 /// How long to wait, as the interface wants it.
 fn nanos(timeout: Option<Duration>) -> Option<u64> {
@@ -119,17 +179,25 @@ impl Channel {
 
     /// Sends `bytes`, waiting for room in the queue as long as it takes.
     pub fn send(&self, bytes: &[u8]) -> Result<(), Error> {
-        self.send_message(Message::bytes(bytes), None)
+        self.send_span(bytes, None)
     }
 
     /// Sends `bytes` if the queue has room now; else fails with [`ErrorCode::Full`].
     pub fn try_send(&self, bytes: &[u8]) -> Result<(), Error> {
-        self.send_message(Message::bytes(bytes), Some(Duration::ZERO))
+        self.send_span(bytes, Some(Duration::ZERO))
+    }
+
+    /// Sends bytes only: the kernel reads them straight from this component's memory.
+    fn send_span(&self, bytes: &[u8], timeout: Option<Duration>) -> Result<(), Error> {
+        raw::send_span(self.handle, span(bytes), nanos(timeout)).map_err(span_error)
     }
 
     /// Sends a message with handles, waiting at most `timeout` for room (`None`: as long as it
     /// takes).
     pub fn send_message(&self, message: Message, timeout: Option<Duration>) -> Result<(), Error> {
+        if message.handles.is_empty() {
+            return self.send_span(&message.bytes, timeout);
+        }
         Ok(raw::send(self.handle, &message.into_raw(), nanos(timeout))?)
     }
 
@@ -145,27 +213,39 @@ impl Channel {
 
     /// Receives the next message, waiting at most `timeout` (`None`: as long as it takes).
     pub fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Received, Error> {
-        let r = raw::receive(self.handle, nanos(timeout))?;
-        Ok(Received { message: Message::from_raw(r.message), call: r.call })
+        land(|bytes, handles| raw::receive_into(self.handle, bytes, handles, nanos(timeout)))
     }
 
     /// Sends a request and waits for its reply's bytes.
     pub fn call(&self, request: &[u8]) -> Result<Vec<u8>, Error> {
-        Ok(self.call_message(Message::bytes(request), None)?.bytes)
+        Ok(self.call_span(request, None)?.bytes)
+    }
+
+    /// `call` of bytes only: the kernel reads the request from this component's memory and
+    /// writes the reply into it.
+    fn call_span(&self, request: &[u8], timeout: Option<Duration>) -> Result<Message, Error> {
+        let request = span(request);
+        Ok(land(|bytes, handles| raw::call_into(self.handle, request, bytes, handles, nanos(timeout)))?.message)
     }
 
     /// Sends a request with handles and waits at most `timeout` for the reply.
     pub fn call_message(&self, request: Message, timeout: Option<Duration>) -> Result<Message, Error> {
+        if request.handles.is_empty() {
+            return self.call_span(&request.bytes, timeout);
+        }
         Ok(Message::from_raw(raw::call(self.handle, &request.into_raw(), nanos(timeout))?))
     }
 
     /// Answers request `call` with `bytes`.
     pub fn reply(&self, call: u64, bytes: &[u8]) -> Result<(), Error> {
-        self.reply_message(call, Message::bytes(bytes))
+        raw::reply_span(self.handle, call, span(bytes)).map_err(span_error)
     }
 
     /// Answers request `call` with a message that may carry handles.
     pub fn reply_message(&self, call: u64, message: Message) -> Result<(), Error> {
+        if message.handles.is_empty() {
+            return self.reply(call, &message.bytes);
+        }
         Ok(raw::reply(self.handle, call, &message.into_raw())?)
     }
 

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use mica::ipc::interface::{self as raw, Span};
 use mica::ipc::{Channel, ErrorCode, Message, Rights};
 
 /// Expects `result` to fail with `code`; prints the check and its message.
@@ -58,6 +59,8 @@ pub fn run() -> Result<(), String> {
     expect("closed-peer", a.try_send(b"anyone?"), ErrorCode::PeerClosed)?;
     expect("closed-peer-receive", a.recv(), ErrorCode::PeerClosed)?;
 
+    spans()?;
+
     // Flooding: nobody reads this channel; the sender is told when it is full.
     let (sink, _unread) = Channel::pair().map_err(|e| e.to_string())?;
     let mut sent = 0;
@@ -101,4 +104,60 @@ pub fn run() -> Result<(), String> {
     echo.call(b"still fine").map_err(|e| format!("the echo service after all that: {e}"))?;
     println!("all bad-input checks passed; the echo service still answers");
     Ok(())
+}
+
+/// Expects a span operation to fail with `code`; prints the check and the whole error.
+fn expect_span<T: std::fmt::Debug>(name: &str, result: Result<T, ErrorCode>, code: ErrorCode) -> Result<(), String> {
+    let whole = raw::last_error().map(|e| e.message).unwrap_or_default();
+    match result {
+        Err(c) if c == code => {
+            println!("check {name}: ok ({whole})");
+            Ok(())
+        }
+        Err(c) => Err(format!("check {name}: expected {code:?}, got {c:?}: {whole}")),
+        Ok(v) => Err(format!("check {name}: expected {code:?}, but it succeeded: {v:?}")),
+    }
+}
+
+/// The span interface with spans the kernel must refuse, and buffers too small: nothing read
+/// outside this component's memory, nothing written there, no message lost.
+fn spans() -> Result<(), String> {
+    let (a, b) = Channel::pair().map_err(|e| e.to_string())?;
+    let nowhere = Span { offset: u32::MAX - 15, len: 64 };
+    let none = Span { offset: 0, len: 0 };
+    expect_span("send-span-outside", raw::send_span(a.raw(), nowhere, Some(0)), ErrorCode::InvalidSpan)?;
+
+    // A message received into a buffer outside memory is held, not lost.
+    a.send(b"held, not lost").map_err(|e| e.to_string())?;
+    expect_span("receive-into-outside", raw::receive_into(b.raw(), nowhere, none, Some(0)), ErrorCode::InvalidSpan)?;
+    expect_span("receive-while-held", raw::receive_into(b.raw(), none, none, Some(0)), ErrorCode::NotPermitted)?;
+    let mut buffer = [0u8; 32];
+    let got = collect(&mut buffer)?;
+    if got != b"held, not lost" {
+        return Err(format!("check collect: got {got:?}"));
+    }
+    println!("check collect-after-invalid-span: ok ({} bytes back)", got.len());
+    expect_span("collect-nothing", raw::collect(none, none), ErrorCode::Empty)?;
+
+    // A buffer too small: the arrival says how big, and collect takes it.
+    a.send(b"0123456789").map_err(|e| e.to_string())?;
+    let mut small = [0u8; 4];
+    let small_span = Span { offset: small.as_mut_ptr() as usize as u32, len: small.len() as u32 };
+    let arrival = raw::receive_into(b.raw(), small_span, none, Some(0)).map_err(|c| format!("receive-into: {c:?}"))?;
+    if arrival.bytes != 10 || small != [0; 4] {
+        return Err(format!("check too-small: arrival {arrival:?}, buffer {small:?}"));
+    }
+    let got = collect(&mut buffer)?;
+    if got != b"0123456789" {
+        return Err(format!("check too-small: collected {got:?}"));
+    }
+    println!("check too-small-buffer: ok (arrival of {} bytes, collected whole)", arrival.bytes);
+    Ok(())
+}
+
+/// `collect` into `buffer`; the bytes it wrote.
+fn collect(buffer: &mut [u8]) -> Result<Vec<u8>, String> {
+    let span = Span { offset: buffer.as_mut_ptr() as usize as u32, len: buffer.len() as u32 };
+    let arrival = raw::collect(span, Span { offset: 0, len: 0 }).map_err(|c| format!("collect: {c:?}"))?;
+    Ok(buffer[..arrival.bytes as usize].to_vec())
 }

@@ -8,14 +8,17 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use mica_caps::HandleTable;
 use mica_ipc::WaiterId;
-use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Timeout};
+
+use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Span, Timeout};
 
 use super::state::{Connection, Finished, IpcState, Object, SpaceId, Step};
 use crate::arch::clock;
 use crate::arch::irq_lock::IrqMutex;
 use crate::sched;
+use crate::wasm::vmem;
 
 static STATE: IrqMutex<Option<IpcState>> = IrqMutex::new(None);
 
@@ -63,13 +66,15 @@ fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T
 #[derive(Debug)]
 pub struct Port {
     space: SpaceId,
+    /// Where the instance's linear memory starts, once a span operation has looked (0 before).
+    memory: AtomicU64,
 }
 
 impl Port {
     /// A port with an empty handle table of `capacity` for an instance of component `component`.
     pub fn open(component: usize, capacity: u16, may_create: bool) -> Result<Arc<Port>, IpcFailure> {
         let space = locked(|st| Ok(st.open_space(component, capacity, may_create)))?;
-        Ok(Arc::new(Port { space }))
+        Ok(Arc::new(Port { space, memory: AtomicU64::new(0) }))
     }
 
     /// The instance has ended: closes every handle it held; `restart` says whether its
@@ -86,6 +91,18 @@ impl Port {
     /// wakes a thread: `f` touches hardware objects only.
     pub fn with_table<T>(&self, f: impl FnOnce(&mut HandleTable<Object>) -> T) -> Option<T> {
         STATE.lock().as_mut().and_then(|st| st.with_table(self.space, f))
+    }
+
+    /// The address of `span` in the calling instance's linear memory (the instance runs on the
+    /// calling thread), if it lies inside the memory's current size.
+    fn span_address(&self, span: Span) -> Result<u64, IpcFailure> {
+        let invalid = |message: String| IpcFailure::new(ErrorCode::InvalidSpan, message);
+        let mut base = self.memory.load(Ordering::Relaxed);
+        if base == 0 {
+            base = vmem::memory_of(sched::current_id()).map_err(invalid)?;
+            self.memory.store(base, Ordering::Relaxed);
+        }
+        vmem::span_address(base, span.offset, span.len).map_err(invalid)
     }
 
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.
@@ -161,5 +178,39 @@ impl IpcPort for Port {
 
     fn close(&self, handle: Handle) -> Result<(), IpcFailure> {
         locked(|st| st.close(self.space, handle))
+    }
+
+    fn read_span(&self, span: Span) -> Result<Vec<u8>, IpcFailure> {
+        let addr = self.span_address(span)?;
+        let len = span.len as usize;
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(len)
+            .map_err(|_| IpcFailure::new(ErrorCode::OutOfMemory, alloc::format!("no kernel memory for {len} bytes")))?;
+        let src: *const u8 = core::ptr::with_exposed_provenance(addr as usize);
+        // SAFETY: `src..src + len` lies inside the accessible part of the calling instance's
+        // linear memory (checked just now), which stays mapped while the instance runs, and
+        // only this thread (the instance's) runs its code; pages not yet touched are mapped by
+        // the page-fault path. `bytes` has room for `len` bytes, which the copy initializes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
+            bytes.set_len(len);
+        }
+        Ok(bytes)
+    }
+
+    fn write_span(&self, span: Span, bytes: &[u8]) -> Result<(), IpcFailure> {
+        if bytes.len() > span.len as usize {
+            return Err(IpcFailure::new(
+                ErrorCode::InvalidSpan,
+                alloc::format!("{} bytes do not fit a span of {}", bytes.len(), span.len),
+            ));
+        }
+        let dst: *mut u8 = core::ptr::with_exposed_provenance_mut(self.span_address(span)? as usize);
+        // SAFETY: `dst..dst + span.len` lies inside the accessible part of the calling
+        // instance's linear memory, and `bytes` is no longer than that; wasm code of the instance
+        // does not run while its host call does, and nothing else writes there.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
+        Ok(())
     }
 }

@@ -19,8 +19,10 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
+use mica_runtime::config::{MEMORY_GUARD, MEMORY_RESERVATION};
 use mica_runtime::wasmtime::{self, CustomCodeMemory};
 
 use crate::arch::irq_lock::IrqMutex;
@@ -44,6 +46,67 @@ static SPACE: IrqMutex<Option<VirtualSpace>> = IrqMutex::new(None);
 
 /// Pages committed in the wasm region now (touched or not).
 static COMMITTED: AtomicU64 = AtomicU64::new(0);
+
+/// A linear memory: a reservation of [`LINEAR_MEMORY`] bytes, its guard first.
+#[derive(Clone, Copy, Debug)]
+struct LinearMemory {
+    /// The thread that made it (the instance's own: it instantiates and runs there).
+    owner: u64,
+    /// Where its byte 0 lies.
+    base: u64,
+    /// How many bytes from `base` are accessible (its current size, in whole pages).
+    accessible: u64,
+}
+
+/// How large the reservation of a linear memory is: the guard before, the memory's reservation,
+/// the guard after (`mica_runtime::config`).
+const LINEAR_MEMORY: u64 = MEMORY_GUARD + MEMORY_RESERVATION + MEMORY_GUARD;
+
+/// The linear memories, by the start of their reservation.
+static MEMORIES: IrqMutex<BTreeMap<u64, LinearMemory>> = IrqMutex::new(BTreeMap::new());
+
+/// Notes that `start..end` was given rights (`writable`) or taken its rights away, for the
+/// linear memory it lies in, if any.
+fn track_access(start: u64, end: u64, writable: Option<bool>) {
+    let mut memories = MEMORIES.lock();
+    let Some((_, memory)) = memories.range_mut(..=start).next_back() else { return };
+    if start < memory.base || end > memory.base + MEMORY_RESERVATION {
+        return;
+    }
+    match writable {
+        Some(true) if start <= memory.base + memory.accessible => {
+            memory.accessible = memory.accessible.max(end - memory.base);
+        }
+        Some(_) => {}
+        None => memory.accessible = memory.accessible.min(start - memory.base),
+    }
+}
+
+/// Where the one linear memory made by thread `owner` starts; an error when the thread has none
+/// or several.
+pub fn memory_of(owner: u64) -> Result<u64, String> {
+    let memories = MEMORIES.lock();
+    let mut mine = memories.values().filter(|m| m.owner == owner);
+    match (mine.next(), mine.next()) {
+        (Some(m), None) => Ok(m.base),
+        (None, _) => Err(String::from("the component has no linear memory")),
+        (Some(_), Some(_)) => Err(String::from("the component has more than one linear memory: spans are ambiguous")),
+    }
+}
+
+/// The address of `offset..offset + len` in the linear memory whose byte 0 is at `base`, if
+/// those bytes are accessible (inside the memory's current size).
+pub fn span_address(base: u64, offset: u32, len: u32) -> Result<u64, String> {
+    let memories = MEMORIES.lock();
+    let Some(memory) = memories.get(&(base - MEMORY_GUARD)) else {
+        return Err(format!("no linear memory at {base:#x} any more"));
+    };
+    let end = u64::from(offset) + u64::from(len);
+    if end > memory.accessible {
+        return Err(format!("span {offset:#x}+{len:#x} is outside the linear memory ({:#x} bytes)", memory.accessible));
+    }
+    Ok(base + u64::from(offset))
+}
 
 fn with_space<R>(f: impl FnOnce(&mut VirtualSpace) -> R) -> R {
     let mut guard = SPACE.lock();
@@ -100,6 +163,7 @@ fn apply(start: u64, end: u64, prot: u32) -> i32 {
         Some(p) => match paging::commit_range(start, end, p) {
             Ok(fresh) => {
                 COMMITTED.fetch_add(fresh, Ordering::Relaxed);
+                track_access(start, end, Some(p.contains(Protection::WRITE)));
                 0
             }
             Err(e) => {
@@ -110,6 +174,7 @@ fn apply(start: u64, end: u64, prot: u32) -> i32 {
         None => match paging::unmap_range(start, end) {
             Ok(freed) => {
                 COMMITTED.fetch_sub(freed, Ordering::Relaxed);
+                track_access(start, end, None);
                 0
             }
             Err(e) => {
@@ -150,10 +215,15 @@ pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut
         }
     };
     let end = start + align_up(size as u64, PAGE_SIZE);
+    if end - start == LINEAR_MEMORY {
+        let memory = LinearMemory { owner: crate::sched::current_id(), base: start + MEMORY_GUARD, accessible: 0 };
+        MEMORIES.lock().insert(start, memory);
+    }
     if protection(prot_flags).is_some() {
         let rc = apply(start, end, prot_flags);
         if rc != 0 {
             apply(start, end, 0);
+            MEMORIES.lock().remove(&start);
             let _ = with_space(|s| s.release(start, size as u64));
             return rc;
         }
@@ -186,6 +256,7 @@ pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
     }
     let rc = apply(start, start + len, 0);
     if rc == 0 {
+        MEMORIES.lock().remove(&start);
         let _ = with_space(|s| s.release(start, size as u64));
     }
     rc

@@ -130,6 +130,7 @@ mod tests {
             stderr: LineBuffer::default(),
             exit_status: None,
             ipc: None,
+            spans: Default::default(),
             hw: None,
         };
         ctx.log(Level::Warn, "two\nlines".into()).expect("logged");

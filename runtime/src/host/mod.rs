@@ -108,6 +108,8 @@ pub struct InstanceState {
     pub ipc: Option<Arc<dyn crate::ipc::IpcPort>>,
     /// This instance's hardware port, from the kernel (none when hosted).
     pub hw: Option<Arc<dyn crate::hw::HwPort>>,
+    /// What `mica:kernel/ipc`'s span operations keep between calls.
+    pub spans: ipc::SpanState,
 }
 
 impl core::fmt::Debug for InstanceState {
