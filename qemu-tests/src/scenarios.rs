@@ -477,9 +477,10 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &[
             "mica: 2 connection(s) between components",
             "[echo-client] 100 echo calls answered correctly",
+            "[echo-client] a 5000-byte call answered through buffers that grew",
             "[echo-client] a channel end went to the echo server and back, and still works",
             "[kv-client] 50 put/get rounds correct, 0 reconnect(s)",
-            "[echo] all clients gone; answered 101 calls and dropped 0 messages",
+            "[echo] all clients gone; answered 102 calls and dropped 0 messages",
             "[kv] all clients gone after 100 requests; 50 keys",
             "mica: all components finished: 4 of 4 succeeded",
         ],

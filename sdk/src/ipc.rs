@@ -90,10 +90,44 @@ fn land(op: impl FnOnce(raw::Span, raw::Span) -> Result<raw::Arrival, ErrorCode>
             raw::collect(span_mut(&mut bytes), span_mut(&mut handles)).map_err(span_error)?;
             (bytes, handles)
         };
-        let handles =
-            handles.chunks_exact(4).map(|c| Channel::from_raw(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect();
-        Ok(Received { message: Message { bytes, handles }, call: arrival.call })
+        Ok(Received { message: Message { bytes, handles: channels(&handles) }, call: arrival.call })
     })
+}
+
+/// Handle values as the kernel writes them (little-endian u32s), as owned channels.
+fn channels(bytes: &[u8]) -> Vec<Channel> {
+    bytes.chunks_exact(4).map(|c| Channel::from_raw(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
+}
+
+/// What arrived in a caller's buffer ([`Channel::recv_into`], [`Channel::call_into`]): the
+/// message is `buffer[..len]`.
+#[derive(Debug)]
+pub struct Arrived {
+    /// How many bytes of the buffer are the message.
+    pub len: usize,
+    /// The handles it carried.
+    pub handles: Vec<Channel>,
+    /// The request's call id (for [`Channel::recv_into`]).
+    pub call: Option<u64>,
+}
+
+/// Receives into `buffer` (its whole length is room): `op` is `receive-into` or `call-into`
+/// given the spans. A message longer than `buffer` was held by the kernel: `buffer` grows to
+/// its length and it is collected there.
+fn arrive(
+    buffer: &mut Vec<u8>,
+    op: impl FnOnce(raw::Span, raw::Span) -> Result<raw::Arrival, ErrorCode>,
+) -> Result<Arrived, Error> {
+    let mut handles = [0u8; MAX_HANDLES * 4];
+    let arrival = op(span_mut(buffer), span_mut(&mut handles)).map_err(span_error)?;
+    let (len, h) = (arrival.bytes as usize, arrival.handles as usize * 4);
+    if len > buffer.len() || h > handles.len() {
+        buffer.resize(len.max(buffer.len()), 0);
+        let mut all = vec![0u8; h];
+        raw::collect(span_mut(buffer), span_mut(&mut all)).map_err(span_error)?;
+        return Ok(Arrived { len, handles: channels(&all), call: arrival.call });
+    }
+    Ok(Arrived { len, handles: channels(&handles[..h]), call: arrival.call })
 }
 
 /// How long to wait, as the interface wants it.
@@ -214,6 +248,42 @@ impl Channel {
     /// Receives the next message, waiting at most `timeout` (`None`: as long as it takes).
     pub fn recv_timeout(&self, timeout: Option<Duration>) -> Result<Received, Error> {
         land(|bytes, handles| raw::receive_into(self.handle, bytes, handles, nanos(timeout)))
+    }
+
+    /// Receives the next message into `buffer`, whose whole length is room for it, waiting at
+    /// most `timeout` (`None`: as long as it takes). The message is `buffer[..len]`; a longer one
+    /// makes `buffer` grow to fit. Keep the buffer for the next message: in the steady state
+    /// nothing is allocated and the kernel writes straight into it.
+    pub fn recv_into(&self, buffer: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Arrived, Error> {
+        arrive(buffer, |bytes, handles| raw::receive_into(self.handle, bytes, handles, nanos(timeout)))
+    }
+
+    /// A server's step: answers request `call` with `buffer[..len]`, then receives the next
+    /// message into `buffer` as [`Channel::recv_into`] does, in one call to the kernel. The
+    /// reply's outcome comes first; a failed reply (its caller gave up or ended) does not stop the
+    /// receive.
+    pub fn reply_and_recv_into(
+        &self,
+        call: u64,
+        len: usize,
+        buffer: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> (Result<(), Error>, Result<Arrived, Error>) {
+        let reply = span(&buffer[..len.min(buffer.len())]);
+        let mut replied = Ok(());
+        let received = arrive(buffer, |bytes, handles| {
+            let (r, received) = raw::reply_receive(self.handle, call, reply, bytes, handles, nanos(timeout));
+            // The reply's error record, before the receive can replace it.
+            replied = r.map_err(span_error);
+            received
+        });
+        (replied, received)
+    }
+
+    /// Sends a request and receives its reply into `reply`, as [`Channel::recv_into`] does.
+    pub fn call_into(&self, request: &[u8], reply: &mut Vec<u8>, timeout: Option<Duration>) -> Result<Arrived, Error> {
+        let request = span(request);
+        arrive(reply, |bytes, handles| raw::call_into(self.handle, request, bytes, handles, nanos(timeout)))
     }
 
     /// Sends a request and waits for its reply's bytes.

@@ -210,6 +210,20 @@ impl Host for InstanceState {
         })
     }
 
+    fn reply_receive(
+        &mut self,
+        end: Handle,
+        call: u64,
+        message: Span,
+        buffer: Span,
+        handles: Span,
+        timeout_ns: Option<u64>,
+    ) -> wasmtime::Result<(Result<(), ErrorCode>, Result<Arrival, ErrorCode>)> {
+        let replied = self.reply_span(end, call, message)?;
+        let received = self.receive_into(end, buffer, handles, timeout_ns)?;
+        Ok((replied, received))
+    }
+
     fn collect(&mut self, buffer: Span, handles: Span) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
         self.span_op(|p, held| {
             let r = held
