@@ -328,6 +328,22 @@ pub fn ready_count() -> usize {
     with(|s, _| s.cpus.iter().map(|c| c.ready.len()).sum()).unwrap_or(0)
 }
 
+/// How many threads besides the calling one are ready or running (idle threads do not count):
+/// 0 means every other thread is parked, asleep or finished.
+pub fn busy_besides_current() -> usize {
+    with(|s, cpu| {
+        let ready: usize = s.cpus.iter().map(|c| c.ready.len()).sum();
+        let running = s
+            .cpus
+            .iter()
+            .enumerate()
+            .filter(|(c, slot)| *c != cpu && slot.current.as_deref().is_some_and(|t| !t.idle))
+            .count();
+        ready + running
+    })
+    .unwrap_or(0)
+}
+
 /// Whether the timer tick switches threads (on by default; a boot test of strict cooperative
 /// order turns it off).
 static PREEMPTION: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);

@@ -276,6 +276,21 @@ pub const SCENARIOS: &[Scenario] = &[
         files_contain: &[],
     },
     Scenario {
+        name: "idle_components_all_wait",
+        cmdline: "",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "mica: system of 3 component(s)",
+            "mica: all-waiting components=3 tsc_since_start=",
+            "mica: all components finished: 3 of 3 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "idle", tamper: None }),
+        cpu_features: &[],
+        cpus: 1,
+        files_contain: &[],
+    },
+    Scenario {
         name: "memory_comes_back",
         cmdline: "",
         expect: ExitCode::Success,

@@ -212,6 +212,23 @@ fn memory_report(what: &str, name: &str) {
     );
 }
 
+/// Prints what the system holds once every running component waits: `waiting` components, the
+/// TSC ticks since they were started (instructions under `-icount shift=0`), and memory (wasm
+/// pages committed, frames free and promised, kernel heap mapped).
+fn idle_report(waiting: usize, started_tsc: u64) {
+    let wasm = super::vmem::usage();
+    kprintln!(
+        "mica: all-waiting components={waiting} tsc_since_start={} wasm_pages={} wasm_reservations={} \
+         frames_free={} frames_promised={} heap_bytes={}",
+        crate::arch::clock::rdtsc().wrapping_sub(started_tsc),
+        wasm.pages,
+        wasm.reservations,
+        crate::mem::phys::free_frames(),
+        crate::mem::phys::reserved_frames(),
+        crate::mem::heap::mapped_bytes()
+    );
+}
+
 /// The CPUs any component instance ran on, as a bit set.
 static CPUS_USED: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
@@ -270,6 +287,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         kprintln!("mica: {} connection(s) between components", connections.len());
     }
     kprintln!("mica: system of {total} component(s)");
+    let started_tsc = crate::arch::clock::rdtsc();
     let tally = Arc::new(IrqMutex::new(Tally { finished: 0, succeeded: 0, running: Vec::new() }));
     for (index, spec) in manifest.components.into_iter().enumerate() {
         let name = spec.name.clone();
@@ -302,11 +320,18 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         }
     }
     let deadline = stop_after_ms.map(|ms| clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000);
+    let mut idle_reported = false;
     loop {
         let (finished, succeeded, running) = {
             let tally = tally.lock();
             (tally.finished, tally.succeeded, tally.running.clone())
         };
+        if !idle_reported && finished < total && sched::busy_besides_current() == 0 {
+            // Every component still running is waiting (blocked in IPC, asleep): what the system
+            // holds now is what idle components cost.
+            idle_reported = true;
+            idle_report(total - finished, started_tsc);
+        }
         if finished == total {
             if crate::arch::smp::online() > 1 {
                 let used = CPUS_USED.load(core::sync::atomic::Ordering::Relaxed);

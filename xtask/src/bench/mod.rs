@@ -7,13 +7,15 @@
 //! component of `components/bench.toml` costs, and what one host call costs. `bench pods` times
 //! legacy pods (cold boot to the agent answering, exec) against plain QEMU. `bench ipc` counts IPC
 //! round trips and one-way messages between components against pipes and Unix sockets in a Linux
-//! guest. `bench io` counts block requests through the virtio-blk driver component against
+//! guest. `bench density` starts N idle components and reports memory per component and the
+//! instructions to start them. `bench io` counts block requests through the virtio-blk driver component against
 //! Linux's `virtio_blk`, and times HTTP requests to a component web server against busybox
 //! `httpd` in the Linux guest.
 
 mod baselines;
 mod boot;
 mod components;
+mod density;
 mod io;
 mod ipc;
 mod pods;
@@ -44,6 +46,16 @@ pub enum BenchCommand {
     /// Block I/O (instructions per request) and HTTP (wall clock) through Mica's driver
     /// components against Linux's in-kernel drivers on the same virtual hardware.
     Io,
+    /// Idle components: kernel memory per component and guest instructions to start N of them.
+    Density(DensityArgs),
+}
+
+/// Arguments of `cargo xtask bench density`.
+#[derive(Debug, Args)]
+pub struct DensityArgs {
+    /// Idle components to start (at least 2).
+    #[arg(long, default_value_t = 1000)]
+    pub n: u64,
 }
 
 /// Arguments of `cargo xtask bench boot`.
@@ -62,5 +74,6 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Ipc => ipc::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Io => io::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Density(args) => density::run(root, args.n).map(|()| ExitCode::SUCCESS),
     }
 }
