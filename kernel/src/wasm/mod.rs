@@ -13,14 +13,14 @@ pub mod vmem;
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
-use alloc::sync::Arc;
+use alloc::sync::{Arc, Weak};
 
 use mica_runtime::config::{Instrumentation, engine_config};
 use mica_runtime::host::InstanceState;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, Interfaces, Launch, LoadError, Outcome, Ports, Prepared};
 use mica_runtime::wasmtime::Engine;
-use mica_runtime::wasmtime::component::Linker;
+use mica_runtime::wasmtime::component::{Component, Linker};
 use spin::Once;
 
 use crate::arch::cpu;
@@ -115,11 +115,54 @@ fn shared_linker(
     Ok(LINKERS.lock().entry(key).or_insert(linker).clone())
 }
 
+/// An artifact loaded once for every component that uses it (a bundle holds one entry per
+/// distinct artifact, however many components run it): Wasmtime's component and, per set of
+/// granted interfaces, its imports resolved. Dropped when the last component using it ends.
+struct Shared {
+    /// Linked, per set of granted interfaces; dropped first (it holds the component).
+    prepared: IrqMutex<BTreeMap<Interfaces, Prepared>>,
+    component: Component,
+    /// Where the artifact is mapped in place; dropped last, after everything that uses it.
+    _artifact: vmem::BorrowedMapping,
+}
+
+/// The artifacts loaded now, by where they lie in the bundle and the engine they were loaded
+/// into (its instrumentation).
+static SHARED: IrqMutex<BTreeMap<(usize, usize, usize), Weak<Shared>>> = IrqMutex::new(BTreeMap::new());
+
+/// The loaded artifact `artifact` for `instrumentation`: the one already loaded, or loaded now.
+fn shared(artifact: &'static [u8], instrumentation: Instrumentation) -> Result<Arc<Shared>, StartError> {
+    let key = (artifact.as_ptr() as usize, artifact.len(), instrumentation.index());
+    if let Some(shared) = SHARED.lock().get(&key).and_then(Weak::upgrade) {
+        return Ok(shared);
+    }
+    let engine = engine(instrumentation).map_err(StartError::Engine)?;
+    let mapping = vmem::BorrowedMapping::new(artifact).map_err(StartError::Engine)?;
+    // The artifact passed the bundle's checksum and the artifact key check (made by Mica's AOT
+    // compiler for this engine configuration, instrumentation included); Wasmtime checks its
+    // version, settings (fuel and epochs among them) and CPU features again. The mapping starts
+    // on a page, lives in `Shared` after the component, and the bundle under it is never written.
+    // SAFETY: so it is an artifact for this engine, mapped unchanged for the component's life.
+    let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
+    let loaded = Arc::new(Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: mapping });
+    // Loaded outside the lock (it takes a while, and the lock keeps interrupts off); if another
+    // thread loaded it meanwhile, the first one in is kept.
+    let mut all = SHARED.lock();
+    all.retain(|_, weak| weak.strong_count() > 0);
+    match all.get(&key).and_then(Weak::upgrade) {
+        Some(first) => Ok(first),
+        None => {
+            all.insert(key, Arc::downgrade(&loaded));
+            Ok(loaded)
+        }
+    }
+}
+
 /// A component loaded and linked once, for all of its instances.
 pub struct Loaded {
     prepared: Prepared,
-    /// Where its artifact is mapped in place; dropped after `prepared`, which uses it.
-    _artifact: vmem::BorrowedMapping,
+    /// The loaded artifact, kept while this component may run.
+    _shared: Arc<Shared>,
     /// What loading and linking cost, charged to its first instance.
     first_costs: Costs,
 }
@@ -132,7 +175,8 @@ impl core::fmt::Debug for Loaded {
 
 /// Loads the artifact (compiled with `instrumentation`, as its key says) into the engine for
 /// that instrumentation, in place: its pages are mapped where they lie in the boot bundle, not
-/// copied. Then resolves its imports against a linker with what `grants` allows.
+/// copied, and only once however many components run it. Then resolves its imports against a
+/// linker with what `grants` allows (once per set of granted interfaces).
 pub fn load(
     artifact: &'static [u8],
     instrumentation: Instrumentation,
@@ -141,19 +185,20 @@ pub fn load(
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
     let t0 = sched::cpu_ticks();
-    let mapping = vmem::BorrowedMapping::new(artifact).map_err(StartError::Engine)?;
-    // The artifact passed the bundle's checksum and the artifact key check (made by Mica's AOT
-    // compiler for this engine configuration, instrumentation included); Wasmtime checks its
-    // version, settings (fuel and epochs among them) and CPU features again. The mapping starts
-    // on a page, lives in `Loaded` after the component, and the bundle under it is never written.
-    // SAFETY: so it is an artifact for this engine, mapped unchanged for the component's life.
-    let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
+    let shared = shared(artifact, instrumentation)?;
     let t1 = sched::cpu_ticks();
-    let interfaces = program::check_imports(engine, &component, grants).map_err(StartError::Load)?;
-    let linker = shared_linker(engine, instrumentation, interfaces).map_err(StartError::Load)?;
-    let prepared = program::prepare(&component, &linker).map_err(StartError::Load)?;
+    let interfaces = program::check_imports(engine, &shared.component, grants).map_err(StartError::Load)?;
+    let known = shared.prepared.lock().get(&interfaces).cloned();
+    let prepared = match known {
+        Some(prepared) => prepared,
+        None => {
+            let linker = shared_linker(engine, instrumentation, interfaces).map_err(StartError::Load)?;
+            let prepared = program::prepare(&shared.component, &linker).map_err(StartError::Load)?;
+            shared.prepared.lock().entry(interfaces).or_insert(prepared).clone()
+        }
+    };
     let t2 = sched::cpu_ticks();
-    Ok(Loaded { prepared, _artifact: mapping, first_costs: Costs { load: t1 - t0, instantiate: t2 - t1, run: 0 } })
+    Ok(Loaded { prepared, _shared: shared, first_costs: Costs { load: t1 - t0, instantiate: t2 - t1, run: 0 } })
 }
 
 /// Runs an instance of `loaded` to its end on this kernel thread (whose stack has
