@@ -50,6 +50,37 @@ pub fn memory_after(serial: &str, what: &str, name: &str) -> Result<Vec<MemoryAf
         .collect()
 }
 
+/// The kernel's memory-image counters (since boot) on every `mica: WHAT name=NAME ...` line:
+/// pages of images mapped copy-on-write, and pages copied on a write.
+pub fn image_pages(serial: &str, what: &str, name: &str) -> Vec<(u64, u64)> {
+    let prefix = format!("mica: {what} name={name} ");
+    let field = |rest: &str, key: &str| {
+        rest.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).and_then(|v| v.parse().ok())
+    };
+    serial
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .filter_map(|rest| Some((field(rest, "image_pages_mapped")?, field(rest, "image_pages_copied")?)))
+        .collect()
+}
+
+/// Whether every instance had its memory initialized from the component's image, copy-on-write:
+/// between the first report and the last, more image pages were mapped and more were copied.
+pub fn check_images(counts: &[(u64, u64)]) -> Result<String, String> {
+    match (counts.first(), counts.last()) {
+        (Some(&(m0, c0)), Some(&(m1, c1))) if m1 > m0 && c1 > c0 => Ok(format!(
+            "memory images mapped copy-on-write: {} pages over {} later instances, {} of them copied on a write",
+            m1 - m0,
+            counts.len() - 1,
+            c1 - c0
+        )),
+        (Some(first), Some(last)) => Err(format!(
+            "memory images not used: (mapped, copied) pages {first:?} after the first instance, {last:?} at the end"
+        )),
+        _ => Err(String::from("no memory-image counters in the reports")),
+    }
+}
+
 /// Whether a run's reports show memory coming back: every instance leaves memory exactly as the
 /// first did (the loaded code stays for the next one), and when the component has ended for
 /// good (`end`), nothing of it is left in the wasm region.
@@ -96,7 +127,10 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         memory_after(&outcome.serial, "memory-after", "crasher").map_err(|e| format!("{e}\n{}", context()))?;
     let end = memory_after(&outcome.serial, "memory-after-component", "crasher")
         .map_err(|e| format!("{e}\n{}", context()))?;
-    check(&reports, &end, RESTARTS + 1).map_err(|e| format!("{e}\n{}", context()))
+    let returned = check(&reports, &end, RESTARTS + 1).map_err(|e| format!("{e}\n{}", context()))?;
+    let images = check_images(&image_pages(&outcome.serial, "memory-after", "crasher"))
+        .map_err(|e| format!("{e}\n{}", context()))?;
+    Ok(format!("{returned}; {images}"))
 }
 
 #[cfg(test)]
@@ -122,5 +156,16 @@ mod tests {
         assert!(check(&reports, &held, 2).expect_err("held").contains("still holds"));
         assert!(check(&reports, &[], 2).expect_err("no end").contains("expected one"));
         assert!(memory_after("mica: memory-after name=c wasm_pages=x", "memory-after", "c").is_err());
+    }
+
+    #[test]
+    fn image_counters_must_grow_over_the_run() {
+        let serial = "mica: memory-after name=c wasm_pages=1 image_pages_mapped=4 image_pages_copied=1\n\
+                      mica: memory-after name=c wasm_pages=1 image_pages_mapped=8 image_pages_copied=2\n";
+        let counts = image_pages(serial, "memory-after", "c");
+        assert_eq!(counts, [(4, 1), (8, 2)]);
+        assert!(check_images(&counts).expect("grew").contains("4 pages over 1 later instances, 1 of them copied"));
+        assert!(check_images(&[(4, 1), (4, 1)]).expect_err("same").contains("not used"));
+        assert!(check_images(&[]).is_err());
     }
 }

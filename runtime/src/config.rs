@@ -247,7 +247,7 @@ pub struct ArtifactKey {
 }
 
 /// Bump whenever [`engine_config`] changes what it sets.
-pub const CONFIG_VERSION: u32 = 3;
+pub const CONFIG_VERSION: u32 = 4;
 
 impl ArtifactKey {
     /// The key for `cpu` and `instrumentation` with this build's settings.
@@ -294,7 +294,9 @@ pub fn engine_config(instrumentation: Instrumentation) -> Config {
         // kernel hands each to Wasmtime's trap handler (`signals_based_traps`). Wasmtime checks
         // at load that an artifact was compiled with exactly these, so both sides must agree.
         .signals_based_traps(true)
-        .memory_init_cow(false)
+        // Data segments laid out page-aligned in the artifact, so that the kernel maps them into
+        // each new linear memory copy-on-write (`wasmtime_memory_image_*`) instead of copying.
+        .memory_init_cow(true)
         .memory_reservation(MEMORY_RESERVATION)
         .memory_guard_size(MEMORY_GUARD)
         .guard_before_linear_memory(true)

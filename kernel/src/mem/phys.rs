@@ -41,6 +41,12 @@ pub fn unreserve(count: u64) {
     with(|a| a.unreserve(count));
 }
 
+/// One of the frames promised earlier (`reserve`), not zeroed: for a page about to be filled
+/// whole (a copy-on-write copy).
+pub fn alloc_reserved() -> Result<u64, FrameError> {
+    with(|a| a.alloc_reserved())
+}
+
 /// One zeroed frame from those promised with [`reserve`].
 pub fn alloc_reserved_zeroed() -> Result<u64, FrameError> {
     let frame = with(|a| a.alloc_reserved())?;

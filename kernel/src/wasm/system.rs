@@ -204,11 +204,14 @@ fn run_instances(
 fn memory_report(what: &str, name: &str) {
     let wasm = super::vmem::usage();
     kprintln!(
-        "mica: {what} name={name} wasm_pages={} wasm_reservations={} frames_free={} heap_bytes={}",
+        "mica: {what} name={name} wasm_pages={} wasm_reservations={} frames_free={} heap_bytes={} \
+         image_pages_mapped={} image_pages_copied={}",
         wasm.pages,
         wasm.reservations,
         crate::mem::phys::free_frames(),
-        crate::mem::heap::mapped_bytes()
+        crate::mem::heap::mapped_bytes(),
+        wasm.image_pages_mapped,
+        wasm.image_pages_copied
     );
 }
 

@@ -13,6 +13,11 @@
 //! are kept from every other allocation. Taking the rights away (`prot` 0) gives the frames and
 //! promises back. W^X holds: the page tables refuse writable and executable at once.
 //!
+//! A module's initial memory contents are a memory image: the artifact's own pages, where it lies
+//! in the boot bundle, mapped copy-on-write into each new linear memory (`wasmtime_memory_image_*`,
+//! `paging::map_cow`). Instances share the pages they only read; the first write to one copies
+//! it into a frame promised to it when it was mapped.
+//!
 //! Each function returns 0 on success and an errno-style code otherwise (Wasmtime reports it as
 //! "os error N"); the reason is logged with the addresses it concerns.
 
@@ -134,12 +139,22 @@ pub struct Usage {
     pub reserved: u64,
     /// Pages committed (each has its frame, or a frame promised to it).
     pub pages: u64,
+    /// Pages of memory images mapped copy-on-write since boot.
+    pub image_pages_mapped: u64,
+    /// Of those, pages copied on a write since boot.
+    pub image_pages_copied: u64,
 }
 
 /// What the wasm region holds now.
 pub fn usage() -> Usage {
     let (reservations, reserved) = with_space(|s| (s.reservations(), s.reserved()));
-    Usage { reservations, reserved, pages: COMMITTED.load(Ordering::Relaxed) }
+    Usage {
+        reservations,
+        reserved,
+        pages: COMMITTED.load(Ordering::Relaxed),
+        image_pages_mapped: IMAGE_PAGES_MAPPED.load(Ordering::Relaxed),
+        image_pages_copied: IMAGE_PAGES_COPIED.load(Ordering::Relaxed),
+    }
 }
 
 fn protection(prot: u32) -> Option<Protection> {
@@ -280,24 +295,95 @@ pub extern "C" fn wasmtime_page_size() -> usize {
     PAGE_SIZE as usize
 }
 
-/// A copy-on-write image of a memory's initial contents. Not made yet: a null image tells
-/// Wasmtime to copy the data segments in at instantiation.
+/// A copy-on-write image of a memory's initial contents: the frames of the artifact's pages that
+/// hold it, where the artifact lies in the boot bundle (which lives, unwritten, as long as the
+/// kernel runs). Mapping it gives a linear memory those pages read-only; the first write to one
+/// copies it ([`copy_on_write`]), so instances share the pages they only read and never see each
+/// other's writes.
+#[derive(Debug)]
+struct MemoryImage {
+    frames: alloc::vec::Vec<u64>,
+}
+
+/// Pages of memory images mapped into linear memories, and pages copied on a write since boot.
+static IMAGE_PAGES_MAPPED: AtomicU64 = AtomicU64::new(0);
+static IMAGE_PAGES_COPIED: AtomicU64 = AtomicU64::new(0);
+
+/// An image of `len` bytes at `ptr`, the data of a module in an artifact mapped in place. When
+/// the data does not lie on whole pages of the wasm region, no image is made (null): Wasmtime
+/// then copies the data in at each instantiation, as it does on platforms without images.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_memory_image_new(_ptr: *const u8, _len: usize, ret: &mut *mut u8) -> i32 {
+pub extern "C" fn wasmtime_memory_image_new(ptr: *const u8, len: usize, ret: &mut *mut u8) -> i32 {
     *ret = core::ptr::null_mut();
+    let start = ptr as u64;
+    if start % PAGE_SIZE != 0 || len as u64 % PAGE_SIZE != 0 || !in_wasm_region(start) {
+        log::debug!("memory image at {start:#x}+{len:#x} is not whole pages of the wasm region: data is copied");
+        return 0;
+    }
+    let mut frames = alloc::vec::Vec::new();
+    if frames.try_reserve_exact(len / PAGE_SIZE as usize).is_err() {
+        return ENOMEM;
+    }
+    for page in (start..start + len as u64).step_by(PAGE_SIZE as usize) {
+        match paging::translate(page) {
+            // Only pages nothing can write: an artifact's, mapped where it lies.
+            Some(t) if !t.prot.contains(Protection::WRITE) => frames.push(t.phys & !(PAGE_SIZE - 1)),
+            _ => {
+                log::warn!("memory image page {page:#x} is not a read-only artifact page: data is copied");
+                return 0;
+            }
+        }
+    }
+    *ret = alloc::boxed::Box::into_raw(alloc::boxed::Box::new(MemoryImage { frames })).cast();
     0
 }
 
-/// Maps an image made by [`wasmtime_memory_image_new`]: never called, since none is made.
+/// Maps `image` at `addr` (the first `len` bytes of it) copy-on-write, writable.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_memory_image_map_at(_image: *mut u8, addr: *mut u8, len: usize) -> i32 {
-    log::warn!("wasm memory image mapped at {addr:p}+{len:#x}, but the kernel makes no images");
-    EINVAL
+pub extern "C" fn wasmtime_memory_image_map_at(image: *mut u8, addr: *mut u8, len: usize) -> i32 {
+    // SAFETY: Wasmtime passes back a pointer `wasmtime_memory_image_new` made from a live
+    // `Box<MemoryImage>`, which it frees only through `wasmtime_memory_image_free`.
+    let image = unsafe { &*image.cast::<MemoryImage>() };
+    let pages = align_up(len as u64, PAGE_SIZE) / PAGE_SIZE;
+    let Some(frames) = image.frames.get(..pages as usize) else {
+        log::warn!("memory image of {} pages mapped for {len:#x} bytes", image.frames.len());
+        return EINVAL;
+    };
+    let start = addr as u64;
+    if reserved_range("image", addr, len).is_err() {
+        return EINVAL;
+    }
+    match paging::map_cow(start, frames, true) {
+        Ok(fresh) => {
+            COMMITTED.fetch_add(fresh, Ordering::Relaxed);
+            IMAGE_PAGES_MAPPED.fetch_add(pages, Ordering::Relaxed);
+            0
+        }
+        Err(e) => {
+            log::warn!("memory image at {start:#x}+{len:#x}: {e}");
+            if matches!(e, paging::PagingError::Frames(_)) { ENOMEM } else { EINVAL }
+        }
+    }
 }
 
-/// Frees an image made by [`wasmtime_memory_image_new`]: none is made.
+/// Frees an image made by [`wasmtime_memory_image_new`] (its frames are the bundle's: they stay).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_memory_image_free(_image: *mut u8) {}
+pub extern "C" fn wasmtime_memory_image_free(image: *mut u8) {
+    if !image.is_null() {
+        // SAFETY: as in `wasmtime_memory_image_map_at`; this is the last use of the pointer.
+        drop(unsafe { alloc::boxed::Box::from_raw(image.cast::<MemoryImage>()) });
+    }
+}
+
+/// Handles a write fault at `addr` on a present page: if it is a copy-on-write page of the wasm
+/// region, gives it its private copy and returns true (the write then runs again).
+pub fn copy_on_write(addr: u64) -> bool {
+    let copied = in_wasm_region(addr) && paging::copy_on_write(addr);
+    if copied {
+        IMAGE_PAGES_COPIED.fetch_add(1, Ordering::Relaxed);
+    }
+    copied
+}
 
 /// An artifact's pages mapped read-only where they lie (in the boot bundle, which the kernel
 /// never writes) into a reservation of the wasm region, so that Wasmtime loads it in place

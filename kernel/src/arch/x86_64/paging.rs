@@ -308,6 +308,94 @@ const LAZY: Flags = Flags::BIT_9;
 /// page mapped where it lies in a boot module, [`map_borrowed`]): unmapping it frees nothing.
 const BORROWED: Flags = Flags::BIT_10;
 
+/// Software bit of a present, read-only leaf entry that maps a frame of a memory image (an
+/// artifact's page, [`map_cow`]) copy-on-write: a frame is promised to the page for its private
+/// copy. Always set with [`BORROWED`]: the image's frame is not the region's.
+const COW: Flags = Flags::BIT_11;
+
+/// Software bit of a [`COW`] entry whose page is writable: a write makes the private copy
+/// ([`copy_on_write`]) and maps it with write rights.
+const COW_WRITABLE: Flags = Flags::BIT_52;
+
+/// Maps `frames` (each page-aligned, one per page) at `virt` copy-on-write: read-only until the
+/// first write, which copies the page into a frame of its own ([`copy_on_write`]) when
+/// `writable`. Each page keeps or gets a promised frame for that copy: a committed page's promise
+/// passes to it, a touched page's frame is freed and a promise made instead, and a page not
+/// committed is committed (refused when no frame is left). Returns how many pages were
+/// committed anew. The caller keeps the frames alive and unwritten while they are mapped.
+pub fn map_cow(virt: u64, frames: &[u64], writable: bool) -> Result<u64, PagingError> {
+    if virt % PAGE_SIZE != 0 {
+        return Err(PagingError::Misaligned(virt));
+    }
+    if let Some(&bad) = frames.iter().find(|&&f| f % PAGE_SIZE != 0) {
+        return Err(PagingError::Misaligned(bad));
+    }
+    let mut f = flags(Protection::READ)? | BORROWED | COW;
+    if writable {
+        f |= COW_WRITABLE;
+    }
+    let mut fresh = 0;
+    let mut freed = alloc::vec::Vec::new();
+    let result = with_mapper(|m| {
+        for (i, &frame) in frames.iter().enumerate() {
+            let at = virt + i as u64 * PAGE_SIZE;
+            let entry = leaf_entry(m, at, true)?.ok_or(PagingError::NotMapped(at))?;
+            let old = entry.flags();
+            if old.contains(Flags::PRESENT) && old.contains(BORROWED) && !old.contains(COW) {
+                return Err(PagingError::AlreadyMapped(at));
+            }
+            if old.contains(Flags::PRESENT) && !old.contains(BORROWED) {
+                // A touched page: its frame goes, a promise takes its place.
+                phys::reserve(1).map_err(PagingError::Frames)?;
+                freed.push(entry.addr().as_u64());
+            } else if !old.contains(Flags::PRESENT) && !old.contains(LAZY) {
+                phys::reserve(1).map_err(PagingError::Frames)?;
+                fresh += 1;
+            }
+            entry.set_addr(PhysAddr::new(frame), f);
+            if old.contains(Flags::PRESENT) {
+                x86_64::instructions::tlb::flush(VirtAddr::new(at));
+            }
+        }
+        Ok(())
+    });
+    if !freed.is_empty() {
+        shootdown();
+    }
+    for frame in freed {
+        phys::free(frame).map_err(PagingError::Frames)?;
+    }
+    result.map(|()| fresh)
+}
+
+/// Makes the private copy of the copy-on-write page holding `virt` (from the frame promised to
+/// it) and maps it writable: called for a write fault on a present page. Returns false when the
+/// page is not a writable copy-on-write page (the fault is someone's error). A page another CPU
+/// copied meanwhile is already writable here: only this CPU's stale TLB entry faulted.
+pub fn copy_on_write(virt: u64) -> bool {
+    let page = virt & !(PAGE_SIZE - 1);
+    with_mapper(|m| {
+        let Ok(Some(entry)) = leaf_entry(m, page, false) else { return false };
+        let f = entry.flags();
+        if f.contains(Flags::PRESENT | Flags::WRITABLE) && !f.contains(COW) {
+            x86_64::instructions::tlb::flush(VirtAddr::new(page));
+            return true;
+        }
+        if !f.contains(Flags::PRESENT | COW | COW_WRITABLE) {
+            return false;
+        }
+        let Ok(frame) = phys::alloc_reserved() else { return false };
+        let image = entry.addr().as_u64();
+        // SAFETY: both are whole frames in identity-mapped RAM: `image` is an image's frame,
+        // which stays alive and unwritten while mapped, and `frame` was just allocated for this
+        // page and nothing else refers to it.
+        unsafe { core::ptr::copy_nonoverlapping(image as *const u8, frame as *mut u8, PAGE_SIZE as usize) };
+        entry.set_addr(PhysAddr::new(frame), (f - BORROWED - COW - COW_WRITABLE) | Flags::WRITABLE);
+        x86_64::instructions::tlb::flush(VirtAddr::new(page));
+        true
+    })
+}
+
 /// Maps the `pages` frames from `phys` at `virt` (both page-aligned) read-only, without taking
 /// them over: [`unmap_range`] will unmap them but never free them. The caller keeps the frames
 /// alive and unwritten as long as they are mapped.
@@ -377,7 +465,18 @@ pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, Pagin
         for virt in (start..end).step_by(PAGE_SIZE as usize) {
             let entry = leaf_entry(m, virt, true)?.ok_or(PagingError::NotMapped(virt))?;
             let old = entry.flags();
-            if old.contains(Flags::PRESENT) {
+            if old.contains(COW) {
+                // Copy-on-write stays read-only; the rights say whether a write copies.
+                let mut cow = (f - Flags::WRITABLE) | BORROWED | COW;
+                if f.contains(Flags::WRITABLE) {
+                    cow |= COW_WRITABLE;
+                }
+                if old != cow {
+                    entry.set_flags(cow);
+                    x86_64::instructions::tlb::flush(VirtAddr::new(virt));
+                    changed = true;
+                }
+            } else if old.contains(Flags::PRESENT) {
                 if old & rights != f {
                     entry.set_flags(f | (old & BORROWED));
                     x86_64::instructions::tlb::flush(VirtAddr::new(virt));
@@ -423,7 +522,8 @@ pub fn populate(virt: u64) -> bool {
 /// promised to committed pages never touched, and frees the page tables left empty. The range
 /// must not be covered by large pages (the wasm region never is). Other CPUs' TLBs forget the
 /// pages before any frame is freed. Returns how many of the region's own pages were released,
-/// touched or not (page tables and borrowed pages not counted).
+/// touched or not, copy-on-write pages among them (page tables and other borrowed pages not
+/// counted).
 pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
     /// What clearing entries released.
     #[derive(Default)]
@@ -451,6 +551,10 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
                 if level == 1 {
                     if f.contains(BORROWED) {
                         out.borrowed += 1;
+                        if f.contains(COW) {
+                            // Its promise for the copy goes back, as a committed page's does.
+                            out.lazy += 1;
+                        }
                     } else {
                         out.frames.push(entry.addr().as_u64());
                     }

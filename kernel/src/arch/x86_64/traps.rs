@@ -324,6 +324,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         // The first touch of a committed wasm page (by wasm code or the kernel): its frame is
         // mapped and the instruction runs again.
         14 if frame.error_code & 1 == 0 && crate::wasm::vmem::populate(Cr2::read_raw()) => {}
+        // A write to a copy-on-write page of a memory image (error code: present, write): the
+        // page gets its private copy and the write runs again.
+        14 if frame.error_code & 3 == 3 && crate::wasm::vmem::copy_on_write(Cr2::read_raw()) => {}
         // #DE, #UD and #PF raised by wasm code are wasm traps: Wasmtime takes them, on the
         // faulting thread, after this exception has returned.
         0 | 6 | 14 if crate::wasm::traps::is_wasm_code(frame.rip) => {
