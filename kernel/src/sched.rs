@@ -456,20 +456,25 @@ pub fn park(deadline: Option<u64>) {
 }
 
 /// Makes thread `id` ready (on this CPU's queue) if it is parked; otherwise its next [`park`]
-/// returns at once.
-pub fn unpark(id: ThreadId) {
-    let idle = with(|s, cpu| {
+/// returns at once. Returns whether the thread it made ready has a higher priority than the
+/// running one (then the caller should reach a [`preempt_point`] soon).
+pub fn unpark(id: ThreadId) -> bool {
+    let woke = with(|s, cpu| {
         if let Some(i) = s.parked.iter().position(|(_, t)| t.id == id) {
             let (_, thread) = s.parked.swap_remove(i);
+            let current = s.current(cpu);
+            let higher = current.idle || thread.priority > current.priority;
             s.cpus[cpu].ready.push(thread.priority, thread);
-            return s.idle_cpu_besides(cpu);
+            return (s.idle_cpu_besides(cpu), higher);
         }
         if !s.wake_tokens.contains(&id) {
             s.wake_tokens.push(id);
         }
-        None
+        (None, false)
     });
-    kick(idle.flatten());
+    let (idle, higher) = woke.unwrap_or((None, false));
+    kick(idle);
+    higher
 }
 
 /// Where the running thread goes when it is switched away from.

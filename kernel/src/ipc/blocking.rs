@@ -8,7 +8,6 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use core::sync::atomic::{AtomicU64, Ordering};
 use mica_caps::HandleTable;
 use mica_ipc::WaiterId;
 
@@ -47,12 +46,11 @@ fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T
             return Err(IpcFailure::new(ErrorCode::NotPermitted, "IPC is not set up"));
         };
         let result = f(state);
-        let mut woke = false;
+        let mut higher = false;
         for waiter in state.drain_wakes() {
-            sched::unpark(waiter.0);
-            woke = true;
+            higher |= sched::unpark(waiter.0);
         }
-        (result, woke)
+        (result, higher)
     };
     if woke {
         // A woken thread of a higher priority runs now, not at the next tick.
@@ -66,15 +64,15 @@ fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T
 #[derive(Debug)]
 pub struct Port {
     space: SpaceId,
-    /// Where the instance's linear memory starts, once a span operation has looked (0 before).
-    memory: AtomicU64,
+    /// The instance's linear memory, once a span operation has looked.
+    memory: spin::Once<vmem::MemoryView>,
 }
 
 impl Port {
     /// A port with an empty handle table of `capacity` for an instance of component `component`.
     pub fn open(component: usize, capacity: u16, may_create: bool) -> Result<Arc<Port>, IpcFailure> {
         let space = locked(|st| Ok(st.open_space(component, capacity, may_create)))?;
-        Ok(Arc::new(Port { space, memory: AtomicU64::new(0) }))
+        Ok(Arc::new(Port { space, memory: spin::Once::new() }))
     }
 
     /// The instance has ended: closes every handle it held; `restart` says whether its
@@ -97,12 +95,14 @@ impl Port {
     /// calling thread), if it lies inside the memory's current size.
     fn span_address(&self, span: Span) -> Result<u64, IpcFailure> {
         let invalid = |message: String| IpcFailure::new(ErrorCode::InvalidSpan, message);
-        let mut base = self.memory.load(Ordering::Relaxed);
-        if base == 0 {
-            base = vmem::memory_of(sched::current_id()).map_err(invalid)?;
-            self.memory.store(base, Ordering::Relaxed);
-        }
-        vmem::span_address(base, span.offset, span.len).map_err(invalid)
+        let memory = match self.memory.get() {
+            Some(memory) => memory,
+            None => {
+                let view = vmem::memory_of(sched::current_id()).map_err(invalid)?;
+                self.memory.call_once(|| view)
+            }
+        };
+        memory.span_address(span.offset, span.len).map_err(invalid)
     }
 
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.

@@ -27,6 +27,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use mica_runtime::config::{MEMORY_GUARD, MEMORY_RESERVATION};
 use mica_runtime::wasmtime::{self, CustomCodeMemory};
 
@@ -53,14 +54,32 @@ static SPACE: IrqMutex<Option<VirtualSpace>> = IrqMutex::new(None);
 static COMMITTED: AtomicU64 = AtomicU64::new(0);
 
 /// A linear memory: a reservation of [`LINEAR_MEMORY`] bytes, its guard first.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct LinearMemory {
     /// The thread that made it (the instance's own: it instantiates and runs there).
     owner: u64,
-    /// Where its byte 0 lies.
+    /// Where its byte 0 lies, and how many bytes from there are accessible now.
+    view: MemoryView,
+}
+
+/// Where a linear memory's byte 0 lies and how many bytes from there are accessible now (its
+/// current size, in whole pages), kept up to date as Wasmtime grows it.
+#[derive(Clone, Debug)]
+pub struct MemoryView {
     base: u64,
-    /// How many bytes from `base` are accessible (its current size, in whole pages).
-    accessible: u64,
+    accessible: Arc<AtomicU64>,
+}
+
+impl MemoryView {
+    /// The address of `offset..offset + len`, if those bytes are accessible.
+    pub fn span_address(&self, offset: u32, len: u32) -> Result<u64, String> {
+        let end = u64::from(offset) + u64::from(len);
+        let accessible = self.accessible.load(Ordering::Acquire);
+        if end > accessible {
+            return Err(format!("span {offset:#x}+{len:#x} is outside the linear memory ({accessible:#x} bytes)"));
+        }
+        Ok(self.base + u64::from(offset))
+    }
 }
 
 /// How large the reservation of a linear memory is: the guard before, the memory's reservation,
@@ -73,44 +92,29 @@ static MEMORIES: IrqMutex<BTreeMap<u64, LinearMemory>> = IrqMutex::new(BTreeMap:
 /// Notes that `start..end` was given rights (`writable`) or taken its rights away, for the
 /// linear memory it lies in, if any.
 fn track_access(start: u64, end: u64, writable: Option<bool>) {
-    let mut memories = MEMORIES.lock();
-    let Some((_, memory)) = memories.range_mut(..=start).next_back() else { return };
-    if start < memory.base || end > memory.base + MEMORY_RESERVATION {
+    let memories = MEMORIES.lock();
+    let Some((_, memory)) = memories.range(..=start).next_back() else { return };
+    let (base, accessible) = (memory.view.base, &memory.view.accessible);
+    if start < base || end > base + MEMORY_RESERVATION {
         return;
     }
+    let now = accessible.load(Ordering::Acquire);
     match writable {
-        Some(true) if start <= memory.base + memory.accessible => {
-            memory.accessible = memory.accessible.max(end - memory.base);
-        }
+        Some(true) if start <= base + now => accessible.store(now.max(end - base), Ordering::Release),
         Some(_) => {}
-        None => memory.accessible = memory.accessible.min(start - memory.base),
+        None => accessible.store(now.min(start - base), Ordering::Release),
     }
 }
 
-/// Where the one linear memory made by thread `owner` starts; an error when the thread has none
-/// or several.
-pub fn memory_of(owner: u64) -> Result<u64, String> {
+/// The one linear memory made by thread `owner`; an error when the thread has none or several.
+pub fn memory_of(owner: u64) -> Result<MemoryView, String> {
     let memories = MEMORIES.lock();
     let mut mine = memories.values().filter(|m| m.owner == owner);
     match (mine.next(), mine.next()) {
-        (Some(m), None) => Ok(m.base),
+        (Some(m), None) => Ok(m.view.clone()),
         (None, _) => Err(String::from("the component has no linear memory")),
         (Some(_), Some(_)) => Err(String::from("the component has more than one linear memory: spans are ambiguous")),
     }
-}
-
-/// The address of `offset..offset + len` in the linear memory whose byte 0 is at `base`, if
-/// those bytes are accessible (inside the memory's current size).
-pub fn span_address(base: u64, offset: u32, len: u32) -> Result<u64, String> {
-    let memories = MEMORIES.lock();
-    let Some(memory) = memories.get(&(base - MEMORY_GUARD)) else {
-        return Err(format!("no linear memory at {base:#x} any more"));
-    };
-    let end = u64::from(offset) + u64::from(len);
-    if end > memory.accessible {
-        return Err(format!("span {offset:#x}+{len:#x} is outside the linear memory ({:#x} bytes)", memory.accessible));
-    }
-    Ok(base + u64::from(offset))
 }
 
 fn with_space<R>(f: impl FnOnce(&mut VirtualSpace) -> R) -> R {
@@ -231,7 +235,8 @@ pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut
     };
     let end = start + align_up(size as u64, PAGE_SIZE);
     if end - start == LINEAR_MEMORY {
-        let memory = LinearMemory { owner: crate::sched::current_id(), base: start + MEMORY_GUARD, accessible: 0 };
+        let view = MemoryView { base: start + MEMORY_GUARD, accessible: Arc::new(AtomicU64::new(0)) };
+        let memory = LinearMemory { owner: crate::sched::current_id(), view };
         MEMORIES.lock().insert(start, memory);
     }
     if protection(prot_flags).is_some() {
