@@ -318,6 +318,15 @@ pub fn current_id() -> ThreadId {
     with(|s, cpu| s.current(cpu).id).unwrap_or(0)
 }
 
+/// How deep the running thread has used its stack so far, in bytes (see
+/// `KernelStack::high_water`); `None` for a thread without a stack of its own.
+pub fn stack_high_water() -> Option<u64> {
+    // The stack's bounds under the lock; the scan (up to the whole stack) outside it: the stack
+    // is the running thread's own and stays while it runs.
+    let (bottom, top) = with(|s, cpu| s.current(cpu).context.stack().map(|k| (k.bottom(), k.top()))).flatten()?;
+    crate::arch::stacks::high_water(bottom, top)
+}
+
 /// The CPUs the running thread has run on so far, as a bit set (bit N: CPU N).
 pub fn current_cpus() -> u32 {
     with(|s, cpu| s.current(cpu).ran_on).unwrap_or(1)

@@ -282,6 +282,7 @@ pub const SCENARIOS: &[Scenario] = &[
         output_contains: &[
             "mica: system of 3 component(s)",
             "mica: all-waiting components=3 tsc_since_start=",
+            "mica: stack-used name=idle-a bytes=",
             "mica: all components finished: 3 of 3 succeeded",
         ],
         kvm: KvmUse::HardwareOnly,

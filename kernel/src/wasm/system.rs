@@ -309,6 +309,9 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             // However it ended, IPC learns that it will not run again.
             blocking::component_ended(index);
             memory_report("memory-after-component", &spec.name);
+            if let Some(used) = sched::stack_high_water() {
+                kprintln!("mica: stack-used name={} bytes={used} of={}", spec.name, sched::THREAD_STACK_BYTES);
+            }
             let mut tally = thread_tally.lock();
             tally.finished += 1;
             tally.succeeded += usize::from(ok);

@@ -68,6 +68,11 @@ impl Context {
         Context { rsp: 0, fpu: FpuArea::initial(), stack: None, running: true }
     }
 
+    /// The stack this context runs on (none for the boot context).
+    pub fn stack(&self) -> Option<&KernelStack> {
+        self.stack.as_ref()
+    }
+
     /// A new thread on `stack` that will call `entry(arg)` when first switched to. `entry` must
     /// never return (it ends the thread through the scheduler).
     pub fn new(stack: KernelStack, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {

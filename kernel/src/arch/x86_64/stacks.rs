@@ -170,6 +170,31 @@ impl KernelStack {
     }
 }
 
+/// How deep the running thread has used its stack `bottom..top` so far: bytes from the top down
+/// to the lowest word that is not zero (a stack's frames are zeroed when it is made). `None`
+/// unless the stack pointer lies in `bottom..top`, that is, unless it is the running thread's
+/// own stack, which stays mapped while the thread runs.
+pub fn high_water(bottom: u64, top: u64) -> Option<u64> {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer into a register; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    if !(bottom..top).contains(&rsp) || bottom % 8 != 0 {
+        return None;
+    }
+    let mut addr = bottom;
+    while addr < rsp {
+        let word: *const u64 = core::ptr::with_exposed_provenance(addr as usize);
+        // SAFETY: `addr` lies below the stack pointer in the running thread's own stack, whose
+        // pages stay mapped while it runs; nothing else writes there, and a volatile read has
+        // no side effect.
+        if unsafe { word.read_volatile() } != 0 {
+            break;
+        }
+        addr += 8;
+    }
+    Some(top - addr)
+}
+
 impl Drop for KernelStack {
     fn drop(&mut self) {
         if let Err(e) = super::paging::unmap_and_free_range(self.bottom(), self.pages) {
