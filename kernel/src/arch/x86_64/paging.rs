@@ -172,6 +172,8 @@ where
 }
 
 fn with_mapper<R>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> R) -> R {
+    // A fault on the running thread's own stack needs this lock: it happens before, if at all.
+    super::stacks::probe_before_lock();
     let mut guard = MAPPER.lock();
     f(guard.as_mut().expect("paging used before paging::init"))
 }

@@ -4,9 +4,18 @@
 //! preceded by a page-sized guard that the kernel's page tables leave unmapped, so that running
 //! off the bottom of a stack is a page fault on the guard rather than silent corruption. Stacks
 //! for later threads come from [`KernelStack::new`], which maps them in their own virtual region.
+//!
+//! A thread's stack ([`KernelStack::new_lazy`]) is mapped at its top only; the rest is committed
+//! (a frame promised to each page, as for wasm memory) and mapped, zeroed, on the first touch:
+//! the page fault runs on its own IST stack, so a fault on the thread's stack can be served.
+//! The one hazard is a fault while the thread holds a lock the fault path needs (the page tables',
+//! the frame allocator's): both probe the stack below them before they take their lock
+//! ([`probe_before_lock`]), so that any fault happens first. Components touch about 14.5 KiB of
+//! their 768 KiB stacks (the kernel's `stack-used` lines), so most pages never cost a frame.
 
 use core::cell::UnsafeCell;
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::mem::layout::{STACK_SLOT, STACK_SLOTS, STACKS_BASE};
 use crate::mem::range::{PAGE_SIZE, PhysRange};
@@ -121,8 +130,68 @@ impl fmt::Display for StackError {
 static SLOTS: super::irq_lock::IrqMutex<[u64; (STACK_SLOTS / 64) as usize]> =
     super::irq_lock::IrqMutex::new([0; (STACK_SLOTS / 64) as usize]);
 
-/// A kernel stack in the stack region: `pages` mapped pages above an unmapped guard page.
-/// Unmapped and its frames freed when dropped.
+/// The slots whose stacks are committed on demand (bit per slot).
+static LAZY_SLOTS: [AtomicU64; (STACK_SLOTS / 64) as usize] =
+    [const { AtomicU64::new(0) }; (STACK_SLOTS / 64) as usize];
+
+/// The slot `addr` lies in, if it lies in the stack region.
+fn slot_of(addr: u64) -> Option<u64> {
+    let region = PhysRange::sized(STACKS_BASE, STACK_SLOT * STACK_SLOTS);
+    region.contains(addr).then(|| (addr - STACKS_BASE) / STACK_SLOT)
+}
+
+/// Whether `slot` holds a stack committed on demand.
+fn is_lazy(slot: u64) -> bool {
+    LAZY_SLOTS[(slot / 64) as usize].load(Ordering::Acquire) & (1 << (slot % 64)) != 0
+}
+
+/// How far below the stack pointer [`probe_before_lock`] touches: more than any code holding
+/// the page-table or frame lock uses.
+const PROBE_BYTES: u64 = 16 * 1024;
+
+/// Touches the pages of the running thread's stack that lie up to [`PROBE_BYTES`] below its
+/// stack pointer, when it is a stack committed on demand: a page not yet mapped faults here, and
+/// is mapped, before the caller takes a lock the page-fault path needs.
+#[inline(always)]
+pub fn probe_before_lock() {
+    let rsp: u64;
+    // SAFETY: reads the stack pointer into a register; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    let Some(slot) = slot_of(rsp) else { return };
+    if !is_lazy(slot) {
+        return;
+    }
+    // The stack's lowest page: above the slot's guard page.
+    let bottom = STACKS_BASE + slot * STACK_SLOT + PAGE_SIZE;
+    let mut at = rsp & !(PAGE_SIZE - 1);
+    while at >= bottom && rsp - at <= PROBE_BYTES {
+        let byte: *const u8 = core::ptr::with_exposed_provenance(at as usize);
+        // SAFETY: `at` lies in the running thread's own stack (its slot, above the guard page),
+        // at or below its stack pointer: memory no one else uses; a volatile read has no side
+        // effect beyond mapping a committed page.
+        unsafe { byte.read_volatile() };
+        at -= PAGE_SIZE;
+    }
+}
+
+/// Maps the committed page holding `addr` in a stack committed on demand (called for a page
+/// fault on a page not present); false when `addr` is not such a page (a guard page, an eager
+/// stack, anything else).
+pub fn populate(addr: u64) -> bool {
+    let Some(slot) = slot_of(addr) else { return false };
+    is_lazy(slot) && (addr - STACKS_BASE) % STACK_SLOT >= PAGE_SIZE && super::paging::populate(addr)
+}
+
+/// A free stack slot, taken.
+fn take_slot() -> Result<u64, StackError> {
+    let mut slots = SLOTS.lock();
+    let slot = (0..STACK_SLOTS).find(|s| slots[(s / 64) as usize] & (1 << (s % 64)) == 0).ok_or(StackError::NoSlot)?;
+    slots[(slot / 64) as usize] |= 1 << (slot % 64);
+    Ok(slot)
+}
+
+/// A kernel stack in the stack region: `pages` pages above an unmapped guard page, mapped or
+/// (for [`KernelStack::new_lazy`]) committed. Unmapped and its frames freed when dropped.
 #[derive(Debug)]
 pub struct KernelStack {
     slot: u64,
@@ -130,19 +199,36 @@ pub struct KernelStack {
 }
 
 impl KernelStack {
+    /// A stack of `bytes` (rounded up to pages), read-write and never executable, whose top
+    /// `eager` bytes are mapped now and the rest committed: each page below gets a promised
+    /// frame, mapped zeroed when the stack first grows into it.
+    pub fn new_lazy(bytes: u64, eager: u64) -> Result<KernelStack, StackError> {
+        let pages = bytes.div_ceil(PAGE_SIZE);
+        if pages == 0 || (pages + 1) * PAGE_SIZE > STACK_SLOT {
+            return Err(StackError::BadSize(bytes));
+        }
+        let eager_pages = eager.div_ceil(PAGE_SIZE).min(pages);
+        let slot = take_slot()?;
+        // Marked before any page is made: dropping the stack then releases the whole range page
+        // by page, whatever state each page is in.
+        LAZY_SLOTS[(slot / 64) as usize].fetch_or(1 << (slot % 64), Ordering::AcqRel);
+        let stack = KernelStack { slot, pages };
+        let rw = crate::mem::Protection::READ | crate::mem::Protection::WRITE;
+        let lazy_end = stack.top() - eager_pages * PAGE_SIZE;
+        super::paging::commit_range(stack.bottom(), lazy_end, rw).map_err(StackError::Map)?;
+        for page in (lazy_end..stack.top()).step_by(PAGE_SIZE as usize) {
+            super::paging::map_new_page(page, rw).map_err(StackError::Map)?;
+        }
+        Ok(stack)
+    }
+
     /// Maps a stack of `bytes` (rounded up to pages), read-write and never executable.
     pub fn new(bytes: u64) -> Result<KernelStack, StackError> {
         let pages = bytes.div_ceil(PAGE_SIZE);
         if pages == 0 || (pages + 1) * PAGE_SIZE > STACK_SLOT {
             return Err(StackError::BadSize(bytes));
         }
-        let slot = {
-            let mut slots = SLOTS.lock();
-            let slot =
-                (0..STACK_SLOTS).find(|s| slots[(s / 64) as usize] & (1 << (s % 64)) == 0).ok_or(StackError::NoSlot)?;
-            slots[(slot / 64) as usize] |= 1 << (slot % 64);
-            slot
-        };
+        let slot = take_slot()?;
         let stack = KernelStack { slot, pages: 0 };
         let mut stack = stack;
         for i in 0..pages {
@@ -183,6 +269,11 @@ pub fn high_water(bottom: u64, top: u64) -> Option<u64> {
     }
     let mut addr = bottom;
     while addr < rsp {
+        if addr % PAGE_SIZE == 0 && super::paging::translate(addr).is_none() {
+            // Committed, never touched: reading it would map it.
+            addr += PAGE_SIZE;
+            continue;
+        }
         let word: *const u64 = core::ptr::with_exposed_provenance(addr as usize);
         // SAFETY: `addr` lies below the stack pointer in the running thread's own stack, whose
         // pages stay mapped while it runs; nothing else writes there, and a volatile read has
@@ -197,9 +288,16 @@ pub fn high_water(bottom: u64, top: u64) -> Option<u64> {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
-        if let Err(e) = super::paging::unmap_and_free_range(self.bottom(), self.pages) {
+        let unmapped = if is_lazy(self.slot) {
+            // Mapped, committed or neither, page by page: frames and promises go back.
+            super::paging::unmap_range(self.bottom(), self.top()).map(|_| ())
+        } else {
+            super::paging::unmap_and_free_range(self.bottom(), self.pages)
+        };
+        if let Err(e) = unmapped {
             log::error!("kernel stack slot {}: cannot unmap its pages: {e}", self.slot);
         }
+        LAZY_SLOTS[(self.slot / 64) as usize].fetch_and(!(1 << (self.slot % 64)), Ordering::AcqRel);
         SLOTS.lock()[(self.slot / 64) as usize] &= !(1 << (self.slot % 64));
     }
 }

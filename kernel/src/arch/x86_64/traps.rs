@@ -324,6 +324,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         // The first touch of a committed wasm page (by wasm code or the kernel): its frame is
         // mapped and the instruction runs again.
         14 if frame.error_code & 1 == 0 && crate::wasm::vmem::populate(Cr2::read_raw()) => {}
+        // A thread's stack growing into a committed page for the first time: mapped likewise.
+        14 if frame.error_code & 1 == 0 && super::stacks::populate(Cr2::read_raw()) => {}
         // A write to a copy-on-write page of a memory image (error code: present, write): the
         // page gets its private copy and the write runs again.
         14 if frame.error_code & 3 == 3 && crate::wasm::vmem::copy_on_write(Cr2::read_raw()) => {}
