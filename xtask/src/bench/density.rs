@@ -6,7 +6,8 @@
 //! TSC ticks since the components were started (instructions under icount) and what memory holds
 //! then. The same system with one component gives the baseline, so the difference divided by
 //! N - 1 is what one more idle component costs: frames in use (touched pages, page tables, thread
-//! stacks, kernel heap) and frames promised to committed but untouched wasm pages.
+//! stacks, kernel heap) and frames promised to committed but untouched pages (wasm memory and
+//! thread stacks, which are committed on demand).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -42,7 +43,7 @@ pub struct Waiting {
     pub instructions_to_start: u64,
     /// Frames in use (not free).
     pub frames_used: u64,
-    /// Free frames promised to committed wasm pages.
+    /// Free frames promised to committed pages not yet touched (wasm memory, thread stacks).
     pub frames_promised: u64,
     /// Wasm pages committed (touched or not).
     pub wasm_pages: u64,
@@ -183,7 +184,7 @@ pub fn run(root: &Path, n: u64) -> Result<()> {
     );
     let _ = writeln!(
         md,
-        "| frames promised to untouched wasm pages (KiB) | {} | {} | {:.1} KiB |",
+        "| frames promised to committed, untouched pages (wasm memory, thread stacks) (KiB) | {} | {} | {:.1} KiB |",
         kib(report.one.frames_promised),
         kib(report.many.frames_promised),
         promised / 1024.0
