@@ -346,12 +346,12 @@ mod tests {
         let k = ArtifactKey::new(CpuProfile::baseline(), Instrumentation::NONE);
         assert_eq!(
             k.to_string(),
-            "wasmtime-48.0.8/x86_64-unknown-none/config-3/instrument-none/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
+            "wasmtime-48.0.8/x86_64-unknown-none/config-4/instrument-none/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
         );
         let f = ArtifactKey::new(CpuProfile::baseline(), Instrumentation::for_limits(true, true));
         assert_eq!(
             f.to_string(),
-            "wasmtime-48.0.8/x86_64-unknown-none/config-3/instrument-fuel+epochs/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
+            "wasmtime-48.0.8/x86_64-unknown-none/config-4/instrument-fuel+epochs/cpu-sse3,ssse3,sse4.1,sse4.2,popcnt"
         );
         // Keys (and so cache names) differ for every instrumentation.
         let mut names: Vec<String> =
