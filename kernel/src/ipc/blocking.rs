@@ -188,10 +188,9 @@ impl IpcPort for Port {
             .try_reserve_exact(len)
             .map_err(|_| IpcFailure::new(ErrorCode::OutOfMemory, alloc::format!("no kernel memory for {len} bytes")))?;
         let src: *const u8 = core::ptr::with_exposed_provenance(addr as usize);
-        // SAFETY: `src..src + len` lies inside the accessible part of the calling instance's
-        // linear memory (checked just now), which stays mapped while the instance runs, and
-        // only this thread (the instance's) runs its code; pages not yet touched are mapped by
-        // the page-fault path. `bytes` has room for `len` bytes, which the copy initializes.
+        // Pages of the span not yet touched are mapped by the page-fault path.
+        // SAFETY: `src..src + len` is accessible memory of the calling instance (checked above),
+        // mapped while it runs, whose code runs only on this thread; `bytes` has room for `len`.
         unsafe {
             core::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
             bytes.set_len(len);

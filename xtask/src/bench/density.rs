@@ -174,26 +174,29 @@ pub fn run(root: &Path, n: u64) -> Result<()> {
     let _ = writeln!(md, "## Idle components (-accel tcg -icount shift=0, one vCPU, {MEMORY_MIB} MiB)");
     let _ = writeln!(md, "| what | 1 component | {n} components | per additional component |");
     let _ = writeln!(md, "|---|---:|---:|---:|");
-    let kib = |frames: u64| frames * 4;
-    let _ = writeln!(
-        md,
-        "| frames in use (KiB) | {} | {} | {:.1} KiB |",
-        kib(report.one.frames_used),
-        kib(report.many.frames_used),
-        used / 1024.0
-    );
-    let _ = writeln!(
-        md,
-        "| frames promised to committed, untouched pages (wasm memory, thread stacks) (KiB) | {} | {} | {:.1} KiB |",
-        kib(report.one.frames_promised),
-        kib(report.many.frames_promised),
-        promised / 1024.0
-    );
-    let _ = writeln!(
-        md,
-        "| instructions until all wait | {} | {} | {:.0} |",
-        report.one.instructions_to_start, report.many.instructions_to_start, report.instructions_per_start
-    );
+    let rows = [
+        (
+            "frames in use (KiB)",
+            report.one.frames_used * 4,
+            report.many.frames_used * 4,
+            format!("{:.1} KiB", used / 1024.0),
+        ),
+        (
+            "frames promised to committed, untouched pages (wasm memory, thread stacks) (KiB)",
+            report.one.frames_promised * 4,
+            report.many.frames_promised * 4,
+            format!("{:.1} KiB", promised / 1024.0),
+        ),
+        (
+            "instructions until all wait",
+            report.one.instructions_to_start,
+            report.many.instructions_to_start,
+            format!("{:.0}", report.instructions_per_start),
+        ),
+    ];
+    for (what, one, many, each) in rows {
+        let _ = writeln!(md, "| {what} | {one} | {many} | {each} |");
+    }
     let _ = writeln!(md, "\nIdle components per GiB (in use plus promised): {:.0}", report.components_per_gib);
     let _ = writeln!(md, "Idle components per GiB (in use only): {:.0}", (1u64 << 30) as f64 / used.max(1.0));
     super::report::publish(&out_dir, "density.json", &md, &report)
