@@ -21,6 +21,7 @@ pub fn run(name: &str, arg: &str) -> bool {
         "divide-by-zero" => divide_by_zero(),
         "unreachable" => unreachable(),
         "stack-overflow" => stack_overflow(),
+        "stack-overflow-calls" => stack_overflow_calls(),
         "touch" => touch(arg.parse().unwrap_or(64)),
         "statics" => statics(arg),
         _ => return false,
@@ -114,6 +115,19 @@ pub fn stack_overflow() {
         if n == 0 { 0 } else { deep(n - 1).wrapping_mul(31).wrapping_add(n) }
     }
     println!("recursing without end");
+    println!("recursion returned {}: no trap", deep(black_box(u64::MAX)));
+}
+
+/// Recurses until the wasm call stack is exhausted, calling the host (the monotonic clock) at
+/// every level: the last host call runs at the very bottom of the wasm stack, where the kernel's
+/// own code must still have room.
+pub fn stack_overflow_calls() {
+    #[inline(never)]
+    fn deep(n: u64) -> u64 {
+        let now = black_box(std::time::Instant::now());
+        if n == 0 { 0 } else { deep(n - 1).wrapping_mul(31).wrapping_add(n) ^ u64::from(now.elapsed().as_nanos() == 0) }
+    }
+    println!("recursing without end, calling the host at every level");
     println!("recursion returned {}: no trap", deep(black_box(u64::MAX)));
 }
 
