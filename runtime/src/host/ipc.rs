@@ -160,6 +160,23 @@ impl InstanceState {
     }
 }
 
+impl InstanceState {
+    /// A span operation that receives (`get`, refused while a message is held) and writes what
+    /// arrived into `buffer` and `handles`.
+    fn arrival_op(
+        &mut self,
+        buffer: Span,
+        handles: Span,
+        get: impl FnOnce(&dyn IpcPort) -> Result<port::Received, IpcFailure>,
+    ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
+        self.span_op(|p, held| {
+            nothing_held(held)?;
+            let r = get(p)?;
+            deliver(p, held, r, buffer.into(), handles.into())
+        })
+    }
+}
+
 impl Host for InstanceState {
     fn send_span(
         &mut self,
@@ -180,11 +197,7 @@ impl Host for InstanceState {
         handles: Span,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
-        self.span_op(|p, held| {
-            nothing_held(held)?;
-            let r = p.receive(end, timeout_ns)?;
-            deliver(p, held, r, buffer.into(), handles.into())
-        })
+        self.arrival_op(buffer, handles, |p| p.receive(end, timeout_ns))
     }
 
     fn call_into(
@@ -195,12 +208,7 @@ impl Host for InstanceState {
         handles: Span,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
-        self.span_op(|p, held| {
-            nothing_held(held)?;
-            let bytes = p.read_span(request.into())?;
-            let r = p.call(end, bytes, Vec::new(), timeout_ns)?;
-            deliver(p, held, r, buffer.into(), handles.into())
-        })
+        self.arrival_op(buffer, handles, |p| p.call(end, p.read_span(request.into())?, Vec::new(), timeout_ns))
     }
 
     fn reply_span(&mut self, end: Handle, call: u64, message: Span) -> wasmtime::Result<Result<(), ErrorCode>> {
