@@ -103,7 +103,9 @@ pub trait HwPort: Send + Sync {
     fn dma_load(&self, buffer: HwHandle, offset: u32, width: u8) -> Result<u64, HwFailure>;
     /// One write of `width` bytes at `offset`.
     fn dma_store(&self, buffer: HwHandle, offset: u32, width: u8, value: u64) -> Result<(), HwFailure>;
-    /// Frees `buffer`.
+    /// Maps `buffer` into the calling instance's linear memory at byte `offset`.
+    fn dma_map(&self, buffer: HwHandle, offset: u32) -> Result<(), HwFailure>;
+    /// Frees `buffer` (unmapping it first if it is mapped).
     fn dma_free(&self, buffer: HwHandle) -> Result<(), HwFailure>;
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::bindings::mica::hw::{device, dma, irq, mmio, types};
 
+pub use crate::mapped::MappedDma;
 pub use device::{Bus, DeviceInfo};
 pub use types::ErrorCode;
 

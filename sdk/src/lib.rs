@@ -4,7 +4,8 @@
 //!   closes it when dropped; errors are values ([`Error`](ipc::Error)) that say what went wrong.
 //! - [`log`]: structured records to the kernel console.
 //! - [`hw`]: devices for drivers: register windows, interrupt lines and DMA buffers as owned
-//!   handles ([`Device`](hw::Device), [`DmaBuffer`](hw::DmaBuffer)); errors are
+//!   handles ([`Device`](hw::Device), [`DmaBuffer`](hw::DmaBuffer), and
+//!   [`MappedDma`](hw::MappedDma) for buffers mapped into the component's memory); errors are
 //!   [`HwError`](hw::HwError) values.
 //!
 //! ```no_run
@@ -17,6 +18,7 @@
 //! ```
 
 mod bindings;
+mod mapped;
 
 pub mod hw;
 pub mod ipc;

@@ -17,7 +17,7 @@
 use std::process::exit;
 use std::time::Duration;
 
-use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
+use mica::hw::{MappedDma, HwError, IrqLine, Window};
 
 use mica_device::block::{self, BlockErrorCode, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
 use mica_virtio::service::{self, Answer};
@@ -45,11 +45,11 @@ const DEVICE_TIMEOUT: Duration = Duration::from_secs(30);
 struct Disk {
     transport: Transport<Window>,
     irq: IrqLine,
-    queue: Virtqueue<DmaBuffer>,
+    queue: Virtqueue<MappedDma>,
     /// The request header at 0 and the status byte at [`STATUS_OFFSET`].
-    header: DmaBuffer,
+    header: MappedDma,
     /// The data of one request.
-    data: DmaBuffer,
+    data: MappedDma,
     sectors: u64,
     read_only: bool,
     flush: bool,
@@ -87,9 +87,9 @@ impl Disk {
         let device = claim_first(device_id::BLOCK)?;
         let mut transport = device.transport;
         let features = transport.init(feature(VIRTIO_BLK_F_RO) | feature(VIRTIO_BLK_F_FLUSH))?;
-        let queue = transport.create_queue(VIRTIO_BLK_REQUESTQ, QUEUE_SIZE, DmaBuffer::allocate)?;
-        let buffers = DmaBuffer::allocate(4096)
-            .and_then(|header| Ok((header, DmaBuffer::allocate(MAX_DATA_BYTES as u32)?)))
+        let queue = transport.create_queue(VIRTIO_BLK_REQUESTQ, QUEUE_SIZE, MappedDma::allocate)?;
+        let buffers = MappedDma::allocate(4096)
+            .and_then(|header| Ok((header, MappedDma::allocate(MAX_DATA_BYTES as u32)?)))
             .map_err(|source| {
                 transport.fail();
                 Error::Hw { what: "allocating the request buffers", source }

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
+use mica::hw::{MappedDma, HwError, IrqLine, Window};
 
 use mica_device::console::{self, ConsoleErrorCode, MAX_BYTES, Request, Response};
 use mica_virtio::service::{self, Answer};
@@ -71,12 +71,12 @@ struct Counters {
 struct Console {
     transport: Transport<Window>,
     irq: IrqLine,
-    rx: Virtqueue<DmaBuffer>,
-    tx: Virtqueue<DmaBuffer>,
+    rx: Virtqueue<MappedDma>,
+    tx: Virtqueue<MappedDma>,
     /// The receive buffers, [`RX_BUFFER_BYTES`] apart.
-    rx_buffers: DmaBuffer,
+    rx_buffers: MappedDma,
     /// The bytes of the write in flight.
-    tx_buffer: DmaBuffer,
+    tx_buffer: MappedDma,
     /// For each receive chain head in flight, the slot of its buffer.
     rx_slot_of: Vec<Option<u32>>,
     /// Input received and not yet read, oldest first.
@@ -92,11 +92,11 @@ impl Console {
         let mut transport = device.transport;
         // VIRTIO_F_VERSION_1 only: no size, no multiport, no emergency write.
         transport.init(0)?;
-        let rx = transport.create_queue(RX_QUEUE, QUEUE_SIZE, DmaBuffer::allocate)?;
-        let tx = transport.create_queue(TX_QUEUE, QUEUE_SIZE, DmaBuffer::allocate)?;
+        let rx = transport.create_queue(RX_QUEUE, QUEUE_SIZE, MappedDma::allocate)?;
+        let tx = transport.create_queue(TX_QUEUE, QUEUE_SIZE, MappedDma::allocate)?;
         let slots = RX_BUFFERS.min(rx.size().into());
-        let buffers = DmaBuffer::allocate(slots * RX_BUFFER_BYTES)
-            .and_then(|rx_buffers| Ok((rx_buffers, DmaBuffer::allocate(MAX_BYTES as u32)?)))
+        let buffers = MappedDma::allocate(slots * RX_BUFFER_BYTES)
+            .and_then(|rx_buffers| Ok((rx_buffers, MappedDma::allocate(MAX_BYTES as u32)?)))
             .map_err(|source| {
                 transport.fail();
                 Error::Hw { what: "allocating the data buffers", source }
@@ -267,7 +267,7 @@ mod tests {
     fn buffers_fit_the_dma_limit_of_the_example() {
         // Two queues of a page each, the receive buffers, the transmit buffer: within 128 KiB.
         let pages = |bytes: u32| bytes.div_ceil(4096);
-        let queue = pages(Virtqueue::<DmaBuffer>::memory_size(QUEUE_SIZE));
+        let queue = pages(Virtqueue::<MappedDma>::memory_size(QUEUE_SIZE));
         let total = 2 * queue + pages(RX_BUFFERS * RX_BUFFER_BYTES) + pages(MAX_BYTES as u32);
         assert_eq!(total, 11);
         assert!(total * 4096 <= 128 * 1024);

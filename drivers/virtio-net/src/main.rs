@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use mica::hw::{DmaBuffer, HwError, IrqLine, Window};
+use mica::hw::{MappedDma, HwError, IrqLine, Window};
 
 use mica_device::net::{
     self, Batch, MAX_FRAME_BYTES, MIN_FRAME_BYTES, MTU, NetErrorCode, PushError, Request, Response,
@@ -105,12 +105,12 @@ struct Counters {
 struct Nic {
     transport: Transport<Window>,
     irq: IrqLine,
-    rx: Virtqueue<DmaBuffer>,
-    tx: Virtqueue<DmaBuffer>,
+    rx: Virtqueue<MappedDma>,
+    tx: Virtqueue<MappedDma>,
     /// The receive buffers, one per receive descriptor, [`SLOT_STRIDE`] apart.
-    rx_buffers: DmaBuffer,
+    rx_buffers: MappedDma,
     /// The transmit buffers, likewise.
-    tx_buffers: DmaBuffer,
+    tx_buffers: MappedDma,
     /// For each receive chain head in flight, the slot of its buffer.
     rx_slot_of: Vec<Option<u32>>,
     /// For each transmit chain head in flight, the slot of its buffer.
@@ -134,10 +134,10 @@ impl Nic {
         let device = claim_first(device_id::NET)?;
         let mut transport = device.transport;
         let features = transport.init(feature(VIRTIO_NET_F_MAC))?;
-        let rx = transport.create_queue(RX_QUEUE, QUEUE_SIZE, DmaBuffer::allocate)?;
-        let tx = transport.create_queue(TX_QUEUE, QUEUE_SIZE, DmaBuffer::allocate)?;
-        let buffers = DmaBuffer::allocate(u32::from(rx.size()) * SLOT_STRIDE)
-            .and_then(|rx_buffers| Ok((rx_buffers, DmaBuffer::allocate(u32::from(tx.size()) * SLOT_STRIDE)?)))
+        let rx = transport.create_queue(RX_QUEUE, QUEUE_SIZE, MappedDma::allocate)?;
+        let tx = transport.create_queue(TX_QUEUE, QUEUE_SIZE, MappedDma::allocate)?;
+        let buffers = MappedDma::allocate(u32::from(rx.size()) * SLOT_STRIDE)
+            .and_then(|rx_buffers| Ok((rx_buffers, MappedDma::allocate(u32::from(tx.size()) * SLOT_STRIDE)?)))
             .map_err(|source| {
                 transport.fail();
                 Error::Hw { what: "allocating the frame buffers", source }

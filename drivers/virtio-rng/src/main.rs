@@ -12,7 +12,7 @@
 use std::process::exit;
 use std::time::Duration;
 
-use mica::hw::{DmaBuffer, IrqLine, Window};
+use mica::hw::{MappedDma, IrqLine, Window};
 
 use mica_device::entropy;
 use mica_virtio::service::{self, Answer};
@@ -32,9 +32,9 @@ const MAX_EMPTY_RETURNS: u32 = 16;
 struct Rng {
     transport: Transport<Window>,
     irq: IrqLine,
-    queue: Virtqueue<DmaBuffer>,
+    queue: Virtqueue<MappedDma>,
     /// Where the device writes the bytes.
-    buffer: DmaBuffer,
+    buffer: MappedDma,
 }
 
 impl Rng {
@@ -43,8 +43,8 @@ impl Rng {
         let device = claim_first(device_id::ENTROPY)?;
         let mut transport = device.transport;
         transport.init(0)?;
-        let queue = transport.create_queue(VIRTIO_RNG_REQUESTQ, QUEUE_SIZE, DmaBuffer::allocate)?;
-        let buffer = DmaBuffer::allocate(entropy::MAX_BYTES).map_err(|source| {
+        let queue = transport.create_queue(VIRTIO_RNG_REQUESTQ, QUEUE_SIZE, MappedDma::allocate)?;
+        let buffer = MappedDma::allocate(entropy::MAX_BYTES).map_err(|source| {
             transport.fail();
             Error::Hw { what: "allocating the entropy buffer", source }
         })?;

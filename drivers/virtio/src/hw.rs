@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mica::hw::{self, DmaBuffer, HwError, IrqLine, Window};
+use mica::hw::{self, DmaBuffer, HwError, IrqLine, MappedDma, Window};
 
 use crate::access::{Irq, Memory, Regs};
 use crate::error::Error;
@@ -42,6 +42,32 @@ impl Memory for DmaBuffer {
 
     fn store(&self, offset: u32, width: u8, value: u64) -> Result<(), HwError> {
         DmaBuffer::store(self, offset, width, value)
+    }
+}
+
+impl Memory for MappedDma {
+    fn bus_address(&self) -> u64 {
+        MappedDma::bus_address(self)
+    }
+
+    fn size(&self) -> u32 {
+        self.len()
+    }
+
+    fn read(&self, offset: u32, len: u32) -> Result<Vec<u8>, HwError> {
+        MappedDma::read(self, offset, len)
+    }
+
+    fn write(&self, offset: u32, data: &[u8]) -> Result<(), HwError> {
+        MappedDma::write(self, offset, data)
+    }
+
+    fn load(&self, offset: u32, width: u8) -> Result<u64, HwError> {
+        MappedDma::load(self, offset, width)
+    }
+
+    fn store(&self, offset: u32, width: u8, value: u64) -> Result<(), HwError> {
+        MappedDma::store(self, offset, width, value)
     }
 }
 

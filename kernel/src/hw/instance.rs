@@ -21,15 +21,25 @@ use crate::arch::irq_lock::IrqMutex;
 use crate::ipc::blocking::Port;
 use crate::ipc::space::{DmaId, Object};
 use crate::sched;
+use crate::wasm::vmem;
 
 /// Instance ids.
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// A DMA buffer an instance holds.
+#[derive(Debug)]
+struct Buffer {
+    /// Its frames; a linear memory that maps them keeps them too (`vmem::map_device_memory`).
+    region: Arc<Region>,
+    /// Where it is mapped in the instance's linear memory, if it is.
+    mapped_at: Option<u32>,
+}
 
 /// What one instance holds of the hardware.
 #[derive(Debug)]
 struct Table {
     /// Its DMA buffers, by the id their handles name.
-    buffers: BTreeMap<DmaId, Region>,
+    buffers: BTreeMap<DmaId, Buffer>,
     /// The id of its next DMA buffer.
     next_dma: u64,
     /// Bytes of DMA memory it holds.
@@ -151,7 +161,7 @@ impl Instance {
     /// The buffer behind `handle` (and its id) if it is a DMA buffer.
     fn buffer<'t>(&self, t: &'t Table, handle: HwHandle) -> Result<(DmaId, &'t Region), HwFailure> {
         match self.object(handle)? {
-            Object::Dma(id) => t.buffers.get(&id).map(|region| (id, region)).ok_or_else(ended),
+            Object::Dma(id) => t.buffers.get(&id).map(|b| (id, &*b.region)).ok_or_else(ended),
             other => Err(wrong_kind(handle, &other, "a DMA buffer")),
         }
     }
@@ -312,7 +322,7 @@ impl HwPort for Instance {
             let handle =
                 self.insert(Object::Dma(id)).map_err(|e| HwFailure::new(HwErrorCode::OutOfMemory, format!("{e}")))?;
             t.next_dma += 1;
-            t.buffers.insert(id, region);
+            t.buffers.insert(id, Buffer { region: Arc::new(region), mapped_at: None });
             t.dma_bytes += bytes;
             Ok(handle.to_bits())
         })
@@ -366,17 +376,46 @@ impl HwPort for Instance {
         })
     }
 
-    fn dma_free(&self, buffer: HwHandle) -> Result<(), HwFailure> {
-        let region = self.with(|t| {
+    fn dma_map(&self, buffer: HwHandle, offset: u32) -> Result<(), HwFailure> {
+        self.with(|t| {
             let (id, _) = self.buffer(t, buffer)?;
-            self.remove(Handle::from_bits(buffer));
-            let region = t.buffers.remove(&id);
-            if let Some(region) = &region {
-                t.dma_bytes -= u64::from(region.len());
+            let entry = t.buffers.get_mut(&id).ok_or_else(ended)?;
+            let region = entry.region.clone();
+            if let Some(at) = entry.mapped_at {
+                return Err(HwFailure::new(
+                    HwErrorCode::Busy,
+                    format!("DMA buffer {buffer} is already mapped at offset {at:#x} of the linear memory"),
+                ));
             }
-            Ok(region)
+            let pages = u64::from(region.len()) / 4096;
+            let frames: vmem::KeepAlive = region.clone();
+            vmem::map_device_memory(sched::current_id(), offset, region.bus_address(), pages, frames).map_err(|e| {
+                HwFailure::new(HwErrorCode::OutOfRange, format!("mapping DMA buffer {buffer} into the linear memory: {e}"))
+            })?;
+            entry.mapped_at = Some(offset);
+            Ok(())
+        })
+    }
+
+    fn dma_free(&self, buffer: HwHandle) -> Result<(), HwFailure> {
+        let freed = self.with(|t| {
+            let (id, _) = self.buffer(t, buffer)?;
+            if let Some(at) = t.buffers.get(&id).and_then(|b| b.mapped_at) {
+                vmem::unmap_device_memory(sched::current_id(), at).map_err(|e| {
+                    HwFailure::new(
+                        HwErrorCode::OutOfRange,
+                        format!("unmapping DMA buffer {buffer} from the linear memory: {e}"),
+                    )
+                })?;
+            }
+            self.remove(Handle::from_bits(buffer));
+            let freed = t.buffers.remove(&id);
+            if let Some(b) = &freed {
+                t.dma_bytes -= u64::from(b.region.len());
+            }
+            Ok(freed)
         })?;
-        drop(region);
+        drop(freed);
         Ok(())
     }
 }

@@ -54,12 +54,28 @@ static SPACE: IrqMutex<Option<VirtualSpace>> = IrqMutex::new(None);
 static COMMITTED: AtomicU64 = AtomicU64::new(0);
 
 /// A linear memory: a reservation of [`LINEAR_MEMORY`] bytes, its guard first.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct LinearMemory {
     /// The thread that made it (the instance's own: it instantiates and runs there).
     owner: u64,
     /// Where its byte 0 lies, and how many bytes from there are accessible now.
     view: MemoryView,
+    /// Device memory mapped into it ([`map_device_memory`]).
+    device: alloc::vec::Vec<DeviceMapping>,
+}
+
+/// What keeps the frames of device memory alive while a linear memory maps them: the DMA buffer
+/// they belong to. They are freed only once both the driver's hardware table and the memory
+/// have let go, so neither a freed buffer nor an ended instance leaves a page mapping a frame
+/// that someone else may get.
+pub type KeepAlive = Arc<dyn core::any::Any + Send + Sync>;
+
+/// Device memory mapped into a linear memory at `offset..offset + len`.
+#[derive(Debug)]
+struct DeviceMapping {
+    offset: u64,
+    len: u64,
+    _frames: KeepAlive,
 }
 
 /// Where a linear memory's byte 0 lies and how many bytes from there are accessible now (its
@@ -108,13 +124,94 @@ fn track_access(start: u64, end: u64, writable: Option<bool>) {
 
 /// The one linear memory made by thread `owner`; an error when the thread has none or several.
 pub fn memory_of(owner: u64) -> Result<MemoryView, String> {
-    let memories = MEMORIES.lock();
-    let mut mine = memories.values().filter(|m| m.owner == owner);
+    let mut memories = MEMORIES.lock();
+    only_memory_of(&mut memories, owner).map(|(_, m)| m.view.clone())
+}
+
+/// The key and record of the one linear memory made by thread `owner`.
+fn only_memory_of(
+    memories: &mut BTreeMap<u64, LinearMemory>,
+    owner: u64,
+) -> Result<(u64, &mut LinearMemory), String> {
+    let mut mine = memories.iter_mut().filter(|(_, m)| m.owner == owner);
     match (mine.next(), mine.next()) {
-        (Some(m), None) => Ok(m.view.clone()),
+        (Some((&key, m)), None) => Ok((key, m)),
         (None, _) => Err(String::from("the component has no linear memory")),
         (Some(_), Some(_)) => Err(String::from("the component has more than one linear memory: spans are ambiguous")),
     }
+}
+
+/// Maps the `pages` frames from `phys` (device memory: a DMA buffer's) into the linear memory of
+/// thread `owner` at byte `offset`, readable and writable, in place of the pages there (whose
+/// frames and promises go back). `offset` must be page-aligned and the whole range accessible
+/// now, and it must not overlap device memory mapped before. `frames` is kept with the memory
+/// until the range is unmapped ([`unmap_device_memory`]) or the memory goes.
+pub fn map_device_memory(owner: u64, offset: u32, phys: u64, pages: u64, frames: KeepAlive) -> Result<(), String> {
+    let (offset, len) = (u64::from(offset), pages * PAGE_SIZE);
+    let (key, virt) = {
+        let mut memories = MEMORIES.lock();
+        let (key, memory) = only_memory_of(&mut memories, owner)?;
+        if offset % PAGE_SIZE != 0 {
+            return Err(format!("offset {offset:#x} is not a multiple of the page size ({PAGE_SIZE})"));
+        }
+        let accessible = memory.view.accessible.load(Ordering::Acquire);
+        if offset + len > accessible {
+            return Err(format!(
+                "{len:#x} bytes at offset {offset:#x} reach past the linear memory's current size ({accessible:#x} bytes)"
+            ));
+        }
+        if let Some(other) = memory.device.iter().find(|d| d.offset < offset + len && offset < d.offset + d.len) {
+            return Err(format!(
+                "{len:#x} bytes at offset {offset:#x} overlap the DMA buffer mapped at {:#x}+{:#x}",
+                other.offset, other.len
+            ));
+        }
+        (key, memory.view.base + offset)
+    };
+    let released = paging::unmap_range(virt, virt + len).map_err(|e| format!("unmapping its pages: {e}"))?;
+    COMMITTED.fetch_sub(released, Ordering::Relaxed);
+    if let Err(e) = paging::map_borrowed(virt, phys, pages, Protection::READ | Protection::WRITE) {
+        let _ = paging::unmap_range(virt, virt + len);
+        if let Ok(fresh) = paging::commit_range(virt, virt + len, Protection::READ | Protection::WRITE) {
+            COMMITTED.fetch_add(fresh, Ordering::Relaxed);
+        }
+        return Err(format!("mapping the buffer: {e}"));
+    }
+    let mapping = DeviceMapping { offset, len, _frames: frames };
+    match MEMORIES.lock().get_mut(&key) {
+        Some(memory) => memory.device.push(mapping),
+        // Only the owner's thread, which is here, unmaps its memory.
+        None => log::error!("wasm memory at {key:#x} went while device memory was mapped into it"),
+    }
+    Ok(())
+}
+
+/// Unmaps the device memory mapped at byte `offset` of thread `owner`'s linear memory and gives
+/// the range fresh committed pages again (zeroed on first touch), so the memory stays whole;
+/// then lets go of the device memory's frames.
+pub fn unmap_device_memory(owner: u64, offset: u32) -> Result<(), String> {
+    let offset = u64::from(offset);
+    let (key, virt, mapping) = {
+        let mut memories = MEMORIES.lock();
+        let (key, memory) = only_memory_of(&mut memories, owner)?;
+        let Some(at) = memory.device.iter().position(|d| d.offset == offset) else {
+            return Err(format!("no DMA buffer is mapped at offset {offset:#x}"));
+        };
+        (key, memory.view.base + offset, memory.device.swap_remove(at))
+    };
+    let len = mapping.len;
+    if let Err(e) = paging::unmap_range(virt, virt + len) {
+        // Still mapped, maybe: the frames must stay alive with the memory.
+        if let Some(memory) = MEMORIES.lock().get_mut(&key) {
+            memory.device.push(mapping);
+        }
+        return Err(format!("unmapping the buffer: {e}"));
+    }
+    drop(mapping);
+    let fresh = paging::commit_range(virt, virt + len, Protection::READ | Protection::WRITE)
+        .map_err(|e| format!("giving the range fresh pages: {e}"))?;
+    COMMITTED.fetch_add(fresh, Ordering::Relaxed);
+    Ok(())
 }
 
 fn with_space<R>(f: impl FnOnce(&mut VirtualSpace) -> R) -> R {
@@ -236,7 +333,7 @@ pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut
     let end = start + align_up(size as u64, PAGE_SIZE);
     if end - start == LINEAR_MEMORY {
         let view = MemoryView { base: start + MEMORY_GUARD, accessible: Arc::new(AtomicU64::new(0)) };
-        let memory = LinearMemory { owner: crate::sched::current_id(), view };
+        let memory = LinearMemory { owner: crate::sched::current_id(), view, device: alloc::vec::Vec::new() };
         MEMORIES.lock().insert(start, memory);
     }
     if protection(prot_flags).is_some() {
@@ -276,7 +373,9 @@ pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
     }
     let rc = apply(start, start + len, 0);
     if rc == 0 {
-        MEMORIES.lock().remove(&start);
+        // Device memory mapped into it is freed here, once unmapped, outside the lock.
+        let gone = MEMORIES.lock().remove(&start);
+        drop(gone);
         let _ = with_space(|s| s.release(start, size as u64));
     }
     rc
@@ -410,7 +509,7 @@ impl BorrowedMapping {
         let pages = align_up(bytes.len() as u64, PAGE_SIZE) / PAGE_SIZE;
         let start = with_space(|s| s.reserve(pages * PAGE_SIZE)).map_err(|e| format!("{e}"))?;
         let mapping = BorrowedMapping { start, len: bytes.len() };
-        paging::map_borrowed(start, phys, pages).map_err(|e| format!("mapping the artifact at {phys:#x}: {e}"))?;
+        paging::map_borrowed(start, phys, pages, Protection::READ).map_err(|e| format!("mapping the artifact at {phys:#x}: {e}"))?;
         Ok(mapping)
     }
 

@@ -120,6 +120,10 @@ impl dma::Host for InstanceState {
         self.hw(|p| p.dma_store(buffer, offset, width, value))
     }
 
+    fn map_into_memory(&mut self, buffer: Handle, offset: u32) -> Answer<()> {
+        self.hw(|p| p.dma_map(buffer, offset))
+    }
+
     fn free(&mut self, buffer: Handle) -> Answer<()> {
         self.hw(|p| p.dma_free(buffer))
     }

@@ -398,14 +398,15 @@ pub fn copy_on_write(virt: u64) -> bool {
     })
 }
 
-/// Maps the `pages` frames from `phys` at `virt` (both page-aligned) read-only, without taking
-/// them over: [`unmap_range`] will unmap them but never free them. The caller keeps the frames
-/// alive and unwritten as long as they are mapped.
-pub fn map_borrowed(virt: u64, phys: u64, pages: u64) -> Result<(), PagingError> {
+/// Maps the `pages` frames from `phys` at `virt` (both page-aligned) with the rights `prot`,
+/// without taking them over: [`unmap_range`] will unmap them but never free them. The pages at
+/// `virt` must not be mapped or committed. The caller keeps the frames alive as long as they are
+/// mapped (and unwritten, when they are mapped read-only to share them).
+pub fn map_borrowed(virt: u64, phys: u64, pages: u64, prot: Protection) -> Result<(), PagingError> {
     if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
         return Err(PagingError::Misaligned(if virt % PAGE_SIZE != 0 { virt } else { phys }));
     }
-    let f = flags(Protection::READ)? | BORROWED;
+    let f = flags(prot)? | BORROWED;
     with_mapper(|m| {
         for i in 0..pages {
             let at = virt + i * PAGE_SIZE;
