@@ -85,10 +85,9 @@ pub trait HwPort: Send + Sync {
     fn mmio_read(&self, window: HwHandle, offset: u32, width: u8) -> Result<u64, HwFailure>;
     /// Writes `width` bytes of `value` at `offset` of `window`.
     fn mmio_write(&self, window: HwHandle, offset: u32, width: u8, value: u64) -> Result<(), HwFailure>;
-    /// Waits for an interrupt on `line` (`None`: without a time limit; `Some(0)`: only looks).
-    fn wait_irq(&self, line: HwHandle, timeout_ns: Option<u64>) -> Result<(), HwFailure>;
-    /// Unmasks `line`.
-    fn ack_irq(&self, line: HwHandle) -> Result<(), HwFailure>;
+    /// Waits for an interrupt on `line` (`None`: without a time limit; `Some(0)`: only looks);
+    /// returns the device's interrupt status bits the kernel acknowledged since the last wait.
+    fn wait_irq(&self, line: HwHandle, timeout_ns: Option<u64>) -> Result<u32, HwFailure>;
     /// A new zeroed DMA buffer of at least `size` bytes.
     fn dma_allocate(&self, size: u32) -> Result<HwHandle, HwFailure>;
     /// The bus address of `buffer`.

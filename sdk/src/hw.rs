@@ -179,8 +179,9 @@ impl Window {
 
 /// A claimed device's interrupt line (`mica:hw/irq`).
 ///
-/// When the device interrupts, the kernel masks the line and wakes the waiter; the driver clears
-/// the cause in the device, then calls [`ack`](IrqLine::ack), which unmasks the line.
+/// When the device interrupts, the kernel acknowledges the interrupt in the device (virtio-mmio's
+/// InterruptStatus to InterruptACK), keeps the status bits for the driver and wakes the waiter:
+/// the driver needs no register access and no second call for it.
 #[derive(Debug)]
 pub struct IrqLine {
     handle: Handle,
@@ -193,16 +194,12 @@ impl IrqLine {
     }
 
     /// Waits for an interrupt, at most `timeout` (`None`: as long as it takes; zero: only
-    /// looks). Returns at once if one came since the last [`ack`](IrqLine::ack); fails with
+    /// looks). Returns at once if one came since the last wait, with the interrupt status bits
+    /// the kernel acknowledged since then (1: used buffers, 2: configuration change); fails with
     /// [`ErrorCode::TimedOut`] when none came in time.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<(), HwError> {
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32, HwError> {
         let nanos = timeout.map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Ok(irq::wait(self.handle, nanos)?)
-    }
-
-    /// Unmasks the line after the interrupt was handled (its cause cleared in the device).
-    pub fn ack(&self) -> Result<(), HwError> {
-        Ok(irq::ack(self.handle)?)
     }
 }
 

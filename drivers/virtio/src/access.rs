@@ -58,17 +58,13 @@ pub trait Memory {
     }
 }
 
-/// A device's interrupt line: the kernel masks it when the device interrupts, and [`ack`]
-/// unmasks it once the driver cleared the cause in the device.
-///
-/// [`ack`]: Irq::ack
+/// A device's interrupt line: the kernel acknowledges each interrupt in the device
+/// (InterruptStatus to InterruptACK) as it comes and keeps the status bits for the waiter.
 pub trait Irq {
     /// Waits for an interrupt, at most `timeout` (`None`: as long as it takes). Returns at once
-    /// if one came since the last [`ack`](Irq::ack); fails with `timed-out` when none came.
-    fn wait(&self, timeout: Option<Duration>) -> Result<(), HwError>;
-
-    /// Unmasks the line.
-    fn ack(&self) -> Result<(), HwError>;
+    /// if one came since the last wait, with the interrupt status bits acknowledged since then;
+    /// fails with `timed-out` when none came.
+    fn wait(&self, timeout: Option<Duration>) -> Result<u32, HwError>;
 }
 
 impl<T: Regs + ?Sized> Regs for &T {
@@ -108,11 +104,7 @@ impl<T: Memory + ?Sized> Memory for &T {
 }
 
 impl<T: Irq + ?Sized> Irq for &T {
-    fn wait(&self, timeout: Option<Duration>) -> Result<(), HwError> {
+    fn wait(&self, timeout: Option<Duration>) -> Result<u32, HwError> {
         (**self).wait(timeout)
-    }
-
-    fn ack(&self) -> Result<(), HwError> {
-        (**self).ack()
     }
 }

@@ -168,26 +168,21 @@ impl Regs for FakeRegs {
     }
 }
 
-/// An interrupt line whose `wait` runs a closure (which plays the device) and that counts acks.
+/// An interrupt line whose `wait` runs a closure, which plays the device and the kernel: it
+/// returns the interrupt status bits the kernel would have acknowledged.
 pub struct FakeIrq<F> {
     on_wait: F,
-    pub acks: Cell<u32>,
 }
 
-impl<F: Fn() -> Result<(), HwError>> FakeIrq<F> {
+impl<F: Fn() -> Result<u32, HwError>> FakeIrq<F> {
     pub fn new(on_wait: F) -> FakeIrq<F> {
-        FakeIrq { on_wait, acks: Cell::new(0) }
+        FakeIrq { on_wait }
     }
 }
 
-impl<F: Fn() -> Result<(), HwError>> Irq for FakeIrq<F> {
-    fn wait(&self, _timeout: Option<Duration>) -> Result<(), HwError> {
+impl<F: Fn() -> Result<u32, HwError>> Irq for FakeIrq<F> {
+    fn wait(&self, _timeout: Option<Duration>) -> Result<u32, HwError> {
         (self.on_wait)()
-    }
-
-    fn ack(&self) -> Result<(), HwError> {
-        self.acks.set(self.acks.get() + 1);
-        Ok(())
     }
 }
 

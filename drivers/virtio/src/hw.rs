@@ -72,12 +72,8 @@ impl Memory for MappedDma {
 }
 
 impl Irq for IrqLine {
-    fn wait(&self, timeout: Option<Duration>) -> Result<(), HwError> {
+    fn wait(&self, timeout: Option<Duration>) -> Result<u32, HwError> {
         IrqLine::wait(self, timeout)
-    }
-
-    fn ack(&self) -> Result<(), HwError> {
-        IrqLine::ack(self)
     }
 }
 

@@ -157,28 +157,16 @@ impl<R: Regs> Transport<R> {
         self.regs.write32(VIRTIO_MMIO_QUEUE_NOTIFY, queue.into()).map_err(Error::hw("writing QueueNotify"))
     }
 
-    /// Reads why the device interrupted and acknowledges exactly that (InterruptStatus, then
-    /// InterruptACK); returns the bits (1: used buffers, 2: configuration change).
-    pub fn acknowledge_interrupt(&self) -> Result<u32, Error> {
-        let bits = self.regs.read32(VIRTIO_MMIO_INTERRUPT_STATUS).map_err(Error::hw("reading InterruptStatus"))?;
-        if bits != 0 {
-            self.regs.write32(VIRTIO_MMIO_INTERRUPT_ACK, bits).map_err(Error::hw("writing InterruptACK"))?;
-        }
-        Ok(bits)
-    }
-
-    /// Sleeps until the device interrupts, at most `timeout` (`None`: as long as it takes), then
-    /// acknowledges the interrupt: InterruptStatus to InterruptACK, then the line. Returns at once
-    /// if an interrupt came since the last acknowledgement, and `false` when the timeout passed.
-    /// A device that says it needs a reset is an error. Callers look at their rings either way.
+    /// Sleeps until the device interrupts, at most `timeout` (`None`: as long as it takes).
+    /// Returns at once if an interrupt came since the last wait, and `false` when the timeout
+    /// passed. The kernel has acknowledged the interrupt in the device already; a device that
+    /// says it needs a reset is an error. Callers look at their rings either way.
     pub fn wait_interrupt<I: Irq>(&self, irq: &I, timeout: Option<Duration>) -> Result<bool, Error> {
-        match irq.wait(timeout) {
-            Ok(()) => {}
+        let cause = match irq.wait(timeout) {
+            Ok(cause) => cause,
             Err(e) if e.code == ErrorCode::TimedOut => return Ok(false),
             Err(e) => return Err(Error::hw("waiting for the interrupt")(e)),
-        }
-        let cause = self.acknowledge_interrupt()?;
-        irq.ack().map_err(Error::hw("acknowledging the interrupt"))?;
+        };
         if cause & VIRTIO_MMIO_INT_CONFIG != 0 && self.status()? & VIRTIO_CONFIG_S_NEEDS_RESET != 0 {
             return Err(Error::NeedsReset);
         }
@@ -401,11 +389,4 @@ mod tests {
         assert_eq!(transport(&regs).config_read64(0).expect("capacity"), 0x1_0000_2000);
     }
 
-    #[test]
-    fn interrupt_acknowledge_writes_back_the_status_bits() {
-        let regs = FakeRegs::new(2, VERSION_1);
-        regs.set(VIRTIO_MMIO_INTERRUPT_STATUS, 3);
-        assert_eq!(transport(&regs).acknowledge_interrupt().expect("ack"), 3);
-        assert_eq!(regs.get(VIRTIO_MMIO_INTERRUPT_ACK), 3);
-    }
 }

@@ -265,14 +265,16 @@ impl HwPort for Instance {
         })
     }
 
-    fn wait_irq(&self, line: HwHandle, timeout_ns: Option<u64>) -> Result<(), HwFailure> {
+    fn wait_irq(&self, line: HwHandle, timeout_ns: Option<u64>) -> Result<u32, HwFailure> {
         let device = self.with(|_| self.line(line))?;
+        device.unmask_if_quiet();
         let state = device.line();
         let deadline = timeout_ns.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
         let me = sched::current_id();
+        let taken = || state.pending.swap(false, Ordering::SeqCst).then(|| state.cause.swap(0, Ordering::SeqCst));
         loop {
-            if state.pending.swap(false, Ordering::SeqCst) {
-                return Ok(());
+            if let Some(cause) = taken() {
+                return Ok(cause);
             }
             let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
             if expired {
@@ -283,23 +285,15 @@ impl HwPort for Instance {
             }
             state.waiter.store(me + 1, Ordering::SeqCst);
             // An interrupt between the first look and registering would otherwise be missed.
-            if state.pending.swap(false, Ordering::SeqCst) {
+            if let Some(cause) = taken() {
                 state.waiter.store(0, Ordering::SeqCst);
-                return Ok(());
+                return Ok(cause);
             }
             sched::park(deadline);
             state.waiter.store(0, Ordering::SeqCst);
             // The instance may have ended meanwhile (its device is then reset).
             self.with(|_| Ok(()))?;
         }
-    }
-
-    fn ack_irq(&self, line: HwHandle) -> Result<(), HwFailure> {
-        self.with(|_| {
-            let device = self.line(line)?;
-            device.set_masked(false);
-            Ok(())
-        })
     }
 
     fn dma_allocate(&self, size: u32) -> Result<HwHandle, HwFailure> {

@@ -23,8 +23,9 @@ pub const VIRTIO_MAGIC: u32 = mica_virtio_spec::extra::VIRTIO_MMIO_MAGIC;
 /// The virtio-mmio registers the kernel reads or writes (byte offsets into the window).
 pub mod mmio {
     pub use mica_virtio_spec::virtio_mmio::{
-        VIRTIO_MMIO_DEVICE_ID as DEVICE_ID, VIRTIO_MMIO_MAGIC_VALUE as MAGIC_VALUE, VIRTIO_MMIO_STATUS as STATUS,
-        VIRTIO_MMIO_VERSION as VERSION,
+        VIRTIO_MMIO_DEVICE_ID as DEVICE_ID, VIRTIO_MMIO_INTERRUPT_ACK as INTERRUPT_ACK,
+        VIRTIO_MMIO_INTERRUPT_STATUS as INTERRUPT_STATUS, VIRTIO_MMIO_MAGIC_VALUE as MAGIC_VALUE,
+        VIRTIO_MMIO_STATUS as STATUS, VIRTIO_MMIO_VERSION as VERSION,
     };
 }
 

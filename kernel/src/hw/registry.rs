@@ -1,10 +1,17 @@
 //! The device registry: the virtio-mmio devices found at boot, which instance has claimed each,
 //! and the interrupt state of each device's line (set by the trap handler, waited on by the
 //! claiming driver's thread).
+//!
+//! The kernel acknowledges a virtio-mmio interrupt in the device itself, in the handler: it reads
+//! InterruptStatus and writes those bits to InterruptACK (virtio 1.2, 4.2.2), which the transport
+//! defines the same way for every device type. The device then lowers its line, so the line stays
+//! unmasked, and the driver learns the bits from its wait: no register access and no second host
+//! call per interrupt. A line that interrupts with no status bit set (nothing to acknowledge, so
+//! it would interrupt again at once) is masked until the driver waits again.
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use spin::Once;
 
@@ -41,10 +48,19 @@ pub(super) struct Line {
     pub(super) pending: AtomicBool,
     /// The waiting thread's id plus one (0: none).
     pub(super) waiter: AtomicU64,
+    /// The interrupt status bits acknowledged since the driver last waited.
+    pub(super) cause: AtomicU32,
+    /// The line was masked because it interrupted without a cause.
+    pub(super) masked: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)] // only used to initialize LINES
-const LINE: Line = Line { pending: AtomicBool::new(false), waiter: AtomicU64::new(0) };
+const LINE: Line = Line {
+    pending: AtomicBool::new(false),
+    waiter: AtomicU64::new(0),
+    cause: AtomicU32::new(0),
+    masked: AtomicBool::new(false),
+};
 static LINES: [Line; names::VIRTIO_MMIO_SLOTS] = [LINE; names::VIRTIO_MMIO_SLOTS];
 
 /// Every device found, in the order the machine presents them (empty before [`discover`]).
@@ -110,15 +126,23 @@ pub fn discover(described: &[MmioDevice]) -> usize {
     list.len()
 }
 
-/// The interrupt for device slot `slot` (from the trap handler): masks the line until the
-/// driver acknowledges it, and wakes the driver's waiting thread.
+/// The interrupt for device slot `slot` (from the trap handler): acknowledges it in the device,
+/// keeps the status bits for the driver and wakes the driver's waiting thread. A line that
+/// interrupts without a status bit is masked until the driver waits again.
 pub fn on_interrupt(slot: usize) {
     let Some(device) = devices().iter().find(|d| d.slot == slot) else {
         log::warn!("devices: interrupt on slot {slot}, which has no device");
         return;
     };
-    ioapic::set_masked(device.gsi, true);
     let line = &LINES[slot];
+    let cause = device.window.read(mmio::INTERRUPT_STATUS, 4).unwrap_or(0) as u32;
+    if cause == 0 {
+        line.masked.store(true, Ordering::SeqCst);
+        ioapic::set_masked(device.gsi, true);
+    } else {
+        device.window.write(mmio::INTERRUPT_ACK, 4, cause.into());
+        line.cause.fetch_or(cause, Ordering::SeqCst);
+    }
     line.pending.store(true, Ordering::SeqCst);
     let waiter = line.waiter.load(Ordering::SeqCst);
     if waiter != 0 {
@@ -134,8 +158,18 @@ impl Device {
 
     /// Its line from now on: no interrupt pending, unmasked (after a claim).
     pub(super) fn arm(&self) {
-        self.line().pending.store(false, Ordering::SeqCst);
+        let line = self.line();
+        line.pending.store(false, Ordering::SeqCst);
+        line.cause.store(0, Ordering::SeqCst);
+        line.masked.store(false, Ordering::SeqCst);
         self.set_masked(false);
+    }
+
+    /// Unmasks its line if an interrupt without a cause masked it (before a driver waits).
+    pub(super) fn unmask_if_quiet(&self) {
+        if self.line().masked.swap(false, Ordering::SeqCst) {
+            self.set_masked(false);
+        }
     }
 
     /// Masks (`true`) or unmasks its interrupt line.
@@ -171,5 +205,7 @@ pub(super) fn reset_and_release(index: usize) {
     let line = device.line();
     line.waiter.store(0, Ordering::SeqCst);
     line.pending.store(false, Ordering::SeqCst);
+    line.cause.store(0, Ordering::SeqCst);
+    line.masked.store(false, Ordering::SeqCst);
     CLAIMS.lock()[index] = None;
 }

@@ -82,12 +82,8 @@ impl mmio::Host for InstanceState {
 }
 
 impl irq::Host for InstanceState {
-    fn wait(&mut self, line: Handle, timeout_ns: Option<u64>) -> Answer<()> {
+    fn wait(&mut self, line: Handle, timeout_ns: Option<u64>) -> Answer<u32> {
         self.hw(|p| p.wait_irq(line, timeout_ns))
-    }
-
-    fn ack(&mut self, line: Handle) -> Answer<()> {
-        self.hw(|p| p.ack_irq(line))
     }
 }
 
