@@ -44,7 +44,33 @@ impl std::error::Error for Error {}
 
 /// The span of `bytes` in this component's memory (in wasm32 a pointer is the offset).
 fn span(bytes: &[u8]) -> raw::Span {
-    raw::Span { offset: bytes.as_ptr() as usize as u32, len: bytes.len() as u32 }
+    MemorySpan::of(bytes).into()
+}
+
+/// Bytes of this component's own linear memory, as the kernel's IPC spans name them: an offset
+/// into the memory and a length. The kernel checks every span against the memory's current
+/// size, so a wrong one is refused with `invalid-span`, never a fault. Made from a slice
+/// ([`MemorySpan::of`]) or from a mapped DMA buffer ([`MappedDma::span`](crate::hw::MappedDma::span)),
+/// so that a driver answers straight from the memory its device wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemorySpan {
+    /// The offset of the first byte in the linear memory.
+    pub offset: u32,
+    /// How many bytes.
+    pub len: u32,
+}
+
+impl MemorySpan {
+    /// Where `bytes` lie (in wasm32 a pointer is the offset).
+    pub fn of(bytes: &[u8]) -> MemorySpan {
+        MemorySpan { offset: bytes.as_ptr() as usize as u32, len: bytes.len() as u32 }
+    }
+}
+
+impl From<MemorySpan> for raw::Span {
+    fn from(s: MemorySpan) -> raw::Span {
+        raw::Span { offset: s.offset, len: s.len }
+    }
 }
 
 /// The most handles a message carries (the kernel's limit).
@@ -269,7 +295,22 @@ impl Channel {
         buffer: &mut Vec<u8>,
         timeout: Option<Duration>,
     ) -> (Result<(), Error>, Result<Arrived, Error>) {
-        let reply = span(&buffer[..len.min(buffer.len())]);
+        let reply = MemorySpan::of(&buffer[..len.min(buffer.len())]);
+        self.reply_span_and_recv_into(call, reply, buffer, timeout)
+    }
+
+    /// [`Channel::reply_and_recv_into`] with the reply's bytes anywhere in this component's
+    /// memory, for example in a mapped DMA buffer the device just wrote
+    /// ([`MappedDma::span`](crate::hw::MappedDma::span)): the kernel copies them straight to the
+    /// caller. Whatever holds them must live until this returns.
+    pub fn reply_span_and_recv_into(
+        &self,
+        call: u64,
+        reply: MemorySpan,
+        buffer: &mut Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> (Result<(), Error>, Result<Arrived, Error>) {
+        let reply = raw::Span::from(reply);
         let mut replied = Ok(());
         let received = arrive(buffer, |bytes, handles| {
             let (r, received) = raw::reply_receive(self.handle, call, reply, bytes, handles, nanos(timeout));
@@ -308,7 +349,13 @@ impl Channel {
 
     /// Answers request `call` with `bytes`.
     pub fn reply(&self, call: u64, bytes: &[u8]) -> Result<(), Error> {
-        raw::reply_span(self.handle, call, span(bytes)).map_err(span_error)
+        self.reply_span(call, MemorySpan::of(bytes))
+    }
+
+    /// Answers request `call` with bytes anywhere in this component's memory (see
+    /// [`MemorySpan`]).
+    pub fn reply_span(&self, call: u64, bytes: MemorySpan) -> Result<(), Error> {
+        raw::reply_span(self.handle, call, bytes.into()).map_err(span_error)
     }
 
     /// Answers request `call` with a message that may carry handles.

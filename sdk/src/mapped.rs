@@ -14,6 +14,7 @@ use std::sync::atomic::{Ordering, fence};
 
 use crate::bindings::mica::hw::dma;
 use crate::hw::{DmaBuffer, ErrorCode, HwError};
+use crate::ipc::MemorySpan;
 
 /// The page size the kernel maps in.
 const PAGE: usize = 4096;
@@ -186,9 +187,9 @@ impl MappedDma {
     /// The `(offset, len)` in this component's linear memory of `len` bytes at `offset` of the
     /// buffer: an IPC message sent from there goes straight from the buffer to the receiver, and
     /// one received there lands straight in it.
-    pub fn span(&self, offset: u32, len: u32) -> Result<(u32, u32), HwError> {
+    pub fn span(&self, offset: u32, len: u32) -> Result<MemorySpan, HwError> {
         self.at(offset, len as usize)?;
-        Ok((self.memory_offset() + offset, len))
+        Ok(MemorySpan { offset: self.memory_offset() + offset, len })
     }
 }
 

@@ -9,7 +9,7 @@
 use std::fmt::Debug;
 use std::time::Duration;
 
-use mica::hw::{self, Device, DmaBuffer, ErrorCode, HwError, raw};
+use mica::hw::{self, Device, DmaBuffer, ErrorCode, HwError, MappedDma, raw};
 
 /// The virtio-mmio magic value at offset 0 ("virt").
 const VIRTIO_MAGIC: u32 = 0x7472_6976;
@@ -84,6 +84,8 @@ pub fn run(name: &str) -> Result<(), String> {
     checks.expect("read of a freed buffer", raw::dma::read(freed, 0, 4), ErrorCode::InvalidHandle)?;
     checks.expect("allocate 64 MiB", DmaBuffer::allocate(64 << 20), ErrorCode::OutOfMemory)?;
 
+    mapping(&mut checks)?;
+
     // Claims: twice, and a device the manifest does not grant.
     checks.expect("claim it again", Device::claim(name), ErrorCode::Busy)?;
     checks.expect("claim virtio-net.7", Device::claim("virtio-net.7"), ErrorCode::NotGranted)?;
@@ -96,5 +98,43 @@ pub fn run(name: &str) -> Result<(), String> {
         return Err(format!("the magic value reads {magic:#010x} after the refusals, not {VIRTIO_MAGIC:#010x}"));
     }
     println!("hw-misbehave: {} refusals, device still answers", checks.passed);
+    Ok(())
+}
+
+/// DMA buffers mapped into this component's memory: the mapping is the buffer (what plain stores
+/// write, the kernel's copy reads, and back), and bad offsets, a second mapping and overlaps are
+/// refused; a freed mapping leaves ordinary zeroed memory behind.
+fn mapping(checks: &mut Checks) -> Result<(), String> {
+    fn fail(what: &'static str) -> impl Fn(HwError) -> String {
+        move |e| format!("{what}: {e} ({:?})", e.code)
+    }
+    let mapped = MappedDma::allocate(8192).map_err(fail("allocate a mapped buffer"))?;
+    mapped.write(4090, b"through memory").map_err(fail("write the mapped buffer"))?;
+    let seen = raw::dma::read(mapped.handle(), 4090, 14).map_err(|e| format!("dma read: {}", e.message))?;
+    if seen != b"through memory" {
+        return Err(format!("the kernel's copy of the buffer reads {seen:?}, not what the mapping wrote"));
+    }
+    raw::dma::write(mapped.handle(), 100, b"through the kernel").map_err(|e| format!("dma write: {}", e.message))?;
+    let seen = mapped.read(100, 18).map_err(fail("read the mapped buffer"))?;
+    if seen != b"through the kernel" {
+        return Err(format!("the mapping reads {seen:?}, not what the kernel wrote into the buffer"));
+    }
+    println!("hw-misbehave: a mapped buffer is the buffer, both ways");
+    let at = mapped.memory_offset();
+    checks.expect("map it a second time", raw::dma::map_into_memory(mapped.handle(), at + 8192), ErrorCode::Busy)?;
+    let other = DmaBuffer::allocate(4096).map_err(fail("allocate a second buffer"))?;
+    checks.expect("map at an odd offset", raw::dma::map_into_memory(other.handle(), 100), ErrorCode::OutOfRange)?;
+    checks.expect("map past the memory", raw::dma::map_into_memory(other.handle(), u32::MAX - 4095), ErrorCode::OutOfRange)?;
+    checks.expect("map over a mapped buffer", raw::dma::map_into_memory(other.handle(), at + 4096), ErrorCode::OutOfRange)?;
+    checks.expect("a mapped buffer's end", mapped.read(8190, 4), ErrorCode::OutOfRange)?;
+    drop(other);
+    // Freed: unmapped, the block is the allocator's again, and the handle is gone.
+    let handle = mapped.handle();
+    drop(mapped);
+    checks.expect("read of a freed mapped buffer", raw::dma::read(handle, 0, 4), ErrorCode::InvalidHandle)?;
+    let reused = vec![1u8; 64 * 1024];
+    if reused.iter().any(|&b| b != 1) {
+        return Err("memory allocated after a mapped buffer was freed does not hold what was written".into());
+    }
     Ok(())
 }

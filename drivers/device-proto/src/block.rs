@@ -124,6 +124,16 @@ pub enum Response {
     },
 }
 
+/// Bytes before the data in an encoded [`Response::Data`]: the tag and the length.
+pub const DATA_HEADER_BYTES: u32 = 5;
+
+/// The first [`DATA_HEADER_BYTES`] of an encoded [`Response::Data`] of `len` bytes: a driver that
+/// writes them right before data already in its memory answers without copying the data.
+pub fn data_header(len: u32) -> [u8; DATA_HEADER_BYTES as usize] {
+    let [a, b, c, d] = len.to_le_bytes();
+    [TAG_DATA, a, b, c, d]
+}
+
 impl Response {
     /// An [`Error`](Response::Error) response.
     pub fn error(code: BlockErrorCode, message: impl Into<String>) -> Response {
@@ -258,6 +268,15 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_header_before_the_data_is_a_data_response() {
+        let data = vec![7u8; 1024];
+        let mut out = data_header(1024).to_vec();
+        out.extend_from_slice(&data);
+        assert_eq!(out, Response::Data(data).encode());
+        assert_eq!(Response::decode(&out), Ok(Response::Data(vec![7u8; 1024])));
+    }
 
     #[test]
     fn requests_round_trip() {

@@ -5,7 +5,13 @@
 //! 5.2.6): a 16-byte header the device reads (type, reserved, sector), the data (the device
 //! writes it for a read, reads it for a write; absent for a flush) and a one-byte status the
 //! device writes. Ranges and the read-only flag are checked before the device is touched. One
-//! request is in flight at a time. It ends when every client has gone; a device failure ends it
+//! request is in flight at a time.
+//!
+//! The rings, the header and the data live in DMA buffers mapped into the driver's own memory
+//! (`MappedDma`): the driver writes descriptors and reads the used ring with plain loads and
+//! stores, and a read is answered straight from the data buffer the device wrote (the response's
+//! five header bytes are written right before the data), so its bytes are copied once, by the
+//! kernel, from the device's memory to the client. It ends when every client has gone; a device failure ends it
 //! with exit code 1 after answering `device-error`, so that the kernel resets the device.
 //!
 //! Fault injection for the supervision tests: with `CRASH_AFTER=N` in its environment, the
@@ -19,8 +25,8 @@ use std::time::Duration;
 
 use mica::hw::{MappedDma, HwError, IrqLine, Window};
 
-use mica_device::block::{self, BlockErrorCode, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
-use mica_virtio::service::{self, Answer};
+use mica_device::block::{self, BlockErrorCode, DATA_HEADER_BYTES, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
+use mica_virtio::service::{self, Answer, Reply};
 use mica_virtio::spec::extra::{VIRTIO_BLK_CONFIG_CAPACITY, VIRTIO_BLK_OUTHDR_SIZE, VIRTIO_BLK_REQUESTQ};
 use mica_virtio::spec::feature;
 use mica_virtio::spec::virtio_blk::{
@@ -35,6 +41,10 @@ const STATUS_UNWRITTEN: u8 = 0xff;
 /// Where the status byte lives in the header buffer (right after the request header).
 const STATUS_OFFSET: u32 = VIRTIO_BLK_OUTHDR_SIZE;
 
+/// Where the data lies in the data buffer: after one page, whose last bytes hold a read
+/// response's header.
+const DATA_AT: u32 = 4096;
+
 /// Descriptors in the request queue (a request needs at most 3).
 const QUEUE_SIZE: u16 = 16;
 
@@ -48,7 +58,7 @@ struct Disk {
     queue: Virtqueue<MappedDma>,
     /// The request header at 0 and the status byte at [`STATUS_OFFSET`].
     header: MappedDma,
-    /// The data of one request.
+    /// The data of one request at [`DATA_AT`], a read response's header right before it.
     data: MappedDma,
     sectors: u64,
     read_only: bool,
@@ -89,7 +99,7 @@ impl Disk {
         let features = transport.init(feature(VIRTIO_BLK_F_RO) | feature(VIRTIO_BLK_F_FLUSH))?;
         let queue = transport.create_queue(VIRTIO_BLK_REQUESTQ, QUEUE_SIZE, MappedDma::allocate)?;
         let buffers = MappedDma::allocate(4096)
-            .and_then(|header| Ok((header, MappedDma::allocate(MAX_DATA_BYTES as u32)?)))
+            .and_then(|header| Ok((header, MappedDma::allocate(DATA_AT + MAX_DATA_BYTES as u32)?)))
             .map_err(|source| {
                 transport.fail();
                 Error::Hw { what: "allocating the request buffers", source }
@@ -112,35 +122,41 @@ impl Disk {
     }
 
     /// The answer to one request.
-    fn serve(&mut self, request: &Request) -> Result<Response, Failure> {
-        match request {
+    fn serve(&mut self, request: &Request) -> Result<Reply, Failure> {
+        let response = match request {
             Request::Info => {
-                Ok(Response::Info { sectors: self.sectors, sector_size: SECTOR_SIZE, read_only: self.read_only })
+                Response::Info { sectors: self.sectors, sector_size: SECTOR_SIZE, read_only: self.read_only }
             }
             Request::Read { sector, count } => {
                 self.check_range(*sector, u64::from(*count))?;
                 let len = count * SECTOR_SIZE;
-                self.submit(VIRTIO_BLK_T_IN, *sector, Some(Buffer::device_writable(self.data.bus_address(), len)))?;
-                Ok(Response::Data(self.data.read(0, len).map_err(hw("reading the data buffer"))?))
+                let buffer = Buffer::device_writable(self.data.bus_address() + u64::from(DATA_AT), len);
+                self.submit(VIRTIO_BLK_T_IN, *sector, Some(buffer))?;
+                // The response is the header written right before the data the device wrote.
+                let header_at = DATA_AT - DATA_HEADER_BYTES;
+                self.data.write(header_at, &block::data_header(len)).map_err(hw("writing the response header"))?;
+                let span = self.data.span(header_at, DATA_HEADER_BYTES + len).map_err(hw("the response's span"))?;
+                return Ok(Reply::Span(span));
             }
             Request::Write { sector, data } => {
                 if self.read_only {
                     return Err(refuse(BlockErrorCode::ReadOnly, "the disk is read-only".into()));
                 }
                 self.check_range(*sector, (data.len() / SECTOR_SIZE as usize) as u64)?;
-                self.data.write(0, data).map_err(hw("writing the data buffer"))?;
-                let buffer = Buffer::device_readable(self.data.bus_address(), data.len() as u32);
+                self.data.write(DATA_AT, data).map_err(hw("writing the data buffer"))?;
+                let buffer = Buffer::device_readable(self.data.bus_address() + u64::from(DATA_AT), data.len() as u32);
                 self.submit(VIRTIO_BLK_T_OUT, *sector, Some(buffer))?;
-                Ok(Response::Done)
+                Response::Done
             }
             // Without VIRTIO_BLK_F_FLUSH the device has no write cache: a completed write is
             // already durable.
-            Request::Flush if !self.flush => Ok(Response::Done),
+            Request::Flush if !self.flush => Response::Done,
             Request::Flush => {
                 self.submit(VIRTIO_BLK_T_FLUSH, 0, None)?;
-                Ok(Response::Done)
+                Response::Done
             }
-        }
+        };
+        Ok(Reply::Bytes(response.encode()))
     }
 
     /// Refuses sectors `sector..sector + count` unless they lie on the disk.
@@ -214,22 +230,27 @@ fn main() {
             println!("virtio-blk: request {number}: crashing on purpose (CRASH_AFTER={number}) before answering");
         }
         disk.crash_after_submit = crash;
-        let (response, fatal) = match Request::decode(request) {
+        let (reply, fatal) = match Request::decode(request) {
             Ok(request) => match disk.serve(&request) {
-                Ok(response) => (response, false),
-                Err(Failure { response, fatal }) => (response, fatal),
+                Ok(reply) => (reply, false),
+                Err(Failure { response, fatal }) => {
+                    if let (true, Response::Error { message, .. }) = (fatal, &response) {
+                        eprintln!("virtio-blk: request {number}: {message}");
+                    }
+                    (Reply::Bytes(response.encode()), fatal)
+                }
             },
-            Err(e) => (Response::error(BlockErrorCode::BadRequest, format!("malformed request: {e}")), false),
+            Err(e) => {
+                let response = Response::error(BlockErrorCode::BadRequest, format!("malformed request: {e}"));
+                (Reply::Bytes(response.encode()), false)
+            }
         };
         if crash {
             // The request did not reach the device (an info request, or one refused): crash
             // before answering all the same.
             panic!("virtio-blk: crashing on purpose (CRASH_AFTER) before answering");
         }
-        if let (true, Response::Error { message, .. }) = (fatal, &response) {
-            eprintln!("virtio-blk: request {number}: {message}");
-        }
-        Answer { reply: response.encode(), fatal }
+        Answer { reply, fatal }
     });
     println!("virtio-blk: all clients gone after {served} requests");
 }
