@@ -141,7 +141,9 @@ impl MappedDma {
         if !matches!(width, 1 | 2 | 4 | 8) || !offset.is_multiple_of(u32::from(width)) {
             return Err(HwError::new(
                 ErrorCode::BadWidth,
-                format!("mapped DMA buffer: {width}-byte access at offset {offset:#x} is not 1, 2, 4 or 8 bytes, aligned"),
+                format!(
+                    "mapped DMA buffer: {width}-byte access at offset {offset:#x} is not 1, 2, 4 or 8 bytes, aligned"
+                ),
             ));
         }
         self.at(offset, width.into())

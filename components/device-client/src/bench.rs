@@ -8,28 +8,40 @@
 //! - `flush`: one flush after the writes.
 //!
 //! Each prints `block-bench op=OP bytes=B n=N ns=T` (bytes per request).
+//!
+//! Like the Linux side (`pread`/`pwrite` with `O_DIRECT` into one buffer), it works in place:
+//! replies land in one buffer kept for the run (`Channel::call_into`) and are decoded where they
+//! lie, and a write's request is made from the data in one copy.
 
 use std::time::Instant;
 
 use mica::ipc::Channel;
-use mica_device::block::{self, Request, Response, SECTOR_SIZE};
+use mica_device::block::{self, RequestRef, Response, ResponseRef, SECTOR_SIZE};
 use mica_workloads::block::{RANDOM_N, RANDOM_REQUEST, RANDOM_SPAN, SEQ_BYTES, SEQ_REQUEST, random_sector};
 
 use crate::context;
 
-fn call(channel: &Channel, request: &Request) -> Result<Response, String> {
-    let bytes = channel.call(&request.encode()).map_err(context("block request"))?;
-    match Response::decode(&bytes).map_err(|e| format!("a malformed response: {e}"))? {
-        Response::Error { code, message } => Err(format!("the driver refused a request: {code:?}: {message}")),
+/// Sends `request` and decodes the reply where it landed, in `reply`.
+fn call<'r>(channel: &Channel, request: &RequestRef<'_>, reply: &'r mut Vec<u8>) -> Result<ResponseRef<'r>, String> {
+    let arrived = channel.call_into(&request.encode(), reply, None).map_err(context("block request"))?;
+    match Response::decode_borrowed(&reply[..arrived.len]).map_err(|e| format!("a malformed response: {e}"))? {
+        ResponseRef::Error { code, message } => Err(format!("the driver refused a request: {code:?}: {message}")),
         response => Ok(response),
     }
 }
 
 /// Runs `n` requests made by `request(i)` and prints the line for `op`.
-fn timed(channel: &Channel, op: &str, bytes: u64, n: u64, request: impl Fn(u64) -> Request) -> Result<(), String> {
+fn timed<'d>(
+    channel: &Channel,
+    op: &str,
+    bytes: u64,
+    n: u64,
+    request: impl Fn(u64) -> RequestRef<'d>,
+) -> Result<(), String> {
+    let mut reply = vec![0; block::MAX_DATA_BYTES + 64];
     let start = Instant::now();
     for i in 0..n {
-        call(channel, &request(i))?;
+        call(channel, &request(i), &mut reply)?;
     }
     let ns = start.elapsed().as_nanos();
     println!("block-bench op={op} bytes={bytes} n={n} ns={ns}");
@@ -39,8 +51,9 @@ fn timed(channel: &Channel, op: &str, bytes: u64, n: u64, request: impl Fn(u64) 
 /// `block-bench`.
 pub fn run() -> Result<(), String> {
     let channel = Channel::connect(block::CONNECTION).map_err(context("connect block"))?;
-    let sectors = match call(&channel, &Request::Info)? {
-        Response::Info { sectors, read_only: false, .. } => sectors,
+    let mut reply = Vec::new();
+    let sectors = match call(&channel, &RequestRef::Info, &mut reply)? {
+        ResponseRef::Info { sectors, read_only: false, .. } => sectors,
         other => return Err(format!("info: expected a writable disk, got {other:?}")),
     };
     let disk = sectors * u64::from(SECTOR_SIZE);
@@ -49,22 +62,22 @@ pub fn run() -> Result<(), String> {
     }
     let per = SEQ_REQUEST / u64::from(SECTOR_SIZE);
     let data = vec![0x5a; SEQ_REQUEST as usize];
-    timed(&channel, "seq-write", SEQ_REQUEST, SEQ_BYTES / SEQ_REQUEST, |i| Request::Write {
+    timed(&channel, "seq-write", SEQ_REQUEST, SEQ_BYTES / SEQ_REQUEST, |i| RequestRef::Write {
         sector: i * per,
-        data: data.clone(),
+        data: &data,
     })?;
-    timed(&channel, "flush", 0, 1, |_| Request::Flush)?;
-    timed(&channel, "seq-read", SEQ_REQUEST, SEQ_BYTES / SEQ_REQUEST, |i| Request::Read {
+    timed(&channel, "flush", 0, 1, |_| RequestRef::Flush)?;
+    timed(&channel, "seq-read", SEQ_REQUEST, SEQ_BYTES / SEQ_REQUEST, |i| RequestRef::Read {
         sector: i * per,
         count: per as u32,
     })?;
     let slots = disk.min(RANDOM_SPAN) / RANDOM_REQUEST;
     let small = vec![0xa5; RANDOM_REQUEST as usize];
-    timed(&channel, "rand-write", RANDOM_REQUEST, RANDOM_N, |i| Request::Write {
+    timed(&channel, "rand-write", RANDOM_REQUEST, RANDOM_N, |i| RequestRef::Write {
         sector: random_sector(i, slots),
-        data: small.clone(),
+        data: &small,
     })?;
-    timed(&channel, "rand-read", RANDOM_REQUEST, RANDOM_N, |i| Request::Read {
+    timed(&channel, "rand-read", RANDOM_REQUEST, RANDOM_N, |i| RequestRef::Read {
         sector: random_sector(i, slots),
         count: (RANDOM_REQUEST / u64::from(SECTOR_SIZE)) as u32,
     })?;

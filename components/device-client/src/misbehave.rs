@@ -124,8 +124,16 @@ fn mapping(checks: &mut Checks) -> Result<(), String> {
     checks.expect("map it a second time", raw::dma::map_into_memory(mapped.handle(), at + 8192), ErrorCode::Busy)?;
     let other = DmaBuffer::allocate(4096).map_err(fail("allocate a second buffer"))?;
     checks.expect("map at an odd offset", raw::dma::map_into_memory(other.handle(), 100), ErrorCode::OutOfRange)?;
-    checks.expect("map past the memory", raw::dma::map_into_memory(other.handle(), u32::MAX - 4095), ErrorCode::OutOfRange)?;
-    checks.expect("map over a mapped buffer", raw::dma::map_into_memory(other.handle(), at + 4096), ErrorCode::OutOfRange)?;
+    checks.expect(
+        "map past the memory",
+        raw::dma::map_into_memory(other.handle(), u32::MAX - 4095),
+        ErrorCode::OutOfRange,
+    )?;
+    checks.expect(
+        "map over a mapped buffer",
+        raw::dma::map_into_memory(other.handle(), at + 4096),
+        ErrorCode::OutOfRange,
+    )?;
     checks.expect("a mapped buffer's end", mapped.read(8190, 4), ErrorCode::OutOfRange)?;
     drop(other);
     // Freed: unmapped, the block is the allocator's again, and the handle is gone.

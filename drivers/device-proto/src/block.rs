@@ -45,9 +45,17 @@ const TAG_DATA: u8 = 0x82;
 const TAG_DONE: u8 = 0x83;
 const TAG_ERROR: u8 = 0x84;
 
-/// A client's request.
+/// A client's request ([`RequestOf`] with its data owned).
+pub type Request = RequestOf<Vec<u8>>;
+
+/// A request whose data is borrowed from the message it was decoded from
+/// ([`Request::decode_borrowed`]), so that a driver moves a write's data from the message into
+/// its DMA buffer in one copy.
+pub type RequestRef<'a> = RequestOf<&'a [u8]>;
+
+/// A client's request, its data of type `D`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub enum RequestOf<D> {
     /// The disk's size and whether it is writable: answered with [`Response::Info`].
     Info,
     /// `count` sectors (1 to [`MAX_SECTORS_PER_REQUEST`]) from `sector`: answered with
@@ -64,7 +72,7 @@ pub enum Request {
         /// The first sector.
         sector: u64,
         /// The bytes.
-        data: Vec<u8>,
+        data: D,
     },
     /// Makes every completed write durable: answered with [`Response::Done`].
     Flush,
@@ -99,9 +107,17 @@ impl BlockErrorCode {
     }
 }
 
-/// The driver's answer to one request.
+/// The driver's answer to one request ([`ResponseOf`] with its data owned).
+pub type Response = ResponseOf<Vec<u8>>;
+
+/// A response whose data is borrowed from the message it was decoded from
+/// ([`Response::decode_borrowed`]): a client reads a block into its own buffer without a copy
+/// of the message.
+pub type ResponseRef<'a> = ResponseOf<&'a [u8]>;
+
+/// The driver's answer to one request, its data of type `D`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Response {
+pub enum ResponseOf<D> {
     /// The disk: `sectors` sectors of `sector_size` bytes.
     Info {
         /// Its capacity in sectors.
@@ -112,7 +128,7 @@ pub enum Response {
         read_only: bool,
     },
     /// The sectors read.
-    Data(Vec<u8>),
+    Data(D),
     /// The write or flush completed.
     Done,
     /// The request failed; nothing was written.
@@ -137,7 +153,7 @@ pub fn data_header(len: u32) -> [u8; DATA_HEADER_BYTES as usize] {
 impl Response {
     /// An [`Error`](Response::Error) response.
     pub fn error(code: BlockErrorCode, message: impl Into<String>) -> Response {
-        Response::Error { code, message: message.into() }
+        ResponseOf::Error { code, message: message.into() }
     }
 }
 
@@ -151,36 +167,49 @@ fn check_data(data: &[u8]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-impl Request {
+impl<D: AsRef<[u8]>> RequestOf<D> {
     /// The request as bytes. (An oversized or partial-sector write encodes, and
     /// [`decode`](Request::decode) then refuses it.)
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Request::Info => vec![TAG_INFO],
-            Request::Read { sector, count } => {
+            RequestOf::Info => vec![TAG_INFO],
+            RequestOf::Read { sector, count } => {
                 let mut out = vec![TAG_READ];
                 out.extend_from_slice(&sector.to_le_bytes());
                 out.extend_from_slice(&count.to_le_bytes());
                 out
             }
-            Request::Write { sector, data } => {
+            RequestOf::Write { sector, data } => {
+                let data = data.as_ref();
                 let mut out = Vec::with_capacity(13 + data.len());
                 out.push(TAG_WRITE);
                 out.extend_from_slice(&sector.to_le_bytes());
                 put_bytes(&mut out, data);
                 out
             }
-            Request::Flush => vec![TAG_FLUSH],
+            RequestOf::Flush => vec![TAG_FLUSH],
         }
     }
+}
 
+impl Request {
     /// Decodes and checks a request: known tag, every field present, no bytes left over, a read
     /// of 1 to [`MAX_SECTORS_PER_REQUEST`] sectors, a write of whole sectors up to
     /// [`MAX_DATA_BYTES`].
     pub fn decode(bytes: &[u8]) -> Result<Request, DecodeError> {
+        Ok(match Request::decode_borrowed(bytes)? {
+            RequestOf::Info => RequestOf::Info,
+            RequestOf::Read { sector, count } => RequestOf::Read { sector, count },
+            RequestOf::Write { sector, data } => RequestOf::Write { sector, data: data.to_vec() },
+            RequestOf::Flush => RequestOf::Flush,
+        })
+    }
+
+    /// [`Request::decode`] with a write's data borrowed from `bytes`.
+    pub fn decode_borrowed(bytes: &[u8]) -> Result<RequestRef<'_>, DecodeError> {
         let mut r = Reader::new(bytes);
         let request = match r.tag()? {
-            TAG_INFO => Request::Info,
+            TAG_INFO => RequestOf::Info,
             TAG_READ => {
                 let sector = r.u64("sector")?;
                 let count = r.u32("sector count")?;
@@ -194,15 +223,15 @@ impl Request {
                         max: MAX_SECTORS_PER_REQUEST.into(),
                     });
                 }
-                Request::Read { sector, count }
+                RequestOf::Read { sector, count }
             }
             TAG_WRITE => {
                 let sector = r.u64("sector")?;
                 let data = r.bytes("write data", MAX_DATA_BYTES)?;
                 check_data(data)?;
-                Request::Write { sector, data: data.to_vec() }
+                RequestOf::Write { sector, data }
             }
-            TAG_FLUSH => Request::Flush,
+            TAG_FLUSH => RequestOf::Flush,
             tag => return Err(DecodeError::UnknownTag { kind: "block request", tag }),
         };
         r.finish()?;
@@ -210,31 +239,46 @@ impl Request {
     }
 }
 
-impl Response {
+impl<D: AsRef<[u8]>> ResponseOf<D> {
     /// The response as bytes. An error message longer than [`MAX_ERROR_MESSAGE_BYTES`] is cut
     /// short (at a character boundary).
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Response::Info { sectors, sector_size, read_only } => {
+            ResponseOf::Info { sectors, sector_size, read_only } => {
                 let mut out = vec![TAG_INFO_REPLY];
                 out.extend_from_slice(&sectors.to_le_bytes());
                 out.extend_from_slice(&sector_size.to_le_bytes());
                 out.push(u8::from(*read_only));
                 out
             }
-            Response::Data(data) => {
+            ResponseOf::Data(data) => {
+                let data = data.as_ref();
                 let mut out = Vec::with_capacity(5 + data.len());
                 out.push(TAG_DATA);
                 put_bytes(&mut out, data);
                 out
             }
-            Response::Done => vec![TAG_DONE],
-            Response::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
+            ResponseOf::Done => vec![TAG_DONE],
+            ResponseOf::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
         }
     }
+}
 
+impl Response {
     /// Decodes and checks a response.
     pub fn decode(bytes: &[u8]) -> Result<Response, DecodeError> {
+        Ok(match Response::decode_borrowed(bytes)? {
+            ResponseOf::Info { sectors, sector_size, read_only } => {
+                ResponseOf::Info { sectors, sector_size, read_only }
+            }
+            ResponseOf::Data(data) => ResponseOf::Data(data.to_vec()),
+            ResponseOf::Done => ResponseOf::Done,
+            ResponseOf::Error { code, message } => ResponseOf::Error { code, message },
+        })
+    }
+
+    /// [`Response::decode`] with the data borrowed from `bytes`.
+    pub fn decode_borrowed(bytes: &[u8]) -> Result<ResponseRef<'_>, DecodeError> {
         let mut r = Reader::new(bytes);
         let response = match r.tag()? {
             TAG_INFO_REPLY => {
@@ -250,13 +294,13 @@ impl Response {
                         });
                     }
                 };
-                Response::Info { sectors, sector_size, read_only }
+                ResponseOf::Info { sectors, sector_size, read_only }
             }
-            TAG_DATA => Response::Data(r.bytes("data", MAX_DATA_BYTES)?.to_vec()),
-            TAG_DONE => Response::Done,
+            TAG_DATA => ResponseOf::Data(r.bytes("data", MAX_DATA_BYTES)?),
+            TAG_DONE => ResponseOf::Done,
             TAG_ERROR => {
                 let (code, message) = r.error("block", BlockErrorCode::from_u8)?;
-                Response::Error { code, message }
+                ResponseOf::Error { code, message }
             }
             tag => return Err(DecodeError::UnknownTag { kind: "block response", tag }),
         };
@@ -268,6 +312,17 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn borrowed_decoding_sees_the_same_messages() {
+        let write = Request::Write { sector: 3, data: vec![9; 1024] }.encode();
+        assert_eq!(Request::decode_borrowed(&write), Ok(RequestRef::Write { sector: 3, data: &[9; 1024][..] }));
+        assert_eq!(RequestRef::Write { sector: 3, data: &[9u8; 1024][..] }.encode(), write);
+        let data = Response::Data(vec![4; 512]).encode();
+        assert_eq!(Response::decode_borrowed(&data), Ok(ResponseRef::Data(&[4; 512][..])));
+        let partial = Request::Write { sector: 0, data: vec![0; 500] }.encode();
+        assert_eq!(Request::decode_borrowed(&partial).unwrap_err(), Request::decode(&partial).unwrap_err());
+    }
 
     #[test]
     fn a_data_header_before_the_data_is_a_data_response() {

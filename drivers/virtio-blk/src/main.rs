@@ -23,9 +23,11 @@
 use std::process::exit;
 use std::time::Duration;
 
-use mica::hw::{MappedDma, HwError, IrqLine, Window};
+use mica::hw::{HwError, IrqLine, MappedDma, Window};
 
-use mica_device::block::{self, BlockErrorCode, DATA_HEADER_BYTES, MAX_DATA_BYTES, Request, Response, SECTOR_SIZE};
+use mica_device::block::{
+    self, BlockErrorCode, DATA_HEADER_BYTES, MAX_DATA_BYTES, Request, RequestRef, Response, SECTOR_SIZE,
+};
 use mica_virtio::service::{self, Answer, Reply};
 use mica_virtio::spec::extra::{VIRTIO_BLK_CONFIG_CAPACITY, VIRTIO_BLK_OUTHDR_SIZE, VIRTIO_BLK_REQUESTQ};
 use mica_virtio::spec::feature;
@@ -122,12 +124,12 @@ impl Disk {
     }
 
     /// The answer to one request.
-    fn serve(&mut self, request: &Request) -> Result<Reply, Failure> {
+    fn serve(&mut self, request: &RequestRef<'_>) -> Result<Reply, Failure> {
         let response = match request {
-            Request::Info => {
+            RequestRef::Info => {
                 Response::Info { sectors: self.sectors, sector_size: SECTOR_SIZE, read_only: self.read_only }
             }
-            Request::Read { sector, count } => {
+            RequestRef::Read { sector, count } => {
                 self.check_range(*sector, u64::from(*count))?;
                 let len = count * SECTOR_SIZE;
                 let buffer = Buffer::device_writable(self.data.bus_address() + u64::from(DATA_AT), len);
@@ -138,7 +140,7 @@ impl Disk {
                 let span = self.data.span(header_at, DATA_HEADER_BYTES + len).map_err(hw("the response's span"))?;
                 return Ok(Reply::Span(span));
             }
-            Request::Write { sector, data } => {
+            RequestRef::Write { sector, data } => {
                 if self.read_only {
                     return Err(refuse(BlockErrorCode::ReadOnly, "the disk is read-only".into()));
                 }
@@ -150,8 +152,8 @@ impl Disk {
             }
             // Without VIRTIO_BLK_F_FLUSH the device has no write cache: a completed write is
             // already durable.
-            Request::Flush if !self.flush => Response::Done,
-            Request::Flush => {
+            RequestRef::Flush if !self.flush => Response::Done,
+            RequestRef::Flush => {
                 self.submit(VIRTIO_BLK_T_FLUSH, 0, None)?;
                 Response::Done
             }
@@ -230,7 +232,7 @@ fn main() {
             println!("virtio-blk: request {number}: crashing on purpose (CRASH_AFTER={number}) before answering");
         }
         disk.crash_after_submit = crash;
-        let (reply, fatal) = match Request::decode(request) {
+        let (reply, fatal) = match Request::decode_borrowed(request) {
             Ok(request) => match disk.serve(&request) {
                 Ok(reply) => (reply, false),
                 Err(Failure { response, fatal }) => {

@@ -25,7 +25,7 @@ use std::collections::VecDeque;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use mica::hw::{MappedDma, HwError, IrqLine, Window};
+use mica::hw::{HwError, IrqLine, MappedDma, Window};
 
 use mica_device::console::{self, ConsoleErrorCode, MAX_BYTES, Request, Response};
 use mica_virtio::service::{self, Answer};

@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::process::exit;
 use std::time::{Duration, Instant};
 
-use mica::hw::{MappedDma, HwError, IrqLine, Window};
+use mica::hw::{HwError, IrqLine, MappedDma, Window};
 
 use mica_device::net::{
     self, Batch, MAX_FRAME_BYTES, MIN_FRAME_BYTES, MTU, NetErrorCode, PushError, Request, Response,

@@ -12,7 +12,7 @@
 use std::process::exit;
 use std::time::Duration;
 
-use mica::hw::{MappedDma, IrqLine, Window};
+use mica::hw::{IrqLine, MappedDma, Window};
 
 use mica_device::entropy;
 use mica_virtio::service::{self, Answer};

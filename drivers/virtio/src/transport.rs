@@ -388,5 +388,4 @@ mod tests {
         regs.bump_generation_on_next_config_reads(1);
         assert_eq!(transport(&regs).config_read64(0).expect("capacity"), 0x1_0000_2000);
     }
-
 }

@@ -384,7 +384,10 @@ impl HwPort for Instance {
             let pages = u64::from(region.len()) / 4096;
             let frames: vmem::KeepAlive = region.clone();
             vmem::map_device_memory(sched::current_id(), offset, region.bus_address(), pages, frames).map_err(|e| {
-                HwFailure::new(HwErrorCode::OutOfRange, format!("mapping DMA buffer {buffer} into the linear memory: {e}"))
+                HwFailure::new(
+                    HwErrorCode::OutOfRange,
+                    format!("mapping DMA buffer {buffer} into the linear memory: {e}"),
+                )
             })?;
             entry.mapped_at = Some(offset);
             Ok(())

@@ -129,10 +129,7 @@ pub fn memory_of(owner: u64) -> Result<MemoryView, String> {
 }
 
 /// The key and record of the one linear memory made by thread `owner`.
-fn only_memory_of(
-    memories: &mut BTreeMap<u64, LinearMemory>,
-    owner: u64,
-) -> Result<(u64, &mut LinearMemory), String> {
+fn only_memory_of(memories: &mut BTreeMap<u64, LinearMemory>, owner: u64) -> Result<(u64, &mut LinearMemory), String> {
     let mut mine = memories.iter_mut().filter(|(_, m)| m.owner == owner);
     match (mine.next(), mine.next()) {
         (Some((&key, m)), None) => Ok((key, m)),
@@ -509,7 +506,8 @@ impl BorrowedMapping {
         let pages = align_up(bytes.len() as u64, PAGE_SIZE) / PAGE_SIZE;
         let start = with_space(|s| s.reserve(pages * PAGE_SIZE)).map_err(|e| format!("{e}"))?;
         let mapping = BorrowedMapping { start, len: bytes.len() };
-        paging::map_borrowed(start, phys, pages, Protection::READ).map_err(|e| format!("mapping the artifact at {phys:#x}: {e}"))?;
+        paging::map_borrowed(start, phys, pages, Protection::READ)
+            .map_err(|e| format!("mapping the artifact at {phys:#x}: {e}"))?;
         Ok(mapping)
     }
 
