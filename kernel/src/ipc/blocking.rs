@@ -106,6 +106,8 @@ impl Port {
     }
 
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.
+    /// An operation that parked goes straight to sleep: a completion that came in between left
+    /// a wake token, so the park returns at once, and only a woken thread takes the lock again.
     fn blocking<T>(
         &self,
         timeout: Timeout,
@@ -120,11 +122,10 @@ impl Port {
             Step::Parked(pending) => pending,
         };
         loop {
+            sched::park(deadline);
             let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
-            let outcome = locked(|st| Ok(st.finish(self.space, waiter, pending, expired)))?;
-            match outcome {
-                Some(result) => return result.and_then(&finished),
-                None => sched::park(deadline),
+            if let Some(result) = locked(|st| Ok(st.finish(self.space, waiter, pending, expired)))? {
+                return result.and_then(&finished);
             }
         }
     }
