@@ -2,8 +2,9 @@
 //! split-virtqueue implementation ([`Virtqueue`]) that every virtio driver shares.
 //!
 //! A wasm component holds no addresses: it reaches its device's registers through a `mica:hw`
-//! register window and the memory the device reads and writes through DMA buffer handles, each
-//! access a checked host call. That is why this crate exists beside the `virtio-drivers` crate,
+//! register window (each access a checked host call) and the memory the device reads and writes
+//! through DMA buffers, mapped into its own linear memory ([`MappedDma`](mica::hw::MappedDma)) or
+//! reached by checked host calls ([`DmaBuffer`](mica::hw::DmaBuffer)). That is why this crate exists beside the `virtio-drivers` crate,
 //! which reads registers and rings by raw pointer and so cannot run in a component. Here every
 //! register and ring access goes through three small traits ([`Regs`], [`Memory`], [`Irq`]) that
 //! [`mica::hw`]'s [`Window`](mica::hw::Window), [`DmaBuffer`](mica::hw::DmaBuffer) and
@@ -16,15 +17,15 @@
 //! A driver's start, after the virtio 1.2 specification, sections 3.1.1 and 4.2.3:
 //!
 //! ```no_run
-//! use mica::hw::DmaBuffer;
+//! use mica::hw::MappedDma;
 //! use mica_virtio::{Buffer, claim_first};
 //!
 //! let device = claim_first(mica_virtio::device_id::ENTROPY)?;
 //! let mut transport = device.transport;
 //! transport.init(0)?; // reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK
-//! let mut queue = transport.create_queue(0, 8, DmaBuffer::allocate)?;
+//! let mut queue = transport.create_queue(0, 8, MappedDma::allocate)?;
 //! transport.driver_ok()?;
-//! let data = DmaBuffer::allocate(4096)?;
+//! let data = MappedDma::allocate(4096)?;
 //! queue.add(&[Buffer::device_writable(data.bus_address(), 64)])?;
 //! transport.notify(queue.index())?;
 //! let used = queue.wait_used(&transport, &device.irq, None)?;
