@@ -97,6 +97,11 @@ impl<H> Channel<H> {
         self.dirs[side.peer().index()].queue.len()
     }
 
+    /// The oldest receiver parked for messages from `side`, if any.
+    pub(crate) fn receiver_waiting(&self, side: Side) -> Option<WaiterId> {
+        self.dirs[side.index()].receivers.front().copied()
+    }
+
     /// Refuses a message beyond the channel's limits.
     pub(crate) fn check_message(&self, message: &Message<H>) -> Result<(), IpcError> {
         let Limits { max_bytes, max_handles, .. } = self.limits;
@@ -219,6 +224,13 @@ impl<H> Channel<H> {
             return None;
         }
         Some(self.calls.remove(at).waiter)
+    }
+
+    /// The caller of call `id` if `replier` may answer it now (see [`finish_call`](Self::finish_call)).
+    pub(crate) fn caller_waiting(&self, replier: Side, id: CallId) -> Option<WaiterId> {
+        let at = self.calls.binary_search_by_key(&id, |c| c.id).ok()?;
+        let call = self.calls.get(at)?;
+        (call.caller == replier.peer() && call.delivered).then_some(call.waiter)
     }
 
     fn mark_delivered(&mut self, id: CallId) {

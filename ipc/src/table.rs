@@ -116,6 +116,12 @@ impl<H> ChannelTable<H> {
         Ok(lookup_ref(&self.slots, end.channel)?.queued_for(end.side))
     }
 
+    /// The parked receiver a message sent from `end` would go to now (the oldest), if one is
+    /// waiting: the kernel may then write the message straight into that receiver's buffer.
+    pub fn receiver_waiting(&self, end: ChannelEnd) -> Result<Option<WaiterId>, IpcError> {
+        Ok(lookup_ref(&self.slots, end.channel)?.receiver_waiting(end.side))
+    }
+
     /// Sends `message` from `end` to its peer.
     ///
     /// The message goes to the peer's oldest parked receiver if one is waiting (the returned
@@ -223,6 +229,16 @@ impl<H> ChannelTable<H> {
         };
         registry.insert(waiter, Parked { end, kind: ParkKind::Call(call) });
         Ok(CallOk { call, wake })
+    }
+
+    /// The parked caller a reply from `end` to call `call` would go to now, if [`reply`](Self::reply)
+    /// would accept it: the kernel may then write the reply straight into that caller's buffer.
+    pub fn caller_waiting(&self, end: ChannelEnd, call: CallId) -> Result<Option<WaiterId>, IpcError> {
+        let channel = lookup_ref(&self.slots, end.channel)?;
+        if !channel.is_open(end.side) || !channel.is_open(end.side.peer()) {
+            return Ok(None);
+        }
+        Ok(channel.caller_waiting(end.side, call))
     }
 
     /// Answers call `call`, which `end` must have received (in a [`Delivery`]) and not yet

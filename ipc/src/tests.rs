@@ -112,15 +112,20 @@ fn a_full_queue_is_full_or_parks_the_sender_without_growing() {
 fn a_parked_receiver_gets_its_message_in_the_wake() {
     let mut t = Table::new(1);
     let (a, b) = t.create(limits(1)).unwrap();
+    assert_eq!(t.receiver_waiting(a), Ok(None));
     assert_eq!(t.recv(b, Mode::Blocking(W1)), Ok(RecvOk::Parked));
     assert_eq!(t.recv(b, Mode::Blocking(W2)), Ok(RecvOk::Parked));
-    // Oldest receiver first; the message bypasses the queue.
+    // Oldest receiver first; the message bypasses the queue. The kernel can see which one.
+    assert_eq!(t.receiver_waiting(a), Ok(Some(W1)));
+    assert_eq!(t.receiver_waiting(b), Ok(None), "nobody waits for messages from b");
     let wake = send_now(&mut t, a, msg(7, &[70]));
     assert_eq!(wake, Some(Wake { waiter: W1, completion: Completion::Received(plain(7, &[70])) }));
     assert_eq!(t.queued(b), Ok(0));
+    assert_eq!(t.receiver_waiting(a), Ok(Some(W2)));
     let wake = send_now(&mut t, a, msg(8, &[]));
     assert_eq!(wake, Some(Wake { waiter: W2, completion: Completion::Received(plain(8, &[])) }));
     assert_eq!(t.parked(), 0);
+    assert_eq!(t.receiver_waiting(a), Ok(None));
     // The woken waiters are free again.
     assert_eq!(t.recv(b, Mode::Blocking(W1)), Ok(RecvOk::Parked));
 }
@@ -148,10 +153,15 @@ fn concurrent_callers_each_get_their_own_reply() {
     let c2 = t.call(client, msg(2, &[]), W2).unwrap();
     assert_ne!(c1.call, c2.call);
     assert_eq!((c1.wake, c2.wake), (None, None));
+    assert_eq!(t.caller_waiting(server, c1.call), Ok(None), "not received yet");
     let (r1, _) = recv_now(&mut t, server);
     let (r2, _) = recv_now(&mut t, server);
     assert_eq!(r1, Delivery { message: msg(1, &[]), call: Some(c1.call) });
     assert_eq!(r2.call, Some(c2.call));
+    // The kernel can see who a reply would reach, before replying.
+    assert_eq!(t.caller_waiting(server, c1.call), Ok(Some(W1)));
+    assert_eq!(t.caller_waiting(server, c2.call), Ok(Some(W2)));
+    assert_eq!(t.caller_waiting(client, c1.call), Ok(None), "callers do not answer their own calls");
     // Answer out of order: each reply reaches its own caller.
     assert_eq!(
         t.reply(server, c2.call, msg(20, &[])),
@@ -161,6 +171,7 @@ fn concurrent_callers_each_get_their_own_reply() {
         t.reply(server, c1.call, msg(10, &[])),
         Ok(Wake { waiter: W1, completion: Completion::Replied(msg(10, &[])) })
     );
+    assert_eq!(t.caller_waiting(server, c1.call), Ok(None), "answered");
     // A second reply, a made-up id, or a reply from the calling side is refused.
     let unknown = |call| IpcError::UnknownCall { end: server, call };
     assert_eq!(t.reply(server, c1.call, msg(0, &[])).unwrap_err().error, unknown(c1.call));

@@ -85,8 +85,12 @@ pub type Timeout = Option<u64>;
 /// made with `call`, the id to reply to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Received {
-    /// The payload.
+    /// The payload (empty when it [`landed`](Received::landed) already).
     pub bytes: Vec<u8>,
+    /// For a span operation that waited: the payload was written straight from the sender's
+    /// memory into the landing span the operation named, this many bytes of it, and `bytes` is
+    /// empty (the message's one copy).
+    pub landed: Option<u32>,
     /// The moved handles, as the receiver's handles.
     pub handles: Vec<Handle>,
     /// The call id, for a request.
@@ -129,4 +133,32 @@ pub trait IpcPort: Send + Sync {
     /// Writes `bytes` at the start of `span` in the calling instance's linear memory (they
     /// must fit).
     fn write_span(&self, span: Span, bytes: &[u8]) -> Result<(), IpcFailure>;
+
+    /// Sends the bytes of `message`, a span of the calling instance's memory, on `end`. A kernel
+    /// that can copies them straight into a waiting receiver's landing span; this default copies
+    /// them out first ([`read_span`](IpcPort::read_span)).
+    fn send_span(&self, end: Handle, message: Span, timeout: Timeout) -> Result<(), IpcFailure> {
+        self.send(end, self.read_span(message)?, Vec::new(), timeout)
+    }
+
+    /// Receives on `end`; a message that comes while the caller waits may be written straight
+    /// into `landing` ([`Received::landed`]). This default never does.
+    fn receive_span(&self, end: Handle, landing: Span, timeout: Timeout) -> Result<Received, IpcFailure> {
+        let _ = landing;
+        self.receive(end, timeout)
+    }
+
+    /// Sends the request in span `request` on `end` and waits for its reply, which may be
+    /// written straight into `landing` ([`Received::landed`]). This default copies the request
+    /// out first and never lands the reply.
+    fn call_span(&self, end: Handle, request: Span, landing: Span, timeout: Timeout) -> Result<Received, IpcFailure> {
+        let _ = landing;
+        self.call(end, self.read_span(request)?, Vec::new(), timeout)
+    }
+
+    /// Answers request `call` received on `end` with the bytes of span `message`, which a
+    /// kernel that can copies straight into the caller's landing; this default copies them out.
+    fn reply_span(&self, end: Handle, call: u64, message: Span) -> Result<(), IpcFailure> {
+        self.reply(end, call, self.read_span(message)?, Vec::new())
+    }
 }

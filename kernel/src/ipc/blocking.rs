@@ -13,7 +13,7 @@ use mica_ipc::WaiterId;
 
 use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Span, Timeout};
 
-use super::state::{Connection, Finished, IpcState, Object, SpaceId, Step};
+use super::state::{Connection, Finished, IpcState, Object, Region, SpaceId, Step};
 use crate::arch::clock;
 use crate::arch::irq_lock::IrqMutex;
 use crate::sched;
@@ -36,9 +36,14 @@ pub fn component_ended(component: usize) {
     });
 }
 
-/// Runs `f` on the state under the lock and unparks the threads it completed. Unparking under
-/// the IPC lock is safe: the scheduler never takes the IPC lock, so the two are always taken in
-/// this order.
+/// Runs `f` on the state under the lock, makes the copies it asked for, and unparks the threads
+/// it completed. Unparking under the IPC lock is safe: the scheduler never takes the IPC lock, so
+/// the two are always taken in this order.
+///
+/// A copy goes from the running thread's memory into a parked thread's landing. It is made under
+/// the lock: the parked thread cannot wake, time out or end meanwhile (each of those takes the
+/// lock first), so its memory is as it was when it registered the landing, and the span checks
+/// made then still hold.
 fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T, IpcFailure> {
     let (result, woke) = {
         let mut guard = STATE.lock();
@@ -46,6 +51,15 @@ fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T
             return Err(IpcFailure::new(ErrorCode::NotPermitted, "IPC is not set up"));
         };
         let result = f(state);
+        for copy in state.drain_copies() {
+            let from: *const u8 = core::ptr::with_exposed_provenance(copy.from as usize);
+            let to: *mut u8 = core::ptr::with_exposed_provenance_mut(copy.to as usize);
+            // SAFETY: `from..from + len` is accessible memory of the running instance and
+            // `to..to + len` of a parked one, both checked against their memories' sizes when
+            // their spans were given (see above for why that still holds); linear memories never
+            // overlap. Pages not yet touched are mapped by the page-fault path.
+            unsafe { core::ptr::copy_nonoverlapping(from, to, copy.len as usize) };
+        }
         let mut higher = false;
         for waiter in state.drain_wakes() {
             higher |= sched::unpark(waiter.0);
@@ -105,6 +119,11 @@ impl Port {
         memory.span_address(span.offset, span.len).map_err(invalid)
     }
 
+    /// `span` of the calling instance's memory, by its kernel address.
+    fn region(&self, span: Span) -> Result<Region, IpcFailure> {
+        Ok(Region { addr: self.span_address(span)?, len: span.len })
+    }
+
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.
     /// An operation that parked goes straight to sleep: a completion that came in between left
     /// a wake token, so the park returns at once, and only a woken thread takes the lock again.
@@ -129,6 +148,25 @@ impl Port {
             }
         }
     }
+}
+
+/// The bytes of `region` (of the running instance's memory), copied into a kernel buffer.
+fn read_region(region: Region) -> Result<Vec<u8>, IpcFailure> {
+    let len = region.len as usize;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(len)
+        .map_err(|_| IpcFailure::new(ErrorCode::OutOfMemory, alloc::format!("no kernel memory for {len} bytes")))?;
+    let src: *const u8 = core::ptr::with_exposed_provenance(region.addr as usize);
+    // Pages of the span not yet touched are mapped by the page-fault path.
+    // SAFETY: `src..src + len` is accessible memory of the calling instance (checked when the
+    // region was made), mapped while it runs, whose code runs only on this thread; `bytes` has
+    // room for `len`.
+    unsafe {
+        core::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
+        bytes.set_len(len);
+    }
+    Ok(bytes)
 }
 
 fn expect_received(f: Finished) -> Result<Received, IpcFailure> {
@@ -182,21 +220,7 @@ impl IpcPort for Port {
     }
 
     fn read_span(&self, span: Span) -> Result<Vec<u8>, IpcFailure> {
-        let addr = self.span_address(span)?;
-        let len = span.len as usize;
-        let mut bytes = Vec::new();
-        bytes
-            .try_reserve_exact(len)
-            .map_err(|_| IpcFailure::new(ErrorCode::OutOfMemory, alloc::format!("no kernel memory for {len} bytes")))?;
-        let src: *const u8 = core::ptr::with_exposed_provenance(addr as usize);
-        // Pages of the span not yet touched are mapped by the page-fault path.
-        // SAFETY: `src..src + len` is accessible memory of the calling instance (checked above),
-        // mapped while it runs, whose code runs only on this thread; `bytes` has room for `len`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(src, bytes.as_mut_ptr(), len);
-            bytes.set_len(len);
-        }
-        Ok(bytes)
+        read_region(self.region(span)?)
     }
 
     fn write_span(&self, span: Span, bytes: &[u8]) -> Result<(), IpcFailure> {
@@ -212,5 +236,42 @@ impl IpcPort for Port {
         // does not run while its host call does, and nothing else writes there.
         unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len()) };
         Ok(())
+    }
+
+    fn send_span(&self, end: Handle, message: Span, timeout: Timeout) -> Result<(), IpcFailure> {
+        let from = self.region(message)?;
+        self.blocking(
+            timeout,
+            |st, space, waiter, wait| st.send_span(space, waiter, end, from, || read_region(from), wait),
+            |_| Ok(()),
+        )
+    }
+
+    /// A landing outside the memory is not refused here: the message is received all the same
+    /// and, as for any receive, held for `collect` when it cannot be written (nothing is lost).
+    fn receive_span(&self, end: Handle, landing: Span, timeout: Timeout) -> Result<Received, IpcFailure> {
+        let Ok(landing) = self.region(landing) else { return self.receive(end, timeout) };
+        self.blocking(
+            timeout,
+            |st, space, waiter, wait| st.receive_span(space, waiter, end, landing, wait),
+            expect_received,
+        )
+    }
+
+    /// As for [`receive_span`](IpcPort::receive_span), a landing outside the memory gets its reply
+    /// held for `collect`.
+    fn call_span(&self, end: Handle, request: Span, landing: Span, timeout: Timeout) -> Result<Received, IpcFailure> {
+        let from = self.region(request)?;
+        let Ok(landing) = self.region(landing) else { return self.call(end, read_region(from)?, Vec::new(), timeout) };
+        self.blocking(
+            timeout,
+            |st, space, waiter, _| st.call_span(space, waiter, end, from, landing, || read_region(from)),
+            expect_received,
+        )
+    }
+
+    fn reply_span(&self, end: Handle, call: u64, message: Span) -> Result<(), IpcFailure> {
+        let from = self.region(message)?;
+        locked(|st| st.reply_span(self.space, end, call, from, || read_region(from)))
     }
 }

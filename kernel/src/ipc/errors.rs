@@ -11,6 +11,10 @@ use mica_runtime::ipc::{ErrorCode, IpcFailure};
 /// What an operation on a space whose instance has ended gets.
 pub(super) const INSTANCE_ENDED: &str = "this component instance has ended";
 
+/// A message meant for a waiting receiver's landing found no receiver: a kernel bug, reported
+/// rather than hidden.
+pub(super) const LANDING_LOST: &str = "kernel error: a message for a waiting receiver did not reach it";
+
 /// A failure with `code` and `message`.
 pub(super) fn fail(code: ErrorCode, message: impl Into<String>) -> IpcFailure {
     IpcFailure::new(code, message)

@@ -12,13 +12,13 @@ use alloc::vec::Vec;
 
 use mica_caps::{CapError, Handle, HandleTable, Rights};
 use mica_ipc::{
-    CallId, ChannelEnd, Completion, Delivery, IpcError, Message, Mode, RecvOk, SendError, SendOk, WaiterId,
+    CallId, ChannelEnd, Completion, Delivery, IpcError, Message, Mode, RecvOk, SendError, SendOk, WaiterId, Wake,
 };
 use mica_runtime::ipc::{ErrorCode, IpcFailure, Received, RightsBits};
 
 use super::channels::Channels;
 pub use super::channels::{CHANNEL_LIMITS, MAX_CHANNELS};
-use super::errors::{INSTANCE_ENDED, cap_error, fail, ipc_error};
+use super::errors::{INSTANCE_ENDED, LANDING_LOST, cap_error, fail, ipc_error};
 pub use super::registry::Connection;
 use super::registry::{Offer, Registry};
 use super::space::Spaces;
@@ -54,13 +54,54 @@ pub enum Finished {
     Received(Received),
 }
 
+/// Bytes of a component's linear memory by their kernel address: a sender's message, or the
+/// landing where a thread waiting in a span operation wants its message written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    /// The kernel address of the first byte.
+    pub addr: u64,
+    /// How many bytes.
+    pub len: u32,
+}
+
+/// A copy from the running thread's memory into a waiting thread's landing that an operation
+/// asked for ([`IpcState::drain_copies`]): the caller makes it before it releases the lock, while
+/// the waiting thread is still parked (so its memory stays as it was when it registered) and
+/// before it can be woken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpanCopy {
+    /// Where the bytes are (the running thread's memory).
+    pub from: u64,
+    /// Where they go (the waiting thread's landing).
+    pub to: u64,
+    /// How many.
+    pub len: u32,
+}
+
+/// A thread waiting in a span operation, where its message goes, and how much of one landed.
+#[derive(Clone, Copy, Debug)]
+struct Landing {
+    waiter: WaiterId,
+    region: Region,
+    landed: Option<u32>,
+}
+
 /// The kernel's IPC objects. See the module documentation.
+///
+/// **One copy per message.** A thread that waits in a span operation (`receive-into`,
+/// `call-into`) registers its landing, the span of its memory the message goes to. A span send,
+/// call or reply that finds its receiver (or caller) waiting with a landing that fits asks for one
+/// copy, from the sender's memory straight into that landing, and hands the receiver an empty
+/// message marked as landed; nothing goes through a kernel buffer. Otherwise (nobody waiting, a
+/// landing too small, handles to move) the bytes are copied out into the message as before.
 #[derive(Debug)]
 pub struct IpcState {
     channels: Channels,
     spaces: Spaces,
     registry: Registry,
     wakes: Wakes,
+    landings: Vec<Landing>,
+    copies: Vec<SpanCopy>,
 }
 
 /// The refusal of `handle`, which names `object`, where a channel end is needed (for `what`).
@@ -85,7 +126,7 @@ impl IpcState {
         let mut channels = Channels::new();
         let mut wakes = Wakes::default();
         let registry = Registry::new(names, connections, &mut channels, &mut wakes)?;
-        Ok(IpcState { channels, spaces: Spaces::new(), registry, wakes })
+        Ok(IpcState { channels, spaces: Spaces::new(), registry, wakes, landings: Vec::new(), copies: Vec::new() })
     }
 
     /// A new, empty handle table for an instance of component `component`.
@@ -118,6 +159,161 @@ impl IpcState {
     /// The threads to unpark, now that results for them are stored.
     pub fn drain_wakes(&mut self) -> impl Iterator<Item = WaiterId> + '_ {
         self.wakes.drain()
+    }
+
+    /// The copies the last operations asked for, to be made before the lock is released.
+    pub fn drain_copies(&mut self) -> impl Iterator<Item = SpanCopy> + '_ {
+        self.copies.drain(..)
+    }
+
+    /// Records where `waiter`, about to park, wants its message.
+    fn await_in(&mut self, waiter: WaiterId, region: Region) {
+        self.forget_landing(waiter);
+        self.landings.push(Landing { waiter, region, landed: None });
+    }
+
+    /// Forgets `waiter`'s landing; how many bytes landed there, if a message did.
+    fn forget_landing(&mut self, waiter: WaiterId) -> Option<u32> {
+        let at = self.landings.iter().position(|l| l.waiter == waiter)?;
+        self.landings.swap_remove(at).landed
+    }
+
+    /// Whether `waiter` waits with an empty landing of at least `len` bytes.
+    fn fits(&self, waiter: WaiterId, len: u32) -> bool {
+        self.landings.iter().any(|l| l.waiter == waiter && l.landed.is_none() && l.region.len >= len)
+    }
+
+    /// Asks for `from` to be copied into `waiter`'s landing (which [`fits`](Self::fits)).
+    fn land(&mut self, waiter: WaiterId, from: Region) {
+        if let Some(l) = self.landings.iter_mut().find(|l| l.waiter == waiter) {
+            self.copies.push(SpanCopy { from: from.addr, to: l.region.addr, len: from.len });
+            l.landed = Some(from.len);
+        }
+    }
+
+    /// For a span send on `handle`: its end, once the size is checked, and the receiver a
+    /// message would reach now if that receiver waits with a landing it fits.
+    fn direct(&mut self, space: SpaceId, handle: u32, len: u32) -> Result<(ChannelEnd, Option<WaiterId>), IpcFailure> {
+        let end = self.end(space, handle, Rights::WRITE)?;
+        self.check_size(end, len as usize, 0)?;
+        let receiver = self.channels.table.receiver_waiting(end).ok().flatten();
+        Ok((end, receiver.filter(|&r| self.fits(r, len))))
+    }
+
+    /// Hands an empty message, landed from `from`, to `wake`'s waiter.
+    fn hand_landed(&mut self, wake: Wake<Transfer>, from: Region) {
+        self.land(wake.waiter, from);
+        self.wakes.store(wake);
+    }
+
+    /// `send-span`: the bytes in `message` (the sender's memory) go straight into a waiting
+    /// receiver's landing when one fits them; otherwise `read` copies them out and they travel
+    /// as a [`send`](Self::send) does.
+    pub fn send_span(
+        &mut self,
+        space: SpaceId,
+        waiter: WaiterId,
+        handle: u32,
+        message: Region,
+        read: impl FnOnce() -> Result<Vec<u8>, IpcFailure>,
+        wait: bool,
+    ) -> Step<()> {
+        let end = match self.direct(space, handle, message.len) {
+            Ok((end, Some(_))) => {
+                return match self.channels.table.send(end, Message::new(Vec::new(), Vec::new()), Mode::NonBlocking) {
+                    Ok(SendOk::Done { wake: Some(wake) }) => {
+                        self.hand_landed(wake, message);
+                        Step::Done(Ok(()))
+                    }
+                    Ok(_) => Step::Done(Err(fail(ErrorCode::InvalidHandle, LANDING_LOST))),
+                    Err(e) => Step::Done(Err(self.refused(space, e, Handle::from_bits(handle)))),
+                };
+            }
+            Ok((end, None)) => end,
+            Err(e) => return Step::Done(Err(e)),
+        };
+        match read() {
+            Ok(bytes) => self.send_on(space, waiter, handle, end, Message::new(bytes, Vec::new()), wait),
+            Err(e) => Step::Done(Err(e)),
+        }
+    }
+
+    /// `receive-into`: a [`receive`](Self::receive) that, when it waits, has a message that
+    /// comes meanwhile written straight into `landing` if it fits.
+    pub fn receive_span(
+        &mut self,
+        space: SpaceId,
+        waiter: WaiterId,
+        handle: u32,
+        landing: Region,
+        wait: bool,
+    ) -> Step<Received> {
+        let step = self.receive(space, waiter, handle, wait);
+        if let Step::Parked(_) = step {
+            self.await_in(waiter, landing);
+        }
+        step
+    }
+
+    /// `call-into`: the request in `request` goes straight into a waiting server's landing when
+    /// one fits it (otherwise `read` copies it out and it travels as a [`call`](Self::call)
+    /// does), and the reply may land in `landing`.
+    pub fn call_span(
+        &mut self,
+        space: SpaceId,
+        waiter: WaiterId,
+        handle: u32,
+        request: Region,
+        landing: Region,
+        read: impl FnOnce() -> Result<Vec<u8>, IpcFailure>,
+    ) -> Step<Received> {
+        let step = match self.direct(space, handle, request.len) {
+            Ok((end, Some(_))) => match self.channels.table.call(end, Message::new(Vec::new(), Vec::new()), waiter) {
+                Ok(ok) => {
+                    match ok.wake {
+                        Some(wake) => self.hand_landed(wake, request),
+                        None => return Step::Done(Err(fail(ErrorCode::InvalidHandle, LANDING_LOST))),
+                    }
+                    Step::Parked(Pending::Call)
+                }
+                Err(e) => Step::Done(Err(self.refused(space, e, Handle::from_bits(handle)))),
+            },
+            Ok((end, None)) => match read() {
+                Ok(bytes) => self.call_on(space, waiter, handle, end, Message::new(bytes, Vec::new())),
+                Err(e) => Step::Done(Err(e)),
+            },
+            Err(e) => Step::Done(Err(e)),
+        };
+        if let Step::Parked(_) = step {
+            self.await_in(waiter, landing);
+        }
+        step
+    }
+
+    /// `reply-span`: the reply in `message` goes straight into the caller's landing when it
+    /// fits; otherwise `read` copies it out and it travels as a [`reply`](Self::reply) does.
+    pub fn reply_span(
+        &mut self,
+        space: SpaceId,
+        handle: u32,
+        call: u64,
+        message: Region,
+        read: impl FnOnce() -> Result<Vec<u8>, IpcFailure>,
+    ) -> Result<(), IpcFailure> {
+        let end = self.end(space, handle, Rights::WRITE)?;
+        self.check_size(end, message.len as usize, 0)?;
+        let id = CallId::from_bits(call);
+        let caller = self.channels.table.caller_waiting(end, id).ok().flatten();
+        if caller.is_some_and(|c| self.fits(c, message.len)) {
+            return match self.channels.table.reply(end, id, Message::new(Vec::new(), Vec::new())) {
+                Ok(wake) => {
+                    self.hand_landed(wake, message);
+                    Ok(())
+                }
+                Err(e) => Err(self.refused(space, e, Handle::from_bits(handle))),
+            };
+        }
+        self.reply(space, handle, call, read()?, Vec::new())
     }
 
     /// The threads to unpark, as a list (tests).
@@ -274,6 +470,7 @@ impl IpcState {
             bytes: message.bytes,
             handles: handles.into_iter().map(Handle::to_bits).collect(),
             call: call.map(CallId::to_bits),
+            landed: None,
         })
     }
 
@@ -373,8 +570,21 @@ impl IpcState {
             Ok(t) => t,
             Err(e) => return Step::Done(Err(e)),
         };
+        self.send_on(space, waiter, handle, end, Message::new(bytes, transfers), wait)
+    }
+
+    /// The rest of [`send`](Self::send), once `handle`'s end is found and checked.
+    fn send_on(
+        &mut self,
+        space: SpaceId,
+        waiter: WaiterId,
+        handle: u32,
+        end: ChannelEnd,
+        message: Message<Transfer>,
+        wait: bool,
+    ) -> Step<()> {
         let mode = if wait { Mode::Blocking(waiter) } else { Mode::NonBlocking };
-        match self.channels.table.send(end, Message::new(bytes, transfers), mode) {
+        match self.channels.table.send(end, message, mode) {
             Ok(SendOk::Done { wake }) => {
                 if let Some(wake) = wake {
                     self.wakes.store(wake);
@@ -418,7 +628,19 @@ impl IpcState {
             Ok(t) => t,
             Err(e) => return Step::Done(Err(e)),
         };
-        match self.channels.table.call(end, Message::new(bytes, transfers), waiter) {
+        self.call_on(space, waiter, handle, end, Message::new(bytes, transfers))
+    }
+
+    /// The rest of [`call`](Self::call), once `handle`'s end is found and checked.
+    fn call_on(
+        &mut self,
+        space: SpaceId,
+        waiter: WaiterId,
+        handle: u32,
+        end: ChannelEnd,
+        message: Message<Transfer>,
+    ) -> Step<Received> {
+        match self.channels.table.call(end, message, waiter) {
             Ok(ok) => {
                 if let Some(wake) = ok.wake {
                     self.wakes.store(wake);
@@ -458,12 +680,12 @@ impl IpcState {
         expired: bool,
     ) -> Option<Result<Finished, IpcFailure>> {
         if let Some(completion) = self.wakes.take(waiter) {
+            let landed = self.forget_landing(waiter);
+            let with_landed = |r: Received| Finished::Received(Received { landed, ..r });
             return Some(match completion {
                 Completion::Sent => Ok(Finished::Sent),
-                Completion::Received(Delivery { message, call }) => {
-                    self.accept(space, message, call).map(Finished::Received)
-                }
-                Completion::Replied(message) => self.accept(space, message, None).map(Finished::Received),
+                Completion::Received(Delivery { message, call }) => self.accept(space, message, call).map(with_landed),
+                Completion::Replied(message) => self.accept(space, message, None).map(with_landed),
                 Completion::Failed { error, returned } => {
                     let mut failure = ipc_error(error, None);
                     if let Some(message) = returned {
@@ -476,6 +698,7 @@ impl IpcState {
         if !expired {
             return None;
         }
+        self.forget_landing(waiter);
         let returned = match self.channels.table.cancel_wait(waiter) {
             Ok(Some(message)) => self.give_back(space, message.handles),
             _ => Vec::new(),

@@ -53,6 +53,12 @@ fn deliver(
     buffer: port::Span,
     handles: port::Span,
 ) -> Result<Arrival, IpcFailure> {
+    if let Some(len) = r.landed {
+        // The kernel wrote it into `buffer` already. Only span operations land messages, and
+        // they carry no handles.
+        debug_assert!(r.handles.is_empty(), "a landed message carries handles");
+        return Ok(Arrival { bytes: len, handles: 0, call: r.call });
+    }
     let arrival = Arrival { bytes: count(r.bytes.len()), handles: count(r.handles.len()), call: r.call };
     let fits = r.bytes.len() <= buffer.len as usize && r.handles.len() * 4 <= handles.len as usize;
     if !fits {
@@ -184,10 +190,7 @@ impl Host for InstanceState {
         message: Span,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<Result<(), ErrorCode>> {
-        self.span_op(|p, _| {
-            let bytes = p.read_span(message.into())?;
-            p.send(end, bytes, Vec::new(), timeout_ns)
-        })
+        self.span_op(|p, _| p.send_span(end, message.into(), timeout_ns))
     }
 
     fn receive_into(
@@ -197,7 +200,7 @@ impl Host for InstanceState {
         handles: Span,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
-        self.arrival_op(buffer, handles, |p| p.receive(end, timeout_ns))
+        self.arrival_op(buffer, handles, |p| p.receive_span(end, buffer.into(), timeout_ns))
     }
 
     fn call_into(
@@ -208,14 +211,11 @@ impl Host for InstanceState {
         handles: Span,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<Result<Arrival, ErrorCode>> {
-        self.arrival_op(buffer, handles, |p| p.call(end, p.read_span(request.into())?, Vec::new(), timeout_ns))
+        self.arrival_op(buffer, handles, |p| p.call_span(end, request.into(), buffer.into(), timeout_ns))
     }
 
     fn reply_span(&mut self, end: Handle, call: u64, message: Span) -> wasmtime::Result<Result<(), ErrorCode>> {
-        self.span_op(|p, _| {
-            let bytes = p.read_span(message.into())?;
-            p.reply(end, call, bytes, Vec::new())
-        })
+        self.span_op(|p, _| p.reply_span(end, call, message.into()))
     }
 
     fn reply_receive(
@@ -353,7 +353,7 @@ mod tests {
     }
 
     fn message(bytes: &[u8], handles: &[u32]) -> port::Received {
-        port::Received { bytes: bytes.to_vec(), handles: handles.to_vec(), call: Some(7) }
+        port::Received { bytes: bytes.to_vec(), handles: handles.to_vec(), call: Some(7), landed: None }
     }
 
     #[test]

@@ -239,3 +239,66 @@ fn hardware_handles_share_the_space_and_are_refused_as_channels() {
     st.close_space(c, false);
     assert_eq!(st.handle_count(c), 0);
 }
+
+/// The regions of a pretend client and server memory.
+const CLIENT_REQUEST: Region = Region { addr: 0x1000, len: 5 };
+const CLIENT_LANDING: Region = Region { addr: 0x2000, len: 64 };
+const SERVER_LANDING: Region = Region { addr: 0x9000, len: 64 };
+const SERVER_REPLY: Region = Region { addr: 0xa000, len: 2 };
+
+fn never_read() -> Result<Vec<u8>, IpcFailure> {
+    panic!("the bytes were copied out although the receiver waited with room")
+}
+
+#[test]
+fn span_messages_to_a_waiting_receiver_are_copied_once_straight_into_its_landing() {
+    let (mut st, c, s, ch, sh) = connected(16, false);
+    // The server waits with its landing; the call's request goes straight there.
+    assert_eq!(st.receive_span(s, WaiterId(2), sh, SERVER_LANDING, true), Step::Parked(Pending::Receive));
+    assert_eq!(
+        st.call_span(c, WaiterId(1), ch, CLIENT_REQUEST, CLIENT_LANDING, never_read),
+        Step::Parked(Pending::Call)
+    );
+    assert_eq!(st.drain_copies().collect::<Vec<_>>(), [SpanCopy { from: 0x1000, to: 0x9000, len: 5 }]);
+    assert_eq!(st.take_wakes(), [WaiterId(2)]);
+    let request = received(st.finish(s, WaiterId(2), Pending::Receive, false));
+    assert_eq!((request.bytes.len(), request.landed), (0, Some(5)));
+    let call = request.call.expect("a call id");
+    // The reply goes straight into the caller's landing.
+    st.reply_span(s, sh, call, SERVER_REPLY, never_read).expect("reply");
+    assert_eq!(st.drain_copies().collect::<Vec<_>>(), [SpanCopy { from: 0xa000, to: 0x2000, len: 2 }]);
+    assert_eq!(st.take_wakes(), [WaiterId(1)]);
+    let reply = received(st.finish(c, WaiterId(1), Pending::Call, false));
+    assert_eq!((reply.bytes.len(), reply.landed, reply.call), (0, Some(2), None));
+    // A one-way span message lands the same way, and the landing is used once.
+    assert_eq!(st.receive_span(s, WaiterId(2), sh, SERVER_LANDING, true), Step::Parked(Pending::Receive));
+    assert_eq!(done(st.send_span(c, WaiterId(1), ch, CLIENT_REQUEST, never_read, true)), Ok(()));
+    assert_eq!(st.drain_copies().count(), 1);
+    assert_eq!(received(st.finish(s, WaiterId(2), Pending::Receive, false)).landed, Some(5));
+    assert!(st.landings.is_empty(), "every landing is forgotten once its waiter took its message");
+}
+
+#[test]
+fn span_messages_without_a_landing_that_fits_travel_as_copies() {
+    let (mut st, c, s, ch, sh) = connected(16, false);
+    let read = || Ok(b"hello".to_vec());
+    // Nobody waits: the request is copied out and queued.
+    assert_eq!(st.call_span(c, WaiterId(1), ch, CLIENT_REQUEST, CLIENT_LANDING, read), Step::Parked(Pending::Call));
+    assert_eq!(st.drain_copies().count(), 0);
+    let request = done(st.receive_span(s, WaiterId(2), sh, SERVER_LANDING, true)).expect("queued request");
+    assert_eq!((request.bytes.as_slice(), request.landed), (&b"hello"[..], None));
+    // A landing too small for the reply: the reply is copied out, for the receiver to hold.
+    let small = Region { addr: 0x3000, len: 1 };
+    let call = request.call.expect("a call id");
+    let timed_out = st.finish(c, WaiterId(1), Pending::Call, true).expect("finished");
+    assert_eq!(timed_out.expect_err("the first call times out").code, ErrorCode::TimedOut);
+    assert_eq!(st.call_span(c, WaiterId(1), ch, CLIENT_REQUEST, small, read), Step::Parked(Pending::Call));
+    let second = done(st.receive_span(s, WaiterId(2), sh, SERVER_LANDING, true)).expect("second request");
+    let e = st.reply_span(s, sh, call, SERVER_REPLY, || Ok(b"late".to_vec())).expect_err("its caller gave up");
+    assert_eq!(e.code, ErrorCode::UnknownCall);
+    st.reply_span(s, sh, second.call.expect("id"), SERVER_REPLY, || Ok(b"ok".to_vec())).expect("reply");
+    assert_eq!(st.drain_copies().count(), 0);
+    let reply = received(st.finish(c, WaiterId(1), Pending::Call, false));
+    assert_eq!((reply.bytes.as_slice(), reply.landed), (&b"ok"[..], None));
+    assert!(st.landings.is_empty());
+}
