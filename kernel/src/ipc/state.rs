@@ -249,6 +249,11 @@ impl IpcState {
         wait: bool,
     ) -> Step<Received> {
         let step = self.receive(space, waiter, handle, wait);
+        self.landing_if_parked(step, waiter, landing)
+    }
+
+    /// `step`, after registering `landing` for `waiter` if the step parked it.
+    fn landing_if_parked<T>(&mut self, step: Step<T>, waiter: WaiterId, landing: Region) -> Step<T> {
         if let Step::Parked(_) = step {
             self.await_in(waiter, landing);
         }
@@ -269,13 +274,17 @@ impl IpcState {
     ) -> Step<Received> {
         let step = match self.direct(space, handle, request.len) {
             Ok((end, Some(_))) => match self.channels.table.call(end, Message::new(Vec::new(), Vec::new()), waiter) {
-                Ok(ok) => {
-                    match ok.wake {
-                        Some(wake) => self.hand_landed(wake, request),
-                        None => return Step::Done(Err(fail(ErrorCode::InvalidHandle, LANDING_LOST))),
+                Ok(ok) => match ok.wake {
+                    Some(wake) => {
+                        self.hand_landed(wake, request);
+                        Step::Parked(Pending::Call)
                     }
-                    Step::Parked(Pending::Call)
-                }
+                    None => {
+                        // Cannot happen (the receiver was waiting); undone and reported if it does.
+                        let _ = self.channels.table.cancel_wait(waiter);
+                        Step::Done(Err(fail(ErrorCode::InvalidHandle, LANDING_LOST)))
+                    }
+                },
                 Err(e) => Step::Done(Err(self.refused(space, e, Handle::from_bits(handle)))),
             },
             Ok((end, None)) => match read() {
@@ -284,10 +293,7 @@ impl IpcState {
             },
             Err(e) => Step::Done(Err(e)),
         };
-        if let Step::Parked(_) = step {
-            self.await_in(waiter, landing);
-        }
-        step
+        self.landing_if_parked(step, waiter, landing)
     }
 
     /// `reply-span`: the reply in `message` goes straight into the caller's landing when it
