@@ -468,6 +468,16 @@ pub fn park(deadline: Option<u64>) {
     switch_away(After::Park(deadline));
 }
 
+/// Wakes thread `to` and parks the running thread, as [`unpark`] then [`park`] would, but hands
+/// the CPU straight to `to` when it can: `to` was parked and nothing of a higher priority is
+/// ready here. Then `to` runs next on this CPU without going through a run queue, and this
+/// thread parks in the same pass of the scheduler: how a call reaches its server and a reply its
+/// caller. Otherwise `to` goes to a run queue as [`unpark`] puts it. If this thread was unparked
+/// since its last park, it does not park, and `to` is only made ready.
+pub fn park_and_wake(to: ThreadId, deadline: Option<u64>) {
+    switch_away_waking(After::Park(deadline), Some(to));
+}
+
 /// Makes thread `id` ready (on this CPU's queue) if it is parked; otherwise its next [`park`]
 /// returns at once. Returns whether the thread it made ready has a higher priority than the
 /// running one (then the caller should reach a [`preempt_point`] soon).
@@ -536,17 +546,37 @@ fn finish_switch() {
 /// Switches to the next ready thread (this CPU's idle thread when none is ready and the running
 /// one cannot go on). The running thread goes where `after` says once the switch is complete.
 fn switch_away(after: After) {
+    switch_away_waking(after, None);
+}
+
+/// [`switch_away`], waking thread `wake` first and preferring it as the next thread (see
+/// [`park_and_wake`]).
+fn switch_away_waking(after: After, wake: Option<ThreadId>) {
+    let mut kicked = None;
     arch::without_interrupts(|| {
-        let (from, to): (*mut Context, *mut Context) = {
+        let (from, to, kick_now): (*mut Context, *mut Context, Option<usize>) = {
             let mut guard = SCHEDULER.lock();
             let Some(s) = guard.as_mut() else { return };
             let cpu = percpu::index();
+            // The thread to wake, if it was parked: taken out, to run next or to be made ready.
+            let mut woken = None;
+            if let Some(id) = wake {
+                match s.parked.iter().position(|(_, t)| t.id == id) {
+                    Some(i) => woken = Some(s.parked.swap_remove(i).1),
+                    None if !s.wake_tokens.contains(&id) => s.wake_tokens.push(id),
+                    None => {}
+                }
+            }
             let Some(current) = s.cpus[cpu].current.as_deref() else { return };
             let (current_id, current_idle, current_priority) = (current.id, current.idle, current.priority);
             match after {
                 After::Park(_) => {
                     if let Some(i) = s.wake_tokens.iter().position(|&t| t == current_id) {
                         s.wake_tokens.swap_remove(i);
+                        if let Some(thread) = woken {
+                            s.cpus[cpu].ready.push(thread.priority, thread);
+                            kicked = s.idle_cpu_besides(cpu);
+                        }
                         return;
                     }
                 }
@@ -559,7 +589,18 @@ fn switch_away(after: After) {
                 After::Ready if !current_idle => current_priority,
                 _ => Priority::Low,
             };
-            let next = match (s.take_ready(cpu, at_least), after) {
+            // The woken thread runs next unless something more urgent is ready here.
+            let mut kick_now = None;
+            let handed = match woken {
+                Some(thread) if s.cpus[cpu].ready.best().is_none_or(|best| best <= thread.priority) => Some(thread),
+                Some(thread) => {
+                    s.cpus[cpu].ready.push(thread.priority, thread);
+                    kick_now = s.idle_cpu_besides(cpu);
+                    None
+                }
+                None => None,
+            };
+            let next = match (handed.or_else(|| s.take_ready(cpu, at_least)), after) {
                 (Some(next), _) => next,
                 (None, After::Ready | After::Yield) => return,
                 (None, _) => match s.cpus[cpu].idle.take() {
@@ -581,8 +622,9 @@ fn switch_away(after: After) {
             let to: *mut Context = &mut current.context;
             debug_assert!(slot.pending.is_none(), "a switch on CPU {cpu} was not completed");
             slot.pending = Some((previous, after));
-            (from, to)
+            (from, to, kick_now)
         };
+        kick(kick_now);
         // Both contexts live in boxed threads the scheduler owns: the previous one in this CPU's
         // `pending` slot, where no other CPU looks and which only the thread switched to empties
         // (after this switch is complete, in `finish_switch`); the next one is this CPU's running
@@ -596,4 +638,5 @@ fn switch_away(after: After) {
         // Back on this thread, perhaps on another CPU: place the thread that ran before it there.
         finish_switch();
     });
+    kick(kicked);
 }

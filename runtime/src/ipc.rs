@@ -161,4 +161,19 @@ pub trait IpcPort: Send + Sync {
     fn reply_span(&self, end: Handle, call: u64, message: Span) -> Result<(), IpcFailure> {
         self.reply(end, call, self.read_span(message)?, Vec::new())
     }
+
+    /// A server's step: [`reply_span`](IpcPort::reply_span), then
+    /// [`receive_span`](IpcPort::receive_span) whatever the reply's outcome. A kernel that can
+    /// does both in one pass and hands the CPU straight to the caller it answered when the
+    /// receive waits.
+    fn reply_receive_span(
+        &self,
+        end: Handle,
+        call: u64,
+        message: Span,
+        landing: Span,
+        timeout: Timeout,
+    ) -> (Result<(), IpcFailure>, Result<Received, IpcFailure>) {
+        (self.reply_span(end, call, message), self.receive_span(end, landing, timeout))
+    }
 }

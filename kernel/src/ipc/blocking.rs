@@ -45,7 +45,17 @@ pub fn component_ended(component: usize) {
 /// lock first), so its memory is as it was when it registered the landing, and the span checks
 /// made then still hold.
 fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T, IpcFailure> {
-    let (result, woke) = {
+    locked_keeping(f, |_| false).map(|(result, _)| result)
+}
+
+/// [`locked`], except that when `keep` says so of the result (the caller's thread is about to
+/// park) and the operation completed exactly one thread, that thread is not made ready here but
+/// returned: the caller's park hands the CPU straight to it (`sched::park_and_wake`).
+fn locked_keeping<T>(
+    f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>,
+    keep: impl FnOnce(&Result<T, IpcFailure>) -> bool,
+) -> Result<(T, Option<sched::ThreadId>), IpcFailure> {
+    let (result, woke, kept) = {
         let mut guard = STATE.lock();
         let Some(state) = guard.as_mut() else {
             return Err(IpcFailure::new(ErrorCode::NotPermitted, "IPC is not set up"));
@@ -61,16 +71,24 @@ fn locked<T>(f: impl FnOnce(&mut IpcState) -> Result<T, IpcFailure>) -> Result<T
             unsafe { core::ptr::copy_nonoverlapping(from, to, copy.len as usize) };
         }
         let mut higher = false;
-        for waiter in state.drain_wakes() {
-            higher |= sched::unpark(waiter.0);
+        let mut kept = None;
+        let mut wakes = state.drain_wakes();
+        let (first, second) = (wakes.next(), wakes.next());
+        match (first, second) {
+            (Some(only), None) if keep(&result) => kept = Some(only.0),
+            _ => {
+                for waiter in first.into_iter().chain(second).chain(wakes) {
+                    higher |= sched::unpark(waiter.0);
+                }
+            }
         }
-        (result, higher)
+        (result, higher, kept)
     };
     if woke {
         // A woken thread of a higher priority runs now, not at the next tick.
         sched::preempt_point();
     }
-    result
+    result.map(|r| (r, kept))
 }
 
 /// One component instance's port. Dropping it does not close the space: [`Port::end_instance`] does,
@@ -127,24 +145,44 @@ impl Port {
     /// Runs a blocking operation: parks while it is pending, until its result or its deadline.
     /// An operation that parked goes straight to sleep: a completion that came in between left
     /// a wake token, so the park returns at once, and only a woken thread takes the lock again.
+    /// The one thread the operation completed, if it completed one (a call's server, a reply's
+    /// caller), gets the CPU straight away.
     fn blocking<T>(
         &self,
         timeout: Timeout,
         start: impl FnOnce(&mut IpcState, SpaceId, WaiterId, bool) -> Step<T>,
         finished: impl Fn(Finished) -> Result<T, IpcFailure>,
     ) -> Result<T, IpcFailure> {
+        self.blocking_after(timeout, |st, space, waiter, wait| ((), start(st, space, waiter, wait)), finished)?.1
+    }
+
+    /// [`blocking`](Self::blocking) for a start that also gives a result of its own (`R`), as
+    /// a reply that comes before the receive does. Fails as a whole only when IPC is not set up.
+    fn blocking_after<R, T>(
+        &self,
+        timeout: Timeout,
+        start: impl FnOnce(&mut IpcState, SpaceId, WaiterId, bool) -> (R, Step<T>),
+        finished: impl Fn(Finished) -> Result<T, IpcFailure>,
+    ) -> Result<(R, Result<T, IpcFailure>), IpcFailure> {
         let waiter = WaiterId(sched::current_id());
         let wait = timeout != Some(0);
         let deadline = timeout.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
-        let pending = match locked(|st| Ok(start(st, self.space, waiter, wait)))? {
-            Step::Done(result) => return result,
+        let parks = |r: &Result<(R, Step<T>), IpcFailure>| matches!(r, Ok((_, Step::Parked(_))));
+        let ((first, step), mut handoff) = locked_keeping(|st| Ok(start(st, self.space, waiter, wait)), parks)?;
+        let pending = match step {
+            Step::Done(result) => return Ok((first, result)),
             Step::Parked(pending) => pending,
         };
         loop {
-            sched::park(deadline);
+            match handoff.take() {
+                Some(to) => sched::park_and_wake(to, deadline),
+                None => sched::park(deadline),
+            }
             let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
-            if let Some(result) = locked(|st| Ok(st.finish(self.space, waiter, pending, expired)))? {
-                return result.and_then(&finished);
+            match locked(|st| Ok(st.finish(self.space, waiter, pending, expired))) {
+                Ok(Some(result)) => return Ok((first, result.and_then(&finished))),
+                Ok(None) => {}
+                Err(e) => return Ok((first, Err(e))),
             }
         }
     }
@@ -273,5 +311,33 @@ impl IpcPort for Port {
     fn reply_span(&self, end: Handle, call: u64, message: Span) -> Result<(), IpcFailure> {
         let from = self.region(message)?;
         locked(|st| st.reply_span(self.space, end, call, from, || read_region(from)))
+    }
+
+    /// The reply and the start of the receive in one pass under the lock; when the receive waits,
+    /// the caller just answered gets the CPU at once.
+    fn reply_receive_span(
+        &self,
+        end: Handle,
+        call: u64,
+        message: Span,
+        landing: Span,
+        timeout: Timeout,
+    ) -> (Result<(), IpcFailure>, Result<Received, IpcFailure>) {
+        let (from, landing) = match (self.region(message), self.region(landing)) {
+            (Ok(from), Ok(landing)) => (from, landing),
+            (from, _) => {
+                let replied = from.and_then(|from| locked(|st| st.reply_span(self.space, end, call, from, || read_region(from))));
+                return (replied, self.receive_span(end, landing, timeout));
+            }
+        };
+        let outcome = self.blocking_after(
+            timeout,
+            |st, space, waiter, wait| {
+                let replied = st.reply_span(space, end, call, from, || read_region(from));
+                (replied, st.receive_span(space, waiter, end, landing, wait))
+            },
+            expect_received,
+        );
+        outcome.unwrap_or_else(|e| (Err(e.clone()), Err(e)))
     }
 }

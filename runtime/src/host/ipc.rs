@@ -227,8 +227,26 @@ impl Host for InstanceState {
         handles: Span,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<(Result<(), ErrorCode>, Result<Arrival, ErrorCode>)> {
-        let replied = self.reply_span(end, call, message)?;
-        let received = self.receive_into(end, buffer, handles, timeout_ns)?;
+        if self.spans.held.is_some() {
+            // The reply goes out; the receive is refused until the held message is collected.
+            let replied = self.reply_span(end, call, message)?;
+            let received = self.receive_into(end, buffer, handles, timeout_ns)?;
+            return Ok((replied, received));
+        }
+        let mut replied = Ok(());
+        let received = self.arrival_op(buffer, handles, |p| {
+            let (r, received) = p.reply_receive_span(end, call, message.into(), buffer.into(), timeout_ns);
+            replied = r;
+            received
+        })?;
+        let replied = replied.map_err(|failure| {
+            let code = failure.code.into();
+            // The receive's error, if it failed too, is the newer one for `last-error`.
+            if received.is_ok() {
+                self.spans.last_error = Some(failure);
+            }
+            code
+        });
         Ok((replied, received))
     }
 
