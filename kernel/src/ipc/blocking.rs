@@ -326,7 +326,8 @@ impl IpcPort for Port {
         let (from, landing) = match (self.region(message), self.region(landing)) {
             (Ok(from), Ok(landing)) => (from, landing),
             (from, _) => {
-                let replied = from.and_then(|from| locked(|st| st.reply_span(self.space, end, call, from, || read_region(from))));
+                let replied =
+                    from.and_then(|from| locked(|st| st.reply_span(self.space, end, call, from, || read_region(from))));
                 return (replied, self.receive_span(end, landing, timeout));
             }
         };
