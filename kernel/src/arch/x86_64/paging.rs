@@ -339,9 +339,8 @@ pub fn map_cow(virt: u64, frames: &[u64], writable: bool) -> Result<u64, PagingE
     let mut fresh = 0;
     let mut freed = alloc::vec::Vec::new();
     let result = with_mapper(|m| {
-        for (i, &frame) in frames.iter().enumerate() {
-            let at = virt + i as u64 * PAGE_SIZE;
-            let entry = leaf_entry(m, at, true)?.ok_or(PagingError::NotMapped(at))?;
+        for_each_leaf(m, virt, frames.len() as u64, |i, at, entry| {
+            let frame = frames[i as usize];
             let old = entry.flags();
             if old.contains(Flags::PRESENT) && old.contains(BORROWED) && !old.contains(COW) {
                 return Err(PagingError::AlreadyMapped(at));
@@ -358,8 +357,8 @@ pub fn map_cow(virt: u64, frames: &[u64], writable: bool) -> Result<u64, PagingE
             if old.contains(Flags::PRESENT) {
                 x86_64::instructions::tlb::flush(VirtAddr::new(at));
             }
-        }
-        Ok(())
+            Ok(())
+        })
     });
     if !freed.is_empty() {
         shootdown();
@@ -408,16 +407,36 @@ pub fn map_borrowed(virt: u64, phys: u64, pages: u64, prot: Protection) -> Resul
     }
     let f = flags(prot)? | BORROWED;
     with_mapper(|m| {
-        for i in 0..pages {
-            let at = virt + i * PAGE_SIZE;
-            let entry = leaf_entry(m, at, true)?.ok_or(PagingError::NotMapped(at))?;
+        for_each_leaf(m, virt, pages, |i, at, entry| {
             if !entry.is_unused() {
                 return Err(PagingError::AlreadyMapped(at));
             }
             entry.set_addr(PhysAddr::new(phys + i * PAGE_SIZE), f);
-        }
-        Ok(())
+            Ok(())
+        })
     })
+}
+
+/// Runs `f` on the leaf entry of each of the `pages` pages from `start` (page-aligned), in order,
+/// making missing page tables: the tables are walked once per leaf table (2 MiB), not once per
+/// page. Stops at the first error.
+fn for_each_leaf(
+    m: &mut OffsetPageTable<'static>,
+    start: u64,
+    pages: u64,
+    mut f: impl FnMut(u64, u64, &mut PageTableEntry) -> Result<(), PagingError>,
+) -> Result<(), PagingError> {
+    let mut table: Option<(u64, &'static mut PageTable)> = None;
+    for i in 0..pages {
+        let virt = start + i * PAGE_SIZE;
+        let base = virt & !(512 * PAGE_SIZE - 1);
+        let leaves = match &mut table {
+            Some((b, t)) if *b == base => t,
+            _ => &mut table.insert((base, leaf_table(m, virt, true)?.ok_or(PagingError::NotMapped(virt))?)).1,
+        };
+        f(i, virt, &mut leaves[((virt >> 12) & 511) as usize])?;
+    }
+    Ok(())
 }
 
 /// The leaf (4 KiB) entry for `virt`, with the page tables above it made where missing (when
@@ -427,6 +446,16 @@ fn leaf_entry(
     virt: u64,
     make: bool,
 ) -> Result<Option<&'static mut PageTableEntry>, PagingError> {
+    Ok(leaf_table(m, virt, make)?.map(|table| &mut table[((virt >> 12) & 511) as usize]))
+}
+
+/// The leaf page table (512 entries of 4 KiB pages, 2 MiB) that maps `virt`, made as
+/// [`leaf_entry`] makes it: a range is walked once per leaf table, not once per page.
+fn leaf_table(
+    m: &mut OffsetPageTable<'static>,
+    virt: u64,
+    make: bool,
+) -> Result<Option<&'static mut PageTable>, PagingError> {
     let mut table: *mut PageTable = m.level_4_table_mut();
     for level in [4u32, 3, 2] {
         // SAFETY: `table` is the PML4 or a table reached from it through a present non-leaf
@@ -446,7 +475,7 @@ fn leaf_entry(
         table = entry.addr().as_u64() as *mut PageTable;
     }
     // SAFETY: as above, for the level-1 table.
-    Ok(Some(unsafe { &mut (&mut *table)[((virt >> 12) & 511) as usize] }))
+    Ok(Some(unsafe { &mut *table }))
 }
 
 /// Gives every 4 KiB page in `start..end` the rights `prot`. A page already mapped keeps its
@@ -462,11 +491,15 @@ pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, Pagin
         return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
     }
     let rights = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
+    let pages = (end - start) / PAGE_SIZE;
     let mut fresh = 0;
     let mut changed = false;
+    // Promises taken ahead for the pages still to come in the same leaf table (one allocator
+    // pass for a run of new pages, not one per page; never across a table, whose own frame must
+    // not find the free frames all promised); what is left over goes back at the end.
+    let mut banked = 0u64;
     let result = with_mapper(|m| {
-        for virt in (start..end).step_by(PAGE_SIZE as usize) {
-            let entry = leaf_entry(m, virt, true)?.ok_or(PagingError::NotMapped(virt))?;
+        for_each_leaf(m, start, pages, |i, virt, entry| {
             let old = entry.flags();
             if old.contains(COW) {
                 // Copy-on-write stays read-only; the rights say whether a write copies.
@@ -488,13 +521,25 @@ pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, Pagin
             } else if old.contains(LAZY) {
                 entry.set_flags((f - Flags::PRESENT) | LAZY);
             } else {
-                phys::reserve(1).map_err(PagingError::Frames)?;
+                if banked == 0 {
+                    // The pages left in this leaf table, or (when that many frames are not free)
+                    // this one.
+                    let ahead = (pages - i).min(512 - ((virt >> 12) & 511));
+                    banked = match phys::reserve(ahead) {
+                        Ok(()) => ahead,
+                        Err(_) => phys::reserve(1).map(|()| 1).map_err(PagingError::Frames)?,
+                    };
+                }
+                banked -= 1;
                 entry.set_addr(PhysAddr::new(0), (f - Flags::PRESENT) | LAZY);
                 fresh += 1;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     });
+    if banked > 0 {
+        phys::unreserve(banked);
+    }
     if changed {
         shootdown();
     }
