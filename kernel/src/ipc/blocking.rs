@@ -64,10 +64,10 @@ fn locked_keeping<T>(
         for copy in state.drain_copies() {
             let from: *const u8 = core::ptr::with_exposed_provenance(copy.from as usize);
             let to: *mut u8 = core::ptr::with_exposed_provenance_mut(copy.to as usize);
-            // SAFETY: `from..from + len` is accessible memory of the running instance and
-            // `to..to + len` of a parked one, both checked against their memories' sizes when
-            // their spans were given (see above for why that still holds); linear memories never
-            // overlap. Pages not yet touched are mapped by the page-fault path.
+            // Pages not yet touched are mapped by the page-fault path. Both spans were checked
+            // against their memories' sizes when given, which still holds (see above).
+            // SAFETY: the running instance's accessible memory to a parked one's; linear
+            // memories never overlap.
             unsafe { core::ptr::copy_nonoverlapping(from, to, copy.len as usize) };
         }
         let mut higher = false;
