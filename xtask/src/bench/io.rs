@@ -94,6 +94,24 @@ impl BlockPhase {
     }
 }
 
+/// Each phase's median over runs (of instructions; an even count takes the mean of the middle
+/// two), and its lowest and highest count. Every run has the same phases (`check_phases`).
+fn medians(runs: &[Vec<BlockPhase>]) -> (Vec<BlockPhase>, Vec<(u64, u64)>) {
+    let Some(first) = runs.first() else { return (Vec::new(), Vec::new()) };
+    first
+        .iter()
+        .enumerate()
+        .map(|(i, phase)| {
+            let mut counts: Vec<u64> = runs.iter().map(|run| run[i].instructions).collect();
+            counts.sort_unstable();
+            let mid = counts.len() / 2;
+            let median = if counts.len() % 2 == 1 { counts[mid] } else { (counts[mid - 1] + counts[mid]) / 2 };
+            let range = (counts[0], counts[counts.len() - 1]);
+            (BlockPhase { instructions: median, ..phase.clone() }, range)
+        })
+        .unzip()
+}
+
 /// The HTTP figures of one server.
 #[derive(Clone, Debug, Serialize)]
 pub struct Http {
@@ -114,12 +132,20 @@ pub struct Report {
     pub unix_time_s: u64,
     /// The block runs' QEMU options.
     pub block_qemu_options: &'static str,
-    /// The TSC rate Mica calibrated under icount (MHz).
+    /// The TSC rate Mica calibrated under icount (MHz), in its first run.
     pub tsc_mhz: f64,
-    /// Mica's block phases.
+    /// Mica's block phases: each phase's median over the runs.
     pub mica_block: Vec<BlockPhase>,
-    /// Linux's block phases.
+    /// Linux's block phases: each phase's median over the runs.
     pub linux_block: Vec<BlockPhase>,
+    /// Each of Mica's block phases: its lowest and highest count over the runs.
+    pub mica_block_ranges: Vec<(u64, u64)>,
+    /// Each of Linux's block phases: its lowest and highest count over the runs.
+    pub linux_block_ranges: Vec<(u64, u64)>,
+    /// Each of Mica's block runs.
+    pub mica_block_runs: Vec<Vec<BlockPhase>>,
+    /// Each of Linux's block runs.
+    pub linux_block_runs: Vec<Vec<BlockPhase>>,
     /// Mica's HTTP server.
     pub mica_http: Http,
     /// Linux's HTTP server.
@@ -131,7 +157,7 @@ pub struct Report {
 }
 
 /// Runs the I/O benchmark.
-pub fn run(root: &Path) -> Result<()> {
+pub fn run(root: &Path, runs: u32) -> Result<()> {
     let toolchain = setup::ensure(root)?;
     let mica = kernel::build(root, &toolchain, true)?;
     let out_dir = target_dir(root, &mica).join("mica").join("bench");
@@ -154,41 +180,47 @@ pub fn run(root: &Path) -> Result<()> {
         }]
     };
 
-    // Block, Mica.
-    eprintln!("bench: block I/O through the virtio-blk driver component ({ICOUNT_OPTIONS})");
+    // Block: Mica and Linux in turn, each on a fresh disk, `runs` times.
     let bundle = crate::system::prepare(root, &toolchain, &root.join(BLOCK_MANIFEST), &profile)?;
-    let devices = block(&disk);
-    mica_launch::devices::prepare_disks(&devices)?;
-    let cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
-        .cpu(cpu.clone())
-        .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-        .icount(true)
-        .initrd(&bundle)
-        .extra_args(mica_launch::devices::qemu_args(&devices));
-    let outcome = boot(&cmd, BOOT_TIMEOUT)?;
-    let tsc_mhz =
-        super::ipc::tsc_rate(&outcome.serial).with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
-    let mica_block = mica_block_phases(&outcome.serial, tsc_mhz);
-    check_phases(&mica_block).with_context(|| format!("Mica's block run\n{}", outcome.transcript()))?;
-
-    // Block, Linux.
     let guest = linux_guest::fetch(&root.join("target"))?;
-    eprintln!("bench: block I/O through Linux {}'s virtio_blk ({ICOUNT_OPTIONS})", guest.release);
     let init = linux_guest::build_static(root, "mica-linux-bench", "mica-linux-bench")?;
     let image = out_dir.join("linux-io.cpio");
     io_image(&guest, &init, &image)?;
-    let devices = block(&disk);
-    mica_launch::devices::prepare_disks(&devices)?;
-    let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
-        .cpu(cpu.clone())
-        .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-        .icount(true)
-        .initrd(&image)
-        .cmdline(linux_guest::cmdline(&["block"]))
-        .extra_args(mica_launch::devices::qemu_args(&devices));
-    let line = linux_guest::boot_for_line(&cmd, LINUX_PREFIX, BOOT_TIMEOUT)?;
-    let linux_block = linux_block_phases(&line)?;
-    let _ = fs::remove_file(&disk);
+    let (mut mica_block_runs, mut linux_block_runs, mut tsc_mhz) = (Vec::new(), Vec::new(), None);
+    for run in 1..=runs {
+        eprintln!("bench: block run {run} of {runs}, through the virtio-blk driver component ({ICOUNT_OPTIONS})");
+        let devices = block(&disk);
+        mica_launch::devices::prepare_disks(&devices)?;
+        let cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
+            .cpu(cpu.clone())
+            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
+            .icount(true)
+            .initrd(&bundle)
+            .extra_args(mica_launch::devices::qemu_args(&devices));
+        let outcome = boot(&cmd, BOOT_TIMEOUT)?;
+        let mhz = super::ipc::tsc_rate(&outcome.serial)
+            .with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
+        let phases = mica_block_phases(&outcome.serial, mhz);
+        check_phases(&phases).with_context(|| format!("Mica's block run\n{}", outcome.transcript()))?;
+        tsc_mhz.get_or_insert(mhz);
+        mica_block_runs.push(phases);
+
+        eprintln!("bench: block run {run} of {runs}, through Linux {}'s virtio_blk ({ICOUNT_OPTIONS})", guest.release);
+        let devices = block(&disk);
+        mica_launch::devices::prepare_disks(&devices)?;
+        let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
+            .cpu(cpu.clone())
+            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
+            .icount(true)
+            .initrd(&image)
+            .cmdline(linux_guest::cmdline(&["block"]))
+            .extra_args(mica_launch::devices::qemu_args(&devices));
+        let line = linux_guest::boot_for_line(&cmd, LINUX_PREFIX, BOOT_TIMEOUT)?;
+        linux_block_runs.push(linux_block_phases(&line)?);
+        let _ = fs::remove_file(&disk);
+    }
+    let (mica_block, mica_ranges) = medians(&mica_block_runs);
+    let (linux_block, linux_ranges) = medians(&linux_block_runs);
 
     // HTTP.
     eprintln!("bench: HTTP through the virtio-net driver component and httpd (smoltcp), -accel tcg, wall clock");
@@ -218,9 +250,13 @@ pub fn run(root: &Path) -> Result<()> {
         machine,
         unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         block_qemu_options: ICOUNT_OPTIONS,
-        tsc_mhz,
+        tsc_mhz: tsc_mhz.unwrap_or_default(),
         mica_block,
         linux_block,
+        mica_block_ranges: mica_ranges,
+        linux_block_ranges: linux_ranges,
+        mica_block_runs,
+        linux_block_runs,
         mica_http,
         linux_http,
         linux_kernel: guest.release,
@@ -232,6 +268,9 @@ pub fn run(root: &Path) -> Result<()> {
              around each phase",
             "block throughput and IOPS are derived from the instruction counts at one instruction per ns (icount's \
              virtual clock), not measured in real time",
+            "block: the runs alternate Mica and Linux, each on a fresh disk; the counts include the guest idling \
+             while the host does the I/O, in real time (icount's virtual clock runs on while the guest halts), so \
+             they vary from run to run (writes and flushes most): the table gives each phase's median",
             "HTTP: no icount (the client on this host runs in real time); each request opens a new TCP connection \
              through QEMU's user networking (slirp) to 127.0.0.1; Mica: virtio-net driver component + httpd \
              component with smoltcp over IPC; Linux: busybox httpd",
@@ -395,11 +434,21 @@ impl Report {
         let _ = writeln!(md, "## Block I/O in guest instructions ({})\n", self.block_qemu_options);
         let _ =
             writeln!(md, "Machine: {} ({} CPUs), {}; Linux guest {}\n", m.cpu_model, m.cpus, m.qemu, self.linux_kernel);
+        let _ = writeln!(
+            md,
+            "Each phase's median over {} runs per system (lowest to highest in brackets), per request.\n",
+            self.mica_block_runs.len()
+        );
         md.push_str(
-            "| phase | requests | Mica instr./request | Linux instr./request | Linux / Mica | Mica MiB/s, IOPS @1 instr/ns | Linux MiB/s, IOPS @1 instr/ns |\n\
+            "| phase | requests | Mica instr./request | Linux instr./request | Mica / Linux | Mica MiB/s, IOPS @1 instr/ns | Linux MiB/s, IOPS @1 instr/ns |\n\
              |---|---:|---:|---:|---:|---:|---:|\n",
         );
-        for (mica, linux) in self.mica_block.iter().zip(&self.linux_block) {
+        let ranges = self.mica_block_ranges.iter().zip(&self.linux_block_ranges);
+        for ((mica, linux), (mica_range, linux_range)) in self.mica_block.iter().zip(&self.linux_block).zip(ranges) {
+            let per = |p: &BlockPhase, (low, high): (u64, u64)| {
+                let n = p.n.max(1);
+                format!("{} ({}-{})", grouped(p.per_request().round() as u64), grouped(low / n), grouped(high / n))
+            };
             let rate = |p: &BlockPhase| {
                 if p.bytes == 0 {
                     format!("{:.0} /s", p.iops())
@@ -413,9 +462,9 @@ impl Report {
                 md,
                 "| {label} | {} | {} | {} | {:.2} | {} | {} |",
                 mica.n,
-                grouped(mica.per_request().round() as u64),
-                grouped(linux.per_request().round() as u64),
-                linux.per_request() / mica.per_request(),
+                per(mica, *mica_range),
+                per(linux, *linux_range),
+                mica.per_request() / linux.per_request(),
                 rate(mica),
                 rate(linux),
             );
@@ -465,6 +514,23 @@ mod tests {
         assert_eq!(linux[0].per_request(), 10.0);
         assert_eq!(linux[4].iops(), 500.0 * 1e9 / 2500.0);
         assert!(linux_block_phases(" block seq-write=1").is_err());
+    }
+
+    #[test]
+    fn medians_and_ranges_per_phase() {
+        let run = |counts: [u64; 2]| {
+            vec![
+                BlockPhase { op: "flush".into(), bytes: 0, n: 1, instructions: counts[0] },
+                BlockPhase { op: "seq-read".into(), bytes: 4096, n: 2, instructions: counts[1] },
+            ]
+        };
+        let (median, range) = medians(&[run([30, 7]), run([10, 9]), run([20, 1000])]);
+        assert_eq!(median.iter().map(|p| p.instructions).collect::<Vec<_>>(), [20, 9]);
+        assert_eq!(range, [(10, 30), (7, 1000)]);
+        assert_eq!(median[1].op, "seq-read");
+        let (even, _) = medians(&[run([10, 1]), run([20, 2])]);
+        assert_eq!(even[0].instructions, 15, "an even count takes the mean of the middle two");
+        assert!(medians(&[]).0.is_empty());
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub enum BenchCommand {
     Ipc,
     /// Block I/O (instructions per request) and HTTP (wall clock) through Mica's driver
     /// components against Linux's in-kernel drivers on the same virtual hardware.
-    Io,
+    Io(IoArgs),
     /// Idle components: kernel memory per component and guest instructions to start N of them.
     Density(DensityArgs),
 }
@@ -56,6 +56,16 @@ pub struct DensityArgs {
     /// Idle components to start (at least 2).
     #[arg(long, default_value_t = 1000)]
     pub n: u64,
+}
+
+/// Arguments of `cargo xtask bench io`.
+#[derive(Debug, Args)]
+pub struct IoArgs {
+    /// Block runs per system (Mica and Linux alternate); the table gives each phase's median and
+    /// range. The counts include the guest idling while the host does the I/O, in real time, so
+    /// they vary from run to run.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 /// Arguments of `cargo xtask bench boot`.
@@ -73,7 +83,7 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Components => components::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Ipc => ipc::run(root).map(|()| ExitCode::SUCCESS),
-        BenchCommand::Io => io::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Io(args) => io::run(root, args.runs).map(|()| ExitCode::SUCCESS),
         BenchCommand::Density(args) => density::run(root, args.n).map(|()| ExitCode::SUCCESS),
     }
 }
