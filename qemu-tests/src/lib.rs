@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod late;
 pub mod live;
 pub mod memory;
 pub mod power_cut;
@@ -139,7 +140,10 @@ pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
     let bundle = Bundle::parse(bytes).map_err(|e| e.to_string())?;
     let mut manifest = bundle.manifest().map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
     let victim = manifest.components.iter_mut().find(|c| c.name == "victim").ok_or("no component `victim`")?;
-    let victim_entry = victim.artifact.clone();
+    let mica_bundle::Code::Native(native) = &mut victim.code else {
+        return Err("component `victim` is not compiled ahead of time".into());
+    };
+    let victim_entry = native.artifact.clone();
     if tamper == Tamper::CorruptArtifact {
         let entry = bundle.entry(&victim_entry).map_err(|e| e.to_string())?;
         let mut out = bytes.to_vec();
@@ -147,10 +151,10 @@ pub fn tamper_with(bytes: &[u8], tamper: Tamper) -> Result<Vec<u8>, String> {
         return Ok(out);
     }
     match tamper {
-        Tamper::OtherCpu => victim.cpu_features.push("avx2".into()),
-        Tamper::OtherWasmtime => victim.wasmtime_version = "47.0.0".into(),
+        Tamper::OtherCpu => native.cpu_features.push("avx2".into()),
+        Tamper::OtherWasmtime => native.wasmtime_version = "47.0.0".into(),
         Tamper::FuelWithoutInstrumentation => victim.fuel = Some(1_000_000),
-        Tamper::FalseInstrumentation => victim.fuel_instrumented = true,
+        Tamper::FalseInstrumentation => native.fuel_instrumented = true,
         Tamper::TruncateArtifact | Tamper::CorruptArtifact => {}
     }
     let mut writer = BundleWriter::new();
@@ -191,7 +195,8 @@ pub fn with_system_devices(
         adjust(d);
     }
     mica_launch::devices::prepare_disks(&machine).map_err(|e| e.to_string())?;
-    Ok(cmd.initrd(bundle).memory_mib(SYSTEM_MEMORY_MIB).extra_args(mica_launch::devices::qemu_args(&machine)))
+    let memory = mica_launch::devices::memory_mib(bundle, SYSTEM_MEMORY_MIB).map_err(|e| e.to_string())?;
+    Ok(cmd.initrd(bundle).memory_mib(memory).extra_args(mica_launch::devices::qemu_args(&machine)))
 }
 
 /// Boots one trial and checks it.

@@ -69,5 +69,12 @@ fn main() -> ExitCode {
         println!("http-kv: {report}");
         Ok(())
     }));
+    // A bundle of wasm, compiled by the system at boot (see `late`).
+    let late = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::late_binding_compiles_in_the_system", move || {
+        let report = qemu_tests::late::run(&late.0, &late.1).map_err(Failed::from)?;
+        println!("late binding: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -2,6 +2,7 @@
 //! the ahead-of-time compiler in xtask).
 //!
 //! - [`config`]: the one Wasmtime configuration both sides use, CPU profiles and artifact keys.
+//! - [`compiler`]: compiling components inside Mica, in the compiler component.
 //! - [`platform`]: the narrow trait the host (the kernel) implements for the runtime.
 //! - [`host`]: WASI 0.2 and Mica's interfaces, one file per interface, no unsafe code.
 //! - [`ipc`]: what the IPC interface needs from the kernel ([`ipc::IpcPort`]).
@@ -11,7 +12,11 @@
 
 extern crate alloc;
 
-pub mod config;
+/// The engine settings, CPU profiles and artifact keys (the `mica-engine` crate).
+pub mod config {
+    pub use mica_engine::*;
+}
+pub mod compiler;
 pub mod host;
 pub mod hw;
 pub mod ipc;

@@ -36,6 +36,11 @@ const INTERFACES: &[Interface] = &[
     interface!("wasi:cli/stdin", wasi::cli::stdin),
     interface!("wasi:cli/stdout", wasi::cli::stdout),
     interface!("wasi:cli/stderr", wasi::cli::stderr),
+    interface!("wasi:cli/terminal-input", wasi::cli::terminal_input),
+    interface!("wasi:cli/terminal-output", wasi::cli::terminal_output),
+    interface!("wasi:cli/terminal-stdin", wasi::cli::terminal_stdin),
+    interface!("wasi:cli/terminal-stdout", wasi::cli::terminal_stdout),
+    interface!("wasi:cli/terminal-stderr", wasi::cli::terminal_stderr),
     interface!("wasi:clocks/monotonic-clock", wasi::clocks::monotonic_clock),
     interface!("wasi:clocks/wall-clock", wasi::clocks::wall_clock),
     interface!("wasi:filesystem/types", wasi::filesystem::types),
@@ -323,12 +328,41 @@ pub fn run_timed(
     now: fn() -> u64,
 ) -> Result<(Outcome, Phases), LoadError> {
     let engine = prepared.engine();
-    let instrumentation = Instrumentation::of(engine);
-    check_limits(instrumentation, launch.fuel, launch.cpu_time.map(|t| t.ms))?;
     let start = now();
     let mut args = Vec::with_capacity(launch.args.len() + 1);
     args.push(launch.name.clone());
     args.extend(launch.args.iter().cloned());
+    let mut store = new_store(engine, platform, ports, launch, args)?;
+
+    let mut instantiated = None;
+    let result = prepared.instantiate(&mut store).map_err(|e| (true, e)).and_then(|program| {
+        instantiated = Some(now());
+        program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e))
+    });
+    store.data_mut().flush_output();
+    let end = now();
+    let instantiated = instantiated.unwrap_or(end);
+    let phases = Phases { instantiate: instantiated.wrapping_sub(start), run: end.wrapping_sub(instantiated) };
+    let outcome = match result {
+        Ok(Ok(())) => Outcome::Exited(0),
+        Ok(Err(())) => Outcome::Exited(1),
+        Err((during_instantiation, e)) => ended(&store, launch, &e, during_instantiation)?,
+    };
+    Ok((outcome, phases))
+}
+
+/// A store for one instance of `launch` in `engine`, with its limits. Its limits are set only
+/// where `engine` has the instrumentation for them ([`check_limits`] refuses the rest); an
+/// instrumented engine without a limit gets an unreachable one.
+pub(crate) fn new_store(
+    engine: &Engine,
+    platform: Arc<dyn Platform>,
+    ports: Ports,
+    launch: &Launch,
+    args: Vec<String>,
+) -> Result<Store<InstanceState>, LoadError> {
+    let instrumentation = Instrumentation::of(engine);
+    check_limits(instrumentation, launch.fuel, launch.cpu_time.map(|t| t.ms))?;
     let ctx = InstanceState {
         name: launch.name.clone(),
         args,
@@ -345,23 +379,23 @@ pub fn run_timed(
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);
-    let fuel = launch.fuel.unwrap_or(u64::MAX);
     if instrumentation.fuel {
-        store.set_fuel(fuel).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        store.set_fuel(launch.fuel.unwrap_or(u64::MAX)).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
     }
     if instrumentation.epochs {
         store.set_epoch_deadline(launch.cpu_time.map_or(u64::MAX / 2, |t| t.epochs));
     }
+    Ok(store)
+}
 
-    let mut instantiated = None;
-    let result = prepared.instantiate(&mut store).map_err(|e| (true, e)).and_then(|program| {
-        instantiated = Some(now());
-        program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e))
-    });
-    store.data_mut().flush_output();
-    let end = now();
-    let instantiated = instantiated.unwrap_or(end);
-    let phases = Phases { instantiate: instantiated.wrapping_sub(start), run: end.wrapping_sub(instantiated) };
+/// How an instance of `launch` that failed with `e` ended; an error if it failed while it was
+/// being instantiated (`during_instantiation`) for a reason other than its limits.
+pub(crate) fn ended(
+    store: &Store<InstanceState>,
+    launch: &Launch,
+    e: &wasmtime::Error,
+    during_instantiation: bool,
+) -> Result<Outcome, LoadError> {
     // A trap's short description; the full error (with the wasm backtrace) goes to the debug log.
     let describe = |e: &wasmtime::Error| match e.downcast_ref::<Trap>() {
         Some(trap) => {
@@ -370,25 +404,18 @@ pub fn run_timed(
         }
         None => format!("{e:#}"),
     };
-    let outcome = match result {
-        Ok(Ok(())) => Outcome::Exited(0),
-        Ok(Err(())) => Outcome::Exited(1),
-        Err((during_instantiation, e)) => {
-            if let Some(host::exit::Exited(code)) = e.downcast_ref::<host::exit::Exited>() {
-                Outcome::Exited(*code)
-            } else if let Some((asked, limit)) = store.data().limits.refused {
-                Outcome::OutOfMemory { asked, limit, detail: describe(&e) }
-            } else {
-                match e.downcast_ref::<Trap>() {
-                    Some(Trap::OutOfFuel) => Outcome::OutOfFuel(fuel),
-                    Some(Trap::Interrupt) => Outcome::TimeLimit,
-                    _ if during_instantiation => return Err(LoadError::Instantiate(format!("{e:#}"))),
-                    _ => Outcome::Trapped(describe(&e)),
-                }
-            }
+    Ok(if let Some(host::exit::Exited(code)) = e.downcast_ref::<host::exit::Exited>() {
+        Outcome::Exited(*code)
+    } else if let Some((asked, limit)) = store.data().limits.refused {
+        Outcome::OutOfMemory { asked, limit, detail: describe(e) }
+    } else {
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::OutOfFuel) => Outcome::OutOfFuel(launch.fuel.unwrap_or(u64::MAX)),
+            Some(Trap::Interrupt) => Outcome::TimeLimit,
+            _ if during_instantiation => return Err(LoadError::Instantiate(format!("{e:#}"))),
+            _ => Outcome::Trapped(describe(e)),
         }
-    };
-    Ok((outcome, phases))
+    })
 }
 
 #[cfg(test)]

@@ -84,8 +84,7 @@ pub fn compile_bytes(
     if path.is_file() {
         return Ok(Artifact { path, key, cached: true });
     }
-    let mut cfg = config::engine_config(instrumentation);
-    config::enable_cpu_features(&mut cfg, profile);
+    let cfg = config::compile_config(key.target, instrumentation, profile).map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Engine::new(&cfg).map_err(|e| anyhow::anyhow!("configuring Wasmtime: {e:#}"))?;
     let artifact = engine.precompile_component(bytes).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;

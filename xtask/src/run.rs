@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// CPU profile components are compiled for: `baseline`, `host`, or a feature list.
     #[arg(long, value_name = "PROFILE", default_value = "baseline")]
     pub cpu: String,
+    /// Late binding: the bundle carries wasm, and the system compiles each component at boot for
+    /// the CPU it finds, in the compiler component (`--cpu` then only picks QEMU's CPU model).
+    #[arg(long)]
+    pub late: bool,
     /// vCPUs (QEMU's `-smp`, or as many vCPUs on `mica-vmm`, described to the kernel by its MP table).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub smp: u32,
@@ -128,7 +132,10 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         // The machine's devices (the manifest's [[device]] entries), with their disk images.
         let machine = mica_launch::devices::of_bundle(bundle)?;
         mica_launch::devices::prepare_disks(&machine)?;
-        command = command.initrd(bundle).extra_args(mica_launch::devices::qemu_args(&machine));
+        command = command
+            .initrd(bundle)
+            .memory_mib(mica_launch::devices::memory_mib(bundle, SYSTEM_MEMORY_MIB)?)
+            .extra_args(mica_launch::devices::qemu_args(&machine));
     }
     if args.smp > 1 {
         command = command.extra_args(["-smp".to_string(), args.smp.to_string()]);
@@ -171,7 +178,13 @@ fn system_bundle(
         return Ok((None, profile));
     }
     let manifest = args.manifest.clone().unwrap_or_else(|| root.join(crate::system::DEFAULT_MANIFEST));
-    let bundle = crate::system::prepare(root, toolchain, &manifest, &profile)?;
+    let bundle = if args.late {
+        let stem = manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
+        let name = if stem.ends_with("-late") { stem.to_owned() } else { format!("{stem}-late") };
+        crate::system::prepare_with(root, toolchain, &manifest, &crate::system::Binding::Late, Some(&name))?
+    } else {
+        crate::system::prepare(root, toolchain, &manifest, &profile)?
+    };
     Ok((Some(bundle), profile))
 }
 
@@ -195,9 +208,13 @@ fn run_vmm(root: &Path, args: &RunArgs, cmdline: &KernelCmdline) -> Result<ExitC
     } else {
         SOFTWARE_KVM_TIMEOUT_SECS
     }));
+    let memory = match &bundle {
+        Some(bundle) => mica_launch::devices::memory_mib(bundle, SYSTEM_MEMORY_MIB)?,
+        None => SYSTEM_MEMORY_MIB,
+    };
     let mut config = mica_vmm::VmConfig::new(&kernel)
         .cmdline(cmdline.as_string())
-        .memory_mib(u64::from(SYSTEM_MEMORY_MIB))
+        .memory_mib(u64::from(memory))
         .vcpus(u8::try_from(args.smp).unwrap_or(u8::MAX))
         .serial(mica_vmm::SerialOutput::Tee(Box::new(std::io::stdout())));
     if let Some(bundle) = bundle {

@@ -1,13 +1,18 @@
-//! Turning a system manifest into a boot bundle: build the component crates, compile every
-//! component ahead of time for the CPU profile (cached), with fuel counting or epoch checks only
-//! where its manifest sets a limit that needs them, and pack manifest and artifacts.
+//! Turning a system manifest into a boot bundle: build the component crates, then either compile
+//! every component ahead of time for the CPU profile (cached), with fuel counting or epoch checks
+//! only where its manifest sets a limit that needs them, or leave it wasm for the system to compile
+//! for the CPU it finds (late binding, with the compiler component compiled ahead of time for the
+//! baseline profile); and pack manifest, artifacts and wasm.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use mica_bundle::{BundleWriter, ComponentSpec, Connection, EntryKind, MANIFEST_ENTRY, MachineDevice, SystemManifest};
+use mica_bundle::{
+    BundleWriter, Code, CompilerSpec, ComponentSpec, Connection, EntryKind, MANIFEST_ENTRY, MachineDevice, NativeCode,
+    SystemManifest,
+};
 use mica_runtime::config::{CpuProfile, Instrumentation};
 
 use crate::manifest::{self, Source};
@@ -28,9 +33,68 @@ pub fn instrumentation(c: &manifest::Component) -> Instrumentation {
     Instrumentation::for_limits(c.fuel.is_some(), c.cpu_time_limit_ms.is_some())
 }
 
-/// Builds the bundle for the manifest at `path`; returns the bundle's path.
+/// The crate of the compiler component (`components/compiler`).
+pub const COMPILER_CRATE: &str = "compiler";
+
+/// The compiler component's linear memory budget: Cranelift compiling a component of a few
+/// hundred KiB needs tens of MiB; this leaves room for large ones.
+pub const COMPILER_MEMORY_LIMIT: u64 = 384 << 20;
+
+/// Who compiles the components of a system to native code.
+#[derive(Clone, Debug)]
+pub enum Binding {
+    /// The build host, ahead of time, for this CPU profile.
+    Aot(CpuProfile),
+    /// The system itself, at boot, for the CPU it finds (the compiler component does it).
+    Late,
+}
+
+/// Builds the bundle for the manifest at `path`, every component compiled ahead of time for
+/// `profile`; returns the bundle's path (`target/mica/bundles/<manifest stem>.bundle`).
 pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuProfile) -> Result<PathBuf> {
+    prepare_with(root, toolchain, path, &Binding::Aot(profile.clone()), None)
+}
+
+/// Adds the artifact of `artifact` to the bundle (once however many components use it, named after
+/// the first) and returns what the manifest says of it.
+fn add_artifact(
+    writer: &mut BundleWriter,
+    added: &mut BTreeMap<PathBuf, String>,
+    name: &str,
+    artifact: &aot::Artifact,
+) -> Result<NativeCode> {
+    let entry = match added.get(&artifact.path) {
+        Some(entry) => entry.clone(),
+        None => {
+            let entry = format!("{name}.cwasm");
+            let bytes = fs::read(&artifact.path).with_context(|| format!("reading {}", artifact.path.display()))?;
+            writer.add(EntryKind::Artifact, &entry, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            added.insert(artifact.path.clone(), entry.clone());
+            entry
+        }
+    };
+    Ok(NativeCode {
+        artifact: entry,
+        wasmtime_version: artifact.key.wasmtime.into(),
+        target: artifact.key.target.into(),
+        config_version: artifact.key.config_version,
+        fuel_instrumented: artifact.key.instrumentation.fuel,
+        epochs_instrumented: artifact.key.instrumentation.epochs,
+        cpu_features: artifact.key.cpu.features.iter().map(|f| f.name().to_owned()).collect(),
+    })
+}
+
+/// Builds the bundle for the manifest at `path` with `binding`; returns the bundle's path:
+/// `target/mica/bundles/<name>.bundle`, where `name` defaults to the manifest's file stem.
+pub fn prepare_with(
+    root: &Path,
+    toolchain: &Toolchain,
+    path: &Path,
+    binding: &Binding,
+    name: Option<&str>,
+) -> Result<PathBuf> {
     let manifest = manifest::load(path, &root.join("components"))?;
+    let late = matches!(binding, Binding::Late);
     let crates: Vec<String> = manifest
         .components
         .iter()
@@ -38,6 +102,7 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             Source::Crate(name) => Some(name.clone()),
             Source::Wasm(_) => None,
         })
+        .chain(late.then(|| COMPILER_CRATE.to_owned()))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -52,33 +117,35 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             Source::Wasm(p) => p.clone(),
             Source::Crate(name) => built[name].clone(),
         };
-        let instrumentation = instrumentation(c);
-        let artifact = aot::compile(&cache, &wasm, profile, instrumentation)?;
-        eprintln!(
-            "xtask: component {}: {} ({})",
-            c.name,
-            if artifact.cached { "cached artifact" } else { "compiled" },
-            artifact.key
-        );
-        let entry = match added.get(&artifact.path) {
-            Some(entry) => entry.clone(),
-            None => {
-                let entry = format!("{}.cwasm", c.name);
-                let bytes = fs::read(&artifact.path).with_context(|| format!("reading {}", artifact.path.display()))?;
-                writer.add(EntryKind::Artifact, &entry, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-                added.insert(artifact.path.clone(), entry.clone());
-                entry
+        let code = match binding {
+            Binding::Aot(profile) => {
+                let artifact = aot::compile(&cache, &wasm, profile, instrumentation(c))?;
+                eprintln!(
+                    "xtask: component {}: {} ({})",
+                    c.name,
+                    if artifact.cached { "cached artifact" } else { "compiled" },
+                    artifact.key
+                );
+                Code::Native(add_artifact(&mut writer, &mut added, &c.name, &artifact)?)
+            }
+            Binding::Late => {
+                let entry = match added.get(&wasm) {
+                    Some(entry) => entry.clone(),
+                    None => {
+                        let entry = format!("{}.wasm", c.name);
+                        let bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+                        writer.add(EntryKind::Wasm, &entry, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        added.insert(wasm.clone(), entry.clone());
+                        entry
+                    }
+                };
+                eprintln!("xtask: component {}: wasm, compiled by the system at boot", c.name);
+                Code::Wasm { entry }
             }
         };
         specs.push(ComponentSpec {
             name: c.name.clone(),
-            artifact: entry,
-            wasmtime_version: artifact.key.wasmtime.into(),
-            target: artifact.key.target.into(),
-            config_version: artifact.key.config_version,
-            fuel_instrumented: artifact.key.instrumentation.fuel,
-            epochs_instrumented: artifact.key.instrumentation.epochs,
-            cpu_features: artifact.key.cpu.features.iter().map(|f| f.name().to_owned()).collect(),
+            code,
             args: c.args.clone(),
             env: c.env.clone(),
             memory_limit: c.memory_limit,
@@ -123,11 +190,28 @@ pub fn prepare(root: &Path, toolchain: &Toolchain, path: &Path, profile: &CpuPro
             }),
         })
         .collect();
-    let system = SystemManifest { components: specs, connections, machine };
+    let compiler = match binding {
+        Binding::Aot(_) => None,
+        Binding::Late => {
+            // The one component compiled ahead of time: for the baseline CPU, so it runs anywhere.
+            let wasm = &built[COMPILER_CRATE];
+            let started = std::time::Instant::now();
+            let artifact = aot::compile(&cache, wasm, &CpuProfile::baseline(), Instrumentation::NONE)?;
+            eprintln!(
+                "xtask: the compiler component: {} ({}, {:.1} s)",
+                if artifact.cached { "cached artifact" } else { "compiled" },
+                artifact.key,
+                started.elapsed().as_secs_f64()
+            );
+            let code = add_artifact(&mut writer, &mut added, COMPILER_CRATE, &artifact)?;
+            Some(CompilerSpec { code, memory_limit: COMPILER_MEMORY_LIMIT })
+        }
+    };
+    let system = SystemManifest { components: specs, connections, machine, compiler };
     writer.add(EntryKind::Manifest, MANIFEST_ENTRY, system.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = target.join("mica").join("bundles");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let out = dir.join(format!("{stem}.bundle"));
+    let out = dir.join(format!("{}.bundle", name.unwrap_or(stem)));
     fs::write(&out, writer.finish()).with_context(|| format!("writing {}", out.display()))?;
     Ok(out)
 }
@@ -146,6 +230,46 @@ pub fn default_console(target: &Path, system: &str, device: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The versions of each package in the `Cargo.lock` at `path` whose name `pick` accepts.
+    fn locked(path: &Path, pick: impl Fn(&str) -> bool) -> BTreeMap<String, Vec<String>> {
+        let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let lock: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut versions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for package in lock["package"].as_array().expect("packages") {
+            let name = package["name"].as_str().expect("name");
+            if pick(name) {
+                versions.entry(name.to_owned()).or_default().push(package["version"].as_str().expect("version").into());
+            }
+        }
+        versions
+    }
+
+    /// The compiler component and the host's AOT compiler make the same artifact from the same
+    /// wasm only if they are built from the same code generator: every Wasmtime, Cranelift,
+    /// Pulley and register-allocator package both lock files share is locked at the same version
+    /// (a patch release of the x64 assembler slipped into the components' lock once).
+    #[test]
+    fn the_compiler_component_builds_the_host_compilers_code_generator() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root");
+        let pick = |name: &str| {
+            name.starts_with("wasmtime")
+                || name.starts_with("cranelift-")
+                || name.starts_with("pulley-")
+                || name == "regalloc2"
+        };
+        let host = locked(&root.join("Cargo.lock"), pick);
+        let components = locked(&root.join("components").join("Cargo.lock"), pick);
+        assert!(components.contains_key("cranelift-codegen"), "the compiler component builds Cranelift");
+        let mut compared = 0;
+        for (name, versions) in &components {
+            if let Some(host_versions) = host.get(name) {
+                assert_eq!(versions, host_versions, "{name}: components/Cargo.lock and Cargo.lock differ");
+                compared += 1;
+            }
+        }
+        assert!(compared >= 20, "only {compared} packages compared");
+    }
 
     #[test]
     fn components_get_the_instrumentation_their_limits_need() {

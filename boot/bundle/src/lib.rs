@@ -12,7 +12,7 @@
 //! | 28 | 4 | reserved, 0 |
 //! | 32 | 96 × n | entry table |
 //!
-//! Each entry: kind (u32: 1 manifest, 2 artifact), name length (u32), name (64 bytes, UTF-8,
+//! Each entry: kind (u32: 1 manifest, 2 artifact, 3 wasm), name length (u32), name (64 bytes, UTF-8,
 //! zero-padded), data offset (u64, 4096-byte aligned), data length (u64), CRC-32 of the data
 //! (u32), reserved (u32). CRC-32 detects corruption and truncation; the bundle is not a security
 //! boundary (whoever writes it also chooses the kernel). Data is page-aligned so that the kernel
@@ -32,12 +32,16 @@ use alloc::vec::Vec;
 use core::fmt;
 
 pub use devices::device_names;
-pub use manifest::{ComponentSpec, Connection, MachineDevice, ManifestError, Priority, Restart, SystemManifest};
+pub use manifest::{
+    Code, CompilerSpec, ComponentSpec, Connection, MachineDevice, ManifestError, NativeCode, Priority, Restart,
+    SystemManifest,
+};
 
 /// The magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 8] = *b"MICABNDL";
-/// The format version this crate reads and writes (7: entry data is page-aligned).
-pub const VERSION: u32 = 7;
+/// The format version this crate reads and writes (7: entry data is page-aligned; 8: entries of
+/// wasm for the system to compile, and the compiler component).
+pub const VERSION: u32 = 8;
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
 /// Size of one entry in the table.
@@ -54,8 +58,10 @@ pub const MANIFEST_ENTRY: &str = "manifest";
 pub enum EntryKind {
     /// The system manifest.
     Manifest,
-    /// An AOT-compiled component.
+    /// A component compiled ahead of time: native code for one target and CPU.
     Artifact,
+    /// A component as wasm, for the system to compile for the CPU it runs on.
+    Wasm,
 }
 
 impl EntryKind {
@@ -63,6 +69,7 @@ impl EntryKind {
         match self {
             EntryKind::Manifest => 1,
             EntryKind::Artifact => 2,
+            EntryKind::Wasm => 3,
         }
     }
 }
@@ -137,6 +144,12 @@ impl fmt::Display for BundleError {
             BundleError::NameTooLong(n) => write!(f, "entry name '{n}' is longer than {MAX_NAME} bytes"),
         }
     }
+}
+
+/// The checksum the bundle keeps for each entry's data (CRC-32), also used to name a compiled
+/// artifact in reports.
+pub fn checksum(data: &[u8]) -> u32 {
+    crc32fast::hash(data)
 }
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -229,6 +242,7 @@ impl<'a> Bundle<'a> {
             let kind = match u32_at(e, 0) {
                 1 => EntryKind::Manifest,
                 2 => EntryKind::Artifact,
+                3 => EntryKind::Wasm,
                 kind => return Err(BundleError::BadKind { entry: name.into(), kind }),
             };
             let (offset, len) = (u64_at(e, 72), u64_at(e, 80));

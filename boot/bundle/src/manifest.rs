@@ -30,12 +30,10 @@ pub enum Priority {
     High,
 }
 
-/// One component to run.
+/// Native code compiled ahead of time, and the key it was compiled for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ComponentSpec {
-    /// Its name (console prefix, reports).
-    pub name: String,
-    /// The bundle entry holding its AOT artifact.
+pub struct NativeCode {
+    /// The bundle entry holding the artifact.
     pub artifact: String,
     /// The Wasmtime version the artifact was compiled with.
     pub wasmtime_version: String,
@@ -49,6 +47,37 @@ pub struct ComponentSpec {
     pub epochs_instrumented: bool,
     /// The CPU features its code may use (Rust names: `sse4.1`, `avx2`, ...).
     pub cpu_features: Vec<String>,
+}
+
+/// A component's code, as the bundle carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Code {
+    /// Compiled ahead of time on the build host (`cargo xtask run --aot`).
+    Native(NativeCode),
+    /// Wasm, which the system compiles for the CPU it finds, with the instrumentation its limits
+    /// need, in the compiler component ([`SystemManifest::compiler`]).
+    Wasm {
+        /// The bundle entry holding the wasm.
+        entry: String,
+    },
+}
+
+/// The compiler component, which compiles [`Code::Wasm`] components inside the system.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompilerSpec {
+    /// Its own code, compiled ahead of time (the one component that must be).
+    pub code: NativeCode,
+    /// Its linear memory budget in bytes.
+    pub memory_limit: u64,
+}
+
+/// One component to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentSpec {
+    /// Its name (console prefix, reports).
+    pub name: String,
+    /// Its code.
+    pub code: Code,
     /// Arguments after the program name.
     pub args: Vec<String>,
     /// Environment variables.
@@ -114,6 +143,8 @@ pub struct SystemManifest {
     pub connections: Vec<Connection>,
     /// The devices of the machine it is meant for, in the order the machine presents them.
     pub machine: Vec<MachineDevice>,
+    /// The compiler component, when any component's code is wasm.
+    pub compiler: Option<CompilerSpec>,
 }
 
 /// The manifest entry could not be decoded.

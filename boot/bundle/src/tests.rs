@@ -10,17 +10,23 @@ use proptest::prelude::*;
 
 use super::*;
 
+fn native(artifact: &str) -> NativeCode {
+    NativeCode {
+        artifact: artifact.into(),
+        wasmtime_version: "48.0.8".into(),
+        target: "x86_64-unknown-none".into(),
+        config_version: 2,
+        fuel_instrumented: true,
+        epochs_instrumented: false,
+        cpu_features: vec!["sse4.1".into()],
+    }
+}
+
 fn manifest() -> SystemManifest {
     SystemManifest {
         components: vec![ComponentSpec {
             name: "hello".into(),
-            artifact: "hello.cwasm".into(),
-            wasmtime_version: "48.0.8".into(),
-            target: "x86_64-unknown-none".into(),
-            config_version: 2,
-            fuel_instrumented: true,
-            epochs_instrumented: false,
-            cpu_features: vec!["sse4.1".into()],
+            code: Code::Native(native("hello.cwasm")),
             args: vec!["a".into()],
             env: vec![("K".into(), "V".into())],
             memory_limit: 1 << 20,
@@ -43,6 +49,7 @@ fn manifest() -> SystemManifest {
             hostfwd: Vec::new(),
             output: None,
         }],
+        compiler: Some(CompilerSpec { code: native("compiler.cwasm"), memory_limit: 1 << 28 }),
     }
 }
 
@@ -51,6 +58,7 @@ fn sample() -> Vec<u8> {
     w.add(EntryKind::Manifest, MANIFEST_ENTRY, manifest().encode()).expect("add");
     w.add(EntryKind::Artifact, "hello.cwasm", (0..1000u32).map(|i| i as u8).collect()).expect("add");
     w.add(EntryKind::Artifact, "empty", Vec::new()).expect("add");
+    w.add(EntryKind::Wasm, "hello.wasm", b"\0asm\x0d\x00\x01\x00".to_vec()).expect("add");
     w.finish()
 }
 
@@ -58,7 +66,8 @@ fn sample() -> Vec<u8> {
 fn round_trip() {
     let bytes = sample();
     let b = Bundle::parse(&bytes).expect("parses");
-    assert_eq!(b.entries().len(), 3);
+    assert_eq!(b.entries().len(), 4);
+    assert_eq!(b.entry("hello.wasm").expect("present").kind, EntryKind::Wasm);
     assert_eq!(b.manifest().expect("entry").expect("decodes"), manifest());
     let a = b.entry("hello.cwasm").expect("present");
     assert_eq!(a.kind, EntryKind::Artifact);
@@ -77,12 +86,12 @@ fn named_errors() {
     let len = bytes.len();
     assert!(matches!(Bundle::parse(&bytes[..len - 1]), Err(BundleError::Truncated { what: "the bundle", .. })));
     bytes[9] = 2;
-    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x207));
+    assert_eq!(Bundle::parse(&bytes).expect_err("version"), BundleError::UnsupportedVersion(0x208));
     let mut bytes = sample();
     bytes[8] = 1;
     assert_eq!(
         Bundle::parse(&bytes).expect_err("version 1").to_string(),
-        "boot bundle format version 1; this kernel reads version 7"
+        "boot bundle format version 1; this kernel reads version 8"
     );
     let mut bytes = sample();
     bytes[0] = b'X';

@@ -22,6 +22,19 @@ pub fn of_bundle(path: &Path) -> Result<Vec<MachineDevice>, LaunchError> {
     Ok(manifest.machine)
 }
 
+/// Guest memory for booting the bundle at `path`, in MiB: `base_mib` for the system, plus room for
+/// the bundle itself (it is loaded into guest memory) and, for a bundle whose components the
+/// system compiles, the compiler component's memory budget.
+pub fn memory_mib(path: &Path, base_mib: u32) -> Result<u32, LaunchError> {
+    let bad = |reason: String| LaunchError::Bundle { path: path.to_owned(), reason };
+    let bytes = fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let bundle = Bundle::parse(&bytes).map_err(|e| bad(e.to_string()))?;
+    let manifest = bundle.manifest().map_err(|e| bad(e.to_string()))?.map_err(|e| bad(e.to_string()))?;
+    let Some(compiler) = manifest.compiler else { return Ok(base_mib) };
+    let mib = |bytes: u64| u32::try_from(bytes.div_ceil(1 << 20)).unwrap_or(u32::MAX);
+    Ok(base_mib.saturating_add(mib(bytes.len() as u64)).saturating_add(mib(compiler.memory_limit)))
+}
+
 /// QEMU arguments for `devices`: for each, its backend (disk, network) and its virtio-mmio device.
 pub fn qemu_args(devices: &[MachineDevice]) -> Vec<OsString> {
     let mut args: Vec<String> = Vec::new();

@@ -3,6 +3,7 @@
 //! instrumentation in use), the platform services components run on, and running one component
 //! to its end on the kernel thread `system` gives it.
 
+pub mod compile;
 pub mod platform;
 pub mod sync;
 pub mod system;
@@ -72,6 +73,8 @@ pub enum StartError {
     Engine(String),
     /// The runtime refused the component.
     Load(LoadError),
+    /// Its wasm could not be compiled.
+    Compile(String),
 }
 
 impl core::fmt::Display for StartError {
@@ -79,6 +82,7 @@ impl core::fmt::Display for StartError {
         match self {
             StartError::Engine(e) => write!(f, "{e}"),
             StartError::Load(e) => write!(f, "{e}"),
+            StartError::Compile(e) => write!(f, "{e}"),
         }
     }
 }
@@ -87,7 +91,8 @@ impl core::fmt::Display for StartError {
 /// `-icount shift=0`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Costs {
-    /// Deserializing the artifact from the in-memory bundle (0 for a restart, which reuses it).
+    /// Deserializing the artifact from the in-memory bundle, after compiling it for wasm (0 for
+    /// a restart, which reuses it).
     pub load: u64,
     /// Linking the granted interfaces (unless a linker for them was made already), resolving the
     /// imports (not for a restart), making the store and instantiating.
@@ -122,29 +127,68 @@ struct Shared {
     /// Linked, per set of granted interfaces; dropped first (it holds the component).
     prepared: IrqMutex<BTreeMap<Interfaces, Prepared>>,
     component: Component,
-    /// Where the artifact is mapped in place; dropped last, after everything that uses it.
-    _artifact: vmem::BorrowedMapping,
+    /// Where the artifact is mapped in place (none for an artifact compiled in the system, which
+    /// Wasmtime copied into code memory); dropped last, after everything that uses it.
+    _artifact: Option<vmem::BorrowedMapping>,
+}
+
+/// Where a component's native code comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// The bytes are an artifact compiled ahead of time, loaded in place.
+    Artifact,
+    /// The bytes are wasm, compiled here for this CPU by the compiler component.
+    Wasm(&'a compile::Compiler),
 }
 
 /// The artifacts loaded now, by where they lie in the bundle and the engine they were loaded
 /// into (its instrumentation).
 static SHARED: IrqMutex<BTreeMap<(usize, usize, usize), Weak<Shared>>> = IrqMutex::new(BTreeMap::new());
 
-/// The loaded artifact `artifact` for `instrumentation`: the one already loaded, or loaded now.
-fn shared(artifact: &'static [u8], instrumentation: Instrumentation) -> Result<Arc<Shared>, StartError> {
-    let key = (artifact.as_ptr() as usize, artifact.len(), instrumentation.index());
-    if let Some(shared) = SHARED.lock().get(&key).and_then(Weak::upgrade) {
+/// The loaded code of `bytes` (from `source`) for `instrumentation`: the one already loaded, or
+/// loaded (compiled first, for wasm) now.
+fn shared(
+    name: &str,
+    bytes: &'static [u8],
+    source: Source<'_>,
+    instrumentation: Instrumentation,
+) -> Result<Arc<Shared>, StartError> {
+    let key = (bytes.as_ptr() as usize, bytes.len(), instrumentation.index());
+    let known = || SHARED.lock().get(&key).and_then(Weak::upgrade);
+    if let Some(shared) = known() {
         return Ok(shared);
     }
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
-    let mapping = vmem::BorrowedMapping::new(artifact).map_err(StartError::Engine)?;
-    // The artifact passed the bundle's checksum and the artifact key check (made by Mica's AOT
-    // compiler for this engine configuration, instrumentation included); Wasmtime checks its
-    // version, settings (fuel and epochs among them) and CPU features again. The mapping starts
-    // on a page, lives in `Shared` after the component, and the bundle under it is never written.
-    // SAFETY: so it is an artifact for this engine, mapped unchanged for the component's life.
-    let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
-    let loaded = Arc::new(Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: mapping });
+    let loaded = match source {
+        Source::Artifact => {
+            let mapping = vmem::BorrowedMapping::new(bytes).map_err(StartError::Engine)?;
+            // The artifact passed the bundle's checksum and the artifact key check (made by
+            // Mica's AOT compiler for this engine configuration, instrumentation included);
+            // Wasmtime checks its version, settings (fuel and epochs among them) and CPU features
+            // again. The mapping starts on a page, lives in `Shared` after the component, and the
+            // bundle under it is never written.
+            // SAFETY: so it is an artifact for this engine, mapped unchanged for the component's life.
+            let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
+            Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: Some(mapping) }
+        }
+        Source::Wasm(compiler) => {
+            // One compile at a time; a component that waited may find its code compiled meanwhile
+            // (two components of one wasm).
+            let _turn = compiler.turn();
+            if let Some(shared) = known() {
+                return Ok(shared);
+            }
+            let artifact = compiler.compile(name, bytes, instrumentation).map_err(StartError::Compile)?;
+            // The compiler component made it with this kernel's engine settings and for this CPU
+            // (it reported matching settings, and was asked for this target and these features);
+            // Wasmtime checks version, settings and CPU features again, and copies it into code
+            // memory.
+            // SAFETY: so it is an artifact for this engine; the bytes are only read here.
+            let component = unsafe { program::load(engine, &artifact) }.map_err(StartError::Load)?;
+            Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: None }
+        }
+    };
+    let loaded = Arc::new(loaded);
     // Loaded outside the lock (it takes a while, and the lock keeps interrupts off); if another
     // thread loaded it meanwhile, the first one in is kept.
     let mut all = SHARED.lock();
@@ -173,19 +217,22 @@ impl core::fmt::Debug for Loaded {
     }
 }
 
-/// Loads the artifact (compiled with `instrumentation`, as its key says) into the engine for
-/// that instrumentation, in place: its pages are mapped where they lie in the boot bundle, not
-/// copied, and only once however many components run it. Then resolves its imports against a
-/// linker with what `grants` allows (once per set of granted interfaces).
+/// Loads component `name`'s code into the engine for `instrumentation`, only once however many
+/// components run it. An artifact (compiled with `instrumentation`, as its key says) is loaded in
+/// place: its pages are mapped where they lie in the boot bundle, not copied. Wasm is compiled
+/// first, for this CPU and with `instrumentation`. Then resolves its imports against a linker
+/// with what `grants` allows (once per set of granted interfaces).
 pub fn load(
-    artifact: &'static [u8],
+    name: &str,
+    bytes: &'static [u8],
+    source: Source<'_>,
     instrumentation: Instrumentation,
     grants: &[String],
 ) -> Result<Loaded, StartError> {
     let engine = engine(instrumentation).map_err(StartError::Engine)?;
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
     let t0 = sched::cpu_ticks();
-    let shared = shared(artifact, instrumentation)?;
+    let shared = shared(name, bytes, source, instrumentation)?;
     let t1 = sched::cpu_ticks();
     let interfaces = program::check_imports(engine, &shared.component, grants).map_err(StartError::Load)?;
     let known = shared.prepared.lock().get(&interfaces).cloned();

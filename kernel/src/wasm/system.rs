@@ -7,13 +7,15 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use mica_bundle::{Bundle, ComponentSpec, Restart};
+use mica_bundle::{Bundle, Code, ComponentSpec, NativeCode, Restart};
 use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
 
+use super::Source;
+use super::compile::Compiler;
 use super::platform::KernelPlatform;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
@@ -46,9 +48,9 @@ fn pause_ms(ms: u64) {
     sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000);
 }
 
-/// Why a component's artifact does not fit this kernel, this CPU or its own limits; if it fits,
-/// the instrumentation it was compiled with (which picks the engine it is loaded into).
-fn check_artifact(spec: &ComponentSpec) -> Result<Instrumentation, String> {
+/// Why an artifact does not fit this kernel or this CPU; if it fits, the instrumentation it was
+/// compiled with (which picks the engine it is loaded into).
+pub(super) fn check_native(spec: &NativeCode) -> Result<Instrumentation, String> {
     if spec.wasmtime_version != WASMTIME_VERSION {
         return Err(format!(
             "artifact compiled by Wasmtime {}, this kernel runs Wasmtime {WASMTIME_VERSION}",
@@ -72,9 +74,18 @@ fn check_artifact(spec: &ComponentSpec) -> Result<Instrumentation, String> {
             missing.join(", ")
         ));
     }
-    let compiled = Instrumentation { fuel: spec.fuel_instrumented, epochs: spec.epochs_instrumented };
-    program::check_limits(compiled, spec.fuel, spec.cpu_time_limit_ms).map_err(|e| format!("{e}"))?;
-    Ok(compiled)
+    Ok(Instrumentation { fuel: spec.fuel_instrumented, epochs: spec.epochs_instrumented })
+}
+
+/// Why a component's code does not fit this kernel, this CPU or its own limits; if it fits, the
+/// instrumentation its code has (native code) or needs (wasm, compiled with what its limits need).
+fn check_code(spec: &ComponentSpec) -> Result<Instrumentation, String> {
+    let instrumentation = match &spec.code {
+        Code::Native(native) => check_native(native)?,
+        Code::Wasm { .. } => Instrumentation::for_limits(spec.fuel.is_some(), spec.cpu_time_limit_ms.is_some()),
+    };
+    program::check_limits(instrumentation, spec.fuel, spec.cpu_time_limit_ms).map_err(|e| format!("{e}"))?;
+    Ok(instrumentation)
 }
 
 fn launch(spec: &ComponentSpec) -> Launch {
@@ -103,12 +114,13 @@ fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> 
 fn run_instances(
     platform: &Arc<dyn Platform>,
     bundle: &Bundle<'static>,
+    compiler: &Compiler,
     index: usize,
     spec: &ComponentSpec,
     supervision: Supervision,
 ) -> bool {
     let name = &spec.name;
-    let instrumentation = match check_artifact(spec) {
+    let instrumentation = match check_code(spec) {
         Ok(instrumentation) => instrumentation,
         Err(reason) => {
             kprintln!("mica: component {name} refused: {reason}");
@@ -118,15 +130,19 @@ fn run_instances(
     if instrumentation != Instrumentation::NONE {
         log::info!("component {name}: code instrumented for CPU limits ({instrumentation})");
     }
-    let artifact = match bundle.entry(&spec.artifact).and_then(|e| e.data()) {
-        Ok(a) => a,
+    let (entry, code) = match &spec.code {
+        Code::Native(native) => (&native.artifact, Source::Artifact),
+        Code::Wasm { entry } => (entry, Source::Wasm(compiler)),
+    };
+    let bytes = match bundle.entry(entry).and_then(|e| e.data()) {
+        Ok(bytes) => bytes,
         Err(e) => {
             kprintln!("mica: component {name} refused: {e}");
             return false;
         }
     };
-    // Loaded and linked once: restarts reuse it.
-    let loaded = match super::load(artifact, instrumentation, &spec.grants) {
+    // Loaded (compiled first, for wasm) and linked once: restarts reuse it.
+    let loaded = match super::load(name, bytes, code, instrumentation, &spec.grants) {
         Ok(loaded) => loaded,
         Err(e) => {
             kprintln!("mica: component {name} refused: {e}");
@@ -275,6 +291,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         }
     };
     let platform: Arc<dyn Platform> = Arc::new(KernelPlatform::new());
+    let compiler = Arc::new(Compiler::new(bundle.clone(), manifest.compiler.clone(), platform.clone()));
     let total = manifest.components.len();
     let names = manifest.components.iter().map(|c| c.name.clone()).collect();
     let connections: Vec<Connection> = manifest
@@ -295,7 +312,8 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
     for (index, spec) in manifest.components.into_iter().enumerate() {
         let name = spec.name.clone();
         tally.lock().running.push(name.clone());
-        let (platform, thread_tally, bundle) = (platform.clone(), tally.clone(), bundle.clone());
+        let (platform, thread_tally, bundle, compiler) =
+            (platform.clone(), tally.clone(), bundle.clone(), compiler.clone());
         let priority = match spec.priority {
             mica_bundle::Priority::Low => sched::Priority::Low,
             mica_bundle::Priority::Normal => sched::Priority::Normal,
@@ -305,7 +323,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             kprintln!("mica: component {name}: priority {priority}");
         }
         let spawned = sched::spawn_with(&format!("component {name}"), priority, move || {
-            let ok = run_instances(&platform, &bundle, index, &spec, supervision);
+            let ok = run_instances(&platform, &bundle, &compiler, index, &spec, supervision);
             // However it ended, IPC learns that it will not run again.
             blocking::component_ended(index);
             memory_report("memory-after-component", &spec.name);

@@ -23,6 +23,7 @@ pub mod poll;
 pub mod random;
 pub mod stdio;
 pub mod streams;
+pub mod terminal;
 pub mod wall_clock;
 
 use alloc::string::String;
@@ -45,6 +46,8 @@ wasmtime::component::bindgen!({
         "wasi:io/streams.output-stream": crate::host::streams::OutputStream,
         "wasi:filesystem/types.descriptor": crate::host::filesystem::Descriptor,
         "wasi:filesystem/types.directory-entry-stream": crate::host::filesystem::DirectoryEntryStream,
+        "wasi:cli/terminal-input.terminal-input": crate::host::terminal::TerminalInput,
+        "wasi:cli/terminal-output.terminal-output": crate::host::terminal::TerminalOutput,
     },
 });
 

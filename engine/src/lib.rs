@@ -1,7 +1,11 @@
-//! The one place that defines how Wasmtime is configured. The AOT compiler on the build host
-//! (`cargo xtask`, feature `aot`) and the runtime inside the kernel both call [`engine_config`],
-//! so the settings an artifact was compiled with and the settings it is loaded with cannot drift
-//! apart; [`ArtifactKey`] names the whole of it for the AOT cache.
+//! The one place that defines how Wasmtime is configured. Everything that compiles components (the
+//! AOT compiler on the build host in `cargo xtask`, and the compiler component that compiles them
+//! inside Mica for the CPU it finds) and the kernel's runtime that loads them call
+//! [`engine_config_for`], so the settings an artifact was compiled with and the settings it is
+//! loaded with cannot drift apart; [`ArtifactKey`] names the whole of it.
+#![no_std]
+
+extern crate alloc;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -281,10 +285,31 @@ impl fmt::Display for ArtifactKey {
 /// caller then adds the Cranelift flags of the CPU profile ([`enable_cpu_features`]); on the
 /// kernel side it adds its code memory and its CPU feature detection.
 pub fn engine_config(instrumentation: Instrumentation) -> Config {
+    engine_config_for(KERNEL_TARGET, instrumentation).expect("the kernel target is known to Wasmtime")
+}
+
+/// A compilation target Mica does not know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownTarget(pub String);
+
+impl fmt::Display for UnknownTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown target '{}' (Mica's kernels are: {})", self.0, TARGETS.join(", "))
+    }
+}
+
+/// The targets Mica's kernels are built for: what artifacts can be compiled for.
+pub const TARGETS: [&str; 1] = [KERNEL_TARGET];
+
+/// [`engine_config`] for the kernel target `target`, one of [`TARGETS`].
+pub fn engine_config_for(target: &str, instrumentation: Instrumentation) -> Result<Config, UnknownTarget> {
+    if !TARGETS.contains(&target) {
+        return Err(UnknownTarget(target.to_string()));
+    }
     let mut config = Config::new();
     // The target is set on both sides: when the kernel loads an artifact, Wasmtime compares
     // the artifact's architecture and operating system with the engine's.
-    config.target(KERNEL_TARGET).expect("the kernel target is known to Wasmtime");
+    config.target(target).map_err(|_| UnknownTarget(target.to_string()))?;
     config
         .wasm_component_model(true)
         // Guard regions instead of bounds checks: every 32-bit linear memory sits in a 4 GiB
@@ -312,11 +337,11 @@ pub fn engine_config(instrumentation: Instrumentation) -> Config {
     unsafe {
         config.x86_float_abi_ok(true);
     }
-    config
+    Ok(config)
 }
 
 /// Enables the Cranelift ISA flags for `profile` (AOT side).
-#[cfg(feature = "aot")]
+#[cfg(feature = "compile")]
 pub fn enable_cpu_features(config: &mut Config, profile: &CpuProfile) {
     for feature in &profile.features {
         // SAFETY: compiling for features the target may lack is safe; the kernel checks each
@@ -327,8 +352,24 @@ pub fn enable_cpu_features(config: &mut Config, profile: &CpuProfile) {
     }
 }
 
+/// The configuration that compiles artifacts with `key` (its target, instrumentation and CPU
+/// features; its Wasmtime version and settings version are this build's): the same for the host's
+/// AOT compiler and the compiler component, so both make the same artifact from the same wasm.
+#[cfg(feature = "compile")]
+pub fn compile_config(
+    target: &str,
+    instrumentation: Instrumentation,
+    cpu: &CpuProfile,
+) -> Result<Config, UnknownTarget> {
+    let mut config = engine_config_for(target, instrumentation)?;
+    enable_cpu_features(&mut config, cpu);
+    Ok(config)
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,185 @@
+//! Late binding: a bundle that carries wasm and the compiler component boots, and the kernel
+//! compiles each distinct component (per instrumentation) once, for the CPU QEMU presents, before
+//! it runs it; a malformed component's compile fails with the reason while the others run.
+
+use std::path::Path;
+
+use mica_launch::{Accel, OutputMode, QemuCommand, RunOptions};
+
+use crate::{BundleUse, TIMEOUT, bundle_path, with_system};
+
+/// The system: `qemu-tests/systems/compile-late.toml`.
+const SYSTEM: &str = "compile-late";
+
+/// One `mica: component NAME: compiled in N ms for TARGET cpu-FEATURES instrument-I (...)` line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    /// The component it was compiled for (the first of those that share its wasm).
+    pub name: String,
+    /// The target.
+    pub target: String,
+    /// The CPU features, comma-separated.
+    pub cpu: String,
+    /// The instrumentation.
+    pub instrumentation: String,
+    /// The artifact's CRC-32.
+    pub crc32: Option<u32>,
+}
+
+/// Every compile the kernel reported in `serial`, in order.
+pub fn compiles(serial: &str) -> Vec<Compiled> {
+    serial
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("mica: component ")?;
+            let (name, rest) = rest.split_once(": compiled in ")?;
+            let rest = rest.split_once(" ms for ")?.1;
+            let mut words = rest.split_whitespace();
+            let target = words.next()?.to_owned();
+            let cpu = words.next()?.strip_prefix("cpu-")?.to_owned();
+            let instrumentation = words.next()?.strip_prefix("instrument-")?.to_owned();
+            let crc32 =
+                rest.split_once("crc32 ").and_then(|(_, hex)| u32::from_str_radix(hex.trim_end_matches(')'), 16).ok());
+            Some(Compiled { name: name.to_owned(), target, cpu, instrumentation, crc32 })
+        })
+        .collect()
+}
+
+/// Checks that the compiles in `serial` are exactly the `expected` (name, instrumentation) pairs,
+/// each for `target` and the CPU features `cpu`.
+pub fn check_compiles(serial: &str, expected: &[(&str, &str)], target: &str, cpu: &str) -> Result<(), String> {
+    let found = compiles(serial);
+    let mut got: Vec<(&str, &str)> = found.iter().map(|c| (c.name.as_str(), c.instrumentation.as_str())).collect();
+    let mut want = expected.to_vec();
+    got.sort();
+    want.sort();
+    if got != want {
+        return Err(format!("expected compiles {want:?}, the kernel reported {got:?}"));
+    }
+    if let Some(other) = found.iter().find(|c| c.target != target || c.cpu != cpu) {
+        return Err(format!(
+            "{} was compiled for {} cpu-{}, not {target} cpu-{cpu}",
+            other.name, other.target, other.cpu
+        ));
+    }
+    Ok(())
+}
+
+/// The CRC-32 of the artifact the host's AOT compiler makes from the bundle's wasm entry `entry`
+/// for the kernel target and `cpu`, without instrumentation.
+fn host_artifact_crc(bundle: &Path, entry: &str, cpu: &mica_engine::CpuProfile) -> Result<u32, String> {
+    let bytes = std::fs::read(bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+    let bundle = mica_bundle::Bundle::parse(&bytes).map_err(|e| e.to_string())?;
+    let wasm = bundle.entry(entry).and_then(|e| e.data()).map_err(|e| e.to_string())?;
+    let config = mica_engine::compile_config(mica_engine::KERNEL_TARGET, mica_engine::Instrumentation::NONE, cpu)
+        .map_err(|e| e.to_string())?;
+    let engine = mica_runtime::wasmtime::Engine::new(&config).map_err(|e| format!("{e:#}"))?;
+    let artifact = engine.precompile_component(wasm).map_err(|e| format!("compiling {entry} on the host: {e:#}"))?;
+    Ok(mica_bundle::checksum(&artifact))
+}
+
+/// Boots the late-binding system under TCG and checks what was compiled and how each ended.
+pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let baseline = mica_runtime::config::CpuProfile::baseline();
+    let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
+    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
+    let bundle = bundle_path(&BundleUse { system: SYSTEM, tamper: None }, scratch.path())?;
+    let cmd = with_system(cmd, &bundle, scratch.path())?;
+    let options = RunOptions { timeout: TIMEOUT * 5, output: OutputMode::Capture { echo: false } };
+    let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| e.to_string())?;
+    let context = || format!("{}\n{}", cmd.display(), outcome.transcript());
+    // `malformed` and `spinner-fuel` fail, so the verdict is failure; each must end as it should.
+    if outcome.verdict != Some(mica_exit::ExitCode::Failed) {
+        return Err(format!(
+            "expected the verdict failed (malformed cannot run): {}\n{}",
+            outcome.describe(),
+            context()
+        ));
+    }
+    for line in [
+        "[hello] hello from a Mica component",
+        "[hello] args: [\"hello\", \"x\", \"y\"]",
+        "mica: component hello exited with status 0",
+        "[count] count 2",
+        "mica: component count exited with status 0",
+        "[count-again] count 3",
+        "mica: component count-again exited with status 0",
+        "mica: component spinner-fuel exceeded its CPU limit: all 200000000 units of fuel used",
+        "mica: component malformed refused: compiling it failed: not a valid component:",
+        "mica: all components finished: 3 of 5 succeeded",
+    ] {
+        if !outcome.serial.contains(line) {
+            return Err(format!("the output lacks \"{line}\"\n{}", context()));
+        }
+    }
+    // hello, testkit without instrumentation (count and count-again share it) and testkit with
+    // fuel counting (spinner-fuel): three compiles, all for the CPU QEMU presents.
+    // Which of count and count-again compiled depends on which thread got to the compiler first;
+    // the other must have loaded what it compiled.
+    let (first, second) = if outcome.serial.contains("mica: component count: compiled in ") {
+        ("count", "count-again")
+    } else {
+        ("count-again", "count")
+    };
+    let reused = format!("mica: component {second}: native code compiled earlier this boot (for {first})");
+    if !outcome.serial.contains(&reused) {
+        return Err(format!("the output lacks \"{reused}\"\n{}", context()));
+    }
+    check_compiles(
+        &outcome.serial,
+        &[("hello", "none"), (first, "none"), ("spinner-fuel", "fuel")],
+        mica_runtime::config::KERNEL_TARGET,
+        &baseline.feature_list(),
+    )
+    .map_err(|e| format!("{e}\n{}", context()))?;
+    // The system's compiler makes, byte for byte, what the host's AOT compiler makes.
+    let in_system = compiles(&outcome.serial).into_iter().find(|c| c.name == "hello").and_then(|c| c.crc32);
+    let on_host = host_artifact_crc(&bundle, "hello.wasm", &baseline)?;
+    if in_system != Some(on_host) {
+        return Err(format!(
+            "hello's artifact compiled in the system (crc32 {in_system:08x?}) differs from the host's AOT \
+             compile of the same wasm (crc32 {on_host:08x})\n{}",
+            context()
+        ));
+    }
+    let times: Vec<String> = outcome
+        .serial
+        .lines()
+        .filter(|l| l.contains(": compiled in "))
+        .filter_map(|l| l.strip_prefix("mica: component "))
+        .map(str::to_owned)
+        .collect();
+    Ok(times.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compile_lines_are_read_and_checked() {
+        let serial = "mica: component a: compiled in 12 ms for x86_64-unknown-none cpu-sse3,popcnt instrument-none \
+                      (10 KiB wasm, 40 KiB native, crc32 0000beef)\nother\nmica: component b: compiled in 3 ms for \
+                      x86_64-unknown-none cpu-sse3,popcnt instrument-fuel (1 KiB wasm, 2 KiB native)\n";
+        let found = compiles(serial);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[1].crc32, None);
+        assert_eq!(
+            found[0],
+            Compiled {
+                name: "a".into(),
+                target: "x86_64-unknown-none".into(),
+                cpu: "sse3,popcnt".into(),
+                instrumentation: "none".into(),
+                crc32: Some(0xbeef),
+            }
+        );
+        let target = "x86_64-unknown-none";
+        assert!(check_compiles(serial, &[("b", "fuel"), ("a", "none")], target, "sse3,popcnt").is_ok());
+        assert!(check_compiles(serial, &[("a", "none")], target, "sse3,popcnt").is_err());
+        assert!(check_compiles(serial, &[("a", "none"), ("b", "none")], target, "sse3,popcnt").is_err());
+        let e = check_compiles(serial, &[("a", "none"), ("b", "fuel")], target, "sse3").expect_err("other CPU");
+        assert!(e.contains("a was compiled for x86_64-unknown-none cpu-sse3,popcnt"), "{e}");
+    }
+}
