@@ -11,6 +11,9 @@ use crate::{BundleUse, TIMEOUT, bundle_path, with_system};
 /// The system: `qemu-tests/systems/compile-late.toml`.
 const SYSTEM: &str = "compile-late";
 
+/// The system with a module store: `qemu-tests/systems/store-late.toml`.
+const STORE_SYSTEM: &str = "store-late";
+
 /// One `mica: component NAME: compiled in N ms for TARGET cpu-FEATURES instrument-I (...)` line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compiled {
@@ -151,6 +154,133 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         .map(str::to_owned)
         .collect();
     Ok(times.join("; "))
+}
+
+/// Lines of `serial` that start with `prefix`, as a count.
+fn count_lines(serial: &str, prefix: &str, contains: &str) -> usize {
+    serial.lines().filter(|l| l.starts_with(prefix) && l.contains(contains)).count()
+}
+
+/// Boots the module-store system from `bundle` on the disk in `scratch` under TCG with CPU
+/// `features`; returns the serial output of a run that succeeded.
+fn boot_store(qemu: &Path, kernel: &Path, bundle: &Path, scratch: &Path, features: &[&str]) -> Result<String, String> {
+    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(features));
+    let cmd = with_system(cmd, bundle, scratch)?;
+    let options = RunOptions { timeout: TIMEOUT * 5, output: OutputMode::Capture { echo: false } };
+    let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| e.to_string())?;
+    let context = format!("{}\n{}", cmd.display(), outcome.transcript());
+    if outcome.verdict != Some(mica_exit::ExitCode::Success) {
+        return Err(format!("expected success: {}\n{context}", outcome.describe()));
+    }
+    for line in [
+        "[hello] hello from a Mica component",
+        "[count] count 2",
+        "mica: module store: component modstore; components compiled at boot: 2",
+        "modstore: the kernel is done;",
+        "mica: all components finished: 4 of 4 succeeded",
+    ] {
+        if !outcome.serial.contains(line) {
+            return Err(format!("the output lacks \"{line}\"\n{context}"));
+        }
+    }
+    Ok(outcome.serial)
+}
+
+/// The first record on the module store's disk image at `path` whose key contains `contains`: its
+/// data's first byte offset in the image.
+fn entry_data_offset(path: &Path, contains: &str) -> Result<u64, String> {
+    let image = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut sector = 1usize;
+    while (sector + 1) * 512 <= image.len() {
+        let record = &image[sector * 512..(sector + 1) * 512];
+        if &record[0..4] != b"MMR1" {
+            break;
+        }
+        let len = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
+        let key_len = usize::from(u16::from_le_bytes([record[24], record[25]]));
+        let key = String::from_utf8_lossy(&record[26..26 + key_len.min(400)]);
+        if key.contains(contains) {
+            return Ok((sector as u64 + 1) * 512);
+        }
+        sector += 1 + len.div_ceil(512) as usize;
+    }
+    Err(format!("no module-store record with {contains:?} in its key in {}", path.display()))
+}
+
+/// Boots the module-store system four times on one disk: the first boot compiles and stores, the
+/// second compiles nothing, one with AVX2 compiles again beside the old entries (the next
+/// baseline boot still compiles nothing), and a damaged entry is named and compiled again.
+pub fn run_store(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let bundle = bundle_path(&BundleUse { system: STORE_SYSTEM, tamper: None }, scratch.path())?;
+    let baseline = mica_runtime::config::CpuProfile::baseline();
+    let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
+    let target = mica_runtime::config::KERNEL_TARGET;
+    let expect = |serial: &str, compiles: &[(&str, &str)], cpu: &str, hits: usize, what: &str| {
+        check_compiles(serial, compiles, target, cpu).map_err(|e| format!("{what}: {e}\n{serial}"))?;
+        let kept = count_lines(serial, "mica: component ", ": kept in the module store");
+        let found = count_lines(serial, "mica: component ", ": native code from the module store");
+        if kept != compiles.len() || found != hits {
+            return Err(format!(
+                "{what}: expected {} kept and {hits} found in the store, got {kept} and {found}\n{serial}",
+                compiles.len()
+            ));
+        }
+        Ok(())
+    };
+    let none = "none";
+    let first = boot_store(qemu, kernel, &bundle, scratch.path(), &features)?;
+    if !first.contains("modstore: formatted a blank disk of 32768 sectors") {
+        return Err(format!("the first boot did not format the store's disk\n{first}"));
+    }
+    expect(&first, &[("hello", none), ("count", none)], &baseline.feature_list(), 0, "first boot")?;
+    let second = boot_store(qemu, kernel, &bundle, scratch.path(), &features)?;
+    expect(&second, &[], &baseline.feature_list(), 2, "second boot")?;
+    if !second.contains("modstore: opened: 2 entries (2 records)") {
+        return Err(format!("second boot: the store does not hold the two entries\n{second}"));
+    }
+    // Another CPU: compiled again for it, beside the baseline entries.
+    let mut avx2 = features.clone();
+    avx2.extend(["avx", "avx2"]);
+    let other = mica_runtime::config::CpuProfile::new(
+        "avx2",
+        baseline
+            .features
+            .iter()
+            .copied()
+            .chain([mica_runtime::config::CpuFeature::Avx, mica_runtime::config::CpuFeature::Avx2]),
+    );
+    let third = boot_store(qemu, kernel, &bundle, scratch.path(), &avx2)?;
+    expect(&third, &[("hello", none), ("count", none)], &other.feature_list(), 0, "boot with AVX2")?;
+    let fourth = boot_store(qemu, kernel, &bundle, scratch.path(), &features)?;
+    expect(&fourth, &[], &baseline.feature_list(), 2, "baseline boot after the AVX2 one")?;
+    if !fourth.contains("modstore: opened: 4 entries (4 records)") {
+        return Err(format!("the baseline and AVX2 entries are not side by side\n{fourth}"));
+    }
+    // Damage the first baseline entry's data: named, compiled again, kept again.
+    let disk = scratch.path().join("disk0.img");
+    let at = entry_data_offset(&disk, &format!("cpu-{}", baseline.feature_list()))?;
+    let mut image = std::fs::read(&disk).map_err(|e| e.to_string())?;
+    image[at as usize + 100] ^= 0xff;
+    std::fs::write(&disk, &image).map_err(|e| e.to_string())?;
+    let fifth = boot_store(qemu, kernel, &bundle, scratch.path(), &features)?;
+    let refused = count_lines(&fifth, "mica: component ", ": module store entry refused: entry ");
+    let recompiled = compiles(&fifth);
+    if refused != 1 || recompiled.len() != 1 || !fifth.contains("is corrupt: its ") {
+        return Err(format!(
+            "after damaging an entry: expected it named corrupt once and compiled again, got {refused} refusal(s) \
+             and {} compile(s)\n{fifth}",
+            recompiled.len()
+        ));
+    }
+    expect(&fifth, &[(recompiled[0].name.as_str(), none)], &baseline.feature_list(), 1, "boot after the damage")?;
+    let times: Vec<String> = compiles(&first).iter().map(|c| c.name.clone()).collect();
+    Ok(format!(
+        "first boot compiled {}; second boot 0 compiles, 2 store hits; AVX2 boot compiled 2 beside them; damaged \
+         entry of {} named and recompiled",
+        times.join(" and "),
+        recompiled[0].name
+    ))
 }
 
 #[cfg(test)]

@@ -76,5 +76,12 @@ fn main() -> ExitCode {
         println!("late binding: {report}");
         Ok(())
     }));
+    // The module store across boots, CPUs and a damaged entry (see `late::run_store`).
+    let store = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::module_store_keeps_compiled_code_across_boots", move || {
+        let report = qemu_tests::late::run_store(&store.0, &store.1).map_err(Failed::from)?;
+        println!("module store: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -16,6 +16,12 @@
 //! create_channels = false         # optional: whether it may create channels at run time
 //! devices = ["virtio-blk.0"]      # optional: devices it may claim through mica:hw (needs that grant)
 //! dma_limit = "1MiB"              # optional (default 1MiB): DMA memory it may hold at once
+//! aot = false                     # optional: compiled ahead of time even when the system compiles
+//!                                 #   the others at boot (`--late`): what must run before the
+//!                                 #   module store, such as its block driver
+//! module_store = false            # optional: this component is the system's module store (at most
+//!                                 #   one; compiled ahead of time; the kernel connects to it as
+//!                                 #   `modules`, so it needs the grant mica:kernel/ipc)
 //!
 //! # The machine's devices (optional), in the order the machine presents them; the kernel names
 //! # them kind.N (N counts devices of one kind): virtio-blk.0, virtio-rng.0, ...
@@ -100,6 +106,10 @@ pub struct Component {
     pub devices: Vec<String>,
     /// DMA memory it may hold, in bytes.
     pub dma_limit: u64,
+    /// Whether it is compiled ahead of time even in a late-binding bundle.
+    pub aot: bool,
+    /// Whether it is the system's module store.
+    pub module_store: bool,
 }
 
 /// One checked machine device.
@@ -267,7 +277,27 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             priority: raw.priority,
             devices: raw.devices,
             dma_limit: raw.dma_limit.map_or(DEFAULT_DMA_LIMIT, |size| size.0),
+            aot: raw.aot || raw.module_store,
+            module_store: raw.module_store,
         });
+    }
+    let stores: Vec<&str> = components.iter().filter(|c| c.module_store).map(|c| c.name.as_str()).collect();
+    if stores.len() > 1 {
+        bail!(
+            "{}: module_store: components {} are all marked; a system has one module store",
+            path.display(),
+            stores.join(", ")
+        );
+    }
+    if let Some(store) = components.iter().find(|c| c.module_store)
+        && !store.grants.iter().any(|g| mica_runtime::program::grant_covers(g, "mica:kernel/ipc"))
+    {
+        bail!(
+            "{}: component '{}': module_store: the module store serves the kernel over IPC, so it needs the grant \
+             \"mica:kernel/ipc\"",
+            path.display(),
+            store.name
+        );
     }
     let connections = check_connections(path, &components, file.connect)?;
     Ok(Manifest { path: path.to_owned(), components, connections, devices })

@@ -117,8 +117,16 @@ pub fn prepare_with(
             Source::Wasm(p) => p.clone(),
             Source::Crate(name) => built[name].clone(),
         };
-        let code = match binding {
-            Binding::Aot(profile) => {
+        let aot_profile = match binding {
+            Binding::Aot(profile) => Some(profile.clone()),
+            // What must run before the module store does is compiled ahead of time for the
+            // baseline CPU, so that it runs anywhere.
+            Binding::Late if c.aot => Some(CpuProfile::baseline()),
+            Binding::Late => None,
+        };
+        let code = match aot_profile {
+            Some(profile) => {
+                let profile = &profile;
                 let artifact = aot::compile(&cache, &wasm, profile, instrumentation(c))?;
                 eprintln!(
                     "xtask: component {}: {} ({})",
@@ -128,7 +136,7 @@ pub fn prepare_with(
                 );
                 Code::Native(add_artifact(&mut writer, &mut added, &c.name, &artifact)?)
             }
-            Binding::Late => {
+            None => {
                 let entry = match added.get(&wasm) {
                     Some(entry) => entry.clone(),
                     None => {
@@ -207,7 +215,8 @@ pub fn prepare_with(
             Some(CompilerSpec { code, memory_limit: COMPILER_MEMORY_LIMIT })
         }
     };
-    let system = SystemManifest { components: specs, connections, machine, compiler };
+    let module_store = manifest.components.iter().position(|c| c.module_store).map(|i| i as u32);
+    let system = SystemManifest { components: specs, connections, machine, compiler, module_store };
     writer.add(EntryKind::Manifest, MANIFEST_ENTRY, system.encode()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = target.join("mica").join("bundles");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

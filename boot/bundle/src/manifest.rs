@@ -145,6 +145,9 @@ pub struct SystemManifest {
     pub machine: Vec<MachineDevice>,
     /// The compiler component, when any component's code is wasm.
     pub compiler: Option<CompilerSpec>,
+    /// The component that is the module store, by index into [`SystemManifest::components`]: the
+    /// kernel keeps what it compiles there (connection `modules`, from the kernel to it).
+    pub module_store: Option<u32>,
 }
 
 /// The manifest entry could not be decoded.

@@ -50,6 +50,7 @@ fn manifest() -> SystemManifest {
             output: None,
         }],
         compiler: Some(CompilerSpec { code: native("compiler.cwasm"), memory_limit: 1 << 28 }),
+        module_store: Some(0),
     }
 }
 

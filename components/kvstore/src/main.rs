@@ -13,96 +13,11 @@
 use std::hash::{BuildHasher, RandomState};
 use std::process::exit;
 
-use kvstore::disk::{Disk, SECTOR_SIZE};
+use kvstore::block::BlockDisk;
+use kvstore::disk::Disk;
 use kvstore::log::Store;
 use kvstore::protocol::answer;
 use mica::ipc::{Channel, ErrorCode};
-use mica_device::block::{self, MAX_DATA_BYTES, MAX_SECTORS_PER_REQUEST, Request, Response};
-
-/// The disk behind the block driver's connection.
-struct BlockDisk {
-    channel: Channel,
-    sectors: u64,
-}
-
-impl BlockDisk {
-    /// Connects to the driver and asks for the disk's size; fails for a read-only disk.
-    fn connect() -> Result<BlockDisk, String> {
-        let channel = Channel::connect(block::CONNECTION)
-            .map_err(|e| format!("cannot connect to the block driver (connection {:?}): {e}", block::CONNECTION))?;
-        let mut disk = BlockDisk { channel, sectors: 0 };
-        match disk.request("info", &Request::Info)? {
-            Response::Info { read_only: true, .. } => Err("the disk is read-only; kvstore needs to write".into()),
-            Response::Info { sectors, sector_size, .. } if sector_size as usize == SECTOR_SIZE => {
-                disk.sectors = sectors;
-                Ok(disk)
-            }
-            Response::Info { sector_size, .. } => {
-                Err(format!("the disk has {sector_size}-byte sectors; kvstore needs {SECTOR_SIZE}-byte ones"))
-            }
-            other => Err(format!("info: expected the disk's size, got {}", describe(&other))),
-        }
-    }
-
-    fn request(&mut self, what: &str, request: &Request) -> Result<Response, String> {
-        let bytes = self.channel.call(&request.encode()).map_err(|e| format!("{what}: {e}"))?;
-        Response::decode(&bytes).map_err(|e| format!("{what}: a malformed response from the driver: {e}"))
-    }
-
-    /// Sends a write or flush, which the driver answers with `Done`.
-    fn expect_done(&mut self, what: &str, request: &Request) -> Result<(), String> {
-        match self.request(what, request)? {
-            Response::Done => Ok(()),
-            other => Err(format!("{what}: expected done, got {}", describe(&other))),
-        }
-    }
-}
-
-/// A response, briefly (not pages of data).
-fn describe(response: &Response) -> String {
-    match response {
-        Response::Data(data) => format!("{} bytes of data", data.len()),
-        Response::Error { code, message } => format!("error {code:?}: {message}"),
-        other => format!("{other:?}"),
-    }
-}
-
-impl Disk for BlockDisk {
-    type Error = String;
-
-    fn sectors(&self) -> u64 {
-        self.sectors
-    }
-
-    fn read(&mut self, sector: u64, count: u32) -> Result<Vec<u8>, String> {
-        let mut data = Vec::with_capacity(count as usize * SECTOR_SIZE);
-        let mut done = 0;
-        while done < count {
-            let chunk = (count - done).min(MAX_SECTORS_PER_REQUEST);
-            let at = sector + u64::from(done);
-            let what = format!("read of {chunk} sector(s) at {at}");
-            match self.request(&what, &Request::Read { sector: at, count: chunk })? {
-                Response::Data(bytes) if bytes.len() == chunk as usize * SECTOR_SIZE => data.extend_from_slice(&bytes),
-                other => return Err(format!("{what}: expected {chunk} sector(s) of data, got {}", describe(&other))),
-            }
-            done += chunk;
-        }
-        Ok(data)
-    }
-
-    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), String> {
-        for (i, chunk) in data.chunks(MAX_DATA_BYTES).enumerate() {
-            let at = sector + (i * MAX_DATA_BYTES / SECTOR_SIZE) as u64;
-            let what = format!("write of {} sector(s) at {at}", chunk.len() / SECTOR_SIZE);
-            self.expect_done(&what, &Request::Write { sector: at, data: chunk.to_vec() })?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), String> {
-        self.expect_done("flush", &Request::Flush)
-    }
-}
 
 /// An id for a new store: random (std's hash keys come from the system's random source), mixed
 /// with the time.
@@ -112,11 +27,11 @@ fn new_store_id() -> u64 {
 }
 
 fn main() {
-    let disk = BlockDisk::connect().unwrap_or_else(|e| {
+    let disk = BlockDisk::connect("kvstore").unwrap_or_else(|e| {
         eprintln!("kvstore: {e}");
         exit(1);
     });
-    let sectors = disk.sectors;
+    let sectors = disk.sectors();
     let (mut store, report) = Store::open(disk, new_store_id()).unwrap_or_else(|e| {
         eprintln!("kvstore: cannot open the store: {e}");
         exit(1);

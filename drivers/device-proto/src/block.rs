@@ -14,6 +14,11 @@
 //! Integers are little-endian. Data is a whole number of sectors, at most
 //! [`MAX_DATA_BYTES`] per request, so that every message fits in one IPC message.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use crate::wire::{Reader, error_message, put_bytes};
 use crate::{DecodeError, MAX_MESSAGE_BYTES};
 

@@ -18,6 +18,10 @@
 //! Several clients may share the connection: each request is a call, answered by its reply.
 //! They share one stream of input, though: a byte goes to whichever read takes it first.
 
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use crate::wire::{Reader, error_message, put_bytes};
 use crate::{DecodeError, MAX_MESSAGE_BYTES};
 

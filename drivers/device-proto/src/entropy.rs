@@ -4,6 +4,8 @@
 //! response is exactly that many bytes. A driver that cannot serve a request (it is malformed,
 //! or the device failed) answers with no bytes and logs why.
 
+use alloc::vec::Vec;
+
 use crate::DecodeError;
 use crate::wire::Reader;
 

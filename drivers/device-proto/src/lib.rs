@@ -13,10 +13,15 @@
 //! says what was wrong ([`DecodeError`]), so a driver can answer a malformed request instead of
 //! trusting it. No message exceeds [`MAX_MESSAGE_BYTES`], the IPC limit.
 #![forbid(unsafe_code)]
+// no_std (with alloc) so that the kernel can speak the module-store protocol too.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 pub mod block;
 pub mod console;
 pub mod entropy;
+pub mod modules;
 pub mod net;
 mod wire;
 

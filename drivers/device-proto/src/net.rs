@@ -19,6 +19,11 @@
 //! exchange. A client gathers the frames of one message with a [`Batch`], which refuses a frame
 //! that would make the message larger than [`MAX_MESSAGE_BYTES`].
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
 use crate::wire::{Reader, error_message, put_bytes};
 use crate::{DecodeError, MAX_MESSAGE_BYTES};
 

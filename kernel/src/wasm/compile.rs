@@ -4,25 +4,58 @@
 //! its own like any component, one fresh instance per compile, one compile at a time; a compile
 //! that fails (a malformed component, a trap or out-of-memory in the compiler) fails only the
 //! component it was for, with the reason.
+//!
+//! What is compiled is kept in the module store, a service component on a disk, when the system
+//! has one (`mica_device::modules`): under a key naming the wasm (SHA-256) and everything the code
+//! depends on (the artifact key, CPU features included), so that the next boot on this CPU
+//! compiles nothing and a boot on another CPU compiles again beside the old entries. An entry the
+//! store finds corrupt, or Wasmtime refuses, is named and compiled again. The kernel talks to the
+//! store over IPC like a component does (its own port, connection `modules`), and closes its
+//! connection once every component of wasm code is loaded, which ends the store.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use mica_bundle::{Bundle, CompilerSpec};
+use mica_device::modules::{self, MAX_CHUNK_BYTES, ModulesErrorCode, Response};
 use mica_runtime::compiler::{self, CompilerPre, Request};
-use mica_runtime::config::{CpuFeature, CpuProfile, Instrumentation, KERNEL_TARGET};
+use mica_runtime::config::{ArtifactKey, CpuFeature, CpuProfile, Instrumentation, KERNEL_TARGET};
+use mica_runtime::ipc::{Handle, IpcPort};
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, Launch};
+use mica_runtime::wasmtime::Engine;
+use mica_runtime::wasmtime::component::Component;
+use sha2::{Digest, Sha256};
 use spin::Once;
 
 use super::{Shared, Source};
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
+use crate::ipc::blocking::{self, Port};
 use crate::{kprintln, sched};
+
+/// How long the kernel waits for one answer of the module store, in nanoseconds: past it, the
+/// store is given up on for this boot (compiled code is then kept in memory only).
+const STORE_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// The handle table of the kernel's own IPC port (one connection).
+const STORE_HANDLES: u16 = 4;
+
+/// The kernel's connection to the module store.
+enum StoreLink {
+    /// Not opened yet; the kernel is IPC component `index`.
+    Closed { index: usize },
+    /// Open.
+    Open { index: usize, port: Arc<Port>, handle: Handle },
+    /// Given up on, or closed for good (every component of wasm code is loaded).
+    Gone { index: usize },
+    /// The system has no module store.
+    None,
+}
 
 /// The name the compiler component runs under (its console prefix and reports).
 const NAME: &str = "compiler";
@@ -51,10 +84,15 @@ pub struct Compiler {
     platform: Arc<dyn Platform>,
     ready: Once<Result<Ready, String>>,
     busy: AtomicBool,
-    /// What was compiled this boot, by where its wasm lies in the bundle and its instrumentation:
-    /// a later component (or a restart after every instance ended) of the same wasm loads it
-    /// again without compiling.
+    /// What was compiled (or found in the store) this boot, by where its wasm lies in the bundle
+    /// and its instrumentation: a later component (or a restart after every instance ended) of
+    /// the same wasm loads it again without compiling or asking the store.
     compiled: IrqMutex<BTreeMap<(usize, usize, usize), Compiled>>,
+    /// The module store; used only by the thread holding a [`Turn`].
+    store: spin::Mutex<StoreLink>,
+    /// Components of wasm code not yet loaded (or refused): when none is left, the kernel closes
+    /// its connection to the store.
+    pending: AtomicUsize,
 }
 
 impl core::fmt::Debug for Compiler {
@@ -79,8 +117,16 @@ pub fn this_cpu() -> CpuProfile {
 }
 
 impl Compiler {
-    /// The compiler of a system booted from `bundle`, whose manifest names `spec`.
-    pub fn new(bundle: Bundle<'static>, spec: Option<CompilerSpec>, platform: Arc<dyn Platform>) -> Compiler {
+    /// The compiler of a system booted from `bundle`, whose manifest names `spec`, with
+    /// `wasm_components` components of wasm code to load; `store` is the kernel's IPC component
+    /// index when the system has a module store (a connection `modules` from it to the store).
+    pub fn new(
+        bundle: Bundle<'static>,
+        spec: Option<CompilerSpec>,
+        platform: Arc<dyn Platform>,
+        store: Option<usize>,
+        wasm_components: usize,
+    ) -> Compiler {
         Compiler {
             bundle,
             spec,
@@ -88,6 +134,129 @@ impl Compiler {
             ready: Once::new(),
             busy: AtomicBool::new(false),
             compiled: IrqMutex::new(BTreeMap::new()),
+            store: spin::Mutex::new(store.map_or(StoreLink::None, |index| StoreLink::Closed { index })),
+            pending: AtomicUsize::new(wasm_components),
+        }
+    }
+
+    /// One component of wasm code was loaded, or refused: when it was the last, the kernel
+    /// closes its connection to the module store (which then ends).
+    pub fn one_done(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _turn = self.turn();
+            self.close_store();
+        }
+    }
+
+    /// Whether no component of wasm code is left to load.
+    pub fn all_done(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// Closes the kernel's connection to the module store for good (the caller holds a [`Turn`],
+    /// or no component thread runs yet).
+    pub fn close_store(&self) {
+        let mut link = self.store.lock();
+        let index = match *link {
+            StoreLink::Closed { index } | StoreLink::Gone { index } => index,
+            StoreLink::Open { index, ref port, .. } => {
+                port.end_instance(false);
+                index
+            }
+            StoreLink::None => return,
+        };
+        *link = StoreLink::Gone { index };
+        blocking::component_ended(index);
+    }
+
+    /// Gives up on the store for this boot, saying why (once).
+    fn store_failed(&self, why: &str) {
+        kprintln!("mica: module store unavailable: {why}; compiled code is kept for this boot only");
+        self.close_store();
+    }
+
+    /// One request to the module store; `None` when there is no store (or it was given up on).
+    fn store_call(&self, request: &modules::Request) -> Option<Response> {
+        let mut link = self.store.lock();
+        if let StoreLink::Closed { index } = *link {
+            let opened = Port::open(index, STORE_HANDLES, false)
+                .and_then(|port| port.connect(modules::CONNECTION).map(|handle| (port, handle)));
+            match opened {
+                Ok((port, handle)) => *link = StoreLink::Open { index, port, handle },
+                Err(e) => {
+                    drop(link);
+                    self.store_failed(&format!("cannot connect to it: {e}"));
+                    return None;
+                }
+            }
+        }
+        let StoreLink::Open { ref port, handle, .. } = *link else { return None };
+        let port = port.clone();
+        drop(link);
+        let deadline = clock::monotonic_ns().unwrap_or(0) + STORE_TIMEOUT_NS;
+        let answer = port
+            .call(handle, request.encode(), Vec::new(), Some(deadline))
+            .map_err(|e| format!("{e}"))
+            .and_then(|received| Response::decode(&received.bytes).map_err(|e| format!("a malformed answer: {e}")));
+        match answer {
+            Ok(response) => Some(response),
+            Err(e) => {
+                self.store_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// The entry `key` from the store: `Ok(None)` when it has none (or there is no store), an
+    /// error naming what was wrong with it when it is corrupt.
+    fn store_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut data: Vec<u8> = Vec::new();
+        loop {
+            let request = modules::Request::Get { key: key.into(), offset: data.len() as u64 };
+            match self.store_call(&request) {
+                None | Some(Response::Missing) => return Ok(None),
+                Some(Response::Chunk { total, data: chunk }) => {
+                    if chunk.is_empty() && (data.len() as u64) < total {
+                        self.store_failed("it sent an empty chunk");
+                        return Ok(None);
+                    }
+                    data.extend_from_slice(&chunk);
+                    if data.len() as u64 >= total {
+                        return Ok(Some(data));
+                    }
+                }
+                Some(Response::Error { code: ModulesErrorCode::Corrupt, message }) => return Err(message),
+                Some(other) => {
+                    self.store_failed(&format!("it answered a get with {}", describe(&other)));
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Keeps `artifact` under `key` in the store; what happened, for the console.
+    fn store_put(&self, key: &str, artifact: &[u8]) -> Result<(), String> {
+        let total = artifact.len() as u64;
+        let mut offset = 0;
+        loop {
+            let end = (offset + MAX_CHUNK_BYTES).min(artifact.len());
+            let request = modules::Request::Put {
+                key: key.into(),
+                total,
+                offset: offset as u64,
+                data: artifact[offset..end].to_vec(),
+            };
+            match self.store_call(&request) {
+                None => return Err(String::from("no module store")),
+                Some(Response::Accepted) if end < artifact.len() => offset = end,
+                Some(Response::Stored) if end == artifact.len() => return Ok(()),
+                Some(Response::Error { code: ModulesErrorCode::Full, message }) => return Err(message),
+                Some(other) => {
+                    let e = format!("it answered a put with {}", describe(&other));
+                    self.store_failed(&e);
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -125,24 +294,71 @@ impl Compiler {
         Ok(Ready { pre, _shared: shared })
     }
 
-    /// The artifact of component `name`'s `wasm` (from the bundle) for this CPU with
-    /// `instrumentation`: compiled now, or earlier this boot. The caller holds a [`Turn`].
-    pub fn compile(&self, name: &str, wasm: &[u8], instrumentation: Instrumentation) -> Result<Arc<[u8]>, String> {
-        let key = (wasm.as_ptr() as usize, wasm.len(), instrumentation.index());
-        if let Some(known) = self.compiled.lock().get(&key) {
-            kprintln!("mica: component {name}: native code compiled earlier this boot (for {})", known.first);
-            return Ok(known.artifact.clone());
+    /// Component `name`'s `wasm` (from the bundle) loaded into `engine` as native code for this
+    /// CPU with `instrumentation`: compiled or found earlier this boot, found in the module store,
+    /// or compiled now (and kept in the store). The caller holds a [`Turn`].
+    pub fn load_code(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        instrumentation: Instrumentation,
+        engine: &Engine,
+    ) -> Result<Component, String> {
+        let load = |artifact: &[u8]| {
+            // It was made by the compiler component with this kernel's engine settings for this
+            // CPU (compiled here, or stored under a key that says so); Wasmtime checks version,
+            // settings and CPU features again, and copies it into code memory.
+            // SAFETY: so it is an artifact for this engine; the bytes are only read here.
+            unsafe { program::load(engine, artifact) }.map_err(|e| format!("{e}"))
+        };
+        let index = (wasm.as_ptr() as usize, wasm.len(), instrumentation.index());
+        let known = self.compiled.lock().get(&index).map(|c| (c.artifact.clone(), c.first.clone()));
+        if let Some((artifact, first)) = known {
+            kprintln!("mica: component {name}: native code compiled earlier this boot (for {first})");
+            return load(&artifact);
         }
-        let artifact: Arc<[u8]> = self.compile_now(name, wasm, instrumentation)?.into();
-        self.compiled.lock().insert(key, Compiled { artifact: artifact.clone(), first: name.to_string() });
-        Ok(artifact)
+        let cpu = this_cpu();
+        let key = store_key(wasm, &cpu, instrumentation);
+        match self.store_get(&key) {
+            Ok(Some(artifact)) => match load(&artifact) {
+                Ok(component) => {
+                    kprintln!(
+                        "mica: component {name}: native code from the module store (cpu-{}, {} KiB)",
+                        cpu.feature_list(),
+                        artifact.len().div_ceil(1024)
+                    );
+                    self.compiled.lock().insert(index, Compiled { artifact: artifact.into(), first: name.into() });
+                    return Ok(component);
+                }
+                Err(e) => {
+                    kprintln!("mica: component {name}: module store entry refused by Wasmtime: {e}; compiling again")
+                }
+            },
+            Ok(None) => {}
+            Err(e) => kprintln!("mica: component {name}: module store entry refused: {e}; compiling again"),
+        }
+        let artifact: Arc<[u8]> = self.compile_now(name, wasm, &cpu, instrumentation)?.into();
+        let component = load(&artifact)?;
+        if !matches!(*self.store.lock(), StoreLink::None | StoreLink::Gone { .. }) {
+            match self.store_put(&key, &artifact) {
+                Ok(()) => kprintln!("mica: component {name}: kept in the module store"),
+                Err(e) => kprintln!("mica: component {name}: not kept in the module store: {e}"),
+            }
+        }
+        self.compiled.lock().insert(index, Compiled { artifact, first: name.into() });
+        Ok(component)
     }
 
-    fn compile_now(&self, name: &str, wasm: &[u8], instrumentation: Instrumentation) -> Result<Vec<u8>, String> {
+    fn compile_now(
+        &self,
+        name: &str,
+        wasm: &[u8],
+        cpu: &CpuProfile,
+        instrumentation: Instrumentation,
+    ) -> Result<Vec<u8>, String> {
         let ready = self.ready()?;
         let memory_limit = self.spec.as_ref().map_or(0, |s| s.memory_limit);
-        let cpu = this_cpu();
-        let request = Request { triple: KERNEL_TARGET, cpu: &cpu, instrumentation };
+        let request = Request { triple: KERNEL_TARGET, cpu, instrumentation };
         let launch = Launch {
             name: NAME.into(),
             args: Vec::new(),
@@ -164,5 +380,28 @@ impl Compiler {
             mica_bundle::checksum(&artifact)
         );
         Ok(artifact)
+    }
+}
+
+/// The module-store key of `wasm` compiled for `cpu` with `instrumentation`: its SHA-256, then the
+/// artifact key (Wasmtime version, target, engine settings version, instrumentation, CPU
+/// features), so that code is found only for exactly the settings and CPU it was made for.
+pub fn store_key(wasm: &[u8], cpu: &CpuProfile, instrumentation: Instrumentation) -> String {
+    let digest = Sha256::digest(wasm);
+    let mut key = String::with_capacity(64 + 128);
+    for byte in digest {
+        key.push_str(&format!("{byte:02x}"));
+    }
+    key.push('/');
+    key.push_str(&ArtifactKey::new(cpu.clone(), instrumentation).to_string());
+    key
+}
+
+/// A module-store answer, briefly (not pages of data).
+fn describe(response: &Response) -> String {
+    match response {
+        Response::Chunk { total, data } => format!("a chunk of {} of {total} bytes", data.len()),
+        Response::Error { code, message } => format!("error {code:?}: {message}"),
+        other => format!("{other:?}"),
     }
 }

@@ -178,13 +178,7 @@ fn shared(
             if let Some(shared) = known() {
                 return Ok(shared);
             }
-            let artifact = compiler.compile(name, bytes, instrumentation).map_err(StartError::Compile)?;
-            // The compiler component made it with this kernel's engine settings and for this CPU
-            // (it reported matching settings, and was asked for this target and these features);
-            // Wasmtime checks version, settings and CPU features again, and copies it into code
-            // memory.
-            // SAFETY: so it is an artifact for this engine; the bytes are only read here.
-            let component = unsafe { program::load(engine, &artifact) }.map_err(StartError::Load)?;
+            let component = compiler.load_code(name, bytes, instrumentation, engine).map_err(StartError::Compile)?;
             Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: None }
         }
     };

@@ -110,6 +110,15 @@ fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> 
     }
 }
 
+/// Tells the compiler, when dropped, that a component of wasm code no longer needs the store.
+struct OneDone<'a>(&'a Compiler);
+
+impl Drop for OneDone<'_> {
+    fn drop(&mut self) {
+        self.0.one_done();
+    }
+}
+
 /// Runs one component to its end (again, per its restart policy). Returns whether it succeeded.
 fn run_instances(
     platform: &Arc<dyn Platform>,
@@ -120,6 +129,8 @@ fn run_instances(
     supervision: Supervision,
 ) -> bool {
     let name = &spec.name;
+    // Until its code is loaded (or refused), a component of wasm code may need the module store.
+    let wasm_pending = matches!(spec.code, Code::Wasm { .. }).then(|| OneDone(compiler));
     let instrumentation = match check_code(spec) {
         Ok(instrumentation) => instrumentation,
         Err(reason) => {
@@ -142,7 +153,9 @@ fn run_instances(
         }
     };
     // Loaded (compiled first, for wasm) and linked once: restarts reuse it.
-    let loaded = match super::load(name, bytes, code, instrumentation, &spec.grants) {
+    let loaded = super::load(name, bytes, code, instrumentation, &spec.grants);
+    drop(wasm_pending);
+    let loaded = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             kprintln!("mica: component {name} refused: {e}");
@@ -291,14 +304,30 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         }
     };
     let platform: Arc<dyn Platform> = Arc::new(KernelPlatform::new());
-    let compiler = Arc::new(Compiler::new(bundle.clone(), manifest.compiler.clone(), platform.clone()));
     let total = manifest.components.len();
-    let names = manifest.components.iter().map(|c| c.name.clone()).collect();
-    let connections: Vec<Connection> = manifest
+    let mut names: Vec<String> = manifest.components.iter().map(|c| c.name.clone()).collect();
+    let mut connections: Vec<Connection> = manifest
         .connections
         .iter()
         .map(|c| Connection { name: c.name.clone(), from: c.from as usize, to: c.to as usize })
         .collect();
+    // With a module store, the kernel is one more IPC participant (after the components), the
+    // client of connection `modules`.
+    let store = match manifest.module_store.map(|i| i as usize) {
+        Some(index) if index < total => {
+            names.push(String::from("kernel"));
+            connections.push(Connection { name: mica_device::modules::CONNECTION.into(), from: total, to: index });
+            Some(total)
+        }
+        Some(index) => {
+            kprintln!("mica: boot bundle refused: its module store is component {index} of {total}");
+            return ExitCode::Failed;
+        }
+        None => None,
+    };
+    let wasm_components = manifest.components.iter().filter(|c| matches!(c.code, Code::Wasm { .. })).count();
+    let compiler =
+        Arc::new(Compiler::new(bundle.clone(), manifest.compiler.clone(), platform.clone(), store, wasm_components));
     if let Err(e) = blocking::init(names, &connections) {
         kprintln!("mica: boot bundle refused: cannot set up its connections: {e}");
         return ExitCode::Failed;
@@ -307,12 +336,24 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         kprintln!("mica: {} connection(s) between components", connections.len());
     }
     kprintln!("mica: system of {total} component(s)");
+    if let Some(index) = manifest.module_store {
+        let wasm = if wasm_components == 0 { String::from("none") } else { format!("{wasm_components}") };
+        kprintln!(
+            "mica: module store: component {}; components compiled at boot: {wasm}",
+            manifest.components[index as usize].name
+        );
+    }
+    if compiler.all_done() {
+        // Nothing to compile: the store has no client.
+        compiler.close_store();
+    }
     let started_tsc = crate::arch::clock::rdtsc();
     let tally = Arc::new(IrqMutex::new(Tally { finished: 0, succeeded: 0, running: Vec::new() }));
     for (index, spec) in manifest.components.into_iter().enumerate() {
         let name = spec.name.clone();
+        let wasm_code = matches!(spec.code, Code::Wasm { .. });
         tally.lock().running.push(name.clone());
-        let (platform, thread_tally, bundle, compiler) =
+        let (platform, thread_tally, bundle, thread_compiler) =
             (platform.clone(), tally.clone(), bundle.clone(), compiler.clone());
         let priority = match spec.priority {
             mica_bundle::Priority::Low => sched::Priority::Low,
@@ -323,7 +364,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             kprintln!("mica: component {name}: priority {priority}");
         }
         let spawned = sched::spawn_with(&format!("component {name}"), priority, move || {
-            let ok = run_instances(&platform, &bundle, &compiler, index, &spec, supervision);
+            let ok = run_instances(&platform, &bundle, &thread_compiler, index, &spec, supervision);
             // However it ended, IPC learns that it will not run again.
             blocking::component_ended(index);
             memory_report("memory-after-component", &spec.name);
@@ -337,6 +378,9 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         });
         if let Err(e) = spawned {
             kprintln!("mica: component {name} refused: {e}");
+            if wasm_code {
+                compiler.one_done();
+            }
             blocking::component_ended(index);
             let mut tally = tally.lock();
             tally.finished += 1;

@@ -118,6 +118,10 @@ pub(super) struct RawComponent {
     #[serde(default)]
     pub devices: Vec<String>,
     pub dma_limit: Option<Size>,
+    #[serde(default)]
+    pub aot: bool,
+    #[serde(default)]
+    pub module_store: bool,
 }
 
 /// The restart policies as a manifest names them.
