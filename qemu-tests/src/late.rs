@@ -119,16 +119,9 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     // hello, testkit without instrumentation (count and count-again share it) and testkit with
     // fuel counting (spinner-fuel): three compiles, all for the CPU QEMU presents.
     // Which of count and count-again compiled depends on which thread got to the compiler first;
-    // the other must have loaded what it compiled.
-    let (first, second) = if outcome.serial.contains("mica: component count: compiled in ") {
-        ("count", "count-again")
-    } else {
-        ("count-again", "count")
-    };
-    let reused = format!("mica: component {second}: native code compiled earlier this boot (for {first})");
-    if !outcome.serial.contains(&reused) {
-        return Err(format!("the output lacks \"{reused}\"\n{}", context()));
-    }
+    // the other loads what it compiled (still loaded, or kept for the boot), so exactly one of
+    // them compiles.
+    let first = if outcome.serial.contains("mica: component count: compiled in ") { "count" } else { "count-again" };
     check_compiles(
         &outcome.serial,
         &[("hello", "none"), (first, "none"), ("spinner-fuel", "fuel")],

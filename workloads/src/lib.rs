@@ -31,9 +31,40 @@ pub fn sieve(n: usize) -> usize {
     composite[2..].iter().filter(|c| !**c).count()
 }
 
+/// Sums the leading and trailing zero bits of `n` pseudo-random 64-bit words, `rounds` times over:
+/// a bit-scan loop whose machine code depends on the CPU it is compiled for (one LZCNT or TZCNT
+/// with LZCNT and BMI1, a BSR or BSF with a zero check and a move without them).
+pub fn bit_scan(n: usize, rounds: u32) -> u64 {
+    let mut words = vec![0u64; n];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for w in words.iter_mut() {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        // Some words are zero, most have a run of zeros at either end.
+        *w = (x >> (x & 63)) << ((x >> 8) & 31);
+    }
+    black_box(&words);
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        for &w in &words {
+            sum = sum.wrapping_add(u64::from(w.leading_zeros()) + u64::from(w.trailing_zeros()));
+        }
+        black_box(sum);
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sieve;
+    use super::{bit_scan, sieve};
+
+    #[test]
+    fn bit_scan_counts_zero_bits() {
+        // Every word's leading plus trailing zeros is between 0 and 128 (128 for a zero word).
+        let one = bit_scan(1000, 1);
+        assert!(one > 0 && one <= 128 * 1000);
+        assert_eq!(bit_scan(1000, 3), one * 3);
+        assert_eq!(bit_scan(0, 5), 0);
+    }
 
     #[test]
     fn counts_primes_below_n() {

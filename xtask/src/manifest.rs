@@ -17,7 +17,7 @@
 //! devices = ["virtio-blk.0"]      # optional: devices it may claim through mica:hw (needs that grant)
 //! dma_limit = "1MiB"              # optional (default 1MiB): DMA memory it may hold at once
 //! aot = false                     # optional: compiled ahead of time even when the system compiles
-//!                                 #   the others at boot (`--late`): what must run before the
+//!                                 #   the others at boot (late binding): what must run before the
 //!                                 #   module store, such as its block driver
 //! module_store = false            # optional: this component is the system's module store (at most
 //!                                 #   one; compiled ahead of time; the kernel connects to it as

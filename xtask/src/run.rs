@@ -65,13 +65,14 @@ pub struct RunArgs {
     /// The system manifest to boot [default: components/default.toml].
     #[arg(long, value_name = "PATH")]
     pub manifest: Option<std::path::PathBuf>,
-    /// CPU profile components are compiled for: `baseline`, `host`, or a feature list.
+    /// The CPU QEMU presents: `baseline`, `host`, or a feature list. The system compiles its
+    /// components for it at boot (with `--aot`, the build host compiles them for it instead).
     #[arg(long, value_name = "PROFILE", default_value = "baseline")]
     pub cpu: String,
-    /// Late binding: the bundle carries wasm, and the system compiles each component at boot for
-    /// the CPU it finds, in the compiler component (`--cpu` then only picks QEMU's CPU model).
+    /// Compile every component ahead of time on this host, for `--cpu`, instead of shipping wasm
+    /// for the system to compile at boot (late binding, the default).
     #[arg(long)]
-    pub late: bool,
+    pub aot: bool,
     /// vCPUs (QEMU's `-smp`, or as many vCPUs on `mica-vmm`, described to the kernel by its MP table).
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub smp: u32,
@@ -178,7 +179,7 @@ fn system_bundle(
         return Ok((None, profile));
     }
     let manifest = args.manifest.clone().unwrap_or_else(|| root.join(crate::system::DEFAULT_MANIFEST));
-    let bundle = if args.late {
+    let bundle = if !args.aot {
         let stem = manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
         let name = if stem.ends_with("-late") { stem.to_owned() } else { format!("{stem}-late") };
         crate::system::prepare_with(root, toolchain, &manifest, &crate::system::Binding::Late, Some(&name))?

@@ -20,9 +20,7 @@ impl BlockDisk {
             .map_err(|e| format!("cannot connect to the block driver (connection {:?}): {e}", block::CONNECTION))?;
         let mut disk = BlockDisk { channel, sectors: 0 };
         match disk.request("info", &Request::Info)? {
-            Response::Info { read_only: true, .. } => {
-                Err(format!("the disk is read-only; {user} needs to write"))
-            }
+            Response::Info { read_only: true, .. } => Err(format!("the disk is read-only; {user} needs to write")),
             Response::Info { sectors, sector_size, .. } if sector_size as usize == SECTOR_SIZE => {
                 disk.sectors = sectors;
                 Ok(disk)

@@ -68,6 +68,11 @@ fn main() {
             let n: usize = arg(1).parse().unwrap_or(1_000_000);
             println!("{} primes below {n}", mica_workloads::sieve(n));
         }
+        "bitscan" => {
+            let n: usize = arg(1).parse().unwrap_or(100_000);
+            let rounds: u32 = arg(2).parse().unwrap_or(10);
+            println!("bit scan of {n} words x {rounds}: {}", mica_workloads::bit_scan(n, rounds));
+        }
         "crash-until" => {
             let n: u32 = arg(1).parse().unwrap_or(1);
             let restarts: u32 = std::env::var("MICA_RESTARTS").ok().and_then(|r| r.parse().ok()).unwrap_or(0);

@@ -368,12 +368,15 @@ impl Compiler {
             cpu_time: None,
         };
         let start = clock::monotonic_ns().unwrap_or(0);
+        let ticks = sched::cpu_ticks();
         let artifact = compiler::compile(&ready.pre, self.platform.clone(), &launch, wasm, &request)
             .map_err(|e| format!("compiling it failed: {e}"))?;
+        let ticks = sched::cpu_ticks() - ticks;
         let ms = (clock::monotonic_ns().unwrap_or(0) - start) / 1_000_000;
+        // The TSC ticks are this thread's own (guest instructions under `-icount shift=0`).
         kprintln!(
             "mica: component {name}: compiled in {ms} ms for {KERNEL_TARGET} cpu-{} instrument-{instrumentation} \
-             ({} KiB wasm, {} KiB native, crc32 {:08x})",
+             ({} KiB wasm, {} KiB native, tsc {ticks}, crc32 {:08x})",
             cpu.feature_list(),
             wasm.len().div_ceil(1024),
             artifact.len().div_ceil(1024),

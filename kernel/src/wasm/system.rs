@@ -405,6 +405,11 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
                 let used = CPUS_USED.load(core::sync::atomic::Ordering::Relaxed);
                 kprintln!("mica: components ran on CPUs {} of {}", cpu_list(used), crate::arch::smp::online());
             }
+            // Machine-readable, for `cargo xtask bench late-binding`: instructions under icount.
+            kprintln!(
+                "mica: system ran (tsc_since_entry={})",
+                crate::arch::clock::rdtsc().wrapping_sub(crate::arch::boot::boot_tsc())
+            );
             kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");
             return if succeeded == total { ExitCode::Success } else { ExitCode::Failed };
         }

@@ -10,7 +10,9 @@
 //! guest. `bench density` starts N idle components and reports memory per component and the
 //! instructions to start them. `bench io` counts block requests through the virtio-blk driver component against
 //! Linux's `virtio_blk`, and times HTTP requests to a component web server against busybox
-//! `httpd` in the Linux guest.
+//! `httpd` in the Linux guest. `bench late-binding` compares a system compiled at boot (first boot,
+//! then from the module store) with one compiled ahead of time, and CPU-specific code with baseline
+//! code.
 
 mod baselines;
 mod boot;
@@ -18,6 +20,7 @@ mod components;
 mod density;
 mod io;
 mod ipc;
+mod late;
 mod pods;
 mod report;
 mod stats;
@@ -48,6 +51,17 @@ pub enum BenchCommand {
     Io(IoArgs),
     /// Idle components: kernel memory per component and guest instructions to start N of them.
     Density(DensityArgs),
+    /// Late binding: first boot (compile in the system) vs store-hit boot vs host-precompiled,
+    /// compile cost per KiB of wasm, and code for this CPU against baseline code.
+    LateBinding(LateArgs),
+}
+
+/// Arguments of `cargo xtask bench late-binding`.
+#[derive(Debug, Args)]
+pub struct LateArgs {
+    /// Boots of each kind (each first boot on a fresh disk).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 /// Arguments of `cargo xtask bench density`.
@@ -85,5 +99,6 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Ipc => ipc::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Io(args) => io::run(root, args.runs).map(|()| ExitCode::SUCCESS),
         BenchCommand::Density(args) => density::run(root, args.n).map(|()| ExitCode::SUCCESS),
+        BenchCommand::LateBinding(args) => late::run(root, args.runs).map(|()| ExitCode::SUCCESS),
     }
 }
