@@ -175,6 +175,8 @@ fn with_mapper<R>(f: impl FnOnce(&mut OffsetPageTable<'static>) -> R) -> R {
     // A fault on the running thread's own stack needs this lock: it happens before, if at all.
     super::stacks::probe_before_lock();
     let mut guard = MAPPER.lock();
+    // Dropped before the guard: nested probes (the frame allocator's) know the lock is ours.
+    let _held = super::stacks::MapperHeld::mark();
     f(guard.as_mut().expect("paging used before paging::init"))
 }
 

@@ -149,16 +149,47 @@ fn is_lazy(slot: u64) -> bool {
 /// the page-table or frame lock uses.
 const PROBE_BYTES: u64 = 16 * 1024;
 
-/// Touches the pages of the running thread's stack that lie up to [`PROBE_BYTES`] below its
-/// stack pointer, when it is a stack committed on demand: a page not yet mapped faults here, and
-/// is mapped, before the caller takes a lock the page-fault path needs.
+/// The stack slot of the thread that holds the page-table lock, or `u64::MAX`.
+static MAPPER_HOLDER: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Marks the running thread as the holder of the page-table lock until dropped (taken right
+/// after the lock, dropped right before it is released).
+#[derive(Debug)]
+pub struct MapperHeld(());
+
+impl MapperHeld {
+    /// The running thread has just taken the page-table lock.
+    #[inline(always)]
+    pub fn mark() -> MapperHeld {
+        MAPPER_HOLDER.store(slot_of(stack_pointer()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        MapperHeld(())
+    }
+}
+
+impl Drop for MapperHeld {
+    fn drop(&mut self) {
+        MAPPER_HOLDER.store(u64::MAX, Ordering::Relaxed);
+    }
+}
+
 #[inline(always)]
-pub fn probe_before_lock() {
+fn stack_pointer() -> u64 {
     let rsp: u64;
     // SAFETY: reads the stack pointer into a register; no memory is touched.
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
+/// Touches the pages of the running thread's stack that lie up to [`PROBE_BYTES`] below its
+/// stack pointer, when it is a stack committed on demand: a page not yet mapped faults here, and
+/// is mapped, before the caller takes a lock the page-fault path needs. Not under the page-table
+/// lock (the frame allocator's lock is taken there, to allocate page tables): a fault there would
+/// need the lock its thread holds, and the probe made before that lock was taken covers it.
+#[inline(always)]
+pub fn probe_before_lock() {
+    let rsp = stack_pointer();
     let Some(slot) = slot_of(rsp) else { return };
-    if !is_lazy(slot) {
+    if !is_lazy(slot) || MAPPER_HOLDER.load(Ordering::Relaxed) == slot {
         return;
     }
     // The stack's lowest page: above the slot's guard page.
