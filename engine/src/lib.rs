@@ -152,6 +152,11 @@ impl CpuProfile {
         )
     }
 
+    /// No features: what a Pulley artifact, which runs on every CPU, is compiled for.
+    pub fn portable() -> CpuProfile {
+        CpuProfile { name: "portable".to_string(), features: Vec::new() }
+    }
+
     /// A profile with exactly `features` (SSE4.1 is always added: see [`CpuFeature::Sse41`]).
     pub fn new(name: &str, features: impl IntoIterator<Item = CpuFeature>) -> CpuProfile {
         let mut features: Vec<CpuFeature> = features.into_iter().chain([CpuFeature::Sse41]).collect();
@@ -256,13 +261,17 @@ pub const CONFIG_VERSION: u32 = 4;
 impl ArtifactKey {
     /// The key for `cpu` and `instrumentation` with this build's settings.
     pub fn new(cpu: CpuProfile, instrumentation: Instrumentation) -> ArtifactKey {
-        ArtifactKey {
-            wasmtime: WASMTIME_VERSION,
-            target: KERNEL_TARGET,
-            config_version: CONFIG_VERSION,
-            instrumentation,
-            cpu,
-        }
+        ArtifactKey::for_target(KERNEL_TARGET, cpu, instrumentation)
+    }
+
+    /// The key of a Pulley artifact with `instrumentation`.
+    pub fn pulley(instrumentation: Instrumentation) -> ArtifactKey {
+        ArtifactKey::for_target(PULLEY_TARGET, CpuProfile::portable(), instrumentation)
+    }
+
+    /// The key for `target` (one of [`TARGETS`]), `cpu` and `instrumentation`.
+    pub fn for_target(target: &'static str, cpu: CpuProfile, instrumentation: Instrumentation) -> ArtifactKey {
+        ArtifactKey { wasmtime: WASMTIME_VERSION, target, config_version: CONFIG_VERSION, instrumentation, cpu }
     }
 }
 
@@ -294,18 +303,23 @@ pub struct UnknownTarget(pub String);
 
 impl fmt::Display for UnknownTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown target '{}' (Mica's kernels are: {})", self.0, TARGETS.join(", "))
+        write!(f, "unknown target '{}' (Mica compiles for: {})", self.0, TARGETS.join(", "))
     }
 }
 
-/// The targets Mica's kernels are built for: what artifacts can be compiled for.
-pub const TARGETS: [&str; 1] = [KERNEL_TARGET];
+/// Wasmtime's portable interpreter, Pulley (64-bit): one artifact for every CPU, run by the
+/// interpreter inside the kernel, for a component to start at once while its native code compiles.
+pub const PULLEY_TARGET: &str = "pulley64";
+
+/// The targets artifacts can be compiled for: the kernel's own, and Pulley.
+pub const TARGETS: [&str; 2] = [KERNEL_TARGET, PULLEY_TARGET];
 
 /// [`engine_config`] for the kernel target `target`, one of [`TARGETS`].
 pub fn engine_config_for(target: &str, instrumentation: Instrumentation) -> Result<Config, UnknownTarget> {
     if !TARGETS.contains(&target) {
         return Err(UnknownTarget(target.to_string()));
     }
+    let pulley = target == PULLEY_TARGET;
     let mut config = Config::new();
     // The target is set on both sides: when the kernel loads an artifact, Wasmtime compares
     // the artifact's architecture and operating system with the engine's.
@@ -318,7 +332,9 @@ pub fn engine_config_for(target: &str, instrumentation: Instrumentation) -> Resu
         // accessible part faults (#PF), a trapping instruction raises #UD or #DE, and the
         // kernel hands each to Wasmtime's trap handler (`signals_based_traps`). Wasmtime checks
         // at load that an artifact was compiled with exactly these, so both sides must agree.
-        .signals_based_traps(true)
+        // Pulley's interpreter checks every access itself: its loads are the kernel's own code,
+        // whose faults are kernel faults, never wasm traps.
+        .signals_based_traps(!pulley)
         // Data segments laid out page-aligned in the artifact, so that the kernel maps them into
         // each new linear memory copy-on-write (`wasmtime_memory_image_*`) instead of copying.
         .memory_init_cow(true)
@@ -332,10 +348,12 @@ pub fn engine_config_for(target: &str, instrumentation: Instrumentation) -> Resu
         .consume_fuel(instrumentation.fuel)
         .epoch_interruption(instrumentation.epochs)
         .max_wasm_stack(MAX_WASM_STACK);
-    // SAFETY: the kernel target is soft-float; with SSE4.1 in
-    // every profile, Cranelift emits no float libcalls whose calling convention could differ.
-    unsafe {
-        config.x86_float_abi_ok(true);
+    if !pulley {
+        // SAFETY: the kernel target is soft-float; with SSE4.1 in every profile, Cranelift emits
+        // no float libcalls whose calling convention could differ.
+        unsafe {
+            config.x86_float_abi_ok(true);
+        }
     }
     Ok(config)
 }
@@ -413,6 +431,21 @@ mod tests {
         }
         let names: Vec<&str> = Instrumentation::ALL.iter().map(|i| i.name()).collect();
         assert_eq!(names, ["none", "fuel", "epochs", "fuel+epochs"]);
+    }
+
+    #[test]
+    fn pulley_is_a_target_of_its_own() {
+        let k = ArtifactKey::pulley(Instrumentation::NONE);
+        assert_eq!(k.to_string(), "wasmtime-48.0.8/pulley64/config-4/instrument-none/cpu-");
+        let config = engine_config_for(PULLEY_TARGET, Instrumentation::NONE).expect("pulley");
+        let engine = wasmtime::Engine::new(&config).expect("a pulley engine");
+        assert!(engine.is_pulley());
+        assert_eq!(
+            engine_config_for("riscv64gc-unknown-none-elf", Instrumentation::NONE).err().map(|e| e.to_string()),
+            Some(
+                "unknown target 'riscv64gc-unknown-none-elf' (Mica compiles for: x86_64-unknown-none, pulley64)".into()
+            )
+        );
     }
 
     #[test]

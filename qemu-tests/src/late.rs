@@ -276,6 +276,59 @@ pub fn run_store(qemu: &Path, kernel: &Path) -> Result<String, String> {
     ))
 }
 
+/// Cuts power while the module store writes: boots the store system on a fresh disk, kills QEMU
+/// (SIGKILL) a random 0 to 59 ms after the first compile line (the put of that code follows at
+/// once), then boots again on the same disk. The store must open, the system must succeed, and
+/// every component whose code the first boot reported kept must now come from the store. The
+/// seed is printed (`MICA_POWER_CUT_SEED=N` repeats one).
+pub fn run_store_power_cut(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let seed: u64 = match std::env::var(crate::power_cut::SEED_ENV) {
+        Ok(v) => v.parse().map_err(|_| format!("{}={v} is not a number", crate::power_cut::SEED_ENV))?,
+        Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+    };
+    let delay = std::time::Duration::from_millis(seed % 60);
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let bundle = bundle_path(&BundleUse { system: STORE_SYSTEM, tamper: None }, scratch.path())?;
+    let baseline = mica_runtime::config::CpuProfile::baseline();
+    let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
+    let cmd = with_system(
+        QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features)),
+        &bundle,
+        scratch.path(),
+    )?;
+    let mut guest = crate::live::LiveGuest::spawn(&cmd)?;
+    let deadline = std::time::Instant::now() + TIMEOUT * 2;
+    if let Err(e) = guest.wait_for(": compiled in ", deadline) {
+        guest.kill();
+        return Err(format!("the first boot compiled nothing before the cut (seed {seed}): {e}\n{}", guest.console));
+    }
+    std::thread::sleep(delay);
+    guest.kill();
+    let kept: Vec<String> = guest
+        .console
+        .lines()
+        .filter_map(|l| l.strip_prefix("mica: component ")?.strip_suffix(": kept in the module store"))
+        .map(str::to_owned)
+        .collect();
+    let after = boot_store(qemu, kernel, &bundle, scratch.path(), &features)
+        .map_err(|e| format!("after the cut ({delay:?} after the first compile, seed {seed}): {e}"))?;
+    for name in &kept {
+        let hit = format!("mica: component {name}: native code from the module store");
+        if !after.contains(&hit) {
+            return Err(format!(
+                "{name}'s code was reported kept before the cut (seed {seed}), but the next boot did not find it\n{after}"
+            ));
+        }
+    }
+    let torn = if after.contains("discarded a torn record") { "; a torn record was discarded" } else { "" };
+    Ok(format!(
+        "cut {delay:?} after the first compile (seed {seed}): {} entr(ies) acknowledged before the cut, all found; \
+         the next boot compiled {}{torn}",
+        kept.len(),
+        compiles(&after).len()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

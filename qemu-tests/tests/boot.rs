@@ -83,5 +83,12 @@ fn main() -> ExitCode {
         println!("module store: {report}");
         Ok(())
     }));
+    // A power cut while the module store writes (see `late::run_store_power_cut`).
+    let cut = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::module_store_survives_power_cut", move || {
+        let report = qemu_tests::late::run_store_power_cut(&cut.0, &cut.1).map_err(Failed::from)?;
+        println!("module store power cut: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -79,7 +79,21 @@ pub fn compile_bytes(
     profile: &CpuProfile,
     instrumentation: Instrumentation,
 ) -> Result<Artifact> {
-    let key = ArtifactKey::new(profile.clone(), instrumentation);
+    compile_key(cache, bytes, ArtifactKey::new(profile.clone(), instrumentation))
+}
+
+/// Compiles the component in `wasm` to Pulley bytecode (one artifact for every CPU) with
+/// `instrumentation`, or returns the cached artifact.
+pub fn compile_pulley(cache: &Path, wasm: &Path, instrumentation: Instrumentation) -> Result<Artifact> {
+    let bytes = fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
+    compile_key(cache, &bytes, ArtifactKey::pulley(instrumentation))
+        .with_context(|| format!("compiling {} to Pulley bytecode", wasm.display()))
+}
+
+/// Compiles component `bytes` for `key`, or returns the cached artifact.
+fn compile_key(cache: &Path, bytes: &[u8], key: ArtifactKey) -> Result<Artifact> {
+    let profile = &key.cpu;
+    let instrumentation = key.instrumentation;
     let path = cache.join(format!("{}.cwasm", cache_name(&key, bytes)));
     if path.is_file() {
         return Ok(Artifact { path, key, cached: true });

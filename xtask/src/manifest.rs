@@ -19,6 +19,9 @@
 //! aot = false                     # optional: compiled ahead of time even when the system compiles
 //!                                 #   the others at boot (late binding): what must run before the
 //!                                 #   module store, such as its block driver
+//! start = "native"                # optional: with late binding, "native" (default) waits for its
+//!                                 #   native code; "pulley" starts at once on Pulley bytecode
+//!                                 #   (interpreted) and runs native code from its next start
 //! module_store = false            # optional: this component is the system's module store (at most
 //!                                 #   one; compiled ahead of time; the kernel connects to it as
 //!                                 #   `modules`, so it needs the grant mica:kernel/ipc)
@@ -110,6 +113,8 @@ pub struct Component {
     pub aot: bool,
     /// Whether it is the system's module store.
     pub module_store: bool,
+    /// Whether it starts on Pulley bytecode while its native code compiles (`start = "pulley"`).
+    pub pulley_first: bool,
 }
 
 /// One checked machine device.
@@ -279,6 +284,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             dma_limit: raw.dma_limit.map_or(DEFAULT_DMA_LIMIT, |size| size.0),
             aot: raw.aot || raw.module_store,
             module_store: raw.module_store,
+            pulley_first: raw.start == raw::Start::Pulley,
         });
     }
     let stores: Vec<&str> = components.iter().filter(|c| c.module_store).map(|c| c.name.as_str()).collect();

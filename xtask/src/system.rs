@@ -14,6 +14,7 @@ use mica_bundle::{
     SystemManifest,
 };
 use mica_runtime::config::{CpuProfile, Instrumentation};
+use sha2::{Digest, Sha256};
 
 use crate::manifest::{self, Source};
 use crate::toolchain::Toolchain;
@@ -137,18 +138,31 @@ pub fn prepare_with(
                 Code::Native(add_artifact(&mut writer, &mut added, &c.name, &artifact)?)
             }
             None => {
+                let bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+                let sha256: [u8; 32] = Sha256::digest(&bytes).into();
                 let entry = match added.get(&wasm) {
                     Some(entry) => entry.clone(),
                     None => {
                         let entry = format!("{}.wasm", c.name);
-                        let bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
                         writer.add(EntryKind::Wasm, &entry, bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
                         added.insert(wasm.clone(), entry.clone());
                         entry
                     }
                 };
-                eprintln!("xtask: component {}: wasm, compiled by the system at boot", c.name);
-                Code::Wasm { entry }
+                let pulley = if c.pulley_first {
+                    let artifact = aot::compile_pulley(&cache, &wasm, instrumentation(c))?;
+                    eprintln!(
+                        "xtask: component {}: wasm, compiled by the system at boot; starts on Pulley bytecode ({})",
+                        c.name,
+                        if artifact.cached { "cached" } else { "compiled" }
+                    );
+                    let name = format!("{}-pulley", c.name);
+                    Some(add_artifact(&mut writer, &mut added, &name, &artifact)?)
+                } else {
+                    eprintln!("xtask: component {}: wasm, compiled by the system at boot", c.name);
+                    None
+                };
+                Code::Wasm { entry, sha256, pulley }
             }
         };
         specs.push(ComponentSpec {

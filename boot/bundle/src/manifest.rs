@@ -59,6 +59,12 @@ pub enum Code {
     Wasm {
         /// The bundle entry holding the wasm.
         entry: String,
+        /// The wasm's SHA-256, which names it in the module store (computed once, when the
+        /// bundle is made, rather than at every boot).
+        sha256: [u8; 32],
+        /// Pulley bytecode for the component to start on at once, interpreted, while its native
+        /// code compiles (`start = "pulley"`); none to wait for native code.
+        pulley: Option<NativeCode>,
     },
 }
 

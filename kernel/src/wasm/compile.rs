@@ -29,8 +29,6 @@ use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, Launch};
 use mica_runtime::wasmtime::Engine;
 use mica_runtime::wasmtime::component::Component;
-use sha2::{Digest, Sha256};
-use spin::Once;
 
 use super::{Shared, Source};
 use crate::arch::irq_lock::IrqMutex;
@@ -82,7 +80,10 @@ pub struct Compiler {
     bundle: Bundle<'static>,
     spec: Option<CompilerSpec>,
     platform: Arc<dyn Platform>,
-    ready: Once<Result<Ready, String>>,
+    /// Loaded on first use; dropped once every component of wasm code is loaded (restarts find
+    /// their code kept in `compiled`), so that its memory comes back. Used only by the thread
+    /// holding a [`Turn`].
+    ready: spin::Mutex<Option<Result<Arc<Ready>, String>>>,
     busy: AtomicBool,
     /// What was compiled (or found in the store) this boot, by where its wasm lies in the bundle
     /// and its instrumentation: a later component (or a restart after every instance ended) of
@@ -131,7 +132,7 @@ impl Compiler {
             bundle,
             spec,
             platform,
-            ready: Once::new(),
+            ready: spin::Mutex::new(None),
             busy: AtomicBool::new(false),
             compiled: IrqMutex::new(BTreeMap::new()),
             store: spin::Mutex::new(store.map_or(StoreLink::None, |index| StoreLink::Closed { index })),
@@ -145,7 +146,15 @@ impl Compiler {
         if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _turn = self.turn();
             self.close_store();
+            // Nothing is left to compile: the compiler's loaded code and memory go back.
+            *self.ready.lock() = None;
         }
+    }
+
+    /// Whether the native code of `wasm` (from the bundle) with `instrumentation` was compiled, or
+    /// found in the module store, earlier this boot.
+    pub fn has_compiled(&self, wasm: &[u8], instrumentation: Instrumentation) -> bool {
+        self.compiled.lock().contains_key(&(wasm.as_ptr() as usize, wasm.len(), instrumentation.index()))
     }
 
     /// Whether no component of wasm code is left to load.
@@ -269,8 +278,9 @@ impl Compiler {
     }
 
     /// The compiler component, loaded and linked on first use.
-    fn ready(&self) -> Result<&Ready, String> {
-        self.ready.call_once(|| self.load()).as_ref().map_err(String::clone)
+    fn ready(&self) -> Result<Arc<Ready>, String> {
+        let mut ready = self.ready.lock();
+        ready.get_or_insert_with(|| self.load().map(Arc::new)).clone()
     }
 
     fn load(&self) -> Result<Ready, String> {
@@ -285,11 +295,13 @@ impl Compiler {
             return Err(refused(&format!("its code is instrumented for CPU limits ({instrumentation})")));
         }
         let bytes = self.bundle.entry(&spec.code.artifact).and_then(|e| e.data()).map_err(|e| refused(&e))?;
-        let shared = super::shared(NAME, bytes, Source::Artifact, instrumentation).map_err(|e| refused(&e))?;
+        let shared = super::shared(NAME, bytes, Source::Artifact(super::Kind::Native), instrumentation)
+            .map_err(|e| refused(&e))?;
         let engine = super::engine(instrumentation).map_err(|e| refused(&e))?;
         let grants: Vec<String> = GRANTS.iter().map(|g| g.to_string()).collect();
         let interfaces = program::check_imports(engine, &shared.component, &grants).map_err(|e| refused(&e))?;
-        let linker = super::shared_linker(engine, instrumentation, interfaces).map_err(|e| refused(&e))?;
+        let linker =
+            super::shared_linker(engine, super::Kind::Native, instrumentation, interfaces).map_err(|e| refused(&e))?;
         let pre = CompilerPre::new(&shared.component, &linker).map_err(|e| refused(&e))?;
         Ok(Ready { pre, _shared: shared })
     }
@@ -301,6 +313,7 @@ impl Compiler {
         &self,
         name: &str,
         wasm: &[u8],
+        sha256: &[u8; 32],
         instrumentation: Instrumentation,
         engine: &Engine,
     ) -> Result<Component, String> {
@@ -318,7 +331,7 @@ impl Compiler {
             return load(&artifact);
         }
         let cpu = this_cpu();
-        let key = store_key(wasm, &cpu, instrumentation);
+        let key = store_key(sha256, &cpu, instrumentation);
         match self.store_get(&key) {
             Ok(Some(artifact)) => match load(&artifact) {
                 Ok(component) => {
@@ -386,13 +399,13 @@ impl Compiler {
     }
 }
 
-/// The module-store key of `wasm` compiled for `cpu` with `instrumentation`: its SHA-256, then the
-/// artifact key (Wasmtime version, target, engine settings version, instrumentation, CPU
-/// features), so that code is found only for exactly the settings and CPU it was made for.
-pub fn store_key(wasm: &[u8], cpu: &CpuProfile, instrumentation: Instrumentation) -> String {
-    let digest = Sha256::digest(wasm);
+/// The module-store key of the wasm whose SHA-256 is `sha256`, compiled for `cpu` with
+/// `instrumentation`: the hash, then the artifact key (Wasmtime version, target, engine settings
+/// version, instrumentation, CPU features), so that code is found only for exactly the wasm,
+/// settings and CPU it was made for.
+pub fn store_key(sha256: &[u8; 32], cpu: &CpuProfile, instrumentation: Instrumentation) -> String {
     let mut key = String::with_capacity(64 + 128);
-    for byte in digest {
+    for byte in sha256 {
         key.push_str(&format!("{byte:02x}"));
     }
     key.push('/');

@@ -16,7 +16,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 
-use mica_runtime::config::{Instrumentation, engine_config};
+use mica_runtime::config::{Instrumentation, KERNEL_TARGET, PULLEY_TARGET, engine_config_for};
 use mica_runtime::host::InstanceState;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, Interfaces, Launch, LoadError, Outcome, Ports, Prepared};
@@ -28,29 +28,61 @@ use crate::arch::cpu;
 use crate::arch::irq_lock::IrqMutex;
 use crate::sched;
 
-/// One engine per [`Instrumentation`] (indexed by [`Instrumentation::index`]), each made when
-/// the first component compiled with that instrumentation is loaded: an artifact loads only into
-/// an engine configured exactly as it was compiled.
-static ENGINES: [Once<Result<Engine, String>>; Instrumentation::ALL.len()] =
-    [Once::new(), Once::new(), Once::new(), Once::new()];
+/// What an engine runs: native code for this CPU, or Pulley bytecode in Wasmtime's interpreter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Native code (the kernel's target).
+    Native,
+    /// Pulley bytecode (`pulley64`), the same for every CPU.
+    Pulley,
+}
 
-/// The kernel's engine for artifacts compiled with `instrumentation`, made on first use.
+impl Kind {
+    /// The kind of an artifact compiled for `target`.
+    pub fn of_target(target: &str) -> Kind {
+        if target == PULLEY_TARGET { Kind::Pulley } else { Kind::Native }
+    }
+
+    fn index(self, instrumentation: Instrumentation) -> usize {
+        instrumentation.index() + Instrumentation::ALL.len() * (self as usize)
+    }
+}
+
+/// One engine per [`Kind`] and [`Instrumentation`] (see [`Kind::index`]), each made when the
+/// first component compiled that way is loaded: an artifact loads only into an engine
+/// configured exactly as it was compiled.
+static ENGINES: [Once<Result<Engine, String>>; 2 * Instrumentation::ALL.len()] =
+    [const { Once::new() }; 2 * Instrumentation::ALL.len()];
+
+/// The kernel's engine for native code compiled with `instrumentation`, made on first use.
 pub fn engine(instrumentation: Instrumentation) -> Result<&'static Engine, String> {
-    ENGINES[instrumentation.index()]
+    engine_of(Kind::Native, instrumentation)
+}
+
+/// The kernel's engine for `kind` of code compiled with `instrumentation`, made on first use.
+pub fn engine_of(kind: Kind, instrumentation: Instrumentation) -> Result<&'static Engine, String> {
+    ENGINES[kind.index(instrumentation)]
         .call_once(|| {
+            let target = match kind {
+                Kind::Native => KERNEL_TARGET,
+                Kind::Pulley => PULLEY_TARGET,
+            };
             // Code, linear memories and their guard regions are mapped through `vmem` (code
             // published read-execute, never writable); faults in wasm code reach Wasmtime
-            // through `traps`.
-            let mut config = engine_config(instrumentation);
+            // through `traps`. Pulley's interpreter checks every access itself.
+            let mut config = engine_config_for(target, instrumentation).map_err(|e| format!("{e}"))?;
             config.with_custom_code_memory(Some(Arc::new(vmem::KernelCodeMemory)));
-            // SAFETY: `code_may_use` answers from CPUID and the kernel's own state (AVX-class
-            // features are reported absent because their state is not enabled), so code is only
-            // ever loaded for features that work here.
-            unsafe {
-                config.detect_host_feature(cpu::code_may_use);
+            if kind == Kind::Native {
+                // SAFETY: `code_may_use` answers from CPUID and the kernel's own state (AVX-class
+                // features are reported absent because their state is not enabled), so code is
+                // only ever loaded for features that work here.
+                unsafe {
+                    config.detect_host_feature(cpu::code_may_use);
+                }
             }
-            Engine::new(&config)
-                .map_err(|e| format!("cannot create the Wasmtime engine (instrumentation {instrumentation}): {e:#}"))
+            Engine::new(&config).map_err(|e| {
+                format!("cannot create the Wasmtime engine ({target}, instrumentation {instrumentation}): {e:#}")
+            })
         })
         .as_ref()
         .map_err(String::clone)
@@ -59,9 +91,11 @@ pub fn engine(instrumentation: Instrumentation) -> Result<&'static Engine, Strin
 /// Advances the epoch of every engine made so far that has epoch checks: called from the timer
 /// interrupt, once per tick.
 pub fn on_tick() {
-    for instrumentation in Instrumentation::ALL.into_iter().filter(|i| i.epochs) {
-        if let Some(Ok(engine)) = ENGINES[instrumentation.index()].get() {
-            engine.increment_epoch();
+    for kind in [Kind::Native, Kind::Pulley] {
+        for instrumentation in Instrumentation::ALL.into_iter().filter(|i| i.epochs) {
+            if let Some(Ok(engine)) = ENGINES[kind.index(instrumentation)].get() {
+                engine.increment_epoch();
+            }
         }
     }
 }
@@ -107,10 +141,11 @@ static LINKERS: IrqMutex<BTreeMap<(usize, Interfaces), Arc<Linker<InstanceState>
 
 fn shared_linker(
     engine: &Engine,
+    kind: Kind,
     instrumentation: Instrumentation,
     interfaces: Interfaces,
 ) -> Result<Arc<Linker<InstanceState>>, LoadError> {
-    let key = (instrumentation.index(), interfaces);
+    let key = (kind.index(instrumentation), interfaces);
     if let Some(linker) = LINKERS.lock().get(&key) {
         return Ok(linker.clone());
     }
@@ -135,14 +170,21 @@ struct Shared {
 /// Where a component's native code comes from.
 #[derive(Clone, Copy, Debug)]
 pub enum Source<'a> {
-    /// The bytes are an artifact compiled ahead of time, loaded in place.
-    Artifact,
-    /// The bytes are wasm, compiled here for this CPU by the compiler component.
-    Wasm(&'a compile::Compiler),
+    /// The bytes are an artifact compiled ahead of time (native code, or Pulley bytecode),
+    /// loaded in place.
+    Artifact(Kind),
+    /// The bytes are wasm, compiled here for this CPU by the compiler component (or found in
+    /// the module store under its SHA-256).
+    Wasm {
+        /// The system's compiler.
+        compiler: &'a compile::Compiler,
+        /// The wasm's SHA-256, from the manifest.
+        sha256: &'a [u8; 32],
+    },
 }
 
 /// The artifacts loaded now, by where they lie in the bundle and the engine they were loaded
-/// into (its instrumentation).
+/// into (its kind and instrumentation).
 static SHARED: IrqMutex<BTreeMap<(usize, usize, usize), Weak<Shared>>> = IrqMutex::new(BTreeMap::new());
 
 /// The loaded code of `bytes` (from `source`) for `instrumentation`: the one already loaded, or
@@ -153,14 +195,15 @@ fn shared(
     source: Source<'_>,
     instrumentation: Instrumentation,
 ) -> Result<Arc<Shared>, StartError> {
-    let key = (bytes.as_ptr() as usize, bytes.len(), instrumentation.index());
+    let kind = source.kind();
+    let key = (bytes.as_ptr() as usize, bytes.len(), kind.index(instrumentation));
     let known = || SHARED.lock().get(&key).and_then(Weak::upgrade);
     if let Some(shared) = known() {
         return Ok(shared);
     }
-    let engine = engine(instrumentation).map_err(StartError::Engine)?;
+    let engine = engine_of(kind, instrumentation).map_err(StartError::Engine)?;
     let loaded = match source {
-        Source::Artifact => {
+        Source::Artifact(_) => {
             let mapping = vmem::BorrowedMapping::new(bytes).map_err(StartError::Engine)?;
             // The artifact passed the bundle's checksum and the artifact key check (made by
             // Mica's AOT compiler for this engine configuration, instrumentation included);
@@ -171,14 +214,15 @@ fn shared(
             let component = unsafe { program::load_in_place(engine, mapping.bytes()) }.map_err(StartError::Load)?;
             Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: Some(mapping) }
         }
-        Source::Wasm(compiler) => {
+        Source::Wasm { compiler, sha256 } => {
             // One compile at a time; a component that waited may find its code compiled meanwhile
             // (two components of one wasm).
             let _turn = compiler.turn();
             if let Some(shared) = known() {
                 return Ok(shared);
             }
-            let component = compiler.load_code(name, bytes, instrumentation, engine).map_err(StartError::Compile)?;
+            let component =
+                compiler.load_code(name, bytes, sha256, instrumentation, engine).map_err(StartError::Compile)?;
             Shared { prepared: IrqMutex::new(BTreeMap::new()), component, _artifact: None }
         }
     };
@@ -192,6 +236,16 @@ fn shared(
         None => {
             all.insert(key, Arc::downgrade(&loaded));
             Ok(loaded)
+        }
+    }
+}
+
+impl Source<'_> {
+    /// The engine the code goes into.
+    fn kind(&self) -> Kind {
+        match self {
+            Source::Artifact(kind) => *kind,
+            Source::Wasm { .. } => Kind::Native,
         }
     }
 }
@@ -223,7 +277,8 @@ pub fn load(
     instrumentation: Instrumentation,
     grants: &[String],
 ) -> Result<Loaded, StartError> {
-    let engine = engine(instrumentation).map_err(StartError::Engine)?;
+    let kind = source.kind();
+    let engine = engine_of(kind, instrumentation).map_err(StartError::Engine)?;
     // Costs are the component thread's own CPU time: other threads running meanwhile don't count.
     let t0 = sched::cpu_ticks();
     let shared = shared(name, bytes, source, instrumentation)?;
@@ -233,7 +288,7 @@ pub fn load(
     let prepared = match known {
         Some(prepared) => prepared,
         None => {
-            let linker = shared_linker(engine, instrumentation, interfaces).map_err(StartError::Load)?;
+            let linker = shared_linker(engine, kind, instrumentation, interfaces).map_err(StartError::Load)?;
             let prepared = program::prepare(&shared.component, &linker).map_err(StartError::Load)?;
             shared.prepared.lock().entry(interfaces).or_insert(prepared).clone()
         }

@@ -9,14 +9,14 @@ use alloc::vec::Vec;
 
 use mica_bundle::{Bundle, Code, ComponentSpec, NativeCode, Restart};
 use mica_exit::ExitCode;
-use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, WASMTIME_VERSION};
+use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, PULLEY_TARGET, WASMTIME_VERSION};
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
 
-use super::Source;
 use super::compile::Compiler;
 use super::platform::KernelPlatform;
+use super::{Kind, Source};
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
 use crate::ipc::blocking::{self, Port};
@@ -57,8 +57,11 @@ pub(super) fn check_native(spec: &NativeCode) -> Result<Instrumentation, String>
             spec.wasmtime_version
         ));
     }
-    if spec.target != KERNEL_TARGET {
-        return Err(format!("artifact compiled for target {}, this kernel is {KERNEL_TARGET}", spec.target));
+    if spec.target != KERNEL_TARGET && spec.target != PULLEY_TARGET {
+        return Err(format!(
+            "artifact compiled for target {}, this kernel runs {KERNEL_TARGET} and {PULLEY_TARGET}",
+            spec.target
+        ));
     }
     if spec.config_version != CONFIG_VERSION {
         return Err(format!(
@@ -111,11 +114,44 @@ fn restarts(policy: Restart, success: bool, attempt: u32, max_restarts: u32) -> 
 }
 
 /// Tells the compiler, when dropped, that a component of wasm code no longer needs the store.
-struct OneDone<'a>(&'a Compiler);
+struct OneDone(Arc<Compiler>);
 
-impl Drop for OneDone<'_> {
+impl Drop for OneDone {
     fn drop(&mut self) {
         self.0.one_done();
+    }
+}
+
+/// Compiles (or finds in the module store) the native code of component `name`, which runs on
+/// Pulley meanwhile, on a thread of its own; the component switches to it at its next start.
+fn compile_in_background(
+    compiler: Arc<Compiler>,
+    name: &str,
+    wasm: &'static [u8],
+    sha256: [u8; 32],
+    instrumentation: Instrumentation,
+    done: Option<OneDone>,
+) {
+    let thread_name = format!("compile {name}");
+    let name = String::from(name);
+    let spawned = sched::spawn(&thread_name, move || {
+        // Dropped last, after the turn: the store is no longer needed for this component.
+        let _done = done;
+        let engine = match super::engine(instrumentation) {
+            Ok(engine) => engine,
+            Err(e) => {
+                kprintln!("mica: component {name}: no native code ({e}); it stays on Pulley");
+                return;
+            }
+        };
+        let _turn = compiler.turn();
+        match compiler.load_code(&name, wasm, &sha256, instrumentation, engine) {
+            Ok(_) => kprintln!("mica: component {name}: native code ready; it runs from its next start"),
+            Err(e) => kprintln!("mica: component {name}: no native code ({e}); it stays on Pulley"),
+        }
+    });
+    if let Err(e) = spawned {
+        kprintln!("mica: component {thread_name}: cannot start the compile ({e}); it stays on Pulley");
     }
 }
 
@@ -123,14 +159,14 @@ impl Drop for OneDone<'_> {
 fn run_instances(
     platform: &Arc<dyn Platform>,
     bundle: &Bundle<'static>,
-    compiler: &Compiler,
+    compiler: &Arc<Compiler>,
     index: usize,
     spec: &ComponentSpec,
     supervision: Supervision,
 ) -> bool {
     let name = &spec.name;
     // Until its code is loaded (or refused), a component of wasm code may need the module store.
-    let wasm_pending = matches!(spec.code, Code::Wasm { .. }).then(|| OneDone(compiler));
+    let mut wasm_pending = matches!(spec.code, Code::Wasm { .. }).then(|| OneDone(compiler.clone()));
     let instrumentation = match check_code(spec) {
         Ok(instrumentation) => instrumentation,
         Err(reason) => {
@@ -142,8 +178,8 @@ fn run_instances(
         log::info!("component {name}: code instrumented for CPU limits ({instrumentation})");
     }
     let (entry, code) = match &spec.code {
-        Code::Native(native) => (&native.artifact, Source::Artifact),
-        Code::Wasm { entry } => (entry, Source::Wasm(compiler)),
+        Code::Native(native) => (&native.artifact, Source::Artifact(Kind::of_target(&native.target))),
+        Code::Wasm { entry, sha256, .. } => (entry, Source::Wasm { compiler, sha256 }),
     };
     let bytes = match bundle.entry(entry).and_then(|e| e.data()) {
         Ok(bytes) => bytes,
@@ -152,10 +188,44 @@ fn run_instances(
             return false;
         }
     };
-    // Loaded (compiled first, for wasm) and linked once: restarts reuse it.
-    let loaded = super::load(name, bytes, code, instrumentation, &spec.grants);
+    // Loaded (compiled first, for wasm) and linked once: restarts reuse it. A component that
+    // starts on Pulley (unless its native code was made earlier this boot) runs its Pulley
+    // bytecode at once while its native code is made on another thread.
+    let mut on_pulley = false;
+    let loaded = match &spec.code {
+        Code::Wasm { pulley: Some(pulley), sha256, .. } if !compiler.has_compiled(bytes, instrumentation) => {
+            let pulley_bytes = match check_native(pulley)
+                .and_then(|compiled| {
+                    if compiled == instrumentation {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "its Pulley bytecode has instrumentation {compiled}, its limits need {instrumentation}"
+                        ))
+                    }
+                })
+                .and_then(|()| bundle.entry(&pulley.artifact).and_then(|e| e.data()).map_err(|e| format!("{e}")))
+            {
+                Ok(pulley_bytes) => pulley_bytes,
+                Err(e) => {
+                    kprintln!("mica: component {name} refused: {e}");
+                    return false;
+                }
+            };
+            let loaded = super::load(name, pulley_bytes, Source::Artifact(Kind::Pulley), instrumentation, &spec.grants);
+            if loaded.is_ok() {
+                on_pulley = true;
+                kprintln!(
+                    "mica: component {name}: starts on Pulley bytecode (interpreted) while its native code is made"
+                );
+                compile_in_background(compiler.clone(), name, bytes, *sha256, instrumentation, wasm_pending.take());
+            }
+            loaded
+        }
+        _ => super::load(name, bytes, code, instrumentation, &spec.grants),
+    };
     drop(wasm_pending);
-    let loaded = match loaded {
+    let mut loaded = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             kprintln!("mica: component {name} refused: {e}");
@@ -165,6 +235,19 @@ fn run_instances(
     let launch = launch(spec);
     let mut attempt = 0;
     loop {
+        if on_pulley
+            && compiler.has_compiled(bytes, instrumentation)
+            && let Code::Wasm { sha256, .. } = &spec.code
+        {
+            match super::load(name, bytes, Source::Wasm { compiler, sha256 }, instrumentation, &spec.grants) {
+                Ok(native) => {
+                    loaded = native;
+                    on_pulley = false;
+                    kprintln!("mica: component {name}: runs native code from this start");
+                }
+                Err(e) => kprintln!("mica: component {name}: stays on Pulley: {e}"),
+            }
+        }
         let start = clock::monotonic_ns().unwrap_or(0);
         let port = match Port::open(index, spec.handles, spec.create_channels) {
             Ok(port) => port,

@@ -122,6 +122,19 @@ pub(super) struct RawComponent {
     pub aot: bool,
     #[serde(default)]
     pub module_store: bool,
+    #[serde(default)]
+    pub start: Start,
+}
+
+/// How a component whose code the system compiles starts before its native code is ready.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// It waits for its native code.
+    #[default]
+    Native,
+    /// It starts at once on Pulley bytecode (interpreted) and runs native code from its next start.
+    Pulley,
 }
 
 /// The restart policies as a manifest names them.
