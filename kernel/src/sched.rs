@@ -317,6 +317,23 @@ pub fn cpu_ticks() -> u64 {
         .unwrap_or_else(clock::rdtsc)
 }
 
+/// TSC ticks every CPU's idle thread has run so far (halted, waiting for an interrupt): under
+/// `-icount shift=0`, virtual time that passed with nothing to run, such as waits for the host's
+/// disk, which instruction counts should leave out.
+pub fn idle_ticks() -> u64 {
+    let now = clock::rdtsc();
+    SCHEDULER.lock().as_ref().map_or(0, |s| {
+        s.cpus
+            .iter()
+            .map(|c| match (&c.current, &c.idle) {
+                (Some(t), _) if t.idle => t.cpu_time + now.wrapping_sub(c.slice_start),
+                (_, Some(t)) => t.cpu_time,
+                _ => 0,
+            })
+            .sum()
+    })
+}
+
 /// The running thread's id (0 before the scheduler starts: the boot thread's).
 pub fn current_id() -> ThreadId {
     with(|s, cpu| s.current(cpu).id).unwrap_or(0)

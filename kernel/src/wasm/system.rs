@@ -490,8 +490,9 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             }
             // Machine-readable, for `cargo xtask bench late-binding`: instructions under icount.
             kprintln!(
-                "mica: system ran (tsc_since_entry={})",
-                crate::arch::clock::rdtsc().wrapping_sub(crate::arch::boot::boot_tsc())
+                "mica: system ran (tsc_since_entry={} idle={})",
+                crate::arch::clock::rdtsc().wrapping_sub(crate::arch::boot::boot_tsc()),
+                sched::idle_ticks()
             );
             kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");
             return if succeeded == total { ExitCode::Success } else { ExitCode::Failed };
