@@ -3,6 +3,14 @@
 
 use std::fmt;
 
+/// An id for a new store on a blank disk: random (std's hash keys come from the system's random
+/// source), mixed with the time.
+pub fn new_store_id() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    RandomState::new().hash_one(now)
+}
+
 /// Bytes per sector.
 pub const SECTOR_SIZE: usize = 512;
 

@@ -10,7 +10,6 @@
 //! that holds something else than a store, or a store of another format version, is refused
 //! (exit 1) and left untouched.
 
-use std::hash::{BuildHasher, RandomState};
 use std::process::exit;
 
 use kvstore::block::BlockDisk;
@@ -19,20 +18,13 @@ use kvstore::log::Store;
 use kvstore::protocol::answer;
 use mica::ipc::{Channel, ErrorCode};
 
-/// An id for a new store: random (std's hash keys come from the system's random source), mixed
-/// with the time.
-fn new_store_id() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    RandomState::new().hash_one(now)
-}
-
 fn main() {
     let disk = BlockDisk::connect("kvstore").unwrap_or_else(|e| {
         eprintln!("kvstore: {e}");
         exit(1);
     });
     let sectors = disk.sectors();
-    let (mut store, report) = Store::open(disk, new_store_id()).unwrap_or_else(|e| {
+    let (mut store, report) = Store::open(disk, kvstore::disk::new_store_id()).unwrap_or_else(|e| {
         eprintln!("kvstore: cannot open the store: {e}");
         exit(1);
     });

@@ -9,7 +9,6 @@
 //! `modstore: formatted a blank disk of N sectors` for a blank disk). A disk that holds something
 //! else is refused (exit 1) and left untouched; the kernel then compiles without keeping.
 
-use std::hash::{BuildHasher, RandomState};
 use std::process::exit;
 
 use kvstore::block::BlockDisk;
@@ -19,20 +18,13 @@ use mica_device::modules::CONNECTION;
 use modstore::service::Service;
 use modstore::store::ModuleStore;
 
-/// An id for a new store: random (std's hash keys come from the system's random source), mixed
-/// with the time.
-fn new_store_id() -> u64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    RandomState::new().hash_one(now)
-}
-
 fn main() {
     let disk = BlockDisk::connect("modstore").unwrap_or_else(|e| {
         eprintln!("modstore: {e}");
         exit(1);
     });
     let sectors = disk.sectors();
-    let (store, report) = ModuleStore::open(disk, new_store_id()).unwrap_or_else(|e| {
+    let (store, report) = ModuleStore::open(disk, kvstore::disk::new_store_id()).unwrap_or_else(|e| {
         eprintln!("modstore: cannot open the store: {e}");
         exit(1);
     });

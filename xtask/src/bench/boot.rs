@@ -17,9 +17,9 @@ use mica_launch::{Accel, ExitCode, KvmProbe, OutputMode, QemuCommand, RunOptions
 use super::BootArgs;
 use super::report::{Instructions, Report, WallRow};
 use super::stats::{Summary, human};
+use crate::empty_kernel;
 use crate::machine::Machine;
 use crate::run::{SOFTWARE_KVM_TIMEOUT_SECS, TIMEOUT_SECS};
-use crate::{empty_kernel, kernel, setup};
 
 /// Boots counted for instructions.
 const COUNT_RUNS: usize = 3;
@@ -30,10 +30,7 @@ const CMDLINE: &str = "";
 
 /// Runs the boot benchmark.
 pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
-    let toolchain = setup::ensure(root)?;
-    let mica = kernel::build(root, &toolchain, true)?;
-    let out_dir = target_dir(root, &mica).join("mica").join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
     let empty = out_dir.join("empty-kernel.elf");
     fs::write(&empty, empty_kernel::elf()).with_context(|| format!("writing {}", empty.display()))?;
 

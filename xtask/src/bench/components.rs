@@ -8,7 +8,6 @@
 //! of the same component making [`HOST_CALLS`] calls and none, over [`HOST_CALLS`].
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -17,10 +16,10 @@ use mica_launch::{Accel, KvmProbe, QemuCommand};
 use serde::Serialize;
 
 use super::baselines::{self, SIEVE_COMPONENT, Sieve};
-use super::boot::{boot, target_dir};
+use super::boot::boot;
 use super::report::grouped;
 use crate::machine::Machine;
-use crate::{kernel, manifest, setup};
+use crate::manifest;
 
 /// Boots counted.
 const COUNT_RUNS: usize = 3;
@@ -108,10 +107,7 @@ const PEERS: &[&str] =
 
 /// Runs the components benchmark.
 pub fn run(root: &Path) -> Result<()> {
-    let toolchain = setup::ensure(root)?;
-    let mica = kernel::build(root, &toolchain, true)?;
-    let out_dir = target_dir(root, &mica).join("mica").join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
 
     let manifest_path = root.join(MANIFEST);
     let system = manifest::load(&manifest_path, &root.join("components"))?;

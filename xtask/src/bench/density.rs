@@ -18,10 +18,9 @@ use anyhow::{Context, Result, bail};
 use mica_launch::{Accel, KvmProbe, QemuCommand};
 use serde::Serialize;
 
-use super::boot::{boot, target_dir};
+use super::boot::boot;
 use crate::linux_guest::field;
 use crate::machine::Machine;
-use crate::{kernel, setup};
 
 /// Guest RAM for the run (MiB).
 const MEMORY_MIB: u32 = 2048;
@@ -140,10 +139,7 @@ pub fn run(root: &Path, n: u64) -> Result<()> {
     if n < 2 {
         bail!("--n must be at least 2 (one component is the baseline)");
     }
-    let toolchain = setup::ensure(root)?;
-    let mica = kernel::build(root, &toolchain, true)?;
-    let out_dir = target_dir(root, &mica).join("mica").join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
     let qemu = mica_launch::find_qemu()?;
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
     let base = QemuCommand::new(&qemu, &mica, Accel::Tcg)

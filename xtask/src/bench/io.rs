@@ -28,12 +28,11 @@ use mica_initramfs::Initramfs;
 use mica_launch::{Accel, KvmProbe, QemuCommand};
 use serde::Serialize;
 
-use super::boot::{boot, target_dir};
+use super::boot::boot;
 use super::report::grouped;
 use super::stats::Summary;
 use crate::linux_guest::{self, BUSYBOX_APPLETS};
 use crate::machine::Machine;
-use crate::{kernel, setup};
 
 /// The block benchmark's system.
 const BLOCK_MANIFEST: &str = "components/bench-io.toml";
@@ -158,10 +157,7 @@ pub struct Report {
 
 /// Runs the I/O benchmark.
 pub fn run(root: &Path, runs: u32) -> Result<()> {
-    let toolchain = setup::ensure(root)?;
-    let mica = kernel::build(root, &toolchain, true)?;
-    let out_dir = target_dir(root, &mica).join("mica").join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
     let qemu = mica_launch::find_qemu()?;
     let profile = mica_runtime::config::CpuProfile::baseline();
     let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();

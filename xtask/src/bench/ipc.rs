@@ -13,7 +13,6 @@
 //!   processes over a pair of pipes and over a Unix stream socket, and one-way over a pipe.
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -21,11 +20,10 @@ use anyhow::{Context, Result, bail};
 use mica_launch::{Accel, KvmProbe, QemuCommand};
 use serde::Serialize;
 
-use super::boot::{boot, target_dir};
+use super::boot::boot;
 use super::report::grouped;
 use crate::linux_guest;
 use crate::machine::Machine;
-use crate::{kernel, setup};
 
 /// Mica boots counted.
 const MICA_RUNS: usize = 2;
@@ -116,10 +114,7 @@ const PEERS: &[&str] = &[
 
 /// Runs the IPC benchmark.
 pub fn run(root: &Path) -> Result<()> {
-    let toolchain = setup::ensure(root)?;
-    let mica = kernel::build(root, &toolchain, true)?;
-    let out_dir = target_dir(root, &mica).join("mica").join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
     let qemu = mica_launch::find_qemu()?;
     let profile = mica_runtime::config::CpuProfile::baseline();
     let bundle = crate::system::prepare(root, &toolchain, &root.join(MANIFEST), &profile)?;

@@ -26,11 +26,10 @@ use mica_launch::{Accel, KvmProbe, QemuCommand};
 use mica_runtime::config::{CpuFeature, CpuProfile, Instrumentation, KERNEL_TARGET};
 use serde::Serialize;
 
-use super::boot::{boot, target_dir};
+use super::boot::boot;
 use super::stats::Summary;
 use crate::machine::Machine;
 use crate::system::{Binding, prepare_with};
-use crate::{kernel, setup};
 
 /// The system.
 const MANIFEST: &str = "components/bench-late.toml";
@@ -184,10 +183,7 @@ fn median(v: &[u64]) -> u64 {
 
 /// Runs the benchmark with `runs` boots of each kind.
 pub fn run(root: &Path, runs: u32) -> Result<()> {
-    let toolchain = setup::ensure(root)?;
-    let mica = kernel::build(root, &toolchain, true)?;
-    let out_dir = target_dir(root, &mica).join("mica").join("bench");
-    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
     let qemu = mica_launch::find_qemu()?;
     let cpu = this_cpu();
     let manifest = root.join(MANIFEST);

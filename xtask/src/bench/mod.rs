@@ -90,6 +90,25 @@ pub struct BootArgs {
     pub runs: u32,
 }
 
+/// What every benchmark starts from.
+pub(crate) struct Prepared {
+    /// The toolchain, set up.
+    pub toolchain: crate::toolchain::Toolchain,
+    /// The release kernel, built.
+    pub kernel: std::path::PathBuf,
+    /// Where results are written (`target/mica/bench`), made.
+    pub out_dir: std::path::PathBuf,
+}
+
+/// Sets up the toolchain, builds the release kernel and makes the output directory.
+pub(crate) fn prepare(root: &Path) -> Result<Prepared> {
+    let toolchain = crate::setup::ensure(root)?;
+    let kernel = crate::kernel::build(root, &toolchain, true)?;
+    let out_dir = boot::target_dir(root, &kernel).join("mica").join("bench");
+    std::fs::create_dir_all(&out_dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", out_dir.display()))?;
+    Ok(Prepared { toolchain, kernel, out_dir })
+}
+
 /// Runs a benchmark.
 pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
     match command {
