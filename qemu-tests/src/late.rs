@@ -277,8 +277,9 @@ pub fn run_store(qemu: &Path, kernel: &Path) -> Result<String, String> {
 }
 
 /// Cuts power while the module store writes: boots the store system on a fresh disk, kills QEMU
-/// (SIGKILL) a random 0 to 59 ms after the first compile line (the put of that code follows at
-/// once), then boots again on the same disk. The store must open, the system must succeed, and
+/// (SIGKILL) a random 0 to 1499 ms after the first compile line (the put of that code follows at
+/// once and takes a few hundred ms under TCG, so the cut falls during it or after), then boots
+/// again on the same disk. The store must open, the system must succeed, and
 /// every component whose code the first boot reported kept must now come from the store. The
 /// seed is printed (`MICA_POWER_CUT_SEED=N` repeats one).
 pub fn run_store_power_cut(qemu: &Path, kernel: &Path) -> Result<String, String> {
@@ -286,7 +287,7 @@ pub fn run_store_power_cut(qemu: &Path, kernel: &Path) -> Result<String, String>
         Ok(v) => v.parse().map_err(|_| format!("{}={v} is not a number", crate::power_cut::SEED_ENV))?,
         Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
     };
-    let delay = std::time::Duration::from_millis(seed % 60);
+    let delay = std::time::Duration::from_millis(seed % 1500);
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let bundle = bundle_path(&BundleUse { system: STORE_SYSTEM, tamper: None }, scratch.path())?;
     let baseline = mica_runtime::config::CpuProfile::baseline();

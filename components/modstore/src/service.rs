@@ -101,7 +101,8 @@ impl<D: Disk> Service<D> {
                 let line = format!("modstore: {key} not stored: {e}");
                 return (store_error(e), Some(line));
             }
-            self.incoming = Some(Incoming { key: key.clone(), total, data: Vec::with_capacity(total as usize) });
+            // Grown as chunks arrive, not reserved up front for a size the client only claims.
+            self.incoming = Some(Incoming { key: key.clone(), total, data: Vec::new() });
         }
         let Some(incoming) = self.incoming.as_mut() else {
             return (error(ModulesErrorCode::BadRequest, format!("{key}: a put must start at offset 0")), None);

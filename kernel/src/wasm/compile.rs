@@ -50,7 +50,7 @@ enum StoreLink {
     /// Open.
     Open { index: usize, port: Arc<Port>, handle: Handle },
     /// Given up on, or closed for good (every component of wasm code is loaded).
-    Gone { index: usize },
+    Gone,
     /// The system has no module store.
     None,
 }
@@ -167,14 +167,14 @@ impl Compiler {
     pub fn close_store(&self) {
         let mut link = self.store.lock();
         let index = match *link {
-            StoreLink::Closed { index } | StoreLink::Gone { index } => index,
+            StoreLink::Closed { index } => index,
             StoreLink::Open { index, ref port, .. } => {
                 port.end_instance(false);
                 index
             }
-            StoreLink::None => return,
+            StoreLink::Gone | StoreLink::None => return,
         };
-        *link = StoreLink::Gone { index };
+        *link = StoreLink::Gone;
         blocking::component_ended(index);
     }
 
@@ -217,20 +217,40 @@ impl Compiler {
     }
 
     /// The entry `key` from the store: `Ok(None)` when it has none (or there is no store), an
-    /// error naming what was wrong with it when it is corrupt.
+    /// error naming what was wrong with it when it is corrupt. A store that answers out of line
+    /// (an entry over the protocol's limit, a size that changes, chunks that stop or overrun) is
+    /// given up on: the kernel holds no more than the size it was told, within the limit.
     fn store_get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         let mut data: Vec<u8> = Vec::new();
+        let mut expected: Option<u64> = None;
         loop {
             let request = modules::Request::Get { key: key.into(), offset: data.len() as u64 };
             match self.store_call(&request) {
                 None | Some(Response::Missing) => return Ok(None),
                 Some(Response::Chunk { total, data: chunk }) => {
-                    if chunk.is_empty() && (data.len() as u64) < total {
-                        self.store_failed("it sent an empty chunk");
+                    let end = data.len() as u64 + chunk.len() as u64;
+                    let wrong = if total > modules::MAX_ENTRY_BYTES {
+                        Some(format!("an entry of {total} bytes, over the limit of {}", modules::MAX_ENTRY_BYTES))
+                    } else if expected.is_some_and(|t| t != total) {
+                        Some(format!("the entry's size changed from {} to {total} bytes", expected.unwrap_or(0)))
+                    } else if chunk.is_empty() && end < total {
+                        Some(String::from("an empty chunk"))
+                    } else if end > total {
+                        Some(format!("{end} bytes of an entry of {total}"))
+                    } else {
+                        None
+                    };
+                    if let Some(wrong) = wrong {
+                        self.store_failed(&format!("it sent {wrong}"));
+                        return Ok(None);
+                    }
+                    expected = Some(total);
+                    if data.try_reserve(chunk.len()).is_err() {
+                        self.store_failed(&format!("no kernel memory for an entry of {total} bytes"));
                         return Ok(None);
                     }
                     data.extend_from_slice(&chunk);
-                    if data.len() as u64 >= total {
+                    if end == total {
                         return Ok(Some(data));
                     }
                 }
@@ -352,7 +372,7 @@ impl Compiler {
         }
         let artifact: Arc<[u8]> = self.compile_now(name, wasm, &cpu, instrumentation)?.into();
         let component = load(&artifact)?;
-        if !matches!(*self.store.lock(), StoreLink::None | StoreLink::Gone { .. }) {
+        if !matches!(*self.store.lock(), StoreLink::None | StoreLink::Gone) {
             match self.store_put(&key, &artifact) {
                 Ok(()) => kprintln!("mica: component {name}: kept in the module store"),
                 Err(e) => kprintln!("mica: component {name}: not kept in the module store: {e}"),
