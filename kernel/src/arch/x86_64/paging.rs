@@ -797,11 +797,26 @@ pub fn init(ram: &RangeSet, extra: &[PhysRange], nx: bool) -> Result<PagingRepor
         report.small_pages += 1;
     }
     for r in extra {
-        for addr in (r.grow_to(PAGE_SIZE).start..r.grow_to(PAGE_SIZE).end).step_by(PAGE_SIZE as usize) {
+        let r = r.grow_to(PAGE_SIZE);
+        let mut addr = r.start;
+        while addr < r.end {
+            // A boot module holds the whole system's wasm and code (tens of MiB with the compiler
+            // component): its aligned interior goes in large pages, read-only all the same.
+            let block = PhysRange::sized(addr, LARGE_PAGE_SIZE);
+            if addr % LARGE_PAGE_SIZE == 0
+                && block.end <= r.end
+                && !block.overlaps(&image.whole)
+                && map_in::<Size2MiB>(&mut mapper, addr, addr, ro).is_ok()
+            {
+                report.large_pages += 1;
+                addr += LARGE_PAGE_SIZE;
+                continue;
+            }
             if mapper.translate_addr(VirtAddr::new(addr)).is_none() {
                 map_in::<Size4KiB>(&mut mapper, addr, addr, ro)?;
                 report.small_pages += 1;
             }
+            addr += PAGE_SIZE;
         }
     }
     // SAFETY: the new tables map everything the kernel touches from here on: its image (with the
