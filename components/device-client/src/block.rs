@@ -69,7 +69,7 @@ impl Client {
         let what = format!("write {round} at sector {sector}");
         match self.request(&what, &Request::Write { sector, data: pattern(round, sector) })? {
             Response::Done => Ok(()),
-            other => Err(format!("{what}: expected done, got {}", describe(&other))),
+            other => Err(format!("{what}: expected done, got {}", other.brief())),
         }
     }
 
@@ -81,17 +81,8 @@ impl Client {
                 let first = data.iter().zip(pattern(round, sector)).position(|(a, b)| *a != b);
                 Err(format!("{what}: {} bytes came back, differing from the write at byte {first:?}", data.len()))
             }
-            other => Err(format!("{what}: expected data, got {}", describe(&other))),
+            other => Err(format!("{what}: expected data, got {}", other.brief())),
         }
-    }
-}
-
-/// A response, briefly (not pages of data).
-fn describe(response: &Response) -> String {
-    match response {
-        Response::Data(data) => format!("{} bytes of data", data.len()),
-        Response::Error { code, message } => format!("error {code:?}: {message}"),
-        other => format!("{other:?}"),
     }
 }
 
@@ -138,13 +129,13 @@ pub fn verify(rounds: u64) -> Result<(), String> {
     }
     match client.request("flush", &Request::Flush)? {
         Response::Done => {}
-        other => return Err(format!("flush: expected done, got {}", describe(&other))),
+        other => return Err(format!("flush: expected done, got {}", other.brief())),
     }
     match client.request("read past the end", &Request::Read { sector: capacity, count: 1 })? {
         Response::Error { code: BlockErrorCode::OutOfRange, message } => {
             println!("block: a read past the end was refused: {message}");
         }
-        other => return Err(format!("read past the end: expected out-of-range, got {}", describe(&other))),
+        other => return Err(format!("read past the end: expected out-of-range, got {}", other.brief())),
     }
     println!("block: {rounds} writes verified, capacity {capacity} sectors");
     Ok(())

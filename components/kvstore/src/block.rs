@@ -28,7 +28,7 @@ impl BlockDisk {
             Response::Info { sector_size, .. } => {
                 Err(format!("the disk has {sector_size}-byte sectors; {user} needs {SECTOR_SIZE}-byte ones"))
             }
-            other => Err(format!("info: expected the disk's size, got {}", describe(&other))),
+            other => Err(format!("info: expected the disk's size, got {}", other.brief())),
         }
     }
 
@@ -41,17 +41,8 @@ impl BlockDisk {
     fn expect_done(&mut self, what: &str, request: &Request) -> Result<(), String> {
         match self.request(what, request)? {
             Response::Done => Ok(()),
-            other => Err(format!("{what}: expected done, got {}", describe(&other))),
+            other => Err(format!("{what}: expected done, got {}", other.brief())),
         }
-    }
-}
-
-/// A response, briefly (not pages of data).
-fn describe(response: &Response) -> String {
-    match response {
-        Response::Data(data) => format!("{} bytes of data", data.len()),
-        Response::Error { code, message } => format!("error {code:?}: {message}"),
-        other => format!("{other:?}"),
     }
 }
 
@@ -71,7 +62,7 @@ impl Disk for BlockDisk {
             let what = format!("read of {chunk} sector(s) at {at}");
             match self.request(&what, &Request::Read { sector: at, count: chunk })? {
                 Response::Data(bytes) if bytes.len() == chunk as usize * SECTOR_SIZE => data.extend_from_slice(&bytes),
-                other => return Err(format!("{what}: expected {chunk} sector(s) of data, got {}", describe(&other))),
+                other => return Err(format!("{what}: expected {chunk} sector(s) of data, got {}", other.brief())),
             }
             done += chunk;
         }

@@ -245,6 +245,18 @@ impl Request {
 }
 
 impl<D: AsRef<[u8]>> ResponseOf<D> {
+    /// The response, briefly, for an error message: data by its length, not its bytes.
+    pub fn brief(&self) -> String {
+        match self {
+            ResponseOf::Data(data) => format!("{} bytes of data", data.as_ref().len()),
+            ResponseOf::Info { sectors, sector_size, read_only } => {
+                format!("Info {{ sectors: {sectors}, sector_size: {sector_size}, read_only: {read_only} }}")
+            }
+            ResponseOf::Done => String::from("Done"),
+            ResponseOf::Error { code, message } => format!("error {code:?}: {message}"),
+        }
+    }
+
     /// The response as bytes. An error message longer than [`MAX_ERROR_MESSAGE_BYTES`] is cut
     /// short (at a character boundary).
     pub fn encode(&self) -> Vec<u8> {
@@ -336,6 +348,16 @@ mod tests {
         out.extend_from_slice(&data);
         assert_eq!(out, Response::Data(data).encode());
         assert_eq!(Response::decode(&out), Ok(Response::Data(vec![7u8; 1024])));
+    }
+
+    #[test]
+    fn responses_are_told_briefly() {
+        assert_eq!(Response::Data(vec![0; 1024]).brief(), "1024 bytes of data");
+        assert_eq!(Response::Done.brief(), "Done");
+        let error = Response::Error { code: BlockErrorCode::OutOfRange, message: "past the end".into() };
+        assert_eq!(error.brief(), "error OutOfRange: past the end");
+        let info = Response::Info { sectors: 8, sector_size: 512, read_only: false };
+        assert_eq!(info.brief(), "Info { sectors: 8, sector_size: 512, read_only: false }");
     }
 
     #[test]
