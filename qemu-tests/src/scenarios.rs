@@ -317,7 +317,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "[modstore] modstore: formatted a blank disk of 256 sectors",
             "mica: component hello: compiled in ",
             "mica: component hello: not kept in the module store: the store is full: the entry needs ",
-            " KiB, 127 KiB are free",
+            " KiB, 127 KiB are free with every entry the system does not reference evicted (0 KiB hold entries it references)",
             "[hello] hello from a Mica component",
             "mica: all components finished: 3 of 3 succeeded",
         ],

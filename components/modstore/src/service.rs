@@ -1,7 +1,7 @@
 //! The modules protocol (`mica_device::modules`) over a [`ModuleStore`]: entries go out in
 //! chunks by offset, and come in as chunks in order, written durably when the last one arrives.
 
-use kvstore::disk::{Disk, SECTOR_SIZE};
+use kvstore::disk::Disk;
 use mica_device::modules::{MAX_CHUNK_BYTES, ModulesErrorCode, Request, Response};
 
 use crate::store::{ModuleStore, StoreError};
@@ -56,6 +56,11 @@ impl<D: Disk> Service<D> {
             Err(e) => (error(ModulesErrorCode::BadRequest, format!("malformed request: {e}")), None),
             Ok(Request::Get { key, offset }) => self.get(key, offset),
             Ok(Request::Put { key, total, offset, data }) => self.put(key, total, offset, data),
+            Ok(Request::Keep { keys }) => {
+                let count = keys.len();
+                self.store.keep(keys);
+                (Response::Kept, Some(format!("modstore: the system references {count} entries; kept when full")))
+            }
         }
     }
 
@@ -92,12 +97,9 @@ impl<D: Disk> Service<D> {
 
     fn put(&mut self, key: String, total: u64, offset: u64, data: Vec<u8>) -> (Response, Option<String>) {
         if offset == 0 {
-            // Refused at once when it cannot fit, before its bytes are sent.
-            let needed = 1 + total.div_ceil(SECTOR_SIZE as u64);
-            let free = self.store.free_sectors();
-            if needed > free {
+            // Refused at once when it cannot fit, even with eviction, before its bytes are sent.
+            if let Err(e) = self.store.room_for(&key, total) {
                 self.incoming = None;
-                let e = StoreError::Full { needed, free };
                 let line = format!("modstore: {key} not stored: {e}");
                 return (store_error(e), Some(line));
             }
@@ -124,7 +126,10 @@ impl<D: Disk> Service<D> {
         }
         let Incoming { key, data, .. } = self.incoming.take().expect("checked");
         match self.store.put(&key, &data) {
-            Ok(()) => (Response::Stored, Some(format!("modstore: stored {key} ({} KiB)", data.len().div_ceil(1024)))),
+            Ok(evicted) => {
+                let evicted = evicted.map(|e| format!("; {e}")).unwrap_or_default();
+                (Response::Stored, Some(format!("modstore: stored {key} ({} KiB){evicted}", data.len().div_ceil(1024))))
+            }
             Err(e) => {
                 let line = format!("modstore: {key} not stored: {e}");
                 (store_error(e), Some(line))
@@ -219,12 +224,36 @@ mod tests {
             s.answer(&Request::Put { key: "k".into(), total: 1 << 20, offset: 0, data: vec![0; 10] }.encode());
         assert!(
             matches!(response, Response::Error { code: ModulesErrorCode::Full, ref message }
-            if message == "the store is full: the entry needs 1025 KiB, 7 KiB are free"),
+            if message.starts_with("the store is full: the entry needs 1025 KiB, 7 KiB are free with every entry")),
             "{response:?}"
         );
+        assert!(
+            line.as_deref().is_some_and(|l| l.starts_with(
+                "modstore: k not stored: the store is full: the entry needs 1025 KiB, 7 KiB are free with every entry"
+            )),
+            "{line:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_store_evicts_what_the_system_does_not_reference() {
+        let mut s = service(64);
+        let (response, line) = s.answer(&Request::Keep { keys: vec!["b".into(), "new".into()] }.encode());
+        assert_eq!(response, Response::Kept);
+        assert_eq!(line.as_deref(), Some("modstore: the system references 2 entries; kept when full"));
+        assert_eq!(put(&mut s, "a", &[1; 12_000]), Response::Stored);
+        assert_eq!(put(&mut s, "b", &[2; 12_000]), Response::Stored);
+        let request = Request::Put { key: "new".into(), total: 12_000, offset: 0, data: vec![3; 12_000] };
+        let (response, line) = s.answer(&request.encode());
+        assert_eq!(response, Response::Stored);
         assert_eq!(
             line.as_deref(),
-            Some("modstore: k not stored: the store is full: the entry needs 1025 KiB, 7 KiB are free")
+            Some(
+                "modstore: stored new (12 KiB); evicted 1 entries no manifest references, kept 1 (13 KiB used, was 25 KiB)"
+            )
         );
+        assert_eq!(get(&mut s, "a"), Ok(None));
+        assert_eq!(get(&mut s, "b"), Ok(Some(vec![2; 12_000])));
+        assert_eq!(get(&mut s, "new"), Ok(Some(vec![3; 12_000])));
     }
 }

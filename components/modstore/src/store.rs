@@ -40,10 +40,23 @@
 //! it again. Mixing the store id into the record's CRC means a record left from an earlier store
 //! on the same disk, or data that looks like a record, does not check out.
 //!
-//! When the log reaches the end of the disk, puts fail with [`StoreError::Full`], naming what was
-//! needed and what is free.
+//! # Eviction
+//!
+//! The running system names the entries it references ([`ModuleStore::keep`]: every component's
+//! wasm compiled for this CPU). When a put does not fit behind the log's end, the store evicts
+//! every entry not named: it reformats the disk in place under a new store id (one header-sector
+//! write, after which no older record checks out) and writes the named entries again from
+//! sector 1 on, in log order, so that each lands at or before where it was (one entry at a time
+//! in memory; data already in place is not written again), then the new entry after them. Only
+//! when the named entries and the new one do not fit together does the put fail with
+//! [`StoreError::Full`], naming what was needed and what could be free.
+//!
+//! A power cut during an eviction may lose named entries not yet written again: they are
+//! missing at the next boot and compiled again (the store is a cache of what the compiler
+//! makes). It never leaves an entry that loads with the wrong bytes: every record is checked
+//! against the new id, every entry's data against its CRC.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use kvstore::disk::{Disk, SECTOR_SIZE};
@@ -84,12 +97,15 @@ pub enum StoreError {
         /// How it does not match.
         reason: String,
     },
-    /// There is no room for the entry.
+    /// There is no room for the entry, even with every entry the system does not reference
+    /// evicted.
     Full {
         /// Sectors the entry needs.
         needed: u64,
-        /// Sectors free.
+        /// Sectors that would be free with every entry the system does not reference evicted.
         free: u64,
+        /// Sectors the entries the system references hold.
+        kept: u64,
     },
     /// The key is empty or longer than [`MAX_KEY_BYTES`].
     BadKey(usize),
@@ -105,11 +121,13 @@ impl fmt::Display for StoreError {
             }
             StoreError::TooSmall(sectors) => write!(f, "a disk of {sectors} sectors is too small for a module store"),
             StoreError::Corrupt { key, reason } => write!(f, "entry {key} is corrupt: {reason}"),
-            StoreError::Full { needed, free } => write!(
+            StoreError::Full { needed, free, kept } => write!(
                 f,
-                "the store is full: the entry needs {} KiB, {} KiB are free",
+                "the store is full: the entry needs {} KiB, {} KiB are free with every entry the system does not \
+                 reference evicted ({} KiB hold entries it references)",
                 (needed * SECTOR_SIZE as u64).div_ceil(1024),
-                (free * SECTOR_SIZE as u64) / 1024
+                (free * SECTOR_SIZE as u64) / 1024,
+                (kept * SECTOR_SIZE as u64).div_ceil(1024)
             ),
             StoreError::BadKey(len) => write!(f, "a key of {len} bytes (1 to {MAX_KEY_BYTES} allowed)"),
         }
@@ -165,6 +183,32 @@ impl fmt::Display for OpenReport {
     }
 }
 
+/// What an eviction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted {
+    /// Entries dropped (not referenced by the system, or found corrupt).
+    pub dropped: usize,
+    /// Entries written again.
+    pub kept: usize,
+    /// Sectors the log took before and after.
+    pub before: u64,
+    /// Sectors the log takes after (before the new entry).
+    pub after: u64,
+}
+
+impl fmt::Display for Evicted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "evicted {} entries no manifest references, kept {} ({} KiB used, was {} KiB)",
+            self.dropped,
+            self.kept,
+            self.after * SECTOR_SIZE as u64 / 1024,
+            self.before * SECTOR_SIZE as u64 / 1024
+        )
+    }
+}
+
 /// Sectors that `len` bytes take.
 fn sectors_for(len: u64) -> u64 {
     len.div_ceil(SECTOR_SIZE as u64)
@@ -180,6 +224,32 @@ pub struct ModuleStore<D: Disk> {
     end: u64,
     /// The next record's sequence number.
     seq: u64,
+    /// Keys the running system references: never evicted.
+    keep: BTreeSet<String>,
+}
+
+/// Writes the header of a store with id `id` and a blank first record sector (so the log ends at
+/// once), and flushes.
+fn format<D: Disk>(disk: &mut D, id: u64) -> Result<(), StoreError> {
+    let mut header = vec![0u8; SECTOR_SIZE];
+    header[0..8].copy_from_slice(&HEADER_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..20].copy_from_slice(&id.to_le_bytes());
+    let crc = crc32fast::hash(&header[..20]);
+    header[20..24].copy_from_slice(&crc.to_le_bytes());
+    header.extend_from_slice(&[0; SECTOR_SIZE]);
+    disk.write(0, &header).map_err(device)?;
+    disk.flush().map_err(device)
+}
+
+/// The id of the store that replaces the one with id `id` after `seq` records: another 64-bit
+/// value, mixed (SplitMix64's finaliser), so that no record of an earlier generation checks out.
+fn next_id(id: u64, seq: u64) -> u64 {
+    let mut z = id.wrapping_add(seq.wrapping_mul(0x9e37_79b9_7f4a_7c15)).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    let z = z ^ (z >> 31);
+    if z == id { z ^ 1 } else { z }
 }
 
 /// The CRC of a record sector's bytes 0..508, keyed by the store id.
@@ -200,16 +270,7 @@ impl<D: Disk> ModuleStore<D> {
         }
         let header = disk.read(0, 1).map_err(device)?;
         let (id, formatted) = if header.iter().all(|b| *b == 0) {
-            let mut header = vec![0u8; SECTOR_SIZE];
-            header[0..8].copy_from_slice(&HEADER_MAGIC);
-            header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-            header[12..20].copy_from_slice(&new_id.to_le_bytes());
-            let crc = crc32fast::hash(&header[..20]);
-            header[20..24].copy_from_slice(&crc.to_le_bytes());
-            // The header and a blank first record sector, so the log ends at once.
-            header.extend_from_slice(&[0; SECTOR_SIZE]);
-            disk.write(0, &header).map_err(device)?;
-            disk.flush().map_err(device)?;
+            format(&mut disk, new_id)?;
             (new_id, true)
         } else {
             if header[0..8] != HEADER_MAGIC || crc32fast::hash(&header[..20]).to_le_bytes() != header[20..24] {
@@ -221,7 +282,7 @@ impl<D: Disk> ModuleStore<D> {
             }
             (u64::from_le_bytes(header[12..20].try_into().expect("8 bytes")), false)
         };
-        let mut store = ModuleStore { disk, id, index: BTreeMap::new(), end: 1, seq: 1 };
+        let mut store = ModuleStore { disk, id, index: BTreeMap::new(), end: 1, seq: 1, keep: BTreeSet::new() };
         let mut records = 0;
         let mut torn_at = None;
         while store.end < sectors {
@@ -286,6 +347,11 @@ impl<D: Disk> ModuleStore<D> {
     /// The data of the entry `key`, checked against its CRC; `None` when there is none.
     pub fn get(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let Some(entry) = self.index.get(key).copied() else { return Ok(None) };
+        self.get_entry(key, entry).map(Some)
+    }
+
+    /// The data of `entry`, checked against its CRC.
+    fn get_entry(&mut self, key: &str, entry: Entry) -> Result<Vec<u8>, StoreError> {
         let mut data = Vec::with_capacity(usize::try_from(entry.len).unwrap_or(0));
         let mut sector = entry.data;
         let mut left = sectors_for(entry.len);
@@ -303,31 +369,112 @@ impl<D: Disk> ModuleStore<D> {
                 reason: format!("its {} bytes have CRC-32 {crc:08x}, its record says {:08x}", entry.len, entry.crc),
             });
         }
-        Ok(Some(data))
+        Ok(data)
+    }
+
+    /// Names keys the running system references (added to those named before): a full store
+    /// does not evict them.
+    pub fn keep(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.keep.extend(keys);
+    }
+
+    /// Sectors an entry of `len` bytes takes: its record sector and its data.
+    fn entry_sectors(len: u64) -> u64 {
+        1 + sectors_for(len)
+    }
+
+    /// Whether an entry of `len` bytes under `key` can be stored, evicting what the system does
+    /// not reference if need be; [`StoreError::Full`] when it cannot.
+    pub fn room_for(&self, key: &str, len: u64) -> Result<(), StoreError> {
+        let needed = Self::entry_sectors(len);
+        if needed <= self.free_sectors() {
+            return Ok(());
+        }
+        let kept: u64 = self
+            .index
+            .iter()
+            .filter(|(k, _)| self.keep.contains(*k) && k.as_str() != key)
+            .map(|(_, e)| Self::entry_sectors(e.len))
+            .sum();
+        let free = (self.disk.sectors() - 1).saturating_sub(kept);
+        if needed > free {
+            return Err(StoreError::Full { needed, free, kept });
+        }
+        Ok(())
     }
 
     /// Stores `data` under `key` durably (see the module's commit order), replacing any entry
-    /// with that key.
-    pub fn put(&mut self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+    /// with that key; when it does not fit, evicts every entry the system does not reference
+    /// first (see the module's eviction), and says what it evicted.
+    pub fn put(&mut self, key: &str, data: &[u8]) -> Result<Option<Evicted>, StoreError> {
         if key.is_empty() || key.len() > MAX_KEY_BYTES {
             return Err(StoreError::BadKey(key.len()));
         }
+        self.room_for(key, data.len() as u64)?;
+        let evicted =
+            if Self::entry_sectors(data.len() as u64) > self.free_sectors() { Some(self.evict(key)?) } else { None };
+        self.append(key, data)?;
+        Ok(evicted)
+    }
+
+    /// Drops every entry the system does not reference (and the entry `replacing`, which a put
+    /// is about to replace): a new store id, then the referenced entries written again in log
+    /// order from sector 1 on.
+    fn evict(&mut self, replacing: &str) -> Result<Evicted, StoreError> {
+        let before = self.end;
+        let mut kept: Vec<(String, Entry)> = self
+            .index
+            .iter()
+            .filter(|(k, _)| self.keep.contains(*k) && k.as_str() != replacing)
+            .map(|(k, e)| (k.clone(), *e))
+            .collect();
+        kept.sort_by_key(|(_, e)| e.data);
+        let total = self.index.len();
+        self.id = next_id(self.id, self.seq);
+        format(&mut self.disk, self.id)?;
+        self.index.clear();
+        self.end = 1;
+        self.seq = 1;
+        let mut rewritten = 0;
+        for (key, entry) in kept {
+            // Each lands at or before where it lay: read it whole before writing over it.
+            match self.get_entry(&key, entry) {
+                Ok(data) => {
+                    let in_place = self.end + 1 == entry.data;
+                    self.append_with(&key, &data, in_place)?;
+                    rewritten += 1;
+                }
+                // Damaged since it was written: dropped (the system compiles it again).
+                Err(StoreError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Evicted { dropped: total - rewritten, kept: rewritten, before, after: self.end })
+    }
+
+    /// Appends an entry at the log's end (it fits).
+    fn append(&mut self, key: &str, data: &[u8]) -> Result<(), StoreError> {
+        self.append_with(key, data, false)
+    }
+
+    /// Appends an entry at the log's end; with `data_in_place`, its data already lies there.
+    fn append_with(&mut self, key: &str, data: &[u8], data_in_place: bool) -> Result<(), StoreError> {
         let sectors = self.disk.sectors();
         let data_sectors = sectors_for(data.len() as u64);
-        // The record sector, the data, and the blank sector after it unless the data ends at
-        // the end of the disk.
-        let needed = 1 + data_sectors;
-        let free = sectors - self.end;
-        if needed > free {
-            return Err(StoreError::Full { needed, free });
-        }
         let start = self.end + 1;
         let ends_at_disk_end = start + data_sectors == sectors;
-        let mut padded = data.to_vec();
-        let blank = if ends_at_disk_end { 0 } else { SECTOR_SIZE };
-        padded.resize(data_sectors as usize * SECTOR_SIZE + blank, 0);
-        if !padded.is_empty() {
-            self.disk.write(start, &padded).map_err(device)?;
+        // The data, and the blank sector after it unless the data ends at the end of the disk.
+        if data_in_place {
+            if !ends_at_disk_end {
+                self.disk.write(start + data_sectors, &[0; SECTOR_SIZE]).map_err(device)?;
+            }
+        } else {
+            let mut padded = data.to_vec();
+            let blank = if ends_at_disk_end { 0 } else { SECTOR_SIZE };
+            padded.resize(data_sectors as usize * SECTOR_SIZE + blank, 0);
+            if !padded.is_empty() {
+                self.disk.write(start, &padded).map_err(device)?;
+            }
         }
         self.disk.flush().map_err(device)?;
         let crc = crc32fast::hash(data);
@@ -486,15 +633,118 @@ mod tests {
     #[test]
     fn a_full_store_refuses_with_what_was_needed() {
         let (mut store, _) = open(MemDisk::new(16));
+        store.keep(["a".to_string(), "b".to_string()]);
         store.put("a", &data(4096, 1)).expect("fits");
         let e = store.put("b", &data(4096, 2)).expect_err("full");
-        assert_eq!(e, StoreError::Full { needed: 9, free: 6 });
-        assert_eq!(e.to_string(), "the store is full: the entry needs 5 KiB, 3 KiB are free");
+        assert_eq!(e, StoreError::Full { needed: 9, free: 6, kept: 9 });
+        assert_eq!(
+            e.to_string(),
+            "the store is full: the entry needs 5 KiB, 3 KiB are free with every entry the system does not reference \
+             evicted (5 KiB hold entries it references)"
+        );
         // An entry that ends exactly at the end of the disk fits (no blank sector after it).
-        store.put("c", &data(2560, 3)).expect("fits to the last sector");
+        assert_eq!(store.put("c", &data(2560, 3)), Ok(None), "fits to the last sector");
         let (mut store, report) = open(store.into_disk().crashed());
         assert_eq!(report.entries, 2);
         assert_eq!(store.get("c").expect("c"), Some(data(2560, 3)));
+    }
+
+    #[test]
+    fn a_full_store_evicts_what_the_system_does_not_reference() {
+        let (mut store, _) = open(MemDisk::new(64));
+        for (key, seed) in [("old-1", 1), ("kept-1", 2), ("old-2", 3), ("kept-2", 4)] {
+            assert_eq!(store.put(key, &data(5000, seed)), Ok(None));
+        }
+        // A replaced entry's first version is dead space too.
+        assert_eq!(store.put("kept-1", &data(3000, 5)), Ok(None));
+        store.keep(["kept-1".to_string(), "kept-2".to_string(), "new".to_string()]);
+        let evicted = store.put("new", &data(9000, 6)).expect("evicts").expect("an eviction");
+        assert_eq!(evicted, Evicted { dropped: 2, kept: 2, before: 52, after: 19 });
+        assert_eq!(evicted.to_string(), "evicted 2 entries no manifest references, kept 2 (9 KiB used, was 26 KiB)");
+        let (mut store, report) = open(store.into_disk().crashed());
+        assert_eq!((report.entries, report.records), (3, 3));
+        assert_eq!(store.get("kept-1").expect("kept-1"), Some(data(3000, 5)));
+        assert_eq!(store.get("kept-2").expect("kept-2"), Some(data(5000, 4)));
+        assert_eq!(store.get("new").expect("new"), Some(data(9000, 6)));
+        assert_eq!(store.get("old-1").expect("old-1"), None);
+        // Without a keep list every entry is evictable.
+        let evicted = store.put("big", &data(25_000, 7)).expect("evicts all").expect("an eviction");
+        assert_eq!((evicted.dropped, evicted.kept), (3, 0));
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_put_changes_nothing() {
+        let (mut store, _) = open(MemDisk::new(32));
+        store.keep(["a".to_string()]);
+        store.put("a", &data(8000, 1)).expect("put");
+        store.put("b", &data(4000, 2)).expect("put");
+        let before = store.into_disk();
+        let (mut store, _) = open(before.clone());
+        store.keep(["a".to_string()]);
+        assert!(matches!(store.put("c", &data(9000, 3)), Err(StoreError::Full { .. })));
+        assert_eq!(store.into_disk().read(0, 32), before.clone().read(0, 32));
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_dropped_at_eviction() {
+        let (mut store, _) = open(MemDisk::new(48));
+        store.keep(["a".to_string(), "b".to_string()]);
+        store.put("a", &data(4000, 1)).expect("put");
+        store.put("b", &data(4000, 2)).expect("put");
+        store.put("x", &data(4000, 3)).expect("put");
+        let entry = store.index["a"];
+        let mut disk = store.into_disk();
+        let mut sector = disk.read(entry.data, 1).expect("read");
+        sector[0] ^= 1;
+        disk.write(entry.data, &sector).expect("write");
+        let (mut store, _) = open(disk);
+        store.keep(["a".to_string(), "b".to_string()]);
+        let evicted = store.put("c", &data(10_000, 4)).expect("put").expect("an eviction");
+        assert_eq!((evicted.dropped, evicted.kept), (2, 1));
+        assert_eq!(store.get("a").expect("a"), None);
+        assert_eq!(store.get("b").expect("b"), Some(data(4000, 2)));
+    }
+
+    #[test]
+    fn a_power_cut_during_an_eviction_never_leaves_wrong_bytes() {
+        let (mut store, _) = open(MemDisk::new(64));
+        for (key, seed) in [("old", 1), ("kept-1", 2), ("kept-2", 3)] {
+            store.put(key, &data(6000, seed)).expect("put");
+        }
+        let before = store.into_disk();
+        let keep = || ["kept-1".to_string(), "kept-2".to_string(), "new".to_string()];
+        let mut ops = 0;
+        loop {
+            let mut disk = before.clone();
+            let mut allowed = ops;
+            let result = {
+                let cut = CutDisk { inner: &mut disk, left: &mut allowed };
+                let (mut cut_store, _) = ModuleStore::open(cut, 0x5eed).expect("open");
+                cut_store.keep(keep());
+                cut_store.put("new", &data(12_000, 4))
+            };
+            let (mut after, report) = open(disk.crashed());
+            // What is there has the right bytes; what the put acknowledged is there.
+            for (key, want) in [("kept-1", data(6000, 2)), ("kept-2", data(6000, 3)), ("new", data(12_000, 4))] {
+                if let Some(got) = after.get(key).unwrap_or_else(|e| panic!("cut after {ops}: {e}")) {
+                    assert_eq!(got, want, "{key}, cut after {ops} operations");
+                } else {
+                    assert!(result.is_err() || key == "kept-1" || key == "kept-2", "{key} lost: {report}");
+                }
+            }
+            if let Some(got) = after.get("old").expect("old") {
+                assert_eq!(got, data(6000, 1));
+            }
+            after.keep(keep());
+            after.put("next", &data(100, 5)).expect("put after the cut");
+            if result.is_ok() {
+                assert!(after.get("kept-1").expect("kept-1").is_some() && after.get("kept-2").expect("2").is_some());
+                break;
+            }
+            ops += 1;
+        }
+        assert!(ops >= 6, "the eviction took {ops} operations");
     }
 
     #[test]

@@ -7,17 +7,25 @@
 //! |---|---|
 //! | [`Request::Get`] | `01`, offset: u64, key length: u32, key |
 //! | [`Request::Put`] | `02`, total: u64, offset: u64, key length: u32, key, length: u32, data |
+//! | [`Request::Keep`] | `03`, count: u32, then count times: key length: u32, key |
 //! | [`Response::Chunk`] | `81`, total: u64, length: u32, data |
 //! | [`Response::Missing`] | `82` |
 //! | [`Response::Accepted`] | `83` |
 //! | [`Response::Stored`] | `84` |
 //! | [`Response::Error`] | `85`, code: u8 ([`ModulesErrorCode`]), length: u32, UTF-8 message |
+//! | [`Response::Kept`] | `86` |
 //!
 //! An entry is larger than one IPC message, so it travels in chunks of at most [`MAX_CHUNK_BYTES`]:
 //! a `Get` at offset 0 answers the first chunk and the entry's total size, and the client asks for
 //! the rest by offset. A `Put` sends the chunks in order; the store keeps them in memory, answers
 //! `Accepted` for each but the last, and writes the entry durably when the last arrives, answering
 //! `Stored` only once it is on the disk. Integers are little-endian.
+//!
+//! The store is bounded by its disk. Before anything else the kernel names, in `Keep` messages of
+//! at most [`MAX_KEEP_KEYS`] keys each, every key the running system's manifest references (each
+//! component's wasm compiled for this CPU); when a put does not fit, the store evicts every entry
+//! not named, and refuses (`Full`) only when the named entries and the new one do not fit
+//! together.
 
 use alloc::string::String;
 use alloc::vec;
@@ -35,17 +43,22 @@ pub const MAX_CHUNK_BYTES: usize = 60 * 1024;
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: usize = 400;
 
+/// The most keys one `Keep` message names (at the longest keys, it still fits one IPC message).
+pub const MAX_KEEP_KEYS: usize = 128;
+
 /// The largest entry, in bytes (the compiler component's own artifact is about 70 MB; an
 /// ordinary component's a few hundred KB).
 pub const MAX_ENTRY_BYTES: u64 = 256 << 20;
 
 const TAG_GET: u8 = 0x01;
 const TAG_PUT: u8 = 0x02;
+const TAG_KEEP: u8 = 0x03;
 const TAG_CHUNK: u8 = 0x81;
 const TAG_MISSING: u8 = 0x82;
 const TAG_ACCEPTED: u8 = 0x83;
 const TAG_STORED: u8 = 0x84;
 const TAG_ERROR: u8 = 0x85;
+const TAG_KEPT: u8 = 0x86;
 
 /// A request to the module store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +80,12 @@ pub enum Request {
         offset: u64,
         /// The chunk.
         data: Vec<u8>,
+    },
+    /// Entries the running system references: a full store does not evict them (added to the
+    /// keys named before).
+    Keep {
+        /// Their keys (at most [`MAX_KEEP_KEYS`]).
+        keys: Vec<String>,
     },
 }
 
@@ -112,6 +131,8 @@ pub enum Response {
     Accepted,
     /// The last chunk of a `Put` arrived and the entry is durably on the disk.
     Stored,
+    /// The keys of a `Keep` are noted.
+    Kept,
     /// The request failed.
     Error {
         /// Why.
@@ -149,6 +170,14 @@ impl Request {
                 put_bytes(&mut out, data);
                 out
             }
+            Request::Keep { keys } => {
+                let mut out = vec![TAG_KEEP];
+                out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+                for key in keys {
+                    put_bytes(&mut out, key.as_bytes());
+                }
+                out
+            }
         }
     }
 
@@ -178,6 +207,18 @@ impl Request {
                 }
                 Request::Put { key, total, offset, data }
             }
+            TAG_KEEP => {
+                let count = r.u32("count")?;
+                if count as usize > MAX_KEEP_KEYS {
+                    return Err(DecodeError::Oversized {
+                        field: "count",
+                        len: count.into(),
+                        max: MAX_KEEP_KEYS as u64,
+                    });
+                }
+                let keys = (0..count).map(|_| key(&mut r)).collect::<Result<Vec<_>, _>>()?;
+                Request::Keep { keys }
+            }
             tag => return Err(DecodeError::UnknownTag { kind: "module-store request", tag }),
         };
         r.finish()?;
@@ -199,6 +240,7 @@ impl Response {
             Response::Missing => vec![TAG_MISSING],
             Response::Accepted => vec![TAG_ACCEPTED],
             Response::Stored => vec![TAG_STORED],
+            Response::Kept => vec![TAG_KEPT],
             Response::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
         }
     }
@@ -214,6 +256,7 @@ impl Response {
             TAG_MISSING => Response::Missing,
             TAG_ACCEPTED => Response::Accepted,
             TAG_STORED => Response::Stored,
+            TAG_KEPT => Response::Kept,
             TAG_ERROR => {
                 let (code, message) = r.error("module-store", ModulesErrorCode::from_u8)?;
                 Response::Error { code, message }
@@ -226,6 +269,7 @@ impl Response {
 }
 
 const _: () = assert!(MAX_CHUNK_BYTES + MAX_KEY_BYTES + 64 <= MAX_MESSAGE_BYTES, "a chunk fits one IPC message");
+const _: () = assert!(5 + MAX_KEEP_KEYS * (4 + MAX_KEY_BYTES) <= MAX_MESSAGE_BYTES, "a keep list fits one IPC message");
 
 #[cfg(test)]
 mod tests {
@@ -238,6 +282,8 @@ mod tests {
             Request::Get { key: "a".repeat(MAX_KEY_BYTES), offset: 1 << 40 },
             Request::Put { key: "k".into(), total: 3, offset: 0, data: vec![1, 2, 3] },
             Request::Put { key: "k".into(), total: 1 << 20, offset: 60 * 1024, data: vec![7; MAX_CHUNK_BYTES] },
+            Request::Keep { keys: Vec::new() },
+            Request::Keep { keys: vec!["a".repeat(MAX_KEY_BYTES); MAX_KEEP_KEYS] },
         ];
         for request in requests {
             assert_eq!(Request::decode(&request.encode()), Ok(request.clone()), "{request:?}");
@@ -248,6 +294,7 @@ mod tests {
             Response::Missing,
             Response::Accepted,
             Response::Stored,
+            Response::Kept,
             Response::Error { code: ModulesErrorCode::Full, message: "full: 10 KiB free".into() },
         ];
         for response in responses {
@@ -276,6 +323,10 @@ mod tests {
         assert_eq!(Request::decode(&empty_key).expect_err("empty key").to_string(), "invalid key: empty");
         let too_long = Request::Get { key: "a".repeat(MAX_KEY_BYTES + 1), offset: 0 }.encode();
         assert!(matches!(Request::decode(&too_long), Err(DecodeError::Oversized { field: "key", .. })));
+        let too_many = Request::Keep { keys: vec!["k".into(); MAX_KEEP_KEYS + 1] }.encode();
+        assert!(matches!(Request::decode(&too_many), Err(DecodeError::Oversized { field: "count", .. })));
+        let empty_kept = Request::Keep { keys: vec!["k".into(), String::new()] }.encode();
+        assert_eq!(Request::decode(&empty_kept).expect_err("empty key").to_string(), "invalid key: empty");
         assert_eq!(Request::decode(&[0x7f]), Err(DecodeError::UnknownTag { kind: "module-store request", tag: 0x7f }));
         assert_eq!(Response::decode(&[]), Err(DecodeError::Empty));
         assert!(Response::decode(&[TAG_ERROR, 9, 0, 0, 0, 0]).is_err());

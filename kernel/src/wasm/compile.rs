@@ -94,6 +94,9 @@ pub struct Compiler {
     /// Components of wasm code not yet loaded (or refused): when none is left, the kernel closes
     /// its connection to the store.
     pending: AtomicUsize,
+    /// The store keys of every component's code on this CPU: named to the store when the kernel
+    /// connects, so that a full store evicts only what this system does not reference.
+    keep: Vec<String>,
 }
 
 impl core::fmt::Debug for Compiler {
@@ -119,14 +122,16 @@ pub fn this_cpu() -> CpuProfile {
 
 impl Compiler {
     /// The compiler of a system booted from `bundle`, whose manifest names `spec`, with
-    /// `wasm_components` components of wasm code to load; `store` is the kernel's IPC component
-    /// index when the system has a module store (a connection `modules` from it to the store).
+    /// `wasm_components` components of wasm code to load, whose store keys are `keep`; `store` is
+    /// the kernel's IPC component index when the system has a module store (a connection
+    /// `modules` from it to the store).
     pub fn new(
         bundle: Bundle<'static>,
         spec: Option<CompilerSpec>,
         platform: Arc<dyn Platform>,
         store: Option<usize>,
         wasm_components: usize,
+        keep: Vec<String>,
     ) -> Compiler {
         Compiler {
             bundle,
@@ -137,6 +142,7 @@ impl Compiler {
             compiled: IrqMutex::new(BTreeMap::new()),
             store: spin::Mutex::new(store.map_or(StoreLink::None, |index| StoreLink::Closed { index })),
             pending: AtomicUsize::new(wasm_components),
+            keep,
         }
     }
 
@@ -191,7 +197,26 @@ impl Compiler {
             let opened = Port::open(index, STORE_HANDLES, false)
                 .and_then(|port| port.connect(modules::CONNECTION).map(|handle| (port, handle)));
             match opened {
-                Ok((port, handle)) => *link = StoreLink::Open { index, port, handle },
+                Ok((port, handle)) => {
+                    *link = StoreLink::Open { index, port: port.clone(), handle };
+                    drop(link);
+                    // First, what this system references: a full store keeps it.
+                    for keys in self.keep.chunks(modules::MAX_KEEP_KEYS) {
+                        let keep = modules::Request::Keep { keys: keys.to_vec() };
+                        match Self::call(&port, handle, &keep) {
+                            Ok(Response::Kept) => {}
+                            Ok(other) => {
+                                self.store_failed(&format!("it answered a keep list with {}", describe(&other)));
+                                return None;
+                            }
+                            Err(e) => {
+                                self.store_failed(&e);
+                                return None;
+                            }
+                        }
+                    }
+                    link = self.store.lock();
+                }
                 Err(e) => {
                     drop(link);
                     self.store_failed(&format!("cannot connect to it: {e}"));
@@ -202,18 +227,21 @@ impl Compiler {
         let StoreLink::Open { ref port, handle, .. } = *link else { return None };
         let port = port.clone();
         drop(link);
-        let deadline = clock::monotonic_ns().unwrap_or(0) + STORE_TIMEOUT_NS;
-        let answer = port
-            .call(handle, request.encode(), Vec::new(), Some(deadline))
-            .map_err(|e| format!("{e}"))
-            .and_then(|received| Response::decode(&received.bytes).map_err(|e| format!("a malformed answer: {e}")));
-        match answer {
+        match Self::call(&port, handle, request) {
             Ok(response) => Some(response),
             Err(e) => {
                 self.store_failed(&e);
                 None
             }
         }
+    }
+
+    /// One call to the store on `handle` of `port`, within [`STORE_TIMEOUT_NS`].
+    fn call(port: &Port, handle: Handle, request: &modules::Request) -> Result<Response, String> {
+        let deadline = clock::monotonic_ns().unwrap_or(0) + STORE_TIMEOUT_NS;
+        port.call(handle, request.encode(), Vec::new(), Some(deadline))
+            .map_err(|e| format!("{e}"))
+            .and_then(|received| Response::decode(&received.bytes).map_err(|e| format!("a malformed answer: {e}")))
     }
 
     /// The entry `key` from the store: `Ok(None)` when it has none (or there is no store), an

@@ -2,6 +2,7 @@
 //! Each component is checked against this kernel and CPU before it is loaded; a refusal or a
 //! failure is reported with the component's name and the reason, and the others still run.
 
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -409,8 +410,26 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         None => None,
     };
     let wasm_components = manifest.components.iter().filter(|c| matches!(c.code, Code::Wasm { .. })).count();
-    let compiler =
-        Arc::new(Compiler::new(bundle.clone(), manifest.compiler.clone(), platform.clone(), store, wasm_components));
+    // The store keys of every component's code on this CPU: what a full store must not evict.
+    let cpu = super::compile::this_cpu();
+    let keep: BTreeSet<String> = manifest
+        .components
+        .iter()
+        .filter_map(|c| match (&c.code, check_code(c)) {
+            (Code::Wasm { sha256, .. }, Ok(instrumentation)) => {
+                Some(super::compile::store_key(sha256, &cpu, instrumentation))
+            }
+            _ => None,
+        })
+        .collect();
+    let compiler = Arc::new(Compiler::new(
+        bundle.clone(),
+        manifest.compiler.clone(),
+        platform.clone(),
+        store,
+        wasm_components,
+        keep.into_iter().collect(),
+    ));
     if let Err(e) = blocking::init(names, &connections) {
         kprintln!("mica: boot bundle refused: cannot set up its connections: {e}");
         return ExitCode::Failed;
