@@ -183,21 +183,11 @@ fn boot_store(qemu: &Path, kernel: &Path, bundle: &Path, scratch: &Path, feature
 /// data's first byte offset in the image.
 fn entry_data_offset(path: &Path, contains: &str) -> Result<u64, String> {
     let image = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut sector = 1usize;
-    while (sector + 1) * 512 <= image.len() {
-        let record = &image[sector * 512..(sector + 1) * 512];
-        if &record[0..4] != b"MMR1" {
-            break;
-        }
-        let len = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
-        let key_len = usize::from(u16::from_le_bytes([record[24], record[25]]));
-        let key = String::from_utf8_lossy(&record[26..26 + key_len.min(400)]);
-        if key.contains(contains) {
-            return Ok((sector as u64 + 1) * 512);
-        }
-        sector += 1 + len.div_ceil(512) as usize;
-    }
-    Err(format!("no module-store record with {contains:?} in its key in {}", path.display()))
+    store_log(&image)
+        .into_iter()
+        .find(|(key, _, _)| key.contains(contains))
+        .map(|(_, sector, _)| (sector + 1) * 512)
+        .ok_or_else(|| format!("no module-store record with {contains:?} in its key in {}", path.display()))
 }
 
 /// Boots the module-store system four times on one disk: the first boot compiles and stores, the
@@ -273,6 +263,176 @@ pub fn run_store(qemu: &Path, kernel: &Path) -> Result<String, String> {
          entry of {} named and recompiled",
         times.join(" and "),
         recompiled[0].name
+    ))
+}
+
+/// The module store's log on the disk image `image`: each record's key, first sector and
+/// sectors taken (record and data), in log order, as far as records follow one another.
+fn store_log(image: &[u8]) -> Vec<(String, u64, u64)> {
+    let mut log = Vec::new();
+    let mut sector = 1usize;
+    while (sector + 1) * 512 <= image.len() {
+        let record = &image[sector * 512..(sector + 1) * 512];
+        if &record[0..4] != b"MMR1" {
+            break;
+        }
+        let len = u64::from_le_bytes(record[12..20].try_into().expect("8 bytes"));
+        let key_len = usize::from(u16::from_le_bytes([record[24], record[25]]));
+        let key = String::from_utf8_lossy(&record[26..26 + key_len.min(400)]).into_owned();
+        let taken = 1 + len.div_ceil(512);
+        log.push((key, sector as u64, taken));
+        sector += taken as usize;
+    }
+    log
+}
+
+/// Eviction: the store system boots on a fresh disk with the baseline CPU (two entries kept),
+/// then the disk is cut down to just past its log, so that it holds one CPU's entries but not
+/// two. A boot with AVX2 compiles again, and the store evicts the baseline entries (no manifest
+/// of this boot references them) to keep the new ones; the next AVX2 boot finds both.
+pub fn run_store_eviction(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let bundle = bundle_path(&BundleUse { system: STORE_SYSTEM, tamper: None }, scratch.path())?;
+    let baseline = mica_runtime::config::CpuProfile::baseline();
+    let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
+    let first = boot_store(qemu, kernel, &bundle, scratch.path(), &features)?;
+    if count_lines(&first, "mica: component ", ": kept in the module store") != 2 {
+        return Err(format!("the first boot did not keep two entries\n{first}"));
+    }
+    let disk = scratch.path().join("disk0.img");
+    let mut image = std::fs::read(&disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+    let log = store_log(&image);
+    let [(_, _, a), (_, _, b)] = log.as_slice() else {
+        return Err(format!("expected two records on the disk after the first boot, found {log:?}"));
+    };
+    let end = 1 + a + b;
+    // Room for this log and half the smaller entry more: the next CPU's first entry does not fit
+    // beside these, and its two fit once these are gone.
+    let sectors = end + a.min(b) / 2;
+    image.truncate(usize::try_from(sectors * 512).map_err(|e| e.to_string())?);
+    std::fs::write(&disk, &image).map_err(|e| e.to_string())?;
+    let mut avx2 = features.clone();
+    avx2.extend(["avx", "avx2"]);
+    let second = boot_store(qemu, kernel, &bundle, scratch.path(), &avx2)?;
+    let compiled = compiles(&second).len();
+    let kept = count_lines(&second, "mica: component ", ": kept in the module store");
+    let evicted = "; evicted 2 entries no manifest references, kept 0 (";
+    if compiled != 2 || kept != 2 || count_lines(&second, "[modstore] modstore: stored ", evicted) != 1 {
+        return Err(format!(
+            "on a disk of {sectors} sectors holding the baseline entries ({end} sectors): expected the AVX2 boot to \
+             compile 2, evict the 2 baseline entries once and keep both of its own; it compiled {compiled} and kept \
+             {kept}\n{second}"
+        ));
+    }
+    if !second.contains("[modstore] modstore: the system references 2 entries; kept when full") {
+        return Err(format!("the kernel did not name the entries it references\n{second}"));
+    }
+    let third = boot_store(qemu, kernel, &bundle, scratch.path(), &avx2)?;
+    let hits = count_lines(&third, "mica: component ", ": native code from the module store");
+    if !compiles(&third).is_empty() || hits != 2 || !third.contains("modstore: opened: 2 entries (2 records)") {
+        return Err(format!("the AVX2 boot after the eviction: expected 0 compiles and 2 hits, got {hits}\n{third}"));
+    }
+    Ok(format!(
+        "disk cut to {sectors} sectors ({end} held the baseline pair): the AVX2 boot evicted both and kept its own, the \
+         next found them"
+    ))
+}
+
+/// The system whose bundle holds no native code but the compiler's:
+/// `qemu-tests/systems/nonative-late.toml`.
+const NO_NATIVE_SYSTEM: &str = "nonative-late";
+
+/// Checks that the bundle at `path` carries wasm for every component, Pulley bytecode (for
+/// `pulley_first`, and only for them) and no native code but the compiler component's.
+fn check_no_native(path: &Path, pulley_first: &[&str]) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bundle = mica_bundle::Bundle::parse(&bytes).map_err(|e| e.to_string())?;
+    let manifest = bundle.manifest().map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let compiler = manifest.compiler.ok_or("the bundle has no compiler component")?;
+    if compiler.code.target != mica_engine::KERNEL_TARGET {
+        return Err(format!("the compiler's code is for {}", compiler.code.target));
+    }
+    for c in &manifest.components {
+        match &c.code {
+            mica_bundle::Code::Native(native) => {
+                return Err(format!("component {} carries native code for {}", c.name, native.target));
+            }
+            mica_bundle::Code::Wasm { pulley: Some(p), .. } if p.target != mica_engine::PULLEY_TARGET => {
+                return Err(format!("component {}'s start code is for {}, not Pulley", c.name, p.target));
+            }
+            mica_bundle::Code::Wasm { pulley, .. } if pulley.is_some() != pulley_first.contains(&c.name.as_str()) => {
+                return Err(format!(
+                    "component {}: Pulley bytecode {}",
+                    c.name,
+                    if pulley.is_some() { "carried" } else { "missing" }
+                ));
+            }
+            mica_bundle::Code::Wasm { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// A bundle with no native code but the compiler's boots a system of drivers and components:
+/// the module store and its block driver start on Pulley bytecode while the system compiles
+/// them (and the rest waits for its native code); the second boot compiles nothing and finds all
+/// five in the store, the store and its driver included (native from their next start).
+pub fn run_no_native(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let bundle = bundle_path(&BundleUse { system: NO_NATIVE_SYSTEM, tamper: None }, scratch.path())?;
+    let on_pulley = ["blk", "modstore"];
+    check_no_native(&bundle, &on_pulley)?;
+    let baseline = mica_runtime::config::CpuProfile::baseline();
+    let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
+    let cmd = with_system(
+        QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features)),
+        &bundle,
+        scratch.path(),
+    )?;
+    let options = RunOptions { timeout: TIMEOUT * 5, output: OutputMode::Capture { echo: false } };
+    let names = ["blk", "modstore", "rng", "entropy-client", "hello"];
+    let boot = |what: &str| -> Result<String, String> {
+        let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| e.to_string())?;
+        let context = format!("{what}: {}\n{}", cmd.display(), outcome.transcript());
+        if outcome.verdict != Some(mica_exit::ExitCode::Success) {
+            return Err(format!("expected success: {}\n{context}", outcome.describe()));
+        }
+        let mut lines = vec![
+            String::from("[entropy-client] entropy: 2 x 64 bytes, distinct"),
+            String::from("[hello] hello from a Mica component"),
+            String::from("mica: all components finished: 5 of 5 succeeded"),
+        ];
+        for name in on_pulley {
+            lines.push(format!(
+                "mica: component {name}: starts on Pulley bytecode (interpreted) while its native code is made"
+            ));
+            lines.push(format!("mica: component {name}: native code ready; it runs from its next start"));
+        }
+        if let Some(line) = lines.iter().find(|l| !outcome.serial.contains(l.as_str())) {
+            return Err(format!("the output lacks \"{line}\"\n{context}"));
+        }
+        Ok(outcome.serial)
+    };
+    let first = boot("first boot")?;
+    let expected: Vec<(&str, &str)> = names.iter().map(|n| (*n, "none")).collect();
+    check_compiles(&first, &expected, mica_engine::KERNEL_TARGET, &baseline.feature_list())
+        .map_err(|e| format!("first boot: {e}\n{first}"))?;
+    let kept = count_lines(&first, "mica: component ", ": kept in the module store");
+    if kept != names.len() {
+        return Err(format!("first boot: {kept} of {} kept in the module store\n{first}", names.len()));
+    }
+    let second = boot("second boot")?;
+    let hits = count_lines(&second, "mica: component ", ": native code from the module store");
+    if !compiles(&second).is_empty() || hits != names.len() {
+        return Err(format!(
+            "second boot: expected 0 compiles and {} store hits, got {} and {hits}\n{second}",
+            names.len(),
+            compiles(&second).len()
+        ));
+    }
+    Ok(format!(
+        "no native code but the compiler's: first boot compiled {}, second boot found all in the store",
+        names.len()
     ))
 }
 

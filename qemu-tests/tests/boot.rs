@@ -83,6 +83,20 @@ fn main() -> ExitCode {
         println!("module store: {report}");
         Ok(())
     }));
+    // A full module store evicts what this system does not reference (see `late::run_store_eviction`).
+    let evict = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::full_module_store_evicts_what_no_manifest_references", move || {
+        let report = qemu_tests::late::run_store_eviction(&evict.0, &evict.1).map_err(Failed::from)?;
+        println!("module store eviction: {report}");
+        Ok(())
+    }));
+    // A bundle with no native code but the compiler's (see `late::run_no_native`).
+    let no_native = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::bundle_without_native_code_boots_drivers_and_components", move || {
+        let report = qemu_tests::late::run_no_native(&no_native.0, &no_native.1).map_err(Failed::from)?;
+        println!("no native code: {report}");
+        Ok(())
+    }));
     // A power cut while the module store writes (see `late::run_store_power_cut`).
     let cut = Arc::clone(&paths);
     trials.push(Trial::test("tcg::module_store_survives_power_cut", move || {

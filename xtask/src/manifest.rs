@@ -23,8 +23,9 @@
 //!                                 #   native code; "pulley" starts at once on Pulley bytecode
 //!                                 #   (interpreted) and runs native code from its next start
 //! module_store = false            # optional: this component is the system's module store (at most
-//!                                 #   one; compiled ahead of time; the kernel connects to it as
-//!                                 #   `modules`, so it needs the grant mica:kernel/ipc)
+//!                                 #   one; compiled ahead of time unless it starts on Pulley; the
+//!                                 #   kernel connects to it as `modules`, so it needs the grant
+//!                                 #   mica:kernel/ipc)
 //!
 //! # The machine's devices (optional), in the order the machine presents them; the kernel names
 //! # them kind.N (N counts devices of one kind): virtio-blk.0, virtio-rng.0, ...
@@ -267,6 +268,14 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         {
             return Err(site.err("devices", "claiming a device needs the grant \"mica:hw\" (or \"mica:hw/device\")"));
         }
+        if raw.aot && raw.start == raw::Start::Pulley {
+            bail!(
+                "{}: component '{}': aot = true and start = \"pulley\" contradict: code compiled ahead of time \
+                 starts native",
+                path.display(),
+                raw.name
+            );
+        }
         components.push(Component {
             name: raw.name,
             source,
@@ -282,7 +291,9 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             priority: raw.priority,
             devices: raw.devices,
             dma_limit: raw.dma_limit.map_or(DEFAULT_DMA_LIMIT, |size| size.0),
-            aot: raw.aot || raw.module_store,
+            // The store runs before it can answer for its own code: compiled ahead of time,
+            // unless it starts on (portable) Pulley bytecode.
+            aot: raw.aot || (raw.module_store && raw.start != raw::Start::Pulley),
             module_store: raw.module_store,
             pulley_first: raw.start == raw::Start::Pulley,
         });

@@ -129,6 +129,21 @@ fn errors_name_file_component_and_key() {
     assert!(e.contains("wasm: missing"), "{e}");
     let e = err("");
     assert!(e.contains("no [[component]] entries"), "{e}");
+    let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\naot = true\nstart = \"pulley\"\n");
+    assert!(e.contains("component 'x': aot = true and start = \"pulley\" contradict"), "{e}");
+}
+
+#[test]
+fn the_module_store_is_compiled_ahead_of_time_unless_it_starts_on_pulley() {
+    let store = |start: &str| {
+        let text = format!(
+            "[[component]]\nname = \"s\"\nwasm = \"a.wasm\"\nmodule_store = true\ngrants = [\"mica:kernel/ipc\"]\n{start}"
+        );
+        let m = check(&text).expect("valid");
+        (m.components[0].aot, m.components[0].pulley_first)
+    };
+    assert_eq!(store(""), (true, false));
+    assert_eq!(store("start = \"pulley\"\n"), (false, true));
 }
 
 #[test]
