@@ -149,6 +149,17 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     Ok(times.join("; "))
 }
 
+/// The QEMU command (TCG, CPU `features`) that boots `bundle` with its disks in `scratch`.
+fn tcg_system(
+    qemu: &Path,
+    kernel: &Path,
+    bundle: &Path,
+    scratch: &Path,
+    features: &[&str],
+) -> Result<QemuCommand, String> {
+    with_system(QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(features)), bundle, scratch)
+}
+
 /// Lines of `serial` that start with `prefix`, as a count.
 fn count_lines(serial: &str, prefix: &str, contains: &str) -> usize {
     serial.lines().filter(|l| l.starts_with(prefix) && l.contains(contains)).count()
@@ -157,8 +168,7 @@ fn count_lines(serial: &str, prefix: &str, contains: &str) -> usize {
 /// Boots the module-store system from `bundle` on the disk in `scratch` under TCG with CPU
 /// `features`; returns the serial output of a run that succeeded.
 fn boot_store(qemu: &Path, kernel: &Path, bundle: &Path, scratch: &Path, features: &[&str]) -> Result<String, String> {
-    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(features));
-    let cmd = with_system(cmd, bundle, scratch)?;
+    let cmd = tcg_system(qemu, kernel, bundle, scratch, features)?;
     let options = RunOptions { timeout: TIMEOUT * 5, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| e.to_string())?;
     let context = format!("{}\n{}", cmd.display(), outcome.transcript());
@@ -384,11 +394,7 @@ pub fn run_no_native(qemu: &Path, kernel: &Path) -> Result<String, String> {
     check_no_native(&bundle, &on_pulley)?;
     let baseline = mica_runtime::config::CpuProfile::baseline();
     let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
-    let cmd = with_system(
-        QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features)),
-        &bundle,
-        scratch.path(),
-    )?;
+    let cmd = tcg_system(qemu, kernel, &bundle, scratch.path(), &features)?;
     let options = RunOptions { timeout: TIMEOUT * 5, output: OutputMode::Capture { echo: false } };
     let names = ["blk", "modstore", "rng", "entropy-client", "hello"];
     let boot = |what: &str| -> Result<String, String> {
@@ -452,11 +458,7 @@ pub fn run_store_power_cut(qemu: &Path, kernel: &Path) -> Result<String, String>
     let bundle = bundle_path(&BundleUse { system: STORE_SYSTEM, tamper: None }, scratch.path())?;
     let baseline = mica_runtime::config::CpuProfile::baseline();
     let features: Vec<&str> = baseline.features.iter().map(|f| f.name()).collect();
-    let cmd = with_system(
-        QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features)),
-        &bundle,
-        scratch.path(),
-    )?;
+    let cmd = tcg_system(qemu, kernel, &bundle, scratch.path(), &features)?;
     let mut guest = crate::live::LiveGuest::spawn(&cmd)?;
     let deadline = std::time::Instant::now() + TIMEOUT * 2;
     if let Err(e) = guest.wait_for(": compiled in ", deadline) {

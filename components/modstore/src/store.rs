@@ -190,7 +190,7 @@ pub struct Evicted {
     pub dropped: usize,
     /// Entries written again.
     pub kept: usize,
-    /// Sectors the log took before and after.
+    /// Sectors the log took before the eviction.
     pub before: u64,
     /// Sectors the log takes after (before the new entry).
     pub after: u64,
