@@ -5,7 +5,7 @@ use core::fmt;
 use log::{LevelFilter, debug, info, warn};
 use mica_exit::ExitCode;
 
-use crate::arch::{self, apic, clock, cpu, gdt, paging, traps};
+use crate::arch::{self, clock, cpu, paging};
 use crate::boot_info::BootInfo;
 use crate::cmdline::KernelArgs;
 use crate::mem::frames;
@@ -27,18 +27,18 @@ pub fn start(start_info: u64) -> ! {
     let boot = early(start_info);
     let args = KernelArgs::parse(boot.cmdline()).unwrap_or_else(|e| fail("bad input", e));
     log::set_max_level(args.log);
-    kprintln!("mica: Mica {} booting (x86_64, PVH)", env!("CARGO_PKG_VERSION"));
+    kprintln!("mica: Mica {} booting ({})", env!("CARGO_PKG_VERSION"), arch::NAME);
     info!("command line: \"{}\"", boot.cmdline());
     for other in args.others() {
         debug!("command line: not for the kernel: {other}");
     }
     let cpu = processor();
     memory(&boot, cpu.nx);
-    let boot_apic = interrupts_and_time(args.tick_hz);
-    cpus(boot_apic);
+    let boot_cpu = arch::init_interrupts_and_time(args.tick_hz).unwrap_or_else(|(what, e)| fail(what, e));
+    cpus(boot_cpu);
     devices(&args);
 
-    let ready = clock::rdtsc().wrapping_sub(arch::boot::boot_tsc());
+    let ready = clock::counter().wrapping_sub(arch::boot::boot_counter());
     kprintln!("mica: ready (tsc_since_entry={ready})");
     system(&boot, &args)
 }
@@ -50,29 +50,17 @@ fn early(start_info: u64) -> BootInfo {
     arch::percpu::init(0);
     console::init();
     console::init_logger(LevelFilter::Info);
-    let selectors = gdt::init();
-    traps::init(selectors.code.0);
+    arch::init_traps();
     // SAFETY: the boot stub's identity map is still active and `start_info` is what the loader
     // passed.
     unsafe { BootInfo::read(start_info) }.unwrap_or_else(|e| fail("PVH boot information", e))
 }
 
-/// The processor: its features, and the vector state (AVX or not) every thread will save.
+/// The processor: its features, and the vector state every thread will save.
 fn processor() -> cpu::CpuInfo {
     let cpu = cpu::init();
     info!("cpu: {cpu}");
-    match cpu::enable_avx_state() {
-        cpu::AvxState::Enabled(bytes) => {
-            info!("cpu: AVX state on (XCR0 x87|SSE|AVX, {bytes}-byte XSAVE area per thread)")
-        }
-        cpu::AvxState::NoAvx => info!("cpu: no AVX: vector state is x87/SSE (fxsave)"),
-        cpu::AvxState::AreaTooLarge(bytes) => {
-            warn!(
-                "cpu: AVX state left off: its XSAVE area ({bytes} bytes) exceeds the {} bytes a context reserves",
-                cpu::XSAVE_AREA_BYTES
-            )
-        }
-    }
+    arch::init_vector_state();
     cpu
 }
 
@@ -87,7 +75,7 @@ fn memory(boot: &BootInfo, nx: bool) {
     info!("memory: {} MiB of RAM in {} ranges", ram.total() / MIB, ram.len());
     let image = paging::kernel_image();
     let mut reserved = [PhysRange::default(); 5 + crate::boot_info::MAX_MODULES];
-    reserved[0] = PhysRange::new(0, MIB); // real-mode memory, firmware data, boot structures
+    reserved[0] = arch::FIRMWARE_RESERVED;
     reserved[1] = image.whole;
     reserved[2] = boot.start_info;
     reserved[3] = boot.memmap_location;
@@ -122,39 +110,17 @@ fn memory(boot: &BootInfo, nx: bool) {
     crate::sched::init().unwrap_or_else(|e| fail("scheduler", e));
 }
 
-/// Interrupts and time: the local interrupt controller, the clocks and the timer ticking at
-/// `tick_hz`; interrupts are on from here. Returns the boot CPU's interrupt-controller id.
-fn interrupts_and_time(tick_hz: u32) -> u32 {
-    let apic_info = apic::init().unwrap_or_else(|e| fail("local APIC", e));
-    let clocks = clock::init(tick_hz).unwrap_or_else(|e| fail("clock", e));
-    // From here on the timer interrupt arrives; `traps` counts it.
-    arch::enable_interrupts();
-    info!(
-        "time: TSC {}.{:03} MHz; local APIC {} (version {:#x}) timer {}.{:03} MHz, ticking at {} Hz",
-        clocks.tsc.hz() / 1_000_000,
-        clocks.tsc.hz() / 1000 % 1000,
-        apic_info.id,
-        apic_info.version,
-        clocks.apic_timer.hz() / 1_000_000,
-        clocks.apic_timer.hz() / 1000 % 1000,
-        clocks.tick_hz
-    );
-    apic_info.id
-}
-
-/// The other CPUs: started (each with its own run queue) and counted; the boot CPU is
-/// `boot_apic`.
-fn cpus(boot_apic: u32) {
-    arch::percpu::this().apic_id.store(boot_apic, core::sync::atomic::Ordering::Relaxed);
-    let smp = arch::smp::start_aps(boot_apic);
+/// The other CPUs: started (each with its own run queue) and counted; the boot CPU's
+/// interrupt-controller id is `boot_cpu`.
+fn cpus(boot_cpu: u32) {
+    arch::percpu::this().hw_id.store(boot_cpu, core::sync::atomic::Ordering::Relaxed);
+    let smp = arch::smp::start_aps(boot_cpu);
     match (smp.source, smp.present) {
         (arch::smp::CpuSource::Unknown, _) => info!("smp: 1 CPU (neither fw_cfg nor an MP table to count the others)"),
         (_, 1) => info!("smp: 1 CPU"),
-        (source, present) => info!(
-            "smp: {} of {present} CPUs online, each with its own run queue (counted by {})",
-            smp.online,
-            if source == arch::smp::CpuSource::FwCfg { "fw_cfg" } else { "the MP table" }
-        ),
+        (source, present) => {
+            info!("smp: {} of {present} CPUs online, each with its own run queue (counted by {source})", smp.online)
+        }
     }
     if smp.online < smp.present {
         warn!("smp: {} CPU(s) did not start", smp.present - smp.online);

@@ -189,7 +189,7 @@ pub fn init() -> Result<(), SpawnError> {
         ran_on: 0,
     });
     let mut cpus: Vec<Cpu> = (0..MAX_CPUS).map(|_| Cpu::default()).collect();
-    cpus[0] = Cpu { current: Some(boot), idle: Some(idle), slice_start: clock::rdtsc(), ..Cpu::default() };
+    cpus[0] = Cpu { current: Some(boot), idle: Some(idle), slice_start: clock::counter(), ..Cpu::default() };
     *SCHEDULER.lock() =
         Some(Scheduler { cpus, sleeping: Vec::new(), parked: Vec::new(), wake_tokens: Vec::new(), next_id: 2 });
     Ok(())
@@ -216,7 +216,7 @@ pub fn join(cpu: usize) -> ! {
         });
         let slot = s.cpu(cpu);
         slot.current = Some(idle);
-        slot.slice_start = clock::rdtsc();
+        slot.slice_start = clock::counter();
     });
     idle_loop()
 }
@@ -282,7 +282,7 @@ pub fn spawn_with(name: &str, priority: Priority, f: impl FnOnce() + Send + 'sta
 /// its next tick.
 fn kick(cpu: Option<usize>) {
     if let Some(data) = cpu.and_then(percpu::of) {
-        arch::apic::send_to(data.apic_id.load(core::sync::atomic::Ordering::Relaxed), arch::traps::RESCHEDULE_VECTOR);
+        arch::irq::send_reschedule(data.hw_id.load(core::sync::atomic::Ordering::Relaxed));
     }
 }
 
@@ -313,15 +313,15 @@ pub fn current() -> Option<(ThreadId, String)> {
 /// TSC ticks the running thread has run for (guest instructions under `-icount shift=0`): its
 /// own CPU time, not counting other threads that ran in between.
 pub fn cpu_ticks() -> u64 {
-    with(|s, cpu| s.current(cpu).cpu_time + clock::rdtsc().wrapping_sub(s.cpus[cpu].slice_start))
-        .unwrap_or_else(clock::rdtsc)
+    with(|s, cpu| s.current(cpu).cpu_time + clock::counter().wrapping_sub(s.cpus[cpu].slice_start))
+        .unwrap_or_else(clock::counter)
 }
 
 /// TSC ticks every CPU's idle thread has run so far (halted, waiting for an interrupt): under
 /// `-icount shift=0`, virtual time that passed with nothing to run, such as waits for the host's
 /// disk, which instruction counts should leave out.
 pub fn idle_ticks() -> u64 {
-    let now = clock::rdtsc();
+    let now = clock::counter();
     SCHEDULER.lock().as_ref().map_or(0, |s| {
         s.cpus
             .iter()
@@ -625,7 +625,7 @@ fn switch_away_waking(after: After, wake: Option<ThreadId>) {
                     None => panic!("a thread on CPU {cpu} cannot go on and the idle thread is missing"),
                 },
             };
-            let now = clock::rdtsc();
+            let now = clock::counter();
             let slot = &mut s.cpus[cpu];
             let mut previous = slot.current.replace(next).expect("checked above");
             previous.cpu_time += now.wrapping_sub(slot.slice_start);

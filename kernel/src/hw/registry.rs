@@ -16,10 +16,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Once;
 
 use super::names::{self, mmio};
+use crate::arch::irq;
 use crate::arch::irq_lock::IrqMutex;
 use crate::arch::mmio::Window;
-use crate::arch::traps::DEVICE_VECTOR_BASE;
-use crate::arch::{apic, ioapic};
 use crate::cmdline::MmioDevice;
 use crate::sched;
 
@@ -74,7 +73,7 @@ pub(super) fn devices() -> &'static [Device] {
 /// it found; returns how many.
 pub fn discover(described: &[MmioDevice]) -> usize {
     let list = DEVICES.call_once(|| {
-        let ioapics = ioapic::init();
+        let controllers = irq::init_device_lines();
         // (slot, base, size, GSI): a slot numbers the device's interrupt state and vector.
         let candidates: Vec<(usize, u64, u32, u32)> = if described.is_empty() {
             names::probe_order()
@@ -105,19 +104,16 @@ pub fn discover(described: &[MmioDevice]) -> usize {
         }
         let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _, _)| (slot, id)).collect();
         let labels = names::name_devices(&ids);
-        let me = apic::id();
         let mut devices = Vec::with_capacity(found.len());
         for ((slot, device_id, window, gsi), name) in found.into_iter().zip(labels) {
-            let vector = DEVICE_VECTOR_BASE + slot as u8;
-            if !ioapic::route(gsi, vector, me) {
-                log::warn!("devices: {name}: its interrupt (GSI {gsi}) has no I/O APIC ({ioapics} found); not offered");
+            let Some(routed) = irq::route_device_line(gsi, slot) else {
+                log::warn!(
+                    "devices: {name}: its interrupt (line {gsi}) has no controller ({controllers} found); not offered"
+                );
                 continue;
-            }
+            };
             let version = window.read(mmio::VERSION, 4).unwrap_or(0);
-            log::info!(
-                "devices: {name} (virtio-mmio v{version} at {:#x}, GSI {gsi} -> vector {vector:#x})",
-                window.base()
-            );
+            log::info!("devices: {name} (virtio-mmio v{version} at {:#x}, {routed})", window.base());
             devices.push(Device { name, device_id, window, gsi, slot });
         }
         devices
@@ -138,7 +134,7 @@ pub fn on_interrupt(slot: usize) {
     let cause = device.window.read(mmio::INTERRUPT_STATUS, 4).unwrap_or(0) as u32;
     if cause == 0 {
         line.masked.store(true, Ordering::SeqCst);
-        ioapic::set_masked(device.gsi, true);
+        irq::mask_device_line(device.gsi, true);
     } else {
         device.window.write(mmio::INTERRUPT_ACK, 4, cause.into());
         line.cause.fetch_or(cause, Ordering::SeqCst);
@@ -174,7 +170,7 @@ impl Device {
 
     /// Masks (`true`) or unmasks its interrupt line.
     pub(super) fn set_masked(&self, masked: bool) {
-        ioapic::set_masked(self.gsi, masked);
+        irq::mask_device_line(self.gsi, masked);
     }
 }
 

@@ -38,12 +38,12 @@ impl KernelPlatform {
         KernelPlatform {
             generators,
             boot_unix_time: now.map_or(0, |t| t.saturating_sub(since_boot)),
-            fallback: AtomicU64::new(clock::rdtsc() | 1),
+            fallback: AtomicU64::new(clock::counter() | 1),
         }
     }
 
     fn fallback_u64(&self) -> u64 {
-        let mut x = self.fallback.load(Ordering::Relaxed) ^ clock::rdtsc().rotate_left(17);
+        let mut x = self.fallback.load(Ordering::Relaxed) ^ clock::counter().rotate_left(17);
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;

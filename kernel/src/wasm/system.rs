@@ -336,7 +336,7 @@ fn idle_report(waiting: usize, started_tsc: u64) {
     kprintln!(
         "mica: all-waiting components={waiting} tsc_since_start={} wasm_pages={} wasm_reservations={} \
          frames_free={} frames_promised={} heap_bytes={}",
-        crate::arch::clock::rdtsc().wrapping_sub(started_tsc),
+        crate::arch::clock::counter().wrapping_sub(started_tsc),
         wasm.pages,
         wasm.reservations,
         crate::mem::phys::free_frames(),
@@ -449,7 +449,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         // Nothing to compile: the store has no client.
         compiler.close_store();
     }
-    let started_tsc = crate::arch::clock::rdtsc();
+    let started_tsc = crate::arch::clock::counter();
     let tally = Arc::new(IrqMutex::new(Tally { finished: 0, succeeded: 0, running: Vec::new() }));
     for (index, spec) in manifest.components.into_iter().enumerate() {
         let name = spec.name.clone();
@@ -510,7 +510,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             // Machine-readable, for `cargo xtask bench late-binding`: instructions under icount.
             kprintln!(
                 "mica: system ran (tsc_since_entry={} idle={})",
-                crate::arch::clock::rdtsc().wrapping_sub(crate::arch::boot::boot_tsc()),
+                crate::arch::clock::counter().wrapping_sub(crate::arch::boot::boot_counter()),
                 sched::idle_ticks()
             );
             kprintln!("mica: all components finished: {succeeded} of {total} succeeded; powering off");

@@ -19,6 +19,11 @@ pub fn boot_tsc() -> u64 {
     BOOT_TSC.load(Ordering::Relaxed)
 }
 
+/// [`super::clock::counter`] at the kernel's very first instruction.
+pub fn boot_counter() -> u64 {
+    boot_tsc()
+}
+
 core::arch::global_asm!(
     r#"
     .section .note.Xen, "a", @note

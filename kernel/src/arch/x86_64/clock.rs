@@ -26,6 +26,12 @@ pub fn start_ap_timer() {
 /// accurate; under `-icount` it costs 2 ms of guest time, i.e. about 2 M instructions.
 const CALIBRATION_PIT_TICKS: u32 = (pit::PIT_HZ / 500) as u32;
 
+/// The cycle counter every CPU reads for CPU time and slices, and the kernel's boot timing (the
+/// TSC here; under `-icount shift=0`, one count per guest instruction).
+pub fn counter() -> u64 {
+    rdtsc()
+}
+
 /// Reads the TSC.
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects; CR4.TSD is clear, so it is allowed at ring 0 anyway.

@@ -22,8 +22,8 @@ pub struct PerCpu {
     pub tls: [AtomicPtr<u8>; 2],
     /// The TLB-flush generation this CPU has caught up with (see `paging::shootdown`).
     pub flushed: AtomicU64,
-    /// This CPU's local APIC id (for IPIs to it).
-    pub apic_id: core::sync::atomic::AtomicU32,
+    /// This CPU's id on the interrupt controller, for IPIs to it (its local APIC id here).
+    pub hw_id: core::sync::atomic::AtomicU32,
 }
 
 static CPUS: [PerCpu; MAX_CPUS] = {
@@ -32,7 +32,7 @@ static CPUS: [PerCpu; MAX_CPUS] = {
             index: 0,
             tls: [AtomicPtr::new(core::ptr::null_mut()), AtomicPtr::new(core::ptr::null_mut())],
             flushed: AtomicU64::new(0),
-            apic_id: core::sync::atomic::AtomicU32::new(0),
+            hw_id: core::sync::atomic::AtomicU32::new(0),
         }
     }; MAX_CPUS];
     let mut i = 0;

@@ -157,6 +157,16 @@ pub enum CpuSource {
     Unknown,
 }
 
+impl core::fmt::Display for CpuSource {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            CpuSource::FwCfg => "fw_cfg",
+            CpuSource::MpTable => "the MP table",
+            CpuSource::Unknown => "nothing",
+        })
+    }
+}
+
 /// How CPU bring-up went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SmpReport {
@@ -300,7 +310,7 @@ pub fn online() -> u32 {
 /// tables, interrupts off.
 extern "C" fn ap_entry(index: u64) -> ! {
     super::percpu::init(index as usize);
-    super::percpu::this().apic_id.store(apic::id(), Ordering::Relaxed);
+    super::percpu::this().hw_id.store(apic::id(), Ordering::Relaxed);
     let selectors = gdt::init_ap().unwrap_or_else(|e| {
         log::error!("smp: CPU {index}: no stacks for its TSS: {e}");
         super::halt_forever()
