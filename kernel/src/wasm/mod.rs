@@ -152,7 +152,24 @@ fn shared_linker(
     // Built outside the lock (it takes a while, and the lock keeps interrupts off); if another
     // thread built one meanwhile, the first one in is kept.
     let linker = Arc::new(program::linker(engine, interfaces)?);
-    Ok(LINKERS.lock().entry(key).or_insert(linker).clone())
+    Ok(first_in(&LINKERS, key, linker))
+}
+
+/// The value under `key` in `map`, inserting `new` when there is none yet. A `new` that is not
+/// needed is dropped after the lock is released, never under it: dropping a Wasmtime object can
+/// take one of Wasmtime's own locks, whose wait yields the CPU, and a thread that yields while it
+/// holds an [`IrqMutex`] leaves the next thread on its CPU spinning for that mutex forever, with
+/// interrupts off (a hang seen in `tcg::wasm_traps` under load).
+fn first_in<K: Ord, V: Clone>(map: &IrqMutex<BTreeMap<K, V>>, key: K, new: V) -> V {
+    let (kept, spare) = {
+        let mut map = map.lock();
+        match map.entry(key) {
+            alloc::collections::btree_map::Entry::Occupied(e) => (e.get().clone(), Some(new)),
+            alloc::collections::btree_map::Entry::Vacant(e) => (e.insert(new).clone(), None),
+        }
+    };
+    drop(spare);
+    kept
 }
 
 /// An artifact loaded once for every component that uses it (a bundle holds one entry per
@@ -290,7 +307,7 @@ pub fn load(
         None => {
             let linker = shared_linker(engine, kind, instrumentation, interfaces).map_err(StartError::Load)?;
             let prepared = program::prepare(&shared.component, &linker).map_err(StartError::Load)?;
-            shared.prepared.lock().entry(interfaces).or_insert(prepared).clone()
+            first_in(&shared.prepared, interfaces, prepared)
         }
     };
     let t2 = sched::cpu_ticks();

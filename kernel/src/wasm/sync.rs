@@ -12,9 +12,11 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 /// A reader-writer lock held for writing.
 const WRITER: usize = usize::MAX;
 
-/// Waits a little for another thread to release a lock.
+/// Waits a little for another thread to release a lock: gives the CPU to another thread when one
+/// is ready, unless interrupts are off (the caller holds an `IrqMutex`, or runs in an interrupt),
+/// where switching threads would leave the mutex held by a thread that is not running.
 fn back_off() {
-    if crate::sched::ready_count() > 0 {
+    if crate::arch::interrupts_enabled() && crate::sched::ready_count() > 0 {
         crate::sched::yield_now();
     } else {
         core::hint::spin_loop();
