@@ -24,6 +24,8 @@ pub mod boot_info;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod interrupts;
+#[cfg(target_os = "none")]
 mod kmain;
 #[cfg(target_os = "none")]
 mod panic;

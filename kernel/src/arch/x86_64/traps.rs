@@ -294,41 +294,24 @@ const EXCEPTION_NAMES: [&str; 32] = [
 /// interrupted thread's stack).
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     match frame.vector {
-        v if v == u64::from(TIMER_VECTOR) => {
-            // Every CPU ticks; the clock's tick count and the engines' epochs follow the boot CPU's.
-            if super::percpu::index() == 0 {
-                super::clock::on_tick();
-                crate::wasm::on_tick();
-            }
-            super::apic::end_of_interrupt();
-            // Last: this may switch to another thread, returning here only when this one runs again.
-            crate::sched::on_tick();
-        }
+        v if v == u64::from(TIMER_VECTOR) => crate::interrupts::on_timer(super::apic::end_of_interrupt),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         v if v == u64::from(TLB_VECTOR) => {
             super::paging::service_flush();
             super::apic::end_of_interrupt();
         }
-        v if v == u64::from(RESCHEDULE_VECTOR) => {
-            super::apic::end_of_interrupt();
-            // Last, as for the timer: this may switch threads.
-            crate::sched::on_reschedule();
-        }
+        v if v == u64::from(RESCHEDULE_VECTOR) => crate::interrupts::on_reschedule(super::apic::end_of_interrupt),
         v if (u64::from(DEVICE_VECTOR_BASE)..u64::from(DEVICE_VECTOR_BASE + DEVICE_VECTORS)).contains(&v) => {
-            // Masks the line (it is level-triggered) before the EOI, then wakes its waiter.
-            crate::hw::on_interrupt((v - u64::from(DEVICE_VECTOR_BASE)) as usize);
-            super::apic::end_of_interrupt();
-            // Last, as for the timer: this may switch to the woken driver thread.
-            crate::sched::on_device_interrupt();
+            let slot = (v - u64::from(DEVICE_VECTOR_BASE)) as usize;
+            crate::interrupts::on_device(slot, super::apic::end_of_interrupt);
         }
-        // The first touch of a committed wasm page (by wasm code or the kernel): its frame is
-        // mapped and the instruction runs again.
-        14 if frame.error_code & 1 == 0 && crate::wasm::vmem::populate(Cr2::read_raw()) => {}
-        // A thread's stack growing into a committed page for the first time: mapped likewise.
-        14 if frame.error_code & 1 == 0 && super::stacks::populate(Cr2::read_raw()) => {}
-        // A write to a copy-on-write page of a memory image (error code: present, write): the
-        // page gets its private copy and the write runs again.
-        14 if frame.error_code & 3 == 3 && crate::wasm::vmem::copy_on_write(Cr2::read_raw()) => {}
+        // A page fault the kernel resolves itself (error code bit 0: the page was present; bit 1:
+        // a write); the instruction then runs again.
+        14 if crate::interrupts::resolve_page_fault(
+            Cr2::read_raw(),
+            frame.error_code & 1 != 0,
+            frame.error_code & 2 != 0,
+        ) => {}
         // #DE, #UD and #PF raised by wasm code are wasm traps: Wasmtime takes them, on the
         // faulting thread, after this exception has returned.
         0 | 6 | 14 if crate::wasm::traps::is_wasm_code(frame.rip) => {
