@@ -5,8 +5,8 @@ use core::fmt;
 use log::{LevelFilter, debug, info, warn};
 use mica_exit::ExitCode;
 
+use crate::arch::boot_info::{self, BootInfo};
 use crate::arch::{self, clock, cpu, paging};
-use crate::boot_info::BootInfo;
 use crate::cmdline::KernelArgs;
 use crate::mem::frames;
 use crate::mem::range::{PAGE_SIZE, PhysRange};
@@ -53,7 +53,7 @@ fn early(start_info: u64) -> BootInfo {
     arch::init_traps();
     // SAFETY: the boot stub's identity map is still active and `start_info` is what the loader
     // passed.
-    unsafe { BootInfo::read(start_info) }.unwrap_or_else(|e| fail("PVH boot information", e))
+    unsafe { BootInfo::read(start_info) }.unwrap_or_else(|e| fail("boot information", e))
 }
 
 /// The processor: its features, and the vector state every thread will save.
@@ -74,13 +74,11 @@ fn memory(boot: &BootInfo, nx: bool) {
     }
     info!("memory: {} MiB of RAM in {} ranges", ram.total() / MIB, ram.len());
     let image = paging::kernel_image();
-    let mut reserved = [PhysRange::default(); 5 + crate::boot_info::MAX_MODULES];
+    let mut reserved = [PhysRange::default(); 5 + boot_info::MAX_MODULES];
     reserved[0] = arch::FIRMWARE_RESERVED;
     reserved[1] = image.whole;
-    reserved[2] = boot.start_info;
-    reserved[3] = boot.memmap_location;
-    reserved[4] = boot.modlist_location;
-    let mut modules = [PhysRange::default(); crate::boot_info::MAX_MODULES];
+    reserved[2..5].copy_from_slice(&boot.boot_structures());
+    let mut modules = [PhysRange::default(); boot_info::MAX_MODULES];
     for (i, m) in boot.modules().enumerate() {
         reserved[5 + i] = PhysRange::sized(m.paddr, m.size);
         modules[i] = reserved[5 + i];

@@ -2,6 +2,7 @@
 
 pub mod apic;
 pub mod boot;
+pub mod boot_info;
 pub mod clock;
 pub mod context;
 pub mod cpu;
@@ -11,9 +12,11 @@ pub mod ioapic;
 pub mod irq;
 pub mod irq_lock;
 pub mod mmio;
+pub mod mptable;
 pub mod paging;
 pub mod percpu;
 pub mod pit;
+pub mod pvh;
 pub mod qemu;
 pub mod random;
 pub mod rtc;

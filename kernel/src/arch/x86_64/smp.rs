@@ -2,7 +2,7 @@
 //!
 //! How many CPUs the machine has comes from QEMU's firmware configuration device (`fw_cfg`,
 //! key `FW_CFG_NB_CPUS`), which `-M microvm` provides, with APIC ids taken to be 0..N-1 as QEMU
-//! numbers them for a flat topology; without fw_cfg, from an MP table ([`crate::mptable`], which
+//! numbers them for a flat topology; without fw_cfg, from an MP table ([`super::mptable`], which
 //! `mica-vmm` writes), with the APIC ids it lists; without either, Mica runs on the boot CPU alone
 //! and says so.
 //!
@@ -185,7 +185,7 @@ fn other_cpus(boot_apic_id: u32) -> (alloc::vec::Vec<u32>, CpuSource) {
     }
     // The identity map covers low memory where the memory map says RAM (below 640 KiB, on a
     // PC): the view stops at the first page that is not mapped.
-    let (base, end) = (crate::mptable::LOW_BASE, crate::mptable::LOW_END);
+    let (base, end) = (super::mptable::LOW_BASE, super::mptable::LOW_END);
     let mapped = (base..end)
         .step_by(4096)
         .take_while(|&page| super::paging::translate(page).is_some_and(|t| t.phys == page))
@@ -195,7 +195,7 @@ fn other_cpus(boot_apic_id: u32) -> (alloc::vec::Vec<u32>, CpuSource) {
     // first MiB, so nothing writes it while this view lives (the AP trampoline at 0x8000 is below).
     // SAFETY: every page of LOW_BASE..LOW_BASE + len is identity-mapped (checked above), unchanging.
     let low = unsafe { core::slice::from_raw_parts(base as *const u8, len) };
-    match crate::mptable::processors(low) {
+    match super::mptable::processors(low) {
         Ok(ids) => {
             let ids: alloc::vec::Vec<u32> = ids.into_iter().map(u32::from).collect();
             if !ids.contains(&boot_apic_id) {

@@ -4,8 +4,8 @@
 
 use core::fmt;
 
+use super::pvh::{self, MemoryEntry, MemoryKind, Module, PvhError, StartInfo};
 use crate::mem::range::{PhysRange, RangeSet, RangeSetFull};
-use crate::pvh::{self, MemoryEntry, MemoryKind, Module, PvhError, StartInfo};
 
 /// The most memory map entries kept.
 pub const MAX_MEMMAP: usize = 128;
@@ -157,6 +157,12 @@ impl BootInfo {
             core::str::from_utf8(&info.cmdline[..len]).map_err(|_| BootInfoError::CmdlineNotUtf8)?;
         }
         Ok(info)
+    }
+
+    /// Where the loader's own structures lie (the start info, the memory map, the module list):
+    /// memory the frame allocator must not hand out while they are read.
+    pub fn boot_structures(&self) -> [PhysRange; 3] {
+        [self.start_info, self.memmap_location, self.modlist_location]
     }
 
     /// The command line.
