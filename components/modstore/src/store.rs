@@ -125,9 +125,9 @@ impl fmt::Display for StoreError {
                 f,
                 "the store is full: the entry needs {} KiB, {} KiB are free with every entry the system does not \
                  reference evicted ({} KiB hold entries it references)",
-                (needed * SECTOR_SIZE as u64).div_ceil(1024),
-                (free * SECTOR_SIZE as u64) / 1024,
-                (kept * SECTOR_SIZE as u64).div_ceil(1024)
+                kib_up(*needed),
+                kib(*free),
+                kib_up(*kept)
             ),
             StoreError::BadKey(len) => write!(f, "a key of {len} bytes (1 to {MAX_KEY_BYTES} allowed)"),
         }
@@ -173,8 +173,8 @@ impl fmt::Display for OpenReport {
             "{} entries ({} records), {} of {} KiB used",
             self.entries,
             self.records,
-            self.end * SECTOR_SIZE as u64 / 1024,
-            self.sectors * SECTOR_SIZE as u64 / 1024
+            kib(self.end),
+            kib(self.sectors)
         )?;
         if let Some(at) = self.torn_at {
             write!(f, " (discarded a torn record at sector {at})")?;
@@ -203,10 +203,20 @@ impl fmt::Display for Evicted {
             "evicted {} entries no manifest references, kept {} ({} KiB used, was {} KiB)",
             self.dropped,
             self.kept,
-            self.after * SECTOR_SIZE as u64 / 1024,
-            self.before * SECTOR_SIZE as u64 / 1024
+            kib(self.after),
+            kib(self.before)
         )
     }
+}
+
+/// KiB in `sectors`, rounded down (what is free or used).
+fn kib(sectors: u64) -> u64 {
+    sectors * SECTOR_SIZE as u64 / 1024
+}
+
+/// KiB in `sectors`, rounded up (what is needed).
+fn kib_up(sectors: u64) -> u64 {
+    (sectors * SECTOR_SIZE as u64).div_ceil(1024)
 }
 
 /// Sectors that `len` bytes take.
@@ -413,7 +423,7 @@ impl<D: Disk> ModuleStore<D> {
         self.room_for(key, data.len() as u64)?;
         let evicted =
             if Self::entry_sectors(data.len() as u64) > self.free_sectors() { Some(self.evict(key)?) } else { None };
-        self.append(key, data)?;
+        self.append(key, data, false)?;
         Ok(evicted)
     }
 
@@ -441,7 +451,7 @@ impl<D: Disk> ModuleStore<D> {
             match self.get_entry(&key, entry) {
                 Ok(data) => {
                     let in_place = self.end + 1 == entry.data;
-                    self.append_with(&key, &data, in_place)?;
+                    self.append(&key, &data, in_place)?;
                     rewritten += 1;
                 }
                 // Damaged since it was written: dropped (the system compiles it again).
@@ -452,13 +462,8 @@ impl<D: Disk> ModuleStore<D> {
         Ok(Evicted { dropped: total - rewritten, kept: rewritten, before, after: self.end })
     }
 
-    /// Appends an entry at the log's end (it fits).
-    fn append(&mut self, key: &str, data: &[u8]) -> Result<(), StoreError> {
-        self.append_with(key, data, false)
-    }
-
     /// Appends an entry at the log's end; with `data_in_place`, its data already lies there.
-    fn append_with(&mut self, key: &str, data: &[u8], data_in_place: bool) -> Result<(), StoreError> {
+    fn append(&mut self, key: &str, data: &[u8], data_in_place: bool) -> Result<(), StoreError> {
         let sectors = self.disk.sectors();
         let data_sectors = sectors_for(data.len() as u64);
         let start = self.end + 1;
