@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arch;
 
-static UART: arch::irq_lock::IrqMutex<Option<arch::serial::Uart>> = arch::irq_lock::IrqMutex::new(None);
+static UART: crate::irq_lock::IrqMutex<Option<arch::serial::Uart>> = crate::irq_lock::IrqMutex::new(None);
 static PRESENT: AtomicBool = AtomicBool::new(false);
 
 /// Initializes the serial port. Returns whether a UART answered.

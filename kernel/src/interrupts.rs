@@ -9,7 +9,7 @@ use crate::arch;
 /// engines' epochs follow the boot CPU's. `end_of_interrupt` runs before the scheduler may switch
 /// threads (returning here only when this one runs again).
 pub fn on_timer(end_of_interrupt: impl FnOnce()) {
-    if arch::percpu::index() == 0 {
+    if crate::percpu::index() == 0 {
         arch::clock::on_tick();
         crate::wasm::on_tick();
     }

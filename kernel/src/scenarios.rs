@@ -314,7 +314,7 @@ fn paging() -> Result<(), String> {
     phys::free_contiguous(frames, 512).map_err(|e| format!("free 2 MiB: {e}"))?;
 
     // Frames never come from the kernel image.
-    let image = paging::kernel_image();
+    let image = crate::mem::image::kernel_image();
     let mut held = Vec::new();
     for _ in 0..256 {
         let f = phys::alloc_zeroed().map_err(|e| format!("frame: {e}"))?;

@@ -10,6 +10,7 @@
 //! planning and checking logic is unit-tested here.
 #![forbid(unsafe_code)]
 
+pub mod aarch64;
 pub mod http;
 pub mod late;
 pub mod live;
@@ -38,10 +39,15 @@ pub const SOFTWARE_KVM_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The kernel image from `MICA_KERNEL`, or a message saying how to get one.
 pub fn kernel_from_env() -> Result<PathBuf, String> {
-    let how = "run the boot tests with `cargo xtask test`, which builds the kernel and sets it";
-    let path = std::env::var_os(KERNEL_ENV).ok_or_else(|| format!("{KERNEL_ENV} is not set: {how}"))?;
+    kernel_from(KERNEL_ENV)
+}
+
+/// The kernel image the environment variable `var` names, or a message saying how to get one.
+pub fn kernel_from(var: &str) -> Result<PathBuf, String> {
+    let how = "run the boot tests with `cargo xtask test`, which builds the kernels and sets it";
+    let path = std::env::var_os(var).ok_or_else(|| format!("{var} is not set: {how}"))?;
     let path = PathBuf::from(path);
-    if path.is_file() { Ok(path) } else { Err(format!("{KERNEL_ENV}={} is not a file: {how}", path.display())) }
+    if path.is_file() { Ok(path) } else { Err(format!("{var}={} is not a file: {how}", path.display())) }
 }
 
 /// One scenario under one accelerator.

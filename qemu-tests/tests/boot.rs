@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use mica_launch::KvmProbe;
+use mica_launch::{GuestArch, KvmProbe, find_qemu_for};
 
 fn main() -> ExitCode {
     let args = Arguments::from_args();
@@ -104,5 +104,18 @@ fn main() -> ExitCode {
         println!("module store power cut: {report}");
         Ok(())
     }));
+    // The aarch64 kernel on QEMU's virt (see `aarch64`).
+    let arm = match (qemu_tests::kernel_from(qemu_tests::aarch64::KERNEL_ENV), find_qemu_for(GuestArch::Aarch64)) {
+        (Ok(kernel), Ok(qemu)) => Ok(Arc::new((qemu, kernel))),
+        (Err(e), _) => Err(e),
+        (_, Err(e)) => Err(e.to_string()),
+    };
+    for scenario in qemu_tests::aarch64::SCENARIOS {
+        let arm = arm.clone();
+        trials.push(Trial::test(format!("aarch64::{}", scenario.name), move || {
+            let paths = arm.map_err(Failed::from)?;
+            qemu_tests::aarch64::run(&paths.0, &paths.1, &scenario).map_err(Failed::from)
+        }));
+    }
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -60,6 +60,9 @@ enum Command {
         /// Build with the release profile.
         #[arg(long)]
         release: bool,
+        /// The architecture: x86_64 or aarch64 [default: this host's].
+        #[arg(long, value_name = "ARCH", default_value_t = run::default_arch())]
+        arch: mica_launch::GuestArch,
     },
     /// Build the kernel and boot it under QEMU; exit 0 on the kernel's "success" verdict.
     Run(run::RunArgs),
@@ -107,9 +110,9 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             setup::run(&root)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build { release } => {
+        Command::Build { release, arch } => {
             let toolchain = setup::ensure(&root)?;
-            let kernel = kernel::build(&root, &toolchain, release)?;
+            let kernel = kernel::build(&root, &toolchain, arch, release)?;
             println!("{}", kernel.display());
             Ok(ExitCode::SUCCESS)
         }

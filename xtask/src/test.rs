@@ -1,6 +1,7 @@
 //! `cargo xtask test`: build the kernel, then run every test in the workspace.
 //!
-//! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL` and the system bundles
+//! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL` (the aarch64 kernel's
+//! `Image` through `MICA_KERNEL_AARCH64`) and the system bundles
 //! (built here from `components/default.toml` and `qemu-tests/systems/*.toml`, for the baseline
 //! CPU profile) through `MICA_BUNDLES`; the legacy-pod tests (`pods/cli`) find the pod image
 //! (`cargo xtask pod-image`: Debian's kernel and an initramfs with busybox and mica-agent) through
@@ -12,12 +13,15 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use mica_launch::GuestArch;
 use mica_runtime::config::CpuFeature;
 
 use crate::{kernel, process, setup, toolchain};
 
 /// The variable through which the boot tests find the kernel image.
 pub const KERNEL_ENV: &str = "MICA_KERNEL";
+/// The variable through which the boot tests find the aarch64 kernel's `Image`.
+pub const AARCH64_KERNEL_ENV: &str = "MICA_KERNEL_AARCH64";
 /// The variable through which the boot tests find the system bundles.
 pub const BUNDLES_ENV: &str = "MICA_BUNDLES";
 /// The variables through which the pod tests find the pod image.
@@ -75,15 +79,24 @@ pub struct TestArgs {
 /// Runs `cargo xtask test`.
 pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let toolchain = setup::ensure(root)?;
-    let (kernel, bundles) =
-        process::both(|| kernel::build(root, &toolchain, false), || test_bundles(root, &toolchain))?;
+    let ((kernel, arm_kernel), bundles) = process::both(
+        || -> Result<_> {
+            Ok((
+                kernel::build(root, &toolchain, GuestArch::X86_64, false)?,
+                kernel::build(root, &toolchain, GuestArch::Aarch64, false)?,
+            ))
+        },
+        || test_bundles(root, &toolchain),
+    )?;
     let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
+    let arm_kernel = arm_kernel.canonicalize().with_context(|| format!("{} vanished", arm_kernel.display()))?;
     let pod_image = crate::pod_image::build(root)?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     toolchain::clear_cargo_run_env(&mut cmd);
     cmd.current_dir(root)
         .env(KERNEL_ENV, &kernel)
+        .env(AARCH64_KERNEL_ENV, &arm_kernel)
         .env(BUNDLES_ENV, &bundles)
         .env(POD_KERNEL_ENV, &pod_image.kernel)
         .env(POD_INITRAMFS_ENV, &pod_image.initramfs)

@@ -16,11 +16,14 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
+use mica_launch::GuestArch;
 
 use crate::setup::Host;
 
 /// The bare-metal target the x86_64 kernel builds for.
 pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+/// Every bare-metal target the kernel builds for (one per [`GuestArch`]).
+pub const KERNEL_TARGETS: [&str; 2] = [GuestArch::X86_64.kernel_target(), GuestArch::Aarch64.kernel_target()];
 /// The target components build for.
 pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
 /// Debian's compiler and cargo.
@@ -66,20 +69,20 @@ impl Toolchain {
 
     /// The command that builds the kernel, run from the workspace root, with JSON messages on
     /// stdout so the caller can find the artifact.
-    pub fn kernel_build(&self, root: &Path, release: bool) -> Command {
+    pub fn kernel_build(&self, root: &Path, arch: GuestArch, release: bool) -> Command {
         let mut cmd;
         match self {
             Toolchain::Rustup => {
                 cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
                 clear_cargo_run_env(&mut cmd);
-                cmd.args(["build", "-p", "mica-kernel", "--target", KERNEL_TARGET]);
+                cmd.args(["build", "-p", "mica-kernel", "--target", arch.kernel_target()]);
             }
             Toolchain::Debian { .. } => {
                 cmd = Command::new(DEBIAN_CARGO);
                 clear_cargo_run_env(&mut cmd);
                 clear_toolchain_env(&mut cmd);
                 cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC);
-                cmd.args(["build", "-p", "mica-kernel", "--target", KERNEL_TARGET]);
+                cmd.args(["build", "-p", "mica-kernel", "--target", arch.kernel_target()]);
                 cmd.args(["-Zbuild-std=core,alloc,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]);
             }
         }
@@ -126,7 +129,7 @@ impl fmt::Display for Toolchain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Toolchain::Rustup => {
-                write!(f, "rustup's active toolchain ({KERNEL_TARGET}, {COMPONENT_TARGET}, rust-src)")
+                write!(f, "rustup's active toolchain ({}, {COMPONENT_TARGET}, rust-src)", KERNEL_TARGETS.join(", "))
             }
             Toolchain::Debian { why } => write!(f, "Debian's rustc-web with -Zbuild-std ({why})"),
         }
@@ -138,7 +141,7 @@ fn missing_pieces(targets: &str, components: &str) -> Vec<&'static str> {
     let has_target = |t: &str| targets.lines().any(|l| l.trim() == t);
     let has_src = components.lines().any(|l| l.trim().starts_with("rust-src"));
     let mut missing = Vec::new();
-    for target in [KERNEL_TARGET, COMPONENT_TARGET] {
+    for target in KERNEL_TARGETS.into_iter().chain([COMPONENT_TARGET]) {
         if !has_target(target) {
             missing.push(target);
         }
@@ -200,24 +203,31 @@ mod tests {
 
     #[test]
     fn rustup_listings_decide_the_way() {
-        let targets = "x86_64-unknown-linux-gnu\nx86_64-unknown-none\nwasm32-wasip2\n";
+        let targets = "x86_64-unknown-linux-gnu\nx86_64-unknown-none\naarch64-unknown-none\nwasm32-wasip2\n";
         let components = "cargo-x86_64-unknown-linux-gnu\nrust-src\nrustc-x86_64-unknown-linux-gnu\n";
         assert!(missing_pieces(targets, components).is_empty());
         assert_eq!(
             missing_pieces("x86_64-unknown-linux-gnu\n", "rustc-x86_64-unknown-linux-gnu\n"),
-            ["x86_64-unknown-none", "wasm32-wasip2", "rust-src"]
+            ["x86_64-unknown-none", "aarch64-unknown-none", "wasm32-wasip2", "rust-src"]
         );
+        // Without the aarch64 target, rustup's way cannot build every kernel.
+        let x86_only = "x86_64-unknown-none\nwasm32-wasip2\n";
+        assert_eq!(missing_pieces(x86_only, components), ["aarch64-unknown-none"]);
         assert_eq!(missing_pieces(targets, ""), ["rust-src"]);
     }
 
     #[test]
     fn debian_build_uses_debian_rustc_and_build_std() {
         let debian = Toolchain::Debian { why: "test".into() };
-        let cmd = debian.kernel_build(Path::new("/ws"), true);
+        let cmd = debian.kernel_build(Path::new("/ws"), GuestArch::X86_64, true);
         assert_eq!(cmd.get_program(), DEBIAN_CARGO);
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(args.contains(&"-Zbuild-std=core,alloc,compiler_builtins".to_owned()), "{args:?}");
         assert!(args.contains(&"--release".to_owned()));
+        assert!(args.windows(2).any(|w| w == ["--target", "x86_64-unknown-none"]), "{args:?}");
+        let arm = debian.kernel_build(Path::new("/ws"), GuestArch::Aarch64, false);
+        let arm_args: Vec<_> = arm.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(arm_args.windows(2).any(|w| w == ["--target", "aarch64-unknown-none"]), "{arm_args:?}");
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.contains(&("RUSTC".as_ref(), Some(DEBIAN_RUSTC.as_ref()))));
         assert!(envs.contains(&("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
@@ -240,7 +250,7 @@ mod tests {
 
     #[test]
     fn rustup_build_is_plain() {
-        let cmd = Toolchain::Rustup.kernel_build(Path::new("/ws"), false);
+        let cmd = Toolchain::Rustup.kernel_build(Path::new("/ws"), GuestArch::X86_64, false);
         let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(!args.iter().any(|a| a.starts_with("-Z")), "{args:?}");
         assert!(!args.contains(&"--release".to_owned()));

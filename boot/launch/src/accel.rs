@@ -220,9 +220,42 @@ pub fn resolve(choice: AccelChoice, probe: &KvmProbe) -> Result<AccelDecision, L
     }
 }
 
+/// Resolves the accelerator for an `arch` guest: as [`resolve`] for the host's own architecture;
+/// for another one KVM cannot run it, so `Auto` is TCG and an explicit `Kvm` an error.
+pub fn resolve_for(
+    choice: AccelChoice,
+    probe: &KvmProbe,
+    arch: crate::GuestArch,
+) -> Result<AccelDecision, LaunchError> {
+    let host = std::env::consts::ARCH;
+    if crate::GuestArch::host() == Some(arch) {
+        return resolve(choice, probe);
+    }
+    match choice {
+        AccelChoice::Kvm => Err(LaunchError::KvmForeignGuest { host, guest: arch }),
+        AccelChoice::Tcg => resolve(choice, probe),
+        AccelChoice::Auto => {
+            Ok(AccelDecision { accel: Accel::Tcg, reason: format!("an {arch} guest on an {host} host") })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_foreign_guest_runs_under_tcg() {
+        let host = crate::GuestArch::host().expect("the tests run on x86_64 or aarch64");
+        let other = if host == crate::GuestArch::X86_64 { crate::GuestArch::Aarch64 } else { crate::GuestArch::X86_64 };
+        let p = probe(DevKvm::Usable, KvmBacking::Hardware("kvm_intel"));
+        let d = resolve_for(AccelChoice::Auto, &p, other).expect("auto never fails");
+        assert_eq!(d.accel, Accel::Tcg);
+        assert!(d.reason.contains(other.name()), "{}", d.reason);
+        let err = resolve_for(AccelChoice::Kvm, &p, other).expect_err("KVM cannot run it");
+        assert!(err.to_string().contains(other.name()), "{err}");
+        assert_eq!(resolve_for(AccelChoice::Auto, &p, host).expect("auto").accel, Accel::Kvm);
+    }
 
     fn probe(dev: DevKvm, backing: KvmBacking) -> KvmProbe {
         KvmProbe { dev, backing }

@@ -17,14 +17,24 @@ pub enum LaunchError {
     },
     /// No QEMU binary was found.
     #[error(
-        "{binary} not found ({searched}); install the Debian package `qemu-system-x86` \
-         (`apt-get install qemu-system-x86`) or run `cargo xtask setup`"
+        "{binary} not found ({searched}); install the Debian package `{package}` \
+         (`apt-get install {package}`) or run `cargo xtask setup`"
     )]
     QemuNotFound {
         /// The binary looked for.
         binary: &'static str,
+        /// The Debian package that has it.
+        package: &'static str,
         /// Where it was looked for.
         searched: String,
+    },
+    /// KVM runs guests of the host's own architecture only.
+    #[error("KVM was asked for, but KVM runs only {host} guests here, not {guest}; use --accel tcg (or auto)")]
+    KvmForeignGuest {
+        /// The host's architecture.
+        host: &'static str,
+        /// The guest's.
+        guest: crate::GuestArch,
     },
     /// `-icount` counts instructions only under TCG.
     #[error("instruction counting (-icount) needs the TCG accelerator, not {accel}")]

@@ -1,9 +1,12 @@
 //! Finding QEMU and building its command line for a Mica boot.
 //!
-//! One machine shape for every run: QEMU's `microvm` (qboot firmware, PVH `-kernel` loading, an
-//! ISA serial port), nothing QEMU would add by default (`-nodefaults -no-user-config`), the serial
-//! port on QEMU's stdio, and the `isa-debug-exit` device through which the kernel reports its
-//! verdict. `-no-reboot` turns a triple fault into an exit instead of a reboot loop.
+//! One machine shape per architecture, with nothing QEMU would add by default (`-nodefaults
+//! -no-user-config`), the serial port on QEMU's stdio, and `-no-reboot` (a triple fault or a
+//! reset ends the run instead of looping):
+//! - x86_64: QEMU's `microvm` (qboot firmware, PVH `-kernel` loading, an ISA serial port) and the
+//!   `isa-debug-exit` device through which the kernel reports its verdict;
+//! - aarch64: QEMU's `virt` (Linux arm64 `Image` loading with a device tree, a PL011), and
+//!   semihosting, through which the kernel reports its verdict with the same exit statuses.
 
 use std::env;
 use std::ffi::{OsStr, OsString};
@@ -12,31 +15,42 @@ use std::process::Command;
 
 use mica_exit::{ISA_DEBUG_EXIT_PORT, ISA_DEBUG_EXIT_SIZE};
 
-use crate::{Accel, LaunchError};
+use crate::{Accel, GuestArch, LaunchError};
 
 /// The QEMU binary for x86_64 guests.
 pub const QEMU_X86_64: &str = "qemu-system-x86_64";
-/// Environment variable that names a QEMU binary to use instead of searching `PATH`.
+/// Environment variable that names a QEMU binary for x86_64 guests instead of searching `PATH`.
 pub const QEMU_ENV: &str = "MICA_QEMU";
 /// Guest memory when not set otherwise, in MiB.
 pub const DEFAULT_MEMORY_MIB: u32 = 128;
 
 /// Finds `qemu-system-x86_64`: `$MICA_QEMU` when set, else the first match on `PATH`.
 pub fn find_qemu() -> Result<PathBuf, LaunchError> {
-    if let Some(path) = env::var_os(QEMU_ENV) {
+    find_qemu_for(GuestArch::X86_64)
+}
+
+/// Finds the QEMU binary for `arch` guests: its environment variable when set
+/// ([`GuestArch::qemu_env`]), else the first match on `PATH`.
+pub fn find_qemu_for(arch: GuestArch) -> Result<PathBuf, LaunchError> {
+    let (binary, package, var) = (arch.qemu_binary(), arch.qemu_package(), arch.qemu_env());
+    if let Some(path) = env::var_os(var) {
         let path = PathBuf::from(path);
         return if is_executable(&path) {
             Ok(path)
         } else {
             Err(LaunchError::QemuNotFound {
-                binary: QEMU_X86_64,
-                searched: format!("${QEMU_ENV} is {}, which is not an executable", path.display()),
+                binary,
+                package,
+                searched: format!("${var} is {}, which is not an executable", path.display()),
             })
         };
     }
     let path_var = env::var_os("PATH").unwrap_or_default();
-    find_in_path(QEMU_X86_64, &path_var)
-        .ok_or_else(|| LaunchError::QemuNotFound { binary: QEMU_X86_64, searched: "not on PATH".to_owned() })
+    find_in_path(binary, &path_var).ok_or_else(|| LaunchError::QemuNotFound {
+        binary,
+        package,
+        searched: "not on PATH".to_owned(),
+    })
 }
 
 /// The first executable file called `name` in a `PATH`-style list of directories.
@@ -52,6 +66,7 @@ fn is_executable(path: &Path) -> bool {
 /// A QEMU invocation that boots one kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QemuCommand {
+    arch: GuestArch,
     qemu: PathBuf,
     kernel: PathBuf,
     accel: Accel,
@@ -91,6 +106,7 @@ impl QemuCommand {
     /// Boots `kernel` with the QEMU binary `qemu` under `accel`, 128 MiB, an empty command line.
     pub fn new(qemu: impl Into<PathBuf>, kernel: impl Into<PathBuf>, accel: Accel) -> QemuCommand {
         QemuCommand {
+            arch: GuestArch::X86_64,
             qemu: qemu.into(),
             kernel: kernel.into(),
             accel,
@@ -103,7 +119,19 @@ impl QemuCommand {
         }
     }
 
-    /// Sets the guest CPU model (`-cpu`); see [`cpu_model`]. Default: QEMU's.
+    /// Boots an `arch` kernel (its machine, boot protocol and exit device). Default: x86_64.
+    pub fn arch(mut self, arch: GuestArch) -> QemuCommand {
+        self.arch = arch;
+        self
+    }
+
+    /// The guest architecture.
+    pub fn guest_arch(&self) -> GuestArch {
+        self.arch
+    }
+
+    /// Sets the guest CPU model (`-cpu`); see [`cpu_model`]. Default: QEMU's on x86_64, `max`
+    /// (every feature TCG emulates) on aarch64.
     pub fn cpu(mut self, model: impl Into<String>) -> QemuCommand {
         self.cpu = Some(model.into());
         self
@@ -171,14 +199,22 @@ impl QemuCommand {
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |a: &str| args.push(a.into());
         push("-M");
-        push("microvm");
+        push(match self.arch {
+            GuestArch::X86_64 => "microvm",
+            GuestArch::Aarch64 => "virt",
+        });
         push("-accel");
         push(self.accel.name());
         if self.icount {
             push("-icount");
             push("shift=0");
         }
-        if let Some(cpu) = &self.cpu {
+        let default_cpu = match (self.arch, self.accel) {
+            (GuestArch::X86_64, _) => None,
+            (GuestArch::Aarch64, Accel::Tcg) => Some("max"),
+            (GuestArch::Aarch64, Accel::Kvm) => Some("host"),
+        };
+        if let Some(cpu) = self.cpu.as_deref().or(default_cpu) {
             push("-cpu");
             push(cpu);
         }
@@ -190,8 +226,16 @@ impl QemuCommand {
         push("none");
         push("-serial");
         push("stdio");
-        push("-device");
-        push(&format!("isa-debug-exit,iobase={ISA_DEBUG_EXIT_PORT:#x},iosize={ISA_DEBUG_EXIT_SIZE:#04x}"));
+        match self.arch {
+            GuestArch::X86_64 => {
+                push("-device");
+                push(&format!("isa-debug-exit,iobase={ISA_DEBUG_EXIT_PORT:#x},iosize={ISA_DEBUG_EXIT_SIZE:#04x}"));
+            }
+            GuestArch::Aarch64 => {
+                push("-semihosting-config");
+                push("enable=on,target=native");
+            }
+        }
         push("-no-reboot");
         args.push("-kernel".into());
         args.push(self.kernel.clone().into_os_string());
@@ -248,6 +292,21 @@ mod tests {
              -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot \
              -kernel /k/mica-kernel -append log=info test=heap"
         );
+    }
+
+    #[test]
+    fn aarch64_boots_virt_with_semihosting() {
+        let cmd = QemuCommand::new("/usr/bin/qemu-system-aarch64", "/k/Image", Accel::Tcg)
+            .arch(GuestArch::Aarch64)
+            .cmdline("test=panic");
+        assert_eq!(
+            strings(&cmd).join(" "),
+            "-M virt -accel tcg -cpu max -m 128M -nodefaults -no-user-config -display none \
+             -serial stdio -semihosting-config enable=on,target=native -no-reboot \
+             -kernel /k/Image -append test=panic"
+        );
+        let cmd = cmd.cpu("cortex-a72");
+        assert!(strings(&cmd).windows(2).any(|w| w == ["-cpu", "cortex-a72"]));
     }
 
     #[test]
@@ -308,7 +367,11 @@ mod tests {
 
     #[test]
     fn not_found_names_the_package_and_setup() {
-        let err = LaunchError::QemuNotFound { binary: QEMU_X86_64, searched: "not on PATH".into() };
+        let err = LaunchError::QemuNotFound {
+            binary: QEMU_X86_64,
+            package: "qemu-system-x86",
+            searched: "not on PATH".into(),
+        };
         let msg = err.to_string();
         assert!(msg.contains("qemu-system-x86`"), "{msg}");
         assert!(msg.contains("cargo xtask setup"), "{msg}");

@@ -14,14 +14,22 @@
 //! | `boot` | `boot_counter`: the counter at the kernel's first instruction |
 //! | `irq` | `this_cpu`, `send_reschedule`, device lines: `init_device_lines`, `route_device_line`, `mask_device_line` |
 //! | `cpu` | the processor's features (`code_may_use` for compiled code) |
-//! | `percpu`, `smp` | per-CPU data (`hw_id`: the CPU's interrupt-controller id), starting the other CPUs |
+//! | `percpu`, `smp` | where this CPU's `crate::percpu::PerCpu` is (`install`, `index`), starting the other CPUs |
 //! | `paging`, `stacks`, `dma`, `mmio` | page tables, guarded stacks, DMA memory, device register windows |
-//! | `context`, `irq_lock` | the context switch, locks that keep interrupts off |
+//! | `context` | the context switch |
 //! | `serial`, `rtc`, `random` | the console port, the wall clock, hardware randomness |
 //!
-//! aarch64 is planned in `docs/aarch64-plan.md`.
+//! x86_64 has all of it. aarch64 is under way (`docs/aarch64-plan.md`) and has, so far: `NAME`,
+//! `FIRMWARE_RESERVED`, `init_traps`, `init_vector_state`, `exit`, `halt_forever`, the interrupt
+//! state, `stack_pointer`, `clock` (`counter`, `monotonic_ns`), `boot`, `boot_info`, `cpu`,
+//! `percpu`, `paging::service_flush` and `serial`; the kernel leaves out what needs the rest
+//! (`arch_complete` in `build.rs`).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
+#[cfg(target_arch = "aarch64")]
+pub use self::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 pub use self::x86_64::*;

@@ -8,11 +8,11 @@
 //! buffers. When the instance ends, the kernel resets the device (so it stops using memory),
 //! masks its line and frees the buffers.
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", arch_complete))]
 pub mod instance;
 pub mod names;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", arch_complete))]
 pub mod registry;
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", arch_complete))]
 pub use registry::{discover, on_interrupt};

@@ -17,9 +17,9 @@ use spin::Once;
 
 use super::names::{self, mmio};
 use crate::arch::irq;
-use crate::arch::irq_lock::IrqMutex;
 use crate::arch::mmio::Window;
 use crate::cmdline::MmioDevice;
+use crate::irq_lock::IrqMutex;
 use crate::sched;
 
 /// A device found at boot.

@@ -15,7 +15,7 @@ use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, Rights
 
 use super::state::{Connection, Finished, IpcState, Object, Region, SpaceId, Step};
 use crate::arch::clock;
-use crate::arch::irq_lock::IrqMutex;
+use crate::irq_lock::IrqMutex;
 use crate::sched;
 use crate::wasm::vmem;
 

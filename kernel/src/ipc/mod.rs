@@ -12,5 +12,5 @@ pub mod space;
 pub mod state;
 pub mod wakes;
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", arch_complete))]
 pub mod blocking;

@@ -83,7 +83,7 @@ unsafe impl Source for HeapSource {
 }
 
 #[global_allocator]
-static HEAP: talc::TalcLock<crate::arch::irq_lock::RawIrqSpinlock, HeapSource> = talc::TalcLock::new(HeapSource::new());
+static HEAP: talc::TalcLock<crate::irq_lock::RawIrqSpinlock, HeapSource> = talc::TalcLock::new(HeapSource::new());
 
 /// Lets the heap grow (paging must be up) and maps its first megabyte.
 pub fn init() -> Result<(), ()> {

@@ -2,13 +2,36 @@
 //! page tables, heap and stacks.
 
 pub mod frames;
+#[cfg(target_os = "none")]
+pub mod image;
 pub mod range;
 pub mod vspace;
 
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", arch_complete))]
 pub mod heap;
-#[cfg(target_os = "none")]
+#[cfg(all(target_os = "none", arch_complete))]
 pub mod phys;
+
+/// No heap: on an architecture whose port has no paging yet (`arch_complete` in `build.rs`) every
+/// allocation fails, so an allocation there ends the run with Rust's allocation-failure panic,
+/// which names its size. The phases such a port runs allocate nothing.
+#[cfg(all(target_os = "none", not(arch_complete)))]
+#[global_allocator]
+static NO_HEAP_YET: NoHeapYet = NoHeapYet;
+
+#[cfg(all(target_os = "none", not(arch_complete)))]
+struct NoHeapYet;
+
+// SAFETY: `alloc` never returns memory (null is the trait's failure value), so there is nothing to
+// free; `dealloc` is never given a pointer `alloc` returned.
+#[cfg(all(target_os = "none", not(arch_complete)))]
+unsafe impl core::alloc::GlobalAlloc for NoHeapYet {
+    unsafe fn alloc(&self, _: core::alloc::Layout) -> *mut u8 {
+        core::ptr::null_mut()
+    }
+
+    unsafe fn dealloc(&self, _: *mut u8, _: core::alloc::Layout) {}
+}
 
 /// The kernel's virtual address layout.
 ///

@@ -3,8 +3,7 @@
 use super::frames::{FrameAllocator, FrameError, FramePlan};
 use super::range::PAGE_SIZE;
 
-static FRAMES: crate::arch::irq_lock::IrqMutex<Option<FrameAllocator<'static>>> =
-    crate::arch::irq_lock::IrqMutex::new(None);
+static FRAMES: crate::irq_lock::IrqMutex<Option<FrameAllocator<'static>>> = crate::irq_lock::IrqMutex::new(None);
 
 /// Installs the frame allocator. The plan's bitmap range must be RAM reachable through the
 /// identity map, reserved for this purpose and for nothing else.

@@ -31,9 +31,9 @@ use mica_runtime::wasmtime::Engine;
 use mica_runtime::wasmtime::component::Component;
 
 use super::{Shared, Source};
-use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
 use crate::ipc::blocking::{self, Port};
+use crate::irq_lock::IrqMutex;
 use crate::{kprintln, sched};
 
 /// How long the kernel waits for one answer of the module store, in nanoseconds: past it, the

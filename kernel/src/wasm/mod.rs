@@ -25,7 +25,7 @@ use mica_runtime::wasmtime::component::{Component, Linker};
 use spin::Once;
 
 use crate::arch::cpu;
-use crate::arch::irq_lock::IrqMutex;
+use crate::irq_lock::IrqMutex;
 use crate::sched;
 
 /// What an engine runs: native code for this CPU, or Pulley bytecode in Wasmtime's interpreter.

@@ -18,10 +18,10 @@ use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
 use super::compile::Compiler;
 use super::platform::KernelPlatform;
 use super::{Kind, Source};
-use crate::arch::irq_lock::IrqMutex;
 use crate::arch::{clock, cpu};
 use crate::ipc::blocking::{self, Port};
 use crate::ipc::state::Connection;
+use crate::irq_lock::IrqMutex;
 use crate::{kprintln, sched};
 
 /// How many times an `on-failure` component is started again before it is given up on.

@@ -2,7 +2,7 @@
 //! async). The running thread's values live in its CPU's per-CPU data; the scheduler keeps every
 //! other thread's in its thread (`sched`), switching them with [`save`] and [`restore`].
 
-use crate::arch::percpu::{TLS_ORDER, tls_slot};
+use crate::percpu::{TLS_ORDER, tls_slot};
 
 /// Wasmtime's TLS getter (`wasmtime_tls_get` in `wasmtime-platform.h`).
 #[unsafe(no_mangle)]

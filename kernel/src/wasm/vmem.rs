@@ -31,8 +31,8 @@ use alloc::sync::Arc;
 use mica_runtime::config::{MEMORY_GUARD, MEMORY_RESERVATION};
 use mica_runtime::wasmtime::{self, CustomCodeMemory};
 
-use crate::arch::irq_lock::IrqMutex;
 use crate::arch::paging;
+use crate::irq_lock::IrqMutex;
 use crate::mem::Protection;
 use crate::mem::layout::{WASM_BASE, WASM_SIZE};
 use crate::mem::range::{PAGE_SIZE, align_up};

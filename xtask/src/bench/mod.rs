@@ -103,7 +103,7 @@ pub(crate) struct Prepared {
 /// Sets up the toolchain, builds the release kernel and makes the output directory.
 pub(crate) fn prepare(root: &Path) -> Result<Prepared> {
     let toolchain = crate::setup::ensure(root)?;
-    let kernel = crate::kernel::build(root, &toolchain, true)?;
+    let kernel = crate::kernel::build(root, &toolchain, mica_launch::GuestArch::X86_64, true)?;
     let out_dir = boot::target_dir(root, &kernel).join("mica").join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", out_dir.display()))?;
     Ok(Prepared { toolchain, kernel, out_dir })

@@ -45,7 +45,7 @@ pub fn missing(host: &dyn Host, wanted: &[&'static str]) -> Result<Vec<&'static 
         bail!(
             "dpkg-query not found: this is not a Debian system. Install {} with your package \
              manager, or give rustup's active toolchain the targets (`rustup target add \
-             x86_64-unknown-none wasm32-wasip2 && rustup component add rust-src`)",
+             x86_64-unknown-none aarch64-unknown-none wasm32-wasip2 && rustup component add rust-src`)",
             wanted.join(" ")
         );
     };

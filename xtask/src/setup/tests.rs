@@ -32,6 +32,7 @@ fn package_files(package: &str) -> (&'static [&'static str], &'static [(&'static
         "llvm-22" => (&["usr/bin/llc-22"], &[]),
         "wasi-libc" => (&["usr/lib/wasm32-wasi/libc.a"], &[]),
         "qemu-system-x86" => (&["usr/bin/qemu-system-x86_64"], &[]),
+        "qemu-system-arm" => (&["usr/bin/qemu-system-aarch64"], &[]),
         "e2fsprogs" => (&["usr/sbin/mke2fs"], &[]),
         "python3-venv" => (&["usr/bin/python3"], &[]),
         _ => (&[], &[]),
@@ -145,7 +146,9 @@ impl Host for FakeHost {
                 fs::write(out, b"\0asm").expect("write crt1");
                 done("", 0)
             }
-            "qemu-system-x86_64" => done("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u16)\n", 0),
+            "qemu-system-x86_64" | "qemu-system-aarch64" => {
+                done("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u16)\n", 0)
+            }
             "python3" => {
                 let venv = Path::new(args.last().expect("venv dir"));
                 fs::create_dir_all(venv.join("bin")).expect("mkdir");
@@ -203,7 +206,16 @@ fn ensure_sets_up_a_fresh_machine() {
     let install = log.iter().position(|c| c.starts_with("apt-get install")).expect("apt-get install ran");
     let first_rustc = log.iter().position(|c| c.starts_with("rustc")).expect("rustc -V ran");
     assert!(install < first_rustc, "rustc ran before it was installed: {log:#?}");
-    for package in ["rustc-web", "rust-web-src", "lld-22", "llvm-22", "wasi-libc", "qemu-system-x86", "e2fsprogs"] {
+    for package in [
+        "rustc-web",
+        "rust-web-src",
+        "lld-22",
+        "llvm-22",
+        "wasi-libc",
+        "qemu-system-x86",
+        "qemu-system-arm",
+        "e2fsprogs",
+    ] {
         assert!(host.installed.borrow().contains(package), "{package} not installed: {log:#?}");
     }
     let wasi_libc = host.path("/usr/lib/rustlib/wasm32-wasip2/lib/self-contained/libc.a");

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use mica_launch::GuestArch;
 
 use super::host::resolves;
 use super::{Env, State, Step, apt};
@@ -21,16 +22,16 @@ pub const TOOLS_PREFIX: &str = "/opt/mica-tools";
 /// Where setup links those tools so that they are on `PATH`.
 pub const BIN_DIR: &str = "/usr/local/bin";
 
-/// The QEMU binaries and the packages that provide them (aarch64 joins when Mica boots there).
-const QEMU_BINARIES: [&str; 1] = ["qemu-system-x86_64"];
-const QEMU_PACKAGES: [&str; 1] = ["qemu-system-x86"];
+/// The QEMU binaries, one per guest architecture, and the packages that provide them.
+const QEMU_BINARIES: [&str; 2] = [GuestArch::X86_64.qemu_binary(), GuestArch::Aarch64.qemu_binary()];
+const QEMU_PACKAGES: [&str; 2] = [GuestArch::X86_64.qemu_package(), GuestArch::Aarch64.qemu_package()];
 
 /// `$name` when set, else `default`.
 fn dir_from_env(name: &str, default: &Path) -> PathBuf {
     env::var_os(name).map_or_else(|| default.to_owned(), PathBuf::from)
 }
 
-/// QEMU for x86_64 guests.
+/// QEMU for x86_64 and aarch64 guests.
 pub struct Qemu;
 
 impl Step for Qemu {

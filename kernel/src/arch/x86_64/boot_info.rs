@@ -159,6 +159,28 @@ impl BootInfo {
         Ok(info)
     }
 
+    /// What the start info says about the machine, for the boot log.
+    pub fn summary(&self) -> impl fmt::Display + '_ {
+        struct Summary<'a>(&'a BootInfo);
+        impl fmt::Display for Summary<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let info = self.0;
+                write!(
+                    f,
+                    "PVH start info at {:#x}: {} memory map entries, {} boot modules",
+                    info.start_info.start,
+                    info.memory_map().count(),
+                    info.modules().count()
+                )?;
+                match info.rsdp {
+                    Some(rsdp) => write!(f, ", ACPI RSDP {rsdp:#x}"),
+                    None => write!(f, ", no ACPI"),
+                }
+            }
+        }
+        Summary(self)
+    }
+
     /// Where the loader's own structures lie (the start info, the memory map, the module list):
     /// memory the frame allocator must not hand out while they are read.
     pub fn boot_structures(&self) -> [PhysRange; 3] {

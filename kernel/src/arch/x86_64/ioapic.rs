@@ -7,8 +7,8 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::irq_lock::IrqMutex;
 use super::paging::{self, PageSize};
+use crate::irq_lock::IrqMutex;
 use crate::mem::Protection;
 
 /// Where QEMU's I/O APICs are, and the first GSI of each.

@@ -10,7 +10,6 @@ pub mod dma;
 pub mod gdt;
 pub mod ioapic;
 pub mod irq;
-pub mod irq_lock;
 pub mod mmio;
 pub mod mptable;
 pub mod paging;

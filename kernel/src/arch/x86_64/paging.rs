@@ -93,7 +93,7 @@ pub struct Translation {
     pub prot: Protection,
 }
 
-static MAPPER: super::irq_lock::IrqMutex<Option<OffsetPageTable<'static>>> = super::irq_lock::IrqMutex::new(None);
+static MAPPER: crate::irq_lock::IrqMutex<Option<OffsetPageTable<'static>>> = crate::irq_lock::IrqMutex::new(None);
 static NX: AtomicBool = AtomicBool::new(false);
 
 /// Hands page-table frames to the `x86_64` mapper from the kernel's frame allocator.
@@ -659,11 +659,11 @@ pub fn shootdown() {
     if online <= 1 {
         return;
     }
-    let me = super::percpu::index();
+    let me = crate::percpu::index();
     let generation = FLUSH_GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
     super::apic::send_to_others(super::traps::TLB_VECTOR);
     for cpu in (0..online).filter(|&c| c != me) {
-        let Some(data) = super::percpu::of(cpu) else { continue };
+        let Some(data) = crate::percpu::of(cpu) else { continue };
         while data.flushed.load(Ordering::Acquire) < generation {
             service_flush();
             core::hint::spin_loop();
@@ -674,44 +674,10 @@ pub fn shootdown() {
 /// Flushes this CPU's TLB if another CPU asked for it since the last time.
 pub fn service_flush() {
     let generation = FLUSH_GENERATION.load(Ordering::Acquire);
-    let me = super::percpu::this();
+    let me = crate::percpu::this();
     if me.flushed.load(Ordering::Relaxed) < generation {
         x86_64::instructions::tlb::flush_all();
         me.flushed.store(generation, Ordering::Release);
-    }
-}
-
-unsafe extern "C" {
-    static __kernel_start: u8;
-    static __text_start: u8;
-    static __text_end: u8;
-    static __rodata_start: u8;
-    static __rodata_end: u8;
-    static __data_start: u8;
-    static __kernel_end: u8;
-}
-
-/// The kernel image's sections, from the linker script.
-#[derive(Clone, Copy, Debug)]
-pub struct KernelImage {
-    /// Everything from the first to the last byte of the image.
-    pub whole: PhysRange,
-    /// Code.
-    pub text: PhysRange,
-    /// Read-only data.
-    pub rodata: PhysRange,
-    /// Data and bss.
-    pub data: PhysRange,
-}
-
-/// Where the linker put the kernel's sections.
-pub fn kernel_image() -> KernelImage {
-    let a = |p: *const u8| p as u64;
-    KernelImage {
-        whole: PhysRange::new(a(&raw const __kernel_start), a(&raw const __kernel_end)),
-        text: PhysRange::new(a(&raw const __text_start), a(&raw const __text_end)),
-        rodata: PhysRange::new(a(&raw const __rodata_start), a(&raw const __rodata_end)),
-        data: PhysRange::new(a(&raw const __data_start), a(&raw const __kernel_end)),
     }
 }
 
@@ -733,7 +699,7 @@ pub fn init(ram: &RangeSet, extra: &[PhysRange], nx: bool) -> Result<PagingRepor
         return Err(PagingError::NoNx);
     }
     NX.store(true, Ordering::Relaxed);
-    let image = kernel_image();
+    let image = crate::mem::image::kernel_image();
     let guards: [PhysRange; 1 + super::stacks::IST_COUNT] = {
         let mut g = [PhysRange::default(); 1 + super::stacks::IST_COUNT];
         for (slot, (_, guard, _)) in g.iter_mut().zip(super::stacks::static_stacks()) {

@@ -26,7 +26,7 @@ use super::{apic, clock, cpu, gdt, traps};
 /// Where the trampoline runs: physical page 8, the STARTUP IPI vector 0x08.
 const TRAMPOLINE: u64 = 0x8000;
 /// The most CPUs Mica brings up.
-pub const MAX_CPUS: u32 = super::percpu::MAX_CPUS as u32;
+pub const MAX_CPUS: u32 = crate::percpu::MAX_CPUS as u32;
 /// Each AP's first stack.
 const AP_STACK_BYTES: u64 = 64 * 1024;
 
@@ -309,8 +309,8 @@ pub fn online() -> u32 {
 /// The first Rust code on an AP: on the stack the boot CPU made for it, with the kernel's page
 /// tables, interrupts off.
 extern "C" fn ap_entry(index: u64) -> ! {
-    super::percpu::init(index as usize);
-    super::percpu::this().hw_id.store(apic::id(), Ordering::Relaxed);
+    crate::percpu::init(index as usize);
+    crate::percpu::this().hw_id.store(apic::id(), Ordering::Relaxed);
     let selectors = gdt::init_ap().unwrap_or_else(|e| {
         log::error!("smp: CPU {index}: no stacks for its TSS: {e}");
         super::halt_forever()

@@ -127,8 +127,8 @@ impl fmt::Display for StackError {
     }
 }
 
-static SLOTS: super::irq_lock::IrqMutex<[u64; (STACK_SLOTS / 64) as usize]> =
-    super::irq_lock::IrqMutex::new([0; (STACK_SLOTS / 64) as usize]);
+static SLOTS: crate::irq_lock::IrqMutex<[u64; (STACK_SLOTS / 64) as usize]> =
+    crate::irq_lock::IrqMutex::new([0; (STACK_SLOTS / 64) as usize]);
 
 /// The slots whose stacks are committed on demand (bit per slot).
 static LAZY_SLOTS: [AtomicU64; (STACK_SLOTS / 64) as usize] =

@@ -15,7 +15,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use x86_64::instructions::interrupts;
+use crate::arch;
 
 /// The raw lock under [`IrqMutex`] (and under the heap's `TalcLock`).
 #[derive(Debug)]
@@ -35,26 +35,26 @@ unsafe impl lock_api::RawMutex for RawIrqSpinlock {
     type GuardMarker = lock_api::GuardNoSend;
 
     fn lock(&self) {
-        let enabled = interrupts::are_enabled();
-        interrupts::disable();
+        let enabled = arch::interrupts_enabled();
+        arch::disable_interrupts();
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             // Interrupts are off here: answer TLB shootdowns while waiting, or a CPU that holds
             // this lock and waits for this one to flush would wait forever.
-            super::paging::service_flush();
+            arch::paging::service_flush();
             core::hint::spin_loop();
         }
         self.restore_interrupts.store(enabled, Ordering::Relaxed);
     }
 
     fn try_lock(&self) -> bool {
-        let enabled = interrupts::are_enabled();
-        interrupts::disable();
+        let enabled = arch::interrupts_enabled();
+        arch::disable_interrupts();
         if self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             self.restore_interrupts.store(enabled, Ordering::Relaxed);
             true
         } else {
             if enabled {
-                interrupts::enable();
+                arch::enable_interrupts();
             }
             false
         }
@@ -64,7 +64,7 @@ unsafe impl lock_api::RawMutex for RawIrqSpinlock {
         let enable = self.restore_interrupts.load(Ordering::Relaxed);
         self.locked.store(false, Ordering::Release);
         if enable {
-            interrupts::enable();
+            arch::enable_interrupts();
         }
     }
 }

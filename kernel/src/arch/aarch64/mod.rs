@@ -1,0 +1,98 @@
+//! aarch64 on QEMU's `virt` (and Linux's arm64 booting protocol): the `Image` entry, the device
+//! tree, the PL011 console, exceptions, the generic counter and semihosting for the verdict.
+//!
+//! The port is under way (`docs/aarch64-plan.md`): what is here boots to the frame plan; paging,
+//! interrupts, threads and components come next, and until then the kernel built for aarch64
+//! leaves out what needs them (`arch_complete` in `build.rs`).
+
+pub mod boot;
+pub mod boot_info;
+pub mod clock;
+pub mod cpu;
+pub mod paging;
+pub mod percpu;
+pub mod qemu;
+pub mod serial;
+pub mod traps;
+
+pub use qemu::exit;
+
+use crate::mem::range::PhysRange;
+
+/// The architecture and boot protocol, for the boot banner.
+pub const NAME: &str = "aarch64, Linux Image + device tree";
+
+/// Physical memory the firmware keeps: on `virt`, QEMU's boot code at the start of RAM, below
+/// the 2 MiB where the image is loaded.
+pub const FIRMWARE_RESERVED: PhysRange = PhysRange::new(0x4000_0000, 0x4020_0000);
+
+/// The first thing after the console: the exception vectors (the stub installed them already;
+/// this says so), so that a fault from here on is reported.
+pub fn init_traps() {
+    traps::init();
+}
+
+/// The vector state: FP/SIMD is on from the stub, for the kernel's own code. Logs where the
+/// loader entered too.
+pub fn init_vector_state() {
+    log::info!(
+        "cpu: entered at EL{}, running at EL1; FP/SIMD on (CPACR_EL1.FPEN) from the first instruction: the kernel is hard-float",
+        boot::entry_el()
+    );
+}
+
+/// Waits for the next interrupt, then lets it in: `wfi` wakes for a pending interrupt even while
+/// it is masked, so unmasking after it loses no wake-up.
+pub fn wait_for_interrupt() {
+    // SAFETY: waits and unmasks IRQs; no memory is touched.
+    unsafe { core::arch::asm!("wfi", "msr daifclr, #2", options(nomem, nostack)) };
+}
+
+/// Whether interrupts (IRQs) are enabled on this CPU.
+pub fn interrupts_enabled() -> bool {
+    let daif: u64;
+    // SAFETY: reads a register into a local.
+    unsafe { core::arch::asm!("mrs {}, daif", out(reg) daif, options(nomem, nostack, preserves_flags)) };
+    daif & (1 << 7) == 0
+}
+
+/// Enables interrupts (IRQs) on this CPU.
+pub fn enable_interrupts() {
+    // SAFETY: unmasks IRQs; not a memory access. The compiler may not move memory accesses
+    // across it (no `nomem`), as for a lock release.
+    unsafe { core::arch::asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
+}
+
+/// Disables interrupts (IRQs) on this CPU.
+pub fn disable_interrupts() {
+    // SAFETY: masks IRQs; as above, a compiler barrier too.
+    unsafe { core::arch::asm!("msr daifset, #2", options(nostack, preserves_flags)) };
+}
+
+/// Runs `f` with interrupts disabled on this CPU, restoring the previous state after.
+pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
+    let enabled = interrupts_enabled();
+    disable_interrupts();
+    let r = f();
+    if enabled {
+        enable_interrupts();
+    }
+    r
+}
+
+/// The current stack pointer.
+pub fn stack_pointer() -> u64 {
+    let sp: u64;
+    // SAFETY: reads a register into a local; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, sp", out(reg) sp, options(nomem, nostack, preserves_flags)) };
+    sp
+}
+
+/// Halts this CPU for good, with interrupts disabled.
+pub fn halt_forever() -> ! {
+    loop {
+        disable_interrupts();
+        // SAFETY: waits; with every interrupt masked this CPU does nothing more.
+        unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+    }
+}

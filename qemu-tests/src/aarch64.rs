@@ -1,0 +1,129 @@
+//! Boot tests of the aarch64 kernel on QEMU's `virt` under TCG: what its port does so far
+//! (`docs/aarch64-plan.md`). The kernel boots from a Linux arm64 `Image` with a device tree,
+//! reads its memory, command line and boot module from it, reports exceptions, and ends the run
+//! with its verdict through semihosting; past its frame plan it stops with "not yet".
+
+use std::path::Path;
+
+use mica_launch::{Accel, ExitCode, GuestArch, OutputMode, QemuCommand, RunOptions};
+
+use crate::scenarios::{KvmUse, Scenario};
+
+/// The variable that names the aarch64 kernel's `Image` (set by `cargo xtask test`).
+pub const KERNEL_ENV: &str = "MICA_KERNEL_AARCH64";
+
+/// Guest memory for these boots, in MiB.
+const MEMORY_MIB: u32 = 256;
+/// The size of the boot module the device-tree test passes.
+const MODULE_BYTES: usize = 123_457;
+
+/// One aarch64 boot test.
+#[derive(Clone, Copy, Debug)]
+pub struct ArmScenario {
+    /// The trial name after `aarch64::`.
+    pub name: &'static str,
+    /// The kernel command line.
+    pub cmdline: &'static str,
+    /// QEMU arguments after the generated ones.
+    pub extra: &'static [&'static str],
+    /// Whether to pass a boot module of [`MODULE_BYTES`] bytes.
+    pub module: bool,
+    /// The verdict the kernel must reach.
+    pub expect: ExitCode,
+    /// Text that must appear in the serial output.
+    pub output_contains: &'static [&'static str],
+}
+
+/// What the port says where it stops.
+const NOT_YET: &str = "port ends after the frame plan";
+
+/// Every aarch64 boot test.
+pub const SCENARIOS: [ArmScenario; 4] = [
+    ArmScenario {
+        name: "boots_from_the_device_tree",
+        cmdline: "log=info mica.note=from-the-device-tree",
+        extra: &["-smp", "2"],
+        module: true,
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: Mica 0.1.0 booting (aarch64, Linux Image + device tree)",
+            "command line: \"log=info mica.note=from-the-device-tree\"",
+            "boot: device tree: 2 CPUs (MPIDR 0x0 0x1), PSCI 1.0 over hvc, GICv2 (distributor 0x8000000, CPU \
+             interface 0x8010000), timer INTIDs 30 (physical) 27 (virtual), 32 virtio-mmio transports",
+            "PL011 0x9000000, 32 bytes of rng-seed",
+            "cpu: entered at EL1, running at EL1",
+            "memory: 256 MiB of RAM in 1 ranges",
+            "boot module 0: 0x",
+            "(123457 bytes)",
+            "frames: ",
+            "kernel image 0x40200000..",
+            NOT_YET,
+        ],
+    },
+    ArmScenario {
+        name: "boots_at_el2_with_gicv3",
+        cmdline: "",
+        extra: &["-machine", "virtualization=on,gic-version=3"],
+        module: false,
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "booting (aarch64",
+            "GICv3 (distributor 0x8000000, redistributors 0x80a0000)",
+            "cpu: entered at EL2, running at EL1",
+            "memory: 256 MiB of RAM",
+            NOT_YET,
+        ],
+    },
+    ArmScenario {
+        name: "panic",
+        cmdline: "test=panic",
+        extra: &[],
+        module: false,
+        expect: ExitCode::Failed,
+        output_contains: &["mica: boot test panic: start", "KERNEL PANIC at kernel/src/kmain.rs:", "deliberate panic"],
+    },
+    ArmScenario {
+        name: "page_fault",
+        cmdline: "test=page_fault",
+        extra: &[],
+        module: false,
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "EXCEPTION synchronous from EL1: data abort on a read (translation fault, level 0)",
+            "ESR=0x96000004",
+            "FAR=0x7eedbeef0000",
+            "ELR=0x",
+            "x30=0x",
+        ],
+    },
+];
+
+/// Boots `scenario` with the aarch64 QEMU `qemu` and the `Image` `kernel`, and checks it.
+pub fn run(qemu: &Path, kernel: &Path, scenario: &ArmScenario) -> Result<(), String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let mut cmd = QemuCommand::new(qemu, kernel, Accel::Tcg)
+        .arch(GuestArch::Aarch64)
+        .memory_mib(MEMORY_MIB)
+        .cmdline(scenario.cmdline)
+        .extra_args(scenario.extra.iter().copied());
+    if scenario.module {
+        let module = scratch.path().join("module");
+        let bytes: Vec<u8> = (0..MODULE_BYTES).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&module, bytes).map_err(|e| format!("writing {}: {e}", module.display()))?;
+        cmd = cmd.initrd(module);
+    }
+    let options = RunOptions { timeout: crate::TIMEOUT, output: OutputMode::Capture { echo: false } };
+    let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;
+    let check = Scenario {
+        name: scenario.name,
+        cmdline: scenario.cmdline,
+        expect: scenario.expect,
+        output_contains: scenario.output_contains,
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 1,
+        files_contain: &[],
+    };
+    crate::check(&check, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))
+}
