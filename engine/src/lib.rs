@@ -17,8 +17,17 @@ use wasmtime::Config;
 /// any other version.
 pub const WASMTIME_VERSION: &str = "48.0.8";
 
-/// The Rust target the kernel is built for; artifacts are compiled for it.
-pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
+/// The x86_64 kernel's Rust target.
+pub const X86_64_TARGET: &str = "x86_64-unknown-none";
+/// The aarch64 kernel's Rust target.
+pub const AARCH64_TARGET: &str = "aarch64-unknown-none";
+/// Every kernel target artifacts can be compiled for.
+pub const KERNEL_TARGETS: [&str; 2] = [X86_64_TARGET, AARCH64_TARGET];
+
+/// The kernel target of the architecture this crate is built for: in the kernel, the kernel's
+/// own; on a build host, the host's architecture (x86_64 where it is neither). Artifacts for the
+/// running kernel are compiled for it.
+pub const KERNEL_TARGET: &str = if cfg!(target_arch = "aarch64") { AARCH64_TARGET } else { X86_64_TARGET };
 
 /// How much native stack a component may use below its entry frame. The kernel runs each
 /// component on a stack with at least [`COMPONENT_STACK_BYTES`].
@@ -35,7 +44,7 @@ pub const MEMORY_RESERVATION: u64 = 1 << 32;
 /// a load or store up to this size still lands in it, so its check is elided too.
 pub const MEMORY_GUARD: u64 = 32 << 20;
 
-/// A CPU feature that compiled code may use (x86_64).
+/// A CPU feature that compiled code may use: x86_64's, then aarch64's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum CpuFeature {
     /// SSE3.
@@ -61,11 +70,21 @@ pub enum CpuFeature {
     Avx2,
     /// FMA.
     Fma,
+    /// aarch64: the large-system-extension atomics (ARMv8.1 LSE).
+    Lse,
+    /// aarch64: pointer authentication.
+    Pauth,
+    /// aarch64: half-precision floating point.
+    Fp16,
+    /// aarch64: the dot-product instructions.
+    Dotprod,
+    /// aarch64: the 8-bit integer matrix multiply instructions.
+    I8mm,
 }
 
 impl CpuFeature {
     /// Every feature, in a fixed order.
-    pub const ALL: [CpuFeature; 11] = [
+    pub const ALL: [CpuFeature; 16] = [
         CpuFeature::Sse3,
         CpuFeature::Ssse3,
         CpuFeature::Sse41,
@@ -77,9 +96,25 @@ impl CpuFeature {
         CpuFeature::Avx,
         CpuFeature::Avx2,
         CpuFeature::Fma,
+        CpuFeature::Lse,
+        CpuFeature::Pauth,
+        CpuFeature::Fp16,
+        CpuFeature::Dotprod,
+        CpuFeature::I8mm,
     ];
 
-    /// The name Rust (`is_x86_feature_detected!`) and Wasmtime's `detect_host_feature` use.
+    /// The kernel target whose CPUs may have it.
+    pub const fn target(self) -> &'static str {
+        match self {
+            CpuFeature::Lse | CpuFeature::Pauth | CpuFeature::Fp16 | CpuFeature::Dotprod | CpuFeature::I8mm => {
+                AARCH64_TARGET
+            }
+            _ => X86_64_TARGET,
+        }
+    }
+
+    /// The name Rust (`is_x86_feature_detected!`, `is_aarch64_feature_detected!`) and Wasmtime's
+    /// `detect_host_feature` use.
     pub const fn name(self) -> &'static str {
         match self {
             CpuFeature::Sse3 => "sse3",
@@ -93,6 +128,11 @@ impl CpuFeature {
             CpuFeature::Avx => "avx",
             CpuFeature::Avx2 => "avx2",
             CpuFeature::Fma => "fma",
+            CpuFeature::Lse => "lse",
+            CpuFeature::Pauth => "paca",
+            CpuFeature::Fp16 => "fp16",
+            CpuFeature::Dotprod => "dotprod",
+            CpuFeature::I8mm => "i8mm",
         }
     }
 
@@ -110,12 +150,22 @@ impl CpuFeature {
             CpuFeature::Avx => "has_avx",
             CpuFeature::Avx2 => "has_avx2",
             CpuFeature::Fma => "has_fma",
+            CpuFeature::Lse => "has_lse",
+            CpuFeature::Pauth => "has_pauth",
+            CpuFeature::Fp16 => "has_fp16",
+            CpuFeature::Dotprod => "has_dotprod",
+            CpuFeature::I8mm => "has_i8mm",
         }
     }
 
     /// The feature called `name` (as in [`CpuFeature::name`]).
     pub fn from_name(name: &str) -> Option<CpuFeature> {
         CpuFeature::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The features `target`'s CPUs may have.
+    pub fn of_target(target: &str) -> impl Iterator<Item = CpuFeature> + '_ {
+        CpuFeature::ALL.into_iter().filter(move |f| f.target() == target)
     }
 }
 
@@ -128,14 +178,19 @@ pub struct CpuProfile {
     pub features: Vec<CpuFeature>,
 }
 
-/// A CPU profile could not be understood.
+/// A CPU profile could not be understood: a name that is no feature of the target's CPUs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownFeature(pub String);
+pub struct UnknownFeature {
+    /// The name.
+    pub name: String,
+    /// The target whose features were expected.
+    pub target: String,
+}
 
 impl fmt::Display for UnknownFeature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown CPU feature '{}' (known:", self.0)?;
-        for feature in CpuFeature::ALL {
+        write!(f, "unknown CPU feature '{}' for {} (known:", self.name, self.target)?;
+        for feature in CpuFeature::of_target(&self.target) {
             write!(f, " {}", feature.name())?;
         }
         write!(f, ")")
@@ -157,23 +212,49 @@ impl CpuProfile {
         CpuProfile { name: "portable".to_string(), features: Vec::new() }
     }
 
-    /// A profile with exactly `features` (SSE4.1 is always added: see [`CpuFeature::Sse41`]).
+    /// The baseline of `target`'s CPUs: [`CpuProfile::baseline`] on x86_64; on aarch64 (ARMv8.0,
+    /// whose FP and Advanced SIMD are not optional) no optional feature; Pulley has none.
+    pub fn baseline_for(target: &str) -> CpuProfile {
+        if target == X86_64_TARGET {
+            CpuProfile::baseline()
+        } else {
+            CpuProfile { name: "baseline".to_string(), features: Vec::new() }
+        }
+    }
+
+    /// An x86_64 profile with exactly `features` (SSE4.1 is always added: see
+    /// [`CpuFeature::Sse41`]).
     pub fn new(name: &str, features: impl IntoIterator<Item = CpuFeature>) -> CpuProfile {
-        let mut features: Vec<CpuFeature> = features.into_iter().chain([CpuFeature::Sse41]).collect();
+        CpuProfile::for_target(X86_64_TARGET, name, features)
+    }
+
+    /// A profile of `target` with exactly `features` (on x86_64, SSE4.1 is always added).
+    pub fn for_target(target: &str, name: &str, features: impl IntoIterator<Item = CpuFeature>) -> CpuProfile {
+        let always: &[CpuFeature] = if target == X86_64_TARGET { &[CpuFeature::Sse41] } else { &[] };
+        let mut features: Vec<CpuFeature> = features.into_iter().chain(always.iter().copied()).collect();
         features.sort();
         features.dedup();
         CpuProfile { name: name.to_string(), features }
     }
 
-    /// Parses a comma-separated feature list such as `sse4.2,popcnt,avx2`.
+    /// Parses a comma-separated x86_64 feature list such as `sse4.2,popcnt,avx2`.
     pub fn parse_list(list: &str) -> Result<CpuProfile, UnknownFeature> {
+        CpuProfile::parse_list_for(X86_64_TARGET, list)
+    }
+
+    /// Parses a comma-separated feature list of `target`'s CPUs (`lse,fp16` on aarch64).
+    pub fn parse_list_for(target: &str, list: &str) -> Result<CpuProfile, UnknownFeature> {
         let features = list
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| CpuFeature::from_name(s).ok_or_else(|| UnknownFeature(s.to_string())))
+            .map(|s| {
+                CpuFeature::from_name(s)
+                    .filter(|f| f.target() == target)
+                    .ok_or_else(|| UnknownFeature { name: s.to_string(), target: target.to_string() })
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(CpuProfile::new("custom", features))
+        Ok(CpuProfile::for_target(target, "custom", features))
     }
 
     /// The features as a comma-separated list.
@@ -297,7 +378,7 @@ pub fn engine_config(instrumentation: Instrumentation) -> Config {
     engine_config_for(KERNEL_TARGET, instrumentation).expect("the kernel target is known to Wasmtime")
 }
 
-/// A compilation target Mica does not know.
+/// A compilation target Mica does not know, or a CPU feature its CPUs cannot have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnknownTarget(pub String);
 
@@ -307,12 +388,43 @@ impl fmt::Display for UnknownTarget {
     }
 }
 
+/// A compile configuration that cannot be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The target is unknown.
+    Target(UnknownTarget),
+    /// The CPU profile names a feature of another architecture's CPUs.
+    ForeignFeature {
+        /// The feature.
+        feature: CpuFeature,
+        /// The target compiled for.
+        target: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Target(e) => write!(f, "{e}"),
+            ConfigError::ForeignFeature { feature, target } => {
+                write!(f, "CPU feature '{}' is one of {}'s, not of {target}'s CPUs", feature.name(), feature.target())
+            }
+        }
+    }
+}
+
+impl From<UnknownTarget> for ConfigError {
+    fn from(e: UnknownTarget) -> Self {
+        ConfigError::Target(e)
+    }
+}
+
 /// Wasmtime's portable interpreter, Pulley (64-bit): one artifact for every CPU, run by the
 /// interpreter inside the kernel, for a component to start at once while its native code compiles.
 pub const PULLEY_TARGET: &str = "pulley64";
 
-/// The targets artifacts can be compiled for: the kernel's own, and Pulley.
-pub const TARGETS: [&str; 2] = [KERNEL_TARGET, PULLEY_TARGET];
+/// The targets artifacts can be compiled for: the kernels', and Pulley.
+pub const TARGETS: [&str; 3] = [X86_64_TARGET, AARCH64_TARGET, PULLEY_TARGET];
 
 /// [`engine_config`] for the kernel target `target`, one of [`TARGETS`].
 pub fn engine_config_for(target: &str, instrumentation: Instrumentation) -> Result<Config, UnknownTarget> {
@@ -348,9 +460,10 @@ pub fn engine_config_for(target: &str, instrumentation: Instrumentation) -> Resu
         .consume_fuel(instrumentation.fuel)
         .epoch_interruption(instrumentation.epochs)
         .max_wasm_stack(MAX_WASM_STACK);
-    if !pulley {
-        // SAFETY: the kernel target is soft-float; with SSE4.1 in every profile, Cranelift emits
-        // no float libcalls whose calling convention could differ.
+    if target == X86_64_TARGET {
+        // SAFETY: the x86_64 kernel target is soft-float; with SSE4.1 in every profile,
+        // Cranelift emits no float libcalls whose calling convention could differ. (The aarch64
+        // kernel target is hard-float, as Cranelift's code is.)
         unsafe {
             config.x86_float_abi_ok(true);
         }
@@ -374,11 +487,10 @@ pub fn enable_cpu_features(config: &mut Config, profile: &CpuProfile) {
 /// features; its Wasmtime version and settings version are this build's): the same for the host's
 /// AOT compiler and the compiler component, so both make the same artifact from the same wasm.
 #[cfg(feature = "compile")]
-pub fn compile_config(
-    target: &str,
-    instrumentation: Instrumentation,
-    cpu: &CpuProfile,
-) -> Result<Config, UnknownTarget> {
+pub fn compile_config(target: &str, instrumentation: Instrumentation, cpu: &CpuProfile) -> Result<Config, ConfigError> {
+    if let Some(feature) = cpu.features.iter().find(|f| f.target() != target) {
+        return Err(ConfigError::ForeignFeature { feature: *feature, target: target.into() });
+    }
     let mut config = engine_config_for(target, instrumentation)?;
     enable_cpu_features(&mut config, cpu);
     Ok(config)
@@ -397,7 +509,23 @@ mod tests {
         let c = CpuProfile::parse_list("avx2, popcnt,,avx2").expect("parses");
         assert_eq!(c.feature_list(), "sse4.1,popcnt,avx2");
         let e = CpuProfile::parse_list("sse9").expect_err("unknown");
-        assert!(e.to_string().starts_with("unknown CPU feature 'sse9' (known: sse3"));
+        assert!(e.to_string().starts_with("unknown CPU feature 'sse9' for x86_64-unknown-none (known: sse3"));
+    }
+
+    #[test]
+    fn aarch64_profiles() {
+        assert!(CpuProfile::baseline_for(AARCH64_TARGET).features.is_empty());
+        assert_eq!(CpuProfile::baseline_for(X86_64_TARGET), CpuProfile::baseline());
+        let p = CpuProfile::parse_list_for(AARCH64_TARGET, "fp16,lse").expect("aarch64 features");
+        assert_eq!(p.feature_list(), "lse,fp16", "no SSE4.1 on aarch64");
+        let e = CpuProfile::parse_list_for(AARCH64_TARGET, "lse,avx2").expect_err("an x86 feature");
+        assert_eq!(
+            e.to_string(),
+            "unknown CPU feature 'avx2' for aarch64-unknown-none (known: lse paca fp16 dotprod i8mm)"
+        );
+        assert!(CpuProfile::parse_list("lse").is_err(), "an aarch64 feature in an x86_64 list");
+        let all: usize = KERNEL_TARGETS.iter().map(|t| CpuFeature::of_target(t).count()).sum();
+        assert_eq!(all, CpuFeature::ALL.len(), "every feature belongs to one kernel target");
     }
 
     #[test]
@@ -443,7 +571,9 @@ mod tests {
         assert_eq!(
             engine_config_for("riscv64gc-unknown-none-elf", Instrumentation::NONE).err().map(|e| e.to_string()),
             Some(
-                "unknown target 'riscv64gc-unknown-none-elf' (Mica compiles for: x86_64-unknown-none, pulley64)".into()
+                "unknown target 'riscv64gc-unknown-none-elf' (Mica compiles for: x86_64-unknown-none, \
+                 aarch64-unknown-none, pulley64)"
+                    .into()
             )
         );
     }

@@ -28,18 +28,26 @@ pub struct Artifact {
     pub cached: bool,
 }
 
-/// Resolves the `--cpu` option: `baseline`, `host`, or a comma-separated feature list.
+/// Resolves the `--cpu` option for x86_64: `baseline`, `host`, or a comma-separated feature list.
 pub fn profile(spec: &str) -> Result<CpuProfile> {
+    profile_for(config::X86_64_TARGET, spec)
+}
+
+/// Resolves the `--cpu` option for the kernel target `target`: `baseline`, `host` (only where
+/// the host is of that architecture), or a comma-separated list of its CPUs' features.
+pub fn profile_for(target: &str, spec: &str) -> Result<CpuProfile> {
     match spec {
-        "baseline" => Ok(CpuProfile::baseline()),
-        "host" => Ok(host_profile()),
-        list => CpuProfile::parse_list(list).map_err(|e| anyhow::anyhow!("--cpu {list}: {e}")),
+        "baseline" => Ok(CpuProfile::baseline_for(target)),
+        "host" if target == config::KERNEL_TARGET => Ok(host_profile()),
+        "host" => anyhow::bail!("--cpu host: this host's CPU is not one of {target}'s; name its features instead"),
+        list => CpuProfile::parse_list_for(target, list).map_err(|e| anyhow::anyhow!("--cpu {list}: {e}")),
     }
 }
 
-/// The features of the machine xtask runs on.
-pub fn host_profile() -> CpuProfile {
-    let detected = CpuFeature::ALL.into_iter().filter(|f| match f {
+/// Whether the machine xtask runs on has `feature`.
+fn host_has(feature: CpuFeature) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    let has = match feature {
         CpuFeature::Sse3 => std::is_x86_feature_detected!("sse3"),
         CpuFeature::Ssse3 => std::is_x86_feature_detected!("ssse3"),
         CpuFeature::Sse41 => std::is_x86_feature_detected!("sse4.1"),
@@ -51,8 +59,29 @@ pub fn host_profile() -> CpuProfile {
         CpuFeature::Avx => std::is_x86_feature_detected!("avx"),
         CpuFeature::Avx2 => std::is_x86_feature_detected!("avx2"),
         CpuFeature::Fma => std::is_x86_feature_detected!("fma"),
-    });
-    CpuProfile::new("host", detected)
+        CpuFeature::Lse | CpuFeature::Pauth | CpuFeature::Fp16 | CpuFeature::Dotprod | CpuFeature::I8mm => false,
+    };
+    #[cfg(target_arch = "aarch64")]
+    let has = match feature {
+        CpuFeature::Lse => std::arch::is_aarch64_feature_detected!("lse"),
+        CpuFeature::Pauth => std::arch::is_aarch64_feature_detected!("paca"),
+        CpuFeature::Fp16 => std::arch::is_aarch64_feature_detected!("fp16"),
+        CpuFeature::Dotprod => std::arch::is_aarch64_feature_detected!("dotprod"),
+        CpuFeature::I8mm => std::arch::is_aarch64_feature_detected!("i8mm"),
+        _ => false,
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let has = {
+        let _ = feature;
+        false
+    };
+    has
+}
+
+/// The features of the machine xtask runs on.
+pub fn host_profile() -> CpuProfile {
+    let target = config::KERNEL_TARGET;
+    CpuProfile::for_target(target, "host", CpuFeature::of_target(target).filter(|f| host_has(*f)))
 }
 
 fn cache_name(key: &ArtifactKey, wasm: &[u8]) -> String {
@@ -80,6 +109,21 @@ pub fn compile_bytes(
     instrumentation: Instrumentation,
 ) -> Result<Artifact> {
     compile_key(cache, bytes, ArtifactKey::new(profile.clone(), instrumentation))
+}
+
+/// Compiles the component in `wasm` for the kernel target `target` (one of
+/// [`config::KERNEL_TARGETS`]) and `profile` with `instrumentation`, or returns the cached
+/// artifact.
+pub fn compile_for(
+    cache: &Path,
+    wasm: &Path,
+    target: &'static str,
+    profile: &CpuProfile,
+    instrumentation: Instrumentation,
+) -> Result<Artifact> {
+    let bytes = fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
+    compile_key(cache, &bytes, ArtifactKey::for_target(target, profile.clone(), instrumentation))
+        .with_context(|| format!("compiling {} for {target}", wasm.display()))
 }
 
 /// Compiles the component in `wasm` to Pulley bytecode (one artifact for every CPU) with
@@ -177,6 +221,38 @@ mod tests {
         assert_eq!(profile("baseline").expect("ok"), CpuProfile::baseline());
         assert!(host_profile().features.contains(&CpuFeature::Sse41));
         assert!(profile("sse4.2,warp-drive").is_err());
+    }
+
+    /// The ELF machine of an artifact (Wasmtime's `.cwasm` is an ELF file).
+    fn elf_machine(path: &Path) -> u16 {
+        let bytes = fs::read(path).expect("artifact");
+        assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF artifact");
+        u16::from_le_bytes([bytes[18], bytes[19]])
+    }
+
+    #[test]
+    fn components_compile_for_aarch64_on_this_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wasm = dir.path().join("loop.wasm");
+        fs::write(&wasm, looping_component()).expect("write");
+        let arm = config::AARCH64_TARGET;
+        let baseline = compile_for(dir.path(), &wasm, arm, &profile_for(arm, "baseline").expect("ok"), NONE)
+            .expect("compiles for aarch64");
+        assert_eq!(elf_machine(&baseline.path), 183, "EM_AARCH64");
+        assert_eq!(baseline.key.to_string(), format!("wasmtime-48.0.8/{arm}/config-4/instrument-none/cpu-"));
+        let lse = compile_for(dir.path(), &wasm, arm, &profile_for(arm, "lse,fp16").expect("ok"), NONE)
+            .expect("compiles for aarch64 with LSE");
+        assert!(lse.key.to_string().ends_with("/cpu-lse,fp16"), "{}", lse.key);
+        assert_ne!(lse.path, baseline.path);
+        let x86 = compile_for(dir.path(), &wasm, config::X86_64_TARGET, &CpuProfile::baseline(), NONE).expect("x86");
+        assert_eq!(elf_machine(&x86.path), 62, "EM_X86_64");
+        // A feature of the other architecture is refused by name, not ignored.
+        let mut mixed = CpuProfile::baseline_for(arm);
+        mixed.features.push(CpuFeature::Avx2);
+        let e = compile_for(dir.path(), &wasm, arm, &mixed, NONE).expect_err("avx2 on aarch64");
+        assert!(format!("{e:#}").contains("CPU feature 'avx2' is one of x86_64-unknown-none's"), "{e:#}");
+        assert!(profile_for(arm, "avx2").is_err());
+        assert!(profile_for(arm, "host").is_err(), "this host is not an aarch64 machine");
     }
 
     #[test]

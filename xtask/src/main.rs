@@ -80,7 +80,11 @@ enum Command {
     Aot {
         /// The component (`.wasm`).
         wasm: PathBuf,
-        /// CPU profile: `baseline`, `host`, or a comma-separated feature list.
+        /// The kernel architecture to compile for: x86_64 or aarch64 [default: this host's].
+        #[arg(long, value_name = "ARCH", default_value_t = run::default_arch())]
+        arch: mica_launch::GuestArch,
+        /// CPU profile: `baseline`, `host`, or a comma-separated feature list of that
+        /// architecture's CPUs.
         #[arg(long, default_value = "baseline")]
         cpu: String,
         /// Compile in fuel counting (what a manifest's `fuel` needs).
@@ -125,10 +129,12 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HostRun(args) => host_run::run(&args),
-        Command::Aot { wasm, cpu, fuel, epochs } => {
-            let profile = aot::profile(&cpu)?;
+        Command::Aot { wasm, arch, cpu, fuel, epochs } => {
+            let target = arch.kernel_target();
+            let profile = aot::profile_for(target, &cpu)?;
             let instrumentation = mica_runtime::config::Instrumentation { fuel, epochs };
-            let artifact = aot::compile(&aot::cache_dir(&root.join("target")), &wasm, &profile, instrumentation)?;
+            let artifact =
+                aot::compile_for(&aot::cache_dir(&root.join("target")), &wasm, target, &profile, instrumentation)?;
             eprintln!(
                 "xtask: {} for {} ({})",
                 if artifact.cached { "cached" } else { "compiled" },

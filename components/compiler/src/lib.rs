@@ -32,8 +32,8 @@ impl Guest for Compiler {
     }
 
     fn compile(component: Vec<u8>, target: Target) -> Result<Vec<u8>, Error> {
-        let cpu =
-            CpuProfile::parse_list(&target.cpu_features.join(",")).map_err(|e| Error::BadTarget(e.to_string()))?;
+        let cpu = CpuProfile::parse_list_for(&target.triple, &target.cpu_features.join(","))
+            .map_err(|e| Error::BadTarget(e.to_string()))?;
         let instrumentation = Instrumentation { fuel: target.fuel, epochs: target.epochs };
         let config =
             compile_config(&target.triple, instrumentation, &cpu).map_err(|e| Error::BadTarget(e.to_string()))?;

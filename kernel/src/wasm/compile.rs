@@ -117,7 +117,11 @@ impl Drop for Turn<'_> {
 
 /// The CPU features compiled code may use here: what CPUID reports and the kernel has enabled.
 pub fn this_cpu() -> CpuProfile {
-    CpuProfile::new("this CPU", CpuFeature::ALL.into_iter().filter(|f| cpu::code_may_use(f.name()) == Some(true)))
+    CpuProfile::for_target(
+        KERNEL_TARGET,
+        "this CPU",
+        CpuFeature::of_target(KERNEL_TARGET).filter(|f| cpu::code_may_use(f.name()) == Some(true)),
+    )
 }
 
 impl Compiler {

@@ -84,3 +84,18 @@ pub fn init() -> CpuInfo {
     let features = present.iter().enumerate().fold(0u16, |acc, (i, &on)| acc | (u16::from(on) << i));
     CpuInfo { midr: MIDR_EL1.get(), features }
 }
+
+/// Whether compiled code may use the feature Wasmtime calls `name` (its `detect_host_feature`
+/// names): what the ID registers report. `None` for a name that is no aarch64 feature.
+pub fn code_may_use(name: &str) -> Option<bool> {
+    let cpu = init();
+    let ours = match name {
+        "lse" => "atomics",
+        "paca" => "paca",
+        "fp16" => "fphp",
+        "dotprod" => "asimddp",
+        "i8mm" => "i8mm",
+        _ => return None,
+    };
+    Some(cpu.has(ours))
+}
