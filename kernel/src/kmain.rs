@@ -5,7 +5,7 @@ use core::fmt;
 use log::{LevelFilter, debug, info};
 use mica_exit::ExitCode;
 
-use crate::arch::boot_info::{self, BootInfo};
+use crate::arch::boot_info::BootInfo;
 use crate::arch::{self, cpu};
 use crate::cmdline::KernelArgs;
 use crate::mem::frames;
@@ -31,10 +31,10 @@ const MIB: u64 = 1024 * 1024;
 /// run in this order, each needing what the ones before it set up.
 pub fn start(start_info: u64) -> ! {
     let boot = early(start_info);
-    let args = KernelArgs::parse(boot.cmdline()).unwrap_or_else(|e| fail("bad input", e));
+    let args = KernelArgs::parse(boot.record().cmdline()).unwrap_or_else(|e| fail("bad input", e));
     log::set_max_level(args.log);
     kprintln!("mica: Mica {} booting ({})", env!("CARGO_PKG_VERSION"), arch::NAME);
-    info!("command line: \"{}\"", boot.cmdline());
+    info!("command line: \"{}\"", boot.record().cmdline());
     info!("boot: {}", boot.summary());
     for other in args.others() {
         debug!("command line: not for the kernel: {other}");
@@ -58,34 +58,25 @@ fn rest(boot: &BootInfo, args: &KernelArgs<'_>, cpu: &cpu::CpuInfo, plan: &frame
     system(boot, args)
 }
 
-/// Where a port still under way stops (`docs/aarch64-plan.md`): the boot tests that need no more
-/// than the phases so far (`panic`, `page_fault`), or else a clear "not yet".
+/// Where a port still under way stops (`docs/aarch64-plan.md`): after interrupts and time, the
+/// boot tests that need no more than that (`panic`, `page_fault`, `timer`), or else a clear "not
+/// yet".
 #[cfg(not(arch_complete))]
 fn rest(_: &BootInfo, args: &KernelArgs<'_>, _: &cpu::CpuInfo, _: &frames::FramePlan) -> ! {
+    arch::init_interrupts_and_time(args.tick_hz).unwrap_or_else(|(what, e)| fail(what, e));
     match args.test {
-        Some("panic") => {
-            kprintln!("mica: boot test panic: start");
-            panic!("boot test: deliberate panic")
-        }
-        Some("page_fault") => {
-            kprintln!("mica: boot test page_fault: start");
-            // Above the boot map's 64 GiB of identity map: unmapped.
-            let addr = 0x0000_7eed_beef_0000u64;
-            // SAFETY: not safe at all, deliberately: the read faults and the exception handler
-            // reports it and ends the run.
-            let value = unsafe { core::ptr::read_volatile(addr as *const u64) };
-            fail("boot test page_fault", format_args!("reading unmapped {addr:#x} returned {value:#x}"))
-        }
-        _ => fail(
+        Some(name) => crate::scenarios::run(name),
+        None => fail(
             "not yet",
             format_args!(
-                "the {} port ends after the frame plan; paging, interrupts, threads and components are next \
+                "the {} port ends after interrupts and time; paging, threads and components are next \
                  (docs/aarch64-plan.md)",
                 arch::NAME
             ),
         ),
     }
 }
+
 /// The first phase: per-CPU data (the boot CPU is CPU 0, and the console lock and TLS slots use
 /// it), the console and logger, the descriptor tables and trap handlers (so a fault is reported,
 /// not a triple fault), and the boot information the loader passed at `start_info`.
@@ -110,17 +101,17 @@ fn processor() -> cpu::CpuInfo {
 /// The frame plan: the RAM the boot information describes, less the firmware's memory, the
 /// kernel image, the boot structures and the boot modules.
 fn frame_plan(boot: &BootInfo) -> frames::FramePlan {
-    let ram = boot.ram().unwrap_or_else(|e| fail("memory map", e));
-    for e in boot.memory_map() {
+    let ram = boot.record().ram().unwrap_or_else(|e| fail("memory map", e));
+    for e in boot.record().memory_map() {
         debug!("memory map: {:#012x}..{:#012x} {:?}", e.addr, e.addr + e.size, e.kind);
     }
     info!("memory: {} MiB of RAM in {} ranges", ram.total() / MIB, ram.len());
     let image = crate::mem::image::kernel_image();
-    let mut reserved = [PhysRange::default(); 5 + boot_info::MAX_MODULES];
+    let mut reserved = [PhysRange::default(); 5 + crate::boot_record::MAX_MODULES];
     reserved[0] = arch::FIRMWARE_RESERVED;
     reserved[1] = image.whole;
     reserved[2..5].copy_from_slice(&boot.boot_structures());
-    for (i, m) in boot.modules().enumerate() {
+    for (i, m) in boot.record().modules().enumerate() {
         reserved[5 + i] = PhysRange::sized(m.paddr, m.size);
         info!("boot module {i}: {:#x}..{:#x} ({} bytes)", m.paddr, m.paddr + m.size, m.size);
     }
@@ -142,12 +133,13 @@ fn frame_plan(boot: &BootInfo) -> frames::FramePlan {
 #[cfg(arch_complete)]
 fn memory(boot: &BootInfo, plan: &frames::FramePlan, nx: bool) {
     phys::init(plan);
-    let ram = boot.ram().unwrap_or_else(|e| fail("memory map", e));
-    let mut modules = [PhysRange::default(); boot_info::MAX_MODULES];
-    for (i, m) in boot.modules().enumerate() {
+    let ram = boot.record().ram().unwrap_or_else(|e| fail("memory map", e));
+    let mut modules = [PhysRange::default(); crate::boot_record::MAX_MODULES];
+    for (i, m) in boot.record().modules().enumerate() {
         modules[i] = PhysRange::sized(m.paddr, m.size);
     }
-    let report = paging::init(&ram, &modules[..boot.modules().count()], nx).unwrap_or_else(|e| fail("paging", e));
+    let report =
+        paging::init(&ram, &modules[..boot.record().modules().count()], nx).unwrap_or_else(|e| fail("paging", e));
     let audit = paging::audit_wx()
         .unwrap_or_else(|addr| fail("W^X", format_args!("page {addr:#x} is writable and executable")));
     info!(
@@ -192,7 +184,7 @@ fn devices(args: &KernelArgs<'_>) {
 fn system(boot: &BootInfo, args: &KernelArgs<'_>) -> ! {
     match args.test {
         Some(name) => scenarios::run(name),
-        None => match boot.modules().next() {
+        None => match boot.record().modules().next() {
             Some(m) => {
                 // SAFETY: the module's range is RAM (or mapped read-only by `paging::init`),
                 // reserved from the frame allocator, and never written.

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod boot_record;
 pub mod cmdline;
 #[cfg(any(not(target_os = "none"), arch_complete))]
 pub mod hw;
@@ -51,7 +52,7 @@ mod panic;
 // that have it: x86_64 today; aarch64 gets it when its port reaches threads, docs/aarch64-plan.md).
 #[cfg(all(target_os = "none", arch_complete))]
 pub mod interrupts;
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 mod scenarios;
 #[cfg(all(target_os = "none", arch_complete))]
 pub mod sched;

@@ -12,22 +12,54 @@ pub mod heap;
 #[cfg(all(target_os = "none", arch_complete))]
 pub mod phys;
 
-/// No heap: on an architecture whose port has no paging yet (`arch_complete` in `build.rs`) every
-/// allocation fails, so an allocation there ends the run with Rust's allocation-failure panic,
-/// which names its size. The phases such a port runs allocate nothing.
+/// No heap yet: on an architecture whose port has no paging yet (`arch_complete` in `build.rs`),
+/// allocations come from a fixed 64 KiB arena in `.bss` and are never given back: enough for the
+/// messages of the phases such a port runs. When it is used up, an allocation fails with Rust's
+/// allocation-failure panic, which names its size.
 #[cfg(all(target_os = "none", not(arch_complete)))]
 #[global_allocator]
-static NO_HEAP_YET: NoHeapYet = NoHeapYet;
+static EARLY_ARENA: EarlyArena = EarlyArena { next: core::sync::atomic::AtomicUsize::new(0) };
 
 #[cfg(all(target_os = "none", not(arch_complete)))]
-struct NoHeapYet;
+const EARLY_ARENA_BYTES: usize = 64 * 1024;
 
-// SAFETY: `alloc` never returns memory (null is the trait's failure value), so there is nothing to
-// free; `dealloc` is never given a pointer `alloc` returned.
 #[cfg(all(target_os = "none", not(arch_complete)))]
-unsafe impl core::alloc::GlobalAlloc for NoHeapYet {
-    unsafe fn alloc(&self, _: core::alloc::Layout) -> *mut u8 {
-        core::ptr::null_mut()
+struct EarlyArena {
+    /// The offset of the first free byte.
+    next: core::sync::atomic::AtomicUsize,
+}
+
+#[cfg(all(target_os = "none", not(arch_complete)))]
+#[repr(align(4096))]
+struct ArenaBytes(core::cell::UnsafeCell<[u8; EARLY_ARENA_BYTES]>);
+
+// SAFETY: the bytes are only reached through `EarlyArena::alloc`, which hands each byte out once.
+#[cfg(all(target_os = "none", not(arch_complete)))]
+unsafe impl Sync for ArenaBytes {}
+
+#[cfg(all(target_os = "none", not(arch_complete)))]
+static ARENA_BYTES: ArenaBytes = ArenaBytes(core::cell::UnsafeCell::new([0; EARLY_ARENA_BYTES]));
+
+// SAFETY: each allocation is a range of `ARENA_BYTES` that no other allocation overlaps (the
+// compare-exchange moves `next` past it before it is handed out), aligned as asked; null when
+// the arena cannot fit it. Nothing is freed, so `dealloc` has nothing to do.
+#[cfg(all(target_os = "none", not(arch_complete)))]
+unsafe impl core::alloc::GlobalAlloc for EarlyArena {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        use core::sync::atomic::Ordering;
+        let base = ARENA_BYTES.0.get() as usize;
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            let start = (base + next).next_multiple_of(layout.align()) - base;
+            let Some(end) = start.checked_add(layout.size()).filter(|&e| e <= EARLY_ARENA_BYTES) else {
+                return core::ptr::null_mut();
+            };
+            match self.next.compare_exchange_weak(next, end, Ordering::Relaxed, Ordering::Relaxed) {
+                // SAFETY: `start..end` lies inside the arena.
+                Ok(_) => return unsafe { ARENA_BYTES.0.get().cast::<u8>().add(start) },
+                Err(now) => next = now,
+            }
+        }
     }
 
     unsafe fn dealloc(&self, _: *mut u8, _: core::alloc::Layout) {}

@@ -10,14 +10,8 @@ use core::fmt;
 
 use flat_device_tree::Fdt;
 
-use crate::mem::range::{PhysRange, RangeSet, RangeSetFull};
-
-/// The most memory map entries kept.
-pub const MAX_MEMMAP: usize = 128;
-/// The most boot modules kept (the device tree names one: the initrd).
-pub const MAX_MODULES: usize = 16;
-/// The longest command line accepted, in bytes.
-pub const MAX_CMDLINE: usize = 4096;
+use crate::boot_record::{BootRecord, MemoryRange, Module, RecordError};
+use crate::mem::range::PhysRange;
 /// The largest device tree read.
 const MAX_DTB: usize = 2 << 20;
 /// The most CPUs recorded.
@@ -36,17 +30,14 @@ pub enum BootInfoError {
     TooLarge(u64),
     /// A node is missing or malformed.
     Malformed(&'static str),
-    /// More entries than Mica keeps.
-    TooMany {
-        /// Of what.
-        what: &'static str,
-        /// How many are kept.
-        max: usize,
-    },
-    /// The command line is longer than [`MAX_CMDLINE`].
-    CmdlineTooLong,
-    /// The memory map is too fragmented.
-    Ranges(RangeSetFull),
+    /// What does not fit in the boot record.
+    Record(RecordError),
+}
+
+impl From<RecordError> for BootInfoError {
+    fn from(e: RecordError) -> Self {
+        BootInfoError::Record(e)
+    }
 }
 
 impl fmt::Display for BootInfoError {
@@ -55,9 +46,7 @@ impl fmt::Display for BootInfoError {
             BootInfoError::DeviceTree(at, e) => write!(f, "no valid device tree at {at:#x}: {e:?}"),
             BootInfoError::TooLarge(size) => write!(f, "device tree of {size} bytes; Mica reads at most {MAX_DTB}"),
             BootInfoError::Malformed(what) => write!(f, "device tree: {what}"),
-            BootInfoError::TooMany { what, max } => write!(f, "more than {max} {what}"),
-            BootInfoError::CmdlineTooLong => write!(f, "kernel command line longer than {MAX_CMDLINE} bytes"),
-            BootInfoError::Ranges(e) => write!(f, "memory map: {e}"),
+            BootInfoError::Record(e) => write!(f, "{e}"),
         }
     }
 }
@@ -82,13 +71,18 @@ pub struct MemoryEntry {
     pub kind: MemoryKind,
 }
 
-/// A boot module: bytes the loader placed in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Module {
-    /// Physical start.
-    pub paddr: u64,
-    /// Size in bytes.
-    pub size: u64,
+impl MemoryRange for MemoryEntry {
+    fn range(&self) -> PhysRange {
+        PhysRange::sized(self.addr, self.size)
+    }
+
+    fn is_ram(&self) -> bool {
+        self.kind == MemoryKind::Ram
+    }
+
+    fn is_reservation(&self) -> bool {
+        self.kind == MemoryKind::Reserved
+    }
 }
 
 /// How PSCI calls reach the firmware or hypervisor (`/psci` `method`).
@@ -210,15 +204,20 @@ impl fmt::Display for Platform {
     }
 }
 
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+
+/// The machine as the boot CPU's device tree described it (once [`BootInfo::read`] has run).
+pub fn platform() -> Option<&'static Platform> {
+    PLATFORM.get()
+}
+
 /// The boot information, copied out of the device tree.
 #[derive(Debug)]
 pub struct BootInfo {
     /// Where the device tree is.
     pub dtb: PhysRange,
-    memmap: [Option<MemoryEntry>; MAX_MEMMAP],
-    modules: [Option<Module>; MAX_MODULES],
-    cmdline: [u8; MAX_CMDLINE],
-    cmdline_len: usize,
+    /// The memory ranges, the boot module and the command line.
+    record: BootRecord<MemoryEntry>,
     /// The machine.
     pub platform: Platform,
 }
@@ -247,7 +246,9 @@ impl BootInfo {
         }
         // SAFETY: as above; the loader's device tree is `size` bytes and never written again.
         let blob = unsafe { core::slice::from_raw_parts(addr as *const u8, size as usize) };
-        Self::parse(addr, blob)
+        let info = Self::parse(addr, blob)?;
+        PLATFORM.call_once(|| info.platform);
+        Ok(info)
     }
 
     /// Parses the device tree `blob`, which was at `addr`.
@@ -256,58 +257,49 @@ impl BootInfo {
         check_structure(blob).map_err(BootInfoError::Malformed)?;
         let mut info = BootInfo {
             dtb: PhysRange::sized(addr, fdt.total_size() as u64),
-            memmap: [None; MAX_MEMMAP],
-            modules: [None; MAX_MODULES],
-            cmdline: [0; MAX_CMDLINE],
-            cmdline_len: 0,
+            record: BootRecord::new(),
             platform: Platform::empty(),
         };
-        info.platform = platform(&fdt)?;
-        let mut entries = 0;
-        let mut push = |entry: MemoryEntry| {
-            let slot = info
-                .memmap
-                .get_mut(entries)
-                .ok_or(BootInfoError::TooMany { what: "memory ranges", max: MAX_MEMMAP })?;
-            *slot = Some(entry);
-            entries += 1;
-            Ok(())
-        };
+        info.platform = read_platform(&fdt)?;
+        let record = &mut info.record;
         for node in fdt.all_nodes() {
             if node.property("device_type").and_then(|p| p.as_str()) != Some("memory") {
                 continue;
             }
             for r in node.reg() {
                 let size = r.size.ok_or(BootInfoError::Malformed("a memory range without a size"))? as u64;
-                push(MemoryEntry { addr: r.starting_address as u64, size, kind: MemoryKind::Ram })?;
+                record.push_memory(MemoryEntry { addr: r.starting_address as u64, size, kind: MemoryKind::Ram })?;
             }
         }
         for r in fdt.memory_reservations() {
-            push(MemoryEntry { addr: r.address() as u64, size: r.size() as u64, kind: MemoryKind::Reserved })?;
+            record.push_memory(MemoryEntry {
+                addr: r.address() as u64,
+                size: r.size() as u64,
+                kind: MemoryKind::Reserved,
+            })?;
         }
         if let Some(reserved) = fdt.find_node("/reserved-memory") {
             for child in reserved.children() {
                 for r in child.reg() {
                     let size = r.size.unwrap_or(0) as u64;
-                    push(MemoryEntry { addr: r.starting_address as u64, size, kind: MemoryKind::Reserved })?;
+                    record.push_memory(MemoryEntry {
+                        addr: r.starting_address as u64,
+                        size,
+                        kind: MemoryKind::Reserved,
+                    })?;
                 }
             }
         }
         if let Some(chosen) = fdt.find_node("/chosen") {
             if let Some(args) = chosen.property("bootargs").and_then(|p| p.as_str()) {
-                let bytes = args.as_bytes();
-                if bytes.len() > MAX_CMDLINE {
-                    return Err(BootInfoError::CmdlineTooLong);
-                }
-                info.cmdline[..bytes.len()].copy_from_slice(bytes);
-                info.cmdline_len = bytes.len();
+                record.set_cmdline(args.as_bytes())?;
             }
             let start = chosen.property("linux,initrd-start").map(|p| cells(p.value));
             let end = chosen.property("linux,initrd-end").map(|p| cells(p.value));
             match (start, end) {
                 (None, None) => {}
                 (Some(Some(start)), Some(Some(end))) if end >= start => {
-                    info.modules[0] = Some(Module { paddr: start, size: end - start });
+                    record.push_module(Module { paddr: start, size: end - start })?;
                 }
                 _ => return Err(BootInfoError::Malformed("/chosen has a malformed initrd range")),
             }
@@ -326,31 +318,9 @@ impl BootInfo {
         [self.dtb, PhysRange::default(), PhysRange::default()]
     }
 
-    /// The command line.
-    pub fn cmdline(&self) -> &str {
-        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
-    }
-
-    /// The memory ranges.
-    pub fn memory_map(&self) -> impl Iterator<Item = MemoryEntry> + '_ {
-        self.memmap.iter().flatten().copied().filter(|e| e.size != 0)
-    }
-
-    /// The boot modules.
-    pub fn modules(&self) -> impl Iterator<Item = Module> + '_ {
-        self.modules.iter().flatten().copied()
-    }
-
-    /// Every RAM range, less the reserved ones.
-    pub fn ram(&self) -> Result<RangeSet, BootInfoError> {
-        let mut ram = RangeSet::new();
-        for e in self.memory_map().filter(|e| e.kind == MemoryKind::Ram) {
-            ram.insert(PhysRange::sized(e.addr, e.size)).map_err(BootInfoError::Ranges)?;
-        }
-        for e in self.memory_map().filter(|e| e.kind == MemoryKind::Reserved) {
-            ram.remove(PhysRange::sized(e.addr, e.size)).map_err(BootInfoError::Ranges)?;
-        }
-        Ok(ram)
+    /// The memory ranges, the boot module and the command line.
+    pub fn record(&self) -> &BootRecord<MemoryEntry> {
+        &self.record
     }
 }
 
@@ -428,7 +398,7 @@ fn first_reg(node: &flat_device_tree::node::FdtNode<'_, '_>) -> Option<PhysRange
 }
 
 /// The platform nodes.
-fn platform(fdt: &Fdt<'_>) -> Result<Platform, BootInfoError> {
+fn read_platform(fdt: &Fdt<'_>) -> Result<Platform, BootInfoError> {
     let mut p = Platform::empty();
     if let Some(cpus) = fdt.find_node("/cpus") {
         for cpu in cpus.children().filter(|c| c.name.split('@').next() == Some("cpu")) {
@@ -544,11 +514,12 @@ mod tests {
     #[test]
     fn qemu_virt_boot_information() {
         let info = BootInfo::parse(AT, VIRT).expect("QEMU's tree parses");
-        assert_eq!(info.cmdline(), "log=debug test=x");
+        let record = info.record();
+        assert_eq!(record.cmdline(), "log=debug test=x");
         assert_eq!(info.dtb, PhysRange::sized(AT, VIRT.len() as u64));
-        let ram: Vec<_> = info.ram().expect("ranges").iter().collect();
+        let ram: Vec<_> = record.ram().expect("ranges").iter().collect();
         assert_eq!(ram, [PhysRange::sized(0x4000_0000, 256 << 20)]);
-        assert_eq!(info.modules().collect::<Vec<_>>(), [Module { paddr: 0x4800_0000, size: 300_000 }]);
+        assert_eq!(record.modules().collect::<Vec<_>>(), [Module { paddr: 0x4800_0000, size: 300_000 }]);
         assert_eq!(info.boot_structures()[0], info.dtb);
     }
 

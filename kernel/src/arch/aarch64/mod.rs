@@ -9,6 +9,7 @@ pub mod boot;
 pub mod boot_info;
 pub mod clock;
 pub mod cpu;
+pub mod gic;
 pub mod paging;
 pub mod percpu;
 pub mod qemu;
@@ -16,6 +17,9 @@ pub mod serial;
 pub mod traps;
 
 pub use qemu::exit;
+
+use alloc::borrow::Cow;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::mem::range::PhysRange;
 
@@ -39,6 +43,42 @@ pub fn init_vector_state() {
         "cpu: entered at EL{}, running at EL1; FP/SIMD on (CPACR_EL1.FPEN) from the first instruction: the kernel is hard-float",
         boot::entry_el()
     );
+}
+
+/// The timer's interrupt (the virtual timer's INTID), once the tick runs.
+static TIMER_INTID: AtomicU32 = AtomicU32::new(0);
+
+/// The INTID the tick arrives on, once it runs.
+pub fn timer_intid() -> Option<u32> {
+    Some(TIMER_INTID.load(Ordering::Relaxed)).filter(|&i| i != 0)
+}
+
+/// Interrupts and time on the boot CPU: the GIC the device tree names, the virtual timer ticking
+/// at `tick_hz`, logged; interrupts are on from here. Returns the boot CPU's id on the
+/// interrupt controller (its MPIDR affinity), or what failed and why.
+pub fn init_interrupts_and_time(tick_hz: u32) -> Result<u32, (&'static str, Cow<'static, str>)> {
+    let platform = boot_info::platform().ok_or(("interrupts", Cow::Borrowed("no device tree was read")))?;
+    let gic = platform.gic.ok_or(("GIC", Cow::Borrowed("the device tree names no interrupt controller")))?;
+    let timer = platform.timer.ok_or(("timer", Cow::Borrowed("the device tree names no arm,armv8-timer")))?;
+    gic::init(&gic, platform.cpus_listed).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
+    // The virtual timer: the one EL1 owns whether or not a hypervisor runs below.
+    let virtual_timer = timer[2];
+    gic::enable_private(virtual_timer).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
+    TIMER_INTID.store(virtual_timer, Ordering::Relaxed);
+    clock::start_tick(tick_hz).map_err(|e| ("timer", Cow::Borrowed(e)))?;
+    enable_interrupts();
+    let hz = clock::frequency();
+    log::info!(
+        "time: generic counter {}.{:03} MHz; GICv{} (distributor {:#x}); virtual timer INTID {virtual_timer} ticking at {tick_hz} Hz",
+        hz / 1_000_000,
+        hz / 1000 % 1000,
+        gic.version,
+        gic.distributor.start,
+    );
+    let mpidr: u64;
+    // SAFETY: reads a register into a local.
+    unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack, preserves_flags)) };
+    Ok((mpidr & 0xff_ffff) as u32)
 }
 
 /// Waits for the next interrupt, then lets it in: `wfi` wakes for a pending interrupt even while

@@ -1,13 +1,16 @@
-//! Exceptions: the vector table and the report. Every exception is fatal today (interrupts come
-//! with the GIC and the timer, step 6 of `docs/aarch64-plan.md`): the report names the kind, the
-//! syndrome (`ESR_EL1`, decoded), the faulting address (`FAR_EL1`) and the instruction
-//! (`ELR_EL1`), then the run ends "failed".
+//! Exceptions: the vector table, the IRQ path and the report. IRQs from the kernel itself
+//! (EL1 on its own stack) are acknowledged at the GIC and handled (the timer's tick), and the
+//! interrupted code resumes with every register as it was, the FP/SIMD ones included (the kernel
+//! is hard-float: any of its code may be using them). Every other exception is fatal: the report
+//! names the kind, the syndrome (`ESR_EL1`, decoded), the faulting address (`FAR_EL1`) and the
+//! instruction (`ELR_EL1`), then the run ends "failed".
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use mica_exit::ExitCode;
 
-/// The registers the entry code saves, in this order.
+/// The registers the entry code saves, in this order (816 bytes, a multiple of 16).
 #[repr(C)]
 #[derive(Debug)]
 pub struct TrapFrame {
@@ -23,6 +26,25 @@ pub struct TrapFrame {
     pub esr: u64,
     /// `FAR_EL1`: the faulting address, for aborts.
     pub far: u64,
+    /// `FPCR`.
+    pub fpcr: u64,
+    /// `FPSR`.
+    pub fpsr: u64,
+    /// q0..q31.
+    pub q: [u128; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
+
+/// The vector of an IRQ taken from EL1 on its own stack (`SP_EL1`), where the kernel runs.
+const IRQ_FROM_KERNEL: u64 = 5;
+
+/// IRQs that were not the timer's, and spurious ones.
+static STRAY_IRQS: AtomicU64 = AtomicU64::new(0);
+
+/// IRQs the GIC delivered that no handler wanted (a spurious acknowledge counts too).
+pub fn stray_irqs() -> u64 {
+    STRAY_IRQS.load(Ordering::Relaxed)
 }
 
 /// Checks that the stub installed the vectors (`VBAR_EL1`).
@@ -37,7 +59,7 @@ core::arch::global_asm!(
     r#"
     .macro VECTOR kind
     .balign 0x80
-    sub     sp, sp, #(36 * 8)
+    sub     sp, sp, #816
     stp     x0, x1, [sp, #0]
     mov     x0, #\kind
     b       mica_exception_entry
@@ -79,7 +101,7 @@ mica_exception_entry:
     stp     x24, x25, [sp, #192]
     stp     x26, x27, [sp, #208]
     stp     x28, x29, [sp, #224]
-    add     x1, sp, #(36 * 8)
+    add     x1, sp, #816
     stp     x30, x1, [sp, #240]
     mrs     x1, elr_el1
     mrs     x2, spsr_el1
@@ -87,12 +109,83 @@ mica_exception_entry:
     mrs     x1, esr_el1
     mrs     x2, far_el1
     stp     x1, x2, [sp, #272]
+    mrs     x1, fpcr
+    mrs     x2, fpsr
+    stp     x1, x2, [sp, #288]
+    add     x1, sp, #304
+    stp     q0, q1, [x1, #0]
+    stp     q2, q3, [x1, #32]
+    stp     q4, q5, [x1, #64]
+    stp     q6, q7, [x1, #96]
+    stp     q8, q9, [x1, #128]
+    stp     q10, q11, [x1, #160]
+    stp     q12, q13, [x1, #192]
+    stp     q14, q15, [x1, #224]
+    stp     q16, q17, [x1, #256]
+    stp     q18, q19, [x1, #288]
+    stp     q20, q21, [x1, #320]
+    stp     q22, q23, [x1, #352]
+    stp     q24, q25, [x1, #384]
+    stp     q26, q27, [x1, #416]
+    stp     q28, q29, [x1, #448]
+    stp     q30, q31, [x1, #480]
     mov     x1, sp
     bl      mica_exception
-1:  wfe
-    b       1b
+    add     x1, sp, #304
+    ldp     q0, q1, [x1, #0]
+    ldp     q2, q3, [x1, #32]
+    ldp     q4, q5, [x1, #64]
+    ldp     q6, q7, [x1, #96]
+    ldp     q8, q9, [x1, #128]
+    ldp     q10, q11, [x1, #160]
+    ldp     q12, q13, [x1, #192]
+    ldp     q14, q15, [x1, #224]
+    ldp     q16, q17, [x1, #256]
+    ldp     q18, q19, [x1, #288]
+    ldp     q20, q21, [x1, #320]
+    ldp     q22, q23, [x1, #352]
+    ldp     q24, q25, [x1, #384]
+    ldp     q26, q27, [x1, #416]
+    ldp     q28, q29, [x1, #448]
+    ldp     q30, q31, [x1, #480]
+    ldp     x1, x2, [sp, #288]
+    msr     fpcr, x1
+    msr     fpsr, x2
+    ldp     x1, x2, [sp, #256]
+    msr     elr_el1, x1
+    msr     spsr_el1, x2
+    ldp     x0, x1, [sp, #0]
+    ldp     x2, x3, [sp, #16]
+    ldp     x4, x5, [sp, #32]
+    ldp     x6, x7, [sp, #48]
+    ldp     x8, x9, [sp, #64]
+    ldp     x10, x11, [sp, #80]
+    ldp     x12, x13, [sp, #96]
+    ldp     x14, x15, [sp, #112]
+    ldp     x16, x17, [sp, #128]
+    ldp     x18, x19, [sp, #144]
+    ldp     x20, x21, [sp, #160]
+    ldp     x22, x23, [sp, #176]
+    ldp     x24, x25, [sp, #192]
+    ldp     x26, x27, [sp, #208]
+    ldp     x28, x29, [sp, #224]
+    ldr     x30, [sp, #240]
+    add     sp, sp, #816
+    eret
 "#
 );
+
+/// An IRQ: each pending interrupt acknowledged, handled and ended.
+fn irq() {
+    while let Some(intid) = super::gic::acknowledge() {
+        if Some(intid) == super::timer_intid() {
+            super::clock::on_tick();
+        } else {
+            STRAY_IRQS.fetch_add(1, Ordering::Relaxed);
+        }
+        super::gic::end(intid);
+    }
+}
 
 /// Which of the sixteen vectors: where the exception came from, and its type.
 fn kind(vector: u64) -> (&'static str, &'static str) {
@@ -150,9 +243,19 @@ impl fmt::Display for Syndrome {
     }
 }
 
-/// Reports an exception and ends the run.
+/// Handles an IRQ from the kernel and returns to it; reports any other exception and ends the
+/// run.
 #[unsafe(no_mangle)]
-extern "C" fn mica_exception(vector: u64, frame: &TrapFrame) -> ! {
+extern "C" fn mica_exception(vector: u64, frame: &TrapFrame) {
+    if vector == IRQ_FROM_KERNEL {
+        irq();
+        return;
+    }
+    fatal(vector, frame)
+}
+
+/// Reports an exception and ends the run.
+fn fatal(vector: u64, frame: &TrapFrame) -> ! {
     let mut out = crate::console::EmergencyWriter::new();
     if super::qemu::exiting() {
         let _ = writeln!(out, "mica: no semihosting to carry the verdict: powering off without one (PSCI)");

@@ -4,15 +4,19 @@
 
 use core::fmt;
 
-use super::pvh::{self, MemoryEntry, MemoryKind, Module, PvhError, StartInfo};
-use crate::mem::range::{PhysRange, RangeSet, RangeSetFull};
+use super::pvh::{self, MemoryEntry, MemoryKind, PvhError, StartInfo};
+use crate::boot_record::{BootRecord, MAX_CMDLINE, MAX_MEMMAP, MAX_MODULES, MemoryRange, Module, RecordError};
+use crate::mem::range::PhysRange;
 
-/// The most memory map entries kept.
-pub const MAX_MEMMAP: usize = 128;
-/// The most boot modules kept.
-pub const MAX_MODULES: usize = 16;
-/// The longest command line accepted, in bytes.
-pub const MAX_CMDLINE: usize = 4096;
+impl MemoryRange for MemoryEntry {
+    fn range(&self) -> PhysRange {
+        PhysRange::sized(self.addr, self.size)
+    }
+
+    fn is_ram(&self) -> bool {
+        self.kind == MemoryKind::Ram
+    }
+}
 
 /// Why the boot information cannot be used.
 #[derive(Clone, Copy, Debug)]
@@ -30,10 +34,8 @@ pub enum BootInfoError {
     },
     /// The command line has no NUL within [`MAX_CMDLINE`] bytes.
     CmdlineTooLong,
-    /// The command line is not UTF-8.
-    CmdlineNotUtf8,
-    /// The memory map is too fragmented.
-    Ranges(RangeSetFull),
+    /// What does not fit in the boot record.
+    Record(RecordError),
 }
 
 impl fmt::Display for BootInfoError {
@@ -42,9 +44,14 @@ impl fmt::Display for BootInfoError {
             BootInfoError::Pvh(e) => write!(f, "{e}"),
             BootInfoError::TooMany { what, count, max } => write!(f, "{count} {what}, Mica keeps at most {max}"),
             BootInfoError::CmdlineTooLong => write!(f, "kernel command line longer than {MAX_CMDLINE} bytes"),
-            BootInfoError::CmdlineNotUtf8 => write!(f, "kernel command line is not UTF-8"),
-            BootInfoError::Ranges(e) => write!(f, "memory map: {e}"),
+            BootInfoError::Record(e) => write!(f, "{e}"),
         }
+    }
+}
+
+impl From<RecordError> for BootInfoError {
+    fn from(e: RecordError) -> Self {
+        BootInfoError::Record(e)
     }
 }
 
@@ -59,18 +66,14 @@ impl From<PvhError> for BootInfoError {
 pub struct BootInfo {
     /// Where the start info itself was.
     pub start_info: PhysRange,
-    /// The memory map as given.
-    pub memmap: [Option<MemoryEntry>; MAX_MEMMAP],
     /// Where the memory map was.
     pub memmap_location: PhysRange,
-    /// The boot modules.
-    pub modules: [Option<Module>; MAX_MODULES],
     /// Where the module list was.
     pub modlist_location: PhysRange,
     /// ACPI RSDP, if given.
     pub rsdp: Option<u64>,
-    cmdline: [u8; MAX_CMDLINE],
-    cmdline_len: usize,
+    /// The memory map, the boot modules and the command line.
+    record: BootRecord<MemoryEntry>,
 }
 
 /// Reads `len` bytes of physical memory.
@@ -102,19 +105,16 @@ impl BootInfo {
         let si = StartInfo::parse(unsafe { phys_bytes(addr, pvh::START_INFO_SIZE) })?;
         let mut info = BootInfo {
             start_info: PhysRange::sized(addr, pvh::START_INFO_SIZE as u64),
-            memmap: [None; MAX_MEMMAP],
             memmap_location: PhysRange::sized(
                 si.memmap_paddr,
                 u64::from(si.memmap_entries) * pvh::MEMMAP_ENTRY_SIZE as u64,
             ),
-            modules: [None; MAX_MODULES],
             modlist_location: PhysRange::sized(
                 si.modlist_paddr,
                 u64::from(si.nr_modules) * pvh::MODULE_ENTRY_SIZE as u64,
             ),
             rsdp: (si.rsdp_paddr != 0).then_some(si.rsdp_paddr),
-            cmdline: [0; MAX_CMDLINE],
-            cmdline_len: 0,
+            record: BootRecord::new(),
         };
         if si.memmap_entries as usize > MAX_MEMMAP {
             return Err(BootInfoError::TooMany {
@@ -130,13 +130,14 @@ impl BootInfo {
             let at = si.memmap_paddr + (i * pvh::MEMMAP_ENTRY_SIZE) as u64;
             below_4g(at, pvh::MEMMAP_ENTRY_SIZE)?;
             // SAFETY: as above.
-            info.memmap[i] = Some(MemoryEntry::parse(unsafe { phys_bytes(at, pvh::MEMMAP_ENTRY_SIZE) })?);
+            info.record.push_memory(MemoryEntry::parse(unsafe { phys_bytes(at, pvh::MEMMAP_ENTRY_SIZE) })?)?;
         }
         for i in 0..si.nr_modules as usize {
             let at = si.modlist_paddr + (i * pvh::MODULE_ENTRY_SIZE) as u64;
             below_4g(at, pvh::MODULE_ENTRY_SIZE)?;
             // SAFETY: as above.
-            info.modules[i] = Some(Module::parse(unsafe { phys_bytes(at, pvh::MODULE_ENTRY_SIZE) })?);
+            let module = pvh::Module::parse(unsafe { phys_bytes(at, pvh::MODULE_ENTRY_SIZE) })?;
+            info.record.push_module(Module { paddr: module.paddr, size: module.size })?;
         }
         if si.cmdline_paddr != 0 {
             let mut len = 0;
@@ -150,11 +151,10 @@ impl BootInfo {
                 if b == 0 {
                     break;
                 }
-                info.cmdline[len] = b;
                 len += 1;
             }
-            info.cmdline_len = len;
-            core::str::from_utf8(&info.cmdline[..len]).map_err(|_| BootInfoError::CmdlineNotUtf8)?;
+            // SAFETY: as above; the `len` bytes before the NUL were just read one by one.
+            info.record.set_cmdline(unsafe { phys_bytes(si.cmdline_paddr, len) })?;
         }
         Ok(info)
     }
@@ -169,8 +169,8 @@ impl BootInfo {
                     f,
                     "PVH start info at {:#x}: {} memory map entries, {} boot modules",
                     info.start_info.start,
-                    info.memory_map().count(),
-                    info.modules().count()
+                    info.record.memory_map().count(),
+                    info.record.modules().count()
                 )?;
                 match info.rsdp {
                     Some(rsdp) => write!(f, ", ACPI RSDP {rsdp:#x}"),
@@ -187,27 +187,8 @@ impl BootInfo {
         [self.start_info, self.memmap_location, self.modlist_location]
     }
 
-    /// The command line.
-    pub fn cmdline(&self) -> &str {
-        core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
-    }
-
-    /// The memory map entries (without empty ones, which some loaders append).
-    pub fn memory_map(&self) -> impl Iterator<Item = MemoryEntry> + '_ {
-        self.memmap.iter().flatten().copied().filter(|e| e.size != 0)
-    }
-
-    /// The boot modules.
-    pub fn modules(&self) -> impl Iterator<Item = Module> + '_ {
-        self.modules.iter().flatten().copied()
-    }
-
-    /// Every RAM range.
-    pub fn ram(&self) -> Result<RangeSet, BootInfoError> {
-        let mut ram = RangeSet::new();
-        for e in self.memory_map().filter(|e| e.kind == MemoryKind::Ram) {
-            ram.insert(PhysRange::sized(e.addr, e.size)).map_err(BootInfoError::Ranges)?;
-        }
-        Ok(ram)
+    /// The memory map, the boot modules and the command line.
+    pub fn record(&self) -> &BootRecord<MemoryEntry> {
+        &self.record
     }
 }

@@ -26,7 +26,8 @@ pub mod traps;
 
 pub use qemu::exit;
 
-use alloc::string::{String, ToString};
+use alloc::borrow::Cow;
+use alloc::string::ToString;
 
 use crate::mem::range::PhysRange;
 
@@ -62,9 +63,9 @@ pub fn init_vector_state() {
 /// Interrupts and time on the boot CPU: the local interrupt controller, the clocks and the timer
 /// ticking at `tick_hz`, logged; interrupts are on from here. Returns the boot CPU's
 /// interrupt-controller id, or what failed and why.
-pub fn init_interrupts_and_time(tick_hz: u32) -> Result<u32, (&'static str, String)> {
-    let apic_info = apic::init().map_err(|e| ("local APIC", e.to_string()))?;
-    let clocks = clock::init(tick_hz).map_err(|e| ("clock", e.to_string()))?;
+pub fn init_interrupts_and_time(tick_hz: u32) -> Result<u32, (&'static str, Cow<'static, str>)> {
+    let apic_info = apic::init().map_err(|e| ("local APIC", Cow::Owned(e.to_string())))?;
+    let clocks = clock::init(tick_hz).map_err(|e| ("clock", Cow::Owned(e.to_string())))?;
     // From here on the timer interrupt arrives; `traps` counts it.
     enable_interrupts();
     log::info!(

@@ -1,14 +1,11 @@
-//! Boot-test scenarios, chosen with `test=NAME` on the kernel command line. Each ends the run:
-//! the verdict is the exit code the host sees. Scenarios that must fail (panic, page fault, stack
-//! overflow) do so through the kernel's real failure paths.
+//! The boot tests that need the whole architecture API: memory management, threads, SMP and
+//! the x86 vector state.
 
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::hint::black_box;
-
-use mica_exit::ExitCode;
 
 use crate::arch::paging::{self, PageSize, PagingError};
 use crate::arch::stacks::{self, KernelStack};
@@ -18,53 +15,10 @@ use crate::mem::layout::SCRATCH_BASE;
 use crate::mem::range::{LARGE_PAGE_SIZE, PAGE_SIZE};
 use crate::mem::{Protection, WxViolation, heap, phys};
 
-/// The scenario names, for errors.
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, avx, smp, vectors";
-
-/// Runs scenario `name` and ends the run with its verdict.
-pub fn run(name: &str) -> ! {
-    kprintln!("mica: boot test {name}: start");
-    let result = match name {
-        "panic" => panic!("boot test: deliberate panic"),
-        "page_fault" => page_fault(),
-        "stack_overflow" => stack_overflow(),
-        "heap" => heap_stress(),
-        "timer" => timer(),
-        "paging" => paging(),
-        "threads" => threads(),
-        "preempt" => preempt(),
-        "sleep" => sleep(),
-        "switch" => switch(),
-        "priority" => priority(),
-        "avx" => avx(),
-        "smp" => smp(),
-        "vectors" => vectors(),
-        other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
-    };
-    match result {
-        Ok(()) => {
-            kprintln!("mica: boot test {name}: passed");
-            arch::exit(ExitCode::Success)
-        }
-        Err(e) => {
-            kprintln!("mica: boot test {name}: FAILED: {e}");
-            arch::exit(ExitCode::Failed)
-        }
-    }
-}
-
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
-            return Err(format!($($msg)*));
-        }
-    };
-}
-
 /// Raises every vector from 0x21 to 0xef in software (`int`) through its real gate and stub: each
 /// must return with the stack as it was. Vectors 72, 74-78, 81, 85 (device vectors among them)
 /// once lost their dummy error code to an assembler shift that wrapped, and crashed at `iretq`.
-fn vectors() -> Result<(), String> {
+pub(super) fn vectors() -> Result<(), String> {
     let before = arch::stack_pointer();
     for vector in 0x21..=0xef_u8 {
         arch::traps::raise(vector);
@@ -75,17 +29,6 @@ fn vectors() -> Result<(), String> {
     Ok(())
 }
 
-fn page_fault() -> Result<(), String> {
-    // In the wasm region: a fault there at an instruction of wasm code is a wasm trap, but this
-    // is the kernel's own instruction, so it must still be reported as a kernel fault.
-    let addr = 0x0000_7eed_beef_0000u64;
-    ensure!(paging::translate(addr).is_none(), "{addr:#x} is unexpectedly mapped");
-    // SAFETY: not safe at all, deliberately: the address is unmapped (checked above), so the read
-    // faults and the page fault handler reports it and ends the run.
-    let value = unsafe { core::ptr::read_volatile(addr as *const u64) };
-    Err(format!("reading unmapped {addr:#x} returned {value:#x} instead of faulting"))
-}
-
 #[inline(never)]
 #[allow(unconditional_recursion, reason = "the stack_overflow scenario must run off its stack")]
 fn recurse(depth: u64) -> u64 {
@@ -93,7 +36,7 @@ fn recurse(depth: u64) -> u64 {
     black_box(recurse(depth + 1)) + frame[7]
 }
 
-fn stack_overflow() -> Result<(), String> {
+pub(super) fn stack_overflow() -> Result<(), String> {
     let depth = black_box(recurse(0));
     Err(format!("unbounded recursion returned ({depth}) instead of hitting the guard page"))
 }
@@ -117,7 +60,7 @@ impl XorShift {
 #[repr(C, align(4096))]
 struct PageAligned([u8; 4096]);
 
-fn heap_stress() -> Result<(), String> {
+pub(super) fn heap_stress() -> Result<(), String> {
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let mapped_before = heap::mapped_bytes();
     let mut live: Vec<(Vec<u8>, u8)> = Vec::new();
@@ -175,46 +118,6 @@ fn heap_stress() -> Result<(), String> {
     Ok(())
 }
 
-fn timer() -> Result<(), String> {
-    const TICKS: u64 = 50;
-    let tick_ns = clock::tick_ns();
-    ensure!(tick_ns > 0, "the tick is not running");
-    // Start on a tick edge.
-    let first = clock::ticks();
-    while clock::ticks() == first {
-        arch::wait_for_interrupt();
-    }
-    let (k0, t0) = (clock::ticks(), clock::monotonic_ns().ok_or("no monotonic clock")?);
-    let mut wakeups = 0u64;
-    let mut last = t0;
-    while clock::ticks() < k0 + TICKS {
-        arch::wait_for_interrupt();
-        wakeups += 1;
-        let now = clock::monotonic_ns().ok_or("no monotonic clock")?;
-        ensure!(now >= last, "monotonic clock went backwards: {last} -> {now} ns");
-        last = now;
-    }
-    let (k1, t1) = (clock::ticks(), clock::monotonic_ns().ok_or("no monotonic clock")?);
-    let elapsed = t1 - t0;
-    let expected = (k1 - k0) * tick_ns;
-    let deviation = elapsed.abs_diff(expected);
-    kprintln!(
-        "mica: timer: {} ticks of {} us in {} us by the TSC clock ({}.{}% apart), {wakeups} wake-ups from hlt",
-        k1 - k0,
-        tick_ns / 1000,
-        elapsed / 1000,
-        deviation * 100 / expected,
-        deviation * 1000 / expected % 10
-    );
-    ensure!(k1 - k0 >= TICKS, "ticks did not advance");
-    // The two clocks are calibrated independently; they must agree. The bound is loose because
-    // under TCG the host may delay the interrupt that ends the window.
-    ensure!(deviation * 4 <= expected, "the tick count ({expected} ns) and the TSC clock ({elapsed} ns) disagree");
-    // Idle means hlt: the loop above woke up once per interrupt, not millions of times.
-    ensure!(wakeups <= (k1 - k0) + 2, "{wakeups} wake-ups for {} ticks: the idle loop is not halting", k1 - k0);
-    Ok(())
-}
-
 fn expect_err<T: core::fmt::Debug>(what: &str, r: Result<T, PagingError>, want: PagingError) -> Result<(), String> {
     match r {
         Err(e) if e == want => Ok(()),
@@ -234,7 +137,7 @@ fn some_function() -> u64 {
 static RODATA: [u8; 16] = [3; 16];
 static DATA: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(1);
 
-fn paging() -> Result<(), String> {
+pub(super) fn paging() -> Result<(), String> {
     let rw = Protection::READ | Protection::WRITE;
     let rx = Protection::READ | Protection::EXEC;
     let wx = rw | Protection::EXEC;
@@ -344,7 +247,7 @@ const THREADS: u32 = 3;
 /// in round-robin order; each keeps its own MXCSR rounding mode across switches (saved and
 /// restored with its FPU state) and its own Wasmtime TLS value; a finished thread's stack is
 /// freed.
-fn threads() -> Result<(), String> {
+pub(super) fn threads() -> Result<(), String> {
     use core::sync::atomic::{AtomicU32, Ordering};
 
     use crate::sched;
@@ -411,7 +314,7 @@ fn threads() -> Result<(), String> {
 /// Priorities: a low-priority spinner gets no CPU while the boot thread (normal) is busy; a
 /// high-priority thread that wakes from a sleep takes the CPU from the busy boot thread at the
 /// next tick and keeps it while it works; once the boot thread sleeps, the low spinner runs.
-fn priority() -> Result<(), String> {
+pub(super) fn priority() -> Result<(), String> {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use crate::sched::{self, Priority};
@@ -481,7 +384,7 @@ fn ymm0() -> [u64; 4] {
 /// AVX state per thread: two threads and the boot thread each keep their own 256-bit YMM0
 /// across 50 yields and then across preemption by the timer (2 ticks each of spinning and
 /// checking): `xsave64`/`xrstor64` saves the upper halves that `fxsave64` would lose.
-fn avx() -> Result<(), String> {
+pub(super) fn avx() -> Result<(), String> {
     use core::sync::atomic::{AtomicU32, Ordering};
 
     use crate::sched;
@@ -533,7 +436,7 @@ fn avx() -> Result<(), String> {
 /// SMP: as many spinning threads as there are CPUs (each spinning for 10 ticks of its own CPU
 /// time, never yielding) while the boot thread sleeps: the idle CPUs take them from the boot
 /// CPU's queue, and every CPU runs one; all of them finish.
-fn smp() -> Result<(), String> {
+pub(super) fn smp() -> Result<(), String> {
     use core::sync::atomic::{AtomicU32, Ordering};
 
     use crate::sched;
@@ -576,7 +479,7 @@ const SWITCH_ROUNDS: u64 = 20_000;
 /// [`SWITCH_ROUNDS`] times each (no time slices meanwhile); TSC ticks over the whole, per switch
 /// (guest instructions under `-icount shift=0`): saving and restoring the FPU/SSE state and the
 /// TLS slots, the run-queue work and the stack switch. `cargo xtask bench ipc` reads the line.
-fn switch() -> Result<(), String> {
+pub(super) fn switch() -> Result<(), String> {
     use core::sync::atomic::{AtomicU64, Ordering};
 
     use crate::sched;
@@ -612,7 +515,7 @@ const PREEMPT_TICKS: u64 = 20;
 /// Preemption: two threads spin forever without yielding; the boot thread still gets the CPU
 /// back at every tick until [`PREEMPT_TICKS`] ticks have passed, and both spinners made
 /// progress in several time slices each.
-fn preempt() -> Result<(), String> {
+pub(super) fn preempt() -> Result<(), String> {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use crate::sched;
@@ -669,7 +572,7 @@ const SLEEP_MS: u64 = 50;
 /// Sleeping: a thread that sleeps 50 ms beside a busy one wakes after its deadline (within a few
 /// ticks) having used almost no CPU, and the boot thread, sleeping alone afterwards (only the idle
 /// thread left to run), wakes too.
-fn sleep() -> Result<(), String> {
+pub(super) fn sleep() -> Result<(), String> {
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     use crate::sched;
