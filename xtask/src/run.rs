@@ -139,7 +139,7 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
         )?,
         GuestArch::Aarch64 => {
             eprintln!(
-                "xtask: the aarch64 port boots to its frame plan and stops there with \"not yet\"; \
+                "xtask: the aarch64 port boots through interrupts and time and stops there with \"not yet\"; \
                  components do not run on it yet (docs/aarch64-plan.md)"
             );
             let kernel = kernel::build(root, &toolchain, args.arch, args.release)?;

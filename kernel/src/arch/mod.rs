@@ -20,10 +20,10 @@
 //! | `serial`, `rtc`, `random` | the console port, the wall clock, hardware randomness |
 //!
 //! x86_64 has all of it. aarch64 is under way (`docs/aarch64-plan.md`) and has, so far: `NAME`,
-//! `FIRMWARE_RESERVED`, `init_traps`, `init_vector_state`, `exit`, `halt_forever`, the interrupt
-//! state, `stack_pointer`, `clock` (`counter`, `monotonic_ns`), `boot`, `boot_info`, `cpu`,
-//! `percpu`, `paging::service_flush` and `serial`; the kernel leaves out what needs the rest
-//! (`arch_complete` in `build.rs`).
+//! `FIRMWARE_RESERVED`, `init_traps`, `init_vector_state`, `init_interrupts_and_time`, `exit`,
+//! `halt_forever`, the interrupt state, `stack_pointer`, `clock` (`counter`, `monotonic_ns`, the
+//! tick), `boot`, `boot_info`, `cpu` (with `code_may_use`), `percpu`, `paging::service_flush` and
+//! `serial`; the kernel leaves out what needs the rest (`arch_complete` in `build.rs`).
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -1,8 +1,9 @@
 //! aarch64 on QEMU's `virt` (and Linux's arm64 booting protocol): the `Image` entry, the device
-//! tree, the PL011 console, exceptions, the generic counter and semihosting for the verdict.
+//! tree, the PL011 console, exceptions and IRQs, the GIC, the generic timer and counter, and
+//! semihosting for the verdict.
 //!
-//! The port is under way (`docs/aarch64-plan.md`): what is here boots to the frame plan; paging,
-//! interrupts, threads and components come next, and until then the kernel built for aarch64
+//! The port is under way (`docs/aarch64-plan.md`): what is here boots through interrupts and
+//! time; paging, threads and components come next, and until then the kernel built for aarch64
 //! leaves out what needs them (`arch_complete` in `build.rs`).
 
 pub mod boot;
