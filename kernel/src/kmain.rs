@@ -146,7 +146,7 @@ fn memory(boot: &BootInfo, plan: &frames::FramePlan, nx: bool) {
         "paging: {} x 2 MiB + {} x 4 KiB pages, {} guard pages unmapped; W^X holds for all {} mappings",
         report.large_pages, report.small_pages, report.guard_pages, audit.leaves
     );
-    heap::init().unwrap_or_else(|()| fail("heap", "cannot map the first heap pages"));
+    heap::init().unwrap_or_else(|e| fail("heap", e));
     info!("heap: {} KiB mapped at {:#x}", heap::mapped_bytes() / 1024, layout::HEAP_BASE);
     crate::sched::init().unwrap_or_else(|e| fail("scheduler", e));
 }

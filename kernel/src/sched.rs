@@ -128,6 +128,7 @@ impl Scheduler {
 
     /// Puts a thread that was switched away from on `cpu` where `after` says. Finished threads
     /// are handed back to be freed outside the lock.
+    #[allow(clippy::vec_box, reason = "threads stay boxed: a context's saved state must not move")]
     fn place(&mut self, cpu: usize, thread: Box<Thread>, after: After, dead: &mut Vec<Box<Thread>>) {
         if thread.idle {
             self.cpus[cpu].idle = Some(thread);

@@ -5,6 +5,7 @@
 //! - `run`: build the kernel, the manifest's components, their AOT artifacts and the boot bundle,
 //!   then boot under QEMU (or `mica-vmm` with `--vmm`): serial console on stdout, the kernel's
 //!   verdict as exit status.
+//! - `lint-kernel`: clippy with `-D warnings` on the bare-metal kernel, for every architecture.
 //! - `test`: build the kernel, the test systems' bundles and the legacy-pod image, then run every
 //!   host test, boot test, KVM trial and pod test (`cargo test --workspace`), and the component
 //!   crates' host tests.
@@ -40,7 +41,7 @@ mod toolchain;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 /// Mica's host tasks.
@@ -68,6 +69,9 @@ enum Command {
     Run(run::RunArgs),
     /// Build the kernel, then run `cargo test --workspace` (host tests and boot tests).
     Test(test::TestArgs),
+    /// Clippy with `-D warnings` on the bare-metal kernel for every architecture (the host's
+    /// clippy never sees the code that builds only for bare metal).
+    LintKernel,
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -122,6 +126,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Run(args) => run::run(&root, &args),
         Command::Test(args) => test::run(&root, &args),
+        Command::LintKernel => {
+            let toolchain = setup::ensure(&root)?;
+            for arch in mica_launch::GuestArch::ALL {
+                let mut cmd = toolchain.kernel_clippy(&root, arch);
+                eprintln!("xtask: clippy on the {arch} kernel: {}", process::shown(&cmd));
+                let status = cmd.status().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
+                if !status.success() {
+                    eprintln!("error: clippy found problems in the {arch} kernel ({status})");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(bench) => bench::run(&root, &bench),
         Command::PodImage => {
             let image = pod_image::build(&root)?;

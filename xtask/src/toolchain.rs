@@ -30,6 +30,9 @@ pub const COMPONENT_TARGET: &str = "wasm32-wasip2";
 pub const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 /// Debian's cargo.
 pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+/// Debian's clippy (`rust-web-clippy`), run directly: `cargo clippy` would find rustup's
+/// `cargo-clippy` in `~/.cargo/bin` first, whose driver has no library source to build `core`.
+pub const DEBIAN_CARGO_CLIPPY: &str = "/usr/bin/cargo-clippy";
 /// The name under which setup links Debian's toolchain into rustup (`cargo +debian-web`).
 pub const DEBIAN_TOOLCHAIN_NAME: &str = "debian-web";
 
@@ -95,6 +98,31 @@ impl Toolchain {
 }
 
 impl Toolchain {
+    /// The command that runs clippy with `-D warnings` on the bare-metal kernel for `arch` (its
+    /// code under `arch/` builds only for bare metal, so the host's clippy never sees it), in
+    /// its own target directory.
+    pub fn kernel_clippy(&self, root: &Path, arch: GuestArch) -> Command {
+        let mut cmd;
+        match self {
+            Toolchain::Rustup => {
+                cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+                clear_cargo_run_env(&mut cmd);
+                cmd.args(["clippy", "-p", "mica-kernel", "--target", arch.kernel_target()]);
+            }
+            Toolchain::Debian { .. } => {
+                cmd = Command::new(DEBIAN_CARGO_CLIPPY);
+                clear_cargo_run_env(&mut cmd);
+                clear_toolchain_env(&mut cmd);
+                cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC).env("CARGO", DEBIAN_CARGO);
+                cmd.args(["clippy", "-p", "mica-kernel", "--target", arch.kernel_target()]);
+                cmd.args(["-Zbuild-std=core,alloc,compiler_builtins", "-Zbuild-std-features=compiler-builtins-mem"]);
+            }
+        }
+        cmd.env("CARGO_TARGET_DIR", target_dir(root).join("clippy-kernel"));
+        cmd.args(["--", "-D", "warnings"]).current_dir(root);
+        cmd
+    }
+
     /// The command that builds the component crates `crates` (in `root/components`, their own
     /// workspace) for wasm32-wasip2 in release mode, into the shared target directory, with JSON
     /// messages on stdout. `build_std` is what the crates need of the standard library (see
@@ -246,6 +274,21 @@ mod tests {
         assert_eq!(cmd.get_current_dir(), Some(Path::new("/ws/components")));
         let cmd = Toolchain::Rustup.components_build(Path::new("/ws"), &crates, &["core".into()]);
         assert!(!cmd.get_args().any(|a| a.to_string_lossy().starts_with("-Z")), "rustup's sysroot is prebuilt");
+    }
+
+    #[test]
+    fn kernel_clippy_runs_debians_clippy_directly() {
+        let debian = Toolchain::Debian { why: "test".into() };
+        let cmd = debian.kernel_clippy(Path::new("/ws"), GuestArch::Aarch64);
+        assert_eq!(cmd.get_program(), DEBIAN_CARGO_CLIPPY);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.windows(2).any(|w| w == ["--target", "aarch64-unknown-none"]), "{args:?}");
+        assert!(args.ends_with(&["--".to_owned(), "-D".to_owned(), "warnings".to_owned()]), "{args:?}");
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(envs.contains(&("CARGO".as_ref(), Some(DEBIAN_CARGO.as_ref()))), "{envs:?}");
+        let rustup = Toolchain::Rustup.kernel_clippy(Path::new("/ws"), GuestArch::X86_64);
+        let args: Vec<_> = rustup.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args[..5], ["clippy", "-p", "mica-kernel", "--target", "x86_64-unknown-none"]);
     }
 
     #[test]

@@ -85,12 +85,22 @@ unsafe impl Source for HeapSource {
 #[global_allocator]
 static HEAP: talc::TalcLock<crate::irq_lock::RawIrqSpinlock, HeapSource> = talc::TalcLock::new(HeapSource::new());
 
+/// The heap's first pages could not be mapped (no frames, or the region is taken).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapInitError;
+
+impl core::fmt::Display for HeapInitError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "cannot map the first heap pages")
+    }
+}
+
 /// Lets the heap grow (paging must be up) and maps its first megabyte.
-pub fn init() -> Result<(), ()> {
+pub fn init() -> Result<(), HeapInitError> {
     let mut talc = HEAP.lock();
     talc.source.enabled = true;
-    let first = core::alloc::Layout::from_size_align(GROW_MIN as usize / 2, 16).map_err(|_| ())?;
-    HeapSource::acquire(&mut talc, first)
+    let first = core::alloc::Layout::from_size_align(GROW_MIN as usize / 2, 16).map_err(|_| HeapInitError)?;
+    HeapSource::acquire(&mut talc, first).map_err(|()| HeapInitError)
 }
 
 /// Bytes of heap region mapped so far.

@@ -93,7 +93,7 @@ pub(super) fn heap_stress() -> Result<(), String> {
     // Page-aligned and large allocations.
     let pages: Vec<Box<PageAligned>> = (0..64).map(|i| Box::new(PageAligned([i as u8; 4096]))).collect();
     for (i, p) in pages.iter().enumerate() {
-        ensure!((&raw const **p) as u64 % 4096 == 0, "page-aligned box {i} is not page-aligned");
+        ensure!(((&raw const **p) as u64).is_multiple_of(4096), "page-aligned box {i} is not page-aligned");
         ensure!(p.0.iter().all(|b| *b == i as u8), "page-aligned box {i} was corrupted");
     }
     let big = alloc::vec![0xa5u8; 24 * 1024 * 1024];

@@ -137,7 +137,10 @@ pub struct Costs {
 
 /// One linker per engine and set of granted interfaces, made when the first component that
 /// needs it is prepared: every component with the same grants shares it.
-static LINKERS: IrqMutex<BTreeMap<(usize, Interfaces), Arc<Linker<InstanceState>>>> = IrqMutex::new(BTreeMap::new());
+static LINKERS: IrqMutex<LinkerCache> = IrqMutex::new(BTreeMap::new());
+
+/// The shared linkers, by engine index and granted interfaces.
+type LinkerCache = BTreeMap<(usize, Interfaces), Arc<Linker<InstanceState>>>;
 
 fn shared_linker(
     engine: &Engine,

@@ -303,7 +303,7 @@ fn apply(start: u64, end: u64, prot: u32) -> i32 {
 fn reserved_range(what: &str, ptr: *mut u8, size: usize) -> Result<(u64, u64), i32> {
     let start = ptr as u64;
     let end = start.checked_add(align_up(size as u64, PAGE_SIZE)).ok_or(EINVAL)?;
-    if start % PAGE_SIZE != 0 {
+    if !start.is_multiple_of(PAGE_SIZE) {
         log::warn!("wasm {what}: {start:#x}+{size:#x} does not start on a page");
         return Err(EINVAL);
     }
@@ -417,7 +417,7 @@ static IMAGE_PAGES_COPIED: AtomicU64 = AtomicU64::new(0);
 pub extern "C" fn wasmtime_memory_image_new(ptr: *const u8, len: usize, ret: &mut *mut u8) -> i32 {
     *ret = core::ptr::null_mut();
     let start = ptr as u64;
-    if start % PAGE_SIZE != 0 || len as u64 % PAGE_SIZE != 0 || !in_wasm_region(start) {
+    if !start.is_multiple_of(PAGE_SIZE) || !(len as u64).is_multiple_of(PAGE_SIZE) || !in_wasm_region(start) {
         log::debug!("memory image at {start:#x}+{len:#x} is not whole pages of the wasm region: data is copied");
         return 0;
     }
@@ -500,7 +500,7 @@ impl BorrowedMapping {
     /// (their address is their physical address), as boot modules are.
     pub fn new(bytes: &'static [u8]) -> Result<BorrowedMapping, String> {
         let phys = bytes.as_ptr() as u64;
-        if phys % PAGE_SIZE != 0 {
+        if !phys.is_multiple_of(PAGE_SIZE) {
             return Err(format!("the artifact at {phys:#x} does not start on a page"));
         }
         let pages = align_up(bytes.len() as u64, PAGE_SIZE) / PAGE_SIZE;

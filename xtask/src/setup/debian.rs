@@ -22,8 +22,8 @@ use super::host::resolves;
 use super::{Env, State, Step};
 use crate::toolchain::{DEBIAN_RUSTC, DEBIAN_TOOLCHAIN_NAME};
 
-/// Debian's Rust toolchain, its linkers, wasi-libc, QEMU, and Python's venv (for wasm-tools), in
-/// one apt run.
+/// Debian's Rust toolchain (with clippy, which lints the bare-metal kernel), its linkers,
+/// wasi-libc, QEMU for both architectures, and Python's venv (for wasm-tools), in one apt run.
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -32,7 +32,9 @@ const PACKAGES: &[&str] = &[
     "lld-22",
     "llvm-22",
     "wasi-libc",
+    "rust-web-clippy",
     "qemu-system-x86",
+    "qemu-system-arm",
     "python3-venv",
 ];
 

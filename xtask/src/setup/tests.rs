@@ -33,6 +33,7 @@ fn package_files(package: &str) -> (&'static [&'static str], &'static [(&'static
         "wasi-libc" => (&["usr/lib/wasm32-wasi/libc.a"], &[]),
         "qemu-system-x86" => (&["usr/bin/qemu-system-x86_64"], &[]),
         "qemu-system-arm" => (&["usr/bin/qemu-system-aarch64"], &[]),
+        "rust-web-clippy" => (&["usr/bin/cargo-clippy", "usr/bin/clippy-driver"], &[]),
         "e2fsprogs" => (&["usr/sbin/mke2fs"], &[]),
         "python3-venv" => (&["usr/bin/python3"], &[]),
         _ => (&[], &[]),
@@ -214,6 +215,7 @@ fn ensure_sets_up_a_fresh_machine() {
         "wasi-libc",
         "qemu-system-x86",
         "qemu-system-arm",
+        "rust-web-clippy",
         "e2fsprogs",
     ] {
         assert!(host.installed.borrow().contains(package), "{package} not installed: {log:#?}");

@@ -71,7 +71,10 @@ impl Region {
 
     /// One aligned access of `width` bytes; `None` if it does not fit or is unaligned.
     pub fn load(&self, offset: u32, width: u8) -> Option<u64> {
-        if !matches!(width, 1 | 2 | 4 | 8) || offset % u32::from(width) != 0 || !self.inside(offset, width.into()) {
+        if !matches!(width, 1 | 2 | 4 | 8)
+            || !offset.is_multiple_of(u32::from(width))
+            || !self.inside(offset, width.into())
+        {
             return None;
         }
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
@@ -82,7 +85,10 @@ impl Region {
 
     /// One aligned write of `width` bytes, after every earlier write; `false` if it does not fit.
     pub fn store(&self, offset: u32, width: u8, value: u64) -> bool {
-        if !matches!(width, 1 | 2 | 4 | 8) || offset % u32::from(width) != 0 || !self.inside(offset, width.into()) {
+        if !matches!(width, 1 | 2 | 4 | 8)
+            || !offset.is_multiple_of(u32::from(width))
+            || !self.inside(offset, width.into())
+        {
             return false;
         }
         core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);

@@ -17,7 +17,7 @@ pub struct Window {
 /// Whether a `width`-byte access at `offset` fits a window of `size` bytes and is aligned.
 fn fits(size: u32, offset: u32, width: u8) -> bool {
     matches!(width, 1 | 2 | 4 | 8)
-        && offset % u32::from(width) == 0
+        && offset.is_multiple_of(u32::from(width))
         && offset.checked_add(u32::from(width)).is_some_and(|end| end <= size)
 }
 

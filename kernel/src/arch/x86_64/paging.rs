@@ -149,8 +149,8 @@ where
     S: x86_64::structures::paging::PageSize,
     OffsetPageTable<'static>: Mapper<S>,
 {
-    if virt % S::SIZE != 0 || phys % S::SIZE != 0 {
-        return Err(PagingError::Misaligned(if virt % S::SIZE != 0 { virt } else { phys }));
+    if !virt.is_multiple_of(S::SIZE) || !phys.is_multiple_of(S::SIZE) {
+        return Err(PagingError::Misaligned(if !virt.is_multiple_of(S::SIZE) { virt } else { phys }));
     }
     let page = Page::<S>::containing_address(VirtAddr::new(virt));
     let frame = PhysFrame::<S>::containing_address(PhysAddr::new(phys));
@@ -200,7 +200,7 @@ pub fn unmap(virt: u64, size: PageSize) -> Result<u64, PagingError> {
 /// [`unmap`] with only this CPU's TLB flushed: the caller calls [`shootdown`] before the frame or
 /// the address is used again.
 fn unmap_local(virt: u64, size: PageSize) -> Result<u64, PagingError> {
-    if virt % size.bytes() != 0 {
+    if !virt.is_multiple_of(size.bytes()) {
         return Err(PagingError::Misaligned(virt));
     }
     let err = |e: UnmapError| match e {
@@ -223,7 +223,7 @@ fn unmap_local(virt: u64, size: PageSize) -> Result<u64, PagingError> {
 /// Changes the rights of the page at `virt`.
 pub fn protect(virt: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
     let f = flags(prot)?;
-    if virt % size.bytes() != 0 {
+    if !virt.is_multiple_of(size.bytes()) {
         return Err(PagingError::Misaligned(virt));
     }
     let err = |e: FlagUpdateError| match e {
@@ -328,7 +328,7 @@ const COW_WRITABLE: Flags = Flags::BIT_52;
 /// committed is committed (refused when no frame is left). Returns how many pages were
 /// committed anew. The caller keeps the frames alive and unwritten while they are mapped.
 pub fn map_cow(virt: u64, frames: &[u64], writable: bool) -> Result<u64, PagingError> {
-    if virt % PAGE_SIZE != 0 {
+    if !virt.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::Misaligned(virt));
     }
     if let Some(&bad) = frames.iter().find(|&&f| f % PAGE_SIZE != 0) {
@@ -404,8 +404,8 @@ pub fn copy_on_write(virt: u64) -> bool {
 /// `virt` must not be mapped or committed. The caller keeps the frames alive as long as they are
 /// mapped (and unwritten, when they are mapped read-only to share them).
 pub fn map_borrowed(virt: u64, phys: u64, pages: u64, prot: Protection) -> Result<(), PagingError> {
-    if virt % PAGE_SIZE != 0 || phys % PAGE_SIZE != 0 {
-        return Err(PagingError::Misaligned(if virt % PAGE_SIZE != 0 { virt } else { phys }));
+    if !virt.is_multiple_of(PAGE_SIZE) || !phys.is_multiple_of(PAGE_SIZE) {
+        return Err(PagingError::Misaligned(if !virt.is_multiple_of(PAGE_SIZE) { virt } else { phys }));
     }
     let f = flags(prot)? | BORROWED;
     with_mapper(|m| {
@@ -489,8 +489,8 @@ fn leaf_table(
 /// the caller's region owns them and [`unmap_range`] releases them.
 pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, PagingError> {
     let f = flags(prot)?;
-    if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
-        return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
+    if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
+        return Err(PagingError::Misaligned(if !start.is_multiple_of(PAGE_SIZE) { start } else { end }));
     }
     let rights = Flags::PRESENT | Flags::WRITABLE | Flags::NO_EXECUTE | Flags::NO_CACHE | Flags::WRITE_THROUGH;
     let pages = (end - start) / PAGE_SIZE;
@@ -626,8 +626,8 @@ pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
         }
         Ok(level < 4 && table.iter().all(|e| e.is_unused()))
     }
-    if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 {
-        return Err(PagingError::Misaligned(if start % PAGE_SIZE != 0 { start } else { end }));
+    if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
+        return Err(PagingError::Misaligned(if !start.is_multiple_of(PAGE_SIZE) { start } else { end }));
     }
     let mut out = Released::default();
     let result = with_mapper(|m| clear(m.level_4_table_mut(), 4, start, end, &mut out));

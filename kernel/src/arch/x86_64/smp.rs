@@ -235,8 +235,7 @@ pub fn start_aps(boot_apic_id: u32) -> SmpReport {
     MICA_AP_EFER_EXTRA.store(if nxe { 0x800 } else { 0 }, Ordering::SeqCst);
 
     let init_delay_us = init_delay_us();
-    let mut index = 1u32;
-    for apic_id in others {
+    for (index, apic_id) in (1u32..).zip(others) {
         let stack = match KernelStack::new(AP_STACK_BYTES) {
             Ok(stack) => stack,
             Err(e) => {
@@ -265,7 +264,6 @@ pub fn start_aps(boot_apic_id: u32) -> SmpReport {
             log::error!("smp: CPU {index} (APIC {apic_id}) did not start");
             break;
         }
-        index += 1;
     }
     SmpReport { present, online: ONLINE.load(Ordering::SeqCst), source }
 }

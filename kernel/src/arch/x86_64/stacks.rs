@@ -295,12 +295,12 @@ pub fn high_water(bottom: u64, top: u64) -> Option<u64> {
     let rsp: u64;
     // SAFETY: reads the stack pointer into a register; no memory is touched.
     unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
-    if !(bottom..top).contains(&rsp) || bottom % 8 != 0 {
+    if !(bottom..top).contains(&rsp) || !bottom.is_multiple_of(8) {
         return None;
     }
     let mut addr = bottom;
     while addr < rsp {
-        if addr % PAGE_SIZE == 0 && super::paging::translate(addr).is_none() {
+        if addr.is_multiple_of(PAGE_SIZE) && super::paging::translate(addr).is_none() {
             // Committed, never touched: reading it would map it.
             addr += PAGE_SIZE;
             continue;
