@@ -86,6 +86,8 @@ _start:
     mov     x1, #(3 << 20)
     msr     cpacr_el1, x1
     isb
+    /* No per-CPU data yet (its reset value is unknown): `percpu::index` reads 0 as CPU 0. */
+    msr     tpidr_el1, xzr
 
     adrp    x1, BOOT_COUNTER
     str     x20, [x1, :lo12:BOOT_COUNTER]

@@ -16,7 +16,7 @@ pub fn index() -> usize {
     // SAFETY: reads a register into a local.
     unsafe { core::arch::asm!("mrs {}, tpidr_el1", out(reg) cpu, options(nomem, nostack, preserves_flags)) };
     if cpu == 0 {
-        // Before `install`: only the boot CPU runs then.
+        // Before `install` (the entry stub zeroes the register): only the boot CPU runs then.
         return 0;
     }
     // SAFETY: a non-zero TPIDR_EL1 is what `install` stored: a 'static PerCpu, whose first
