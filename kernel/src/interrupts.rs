@@ -39,7 +39,7 @@ pub fn on_device(slot: usize, end_of_interrupt: impl FnOnce()) {
 /// - a write to a copy-on-write page of a memory image gives that page its private copy.
 pub fn resolve_page_fault(addr: u64, present: bool, write: bool) -> bool {
     if !present {
-        crate::wasm::vmem::populate(addr) || arch::stacks::populate(addr)
+        crate::wasm::vmem::populate(addr) || crate::mem::stacks::populate(addr)
     } else {
         write && crate::wasm::vmem::copy_on_write(addr)
     }

@@ -10,14 +10,10 @@ use crate::arch::{self, cpu};
 use crate::cmdline::KernelArgs;
 use crate::mem::frames;
 use crate::mem::range::{PAGE_SIZE, PhysRange};
+use crate::mem::{heap, layout, paging, phys};
 use crate::{console, kprintln};
 #[cfg(arch_complete)]
-use {
-    crate::arch::{clock, paging},
-    crate::mem::{heap, layout, phys},
-    crate::scenarios,
-    log::warn,
-};
+use {crate::arch::clock, crate::scenarios, log::warn};
 
 /// Prints what went wrong during boot and ends the run "failed".
 fn fail(what: &str, error: impl fmt::Display) -> ! {
@@ -58,18 +54,19 @@ fn rest(boot: &BootInfo, args: &KernelArgs<'_>, cpu: &cpu::CpuInfo, plan: &frame
     system(boot, args)
 }
 
-/// Where a port still under way stops (`docs/aarch64-plan.md`): after interrupts and time, the
-/// boot tests that need no more than that (`panic`, `page_fault`, `timer`), or else a clear "not
-/// yet".
+/// Where a port still under way stops (`docs/aarch64-plan.md`): after memory management,
+/// interrupts and time, the boot tests that need no more than that (`panic`, `page_fault`,
+/// `timer`), or else a clear "not yet".
 #[cfg(not(arch_complete))]
-fn rest(_: &BootInfo, args: &KernelArgs<'_>, _: &cpu::CpuInfo, _: &frames::FramePlan) -> ! {
+fn rest(boot: &BootInfo, args: &KernelArgs<'_>, cpu: &cpu::CpuInfo, plan: &frames::FramePlan) -> ! {
+    memory(boot, plan, cpu.nx);
     arch::init_interrupts_and_time(args.tick_hz).unwrap_or_else(|(what, e)| fail(what, e));
     match args.test {
         Some(name) => crate::scenarios::run(name),
         None => fail(
             "not yet",
             format_args!(
-                "the {} port ends after interrupts and time; paging, threads and components are next \
+                "the {} port ends after memory, interrupts and time; threads and components are next \
                  (docs/aarch64-plan.md)",
                 arch::NAME
             ),
@@ -130,7 +127,6 @@ fn frame_plan(boot: &BootInfo) -> frames::FramePlan {
 
 /// Memory: the frame allocator over the plan, the kernel's page tables (W^X checked, no-execute
 /// when the CPU has `nx`), the heap, and then the scheduler, which needs the heap.
-#[cfg(arch_complete)]
 fn memory(boot: &BootInfo, plan: &frames::FramePlan, nx: bool) {
     phys::init(plan);
     let ram = boot.record().ram().unwrap_or_else(|e| fail("memory map", e));
@@ -148,6 +144,7 @@ fn memory(boot: &BootInfo, plan: &frames::FramePlan, nx: bool) {
     );
     heap::init().unwrap_or_else(|e| fail("heap", e));
     info!("heap: {} KiB mapped at {:#x}", heap::mapped_bytes() / 1024, layout::HEAP_BASE);
+    #[cfg(arch_complete)]
     crate::sched::init().unwrap_or_else(|e| fail("scheduler", e));
 }
 

@@ -41,6 +41,95 @@ mod x86_64_boot_protocol {
 mod aarch64_boot_protocol {
     pub mod boot_info;
 }
+/// Both architectures' page-table entry formats (`arch/*/pte.rs`) are plain logic: they are
+/// unit-tested here on the host, against the same properties.
+#[cfg(all(test, not(target_os = "none")))]
+#[path = "arch"]
+mod page_entry_formats {
+    #[path = "aarch64/pte.rs"]
+    #[allow(dead_code, reason = "the tests use what mem::paging uses, not every item")]
+    mod aarch64;
+    #[path = "x86_64/pte.rs"]
+    #[allow(dead_code, reason = "as above")]
+    mod x86_64;
+
+    use crate::mem::Protection;
+
+    /// Every protection `mem::paging` may ask for: readable, any of write, execute and uncached,
+    /// never write with execute.
+    fn protections() -> impl Iterator<Item = Protection> {
+        (0u8..8).filter_map(|bits| {
+            let mut p = Protection::READ;
+            for (bit, right) in [(1, Protection::WRITE), (2, Protection::EXEC), (4, Protection::UNCACHED)] {
+                if bits & bit != 0 {
+                    p = p | right;
+                }
+            }
+            p.check().ok()
+        })
+    }
+
+    macro_rules! format_properties {
+        ($format:ident, $tests:ident) => {
+            mod $tests {
+                use super::protections;
+                use super::$format::*;
+
+                #[test]
+                fn leaves_say_their_frame_size_and_rights() {
+                    for prot in protections() {
+                        for (frame, large) in [(0x1234_5000u64, false), (0x7fe0_0000, true), (0xffff_ffff_f000, false)]
+                        {
+                            let e = leaf(frame, large, prot);
+                            assert_ne!(e & VALID, 0, "{prot:?}");
+                            assert_eq!(address(e), frame, "{prot:?} {large}");
+                            assert_eq!(protection(e), prot, "{prot:?} {large}");
+                            assert_eq!(is_block(e, 2), large, "{prot:?}");
+                            assert!(!is_block(e, 1), "a leaf-table entry is never a block");
+                            for other in protections() {
+                                let changed = with_protection(e, other);
+                                assert_eq!((address(changed), protection(changed)), (frame, other));
+                                assert_eq!(is_block(changed, 2), large);
+                            }
+                            // The software bits change nothing the hardware reads.
+                            for soft in [LAZY, BORROWED, COW, COW_WRITABLE] {
+                                let marked = e | soft;
+                                assert_eq!((address(marked), protection(marked)), (frame, prot));
+                                assert_eq!(is_block(marked, 2), large);
+                                assert_eq!(with_protection(marked, prot) & soft, soft, "rights keep the marks");
+                            }
+                        }
+                    }
+                }
+
+                #[test]
+                fn committed_entries_are_not_valid_and_keep_their_rights() {
+                    for prot in protections() {
+                        let lazy = (leaf(0, false, prot) & !VALID) | LAZY;
+                        assert_eq!(lazy & VALID, 0);
+                        assert_eq!(protection(lazy), prot);
+                    }
+                }
+
+                #[test]
+                fn tables_limit_nothing_and_are_not_blocks() {
+                    let t = table(0x4000_1000);
+                    assert_ne!(t & VALID, 0);
+                    assert_eq!(address(t), 0x4000_1000);
+                    for level in 2..=4 {
+                        assert!(!is_block(t, level));
+                    }
+                    assert_eq!(table_rights(t), (true, true));
+                    let bits = [LAZY, BORROWED, COW, COW_WRITABLE];
+                    assert_eq!(bits.iter().fold(0, |a, b| a | b).count_ones(), 4, "four distinct software bits");
+                }
+            }
+        };
+    }
+
+    format_properties!(aarch64, aarch64_entries);
+    format_properties!(x86_64, x86_64_entries);
+}
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]

@@ -30,8 +30,8 @@ use alloc::vec::Vec;
 use crate::arch;
 use crate::arch::clock;
 use crate::arch::context::Context;
-use crate::arch::stacks::{KernelStack, StackError};
 use crate::irq_lock::IrqMutex;
+use crate::mem::stacks::{KernelStack, StackError};
 use crate::percpu::{self, MAX_CPUS};
 pub use crate::runqueue::Priority;
 use crate::runqueue::RunQueue;
@@ -346,7 +346,7 @@ pub fn stack_high_water() -> Option<u64> {
     // The stack's bounds under the lock; the scan (up to the whole stack) outside it: the stack
     // is the running thread's own and stays while it runs.
     let (bottom, top) = with(|s, cpu| s.current(cpu).context.stack().map(|k| (k.bottom(), k.top()))).flatten()?;
-    crate::arch::stacks::high_water(bottom, top)
+    crate::mem::stacks::high_water(bottom, top)
 }
 
 /// The CPUs the running thread has run on so far, as a bit set (bit N: CPU N).

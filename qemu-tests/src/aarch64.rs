@@ -1,8 +1,9 @@
 //! Boot tests of the aarch64 kernel on QEMU's `virt` under TCG: what its port does so far
 //! (`docs/aarch64-plan.md`). The kernel boots from a Linux arm64 `Image` with a device tree,
-//! reads its memory, command line and boot module from it, reports exceptions, takes the timer's
-//! interrupts through the GIC, and ends the run with its verdict through semihosting; past
-//! interrupts and time it stops with "not yet".
+//! reads its memory, command line and boot module from it, builds its own page tables (W^X
+//! audited, guard pages under its stacks) and heap, reports exceptions (a stack overflow on the
+//! exception stack), takes the timer's interrupts through the GIC, and ends the run with its
+//! verdict through semihosting; past memory, interrupts and time it stops with "not yet".
 
 use std::path::Path;
 
@@ -36,10 +37,10 @@ pub struct ArmScenario {
 }
 
 /// What the port says where it stops.
-const NOT_YET: &str = "port ends after interrupts and time";
+const NOT_YET: &str = "port ends after memory, interrupts and time";
 
 /// Every aarch64 boot test.
-pub const SCENARIOS: [ArmScenario; 5] = [
+pub const SCENARIOS: [ArmScenario; 8] = [
     ArmScenario {
         name: "boots_from_the_device_tree",
         cmdline: "log=info mica.note=from-the-device-tree",
@@ -58,6 +59,8 @@ pub const SCENARIOS: [ArmScenario; 5] = [
             "(123457 bytes)",
             "frames: ",
             "kernel image 0x40200000..",
+            "guard pages unmapped; W^X holds for all",
+            "heap: 1024 KiB mapped at 0xffff900000000000",
             "time: generic counter 62.500 MHz; GICv2 (distributor 0x8000000); virtual timer INTID 27 ticking at 100 Hz",
             NOT_YET,
         ],
@@ -113,6 +116,38 @@ pub const SCENARIOS: [ArmScenario; 5] = [
             "FAR=0x7eedbeef0000",
             "ELR=0x",
             "x30=0x",
+        ],
+    },
+    ArmScenario {
+        name: "paging",
+        cmdline: "test=paging",
+        extra: &[],
+        module: false,
+        expect: ExitCode::Success,
+        output_contains: &[
+            "x 2 MiB +",
+            "guard pages unmapped; W^X holds for all",
+            "mica: paging: W^X holds over",
+            "mica: boot test paging: passed",
+        ],
+    },
+    ArmScenario {
+        name: "heap",
+        cmdline: "test=heap",
+        extra: &[],
+        module: false,
+        expect: ExitCode::Success,
+        output_contains: &["mica: heap: 10748 allocations", "mica: boot test heap: passed"],
+    },
+    ArmScenario {
+        name: "stack_overflow",
+        cmdline: "test=stack_overflow",
+        extra: &[],
+        module: false,
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "EXCEPTION synchronous from EL1: data abort on a write (translation fault, level 3)",
+            "kernel stack overflow: hit the guard page below the 'boot' stack",
         ],
     },
 ];

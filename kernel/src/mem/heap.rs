@@ -12,7 +12,7 @@ use talc::source::Source;
 use super::Protection;
 use super::layout::{HEAP_BASE, HEAP_MAX};
 use super::range::{PAGE_SIZE, align_up};
-use crate::arch::paging;
+use crate::mem::paging;
 
 /// The heap grows by at least this much at a time.
 const GROW_MIN: u64 = 1024 * 1024;

@@ -1,5 +1,5 @@
 //! Memory: physical ranges and frames (plain logic, host-tested), and on bare metal the kernel's
-//! page tables, heap and stacks.
+//! page tables (the policy here, the entry format in `arch::paging`), heap and stacks.
 
 pub mod frames;
 #[cfg(target_os = "none")]
@@ -7,63 +7,14 @@ pub mod image;
 pub mod range;
 pub mod vspace;
 
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod heap;
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
+pub mod paging;
+#[cfg(target_os = "none")]
 pub mod phys;
-
-/// No heap yet: on an architecture whose port has no paging yet (`arch_complete` in `build.rs`),
-/// allocations come from a fixed 64 KiB arena in `.bss` and are never given back: enough for the
-/// messages of the phases such a port runs. When it is used up, an allocation fails with Rust's
-/// allocation-failure panic, which names its size.
-#[cfg(all(target_os = "none", not(arch_complete)))]
-#[global_allocator]
-static EARLY_ARENA: EarlyArena = EarlyArena { next: core::sync::atomic::AtomicUsize::new(0) };
-
-#[cfg(all(target_os = "none", not(arch_complete)))]
-const EARLY_ARENA_BYTES: usize = 64 * 1024;
-
-#[cfg(all(target_os = "none", not(arch_complete)))]
-struct EarlyArena {
-    /// The offset of the first free byte.
-    next: core::sync::atomic::AtomicUsize,
-}
-
-#[cfg(all(target_os = "none", not(arch_complete)))]
-#[repr(align(4096))]
-struct ArenaBytes(core::cell::UnsafeCell<[u8; EARLY_ARENA_BYTES]>);
-
-// SAFETY: the bytes are only reached through `EarlyArena::alloc`, which hands each byte out once.
-#[cfg(all(target_os = "none", not(arch_complete)))]
-unsafe impl Sync for ArenaBytes {}
-
-#[cfg(all(target_os = "none", not(arch_complete)))]
-static ARENA_BYTES: ArenaBytes = ArenaBytes(core::cell::UnsafeCell::new([0; EARLY_ARENA_BYTES]));
-
-// SAFETY: each allocation is a range of `ARENA_BYTES` that no other allocation overlaps (the
-// compare-exchange moves `next` past it before it is handed out), aligned as asked; null when
-// the arena cannot fit it. Nothing is freed, so `dealloc` has nothing to do.
-#[cfg(all(target_os = "none", not(arch_complete)))]
-unsafe impl core::alloc::GlobalAlloc for EarlyArena {
-    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
-        use core::sync::atomic::Ordering;
-        let base = ARENA_BYTES.0.get() as usize;
-        let mut next = self.next.load(Ordering::Relaxed);
-        loop {
-            let start = (base + next).next_multiple_of(layout.align()) - base;
-            let Some(end) = start.checked_add(layout.size()).filter(|&e| e <= EARLY_ARENA_BYTES) else {
-                return core::ptr::null_mut();
-            };
-            match self.next.compare_exchange_weak(next, end, Ordering::Relaxed, Ordering::Relaxed) {
-                // SAFETY: `start..end` lies inside the arena.
-                Ok(_) => return unsafe { ARENA_BYTES.0.get().cast::<u8>().add(start) },
-                Err(now) => next = now,
-            }
-        }
-    }
-
-    unsafe fn dealloc(&self, _: *mut u8, _: core::alloc::Layout) {}
-}
+#[cfg(target_os = "none")]
+pub mod stacks;
 
 /// The kernel's virtual address layout.
 ///
@@ -112,6 +63,11 @@ impl Protection {
         self.0 & other.0 == other.0
     }
 
+    /// `self` less the rights in `other`.
+    pub const fn without(self, other: Protection) -> Protection {
+        Protection(self.0 & !other.0)
+    }
+
     /// `self` if it respects W^X.
     pub const fn check(self) -> Result<Protection, WxViolation> {
         if self.contains(Protection::WRITE) && self.contains(Protection::EXEC) { Err(WxViolation) } else { Ok(self) }
@@ -146,5 +102,6 @@ mod tests {
         assert!((Protection::READ | Protection::WRITE | Protection::UNCACHED).check().is_ok());
         assert!((Protection::READ | Protection::WRITE).contains(Protection::WRITE));
         assert!(!Protection::READ.contains(Protection::WRITE));
+        assert_eq!((Protection::READ | Protection::WRITE).without(Protection::WRITE), Protection::READ);
     }
 }

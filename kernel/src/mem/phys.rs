@@ -19,7 +19,7 @@ pub fn init(plan: &FramePlan) {
 
 fn with<R>(f: impl FnOnce(&mut FrameAllocator<'static>) -> R) -> R {
     // A fault on the running thread's own stack needs this lock: it happens before, if at all.
-    crate::arch::stacks::probe_before_lock();
+    crate::mem::stacks::probe_before_lock();
     let mut guard = FRAMES.lock();
     f(guard.as_mut().expect("frame allocator used before mem::phys::init"))
 }

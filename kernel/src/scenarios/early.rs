@@ -12,8 +12,7 @@ pub(super) fn page_fault() -> Result<(), String> {
     // In the wasm region: a fault there at an instruction of wasm code is a wasm trap, but this
     // is the kernel's own instruction, so it must still be reported as a kernel fault.
     let addr = 0x0000_7eed_beef_0000u64;
-    #[cfg(arch_complete)]
-    ensure!(crate::arch::paging::translate(addr).is_none(), "{addr:#x} is unexpectedly mapped");
+    ensure!(crate::mem::paging::translate(addr).is_none(), "{addr:#x} is unexpectedly mapped");
     // SAFETY: not safe at all, deliberately: the address is unmapped (checked above), so the read
     // faults and the page fault handler reports it and ends the run.
     let value = unsafe { core::ptr::read_volatile(addr as *const u64) };

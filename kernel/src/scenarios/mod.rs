@@ -1,7 +1,8 @@
 //! Boot-test scenarios, chosen with `test=NAME` on the kernel command line. Each ends the run:
 //! the verdict is the exit code the host sees. Scenarios that must fail (panic, page fault, stack
 //! overflow) do so through the kernel's real failure paths. The `early` ones need only what every
-//! architecture has; the `full` ones the whole architecture API (`arch_complete`).
+//! architecture has, the `memory` ones paging too; the `full` ones the whole architecture API
+//! (`arch_complete`).
 
 use alloc::format;
 
@@ -21,13 +22,15 @@ macro_rules! ensure {
 mod early;
 #[cfg(arch_complete)]
 mod full;
+mod memory;
 
 /// The scenario names, for errors.
 #[cfg(arch_complete)]
 pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, avx, smp, vectors";
 /// The scenario names, for errors.
 #[cfg(not(arch_complete))]
-pub const NAMES: &str = "panic, page_fault, timer (the others need what this architecture's port lacks yet)";
+pub const NAMES: &str =
+    "panic, page_fault, timer, stack_overflow, heap, paging (the others need what this architecture's port lacks yet)";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -36,12 +39,9 @@ pub fn run(name: &str) -> ! {
         "panic" => panic!("boot test: deliberate panic"),
         "page_fault" => early::page_fault(),
         "timer" => early::timer(),
-        #[cfg(arch_complete)]
-        "stack_overflow" => full::stack_overflow(),
-        #[cfg(arch_complete)]
-        "heap" => full::heap_stress(),
-        #[cfg(arch_complete)]
-        "paging" => full::paging(),
+        "stack_overflow" => memory::stack_overflow(),
+        "heap" => memory::heap_stress(),
+        "paging" => memory::paging(),
         #[cfg(arch_complete)]
         "threads" => full::threads(),
         #[cfg(arch_complete)]

@@ -31,10 +31,10 @@ use alloc::sync::Arc;
 use mica_runtime::config::{MEMORY_GUARD, MEMORY_RESERVATION};
 use mica_runtime::wasmtime::{self, CustomCodeMemory};
 
-use crate::arch::paging;
 use crate::irq_lock::IrqMutex;
 use crate::mem::Protection;
 use crate::mem::layout::{WASM_BASE, WASM_SIZE};
+use crate::mem::paging;
 use crate::mem::range::{PAGE_SIZE, align_up};
 use crate::mem::vspace::VirtualSpace;
 
@@ -539,6 +539,9 @@ impl CustomCodeMemory for KernelCodeMemory {
     }
 
     fn publish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
+        // Instruction fetches must see the code as written (nothing to do on x86; aarch64 cleans
+        // and invalidates its caches), while the pages are still readable.
+        crate::arch::cpu::sync_code(ptr as u64, len as u64);
         match wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ | PROT_EXEC) {
             0 => Ok(()),
             rc => Err(wasmtime::format_err!("publishing code at {ptr:p}+{len:#x}: error {rc}")),

@@ -2,7 +2,8 @@
 //! EL1 if entered there, enables FP/SIMD (the kernel is a hard-float target: its Rust code uses
 //! the vector registers anywhere), clears `.bss`, turns the MMU on over an identity map of the
 //! low 64 GiB (device memory below 1 GiB, normal cacheable memory above: `virt` puts RAM at
-//! 1 GiB), and enters Rust on the boot stack with the device tree's address.
+//! 1 GiB), and enters Rust on the boot stack (`SP_EL0`; exceptions arrive on `SP_EL1`, the
+//! exception stack) with the device tree's address.
 //!
 //! The loader (QEMU's `-kernel`, or any boot loader that follows Linux's arm64 booting protocol)
 //! enters at the first byte with the MMU off and `x0` holding the device tree's physical address.
@@ -36,9 +37,6 @@ pub fn entry_el() -> u64 {
 pub fn dtb_address() -> u64 {
     BOOT_DTB.load(Ordering::Relaxed)
 }
-
-/// The size of the boot stack (below it, a guard page once the kernel's own page tables exist).
-pub const BOOT_STACK_SIZE: usize = 64 * 1024;
 
 core::arch::global_asm!(
     r#"
@@ -131,8 +129,22 @@ _start:
     adrp    x1, mica_vectors
     add     x1, x1, :lo12:mica_vectors
     msr     vbar_el1, x1
-    adrp    x1, boot_stack_top
-    add     x1, x1, :lo12:boot_stack_top
+    /* The stacks, each above its guard page, which the kernel's own page tables leave
+       unmapped: exceptions arrive on SP_EL1, this CPU's exception stack; the kernel runs on
+       SP_EL0, from here on the boot stack (traps.rs). */
+    msr     spsel, #1
+    adrp    x1, {exception_stack}
+    add     x1, x1, :lo12:{exception_stack}
+    movz    x2, #({exception_top} & 0xffff)
+    movk    x2, #({exception_top} >> 16), lsl #16
+    add     x1, x1, x2
+    mov     sp, x1
+    msr     spsel, #0
+    adrp    x1, {boot_stack}
+    add     x1, x1, :lo12:{boot_stack}
+    movz    x2, #({stack_top} & 0xffff)
+    movk    x2, #({stack_top} >> 16), lsl #16
+    add     x1, x1, x2
     mov     sp, x1
     isb
     mov     x0, x19
@@ -157,16 +169,11 @@ boot_l1:
     .set    gib, gib + 1
     .endr
     .fill   448, 8, 0
-
-    .section .bss.boot_stack, "aw", @nobits
-    .balign 4096
-boot_stack_guard:
-    .skip   4096
-boot_stack_bottom:
-    .skip   {stack_size}
-boot_stack_top:
 "#,
-    stack_size = const BOOT_STACK_SIZE,
+    boot_stack = sym super::stacks::BOOT_STACK,
+    stack_top = const super::stacks::BOOT_STACK_SIZE + crate::mem::stacks::GUARD_SIZE,
+    exception_stack = sym super::stacks::EXCEPTION_STACK,
+    exception_top = const super::stacks::EXCEPTION_STACK_SIZE + crate::mem::stacks::GUARD_SIZE,
 );
 
 /// The first Rust code, on the boot stack with the MMU on and interrupts masked.

@@ -16,6 +16,8 @@ pub struct CpuInfo {
     pub midr: u64,
     /// Which of [`FEATURE_NAMES`] it has, bit `i` for name `i`.
     features: u16,
+    /// Whether pages can be made non-executable: always, on aarch64 (the `PXN` and `UXN` bits).
+    pub nx: bool,
 }
 
 impl CpuInfo {
@@ -82,7 +84,7 @@ pub fn init() -> CpuInfo {
         field(pfr0, 32) >= 1,                         // SVE
     ];
     let features = present.iter().enumerate().fold(0u16, |acc, (i, &on)| acc | (u16::from(on) << i));
-    CpuInfo { midr: MIDR_EL1.get(), features }
+    CpuInfo { midr: MIDR_EL1.get(), features, nx: true }
 }
 
 /// Whether compiled code may use the feature Wasmtime calls `name` (its `detect_host_feature`
@@ -98,4 +100,42 @@ pub fn code_may_use(name: &str) -> Option<bool> {
         _ => return None,
     };
     Some(cpu.has(ours))
+}
+
+/// Machine code of a function that returns 42 (`mov w0, #42; ret`), for the boot test that
+/// publishes code read-execute.
+pub const RETURN_42: [u8; 8] = [0x40, 0x05, 0x80, 0x52, 0xc0, 0x03, 0x5f, 0xd6];
+
+/// Makes code just written at `start..start + len` visible to instruction fetches on every CPU:
+/// the data cache cleaned to the point of unification and the instruction cache invalidated,
+/// line by line (each skipped where `CTR_EL0` says the hardware keeps them coherent). The range
+/// is mapped and readable.
+pub fn sync_code(start: u64, len: u64) {
+    let ctr: u64;
+    // SAFETY: reads a register into a local.
+    unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    let end = start.saturating_add(len);
+    if ctr & (1 << 28) == 0 {
+        let line = 4u64 << ((ctr >> 16) & 0xf);
+        let mut at = start & !(line - 1);
+        while at < end {
+            // SAFETY: cleans a line of a mapped range to the point of unification; the data is
+            // unchanged.
+            unsafe { core::arch::asm!("dc cvau, {}", in(reg) at, options(nostack, preserves_flags)) };
+            at += line;
+        }
+    }
+    // SAFETY: a barrier.
+    unsafe { core::arch::asm!("dsb ish", options(nostack, preserves_flags)) };
+    if ctr & (1 << 29) == 0 {
+        let line = 4u64 << (ctr & 0xf);
+        let mut at = start & !(line - 1);
+        while at < end {
+            // SAFETY: invalidates instruction-cache lines of a mapped range; memory is unchanged.
+            unsafe { core::arch::asm!("ic ivau, {}", in(reg) at, options(nostack, preserves_flags)) };
+            at += line;
+        }
+    }
+    // SAFETY: barriers.
+    unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
 }

@@ -13,8 +13,10 @@ pub mod cpu;
 pub mod gic;
 pub mod paging;
 pub mod percpu;
+pub mod pte;
 pub mod qemu;
 pub mod serial;
+pub mod stacks;
 pub mod traps;
 
 pub use qemu::exit;
@@ -122,6 +124,7 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// The current stack pointer.
+#[inline(always)]
 pub fn stack_pointer() -> u64 {
     let sp: u64;
     // SAFETY: reads a register into a local; no memory is touched.

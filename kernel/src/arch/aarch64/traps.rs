@@ -1,9 +1,15 @@
-//! Exceptions: the vector table, the IRQ path and the report. IRQs from the kernel itself
-//! (EL1 on its own stack) are acknowledged at the GIC and handled (the timer's tick), and the
-//! interrupted code resumes with every register as it was, the FP/SIMD ones included (the kernel
-//! is hard-float: any of its code may be using them). Every other exception is fatal: the report
-//! names the kind, the syndrome (`ESR_EL1`, decoded), the faulting address (`FAR_EL1`) and the
-//! instruction (`ELR_EL1`), then the run ends "failed".
+//! Exceptions: the vector table, the IRQ path and the report.
+//!
+//! The kernel's threads run at EL1 on `SP_EL0` (`PSTATE.SPSel` = 0, set by the entry stub), and
+//! every exception arrives on `SP_EL1`: this CPU's exception stack. A synchronous exception is
+//! handled there, so that a thread that ran off its stack into the guard page is reported, not
+//! faulted on again; an IRQ moves back to the interrupted thread's stack first, so that the
+//! scheduler may switch threads from it. IRQs are acknowledged at the GIC and handled (the
+//! timer's tick), and the interrupted code resumes with every register as it was, the FP/SIMD
+//! ones included (the kernel is hard-float: any of its code may be using them). Every other
+//! exception is fatal: the report names the kind, the syndrome (`ESR_EL1`, decoded), the
+//! faulting address (`FAR_EL1`), the instruction (`ELR_EL1`) and the stack whose guard page
+//! was hit, if one was, then the run ends "failed".
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -36,8 +42,8 @@ pub struct TrapFrame {
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
 
-/// The vector of an IRQ taken from EL1 on its own stack (`SP_EL1`), where the kernel runs.
-const IRQ_FROM_KERNEL: u64 = 5;
+/// The vector of an IRQ taken from the kernel's threads, which run at EL1 on `SP_EL0`.
+const IRQ_FROM_KERNEL: u64 = 1;
 
 /// IRQs that were not the timer's, and spurious ones.
 static STRAY_IRQS: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +65,11 @@ core::arch::global_asm!(
     r#"
     .macro VECTOR kind
     .balign 0x80
+    .if \kind == 1
+    /* An IRQ from the kernel's threads: handled on the interrupted thread's stack (SP_EL0), so
+       that the scheduler may switch threads from it. */
+    msr     spsel, #0
+    .endif
     sub     sp, sp, #816
     stp     x0, x1, [sp, #0]
     mov     x0, #\kind
@@ -101,8 +112,16 @@ mica_exception_entry:
     stp     x24, x25, [sp, #192]
     stp     x26, x27, [sp, #208]
     stp     x28, x29, [sp, #224]
+    /* The interrupted stack pointer: above this frame, unless the exception switched stacks
+       (from a thread on SP_EL0 to this CPU's exception stack: every vector from SP_EL0 but the
+       IRQ's). */
     add     x1, sp, #816
-    stp     x30, x1, [sp, #240]
+    cmp     x0, #1
+    b.eq    1f
+    cmp     x0, #4
+    b.hs    1f
+    mrs     x1, sp_el0
+1:  stp     x30, x1, [sp, #240]
     mrs     x1, elr_el1
     mrs     x2, spsr_el1
     stp     x1, x2, [sp, #256]
@@ -190,8 +209,8 @@ fn irq() {
 /// Which of the sixteen vectors: where the exception came from, and its type.
 fn kind(vector: u64) -> (&'static str, &'static str) {
     let from = match vector / 4 {
-        0 => "EL1 on SP_EL0",
-        1 => "EL1",
+        0 => "EL1",
+        1 => "EL1 on the exception stack",
         2 => "EL0 (AArch64)",
         _ => "EL0 (AArch32)",
     };
@@ -272,6 +291,12 @@ fn fatal(vector: u64, frame: &TrapFrame) -> ! {
         frame.spsr,
         frame.sp
     );
+    let class = (frame.esr >> 26) & 0x3f;
+    if matches!(class, 0x24 | 0x25)
+        && let Some(stack) = crate::mem::stacks::guard_page_owner(frame.far)
+    {
+        let _ = writeln!(out, "  kernel stack overflow: hit the guard page below the '{stack}' stack");
+    }
     for (row, regs) in frame.x.chunks(4).enumerate() {
         let _ = write!(out, " ");
         for (i, r) in regs.iter().enumerate() {

@@ -4,9 +4,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::Msr;
 
-use super::paging::{self, PageSize, PagingError};
 use super::traps::{SPURIOUS_VECTOR, TIMER_VECTOR};
 use crate::mem::Protection;
+use crate::mem::paging::{self, PageSize, PagingError};
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;

@@ -151,7 +151,7 @@ pvh_start:
     jmp 5b
 "#,
     stack = sym BOOT_STACK,
-    stack_size = const BOOT_STACK_SIZE + super::stacks::GUARD_SIZE,
+    stack_size = const BOOT_STACK_SIZE + crate::mem::stacks::GUARD_SIZE,
     entry = sym kernel_entry,
     failed = const mica_exit::ExitCode::Failed.code(),
     exit_port = const mica_exit::ISA_DEBUG_EXIT_PORT,

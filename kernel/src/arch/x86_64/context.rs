@@ -12,7 +12,7 @@
 use alloc::boxed::Box;
 
 use super::cpu;
-use super::stacks::KernelStack;
+use crate::mem::stacks::KernelStack;
 
 /// The `fxsave64` area (x87, MMX and SSE registers, MXCSR; 512 bytes), or the `xsave64` area
 /// (that, a 64-byte header, and the upper halves of the YMM registers).

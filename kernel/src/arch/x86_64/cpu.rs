@@ -249,3 +249,12 @@ pub fn set_mxcsr(value: u32) {
     // SAFETY: `ldmxcsr` reads 4 bytes from the local it is given; reserved bits are cleared.
     unsafe { core::arch::asm!("ldmxcsr [{}]", in(reg) &raw const value, options(nostack, preserves_flags)) };
 }
+
+/// Machine code of a function that returns 42 (`mov eax, 42; ret`), for the boot test that
+/// publishes code read-execute.
+pub const RETURN_42: [u8; 6] = [0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3];
+
+/// Makes code just written at `start..start + len` visible to instruction fetches: nothing to do
+/// on x86, whose instruction caches snoop stores (other CPUs serialize on the interrupt that
+/// flushes their TLBs when the page turns executable).
+pub fn sync_code(_start: u64, _len: u64) {}

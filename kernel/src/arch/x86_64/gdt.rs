@@ -58,11 +58,11 @@ pub fn init() -> Selectors {
 /// Gives an AP a GDT and TSS of its own, with IST stacks of its own (guarded kernel stacks that
 /// live as long as the CPU), and loads them. Returns the selectors (the same values as the boot
 /// CPU's).
-pub fn init_ap() -> Result<Selectors, super::stacks::StackError> {
+pub fn init_ap() -> Result<Selectors, crate::mem::stacks::StackError> {
     let mut tss = TaskStateSegment::new();
     let mut ist = [VirtAddr::zero(); IST_COUNT];
     for slot in ist.iter_mut() {
-        let stack = super::stacks::KernelStack::new(super::stacks::IST_STACK_SIZE as u64)?;
+        let stack = crate::mem::stacks::KernelStack::new(super::stacks::IST_STACK_SIZE as u64)?;
         *slot = VirtAddr::new(stack.top());
         // The CPU uses it for good.
         core::mem::forget(stack);

@@ -7,9 +7,9 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use super::paging::{self, PageSize};
 use crate::irq_lock::IrqMutex;
 use crate::mem::Protection;
+use crate::mem::paging::{self, PageSize};
 
 /// Where QEMU's I/O APICs are, and the first GSI of each.
 const IOAPICS: [(u64, u32); 2] = [(0xfec0_0000, 0), (0xfec1_0000, 24)];

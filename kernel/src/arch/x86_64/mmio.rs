@@ -3,8 +3,8 @@
 //! (`mica_runtime::hw::check_access`); these functions check them again and refuse rather than
 //! touch memory outside the window.
 
-use super::paging::{self, PageSize, PagingError};
 use crate::mem::Protection;
+use crate::mem::paging::{self, PageSize, PagingError};
 use crate::mem::range::PAGE_SIZE;
 
 /// A mapped register window.

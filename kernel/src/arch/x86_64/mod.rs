@@ -15,6 +15,7 @@ pub mod mptable;
 pub mod paging;
 pub mod percpu;
 pub mod pit;
+pub mod pte;
 pub mod pvh;
 pub mod qemu;
 pub mod random;
@@ -102,6 +103,7 @@ pub fn without_interrupts<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// The current stack pointer.
+#[inline(always)]
 pub fn stack_pointer() -> u64 {
     let rsp: u64;
     // SAFETY: reads a register into a local; no memory is touched.

@@ -20,8 +20,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use x86_64::instructions::port::Port;
 
-use super::stacks::KernelStack;
 use super::{apic, clock, cpu, gdt, traps};
+use crate::mem::stacks::KernelStack;
 
 /// Where the trampoline runs: physical page 8, the STARTUP IPI vector 0x08.
 const TRAMPOLINE: u64 = 0x8000;
@@ -188,7 +188,7 @@ fn other_cpus(boot_apic_id: u32) -> (alloc::vec::Vec<u32>, CpuSource) {
     let (base, end) = (super::mptable::LOW_BASE, super::mptable::LOW_END);
     let mapped = (base..end)
         .step_by(4096)
-        .take_while(|&page| super::paging::translate(page).is_some_and(|t| t.phys == page))
+        .take_while(|&page| crate::mem::paging::translate(page).is_some_and(|t| t.phys == page))
         .count();
     let len = mapped * 4096;
     // The identity map never changes for low memory, and the frame allocator never hands out the

@@ -16,7 +16,7 @@ use x86_64::instructions::tables::lidt;
 use x86_64::registers::control::Cr2;
 use x86_64::structures::DescriptorTablePointer;
 
-use super::stacks;
+use crate::mem::stacks;
 
 /// The local APIC timer's vector.
 pub const TIMER_VECTOR: u8 = 0x20;
