@@ -12,7 +12,6 @@ use crate::mem::frames;
 use crate::mem::range::{PAGE_SIZE, PhysRange};
 use crate::mem::{heap, layout, paging, phys};
 use crate::{console, kprintln};
-#[cfg(arch_complete)]
 use {crate::arch::clock, crate::scenarios, log::warn};
 
 /// Prints what went wrong during boot and ends the run "failed".
@@ -42,7 +41,6 @@ pub fn start(start_info: u64) -> ! {
 
 /// The phases that need the whole architecture API: memory management, interrupts and time, the
 /// other CPUs, devices, then the system.
-#[cfg(arch_complete)]
 fn rest(boot: &BootInfo, args: &KernelArgs<'_>, cpu: &cpu::CpuInfo, plan: &frames::FramePlan) -> ! {
     memory(boot, plan, cpu.nx);
     let boot_cpu = arch::init_interrupts_and_time(args.tick_hz).unwrap_or_else(|(what, e)| fail(what, e));
@@ -52,26 +50,6 @@ fn rest(boot: &BootInfo, args: &KernelArgs<'_>, cpu: &cpu::CpuInfo, plan: &frame
     let ready = clock::counter().wrapping_sub(arch::boot::boot_counter());
     kprintln!("mica: ready (tsc_since_entry={ready})");
     system(boot, args)
-}
-
-/// Where a port still under way stops (`docs/aarch64-plan.md`): after memory management,
-/// interrupts and time, the boot tests that need no more than that (`panic`, `page_fault`,
-/// `timer`), or else a clear "not yet".
-#[cfg(not(arch_complete))]
-fn rest(boot: &BootInfo, args: &KernelArgs<'_>, cpu: &cpu::CpuInfo, plan: &frames::FramePlan) -> ! {
-    memory(boot, plan, cpu.nx);
-    arch::init_interrupts_and_time(args.tick_hz).unwrap_or_else(|(what, e)| fail(what, e));
-    match args.test {
-        Some(name) => crate::scenarios::run(name),
-        None => fail(
-            "not yet",
-            format_args!(
-                "the {} port ends after memory, interrupts and time; threads and components are next \
-                 (docs/aarch64-plan.md)",
-                arch::NAME
-            ),
-        ),
-    }
 }
 
 /// The first phase: per-CPU data (the boot CPU is CPU 0, and the console lock and TLS slots use
@@ -144,11 +122,9 @@ fn memory(boot: &BootInfo, plan: &frames::FramePlan, nx: bool) {
     );
     heap::init().unwrap_or_else(|e| fail("heap", e));
     info!("heap: {} KiB mapped at {:#x}", heap::mapped_bytes() / 1024, layout::HEAP_BASE);
-    #[cfg(arch_complete)]
     crate::sched::init().unwrap_or_else(|e| fail("scheduler", e));
 }
 
-#[cfg(arch_complete)]
 /// The other CPUs: started (each with its own run queue) and counted; the boot CPU's
 /// interrupt-controller id is `boot_cpu`.
 fn cpus(boot_cpu: u32) {
@@ -166,16 +142,23 @@ fn cpus(boot_cpu: u32) {
     }
 }
 
-#[cfg(arch_complete)]
 /// Devices for driver components: found and routed (masked) to this CPU, the boot CPU.
 fn devices(args: &KernelArgs<'_>) {
-    let described: alloc::vec::Vec<_> = args.mmio_devices.iter().flatten().copied().collect();
+    let mut described: alloc::vec::Vec<_> = args.mmio_devices.iter().flatten().copied().collect();
+    if described.is_empty()
+        && let Some(platform) = arch::irq::platform_virtio_mmio()
+    {
+        described = platform;
+        if described.is_empty() {
+            log::debug!("devices: the platform describes no virtio-mmio transports");
+            return;
+        }
+    }
     if crate::hw::discover(&described) == 0 {
         log::debug!("devices: no virtio-mmio devices");
     }
 }
 
-#[cfg(arch_complete)]
 /// The system: the boot test the command line names, or else the components of the boot bundle
 /// (the first boot module), or else nothing. Ends the run with its verdict.
 fn system(boot: &BootInfo, args: &KernelArgs<'_>) -> ! {

@@ -8,11 +8,20 @@
 
 extern crate alloc;
 
+/// Asserts a condition, else returns the formatted message as the error (the boot tests'
+/// `Result<(), String>`).
+#[cfg(target_os = "none")]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
 pub mod boot_record;
 pub mod cmdline;
-#[cfg(any(not(target_os = "none"), arch_complete))]
 pub mod hw;
-#[cfg(any(not(target_os = "none"), arch_complete))]
 pub mod ipc;
 pub mod mem;
 pub mod runqueue;
@@ -137,13 +146,11 @@ mod kmain;
 #[cfg(target_os = "none")]
 mod panic;
 
-// What needs the whole architecture API (`arch_complete`, set by build.rs for the architectures
-// that have it: x86_64 today; aarch64 gets it when its port reaches threads, docs/aarch64-plan.md).
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod interrupts;
 #[cfg(target_os = "none")]
 mod scenarios;
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod sched;
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod wasm;

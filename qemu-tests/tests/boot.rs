@@ -110,7 +110,7 @@ fn main() -> ExitCode {
         (Err(e), _) => Err(e),
         (_, Err(e)) => Err(e.to_string()),
     };
-    for scenario in qemu_tests::aarch64::SCENARIOS {
+    for scenario in qemu_tests::aarch64::scenarios() {
         let arm = arm.clone();
         trials.push(Trial::test(format!("aarch64::{}", scenario.name), move || {
             let paths = arm.map_err(Failed::from)?;

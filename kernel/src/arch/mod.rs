@@ -1,6 +1,6 @@
 //! Architecture support. This is the only place that switches on the target architecture; every
 //! architecture offers the same module and item names, and the kernel outside `arch/` uses only
-//! these (the x86_64 boot scenarios in `scenarios.rs` that test x86 state itself excepted):
+//! these:
 //!
 //! | item | what it is |
 //! |---|---|
@@ -10,20 +10,19 @@
 //! | `exit`, `halt_forever` | the end of a run with its verdict |
 //! | `enable_interrupts`, `disable_interrupts`, `interrupts_enabled`, `without_interrupts`, `wait_for_interrupt` | this CPU's interrupt state |
 //! | `stack_pointer` | the current stack pointer |
-//! | `clock` | `counter` (the cycle counter), `monotonic_ns`, `tick_ns`, the tick |
+//! | `clock` | `counter` (the cycle counter) and `counter_frequency`, `monotonic_ns`, `tick_ns`, the tick |
 //! | `boot` | `boot_counter`: the counter at the kernel's first instruction |
 //! | `irq` | `this_cpu`, `send_reschedule`, device lines: `init_device_lines`, `route_device_line`, `mask_device_line` |
-//! | `cpu` | the processor's features (`code_may_use` for compiled code) |
+//! | `cpu` | the processor's features (`code_may_use` for compiled code), the FP control register, `sync_code` for code just written |
 //! | `percpu`, `smp` | where this CPU's `crate::percpu::PerCpu` is (`install`, `index`), starting the other CPUs |
-//! | `paging`, `stacks`, `dma`, `mmio` | page tables, guarded stacks, DMA memory, device register windows |
+//! | `pte`, `paging` | the page-table entry format, TLB flushes and shootdown, switching to new tables (the policy is `mem::paging`) |
+//! | `stacks` | the static stacks (boot, exceptions), each a `mem::stacks::GuardedStack` |
+//! | `scenarios` | boot tests of the architecture's own state |
 //! | `context` | the context switch |
 //! | `serial`, `rtc`, `random` | the console port, the wall clock, hardware randomness |
 //!
-//! x86_64 has all of it. aarch64 is under way (`docs/aarch64-plan.md`) and has, so far: `NAME`,
-//! `FIRMWARE_RESERVED`, `init_traps`, `init_vector_state`, `init_interrupts_and_time`, `exit`,
-//! `halt_forever`, the interrupt state, `stack_pointer`, `clock` (`counter`, `monotonic_ns`, the
-//! tick), `boot`, `boot_info`, `cpu` (with `code_may_use`), `percpu`, `paging::service_flush` and
-//! `serial`; the kernel leaves out what needs the rest (`arch_complete` in `build.rs`).
+//! Both architectures offer all of it. On aarch64 the system runs no components yet
+//! (`docs/aarch64-plan.md`: the bundles carry x86_64 code).
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

@@ -16,10 +16,10 @@ use mica_runtime::hw::{self, Bus, DeviceInfo, HwErrorCode, HwFailure, HwHandle, 
 
 use super::registry::{self, Device, devices};
 use crate::arch::clock;
-use crate::arch::dma::Region;
 use crate::ipc::blocking::Port;
 use crate::ipc::space::{DmaId, Object};
 use crate::irq_lock::IrqMutex;
+use crate::mem::dma::Region;
 use crate::sched;
 use crate::wasm::vmem;
 

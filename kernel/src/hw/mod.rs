@@ -8,11 +8,11 @@
 //! buffers. When the instance ends, the kernel resets the device (so it stops using memory),
 //! masks its line and frees the buffers.
 
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod instance;
 pub mod names;
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod registry;
 
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub use registry::{discover, on_interrupt};

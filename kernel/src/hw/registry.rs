@@ -17,9 +17,9 @@ use spin::Once;
 
 use super::names::{self, mmio};
 use crate::arch::irq;
-use crate::arch::mmio::Window;
 use crate::cmdline::MmioDevice;
 use crate::irq_lock::IrqMutex;
+use crate::mem::mmio::Window;
 use crate::sched;
 
 /// A device found at boot.
@@ -68,8 +68,9 @@ pub(super) fn devices() -> &'static [Device] {
 }
 
 /// Finds the virtio-mmio devices and routes their interrupts (masked) to this CPU, which must
-/// be the boot CPU: the transports the command line describes (`described`, from
-/// `virtio_mmio.device=` words, as `mica-vmm` gives them), or else QEMU `microvm`'s 24. Logs what
+/// be the boot CPU: the transports the command line or the platform describes (`described`: from
+/// `virtio_mmio.device=` words, as `mica-vmm` gives them, or the device tree's), or else QEMU
+/// `microvm`'s 24. Logs what
 /// it found; returns how many.
 pub fn discover(described: &[MmioDevice]) -> usize {
     let list = DEVICES.call_once(|| {

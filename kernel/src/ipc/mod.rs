@@ -12,5 +12,5 @@ pub mod space;
 pub mod state;
 pub mod wakes;
 
-#[cfg(all(target_os = "none", arch_complete))]
+#[cfg(target_os = "none")]
 pub mod blocking;

@@ -1,5 +1,6 @@
 //! Memory: physical ranges and frames (plain logic, host-tested), and on bare metal the kernel's
-//! page tables (the policy here, the entry format in `arch::paging`), heap and stacks.
+//! page tables (the policy here, the entry format in `arch::paging`), heap, stacks, DMA memory
+//! and device register windows.
 
 pub mod frames;
 #[cfg(target_os = "none")]
@@ -8,7 +9,11 @@ pub mod range;
 pub mod vspace;
 
 #[cfg(target_os = "none")]
+pub mod dma;
+#[cfg(target_os = "none")]
 pub mod heap;
+#[cfg(target_os = "none")]
+pub mod mmio;
 #[cfg(target_os = "none")]
 pub mod paging;
 #[cfg(target_os = "none")]

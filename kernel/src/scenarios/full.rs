@@ -1,4 +1,5 @@
-//! The boot tests that need the whole architecture API: threads, SMP and the x86 vector state.
+//! The boot tests that need the whole architecture API: threads, preemption, priorities, sleep,
+//! SMP and the cost of a switch.
 
 use alloc::format;
 use alloc::string::String;
@@ -8,28 +9,14 @@ use crate::arch::{self, clock};
 use crate::kprintln;
 use crate::mem::{phys, stacks};
 
-/// Raises every vector from 0x21 to 0xef in software (`int`) through its real gate and stub: each
-/// must return with the stack as it was. Vectors 72, 74-78, 81, 85 (device vectors among them)
-/// once lost their dummy error code to an assembler shift that wrapped, and crashed at `iretq`.
-pub(super) fn vectors() -> Result<(), String> {
-    let before = arch::stack_pointer();
-    for vector in 0x21..=0xef_u8 {
-        arch::traps::raise(vector);
-        let after = arch::stack_pointer();
-        ensure!(after == before, "vector {vector:#x}: the stack pointer moved from {before:#x} to {after:#x}");
-    }
-    kprintln!("mica: vectors: 0x21 to 0xef raised and returned");
-    Ok(())
-}
-
 /// Rounds each of the [`threads`] scenario's threads makes.
 const THREAD_ROUNDS: u32 = 20;
 /// Threads of the [`threads`] scenario.
 const THREADS: u32 = 3;
 
 /// Kernel threads: three threads (each on its own guarded stack) take turns with the boot thread
-/// in round-robin order; each keeps its own MXCSR rounding mode across switches (saved and
-/// restored with its FPU state) and its own Wasmtime TLS value; a finished thread's stack is
+/// in round-robin order; each keeps its own FP rounding mode across switches (x86's MXCSR,
+/// aarch64's FPCR, saved and restored with its FP state) and its own Wasmtime TLS value; a finished thread's stack is
 /// freed.
 pub(super) fn threads() -> Result<(), String> {
     use core::sync::atomic::{AtomicU32, Ordering};
@@ -40,16 +27,16 @@ pub(super) fn threads() -> Result<(), String> {
     static ORDER: spin::Mutex<Vec<(u32, u32)>> = spin::Mutex::new(Vec::new());
     static FAILURES: spin::Mutex<Vec<String>> = spin::Mutex::new(Vec::new());
     static DONE: AtomicU32 = AtomicU32::new(0);
-    const ROUNDING: [u32; 3] = [0b00, 0b01, 0b11];
+    const ROUNDING: [u64; 3] = [0b00, 0b01, 0b11];
 
     // Strict round-robin order is what yields alone give: no time slices here.
     sched::set_preemption(false);
     let free_before = phys::free_frames();
     for t in 0..THREADS {
         let spawned = sched::spawn(&format!("worker-{t}"), move || {
-            // The rounding-control bits (13..=14) of MXCSR differ per thread.
-            let mxcsr = (arch::cpu::mxcsr() & !(0b11 << 13)) | (ROUNDING[t as usize] << 13);
-            arch::cpu::set_mxcsr(mxcsr);
+            // The rounding mode in the FP control register differs per thread.
+            let control = arch::cpu::with_rounding(arch::cpu::fp_control(), ROUNDING[t as usize]);
+            arch::cpu::set_fp_control(control);
             tls::wasmtime_tls_set(0, core::ptr::with_exposed_provenance_mut(0x1000 * (t as usize + 1)));
             let local = 0u8;
             let here = (&raw const local).addr() as u64;
@@ -59,10 +46,9 @@ pub(super) fn threads() -> Result<(), String> {
             for round in 0..THREAD_ROUNDS {
                 ORDER.lock().push((t, round));
                 sched::yield_now();
-                if arch::cpu::mxcsr() != mxcsr {
-                    FAILURES
-                        .lock()
-                        .push(format!("worker-{t}: MXCSR {:#x} after a switch, set {mxcsr:#x}", arch::cpu::mxcsr()));
+                let now = arch::cpu::fp_control();
+                if now != control {
+                    FAILURES.lock().push(format!("worker-{t}: FP control {now:#x} after a switch, set {control:#x}"));
                 }
                 let slot = tls::wasmtime_tls_get(0).addr();
                 if slot != 0x1000 * (t as usize + 1) {
@@ -73,14 +59,15 @@ pub(super) fn threads() -> Result<(), String> {
         });
         spawned.map_err(|e| format!("spawning worker-{t}: {e}"))?;
     }
-    let boot_mxcsr = arch::cpu::mxcsr();
+    let boot_control = arch::cpu::fp_control();
     let mut turns = 0;
     while DONE.load(Ordering::SeqCst) < THREADS || sched::ready_count() > 0 {
         sched::yield_now();
         turns += 1;
         ensure!(turns < 10 * THREAD_ROUNDS, "threads did not finish after {turns} turns of the boot thread");
     }
-    ensure!(arch::cpu::mxcsr() == boot_mxcsr, "the boot thread's MXCSR changed to {:#x}", arch::cpu::mxcsr());
+    let now = arch::cpu::fp_control();
+    ensure!(now == boot_control, "the boot thread's FP control changed from {boot_control:#x} to {now:#x}");
     let failures = FAILURES.lock().clone();
     ensure!(failures.is_empty(), "{}", failures.join("; "));
     let order = ORDER.lock().clone();
@@ -150,73 +137,6 @@ pub(super) fn priority() -> Result<(), String> {
     Ok(())
 }
 
-/// Loads `pattern` into YMM0 (all 256 bits).
-fn set_ymm0(pattern: &[u64; 4]) {
-    // SAFETY: reads 32 bytes from `pattern`; AVX state is enabled (checked by the caller). The
-    // kernel is soft-float and never uses vector registers itself, so YMM0 belongs to the test.
-    unsafe { core::arch::asm!("vmovdqu ymm0, [{}]", in(reg) pattern.as_ptr(), options(nostack, readonly)) };
-}
-
-/// Stores YMM0.
-fn ymm0() -> [u64; 4] {
-    let mut out = [0u64; 4];
-    // SAFETY: writes 32 bytes to `out`; AVX state is enabled (checked by the caller).
-    unsafe { core::arch::asm!("vmovdqu [{}], ymm0", in(reg) out.as_mut_ptr(), options(nostack)) };
-    out
-}
-
-/// AVX state per thread: two threads and the boot thread each keep their own 256-bit YMM0
-/// across 50 yields and then across preemption by the timer (2 ticks each of spinning and
-/// checking): `xsave64`/`xrstor64` saves the upper halves that `fxsave64` would lose.
-pub(super) fn avx() -> Result<(), String> {
-    use core::sync::atomic::{AtomicU32, Ordering};
-
-    use crate::sched;
-
-    static FAILURES: spin::Mutex<Vec<String>> = spin::Mutex::new(Vec::new());
-    static DONE: AtomicU32 = AtomicU32::new(0);
-    ensure!(arch::cpu::avx_state_enabled(), "AVX state is off: this CPU has no AVX (boot with -cpu ...,+xsave,+avx)");
-    let pattern = |t: u64| [0x1111 * (t + 1), 0x2222_0000 + t, 0x3333_0000_0000 + t, 0xa5a5_a5a5_0000_0000 | t];
-    sched::set_preemption(false);
-    for t in 0..2u64 {
-        sched::spawn(&format!("avx-{t}"), move || {
-            let mine = pattern(t + 1);
-            set_ymm0(&mine);
-            for round in 0..50 {
-                sched::yield_now();
-                if ymm0() != mine {
-                    FAILURES.lock().push(format!("avx-{t}: YMM0 {:x?} after yield {round}", ymm0()));
-                    break;
-                }
-            }
-            // Preempted now and then, never yielding: the timer switches away mid-loop.
-            let until = clock::ticks() + 2;
-            while clock::ticks() < until {
-                if ymm0() != mine {
-                    FAILURES.lock().push(format!("avx-{t}: YMM0 {:x?} after preemption", ymm0()));
-                    break;
-                }
-            }
-            DONE.fetch_add(1, Ordering::SeqCst);
-        })
-        .map_err(|e| format!("spawning avx-{t}: {e}"))?;
-    }
-    let mine = pattern(0);
-    set_ymm0(&mine);
-    for _ in 0..50 {
-        sched::yield_now();
-        ensure!(ymm0() == mine, "boot thread: YMM0 {:x?} after a yield", ymm0());
-    }
-    sched::set_preemption(true);
-    while DONE.load(Ordering::SeqCst) < 2 {
-        ensure!(ymm0() == mine, "boot thread: YMM0 {:x?} after preemption", ymm0());
-    }
-    let failures = FAILURES.lock().clone();
-    ensure!(failures.is_empty(), "{}", failures.join("; "));
-    kprintln!("mica: avx: 3 threads kept their own 256-bit YMM0 across 50 yields and preemption");
-    Ok(())
-}
-
 /// SMP: as many spinning threads as there are CPUs (each spinning for 10 ticks of its own CPU
 /// time, never yielding) while the boot thread sleeps: the idle CPUs take them from the boot
 /// CPU's queue, and every CPU runs one; all of them finish.
@@ -229,7 +149,7 @@ pub(super) fn smp() -> Result<(), String> {
     static DONE: AtomicU32 = AtomicU32::new(0);
     let cpus = arch::smp::online();
     ensure!(cpus >= 2, "only {cpus} CPU online: boot with -smp 2 or more");
-    let spin_ticks = 10 * clock::tick_ns() * clock::tsc_frequency().map_or(1, |f| f.hz()) / 1_000_000_000;
+    let spin_ticks = 10 * clock::tick_ns() * clock::counter_frequency().map_or(1, |f| f.hz()) / 1_000_000_000;
     for t in 0..cpus {
         sched::spawn(&format!("spinner-{t}"), move || {
             let start = sched::cpu_ticks();
@@ -279,11 +199,11 @@ pub(super) fn switch() -> Result<(), String> {
     })
     .map_err(|e| format!("spawning the switcher: {e}"))?;
     sched::yield_now();
-    let start = clock::rdtsc();
+    let start = clock::counter();
     for _ in 1..SWITCH_ROUNDS {
         sched::yield_now();
     }
-    let ticks = clock::rdtsc() - start;
+    let ticks = clock::counter() - start;
     sched::yield_now();
     sched::set_preemption(true);
     let rounds = OTHER.load(Ordering::Relaxed);
@@ -390,7 +310,7 @@ pub(super) fn sleep() -> Result<(), String> {
     let tick = clock::tick_ns();
     ensure!(late <= 3 * tick, "the sleeper woke {late} ns after its deadline (a tick is {tick} ns)");
     // Sleeping costs nothing but the switches: far below the time slept, in TSC ticks.
-    let slept_tsc = clock::tsc_frequency().map_or(0, |f| f.hz()) / 1000 * SLEEP_MS;
+    let slept_tsc = clock::counter_frequency().map_or(0, |f| f.hz()) / 1000 * SLEEP_MS;
     ensure!(cpu < slept_tsc / 20, "the sleeper used {cpu} TSC ticks of CPU while sleeping {SLEEP_MS} ms ({slept_tsc})");
     // Alone: nothing else is ready, so the idle thread halts until the tick that wakes us.
     let start = now();

@@ -1,8 +1,8 @@
 //! Boot-test scenarios, chosen with `test=NAME` on the kernel command line. Each ends the run:
 //! the verdict is the exit code the host sees. Scenarios that must fail (panic, page fault, stack
-//! overflow) do so through the kernel's real failure paths. The `early` ones need only what every
-//! architecture has, the `memory` ones paging too; the `full` ones the whole architecture API
-//! (`arch_complete`).
+//! overflow) do so through the kernel's real failure paths: `early` (a fault's report, the tick),
+//! `memory` (paging, the heap, guard pages) and `full` (threads, preemption, SMP); each
+//! architecture adds boot tests of its own state (`arch::scenarios`).
 
 use alloc::format;
 
@@ -10,27 +10,13 @@ use mica_exit::ExitCode;
 
 use crate::{arch, kprintln};
 
-/// Asserts a condition, else returns the formatted message as the scenario's error.
-macro_rules! ensure {
-    ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
-            return Err(format!($($msg)*));
-        }
-    };
-}
-
 mod early;
-#[cfg(arch_complete)]
 mod full;
 mod memory;
 
 /// The scenario names, for errors.
-#[cfg(arch_complete)]
-pub const NAMES: &str = "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, avx, smp, vectors";
-/// The scenario names, for errors.
-#[cfg(not(arch_complete))]
 pub const NAMES: &str =
-    "panic, page_fault, timer, stack_overflow, heap, paging (the others need what this architecture's port lacks yet)";
+    "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, smp";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -42,23 +28,18 @@ pub fn run(name: &str) -> ! {
         "stack_overflow" => memory::stack_overflow(),
         "heap" => memory::heap_stress(),
         "paging" => memory::paging(),
-        #[cfg(arch_complete)]
         "threads" => full::threads(),
-        #[cfg(arch_complete)]
         "preempt" => full::preempt(),
-        #[cfg(arch_complete)]
         "sleep" => full::sleep(),
-        #[cfg(arch_complete)]
         "switch" => full::switch(),
-        #[cfg(arch_complete)]
         "priority" => full::priority(),
-        #[cfg(arch_complete)]
-        "avx" => full::avx(),
-        #[cfg(arch_complete)]
         "smp" => full::smp(),
-        #[cfg(arch_complete)]
-        "vectors" => full::vectors(),
-        other => Err(format!("unknown boot test '{other}' (known: {NAMES})")),
+        other => arch::scenarios::run(other).unwrap_or_else(|| {
+            Err(format!(
+                "unknown boot test '{other}' (known: {NAMES}; this architecture's own: {})",
+                arch::scenarios::NAMES
+            ))
+        }),
     };
     match result {
         Ok(()) => {

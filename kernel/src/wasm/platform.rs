@@ -28,8 +28,7 @@ impl KernelPlatform {
             Some(t) => log::info!("wall clock: {t} s since the Unix epoch (RTC)"),
             None => log::warn!("wall clock: no RTC answered; wall time counts from 1970-01-01 at boot"),
         }
-        let source =
-            if generators.rdrand || generators.rdseed { RandomSource::Hardware } else { RandomSource::Fallback };
+        let source = if generators.any() { RandomSource::Hardware } else { RandomSource::Fallback };
         if source == RandomSource::Fallback {
             log::warn!("randomness for components: {source}");
         } else {
@@ -64,7 +63,7 @@ impl Platform for KernelPlatform {
     }
 
     fn monotonic_resolution_ns(&self) -> u64 {
-        clock::tsc_frequency().map_or(1, |f| 1_000_000_000u64.div_ceil(f.hz()).max(1))
+        clock::counter_frequency().map_or(1, |f| 1_000_000_000u64.div_ceil(f.hz()).max(1))
     }
 
     fn wall_clock(&self) -> (u64, u32) {

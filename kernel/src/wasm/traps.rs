@@ -1,8 +1,9 @@
 //! The kernel's side of Wasmtime's trap interface (`custom-native-signals`).
 //!
 //! With guard regions, wasm code has no explicit bounds checks: a load or store past the end of
-//! its memory faults (#PF), a trapping instruction raises #UD (`ud2`) and an integer division by
-//! zero #DE. The exception path (`arch::traps`) sees that the faulting instruction lies in the
+//! its memory faults (a page fault, a data abort), a trapping instruction raises an undefined
+//! instruction exception (`ud2`, `udf`), and on x86 an integer division by zero raises #DE. The
+//! exception path (`arch::traps`) sees that the faulting instruction lies in the
 //! wasm region and, instead of reporting a kernel fault, returns from the exception into
 //! [`on_fault`] on the faulting thread's own stack, with its interrupt state restored. There
 //! Wasmtime's handler, registered through [`wasmtime_init_traps`], finds the trap and unwinds to
@@ -33,7 +34,8 @@ pub fn is_wasm_code(pc: u64) -> bool {
 }
 
 /// Runs on the faulting thread's stack after a fault at `pc` in wasm code (frame pointer `fp`;
-/// `addr` the faulting address for a page fault, else `u64::MAX`; `vector` the exception).
+/// `addr` the faulting address for a page fault, else `u64::MAX`; `vector` the exception: x86's
+/// vector, aarch64's exception class).
 /// Wasmtime's handler unwinds to the wasm call's entry and does not return; if it does, the
 /// fault was not one it expects there (no wasm call on this thread, or an instruction with no
 /// trap recorded), and it is reported as a kernel fault.
@@ -46,7 +48,7 @@ pub extern "C" fn on_fault(pc: u64, fp: u64, addr: u64, vector: u64) -> ! {
         handler(pc as usize, fp as usize, addr != u64::MAX, addr as usize);
     }
     crate::kprintln!(
-        "EXCEPTION vector {vector} at RIP={pc:#x} in the wasm region (fault address {addr:#x}), \
+        "EXCEPTION {vector} at {pc:#x} in the wasm region (fault address {addr:#x}), \
          but Wasmtime does not take it as a trap of a running wasm call"
     );
     crate::arch::exit(ExitCode::Failed)

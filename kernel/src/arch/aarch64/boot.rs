@@ -152,6 +152,60 @@ _start:
 9:  wfe
     b       9b
 
+    /* Another CPU, started by PSCI CPU_ON with its MMU off: the boot CPU's translation settings
+       and the stacks it made, from MICA_AP_START (smp.rs); then Rust. */
+    .global mica_aarch64_ap_entry
+mica_aarch64_ap_entry:
+    mrs     x1, CurrentEL
+    lsr     x1, x1, #2
+    cmp     x1, #2
+    b.ne    5f
+    mov     x1, #0x80000000
+    msr     hcr_el2, x1
+    mrs     x1, cnthctl_el2
+    orr     x1, x1, #3
+    msr     cnthctl_el2, x1
+    msr     cntvoff_el2, xzr
+    mov     x1, #0x3c5
+    msr     spsr_el2, x1
+    adr     x1, 5f
+    msr     elr_el2, x1
+    eret
+5:  mov     x1, #(3 << 20)
+    msr     cpacr_el1, x1
+    isb
+    msr     tpidr_el1, xzr
+    adrp    x9, MICA_AP_START
+    add     x9, x9, :lo12:MICA_AP_START
+    ldr     x1, [x9, #0]
+    msr     mair_el1, x1
+    ldr     x1, [x9, #8]
+    msr     tcr_el1, x1
+    ldr     x1, [x9, #16]
+    msr     ttbr0_el1, x1
+    msr     ttbr1_el1, x1
+    isb
+    tlbi    vmalle1
+    dsb     nsh
+    isb
+    ldr     x1, [x9, #24]
+    msr     sctlr_el1, x1
+    isb
+    adrp    x1, mica_vectors
+    add     x1, x1, :lo12:mica_vectors
+    msr     vbar_el1, x1
+    msr     spsel, #1
+    ldr     x1, [x9, #32]
+    mov     sp, x1
+    msr     spsel, #0
+    ldr     x1, [x9, #40]
+    mov     sp, x1
+    ldr     x0, [x9, #48]
+    isb
+    bl      mica_aarch64_ap_start
+6:  wfe
+    b       6b
+
     /* The boot map: one level-0 entry for the low 512 GiB, 1 GiB blocks below it. */
     .section .data.boot_page_tables, "aw"
     .balign 4096
@@ -175,6 +229,16 @@ boot_l1:
     exception_stack = sym super::stacks::EXCEPTION_STACK,
     exception_top = const super::stacks::EXCEPTION_STACK_SIZE + crate::mem::stacks::GUARD_SIZE,
 );
+
+unsafe extern "C" {
+    /// The entry of the other CPUs (above).
+    fn mica_aarch64_ap_entry();
+}
+
+/// The physical address PSCI `CPU_ON` starts another CPU at (the kernel runs identity-mapped).
+pub fn ap_entry_address() -> u64 {
+    mica_aarch64_ap_entry as *const () as u64
+}
 
 /// The first Rust code, on the boot stack with the MMU on and interrupts masked.
 #[unsafe(no_mangle)]

@@ -131,6 +131,8 @@ pub struct Platform {
     pub virtio: [Option<VirtioMmio>; MAX_VIRTIO_MMIO],
     /// The console UART's registers.
     pub uart: Option<PhysRange>,
+    /// The PL031 real-time clock's registers.
+    pub rtc: Option<PhysRange>,
     /// `/chosen` `rng-seed`: random bytes from the loader.
     pub seed: [u8; MAX_SEED],
     /// How many of them.
@@ -147,6 +149,7 @@ impl Platform {
             timer: None,
             virtio: [None; MAX_VIRTIO_MMIO],
             uart: None,
+            rtc: None,
             seed: [0; MAX_SEED],
             seed_len: 0,
         }
@@ -453,6 +456,8 @@ fn read_platform(fdt: &Fdt<'_>) -> Result<Platform, BootInfoError> {
                     .ok_or(BootInfoError::Malformed("a timer's `interrupts` are not four GIC PPIs"))?;
             }
             p.timer = Some(t);
+        } else if is("arm,pl031") {
+            p.rtc = first_reg(&node);
         } else if is("virtio,mmio") {
             let regs = first_reg(&node).ok_or(BootInfoError::Malformed("a virtio-mmio node without a `reg`"))?;
             let spec = node
@@ -539,6 +544,7 @@ mod tests {
             Some((0x200, 48))
         );
         assert_eq!(p.uart, Some(PhysRange::sized(0x0900_0000, 0x1000)));
+        assert_eq!(p.rtc, Some(PhysRange::sized(0x0901_0000, 0x1000)));
         assert_eq!(p.seed_len, 32);
         let line = p.to_string();
         assert!(line.starts_with("device tree: 2 CPUs (MPIDR 0x0 0x1), PSCI 1.0 over hvc, GICv2"), "{line}");

@@ -15,6 +15,11 @@ pub fn frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
 
+/// The frequency of [`counter`], once known.
+pub fn counter_frequency() -> Option<crate::time::Frequency> {
+    crate::time::Frequency::new(frequency())
+}
+
 /// Nanoseconds since the kernel's first instruction, or `None` when the counter's frequency is
 /// unknown.
 pub fn monotonic_ns() -> Option<u64> {
@@ -59,10 +64,14 @@ pub fn start_tick(tick_hz: u32) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Called from the timer interrupt: counts the tick and sets the next one a period after this
-/// one (or after now, when ticks were missed), which also clears the interrupt.
+/// Counts a tick (the boot CPU's, through `interrupts::on_timer`).
 pub fn on_tick() {
     TICKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Called from the timer interrupt on every CPU: sets this CPU's next tick a period after this
+/// one (or after now, when ticks were missed), which also clears the interrupt.
+pub fn rearm() {
     let period = PERIOD.load(Ordering::Relaxed);
     let next = CNTV_CVAL_EL0.get().wrapping_add(period).max(counter().wrapping_add(1));
     CNTV_CVAL_EL0.set(next);

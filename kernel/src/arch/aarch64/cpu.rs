@@ -102,6 +102,26 @@ pub fn code_may_use(name: &str) -> Option<bool> {
     Some(cpu.has(ours))
 }
 
+/// The FP control register as the kernel's boot tests see it: FPCR.
+pub fn fp_control() -> u64 {
+    let value: u64;
+    // SAFETY: reads a register into a local (FP/SIMD is on from the entry stub).
+    unsafe { core::arch::asm!("mrs {}, fpcr", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Sets the FP control register ([`fp_control`]).
+pub fn set_fp_control(value: u64) {
+    // SAFETY: writes FPCR, which only changes how later FP instructions round and trap.
+    unsafe { core::arch::asm!("msr fpcr, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// `control` with rounding mode `mode` (0 to 3: nearest, up, down, toward zero): FPCR's RMode,
+/// bits 22 and 23.
+pub const fn with_rounding(control: u64, mode: u64) -> u64 {
+    (control & !(0b11 << 22)) | ((mode & 0b11) << 22)
+}
+
 /// Machine code of a function that returns 42 (`mov w0, #42; ret`), for the boot test that
 /// publishes code read-execute.
 pub const RETURN_42: [u8; 8] = [0x40, 0x05, 0x80, 0x52, 0xc0, 0x03, 0x5f, 0xd6];

@@ -56,20 +56,45 @@ pub fn init(gic: &Gic, cpus: usize) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Enables the private (per-CPU) interrupt `intid` on the boot CPU, level-triggered, at the
-/// middle priority.
+/// Turns this CPU's interface to the controller on (another CPU than the boot CPU, which
+/// [`init`] set up, with index `cpu`): accepting every priority, its redistributor awake (v3).
+pub fn init_cpu(cpu: usize) -> Result<(), &'static str> {
+    match GIC.lock().as_mut().ok_or("the GIC is not set up")? {
+        // The CPU interface and the private interrupts' group registers are banked per CPU:
+        // `setup` sets this CPU's (and rewrites the shared groups as they are).
+        Controller::V2(v2, _) => v2.setup(),
+        Controller::V3(v3) => {
+            v3.init_cpu(cpu);
+            GicCpuInterface::enable_group1(true);
+            GicCpuInterface::set_priority_mask(0xff);
+        }
+    }
+    Ok(())
+}
+
+/// Enables the private (per-CPU) interrupt `intid` (an SGI or a PPI) on this CPU,
+/// level-triggered, at the middle priority.
 pub fn enable_private(intid: u32) -> Result<(), &'static str> {
-    let id = IntId::ppi(intid.checked_sub(16).ok_or("an SGI is not a private peripheral interrupt")?);
+    let id = match intid {
+        0..16 => IntId::sgi(intid),
+        16..32 => IntId::ppi(intid - 16),
+        _ => return Err("not a private interrupt"),
+    };
     match GIC.lock().as_mut().ok_or("the GIC is not set up")? {
         Controller::V2(v2, _) => {
             v2.set_interrupt_priority(id, 0x80);
-            v2.set_trigger(id, Trigger::Level);
+            if id.is_ppi() {
+                v2.set_trigger(id, Trigger::Level);
+            }
             v2.enable_interrupt(id, true).map_err(|_| "the GIC refused the interrupt")
         }
         Controller::V3(v3) => {
-            v3.set_interrupt_priority(id, Some(0), 0x80).map_err(|_| "the GIC refused the priority")?;
-            v3.set_trigger(id, Some(0), Trigger::Level).map_err(|_| "the GIC refused the trigger")?;
-            v3.enable_interrupt(id, Some(0), true).map_err(|_| "the GIC refused the interrupt")
+            let cpu = Some(crate::percpu::index());
+            v3.set_interrupt_priority(id, cpu, 0x80).map_err(|_| "the GIC refused the priority")?;
+            if id.is_ppi() {
+                v3.set_trigger(id, cpu, Trigger::Level).map_err(|_| "the GIC refused the trigger")?;
+            }
+            v3.enable_interrupt(id, cpu, true).map_err(|_| "the GIC refused the interrupt")
         }
     }
 }
@@ -93,4 +118,86 @@ pub fn end(intid: u32) {
         Some(Controller::V3(_)) => GicCpuInterface::end_interrupt(id, InterruptGroup::Group1),
         None => {}
     }
+}
+
+/// The SGI that asks a CPU to run its scheduler.
+pub const RESCHEDULE_SGI: u32 = 1;
+
+/// Sends software-generated interrupt `sgi` (0 to 15) to the CPU whose MPIDR affinity is `mpidr`.
+pub fn send_sgi(sgi: u32, mpidr: u32) -> Result<(), &'static str> {
+    let id = IntId::sgi(sgi);
+    let [aff0, aff1, aff2, _] = mpidr.to_le_bytes();
+    match GIC.lock().as_mut().ok_or("the GIC is not set up")? {
+        Controller::V2(v2, _) => {
+            // A GICv2 names up to eight CPU interfaces; on `virt` interface n is the CPU of
+            // affinity 0 n.
+            let target = arm_gic::gicv2::SgiTarget::List {
+                target_list_filter: arm_gic::gicv2::SgiTargetListFilter::CPUTargetList,
+                target_list: 1 << (aff0 & 7),
+            };
+            v2.send_sgi(id, target);
+            Ok(())
+        }
+        Controller::V3(_) => {
+            let target = arm_gic::gicv3::SgiTarget::List {
+                affinity3: 0,
+                affinity2: aff2,
+                affinity1: aff1,
+                target_list: 1 << (aff0 & 15),
+            };
+            GicCpuInterface::send_sgi(id, target, arm_gic::gicv3::SgiTargetGroup::CurrentGroup1)
+                .map_err(|_| "the GIC refused the SGI")
+        }
+    }
+}
+
+/// Sets shared peripheral interrupt `intid` up for the CPU whose MPIDR affinity is `mpidr`:
+/// level-triggered, middle priority, routed to it, and disabled (masked) until
+/// [`enable_shared`].
+pub fn route_shared(intid: u32, mpidr: u32) -> Result<(), &'static str> {
+    let id = shared(intid)?;
+    match GIC.lock().as_mut().ok_or("the GIC is not set up")? {
+        Controller::V2(v2, group) => {
+            v2.enable_interrupt(id, false).map_err(|_| "the GIC refused the interrupt")?;
+            v2.set_interrupt_priority(id, 0x80);
+            v2.set_trigger(id, Trigger::Level);
+            v2.set_group(id, *group);
+            let distributor = platform_distributor()?;
+            // GICD_ITARGETSR<n>, one byte per interrupt from offset 0x800: the CPU interfaces the
+            // interrupt goes to (the `arm-gic` driver does not set targets). On `virt`, interface
+            // n is the CPU of affinity 0 n.
+            let target =
+                core::ptr::with_exposed_provenance_mut::<u8>((distributor + 0x800 + u64::from(intid)) as usize);
+            // SAFETY: the byte lies in the distributor's register block the device tree names,
+            // mapped as device memory (`paging::boot_devices`); writing a target is its purpose.
+            unsafe { target.write_volatile(1 << (mpidr & 7)) };
+            Ok(())
+        }
+        Controller::V3(v3) => {
+            v3.enable_interrupt(id, None, false).map_err(|_| "the GIC refused the interrupt")?;
+            v3.set_interrupt_priority(id, None, 0x80).map_err(|_| "the GIC refused the priority")?;
+            v3.set_trigger(id, None, Trigger::Level).map_err(|_| "the GIC refused the trigger")?;
+            v3.distributor().set_routing(id, Some(u64::from(mpidr))).map_err(|_| "the GIC refused the routing")
+        }
+    }
+}
+
+/// Enables (`true`) or disables shared peripheral interrupt `intid`.
+pub fn enable_shared(intid: u32, enable: bool) -> Result<(), &'static str> {
+    let id = shared(intid)?;
+    let refused = "the GIC refused the interrupt";
+    match GIC.lock().as_mut().ok_or("the GIC is not set up")? {
+        Controller::V2(v2, _) => v2.enable_interrupt(id, enable).map_err(|_| refused),
+        Controller::V3(v3) => v3.enable_interrupt(id, None, enable).map_err(|_| refused),
+    }
+}
+
+/// `intid` as a shared peripheral interrupt.
+fn shared(intid: u32) -> Result<IntId, &'static str> {
+    IntId::try_from(intid).ok().filter(|i| i.is_spi()).ok_or("not a shared peripheral interrupt")
+}
+
+/// The distributor's physical (identity-mapped) address.
+fn platform_distributor() -> Result<u64, &'static str> {
+    super::boot_info::platform().and_then(|p| p.gic).map(|g| g.distributor.start).ok_or("no GIC in the device tree")
 }

@@ -2,20 +2,26 @@
 //! tree, the PL011 console, exceptions and IRQs, the GIC, the generic timer and counter, and
 //! semihosting for the verdict.
 //!
-//! The port is under way (`docs/aarch64-plan.md`): what is here boots through interrupts and
-//! time; paging, threads and components come next, and until then the kernel built for aarch64
-//! leaves out what needs them (`arch_complete` in `build.rs`).
+//! The port is under way (`docs/aarch64-plan.md`): the kernel boots through memory, interrupts
+//! and time, starts every CPU through PSCI, runs threads with preemption on all of them, and
+//! finds virtio-mmio devices from the device tree; it runs no components yet.
 
 pub mod boot;
 pub mod boot_info;
 pub mod clock;
+pub mod context;
 pub mod cpu;
 pub mod gic;
+pub mod irq;
 pub mod paging;
 pub mod percpu;
 pub mod pte;
 pub mod qemu;
+pub mod random;
+pub mod rtc;
+pub mod scenarios;
 pub mod serial;
+pub mod smp;
 pub mod stacks;
 pub mod traps;
 
@@ -51,6 +57,9 @@ pub fn init_vector_state() {
 /// The timer's interrupt (the virtual timer's INTID), once the tick runs.
 static TIMER_INTID: AtomicU32 = AtomicU32::new(0);
 
+/// The tick rate every CPU runs its timer at.
+static TICK_HZ: AtomicU32 = AtomicU32::new(0);
+
 /// The INTID the tick arrives on, once it runs.
 pub fn timer_intid() -> Option<u32> {
     Some(TIMER_INTID.load(Ordering::Relaxed)).filter(|&i| i != 0)
@@ -67,8 +76,10 @@ pub fn init_interrupts_and_time(tick_hz: u32) -> Result<u32, (&'static str, Cow<
     // The virtual timer: the one EL1 owns whether or not a hypervisor runs below.
     let virtual_timer = timer[2];
     gic::enable_private(virtual_timer).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
+    gic::enable_private(gic::RESCHEDULE_SGI).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
     TIMER_INTID.store(virtual_timer, Ordering::Relaxed);
     clock::start_tick(tick_hz).map_err(|e| ("timer", Cow::Borrowed(e)))?;
+    TICK_HZ.store(tick_hz, Ordering::Relaxed);
     enable_interrupts();
     let hz = clock::frequency();
     log::info!(
@@ -82,6 +93,17 @@ pub fn init_interrupts_and_time(tick_hz: u32) -> Result<u32, (&'static str, Cow<
     // SAFETY: reads a register into a local.
     unsafe { core::arch::asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack, preserves_flags)) };
     Ok((mpidr & 0xff_ffff) as u32)
+}
+
+/// Interrupts and time on another CPU (index `cpu`), as the boot CPU set them up: its GIC
+/// interface, the timer's interrupt and the reschedule SGI enabled, its virtual timer ticking.
+/// Interrupts stay masked (the scheduler's idle loop lets them in).
+pub fn init_ap_interrupts_and_time(cpu: usize) -> Result<(), (&'static str, &'static str)> {
+    gic::init_cpu(cpu).map_err(|e| ("GIC", e))?;
+    let timer = timer_intid().ok_or(("timer", "the boot CPU's timer is not running"))?;
+    gic::enable_private(timer).map_err(|e| ("GIC", e))?;
+    gic::enable_private(gic::RESCHEDULE_SGI).map_err(|e| ("GIC", e))?;
+    clock::start_tick(TICK_HZ.load(Ordering::Relaxed)).map_err(|e| ("timer", e))
 }
 
 /// Waits for the next interrupt, then lets it in: `wfi` wakes for a pending interrupt even while

@@ -42,10 +42,13 @@ pub struct TrapFrame {
 
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 816);
 
-/// The vector of an IRQ taken from the kernel's threads, which run at EL1 on `SP_EL0`.
+/// The vector of a synchronous exception taken from the kernel's threads, which run at EL1 on
+/// `SP_EL0`.
+const SYNC_FROM_KERNEL: u64 = 0;
+/// The vector of an IRQ taken from the kernel's threads.
 const IRQ_FROM_KERNEL: u64 = 1;
 
-/// IRQs that were not the timer's, and spurious ones.
+/// IRQs that were neither the timer's, a reschedule nor a routed device line's.
 static STRAY_IRQS: AtomicU64 = AtomicU64::new(0);
 
 /// IRQs the GIC delivered that no handler wanted (a spurious acknowledge counts too).
@@ -194,16 +197,56 @@ mica_exception_entry:
 "#
 );
 
-/// An IRQ: each pending interrupt acknowledged, handled and ended.
+/// An IRQ: each pending interrupt acknowledged and handed to the kernel's policy
+/// (`interrupts.rs`), which ends it at the GIC (through the closure) before it may switch threads.
 fn irq() {
     while let Some(intid) = super::gic::acknowledge() {
+        let end = move || super::gic::end(intid);
         if Some(intid) == super::timer_intid() {
-            super::clock::on_tick();
+            super::clock::rearm();
+            crate::interrupts::on_timer(end);
+        } else if intid == super::gic::RESCHEDULE_SGI {
+            crate::interrupts::on_reschedule(end);
+        } else if let Some(slot) = super::irq::slot_of(intid) {
+            crate::interrupts::on_device(slot, end);
         } else {
             STRAY_IRQS.fetch_add(1, Ordering::Relaxed);
+            end();
         }
-        super::gic::end(intid);
     }
+}
+
+/// A synchronous exception from a kernel thread the kernel may resolve: a page fault its policy
+/// serves (`interrupts::resolve_page_fault`: a committed page's first touch, copy-on-write), after
+/// which the access runs again; or a fault in wasm code, which goes on, on the faulting thread's
+/// stack, in `wasm::traps::on_fault` (Wasmtime unwinds the call from there). Returns whether it
+/// did either.
+fn resolve(frame: &mut TrapFrame) -> bool {
+    let class = (frame.esr >> 26) & 0x3f;
+    let abort = matches!(class, 0x20 | 0x21 | 0x24 | 0x25);
+    if abort {
+        let status = frame.esr & 0x3f;
+        // Translation faults: not mapped; permission faults: mapped, but not for this access.
+        let present = status >> 2 == 0b0011;
+        let write = matches!(class, 0x24 | 0x25) && frame.esr & (1 << 6) != 0;
+        if (status >> 2 == 0b0001 || present) && crate::interrupts::resolve_page_fault(frame.far, present, write) {
+            return true;
+        }
+    }
+    // A data or instruction abort, an undefined instruction (Cranelift's traps are `udf`) or a
+    // `brk`, at an instruction Wasmtime compiled.
+    if (abort || matches!(class, 0x00 | 0x3c)) && crate::wasm::traps::is_wasm_code(frame.elr) {
+        let addr = if matches!(class, 0x24 | 0x25) { frame.far } else { u64::MAX };
+        let fault: extern "C" fn(u64, u64, u64, u64) -> ! = crate::wasm::traps::on_fault;
+        frame.x[0] = frame.elr;
+        frame.x[1] = frame.x[29];
+        frame.x[2] = addr;
+        frame.x[3] = class;
+        frame.x[30] = frame.elr;
+        frame.elr = fault as usize as u64;
+        return true;
+    }
+    false
 }
 
 /// Which of the sixteen vectors: where the exception came from, and its type.
@@ -262,12 +305,15 @@ impl fmt::Display for Syndrome {
     }
 }
 
-/// Handles an IRQ from the kernel and returns to it; reports any other exception and ends the
-/// run.
+/// Handles an IRQ from a kernel thread, or a synchronous exception the kernel resolves, and
+/// returns to it; reports any other exception and ends the run.
 #[unsafe(no_mangle)]
-extern "C" fn mica_exception(vector: u64, frame: &TrapFrame) {
+extern "C" fn mica_exception(vector: u64, frame: &mut TrapFrame) {
     if vector == IRQ_FROM_KERNEL {
         irq();
+        return;
+    }
+    if vector == SYNC_FROM_KERNEL && resolve(frame) {
         return;
     }
     fatal(vector, frame)

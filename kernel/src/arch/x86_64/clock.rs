@@ -38,6 +38,11 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
+/// The frequency of [`counter`], once known: the TSC's, once calibrated.
+pub fn counter_frequency() -> Option<Frequency> {
+    tsc_frequency()
+}
+
 /// The TSC's frequency, once calibrated.
 pub fn tsc_frequency() -> Option<Frequency> {
     Frequency::new(TSC_HZ.load(Ordering::Relaxed))

@@ -250,6 +250,22 @@ pub fn set_mxcsr(value: u32) {
     unsafe { core::arch::asm!("ldmxcsr [{}]", in(reg) &raw const value, options(nostack, preserves_flags)) };
 }
 
+/// The FP control register as the kernel's boot tests see it: MXCSR.
+pub fn fp_control() -> u64 {
+    u64::from(mxcsr())
+}
+
+/// Sets the FP control register ([`fp_control`]).
+pub fn set_fp_control(value: u64) {
+    set_mxcsr(value as u32);
+}
+
+/// `control` with rounding mode `mode` (0 to 3: nearest, down, up, toward zero): MXCSR's
+/// rounding-control bits 13 and 14.
+pub const fn with_rounding(control: u64, mode: u64) -> u64 {
+    (control & !(0b11 << 13)) | ((mode & 0b11) << 13)
+}
+
 /// Machine code of a function that returns 42 (`mov eax, 42; ret`), for the boot test that
 /// publishes code read-execute.
 pub const RETURN_42: [u8; 6] = [0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3];

@@ -46,3 +46,9 @@ pub fn route_device_line(line: u32, slot: usize) -> Option<Routed> {
 pub fn mask_device_line(line: u32, masked: bool) {
     ioapic::set_masked(line, masked);
 }
+
+/// The virtio-mmio transports the platform describes: none on x86 (QEMU's `microvm` has no
+/// table of them; the kernel probes its slots).
+pub fn platform_virtio_mmio() -> Option<alloc::vec::Vec<crate::cmdline::MmioDevice>> {
+    None
+}

@@ -13,6 +13,13 @@ pub struct Generators {
     pub rdseed: bool,
 }
 
+impl Generators {
+    /// Whether the CPU has any of them.
+    pub fn any(&self) -> bool {
+        self.rdrand || self.rdseed
+    }
+}
+
 /// Asks the CPU which generators it has.
 pub fn generators() -> Generators {
     let cpuid = CpuId::new();
