@@ -31,20 +31,26 @@ pub struct ArmScenario {
     pub extra: &'static [&'static str],
     /// Whether to pass a boot module of [`MODULE_BYTES`] bytes.
     pub module: bool,
+    /// The system to boot, if any: its bundle is `SYSTEM-aarch64.bundle` (`cargo xtask test`
+    /// builds it from the same manifest and wasm as x86_64's `SYSTEM.bundle`), with the devices
+    /// its manifest names.
+    pub system: Option<&'static str>,
     /// The verdict the kernel must reach.
     pub expect: ExitCode,
     /// Text that must appear in the serial output.
     pub output_contains: &'static [&'static str],
 }
 
-/// The aarch64 boot tests of its own: what the device tree says, EL2 and GICv3, and fault
-/// reports in aarch64's terms.
-pub const SCENARIOS: [ArmScenario; 4] = [
+/// The aarch64 boot tests of its own: what the device tree says, EL2, GICv2 (QEMU's `virt` runs
+/// GICv3 by default here: `mica_launch`), fault reports in aarch64's terms, and the systems whose
+/// output names aarch64's devices or code.
+pub const SCENARIOS: [ArmScenario; 7] = [
     ArmScenario {
         name: "boots_from_the_device_tree",
         cmdline: "log=info mica.note=from-the-device-tree",
-        extra: &["-smp", "2"],
+        extra: &["-machine", "gic-version=2", "-smp", "2"],
         module: true,
+        system: None,
         expect: ExitCode::Failed,
         output_contains: &[
             "mica: Mica 0.1.0 booting (aarch64, Linux Image + device tree)",
@@ -71,8 +77,9 @@ pub const SCENARIOS: [ArmScenario; 4] = [
     ArmScenario {
         name: "timer_at_el2_with_gicv3",
         cmdline: "test=timer",
-        extra: &["-machine", "virtualization=on,gic-version=3", "-smp", "2"],
+        extra: &["-machine", "virtualization=on", "-smp", "2"],
         module: false,
+        system: None,
         expect: ExitCode::Success,
         output_contains: &[
             "booting (aarch64",
@@ -89,6 +96,7 @@ pub const SCENARIOS: [ArmScenario; 4] = [
         cmdline: "test=page_fault",
         extra: &[],
         module: false,
+        system: None,
         expect: ExitCode::Failed,
         output_contains: &[
             "EXCEPTION synchronous from EL1: data abort on a read (translation fault, level 0)",
@@ -103,6 +111,7 @@ pub const SCENARIOS: [ArmScenario; 4] = [
         cmdline: "test=timer",
         extra: &["-smp", "4"],
         module: false,
+        system: None,
         expect: ExitCode::Success,
         output_contains: &[
             "smp: CPU 1 (MPIDR 0x1) online",
@@ -111,11 +120,60 @@ pub const SCENARIOS: [ArmScenario; 4] = [
             "mica: boot test timer: passed",
         ],
     },
+    ArmScenario {
+        name: "drivers_example_system",
+        cmdline: "",
+        extra: &[],
+        module: false,
+        system: Some("drivers"),
+        expect: ExitCode::Success,
+        output_contains: &[
+            "devices: virtio-blk.0 (virtio-mmio v2 at 0xa003c00, INTID 78 -> slot 0)",
+            "devices: virtio-rng.0 (virtio-mmio v2 at 0xa003e00, INTID 79 -> slot 1)",
+            "[rng] virtio-rng: virtio-rng.0 ready (queue size 8)",
+            "[blk] virtio-blk: virtio-blk.0 ready: 16384 sectors of 512 bytes",
+            "[entropy-client] entropy: 2 x 64 bytes, distinct",
+            "[block-client] block: 16 writes verified, capacity 16384 sectors",
+            "devices: virtio-rng.0 reset and released (rng ended)",
+            "devices: virtio-blk.0 reset and released (blk ended)",
+            "mica: all components finished: 4 of 4 succeeded",
+        ],
+    },
+    ArmScenario {
+        name: "late_binding_compiles_in_the_system",
+        cmdline: "",
+        extra: &[],
+        module: false,
+        system: Some("default-late"),
+        expect: ExitCode::Success,
+        output_contains: &[
+            // The compiler component (itself compiled for aarch64 ahead of time) compiles hello
+            // for the CPU the ID registers describe.
+            "mica: component hello: compiled in ",
+            " for aarch64-unknown-none cpu-lse,paca,fp16,dotprod,i8mm instrument-none",
+            "/aarch64-unknown-none/config-4/instrument-none/cpu-lse,paca,fp16,dotprod,i8mm (506 KiB)",
+            "mica: component hello: kept in the module store",
+            "[hello] hello from a Mica component",
+            "mica: all components finished: 3 of 3 succeeded",
+        ],
+    },
+    ArmScenario {
+        name: "smp_spinners_with_gicv2",
+        cmdline: "test=smp",
+        extra: &["-machine", "gic-version=2", "-smp", "2"],
+        module: false,
+        system: None,
+        expect: ExitCode::Success,
+        output_contains: &[
+            "GICv2 (distributor 0x8000000",
+            "mica: smp: 2 spinners ran on CPUs 0b11 (every CPU ran work)",
+        ],
+    },
 ];
 
 /// The boot tests that run on aarch64 exactly as on x86_64: the same kernel scenario, verdict and
 /// expected output (`scenarios::SCENARIOS`).
-pub const SHARED: [&str; 11] = [
+pub const SHARED: [&str; 13] = [
     "panic",
     "stack_overflow",
     "heap",
@@ -127,6 +185,8 @@ pub const SHARED: [&str; 11] = [
     "switch",
     "priority",
     "smp_spinners_use_every_cpu",
+    "default_system",
+    "ipc_example_system",
 ];
 
 /// Every aarch64 boot test: its own, then the shared ones.
@@ -141,6 +201,10 @@ pub fn scenarios() -> impl Iterator<Item = ArmScenario> {
             n => panic!("scenario {}: no aarch64 arguments for {n} CPUs", s.name),
         },
         module: false,
+        system: s.bundle.map(|b| {
+            assert!(b.tamper.is_none(), "scenario {}: aarch64 has no tampered bundles", s.name);
+            b.system
+        }),
         expect: s.expect,
         output_contains: s.output_contains,
     });
@@ -160,6 +224,13 @@ pub fn run(qemu: &Path, kernel: &Path, scenario: &ArmScenario) -> Result<(), Str
         let bytes: Vec<u8> = (0..MODULE_BYTES).map(|i| (i * 7 % 251) as u8).collect();
         std::fs::write(&module, bytes).map_err(|e| format!("writing {}: {e}", module.display()))?;
         cmd = cmd.initrd(module);
+    }
+    if let Some(system) = scenario.system {
+        let dir = std::env::var_os(crate::BUNDLES_ENV)
+            .ok_or_else(|| format!("{} is not set: run the boot tests with `cargo xtask test`", crate::BUNDLES_ENV))?;
+        let bundle = Path::new(&dir).join(format!("{system}-aarch64.bundle"));
+        // Fresh disk images in the scratch directory, as for x86_64's systems.
+        cmd = crate::with_system(cmd, &bundle, scratch.path())?;
     }
     let options = RunOptions { timeout: crate::TIMEOUT, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;

@@ -15,7 +15,7 @@ pub enum OutputKind {
 /// Where random bytes came from, so that a report can say so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RandomSource {
-    /// The CPU's RDSEED/RDRAND.
+    /// The CPU's generator: RDSEED/RDRAND on x86_64, RNDR on aarch64.
     Hardware,
     /// A software generator seeded from the clock: not for secrets.
     Fallback,
@@ -26,8 +26,8 @@ pub enum RandomSource {
 impl fmt::Display for RandomSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RandomSource::Hardware => write!(f, "RDRAND/RDSEED"),
-            RandomSource::Fallback => write!(f, "a clock-seeded software generator (no RDRAND)"),
+            RandomSource::Hardware => write!(f, "the CPU's generator (RDSEED/RDRAND, RNDR)"),
+            RandomSource::Fallback => write!(f, "a clock-seeded software generator (no RDRAND or RNDR)"),
             RandomSource::Os => write!(f, "the host operating system (getrandom)"),
         }
     }

@@ -28,11 +28,6 @@ pub struct Artifact {
     pub cached: bool,
 }
 
-/// Resolves the `--cpu` option for x86_64: `baseline`, `host`, or a comma-separated feature list.
-pub fn profile(spec: &str) -> Result<CpuProfile> {
-    profile_for(config::X86_64_TARGET, spec)
-}
-
 /// Resolves the `--cpu` option for the kernel target `target`: `baseline`, `host` (only where
 /// the host is of that architecture), or a comma-separated list of its CPUs' features.
 pub fn profile_for(target: &str, spec: &str) -> Result<CpuProfile> {
@@ -93,24 +88,6 @@ fn cache_name(key: &ArtifactKey, wasm: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Compiles the component in `wasm` for `profile` with `instrumentation`, or returns the cached
-/// artifact.
-pub fn compile(cache: &Path, wasm: &Path, profile: &CpuProfile, instrumentation: Instrumentation) -> Result<Artifact> {
-    let bytes = fs::read(wasm).with_context(|| format!("reading component {}", wasm.display()))?;
-    compile_bytes(cache, &bytes, profile, instrumentation).with_context(|| format!("compiling {}", wasm.display()))
-}
-
-/// Compiles component `bytes` for `profile` with `instrumentation`, or returns the cached
-/// artifact.
-pub fn compile_bytes(
-    cache: &Path,
-    bytes: &[u8],
-    profile: &CpuProfile,
-    instrumentation: Instrumentation,
-) -> Result<Artifact> {
-    compile_key(cache, bytes, ArtifactKey::new(profile.clone(), instrumentation))
-}
-
 /// Compiles the component in `wasm` for the kernel target `target` (one of
 /// [`config::KERNEL_TARGETS`]) and `profile` with `instrumentation`, or returns the cached
 /// artifact.
@@ -160,6 +137,21 @@ mod tests {
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
 
     const NONE: Instrumentation = Instrumentation::NONE;
+
+    /// Compiles component `bytes` for x86_64 and `profile` with `instrumentation`, or returns the
+    /// cached artifact.
+    fn compile_bytes(
+        cache: &Path,
+        bytes: &[u8],
+        profile: &CpuProfile,
+        instrumentation: Instrumentation,
+    ) -> Result<Artifact> {
+        compile_key(cache, bytes, ArtifactKey::for_target(config::X86_64_TARGET, profile.clone(), instrumentation))
+    }
+
+    fn profile(spec: &str) -> Result<CpuProfile> {
+        profile_for(config::X86_64_TARGET, spec)
+    }
 
     #[test]
     fn unchanged_components_are_never_recompiled() {

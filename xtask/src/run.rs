@@ -116,9 +116,6 @@ pub fn kernel_cmdline(log: Option<&str>, words: &[String]) -> Result<KernelCmdli
 /// Runs `cargo xtask run`.
 pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     let cmdline = kernel_cmdline(args.log.as_deref(), &args.kernel_args)?;
-    if args.arch == GuestArch::Aarch64 {
-        check_aarch64(args)?;
-    }
     if args.vmm {
         if GuestArch::host() != Some(args.arch) {
             bail!("--vmm runs guests of this host's architecture only, not {}", args.arch);
@@ -132,20 +129,10 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     std::io::stdout().flush()?;
 
     let toolchain = setup::ensure(root)?;
-    let (kernel, (bundle, profile)) = match args.arch {
-        GuestArch::X86_64 => process::both(
-            || kernel::build(root, &toolchain, args.arch, args.release),
-            || system_bundle(root, &toolchain, args),
-        )?,
-        GuestArch::Aarch64 => {
-            eprintln!(
-                "xtask: the aarch64 port boots through interrupts and time and stops there with \"not yet\"; \
-                 components do not run on it yet (docs/aarch64-plan.md)"
-            );
-            let kernel = kernel::build(root, &toolchain, args.arch, args.release)?;
-            (kernel, (None, crate::aot::profile(&args.cpu)?))
-        }
-    };
+    let (kernel, (bundle, profile)) = process::both(
+        || kernel::build(root, &toolchain, args.arch, args.release),
+        || system_bundle(root, &toolchain, args),
+    )?;
     let qemu = mica_launch::find_qemu_for(args.arch)?;
     let timeout = Duration::from_secs(args.timeout.unwrap_or(match decision.accel {
         Accel::Kvm if !probe.hardware() => SOFTWARE_KVM_TIMEOUT_SECS,
@@ -195,24 +182,12 @@ pub fn run(root: &Path, args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
-/// Refuses what an aarch64 run cannot do yet: its port runs no components, so a manifest, AOT
-/// compiles and CPU profiles (x86_64 feature lists today) do not apply.
-fn check_aarch64(args: &RunArgs) -> Result<()> {
-    let not_yet = |what: &str| {
-        anyhow::anyhow!(
-            "{what} does not apply to --arch aarch64 yet: its port runs no components (docs/aarch64-plan.md)"
-        )
-    };
-    if args.manifest.is_some() {
-        return Err(not_yet("--manifest"));
+/// The engine's name for the kernel target of `arch`.
+pub fn kernel_target(arch: GuestArch) -> &'static str {
+    match arch {
+        GuestArch::X86_64 => mica_runtime::config::X86_64_TARGET,
+        GuestArch::Aarch64 => mica_runtime::config::AARCH64_TARGET,
     }
-    if args.aot {
-        return Err(not_yet("--aot"));
-    }
-    if args.cpu != "baseline" {
-        return Err(not_yet("--cpu"));
-    }
-    Ok(())
 }
 
 /// Guest memory for a system boot, in MiB.
@@ -224,7 +199,8 @@ fn system_bundle(
     toolchain: &crate::toolchain::Toolchain,
     args: &RunArgs,
 ) -> Result<(Option<std::path::PathBuf>, mica_runtime::config::CpuProfile)> {
-    let profile = crate::aot::profile(&args.cpu)?;
+    let target = kernel_target(args.arch);
+    let profile = crate::aot::profile_for(target, &args.cpu)?;
     if args.kernel_args.iter().any(|w| w.starts_with("test=")) && args.manifest.is_none() {
         return Ok((None, profile));
     }
@@ -232,9 +208,10 @@ fn system_bundle(
     let bundle = if !args.aot {
         let stem = manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("system");
         let name = if stem.ends_with("-late") { stem.to_owned() } else { format!("{stem}-late") };
-        crate::system::prepare_with(root, toolchain, &manifest, &crate::system::Binding::Late, Some(&name))?
+        crate::system::prepare_for(root, toolchain, &manifest, &crate::system::Binding::Late, Some(&name), target)?
     } else {
-        crate::system::prepare(root, toolchain, &manifest, &profile)?
+        let binding = crate::system::Binding::Aot(profile.clone());
+        crate::system::prepare_for(root, toolchain, &manifest, &binding, None, target)?
     };
     Ok((Some(bundle), profile))
 }

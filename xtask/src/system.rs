@@ -13,7 +13,7 @@ use mica_bundle::{
     BundleWriter, Code, CompilerSpec, ComponentSpec, Connection, EntryKind, MANIFEST_ENTRY, MachineDevice, NativeCode,
     SystemManifest,
 };
-use mica_runtime::config::{CpuProfile, Instrumentation};
+use mica_runtime::config::{self, CpuProfile, Instrumentation};
 use sha2::{Digest, Sha256};
 
 use crate::manifest::{self, Source};
@@ -94,6 +94,19 @@ pub fn prepare_with(
     binding: &Binding,
     name: Option<&str>,
 ) -> Result<PathBuf> {
+    prepare_for(root, toolchain, path, binding, name, config::X86_64_TARGET)
+}
+
+/// [`prepare_with`] for the kernel target `kernel_target` (one of `config::KERNEL_TARGETS`): what is
+/// compiled ahead of time is compiled for it (a [`Binding::Aot`] profile names its CPU features).
+pub fn prepare_for(
+    root: &Path,
+    toolchain: &Toolchain,
+    path: &Path,
+    binding: &Binding,
+    name: Option<&str>,
+    kernel_target: &'static str,
+) -> Result<PathBuf> {
     let manifest = manifest::load(path, &root.join("components"))?;
     let late = matches!(binding, Binding::Late);
     let crates: Vec<String> = manifest
@@ -122,13 +135,13 @@ pub fn prepare_with(
             Binding::Aot(profile) => Some(profile.clone()),
             // What must run before the module store does is compiled ahead of time for the
             // baseline CPU, so that it runs anywhere.
-            Binding::Late if c.aot => Some(CpuProfile::baseline()),
+            Binding::Late if c.aot => Some(CpuProfile::baseline_for(kernel_target)),
             Binding::Late => None,
         };
         let code = match aot_profile {
             Some(profile) => {
                 let profile = &profile;
-                let artifact = aot::compile(&cache, &wasm, profile, instrumentation(c))?;
+                let artifact = aot::compile_for(&cache, &wasm, kernel_target, profile, instrumentation(c))?;
                 eprintln!(
                     "xtask: component {}: {} ({})",
                     c.name,
@@ -218,7 +231,13 @@ pub fn prepare_with(
             // The one component compiled ahead of time: for the baseline CPU, so it runs anywhere.
             let wasm = &built[COMPILER_CRATE];
             let started = std::time::Instant::now();
-            let artifact = aot::compile(&cache, wasm, &CpuProfile::baseline(), Instrumentation::NONE)?;
+            let artifact = aot::compile_for(
+                &cache,
+                wasm,
+                kernel_target,
+                &CpuProfile::baseline_for(kernel_target),
+                Instrumentation::NONE,
+            )?;
             eprintln!(
                 "xtask: the compiler component: {} ({}, {:.1} s)",
                 if artifact.cached { "cached artifact" } else { "compiled" },

@@ -3,7 +3,8 @@
 //! The boot tests (`qemu-tests`) find the kernel through `MICA_KERNEL` (the aarch64 kernel's
 //! `Image` through `MICA_KERNEL_AARCH64`) and the system bundles
 //! (built here from `components/default.toml` and `qemu-tests/systems/*.toml`, for the baseline
-//! CPU profile) through `MICA_BUNDLES`; the legacy-pod tests (`pods/cli`) find the pod image
+//! CPU profile, and the default, IPC and drivers systems for aarch64 as `NAME-aarch64`) through
+//! `MICA_BUNDLES`; the legacy-pod tests (`pods/cli`) find the pod image
 //! (`cargo xtask pod-image`: Debian's kernel and an initramfs with busybox and mica-agent) through
 //! `MICA_POD_KERNEL` and `MICA_POD_INITRAMFS`. The tests run with the same cargo that runs this
 //! xtask (`$CARGO`), so the same toolchain builds host code throughout.
@@ -63,6 +64,22 @@ fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::pa
         };
         let bundle = crate::system::prepare_with(root, toolchain, m, &binding, None)?;
         dir = bundle.parent().map(Path::to_path_buf);
+    }
+    // The aarch64 boot tests' systems, the same wasm: `NAME-aarch64` compiled ahead of time for
+    // aarch64's baseline, `default-late-aarch64` left to the system to compile.
+    let arm = mica_runtime::config::AARCH64_TARGET;
+    let arm_baseline = mica_runtime::config::CpuProfile::baseline_for(arm);
+    for (m, binding) in [
+        (crate::system::DEFAULT_MANIFEST, crate::system::Binding::Aot(arm_baseline.clone())),
+        (crate::system::IPC_EXAMPLE_MANIFEST, crate::system::Binding::Aot(arm_baseline.clone())),
+        (crate::system::DRIVERS_EXAMPLE_MANIFEST, crate::system::Binding::Aot(arm_baseline)),
+        (crate::system::DEFAULT_MANIFEST, crate::system::Binding::Late),
+    ] {
+        let path = root.join(m);
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+        let late = if matches!(binding, crate::system::Binding::Late) { "-late" } else { "" };
+        let name = format!("{stem}{late}-aarch64");
+        crate::system::prepare_for(root, toolchain, &path, &binding, Some(&name), arm)?;
     }
     dir.context("no system manifests to build")
 }

@@ -81,12 +81,9 @@ pub fn discover(described: &[MmioDevice]) -> usize {
                 .map(|slot| (slot, names::slot_base(slot), names::VIRTIO_MMIO_SIZE, names::slot_gsi(slot)))
                 .collect()
         } else {
-            described
-                .iter()
-                .take(names::VIRTIO_MMIO_SLOTS)
-                .enumerate()
-                .map(|(i, d)| (i, d.base, d.size, d.gsi))
-                .collect()
+            // Every described transport is probed; the slots go to those with a device, in
+            // order (QEMU's `virt` describes 32 and plugs devices in from the last).
+            described.iter().map(|d| (usize::MAX, d.base, d.size, d.gsi)).collect()
         };
         let mut found: Vec<(usize, u32, Window, u32)> = Vec::new();
         for (slot, base, size, gsi) in candidates {
@@ -100,7 +97,16 @@ pub fn discover(described: &[MmioDevice]) -> usize {
             // Device id 0: a transport with nothing plugged in.
             match window.read(mmio::DEVICE_ID, 4) {
                 Some(0) | None => continue,
-                Some(id) => found.push((slot, id as u32, window, gsi)),
+                Some(_) if slot == usize::MAX && found.len() == names::VIRTIO_MMIO_SLOTS => {
+                    log::warn!(
+                        "devices: more than {} devices; the one at {base:#x} is not offered",
+                        names::VIRTIO_MMIO_SLOTS
+                    );
+                }
+                Some(id) => {
+                    let slot = if slot == usize::MAX { found.len() } else { slot };
+                    found.push((slot, id as u32, window, gsi));
+                }
             }
         }
         let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _, _)| (slot, id)).collect();

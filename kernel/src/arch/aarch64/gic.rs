@@ -99,8 +99,9 @@ pub fn enable_private(intid: u32) -> Result<(), &'static str> {
     }
 }
 
-/// Acknowledges the highest-priority pending interrupt: its INTID, or `None` when none is
-/// pending (a spurious interrupt).
+/// Acknowledges the highest-priority pending interrupt: the acknowledge value (its INTID, and
+/// on a GICv2 for an SGI the sending CPU in bits 10 to 12), or `None` when none is pending (a
+/// spurious interrupt).
 pub fn acknowledge() -> Option<u32> {
     match GIC.lock().as_mut()? {
         Controller::V2(v2, group) => v2.get_and_acknowledge_interrupt(*group).map(IntId::raw_value),
@@ -110,7 +111,8 @@ pub fn acknowledge() -> Option<u32> {
     }
 }
 
-/// Ends interrupt `intid` (lowers the priority and deactivates it).
+/// Ends the interrupt [`acknowledge`] returned `intid` for (lowers the priority and deactivates
+/// it).
 pub fn end(intid: u32) {
     let Ok(id) = IntId::try_from(intid) else { return };
     match GIC.lock().as_mut() {

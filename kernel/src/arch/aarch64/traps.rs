@@ -200,8 +200,11 @@ mica_exception_entry:
 /// An IRQ: each pending interrupt acknowledged and handed to the kernel's policy
 /// (`interrupts.rs`), which ends it at the GIC (through the closure) before it may switch threads.
 fn irq() {
-    while let Some(intid) = super::gic::acknowledge() {
-        let end = move || super::gic::end(intid);
+    while let Some(acknowledged) = super::gic::acknowledge() {
+        // A GICv2 SGI's acknowledge value carries the sending CPU in bits 10 to 12, which the
+        // end of the interrupt must name again; the INTID is bits 0 to 9.
+        let end = move || super::gic::end(acknowledged);
+        let intid = acknowledged & 0x3ff;
         if Some(intid) == super::timer_intid() {
             super::clock::rearm();
             crate::interrupts::on_timer(end);
