@@ -77,3 +77,16 @@ pub fn tls_slot(slot: usize) -> Option<&'static AtomicPtr<u8>> {
 
 /// Relaxed ordering is enough for the slots: each is only touched by its own CPU.
 pub const TLS_ORDER: Ordering = Ordering::Relaxed;
+
+/// Waits up to `ms` milliseconds (on the monotonic clock) for `online` to pass `before`: how the
+/// boot CPU waits for a CPU it started to report in.
+pub fn wait_online(online: &AtomicU32, before: u32, ms: u64) -> bool {
+    let end = arch::clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000;
+    while arch::clock::monotonic_ns().unwrap_or(u64::MAX) < end {
+        if online.load(Ordering::SeqCst) > before {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}

@@ -29,7 +29,7 @@ use alloc::vec::Vec;
 
 use crate::arch;
 use crate::arch::clock;
-use crate::arch::context::Context;
+use crate::context::Context;
 use crate::irq_lock::IrqMutex;
 use crate::mem::stacks::{KernelStack, StackError};
 use crate::percpu::{self, MAX_CPUS};

@@ -18,7 +18,7 @@
 //! | `pte`, `paging` | the page-table entry format, TLB flushes and shootdown, switching to new tables (the policy is `mem::paging`) |
 //! | `stacks` | the static stacks (boot, exceptions), each a `mem::stacks::GuardedStack` |
 //! | `scenarios` | boot tests of the architecture's own state |
-//! | `context` | the context switch |
+//! | `context` | the context switch: `Saved` (what a thread not running keeps) and its `switch` |
 //! | `serial`, `rtc`, `random` | the console port, the wall clock, hardware randomness |
 //!
 //! Both architectures offer all of it. On aarch64 the system runs no components yet

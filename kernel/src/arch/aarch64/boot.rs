@@ -40,6 +40,16 @@ pub fn dtb_address() -> u64 {
 
 core::arch::global_asm!(
     r#"
+    /* sp = the address of the GuardedStack `stack` + `top` (its guard page and size). */
+    .macro STACK_TOP stack, top
+    adrp    x1, \stack
+    add     x1, x1, :lo12:\stack
+    movz    x2, #(\top & 0xffff)
+    movk    x2, #(\top >> 16), lsl #16
+    add     x1, x1, x2
+    mov     sp, x1
+    .endm
+
     .section .text.boot, "ax"
     .global _start
 _start:
@@ -133,19 +143,9 @@ _start:
        unmapped: exceptions arrive on SP_EL1, this CPU's exception stack; the kernel runs on
        SP_EL0, from here on the boot stack (traps.rs). */
     msr     spsel, #1
-    adrp    x1, {exception_stack}
-    add     x1, x1, :lo12:{exception_stack}
-    movz    x2, #({exception_top} & 0xffff)
-    movk    x2, #({exception_top} >> 16), lsl #16
-    add     x1, x1, x2
-    mov     sp, x1
+    STACK_TOP {exception_stack}, {exception_top}
     msr     spsel, #0
-    adrp    x1, {boot_stack}
-    add     x1, x1, :lo12:{boot_stack}
-    movz    x2, #({stack_top} & 0xffff)
-    movk    x2, #({stack_top} >> 16), lsl #16
-    add     x1, x1, x2
-    mov     sp, x1
+    STACK_TOP {boot_stack}, {stack_top}
     isb
     mov     x0, x19
     bl      mica_aarch64_start

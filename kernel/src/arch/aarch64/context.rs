@@ -1,10 +1,10 @@
-//! Kernel-thread contexts and the switch between them.
+//! The switch between kernel threads (`crate::context` holds the rest of a context).
 //!
 //! A thread that is not running is its stack pointer (`SP_EL0`, where threads run): the
 //! callee-saved registers of the AAPCS64 (`x19`-`x28`, the frame pointer `x29`, the link register
 //! `x30`, the low halves `d8`-`d15` of `v8`-`v15`) and the FP control and status registers (a
 //! thread's rounding mode is its own) are on its stack. Everything caller-saved is saved by the
-//! compiler around the call to [`Context::switch`], as around any call; a thread preempted by an
+//! compiler around the call to [`Saved::switch`], as around any call; a thread preempted by an
 //! IRQ has the rest of its registers in the exception frame below (`traps.rs`).
 //!
 //! A new thread starts in [`thread_start`] with its entry function in `x20` and its argument in
@@ -16,46 +16,25 @@ use crate::mem::stacks::KernelStack;
 /// and FPSR (a multiple of 16, as `sp` must stay).
 const SWITCH_FRAME: usize = 176;
 
-/// A kernel thread's saved CPU state, and the stack it runs on.
-pub struct Context {
-    /// The saved stack pointer; meaningful only while the thread is not running.
+/// What a thread that is not running keeps: its stack pointer (the rest is on its stack).
+pub struct Saved {
     sp: u64,
-    /// The thread's own stack (`None` for the boot thread, which runs on the boot stack).
-    stack: Option<KernelStack>,
-    /// Whether this context is the one the CPU is executing.
-    running: bool,
 }
 
-impl core::fmt::Debug for Context {
+impl core::fmt::Debug for Saved {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Context").field("sp", &format_args!("{:#x}", self.sp)).field("running", &self.running).finish()
+        write!(f, "sp={:#x}", self.sp)
     }
 }
 
-/// What [`Context::switch`] refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SwitchError {
-    /// The context switched away from is not the running one.
-    FromNotRunning,
-    /// The context switched to is already running.
-    ToRunning,
-}
-
-impl Context {
-    /// The context of the code running now (the boot thread): filled in when it is switched
-    /// away from.
-    pub fn current() -> Context {
-        Context { sp: 0, stack: None, running: true }
+impl Saved {
+    /// The state of the code running now: filled in when it is switched away from.
+    pub fn current() -> Saved {
+        Saved { sp: 0 }
     }
 
-    /// The stack this context runs on (none for the boot context).
-    pub fn stack(&self) -> Option<&KernelStack> {
-        self.stack.as_ref()
-    }
-
-    /// A new thread on `stack` that will call `entry(arg)` when first switched to. `entry` must
-    /// never return (it ends the thread through the scheduler).
-    pub fn new(stack: KernelStack, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {
+    /// A new thread on `stack` that calls `entry(arg)` when first switched to.
+    pub fn new(stack: &KernelStack, entry: extern "C" fn(usize) -> !, arg: usize) -> Saved {
         // The initial frame, loaded by the tail of `switch_stacks`: x19 = the argument, x20 = the
         // entry, x30 = `thread_start` (where its `ret` goes), the rest zero (x29 ends the frame
         // chain; FPCR zero is round-to-nearest with no traps).
@@ -67,36 +46,22 @@ impl Context {
         frame[11] = thread_start as *const () as usize as u64;
         let words = sp as *mut u64;
         for (i, word) in frame.iter().enumerate() {
-            // SAFETY: `sp..top` lies in the mapped, writable stack this context now owns and no
+            // SAFETY: `sp..top` lies in the mapped, writable stack the new thread will own and no
             // one else uses; the slots are 8-byte aligned.
             unsafe { words.add(i).write(*word) };
         }
-        Context { sp, stack: Some(stack), running: false }
+        Saved { sp }
     }
 
-    /// Saves the running thread's state into `self` and resumes `to`. Returns when some other
-    /// thread switches back to `self`.
-    pub fn switch(&mut self, to: &mut Context) -> Result<(), SwitchError> {
-        if !self.running {
-            return Err(SwitchError::FromNotRunning);
-        }
-        if to.running {
-            return Err(SwitchError::ToRunning);
-        }
-        self.running = false;
-        to.running = true;
-        // SAFETY: `self` is the running context, so saving into it is right; `to` is not running,
-        // so its `sp` was either built by `Context::new` on a stack it owns or saved by an earlier
-        // switch away from it, and its stack is alive (owned by `to`, or the boot stack).
-        // Interrupts are the caller's business; the switch is a plain call that preserves the
+    /// Saves the running thread's state into `from` and resumes `to`.
+    ///
+    /// # Safety
+    /// `from` belongs to the running thread; `to` was made by [`Saved::new`] or saved by this
+    /// function, and its stack is alive.
+    pub unsafe fn switch(from: &mut Saved, to: &Saved) {
+        // SAFETY: as the caller promises; the switch is a plain call that preserves the
         // callee-saved registers.
-        unsafe { switch_stacks(&raw mut self.sp, to.sp) };
-        Ok(())
-    }
-
-    /// The lowest address of the thread's own stack, if it has one (for reports).
-    pub fn stack_bottom(&self) -> Option<u64> {
-        self.stack.as_ref().map(KernelStack::bottom)
+        unsafe { switch_stacks(&raw mut from.sp, to.sp) };
     }
 }
 

@@ -178,24 +178,12 @@ pub fn start_aps(boot_cpu: u32) -> SmpReport {
             log::error!("smp: PSCI CPU_ON for CPU {index} (MPIDR {mpidr:#x}) failed: {} ({ret})", psci_error(ret));
             break;
         }
-        if !wait_online(before, 1000) {
+        if !crate::percpu::wait_online(&ONLINE, before, 1000) {
             log::error!("smp: CPU {index} (MPIDR {mpidr:#x}) did not start");
             break;
         }
     }
     SmpReport { present, online: online(), source: CpuSource::DeviceTree }
-}
-
-/// Waits up to `ms` for the online count to pass `before`.
-fn wait_online(before: u32, ms: u64) -> bool {
-    let end = super::clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000;
-    while super::clock::monotonic_ns().unwrap_or(u64::MAX) < end {
-        if ONLINE.load(Ordering::SeqCst) > before {
-            return true;
-        }
-        core::hint::spin_loop();
-    }
-    false
 }
 
 /// How many CPUs are online.

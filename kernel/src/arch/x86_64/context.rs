@@ -1,10 +1,10 @@
-//! Kernel-thread contexts and the switch between them.
+//! The switch between kernel threads (`crate::context` holds the rest of a context).
 //!
 //! A thread that is not running is its stack pointer (the callee-saved registers `rbx`, `rbp`,
 //! `r12`–`r15` and the return address are on its stack) plus its vector state: x87/SSE with
 //! `fxsave64`, or, when the kernel enabled AVX state (`cpu::enable_avx_state`), x87/SSE/AVX with
 //! `xsave64` (standard format) into the same 64-byte-aligned area. Everything caller-saved is
-//! saved by the compiler around the call to [`Context::switch`], as around any call.
+//! saved by the compiler around the call to [`Saved::switch`], as around any call.
 //!
 //! A new thread starts in [`thread_start`] with its entry function in `r12` and its argument in
 //! `r13`, on a [`KernelStack`] it owns.
@@ -32,50 +32,27 @@ impl FpuArea {
     }
 }
 
-/// A kernel thread's saved CPU state, and the stack it runs on.
-pub struct Context {
-    /// The saved stack pointer; meaningful only while the thread is not running.
+/// What a thread that is not running keeps: its stack pointer (callee-saved registers and the
+/// return address are on its stack) and its vector state.
+pub struct Saved {
     rsp: u64,
     fpu: Box<FpuArea>,
-    /// The thread's own stack (`None` for the boot thread, which runs on the boot stack).
-    stack: Option<KernelStack>,
-    /// Whether this context is the one the CPU is executing.
-    running: bool,
 }
 
-impl core::fmt::Debug for Context {
+impl core::fmt::Debug for Saved {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Context")
-            .field("rsp", &format_args!("{:#x}", self.rsp))
-            .field("running", &self.running)
-            .finish()
+        write!(f, "rsp={:#x}", self.rsp)
     }
 }
 
-/// What [`Context::switch`] refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SwitchError {
-    /// The context switched away from is not the running one.
-    FromNotRunning,
-    /// The context switched to is already running.
-    ToRunning,
-}
-
-impl Context {
-    /// The context of the code running now (the boot thread): filled in when it is switched
-    /// away from.
-    pub fn current() -> Context {
-        Context { rsp: 0, fpu: FpuArea::initial(), stack: None, running: true }
+impl Saved {
+    /// The state of the code running now: filled in when it is switched away from.
+    pub fn current() -> Saved {
+        Saved { rsp: 0, fpu: FpuArea::initial() }
     }
 
-    /// The stack this context runs on (none for the boot context).
-    pub fn stack(&self) -> Option<&KernelStack> {
-        self.stack.as_ref()
-    }
-
-    /// A new thread on `stack` that will call `entry(arg)` when first switched to. `entry` must
-    /// never return (it ends the thread through the scheduler).
-    pub fn new(stack: KernelStack, entry: extern "C" fn(usize) -> !, arg: usize) -> Context {
+    /// A new thread on `stack` that calls `entry(arg)` when first switched to.
+    pub fn new(stack: &KernelStack, entry: extern "C" fn(usize) -> !, arg: usize) -> Saved {
         // The initial frame, popped by the tail of `switch_stacks`: r15, r14, r13, r12, rbx, rbp,
         // then the return address. It sits so that `rsp` is 16-byte aligned after the `ret`, as
         // `thread_start` expects before its call.
@@ -85,42 +62,29 @@ impl Context {
         let rsp = top - size_of_val(&frame) as u64;
         let words = rsp as *mut u64;
         for (i, word) in frame.iter().enumerate() {
-            // SAFETY: `rsp..top` lies in the mapped, writable stack this context now owns and no
+            // SAFETY: `rsp..top` lies in the mapped, writable stack the new thread will own and no
             // one else uses; the slots are 8-byte aligned.
             unsafe { words.add(i).write(*word) };
         }
-        Context { rsp, fpu: FpuArea::initial(), stack: Some(stack), running: false }
+        Saved { rsp, fpu: FpuArea::initial() }
     }
 
-    /// Saves the running thread's state into `self` and resumes `to`. Returns when some other
-    /// thread switches back to `self`.
-    pub fn switch(&mut self, to: &mut Context) -> Result<(), SwitchError> {
-        if !self.running {
-            return Err(SwitchError::FromNotRunning);
-        }
-        if to.running {
-            return Err(SwitchError::ToRunning);
-        }
-        self.running = false;
-        to.running = true;
-        // `self` is the running context, so saving into it is right; `to` is not running, so its
-        // `rsp` was either built by `Context::new` on a stack it owns or saved by an earlier
-        // switch away from it, and its stack is alive (owned by `to`, or the boot stack). Both
-        // FPU areas are 64-byte aligned boxes of `XSAVE_AREA_BYTES`, enough for the `xsave64`
-        // image of the state XCR0 enables (checked by `enable_avx_state`), and hold valid images
-        // (the initial one, or one saved by the same instruction, since the XSAVE choice is made
-        // once before any thread exists). Interrupts are the caller's business.
-        // SAFETY: as above; the switch is a plain call that preserves the callee-saved registers.
+    /// Saves the running thread's state into `from` and resumes `to`.
+    ///
+    /// # Safety
+    /// `from` belongs to the running thread; `to` was made by [`Saved::new`] or saved by this
+    /// function, and its stack is alive.
+    pub unsafe fn switch(from: &mut Saved, to: &Saved) {
+        // Both FPU areas are 64-byte aligned boxes of `XSAVE_AREA_BYTES`, enough for the
+        // `xsave64` image of the state XCR0 enables (checked by `enable_avx_state`), and hold
+        // valid images (the initial one, or one saved by the same instruction, since the XSAVE
+        // choice is made once before any thread exists).
+        // SAFETY: as above and as the caller promises; the switch is a plain call that preserves
+        // the callee-saved registers.
         unsafe {
-            let (save, load) = (self.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr());
-            switch_stacks(&raw mut self.rsp, to.rsp, save, load, u64::from(cpu::avx_state_enabled()));
+            let (save, load) = (from.fpu.0.as_mut_ptr(), to.fpu.0.as_ptr());
+            switch_stacks(&raw mut from.rsp, to.rsp, save, load, u64::from(cpu::avx_state_enabled()));
         }
-        Ok(())
-    }
-
-    /// The lowest address of the thread's own stack, if it has one (for reports).
-    pub fn stack_bottom(&self) -> Option<u64> {
-        self.stack.as_ref().map(KernelStack::bottom)
     }
 }
 

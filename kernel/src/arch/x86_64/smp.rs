@@ -255,7 +255,7 @@ pub fn start_aps(boot_apic_id: u32) -> SmpReport {
         for _ in 0..2 {
             apic::send_startup(apic_id, vector);
             // Linux waits up to 10 s; a software KVM on a busy host takes some 400 ms per CPU.
-            if wait_online(before, 1000) {
+            if crate::percpu::wait_online(&ONLINE, before, 1000) {
                 up = true;
                 break;
             }
@@ -285,18 +285,6 @@ fn spin_us(us: u64) {
     while clock::monotonic_ns().unwrap_or(u64::MAX) < end {
         core::hint::spin_loop();
     }
-}
-
-/// Waits up to `ms` for the online count to pass `before`.
-fn wait_online(before: u32, ms: u64) -> bool {
-    let end = clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000;
-    while clock::monotonic_ns().unwrap_or(u64::MAX) < end {
-        if ONLINE.load(Ordering::SeqCst) > before {
-            return true;
-        }
-        core::hint::spin_loop();
-    }
-    false
 }
 
 /// How many CPUs are online.
