@@ -44,7 +44,7 @@ pub struct ArmScenario {
 /// The aarch64 boot tests of its own: what the device tree says, EL2, GICv2 (QEMU's `virt` runs
 /// GICv3 by default here: `mica_launch`), fault reports in aarch64's terms, and the systems whose
 /// output names aarch64's devices or code.
-pub const SCENARIOS: [ArmScenario; 7] = [
+pub const SCENARIOS: [ArmScenario; 8] = [
     ArmScenario {
         name: "boots_from_the_device_tree",
         cmdline: "log=info mica.note=from-the-device-tree",
@@ -142,13 +142,31 @@ pub const SCENARIOS: [ArmScenario; 7] = [
     ArmScenario {
         name: "late_binding_compiles_in_the_system",
         cmdline: "",
-        extra: &[],
+        extra: &["-smp", "2"],
         module: false,
         system: Some("default-late"),
         expect: ExitCode::Success,
         output_contains: &[
             // The compiler component (itself compiled for aarch64 ahead of time) compiles hello
             // for the CPU the ID registers describe.
+            "mica: component hello: compiled in ",
+            " for aarch64-unknown-none cpu-lse,paca,fp16,dotprod,i8mm instrument-none",
+            "/aarch64-unknown-none/config-4/instrument-none/cpu-lse,paca,fp16,dotprod,i8mm (506 KiB)",
+            "mica: component hello: kept in the module store",
+            "[hello] hello from a Mica component",
+            "mica: all components finished: 3 of 3 succeeded",
+        ],
+    },
+    ArmScenario {
+        name: "late_binding_on_gicv2_with_two_cpus",
+        cmdline: "",
+        extra: &["-machine", "gic-version=2", "-smp", "2"],
+        module: false,
+        system: Some("default-late"),
+        expect: ExitCode::Success,
+        output_contains: &[
+            // The same on the older controller with two CPUs: the reschedule SGIs between them
+            // (whose acknowledge value names the sending CPU) and the disk's SPI.
             "mica: component hello: compiled in ",
             " for aarch64-unknown-none cpu-lse,paca,fp16,dotprod,i8mm instrument-none",
             "/aarch64-unknown-none/config-4/instrument-none/cpu-lse,paca,fp16,dotprod,i8mm (506 KiB)",

@@ -201,9 +201,8 @@ impl QemuCommand {
         push("-M");
         push(match (self.arch, self.accel) {
             (GuestArch::X86_64, _) => "microvm",
-            // GICv3, not `virt`'s default GICv2: the controller of today's arm64 machines, and
-            // the one Mica's SMP runs drivers on (docs/aarch64-plan.md: GICv2 with several CPUs
-            // has an open stall). Under KVM, the host's own.
+            // GICv3, not `virt`'s default GICv2: the controller of today's arm64 machines (boot
+            // tests ask for GICv2 to cover it too). Under KVM, the host's own.
             (GuestArch::Aarch64, Accel::Tcg) => "virt,gic-version=3",
             (GuestArch::Aarch64, Accel::Kvm) => "virt,gic-version=host",
         });

@@ -114,11 +114,24 @@ pub fn acknowledge() -> Option<u32> {
 /// Ends the interrupt [`acknowledge`] returned `intid` for (lowers the priority and deactivates
 /// it).
 pub fn end(intid: u32) {
-    let Ok(id) = IntId::try_from(intid) else { return };
-    match GIC.lock().as_mut() {
-        Some(Controller::V2(v2, group)) => v2.end_interrupt(id, *group),
-        Some(Controller::V3(_)) => GicCpuInterface::end_interrupt(id, InterruptGroup::Group1),
-        None => {}
+    match (GIC.lock().as_mut(), IntId::try_from(intid)) {
+        (Some(Controller::V2(v2, group)), Ok(id)) => v2.end_interrupt(id, *group),
+        (Some(Controller::V2(_, group)), Err(_)) => {
+            // An SGI's acknowledge value with the sending CPU in bits 10 to 12, which `IntId`
+            // cannot carry, and which the end must name again: written to GICC_EOIR (or AEOIR
+            // for group 1) as it is. Dropping it instead left the interrupt active, and the CPU
+            // took no interrupt of that priority again.
+            let offset = if matches!(group, InterruptGroup::Group1) { 0x24 } else { 0x10 };
+            if let Some(cpu_interface) = super::boot_info::platform().and_then(|p| p.gic).map(|g| g.cpu.start) {
+                let eoir = core::ptr::with_exposed_provenance_mut::<u32>((cpu_interface + offset) as usize);
+                // SAFETY: the register lies in the CPU interface's block the device tree names,
+                // mapped as device memory (`paging::boot_devices`), and the GIC's lock is held;
+                // ending the interrupt this CPU acknowledged is its purpose.
+                unsafe { eoir.write_volatile(intid) };
+            }
+        }
+        (Some(Controller::V3(_)), Ok(id)) => GicCpuInterface::end_interrupt(id, InterruptGroup::Group1),
+        (Some(Controller::V3(_)), Err(_)) | (None, _) => {}
     }
 }
 
