@@ -41,6 +41,18 @@ pub struct ArmScenario {
     pub output_contains: &'static [&'static str],
 }
 
+/// What a boot of the default system left wasm prints: the compiler component (itself compiled
+/// for aarch64 ahead of time) compiles `hello` for the CPU the ID registers describe, and the
+/// module store keeps the code.
+const LATE_BINDING_OUTPUT: &[&str] = &[
+    "mica: component hello: compiled in ",
+    " for aarch64-unknown-none cpu-lse,paca,fp16,dotprod,i8mm instrument-none",
+    "/aarch64-unknown-none/config-4/instrument-none/cpu-lse,paca,fp16,dotprod,i8mm (506 KiB)",
+    "mica: component hello: kept in the module store",
+    "[hello] hello from a Mica component",
+    "mica: all components finished: 3 of 3 succeeded",
+];
+
 /// The aarch64 boot tests of its own: what the device tree says, EL2, GICv2 (QEMU's `virt` runs
 /// GICv3 by default here: `mica_launch`), fault reports in aarch64's terms, and the systems whose
 /// output names aarch64's devices or code.
@@ -146,17 +158,10 @@ pub const SCENARIOS: [ArmScenario; 8] = [
         module: false,
         system: Some("default-late"),
         expect: ExitCode::Success,
-        output_contains: &[
-            // The compiler component (itself compiled for aarch64 ahead of time) compiles hello
-            // for the CPU the ID registers describe.
-            "mica: component hello: compiled in ",
-            " for aarch64-unknown-none cpu-lse,paca,fp16,dotprod,i8mm instrument-none",
-            "/aarch64-unknown-none/config-4/instrument-none/cpu-lse,paca,fp16,dotprod,i8mm (506 KiB)",
-            "mica: component hello: kept in the module store",
-            "[hello] hello from a Mica component",
-            "mica: all components finished: 3 of 3 succeeded",
-        ],
+        output_contains: LATE_BINDING_OUTPUT,
     },
+    // The same on the older controller with two CPUs: reschedule SGIs between them (whose
+    // acknowledge value names the sending CPU, and must be ended with it) and the disk's SPI.
     ArmScenario {
         name: "late_binding_on_gicv2_with_two_cpus",
         cmdline: "",
@@ -164,16 +169,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
         module: false,
         system: Some("default-late"),
         expect: ExitCode::Success,
-        output_contains: &[
-            // The same on the older controller with two CPUs: the reschedule SGIs between them
-            // (whose acknowledge value names the sending CPU) and the disk's SPI.
-            "mica: component hello: compiled in ",
-            " for aarch64-unknown-none cpu-lse,paca,fp16,dotprod,i8mm instrument-none",
-            "/aarch64-unknown-none/config-4/instrument-none/cpu-lse,paca,fp16,dotprod,i8mm (506 KiB)",
-            "mica: component hello: kept in the module store",
-            "[hello] hello from a Mica component",
-            "mica: all components finished: 3 of 3 succeeded",
-        ],
+        output_contains: LATE_BINDING_OUTPUT,
     },
     ArmScenario {
         name: "smp_spinners_with_gicv2",
