@@ -63,10 +63,9 @@ impl Context {
         }
         self.running = false;
         to.running = true;
-        // SAFETY: `self` is the running context, so saving into it is right; `to` is not running,
-        // so its state was either made by `Saved::new` on a stack it owns or saved by an earlier
-        // switch away from it, and its stack is alive (owned by `to`, or the boot stack).
         // Interrupts are the caller's business.
+        // SAFETY: `self` is the running context (saving into it is right); `to` is not running:
+        // its state was made by `Saved::new` or saved by an earlier switch, on a live stack.
         unsafe { Saved::switch(&mut self.saved, &to.saved) };
         Ok(())
     }
