@@ -1,10 +1,15 @@
 //! Linux guests: the baseline side of Mica's benchmarks (and the test workload of legacy pods).
 //!
-//! The guest is stock Debian: the kernel of `linux-image-cloud-amd64` and `busybox-static`,
-//! fetched with `apt-get download` (no root needed, nothing installed on the host) and unpacked
-//! under `target/mica/linux/`. A static program of this workspace (built for
-//! `x86_64-unknown-linux-gnu` with `+crt-static`) becomes `/init` of an initramfs made by
-//! `mica-initramfs`, and the guest boots under the same [`QemuCommand`] settings as Mica.
+//! The guest is stock Debian for the guest's architecture: the kernel of
+//! `linux-image-cloud-amd64` or `linux-image-cloud-arm64` and `busybox-static`, fetched with
+//! `apt-get download` (no root needed, nothing installed on the host) and unpacked under
+//! `target/mica/linux/` (`target/mica/linux-arm64/` for arm64). Packages of another architecture
+//! than the host's come through a private apt state of that architecture
+//! (`target/mica/linux-arm64/apt`, the host's own sources lists): the host's dpkg is not told of
+//! a foreign architecture. A static program of this workspace (built for
+//! `x86_64-unknown-linux-gnu` or `aarch64-unknown-linux-gnu` with `+crt-static`) becomes `/init`
+//! of an initramfs made by `mica-initramfs`, and the guest boots under the same [`QemuCommand`]
+//! settings as Mica.
 
 use std::fs;
 
@@ -14,18 +19,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use mica_initramfs::Initramfs;
-use mica_launch::QemuCommand;
 use mica_launch::run::{Ended, OutputMode, RunOptions};
+use mica_launch::{GuestArch, QemuCommand};
 
 use crate::process;
-use crate::toolchain::clear_cargo_run_env;
+use crate::toolchain::{Toolchain, clear_cargo_run_env};
 
-/// The Debian package that names the current cloud kernel.
-const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 /// The Debian package with a static busybox.
 const BUSYBOX_PACKAGE: &str = "busybox-static";
-/// The target static guest programs are built for.
-const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Busybox applets linked into every image (a shell and what pods and debugging need).
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "cat", "dmesg", "echo", "env", "false", "grep", "head", "hostname", "id", "insmod", "kill", "ls", "mkdir", "mount",
@@ -33,12 +34,39 @@ pub const BUSYBOX_APPLETS: &[&str] = &[
     "uname",
 ];
 
+/// Debian's name for `arch`.
+const fn debian_arch(arch: GuestArch) -> &'static str {
+    match arch {
+        GuestArch::X86_64 => "amd64",
+        GuestArch::Aarch64 => "arm64",
+    }
+}
+
+/// The Rust target static guest programs for `arch` are built for.
+const fn guest_target(arch: GuestArch) -> &'static str {
+    match arch {
+        GuestArch::X86_64 => "x86_64-unknown-linux-gnu",
+        GuestArch::Aarch64 => "aarch64-unknown-linux-gnu",
+    }
+}
+
+/// What cross-building a static Linux program for `arch` on another host needs (Debian's linker
+/// driver and glibc's static libraries for it), and the linker they provide.
+const fn cross_linker(arch: GuestArch) -> ([&'static str; 2], &'static str) {
+    match arch {
+        GuestArch::X86_64 => (["gcc-x86-64-linux-gnu", "libc6-dev-amd64-cross"], "x86_64-linux-gnu-gcc"),
+        GuestArch::Aarch64 => (["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"], "aarch64-linux-gnu-gcc"),
+    }
+}
+
 /// An unpacked Debian kernel and busybox.
 #[derive(Debug, Clone)]
 pub struct LinuxGuest {
+    /// Their architecture.
+    pub arch: GuestArch,
     /// The kernel release (`6.1.0-48-cloud-amd64`).
     pub release: String,
-    /// The kernel image (bzImage).
+    /// The kernel image (bzImage on x86_64, `Image` on arm64).
     pub kernel: PathBuf,
     /// Its modules (`lib/modules/<release>`).
     pub modules: PathBuf,
@@ -46,17 +74,33 @@ pub struct LinuxGuest {
     pub busybox: PathBuf,
 }
 
-/// Fetches (once) and unpacks Debian's cloud kernel and static busybox under `target_dir`.
-pub fn fetch(target_dir: &Path) -> Result<LinuxGuest> {
-    let dir = target_dir.join("mica").join("linux");
-    let package = kernel_package()?;
+impl LinuxGuest {
+    /// The kernel command line of a baseline guest: serial console, quiet, no reboot wait, the
+    /// workload's arguments for init after `--`.
+    pub fn cmdline(&self, init_args: &[&str]) -> String {
+        cmdline(self.arch, init_args)
+    }
+
+    /// A QEMU command that boots this kernel with `initrd` under `accel` on the machine Mica's
+    /// boots of the same architecture use.
+    pub fn qemu(&self, qemu: &Path, accel: mica_launch::Accel, initrd: &Path) -> QemuCommand {
+        QemuCommand::new(qemu, &self.kernel, accel).arch(self.arch).initrd(initrd)
+    }
+}
+
+/// Fetches (once) and unpacks Debian's cloud kernel and static busybox for `arch` under
+/// `target_dir`.
+pub fn fetch(target_dir: &Path, arch: GuestArch) -> Result<LinuxGuest> {
+    let apt = Apt::for_arch(target_dir, arch)?;
+    let package = apt.kernel_package()?;
     let release = package
         .strip_prefix("linux-image-")
-        .with_context(|| format!("{KERNEL_METAPACKAGE} depends on {package:?}, not a linux-image-* package"))?
+        .with_context(|| format!("{} depends on {package:?}, not a linux-image-* package", apt.metapackage))?
         .to_owned();
-    let kernel_root = unpacked(&dir, &package)?;
-    let busybox_root = unpacked(&dir, BUSYBOX_PACKAGE)?;
+    let kernel_root = apt.unpacked(&package)?;
+    let busybox_root = apt.unpacked(BUSYBOX_PACKAGE)?;
     let guest = LinuxGuest {
+        arch,
         kernel: kernel_root.join("boot").join(format!("vmlinuz-{release}")),
         modules: kernel_root.join("lib").join("modules").join(&release),
         busybox: busybox_root.join("bin").join("busybox"),
@@ -64,72 +108,166 @@ pub fn fetch(target_dir: &Path) -> Result<LinuxGuest> {
     };
     for path in [&guest.kernel, &guest.modules, &guest.busybox] {
         if !path.exists() {
-            bail!("{} is missing from the unpacked Debian packages under {}", path.display(), dir.display());
+            bail!("{} is missing from the unpacked Debian packages under {}", path.display(), apt.dir.display());
         }
     }
     Ok(guest)
 }
 
-/// The versioned kernel package `linux-image-cloud-amd64` currently depends on.
-fn kernel_package() -> Result<String> {
-    let out = process::capture(Command::new("apt-cache").args(["depends", "--important", KERNEL_METAPACKAGE]))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let package = text
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("Depends:"))
-        .map(str::trim)
-        .find(|dep| dep.starts_with("linux-image-"));
-    match package {
-        Some(package) if out.status.success() => Ok(package.to_owned()),
-        _ => bail!(
-            "apt does not know {KERNEL_METAPACKAGE} (needed for the Linux guest): run `apt-get update` as root, or \
-             check that Debian's main archive is in /etc/apt/sources.list\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    }
+/// apt for one architecture's packages: the host's own, or a private state of another
+/// architecture.
+struct Apt {
+    /// Where packages are downloaded and unpacked.
+    dir: PathBuf,
+    /// The metapackage that names the current cloud kernel.
+    metapackage: String,
+    /// `-o` options that point apt at the private state (empty for the host's architecture).
+    options: Vec<String>,
 }
 
-/// The unpacked root of Debian package `package` under `dir`, downloading and unpacking it the
-/// first time. A marker file is written last, so an interrupted unpack is redone.
-fn unpacked(dir: &Path, package: &str) -> Result<PathBuf> {
-    let root = dir.join(package);
-    let marker = root.join(".mica-unpacked");
-    if marker.is_file() {
-        return Ok(root);
+impl Apt {
+    /// apt for `arch`'s packages, its private package lists brought up to date (once a day)
+    /// when `arch` is not the host's.
+    fn for_arch(target_dir: &Path, arch: GuestArch) -> Result<Apt> {
+        let debian = debian_arch(arch);
+        let metapackage = format!("linux-image-cloud-{debian}");
+        if GuestArch::host() == Some(arch) {
+            return Ok(Apt { dir: target_dir.join("mica").join("linux"), metapackage, options: Vec::new() });
+        }
+        let dir = target_dir.join("mica").join(format!("linux-{debian}"));
+        let state = dir.join("apt");
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            fs::create_dir_all(state.join(sub)).with_context(|| format!("creating {}", state.join(sub).display()))?;
+        }
+        let status = state.join("status");
+        if !status.exists() {
+            fs::write(&status, "").with_context(|| format!("creating {}", status.display()))?;
+        }
+        let options = [
+            format!("Dir::State={}", state.display()),
+            format!("Dir::State::Lists={}", state.join("lists").display()),
+            format!("Dir::State::status={}", status.display()),
+            format!("Dir::Cache={}", state.join("cache").display()),
+            format!("APT::Architecture={debian}"),
+            format!("APT::Architectures::={debian}"),
+            "Debug::NoLocking=1".to_owned(),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_owned(), o])
+        .collect();
+        let apt = Apt { dir, metapackage, options };
+        let stamp = state.join("updated");
+        let fresh = fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < Duration::from_secs(24 * 3600));
+        if !fresh {
+            eprintln!("xtask: updating the {debian} package lists (apt, private state in {})", state.display());
+            process::output(Command::new("apt-get").args(&apt.options).args(["update", "-q"]))
+                .with_context(|| format!("updating the {debian} package lists for the {} Linux guest", arch.name()))?;
+            fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))?;
+        }
+        Ok(apt)
     }
-    if root.exists() {
-        fs::remove_dir_all(&root).with_context(|| format!("removing the partial unpack {}", root.display()))?;
+
+    /// The versioned kernel package the cloud metapackage currently depends on.
+    fn kernel_package(&self) -> Result<String> {
+        let out = process::capture(Command::new("apt-cache").args(&self.options).args([
+            "depends",
+            "--important",
+            &self.metapackage,
+        ]))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let package = text
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("Depends:"))
+            .map(str::trim)
+            .find(|dep| dep.starts_with("linux-image-"));
+        match package {
+            Some(package) if out.status.success() => Ok(package.to_owned()),
+            _ => bail!(
+                "apt does not know {} (needed for the Linux guest): run `apt-get update` as root, or \
+                 check that Debian's main archive is in /etc/apt/sources.list(.d)\n{}",
+                self.metapackage,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     }
-    let downloads = dir.join("debs");
-    fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
-    eprintln!("xtask: downloading Debian package {package}");
-    process::output(Command::new("apt-get").args(["download", "-q", package]).current_dir(&downloads))
+
+    /// The unpacked root of Debian package `package`, downloading and unpacking it the first
+    /// time. A marker file is written last, so an interrupted unpack is redone.
+    fn unpacked(&self, package: &str) -> Result<PathBuf> {
+        let root = self.dir.join(package);
+        let marker = root.join(".mica-unpacked");
+        if marker.is_file() {
+            return Ok(root);
+        }
+        if root.exists() {
+            fs::remove_dir_all(&root).with_context(|| format!("removing the partial unpack {}", root.display()))?;
+        }
+        let downloads = self.dir.join("debs");
+        fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
+        eprintln!("xtask: downloading Debian package {package}");
+        process::output(
+            Command::new("apt-get").args(&self.options).args(["download", "-q", package]).current_dir(&downloads),
+        )
         .with_context(|| format!("downloading {package} (the Linux guest needs it)"))?;
-    let deb = fs::read_dir(&downloads)
-        .with_context(|| format!("listing {}", downloads.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| {
-            let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-            name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
-        })
-        .max()
-        .with_context(|| format!("apt-get download left no {package}_*.deb in {}", downloads.display()))?;
-    process::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
-        .with_context(|| format!("unpacking {}", deb.display()))?;
-    fs::write(&marker, package).with_context(|| format!("writing {}", marker.display()))?;
-    Ok(root)
+        let deb = fs::read_dir(&downloads)
+            .with_context(|| format!("listing {}", downloads.display()))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| {
+                let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+                name.starts_with(&format!("{package}_")) && name.ends_with(".deb")
+            })
+            .max()
+            .with_context(|| format!("apt-get download left no {package}_*.deb in {}", downloads.display()))?;
+        process::output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))
+            .with_context(|| format!("unpacking {}", deb.display()))?;
+        fs::write(&marker, package).with_context(|| format!("writing {}", marker.display()))?;
+        Ok(root)
+    }
 }
 
-/// Builds binary `bin` of workspace package `package` as a static Linux executable (release) and
-/// returns its path.
+/// Builds binary `bin` of workspace package `package` as a static x86_64 Linux executable
+/// (release, the host's cargo) and returns its path.
 pub fn build_static(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     clear_cargo_run_env(&mut cmd);
+    cmd.args(["build", "--target", guest_target(GuestArch::X86_64)]).current_dir(root);
+    static_build(cmd, package, bin, GuestArch::X86_64)
+}
+
+/// [`build_static`] for `arch`. For the host's architecture the host's cargo builds it; for
+/// another, the kernel's toolchain way with the standard library for that target (rustup's, or
+/// Debian's built from source) and Debian's cross linker, installed here when missing.
+pub fn build_static_for(
+    root: &Path,
+    toolchain: &Toolchain,
+    package: &str,
+    bin: &str,
+    arch: GuestArch,
+) -> Result<PathBuf> {
+    if arch == GuestArch::X86_64 && GuestArch::host() == Some(arch) {
+        return build_static(root, package, bin);
+    }
+    let target = guest_target(arch);
+    let (packages, linker) = cross_linker(arch);
+    let missing = crate::setup::apt::missing(&crate::setup::RealHost, &packages)?;
+    crate::setup::apt::install(&crate::setup::RealHost, &missing)
+        .with_context(|| format!("the {target} build of {bin} needs a cross linker"))?;
+    let mut cmd = toolchain.foreign_std_build(root, target);
+    cmd.env(format!("CARGO_TARGET_{}_LINKER", target.replace('-', "_").to_uppercase()), linker);
+    static_build(cmd, package, bin, arch)
+}
+
+/// Runs `cmd` (a `cargo build --target ...` in the workspace) for a static release build of
+/// `bin`; the executable's path.
+fn static_build(mut cmd: Command, package: &str, bin: &str, arch: GuestArch) -> Result<PathBuf> {
     cmd.env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=debuginfo")
-        .args(["build", "--release", "-p", package, "--bin", bin, "--target", GUEST_TARGET])
-        .arg("--message-format=json-render-diagnostics")
-        .current_dir(root);
-    let what = format!("building {bin} for the Linux guest");
+        .args(["--release", "-p", package, "--bin", bin])
+        .arg("--message-format=json-render-diagnostics");
+    let what = format!("building {bin} for the {} Linux guest", arch.name());
     crate::cargo_json::build(&mut cmd, &what)?
         .into_iter()
         .filter(|(target, _)| target.name == bin && target.kind.iter().any(|kind| kind == "bin"))
@@ -151,10 +289,10 @@ pub fn init_image(guest: &LinuxGuest, init: &Path, path: &Path) -> Result<()> {
     image.write_to(std::io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The kernel command line of a baseline guest: serial console, quiet, no reboot wait, the
-/// workload's arguments for init after `--`.
-pub fn cmdline(init_args: &[&str]) -> String {
-    format!("console=ttyS0 quiet panic=-1 reboot=t -- {}", init_args.join(" "))
+/// The kernel command line of a baseline guest for `arch`: serial console, quiet, no reboot
+/// wait, the workload's arguments for init after `--`.
+pub fn cmdline(arch: GuestArch, init_args: &[&str]) -> String {
+    format!("console={} quiet panic=-1 reboot=t -- {}", arch.linux_console(), init_args.join(" "))
 }
 
 /// Boots `cmd` (a Linux guest whose init prints `prefix...` and powers off) and returns what
@@ -198,6 +336,7 @@ mod tests {
 
     #[test]
     fn the_workload_follows_the_double_dash() {
-        assert_eq!(cmdline(&["sieve", "100"]), "console=ttyS0 quiet panic=-1 reboot=t -- sieve 100");
+        assert_eq!(cmdline(GuestArch::X86_64, &["sieve", "100"]), "console=ttyS0 quiet panic=-1 reboot=t -- sieve 100");
+        assert_eq!(cmdline(GuestArch::Aarch64, &["boot"]), "console=ttyAMA0 quiet panic=-1 reboot=t -- boot");
     }
 }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use mica_initramfs::Initramfs;
+use mica_launch::GuestArch;
 
 use crate::linux_guest::{self, BUSYBOX_APPLETS};
 
@@ -34,7 +35,7 @@ pub struct PodImage {
 /// Builds (or refreshes) the pod image under `root/target/mica/pods`.
 pub fn build(root: &Path) -> Result<PodImage> {
     let target = root.join("target");
-    let guest = linux_guest::fetch(&target)?;
+    let guest = linux_guest::fetch(&target, GuestArch::X86_64)?;
     let agent = linux_guest::build_static(root, "mica-agent", "mica-agent")?;
     let dir = target.join("mica").join("pods");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

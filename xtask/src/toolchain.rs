@@ -153,6 +153,32 @@ impl Toolchain {
     }
 }
 
+impl Toolchain {
+    /// The start of a `cargo build` of workspace binaries with the standard library for
+    /// `target`, a Linux target other than the host's (a Linux guest's static init): rustup's
+    /// prebuilt library (`rustup target add TARGET`), or Debian's built from its source. The
+    /// caller adds the packages, the profile and the linker.
+    pub fn foreign_std_build(&self, root: &Path, target: &str) -> Command {
+        let mut cmd;
+        match self {
+            Toolchain::Rustup => {
+                cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+                clear_cargo_run_env(&mut cmd);
+                cmd.args(["build", "--target", target]);
+            }
+            Toolchain::Debian { .. } => {
+                cmd = Command::new(DEBIAN_CARGO);
+                clear_cargo_run_env(&mut cmd);
+                clear_toolchain_env(&mut cmd);
+                cmd.env("RUSTC_BOOTSTRAP", "1").env("RUSTC", DEBIAN_RUSTC);
+                cmd.args(["build", "--target", target, "-Zbuild-std=std,panic_abort"]);
+            }
+        }
+        cmd.current_dir(root);
+        cmd
+    }
+}
+
 impl fmt::Display for Toolchain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -58,6 +58,15 @@ impl GuestArch {
         }
     }
 
+    /// The serial console a Linux guest on this machine names (`console=`): the 16550 of
+    /// `microvm`, the PL011 of `virt`.
+    pub const fn linux_console(self) -> &'static str {
+        match self {
+            GuestArch::X86_64 => "ttyS0",
+            GuestArch::Aarch64 => "ttyAMA0",
+        }
+    }
+
     /// The architecture of the machine this runs on, if Mica builds for it.
     pub fn host() -> Option<GuestArch> {
         match std::env::consts::ARCH {

@@ -1,8 +1,9 @@
 //! `mica-linux-bench`: the Linux-guest baseline of `cargo xtask bench`.
 //!
 //! Built as a static binary and run as `/init` of a Linux guest that boots under the same QEMU
-//! settings as Mica (`-M microvm -accel tcg -icount shift=0`), where the TSC advances once per
-//! retired guest instruction. It runs one workload, named by its arguments (the kernel passes
+//! settings as Mica (`-accel tcg -icount shift=0`, `-M microvm` on x86_64, `-M virt` on
+//! aarch64), where the instruction clock ([`tsc`]) advances once per retired guest instruction.
+//! It runs one workload, named by its arguments (the kernel passes
 //! what follows `--` on its command line to init), and prints one line the host parses:
 //!
 //! ```text
@@ -96,9 +97,34 @@ fn counted<T>(work: impl FnOnce() -> T) -> (T, u64) {
     (result, end.wrapping_sub(start))
 }
 
-/// The time-stamp counter.
+/// The guest's instruction clock: under `-icount shift=0` every retired instruction advances
+/// QEMU's virtual clock by one nanosecond.
+///
+/// - x86_64: the time-stamp counter, which QEMU then advances once per instruction.
+/// - aarch64: the generic timer's virtual count, scaled by its frequency to nanoseconds (QEMU
+///   7.2's `virt` counts at 62.5 MHz, so one tick is 16 instructions; that is the resolution).
+#[cfg(target_arch = "x86_64")]
 fn tsc() -> u64 {
     // SAFETY: `rdtsc` reads a counter and has no memory effects; Linux leaves CR4.TSD clear, so it
     // is allowed in user mode (the guest kernel here is Debian's, configured that way).
     unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// See the x86_64 version.
+#[cfg(target_arch = "aarch64")]
+fn tsc() -> u64 {
+    let (count, frequency): (u64, u64);
+    // SAFETY: reads of CNTVCT_EL0 and CNTFRQ_EL0, which Linux lets EL0 read (CNTKCTL_EL1.EL0VCTEN);
+    // no memory effects. The `isb` keeps the count from being read ahead of earlier instructions.
+    unsafe {
+        core::arch::asm!(
+            "isb",
+            "mrs {count}, cntvct_el0",
+            "mrs {frequency}, cntfrq_el0",
+            count = out(reg) count,
+            frequency = out(reg) frequency,
+            options(nomem, nostack, preserves_flags),
+        );
+    }
+    (u128::from(count) * 1_000_000_000 / u128::from(frequency.max(1))) as u64
 }

@@ -2,20 +2,23 @@
 //! Linux guest under the same QEMU settings, and the same `.wasm` under Wasmtime on the Linux host.
 //!
 //! - Linux guest: `mica-linux-bench` (the same `mica_workloads::sieve`, compiled natively and
-//!   statically) is `/init` of a busybox initramfs booted with Debian's cloud kernel under
-//!   `-accel tcg -icount shift=0`, with the CPU model and memory of the Mica boots; it reads the
-//!   TSC around the sieve, so the count is guest instructions, Linux's interrupts included.
+//!   statically for the guest's architecture) is `/init` of a busybox initramfs booted with
+//!   Debian's cloud kernel of that architecture under `-accel tcg -icount shift=0`, with the
+//!   machine, CPU model and memory of the Mica boots; it reads the instruction clock (the TSC, or
+//!   arm64's virtual counter scaled to nanoseconds) around the sieve, so the count is guest
+//!   instructions, Linux's interrupts included.
 //! - Host Wasmtime: `cargo xtask host-run` (Mica's engine settings and WASI host, hosted on
 //!   Linux, the component compiled for the host with the same baseline CPU profile) under
 //!   `valgrind --tool=callgrind`, collecting only inside the `wasi:cli/run` call: host
 //!   instructions, not guest ones, but the same program and the same Wasmtime.
+//!   Only when the host is of the guest's architecture.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use mica_launch::{Accel, QemuCommand};
+use mica_launch::{Accel, GuestArch, QemuCommand};
 use serde::Serialize;
 
 use crate::linux_guest::{self, LinuxGuest};
@@ -46,8 +49,8 @@ pub struct Sieve {
     /// The native sieve in the Linux guest, guest instructions, per boot.
     pub linux_guest: Vec<u64>,
     /// Host instructions of the same component's `wasi:cli/run` under Wasmtime on Linux
-    /// (callgrind).
-    pub host_wasmtime: u64,
+    /// (callgrind), when the host is of the guest's architecture.
+    pub host_wasmtime: Option<u64>,
 }
 
 /// The `n` of the sieve component's `sieve N` arguments.
@@ -61,26 +64,41 @@ pub fn sieve_size(args: &[String]) -> Result<u64> {
 }
 
 /// Measures both baselines for a sieve of `n` whose Mica run cost `mica` instructions.
-/// `mica_cmd` is the QEMU command of the Mica boots (its CPU model and memory are reused);
-/// `wasm` is the sieve component.
-pub fn sieve(root: &Path, mica_cmd: &QemuCommand, n: u64, mica: u64, wasm: &Path) -> Result<Sieve> {
+/// `mica_cmd` is the QEMU command of the Mica boots (its architecture, CPU model and memory are
+/// reused); `wasm` is the sieve component. The hosted baseline runs only when the host is of
+/// that architecture.
+pub fn sieve(
+    root: &Path,
+    toolchain: &crate::toolchain::Toolchain,
+    mica_cmd: &QemuCommand,
+    n: u64,
+    mica: u64,
+    wasm: &Path,
+) -> Result<Sieve> {
     let target = root.join("target");
-    let guest = linux_guest::fetch(&target)?;
-    let (linux_guest, primes) = linux_sieve(root, &guest, mica_cmd, n)?;
-    let host_wasmtime = callgrind_sieve(wasm, n, primes)?;
+    let arch = mica_cmd.guest_arch();
+    let guest = linux_guest::fetch(&target, arch)?;
+    let (linux_guest, primes) = linux_sieve(root, toolchain, &guest, mica_cmd, n)?;
+    let host_wasmtime = if GuestArch::host() == Some(arch) { Some(callgrind_sieve(wasm, n, primes)?) } else { None };
     Ok(Sieve { n, primes, mica, linux_kernel: guest.release, linux_guest, host_wasmtime })
 }
 
 /// Boots the Linux guest [`LINUX_RUNS`] times; the sieve's instruction counts and its result.
-fn linux_sieve(root: &Path, guest: &LinuxGuest, mica_cmd: &QemuCommand, n: u64) -> Result<(Vec<u64>, u64)> {
-    let init = linux_guest::build_static(root, "mica-linux-bench", "mica-linux-bench")?;
-    let image = root.join("target").join("mica").join("bench").join("linux-bench.cpio");
+fn linux_sieve(
+    root: &Path,
+    toolchain: &crate::toolchain::Toolchain,
+    guest: &LinuxGuest,
+    mica_cmd: &QemuCommand,
+    n: u64,
+) -> Result<(Vec<u64>, u64)> {
+    let init = linux_guest::build_static_for(root, toolchain, "mica-linux-bench", "mica-linux-bench", guest.arch)?;
+    let image = root.join("target").join("mica").join("bench").join(format!("linux-bench-{}.cpio", guest.arch));
     linux_guest::init_image(guest, &init, &image)?;
     let n_text = n.to_string();
-    let mut cmd = QemuCommand::new(mica_cmd.program(), &guest.kernel, Accel::Tcg)
+    let mut cmd = guest
+        .qemu(mica_cmd.program(), Accel::Tcg, &image)
         .memory_mib(mica_cmd.memory())
-        .initrd(&image)
-        .cmdline(linux_guest::cmdline(&["sieve", &n_text]))
+        .cmdline(guest.cmdline(&["sieve", &n_text]))
         .icount(true);
     if let Some(cpu) = mica_cmd.cpu_model() {
         cmd = cmd.cpu(cpu);

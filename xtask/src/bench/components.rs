@@ -1,22 +1,24 @@
 //! `cargo xtask bench components`: what components cost inside the guest, in instructions.
 //!
 //! Boots the system of `components/bench.toml` (release kernel) under `-accel tcg -icount
-//! shift=0`, where the guest TSC advances once per retired instruction, [`COUNT_RUNS`] times.
-//! The kernel prints one `mica: component-costs name=N load=N instantiate=N run=N` line per
-//! component (TSC ticks for deserializing the artifact from the in-memory bundle, for linking
-//! and instantiating, and for the `wasi:cli/run` call). The host-call cost is the run difference
-//! of the same component making [`HOST_CALLS`] calls and none, over [`HOST_CALLS`].
+//! shift=0`, where the guest's counter counts retired instructions (see [`super::clock`]),
+//! [`COUNT_RUNS`] times, on each architecture asked for (`--arch`, both by default). The kernel
+//! prints one `mica: component-costs name=N load=N instantiate=N run=N` line per component
+//! (counter ticks for deserializing the artifact from the in-memory bundle, for linking and
+//! instantiating, and for the `wasi:cli/run` call). The host-call cost is the run difference of
+//! the same component making [`HOST_CALLS`] calls and none, over [`HOST_CALLS`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use mica_launch::{Accel, KvmProbe, QemuCommand};
+use mica_launch::{Accel, GuestArch, KvmProbe, QemuCommand};
 use serde::Serialize;
 
 use super::baselines::{self, SIEVE_COMPONENT, Sieve};
 use super::boot::boot;
+use super::clock::{self, InstructionClock};
 use super::report::grouped;
 use crate::machine::Machine;
 use crate::manifest;
@@ -27,7 +29,7 @@ const COUNT_RUNS: usize = 3;
 const MANIFEST: &str = "components/bench.toml";
 /// The kernel's cost line, up to the fields.
 const COSTS_PREFIX: &str = "mica: component-costs ";
-/// The QEMU options that make the TSC count instructions.
+/// The QEMU options that make the guest's counter count instructions.
 const QEMU_OPTIONS: &str = "-accel tcg -icount shift=0";
 /// Host calls made by [`CALLS_MANY`].
 const HOST_CALLS: u64 = 100_000;
@@ -38,7 +40,7 @@ const CALLS_MANY: &str = "calls-100000";
 /// One boot's time limit: instruction counting makes TCG slower.
 const BOOT_TIMEOUT_SECS: u64 = 600;
 
-/// One `mica: component-costs` line: TSC ticks (guest instructions under `-icount shift=0`).
+/// One `mica: component-costs` line, in guest instructions (its counter ticks, converted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Costs {
     /// The component's name in the manifest.
@@ -62,9 +64,20 @@ pub struct HostCall {
     pub instructions_per_call: f64,
 }
 
-/// Everything `bench components` measured.
+/// Everything `bench components` measured, per architecture.
+#[derive(Debug, Serialize)]
+pub struct Reports {
+    /// One report per architecture, in the order asked for.
+    pub arches: Vec<Report>,
+}
+
+/// Everything `bench components` measured on one architecture.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The guest architecture.
+    pub arch: &'static str,
+    /// The counter the kernel read and what it is worth in instructions (first boot).
+    pub clock: InstructionClock,
     /// The host.
     pub machine: Machine,
     /// When, in seconds since the Unix epoch.
@@ -73,7 +86,7 @@ pub struct Report {
     pub kernel: String,
     /// The system manifest booted.
     pub manifest: &'static str,
-    /// The QEMU options that make the TSC count instructions.
+    /// The QEMU options that make the guest's counter count instructions.
     pub qemu_options: &'static str,
     /// Per component (first boot), in manifest order, with its arguments.
     pub components: Vec<Row>,
@@ -105,38 +118,61 @@ pub struct Row {
 const PEERS: &[&str] =
     &["Wasmtime instantiates a WASI hello in ~27 us with its pooling allocator", "a component host call costs ~34 ns"];
 
-/// Runs the components benchmark.
-pub fn run(root: &Path) -> Result<()> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
+/// Runs the components benchmark on every architecture of `arches`.
+pub fn run(root: &Path, arches: &[GuestArch]) -> Result<()> {
+    let mut reports = Reports { arches: Vec::new() };
+    let mut out_dir = None;
+    for arch in super::distinct(arches) {
+        let (report, dir) = measure(root, arch)?;
+        reports.arches.push(report);
+        out_dir = Some(dir);
+    }
+    let out_dir = out_dir.context("no architecture to measure")?;
+    super::report::publish(&out_dir, "components.json", &reports.markdown(), &reports)
+}
+
+/// Measures component costs on `arch`; the report and the output directory.
+fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)> {
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare_for(root, arch)?;
 
     let manifest_path = root.join(MANIFEST);
     let system = manifest::load(&manifest_path, &root.join("components"))?;
-    let qemu = mica_launch::find_qemu()?;
-    let profile = mica_runtime::config::CpuProfile::baseline();
-    let bundle = crate::system::prepare(root, &toolchain, &manifest_path, &profile)?;
+    let qemu = mica_launch::find_qemu_for(arch)?;
+    let target = crate::run::kernel_target(arch);
+    let profile = mica_runtime::config::CpuProfile::baseline_for(target);
+    let binding = crate::system::Binding::Aot(profile.clone());
+    let bundle = crate::system::prepare_for(root, &toolchain, &manifest_path, &binding, None, target)?;
     let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
-    let cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
+    let mut cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
+        .arch(arch)
         .cmdline("")
-        .cpu(mica_launch::cpu_model(&features))
         .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
         .initrd(&bundle)
         .icount(true);
+    if arch == GuestArch::X86_64 {
+        cmd = cmd.cpu(mica_launch::cpu_model(&features));
+    }
     let machine = Machine::describe(&qemu, &KvmProbe::detect());
 
-    eprint!("bench: component costs ({QEMU_OPTIONS}): {COUNT_RUNS} boots of {MANIFEST} ");
+    eprint!("bench: component costs on {arch} ({QEMU_OPTIONS}): {COUNT_RUNS} boots of {MANIFEST} ");
     let names: Vec<&str> = system.components.iter().map(|c| c.name.as_str()).collect();
     let mut boots = Vec::new();
+    let mut first_clock = None;
     for _ in 0..COUNT_RUNS {
         let outcome = boot(&cmd, Duration::from_secs(BOOT_TIMEOUT_SECS))?;
-        let costs = component_costs(&outcome.serial);
+        let clock =
+            clock::of_boot(&outcome.serial).with_context(|| format!("no time line\n{}", outcome.transcript()))?;
+        let costs = component_costs(&outcome.serial, &clock);
         let Some(costs) = in_manifest_order(costs, &names) else {
             eprintln!();
             bail!("expected one `{COSTS_PREFIX}` line for each of {names:?}\n{}", outcome.transcript());
         };
+        first_clock.get_or_insert(clock);
         boots.push(costs);
         eprint!(".");
     }
     eprintln!();
+    let clock = first_clock.context("no boot")?;
     let identical = boots.windows(2).all(|w| w[0] == w[1]);
     let differing = differing(&boots);
     let first = &boots[0];
@@ -148,6 +184,8 @@ pub fn run(root: &Path) -> Result<()> {
         .map(|(costs, c)| Row { costs: costs.clone(), args: c.args.join(" ") })
         .collect();
     let report = Report {
+        arch: arch.name(),
+        clock,
         machine,
         unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         kernel: mica.display().to_string(),
@@ -161,7 +199,7 @@ pub fn run(root: &Path) -> Result<()> {
         sieve,
         peers: PEERS.to_vec(),
     };
-    super::report::publish(&out_dir, "components.json", &report.markdown(), &report)
+    Ok((report, out_dir))
 }
 
 /// The sieve component's run against the same work natively in a Linux guest and under Wasmtime
@@ -186,7 +224,7 @@ fn sieve_baselines(
             .remove(name)
             .with_context(|| format!("building component crate {name} produced no .wasm"))?,
     };
-    baselines::sieve(root, cmd, n, mica, &wasm)
+    baselines::sieve(root, toolchain, cmd, n, mica, &wasm)
 }
 
 /// The host-call cost from the [`CALLS_NONE`] and [`CALLS_MANY`] runs.
@@ -240,9 +278,18 @@ fn in_manifest_order(mut costs: Vec<Costs>, names: &[&str]) -> Option<Vec<Costs>
     Some(ordered)
 }
 
-/// Every `mica: component-costs` line of `serial`, in order.
-fn component_costs(serial: &str) -> Vec<Costs> {
-    serial.lines().filter_map(parse_costs).collect()
+/// Every `mica: component-costs` line of `serial`, in order, its ticks in instructions.
+fn component_costs(serial: &str, clock: &InstructionClock) -> Vec<Costs> {
+    serial
+        .lines()
+        .filter_map(parse_costs)
+        .map(|c| Costs {
+            load: clock.ticks(c.load),
+            instantiate: clock.ticks(c.instantiate),
+            run: clock.ticks(c.run),
+            ..c
+        })
+        .collect()
 }
 
 /// One `mica: component-costs name=N load=N instantiate=N run=N` line (anywhere in `line`).
@@ -262,13 +309,59 @@ fn parse_costs(line: &str) -> Option<Costs> {
     Some(Costs { name: name?, load: load?, instantiate: instantiate?, run: run? })
 }
 
+impl Reports {
+    /// The architectures side by side, then each one's own tables.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        if self.arches.len() > 1 {
+            let _ = writeln!(md, "## Component costs per architecture, guest instructions ({QEMU_OPTIONS})\n");
+            let header: Vec<&str> = self.arches.iter().map(|r| r.arch).collect();
+            let _ = writeln!(md, "| figure | {} |", header.join(" | "));
+            let _ = writeln!(md, "|---|{}", "---:|".repeat(header.len()));
+            let cost = |r: &Report, name: &str, phase: fn(&Costs) -> u64| {
+                r.components
+                    .iter()
+                    .find(|row| row.costs.name == name)
+                    .map_or("-".to_owned(), |row| grouped(phase(&row.costs)))
+            };
+            let rows: [(&str, Box<dyn Fn(&Report) -> String>); 6] = [
+                ("load `hello`", Box::new(|r| cost(r, "hello", |c| c.load))),
+                ("instantiate `hello`", Box::new(|r| cost(r, "hello", |c| c.instantiate))),
+                ("host call `monotonic-clock.now`", Box::new(|r| format!("{:.0}", r.host_call.instructions_per_call))),
+                ("sieve, Mica component", Box::new(|r| grouped(r.sieve.mica))),
+                (
+                    "sieve, native in the Linux guest",
+                    Box::new(|r| r.sieve.linux_guest.first().map_or("-".to_owned(), |c| grouped(*c))),
+                ),
+                (
+                    "sieve, Mica / native Linux",
+                    Box::new(|r| match r.sieve.linux_guest.first() {
+                        Some(&linux) if linux > 0 => format!("{:.2}x", r.sieve.mica as f64 / linux as f64),
+                        _ => "-".to_owned(),
+                    }),
+                ),
+            ];
+            for (label, figure) in &rows {
+                let cells: Vec<String> = self.arches.iter().map(|r| figure(r)).collect();
+                let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
+            }
+            md.push('\n');
+        }
+        for report in &self.arches {
+            md.push_str(&report.markdown());
+            md.push('\n');
+        }
+        md
+    }
+}
+
 impl Report {
     /// The report as markdown.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let m = &self.machine;
         // Writing to a String cannot fail.
-        let _ = writeln!(md, "## Component costs in guest instructions ({})\n", self.qemu_options);
+        let _ = writeln!(md, "## Component costs on {} in guest instructions ({})\n", self.arch, self.qemu_options);
         let _ = writeln!(md, "Machine: {} ({} CPUs), {}\n", m.cpu_model, m.cpus, m.qemu);
         md.push_str("| component | args | load | instantiate | run |\n");
         md.push_str("|---|---|---:|---:|---:|\n");
@@ -306,7 +399,7 @@ impl Report {
         md.push_str("\nNotes:\n");
         md.push_str(
             "- These are guest instruction counts under QEMU TCG with `-icount shift=0` (the TSC advances once \
-             per instruction), not time. load: deserializing the artifact from the in-memory bundle; \
+             per instruction; aarch64's generic counter once per 16 at 62.5 MHz, so its counts are exact to 16), not time. load: deserializing the artifact from the in-memory bundle; \
              instantiate: linking the granted interfaces, making the store, instantiating; run: the \
              `wasi:cli/run` call. Each is the component thread's own CPU time (the TSC is accounted per \
              thread at each switch): the components run concurrently and do not count each other; timer \
@@ -353,12 +446,23 @@ impl Report {
             s.linux_kernel,
             grouped(linux)
         );
-        let _ = writeln!(
-            md,
-            "| Wasmtime on this Linux host: the same `.wasm`, `cargo xtask host-run` | host, callgrind (`wasi:cli/run`) | {} | {} |",
-            grouped(s.host_wasmtime),
-            ratio(s.host_wasmtime)
-        );
+        match s.host_wasmtime {
+            Some(host) => {
+                let _ = writeln!(
+                    md,
+                    "| Wasmtime on this Linux host: the same `.wasm`, `cargo xtask host-run` | host, callgrind (`wasi:cli/run`) | {} | {} |",
+                    grouped(host),
+                    ratio(host)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "| Wasmtime on this Linux host | not measured: the host is not {} | - | - |",
+                    self.arch
+                );
+            }
+        }
         let _ = writeln!(
             md,
             "\n{} Linux-guest boots: {}",
@@ -387,7 +491,10 @@ mod tests {
                       mica: component-costs name=hello load=100 instantiate=2000 run=30000\r\n\
                       noise\n\
                       \x1b[0mmica: component-costs name=calls-0 load=1 instantiate=2 run=3\n";
-        assert_eq!(component_costs(serial), vec![costs("hello", 100, 2000, 30_000), costs("calls-0", 1, 2, 3)]);
+        let tsc = clock::of_boot("time: TSC 1000.000 MHz").unwrap();
+        assert_eq!(component_costs(serial, &tsc), vec![costs("hello", 100, 2000, 30_000), costs("calls-0", 1, 2, 3)]);
+        let arm = clock::of_boot("time: generic counter 62.500 MHz").unwrap();
+        assert_eq!(component_costs(serial, &arm)[1], costs("calls-0", 16, 32, 48));
     }
 
     #[test]
@@ -430,6 +537,8 @@ mod tests {
     fn markdown_has_rows_and_peers() {
         let boot = vec![costs("hello", 1_234_567, 89_000, 5), costs(CALLS_NONE, 1, 2, 3)];
         let report = Report {
+            arch: "x86_64",
+            clock: clock::of_boot("time: TSC 1000.000 MHz").unwrap(),
             machine: Machine::sample("none"),
             unix_time_s: 0,
             kernel: "k".into(),
@@ -446,7 +555,7 @@ mod tests {
                 mica: 1_200_000_000,
                 linux_kernel: "6.1.0-48-cloud-amd64".into(),
                 linux_guest: vec![1_000_000_000, 1_000_000_000],
-                host_wasmtime: 1_100_000_000,
+                host_wasmtime: Some(1_100_000_000),
             },
             peers: PEERS.to_vec(),
         };

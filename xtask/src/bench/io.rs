@@ -178,7 +178,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
 
     // Block: Mica and Linux in turn, each on a fresh disk, `runs` times.
     let bundle = crate::system::prepare(root, &toolchain, &root.join(BLOCK_MANIFEST), &profile)?;
-    let guest = linux_guest::fetch(&root.join("target"))?;
+    let guest = linux_guest::fetch(&root.join("target"), mica_launch::GuestArch::X86_64)?;
     let init = linux_guest::build_static(root, "mica-linux-bench", "mica-linux-bench")?;
     let image = out_dir.join("linux-io.cpio");
     io_image(&guest, &init, &image)?;
@@ -194,7 +194,8 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
             .initrd(&bundle)
             .extra_args(mica_launch::devices::qemu_args(&devices));
         let outcome = boot(&cmd, BOOT_TIMEOUT)?;
-        let mhz = super::ipc::tsc_rate(&outcome.serial)
+        let mhz = super::clock::of_boot(&outcome.serial)
+            .map(|clock| clock.counter_mhz)
             .with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
         let phases = mica_block_phases(&outcome.serial, mhz);
         check_phases(&phases).with_context(|| format!("Mica's block run\n{}", outcome.transcript()))?;
@@ -209,7 +210,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
             .icount(true)
             .initrd(&image)
-            .cmdline(linux_guest::cmdline(&["block"]))
+            .cmdline(guest.cmdline(&["block"]))
             .extra_args(mica_launch::devices::qemu_args(&devices));
         let line = linux_guest::boot_for_line(&cmd, LINUX_PREFIX, BOOT_TIMEOUT)?;
         linux_block_runs.push(linux_block_phases(&line)?);
@@ -237,7 +238,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
             .cpu(cpu.clone())
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
             .initrd(&image)
-            .cmdline(linux_guest::cmdline(&["httpd"]))
+            .cmdline(guest.cmdline(&["httpd"]))
             .extra_args(mica_launch::devices::qemu_args(&devices)))
     })
     .context("Linux's HTTP server")?;

@@ -1,14 +1,16 @@
 //! `cargo xtask bench ipc`: what IPC between components costs, in guest instructions, against
 //! the same ping-pong between two processes in a Linux guest.
 //!
+//! Each architecture asked for (`--arch`, both by default) is measured on its own, Mica against
+//! a Linux guest of the same architecture, and the table puts the architectures side by side.
+//!
 //! - Mica: the system of `components/bench-ipc.toml` (release kernel) under `-accel tcg -icount
 //!   shift=0`, [`MICA_RUNS`] boots. The `ipc-bench` component times N calls to the echo server
 //!   (64 B and 4 KiB, request and reply alike) and N one-way 64-byte messages with the monotonic
-//!   clock; the kernel derives that clock from the TSC, which under `-icount shift=0` advances once
-//!   per instruction, so nanoseconds times the TSC rate the kernel calibrated (printed at boot) are
-//!   instructions. The whole loop is counted: client, server, kernel, both thread switches.
+//!   clock, which under `-icount shift=0` converts to instructions (see [`super::clock`]). The
+//!   whole loop is counted: client, server, kernel, both thread switches.
 //! - Thread switch: the kernel's `test=switch` scenario, two kernel threads yielding to each other.
-//! - Linux: `mica-linux-bench` as `/init` of Debian's cloud kernel with a busybox initramfs, same
+//! - Linux: `mica-linux-bench` as `/init` of Debian's cloud kernel (amd64 or arm64) with a busybox initramfs, same
 //!   QEMU settings, CPU model and memory, one vCPU like Mica: the same ping-pong between two
 //!   processes over a pair of pipes and over a Unix stream socket, and one-way over a pipe.
 
@@ -17,10 +19,11 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use mica_launch::{Accel, KvmProbe, QemuCommand};
+use mica_launch::{Accel, GuestArch, KvmProbe, QemuCommand};
 use serde::Serialize;
 
 use super::boot::boot;
+use super::clock::{self, InstructionClock};
 use super::report::grouped;
 use crate::linux_guest;
 use crate::machine::Machine;
@@ -29,7 +32,7 @@ use crate::machine::Machine;
 const MICA_RUNS: usize = 2;
 /// The benchmark's system manifest, relative to the workspace root.
 const MANIFEST: &str = "components/bench-ipc.toml";
-/// The QEMU options that make the TSC count instructions.
+/// The QEMU options that make the guest's clocks count instructions.
 const QEMU_OPTIONS: &str = "-accel tcg -icount shift=0";
 /// One boot's time limit.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -53,7 +56,7 @@ pub struct MicaOp {
     pub n: u64,
     /// Monotonic nanoseconds for all of them.
     pub ns: u64,
-    /// Guest instructions per operation (`ns * tsc_mhz / 1000 / n`).
+    /// Guest instructions per operation (`ns` in instructions, over `n`).
     pub instructions_per_op: f64,
 }
 
@@ -72,9 +75,18 @@ pub struct LinuxOp {
     pub instructions_per_op: f64,
 }
 
-/// Everything `bench ipc` measured.
+/// Everything `bench ipc` measured, per architecture.
+#[derive(Debug, Serialize)]
+pub struct Reports {
+    /// One report per architecture, in the order asked for.
+    pub arches: Vec<Report>,
+}
+
+/// Everything `bench ipc` measured on one architecture.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The guest architecture.
+    pub arch: &'static str,
     /// The host.
     pub machine: Machine,
     /// When, in seconds since the Unix epoch.
@@ -83,13 +95,15 @@ pub struct Report {
     pub qemu_options: &'static str,
     /// The system manifest booted.
     pub manifest: &'static str,
-    /// The TSC rate the kernel calibrated under icount (MHz), per boot.
-    pub tsc_mhz: Vec<f64>,
+    /// The counter the kernel read and what it is worth in instructions, per boot.
+    pub clock: Vec<InstructionClock>,
     /// Mica's measurements, per boot.
     pub mica: Vec<Vec<MicaOp>>,
     /// The same system booted with two vCPUs (`-smp 2`; `-icount` runs them on one TCG thread,
     /// in turns).
     pub mica_smp2: Vec<MicaOp>,
+    /// Why there is no `-smp 2` row, when there is none.
+    pub smp2_absent: Option<String>,
     /// A kernel thread switch (yield to yield), guest instructions.
     pub thread_switch: u64,
     /// Wall-clock nanoseconds per operation under a hardware KVM (one boot), if there is one.
@@ -106,66 +120,92 @@ pub struct Report {
     pub method: Vec<&'static str>,
 }
 
+/// Why `bench ipc` has no `-smp 2` row on aarch64.
+const SMP2_ICOUNT_AARCH64: &str = "QEMU 7.2 with -icount and two aarch64 vCPUs stops executing in this boot: one vCPU \
+     stays parked on the `dsb ish` after a broadcast TLB invalidation (`tlbi vaae1is`, the work QEMU runs with all \
+     vCPUs stopped), the other spinning on the page-table lock the first holds, and QEMU never runs the pending \
+     flush; the same boot without -icount (`-accel tcg,thread=single`, the same one-thread round robin) completes";
+
 /// Peer figures, quoted in the notes.
 const PEERS: &[&str] = &[
     "seL4 call + reply (IPC fastpath): ~772 cycles round trip on x86-64 (seL4 benchmarks)",
     "a Linux pipe round trip costs thousands of instructions (measured here in the same run)",
 ];
 
-/// Runs the IPC benchmark.
-pub fn run(root: &Path) -> Result<()> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
-    let qemu = mica_launch::find_qemu()?;
-    let profile = mica_runtime::config::CpuProfile::baseline();
-    let bundle = crate::system::prepare(root, &toolchain, &root.join(MANIFEST), &profile)?;
+/// Runs the IPC benchmark on every architecture of `arches`.
+pub fn run(root: &Path, arches: &[GuestArch]) -> Result<()> {
+    let mut reports = Reports { arches: Vec::new() };
+    let mut out_dir = None;
+    for &arch in super::distinct(arches).iter() {
+        let (report, dir) = measure(root, arch)?;
+        reports.arches.push(report);
+        out_dir = Some(dir);
+    }
+    let out_dir = out_dir.context("no architecture to measure")?;
+    super::report::publish(&out_dir, "ipc.json", &reports.markdown(), &reports)
+}
+
+/// Measures IPC on `arch`; the report and the output directory.
+fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)> {
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare_for(root, arch)?;
+    let qemu = mica_launch::find_qemu_for(arch)?;
+    let target = crate::run::kernel_target(arch);
+    let profile = mica_runtime::config::CpuProfile::baseline_for(target);
+    let binding = crate::system::Binding::Aot(profile.clone());
+    let bundle = crate::system::prepare_for(root, &toolchain, &root.join(MANIFEST), &binding, None, target)?;
     let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
-    let base = QemuCommand::new(&qemu, &mica, Accel::Tcg)
-        .cpu(mica_launch::cpu_model(&features))
-        .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-        .icount(true);
+    let mut base =
+        QemuCommand::new(&qemu, &mica, Accel::Tcg).arch(arch).memory_mib(crate::run::SYSTEM_MEMORY_MIB).icount(true);
+    if arch == GuestArch::X86_64 {
+        base = base.cpu(mica_launch::cpu_model(&features));
+    }
     let machine = Machine::describe(&qemu, &KvmProbe::detect());
 
-    eprint!("bench: IPC between components ({QEMU_OPTIONS}): {MICA_RUNS} boots of {MANIFEST} ");
+    eprint!("bench: IPC between components on {arch} ({QEMU_OPTIONS}): {MICA_RUNS} boots of {MANIFEST} ");
     let cmd = base.clone().cmdline("").initrd(&bundle);
-    let mut tsc_mhz = Vec::new();
+    let mut clocks = Vec::new();
     let mut mica_runs = Vec::new();
     for _ in 0..MICA_RUNS {
         let outcome = boot(&cmd, BOOT_TIMEOUT)?;
-        let mhz = tsc_rate(&outcome.serial).with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
-        let ops = mica_ops(&outcome.serial, mhz);
+        let clock =
+            clock::of_boot(&outcome.serial).with_context(|| format!("no time line\n{}", outcome.transcript()))?;
+        let ops = mica_ops(&outcome.serial, &clock);
         if ops.len() != 4 {
             eprintln!();
             bail!("expected 4 `{MICA_PREFIX}` lines\n{}", outcome.transcript());
         }
-        tsc_mhz.push(mhz);
+        clocks.push(clock);
         mica_runs.push(ops);
         eprint!(".");
     }
     eprintln!();
-    eprintln!("bench: the same with two vCPUs (-smp 2)");
-    let smp2 = cmd.clone().extra_args(["-smp", "2"]);
-    let outcome = boot(&smp2, BOOT_TIMEOUT)?;
-    let mhz = tsc_rate(&outcome.serial).with_context(|| format!("no TSC rate line\n{}", outcome.transcript()))?;
-    let mica_smp2 = mica_ops(&outcome.serial, mhz);
-    if mica_smp2.len() != 4 {
-        bail!("expected 4 `{MICA_PREFIX}` lines with -smp 2\n{}", outcome.transcript());
-    }
+    let (mica_smp2, smp2_absent) = if arch == GuestArch::Aarch64 {
+        (Vec::new(), Some(SMP2_ICOUNT_AARCH64.to_owned()))
+    } else {
+        eprintln!("bench: the same with two vCPUs (-smp 2)");
+        let smp2 = cmd.clone().extra_args(["-smp", "2"]);
+        let outcome = boot(&smp2, BOOT_TIMEOUT)?;
+        let clock =
+            clock::of_boot(&outcome.serial).with_context(|| format!("no time line\n{}", outcome.transcript()))?;
+        let ops = mica_ops(&outcome.serial, &clock);
+        if ops.len() != 4 {
+            bail!("expected 4 `{MICA_PREFIX}` lines with -smp 2\n{}", outcome.transcript());
+        }
+        (ops, None)
+    };
     eprintln!("bench: kernel thread switch (test=switch)");
     let outcome = boot(&base.clone().cmdline("test=switch"), BOOT_TIMEOUT)?;
-    let thread_switch = outcome
-        .serial
-        .lines()
-        .find_map(|l| l.split_once(SWITCH_PREFIX).map(|(_, rest)| rest.to_owned()))
-        .and_then(|rest| linux_guest::field(&rest, "per_switch").ok())
-        .with_context(|| format!("no `{SWITCH_PREFIX}` line\n{}", outcome.transcript()))?;
+    let thread_switch =
+        switch_cost(&outcome.serial).with_context(|| format!("no `{SWITCH_PREFIX}` line\n{}", outcome.transcript()))?;
 
     // Timed where a hardware KVM exists (a software KVM runs guests hundreds of times slower and
     // its figures would mean nothing): the same boot without instruction counting; the component's
     // clock is then real time.
     let probe = KvmProbe::detect();
-    let (kvm_ns, kvm_absent) = if probe.hardware() {
+    let (kvm_ns, kvm_absent) = if probe.hardware() && GuestArch::host() == Some(arch) {
         eprintln!("bench: the same under KVM ({}), wall clock", probe.label());
         let mut kvm = QemuCommand::new(&qemu, &mica, Accel::Kvm)
+            .arch(arch)
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
             .cmdline("")
             .initrd(&bundle);
@@ -173,25 +213,28 @@ pub fn run(root: &Path) -> Result<()> {
             kvm = kvm.cpu(cpu);
         }
         let outcome = boot(&kvm, BOOT_TIMEOUT)?;
-        // 1000 MHz: the nanoseconds stay nanoseconds.
-        (Some(mica_ops(&outcome.serial, 1000.0)), None)
+        // One instruction per nanosecond: the nanoseconds stay nanoseconds.
+        let wall = InstructionClock { counter: "wall clock", counter_mhz: 1000.0, per_tick: 1.0, per_ns: 1.0 };
+        (Some(mica_ops(&outcome.serial, &wall)), None)
+    } else if GuestArch::host() != Some(arch) {
+        (None, Some(format!("this host is not {arch}")))
     } else {
         let why =
             probe.unusable_reason().unwrap_or_else(|| format!("KVM here is {}, not hardware-backed", probe.label()));
         (None, Some(why))
     };
-    let guest = linux_guest::fetch(&root.join("target"))?;
-    let init = linux_guest::build_static(root, "mica-linux-bench", "mica-linux-bench")?;
-    let image = root.join("target").join("mica").join("bench").join("linux-bench.cpio");
+    let guest = linux_guest::fetch(&root.join("target"), arch)?;
+    let init = linux_guest::build_static_for(root, &toolchain, "mica-linux-bench", "mica-linux-bench", arch)?;
+    let image = out_dir.join(format!("linux-bench-{arch}.cpio"));
     linux_guest::init_image(&guest, &init, &image)?;
     let mut linux = Vec::new();
     for (workload, bytes) in [("pipe", 64), ("pipe", 4096), ("unix", 64), ("unix", 4096), ("pipe-oneway", 64)] {
         eprintln!("bench: Linux guest ({}): {workload} {LINUX_N} x {bytes} B", guest.release);
         let (n, size) = (LINUX_N.to_string(), bytes.to_string());
-        let mut cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
+        let mut cmd = guest
+            .qemu(&qemu, Accel::Tcg, &image)
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .initrd(&image)
-            .cmdline(linux_guest::cmdline(&[workload, &n, &size]))
+            .cmdline(guest.cmdline(&[workload, &n, &size]))
             .icount(true);
         if let Some(cpu) = base.cpu_model() {
             cmd = cmd.cpu(cpu);
@@ -207,13 +250,15 @@ pub fn run(root: &Path) -> Result<()> {
         });
     }
     let report = Report {
+        arch: arch.name(),
         machine,
         unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         qemu_options: QEMU_OPTIONS,
         manifest: MANIFEST,
-        tsc_mhz,
+        clock: clocks,
         mica: mica_runs,
         mica_smp2,
+        smp2_absent,
         thread_switch,
         kvm_ns,
         kvm_absent,
@@ -221,10 +266,12 @@ pub fn run(root: &Path) -> Result<()> {
         linux,
         peers: PEERS.to_vec(),
         method: vec![
-            "Mica: the ipc-bench component's loop timed with the monotonic clock (TSC-derived; under -icount \
-             shift=0 the TSC advances once per instruction, so ns x calibrated MHz / 1000 = instructions): client, \
-             echo server, kernel and switches, one CPU",
-            "Linux: mica-linux-bench and a child copy of itself, TSC around the loop, one vCPU, same QEMU settings",
+            "Mica: the ipc-bench component's loop timed with the monotonic clock (under -icount shift=0 one \
+             instruction is one nanosecond of QEMU's virtual clock; on x86_64 the kernel derives the clock from \
+             the TSC, which advances once per instruction, on aarch64 from the generic counter, exact to 16 \
+             instructions at 62.5 MHz): client, echo server, kernel and switches, one CPU",
+            "Linux: mica-linux-bench and a child copy of itself, the same instruction clock around the loop (TSC, \
+             or CNTVCT_EL0 scaled by CNTFRQ_EL0), one vCPU, same QEMU settings",
             "Mica, -smp 2: the same boot with two vCPUs; -icount makes QEMU run them in turns on one host thread, \
              so the count is the same guest instructions measure, summed over both CPUs. A woken thread goes to \
              the run queue of the CPU that woke it and an idle CPU gets a reschedule IPI; in a ping-pong the \
@@ -232,26 +279,67 @@ pub fn run(root: &Path) -> Result<()> {
              turn, so this mostly measures the same-CPU path plus the IPIs, not a cross-CPU hand-off",
         ],
     };
-    super::report::publish(&out_dir, "ipc.json", &report.markdown(), &report)
+    Ok((report, out_dir))
 }
 
-/// The TSC rate from the kernel's `time: TSC N MHz` log line.
-pub(super) fn tsc_rate(serial: &str) -> Option<f64> {
-    serial.lines().find_map(|line| {
-        let rest = &line[line.find("time: TSC ")? + "time: TSC ".len()..];
-        rest.split_whitespace().next()?.parse().ok()
-    })
+/// Guest instructions per kernel thread switch from the `test=switch` scenario's line.
+fn switch_cost(serial: &str) -> Option<u64> {
+    let clock = clock::of_boot(serial)?;
+    let rest = serial.lines().find_map(|l| l.split_once(SWITCH_PREFIX).map(|(_, rest)| rest))?;
+    let ticks = linux_guest::field(rest, "ticks").ok()?;
+    let switches = linux_guest::field(rest, "switches").ok()?;
+    Some(clock.ticks(ticks) / switches.max(1))
 }
 
 /// Every `ipc-bench op=... bytes=... n=... ns=...` line, with instructions per operation.
-fn mica_ops(serial: &str, tsc_mhz: f64) -> Vec<MicaOp> {
+fn mica_ops(serial: &str, clock: &InstructionClock) -> Vec<MicaOp> {
     super::report::op_lines(serial, MICA_PREFIX)
         .into_iter()
         .map(|(op, bytes, n, ns)| {
-            let instructions_per_op = ns as f64 * tsc_mhz / 1000.0 / n.max(1) as f64;
+            let instructions_per_op = clock.ns(ns) / n.max(1) as f64;
             MicaOp { op, bytes, n, ns, instructions_per_op }
         })
         .collect()
+}
+
+impl Reports {
+    /// The architectures side by side, then each one's own table.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| grouped(v.round() as u64));
+        if self.arches.len() > 1 {
+            let _ = writeln!(md, "## IPC per architecture, guest instructions per operation ({QEMU_OPTIONS})\n");
+            let header: Vec<&str> = self.arches.iter().map(|r| r.arch).collect();
+            let _ = writeln!(md, "| operation | {} |", header.join(" | "));
+            let _ = writeln!(md, "|---|{}", "---:|".repeat(header.len()));
+            let rows: [(&str, fn(&Report) -> Option<f64>); 5] = [
+                ("Mica round trip, 64 B", |r| r.mica("round-trip", 64)),
+                ("Linux pipe round trip, 64 B", |r| r.linux("pipe", 64)),
+                ("Mica one-way, 64 B", |r| r.mica("one-way", 64)),
+                ("Linux pipe one-way, 64 B", |r| r.linux("pipe-oneway", 64)),
+                ("Mica kernel thread switch", |r| Some(r.thread_switch as f64)),
+            ];
+            for (label, figure) in rows {
+                let cells: Vec<String> = self.arches.iter().map(|r| show(figure(r))).collect();
+                let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
+            }
+            let ratios: Vec<String> = self
+                .arches
+                .iter()
+                .map(|r| {
+                    r.mica("round-trip", 64)
+                        .zip(r.linux("pipe", 64))
+                        .map_or("-".to_owned(), |(m, l)| format!("{:.1}x", l / m))
+                })
+                .collect();
+            let _ = writeln!(md, "| Linux pipe / Mica, 64 B round trip | {} |\n", ratios.join(" | "));
+        }
+        for report in &self.arches {
+            md.push_str(&report.markdown());
+            md.push('\n');
+        }
+        md
+    }
 }
 
 impl Report {
@@ -275,7 +363,7 @@ impl Report {
         let mut md = String::new();
         let m = &self.machine;
         let show = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| grouped(v.round() as u64));
-        let _ = writeln!(md, "## IPC in guest instructions per operation ({})\n", self.qemu_options);
+        let _ = writeln!(md, "## IPC on {} in guest instructions per operation ({})\n", self.arch, self.qemu_options);
         let _ =
             writeln!(md, "Machine: {} ({} CPUs), {}; Linux guest {}\n", m.cpu_model, m.cpus, m.qemu, self.linux_kernel);
         md.push_str(
@@ -302,6 +390,9 @@ impl Report {
             show(self.mica_smp2("host-call", 0))
         );
         let _ = writeln!(md, "| kernel thread switch | {} | | | |", grouped(self.thread_switch));
+        if let Some(why) = &self.smp2_absent {
+            let _ = writeln!(md, "\nNo -smp 2 figures: {why}.");
+        }
         match (&self.kvm_ns, &self.kvm_absent) {
             (Some(ops), _) => {
                 let shown: Vec<String> =
@@ -320,10 +411,11 @@ impl Report {
         let same = self.mica.windows(2).all(|w| w[0].iter().zip(&w[1]).all(|(a, b)| a.ns == b.ns));
         let _ = writeln!(
             md,
-            "{} Mica boots: {} (TSC {} MHz)",
+            "{} Mica boots: {} ({} {} MHz)",
             self.mica.len(),
             if same { "identical counts" } else { "counts differ; the table shows the first boot" },
-            self.tsc_mhz.iter().map(|f| format!("{f:.3}")).collect::<Vec<_>>().join(", ")
+            self.clock.first().map_or("clock", |c| c.counter),
+            self.clock.iter().map(|c| format!("{:.3}", c.counter_mhz)).collect::<Vec<_>>().join(", ")
         );
         md.push_str("\nNotes:\n");
         for line in &self.method {
@@ -343,12 +435,20 @@ mod tests {
         let serial = "[   0.01] INFO  kmain: time: TSC 1000.500 MHz; local APIC\n\
                       [ipc-bench] ipc-bench op=round-trip bytes=64 n=100 ns=200000\n\
                       [ipc-bench] ipc-bench op=one-way bytes=64 n=100 ns=50000\n";
-        let mhz = tsc_rate(serial).unwrap();
-        assert_eq!(mhz, 1000.5);
-        let ops = mica_ops(serial, 1000.0);
+        let clock = clock::of_boot(serial).unwrap();
+        assert_eq!(clock.counter_mhz, 1000.5);
+        let ops = mica_ops(serial, &clock);
         assert_eq!(ops.len(), 2);
-        assert_eq!((ops[0].op.as_str(), ops[0].bytes, ops[0].instructions_per_op), ("round-trip", 64, 2000.0));
-        assert_eq!(ops[1].instructions_per_op, 500.0);
-        assert!(mica_ops("ipc-bench op=x bytes=1", 1000.0).is_empty());
+        assert_eq!((ops[0].op.as_str(), ops[0].bytes, ops[0].instructions_per_op.round()), ("round-trip", 64, 2001.0));
+        assert_eq!(ops[1].instructions_per_op, 500.25);
+        assert!(mica_ops("ipc-bench op=x bytes=1", &clock).is_empty());
+    }
+
+    #[test]
+    fn switch_cost_is_scaled_by_the_counter() {
+        let serial =
+            "time: generic counter 62.500 MHz; GICv3\nmica: bench switch switches=1000 ticks=2000 per_switch=2\n";
+        assert_eq!(switch_cost(serial), Some(32));
+        assert_eq!(switch_cost("time: TSC 1000.000 MHz\n"), None);
     }
 }

@@ -16,6 +16,7 @@
 
 mod baselines;
 mod boot;
+mod clock;
 mod components;
 mod density;
 mod io;
@@ -30,6 +31,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
+use mica_launch::GuestArch;
 
 /// The fewest boots a wall-clock row may be based on.
 pub const MIN_RUNS: u32 = 10;
@@ -40,12 +42,12 @@ pub enum BenchCommand {
     /// Boot time: wall clock per accelerator (empty kernel vs Mica) and guest instructions to ready.
     Boot(BootArgs),
     /// Component costs in guest instructions: load, instantiate, run, and one host call.
-    Components,
+    Components(ArchArgs),
     /// Legacy pods: cold boot to the agent answering, exec, QEMU memory, plain-QEMU baseline.
     Pods,
     /// IPC between components in guest instructions (round trip, one-way, thread switch) against
     /// pipes and Unix sockets between two processes in a Linux guest.
-    Ipc,
+    Ipc(ArchArgs),
     /// Block I/O (instructions per request) and HTTP (wall clock) through Mica's driver
     /// components against Linux's in-kernel drivers on the same virtual hardware.
     Io(IoArgs),
@@ -54,6 +56,16 @@ pub enum BenchCommand {
     /// Late binding: first boot (compile in the system) vs store-hit boot vs host-precompiled,
     /// compile cost per KiB of wasm, and code for this CPU against baseline code.
     LateBinding(LateArgs),
+}
+
+/// The architectures a benchmark measures.
+#[derive(Debug, Args)]
+pub struct ArchArgs {
+    /// The guest architectures to measure, comma-separated: each boots in its own QEMU (TCG,
+    /// `-icount shift=0`) against a Linux guest of the same architecture, and the table puts
+    /// them side by side.
+    #[arg(long, value_name = "ARCH", value_delimiter = ',', default_values_t = GuestArch::ALL)]
+    pub arch: Vec<GuestArch>,
 }
 
 /// Arguments of `cargo xtask bench late-binding`.
@@ -100,22 +112,38 @@ pub(crate) struct Prepared {
     pub out_dir: std::path::PathBuf,
 }
 
-/// Sets up the toolchain, builds the release kernel and makes the output directory.
+/// Sets up the toolchain, builds the release x86_64 kernel and makes the output directory.
 pub(crate) fn prepare(root: &Path) -> Result<Prepared> {
+    prepare_for(root, GuestArch::X86_64)
+}
+
+/// [`prepare`] with the kernel for `arch`.
+pub(crate) fn prepare_for(root: &Path, arch: GuestArch) -> Result<Prepared> {
     let toolchain = crate::setup::ensure(root)?;
-    let kernel = crate::kernel::build(root, &toolchain, mica_launch::GuestArch::X86_64, true)?;
+    let kernel = crate::kernel::build(root, &toolchain, arch, true)?;
     let out_dir = boot::target_dir(root, &kernel).join("mica").join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", out_dir.display()))?;
     Ok(Prepared { toolchain, kernel, out_dir })
+}
+
+/// `arches` without repeats, in the order given.
+fn distinct(arches: &[GuestArch]) -> Vec<GuestArch> {
+    let mut seen = Vec::new();
+    for &arch in arches {
+        if !seen.contains(&arch) {
+            seen.push(arch);
+        }
+    }
+    seen
 }
 
 /// Runs a benchmark.
 pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
     match command {
         BenchCommand::Boot(args) => boot::run(root, args).map(|()| ExitCode::SUCCESS),
-        BenchCommand::Components => components::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Components(args) => components::run(root, &args.arch).map(|()| ExitCode::SUCCESS),
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
-        BenchCommand::Ipc => ipc::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Ipc(args) => ipc::run(root, &args.arch).map(|()| ExitCode::SUCCESS),
         BenchCommand::Io(args) => io::run(root, args.runs).map(|()| ExitCode::SUCCESS),
         BenchCommand::Density(args) => density::run(root, args.n).map(|()| ExitCode::SUCCESS),
         BenchCommand::LateBinding(args) => late::run(root, args.runs).map(|()| ExitCode::SUCCESS),

@@ -110,7 +110,7 @@ pub fn run(root: &Path) -> Result<()> {
     let out_dir = target.join("mica").join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let image = pod_image::build(root)?;
-    let guest = linux_guest::fetch(&target)?;
+    let guest = linux_guest::fetch(&target, mica_launch::GuestArch::X86_64)?;
     let mica = linux_guest::build_static(root, "mica-cli", "mica")?;
     let qemu = mica_launch::find_qemu()?;
     let probe = KvmProbe::detect();
@@ -156,7 +156,7 @@ pub fn run(root: &Path) -> Result<()> {
     let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
         .memory_mib(256)
         .initrd(&counting_image)
-        .cmdline(linux_guest::cmdline(&["boot"]))
+        .cmdline(guest.cmdline(&["boot"]))
         .icount(true);
     eprint!("bench: instructions from reset to init (-icount shift=0, {COUNT_RUNS} boots) ");
     let mut instructions = Vec::new();

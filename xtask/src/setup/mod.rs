@@ -12,7 +12,7 @@
 //! before that install on a fresh machine. Steps see the machine only through a [`Host`], so the
 //! fresh-machine path is tested against a fake one (see `tests`).
 
-mod apt;
+pub(crate) mod apt;
 mod debian;
 mod host;
 mod tools;
