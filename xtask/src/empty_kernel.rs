@@ -1,7 +1,12 @@
-//! The empty kernel: the smallest PVH ELF that QEMU boots, which exits at its first instruction.
+//! The empty kernel: the smallest kernel QEMU boots, which exits at its first instruction.
 //!
 //! Booting it measures what QEMU itself costs (process start, machine setup, firmware, loading)
-//! so that the boot benchmark can subtract it from Mica's numbers. It is written byte by byte:
+//! so that the boot benchmark can subtract it from Mica's numbers. One per architecture:
+//!
+//! - aarch64 ([`arm64_image`]): a Linux arm64 `Image` (the 64-byte header, then three
+//!   instructions) that ends the run through semihosting `SYS_EXIT` with the success status, as
+//!   Mica's aarch64 kernel does.
+//! - x86_64 ([`elf`]): a PVH ELF, written byte by byte:
 //! an ELF64 header, one `PT_LOAD` segment at 1 MiB with the code, and one `PT_NOTE` segment with
 //! the Xen note `XEN_ELFNOTE_PHYS32_ENTRY` that QEMU's PVH loader looks for. QEMU enters the
 //! code in 32-bit protected mode; it writes [`ExitCode::Success`] to the `isa-debug-exit` port,
@@ -95,6 +100,52 @@ pub fn pvh_elf(code: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The arm64 `Image` header's magic, `ARM\x64`.
+const ARM64_MAGIC: u32 = 0x644d_5241;
+/// Where the `Image` asks to be loaded above a 2 MiB-aligned base.
+const ARM64_TEXT_OFFSET: u64 = 0x8_0000;
+/// Semihosting's `SYS_EXIT` operation.
+const SYS_EXIT: u32 = 0x18;
+/// `SYS_EXIT`'s reason for a program's own exit with a status.
+const ADP_STOPPED_APPLICATION_EXIT: u64 = 0x2_0026;
+
+/// The aarch64 empty kernel: a Linux arm64 `Image` whose code calls semihosting `SYS_EXIT` with
+/// [`ExitCode::Success`]'s status.
+pub fn arm64_image() -> Vec<u8> {
+    // After the 64-byte header: `movz x0, #SYS_EXIT; adr x1, block; hlt #0xf000; b .`, then the
+    // parameter block (reason, status) at offset 80, 8-aligned.
+    let code: [u32; 4] = [
+        0xd280_0000 | (SYS_EXIT << 5), // movz x0, #0x18
+        0x1000_0000 | (3 << 5) | 1,    // adr x1, .+12 (immhi = 12 >> 2, immlo = 0)
+        0xd440_0000 | (0xf000 << 5),   // hlt #0xf000: the semihosting call
+        0x1400_0000,                   // b . (should QEMU not end the run)
+    ];
+    let mut f = Vec::with_capacity(96);
+    f.extend_from_slice(&(0x1400_0000u32 | (64 / 4)).to_le_bytes()); // code0: b +64, over the header
+    f.extend_from_slice(&0u32.to_le_bytes()); // code1
+    f.extend_from_slice(&ARM64_TEXT_OFFSET.to_le_bytes());
+    f.extend_from_slice(&96u64.to_le_bytes()); // image_size
+    f.extend_from_slice(&0u64.to_le_bytes()); // flags: little-endian, 4 KiB pages unspecified
+    f.extend_from_slice(&[0; 24]); // res2..res4
+    f.extend_from_slice(&ARM64_MAGIC.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes()); // res5: no PE header
+    for word in code {
+        f.extend_from_slice(&word.to_le_bytes());
+    }
+    f.extend_from_slice(&ADP_STOPPED_APPLICATION_EXIT.to_le_bytes());
+    f.extend_from_slice(&(ExitCode::Success.qemu_status() as u64).to_le_bytes());
+    debug_assert_eq!(f.len(), 96);
+    f
+}
+
+/// The empty kernel for `arch`, as bytes of the file QEMU's `-kernel` takes.
+pub fn for_arch(arch: mica_launch::GuestArch) -> Vec<u8> {
+    match arch {
+        mica_launch::GuestArch::X86_64 => elf(),
+        mica_launch::GuestArch::Aarch64 => arm64_image(),
+    }
+}
+
 fn push_phdr(f: &mut Vec<u8>, kind: u32, flags: u32, offset: usize, addr: u64, size: u64, align: u64) {
     f.extend_from_slice(&kind.to_le_bytes());
     f.extend_from_slice(&flags.to_le_bytes());
@@ -153,12 +204,17 @@ mod tests {
 
     /// Boots `elf` under TCG through the launcher (QEMU is required: `cargo xtask setup`).
     fn boot(elf: &[u8]) -> mica_launch::Outcome {
+        boot_on(mica_launch::GuestArch::X86_64, elf)
+    }
+
+    /// Boots `kernel` on `arch`'s machine under TCG through the launcher.
+    fn boot_on(arch: mica_launch::GuestArch, kernel_bytes: &[u8]) -> mica_launch::Outcome {
         use mica_launch::{Accel, OutputMode, QemuCommand, RunOptions};
         let dir = tempfile::tempdir().expect("tempdir");
-        let kernel = dir.path().join("kernel.elf");
-        std::fs::write(&kernel, elf).expect("write kernel");
-        let qemu = mica_launch::find_qemu().unwrap_or_else(|e| panic!("{e}"));
-        let cmd = QemuCommand::new(qemu, &kernel, Accel::Tcg).cmdline("log=off");
+        let kernel = dir.path().join("kernel");
+        std::fs::write(&kernel, kernel_bytes).expect("write kernel");
+        let qemu = mica_launch::find_qemu_for(arch).unwrap_or_else(|e| panic!("{e}"));
+        let cmd = QemuCommand::new(qemu, &kernel, Accel::Tcg).arch(arch).cmdline("log=off");
         let options =
             RunOptions { timeout: std::time::Duration::from_secs(30), output: OutputMode::Capture { echo: false } };
         mica_launch::run::run(&cmd, &options).expect("QEMU runs")
@@ -167,6 +223,16 @@ mod tests {
     #[test]
     fn empty_kernel_exits_with_success_under_qemu() {
         let outcome = boot(&elf());
+        assert_eq!(outcome.status(), Some(33), "{}\n{}", outcome.describe(), outcome.transcript());
+        assert_eq!(outcome.verdict, Some(ExitCode::Success));
+    }
+
+    #[test]
+    fn arm64_empty_kernel_is_an_image_that_exits_with_success() {
+        let image = arm64_image();
+        assert_eq!(u32::from_le_bytes(image[56..60].try_into().unwrap()), ARM64_MAGIC);
+        assert_eq!(u64::from_le_bytes(image[16..24].try_into().unwrap()), image.len() as u64);
+        let outcome = boot_on(mica_launch::GuestArch::Aarch64, &image);
         assert_eq!(outcome.status(), Some(33), "{}\n{}", outcome.describe(), outcome.transcript());
         assert_eq!(outcome.verdict, Some(ExitCode::Success));
     }

@@ -20,8 +20,6 @@ use mica_launch::GuestArch;
 
 use crate::setup::Host;
 
-/// The bare-metal target the x86_64 kernel builds for.
-pub const KERNEL_TARGET: &str = "x86_64-unknown-none";
 /// Every bare-metal target the kernel builds for (one per [`GuestArch`]).
 pub const KERNEL_TARGETS: [&str; 2] = [GuestArch::X86_64.kernel_target(), GuestArch::Aarch64.kernel_target()];
 /// The target components build for.

@@ -2,20 +2,22 @@
 //!
 //! Wall time covers QEMU start to exit for (i) the empty kernel, which exits at its first
 //! instruction and so measures QEMU's own cost, and (ii) Mica's default system (release build),
-//! under TCG and, when `/dev/kvm` is usable, KVM. Every boot must end with the "success"
+//! under TCG and, when `/dev/kvm` is usable and of the guest's architecture, KVM; on each
+//! architecture asked for (`--arch`, both by default). Every boot must end with the "success"
 //! verdict, or the benchmark stops and shows that boot's output. Instruction counts come from
-//! the kernel's `mica: ready (tsc_since_entry=N)` line under `-accel tcg -icount shift=0`, where
-//! the guest TSC advances once per retired instruction: exact and repeatable on a noisy host.
+//! the kernel's `mica: ready (tsc_since_entry=N)` line (counter ticks) under `-accel tcg -icount
+//! shift=0`, where the guest's counter follows retired instructions (see [`super::clock`]):
+//! exact and repeatable on a noisy host.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use mica_launch::{Accel, ExitCode, KvmProbe, OutputMode, QemuCommand, RunOptions};
+use mica_launch::{Accel, ExitCode, GuestArch, KvmProbe, OutputMode, QemuCommand, RunOptions};
 
 use super::BootArgs;
-use super::report::{Instructions, Report, WallRow};
+use super::report::{Instructions, Report, Reports, WallRow};
 use super::stats::{Summary, human};
 use crate::empty_kernel;
 use crate::machine::Machine;
@@ -28,23 +30,48 @@ const READY_PREFIX: &str = "mica: ready (tsc_since_entry=";
 /// Mica's command line for the benchmark: the default system.
 const CMDLINE: &str = "";
 
-/// Runs the boot benchmark.
+/// Runs the boot benchmark on every architecture `args` names.
 pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
-    let empty = out_dir.join("empty-kernel.elf");
-    fs::write(&empty, empty_kernel::elf()).with_context(|| format!("writing {}", empty.display()))?;
+    let mut reports = Reports { arches: Vec::new() };
+    let mut out_dir = None;
+    for arch in super::distinct(&args.arches.arch) {
+        let (report, dir) = measure(root, args, arch)?;
+        reports.arches.push(report);
+        out_dir = Some(dir);
+    }
+    let out_dir = out_dir.context("no architecture to measure")?;
+    super::report::publish(&out_dir, "boot.json", &reports.markdown(), &reports)
+}
 
-    let qemu = mica_launch::find_qemu()?;
-    let profile = mica_runtime::config::CpuProfile::baseline();
-    let bundle = crate::system::prepare(root, &toolchain, &root.join(crate::system::DEFAULT_MANIFEST), &profile)?;
+/// Measures boots on `arch`; the report and the output directory.
+fn measure(root: &Path, args: &BootArgs, arch: GuestArch) -> Result<(Report, PathBuf)> {
+    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare_for(root, arch)?;
+    let empty = out_dir.join(format!("empty-kernel-{arch}"));
+    fs::write(&empty, empty_kernel::for_arch(arch)).with_context(|| format!("writing {}", empty.display()))?;
+
+    let qemu = mica_launch::find_qemu_for(arch)?;
+    let target = crate::run::kernel_target(arch);
+    let profile = mica_runtime::config::CpuProfile::baseline_for(target);
+    let binding = crate::system::Binding::Aot(profile.clone());
+    let manifest = root.join(crate::system::DEFAULT_MANIFEST);
+    let bundle = crate::system::prepare_for(root, &toolchain, &manifest, &binding, None, target)?;
     let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
-    let cpu = mica_launch::cpu_model(&features);
-    // Both kernels boot with the same QEMU settings; only Mica gets the default system's bundle.
+    let cpu = (arch == GuestArch::X86_64).then(|| mica_launch::cpu_model(&features));
+    // The system's devices (its module store's disk), made once: later boots find the store.
+    let devices = mica_launch::devices::of_bundle(&bundle)?;
+    mica_launch::devices::prepare_disks(&devices)?;
+    let memory = mica_launch::devices::memory_mib(&bundle, crate::run::SYSTEM_MEMORY_MIB)?;
+    // Both kernels boot with the same QEMU settings and devices; only Mica gets the default
+    // system's bundle.
     let command = |kernel: &Path, accel: Accel| {
-        let cmd = QemuCommand::new(&qemu, kernel, accel)
+        let mut cmd = QemuCommand::new(&qemu, kernel, accel)
+            .arch(arch)
             .cmdline(CMDLINE)
-            .cpu(cpu.clone())
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB);
+            .memory_mib(memory)
+            .extra_args(mica_launch::devices::qemu_args(&devices));
+        if let Some(cpu) = &cpu {
+            cmd = cmd.cpu(cpu.clone());
+        }
         if kernel == mica.as_path() { cmd.initrd(&bundle) } else { cmd }
     };
     let probe = KvmProbe::detect();
@@ -58,6 +85,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
             Accel::Kvm => probe.label(),
         };
         let skipped = match accel {
+            Accel::Kvm if GuestArch::host() != Some(arch) => Some(format!("this host is not {arch}")),
             Accel::Kvm => probe.unusable_reason(),
             Accel::Tcg => None,
         };
@@ -99,6 +127,7 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
     let identical = counts.windows(2).all(|w| w[0] == w[1]);
 
     let report = Report {
+        arch: arch.name(),
         machine,
         unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         kernel: mica.display().to_string(),
@@ -107,16 +136,17 @@ pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
         wall,
         instructions: Instructions { qemu_options: "-accel tcg -icount shift=0", counts, identical },
     };
-    super::report::publish(&out_dir, "boot.json", &report.markdown(), &report)
+    Ok((report, out_dir))
 }
 
-/// The target directory the kernel was built in (`<target>/x86_64-unknown-none/<profile>/mica-kernel`).
+/// The target directory the kernel was built in (`<target>/<kernel target>/<profile>/mica-kernel`).
 pub(super) fn target_dir(root: &Path, kernel: &Path) -> PathBuf {
     kernel
         .ancestors()
         .nth(3)
         .filter(|_| {
-            kernel.ancestors().nth(2).and_then(Path::file_name) == Some(crate::toolchain::KERNEL_TARGET.as_ref())
+            let built_for = kernel.ancestors().nth(2).and_then(Path::file_name);
+            crate::toolchain::KERNEL_TARGETS.iter().any(|t| built_for == Some(t.as_ref()))
         })
         .map_or_else(|| root.join("target"), Path::to_owned)
 }
@@ -144,7 +174,9 @@ fn count_instructions(cmd: &QemuCommand) -> Result<Vec<u64>> {
         let outcome = boot(cmd, timeout)?;
         let count = ready_count(&outcome.serial)
             .with_context(|| format!("no `{READY_PREFIX}N)` line in the serial output\n{}", outcome.transcript()))?;
-        counts.push(count);
+        let clock = super::clock::of_boot(&outcome.serial)
+            .with_context(|| format!("no time line in the serial output\n{}", outcome.transcript()))?;
+        counts.push(clock.ticks(count));
         eprint!(".");
     }
     eprintln!();

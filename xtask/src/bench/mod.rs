@@ -97,6 +97,9 @@ pub struct IoArgs {
 /// Arguments of `cargo xtask bench boot`.
 #[derive(Debug, Args)]
 pub struct BootArgs {
+    /// The architectures.
+    #[command(flatten)]
+    pub arches: ArchArgs,
     /// Boots per kernel and accelerator (at least 10).
     #[arg(long, default_value_t = MIN_RUNS, value_parser = clap::value_parser!(u32).range(i64::from(MIN_RUNS)..))]
     pub runs: u32,

@@ -9,9 +9,18 @@ use serde::Serialize;
 use super::stats::{Summary, human};
 use crate::machine::Machine;
 
-/// Everything `bench boot` measured.
+/// Everything `bench boot` measured, per architecture.
+#[derive(Debug, Serialize)]
+pub struct Reports {
+    /// One report per architecture, in the order asked for.
+    pub arches: Vec<Report>,
+}
+
+/// Everything `bench boot` measured on one architecture.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// The guest architecture.
+    pub arch: &'static str,
     /// The host.
     pub machine: Machine,
     /// When, in seconds since the Unix epoch.
@@ -61,13 +70,51 @@ fn kernel_label(kernel: &str) -> &'static str {
     }
 }
 
+impl Reports {
+    /// The architectures side by side, then each one's own tables.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        if self.arches.len() > 1 {
+            let _ = writeln!(md, "## Boot per architecture (TCG)\n");
+            let header: Vec<&str> = self.arches.iter().map(|r| r.arch).collect();
+            let _ = writeln!(md, "| figure | {} |", header.join(" | "));
+            let _ = writeln!(md, "|---|{}", "---:|".repeat(header.len()));
+            for kernel in ["empty", "mica"] {
+                let cells: Vec<String> = self
+                    .arches
+                    .iter()
+                    .map(|r| {
+                        r.wall
+                            .iter()
+                            .find(|w| w.kernel == kernel && w.accel == "tcg")
+                            .and_then(|w| w.summary.as_ref())
+                            .map_or("-".to_owned(), |s| human(s.median_s))
+                    })
+                    .collect();
+                let _ = writeln!(md, "| {}, median wall clock | {} |", kernel_label(kernel), cells.join(" | "));
+            }
+            let cells: Vec<String> = self
+                .arches
+                .iter()
+                .map(|r| r.instructions.counts.first().map_or("-".to_owned(), |n| grouped(*n)))
+                .collect();
+            let _ = writeln!(md, "| guest instructions, first instruction to ready | {} |\n", cells.join(" | "));
+        }
+        for report in &self.arches {
+            md.push_str(&report.markdown());
+            md.push('\n');
+        }
+        md
+    }
+}
+
 impl Report {
     /// The report as markdown.
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let m = &self.machine;
         // Writing to a String cannot fail.
-        let _ = writeln!(md, "## Boot time: QEMU start to exit ({} boots each)\n", self.runs);
+        let _ = writeln!(md, "## Boot time on {}: QEMU start to exit ({} boots each)\n", self.arch, self.runs);
         let _ = writeln!(md, "Machine: {} ({} CPUs), {}, KVM: {}\n", m.cpu_model, m.cpus, m.qemu, m.kvm);
         md.push_str("| kernel | accelerator | median | p10 | p90 | min | max |\n");
         md.push_str("|---|---|---:|---:|---:|---:|---:|\n");
@@ -108,7 +155,6 @@ impl Report {
     }
 }
 
-/// `1234567` as `1,234,567`.
 /// Every `PREFIX op=OP bytes=B n=N ns=T` line a benchmark component printed: (op, bytes, n, ns).
 pub(super) fn op_lines(serial: &str, prefix: &str) -> Vec<(String, u64, u64, u64)> {
     serial
@@ -122,6 +168,7 @@ pub(super) fn op_lines(serial: &str, prefix: &str) -> Vec<(String, u64, u64, u64
         .collect()
 }
 
+/// `1234567` as `1,234,567`.
 pub(super) fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
@@ -154,6 +201,7 @@ mod tests {
     fn markdown_has_rows_and_skips() {
         let summary = Summary::of(&[Duration::from_millis(15); 10]);
         let report = Report {
+            arch: "x86_64",
             machine: Machine::sample("not usable: /dev/kvm does not exist"),
             unix_time_s: 0,
             kernel: "k".into(),
@@ -183,6 +231,34 @@ mod tests {
         let json = serde_json::to_value(&report).expect("serializes");
         assert_eq!(json["wall"][0]["summary"]["runs"], 10);
         assert_eq!(json["machine"]["cpu_model"], "AMD EPYC");
+        assert_eq!(json["arch"], "x86_64");
+
+        // Two architectures: a side-by-side table first.
+        let reports = Reports { arches: vec![report, aarch64_sample()] };
+        let md = reports.markdown();
+        assert!(md.contains("| figure | x86_64 | aarch64 |"), "{md}");
+        assert!(md.contains("| empty kernel (QEMU's own cost), median wall clock | 15.0 ms | 15.0 ms |"), "{md}");
+        assert!(md.contains("| guest instructions, first instruction to ready | 1,234,567 | 1,234,567 |"), "{md}");
+        assert!(md.contains("## Boot time on aarch64"), "{md}");
+    }
+
+    /// An aarch64 report: one TCG row and one count.
+    fn aarch64_sample() -> Report {
+        let summary = Summary::of(&[Duration::from_millis(15); 10]);
+        Report {
+            arch: "aarch64",
+            machine: Machine::sample("none"),
+            unix_time_s: 0,
+            kernel: "k".into(),
+            cmdline: String::new(),
+            runs: 10,
+            wall: vec![WallRow { kernel: "empty", accel: "tcg", accel_label: "TCG".into(), summary, skipped: None }],
+            instructions: Instructions {
+                qemu_options: "-accel tcg -icount shift=0",
+                counts: vec![1_234_567],
+                identical: true,
+            },
+        }
     }
 
     #[test]
