@@ -34,11 +34,13 @@ pub mod irq_lock;
 #[cfg(target_os = "none")]
 pub mod percpu;
 
-/// x86_64's boot-protocol parsers (the PVH structures, the MP table) live with their platform in
-/// `arch/x86_64`; they are plain logic, unit-tested here on the host.
+/// x86_64's boot-protocol parsers (the PVH structures, the MP table) and `microvm`'s device
+/// layout live with their platform in `arch/x86_64`; they are plain logic, unit-tested here on
+/// the host.
 #[cfg(all(test, not(target_os = "none"), target_arch = "x86_64"))]
 #[path = "arch/x86_64"]
 mod x86_64_boot_protocol {
+    pub mod microvm;
     pub mod mptable;
     pub mod pvh;
 }

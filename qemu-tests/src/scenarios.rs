@@ -551,8 +551,8 @@ pub const SCENARIOS: &[Scenario] = &[
         cmdline: "",
         expect: ExitCode::Success,
         output_contains: &[
-            "devices: virtio-rng.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x57)",
-            "devices: virtio-blk.0 (virtio-mmio v2 at 0xfeb02c00, GSI 46 -> vector 0x56)",
+            "devices: virtio-rng.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x40)",
+            "devices: virtio-blk.0 (virtio-mmio v2 at 0xfeb02c00, GSI 46 -> vector 0x41)",
             "[rng] virtio-rng: virtio-rng.0 ready (queue size 8)",
             "[blk] virtio-blk: virtio-blk.0 ready: 16384 sectors of 512 bytes",
             "[entropy-client] entropy: 2 x 64 bytes, distinct",
@@ -573,7 +573,7 @@ pub const SCENARIOS: &[Scenario] = &[
         cmdline: "",
         expect: ExitCode::Success,
         output_contains: &[
-            "devices: virtio-console.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x57)",
+            "devices: virtio-console.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x40)",
             "[console] virtio-console: virtio-console.0 ready",
             "[writer] console: wrote 2 lines",
             "mica: all components finished: 2 of 2 succeeded",

@@ -60,7 +60,11 @@ const LINE: Line = Line {
     cause: AtomicU32::new(0),
     masked: AtomicBool::new(false),
 };
-static LINES: [Line; names::VIRTIO_MMIO_SLOTS] = [LINE; names::VIRTIO_MMIO_SLOTS];
+static LINES: [Line; MAX_DEVICES] = [LINE; MAX_DEVICES];
+
+/// The most devices the kernel offers: each has a slot, which numbers its interrupt state here
+/// and its interrupt vector on x86_64 (24 vectors, as `microvm` has transports).
+pub const MAX_DEVICES: usize = 24;
 
 /// Every device found, in the order the machine presents them (empty before [`discover`]).
 pub(super) fn devices() -> &'static [Device] {
@@ -68,25 +72,17 @@ pub(super) fn devices() -> &'static [Device] {
 }
 
 /// Finds the virtio-mmio devices and routes their interrupts (masked) to this CPU, which must
-/// be the boot CPU: the transports the command line or the platform describes (`described`: from
-/// `virtio_mmio.device=` words, as `mica-vmm` gives them, or the device tree's), or else QEMU
-/// `microvm`'s 24. Logs what
-/// it found; returns how many.
+/// be the boot CPU: every transport the command line or the platform describes (`described`:
+/// from `virtio_mmio.device=` words, as `mica-vmm` gives them, or the device tree's on `virt`,
+/// or `microvm`'s fixed slots) is probed, in order, and the slots go to those with a device
+/// plugged in. Logs what it found; returns how many.
 pub fn discover(described: &[MmioDevice]) -> usize {
     let list = DEVICES.call_once(|| {
         let controllers = irq::init_device_lines();
-        // (slot, base, size, GSI): a slot numbers the device's interrupt state and vector.
-        let candidates: Vec<(usize, u64, u32, u32)> = if described.is_empty() {
-            names::probe_order()
-                .map(|slot| (slot, names::slot_base(slot), names::VIRTIO_MMIO_SIZE, names::slot_gsi(slot)))
-                .collect()
-        } else {
-            // Every described transport is probed; the slots go to those with a device, in
-            // order (QEMU's `virt` describes 32 and plugs devices in from the last).
-            described.iter().map(|d| (usize::MAX, d.base, d.size, d.gsi)).collect()
-        };
+        // (slot, device id, window, GSI): a slot numbers the device's interrupt state and vector.
         let mut found: Vec<(usize, u32, Window, u32)> = Vec::new();
-        for (slot, base, size, gsi) in candidates {
+        for transport in described {
+            let (base, size, gsi) = (transport.base, transport.size, transport.gsi);
             let Ok(window) = Window::map(base, size) else {
                 log::warn!("devices: cannot map a virtio-mmio window at {base:#x}");
                 continue;
@@ -97,19 +93,13 @@ pub fn discover(described: &[MmioDevice]) -> usize {
             // Device id 0: a transport with nothing plugged in.
             match window.read(mmio::DEVICE_ID, 4) {
                 Some(0) | None => continue,
-                Some(_) if slot == usize::MAX && found.len() == names::VIRTIO_MMIO_SLOTS => {
-                    log::warn!(
-                        "devices: more than {} devices; the one at {base:#x} is not offered",
-                        names::VIRTIO_MMIO_SLOTS
-                    );
+                Some(_) if found.len() == MAX_DEVICES => {
+                    log::warn!("devices: more than {MAX_DEVICES} devices; the one at {base:#x} is not offered");
                 }
-                Some(id) => {
-                    let slot = if slot == usize::MAX { found.len() } else { slot };
-                    found.push((slot, id as u32, window, gsi));
-                }
+                Some(id) => found.push((found.len(), id as u32, window, gsi)),
             }
         }
-        let ids: Vec<(usize, u32)> = found.iter().map(|&(slot, id, _, _)| (slot, id)).collect();
+        let ids: Vec<u32> = found.iter().map(|&(_, id, _, _)| id).collect();
         let labels = names::name_devices(&ids);
         let mut devices = Vec::with_capacity(found.len());
         for ((slot, device_id, window, gsi), name) in found.into_iter().zip(labels) {

@@ -47,8 +47,7 @@ pub fn mask_device_line(line: u32, masked: bool) {
     ioapic::set_masked(line, masked);
 }
 
-/// The virtio-mmio transports the platform describes: none on x86 (QEMU's `microvm` has no
-/// table of them; the kernel probes its slots).
+/// The virtio-mmio transports of the platform: `microvm`'s fixed slots, which the kernel probes.
 pub fn platform_virtio_mmio() -> Option<alloc::vec::Vec<crate::cmdline::MmioDevice>> {
-    None
+    Some(super::microvm::virtio_transports())
 }

@@ -9,6 +9,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod ioapic;
 pub mod irq;
+pub mod microvm;
 pub mod mptable;
 pub mod paging;
 pub mod percpu;

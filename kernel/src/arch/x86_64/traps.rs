@@ -29,7 +29,9 @@ pub const SPURIOUS_VECTOR: u8 = 0xff;
 /// The first of the vectors device interrupt lines are routed to (see `crate::hw`).
 pub const DEVICE_VECTOR_BASE: u8 = 0x40;
 /// How many device vectors there are, one per device slot.
-pub const DEVICE_VECTORS: u8 = 24;
+pub const DEVICE_VECTORS: u8 = crate::hw::MAX_DEVICES as u8;
+// Every `microvm` transport can hold a device that gets a slot.
+const _: () = assert!(super::microvm::VIRTIO_MMIO_SLOTS <= crate::hw::MAX_DEVICES);
 
 /// Exceptions that push an error code, as a bit mask by vector.
 const ERROR_CODE_VECTORS: u32 = (1 << 8) | (0x1f << 10) | (1 << 17) | (1 << 21) | (1 << 29) | (1 << 30);
