@@ -39,6 +39,9 @@ pub struct ArmScenario {
     pub expect: ExitCode,
     /// Text that must appear in the serial output.
     pub output_contains: &'static [&'static str],
+    /// Text that must appear in files the system's devices wrote (a console's log), by name in
+    /// the scratch directory, once the run succeeded.
+    pub files_contain: &'static [(&'static str, &'static str)],
 }
 
 /// What a boot of the default system left wasm prints: the compiler component (itself compiled
@@ -56,7 +59,7 @@ const LATE_BINDING_OUTPUT: &[&str] = &[
 /// The aarch64 boot tests of its own: what the device tree says, EL2, GICv2 (QEMU's `virt` runs
 /// GICv3 by default here: `mica_launch`), fault reports in aarch64's terms, and the systems whose
 /// output names aarch64's devices or code.
-pub const SCENARIOS: [ArmScenario; 8] = [
+pub const SCENARIOS: [ArmScenario; 9] = [
     ArmScenario {
         name: "boots_from_the_device_tree",
         cmdline: "log=info mica.note=from-the-device-tree",
@@ -85,6 +88,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
             // The module is no boot bundle: refused by name, not a crash.
             "mica: boot bundle refused: not a Mica boot bundle (bad magic)",
         ],
+        files_contain: &[],
     },
     ArmScenario {
         name: "timer_at_el2_with_gicv3",
@@ -102,6 +106,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
             "mica: timer: 50 ticks of 10000 us",
             "mica: boot test timer: passed",
         ],
+        files_contain: &[],
     },
     ArmScenario {
         name: "page_fault",
@@ -117,6 +122,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
             "ELR=0x",
             "x30=0x",
         ],
+        files_contain: &[],
     },
     ArmScenario {
         name: "smp_brings_up_every_cpu",
@@ -131,6 +137,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
             "smp: 4 of 4 CPUs online, each with its own run queue",
             "mica: boot test timer: passed",
         ],
+        files_contain: &[],
     },
     ArmScenario {
         name: "drivers_example_system",
@@ -150,6 +157,27 @@ pub const SCENARIOS: [ArmScenario; 8] = [
             "devices: virtio-blk.0 reset and released (blk ended)",
             "mica: all components finished: 4 of 4 succeeded",
         ],
+        files_contain: &[],
+    },
+    // The virtio-console driver, the same `.wasm` as x86_64's, on a virtio-serial device of
+    // `virt` whose port 0 writes a host file.
+    ArmScenario {
+        name: "console_driver_writes_to_the_host",
+        cmdline: "",
+        extra: &[],
+        module: false,
+        system: Some("console"),
+        expect: ExitCode::Success,
+        output_contains: &[
+            "devices: virtio-console.0 (virtio-mmio v2 at 0xa003e00, INTID 79 -> slot 0)",
+            "[console] virtio-console: virtio-console.0 ready",
+            "[writer] console: wrote 2 lines",
+            "mica: all components finished: 2 of 2 succeeded",
+        ],
+        files_contain: &[
+            ("console0.log", "hello through virtio-console\n"),
+            ("console0.log", "bytes written through the virtio-console driver\n"),
+        ],
     },
     ArmScenario {
         name: "late_binding_compiles_in_the_system",
@@ -159,6 +187,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
         system: Some("default-late"),
         expect: ExitCode::Success,
         output_contains: LATE_BINDING_OUTPUT,
+        files_contain: &[],
     },
     // The same on the older controller with two CPUs: reschedule SGIs between them (whose
     // acknowledge value names the sending CPU, and must be ended with it) and the disk's SPI.
@@ -170,6 +199,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
         system: Some("default-late"),
         expect: ExitCode::Success,
         output_contains: LATE_BINDING_OUTPUT,
+        files_contain: &[],
     },
     ArmScenario {
         name: "smp_spinners_with_gicv2",
@@ -182,6 +212,7 @@ pub const SCENARIOS: [ArmScenario; 8] = [
             "GICv2 (distributor 0x8000000",
             "mica: smp: 2 spinners ran on CPUs 0b11 (every CPU ran work)",
         ],
+        files_contain: &[],
     },
 ];
 
@@ -221,6 +252,7 @@ pub fn scenarios() -> impl Iterator<Item = ArmScenario> {
         }),
         expect: s.expect,
         output_contains: s.output_contains,
+        files_contain: s.files_contain,
     });
     SCENARIOS.into_iter().chain(shared)
 }
@@ -259,5 +291,17 @@ pub fn run(qemu: &Path, kernel: &Path, scenario: &ArmScenario) -> Result<(), Str
         cpus: 1,
         files_contain: &[],
     };
-    crate::check(&check, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))
+    crate::check(&check, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))?;
+    for (file, text) in scenario.files_contain {
+        let path = scratch.path().join(file);
+        let content = std::fs::read_to_string(&path).unwrap_or_default();
+        if !content.contains(text) {
+            return Err(format!(
+                "the run succeeded, but {file} lacks \"{text}\"; it holds:\n{content}\n{}\n{}",
+                cmd.display(),
+                outcome.transcript()
+            ));
+        }
+    }
+    Ok(())
 }

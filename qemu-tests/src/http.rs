@@ -72,11 +72,16 @@ pub fn boot_and_ask(
     disks: &Path,
     asks: &[Ask],
 ) -> Result<(), String> {
-    let port = free_port()?;
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
     let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
     let bundle = bundle_path(&BundleUse { system, tamper: None }, disks)?;
-    let cmd = with_system_devices(cmd, &bundle, disks, |d| {
+    boot_bundle_and_ask(cmd, &bundle, disks, asks)
+}
+
+/// [`boot_and_ask`] of `bundle` with `cmd` (QEMU, kernel and machine already chosen).
+fn boot_bundle_and_ask(cmd: QemuCommand, bundle: &Path, disks: &Path, asks: &[Ask]) -> Result<(), String> {
+    let port = free_port()?;
+    let cmd = with_system_devices(cmd, bundle, disks, |d| {
         if d.kind == "virtio-net" {
             d.hostfwd = vec![format!("tcp:127.0.0.1:{port}-:80")];
         }
@@ -107,16 +112,30 @@ pub fn boot_and_ask(
     }
 }
 
+/// What the `http` system is asked: the page, the count, a 404.
+const HTTP_ASKS: [Ask; 3] = [
+    ask("GET", "/", 200, Some(PAGE)),
+    ask("GET", "/stats", 200, Some("requests served: 2\n")),
+    ask("GET", "/nothing-here", 404, None),
+];
+
 /// The `http` system: the page, the count, a 404.
 pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
-    let asks = [
-        ask("GET", "/", 200, Some(PAGE)),
-        ask("GET", "/stats", 200, Some("requests served: 2\n")),
-        ask("GET", "/nothing-here", 404, None),
-    ];
-    boot_and_ask(qemu, kernel, "http", scratch.path(), &asks)?;
-    Ok(format!("{} requests answered", asks.len()))
+    boot_and_ask(qemu, kernel, "http", scratch.path(), &HTTP_ASKS)?;
+    Ok(format!("{} requests answered", HTTP_ASKS.len()))
+}
+
+/// The same `http` system (the same `.wasm` files, compiled for aarch64: `http-aarch64`) on the
+/// aarch64 kernel `kernel` on QEMU's `virt`, `qemu` being its QEMU.
+pub fn run_aarch64(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let dir = std::env::var_os(crate::BUNDLES_ENV)
+        .ok_or_else(|| format!("{} is not set: run the boot tests with `cargo xtask test`", crate::BUNDLES_ENV))?;
+    let bundle = Path::new(&dir).join("http-aarch64.bundle");
+    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).arch(mica_launch::GuestArch::Aarch64);
+    boot_bundle_and_ask(cmd, &bundle, scratch.path(), &HTTP_ASKS)?;
+    Ok(format!("{} requests answered", HTTP_ASKS.len()))
 }
 
 /// The `http-kv` system, booted twice on one disk image: what was stored over HTTP survives.

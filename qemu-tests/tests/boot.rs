@@ -117,5 +117,12 @@ fn main() -> ExitCode {
             qemu_tests::aarch64::run(&paths.0, &paths.1, &scenario).map_err(Failed::from)
         }));
     }
+    // The virtio-net driver and httpd on virt, asked by a real HTTP client on this host.
+    trials.push(Trial::test("aarch64::http_over_virtio_net", move || {
+        let paths = arm.map_err(Failed::from)?;
+        let report = qemu_tests::http::run_aarch64(&paths.0, &paths.1).map_err(Failed::from)?;
+        println!("http on aarch64: {report}");
+        Ok(())
+    }));
     libtest_mimic::run(&args, trials).exit_code()
 }
