@@ -143,19 +143,7 @@ impl Apt {
         if !status.exists() {
             fs::write(&status, "").with_context(|| format!("creating {}", status.display()))?;
         }
-        let options = [
-            format!("Dir::State={}", state.display()),
-            format!("Dir::State::Lists={}", state.join("lists").display()),
-            format!("Dir::State::status={}", status.display()),
-            format!("Dir::Cache={}", state.join("cache").display()),
-            format!("APT::Architecture={debian}"),
-            format!("APT::Architectures::={debian}"),
-            "Debug::NoLocking=1".to_owned(),
-        ]
-        .into_iter()
-        .flat_map(|o| ["-o".to_owned(), o])
-        .collect();
-        let apt = Apt { dir, metapackage, options };
+        let apt = Apt { dir, metapackage, options: private_options(&state, debian) };
         let stamp = state.join("updated");
         let fresh = fs::metadata(&stamp)
             .and_then(|m| m.modified())
@@ -227,6 +215,24 @@ impl Apt {
         fs::write(&marker, package).with_context(|| format!("writing {}", marker.display()))?;
         Ok(root)
     }
+}
+
+/// The `-o` options that make apt-get and apt-cache use the private state in `state` (lists,
+/// an empty dpkg status, the download cache) for Debian architecture `debian` alone, with the
+/// host's sources lists, and without the host's lock.
+fn private_options(state: &Path, debian: &str) -> Vec<String> {
+    [
+        format!("Dir::State={}", state.display()),
+        format!("Dir::State::Lists={}", state.join("lists").display()),
+        format!("Dir::State::status={}", state.join("status").display()),
+        format!("Dir::Cache={}", state.join("cache").display()),
+        format!("APT::Architecture={debian}"),
+        format!("APT::Architectures::={debian}"),
+        "Debug::NoLocking=1".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|o| ["-o".to_owned(), o])
+    .collect()
 }
 
 /// Builds binary `bin` of workspace package `package` as a static x86_64 Linux executable
@@ -332,6 +338,20 @@ mod tests {
         assert_eq!(field(line, "instructions").unwrap(), 1234);
         assert!(field(line, "n2").unwrap_err().to_string().starts_with("no n2="));
         assert!(field("x=abc", "x").unwrap_err().to_string().contains("is not a number"));
+    }
+
+    #[test]
+    fn a_foreign_architecture_gets_its_own_apt_state() {
+        let options = private_options(Path::new("/t/apt"), "arm64");
+        assert!(options.chunks(2).all(|pair| pair[0] == "-o"), "{options:?}");
+        for wanted in ["Dir::State::status=/t/apt/status", "APT::Architecture=arm64", "APT::Architectures::=arm64"] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted} missing from {options:?}");
+        }
+        assert_eq!(
+            (debian_arch(GuestArch::Aarch64), guest_target(GuestArch::Aarch64)),
+            ("arm64", "aarch64-unknown-linux-gnu")
+        );
+        assert_eq!(cross_linker(GuestArch::Aarch64).1, "aarch64-linux-gnu-gcc");
     }
 
     #[test]

@@ -288,6 +288,20 @@ mod tests {
     }
 
     #[test]
+    fn foreign_linux_builds_take_std_from_the_toolchain_way() {
+        let debian = Toolchain::Debian { why: "test".into() };
+        let cmd = debian.foreign_std_build(Path::new("/ws"), "aarch64-unknown-linux-gnu");
+        assert_eq!(cmd.get_program(), DEBIAN_CARGO);
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.windows(2).any(|w| w == ["--target", "aarch64-unknown-linux-gnu"]), "{args:?}");
+        assert!(args.contains(&"-Zbuild-std=std,panic_abort".to_owned()), "{args:?}");
+        assert!(cmd.get_envs().any(|e| e == ("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
+        let cmd = Toolchain::Rustup.foreign_std_build(Path::new("/ws"), "aarch64-unknown-linux-gnu");
+        assert!(!cmd.get_args().any(|a| a.to_string_lossy().starts_with("-Z")), "rustup's std is prebuilt");
+        assert_eq!(cmd.get_current_dir(), Some(Path::new("/ws")));
+    }
+
+    #[test]
     fn components_build_std_follows_the_crates() {
         let debian = Toolchain::Debian { why: "test".into() };
         let crates = ["logger".to_owned()];
