@@ -6,11 +6,11 @@
 //! - aarch64 ([`arm64_image`]): a Linux arm64 `Image` (the 64-byte header, then three
 //!   instructions) that ends the run through semihosting `SYS_EXIT` with the success status, as
 //!   Mica's aarch64 kernel does.
-//! - x86_64 ([`elf`]): a PVH ELF, written byte by byte:
-//! an ELF64 header, one `PT_LOAD` segment at 1 MiB with the code, and one `PT_NOTE` segment with
-//! the Xen note `XEN_ELFNOTE_PHYS32_ENTRY` that QEMU's PVH loader looks for. QEMU enters the
-//! code in 32-bit protected mode; it writes [`ExitCode::Success`] to the `isa-debug-exit` port,
-//! so QEMU exits with status 33.
+//! - x86_64 ([`elf`]): a PVH ELF, written byte by byte: an ELF64 header, one `PT_LOAD` segment
+//!   at 1 MiB with the code, and one `PT_NOTE` segment with the Xen note
+//!   `XEN_ELFNOTE_PHYS32_ENTRY` that QEMU's PVH loader looks for. QEMU enters the code in 32-bit
+//!   protected mode; it writes [`ExitCode::Success`] to the `isa-debug-exit` port, so QEMU exits
+//!   with status 33.
 
 use mica_exit::{ExitCode, ISA_DEBUG_EXIT_PORT};
 

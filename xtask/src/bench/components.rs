@@ -309,6 +309,14 @@ fn parse_costs(line: &str) -> Option<Costs> {
     Some(Costs { name: name?, load: load?, instantiate: instantiate?, run: run? })
 }
 
+/// One figure of a report, as its table cell.
+type Figure = fn(&Report) -> String;
+
+/// Phase `phase` of component `name`'s costs in `report`, or `-`.
+fn cost(report: &Report, name: &str, phase: fn(&Costs) -> u64) -> String {
+    report.components.iter().find(|row| row.costs.name == name).map_or("-".to_owned(), |row| grouped(phase(&row.costs)))
+}
+
 impl Reports {
     /// The architectures side by side, then each one's own tables.
     pub fn markdown(&self) -> String {
@@ -318,31 +326,21 @@ impl Reports {
             let header: Vec<&str> = self.arches.iter().map(|r| r.arch).collect();
             let _ = writeln!(md, "| figure | {} |", header.join(" | "));
             let _ = writeln!(md, "|---|{}", "---:|".repeat(header.len()));
-            let cost = |r: &Report, name: &str, phase: fn(&Costs) -> u64| {
-                r.components
-                    .iter()
-                    .find(|row| row.costs.name == name)
-                    .map_or("-".to_owned(), |row| grouped(phase(&row.costs)))
-            };
-            let rows: [(&str, Box<dyn Fn(&Report) -> String>); 6] = [
-                ("load `hello`", Box::new(|r| cost(r, "hello", |c| c.load))),
-                ("instantiate `hello`", Box::new(|r| cost(r, "hello", |c| c.instantiate))),
-                ("host call `monotonic-clock.now`", Box::new(|r| format!("{:.0}", r.host_call.instructions_per_call))),
-                ("sieve, Mica component", Box::new(|r| grouped(r.sieve.mica))),
-                (
-                    "sieve, native in the Linux guest",
-                    Box::new(|r| r.sieve.linux_guest.first().map_or("-".to_owned(), |c| grouped(*c))),
-                ),
-                (
-                    "sieve, Mica / native Linux",
-                    Box::new(|r| match r.sieve.linux_guest.first() {
-                        Some(&linux) if linux > 0 => format!("{:.2}x", r.sieve.mica as f64 / linux as f64),
-                        _ => "-".to_owned(),
-                    }),
-                ),
+            let rows: [(&str, Figure); 6] = [
+                ("load `hello`", |r| cost(r, "hello", |c| c.load)),
+                ("instantiate `hello`", |r| cost(r, "hello", |c| c.instantiate)),
+                ("host call `monotonic-clock.now`", |r| format!("{:.0}", r.host_call.instructions_per_call)),
+                ("sieve, Mica component", |r| grouped(r.sieve.mica)),
+                ("sieve, native in the Linux guest", |r| {
+                    r.sieve.linux_guest.first().map_or("-".to_owned(), |c| grouped(*c))
+                }),
+                ("sieve, Mica / native Linux", |r| match r.sieve.linux_guest.first() {
+                    Some(&linux) if linux > 0 => format!("{:.2}x", r.sieve.mica as f64 / linux as f64),
+                    _ => "-".to_owned(),
+                }),
             ];
             for (label, figure) in &rows {
-                let cells: Vec<String> = self.arches.iter().map(|r| figure(r)).collect();
+                let cells: Vec<String> = self.arches.iter().map(figure).collect();
                 let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
             }
             md.push('\n');

@@ -302,6 +302,9 @@ fn mica_ops(serial: &str, clock: &InstructionClock) -> Vec<MicaOp> {
         .collect()
 }
 
+/// One figure of a report, in instructions, if measured.
+type Figure = fn(&Report) -> Option<f64>;
+
 impl Reports {
     /// The architectures side by side, then each one's own table.
     pub fn markdown(&self) -> String {
@@ -312,7 +315,7 @@ impl Reports {
             let header: Vec<&str> = self.arches.iter().map(|r| r.arch).collect();
             let _ = writeln!(md, "| operation | {} |", header.join(" | "));
             let _ = writeln!(md, "|---|{}", "---:|".repeat(header.len()));
-            let rows: [(&str, fn(&Report) -> Option<f64>); 5] = [
+            let rows: [(&str, Figure); 5] = [
                 ("Mica round trip, 64 B", |r| r.mica("round-trip", 64)),
                 ("Linux pipe round trip, 64 B", |r| r.linux("pipe", 64)),
                 ("Mica one-way, 64 B", |r| r.mica("one-way", 64)),
