@@ -218,7 +218,7 @@ pub const SCENARIOS: [ArmScenario; 9] = [
 
 /// The boot tests that run on aarch64 exactly as on x86_64: the same kernel scenario, verdict and
 /// expected output (`scenarios::SCENARIOS`).
-pub const SHARED: [&str; 13] = [
+pub const SHARED: [&str; 14] = [
     "panic",
     "stack_overflow",
     "heap",
@@ -232,6 +232,7 @@ pub const SHARED: [&str; 13] = [
     "smp_spinners_use_every_cpu",
     "default_system",
     "ipc_example_system",
+    "c_component",
 ];
 
 /// Every aarch64 boot test: its own, then the shared ones.

@@ -22,6 +22,7 @@
 
 mod aot;
 mod bench;
+mod c_component;
 mod cargo_json;
 mod components;
 mod empty_kernel;

@@ -77,6 +77,9 @@ pub enum Source {
     Wasm(PathBuf),
     /// A crate in `components/`, built by xtask.
     Crate(String),
+    /// A directory of C sources (absolute, resolved against the manifest's directory), built by
+    /// xtask with clang and wasi-libc (`crate::c_component`).
+    C(PathBuf),
 }
 
 /// One checked component entry.
@@ -236,7 +239,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         if components.iter().any(|c| c.name == raw.name) {
             return Err(site.err("name", "another component has this name"));
         }
-        let source = check_source(&site, raw.wasm, raw.krate, base, components_dir)?;
+        let source = check_source(&site, raw.wasm, raw.krate, raw.c, base, components_dir)?;
         if raw.fuel.is_some() && raw.cpu_time_limit.is_some() {
             return Err(site.err("fuel", "give `fuel` or `cpu_time_limit`, not both"));
         }
@@ -320,17 +323,36 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
     Ok(Manifest { path: path.to_owned(), components, connections, devices })
 }
 
-/// Checks a component's `wasm` or `crate` (one of them, naming a file or a component crate).
+/// Checks a component's `wasm`, `crate` or `c` (exactly one of them, naming a file, a component
+/// crate or a directory of C sources).
 fn check_source(
     site: &EntrySite<'_>,
     wasm: Option<PathBuf>,
     krate: Option<String>,
+    c: Option<PathBuf>,
     base: &Path,
     components_dir: &Path,
 ) -> Result<Source> {
+    let (wasm, krate) = match (wasm, krate, c) {
+        (None, None, Some(dir)) => {
+            let full = base.join(&dir);
+            let has_sources = std::fs::read_dir(&full)
+                .map(|entries| entries.flatten().any(|e| e.path().extension().is_some_and(|x| x == "c")))
+                .unwrap_or(false);
+            if !has_sources {
+                return Err(site.err("c", format!("{} is not a directory with .c files", full.display())));
+            }
+            return Ok(Source::C(full.canonicalize().unwrap_or(full)));
+        }
+        (wasm, krate, None) => (wasm, krate),
+        (_, _, Some(_)) => return Err(site.err("c", "give one of `wasm`, `crate` and `c`, not several")),
+    };
     match (wasm, krate) {
         (Some(_), Some(_)) => Err(site.err("wasm", "give `wasm` or `crate`, not both")),
-        (None, None) => Err(site.err("wasm", "missing: give `wasm = \"path.wasm\"` or `crate = \"name\"`")),
+        (None, None) => Err(site.err(
+            "wasm",
+            "missing: give `wasm = \"path.wasm\"`, `crate = \"name\"` or `c = \"directory of C sources\"`",
+        )),
         (Some(wasm), None) => {
             let full = base.join(&wasm);
             if !full.is_file() {

@@ -114,7 +114,7 @@ pub fn prepare_for(
         .iter()
         .filter_map(|c| match &c.source {
             Source::Crate(name) => Some(name.clone()),
-            Source::Wasm(_) => None,
+            Source::Wasm(_) | Source::C(_) => None,
         })
         .chain(late.then(|| COMPILER_CRATE.to_owned()))
         .collect::<std::collections::BTreeSet<_>>()
@@ -130,6 +130,7 @@ pub fn prepare_for(
         let wasm = match &c.source {
             Source::Wasm(p) => p.clone(),
             Source::Crate(name) => built[name].clone(),
+            Source::C(dir) => crate::c_component::build(root, dir)?,
         };
         let aot_profile = match binding {
             Binding::Aot(profile) => Some(profile.clone()),

@@ -75,7 +75,8 @@ fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::pa
         (crate::system::IPC_EXAMPLE_MANIFEST, crate::system::Binding::Aot(arm_baseline.clone())),
         (crate::system::DRIVERS_EXAMPLE_MANIFEST, crate::system::Binding::Aot(arm_baseline.clone())),
         ("qemu-tests/systems/console.toml", crate::system::Binding::Aot(arm_baseline.clone())),
-        ("qemu-tests/systems/http.toml", crate::system::Binding::Aot(arm_baseline)),
+        ("qemu-tests/systems/http.toml", crate::system::Binding::Aot(arm_baseline.clone())),
+        ("qemu-tests/systems/c-hello.toml", crate::system::Binding::Aot(arm_baseline)),
         (crate::system::DEFAULT_MANIFEST, crate::system::Binding::Late),
     ] {
         let path = root.join(m);

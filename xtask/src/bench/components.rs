@@ -220,6 +220,7 @@ fn sieve_baselines(
     let mica = costs.iter().find(|c| c.name == SIEVE_COMPONENT).map(|c| c.run).context("no sieve costs")?;
     let wasm = match &component.source {
         manifest::Source::Wasm(path) => path.clone(),
+        manifest::Source::C(dir) => crate::c_component::build(root, dir)?,
         manifest::Source::Crate(name) => crate::components::build(root, toolchain, std::slice::from_ref(name))?
             .remove(name)
             .with_context(|| format!("building component crate {name} produced no .wasm"))?,

@@ -99,6 +99,8 @@ pub(super) struct RawComponent {
     pub wasm: Option<PathBuf>,
     #[serde(rename = "crate")]
     pub krate: Option<String>,
+    /// A directory of C sources.
+    pub c: Option<PathBuf>,
     #[serde(default)]
     pub args: Vec<String>,
     #[serde(default)]

@@ -243,3 +243,27 @@ fn devices_are_checked() {
     let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ndma_limit = \"lots\"\n");
     assert!(e.contains("component 'x': dma_limit:"), "{e}");
 }
+
+#[test]
+fn c_sources_are_a_third_kind_of_source() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("hello-c")).expect("mkdir");
+    std::fs::write(dir.path().join("hello-c/main.c"), "int main(void) { return 0; }\n").expect("write");
+    std::fs::create_dir_all(dir.path().join("empty")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("comps")).expect("mkdir");
+    let parse_here = |text: &str| parse(text, &dir.path().join("system.toml"), &dir.path().join("comps"));
+    let m = parse_here("[[component]]\nname = \"hc\"\nc = \"hello-c\"\n").expect("a directory of C sources");
+    let Source::C(path) = &m.components[0].source else { panic!("not a C source: {:?}", m.components[0].source) };
+    assert!(path.ends_with("hello-c") && path.is_absolute(), "{}", path.display());
+    let cases = [
+        ("c = \"empty\"", "is not a directory with .c files"),
+        ("c = \"nowhere\"", "is not a directory with .c files"),
+        ("c = \"hello-c\"\ncrate = \"hello\"", "give one of `wasm`, `crate` and `c`, not several"),
+        ("args = []", "`c = \"directory of C sources\"`"),
+    ];
+    for (source, expected) in cases {
+        let text = format!("[[component]]\nname = \"hc\"\n{source}\n");
+        let e = format!("{:#}", parse_here(&text).expect_err("refused"));
+        assert!(e.contains(expected), "{source}: {e}");
+    }
+}

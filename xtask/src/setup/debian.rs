@@ -25,6 +25,9 @@ use crate::toolchain::{DEBIAN_RUSTC, DEBIAN_TOOLCHAIN_NAME};
 /// Debian's Rust toolchain (with clippy, which lints the bare-metal kernel), its linkers,
 /// wasi-libc, QEMU for both architectures, and Python's venv (for wasm-tools), in one apt run.
 const PACKAGES: &[&str] = &[
+    // C components (`crate::c_component`): clang and its wasm32 builtins.
+    "clang-19",
+    "libclang-rt-19-dev-wasm32",
     "rustc-web",
     "cargo-web",
     "rust-web-src",
@@ -49,16 +52,20 @@ const SELF_CONTAINED: &str = "/usr/lib/rustlib/wasm32-wasip2/lib/self-contained"
 /// Debian's wasi-libc.
 const WASI_LIBC: &str = "/usr/lib/wasm32-wasi/libc.a";
 /// The LLVM compiler that builds `crt1-command.o`.
-const LLC: &str = "llc-22";
+pub(crate) const LLC: &str = "llc-22";
 
-/// `_start` for WASI commands: run constructors, then `main`, then exit with its status.
-const CRT1_COMMAND_LL: &str = r#"target triple = "wasm32-unknown-wasi"
+/// `_start` for WASI commands, as wasi-libc's own: run constructors, then `main`, then the
+/// destructors (`atexit` handlers, and C's stdio flushing its buffers), then exit with `main`'s
+/// status.
+pub(crate) const CRT1_COMMAND_LL: &str = r#"target triple = "wasm32-unknown-wasi"
 declare void @__wasm_call_ctors()
+declare void @__wasm_call_dtors()
 declare i32 @__main_void()
 declare void @proc_exit(i32) #1
 define void @_start() #0 {
   call void @__wasm_call_ctors()
   %r = call i32 @__main_void()
+  call void @__wasm_call_dtors()
   %z = icmp eq i32 %r, 0
   br i1 %z, label %ok, label %fail
 fail:
@@ -72,7 +79,7 @@ attributes #1 = { "wasm-import-module"="wasi_snapshot_preview1" "wasm-import-nam
 "#;
 
 /// The steps of the Debian way, in order.
-pub fn steps() -> Vec<Box<dyn Step>> {
+pub(super) fn steps() -> Vec<Box<dyn Step>> {
     vec![
         Box::new(Packages { name: "apt packages", packages: PACKAGES }),
         Box::new(LibrarySource),

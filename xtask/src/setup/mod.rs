@@ -13,7 +13,7 @@
 //! fresh-machine path is tested against a fake one (see `tests`).
 
 pub(crate) mod apt;
-mod debian;
+pub(crate) mod debian;
 mod host;
 mod tools;
 
