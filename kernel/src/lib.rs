@@ -36,20 +36,21 @@ pub mod percpu;
 
 /// x86_64's boot-protocol parsers (the PVH structures, the MP table) and `microvm`'s device
 /// layout live with their platform in `arch/x86_64`; they are plain logic, unit-tested here on
-/// the host.
-#[cfg(all(test, not(target_os = "none"), target_arch = "x86_64"))]
+/// the host, and public with the `host-parsers` feature for the fuzzers (`fuzz/`).
+#[cfg(all(any(test, feature = "host-parsers"), not(target_os = "none"), target_arch = "x86_64"))]
 #[path = "arch/x86_64"]
-mod x86_64_boot_protocol {
+pub mod x86_64_boot_protocol {
     pub mod microvm;
     pub mod mptable;
     pub mod pvh;
 }
 /// aarch64's boot protocol (the device tree) lives with its platform in `arch/aarch64`; it is
-/// plain logic, unit-tested here on the host.
-#[cfg(all(test, not(target_os = "none")))]
+/// plain logic, unit-tested here on the host, and public with the `host-parsers` feature for the
+/// fuzzers (`fuzz/`).
+#[cfg(all(any(test, feature = "host-parsers"), not(target_os = "none")))]
 #[path = "arch/aarch64"]
 #[allow(dead_code, reason = "the kernel reads the tree from memory; the host tests parse blobs")]
-mod aarch64_boot_protocol {
+pub mod aarch64_boot_protocol {
     pub mod boot_info;
 }
 /// Both architectures' page-table entry formats (`arch/*/pte.rs`) are plain logic: they are

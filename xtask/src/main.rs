@@ -13,6 +13,7 @@
 //!   `bench/mod.rs`).
 //! - `pod-image`: the Debian kernel + initramfs (busybox, mica-agent) that legacy pods boot.
 //! - `host-run`: run a component on this Linux host under Mica's Wasmtime settings and WASI host.
+//! - `fuzz`: coverage-guided fuzzing of the input surfaces (libFuzzer, the host's nightly).
 //! - `aot`: compile a component ahead of time for a CPU profile (cached) and print the artifact's
 //!   path.
 //!
@@ -26,6 +27,7 @@ mod c_component;
 mod cargo_json;
 mod components;
 mod empty_kernel;
+mod fuzz;
 mod host_run;
 mod kernel;
 mod linux_guest;
@@ -81,6 +83,9 @@ enum Command {
     PodImage,
     /// Run a component on this Linux host (no boot) under Mica's Wasmtime settings and WASI host.
     HostRun(host_run::HostRunArgs),
+    /// Fuzz Mica's input surfaces with libFuzzer (the host's nightly toolchain): every target, or
+    /// one, for `--time` seconds each.
+    Fuzz(fuzz::FuzzArgs),
     /// Compile a component ahead of time for a CPU profile (cached) and print the artifact path.
     Aot {
         /// The component (`.wasm`).
@@ -147,6 +152,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HostRun(args) => host_run::run(&args),
+        Command::Fuzz(args) => fuzz::run(&root, &args),
         Command::Aot { wasm, arch, cpu, fuel, epochs } => {
             let target = arch.kernel_target();
             let profile = aot::profile_for(target, &cpu)?;

@@ -333,10 +333,12 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
 }
 
-/// Checks that the structure block is a well-formed token stream (inside the blob, nodes balanced
-/// and at most 16 deep, properties inside their node and the block, one end) before the parser
-/// walks it: its node iterator counts depth without checks, so a stray node end or a tree deeper
-/// than 64 would be a kernel panic.
+/// Checks that the strings block and the memory reservation block lie inside the blob, and that
+/// the structure block is a well-formed token stream (inside the blob, nodes balanced and at most
+/// 16 deep, properties inside their node and the block, one end), before the parser walks them:
+/// it slices the blob at the header's offsets and its node iterator counts depth without checks,
+/// so a reservation block past the end (found by the `device_tree` fuzzer), a stray node end or a
+/// tree deeper than 64 would be a kernel panic.
 fn check_structure(blob: &[u8]) -> Result<(), &'static str> {
     const BEGIN_NODE: u32 = 1;
     const END_NODE: u32 = 2;
@@ -347,6 +349,22 @@ fn check_structure(blob: &[u8]) -> Result<(), &'static str> {
     const MAX_DEPTH: usize = 16;
     let header = |i: usize| be32(blob, i * 4).ok_or("a truncated header");
     let (total, start, len) = (header(1)? as usize, header(2)? as usize, header(9)? as usize);
+    let end = total.min(blob.len());
+    let (strings, strings_len) = (header(3)? as usize, header(8)? as usize);
+    strings.checked_add(strings_len).filter(|e| *e <= end).ok_or("the strings block lies outside the blob")?;
+    // Reservations are (address, size) pairs of 64 bits, up to one of zeros.
+    let mut reservation = header(4)? as usize;
+    loop {
+        let entry = reservation
+            .checked_add(16)
+            .filter(|e| *e <= end)
+            .map(|e| &blob[reservation..e])
+            .ok_or("the memory reservation block runs past the blob")?;
+        if entry.iter().all(|b| *b == 0) {
+            break;
+        }
+        reservation += 16;
+    }
     let block = start
         .checked_add(len)
         .filter(|end| *end <= total.min(blob.len()))
