@@ -293,16 +293,5 @@ pub fn run(qemu: &Path, kernel: &Path, scenario: &ArmScenario) -> Result<(), Str
         files_contain: &[],
     };
     crate::check(&check, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))?;
-    for (file, text) in scenario.files_contain {
-        let path = scratch.path().join(file);
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
-        if !content.contains(text) {
-            return Err(format!(
-                "the run succeeded, but {file} lacks \"{text}\"; it holds:\n{content}\n{}\n{}",
-                cmd.display(),
-                outcome.transcript()
-            ));
-        }
-    }
-    Ok(())
+    crate::check_files(scenario.files_contain, scratch.path(), &cmd, &outcome)
 }

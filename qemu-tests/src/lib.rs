@@ -227,9 +227,19 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
     let options = RunOptions { timeout: trial.timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| format!("{e}\n{}", cmd.display()))?;
     check(&trial.scenario, &outcome).map_err(|why| format!("{why}\n{}\n{}", cmd.display(), outcome.transcript()))?;
-    for (file, text) in trial.scenario.files_contain {
-        let path = scratch.path().join(file);
-        let content = std::fs::read_to_string(&path).unwrap_or_default();
+    check_files(trial.scenario.files_contain, scratch.path(), &cmd, &outcome)
+}
+
+/// Whether each file in `dir` named by `files_contain` holds its text, after the run `outcome`
+/// of `cmd` (both shown when one does not).
+pub fn check_files(
+    files_contain: &[(&str, &str)],
+    dir: &Path,
+    cmd: &QemuCommand,
+    outcome: &mica_launch::Outcome,
+) -> Result<(), String> {
+    for (file, text) in files_contain {
+        let content = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
         if !content.contains(text) {
             return Err(format!(
                 "the run succeeded, but {file} lacks \"{text}\"; it holds:\n{content}\n{}\n{}",

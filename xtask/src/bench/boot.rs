@@ -32,50 +32,35 @@ const CMDLINE: &str = "";
 
 /// Runs the boot benchmark on every architecture `args` names.
 pub fn run(root: &Path, args: &BootArgs) -> Result<()> {
-    let mut reports = Reports { arches: Vec::new() };
-    let mut out_dir = None;
-    for arch in super::distinct(&args.arches.arch) {
-        let (report, dir) = measure(root, args, arch)?;
-        reports.arches.push(report);
-        out_dir = Some(dir);
-    }
-    let out_dir = out_dir.context("no architecture to measure")?;
+    let (arches, out_dir) = super::per_arch(&args.arches.arch, |arch| measure(root, args, arch))?;
+    let reports = Reports { arches };
     super::report::publish(&out_dir, "boot.json", &reports.markdown(), &reports)
 }
 
 /// Measures boots on `arch`; the report and the output directory.
 fn measure(root: &Path, args: &BootArgs, arch: GuestArch) -> Result<(Report, PathBuf)> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare_for(root, arch)?;
+    let system = super::ArchSystem::prepare(root, arch, crate::system::DEFAULT_MANIFEST)?;
+    let (qemu, bundle, mica) = (&system.qemu, &system.bundle, &system.prepared.kernel);
+    let out_dir = system.prepared.out_dir.clone();
     let empty = out_dir.join(format!("empty-kernel-{arch}"));
     fs::write(&empty, empty_kernel::for_arch(arch)).with_context(|| format!("writing {}", empty.display()))?;
 
-    let qemu = mica_launch::find_qemu_for(arch)?;
-    let target = crate::run::kernel_target(arch);
-    let profile = mica_runtime::config::CpuProfile::baseline_for(target);
-    let binding = crate::system::Binding::Aot(profile.clone());
-    let manifest = root.join(crate::system::DEFAULT_MANIFEST);
-    let bundle = crate::system::prepare_for(root, &toolchain, &manifest, &binding, None, target)?;
-    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
-    let cpu = (arch == GuestArch::X86_64).then(|| mica_launch::cpu_model(&features));
     // The system's devices (its module store's disk), made once: later boots find the store.
-    let devices = mica_launch::devices::of_bundle(&bundle)?;
+    let devices = mica_launch::devices::of_bundle(bundle)?;
     mica_launch::devices::prepare_disks(&devices)?;
-    let memory = mica_launch::devices::memory_mib(&bundle, crate::run::SYSTEM_MEMORY_MIB)?;
+    let memory = mica_launch::devices::memory_mib(bundle, crate::run::SYSTEM_MEMORY_MIB)?;
     // Both kernels boot with the same QEMU settings and devices; only Mica gets the default
     // system's bundle.
     let command = |kernel: &Path, accel: Accel| {
-        let mut cmd = QemuCommand::new(&qemu, kernel, accel)
-            .arch(arch)
+        let cmd = system
+            .command(kernel, accel)
             .cmdline(CMDLINE)
             .memory_mib(memory)
             .extra_args(mica_launch::devices::qemu_args(&devices));
-        if let Some(cpu) = &cpu {
-            cmd = cmd.cpu(cpu.clone());
-        }
-        if kernel == mica.as_path() { cmd.initrd(&bundle) } else { cmd }
+        if kernel == mica.as_path() { cmd.initrd(bundle) } else { cmd }
     };
     let probe = KvmProbe::detect();
-    let machine = Machine::describe(&qemu, &probe);
+    let machine = Machine::describe(qemu, &probe);
     let kernels = [("empty", empty.as_path()), ("mica", mica.as_path())];
 
     let mut wall = Vec::new();
@@ -122,7 +107,7 @@ fn measure(root: &Path, args: &BootArgs, arch: GuestArch) -> Result<(Report, Pat
         }
     }
 
-    let counted = command(&mica, Accel::Tcg).icount(true);
+    let counted = command(mica, Accel::Tcg).icount(true);
     let counts = count_instructions(&counted)?;
     let identical = counts.windows(2).all(|w| w[0] == w[1]);
 

@@ -120,39 +120,19 @@ const PEERS: &[&str] =
 
 /// Runs the components benchmark on every architecture of `arches`.
 pub fn run(root: &Path, arches: &[GuestArch]) -> Result<()> {
-    let mut reports = Reports { arches: Vec::new() };
-    let mut out_dir = None;
-    for arch in super::distinct(arches) {
-        let (report, dir) = measure(root, arch)?;
-        reports.arches.push(report);
-        out_dir = Some(dir);
-    }
-    let out_dir = out_dir.context("no architecture to measure")?;
+    let (arches, out_dir) = super::per_arch(arches, |arch| measure(root, arch))?;
+    let reports = Reports { arches };
     super::report::publish(&out_dir, "components.json", &reports.markdown(), &reports)
 }
 
 /// Measures component costs on `arch`; the report and the output directory.
 fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare_for(root, arch)?;
-
-    let manifest_path = root.join(MANIFEST);
-    let system = manifest::load(&manifest_path, &root.join("components"))?;
-    let qemu = mica_launch::find_qemu_for(arch)?;
-    let target = crate::run::kernel_target(arch);
-    let profile = mica_runtime::config::CpuProfile::baseline_for(target);
-    let binding = crate::system::Binding::Aot(profile.clone());
-    let bundle = crate::system::prepare_for(root, &toolchain, &manifest_path, &binding, None, target)?;
-    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
-    let mut cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
-        .arch(arch)
-        .cmdline("")
-        .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-        .initrd(&bundle)
-        .icount(true);
-    if arch == GuestArch::X86_64 {
-        cmd = cmd.cpu(mica_launch::cpu_model(&features));
-    }
-    let machine = Machine::describe(&qemu, &KvmProbe::detect());
+    let arch_system = super::ArchSystem::prepare(root, arch, MANIFEST)?;
+    let system = manifest::load(&root.join(MANIFEST), &root.join("components"))?;
+    let (qemu, mica) = (&arch_system.qemu, &arch_system.prepared.kernel);
+    let (toolchain, out_dir) = (&arch_system.prepared.toolchain, arch_system.prepared.out_dir.clone());
+    let cmd = arch_system.command(mica, Accel::Tcg).cmdline("").initrd(&arch_system.bundle).icount(true);
+    let machine = Machine::describe(qemu, &KvmProbe::detect());
 
     eprint!("bench: component costs on {arch} ({QEMU_OPTIONS}): {COUNT_RUNS} boots of {MANIFEST} ");
     let names: Vec<&str> = system.components.iter().map(|c| c.name.as_str()).collect();
@@ -177,7 +157,7 @@ fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)>
     let differing = differing(&boots);
     let first = &boots[0];
     let host_call = host_call(first)?;
-    let sieve = sieve_baselines(root, &toolchain, &system, first, &cmd)?;
+    let sieve = sieve_baselines(root, toolchain, &system, first, &cmd)?;
     let components = first
         .iter()
         .zip(&system.components)

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use mica_launch::{Accel, GuestArch, KvmProbe, QemuCommand};
+use mica_launch::{Accel, GuestArch, KvmProbe};
 use serde::Serialize;
 
 use super::boot::boot;
@@ -134,35 +134,21 @@ const PEERS: &[&str] = &[
 
 /// Runs the IPC benchmark on every architecture of `arches`.
 pub fn run(root: &Path, arches: &[GuestArch]) -> Result<()> {
-    let mut reports = Reports { arches: Vec::new() };
-    let mut out_dir = None;
-    for &arch in super::distinct(arches).iter() {
-        let (report, dir) = measure(root, arch)?;
-        reports.arches.push(report);
-        out_dir = Some(dir);
-    }
-    let out_dir = out_dir.context("no architecture to measure")?;
+    let (arches, out_dir) = super::per_arch(arches, |arch| measure(root, arch))?;
+    let reports = Reports { arches };
     super::report::publish(&out_dir, "ipc.json", &reports.markdown(), &reports)
 }
 
 /// Measures IPC on `arch`; the report and the output directory.
 fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare_for(root, arch)?;
-    let qemu = mica_launch::find_qemu_for(arch)?;
-    let target = crate::run::kernel_target(arch);
-    let profile = mica_runtime::config::CpuProfile::baseline_for(target);
-    let binding = crate::system::Binding::Aot(profile.clone());
-    let bundle = crate::system::prepare_for(root, &toolchain, &root.join(MANIFEST), &binding, None, target)?;
-    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
-    let mut base =
-        QemuCommand::new(&qemu, &mica, Accel::Tcg).arch(arch).memory_mib(crate::run::SYSTEM_MEMORY_MIB).icount(true);
-    if arch == GuestArch::X86_64 {
-        base = base.cpu(mica_launch::cpu_model(&features));
-    }
-    let machine = Machine::describe(&qemu, &KvmProbe::detect());
+    let system = super::ArchSystem::prepare(root, arch, MANIFEST)?;
+    let (qemu, bundle, mica) = (&system.qemu, &system.bundle, &system.prepared.kernel);
+    let (toolchain, out_dir) = (&system.prepared.toolchain, system.prepared.out_dir.clone());
+    let base = system.command(mica, Accel::Tcg).icount(true);
+    let machine = Machine::describe(qemu, &KvmProbe::detect());
 
     eprint!("bench: IPC between components on {arch} ({QEMU_OPTIONS}): {MICA_RUNS} boots of {MANIFEST} ");
-    let cmd = base.clone().cmdline("").initrd(&bundle);
+    let cmd = base.clone().cmdline("").initrd(bundle);
     let mut clocks = Vec::new();
     let mut mica_runs = Vec::new();
     for _ in 0..MICA_RUNS {
@@ -204,14 +190,7 @@ fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)>
     let probe = KvmProbe::detect();
     let (kvm_ns, kvm_absent) = if probe.hardware() && GuestArch::host() == Some(arch) {
         eprintln!("bench: the same under KVM ({}), wall clock", probe.label());
-        let mut kvm = QemuCommand::new(&qemu, &mica, Accel::Kvm)
-            .arch(arch)
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .cmdline("")
-            .initrd(&bundle);
-        if let Some(cpu) = base.cpu_model() {
-            kvm = kvm.cpu(cpu);
-        }
+        let kvm = system.command(mica, Accel::Kvm).cmdline("").initrd(bundle);
         let outcome = boot(&kvm, BOOT_TIMEOUT)?;
         // One instruction per nanosecond: the nanoseconds stay nanoseconds.
         let wall = InstructionClock { counter: "wall clock", counter_mhz: 1000.0, per_tick: 1.0, per_ns: 1.0 };
@@ -224,7 +203,7 @@ fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)>
         (None, Some(why))
     };
     let guest = linux_guest::fetch(&root.join("target"), arch)?;
-    let init = linux_guest::build_static_for(root, &toolchain, "mica-linux-bench", "mica-linux-bench", arch)?;
+    let init = linux_guest::build_static_for(root, toolchain, "mica-linux-bench", "mica-linux-bench", arch)?;
     let image = out_dir.join(format!("linux-bench-{arch}.cpio"));
     linux_guest::init_image(&guest, &init, &image)?;
     let mut linux = Vec::new();
@@ -232,7 +211,7 @@ fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)>
         eprintln!("bench: Linux guest ({}): {workload} {LINUX_N} x {bytes} B", guest.release);
         let (n, size) = (LINUX_N.to_string(), bytes.to_string());
         let mut cmd = guest
-            .qemu(&qemu, Accel::Tcg, &image)
+            .qemu(qemu, Accel::Tcg, &image)
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
             .cmdline(guest.cmdline(&[workload, &n, &size]))
             .icount(true);

@@ -140,6 +140,64 @@ fn distinct(arches: &[GuestArch]) -> Vec<GuestArch> {
     seen
 }
 
+/// Runs `measure` once on each architecture of `arches`, in order; the reports and the output
+/// directory.
+fn per_arch<R>(
+    arches: &[GuestArch],
+    mut measure: impl FnMut(GuestArch) -> Result<(R, std::path::PathBuf)>,
+) -> Result<(Vec<R>, std::path::PathBuf)> {
+    let mut reports = Vec::new();
+    let mut out_dir = None;
+    for arch in distinct(arches) {
+        let (report, dir) = measure(arch)?;
+        reports.push(report);
+        out_dir = Some(dir);
+    }
+    Ok((reports, out_dir.ok_or_else(|| anyhow::anyhow!("no architecture to measure"))?))
+}
+
+/// A benchmark system prepared for one architecture.
+pub(crate) struct ArchSystem {
+    /// The architecture.
+    pub arch: GuestArch,
+    /// The toolchain, the release kernel and the output directory.
+    pub prepared: Prepared,
+    /// QEMU for the architecture.
+    pub qemu: std::path::PathBuf,
+    /// The system's bundle, compiled ahead of time for the architecture's baseline CPU.
+    pub bundle: std::path::PathBuf,
+    /// The baseline CPU's QEMU model on x86_64 (aarch64 boots `-cpu max`, QEMU's default here).
+    pub cpu: Option<String>,
+}
+
+impl ArchSystem {
+    /// Builds the release kernel for `arch` and the bundle of `manifest` (relative to `root`).
+    pub fn prepare(root: &Path, arch: GuestArch, manifest: &str) -> Result<ArchSystem> {
+        let prepared = prepare_for(root, arch)?;
+        let qemu = mica_launch::find_qemu_for(arch)?;
+        let target = crate::run::kernel_target(arch);
+        let profile = mica_runtime::config::CpuProfile::baseline_for(target);
+        let binding = crate::system::Binding::Aot(profile.clone());
+        let bundle =
+            crate::system::prepare_for(root, &prepared.toolchain, &root.join(manifest), &binding, None, target)?;
+        let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
+        let cpu = (arch == GuestArch::X86_64).then(|| mica_launch::cpu_model(&features));
+        Ok(ArchSystem { arch, prepared, qemu, bundle, cpu })
+    }
+
+    /// A QEMU command booting `kernel` on the architecture's machine under `accel`, with the
+    /// system memory and the CPU model.
+    pub fn command(&self, kernel: &Path, accel: mica_launch::Accel) -> mica_launch::QemuCommand {
+        let cmd = mica_launch::QemuCommand::new(&self.qemu, kernel, accel)
+            .arch(self.arch)
+            .memory_mib(crate::run::SYSTEM_MEMORY_MIB);
+        match &self.cpu {
+            Some(cpu) => cmd.cpu(cpu.clone()),
+            None => cmd,
+        }
+    }
+}
+
 /// Runs a benchmark.
 pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
     match command {
