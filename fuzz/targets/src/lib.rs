@@ -6,11 +6,13 @@
 //!
 //! The surfaces so far: the boot bundle and its manifest (what the kernel reads from the boot
 //! module), the kernel command line, the boot protocols (PVH start info and its tables, the MP
-//! table in low memory, the device tree), and the pod protocol's frames (what the host and the
-//! agent read from each other).
+//! table in low memory, the device tree), the pod protocol's frames (what the host and the
+//! agent read from each other), and the key-value store's recovery from any disk.
 
 use std::io::Cursor;
 
+use kvstore::disk::{MemDisk, SECTOR_SIZE};
+use kvstore::log::Store;
 use mica_bundle::{Bundle, BundleWriter, EntryKind, SystemManifest};
 use mica_kernel::aarch64_boot_protocol::boot_info::BootInfo;
 use mica_kernel::cmdline::KernelArgs;
@@ -21,13 +23,14 @@ use mica_pod_proto::{GuestMsg, HostMsg, decode_payload, encode_frame, read_frame
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 7] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
     ("mp_table", mp_table),
     ("device_tree", device_tree),
     ("pod_frames", pod_frames),
+    ("kv_recovery", kv_recovery),
 ];
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
@@ -93,6 +96,24 @@ pub fn pod_frames(data: &[u8]) {
     let _ = decode_payload::<HostMsg>(data);
 }
 
+/// The key-value store's disk in sectors: enough for a header and some log.
+const KV_SECTORS: usize = 16;
+
+/// The key-value store opened on a disk holding `data` (zero-padded to [`KV_SECTORS`]): it must
+/// open or refuse, never panic. When it opens, a write it acknowledges must be there after a
+/// power cut, whatever the disk held before.
+pub fn kv_recovery(data: &[u8]) {
+    let mut image = data[..data.len().min(KV_SECTORS * SECTOR_SIZE)].to_vec();
+    image.resize(KV_SECTORS * SECTOR_SIZE, 0);
+    let Ok((mut store, _)) = Store::open(MemDisk::from_image(image), 1) else { return };
+    if store.put("fuzz", "acknowledged").is_err() {
+        return;
+    }
+    let after = store.disk().crashed();
+    let (store, _) = Store::open(after, 2).expect("a store that acknowledged a write opens after a power cut");
+    assert_eq!(store.get("fuzz"), Some("acknowledged"), "an acknowledged write was lost in a power cut");
+}
+
 /// Valid inputs to start each target from (the fuzzer mutates them), by target name.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
@@ -125,6 +146,15 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                     .expect("encodes"),
             );
             vec![frames, answers]
+        }
+        "kv_recovery" => {
+            // A store with two records, as the store itself writes it.
+            let Ok((mut store, _)) = Store::open(MemDisk::new(KV_SECTORS as u64), 7) else { return Vec::new() };
+            let written = store.put("colour", "blue").and_then(|()| store.put("shape", "round"));
+            if written.is_err() {
+                return Vec::new();
+            }
+            vec![store.disk().durable().to_vec(), Vec::new()]
         }
         _ => Vec::new(),
     }
