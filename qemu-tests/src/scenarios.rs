@@ -68,6 +68,11 @@ pub struct Scenario {
     pub files_contain: &'static [(&'static str, &'static str)],
 }
 
+/// What `device-client entropy` prints when a driver (Rust's or C's) passed every check.
+pub const ENTROPY_CHECKS: &str = "[entropy-client] entropy: 2 x 64 bytes, distinct; 4096 bytes in one request; 4 malformed requests answered with no bytes";
+/// The same, from the client of the C driver.
+pub const ENTROPY_CHECKS_C: &str = "[entropy-client-c] entropy: 2 x 64 bytes, distinct; 4096 bytes in one request; 4 malformed requests answered with no bytes";
+
 /// Every scenario.
 pub const SCENARIOS: &[Scenario] = &[
     Scenario {
@@ -577,15 +582,23 @@ pub const SCENARIOS: &[Scenario] = &[
         expect: ExitCode::Success,
         output_contains: &[
             "devices: virtio-rng.0 (virtio-mmio v2 at 0xfeb02e00, GSI 47 -> vector 0x40)",
-            "devices: virtio-blk.0 (virtio-mmio v2 at 0xfeb02c00, GSI 46 -> vector 0x41)",
+            "devices: virtio-rng.1 (virtio-mmio v2 at 0xfeb02c00, GSI 46 -> vector 0x41)",
+            "devices: virtio-blk.0 (virtio-mmio v2 at 0xfeb02a00, GSI 45 -> vector 0x42)",
             "[rng] virtio-rng: virtio-rng.0 ready (queue size 8)",
+            // The same driver written in C, on the second device, passes the same checks.
+            "[rng-c] virtio-rng-c: virtio-rng.1 ready (queue size 8)",
             "[blk] virtio-blk: virtio-blk.0 ready: 16384 sectors of 512 bytes",
-            "[entropy-client] entropy: 2 x 64 bytes, distinct",
+            ENTROPY_CHECKS,
+            ENTROPY_CHECKS_C,
+            "[rng-c!] virtio-rng-c: request 7 refused: 4097 bytes asked for, not 1 to 4096",
+            "[rng-c] virtio-rng-c: all clients gone after 8 requests (4240 bytes)",
             "[block-client] block: a read past the end was refused: 1 sector(s) from sector 16384 go past the end",
             "[block-client] block: 16 writes verified, capacity 16384 sectors",
             "devices: virtio-rng.0 reset and released (rng ended)",
+            "devices: virtio-rng.1 reset and released (rng-c ended)",
             "devices: virtio-blk.0 reset and released (blk ended)",
-            "mica: all components finished: 4 of 4 succeeded",
+            "mica: component rng-c exited with status 0",
+            "mica: all components finished: 6 of 6 succeeded",
         ],
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "drivers", tamper: None }),

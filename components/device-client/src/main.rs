@@ -2,7 +2,10 @@
 //! first argument picks the mode:
 //!
 //! - `entropy`: two requests of 64 bytes on connection `entropy`; both must be 64 bytes, not all
-//!   zero, and differ. Prints `entropy: 2 x 64 bytes, distinct`.
+//!   zero, and differ. Then one of the most bytes a request may ask for, four malformed requests
+//!   that must each be answered with no bytes, and one more good request. Prints
+//!   `entropy: 2 x 64 bytes, distinct; 4096 bytes in one request; 4 malformed requests answered
+//!   with no bytes`.
 //! - `block ROUNDS`: on connection `block`: the disk's size, ROUNDS patterned 4 KiB writes spread
 //!   over the disk, each read back and compared, a flush, and a read past the end that must be
 //!   refused as out-of-range. Prints `block: ROUNDS writes verified, capacity N sectors`.
@@ -82,6 +85,28 @@ fn entropy() -> Result<(), String> {
     if answers[0] == answers[1] {
         return Err("both requests returned the same 64 bytes".into());
     }
-    println!("entropy: 2 x 64 bytes, distinct");
+    let most = rng.call(&entropy::encode_request(entropy::MAX_BYTES)).map_err(context("the largest request"))?;
+    if most.len() != entropy::MAX_BYTES as usize || most.iter().all(|&b| b == 0) {
+        return Err(format!("a request of {} bytes: {} bytes came back", entropy::MAX_BYTES, most.len()));
+    }
+    // Malformed requests: no count, a short count, 0 bytes, over the limit. Each is answered
+    // with no bytes, and the driver goes on serving.
+    let malformed: [&[u8]; 4] =
+        [&[], &[1, 0, 0], &entropy::encode_request(0), &entropy::encode_request(entropy::MAX_BYTES + 1)];
+    for request in malformed {
+        let answer = rng.call(request).map_err(context(format!("malformed request {request:?}")))?;
+        if !answer.is_empty() {
+            return Err(format!("malformed request {request:?} was answered with {} bytes", answer.len()));
+        }
+    }
+    let after = rng.call(&entropy::encode_request(16)).map_err(context("a request after the malformed ones"))?;
+    if after.len() != 16 {
+        return Err(format!("after the malformed requests, 16 bytes asked for and {} came back", after.len()));
+    }
+    println!(
+        "entropy: 2 x 64 bytes, distinct; {} bytes in one request; {} malformed requests answered with no bytes",
+        entropy::MAX_BYTES,
+        malformed.len()
+    );
     Ok(())
 }
