@@ -213,10 +213,11 @@ pub fn run_trial(qemu: &Path, kernel: &Path, trial: &PlannedTrial) -> Result<(),
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let mut features: Vec<&str> =
         mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
-    features.extend(trial.scenario.cpu_features);
-    let mut cmd = QemuCommand::new(qemu, kernel, trial.accel)
-        .cmdline(trial.scenario.cmdline)
-        .cpu(mica_launch::cpu_model(&features));
+    let (removed, added): (Vec<&str>, Vec<&str>) = trial.scenario.cpu_features.iter().partition(|f| f.starts_with('-'));
+    features.extend(added);
+    // QEMU applies `-feature` after every `+feature`, whatever the order.
+    let model = removed.iter().fold(mica_launch::cpu_model(&features), |model, f| format!("{model},{f}"));
+    let mut cmd = QemuCommand::new(qemu, kernel, trial.accel).cmdline(trial.scenario.cmdline).cpu(model);
     if trial.scenario.cpus > 1 {
         cmd = cmd.extra_args(["-smp".to_string(), trial.scenario.cpus.to_string()]);
     }

@@ -59,7 +59,8 @@ pub struct Scenario {
     pub kvm: KvmUse,
     /// The boot bundle, if any.
     pub bundle: Option<BundleUse>,
-    /// CPU features QEMU's CPU model adds to the baseline profile's (e.g. `avx`).
+    /// CPU features QEMU's CPU model adds to the baseline profile's (e.g. `avx`), or takes away
+    /// (`-rdrand`).
     pub cpu_features: &'static [&'static str],
     /// vCPUs (`-smp`); 1 is QEMU's default.
     pub cpus: u32,
@@ -242,6 +243,23 @@ pub const SCENARIOS: &[Scenario] = &[
         kvm: KvmUse::HardwareOnly,
         bundle: Some(BundleUse { system: "c-hello", tamper: None }),
         cpu_features: &[],
+        cpus: 1,
+        files_contain: &[],
+    },
+    Scenario {
+        name: "no_entropy_source_refuses_secure_random",
+        cmdline: "",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "randomness for components: this machine has no entropy source (no RDSEED/RDRAND or RNDR) to key a secure generator with; components that import wasi:random/random are refused",
+            "mica: component hello-c refused: imports wasi:random/random@0.2.6, but this machine has no entropy source (no RDSEED/RDRAND or RNDR) to key a secure generator with",
+            "mica: component hello exited with status 0",
+            "mica: all components finished: 1 of 2 succeeded",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: Some(BundleUse { system: "no-entropy", tamper: None }),
+        // A leading `-` takes the feature away: QEMU's qemu64 without RDRAND (it has no RDSEED).
+        cpu_features: &["-rdrand"],
         cpus: 1,
         files_contain: &[],
     },

@@ -12,24 +12,14 @@ pub enum OutputKind {
     Stderr,
 }
 
-/// Where random bytes came from, so that a report can say so.
+/// `wasi:random/random` cannot be served: the machine has no entropy source to key a secure
+/// generator with, and bytes that are not secure must not pass for secure ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RandomSource {
-    /// The CPU's generator: RDSEED/RDRAND on x86_64, RNDR on aarch64.
-    Hardware,
-    /// A software generator seeded from the clock: not for secrets.
-    Fallback,
-    /// The host operating system's generator (hosted runs on Linux).
-    Os,
-}
+pub struct NoEntropySource;
 
-impl fmt::Display for RandomSource {
+impl fmt::Display for NoEntropySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RandomSource::Hardware => write!(f, "the CPU's generator (RDSEED/RDRAND, RNDR)"),
-            RandomSource::Fallback => write!(f, "a clock-seeded software generator (no RDRAND or RNDR)"),
-            RandomSource::Os => write!(f, "the host operating system (getrandom)"),
-        }
+        write!(f, "this machine has no entropy source (no RDSEED/RDRAND or RNDR) to key a secure generator with")
     }
 }
 
@@ -43,8 +33,15 @@ pub trait Platform: Send + Sync {
     fn wall_clock(&self) -> (u64, u32);
     /// Blocks the calling component until the monotonic clock reaches `deadline_ns`.
     fn sleep_until(&self, deadline_ns: u64);
-    /// Fills `buf` with random bytes.
-    fn random_bytes(&self, buf: &mut [u8]) -> RandomSource;
+    /// Fills `buf` from a cryptographically secure generator (`wasi:random/random`); `Err` when
+    /// there is no entropy source to key one with.
+    fn random_bytes(&self, buf: &mut [u8]) -> Result<(), NoEntropySource>;
+    /// Fills `buf` with bytes that need not be secure (`wasi:random/insecure`,
+    /// `wasi:random/insecure-seed`); never fails.
+    fn insecure_random_bytes(&self, buf: &mut [u8]);
+    /// Whether [`Platform::random_bytes`] can succeed. A component that imports
+    /// `wasi:random/random` is refused at load when it cannot.
+    fn has_entropy_source(&self) -> bool;
     /// Writes one complete line (without its newline) that component `name` wrote to `kind`.
     fn console_line(&self, name: &str, kind: OutputKind, line: &[u8]);
     /// Logs one `mica:kernel/log` record of component `name`: `message` is one line already

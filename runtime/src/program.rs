@@ -84,6 +84,9 @@ pub enum LoadError {
     NotGranted(String),
     /// The component imports an interface Mica does not provide.
     NotProvided(String),
+    /// The component imports `wasi:random/random`, and the machine has no entropy source to
+    /// make secure bytes with.
+    NoEntropySource(String),
     /// Linking or instantiation failed.
     Instantiate(String),
     /// A CPU limit was asked for, but the component's code was compiled without the
@@ -104,6 +107,7 @@ impl fmt::Display for LoadError {
             LoadError::Artifact(e) => write!(f, "artifact refused: {e}"),
             LoadError::NotGranted(i) => write!(f, "imports {i}, which its manifest does not grant"),
             LoadError::NotProvided(i) => write!(f, "imports {i}, which Mica does not provide"),
+            LoadError::NoEntropySource(i) => write!(f, "imports {i}, but {}", crate::platform::NoEntropySource),
             LoadError::Instantiate(e) => write!(f, "cannot instantiate: {e}"),
             LoadError::NotInstrumented { limit, needs, compiled } => write!(
                 f,
@@ -147,9 +151,15 @@ impl Interfaces {
     }
 }
 
-/// Checks that `component` imports only interfaces Mica provides and `grants` covers; returns
-/// the set of interfaces its linker must hold.
-pub fn check_imports(engine: &Engine, component: &Component, grants: &[String]) -> Result<Interfaces, LoadError> {
+/// Checks that `component` imports only interfaces Mica provides and `grants` covers, and no
+/// `wasi:random/random` unless the platform `has_entropy_source`; returns the set of interfaces
+/// its linker must hold.
+pub fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    grants: &[String],
+    has_entropy_source: bool,
+) -> Result<Interfaces, LoadError> {
     for (name, _) in component.component_type().imports(engine) {
         let bare = name.split('@').next().unwrap_or(name);
         if !INTERFACES.iter().any(|i| i.name == bare) {
@@ -157,6 +167,9 @@ pub fn check_imports(engine: &Engine, component: &Component, grants: &[String]) 
         }
         if !grants.iter().any(|g| grant_covers(g, bare)) {
             return Err(LoadError::NotGranted(name.to_string()));
+        }
+        if bare == "wasi:random/random" && !has_entropy_source {
+            return Err(LoadError::NoEntropySource(name.to_string()));
         }
     }
     Ok(Interfaces::granted(grants))
@@ -183,9 +196,14 @@ pub unsafe fn load_in_place(engine: &Engine, memory: core::ptr::NonNull<[u8]>) -
 }
 
 /// Builds a linker with exactly the interfaces `grants` covers, after checking that `component`
-/// imports nothing else.
-pub fn link(engine: &Engine, component: &Component, grants: &[String]) -> Result<Linker<InstanceState>, LoadError> {
-    linker(engine, check_imports(engine, component, grants)?)
+/// imports nothing else (see [`check_imports`]).
+pub fn link(
+    engine: &Engine,
+    component: &Component,
+    grants: &[String],
+    has_entropy_source: bool,
+) -> Result<Linker<InstanceState>, LoadError> {
+    linker(engine, check_imports(engine, component, grants, has_entropy_source)?)
 }
 
 /// A component resolved against its linker once (Wasmtime's `InstancePre`): every instance of

@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use mica_runtime::config::{self, CpuProfile, Instrumentation};
-use mica_runtime::platform::{OutputKind, Platform, RandomSource};
+use mica_runtime::platform::{NoEntropySource, OutputKind, Platform};
 use mica_runtime::program::{self, Launch};
 use mica_runtime::wasmtime::Engine;
 use mica_runtime::wasmtime::component::Component;
@@ -60,7 +60,7 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
     // machine code it did not make itself.
     let component = Component::new(&engine, &wasm).map_err(|e| anyhow!("{}: {e:#}", args.wasm.display()))?;
     let grants = if args.grants.is_empty() { vec!["wasi".to_owned()] } else { args.grants.clone() };
-    let prepared = program::link(&engine, &component, &grants)
+    let prepared = program::link(&engine, &component, &grants, true)
         .and_then(|linker| program::prepare(&component, &linker))
         .map_err(|e| anyhow!("{}: {e}", args.wasm.display()))?;
     let name = args.name.clone().unwrap_or_else(|| {
@@ -126,13 +126,23 @@ impl Platform for HostPlatform {
         }
     }
 
-    fn random_bytes(&self, buf: &mut [u8]) -> RandomSource {
+    /// The OS's generator (`/dev/urandom`): always there on Linux.
+    fn random_bytes(&self, buf: &mut [u8]) -> Result<(), NoEntropySource> {
         let filled = fs::File::open("/dev/urandom").and_then(|mut urandom| urandom.read_exact(buf));
         if let Err(error) = filled {
             // No silent fallback: a hosted run without the OS generator is broken.
             panic!("reading /dev/urandom: {error}");
         }
-        RandomSource::Os
+        Ok(())
+    }
+
+    fn insecure_random_bytes(&self, buf: &mut [u8]) {
+        // The same bytes: there is nothing cheaper worth having on a host.
+        let _ = self.random_bytes(buf);
+    }
+
+    fn has_entropy_source(&self) -> bool {
+        true
     }
 
     fn console_line(&self, name: &str, kind: OutputKind, line: &[u8]) {

@@ -351,7 +351,8 @@ impl Compiler {
             .map_err(|e| refused(&e))?;
         let engine = super::engine(instrumentation).map_err(|e| refused(&e))?;
         let grants: Vec<String> = GRANTS.iter().map(|g| g.to_string()).collect();
-        let interfaces = program::check_imports(engine, &shared.component, &grants).map_err(|e| refused(&e))?;
+        let interfaces = program::check_imports(engine, &shared.component, &grants, self.platform.has_entropy_source())
+            .map_err(|e| refused(&e))?;
         let linker =
             super::shared_linker(engine, super::Kind::Native, instrumentation, interfaces).map_err(|e| refused(&e))?;
         let pre = CompilerPre::new(&shared.component, &linker).map_err(|e| refused(&e))?;

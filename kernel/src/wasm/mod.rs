@@ -296,6 +296,7 @@ pub fn load(
     source: Source<'_>,
     instrumentation: Instrumentation,
     grants: &[String],
+    has_entropy_source: bool,
 ) -> Result<Loaded, StartError> {
     let kind = source.kind();
     let engine = engine_of(kind, instrumentation).map_err(StartError::Engine)?;
@@ -303,7 +304,8 @@ pub fn load(
     let t0 = sched::cpu_ticks();
     let shared = shared(name, bytes, source, instrumentation)?;
     let t1 = sched::cpu_ticks();
-    let interfaces = program::check_imports(engine, &shared.component, grants).map_err(StartError::Load)?;
+    let interfaces =
+        program::check_imports(engine, &shared.component, grants, has_entropy_source).map_err(StartError::Load)?;
     let known = shared.prepared.lock().get(&interfaces).cloned();
     let prepared = match known {
         Some(prepared) => prepared,

@@ -1,12 +1,24 @@
 //! The kernel's side of the runtime's `Platform` trait: clocks, randomness, the console and
 //! components' log records.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
-use mica_runtime::platform::{OutputKind, Platform, RandomSource};
+use mica_runtime::platform::{NoEntropySource, OutputKind, Platform};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::arch::{self, clock, random};
+use crate::irq_lock::IrqMutex;
 use crate::kprintln;
+
+/// Bytes the secure generator hands out before it takes a fresh key from the CPU.
+const RESEED_BYTES: usize = 1 << 20;
+
+/// `wasi:random/random`'s generator: ChaCha20 keyed from the CPU's generator.
+#[derive(Debug)]
+struct Secure {
+    rng: ChaCha20Rng,
+    /// Bytes handed out since the last key from the CPU.
+    since_seed: usize,
+}
 
 /// The kernel as a component's platform.
 #[derive(Debug)]
@@ -14,12 +26,43 @@ pub struct KernelPlatform {
     generators: random::Generators,
     /// Unix time at the kernel's first instruction, from the RTC (0 without one).
     boot_unix_time: u64,
-    /// State of the software fallback generator (xorshift, seeded from the TSC).
-    fallback: AtomicU64,
+    /// `None` when the CPU has no generator: then nothing secure can be made, and
+    /// `wasi:random/random` is refused.
+    secure: IrqMutex<Option<Secure>>,
+    /// `wasi:random/insecure*`: ChaCha20 too, keyed from the CPU's generator when there is one
+    /// and from the clock otherwise.
+    insecure: IrqMutex<ChaCha20Rng>,
+}
+
+/// 32 bytes from the CPU's generator, or `None` when it has none (or it keeps failing).
+fn hardware_seed(generators: random::Generators) -> Option<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        chunk.copy_from_slice(&random::hardware_u64(generators)?.to_le_bytes());
+    }
+    Some(seed)
+}
+
+/// A key for the insecure generator from the clock: distinct per boot only as far as the clock
+/// is.
+fn clock_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    for chunk in seed.chunks_mut(8) {
+        chunk.copy_from_slice(&clock::counter().to_le_bytes());
+    }
+    seed
+}
+
+/// A generator of its own for one request, keyed from `parent` (so the shared one is held only
+/// for one block, whatever the request's size).
+fn child_of(parent: &mut ChaCha20Rng) -> ChaCha20Rng {
+    let mut seed = [0u8; 32];
+    parent.fill_bytes(&mut seed);
+    ChaCha20Rng::from_seed(seed)
 }
 
 impl KernelPlatform {
-    /// Reads the RTC and the CPU's generators.
+    /// Reads the RTC and keys the generators from the CPU's.
     pub fn new() -> KernelPlatform {
         let generators = random::generators();
         let now = arch::rtc::unix_time();
@@ -28,26 +71,26 @@ impl KernelPlatform {
             Some(t) => log::info!("wall clock: {t} s since the Unix epoch (RTC)"),
             None => log::warn!("wall clock: no RTC answered; wall time counts from 1970-01-01 at boot"),
         }
-        let source = if generators.any() { RandomSource::Hardware } else { RandomSource::Fallback };
-        if source == RandomSource::Fallback {
-            log::warn!("randomness for components: {source}");
+        let seed = if generators.any() { hardware_seed(generators) } else { None };
+        let secure = seed.map(|seed| Secure { rng: ChaCha20Rng::from_seed(seed), since_seed: 0 });
+        let insecure = ChaCha20Rng::from_seed(match &secure {
+            Some(_) => hardware_seed(generators).unwrap_or_else(clock_seed),
+            None => clock_seed(),
+        });
+        if secure.is_some() {
+            log::info!("randomness for components: ChaCha20 keyed from {}", random::SOURCE);
         } else {
-            log::info!("randomness for components: {source}");
+            log::warn!(
+                "randomness for components: {}; components that import wasi:random/random are refused",
+                NoEntropySource
+            );
         }
         KernelPlatform {
             generators,
             boot_unix_time: now.map_or(0, |t| t.saturating_sub(since_boot)),
-            fallback: AtomicU64::new(clock::counter() | 1),
+            secure: IrqMutex::new(secure),
+            insecure: IrqMutex::new(insecure),
         }
-    }
-
-    fn fallback_u64(&self) -> u64 {
-        let mut x = self.fallback.load(Ordering::Relaxed) ^ clock::counter().rotate_left(17);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.fallback.store(x | 1, Ordering::Relaxed);
-        x
     }
 }
 
@@ -76,16 +119,36 @@ impl Platform for KernelPlatform {
         crate::sched::sleep_until(deadline_ns);
     }
 
-    fn random_bytes(&self, buf: &mut [u8]) -> RandomSource {
-        let mut source = RandomSource::Hardware;
-        for chunk in buf.chunks_mut(8) {
-            let v = random::hardware_u64(self.generators).unwrap_or_else(|| {
-                source = RandomSource::Fallback;
-                self.fallback_u64()
-            });
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
-        }
-        source
+    fn random_bytes(&self, buf: &mut [u8]) -> Result<(), NoEntropySource> {
+        let mut child = {
+            let mut secure = self.secure.lock();
+            let secure = secure.as_mut().ok_or(NoEntropySource)?;
+            secure.since_seed += buf.len();
+            if secure.since_seed >= RESEED_BYTES {
+                // The new key mixes the CPU's bytes into the old generator's output, so neither a
+                // failing nor a dishonest CPU generator weakens it. Should the CPU's generator
+                // fail now, the generator goes on as it is (still secure) and tries again later.
+                if let Some(fresh) = hardware_seed(self.generators) {
+                    let mut key = [0u8; 32];
+                    secure.rng.fill_bytes(&mut key);
+                    key.iter_mut().zip(fresh).for_each(|(k, f)| *k ^= f);
+                    secure.rng = ChaCha20Rng::from_seed(key);
+                    secure.since_seed = 0;
+                }
+            }
+            child_of(&mut secure.rng)
+        };
+        child.fill_bytes(buf);
+        Ok(())
+    }
+
+    fn insecure_random_bytes(&self, buf: &mut [u8]) {
+        let mut child = child_of(&mut self.insecure.lock());
+        child.fill_bytes(buf);
+    }
+
+    fn has_entropy_source(&self) -> bool {
+        self.secure.lock().is_some()
     }
 
     fn console_line(&self, name: &str, kind: OutputKind, line: &[u8]) {

@@ -193,6 +193,7 @@ fn run_instances(
     // starts on Pulley (unless its native code was made earlier this boot) runs its Pulley
     // bytecode at once while its native code is made on another thread.
     let mut on_pulley = false;
+    let entropy = platform.has_entropy_source();
     let loaded = match &spec.code {
         Code::Wasm { pulley: Some(pulley), sha256, .. } if !compiler.has_compiled(bytes, instrumentation) => {
             let pulley_bytes = match check_native(pulley)
@@ -213,7 +214,8 @@ fn run_instances(
                     return false;
                 }
             };
-            let loaded = super::load(name, pulley_bytes, Source::Artifact(Kind::Pulley), instrumentation, &spec.grants);
+            let loaded =
+                super::load(name, pulley_bytes, Source::Artifact(Kind::Pulley), instrumentation, &spec.grants, entropy);
             if loaded.is_ok() {
                 on_pulley = true;
                 kprintln!(
@@ -223,7 +225,7 @@ fn run_instances(
             }
             loaded
         }
-        _ => super::load(name, bytes, code, instrumentation, &spec.grants),
+        _ => super::load(name, bytes, code, instrumentation, &spec.grants, entropy),
     };
     drop(wasm_pending);
     let mut loaded = match loaded {
@@ -240,7 +242,7 @@ fn run_instances(
             && compiler.has_compiled(bytes, instrumentation)
             && let Code::Wasm { sha256, .. } = &spec.code
         {
-            match super::load(name, bytes, Source::Wasm { compiler, sha256 }, instrumentation, &spec.grants) {
+            match super::load(name, bytes, Source::Wasm { compiler, sha256 }, instrumentation, &spec.grants, entropy) {
                 Ok(native) => {
                     loaded = native;
                     on_pulley = false;

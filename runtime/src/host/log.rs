@@ -66,7 +66,7 @@ mod tests {
     use super::*;
     use crate::host::LineBuffer;
     use crate::limits::Limits;
-    use crate::platform::{OutputKind, Platform, RandomSource};
+    use crate::platform::{NoEntropySource, OutputKind, Platform};
 
     #[test]
     fn short_messages_pass_unchanged() {
@@ -107,8 +107,12 @@ mod tests {
             (0, 0)
         }
         fn sleep_until(&self, _: u64) {}
-        fn random_bytes(&self, _: &mut [u8]) -> RandomSource {
-            RandomSource::Fallback
+        fn random_bytes(&self, _: &mut [u8]) -> Result<(), NoEntropySource> {
+            Err(NoEntropySource)
+        }
+        fn insecure_random_bytes(&self, _: &mut [u8]) {}
+        fn has_entropy_source(&self) -> bool {
+            false
         }
         fn console_line(&self, _: &str, _: OutputKind, _: &[u8]) {}
         fn component_log(&self, name: &str, level: ::log::Level, message: &str) {

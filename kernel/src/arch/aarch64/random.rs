@@ -2,6 +2,9 @@
 
 use aarch64_cpu::registers::{ID_AA64ISAR0_EL1, Readable};
 
+/// What the generators are called, for the boot log.
+pub const SOURCE: &str = "the CPU's RNDR";
+
 /// Which hardware generators the CPU offers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Generators {

@@ -4,6 +4,9 @@ use core::arch::x86_64::{_rdrand64_step, _rdseed64_step};
 
 use raw_cpuid::CpuId;
 
+/// What the generators are called, for the boot log.
+pub const SOURCE: &str = "the CPU's RDSEED/RDRAND";
+
 /// Which hardware generators the CPU offers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Generators {
