@@ -75,10 +75,11 @@ pub struct LinuxGuest {
 }
 
 impl LinuxGuest {
-    /// The kernel command line of a baseline guest: serial console, quiet, no reboot wait, the
-    /// workload's arguments for init after `--`.
-    pub fn cmdline(&self, init_args: &[&str]) -> String {
-        cmdline(self.arch, init_args)
+    /// The kernel command line of a baseline guest booted by `cmd` (its accelerator and clock
+    /// decide the clock options: [`clock_options`]); the workload's arguments for init follow
+    /// `--`.
+    pub fn cmdline(&self, cmd: &QemuCommand, init_args: &[&str]) -> String {
+        cmdline(self.arch, &clock_options(self.arch, cmd.accel(), cmd.counts_instructions()), init_args)
     }
 
     /// A QEMU command that boots this kernel with `initrd` under `accel` on the machine Mica's
@@ -296,9 +297,42 @@ pub fn init_image(guest: &LinuxGuest, init: &Path, path: &Path) -> Result<()> {
 }
 
 /// The kernel command line of a baseline guest for `arch`: serial console, quiet, no reboot
-/// wait, the workload's arguments for init after `--`.
-pub fn cmdline(arch: GuestArch, init_args: &[&str]) -> String {
-    format!("console={} quiet panic=-1 reboot=t -- {}", arch.linux_console(), init_args.join(" "))
+/// wait, `clock` ([`clock_options`]), the workload's arguments for init after `--`.
+pub fn cmdline(arch: GuestArch, clock: &[String], init_args: &[&str]) -> String {
+    let mut line = format!("console={} quiet panic=-1 reboot=t", arch.linux_console());
+    for option in clock {
+        line.push(' ');
+        line.push_str(option);
+    }
+    format!("{line} -- {}", init_args.join(" "))
+}
+
+/// The clock options an x86_64 Linux guest needs to boot every time under emulation, as the
+/// pods' guests get them ([`mica_launch::linux_guest::pod_cmdline`]):
+/// - `no_timer_check`: Linux's check that the timer reaches the I/O APIC relies on timing an
+///   emulated vCPU may miss.
+/// - `tsc_early_khz` under TCG: Linux calibrates the TSC against the PIT, which under TCG now and
+///   then misses its window; the TSC is then marked unstable and the boot can stall for good
+///   (`bench io`'s HTTP guest once never answered). Under `-icount shift=0` the TSC ticks once
+///   per instruction, a virtual nanosecond (1 GHz); under plain TCG it is the host's TSC. KVM
+///   guests calibrate against kvmclock and get none.
+///
+/// aarch64's generic timer reports its own frequency: nothing to add (and an option Linux does
+/// not know would reach init as an argument).
+pub fn clock_options(arch: GuestArch, accel: mica_launch::Accel, icount: bool) -> Vec<String> {
+    if arch != GuestArch::X86_64 {
+        return Vec::new();
+    }
+    let mut options = vec![String::from("no_timer_check")];
+    let tsc_khz = match (accel, icount) {
+        (mica_launch::Accel::Kvm, _) => None,
+        (mica_launch::Accel::Tcg, true) => Some(1_000_000),
+        (mica_launch::Accel::Tcg, false) => mica_launch::linux_guest::host_tsc_khz(),
+    };
+    if let Some(khz) = tsc_khz {
+        options.push(format!("tsc_early_khz={khz}"));
+    }
+    options
 }
 
 /// Boots `cmd` (a Linux guest whose init prints `prefix...` and powers off) and returns what
@@ -356,7 +390,26 @@ mod tests {
 
     #[test]
     fn the_workload_follows_the_double_dash() {
-        assert_eq!(cmdline(GuestArch::X86_64, &["sieve", "100"]), "console=ttyS0 quiet panic=-1 reboot=t -- sieve 100");
-        assert_eq!(cmdline(GuestArch::Aarch64, &["boot"]), "console=ttyAMA0 quiet panic=-1 reboot=t -- boot");
+        let clock = clock_options(GuestArch::X86_64, mica_launch::Accel::Tcg, true);
+        assert_eq!(
+            cmdline(GuestArch::X86_64, &clock, &["sieve", "100"]),
+            "console=ttyS0 quiet panic=-1 reboot=t no_timer_check tsc_early_khz=1000000 -- sieve 100"
+        );
+        assert_eq!(cmdline(GuestArch::Aarch64, &[], &["boot"]), "console=ttyAMA0 quiet panic=-1 reboot=t -- boot");
+    }
+
+    #[test]
+    fn x86_guests_get_the_clock_of_their_accelerator() {
+        use mica_launch::Accel;
+        let kvm = clock_options(GuestArch::X86_64, Accel::Kvm, false);
+        assert_eq!(kvm, ["no_timer_check"]);
+        let tcg = clock_options(GuestArch::X86_64, Accel::Tcg, false);
+        assert_eq!(tcg[0], "no_timer_check");
+        // Plain TCG: the host's TSC, when /proc/cpuinfo says it.
+        match mica_launch::linux_guest::host_tsc_khz() {
+            Some(khz) => assert_eq!(tcg[1], format!("tsc_early_khz={khz}")),
+            None => assert_eq!(tcg.len(), 1),
+        }
+        assert!(clock_options(GuestArch::Aarch64, Accel::Tcg, true).is_empty());
     }
 }

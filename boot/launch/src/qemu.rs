@@ -176,6 +176,11 @@ impl QemuCommand {
         self.accel
     }
 
+    /// Whether it counts instructions (`-icount shift=0`).
+    pub fn counts_instructions(&self) -> bool {
+        self.icount
+    }
+
     /// The QEMU binary.
     pub fn program(&self) -> &Path {
         &self.qemu

@@ -95,11 +95,8 @@ fn linux_sieve(
     let image = root.join("target").join("mica").join("bench").join(format!("linux-bench-{}.cpio", guest.arch));
     linux_guest::init_image(guest, &init, &image)?;
     let n_text = n.to_string();
-    let mut cmd = guest
-        .qemu(mica_cmd.program(), Accel::Tcg, &image)
-        .memory_mib(mica_cmd.memory())
-        .cmdline(guest.cmdline(&["sieve", &n_text]))
-        .icount(true);
+    let mut cmd = guest.qemu(mica_cmd.program(), Accel::Tcg, &image).memory_mib(mica_cmd.memory()).icount(true);
+    cmd = cmd.clone().cmdline(guest.cmdline(&cmd, &["sieve", &n_text]));
     if let Some(cpu) = mica_cmd.cpu_model() {
         cmd = cmd.cpu(cpu);
     }

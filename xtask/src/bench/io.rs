@@ -210,8 +210,8 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
             .icount(true)
             .initrd(&image)
-            .cmdline(guest.cmdline(&["block"]))
             .extra_args(mica_launch::devices::qemu_args(&devices));
+        let cmd = cmd.clone().cmdline(guest.cmdline(&cmd, &["block"]));
         let line = linux_guest::boot_for_line(&cmd, LINUX_PREFIX, BOOT_TIMEOUT)?;
         linux_block_runs.push(linux_block_phases(&line)?);
         let _ = fs::remove_file(&disk);
@@ -234,12 +234,12 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
     eprintln!("bench: HTTP through Linux's virtio_net and busybox httpd, -accel tcg, wall clock");
     let linux_http = http_bench(|port| {
         let devices = [net_device(port)];
-        Ok(QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
+        let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
             .cpu(cpu.clone())
             .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
             .initrd(&image)
-            .cmdline(guest.cmdline(&["httpd"]))
-            .extra_args(mica_launch::devices::qemu_args(&devices)))
+            .extra_args(mica_launch::devices::qemu_args(&devices));
+        Ok(cmd.clone().cmdline(guest.cmdline(&cmd, &["httpd"])))
     })
     .context("Linux's HTTP server")?;
 

@@ -210,11 +210,8 @@ fn measure(root: &Path, arch: GuestArch) -> Result<(Report, std::path::PathBuf)>
     for (workload, bytes) in [("pipe", 64), ("pipe", 4096), ("unix", 64), ("unix", 4096), ("pipe-oneway", 64)] {
         eprintln!("bench: Linux guest ({}): {workload} {LINUX_N} x {bytes} B", guest.release);
         let (n, size) = (LINUX_N.to_string(), bytes.to_string());
-        let mut cmd = guest
-            .qemu(qemu, Accel::Tcg, &image)
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .cmdline(guest.cmdline(&[workload, &n, &size]))
-            .icount(true);
+        let mut cmd = guest.qemu(qemu, Accel::Tcg, &image).memory_mib(crate::run::SYSTEM_MEMORY_MIB).icount(true);
+        cmd = cmd.clone().cmdline(guest.cmdline(&cmd, &[workload, &n, &size]));
         if let Some(cpu) = base.cpu_model() {
             cmd = cmd.cpu(cpu);
         }

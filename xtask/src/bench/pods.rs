@@ -153,11 +153,8 @@ pub fn run(root: &Path) -> Result<()> {
     let init = linux_guest::build_static(root, "mica-linux-bench", "mica-linux-bench")?;
     let counting_image = out_dir.join("linux-boot.cpio");
     linux_guest::init_image(&guest, &init, &counting_image)?;
-    let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
-        .memory_mib(256)
-        .initrd(&counting_image)
-        .cmdline(guest.cmdline(&["boot"]))
-        .icount(true);
+    let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg).memory_mib(256).initrd(&counting_image).icount(true);
+    let cmd = cmd.clone().cmdline(guest.cmdline(&cmd, &["boot"]));
     eprint!("bench: instructions from reset to init (-icount shift=0, {COUNT_RUNS} boots) ");
     let mut instructions = Vec::new();
     for _ in 0..COUNT_RUNS {
