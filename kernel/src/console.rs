@@ -38,12 +38,28 @@ pub fn emergency_print(args: fmt::Arguments<'_>) {
 pub struct EmergencyWriter(());
 
 impl EmergencyWriter {
-    /// Takes the console, breaking its lock if the failing code held it.
+    /// Stops every other CPU, then takes the console, breaking its lock if the failing code
+    /// held it. Only for the way to ending the run.
     pub fn new() -> Self {
-        if UART.is_locked() {
-            // SAFETY: only reached on the way to ending the run, with interrupts disabled on the
-            // only running CPU: whoever holds the lock will never run again.
-            unsafe { UART.force_unlock() };
+        arch::disable_interrupts();
+        match crate::panic::stop_other_cpus() {
+            crate::panic::Stopped::All { stopped } => {
+                if UART.is_locked() {
+                    // SAFETY: every other CPU has stopped for good and this one runs with
+                    // interrupts off, so whoever holds the lock (this CPU's failing code, or a
+                    // stopped CPU) never runs again: nothing else uses the UART.
+                    unsafe { UART.force_unlock() };
+                    // Its holder may have stopped mid-line.
+                    let _ = EmergencyWriter(()).write_str("\n");
+                }
+                if stopped > 0 {
+                    let _ = writeln!(EmergencyWriter(()), "mica: stopped {stopped} other CPU(s)");
+                }
+            }
+            crate::panic::Stopped::NotAll { running } => {
+                // The lock stays: a CPU that did not stop may hold it, and releases it when done.
+                let _ = writeln!(EmergencyWriter(()), "mica: {running} other CPU(s) did not stop");
+            }
         }
         EmergencyWriter(())
     }
@@ -55,9 +71,32 @@ impl Default for EmergencyWriter {
     }
 }
 
+/// How long the emergency writer waits for a console lock that a CPU which did not stop holds.
+const LOCK_WAIT_SPINS: u32 = 50_000_000;
+
 impl Write for EmergencyWriter {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        match UART.lock().as_mut() {
+        let mut guard = None;
+        for _ in 0..LOCK_WAIT_SPINS {
+            guard = UART.try_lock();
+            if guard.is_some() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        let mut guard = match guard {
+            Some(guard) => guard,
+            None => {
+                // SAFETY: the run is ending, and no CPU gave the lock back in all that time: its
+                // holder is this CPU's own failing code or a CPU that stopped without taking
+                // the stop signal. A hang would lose the report; at worst the bytes of two
+                // writers interleave on the port (the UART holds no memory of ours but its
+                // registers' addresses).
+                unsafe { UART.force_unlock() };
+                UART.lock()
+            }
+        };
+        match guard.as_mut() {
             Some(uart) => uart.write_str(s),
             None => Ok(()),
         }

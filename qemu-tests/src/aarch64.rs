@@ -222,8 +222,9 @@ pub const SCENARIOS: [ArmScenario; 9] = [
 
 /// The boot tests that run on aarch64 exactly as on x86_64: the same kernel scenario, verdict and
 /// expected output (`scenarios::SCENARIOS`).
-pub const SHARED: [&str; 14] = [
+pub const SHARED: [&str; 15] = [
     "panic",
+    "panic_smp",
     "stack_overflow",
     "heap",
     "timer",

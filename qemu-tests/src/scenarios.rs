@@ -99,6 +99,22 @@ pub const SCENARIOS: &[Scenario] = &[
         files_contain: &[],
     },
     Scenario {
+        name: "panic_smp",
+        cmdline: "test=panic_smp",
+        expect: ExitCode::Failed,
+        output_contains: &[
+            "mica: panic_smp: printer line 4",
+            "mica: stopped 1 other CPU(s)",
+            "KERNEL PANIC at kernel/src/scenarios/full.rs",
+            "boot test: deliberate panic while another CPU prints",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 2,
+        files_contain: &[],
+    },
+    Scenario {
         name: "page_fault",
         cmdline: "test=page_fault",
         expect: ExitCode::Failed,

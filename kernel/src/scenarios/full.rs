@@ -176,6 +176,34 @@ pub(super) fn smp() -> Result<(), String> {
     Ok(())
 }
 
+/// A panic while another CPU works: a thread that never yields prints line after line (taking
+/// the console lock with interrupts off for each) on another CPU; once it has printed a few, the
+/// boot thread panics. The panic handler first stops that CPU (x86_64: an NMI; aarch64: an
+/// SGI), which then counts itself stopped, and reports `mica: stopped 1 other CPU(s)` before the
+/// panic's message. Never returns.
+pub(super) fn panic_smp() -> Result<(), String> {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::sched;
+
+    static PRINTED: AtomicU64 = AtomicU64::new(0);
+    let cpus = arch::smp::online();
+    ensure!(cpus >= 2, "only {cpus} CPU online: boot with -smp 2 or more");
+    sched::spawn("printer", || {
+        loop {
+            let n = PRINTED.fetch_add(1, Ordering::SeqCst);
+            crate::kprintln!("mica: panic_smp: printer line {n} on CPUs {:#b}", sched::current_cpus());
+        }
+    })
+    .map_err(|e| format!("spawning the printer: {e}"))?;
+    let start = clock::ticks();
+    while PRINTED.load(Ordering::SeqCst) < 5 {
+        ensure!(clock::ticks() - start < 2000, "the printer printed nothing in 2000 ticks");
+        sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + clock::tick_ns());
+    }
+    panic!("boot test: deliberate panic while another CPU prints");
+}
+
 /// Switches each of the two threads of [`switch`] makes.
 const SWITCH_ROUNDS: u64 = 20_000;
 

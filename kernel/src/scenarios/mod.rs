@@ -16,7 +16,7 @@ mod memory;
 
 /// The scenario names, for errors.
 pub const NAMES: &str =
-    "panic, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, smp";
+    "panic, panic_smp, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, smp";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -34,6 +34,7 @@ pub fn run(name: &str) -> ! {
         "switch" => full::switch(),
         "priority" => full::priority(),
         "smp" => full::smp(),
+        "panic_smp" => full::panic_smp(),
         other => arch::scenarios::run(other).unwrap_or_else(|| {
             Err(format!(
                 "unknown boot test '{other}' (known: {NAMES}; this architecture's own: {})",

@@ -138,6 +138,29 @@ pub fn end(intid: u32) {
 /// The SGI that asks a CPU to run its scheduler.
 pub const RESCHEDULE_SGI: u32 = 1;
 
+/// The SGI that tells a CPU to stop for good (the kernel failed on another CPU).
+pub const STOP_SGI: u32 = 2;
+
+/// Sends software-generated interrupt `sgi` to every CPU but this one, without waiting for the
+/// GIC's lock; `false` when the lock is held (by this CPU's failing code) or the GIC refused.
+pub fn try_send_sgi_to_others(sgi: u32) -> bool {
+    let Some(mut gic) = GIC.try_lock() else {
+        return false;
+    };
+    let id = IntId::sgi(sgi);
+    match gic.as_mut() {
+        None => false,
+        Some(Controller::V2(v2, _)) => {
+            v2.send_sgi(id, arm_gic::gicv2::SgiTarget::All);
+            true
+        }
+        Some(Controller::V3(_)) => {
+            GicCpuInterface::send_sgi(id, arm_gic::gicv3::SgiTarget::All, arm_gic::gicv3::SgiTargetGroup::CurrentGroup1)
+                .is_ok()
+        }
+    }
+}
+
 /// Sends software-generated interrupt `sgi` (0 to 15) to the CPU whose MPIDR affinity is `mpidr`.
 pub fn send_sgi(sgi: u32, mpidr: u32) -> Result<(), &'static str> {
     let id = IntId::sgi(sgi);

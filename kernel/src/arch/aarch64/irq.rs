@@ -29,6 +29,13 @@ pub fn send_reschedule(cpu: u32) {
     }
 }
 
+/// Tells every other CPU to stop ([`crate::panic::stop_other_cpus`]): the SGI
+/// [`gic::STOP_SGI`]. A CPU spinning with interrupts masked does not take it (there is no
+/// pseudo-NMI here). Returns whether the signal went out.
+pub fn signal_stop_others() -> bool {
+    gic::try_send_sgi_to_others(gic::STOP_SGI)
+}
+
 /// Sets up the controllers of device lines: the GIC, already set up with the tick; returns 1.
 pub fn init_device_lines() -> usize {
     1

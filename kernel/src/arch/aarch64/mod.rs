@@ -77,6 +77,7 @@ pub fn init_interrupts_and_time(tick_hz: u32) -> Result<u32, (&'static str, Cow<
     let virtual_timer = timer[2];
     gic::enable_private(virtual_timer).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
     gic::enable_private(gic::RESCHEDULE_SGI).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
+    gic::enable_private(gic::STOP_SGI).map_err(|e| ("GIC", Cow::Borrowed(e)))?;
     TIMER_INTID.store(virtual_timer, Ordering::Relaxed);
     clock::start_tick(tick_hz).map_err(|e| ("timer", Cow::Borrowed(e)))?;
     TICK_HZ.store(tick_hz, Ordering::Relaxed);
@@ -103,6 +104,7 @@ pub fn init_ap_interrupts_and_time(cpu: usize) -> Result<(), (&'static str, &'st
     let timer = timer_intid().ok_or(("timer", "the boot CPU's timer is not running"))?;
     gic::enable_private(timer).map_err(|e| ("GIC", e))?;
     gic::enable_private(gic::RESCHEDULE_SGI).map_err(|e| ("GIC", e))?;
+    gic::enable_private(gic::STOP_SGI).map_err(|e| ("GIC", e))?;
     clock::start_tick(TICK_HZ.load(Ordering::Relaxed)).map_err(|e| ("timer", e))
 }
 

@@ -210,6 +210,11 @@ fn irq() {
             crate::interrupts::on_timer(end);
         } else if intid == super::gic::RESCHEDULE_SGI {
             crate::interrupts::on_reschedule(end);
+        } else if intid == super::gic::STOP_SGI {
+            end();
+            if crate::panic::stopping() {
+                crate::panic::park_this_cpu();
+            }
         } else if let Some(slot) = super::irq::slot_of(intid) {
             crate::interrupts::on_device(slot, end);
         } else {

@@ -154,6 +154,14 @@ pub fn init_ap() {
 /// ICR: fixed delivery to all CPUs but this one.
 const ICR_ALL_BUT_SELF: u32 = 0b11 << 18;
 
+/// ICR: NMI delivery (the vector is ignored).
+const ICR_NMI: u32 = 0b100 << 8;
+
+/// Sends an NMI to every other CPU: taken even with interrupts off.
+pub fn send_nmi_to_others() {
+    send_ipi(0, ICR_ALL_BUT_SELF | ICR_NMI);
+}
+
 /// Sends interrupt `vector` to every other CPU.
 pub fn send_to_others(vector: u8) {
     send_ipi(0, ICR_ALL_BUT_SELF | u32::from(vector));

@@ -17,6 +17,13 @@ pub fn send_reschedule(cpu: u32) {
     apic::send_to(cpu, traps::RESCHEDULE_VECTOR);
 }
 
+/// Tells every other CPU to stop ([`crate::panic::stop_other_cpus`]): an NMI, which a CPU takes
+/// even with interrupts off. Returns whether the signal went out.
+pub fn signal_stop_others() -> bool {
+    apic::send_nmi_to_others();
+    true
+}
+
 /// Sets up the controllers of device lines (the I/O APICs); returns how many were found.
 pub fn init_device_lines() -> usize {
     ioapic::init()

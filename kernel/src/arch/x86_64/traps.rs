@@ -320,6 +320,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             let addr = if frame.vector == 14 { Cr2::read_raw() } else { u64::MAX };
             redirect_to_thread(frame, crate::wasm::traps::on_fault, addr);
         }
+        // The NMI another CPU sends when the kernel fails there: stop here for good.
+        2 if crate::panic::stopping() => crate::panic::park_this_cpu(),
         v if v < 32 => unexpected_exception(frame),
         v => {
             log::warn!("unexpected interrupt on vector {v}");
