@@ -83,9 +83,12 @@ pub fn discover(described: &[MmioDevice]) -> usize {
         let mut found: Vec<(usize, u32, Window, u32)> = Vec::new();
         for transport in described {
             let (base, size, gsi) = (transport.base, transport.size, transport.gsi);
-            let Ok(window) = Window::map(base, size) else {
-                log::warn!("devices: cannot map a virtio-mmio window at {base:#x}");
-                continue;
+            let window = match Window::map(base, size) {
+                Ok(window) => window,
+                Err(e) => {
+                    log::warn!("devices: cannot map a virtio-mmio window at {base:#x}: {e}");
+                    continue;
+                }
             };
             if window.read(mmio::MAGIC_VALUE, 4) != Some(u64::from(names::VIRTIO_MAGIC)) {
                 continue;

@@ -45,7 +45,9 @@ impl HeapSource {
         for page in (start..start + bytes).step_by(PAGE_SIZE as usize) {
             if paging::map_new_page(page, Protection::READ | Protection::WRITE).is_err() {
                 for done in (start..page).step_by(PAGE_SIZE as usize) {
-                    let _ = paging::unmap_and_free(done);
+                    // SAFETY: the pages this growth just mapped (fresh frames, `map_new_page`),
+                    // not yet handed to the allocator: nothing uses them.
+                    let _ = unsafe { paging::unmap_and_free(done) };
                 }
                 return Err(());
             }

@@ -56,14 +56,30 @@ pub(super) unsafe fn write_width(addr: u64, width: u8, value: u64) {
 
 impl Window {
     /// Maps `size` bytes of device registers at physical `base` (identity, uncached, never
-    /// executable). Pages already mapped (a window sharing a page with another) are kept.
+    /// executable). Pages already mapped uncached (a window sharing a page with another) are
+    /// kept. A window that would reach memory the kernel uses (RAM, which [`paging::init`]
+    /// identity-maps, or the regions above the identity map) is refused, whoever named it (the
+    /// command line names windows too).
     pub fn map(base: u64, size: u32) -> Result<Window, PagingError> {
         let first = base & !(PAGE_SIZE - 1);
-        let end = (base + u64::from(size)).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let end =
+            base.checked_add(u64::from(size)).ok_or(PagingError::NotDevice(base))?.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if end > crate::mem::layout::WASM_BASE {
+            return Err(PagingError::NotDevice(first));
+        }
+        let device = Protection::READ | Protection::WRITE | Protection::UNCACHED;
         for page in (first..end).step_by(PAGE_SIZE as usize) {
-            match paging::map(page, page, PageSize::Small, Protection::READ | Protection::WRITE | Protection::UNCACHED)
-            {
-                Ok(()) | Err(PagingError::AlreadyMapped(_)) => {}
+            // SAFETY: the page lies in the identity-mapped lower half, below every region the
+            // kernel maps virtually. Every frame the kernel uses there (RAM, its image, the boot
+            // modules) is mapped since `paging::init`, and `map` refuses a mapped page: a page it
+            // maps is one no Rust code reaches, so the device's registers alias nothing.
+            match unsafe { paging::map(page, page, PageSize::Small, device) } {
+                Ok(()) => {}
+                // Another window's page: uncached like this one, and only reached through
+                // volatile accesses.
+                Err(PagingError::AlreadyMapped(_))
+                    if paging::translate(page).is_some_and(|t| t.prot.contains(Protection::UNCACHED)) => {}
+                Err(PagingError::AlreadyMapped(_)) => return Err(PagingError::NotDevice(page)),
                 Err(e) => return Err(e),
             }
         }

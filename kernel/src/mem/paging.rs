@@ -67,6 +67,9 @@ pub enum PagingError {
     HugePageInTheWay(u64),
     /// The CPU has no NX bit, so W^X cannot be enforced.
     NoNx,
+    /// A device window asked for a page that is memory the kernel uses (RAM, or one of its own
+    /// mappings), not device registers.
+    NotDevice(u64),
 }
 
 impl fmt::Display for PagingError {
@@ -79,6 +82,9 @@ impl fmt::Display for PagingError {
             PagingError::NotMapped(a) => write!(f, "page {a:#x} is not mapped at that size"),
             PagingError::HugePageInTheWay(a) => write!(f, "a larger page already maps {a:#x}"),
             PagingError::NoNx => write!(f, "the CPU has no NX bit: W^X cannot be enforced"),
+            PagingError::NotDevice(a) => {
+                write!(f, "page {a:#x} is memory the kernel uses (RAM or a kernel mapping), not device registers")
+            }
         }
     }
 }
@@ -245,15 +251,26 @@ fn map_in(root: u64, virt: u64, phys: u64, size: PageSize, prot: Protection) -> 
     Ok(())
 }
 
-/// Maps the page at `virt` to the frame at `phys` with `prot`.
-pub fn map(virt: u64, phys: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
+/// Maps the page at `virt` to the frame at `phys` with `prot`. An address already mapped is
+/// refused ([`PagingError::AlreadyMapped`]).
+///
+/// # Safety
+/// The frame must not be memory that Rust code owns or reaches another way, unless the caller
+/// shares it on purpose and keeps the sharing sound (read-only, or device registers reached only
+/// through volatile accesses), and it must stay valid for as long as it is mapped: a free frame
+/// the caller owns, a device's register window, or a frame lent for the mapping's lifetime.
+pub unsafe fn map(virt: u64, phys: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
     let prot = checked(prot)?;
     with_root(|root| map_in(root, virt, phys, size, prot))
 }
 
 /// Unmaps the page at `virt`; returns the physical address it mapped. Every CPU's TLB forgets it
 /// before this returns.
-pub fn unmap(virt: u64, size: PageSize) -> Result<u64, PagingError> {
+///
+/// # Safety
+/// Nothing may use the page afterwards: no reference or pointer into it is used again, no thread
+/// runs on it as a stack, no code is executed from it.
+pub unsafe fn unmap(virt: u64, size: PageSize) -> Result<u64, PagingError> {
     let frame = unmap_local(virt, size)?;
     hw::shootdown();
     Ok(frame)
@@ -287,8 +304,13 @@ fn unmap_local(virt: u64, size: PageSize) -> Result<u64, PagingError> {
     })
 }
 
-/// Changes the rights of the page at `virt`.
-pub fn protect(virt: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
+/// Changes the rights of the page at `virt` (never writable and executable at once).
+///
+/// # Safety
+/// No code may rely on a right the page loses (a write through a reference into a page made
+/// read-only faults and ends the kernel), and a page made executable must hold code the kernel
+/// trusts.
+pub unsafe fn protect(virt: u64, size: PageSize, prot: Protection) -> Result<(), PagingError> {
     let prot = checked(prot)?;
     if !virt.is_multiple_of(size.bytes()) {
         return Err(PagingError::Misaligned(virt));
@@ -331,7 +353,9 @@ pub fn translate(virt: u64) -> Option<Translation> {
 pub fn map_new_page(virt: u64, prot: Protection) -> Result<u64, PagingError> {
     prot.check()?;
     let frame = phys::alloc_zeroed().map_err(PagingError::Frames)?;
-    if let Err(e) = map(virt, frame, PageSize::Small, prot) {
+    // SAFETY: a frame just allocated belongs to nobody else; `map` refuses an address already in
+    // use, so nothing that was reachable changes.
+    if let Err(e) = unsafe { map(virt, frame, PageSize::Small, prot) } {
         let _ = phys::free(frame);
         return Err(e);
     }
@@ -339,14 +363,22 @@ pub fn map_new_page(virt: u64, prot: Protection) -> Result<u64, PagingError> {
 }
 
 /// Unmaps the 4 KiB page at `virt` and frees its frame (once no CPU's TLB has it).
-pub fn unmap_and_free(virt: u64) -> Result<(), PagingError> {
-    let frame = unmap(virt, PageSize::Small)?;
+///
+/// # Safety
+/// As for [`unmap`]; in addition the frame must be the page's own (from [`map_new_page`]), not
+/// one that something else still uses.
+pub unsafe fn unmap_and_free(virt: u64) -> Result<(), PagingError> {
+    // SAFETY: forwarded to the caller.
+    let frame = unsafe { unmap(virt, PageSize::Small) }?;
     phys::free(frame).map_err(PagingError::Frames)
 }
 
 /// Unmaps `pages` 4 KiB pages from `start` and frees their frames, with one TLB shootdown for
 /// all of them. Stops at the first page that cannot be unmapped (what was unmapped is freed).
-pub fn unmap_and_free_range(start: u64, pages: u64) -> Result<(), PagingError> {
+///
+/// # Safety
+/// As for [`unmap_and_free`], for every page of the range.
+pub unsafe fn unmap_and_free_range(start: u64, pages: u64) -> Result<(), PagingError> {
     let mut frames = alloc::vec::Vec::new();
     let mut result = Ok(());
     for i in 0..pages {
@@ -388,7 +420,12 @@ fn has(entry: u64, bits: u64) -> bool {
 /// does not own (unmapping it frees nothing); [`hw::COW`] (always with `BORROWED`) a read-only
 /// page of a memory image with a frame promised for its private copy; [`hw::COW_WRITABLE`] such
 /// a page whose first write makes that copy.
-pub fn map_cow(virt: u64, frames: &[u64], writable: bool) -> Result<u64, PagingError> {
+///
+/// # Safety
+/// `frames` must stay allocated and unwritten for as long as they are mapped here, and the
+/// pages at `virt` must not be in use by anything that relies on their present contents or
+/// rights.
+pub unsafe fn map_cow(virt: u64, frames: &[u64], writable: bool) -> Result<u64, PagingError> {
     if !virt.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::Misaligned(virt));
     }
@@ -473,7 +510,11 @@ pub fn copy_on_write(virt: u64) -> bool {
 /// without taking them over: [`unmap_range`] will unmap them but never free them. The pages at
 /// `virt` must not be mapped or committed. The caller keeps the frames alive as long as they are
 /// mapped (and unwritten, when they are mapped read-only to share them).
-pub fn map_borrowed(virt: u64, phys: u64, pages: u64, prot: Protection) -> Result<(), PagingError> {
+///
+/// # Safety
+/// As for [`map`], for every frame of the range: the caller keeps them alive while they are
+/// mapped and shares them soundly.
+pub unsafe fn map_borrowed(virt: u64, phys: u64, pages: u64, prot: Protection) -> Result<(), PagingError> {
     if !virt.is_multiple_of(PAGE_SIZE) || !phys.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::Misaligned(if !virt.is_multiple_of(PAGE_SIZE) { virt } else { phys }));
     }
@@ -496,7 +537,11 @@ pub fn map_borrowed(virt: u64, phys: u64, pages: u64, prot: Protection) -> Resul
 /// TLB shootdown for the whole range, only if some mapped page lost rights or changed. Returns
 /// how many pages were committed anew. On failure the pages committed so far stay committed:
 /// the caller's region owns them and [`unmap_range`] releases them.
-pub fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, PagingError> {
+///
+/// # Safety
+/// As for [`protect`], for the pages of the range already mapped; the range must belong to the
+/// caller's region.
+pub unsafe fn commit_range(start: u64, end: u64, prot: Protection) -> Result<u64, PagingError> {
     let prot = checked(prot)?;
     if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
         return Err(PagingError::Misaligned(if !start.is_multiple_of(PAGE_SIZE) { start } else { end }));
@@ -584,7 +629,11 @@ pub fn populate(virt: u64) -> bool {
 /// pages before any frame is freed. Returns how many of the region's own pages were released,
 /// touched or not, copy-on-write pages among them (page tables and other borrowed pages not
 /// counted).
-pub fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
+///
+/// # Safety
+/// As for [`unmap`], for every page of the range; the range must belong to the caller's region
+/// (its frames and promises are the region's own, or borrowed).
+pub unsafe fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
     /// What clearing entries released.
     #[derive(Default)]
     struct Released {

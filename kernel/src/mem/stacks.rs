@@ -217,7 +217,9 @@ impl KernelStack {
         let stack = KernelStack { slot, pages };
         let rw = crate::mem::Protection::READ | crate::mem::Protection::WRITE;
         let lazy_end = stack.top() - eager_pages * PAGE_SIZE;
-        super::paging::commit_range(stack.bottom(), lazy_end, rw).map_err(StackError::Map)?;
+        // SAFETY: the slot was just taken: its pages are this stack's own and nothing maps or
+        // uses them yet.
+        unsafe { super::paging::commit_range(stack.bottom(), lazy_end, rw) }.map_err(StackError::Map)?;
         for page in (lazy_end..stack.top()).step_by(PAGE_SIZE as usize) {
             super::paging::map_new_page(page, rw).map_err(StackError::Map)?;
         }
@@ -288,11 +290,16 @@ pub fn high_water(bottom: u64, top: u64) -> Option<u64> {
 
 impl Drop for KernelStack {
     fn drop(&mut self) {
+        // The pages are this stack's own (mapped or committed by `new` or `new_lazy`), and a
+        // stack is dropped only once nothing runs on it: the scheduler frees a finished thread's
+        // stack after the switch away from it is complete (`sched.rs`).
         let unmapped = if is_lazy(self.slot) {
             // Mapped, committed or neither, page by page: frames and promises go back.
-            super::paging::unmap_range(self.bottom(), self.top()).map(|_| ())
+            // SAFETY: as said above: the stack's own pages, no longer in use.
+            unsafe { super::paging::unmap_range(self.bottom(), self.top()) }.map(|_| ())
         } else {
-            super::paging::unmap_and_free_range(self.bottom(), self.pages)
+            // SAFETY: as said above: the stack's own pages (fresh frames), no longer in use.
+            unsafe { super::paging::unmap_and_free_range(self.bottom(), self.pages) }
         };
         if let Err(e) = unmapped {
             log::error!("kernel stack slot {}: cannot unmap its pages: {e}", self.slot);

@@ -160,11 +160,22 @@ pub(super) fn paging() -> Result<(), String> {
     unsafe { core::ptr::write_volatile(page as *mut u64, 0x1234_5678) };
     // SAFETY: as above.
     ensure!(unsafe { core::ptr::read_volatile(frame as *const u64) } == 0x1234_5678, "write did not reach the frame");
-    expect_err("mapping twice", paging::map(page, frame, PageSize::Small, rw), PagingError::AlreadyMapped(page))?;
-    expect_err("W+X map", paging::map(page + PAGE_SIZE, frame, PageSize::Small, wx), PagingError::Wx(WxViolation))?;
-    expect_err("W+X protect", paging::protect(page, PageSize::Small, wx), PagingError::Wx(WxViolation))?;
-    expect_err("misaligned map", paging::map(page + 1, frame, PageSize::Small, rw), PagingError::Misaligned(page + 1))?;
-    paging::protect(page, PageSize::Small, Protection::READ).map_err(|e| format!("protect: {e}"))?;
+    // The refusals below change nothing (that is what they test), so nothing gets aliased or
+    // loses a right.
+    // SAFETY: refused: the page is mapped already.
+    let twice = unsafe { paging::map(page, frame, PageSize::Small, rw) };
+    expect_err("mapping twice", twice, PagingError::AlreadyMapped(page))?;
+    // SAFETY: refused: writable and executable.
+    let wx_map = unsafe { paging::map(page + PAGE_SIZE, frame, PageSize::Small, wx) };
+    expect_err("W+X map", wx_map, PagingError::Wx(WxViolation))?;
+    // SAFETY: refused: writable and executable.
+    let wx_protect = unsafe { paging::protect(page, PageSize::Small, wx) };
+    expect_err("W+X protect", wx_protect, PagingError::Wx(WxViolation))?;
+    // SAFETY: refused: misaligned.
+    let misaligned = unsafe { paging::map(page + 1, frame, PageSize::Small, rw) };
+    expect_err("misaligned map", misaligned, PagingError::Misaligned(page + 1))?;
+    // SAFETY: the test's own scratch page, not written through any reference afterwards.
+    unsafe { paging::protect(page, PageSize::Small, Protection::READ) }.map_err(|e| format!("protect: {e}"))?;
     ensure!(prot_of(page)? == Protection::READ, "protect to read-only did not take");
 
     // Writable while loading, executable after: the path JIT-free AOT code will take.
@@ -174,33 +185,40 @@ pub(super) fn paging() -> Result<(), String> {
     // SAFETY: `code` is a fresh read-write page owned by this test.
     unsafe { core::ptr::copy_nonoverlapping(body.as_ptr(), code as *mut u8, body.len()) };
     arch::cpu::sync_code(code, body.len() as u64);
-    paging::protect(code, PageSize::Small, rx).map_err(|e| format!("protect code: {e}"))?;
+    // SAFETY: the page holds the test's own complete function (above), made coherent for
+    // instruction fetches; it is not written afterwards.
+    unsafe { paging::protect(code, PageSize::Small, rx) }.map_err(|e| format!("protect code: {e}"))?;
     // SAFETY: the page holds a complete function that returns 42 following the C ABI, made
     // coherent for instruction fetches, and is now mapped read-execute.
     let f: extern "C" fn() -> u32 = unsafe { core::mem::transmute(code as *const ()) };
     ensure!(f() == 42, "code published read-execute did not run");
-    paging::unmap_and_free(code).map_err(|e| format!("unmap code: {e}"))?;
+    // SAFETY: the function returned; nothing uses the code page again.
+    unsafe { paging::unmap_and_free(code) }.map_err(|e| format!("unmap code: {e}"))?;
 
-    paging::unmap_and_free(page).map_err(|e| format!("unmap: {e}"))?;
+    // SAFETY: the test's scratch page (from `map_new_page`), not used again.
+    unsafe { paging::unmap_and_free(page) }.map_err(|e| format!("unmap: {e}"))?;
     ensure!(paging::translate(page).is_none(), "page still mapped after unmap");
-    expect_err("unmapping twice", paging::unmap(page, PageSize::Small), PagingError::NotMapped(page))?;
+    // SAFETY: refused: nothing is mapped there any more.
+    let twice = unsafe { paging::unmap(page, PageSize::Small) };
+    expect_err("unmapping twice", twice, PagingError::NotMapped(page))?;
 
     // 2 MiB pages.
     let big = SCRATCH_BASE + 16 * LARGE_PAGE_SIZE;
     let frames = phys::alloc_contiguous(512, 512).map_err(|e| format!("2 MiB of frames: {e}"))?;
-    paging::map(big, frames, PageSize::Large, rw).map_err(|e| format!("map 2 MiB: {e}"))?;
+    // SAFETY: 512 contiguous frames just allocated for this test: nobody else's.
+    unsafe { paging::map(big, frames, PageSize::Large, rw) }.map_err(|e| format!("map 2 MiB: {e}"))?;
     let t = paging::translate(big + LARGE_PAGE_SIZE - 8).ok_or("2 MiB page not mapped")?;
     ensure!(t.size == PageSize::Large && t.phys == frames + LARGE_PAGE_SIZE - 8, "2 MiB translation wrong: {t:?}");
     // SAFETY: the whole 2 MiB page was just mapped read-write to frames owned by this test.
     unsafe { core::ptr::write_volatile((big + LARGE_PAGE_SIZE - 8) as *mut u64, 99) };
-    expect_err(
-        "4 KiB inside 2 MiB",
-        paging::map(big + PAGE_SIZE, frames, PageSize::Small, rw),
-        PagingError::HugePageInTheWay(big + PAGE_SIZE),
-    )?;
-    paging::protect(big, PageSize::Large, Protection::READ).map_err(|e| format!("protect 2 MiB: {e}"))?;
+    // SAFETY: refused: a 2 MiB page covers the address.
+    let inside = unsafe { paging::map(big + PAGE_SIZE, frames, PageSize::Small, rw) };
+    expect_err("4 KiB inside 2 MiB", inside, PagingError::HugePageInTheWay(big + PAGE_SIZE))?;
+    // SAFETY: the test's own 2 MiB page, not written afterwards.
+    unsafe { paging::protect(big, PageSize::Large, Protection::READ) }.map_err(|e| format!("protect 2 MiB: {e}"))?;
     ensure!(prot_of(big)? == Protection::READ, "2 MiB protect did not take");
-    let back = paging::unmap(big, PageSize::Large).map_err(|e| format!("unmap 2 MiB: {e}"))?;
+    // SAFETY: the test's own 2 MiB page, not used again.
+    let back = unsafe { paging::unmap(big, PageSize::Large) }.map_err(|e| format!("unmap 2 MiB: {e}"))?;
     ensure!(back == frames && paging::translate(big).is_none(), "2 MiB unmap wrong");
     phys::free_contiguous(frames, 512).map_err(|e| format!("free 2 MiB: {e}"))?;
 

@@ -24,9 +24,12 @@ fn back_off() {
 }
 
 /// The lock word behind Wasmtime's pointer.
-fn word<'a>(lock: *mut usize) -> &'a AtomicUsize {
-    // SAFETY: Wasmtime passes a pointer to the `usize` inside its lock, which is aligned, lives
-    // as long as the lock and is only ever accessed through these functions (atomically).
+///
+/// # Safety
+/// `lock` must point to the aligned `usize` inside a Wasmtime lock that lives for `'a` and is
+/// only ever accessed through these functions (atomically): what Wasmtime passes every hook.
+unsafe fn word<'a>(lock: *mut usize) -> &'a AtomicUsize {
+    // SAFETY: forwarded to the caller.
     unsafe { AtomicUsize::from_ptr(lock) }
 }
 
@@ -35,24 +38,36 @@ fn word<'a>(lock: *mut usize) -> &'a AtomicUsize {
 pub extern "C" fn wasmtime_sync_lock_free(_lock: *mut usize) {}
 
 /// Takes a mutex, waiting while another thread holds it.
+///
+/// # Safety
+/// `lock` is Wasmtime\'s pointer to the word of one of its locks ([`word`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_sync_lock_acquire(lock: *mut usize) {
-    let word = word(lock);
+pub unsafe extern "C" fn wasmtime_sync_lock_acquire(lock: *mut usize) {
+    // SAFETY: Wasmtime's pointer to its lock word (the caller's promise).
+    let word = unsafe { word(lock) };
     while word.compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
         back_off();
     }
 }
 
 /// Releases a mutex.
+///
+/// # Safety
+/// `lock` is Wasmtime\'s pointer to the word of one of its locks ([`word`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_sync_lock_release(lock: *mut usize) {
-    word(lock).store(0, Ordering::Release);
+pub unsafe extern "C" fn wasmtime_sync_lock_release(lock: *mut usize) {
+    // SAFETY: Wasmtime's pointer to its lock word (the caller's promise).
+    unsafe { word(lock) }.store(0, Ordering::Release);
 }
 
 /// Takes a reader-writer lock for reading, waiting while a writer holds it.
+///
+/// # Safety
+/// `lock` is Wasmtime\'s pointer to the word of one of its locks ([`word`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_sync_rwlock_read(lock: *mut usize) {
-    let word = word(lock);
+pub unsafe extern "C" fn wasmtime_sync_rwlock_read(lock: *mut usize) {
+    // SAFETY: Wasmtime's pointer to its lock word (the caller's promise).
+    let word = unsafe { word(lock) };
     loop {
         let readers = word.load(Ordering::Relaxed);
         if readers != WRITER
@@ -66,24 +81,36 @@ pub extern "C" fn wasmtime_sync_rwlock_read(lock: *mut usize) {
 }
 
 /// Releases a read hold.
+///
+/// # Safety
+/// `lock` is Wasmtime\'s pointer to the word of one of its locks ([`word`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_sync_rwlock_read_release(lock: *mut usize) {
-    word(lock).fetch_sub(1, Ordering::Release);
+pub unsafe extern "C" fn wasmtime_sync_rwlock_read_release(lock: *mut usize) {
+    // SAFETY: Wasmtime's pointer to its lock word (the caller's promise).
+    unsafe { word(lock) }.fetch_sub(1, Ordering::Release);
 }
 
 /// Takes a reader-writer lock for writing, waiting while anyone holds it.
+///
+/// # Safety
+/// `lock` is Wasmtime\'s pointer to the word of one of its locks ([`word`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_sync_rwlock_write(lock: *mut usize) {
-    let word = word(lock);
+pub unsafe extern "C" fn wasmtime_sync_rwlock_write(lock: *mut usize) {
+    // SAFETY: Wasmtime's pointer to its lock word (the caller's promise).
+    let word = unsafe { word(lock) };
     while word.compare_exchange_weak(0, WRITER, Ordering::Acquire, Ordering::Relaxed).is_err() {
         back_off();
     }
 }
 
 /// Releases a write hold.
+///
+/// # Safety
+/// `lock` is Wasmtime\'s pointer to the word of one of its locks ([`word`]).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_sync_rwlock_write_release(lock: *mut usize) {
-    word(lock).store(0, Ordering::Release);
+pub unsafe extern "C" fn wasmtime_sync_rwlock_write_release(lock: *mut usize) {
+    // SAFETY: Wasmtime's pointer to its lock word (the caller's promise).
+    unsafe { word(lock) }.store(0, Ordering::Release);
 }
 
 /// Frees a reader-writer lock: nothing to do.

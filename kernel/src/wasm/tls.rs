@@ -10,7 +10,8 @@ pub extern "C" fn wasmtime_tls_get(slot: usize) -> *mut u8 {
     tls_slot(slot).map_or(core::ptr::null_mut(), |s| s.load(TLS_ORDER))
 }
 
-/// Wasmtime's TLS setter (`wasmtime_tls_set` in `wasmtime-platform.h`).
+/// Wasmtime's TLS setter (`wasmtime_tls_set` in `wasmtime-platform.h`). Safe: the pointer is
+/// only kept, never dereferenced here.
 #[unsafe(no_mangle)]
 pub extern "C" fn wasmtime_tls_set(slot: usize, ptr: *mut u8) {
     if let Some(s) = tls_slot(slot) {

@@ -165,11 +165,22 @@ pub fn map_device_memory(owner: u64, offset: u32, phys: u64, pages: u64, frames:
         }
         (key, memory.view.base + offset)
     };
-    let released = paging::unmap_range(virt, virt + len).map_err(|e| format!("unmapping its pages: {e}"))?;
+    let rw = Protection::READ | Protection::WRITE;
+    // SAFETY: the range is inside `owner`'s own linear memory (checked above) and `owner` is the
+    // running thread, in a host call: the component is not running, and Rust code reaches its
+    // memory only through Wasmtime's per-call views, none of which is held across this call.
+    // Its pages are the memory's own (committed, or copy-on-write from an image): replacing them
+    // drops only the component's bytes, which the interface says it gives up.
+    let released = unsafe { paging::unmap_range(virt, virt + len) }.map_err(|e| format!("unmapping its pages: {e}"))?;
     COMMITTED.fetch_sub(released, Ordering::Relaxed);
-    if let Err(e) = paging::map_borrowed(virt, phys, pages, Protection::READ | Protection::WRITE) {
-        let _ = paging::unmap_range(virt, virt + len);
-        if let Ok(fresh) = paging::commit_range(virt, virt + len, Protection::READ | Protection::WRITE) {
+    // SAFETY: the frames are a DMA buffer's, kept alive with the memory by `frames` until they
+    // are unmapped; the component and its device share them on purpose, and nothing else maps
+    // them.
+    if let Err(e) = unsafe { paging::map_borrowed(virt, phys, pages, rw) } {
+        // SAFETY: the same range as above, in the same state (partly mapped at most).
+        let _ = unsafe { paging::unmap_range(virt, virt + len) };
+        // SAFETY: the same range, now unmapped: committing it gives it fresh pages.
+        if let Ok(fresh) = unsafe { paging::commit_range(virt, virt + len, rw) } {
             COMMITTED.fetch_add(fresh, Ordering::Relaxed);
         }
         return Err(format!("mapping the buffer: {e}"));
@@ -197,7 +208,9 @@ pub fn unmap_device_memory(owner: u64, offset: u32) -> Result<(), String> {
         (key, memory.view.base + offset, memory.device.swap_remove(at))
     };
     let len = mapping.len;
-    if let Err(e) = paging::unmap_range(virt, virt + len) {
+    // SAFETY: the DMA buffer mapped into `owner`'s memory (found above); `owner` is the running
+    // thread in a host call, and the driver frees a buffer only once its device is done with it.
+    if let Err(e) = unsafe { paging::unmap_range(virt, virt + len) } {
         // Still mapped, maybe: the frames must stay alive with the memory.
         if let Some(memory) = MEMORIES.lock().get_mut(&key) {
             memory.device.push(mapping);
@@ -205,7 +218,8 @@ pub fn unmap_device_memory(owner: u64, offset: u32) -> Result<(), String> {
         return Err(format!("unmapping the buffer: {e}"));
     }
     drop(mapping);
-    let fresh = paging::commit_range(virt, virt + len, Protection::READ | Protection::WRITE)
+    // SAFETY: the range just unmapped, inside `owner`'s memory: fresh pages for it.
+    let fresh = unsafe { paging::commit_range(virt, virt + len, Protection::READ | Protection::WRITE) }
         .map_err(|e| format!("giving the range fresh pages: {e}"))?;
     COMMITTED.fetch_add(fresh, Ordering::Relaxed);
     Ok(())
@@ -271,9 +285,14 @@ fn protection(prot: u32) -> Option<Protection> {
 
 /// Gives `start..end` the rights `prot` (committing its pages), or with `prot` 0 unmaps it and
 /// frees its frames and promises.
-fn apply(start: u64, end: u64, prot: u32) -> i32 {
+///
+/// # Safety
+/// The range must lie in a reservation of the wasm region, and nothing may rely on what the
+/// change takes away: the pages' contents when it unmaps them, their rights when it lowers them.
+unsafe fn apply(start: u64, end: u64, prot: u32) -> i32 {
     match protection(prot) {
-        Some(p) => match paging::commit_range(start, end, p) {
+        // SAFETY: forwarded to the caller; the wasm region holds only Wasmtime's mappings.
+        Some(p) => match unsafe { paging::commit_range(start, end, p) } {
             Ok(fresh) => {
                 COMMITTED.fetch_add(fresh, Ordering::Relaxed);
                 track_access(start, end, Some(p.contains(Protection::WRITE)));
@@ -284,7 +303,8 @@ fn apply(start: u64, end: u64, prot: u32) -> i32 {
                 if matches!(e, paging::PagingError::Frames(_)) { ENOMEM } else { EINVAL }
             }
         },
-        None => match paging::unmap_range(start, end) {
+        // SAFETY: forwarded to the caller.
+        None => match unsafe { paging::unmap_range(start, end) } {
             Ok(freed) => {
                 COMMITTED.fetch_sub(freed, Ordering::Relaxed);
                 track_access(start, end, None);
@@ -318,8 +338,11 @@ fn reserved_range(what: &str, ptr: *mut u8, size: usize) -> Result<(u64, u64), i
 }
 
 /// Makes a mapping of `size` bytes: a reservation, committed with `prot_flags` unless that is 0.
+///
+/// # Safety
+/// `ret` must be valid for a write (Wasmtime passes a pointer to its own local).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut u8) -> i32 {
+pub unsafe extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut u8) -> i32 {
     let start = match with_space(|s| s.reserve(size as u64)) {
         Ok(start) => start,
         Err(e) => {
@@ -334,9 +357,11 @@ pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut
         MEMORIES.lock().insert(start, memory);
     }
     if protection(prot_flags).is_some() {
-        let rc = apply(start, end, prot_flags);
+        // SAFETY: the reservation just made: nothing uses it yet.
+        let rc = unsafe { apply(start, end, prot_flags) };
         if rc != 0 {
-            apply(start, end, 0);
+            // SAFETY: the same reservation, handed to no one.
+            unsafe { apply(start, end, 0) };
             MEMORIES.lock().remove(&start);
             let _ = with_space(|s| s.release(start, size as u64));
             return rc;
@@ -347,28 +372,38 @@ pub extern "C" fn wasmtime_mmap_new(size: usize, prot_flags: u32, ret: &mut *mut
 }
 
 /// Replaces `addr..addr + size` with fresh zeroed pages with `prot_flags` (none for 0).
+///
+/// # Safety
+/// Wasmtime's promise for `mmap_remap`: the range is part of a mapping it made, and it wants the
+/// old contents gone.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_mmap_remap(addr: *mut u8, size: usize, prot_flags: u32) -> i32 {
+pub unsafe extern "C" fn wasmtime_mmap_remap(addr: *mut u8, size: usize, prot_flags: u32) -> i32 {
     let (start, end) = match reserved_range("remap", addr, size) {
         Ok(r) => r,
         Err(rc) => return rc,
     };
-    match apply(start, end, 0) {
-        0 if protection(prot_flags).is_some() => apply(start, end, prot_flags),
+    // SAFETY: inside a reservation (checked); forwarded to the caller.
+    match unsafe { apply(start, end, 0) } {
+        // SAFETY: the same range, now unmapped.
+        0 if protection(prot_flags).is_some() => unsafe { apply(start, end, prot_flags) },
         rc => rc,
     }
 }
 
 /// Unmaps the whole mapping `ptr..ptr + size` and releases its reservation.
+///
+/// # Safety
+/// Wasmtime's promise for `munmap`: a mapping it made and no longer uses.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
+pub unsafe extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
     let start = ptr as u64;
     let len = align_up(size as u64, PAGE_SIZE);
     if with_space(|s| s.reservation_of(start, start + len)) != Some((start, len)) {
         log::warn!("wasm munmap: {start:#x}+{size:#x} is not one whole reservation");
         return EINVAL;
     }
-    let rc = apply(start, start + len, 0);
+    // SAFETY: one whole reservation (checked); forwarded to the caller.
+    let rc = unsafe { apply(start, start + len, 0) };
     if rc == 0 {
         // Device memory mapped into it is freed here, once unmapped, outside the lock.
         let gone = MEMORIES.lock().remove(&start);
@@ -381,10 +416,15 @@ pub extern "C" fn wasmtime_munmap(ptr: *mut u8, size: usize) -> i32 {
 /// Gives `ptr..ptr + size` the rights `prot_flags`: committing the pages not committed yet (a
 /// frame promised to each, mapped on first touch), or with 0, unmapping the pages and freeing
 /// their frames and promises.
+///
+/// # Safety
+/// Wasmtime's promise for `mprotect`: part of a mapping it made, whose users it keeps within the
+/// new rights.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32 {
+pub unsafe extern "C" fn wasmtime_mprotect(ptr: *mut u8, size: usize, prot_flags: u32) -> i32 {
     match reserved_range("mprotect", ptr, size) {
-        Ok((start, end)) if start < end => apply(start, end, prot_flags),
+        // SAFETY: inside a reservation (checked); forwarded to the caller.
+        Ok((start, end)) if start < end => unsafe { apply(start, end, prot_flags) },
         Ok(_) => 0,
         Err(rc) => rc,
     }
@@ -413,8 +453,11 @@ static IMAGE_PAGES_COPIED: AtomicU64 = AtomicU64::new(0);
 /// An image of `len` bytes at `ptr`, the data of a module in an artifact mapped in place. When
 /// the data does not lie on whole pages of the wasm region, no image is made (null): Wasmtime
 /// then copies the data in at each instantiation, as it does on platforms without images.
+///
+/// # Safety
+/// `ret` must be valid for a write (Wasmtime passes a pointer to its own local).
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_memory_image_new(ptr: *const u8, len: usize, ret: &mut *mut u8) -> i32 {
+pub unsafe extern "C" fn wasmtime_memory_image_new(ptr: *const u8, len: usize, ret: &mut *mut u8) -> i32 {
     *ret = core::ptr::null_mut();
     let start = ptr as u64;
     if !start.is_multiple_of(PAGE_SIZE) || !(len as u64).is_multiple_of(PAGE_SIZE) || !in_wasm_region(start) {
@@ -440,8 +483,12 @@ pub extern "C" fn wasmtime_memory_image_new(ptr: *const u8, len: usize, ret: &mu
 }
 
 /// Maps `image` at `addr` (the first `len` bytes of it) copy-on-write, writable.
+///
+/// # Safety
+/// `image` must come from [`wasmtime_memory_image_new`] and not be freed yet; `addr..addr+len`
+/// must be part of a linear memory Wasmtime is (re)initializing, whose old contents it gives up.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_memory_image_map_at(image: *mut u8, addr: *mut u8, len: usize) -> i32 {
+pub unsafe extern "C" fn wasmtime_memory_image_map_at(image: *mut u8, addr: *mut u8, len: usize) -> i32 {
     // SAFETY: Wasmtime passes back a pointer `wasmtime_memory_image_new` made from a live
     // `Box<MemoryImage>`, which it frees only through `wasmtime_memory_image_free`.
     let image = unsafe { &*image.cast::<MemoryImage>() };
@@ -454,7 +501,10 @@ pub extern "C" fn wasmtime_memory_image_map_at(image: *mut u8, addr: *mut u8, le
     if reserved_range("image", addr, len).is_err() {
         return EINVAL;
     }
-    match paging::map_cow(start, frames, true) {
+    // SAFETY: the frames are an artifact's read-only pages in the boot bundle, which lives,
+    // unwritten, as long as the kernel; the range is inside a reservation (checked) that Wasmtime
+    // is initializing (the caller's promise).
+    match unsafe { paging::map_cow(start, frames, true) } {
         Ok(fresh) => {
             COMMITTED.fetch_add(fresh, Ordering::Relaxed);
             IMAGE_PAGES_MAPPED.fetch_add(pages, Ordering::Relaxed);
@@ -468,8 +518,11 @@ pub extern "C" fn wasmtime_memory_image_map_at(image: *mut u8, addr: *mut u8, le
 }
 
 /// Frees an image made by [`wasmtime_memory_image_new`] (its frames are the bundle's: they stay).
+///
+/// # Safety
+/// `image` must come from [`wasmtime_memory_image_new`] (or be null), and is not used again.
 #[unsafe(no_mangle)]
-pub extern "C" fn wasmtime_memory_image_free(image: *mut u8) {
+pub unsafe extern "C" fn wasmtime_memory_image_free(image: *mut u8) {
     if !image.is_null() {
         // SAFETY: as in `wasmtime_memory_image_map_at`; this is the last use of the pointer.
         drop(unsafe { alloc::boxed::Box::from_raw(image.cast::<MemoryImage>()) });
@@ -506,7 +559,9 @@ impl BorrowedMapping {
         let pages = align_up(bytes.len() as u64, PAGE_SIZE) / PAGE_SIZE;
         let start = with_space(|s| s.reserve(pages * PAGE_SIZE)).map_err(|e| format!("{e}"))?;
         let mapping = BorrowedMapping { start, len: bytes.len() };
-        paging::map_borrowed(start, phys, pages, Protection::READ)
+        // SAFETY: `bytes` is 'static and lies in the boot bundle, which nothing writes: mapped
+        // read-only, its frames are shared soundly and outlive the mapping.
+        unsafe { paging::map_borrowed(start, phys, pages, Protection::READ) }
             .map_err(|e| format!("mapping the artifact at {phys:#x}: {e}"))?;
         Ok(mapping)
     }
@@ -521,7 +576,9 @@ impl BorrowedMapping {
 impl Drop for BorrowedMapping {
     fn drop(&mut self) {
         let len = align_up(self.len as u64, PAGE_SIZE);
-        if apply(self.start, self.start + len, 0) == 0 {
+        // SAFETY: this mapping's own reservation; Wasmtime drops the component (and so this)
+        // only once nothing runs its code or reads its data.
+        if unsafe { apply(self.start, self.start + len, 0) } == 0 {
             let _ = with_space(|s| s.release(self.start, len));
         }
     }
@@ -542,7 +599,9 @@ impl CustomCodeMemory for KernelCodeMemory {
         // Instruction fetches must see the code as written (nothing to do on x86; aarch64 cleans
         // and invalidates its caches), while the pages are still readable.
         crate::arch::cpu::sync_code(ptr as u64, len as u64);
-        match wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ | PROT_EXEC) {
+        // SAFETY: Wasmtime publishes code it wrote (or loaded in place) and finished: nothing
+        // writes these pages any more, and executing them is what it asks for.
+        match unsafe { wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ | PROT_EXEC) } {
             0 => Ok(()),
             rc => Err(wasmtime::format_err!("publishing code at {ptr:p}+{len:#x}: error {rc}")),
         }
@@ -552,7 +611,8 @@ impl CustomCodeMemory for KernelCodeMemory {
     /// for): the pages stop being executable but stay read-only, since code loaded in place is
     /// the bundle's, which nothing may write.
     fn unpublish_executable(&self, ptr: *const u8, len: usize) -> wasmtime::Result<()> {
-        match wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ) {
+        // SAFETY: Wasmtime unpublishes code it no longer runs.
+        match unsafe { wasmtime_mprotect(ptr.cast_mut(), len, PROT_READ) } {
             0 => Ok(()),
             rc => Err(wasmtime::format_err!("unpublishing code at {ptr:p}+{len:#x}: error {rc}")),
         }

@@ -70,7 +70,9 @@ pub fn init() -> Result<ApicInfo, PagingError> {
     // SAFETY: IA32_APIC_BASE exists on every x86_64 CPU with an APIC (all of them).
     let value = unsafe { msr.read() };
     let base = value & 0x000f_ffff_ffff_f000;
-    paging::map(base, base, PageSize::Small, Protection::READ | Protection::WRITE | Protection::UNCACHED)?;
+    // SAFETY: IA32_APIC_BASE names the local APIC's register page, which no RAM overlaps; it
+    // is reached only through volatile accesses (`read`, `write`).
+    unsafe { paging::map(base, base, PageSize::Small, Protection::READ | Protection::WRITE | Protection::UNCACHED) }?;
     if value & APIC_GLOBAL_ENABLE == 0 {
         let mut msr = msr;
         // SAFETY: setting the global enable bit keeps the base address; the APIC is then usable.

@@ -50,9 +50,10 @@ pub fn init() -> usize {
     let _guard = LOCK.lock();
     let mut found = 0;
     for (slot, (base, _)) in FOUND.iter().zip(IOAPICS) {
-        if paging::map(base, base, PageSize::Small, Protection::READ | Protection::WRITE | Protection::UNCACHED)
-            .is_err()
-        {
+        let device = Protection::READ | Protection::WRITE | Protection::UNCACHED;
+        // SAFETY: the I/O APIC's register page (the MP table's address or the platform's fixed
+        // one), which no RAM overlaps; it is reached only through volatile accesses.
+        if unsafe { paging::map(base, base, PageSize::Small, device) }.is_err() {
             continue;
         }
         let version = read(base, REG_VERSION);
