@@ -222,9 +222,10 @@ pub const SCENARIOS: [ArmScenario; 9] = [
 
 /// The boot tests that run on aarch64 exactly as on x86_64: the same kernel scenario, verdict and
 /// expected output (`scenarios::SCENARIOS`).
-pub const SHARED: [&str; 15] = [
+pub const SHARED: [&str; 16] = [
     "panic",
     "panic_smp",
+    "irq_on_fresh_stack_page",
     "stack_overflow",
     "heap",
     "timer",

@@ -115,6 +115,17 @@ pub const SCENARIOS: &[Scenario] = &[
         files_contain: &[],
     },
     Scenario {
+        name: "irq_on_fresh_stack_page",
+        cmdline: "test=irq_on_fresh_stack_page",
+        expect: ExitCode::Success,
+        output_contains: &["mica: irq_on_fresh_stack_page: 8 ticks taken with their frames on untouched stack pages"],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 1,
+        files_contain: &[],
+    },
+    Scenario {
         name: "page_fault",
         cmdline: "test=page_fault",
         expect: ExitCode::Failed,
@@ -674,6 +685,21 @@ pub const SCENARIOS: &[Scenario] = &[
         cpu_features: &[],
         cpus: 1,
         files_contain: &[("console0.log", "hello through virtio-console\n")],
+    },
+    Scenario {
+        name: "device_window_over_ram_is_refused",
+        // A command line that names RAM (the kernel's own image) as a device's registers.
+        cmdline: "virtio_mmio.device=512@0x200000:47",
+        expect: ExitCode::Success,
+        output_contains: &[
+            "devices: cannot map a virtio-mmio window at 0x200000: page 0x200000 is memory the kernel uses (RAM or a kernel mapping), not device registers",
+            "mica: ready (tsc_since_entry=",
+        ],
+        kvm: KvmUse::HardwareOnly,
+        bundle: None,
+        cpu_features: &[],
+        cpus: 1,
+        files_contain: &[],
     },
     Scenario {
         name: "driver_crash_is_restarted_and_clients_reconnect",

@@ -204,6 +204,39 @@ pub(super) fn panic_smp() -> Result<(), String> {
     panic!("boot test: deliberate panic while another CPU prints");
 }
 
+/// Interrupts whose frames are the first stores into stack pages: a thread (whose stack is
+/// committed on demand below its top 16 KiB) lowers its stack pointer into pages it never
+/// touched and waits there for the tick, eight times, each time a few pages deeper. Saving the
+/// interrupted state faults on the page; the kernel maps it and the interrupt goes on. The thread
+/// must come back each time to where it was, with its stack intact.
+pub(super) fn irq_on_fresh_stack_page() -> Result<(), String> {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::sched;
+
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    sched::spawn("deep-waiter", || {
+        let sentinel = core::hint::black_box([0x5a5a_5a5a_5a5a_5a5au64; 4]);
+        for round in 0..8u64 {
+            arch::cpu::wait_for_tick_below_stack(64 * 1024 + round * 3 * 4096);
+        }
+        if core::hint::black_box(sentinel) == [0x5a5a_5a5a_5a5a_5a5a; 4] {
+            DONE.store(1, Ordering::SeqCst);
+        } else {
+            DONE.store(2, Ordering::SeqCst);
+        }
+    })
+    .map_err(|e| format!("spawning the waiter: {e}"))?;
+    let start = clock::ticks();
+    while DONE.load(Ordering::SeqCst) == 0 {
+        ensure!(clock::ticks() - start < 2000, "the waiter did not come back in 2000 ticks");
+        sched::sleep_until(clock::monotonic_ns().unwrap_or(0) + clock::tick_ns());
+    }
+    ensure!(DONE.load(Ordering::SeqCst) == 1, "the waiter's stack changed under it");
+    crate::kprintln!("mica: irq_on_fresh_stack_page: 8 ticks taken with their frames on untouched stack pages");
+    Ok(())
+}
+
 /// Switches each of the two threads of [`switch`] makes.
 const SWITCH_ROUNDS: u64 = 20_000;
 

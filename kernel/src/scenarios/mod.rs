@@ -15,8 +15,7 @@ mod full;
 mod memory;
 
 /// The scenario names, for errors.
-pub const NAMES: &str =
-    "panic, panic_smp, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, smp";
+pub const NAMES: &str = "panic, panic_smp, irq_on_fresh_stack_page, page_fault, stack_overflow, heap, timer, paging, threads, preempt, sleep, switch, priority, smp";
 
 /// Runs scenario `name` and ends the run with its verdict.
 pub fn run(name: &str) -> ! {
@@ -35,6 +34,7 @@ pub fn run(name: &str) -> ! {
         "priority" => full::priority(),
         "smp" => full::smp(),
         "panic_smp" => full::panic_smp(),
+        "irq_on_fresh_stack_page" => full::irq_on_fresh_stack_page(),
         other => arch::scenarios::run(other).unwrap_or_else(|| {
             Err(format!(
                 "unknown boot test '{other}' (known: {NAMES}; this architecture's own: {})",

@@ -41,6 +41,12 @@ pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
 
+/// The tick counter itself, for code that must read it without a call (see
+/// `cpu::wait_for_tick_below_stack`).
+pub fn ticks_word() -> &'static AtomicU64 {
+    &TICKS
+}
+
 /// The tick period in nanoseconds (0 before the tick starts).
 pub fn tick_ns() -> u64 {
     TICK_NS.load(Ordering::Relaxed)

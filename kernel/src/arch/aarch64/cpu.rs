@@ -159,3 +159,32 @@ pub fn sync_code(start: u64, len: u64) {
     // SAFETY: barriers.
     unsafe { core::arch::asm!("dsb ish", "isb", options(nostack, preserves_flags)) };
 }
+
+/// Lowers the stack pointer by `by` bytes (a multiple of 16) without storing anything there,
+/// waits for the next timer tick, and puts the stack pointer back: the tick's interrupt frame is
+/// then the first store into those stack pages (a boot test's way to make that happen at will).
+/// Interrupts must be on.
+pub fn wait_for_tick_below_stack(by: u64) {
+    let ticks = super::clock::ticks_word();
+    let start = ticks.load(core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the stack pointer goes down by `by` and comes back before the block ends; nothing
+    // is stored below it here, and an interrupt taken meanwhile saves its frame below it and
+    // restores everything (that is what the test is about). The tick counter is read with plain
+    // aligned 64-bit loads, single-copy atomic on aarch64.
+    unsafe {
+        core::arch::asm!(
+            "mov {saved}, sp",
+            "sub sp, sp, {by}",
+            "2: wfi",
+            "ldr {now}, [{ticks}]",
+            "cmp {now}, {start}",
+            "b.eq 2b",
+            "mov sp, {saved}",
+            saved = out(reg) _,
+            now = out(reg) _,
+            by = in(reg) by,
+            ticks = in(reg) ticks.as_ptr(),
+            start = in(reg) start,
+        );
+    }
+}

@@ -70,10 +70,25 @@ core::arch::global_asm!(
     .balign 0x80
     .if \kind == 1
     /* An IRQ from the kernel's threads: handled on the interrupted thread's stack (SP_EL0), so
-       that the scheduler may switch threads from it. */
+       that the scheduler may switch threads from it. That stack is committed on demand: the
+       frame's first store may fault on a page the thread has not touched yet, and the fault
+       (taken on this CPU's exception stack, SP_EL1) overwrites ELR_EL1 and SPSR_EL1. So both are
+       read first, with x0 and x1 kept on the exception stack meanwhile, below which the fault's
+       own frame goes; a fault on the frame's stores then returns here with x0 and x1 intact. */
+    sub     sp, sp, #16
+    stp     x0, x1, [sp]
+    mrs     x0, elr_el1
+    mrs     x1, spsr_el1
     msr     spsel, #0
-    .endif
     sub     sp, sp, #816
+    stp     x0, x1, [sp, #256]
+    msr     spsel, #1
+    ldp     x0, x1, [sp]
+    add     sp, sp, #16
+    msr     spsel, #0
+    .else
+    sub     sp, sp, #816
+    .endif
     stp     x0, x1, [sp, #0]
     mov     x0, #\kind
     b       mica_exception_entry
@@ -125,10 +140,13 @@ mica_exception_entry:
     b.hs    1f
     mrs     x1, sp_el0
 1:  stp     x30, x1, [sp, #240]
+    /* An IRQ from a thread saved its return state in the vector already (see VECTOR). */
+    cmp     x0, #1
+    b.eq    2f
     mrs     x1, elr_el1
     mrs     x2, spsr_el1
     stp     x1, x2, [sp, #256]
-    mrs     x1, esr_el1
+2:  mrs     x1, esr_el1
     mrs     x2, far_el1
     stp     x1, x2, [sp, #272]
     mrs     x1, fpcr

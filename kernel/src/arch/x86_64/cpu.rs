@@ -274,3 +274,32 @@ pub const RETURN_42: [u8; 6] = [0xb8, 0x2a, 0x00, 0x00, 0x00, 0xc3];
 /// on x86, whose instruction caches snoop stores (other CPUs serialize on the interrupt that
 /// flushes their TLBs when the page turns executable).
 pub fn sync_code(_start: u64, _len: u64) {}
+
+/// Lowers the stack pointer by `by` bytes (a multiple of 16) without storing anything there,
+/// waits for the next timer tick, and puts the stack pointer back: the tick's interrupt frame is
+/// then the first store into those stack pages (a boot test's way to make that happen at will).
+/// Interrupts must be on.
+pub fn wait_for_tick_below_stack(by: u64) {
+    let ticks = super::clock::ticks_word();
+    let start = ticks.load(core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the stack pointer goes down by `by` and comes back before the block ends; nothing
+    // is stored below it here, and an interrupt taken meanwhile saves its frame below it and
+    // restores everything (that is what the test is about). The tick counter is read with plain
+    // aligned 64-bit loads, atomic on x86_64.
+    unsafe {
+        core::arch::asm!(
+            "mov {saved}, rsp",
+            "sub rsp, {by}",
+            "2: hlt",
+            "mov {now}, qword ptr [{ticks}]",
+            "cmp {now}, {start}",
+            "je 2b",
+            "mov rsp, {saved}",
+            saved = out(reg) _,
+            now = out(reg) _,
+            by = in(reg) by,
+            ticks = in(reg) ticks.as_ptr(),
+            start = in(reg) start,
+        );
+    }
+}

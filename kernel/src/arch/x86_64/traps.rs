@@ -2,8 +2,9 @@
 //!
 //! All 256 vectors enter through one assembly stub each (16 bytes apart, so the table is computed
 //! rather than listed), which pushes a uniform [`TrapFrame`] and calls [`trap_dispatch`]. Every
-//! gate but the timer's runs on an IST stack; the timer interrupt runs on the interrupted thread's
-//! stack, where the scheduler may switch threads (preemption). An exception the kernel does not expect is reported (vector, error
+//! gate runs on an IST stack; the interrupts after which the scheduler may switch threads (the
+//! timer, the reschedule IPI, device interrupts) move their frame to the interrupted thread's
+//! stack first and run there (preemption). An exception the kernel does not expect is reported (vector, error
 //! code, CR2, RIP, and for a fault on a guard page, the stack that overflowed) and ends the run
 //! with "failed".
 
@@ -54,9 +55,43 @@ mica_trap_stubs:
     pushq $0
     .endif
     pushq $vector
+    .if vector == {timer} || vector == {reschedule} || (vector >= {device_base} && vector < {device_end})
+    jmp mica_switching_interrupt
+    .else
     jmp mica_trap_common
+    .endif
     .set vector, vector + 1
     .endr
+
+/* An interrupt after which the scheduler may switch threads arrives on its IST stack (one per
+   CPU, with interrupts off until it is left) and moves its frame to the interrupted stack,
+   where the rest of the path runs, as if the CPU had pushed it there. That stack is committed
+   on demand: a store below the interrupted code's stack pointer may be the first touch of a
+   page, whose page fault (on its own IST stack) maps it and returns here to store again. Had
+   the CPU pushed the frame there itself, such a fault would have lost the interrupt, already
+   taken from the local APIC (its in-service bit then never cleared).
+   On entry: vector, error code, RIP, CS, RFLAGS, RSP, SS (7 qwords). Moved: the same, below the
+   interrupted RSP aligned down to 16 (as the CPU aligns it), under the interrupted RAX and RCX. */
+mica_switching_interrupt:
+    pushq %rcx
+    pushq %rax
+    movq 56(%rsp), %rax         /* the interrupted RSP */
+    andq $-16, %rax
+    subq $72, %rax              /* RCX, RAX, then the 7 qwords */
+    movq (%rsp), %rcx
+    movq %rcx, 8(%rax)          /* RAX */
+    movq 8(%rsp), %rcx
+    movq %rcx, (%rax)           /* RCX */
+    .set word, 0
+    .rept 7
+    movq (16 + 8 * word)(%rsp), %rcx
+    movq %rcx, (16 + 8 * word)(%rax)
+    .set word, word + 1
+    .endr
+    movq %rax, %rsp
+    popq %rcx
+    popq %rax
+    jmp mica_trap_common
 
 mica_trap_common:
     pushq %rax
@@ -96,6 +131,10 @@ mica_trap_common:
     iretq
 "#,
     error_code_vectors = const ERROR_CODE_VECTORS,
+    timer = const TIMER_VECTOR,
+    reschedule = const RESCHEDULE_VECTOR,
+    device_base = const DEVICE_VECTOR_BASE,
+    device_end = const DEVICE_VECTOR_BASE + DEVICE_VECTORS,
     dispatch = sym trap_dispatch,
     options(att_syntax)
 );
@@ -224,12 +263,14 @@ static IDT: Once<Idt> = Once::new();
 /// The IST slot (1-based) each vector runs on; 0 for none.
 fn ist_for(vector: u8) -> u8 {
     match vector {
-        // The timer, the reschedule IPI and device interrupts run on the interrupted thread's own
-        // stack, so that the scheduler can switch threads from them (an IST stack is one per
-        // vector and CPU and would be reused by the next interrupt while the switched-away thread
-        // still lives on it). A device interrupt switches to the driver it woke at once.
-        TIMER_VECTOR | RESCHEDULE_VECTOR => 0,
-        v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + DEVICE_VECTORS).contains(&v) => 0,
+        // The timer, the reschedule IPI and device interrupts arrive on the interrupts' IST
+        // stack and move to the interrupted thread's own stack at once
+        // (`mica_switching_interrupt`), where the scheduler can switch threads from them (an IST
+        // stack is one per vector and CPU and would be reused by the next interrupt while the
+        // switched-away thread still lived on it). A device interrupt switches to the driver it
+        // woke at once.
+        TIMER_VECTOR | RESCHEDULE_VECTOR => 6,
+        v if (DEVICE_VECTOR_BASE..DEVICE_VECTOR_BASE + DEVICE_VECTORS).contains(&v) => 6,
         8 => 1,      // double fault
         2 => 2,      // NMI
         18 => 3,     // machine check
