@@ -80,6 +80,8 @@ mod registry;
 mod table;
 mod types;
 
+#[cfg(any(test, feature = "check"))]
+pub mod check;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]

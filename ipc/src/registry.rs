@@ -63,7 +63,7 @@ impl Registry {
     }
 
     /// How many waiters are parked.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "check"))]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

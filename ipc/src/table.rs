@@ -312,7 +312,7 @@ impl<H> ChannelTable<H> {
     }
 
     /// How many waiters are parked, table-wide.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "check"))]
     pub(crate) fn parked(&self) -> usize {
         self.registry.len()
     }

@@ -7,23 +7,29 @@
 //! The surfaces so far: the boot bundle and its manifest (what the kernel reads from the boot
 //! module), the kernel command line, the boot protocols (PVH start info and its tables, the MP
 //! table in low memory, the device tree), the pod protocol's frames (what the host and the
-//! agent read from each other), and the key-value store's recovery from any disk.
+//! agent read from each other), the key-value store's recovery from any disk, the drivers'
+//! virtqueue facing a device that writes whatever it likes into the used ring, and the IPC
+//! channel table under any sequence of operations, checked against a model.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use kvstore::disk::{MemDisk, SECTOR_SIZE};
 use kvstore::log::Store;
+use mica::hw::{ErrorCode, HwError};
 use mica_bundle::{Bundle, BundleWriter, EntryKind, SystemManifest};
 use mica_kernel::aarch64_boot_protocol::boot_info::BootInfo;
 use mica_kernel::cmdline::KernelArgs;
 use mica_kernel::x86_64_boot_protocol::{mptable, pvh};
 use mica_pod_proto::{GuestMsg, HostMsg, decode_payload, encode_frame, read_frame};
+use mica_virtio::{Buffer, Memory, Virtqueue};
 
 /// A fuzz target: takes any bytes; a panic is a finding.
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 9] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -31,6 +37,8 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("device_tree", device_tree),
     ("pod_frames", pod_frames),
     ("kv_recovery", kv_recovery),
+    ("virtqueue", virtqueue),
+    ("ipc_ops", ipc_ops),
 ];
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
@@ -114,6 +122,128 @@ pub fn kv_recovery(data: &[u8]) {
     assert_eq!(store.get("fuzz"), Some("acknowledged"), "an acknowledged write was lost in a power cut");
 }
 
+/// The IPC channel table (`mica-ipc`, what the kernel keeps channels in) under any sequence of
+/// sends, receives, calls, replies, cancelled waits and closes on two channels, each result
+/// checked against a plain model, and every handle and waiter accounted for at the end
+/// ([`mica_ipc::check::run_bytes`]).
+pub fn ipc_ops(data: &[u8]) {
+    mica_ipc::check::run_bytes(data);
+}
+
+/// Plain memory standing for a virtqueue's DMA buffer, checked as the kernel checks one: an
+/// access outside it, or of a bad width, is an error value.
+#[derive(Debug)]
+struct RingMemory(RefCell<Vec<u8>>);
+
+/// The bus address the fuzzed device sees the ring memory at.
+const RING_BUS: u64 = 0x10_0000;
+
+impl RingMemory {
+    fn range(&self, offset: u32, len: u64) -> Result<std::ops::Range<usize>, HwError> {
+        let end = u64::from(offset) + len;
+        if end > self.0.borrow().len() as u64 {
+            return Err(HwError::new(ErrorCode::OutOfRange, format!("{len} bytes at {offset}")));
+        }
+        Ok(offset as usize..end as usize)
+    }
+
+    fn aligned(offset: u32, width: u8) -> Result<(), HwError> {
+        if ![1, 2, 4, 8].contains(&width) || !offset.is_multiple_of(u32::from(width)) {
+            return Err(HwError::new(ErrorCode::BadWidth, format!("width {width} at {offset}")));
+        }
+        Ok(())
+    }
+}
+
+impl Memory for RingMemory {
+    fn bus_address(&self) -> u64 {
+        RING_BUS
+    }
+
+    fn size(&self) -> u32 {
+        self.0.borrow().len() as u32
+    }
+
+    fn read(&self, offset: u32, len: u32) -> Result<Vec<u8>, HwError> {
+        let range = self.range(offset, len.into())?;
+        Ok(self.0.borrow()[range].to_vec())
+    }
+
+    fn write(&self, offset: u32, data: &[u8]) -> Result<(), HwError> {
+        let range = self.range(offset, data.len() as u64)?;
+        self.0.borrow_mut()[range].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn load(&self, offset: u32, width: u8) -> Result<u64, HwError> {
+        Self::aligned(offset, width)?;
+        let mut bytes = [0u8; 8];
+        bytes[..usize::from(width)].copy_from_slice(&Memory::read(self, offset, width.into())?);
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn store(&self, offset: u32, width: u8, value: u64) -> Result<(), HwError> {
+        Self::aligned(offset, width)?;
+        Memory::write(self, offset, &value.to_le_bytes()[..usize::from(width)])
+    }
+}
+
+/// The drivers' virtqueue (`mica-virtio`) against a device that writes whatever it likes into
+/// the used ring: the bytes are a queue size, then operations (the driver adds a chain, the
+/// device returns an entry of its choosing or moves the used index anywhere, the driver takes
+/// what came back). The queue must refuse what is wrong with an error, never panic, only ever
+/// hand back a chain it has in flight, and never lose or double a descriptor.
+pub fn virtqueue(data: &[u8]) {
+    let mut input = data.iter().copied();
+    let size = 1u16 << (input.next().unwrap_or(3) % 9);
+    let memory = RingMemory(RefCell::new(vec![0; Virtqueue::<&RingMemory>::memory_size(size) as usize]));
+    let Ok(mut queue) = Virtqueue::new(0, size, &memory) else { return };
+    let used = (queue.device_address() - RING_BUS) as u32;
+    // Chains in flight, as the driver's side sees them: head -> descriptors.
+    let mut in_flight: BTreeMap<u16, u16> = BTreeMap::new();
+    // The device's own next used index.
+    let mut device_used = 0u16;
+    while let Some(op) = input.next() {
+        match op % 4 {
+            0 => {
+                let n = 1 + input.next().unwrap_or(0) % 4;
+                let buffers: Vec<Buffer> =
+                    (0..u64::from(n)).map(|i| Buffer::device_writable(0x20_0000 + 64 * i, 64)).collect();
+                if let Ok(head) = queue.add(&buffers) {
+                    assert!(in_flight.insert(head, n.into()).is_none(), "chain {head} handed out twice");
+                }
+            }
+            1 => {
+                // One used element of the device's choosing, then the index past it.
+                let id = u32::from_le_bytes([0; 4].map(|_| input.next().unwrap_or(0)));
+                let len = u32::from(input.next().unwrap_or(0));
+                let slot = used + 4 + 8 * u32::from(device_used % size);
+                let mut element = id.to_le_bytes().to_vec();
+                element.extend_from_slice(&len.to_le_bytes());
+                Memory::write(&memory, slot, &element).expect("inside the ring");
+                device_used = device_used.wrapping_add(1);
+                memory.store16(used + 2, device_used).expect("inside the ring");
+            }
+            2 => {
+                device_used = u16::from_le_bytes([input.next().unwrap_or(0), input.next().unwrap_or(0)]);
+                memory.store16(used + 2, device_used).expect("inside the ring");
+            }
+            _ => {
+                if let Ok(Some(back)) = queue.pop_used() {
+                    assert!(
+                        in_flight.remove(&back.head).is_some(),
+                        "chain {} came back but was not in flight",
+                        back.head
+                    );
+                }
+            }
+        }
+        let held: u16 = in_flight.values().sum();
+        assert_eq!(queue.num_free() + held, size, "descriptors lost or doubled");
+        assert_eq!(queue.in_flight(), in_flight.len(), "the queue and its driver disagree on what is in flight");
+    }
+}
+
 /// Valid inputs to start each target from (the fuzzer mutates them), by target name.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
@@ -155,6 +285,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 return Vec::new();
             }
             vec![store.disk().durable().to_vec(), Vec::new()]
+        }
+        // Size 8: add two chains, the device returns the first, the driver takes it; then a
+        // bogus id, an index far ahead, and takes.
+        "virtqueue" => vec![vec![3, 0, 1, 0, 2, 1, 0, 0, 0, 0, 64, 3, 1, 9, 9, 0, 0, 8, 3, 2, 200, 0, 3]],
+        // Capacity 1 and 2; a send on each end, a blocking receive, a call, a reply, a close.
+        "ipc_ops" => {
+            vec![vec![0x15, 0x06, 0, 0x40, 0, 0, 1, 0x02, 0, 8, 0x00, 2, 16, 0x20, 1, 20, 0x02, 0, 0, 26, 0x00]]
         }
         _ => Vec::new(),
     }

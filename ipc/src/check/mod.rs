@@ -1,5 +1,7 @@
-//! Property tests: random interleavings of send, receive, call, reply, cancel and close on two
-//! channels, from both ends, by several waiters, checked step by step against a plain model.
+//! A model check of the channel table: operations (send, receive, call, reply, cancel and close
+//! on two channels, from both ends, by several waiters) applied to the table and to a plain
+//! model, step by step. The property tests draw the operations at random; the fuzzer
+//! (`fuzz/targets`, feature `check`) decodes them from its bytes ([`run_bytes`]).
 //!
 //! The model keeps, per direction, one line of messages in the order they were sent (queued ones
 //! first, then those still held by parked senders), the parked receivers per end and the pending
@@ -11,16 +13,15 @@
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-use proptest::prelude::*;
-
 use crate::*;
 
 mod model;
 
 use model::ModelChannel;
 
+/// One operation of a check.
 #[derive(Clone, Debug)]
-enum Op {
+pub(crate) enum Op {
     Send { ch: usize, side: Side, len: usize, handles: usize, waiter: Option<u64> },
     Recv { ch: usize, side: Side, waiter: Option<u64> },
     Call { ch: usize, side: Side, len: usize, handles: usize, waiter: u64 },
@@ -29,7 +30,8 @@ enum Op {
     Close { ch: usize, side: Side },
 }
 
-struct Harness {
+/// The table and its model, side by side.
+pub(crate) struct Harness {
     table: ChannelTable<u32>,
     ends: Vec<[ChannelEnd; 2]>,
     /// `None` once both ends are closed.
@@ -55,12 +57,12 @@ fn serial(message: &Message<u32>) -> u64 {
 }
 
 impl Harness {
-    fn new(limits: &[Limits]) -> Harness {
+    pub(crate) fn new(limits: &[Limits]) -> Harness {
         let mut table = ChannelTable::new(limits.len());
         let mut ends = Vec::new();
         let mut model = Vec::new();
         for &l in limits {
-            let (a, b) = table.create(l).unwrap();
+            let (a, b) = table.create(l).expect("a table with room for the check's channels");
             ends.push([a, b]);
             model.push(Some(ModelChannel::new(l)));
         }
@@ -105,7 +107,7 @@ impl Harness {
         assert!(serial > *last, "message {serial} delivered to {to} after message {last}");
         *last = serial;
         if let Some(call) = delivery.call {
-            let ch = self.ends.iter().position(|e| e[0].channel == to.channel).unwrap();
+            let ch = self.ends.iter().position(|e| e[0].channel == to.channel).expect("a channel of this check");
             self.served.push((ch, to.side, call));
         }
     }
@@ -127,7 +129,7 @@ impl Harness {
 
     // ---- applying an operation to both ----
 
-    fn apply(&mut self, op: &Op) {
+    pub(crate) fn apply(&mut self, op: &Op) {
         match *op {
             Op::Send { ch, side, len, handles, waiter } => {
                 let end = self.ends[ch][side.index()];
@@ -223,7 +225,7 @@ impl Harness {
     }
 
     /// Invariants between any two operations.
-    fn check(&self) {
+    pub(crate) fn check(&self) {
         assert_eq!(self.table.parked(), self.parked.len());
         assert_eq!(self.outstanding.len(), self.parked.len());
         assert_eq!(self.table.len(), self.model.iter().flatten().count());
@@ -233,7 +235,7 @@ impl Harness {
                 continue;
             };
             for end in ends {
-                let queued = self.table.queued(*end).unwrap();
+                let queued = self.table.queued(*end).expect("an open channel's end");
                 assert!(
                     queued <= c.limits.capacity,
                     "{queued} messages queued for {end}, capacity {}",
@@ -249,7 +251,7 @@ impl Harness {
     }
 
     /// Closes every end still open; then nothing may be parked and every handle must be back.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         for ch in 0..self.ends.len() {
             for side in [Side::A, Side::B] {
                 if self.end_error(ch, side).is_none() {
@@ -266,53 +268,46 @@ impl Harness {
         assert!(self.in_flight.is_empty(), "handles never returned: {:?}", self.in_flight);
     }
 }
-const WAITERS: u64 = 6;
-const CHANNELS: usize = 2;
+/// Waiters the operations name.
+pub(crate) const WAITERS: u64 = 6;
+/// Channels a check makes.
+pub(crate) const CHANNELS: usize = 2;
 
-fn side() -> impl Strategy<Value = Side> {
-    prop_oneof![Just(Side::A), Just(Side::B)]
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let ch = 0..CHANNELS;
-    let len = 8usize..13;
-    let handles = 0usize..4;
-    let waiter = 0..WAITERS;
-    prop_oneof![
-        8 => (ch.clone(), side(), len.clone(), handles.clone(), prop::option::of(waiter.clone()))
-            .prop_map(|(ch, side, len, handles, waiter)| Op::Send { ch, side, len, handles, waiter }),
-        8 => (ch.clone(), side(), prop::option::of(waiter.clone()))
-            .prop_map(|(ch, side, waiter)| Op::Recv { ch, side, waiter }),
-        4 => (ch.clone(), side(), len.clone(), handles.clone(), waiter.clone())
-            .prop_map(|(ch, side, len, handles, waiter)| Op::Call { ch, side, len, handles, waiter }),
-        4 => (ch.clone(), side(), any::<usize>(), len, handles)
-            .prop_map(|(ch, side, pick, len, handles)| Op::Reply { ch, side, pick, len, handles }),
-        2 => waiter.prop_map(|waiter| Op::Cancel { waiter }),
-        1 => (ch, side()).prop_map(|(ch, side)| Op::Close { ch, side }),
-    ]
-}
-
-fn limits() -> impl Strategy<Value = Limits> {
-    (0usize..4, 8usize..12, 0usize..3).prop_map(|(capacity, max_bytes, max_handles)| Limits {
-        capacity,
-        max_bytes,
-        max_handles,
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
-
-    #[test]
-    fn channels_agree_with_the_model(
-        limits in prop::collection::vec(limits(), CHANNELS),
-        ops in prop::collection::vec(op(), 1..200),
-    ) {
-        let mut harness = Harness::new(&limits);
-        for op in &ops {
-            harness.apply(op);
-            harness.check();
-        }
-        harness.finish();
+/// Runs a check whose channel limits and operations are decoded from `data`: a byte per
+/// channel's limits, then a byte per operation's kind and its arguments from the bytes after it
+/// (missing bytes read as 0). Panics when the table and the model disagree, or when an invariant
+/// breaks.
+pub fn run_bytes(data: &[u8]) {
+    let mut input = data.iter().copied();
+    let mut next = move || input.next();
+    let mut limits = Vec::new();
+    for _ in 0..CHANNELS {
+        let b = next().unwrap_or(0);
+        limits.push(Limits {
+            capacity: usize::from(b % 4),
+            max_bytes: 8 + usize::from(b / 4 % 4),
+            max_handles: usize::from(b / 16 % 3),
+        });
     }
+    let mut harness = Harness::new(&limits);
+    while let Some(kind) = next() {
+        let p = next().unwrap_or(0);
+        let ch = usize::from(p & 1) % CHANNELS;
+        let side = if p & 2 == 0 { Side::A } else { Side::B };
+        let len = 8 + usize::from(p >> 2) % 5;
+        let handles = usize::from(p >> 5) % 4;
+        let w = u64::from(next().unwrap_or(0));
+        let waiter = (w % (WAITERS + 1) < WAITERS).then_some(w % (WAITERS + 1));
+        let op = match kind % 27 {
+            0..8 => Op::Send { ch, side, len, handles, waiter },
+            8..16 => Op::Recv { ch, side, waiter },
+            16..20 => Op::Call { ch, side, len, handles, waiter: w % WAITERS },
+            20..24 => Op::Reply { ch, side, pick: usize::from(next().unwrap_or(0)), len, handles },
+            24..26 => Op::Cancel { waiter: w % WAITERS },
+            _ => Op::Close { ch, side },
+        };
+        harness.apply(&op);
+        harness.check();
+    }
+    harness.finish();
 }
