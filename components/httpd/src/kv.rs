@@ -121,8 +121,9 @@ pub fn delete(store: &mut dyn Store, key: &str) -> Answer {
     }
 }
 
-/// An in-memory store for tests, speaking the protocol, which can be made to fail.
-#[cfg(test)]
+/// An in-memory store for tests and the fuzzer (feature `fake`), speaking the protocol, which can
+/// be made to fail.
+#[cfg(any(test, feature = "fake"))]
 pub mod fake {
     use std::cell::RefCell;
     use std::collections::BTreeMap;

@@ -25,10 +25,7 @@
 
 #![forbid(unsafe_code)]
 
-mod http;
-mod kv;
-mod routes;
-mod server;
+use httpd::{kv, server};
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};

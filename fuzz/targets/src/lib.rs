@@ -8,8 +8,9 @@
 //! module), the kernel command line, the boot protocols (PVH start info and its tables, the MP
 //! table in low memory, the device tree), the pod protocol's frames (what the host and the
 //! agent read from each other), the key-value store's recovery from any disk, the drivers'
-//! virtqueue facing a device that writes whatever it likes into the used ring, and the IPC
-//! channel table under any sequence of operations, checked against a model.
+//! virtqueue facing a device that writes whatever it likes into the used ring, the IPC channel
+//! table under any sequence of operations, checked against a model, and the HTTP server's
+//! handling of a request from its bytes to its answer.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -39,6 +40,7 @@ pub const TARGETS: [(&str, Target); 9] = [
     ("kv_recovery", kv_recovery),
     ("virtqueue", virtqueue),
     ("ipc_ops", ipc_ops),
+    ("http_request", http_request),
 ];
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
@@ -128,6 +130,54 @@ pub fn kv_recovery(data: &[u8]) {
 /// ([`mica_ipc::check::run_bytes`]).
 pub fn ipc_ops(data: &[u8]) {
     mica_ipc::check::run_bytes(data);
+}
+
+/// The HTTP server's handling of what a client sent on a connection (`components/httpd`): the
+/// head parsed from the bytes, the route chosen, the body's length checked, and the answer made
+/// (with an in-memory key-value store behind `/kv/`). Every answer must be a well-formed HTTP/1.1
+/// response, and a head that parses must parse the same with only its own bytes, and not at
+/// all from any shorter prefix (no answer before the head has ended).
+pub fn http_request(data: &[u8]) {
+    use httpd::http::{self, Head};
+    use httpd::kv::fake::Fake;
+    use httpd::routes;
+
+    let answer = match http::parse(data) {
+        Head::Incomplete => return,
+        Head::Bad(status, why) => http::Answer::error(status, &why),
+        Head::Request(request) => {
+            assert!(request.head_len <= data.len(), "the head is longer than the bytes");
+            assert_eq!(
+                http::parse(&data[..request.head_len]),
+                Head::Request(request.clone()),
+                "the body changed the head"
+            );
+            if request.head_len > 1 {
+                assert!(
+                    !matches!(http::parse(&data[..request.head_len - 1]), Head::Request(_)),
+                    "a head parsed before its end"
+                );
+            }
+            let route = routes::route(&request.line, true);
+            match routes::body_length(&route, &request) {
+                Err(answer) => answer,
+                Ok(len) => {
+                    let body = &data[request.head_len..];
+                    let body = &body[..len.min(body.len())];
+                    let mut store = Fake::default();
+                    routes::respond(&route, request.line.method == "HEAD", body, 1, Some(&mut store))
+                }
+            }
+        }
+    };
+    let bytes = answer.to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 ") && text.contains("\r\n\r\n"), "a malformed answer: {text:?}");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a blank line");
+    assert!(head.split("\r\n").all(|l| !l.contains('\n')), "a bare newline in the head: {head:?}");
+    if !answer.head_only {
+        assert_eq!(body.len(), answer.body.len(), "the body is not what Content-Length says");
+    }
 }
 
 /// Plain memory standing for a virtqueue's DMA buffer, checked as the kernel checks one: an
@@ -293,6 +343,14 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         "ipc_ops" => {
             vec![vec![0x15, 0x06, 0, 0x40, 0, 0, 1, 0x02, 0, 8, 0x00, 2, 16, 0x20, 1, 20, 0x02, 0, 0, 26, 0x00]]
         }
+        "http_request" => [
+            &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+            b"PUT /kv/colour HTTP/1.1\r\nContent-Length: 4\r\n\r\nblue",
+            b"DELETE /kv/colour HTTP/1.0\n\n",
+            b"PUT /kv/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+        ]
+        .map(<[u8]>::to_vec)
+        .to_vec(),
         _ => Vec::new(),
     }
 }
