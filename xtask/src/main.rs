@@ -32,7 +32,6 @@ mod host_run;
 mod kernel;
 mod linux_guest;
 mod machine;
-mod manifest;
 mod pod_image;
 mod process;
 mod run;
@@ -46,6 +45,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+/// The manifest parser, a crate of its own (`boot/manifest`) so that the fuzzer reaches it too.
+use mica_manifest as manifest;
 
 /// Mica's host tasks.
 #[derive(Debug, Parser)]

@@ -9,8 +9,8 @@
 //! table in low memory, the device tree), the pod protocol's frames (what the host and the
 //! agent read from each other), the key-value store's recovery from any disk, the drivers'
 //! virtqueue facing a device that writes whatever it likes into the used ring, the IPC channel
-//! table under any sequence of operations, checked against a model, and the HTTP server's
-//! handling of a request from its bytes to its answer.
+//! table under any sequence of operations, checked against a model, the HTTP server's
+//! handling of a request from its bytes to its answer, and the system manifest a user writes.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -30,7 +30,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -41,6 +41,7 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("virtqueue", virtqueue),
     ("ipc_ops", ipc_ops),
     ("http_request", http_request),
+    ("manifest", manifest),
 ];
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
@@ -177,6 +178,18 @@ pub fn http_request(data: &[u8]) {
     assert!(head.split("\r\n").all(|l| !l.contains('\n')), "a bare newline in the head: {head:?}");
     if !answer.head_only {
         assert_eq!(body.len(), answer.body.len(), "the body is not what Content-Length says");
+    }
+}
+
+/// The system manifest a user writes (TOML, `mica-manifest`), read and checked as `cargo xtask`
+/// does before anything is built: it is accepted or refused with an error that says something;
+/// never a panic. Paths point nowhere, so a `wasm =` file or a `crate =` directory is refused as
+/// missing.
+pub fn manifest(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let at = std::path::Path::new("/nonexistent/mica-fuzz/system.toml");
+    if let Err(e) = mica_manifest::parse(text, at, std::path::Path::new("/nonexistent/mica-fuzz/components")) {
+        assert!(!format!("{e:#}").is_empty(), "an error that says nothing");
     }
 }
 
@@ -350,6 +363,13 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             b"PUT /kv/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
         ]
         .map(<[u8]>::to_vec)
+        .to_vec(),
+        "manifest" => [
+            include_str!("../../../components/drivers.toml"),
+            include_str!("../../../components/services.toml"),
+            include_str!("../../../qemu-tests/systems/c-hello.toml"),
+        ]
+        .map(|text| text.as_bytes().to_vec())
         .to_vec(),
         _ => Vec::new(),
     }

@@ -78,7 +78,7 @@ pub enum Source {
     /// A crate in `components/`, built by xtask.
     Crate(String),
     /// A directory of C sources (absolute, resolved against the manifest's directory), built by
-    /// xtask with clang and wasi-libc (`crate::c_component`).
+    /// xtask with clang and wasi-libc (`xtask/src/c_component.rs`).
     C(PathBuf),
 }
 
