@@ -50,6 +50,11 @@ impl<D: Disk> Service<D> {
         &self.store
     }
 
+    /// Stops serving; the store.
+    pub fn into_store(self) -> ModuleStore<D> {
+        self.store
+    }
+
     /// The answer to the request `message`, and a line to print about it when there is one.
     pub fn answer(&mut self, message: &[u8]) -> (Response, Option<String>) {
         match Request::decode(message) {

@@ -10,7 +10,8 @@
 //! agent read from each other), the key-value store's recovery from any disk, the drivers'
 //! virtqueue facing a device that writes whatever it likes into the used ring, the IPC channel
 //! table under any sequence of operations, checked against a model, the HTTP server's
-//! handling of a request from its bytes to its answer, and the system manifest a user writes.
+//! handling of a request from its bytes to its answer, the system manifest a user writes, and the
+//! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -30,7 +31,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -42,6 +43,7 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("ipc_ops", ipc_ops),
     ("http_request", http_request),
     ("manifest", manifest),
+    ("module_store", module_store),
 ];
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
@@ -190,6 +192,95 @@ pub fn manifest(data: &[u8]) {
     let at = std::path::Path::new("/nonexistent/mica-fuzz/system.toml");
     if let Err(e) = mica_manifest::parse(text, at, std::path::Path::new("/nonexistent/mica-fuzz/components")) {
         assert!(!format!("{e:#}").is_empty(), "an error that says nothing");
+    }
+}
+
+/// Sectors of the module store's disk in [`module_store`].
+const MODULE_STORE_SECTORS: usize = 64;
+
+/// The module store (`components/modstore`), where compiled code is kept across boots under its
+/// artifact key: the first byte picks what the rest is.
+/// - Even: a disk image (zero-padded to [`MODULE_STORE_SECTORS`] sectors) the store opens or
+///   refuses; when it opens, an entry it stores must read back after a power cut.
+/// - Odd: requests of the modules protocol, each a length byte and that many bytes, answered by
+///   the service on a fresh store. An answer must decode as what it is; an entry read back must
+///   be the bytes stored under its key (or missing, evicted); after a power cut the store opens
+///   and what it returns is still right.
+///
+/// Either way the bytes are also read as the CPU feature list of an artifact key, for every
+/// target (`CpuProfile::parse_list_for`).
+pub fn module_store(data: &[u8]) {
+    use mica_device::modules::{Request, Response};
+    use modstore::service::Service;
+    use modstore::store::ModuleStore;
+
+    let (&mode, rest) = data.split_first().unwrap_or((&0, &[]));
+    if let Ok(text) = std::str::from_utf8(rest) {
+        for target in mica_engine::TARGETS {
+            let _ = mica_engine::CpuProfile::parse_list_for(target, text);
+        }
+    }
+    if mode % 2 == 0 {
+        let mut image = rest[..rest.len().min(MODULE_STORE_SECTORS * SECTOR_SIZE)].to_vec();
+        image.resize(MODULE_STORE_SECTORS * SECTOR_SIZE, 0);
+        let Ok((mut store, _)) = ModuleStore::open(MemDisk::from_image(image), 1) else { return };
+        if store.put("fuzz-key", b"compiled code").is_err() {
+            return;
+        }
+        let (mut store, _) = ModuleStore::open(store.into_disk().crashed(), 2)
+            .expect("a store that stored an entry opens after a power cut");
+        assert_eq!(
+            store.get("fuzz-key").ok().flatten().as_deref(),
+            Some(&b"compiled code"[..]),
+            "a stored entry was lost"
+        );
+        return;
+    }
+    let Ok((store, _)) = ModuleStore::open(MemDisk::new(MODULE_STORE_SECTORS as u64), 1) else { return };
+    let mut service = Service::new(store);
+    // What each key's stored bytes are, from the Puts the service answered `Stored`, and the
+    // Puts under way.
+    let mut stored: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut partial: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut input = rest;
+    while let Some((&len, after)) = input.split_first() {
+        let (message, next) = after.split_at(usize::from(len).min(after.len()));
+        input = next;
+        let (response, _) = service.answer(message);
+        assert_eq!(
+            Response::decode(&response.encode()).as_ref(),
+            Ok(&response),
+            "an answer that does not decode as itself"
+        );
+        match (Request::decode(message), &response) {
+            (Ok(Request::Put { key, offset, data, .. }), Response::Accepted | Response::Stored) => {
+                let bytes = partial.entry(key.clone()).or_default();
+                bytes.truncate(usize::try_from(offset).unwrap_or(usize::MAX));
+                bytes.extend_from_slice(&data);
+                if response == Response::Stored {
+                    stored.insert(key.clone(), partial.remove(&key).unwrap_or_default());
+                }
+            }
+            (Ok(Request::Get { key, offset }), Response::Chunk { total, data }) => {
+                if let Some(bytes) = stored.get(&key) {
+                    assert_eq!(*total, bytes.len() as u64, "entry {key:?} came back with another size");
+                    let at = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+                    assert_eq!(
+                        &bytes[at..at + data.len().min(bytes.len() - at)],
+                        &data[..],
+                        "entry {key:?} came back changed"
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    let (mut store, _) = ModuleStore::open(service.into_store().into_disk().crashed(), 2)
+        .expect("the module store opens after a power cut, whatever it was asked");
+    for (key, bytes) in &stored {
+        if let Ok(Some(back)) = store.get(key) {
+            assert_eq!(&back, bytes, "entry {key:?} changed across a power cut");
+        }
     }
 }
 
@@ -371,6 +462,21 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ]
         .map(|text| text.as_bytes().to_vec())
         .to_vec(),
+        "module_store" => {
+            use mica_device::modules::Request;
+            let mut requests = vec![1u8];
+            for request in [
+                Request::Put { key: "wasmtime-48/x/cpu-sse3".into(), total: 6, offset: 0, data: b"abc".to_vec() },
+                Request::Put { key: "wasmtime-48/x/cpu-sse3".into(), total: 6, offset: 3, data: b"def".to_vec() },
+                Request::Get { key: "wasmtime-48/x/cpu-sse3".into(), offset: 1 },
+                Request::Keep { keys: vec!["wasmtime-48/x/cpu-sse3".into()] },
+            ] {
+                let bytes = request.encode();
+                requests.push(bytes.len() as u8);
+                requests.extend(bytes);
+            }
+            vec![requests, b"\x00sse3,ssse3,sse4.1,popcnt".to_vec()]
+        }
         _ => Vec::new(),
     }
 }
