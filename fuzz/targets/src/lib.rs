@@ -11,7 +11,8 @@
 //! virtqueue facing a device that writes whatever it likes into the used ring, the IPC channel
 //! table under any sequence of operations, checked against a model, the HTTP server's
 //! handling of a request from its bytes to its answer, the system manifest a user writes, and the
-//! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys).
+//! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys), and
+//! mica-vmm's virtio block device driven by a hostile guest.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 12] = [
+pub const TARGETS: [(&str, Target); 13] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -44,6 +45,7 @@ pub const TARGETS: [(&str, Target); 12] = [
     ("http_request", http_request),
     ("manifest", manifest),
     ("module_store", module_store),
+    ("vmm_block", vmm_block),
 ];
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
@@ -284,6 +286,117 @@ pub fn module_store(data: &[u8]) {
     }
 }
 
+/// Guest memory of [`vmm_block`].
+const VMM_MEMORY: usize = 64 * 1024;
+/// The disk image of [`vmm_block`].
+const VMM_DISK: u64 = 64 * 1024;
+
+/// An interrupt line that goes nowhere.
+struct NoInterrupt;
+
+impl mica_vmm::virtio::InterruptLine for NoInterrupt {
+    fn raise(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// mica-vmm's virtio-blk device behind its virtio-mmio transport, driven as a hostile guest
+/// would, as Firecracker fuzzes its devices: the bytes are operations (write a register: any
+/// offset of the window, any value; read one, of any width; write any bytes anywhere in guest
+/// memory: descriptor tables, rings, requests; poll the device). The device must refuse what
+/// is wrong (a bad descriptor chain, a request past the disk, an address outside guest memory)
+/// and go on, never panic, and never touch the disk outside its image.
+pub fn vmm_block(data: &[u8]) {
+    use mica_vmm::virtio::block::Block;
+    use mica_vmm::virtio::mmio::MmioTransport;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    static IMAGE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let image = IMAGE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("mica-fuzz-vmm-block-{}.img", std::process::id()));
+        let file = std::fs::File::create(&path).expect("the fuzzed disk image");
+        file.set_len(VMM_DISK).expect("its size");
+        path
+    });
+    let Ok(block) = Block::open(image, false) else { return };
+    let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), VMM_MEMORY)]).expect("guest memory");
+    let Ok(mut transport) = MmioTransport::new(block, memory.clone(), Box::new(NoInterrupt)) else { return };
+    let mut input = data.iter().copied();
+    let mut byte = move || input.next();
+    while let Some(op) = byte() {
+        match op % 4 {
+            0 => {
+                let offset = u64::from(byte().unwrap_or(0)) * 4;
+                let value = [0; 4].map(|_| byte().unwrap_or(0));
+                transport.write(offset, &value);
+            }
+            1 => {
+                let offset = u64::from(byte().unwrap_or(0));
+                let mut value = [0u8; 8];
+                let width = [1, 2, 4, 8][usize::from(op / 4 % 4)];
+                transport.read(offset, &mut value[..width]);
+            }
+            2 => {
+                let at = u64::from(u16::from_le_bytes([byte().unwrap_or(0), byte().unwrap_or(0)]));
+                let len = usize::from(byte().unwrap_or(0));
+                let bytes: Vec<u8> = (0..len).map_while(|_| byte()).collect();
+                let _ = memory.write_slice(&bytes, GuestAddress(at));
+            }
+            _ => transport.poll(),
+        }
+    }
+    let disk = std::fs::metadata(image).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(disk, VMM_DISK, "the device changed its image's size");
+}
+
+/// The guest's side of a virtio-blk read of sector 0, as [`vmm_block`]'s operations: set the
+/// device up, put a request in guest memory, notify.
+fn vmm_block_seed() -> Vec<u8> {
+    let mut ops = Vec::new();
+    let reg = |ops: &mut Vec<u8>, offset: u8, value: u32| {
+        ops.push(0);
+        ops.push(offset / 4);
+        ops.extend_from_slice(&value.to_le_bytes());
+    };
+    let mem = |ops: &mut Vec<u8>, at: u16, bytes: &[u8]| {
+        ops.push(2);
+        ops.extend_from_slice(&at.to_le_bytes());
+        ops.push(bytes.len() as u8);
+        ops.extend_from_slice(bytes);
+    };
+    // Status: ACKNOWLEDGE, DRIVER; VERSION_1 (feature bit 32); FEATURES_OK.
+    reg(&mut ops, 0x70, 1);
+    reg(&mut ops, 0x70, 3);
+    reg(&mut ops, 0x24, 1);
+    reg(&mut ops, 0x20, 1);
+    reg(&mut ops, 0x70, 0xb);
+    // Queue 0: 16 entries, descriptors at 0x1000, available ring at 0x2000, used at 0x3000.
+    reg(&mut ops, 0x30, 0);
+    reg(&mut ops, 0x38, 16);
+    reg(&mut ops, 0x80, 0x1000);
+    reg(&mut ops, 0x90, 0x2000);
+    reg(&mut ops, 0xa0, 0x3000);
+    reg(&mut ops, 0x44, 1);
+    reg(&mut ops, 0x70, 0xf);
+    // The request: header (type IN, sector 0), 512 bytes of data, status byte.
+    let desc = |addr: u64, len: u32, flags: u16, next: u16| {
+        let mut d = addr.to_le_bytes().to_vec();
+        d.extend_from_slice(&len.to_le_bytes());
+        d.extend_from_slice(&flags.to_le_bytes());
+        d.extend_from_slice(&next.to_le_bytes());
+        d
+    };
+    let mut table = desc(0x4000, 16, 1, 1);
+    table.extend(desc(0x5000, 512, 3, 2));
+    table.extend(desc(0x6000, 1, 2, 0));
+    mem(&mut ops, 0x1000, &table);
+    mem(&mut ops, 0x4000, &[0; 16]);
+    mem(&mut ops, 0x2000, &[0, 0, 1, 0, 0, 0]);
+    reg(&mut ops, 0x50, 0);
+    ops.push(3);
+    ops
+}
+
 /// Plain memory standing for a virtqueue's DMA buffer, checked as the kernel checks one: an
 /// access outside it, or of a bad width, is an error value.
 #[derive(Debug)]
@@ -477,6 +590,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             }
             vec![requests, b"\x00sse3,ssse3,sse4.1,popcnt".to_vec()]
         }
+        "vmm_block" => vec![vmm_block_seed()],
         _ => Vec::new(),
     }
 }
