@@ -58,6 +58,8 @@ mod handle;
 mod rights;
 mod table;
 
+#[cfg(any(test, feature = "check"))]
+pub mod check;
 #[cfg(test)]
 mod proptests;
 

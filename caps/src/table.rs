@@ -64,7 +64,7 @@ impl<T> HandleTable<T> {
     }
 
     /// A table whose generations stop at `max_generation`, so tests can reach slot retirement.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "check"))]
     pub(crate) fn with_max_generation(capacity: u16, max_generation: u32) -> HandleTable<T> {
         let mut table = HandleTable::new(capacity);
         table.max_generation = table.max_generation.min(max_generation.max(1));
@@ -72,7 +72,7 @@ impl<T> HandleTable<T> {
     }
 
     /// How many slots have used up their generations.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "check"))]
     pub(crate) fn retired(&self) -> usize {
         self.retired
     }

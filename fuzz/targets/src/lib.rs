@@ -9,7 +9,8 @@
 //! table in low memory, the device tree), the pod protocol's frames (what the host and the
 //! agent read from each other), the key-value store's recovery from any disk, the drivers'
 //! virtqueue facing a device that writes whatever it likes into the used ring, the IPC channel
-//! table under any sequence of operations, checked against a model, the HTTP server's
+//! table and the handle tables under any sequence of operations, checked against models, the
+//! HTTP server's
 //! handling of a request from its bytes to its answer, the system manifest a user writes, and the
 //! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys), and
 //! mica-vmm's virtio block device driven by a hostile guest.
@@ -32,7 +33,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 13] = [
+pub const TARGETS: [(&str, Target); 14] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -42,6 +43,7 @@ pub const TARGETS: [(&str, Target); 13] = [
     ("kv_recovery", kv_recovery),
     ("virtqueue", virtqueue),
     ("ipc_ops", ipc_ops),
+    ("caps_ops", caps_ops),
     ("http_request", http_request),
     ("manifest", manifest),
     ("module_store", module_store),
@@ -397,6 +399,15 @@ fn vmm_block_seed() -> Vec<u8> {
     ops
 }
 
+/// The handle tables (`mica-caps`, every component's table of channel ends and hardware
+/// handles) under any sequence of inserts, lookups, duplicates, removals and transfers between
+/// two tables, with made-up and near-miss handles among them: each result must equal a plain
+/// model's, no handle is ever issued twice, and no handle gains rights its object did not start
+/// with ([`mica_caps::check::run_bytes`]).
+pub fn caps_ops(data: &[u8]) {
+    mica_caps::check::run_bytes(data);
+}
+
 /// Plain memory standing for a virtqueue's DMA buffer, checked as the kernel checks one: an
 /// access outside it, or of a bad width, is an error value.
 #[derive(Debug)]
@@ -591,6 +602,11 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![requests, b"\x00sse3,ssse3,sse4.1,popcnt".to_vec()]
         }
         "vmm_block" => vec![vmm_block_seed()],
+        // Capacities 3 and 2, slots retiring after 2 generations; inserts, a duplicate, a
+        // transfer, a forged handle, a drain.
+        "caps_ops" => {
+            vec![vec![3, 2, 3, 0, 7, 0, 2, 0, 3, 0, 2, 8, 3, 0, 2, 13, 7, 0, 2, 4, 1, 0, 0, 9, 9, 9, 9, 15, 0, 0, 2]]
+        }
         _ => Vec::new(),
     }
 }
