@@ -23,6 +23,15 @@ mod mapped;
 pub mod hw;
 pub mod ipc;
 
+/// The interfaces exactly as the WIT declares them, without the owned handles and checks of
+/// [`ipc`] and [`hw`]: raw handle numbers, spans given as offsets, any sizes. For programs that
+/// test the kernel's own checks (the hostile component in `components/hostile`); a driver or a
+/// service wants [`ipc`] and [`hw`].
+pub mod raw {
+    pub use crate::bindings::mica::hw::{device, dma, irq, mmio};
+    pub use crate::bindings::mica::kernel::ipc;
+}
+
 /// Structured log records (`mica:kernel/log`).
 pub mod log {
     pub use crate::bindings::mica::kernel::log::{Level, log};
