@@ -127,9 +127,19 @@ pub fn plan(probe: &KvmProbe) -> Plan {
 
 /// The bundle for `use_`, tampered with as it asks (written to a file in `scratch`).
 pub fn bundle_path(use_: &BundleUse, scratch: &Path) -> Result<PathBuf, String> {
+    bundle_path_in(&bundles_dir()?, use_, scratch)
+}
+
+/// Where `cargo xtask test` put the system bundles ([`BUNDLES_ENV`]).
+pub fn bundles_dir() -> Result<PathBuf, String> {
     let how = "run the boot tests with `cargo xtask test`, which builds the system bundles";
-    let dir = std::env::var_os(BUNDLES_ENV).ok_or_else(|| format!("{BUNDLES_ENV} is not set: {how}"))?;
-    let path = Path::new(&dir).join(format!("{}.bundle", use_.system));
+    std::env::var_os(BUNDLES_ENV).map(PathBuf::from).ok_or_else(|| format!("{BUNDLES_ENV} is not set: {how}"))
+}
+
+/// [`bundle_path`] with the bundles in `dir`.
+pub fn bundle_path_in(dir: &Path, use_: &BundleUse, scratch: &Path) -> Result<PathBuf, String> {
+    let how = "run the boot tests with `cargo xtask test`, which builds the system bundles";
+    let path = dir.join(format!("{}.bundle", use_.system));
     if !path.is_file() {
         return Err(format!("no bundle {}: {how}", path.display()));
     }

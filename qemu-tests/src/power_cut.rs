@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use mica_launch::{Accel, OutputMode, QemuCommand, RunOptions};
 
 use crate::live::LiveGuest;
-use crate::{BundleUse, TIMEOUT, bundle_path, with_system};
+use crate::{BundleUse, TIMEOUT, bundle_path_in, with_system};
 
 /// The system that writes keys until it is killed.
 pub const FILL_SYSTEM: &str = "kv-block-fill";
@@ -58,25 +58,70 @@ pub fn found(serial: &str) -> Result<u64, String> {
     Ok(last + 1)
 }
 
-fn command(qemu: &Path, kernel: &Path, system: &'static str, scratch: &Path) -> Result<QemuCommand, String> {
+fn command(
+    qemu: &Path,
+    kernel: &Path,
+    bundles: &Path,
+    system: &'static str,
+    scratch: &Path,
+) -> Result<QemuCommand, String> {
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
     let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
-    with_system(cmd, &bundle_path(&BundleUse { system, tamper: None }, scratch)?, scratch)
+    with_system(cmd, &bundle_path_in(bundles, &BundleUse { system, tamper: None }, scratch)?, scratch)
 }
 
-/// Runs the test once; `Ok` says what happened.
+/// What one power cut did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The seed that chose the cut point.
+    pub seed: u64,
+    /// Acknowledged writes seen before the kill.
+    pub acks: u64,
+    /// The wait after the last counted acknowledgement.
+    pub delay: Duration,
+    /// Keys acknowledged (key-0 up to the highest acknowledged).
+    pub acked_keys: u64,
+    /// Keys the second boot found intact.
+    pub present: u64,
+    /// Whether recovery discarded a torn record.
+    pub torn: bool,
+}
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cut after {} acknowledged writes + {:?} (seed {}): {} acknowledged, {} present{}",
+            self.acks,
+            self.delay,
+            self.seed,
+            self.acked_keys,
+            self.present,
+            if self.torn { "; a torn record was discarded" } else { "" }
+        )
+    }
+}
+
+/// Runs the test once, with the seed from [`SEED_ENV`] or the clock and the bundles `cargo
+/// xtask test` built; `Ok` says what happened.
 pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let seed = match std::env::var(SEED_ENV) {
         Ok(v) => v.parse().map_err(|_| format!("{SEED_ENV}={v} is not a number"))?,
         Err(_) => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
     };
+    run_seeded(qemu, kernel, &crate::bundles_dir()?, seed).map(|cut| cut.to_string())
+}
+
+/// One power cut at the point `seed` picks, with the two systems' bundles in `bundles`
+/// (`cargo xtask soak power-cut` runs many). An error says what was lost, with the seed.
+pub fn run_seeded(qemu: &Path, kernel: &Path, bundles: &Path, seed: u64) -> Result<Cut, String> {
     let mut rng = Rng(seed | 1);
     let cut_after = 3 + rng.next() % 100;
     let delay = Duration::from_millis(rng.next() % 40);
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
 
     // Boot 1: write until the cut.
-    let fill = command(qemu, kernel, FILL_SYSTEM, scratch.path())?;
+    let fill = command(qemu, kernel, bundles, FILL_SYSTEM, scratch.path())?;
     let mut guest = LiveGuest::spawn(&fill)?;
     let deadline = Instant::now() + TIMEOUT;
     let mut acks = 0;
@@ -105,7 +150,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let acked_keys = highest.map_or(0, |n| n + 1);
 
     // Boot 2: the store must open and hold every acknowledged key.
-    let check = command(qemu, kernel, CHECK_SYSTEM, scratch.path())?;
+    let check = command(qemu, kernel, bundles, CHECK_SYSTEM, scratch.path())?;
     let options = RunOptions { timeout: TIMEOUT, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&check, &options).map_err(|e| e.to_string())?;
     let context =
@@ -124,10 +169,8 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
             context()
         ));
     }
-    let torn = if outcome.serial.contains("discarded a torn record") { "; a torn record was discarded" } else { "" };
-    Ok(format!(
-        "cut after {acks} acknowledged writes + {delay:?} (seed {seed}): {acked_keys} acknowledged, {present} present{torn}"
-    ))
+    let torn = outcome.serial.contains("discarded a torn record");
+    Ok(Cut { seed, acks, delay, acked_keys, present, torn })
 }
 
 #[cfg(test)]

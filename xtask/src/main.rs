@@ -36,6 +36,7 @@ mod pod_image;
 mod process;
 mod run;
 mod setup;
+mod soak;
 mod system;
 mod test;
 mod toolchain;
@@ -84,6 +85,10 @@ enum Command {
     PodImage,
     /// Run a component on this Linux host (no boot) under Mica's Wasmtime settings and WASI host.
     HostRun(host_run::HostRunArgs),
+    /// The long versions of the reliability tests, with fresh seeds and figures: power cuts of the
+    /// key-value store, the hostile component beside a working system.
+    #[command(subcommand)]
+    Soak(soak::SoakCommand),
     /// Fuzz Mica's input surfaces with libFuzzer (the host's nightly toolchain): every target, or
     /// one, for `--time` seconds each.
     Fuzz(fuzz::FuzzArgs),
@@ -154,6 +159,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::HostRun(args) => host_run::run(&args),
         Command::Fuzz(args) => fuzz::run(&root, &args),
+        Command::Soak(command) => soak::run(&root, &command),
         Command::Aot { wasm, arch, cpu, fuel, epochs } => {
             let target = arch.kernel_target();
             let profile = aot::profile_for(target, &cpu)?;
