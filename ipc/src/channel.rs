@@ -92,6 +92,11 @@ impl<H> Channel<H> {
         self.open == [false; 2]
     }
 
+    /// The handles in the messages queued for `side` to receive (not those parked senders hold).
+    pub(crate) fn queued_handles_for(&self, side: Side) -> impl Iterator<Item = &H> {
+        self.dirs[side.peer().index()].queue.iter().flat_map(|delivery| delivery.message.handles.iter())
+    }
+
     /// How many messages are queued for `side` to receive.
     pub(crate) fn queued_for(&self, side: Side) -> usize {
         self.dirs[side.peer().index()].queue.len()

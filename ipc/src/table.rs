@@ -297,6 +297,17 @@ impl<H> ChannelTable<H> {
         Ok(closed)
     }
 
+    /// The handles in the messages queued for `end` to receive (not those its parked senders
+    /// still hold): what only `end`'s holder can ever take out. Nothing for an end not open.
+    pub fn queued_handles(&self, end: ChannelEnd) -> impl Iterator<Item = &H> {
+        self.slots
+            .get(end.channel.index as usize)
+            .and_then(|slot| slot.channel.as_ref().filter(|_| slot.generation == end.channel.generation))
+            .filter(|channel| channel.is_open(end.side))
+            .into_iter()
+            .flat_map(move |channel| channel.queued_handles_for(end.side))
+    }
+
     /// Frees the slot of a channel whose ends are both closed.
     fn remove(&mut self, id: ChannelId) {
         if let Some(slot) = self.slots.get_mut(id.index as usize) {

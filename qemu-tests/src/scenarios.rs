@@ -606,8 +606,8 @@ pub const SCENARIOS: &[Scenario] = &[
         cmdline: "",
         expect: ExitCode::Success,
         output_contains: &[
-            "[hostile] hostile: seed 1, 3000 calls",
-            "[hostile] hostile: 3000 calls made (",
+            "[hostile] hostile: seed 177476423229030, 20000 calls",
+            "[hostile] hostile: 20000 calls made (",
             "mica: component hostile exited with status 0",
             "[echo-client] 100 echo calls answered correctly",
             "[echo-client] a channel end went to the echo server and back, and still works",

@@ -4,8 +4,15 @@
 //! that carries it, or the connection registry. When the last holder lets go, the end is closed,
 //! its undelivered messages let go of the ends they carry, and the threads parked on the channel
 //! wake with `peer-closed`.
+//!
+//! Messages can hold ends in a cycle: an end sent through its own channel sits in its own queue,
+//! and so on through several channels. Once no space and nothing else outside the queues holds
+//! any end of such a cycle, nothing can ever receive those messages, yet every end in it still
+//! has a holder. [`Channels::collect`] finds and closes them: an end is live when something other
+//! than a queued message holds it, or when it sits in a message queued for a live end (whose
+//! holder may receive it); every other end is garbage.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 use mica_ipc::{ChannelEnd, ChannelTable, IpcError, Limits};
@@ -55,6 +62,55 @@ impl Channels {
         if let Object::End(end) = object {
             *self.holders.entry(end).or_insert(0) += 1;
         }
+    }
+
+    /// Closes every end that only messages nobody can receive hold (see the module's docs), and
+    /// lets go of what their queues carried. Returns how many ends it closed. Costs a walk over
+    /// every queued message.
+    pub(super) fn collect(&mut self, wakes: &mut Wakes) -> usize {
+        // How many of each end's holders are queued messages.
+        let mut queued: BTreeMap<ChannelEnd, usize> = BTreeMap::new();
+        for &end in self.holders.keys() {
+            for (object, _) in self.table.queued_handles(end) {
+                if let Object::End(carried) = object {
+                    *queued.entry(*carried).or_insert(0) += 1;
+                }
+            }
+        }
+        // Live: held from outside the queues, or queued for a live end.
+        let mut live: BTreeSet<ChannelEnd> = BTreeSet::new();
+        let mut work: Vec<ChannelEnd> = Vec::new();
+        for (&end, &count) in &self.holders {
+            if count > queued.get(&end).copied().unwrap_or(0) {
+                live.insert(end);
+                work.push(end);
+            }
+        }
+        while let Some(end) = work.pop() {
+            for (object, _) in self.table.queued_handles(end) {
+                if let Object::End(carried) = object
+                    && live.insert(*carried)
+                {
+                    work.push(*carried);
+                }
+            }
+        }
+        let garbage: Vec<ChannelEnd> = self.holders.keys().filter(|end| !live.contains(end)).copied().collect();
+        // Forgotten first, so that releasing what their queues carried skips them.
+        for end in &garbage {
+            self.holders.remove(end);
+        }
+        for &end in &garbage {
+            if let Ok(closed) = self.table.close(end) {
+                for wake in closed.wakes {
+                    wakes.store(wake);
+                }
+                for (object, _) in closed.handles {
+                    self.release(object, wakes);
+                }
+            }
+        }
+        garbage.len()
     }
 
     /// One holder fewer for `object`; closes it when none is left, and so on for the handles in

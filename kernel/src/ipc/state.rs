@@ -143,6 +143,8 @@ impl IpcState {
         for object in objects {
             self.channels.release(object, &mut self.wakes);
         }
+        // Ends it left in cycles of messages nobody can receive.
+        self.channels.collect(&mut self.wakes);
         if restart {
             self.registry.instance_ended(closed.component, &mut self.channels, &mut self.wakes);
         } else {
@@ -752,7 +754,16 @@ impl IpcState {
         let removed = self.spaces.get(space)?.table.remove(Handle::from_bits(handle));
         match removed {
             Ok((object, _)) => {
+                let still_held = matches!(object, Object::End(end) if self.channels.is_held(end));
                 self.channels.release(object, &mut self.wakes);
+                // An end something else still holds may now be held only by messages nobody can
+                // receive (sent through its own channel, say).
+                if still_held
+                    && let Object::End(end) = object
+                    && self.channels.is_held(end)
+                {
+                    self.channels.collect(&mut self.wakes);
+                }
                 Ok(())
             }
             Err(e) => Err(self.cap_error(space, e)),

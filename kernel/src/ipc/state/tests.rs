@@ -302,3 +302,48 @@ fn span_messages_without_a_landing_that_fits_travel_as_copies() {
     assert_eq!((reply.bytes.as_slice(), reply.landed), (&b"ok"[..], None));
     assert!(st.landings.is_empty());
 }
+
+#[test]
+fn ends_held_only_by_messages_nobody_can_receive_are_closed() {
+    // A client's end of a connection, carried by a message in a cycle: the client sends the
+    // far end of a channel of its own through that channel (so it sits in its own queue),
+    // together with a second handle to the connection. Once the client lets go of its handles
+    // (here: it ends), nothing can ever receive that message; the server must see its client
+    // gone all the same, and every channel must go.
+    let (mut st, c, s, ch, sh) = connected(16, true);
+    let (near, far) = st.create_channel(c).expect("a channel of its own");
+    let spare = st.duplicate(c, ch, 7).expect("a second handle to the connection");
+    done(st.send(c, WaiterId(1), near, b"cycle".to_vec(), vec![far, spare], false)).expect("sent into its own queue");
+    st.close(c, ch).expect("lets go of its first handle to the connection");
+    st.close(c, near).expect("lets go of the near end");
+    // The far end sits in its own queue, with the connection's spare handle: garbage.
+    assert_eq!(st.channel_count(), 1, "only the connection is left");
+    // The registry keeps the connection while the client may connect again ...
+    let e = done(st.receive(s, WaiterId(2), sh, false)).expect_err("nothing sent");
+    assert_eq!(e.code, ErrorCode::Empty);
+    // ... and once it ends, nothing holds the client's end: the server sees it gone. (Before the
+    // collector, the spare handle in the cycle held it open, and the server waited for ever.)
+    st.close_space(c, false);
+    let e = done(st.receive(s, WaiterId(2), sh, false)).expect_err("the client is gone");
+    assert_eq!(e.code, ErrorCode::PeerClosed);
+    // The same cycle left when the instance ends.
+    let c2 = st.open_space(CLIENT, 16, true);
+    let (near, far) = st.create_channel(c2).expect("another channel");
+    done(st.send(c2, WaiterId(3), near, vec![], vec![far], false)).expect("sent into its own queue");
+    st.close_space(c2, false);
+    st.close_space(s, false);
+    assert_eq!(st.channel_count(), 0, "every channel closed");
+}
+
+#[test]
+fn ends_in_a_queue_a_live_end_can_drain_stay_open() {
+    // A handle queued for the server to receive is not garbage, even once the client lets go.
+    let (mut st, c, s, ch, sh) = connected(16, true);
+    let (near, far) = st.create_channel(c).expect("a channel");
+    done(st.send(c, WaiterId(1), ch, vec![], vec![far], false)).expect("sent to the server");
+    st.close(c, near).expect("lets go of the near end");
+    let got = done(st.receive(s, WaiterId(2), sh, false)).expect("the server still gets it");
+    assert_eq!(got.handles.len(), 1);
+    let e = done(st.receive(s, WaiterId(2), got.handles[0], false)).expect_err("its peer is closed");
+    assert_eq!(e.code, ErrorCode::PeerClosed);
+}
