@@ -2,7 +2,7 @@
 //! the run ends "failed".
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use mica_exit::ExitCode;
 
@@ -12,6 +12,8 @@ static PANICKING: AtomicBool = AtomicBool::new(false);
 
 /// Set by the CPU that fails first: every other CPU is to stop for good.
 static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The index of the CPU that is stopping the others (`usize::MAX`: none yet).
+static STOPPER: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// How many CPUs have stopped since [`STOPPING`] was set.
 static STOPPED: AtomicU32 = AtomicU32::new(0);
 /// How long the failing CPU waits for the others to stop, in spins of its loop (a few ms on any
@@ -39,16 +41,26 @@ pub enum Stopped {
 /// Stops every other CPU for good, as the first step of a kernel failure (a panic, a fatal
 /// exception): afterwards nothing else runs, so the failing CPU may take the console whoever held
 /// it. x86_64 sends an NMI, which a CPU takes even with interrupts off; aarch64 sends an SGI.
-/// A CPU that fails while another is already stopping the machine stops itself instead.
+/// A CPU that fails while another is already stopping the machine stops itself instead; the
+/// stopping CPU failing again (a panic while it reports an exception) goes on with its report.
 pub fn stop_other_cpus() -> Stopped {
     let others = arch::smp::online().saturating_sub(1);
-    if STOPPING.swap(true, Ordering::SeqCst) {
-        // Another CPU failed first; its report is the one that counts.
-        park_this_cpu();
-    }
     if others == 0 {
+        // The only CPU (per-CPU data may not even be set up yet).
         return Stopped::All { stopped: 0 };
     }
+    let me = crate::percpu::index();
+    match STOPPER.compare_exchange(usize::MAX, me, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => {}
+        // Its second failure: the others were told to stop the first time.
+        Err(stopper) if stopper == me => {
+            let running = others.saturating_sub(STOPPED.load(Ordering::SeqCst));
+            return if running == 0 { Stopped::All { stopped: 0 } } else { Stopped::NotAll { running } };
+        }
+        // Another CPU failed first; its report is the one that counts.
+        Err(_) => park_this_cpu(),
+    }
+    STOPPING.store(true, Ordering::SeqCst);
     if !arch::irq::signal_stop_others() {
         return Stopped::NotAll { running: others };
     }
