@@ -87,11 +87,12 @@ impl Write for EmergencyWriter {
         let mut guard = match guard {
             Some(guard) => guard,
             None => {
-                // SAFETY: the run is ending, and no CPU gave the lock back in all that time: its
-                // holder is this CPU's own failing code or a CPU that stopped without taking
-                // the stop signal. A hang would lose the report; at worst the bytes of two
-                // writers interleave on the port (the UART holds no memory of ours but its
-                // registers' addresses).
+                // The run is ending, and no CPU gave the lock back in all that time: its holder
+                // is this CPU's own failing code or a CPU that stopped without taking the stop
+                // signal. A hang would lose the report; at worst the bytes of two writers
+                // interleave on the port (the UART holds no memory of ours but its registers'
+                // addresses).
+                // SAFETY: as said above: the holder never gives the lock back.
                 unsafe { UART.force_unlock() };
                 UART.lock()
             }

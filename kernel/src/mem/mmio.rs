@@ -69,10 +69,11 @@ impl Window {
         }
         let device = Protection::READ | Protection::WRITE | Protection::UNCACHED;
         for page in (first..end).step_by(PAGE_SIZE as usize) {
-            // SAFETY: the page lies in the identity-mapped lower half, below every region the
-            // kernel maps virtually. Every frame the kernel uses there (RAM, its image, the boot
-            // modules) is mapped since `paging::init`, and `map` refuses a mapped page: a page it
-            // maps is one no Rust code reaches, so the device's registers alias nothing.
+            // The page lies in the identity-mapped lower half, below every region the kernel maps
+            // virtually. Every frame the kernel uses there (RAM, its image, the boot modules) is
+            // mapped since `paging::init`, and `map` refuses a mapped page: a page it maps is one
+            // no Rust code reaches.
+            // SAFETY: as said above: the device's registers alias nothing.
             match unsafe { paging::map(page, page, PageSize::Small, device) } {
                 Ok(()) => {}
                 // Another window's page: uncached like this one, and only reached through

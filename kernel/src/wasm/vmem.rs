@@ -166,11 +166,12 @@ pub fn map_device_memory(owner: u64, offset: u32, phys: u64, pages: u64, frames:
         (key, memory.view.base + offset)
     };
     let rw = Protection::READ | Protection::WRITE;
-    // SAFETY: the range is inside `owner`'s own linear memory (checked above) and `owner` is the
-    // running thread, in a host call: the component is not running, and Rust code reaches its
-    // memory only through Wasmtime's per-call views, none of which is held across this call.
-    // Its pages are the memory's own (committed, or copy-on-write from an image): replacing them
-    // drops only the component's bytes, which the interface says it gives up.
+    // The range is inside `owner`'s own linear memory (checked above) and `owner` is the running
+    // thread, in a host call: the component is not running, and Rust code reaches its memory
+    // only through Wasmtime's per-call views, none of which is held across this call. Its pages
+    // are the memory's own (committed, or copy-on-write from an image): replacing them drops
+    // only the component's bytes, which the interface says it gives up.
+    // SAFETY: as said above: nothing uses these pages during the call.
     let released = unsafe { paging::unmap_range(virt, virt + len) }.map_err(|e| format!("unmapping its pages: {e}"))?;
     COMMITTED.fetch_sub(released, Ordering::Relaxed);
     // SAFETY: the frames are a DMA buffer's, kept alive with the memory by `frames` until they

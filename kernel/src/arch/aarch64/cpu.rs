@@ -167,10 +167,11 @@ pub fn sync_code(start: u64, len: u64) {
 pub fn wait_for_tick_below_stack(by: u64) {
     let ticks = super::clock::ticks_word();
     let start = ticks.load(core::sync::atomic::Ordering::SeqCst);
-    // SAFETY: the stack pointer goes down by `by` and comes back before the block ends; nothing
-    // is stored below it here, and an interrupt taken meanwhile saves its frame below it and
+    // The stack pointer goes down by `by` and comes back before the block ends; nothing is
+    // stored below it here, and an interrupt taken meanwhile saves its frame below it and
     // restores everything (that is what the test is about). The tick counter is read with plain
     // aligned 64-bit loads, single-copy atomic on aarch64.
+    // SAFETY: as said above: the stack pointer is restored and only the tick counter is read.
     unsafe {
         core::arch::asm!(
             "mov {saved}, sp",
