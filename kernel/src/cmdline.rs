@@ -92,7 +92,23 @@ pub struct KernelArgs<'a> {
     /// The wait before a component's first restart, doubling with each further one up to 5 s
     /// (`restart_backoff_ms=`; default 100, 0 for none).
     pub restart_backoff_ms: u64,
+    /// Fault injection (`chaos=SEED`, with `chaos_ms=` and `chaos_gap_ms=`): kill random
+    /// restartable components of the system for a while (see `wasm::chaos`).
+    pub chaos: Option<Chaos>,
     line: &'a str,
+}
+
+/// The fault injector's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chaos {
+    /// Seeds the choice of victims and moments (`chaos=`).
+    pub seed: u64,
+    /// How long it kills for, in ms (`chaos_ms=`; default 60000).
+    pub run_ms: u64,
+    /// The mean wait between two kills, in ms (`chaos_gap_ms=`; default 1000): each wait is
+    /// drawn from half to one and a half times it. 0: no kills, only the memory reports (for a
+    /// load test without faults).
+    pub gap_ms: u64,
 }
 
 impl<'a> KernelArgs<'a> {
@@ -106,8 +122,10 @@ impl<'a> KernelArgs<'a> {
             mmio_devices: [None; MAX_MMIO_DEVICES],
             restarts: DEFAULT_RESTARTS,
             restart_backoff_ms: DEFAULT_RESTART_BACKOFF_MS,
+            chaos: None,
             line,
         };
+        let (mut chaos_ms, mut chaos_gap_ms) = (60_000, 1_000);
         for word in line.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             match key {
@@ -143,6 +161,22 @@ impl<'a> KernelArgs<'a> {
                     let ms = value.parse().ok().filter(|ms| *ms <= 5_000);
                     args.restart_backoff_ms = ms.ok_or(CmdlineError { key, value, expected })?;
                 }
+                "chaos" => {
+                    let expected = "a seed: a whole number from 0 to 2^64-1";
+                    let seed = value.parse().ok().ok_or(CmdlineError { key, value, expected })?;
+                    args.chaos = Some(Chaos { seed, run_ms: 0, gap_ms: 0 });
+                }
+                "chaos_ms" => {
+                    let expected = "a whole number of milliseconds from 1 to 86400000";
+                    let ms = value.parse().ok().filter(|ms| (1..=86_400_000).contains(ms));
+                    chaos_ms = ms.ok_or(CmdlineError { key, value, expected })?;
+                }
+                "chaos_gap_ms" => {
+                    let expected =
+                        "0 (no kills, only the memory reports) or a whole number of milliseconds from 10 to 600000";
+                    let ms = value.parse().ok().filter(|ms| *ms == 0 || (10..=600_000).contains(ms));
+                    chaos_gap_ms = ms.ok_or(CmdlineError { key, value, expected })?;
+                }
                 "virtio_mmio.device" => {
                     let expected = "<size>@<base>:<gsi>, e.g. 512@0xd0000000:5 (size 0x100 to 0x1000, at most 8 words)";
                     let device = parse_mmio_device(value).ok_or(CmdlineError { key, value, expected })?;
@@ -151,6 +185,9 @@ impl<'a> KernelArgs<'a> {
                 }
                 _ => {}
             }
+        }
+        if let Some(chaos) = &mut args.chaos {
+            (chaos.run_ms, chaos.gap_ms) = (chaos_ms, chaos_gap_ms);
         }
         Ok(args)
     }
@@ -161,7 +198,16 @@ impl<'a> KernelArgs<'a> {
             let key = w.split_once('=').map_or(*w, |(k, _)| k);
             !matches!(
                 key,
-                "log" | "test" | "tick_hz" | "stop_after_ms" | "restarts" | "restart_backoff_ms" | "virtio_mmio.device"
+                "log"
+                    | "test"
+                    | "tick_hz"
+                    | "stop_after_ms"
+                    | "restarts"
+                    | "restart_backoff_ms"
+                    | "chaos"
+                    | "chaos_ms"
+                    | "chaos_gap_ms"
+                    | "virtio_mmio.device"
             )
         })
     }
@@ -190,6 +236,25 @@ mod tests {
         assert_eq!(a.test, None);
         assert_eq!(a.tick_hz, DEFAULT_TICK_HZ);
         assert_eq!((a.restarts, a.restart_backoff_ms), (3, 100));
+    }
+
+    #[test]
+    fn chaos_settings() {
+        assert_eq!(KernelArgs::parse("quiet").expect("parse").chaos, None);
+        let a = KernelArgs::parse("chaos_gap_ms=250 chaos=42 chaos_ms=5000").expect("parse");
+        assert_eq!(a.chaos, Some(Chaos { seed: 42, run_ms: 5000, gap_ms: 250 }));
+        assert_eq!(
+            KernelArgs::parse("chaos=7").expect("parse").chaos,
+            Some(Chaos { seed: 7, run_ms: 60_000, gap_ms: 1000 })
+        );
+        // Without `chaos=`, the other two change nothing.
+        assert_eq!(KernelArgs::parse("chaos_ms=10").expect("parse").chaos, None);
+        assert_eq!(KernelArgs::parse("chaos=1 chaos_gap_ms=0").expect("parse").chaos.map(|c| c.gap_ms), Some(0));
+        for bad in ["chaos=x", "chaos=", "chaos_ms=0", "chaos_gap_ms=5"] {
+            let e = KernelArgs::parse(bad).unwrap_err();
+            assert_eq!(bad.split_once('=').map(|(k, _)| k), Some(e.key), "{bad}");
+        }
+        assert_eq!(KernelArgs::parse("chaos=1 chaos_ms=9 x").expect("parse").others().collect::<Vec<_>>(), vec!["x"]);
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn system(boot: &BootInfo, args: &KernelArgs<'_>) -> ! {
                     max_restarts: args.restarts,
                     first_backoff_ms: args.restart_backoff_ms,
                 };
-                arch::exit(crate::wasm::system::run(bundle, args.stop_after_ms, supervision))
+                arch::exit(crate::wasm::system::run(bundle, args.stop_after_ms, supervision, args.chaos))
             }
             None => {
                 kprintln!("mica: no boot bundle, so no components to run; powering off");

@@ -78,6 +78,11 @@ impl<T> RunQueue<T> {
         Priority::ALL.into_iter().rev().find(|p| !self.levels[p.index()].is_empty())
     }
 
+    /// Every entry, highest priority first.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.levels.iter().rev().flat_map(VecDeque::iter)
+    }
+
     /// How many entries there are.
     pub fn len(&self) -> usize {
         self.levels.iter().map(VecDeque::len).sum()

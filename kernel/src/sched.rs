@@ -26,6 +26,7 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::arch;
 use crate::arch::clock;
@@ -91,6 +92,9 @@ struct Scheduler {
     parked: Vec<(Option<u64>, Box<Thread>)>,
     /// Threads [`unpark`]ed while they were not parked: their next [`park`] returns at once.
     wake_tokens: Vec<ThreadId>,
+    /// Threads told to stop what they run ([`kill`]): their waits return early until they
+    /// [`clear_kill`].
+    killed: Vec<ThreadId>,
     next_id: ThreadId,
 }
 
@@ -137,6 +141,8 @@ impl Scheduler {
         match after {
             After::Ready | After::Yield => self.cpus[cpu].ready.push(thread.priority, thread),
             After::Finished => dead.push(thread),
+            // Killed while the switch away was under way: its sleep ends at once.
+            After::Sleep(_) if self.killed.contains(&thread.id) => self.cpus[cpu].ready.push(thread.priority, thread),
             After::Sleep(deadline) => self.sleeping.push((deadline, thread)),
             After::Park(deadline) => {
                 if let Some(i) = self.wake_tokens.iter().position(|&t| t == thread.id) {
@@ -191,8 +197,14 @@ pub fn init() -> Result<(), SpawnError> {
     });
     let mut cpus: Vec<Cpu> = (0..MAX_CPUS).map(|_| Cpu::default()).collect();
     cpus[0] = Cpu { current: Some(boot), idle: Some(idle), slice_start: clock::counter(), ..Cpu::default() };
-    *SCHEDULER.lock() =
-        Some(Scheduler { cpus, sleeping: Vec::new(), parked: Vec::new(), wake_tokens: Vec::new(), next_id: 2 });
+    *SCHEDULER.lock() = Some(Scheduler {
+        cpus,
+        sleeping: Vec::new(),
+        parked: Vec::new(),
+        wake_tokens: Vec::new(),
+        killed: Vec::new(),
+        next_id: 2,
+    });
     Ok(())
 }
 
@@ -467,7 +479,7 @@ pub fn yield_now() {
 pub fn sleep_until(deadline_ns: u64) {
     loop {
         let Some(now) = clock::monotonic_ns() else { return };
-        if now >= deadline_ns {
+        if now >= deadline_ns || killed() {
             return;
         }
         if SCHEDULER.lock().is_none() {
@@ -516,6 +528,69 @@ pub fn unpark(id: ThreadId) -> bool {
     let (idle, higher) = woke.unwrap_or((None, false));
     kick(idle);
     higher
+}
+
+/// How many threads are marked killed: while none is, [`killed`] costs one load.
+static KILLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Tells thread `id` to stop what it runs: it is marked killed, and taken out of a park or a
+/// sleep (or, running, its next park returns at once). Every wait of the kernel returns early
+/// for a killed thread and the component host ends the instance it runs (a trap) at its next
+/// host call; a thread that never waits nor calls the host runs on. Returns whether the thread
+/// exists.
+pub fn kill(id: ThreadId) -> bool {
+    let found = with(|s, cpu| {
+        if !s.killed.contains(&id) {
+            s.killed.push(id);
+            KILLS.store(s.killed.len(), Ordering::Relaxed);
+        }
+        if let Some(i) = s.sleeping.iter().position(|(_, t)| t.id == id) {
+            let (_, thread) = s.sleeping.swap_remove(i);
+            s.cpus[cpu].ready.push(thread.priority, thread);
+            return (true, s.idle_cpu_besides(cpu));
+        }
+        if let Some(i) = s.parked.iter().position(|(_, t)| t.id == id) {
+            let (_, thread) = s.parked.swap_remove(i);
+            s.cpus[cpu].ready.push(thread.priority, thread);
+            return (true, s.idle_cpu_besides(cpu));
+        }
+        let exists = s.cpus.iter().any(|c| {
+            c.current.as_deref().is_some_and(|t| t.id == id)
+                || c.ready.iter().any(|t| t.id == id)
+                || c.pending.as_ref().is_some_and(|(t, _)| t.id == id)
+        });
+        if exists && !s.wake_tokens.contains(&id) {
+            s.wake_tokens.push(id);
+        }
+        if !exists {
+            s.killed.retain(|&t| t != id);
+            KILLS.store(s.killed.len(), Ordering::Relaxed);
+        }
+        (exists, None)
+    });
+    let (found, idle) = found.unwrap_or((false, None));
+    kick(idle);
+    found
+}
+
+/// Whether the running thread has been [`kill`]ed (and not [`clear_kill`]ed since).
+pub fn killed() -> bool {
+    if KILLS.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    with(|s, cpu| s.killed.contains(&s.current(cpu).id)).unwrap_or(false)
+}
+
+/// Clears the running thread's kill (when what it ran has ended).
+pub fn clear_kill() {
+    if KILLS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    with(|s, cpu| {
+        let id = s.current(cpu).id;
+        s.killed.retain(|&t| t != id);
+        KILLS.store(s.killed.len(), Ordering::Relaxed);
+    });
 }
 
 /// Where the running thread goes when it is switched away from.
@@ -598,7 +673,13 @@ fn switch_away_waking(after: After, wake: Option<ThreadId>) {
                         return;
                     }
                 }
-                After::Finished => s.wake_tokens.retain(|&t| t != current_id),
+                After::Finished => {
+                    s.wake_tokens.retain(|&t| t != current_id);
+                    if s.killed.contains(&current_id) {
+                        s.killed.retain(|&t| t != current_id);
+                        KILLS.store(s.killed.len(), Ordering::Relaxed);
+                    }
+                }
                 _ => {}
             }
             // A tick or a preemption point never hands the CPU to a lower priority than the

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aarch64;
+pub mod chaos;
 pub mod http;
 pub mod late;
 pub mod live;

@@ -62,6 +62,13 @@ fn main() -> ExitCode {
         println!("http: {report}");
         Ok(())
     }));
+    // Random drivers and services killed under HTTP load for 60 s (see `chaos`).
+    let chaos = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::chaos_kills_drivers_and_services_under_load", move || {
+        let report = qemu_tests::chaos::run(&chaos.0, &chaos.1).map_err(Failed::from)?;
+        println!("chaos: {report}");
+        Ok(())
+    }));
     // The key-value store behind the web server, across a reboot (see `http::run_kv`).
     let kv = Arc::clone(&paths);
     trials.push(Trial::test("tcg::http_kv_survives_reboot", move || {

@@ -31,8 +31,15 @@ pub trait Platform: Send + Sync {
     fn monotonic_resolution_ns(&self) -> u64;
     /// Wall-clock time since the Unix epoch: seconds and nanoseconds.
     fn wall_clock(&self) -> (u64, u32);
-    /// Blocks the calling component until the monotonic clock reaches `deadline_ns`.
+    /// Blocks the calling component until the monotonic clock reaches `deadline_ns` (or, once
+    /// the instance is [`killed`](Platform::killed), returns early).
     fn sleep_until(&self, deadline_ns: u64);
+    /// Whether the calling instance is being ended from outside (the kernel's fault injector):
+    /// its next host call traps, so that it ends as a crashed instance would. Waits in the
+    /// platform return early for it. Never, by default.
+    fn killed(&self) -> bool {
+        false
+    }
     /// Fills `buf` from a cryptographically secure generator (`wasi:random/random`); `Err` when
     /// there is no entropy source to key one with.
     fn random_bytes(&self, buf: &mut [u8]) -> Result<(), NoEntropySource>;

@@ -9,6 +9,14 @@
 //!   is granted) beside the IPC example, N boots with C calls each; the kernel must never panic
 //!   or hang, and the well-behaved components must finish correctly every time.
 //!
+//! - `soak chaos --time S --runs N`: the chaos system (drivers, key-value store, HTTP server)
+//!   under HTTP load from this host while the kernel kills random instances for S seconds, N
+//!   boots; every acknowledged write must be readable afterwards, every component running, and
+//!   the kernel's memory back where it was.
+//!
+//! - `soak http --time S`: the same system and load for S seconds with no kills: requests
+//!   answered, failures, p50/p99 latency, and the kernel's memory at the start and the end.
+//!
 //! Each prints a table and writes `target/mica/soak/NAME.json`.
 
 use std::fs;
@@ -30,6 +38,29 @@ pub enum SoakCommand {
     PowerCut(PowerCutArgs),
     /// The hostile component beside a working system, with fresh seeds.
     Hostile(HostileArgs),
+    /// Drivers and services killed at random under HTTP load.
+    Chaos(ChaosArgs),
+    /// Sustained HTTP load on the services, no faults: latency and the kernel's memory.
+    Http(HttpArgs),
+}
+
+/// `soak http`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// How long the load runs, in seconds.
+    #[arg(long, default_value_t = 600)]
+    time: u64,
+}
+
+/// `soak chaos`.
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// How long each boot kills for, in seconds.
+    #[arg(long, default_value_t = 600)]
+    time: u64,
+    /// How many boots.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
 }
 
 /// `soak power-cut`.
@@ -99,6 +130,18 @@ pub fn run(root: &Path, command: &SoakCommand) -> Result<ExitCode> {
             power_cuts(&qemu, &kernel, &bundles, args.runs)
         }
         SoakCommand::Hostile(args) => hostile(root, &toolchain, &qemu, &kernel, &profile, &out, args)?,
+        SoakCommand::Chaos(_) | SoakCommand::Http(_) => {
+            let manifest = root.join("qemu-tests").join("systems").join(format!("{}.toml", qemu_tests::chaos::SYSTEM));
+            let bundle = system::prepare(root, &toolchain, &manifest, &profile)?;
+            let bundles = bundle.parent().context("no bundle directory")?.to_path_buf();
+            match command {
+                SoakCommand::Http(args) => chaos(&qemu, &kernel, &bundles, "http", 1, args.time, 0),
+                SoakCommand::Chaos(args) => {
+                    chaos(&qemu, &kernel, &bundles, "chaos", args.runs, args.time, qemu_tests::chaos::GAP_MS)
+                }
+                _ => unreachable!("matched above"),
+            }
+        }
     };
     report.unix_time_s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let json = out.join(format!("{}.json", report.campaign));
@@ -129,6 +172,40 @@ fn power_cuts(qemu: &Path, kernel: &Path, bundles: &Path, runs: u32) -> Report {
             }
         };
         eprintln!("soak: power cut {i} of {runs}: {}{}", if run.ok { "" } else { "FAILED: " }, run.outcome);
+        report.runs.push(run);
+    }
+    report
+}
+
+/// `runs` boots of the chaos system under HTTP load for `seconds`, kills about `gap_ms` apart
+/// (none with 0: `soak http`).
+fn chaos(
+    qemu: &Path,
+    kernel: &Path,
+    bundles: &Path,
+    campaign: &'static str,
+    runs: u32,
+    seconds: u64,
+    gap_ms: u64,
+) -> Report {
+    let mut report = Report { campaign, unix_time_s: 0, runs: Vec::new(), failures: 0, acknowledged: 0, lost: 0 };
+    let mut seed = 0;
+    for i in 1..=runs {
+        seed = fresh_seed(seed);
+        let start = Instant::now();
+        let result = qemu_tests::chaos::run_seeded(qemu, kernel, bundles, seed, seconds * 1000, gap_ms);
+        let seconds = start.elapsed().as_secs_f64();
+        let run = match result {
+            Ok(run) => {
+                report.acknowledged += run.acked;
+                Run { seed, ok: true, outcome: run.to_string(), seconds }
+            }
+            Err(e) => {
+                report.failures += 1;
+                Run { seed, ok: false, outcome: e, seconds }
+            }
+        };
+        eprintln!("soak: {campaign} run {i} of {runs}: {}{}", if run.ok { "" } else { "FAILED: " }, run.outcome);
         report.runs.push(run);
     }
     report
@@ -214,7 +291,7 @@ fn print_table(report: &Report) {
     println!();
     let passed = report.runs.len() - report.failures;
     print!("{} of {} runs passed", passed, report.runs.len());
-    if report.campaign == "power-cut" {
+    if report.campaign != "hostile" {
         print!("; {} acknowledged writes, {} lost", report.acknowledged, report.lost);
     }
     println!();

@@ -1,6 +1,6 @@
 //! [`BlockDisk`]: a [`Disk`] behind the block driver's connection (`mica:device` block protocol).
 
-use mica::ipc::Channel;
+use mica::ipc::{Channel, ErrorCode};
 use mica_device::block::{self, MAX_DATA_BYTES, MAX_SECTORS_PER_REQUEST, Request, Response};
 
 use crate::disk::{Disk, SECTOR_SIZE};
@@ -32,8 +32,25 @@ impl BlockDisk {
         }
     }
 
+    /// Makes `request`. When the driver has gone (it crashed or was killed, and its supervisor
+    /// starts it again), connects again and makes the request once more: reads, writes and
+    /// flushes may be made twice, which changes nothing.
     fn request(&mut self, what: &str, request: &Request) -> Result<Response, String> {
-        let bytes = self.channel.call(&request.encode()).map_err(|e| format!("{what}: {e}"))?;
+        let encoded = request.encode();
+        let bytes = match self.channel.call(&encoded) {
+            Err(e) if e.code == ErrorCode::PeerClosed => {
+                eprintln!("kvstore: the block driver has gone ({e}); connecting again");
+                self.channel = Channel::connect(block::CONNECTION).map_err(|e| {
+                    format!(
+                        "{what}: the block driver has gone, and connecting {:?} again failed: {e}",
+                        block::CONNECTION
+                    )
+                })?;
+                self.channel.call(&encoded)
+            }
+            answered => answered,
+        }
+        .map_err(|e| format!("{what}: {e}"))?;
         Response::decode(&bytes).map_err(|e| format!("{what}: a malformed response from the driver: {e}"))
     }
 

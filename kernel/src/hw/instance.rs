@@ -276,6 +276,12 @@ impl HwPort for Instance {
             if let Some(cause) = taken() {
                 return Ok(cause);
             }
+            if sched::killed() {
+                return Err(HwFailure::new(
+                    HwErrorCode::TimedOut,
+                    format!("the wait for {}'s interrupt was cut short: the instance is being ended", device.name),
+                ));
+            }
             let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
             if expired {
                 return Err(HwFailure::new(

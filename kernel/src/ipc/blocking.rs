@@ -178,7 +178,9 @@ impl Port {
                 Some(to) => sched::park_and_wake(to, deadline),
                 None => sched::park(deadline),
             }
-            let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
+            // A killed thread's wait ends as if its deadline had passed; the component host
+            // then ends the instance.
+            let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d) || sched::killed();
             match locked(|st| Ok(st.finish(self.space, waiter, pending, expired))) {
                 Ok(Some(result)) => return Ok((first, result.and_then(&finished))),
                 Ok(None) => {}

@@ -110,6 +110,11 @@ pub fn mapped_bytes() -> u64 {
     MAPPED.load(Ordering::Relaxed)
 }
 
+/// Bytes allocated from the heap now (talc's counters).
+pub fn allocated_bytes() -> u64 {
+    HEAP.lock().counters().allocated_bytes as u64
+}
+
 /// How many times the heap has grown.
 pub fn growths() -> u64 {
     GROWTHS.load(Ordering::Relaxed)

@@ -3,6 +3,7 @@
 //! instrumentation in use), the platform services components run on, and running one component
 //! to its end on the kernel thread `system` gives it.
 
+pub mod chaos;
 pub mod compile;
 pub mod platform;
 pub mod sync;

@@ -119,6 +119,10 @@ impl Platform for KernelPlatform {
         crate::sched::sleep_until(deadline_ns);
     }
 
+    fn killed(&self) -> bool {
+        crate::sched::killed()
+    }
+
     fn random_bytes(&self, buf: &mut [u8]) -> Result<(), NoEntropySource> {
         let mut child = {
             let mut secure = self.secure.lock();

@@ -38,8 +38,13 @@ pub struct Supervision {
     pub first_backoff_ms: u64,
 }
 
-/// The wait before restart number `attempt` (1-based): by default 100 ms, 200 ms, 400 ms, ... at
-/// most 5 s.
+/// An instance that ran this long before it ended starts the waits between restarts over: a
+/// component that fails now and then is restarted as quickly as the first time, one that fails
+/// at once again and again waits longer each time.
+const BACKOFF_RESET_MS: u64 = 10_000;
+
+/// The wait before restart number `attempt` (1-based) of a streak (see [`BACKOFF_RESET_MS`]): by
+/// default 100 ms, 200 ms, 400 ms, ... at most 5 s.
 fn backoff_ms(supervision: Supervision, attempt: u32) -> u64 {
     supervision.first_backoff_ms.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(MAX_BACKOFF_MS)
 }
@@ -237,6 +242,8 @@ fn run_instances(
     };
     let launch = launch(spec);
     let mut attempt = 0;
+    // Restarts since an instance last ran for BACKOFF_RESET_MS: what the wait grows with.
+    let mut streak = 0;
     loop {
         if on_pulley
             && compiler.has_compiled(bytes, instrumentation)
@@ -265,7 +272,9 @@ fn run_instances(
         // Each instance learns how many times its component was restarted before it.
         let mut instance = launch.clone();
         instance.env.push((String::from("MICA_RESTARTS"), format!("{attempt}")));
+        super::chaos::instance_started(index);
         let ran = super::run(platform, &loaded, attempt == 0, &instance, ports);
+        super::chaos::instance_ended(index);
         // Its devices are reset and released, and its DMA memory freed, before anything else.
         hw.end();
         let again = match &ran {
@@ -297,7 +306,8 @@ fn run_instances(
                 memory_report("memory-after", name);
                 let Some(next) = again else { return outcome.success() };
                 attempt = next;
-                let wait = backoff_ms(supervision, attempt);
+                streak = if ms >= BACKOFF_RESET_MS { 1 } else { streak + 1 };
+                let wait = backoff_ms(supervision, streak);
                 match spec.restart {
                     Restart::OnFailure => kprintln!(
                         "mica: component {name}: restarting (on-failure, attempt {attempt} of {}, \
@@ -370,7 +380,12 @@ struct Tally {
 /// endless loop does not hold up the others: the timer tick preempts it). The verdict is success
 /// when all of them succeeded. With `stop_after_ms`, the system stops that long after the
 /// components started, whatever is still running (reported by name; the verdict is then failed).
-pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Supervision) -> ExitCode {
+pub fn run(
+    bytes: &'static [u8],
+    stop_after_ms: Option<u64>,
+    supervision: Supervision,
+    chaos: Option<crate::cmdline::Chaos>,
+) -> ExitCode {
     let bundle = match Bundle::parse(bytes) {
         Ok(b) => b,
         Err(e) => {
@@ -451,6 +466,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
         // Nothing to compile: the store has no client.
         compiler.close_store();
     }
+    super::chaos::register(manifest.components.iter().map(|c| (c.name.clone(), c.restart != Restart::Never)));
     let started_tsc = crate::arch::clock::counter();
     let tally = Arc::new(IrqMutex::new(Tally { finished: 0, succeeded: 0, running: Vec::new() }));
     for (index, spec) in manifest.components.into_iter().enumerate() {
@@ -471,6 +487,7 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             let ok = run_instances(&platform, &bundle, &thread_compiler, index, &spec, supervision);
             // However it ended, IPC learns that it will not run again.
             blocking::component_ended(index);
+            super::chaos::component_ended(index);
             memory_report("memory-after-component", &spec.name);
             if let Some(used) = sched::stack_high_water() {
                 kprintln!("mica: stack-used name={} bytes={used} of={}", spec.name, sched::THREAD_STACK_BYTES);
@@ -490,6 +507,9 @@ pub fn run(bytes: &'static [u8], stop_after_ms: Option<u64>, supervision: Superv
             tally.finished += 1;
             tally.running.retain(|running| *running != name);
         }
+    }
+    if let Some(chaos) = chaos {
+        super::chaos::start(chaos);
     }
     let deadline = stop_after_ms.map(|ms| clock::monotonic_ns().unwrap_or(0) + ms * 1_000_000);
     let mut idle_reported = false;

@@ -83,7 +83,9 @@ impl mmio::Host for InstanceState {
 
 impl irq::Host for InstanceState {
     fn wait(&mut self, line: Handle, timeout_ns: Option<u64>) -> Answer<u32> {
-        self.hw(|p| p.wait_irq(line, timeout_ns))
+        let answer = self.hw(|p| p.wait_irq(line, timeout_ns));
+        self.check_killed()?;
+        answer
     }
 }
 

@@ -158,6 +158,7 @@ impl InstanceState {
                 "IPC is not available here: this component runs without the Mica kernel",
             )),
         };
+        self.check_killed()?;
         Ok(result.map_err(|failure| {
             let code = failure.code.into();
             self.spans.last_error = Some(failure);
@@ -272,11 +273,16 @@ impl Host for InstanceState {
     }
 
     fn send(&mut self, end: Handle, message: Message, timeout_ns: Option<u64>) -> wasmtime::Result<Result<(), Error>> {
-        Ok(self.port().and_then(|p| p.send(end, message.bytes, message.handles, timeout_ns).map_err(Error::from)))
+        let sent =
+            self.port().and_then(|p| p.send(end, message.bytes, message.handles, timeout_ns).map_err(Error::from));
+        self.check_killed()?;
+        Ok(sent)
     }
 
     fn receive(&mut self, end: Handle, timeout_ns: Option<u64>) -> wasmtime::Result<Result<Received, Error>> {
-        Ok(self.port().and_then(|p| p.receive(end, timeout_ns).map(received).map_err(Error::from)))
+        let got = self.port().and_then(|p| p.receive(end, timeout_ns).map(received).map_err(Error::from));
+        self.check_killed()?;
+        Ok(got)
     }
 
     fn call(
@@ -285,11 +291,13 @@ impl Host for InstanceState {
         request: Message,
         timeout_ns: Option<u64>,
     ) -> wasmtime::Result<Result<Message, Error>> {
-        Ok(self.port().and_then(|p| {
+        let answered = self.port().and_then(|p| {
             p.call(end, request.bytes, request.handles, timeout_ns)
                 .map(|r| Message { bytes: r.bytes, handles: r.handles })
                 .map_err(Error::from)
-        }))
+        });
+        self.check_killed()?;
+        Ok(answered)
     }
 
     fn reply(&mut self, end: Handle, call: u64, message: Message) -> wasmtime::Result<Result<(), Error>> {

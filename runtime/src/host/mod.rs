@@ -135,6 +135,15 @@ impl InstanceState {
         buffer.push(bytes, |line| platform.console_line(name, kind, line));
     }
 
+    /// Ends the instance with a trap if the platform says it is being ended from outside
+    /// ([`Platform::killed`]); called after every host call that may wait.
+    pub fn check_killed(&self) -> wasmtime::Result<()> {
+        if self.platform.killed() {
+            return Err(wasmtime::format_err!("ended by the kernel (killed from outside: fault injection)"));
+        }
+        Ok(())
+    }
+
     /// Prints any partial last lines.
     pub fn flush_output(&mut self) {
         let (platform, name) = (&self.platform, &self.name);

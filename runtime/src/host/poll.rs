@@ -36,6 +36,7 @@ impl Host for InstanceState {
         let earliest = at.iter().copied().min().unwrap_or(0);
         if earliest > self.platform.monotonic_ns() {
             self.platform.sleep_until(earliest);
+            self.check_killed()?;
         }
         let now = self.platform.monotonic_ns();
         Ok(at.iter().enumerate().filter(|(_, t)| **t <= now).map(|(i, _)| i as u32).collect())
@@ -51,6 +52,7 @@ impl HostPollable for InstanceState {
         let at = self.table.get(&p)?.ready_at();
         if at > self.platform.monotonic_ns() {
             self.platform.sleep_until(at);
+            self.check_killed()?;
         }
         Ok(())
     }
