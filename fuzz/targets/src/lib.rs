@@ -7,13 +7,13 @@
 //! The surfaces so far: the boot bundle and its manifest (what the kernel reads from the boot
 //! module), the kernel command line, the boot protocols (PVH start info and its tables, the MP
 //! table in low memory, the device tree), the pod protocol's frames (what the host and the
-//! agent read from each other), the key-value store's recovery from any disk, the drivers'
+//! agent read from each other) and the agent's session serving them, the key-value store's recovery from any disk, the drivers'
 //! virtqueue facing a device that writes whatever it likes into the used ring, the IPC channel
 //! table and the handle tables under any sequence of operations, checked against models, the
 //! HTTP server's
 //! handling of a request from its bytes to its answer, the system manifest a user writes, and the
 //! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys), and
-//! mica-vmm's virtio block device driven by a hostile guest.
+//! mica-vmm's virtio block and console devices driven by a hostile guest.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -33,7 +33,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 14] = [
+pub const TARGETS: [(&str, Target); 16] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -48,7 +48,121 @@ pub const TARGETS: [(&str, Target); 14] = [
     ("manifest", manifest),
     ("module_store", module_store),
     ("vmm_block", vmm_block),
+    ("vmm_console", vmm_console),
+    ("agent_session", agent_session),
 ];
+
+/// What the agent answered, as far as the session's model cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AgentAnswer {
+    Ready,
+    Pong(u32),
+    Error(Option<u32>),
+    Other(String),
+}
+
+impl AgentAnswer {
+    fn of(msg: &GuestMsg) -> AgentAnswer {
+        match msg {
+            GuestMsg::Ready { .. } => AgentAnswer::Ready,
+            GuestMsg::Pong { id } => AgentAnswer::Pong(*id),
+            GuestMsg::Error { id, .. } => AgentAnswer::Error(*id),
+            other => AgentAnswer::Other(format!("{other:?}")),
+        }
+    }
+}
+
+/// Bytes written through clones of one buffer.
+#[derive(Clone, Default)]
+struct SharedBytes(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBytes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The host's bytes as the fuzzed session gets them, and the answers it must give, in order.
+/// Every `Exec` is rewritten to run a program that does not exist (so that nothing is ever
+/// started on the fuzzing machine: its spawn fails and is reported); every other byte passes as
+/// it is.
+fn agent_script(data: &[u8]) -> (Vec<u8>, Vec<AgentAnswer>) {
+    const NO_PROGRAM: &str = "/nonexistent/mica-fuzz-agent-exec";
+    let mut input = Vec::new();
+    let mut expected = vec![AgentAnswer::Ready];
+    let mut rest = data;
+    loop {
+        let before = rest;
+        let frame = read_frame::<HostMsg>(&mut rest);
+        let raw = &before[..before.len() - rest.len()];
+        match frame {
+            Ok(None) => break,
+            Ok(Some(HostMsg::Exec { id, env, stdin, .. })) => {
+                let exec = HostMsg::Exec { id, argv: vec![NO_PROGRAM.into()], env, stdin };
+                match encode_frame(&exec) {
+                    Ok(frame) => input.extend(frame),
+                    Err(_) => return (input, expected),
+                }
+                expected.push(AgentAnswer::Error(Some(id)));
+            }
+            Ok(Some(msg)) => {
+                input.extend_from_slice(raw);
+                expected.push(match msg {
+                    HostMsg::Hello => AgentAnswer::Ready,
+                    HostMsg::Ping { id } => AgentAnswer::Pong(id),
+                    // No command ever runs, so every signal names none.
+                    HostMsg::Signal { id, .. } | HostMsg::Kill { id } | HostMsg::Exec { id, .. } => {
+                        AgentAnswer::Error(Some(id))
+                    }
+                    // Refused: the fuzzed agent is never allowed to power off.
+                    HostMsg::Shutdown => AgentAnswer::Error(None),
+                });
+            }
+            Err(e) => {
+                input.extend_from_slice(raw);
+                expected.push(AgentAnswer::Error(None));
+                if !e.stream_usable() {
+                    // The session reports the broken stream and ends: nothing after it counts.
+                    return (input, expected);
+                }
+            }
+        }
+    }
+    (input, expected)
+}
+
+/// The pod agent's session (`mica-agent` in a pod's guest), served whatever the host sends:
+/// frames of any length and content, requests of every kind, malformed and truncated ones. It
+/// must write only well-formed frames and answer as the protocol says, in order: `Ready` first
+/// and for each `Hello`, `Pong` with the id of each `Ping`, an error with the id for each
+/// `Exec` (rewritten to a program that does not exist, see [`agent_script`]) and each signal or
+/// kill of a command that does not run, an error without one for `Shutdown` (not allowed here),
+/// for a frame it cannot decode, and for a broken stream, after which the session ends.
+pub fn agent_session(data: &[u8]) {
+    use mica_agent::session::{Config, End, serve};
+
+    let (input, expected) = agent_script(data);
+    let Ok(reaper) = mica_agent::reaper::Reaper::get() else { return };
+    let output = SharedBytes::default();
+    let end = serve(Box::new(Cursor::new(input)), Box::new(output.clone()), &Config { allow_poweroff: false }, reaper);
+    assert!(matches!(end, End::Eof | End::Failed(_)), "the session ended with {end}");
+    let written = std::mem::take(&mut *output.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let mut answers = Vec::new();
+    let mut reader = written.as_slice();
+    loop {
+        match read_frame::<GuestMsg>(&mut reader) {
+            Ok(Some(msg)) => answers.push(AgentAnswer::of(&msg)),
+            Ok(None) => break,
+            Err(e) => panic!("the agent wrote a malformed frame: {e}"),
+        }
+    }
+    assert_eq!(answers, expected, "the agent's answers differ from the protocol's");
+}
 
 /// The boot bundle: its directory, every entry's data (checksummed), the manifest entry, and
 /// the same bytes as a manifest alone.
@@ -302,31 +416,26 @@ impl mica_vmm::virtio::InterruptLine for NoInterrupt {
     }
 }
 
-/// mica-vmm's virtio-blk device behind its virtio-mmio transport, driven as a hostile guest
-/// would, as Firecracker fuzzes its devices: the bytes are operations (write a register: any
-/// offset of the window, any value; read one, of any width; write any bytes anywhere in guest
-/// memory: descriptor tables, rings, requests; poll the device). The device must refuse what
-/// is wrong (a bad descriptor chain, a request past the disk, an address outside guest memory)
-/// and go on, never panic, and never touch the disk outside its image.
-pub fn vmm_block(data: &[u8]) {
-    use mica_vmm::virtio::block::Block;
+/// Runs `data` as operations on a mica-vmm device behind its virtio-mmio transport, as a hostile
+/// guest would drive it: write a register (any offset of the window, any value), read one (of
+/// any width), write any bytes anywhere in guest memory (descriptor tables, rings, requests),
+/// poll the device. With `host_ops` > 0, `op % (4 + host_ops)` of 4 and above are the host's
+/// side, handed to `host` with the operation's number from 0 and the input to take bytes from.
+fn drive_mmio<D: mica_vmm::virtio::VirtioDevice>(
+    device: D,
+    data: &[u8],
+    host_ops: u8,
+    mut host: impl FnMut(u8, &mut dyn FnMut() -> Option<u8>),
+) {
     use mica_vmm::virtio::mmio::MmioTransport;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    static IMAGE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    let image = IMAGE.get_or_init(|| {
-        let path = std::env::temp_dir().join(format!("mica-fuzz-vmm-block-{}.img", std::process::id()));
-        let file = std::fs::File::create(&path).expect("the fuzzed disk image");
-        file.set_len(VMM_DISK).expect("its size");
-        path
-    });
-    let Ok(block) = Block::open(image, false) else { return };
     let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), VMM_MEMORY)]).expect("guest memory");
-    let Ok(mut transport) = MmioTransport::new(block, memory.clone(), Box::new(NoInterrupt)) else { return };
+    let Ok(mut transport) = MmioTransport::new(device, memory.clone(), Box::new(NoInterrupt)) else { return };
     let mut input = data.iter().copied();
     let mut byte = move || input.next();
     while let Some(op) = byte() {
-        match op % 4 {
+        match op % (4 + host_ops) {
             0 => {
                 let offset = u64::from(byte().unwrap_or(0)) * 4;
                 let value = [0; 4].map(|_| byte().unwrap_or(0));
@@ -344,59 +453,173 @@ pub fn vmm_block(data: &[u8]) {
                 let bytes: Vec<u8> = (0..len).map_while(|_| byte()).collect();
                 let _ = memory.write_slice(&bytes, GuestAddress(at));
             }
-            _ => transport.poll(),
+            3 => transport.poll(),
+            host_op => host(host_op - 4, &mut byte),
         }
     }
+}
+
+/// mica-vmm's virtio-blk device behind its virtio-mmio transport, driven as a hostile guest
+/// would ([`drive_mmio`]), as Firecracker fuzzes its devices. The device must refuse what is
+/// wrong (a bad descriptor chain, a request past the disk, an address outside guest memory) and
+/// go on, never panic, and never touch the disk outside its image.
+pub fn vmm_block(data: &[u8]) {
+    use mica_vmm::virtio::block::Block;
+
+    static IMAGE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let image = IMAGE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("mica-fuzz-vmm-block-{}.img", std::process::id()));
+        let file = std::fs::File::create(&path).expect("the fuzzed disk image");
+        file.set_len(VMM_DISK).expect("its size");
+        path
+    });
+    let Ok(block) = Block::open(image, false) else { return };
+    drive_mmio(block, data, 0, |_, _| {});
     let disk = std::fs::metadata(image).map(|m| m.len()).unwrap_or(0);
     assert_eq!(disk, VMM_DISK, "the device changed its image's size");
 }
 
+/// mica-vmm's multiport virtio-console device (the console port and the agent's port, with the
+/// control queues that bring them up) behind its virtio-mmio transport, driven as a hostile
+/// guest would ([`drive_mmio`]) while the host side pushes input into either port and connects
+/// or disconnects it (input past what a port holds back, [`INPUT_BUFFER`], included). Control
+/// messages that are short, name no port or carry an unknown event, descriptor chains of any
+/// shape, queues used before they are ready or without MULTIPORT: the device must ignore or
+/// refuse each and go on, never panic and never hang.
+///
+/// [`INPUT_BUFFER`]: mica_vmm::virtio::console::INPUT_BUFFER
+pub fn vmm_console(data: &[u8]) {
+    vmm_console_run(data);
+}
+
+/// [`vmm_console`], returning the host side of its two ports.
+pub fn vmm_console_run(data: &[u8]) -> [mica_vmm::virtio::console::MemoryBackend; 2] {
+    use mica_vmm::virtio::console::{Console, INPUT_BUFFER, MemoryBackend};
+
+    let ports = [MemoryBackend::new(), MemoryBackend::new()];
+    let device = Console::new(Box::new(ports[0].clone()), Box::new(ports[1].clone()));
+    drive_mmio(device, data, 2, |op, byte| {
+        let port = usize::from(byte().unwrap_or(0) % 2);
+        match op {
+            0 => {
+                // Host input: up to 255 bytes, or 64 KiB of one byte at once (past the buffer).
+                let len = byte().unwrap_or(0);
+                let input: Vec<u8> = if len == 255 {
+                    vec![byte().unwrap_or(0); INPUT_BUFFER + 1]
+                } else {
+                    (0..len).map_while(|_| byte()).collect()
+                };
+                ports[port].push_input(&input);
+            }
+            _ => ports[port].set_connected(byte().unwrap_or(0) % 2 == 0),
+        }
+    });
+    ports
+}
+
+/// Operations for [`drive_mmio`], written as a guest driver's steps.
+#[derive(Default)]
+struct GuestOps(Vec<u8>);
+
+impl GuestOps {
+    /// Writes `value` to the register at `offset`.
+    fn reg(&mut self, offset: u8, value: u32) {
+        self.0.extend([0, offset / 4]);
+        self.0.extend_from_slice(&value.to_le_bytes());
+    }
+
+    /// Writes `bytes` (at most 255) to guest memory at `at`.
+    fn mem(&mut self, at: u16, bytes: &[u8]) {
+        self.0.push(2);
+        self.0.extend_from_slice(&at.to_le_bytes());
+        self.0.push(bytes.len() as u8);
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// Negotiates VERSION_1 and the device features `low` (bits 0 to 31), sets up each queue
+    /// `q` of `queues` with 8 entries (descriptors at `0x1000 + q * 0x800`, available ring 0x200
+    /// and used ring 0x400 after them), then sets DRIVER_OK.
+    fn set_up(&mut self, low: u32, queues: u32) {
+        // Status: ACKNOWLEDGE, DRIVER; VERSION_1 (feature bit 32) and `low`; FEATURES_OK.
+        self.reg(0x70, 1);
+        self.reg(0x70, 3);
+        self.reg(0x24, 1);
+        self.reg(0x20, 1);
+        self.reg(0x24, 0);
+        self.reg(0x20, low);
+        self.reg(0x70, 0xb);
+        for q in 0..queues {
+            let base = Self::queue_base(q);
+            self.reg(0x30, q);
+            self.reg(0x38, 8);
+            self.reg(0x80, u32::from(base));
+            self.reg(0x90, u32::from(base) + 0x200);
+            self.reg(0xa0, u32::from(base) + 0x400);
+            self.reg(0x44, 1);
+        }
+        self.reg(0x70, 0xf);
+    }
+
+    fn queue_base(q: u32) -> u16 {
+        0x1000 + q as u16 * 0x800
+    }
+
+    /// Puts descriptors `(address, length, flags, next)` in queue `q`'s table from entry 0,
+    /// makes the first `heads` of them available (entries 0 to heads - 1), and notifies.
+    fn post(&mut self, q: u32, descriptors: &[(u64, u32, u16, u16)], heads: u16) {
+        let mut table = Vec::new();
+        for &(addr, len, flags, next) in descriptors {
+            table.extend_from_slice(&addr.to_le_bytes());
+            table.extend_from_slice(&len.to_le_bytes());
+            table.extend_from_slice(&flags.to_le_bytes());
+            table.extend_from_slice(&next.to_le_bytes());
+        }
+        let base = Self::queue_base(q);
+        self.mem(base, &table);
+        let mut avail = vec![0, 0];
+        avail.extend_from_slice(&heads.to_le_bytes());
+        (0..heads).for_each(|h| avail.extend_from_slice(&h.to_le_bytes()));
+        self.mem(base + 0x200, &avail);
+        self.reg(0x50, q);
+    }
+}
+
 /// The guest's side of a virtio-blk read of sector 0, as [`vmm_block`]'s operations: set the
-/// device up, put a request in guest memory, notify.
+/// device up, put a request in guest memory, notify, poll.
 fn vmm_block_seed() -> Vec<u8> {
-    let mut ops = Vec::new();
-    let reg = |ops: &mut Vec<u8>, offset: u8, value: u32| {
-        ops.push(0);
-        ops.push(offset / 4);
-        ops.extend_from_slice(&value.to_le_bytes());
-    };
-    let mem = |ops: &mut Vec<u8>, at: u16, bytes: &[u8]| {
-        ops.push(2);
-        ops.extend_from_slice(&at.to_le_bytes());
-        ops.push(bytes.len() as u8);
-        ops.extend_from_slice(bytes);
-    };
-    // Status: ACKNOWLEDGE, DRIVER; VERSION_1 (feature bit 32); FEATURES_OK.
-    reg(&mut ops, 0x70, 1);
-    reg(&mut ops, 0x70, 3);
-    reg(&mut ops, 0x24, 1);
-    reg(&mut ops, 0x20, 1);
-    reg(&mut ops, 0x70, 0xb);
-    // Queue 0: 16 entries, descriptors at 0x1000, available ring at 0x2000, used at 0x3000.
-    reg(&mut ops, 0x30, 0);
-    reg(&mut ops, 0x38, 16);
-    reg(&mut ops, 0x80, 0x1000);
-    reg(&mut ops, 0x90, 0x2000);
-    reg(&mut ops, 0xa0, 0x3000);
-    reg(&mut ops, 0x44, 1);
-    reg(&mut ops, 0x70, 0xf);
+    let mut ops = GuestOps::default();
+    ops.set_up(0, 1);
     // The request: header (type IN, sector 0), 512 bytes of data, status byte.
-    let desc = |addr: u64, len: u32, flags: u16, next: u16| {
-        let mut d = addr.to_le_bytes().to_vec();
-        d.extend_from_slice(&len.to_le_bytes());
-        d.extend_from_slice(&flags.to_le_bytes());
-        d.extend_from_slice(&next.to_le_bytes());
-        d
+    ops.mem(0x4000, &[0; 16]);
+    ops.post(0, &[(0x4000, 16, 1, 1), (0x5000, 512, 3, 2), (0x6000, 1, 2, 0)], 1);
+    ops.0.push(3);
+    ops.0
+}
+
+/// The guest's side of a multiport console coming up, as [`vmm_console`]'s operations:
+/// MULTIPORT negotiated, every queue set up, four control receive buffers posted,
+/// DEVICE_READY and the agent port's PORT_READY sent, `hello` transmitted on the console, a
+/// receive buffer posted on it, host input pushed, a poll.
+fn vmm_console_seed() -> Vec<u8> {
+    let control = |id: u32, event: u16, value: u16| {
+        let mut m = id.to_le_bytes().to_vec();
+        m.extend_from_slice(&event.to_le_bytes());
+        m.extend_from_slice(&value.to_le_bytes());
+        m
     };
-    let mut table = desc(0x4000, 16, 1, 1);
-    table.extend(desc(0x5000, 512, 3, 2));
-    table.extend(desc(0x6000, 1, 2, 0));
-    mem(&mut ops, 0x1000, &table);
-    mem(&mut ops, 0x4000, &[0; 16]);
-    mem(&mut ops, 0x2000, &[0, 0, 1, 0, 0, 0]);
-    reg(&mut ops, 0x50, 0);
-    ops.push(3);
-    ops
+    let mut ops = GuestOps::default();
+    ops.set_up(1 << 1, 6);
+    ops.post(2, &(0..4).map(|i| (0x8000 + i * 16, 16, 2, 0)).collect::<Vec<_>>(), 4);
+    ops.mem(0x9000, &control(0, 0, 1));
+    ops.mem(0x9010, &control(1, 3, 1));
+    ops.post(3, &[(0x9000, 8, 0, 0)], 1);
+    ops.post(3, &[(0x9000, 8, 0, 0), (0x9010, 8, 0, 0)], 2);
+    ops.mem(0xa000, b"hello");
+    ops.post(1, &[(0xa000, 5, 0, 0)], 1);
+    ops.post(0, &[(0xb000, 64, 2, 0)], 1);
+    // Host input "hi\n" for port 0, then a poll.
+    ops.0.extend([4, 0, 3, b'h', b'i', b'\n', 3]);
+    ops.0
 }
 
 /// The handle tables (`mica-caps`, every component's table of channel ends and hardware
@@ -602,6 +825,21 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![requests, b"\x00sse3,ssse3,sse4.1,popcnt".to_vec()]
         }
         "vmm_block" => vec![vmm_block_seed()],
+        "vmm_console" => vec![vmm_console_seed()],
+        "agent_session" => {
+            let mut frames = Vec::new();
+            for msg in [
+                HostMsg::Hello,
+                HostMsg::Ping { id: 7 },
+                HostMsg::Exec { id: 1, argv: vec!["true".into()], env: vec![("A".into(), "b".into())], stdin: vec![1] },
+                HostMsg::Signal { id: 1, signal: 15 },
+                HostMsg::Kill { id: 2 },
+                HostMsg::Shutdown,
+            ] {
+                frames.extend(encode_frame(&msg).expect("encodes"));
+            }
+            vec![frames]
+        }
         // Capacities 3 and 2, slots retiring after 2 generations; inserts, a duplicate, a
         // transfer, a forged handle, a drain.
         "caps_ops" => {

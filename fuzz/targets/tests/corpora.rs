@@ -43,6 +43,12 @@ fn seeds_are_accepted_where_they_should_be() {
     let mut low = vec![0u8; 0x7_0000];
     low[0x6_0000..0x6_0000 + mp.len()].copy_from_slice(mp);
     assert_eq!(mica_kernel::x86_64_boot_protocol::mptable::processors(&low), Ok(vec![0, 1]));
+    // The console seed brings the ports up: the guest's `hello` reaches the console's host side
+    // and the host's input is taken into the receive buffer the guest posted.
+    let ports = mica_fuzz_targets::vmm_console_run(&seeds("vmm_console")[0]);
+    assert_eq!(ports[0].take_output(), b"hello");
+    assert_eq!(ports[0].pending_input(), 0);
+    assert!(ports[1].take_output().is_empty());
     let dtb = &seeds("device_tree")[0];
     assert!(mica_kernel::aarch64_boot_protocol::boot_info::BootInfo::parse(0x4000_0000, dtb).is_ok());
 }

@@ -21,21 +21,15 @@
 
 #![forbid(unsafe_code)]
 
-mod args;
-mod channel;
-mod exec;
-mod reaper;
-mod session;
-
 use std::process::ExitCode;
 use std::thread;
 use std::time::Duration;
 
+use mica_agent::args::{self, ChannelSpec, Parsed};
+use mica_agent::reaper::Reaper;
+use mica_agent::session::{self, Config, End};
+use mica_agent::{channel, log};
 use rustix::process::{getpid, set_child_subreaper};
-
-use crate::args::{ChannelSpec, Parsed};
-use crate::reaper::Reaper;
-use crate::session::{Config, End};
 
 /// `--help` text.
 const USAGE: &str = "\
@@ -115,30 +109,5 @@ fn main() -> ExitCode {
             End::Eof => ExitCode::SUCCESS,
             _ => ExitCode::FAILURE,
         };
-    }
-}
-
-/// Writes one line to standard error (the guest console when running as init).
-fn log(args: std::fmt::Arguments<'_>) {
-    eprintln!("mica-agent: {args}");
-}
-
-/// An I/O error for people: its text without the " (os error N)" suffix.
-fn describe(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match (e.raw_os_error(), text.rfind(" (os error ")) {
-        (Some(_), Some(at)) => text[..at].to_owned(),
-        _ => text,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn describe_drops_the_os_error_suffix() {
-        assert_eq!(describe(&std::io::Error::from_raw_os_error(2)), "No such file or directory");
-        assert_eq!(describe(&std::io::Error::other("plain (os error 5)")), "plain (os error 5)");
     }
 }
