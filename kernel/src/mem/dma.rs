@@ -2,9 +2,19 @@
 //! [`Region`] and reached only through it (bounds-checked copies and single accesses). RAM is
 //! identity-mapped and there is no IOMMU, so a frame's physical address is its bus address.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use crate::mem::frames::FrameError;
 use crate::mem::phys;
 use crate::mem::range::PAGE_SIZE;
+
+/// Frames held by DMA regions now.
+static FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// How many frames the DMA regions of every driver hold now.
+pub fn frames() -> u64 {
+    FRAMES.load(Ordering::Relaxed)
+}
 
 /// Contiguous zeroed frames, freed when dropped.
 #[derive(Debug)]
@@ -20,6 +30,7 @@ impl Region {
         let phys = phys::alloc_contiguous(pages, 1)?;
         // SAFETY: the frames were just handed to us alone; RAM is identity-mapped writable.
         unsafe { core::ptr::write_bytes(phys as *mut u8, 0, (pages * PAGE_SIZE) as usize) };
+        FRAMES.fetch_add(pages, Ordering::Relaxed);
         Ok(Region { phys, pages })
     }
 
@@ -101,6 +112,7 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        FRAMES.fetch_sub(self.pages, Ordering::Relaxed);
         if let Err(e) = phys::free_contiguous(self.phys, self.pages) {
             log::error!("dma: freeing {} page(s) at {:#x}: {e}", self.pages, self.phys);
         }

@@ -15,7 +15,7 @@
 //! before it maps their windows itself (the architecture names them) uncached.
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::arch::paging as hw;
 use crate::mem::frames::FrameError;
@@ -113,6 +113,15 @@ type Table = [u64; 512];
 static ROOT: crate::irq_lock::IrqMutex<u64> = crate::irq_lock::IrqMutex::new(0);
 static NX: AtomicBool = AtomicBool::new(false);
 
+/// Page-table frames made below the root since boot, less those freed when left empty.
+static TABLE_FRAMES: AtomicI64 = AtomicI64::new(0);
+
+/// How many page-table frames (below the root) the kernel has made since boot, less those it
+/// freed: a change in it is a change in the frames its page tables hold.
+pub fn table_frames() -> i64 {
+    TABLE_FRAMES.load(Ordering::Relaxed)
+}
+
 /// The table at physical address `frame`.
 ///
 /// # Safety
@@ -172,6 +181,7 @@ fn entry_at<'a>(root: u64, virt: u64, level: u32, make: bool) -> Result<Option<&
                 return Ok(None);
             }
             let table = phys::alloc_zeroed().map_err(PagingError::Frames)?;
+            TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
             *entry = hw::table(table);
             hw::publish();
         } else if hw::is_block(*entry, l) {
@@ -192,6 +202,7 @@ fn leaf_table<'a>(root: u64, virt: u64, make: bool) -> Result<Option<&'a mut Tab
             return Ok(None);
         }
         let table = phys::alloc_zeroed().map_err(PagingError::Frames)?;
+        TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
         *entry = hw::table(table);
         hw::publish();
     } else if hw::is_block(*entry, 2) {
@@ -700,6 +711,9 @@ pub unsafe fn unmap_range(start: u64, end: u64) -> Result<u64, PagingError> {
     for frame in out.frames {
         phys::free(frame & !1).map_err(PagingError::Frames)?;
         released += u64::from(frame & 1 == 0);
+        if frame & 1 == 1 {
+            TABLE_FRAMES.fetch_sub(1, Ordering::Relaxed);
+        }
     }
     result.map(|_| released)
 }

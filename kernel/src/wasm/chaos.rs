@@ -1,15 +1,23 @@
 //! The fault injector (`chaos=SEED` on the kernel command line): for `chaos_ms`, at random
-//! moments about `chaos_gap_ms` apart (with `chaos_gap_ms=0`, never: only the reports), it kills a random instance of the system's restartable
-//! components (`restart = "on-failure"` or `"always"`), as a crash would end it: its thread is
-//! [`sched::kill`]ed, its waits return early and its next host call traps. Supervision restarts
-//! it; its peers see it gone and reconnect.
+//! moments about `chaos_gap_ms` apart (never with `chaos_gap_ms=0`: then only the reports), it
+//! kills a random instance of the system's restartable components (`restart = "on-failure"` or
+//! `"always"`), as a crash would end it: its thread is [`sched::kill`]ed, its waits return early
+//! and its next host call traps. Supervision restarts it; its peers see it gone and reconnect.
 //!
-//! Around the kills it reports, for the boot test and `cargo xtask soak chaos` to compare:
-//! `mica: chaos-memory when=before|after running=N of M frames_free=F wasm_pages=W
-//! heap_allocated=H heap_bytes=B`, each taken once every restartable component runs an instance
-//! and the system has been quiet (every component waiting) for a while. What the kernel holds
-//! besides the components' linear memories (`frames_free + wasm_pages`, `heap_allocated`) must
-//! be back where it was.
+//! Around the kills it reports the kernel's memory, for the boot test and `cargo xtask soak
+//! chaos` to compare: `mica: chaos-memory when=before|after running=N of M frames_free=F
+//! wasm_pages=W frames_promised=P dma_frames=D page_tables=T heap_allocated=H heap_bytes=B`,
+//! each taken once every restartable component runs an instance and the system has been quiet
+//! (every component waiting) for a while.
+//!
+//! The frames the kernel holds for itself (besides its heap, counted in bytes) are the total
+//! less the free ones, the pages committed to linear memories (`wasm_pages`), the drivers' DMA
+//! buffers and its page tables (which follow where linear memories were placed). Free frames include those promised to committed pages not
+//! touched yet (linear memories, stacks mapped on first use), which are not free to take: so
+//! `frames_free - frames_promised + wasm_pages + dma_frames + page_tables + heap_bytes / 4096`
+//! stays the same while the kernel's own frames do, however much of their memory the components
+//! touch. That, and
+//! `heap_allocated`, must be back where they were.
 
 use alloc::format;
 use alloc::string::String;
@@ -125,10 +133,13 @@ fn settle_and_report(when: &str) {
     let (up, total, down) = running();
     let wasm = super::vmem::usage();
     kprintln!(
-        "mica: chaos-memory when={when} running={up} of {total} frames_free={} wasm_pages={} heap_allocated={} \
-         heap_bytes={}",
+        "mica: chaos-memory when={when} running={up} of {total} frames_free={} wasm_pages={} \
+         frames_promised={} dma_frames={} page_tables={} heap_allocated={} heap_bytes={}",
         crate::mem::phys::free_frames(),
         wasm.pages,
+        crate::mem::phys::reserved_frames(),
+        crate::mem::dma::frames(),
+        crate::mem::paging::table_frames(),
         crate::mem::heap::allocated_bytes(),
         crate::mem::heap::mapped_bytes()
     );
