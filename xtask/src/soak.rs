@@ -151,64 +151,55 @@ pub fn run(root: &Path, command: &SoakCommand) -> Result<ExitCode> {
     Ok(if report.failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn power_cuts(qemu: &Path, kernel: &Path, bundles: &Path, runs: u32) -> Report {
-    let mut report =
-        Report { campaign: "power-cut", unix_time_s: 0, runs: Vec::new(), failures: 0, acknowledged: 0, lost: 0 };
+/// `runs` runs of `one`, each with a fresh seed, tallied into a report: `one` says what happened
+/// in words, and how many writes were acknowledged and how many of those lost.
+fn campaign(name: &'static str, runs: u32, mut one: impl FnMut(u64) -> Result<(String, u64, u64), String>) -> Report {
+    let mut report = Report { campaign: name, unix_time_s: 0, runs: Vec::new(), failures: 0, acknowledged: 0, lost: 0 };
     let mut seed = 0;
     for i in 1..=runs {
         seed = fresh_seed(seed);
         let start = Instant::now();
-        let result = qemu_tests::power_cut::run_seeded(qemu, kernel, bundles, seed);
+        let result = one(seed);
         let seconds = start.elapsed().as_secs_f64();
         let run = match result {
-            Ok(cut) => {
-                report.acknowledged += cut.acked_keys;
-                report.lost += cut.acked_keys.saturating_sub(cut.present);
-                Run { seed, ok: true, outcome: cut.to_string(), seconds }
+            Ok((outcome, acknowledged, lost)) => {
+                report.acknowledged += acknowledged;
+                report.lost += lost;
+                Run { seed, ok: true, outcome, seconds }
             }
             Err(e) => {
                 report.failures += 1;
                 Run { seed, ok: false, outcome: e, seconds }
             }
         };
-        eprintln!("soak: power cut {i} of {runs}: {}{}", if run.ok { "" } else { "FAILED: " }, run.outcome);
+        eprintln!("soak: {name} run {i} of {runs}: {}{}", if run.ok { "" } else { "FAILED: " }, run.outcome);
         report.runs.push(run);
     }
     report
 }
 
+fn power_cuts(qemu: &Path, kernel: &Path, bundles: &Path, runs: u32) -> Report {
+    campaign("power-cut", runs, |seed| {
+        let cut = qemu_tests::power_cut::run_seeded(qemu, kernel, bundles, seed)?;
+        Ok((cut.to_string(), cut.acked_keys, cut.acked_keys.saturating_sub(cut.present)))
+    })
+}
+
 /// `runs` boots of the chaos system under HTTP load for `seconds`, kills about `gap_ms` apart
-/// (none with 0: `soak http`).
+/// (none with 0: `soak http`). A run that lost a write fails.
 fn chaos(
     qemu: &Path,
     kernel: &Path,
     bundles: &Path,
-    campaign: &'static str,
+    name: &'static str,
     runs: u32,
     seconds: u64,
     gap_ms: u64,
 ) -> Report {
-    let mut report = Report { campaign, unix_time_s: 0, runs: Vec::new(), failures: 0, acknowledged: 0, lost: 0 };
-    let mut seed = 0;
-    for i in 1..=runs {
-        seed = fresh_seed(seed);
-        let start = Instant::now();
-        let result = qemu_tests::chaos::run_seeded(qemu, kernel, bundles, seed, seconds * 1000, gap_ms);
-        let seconds = start.elapsed().as_secs_f64();
-        let run = match result {
-            Ok(run) => {
-                report.acknowledged += run.acked;
-                Run { seed, ok: true, outcome: run.to_string(), seconds }
-            }
-            Err(e) => {
-                report.failures += 1;
-                Run { seed, ok: false, outcome: e, seconds }
-            }
-        };
-        eprintln!("soak: {campaign} run {i} of {runs}: {}{}", if run.ok { "" } else { "FAILED: " }, run.outcome);
-        report.runs.push(run);
-    }
-    report
+    campaign(name, runs, |seed| {
+        let run = qemu_tests::chaos::run_seeded(qemu, kernel, bundles, seed, seconds * 1000, gap_ms)?;
+        Ok((run.to_string(), run.acked, 0))
+    })
 }
 
 /// The hostile boot test's system with the seed and the number of calls of a run.
