@@ -19,13 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mica_launch::{Accel, QemuCommand};
+use mica_launch::{Accel, GuestArch, QemuCommand};
 
 use crate::live::LiveGuest;
 use crate::{BundleUse, bundle_path_in, with_system_devices};
 
 /// The system.
 pub const SYSTEM: &str = "chaos";
+/// The same system compiled for aarch64 (by `cargo xtask test`).
+pub const SYSTEM_AARCH64: &str = "chaos-aarch64";
 /// The variable that fixes the seed.
 pub const SEED_ENV: &str = "MICA_CHAOS_SEED";
 /// How long the boot test kills for.
@@ -290,7 +292,15 @@ pub fn seed() -> Result<u64, String> {
 
 /// The boot test: [`BOOT_TEST_MS`] of chaos with the seed from [`SEED_ENV`] or the clock.
 pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
-    run_seeded(qemu, kernel, &crate::bundles_dir()?, seed()?, BOOT_TEST_MS, GAP_MS).map(|run| run.to_string())
+    let bundles = crate::bundles_dir()?;
+    run_seeded(qemu, kernel, &bundles, GuestArch::X86_64, seed()?, BOOT_TEST_MS, GAP_MS).map(|run| run.to_string())
+}
+
+/// The boot test on the aarch64 kernel on QEMU's `virt` (`qemu` being its QEMU), with the same
+/// `.wasm` files compiled for aarch64 (the bundle `chaos-aarch64`).
+pub fn run_aarch64(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let bundles = crate::bundles_dir()?;
+    run_seeded(qemu, kernel, &bundles, GuestArch::Aarch64, seed()?, BOOT_TEST_MS, GAP_MS).map(|run| run.to_string())
 }
 
 /// One run of `run_ms` of kills about `gap_ms` apart with `seed`, the system's bundle in
@@ -300,19 +310,26 @@ pub fn run_seeded(
     qemu: &Path,
     kernel: &Path,
     bundles: &Path,
+    arch: GuestArch,
     seed: u64,
     run_ms: u64,
     gap_ms: u64,
 ) -> Result<Run, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let port = free_port()?;
-    let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
-    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg)
-        .cpu(mica_launch::cpu_model(&features))
+    let (cmd, system) = match arch {
+        GuestArch::X86_64 => {
+            let profile = mica_runtime::config::CpuProfile::baseline();
+            let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
+            (QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features)), SYSTEM)
+        }
+        GuestArch::Aarch64 => (QemuCommand::new(qemu, kernel, Accel::Tcg).arch(GuestArch::Aarch64), SYSTEM_AARCH64),
+    };
+    let cmd = cmd
         .cmdline(format!("chaos={seed} chaos_ms={run_ms} chaos_gap_ms={gap_ms} restart_backoff_ms=50"))
         // Two CPUs: a kill also lands on a thread running on the other one.
         .extra_args(["-smp", "2"]);
-    let bundle = bundle_path_in(bundles, &BundleUse { system: SYSTEM, tamper: None }, scratch.path())?;
+    let bundle = bundle_path_in(bundles, &BundleUse { system, tamper: None }, scratch.path())?;
     let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
         if d.kind == "virtio-net" {
             d.hostfwd = vec![format!("tcp:127.0.0.1:{port}-:80")];

@@ -125,10 +125,18 @@ fn main() -> ExitCode {
         }));
     }
     // The virtio-net driver and httpd on virt, asked by a real HTTP client on this host.
+    let arm_http = arm.clone();
     trials.push(Trial::test("aarch64::http_over_virtio_net", move || {
-        let paths = arm.map_err(Failed::from)?;
+        let paths = arm_http.map_err(Failed::from)?;
         let report = qemu_tests::http::run_aarch64(&paths.0, &paths.1).map_err(Failed::from)?;
         println!("http on aarch64: {report}");
+        Ok(())
+    }));
+    // Chaos on virt: the same system and load, the same kills (see `chaos`).
+    trials.push(Trial::test("aarch64::chaos_kills_drivers_and_services_under_load", move || {
+        let paths = arm.map_err(Failed::from)?;
+        let report = qemu_tests::chaos::run_aarch64(&paths.0, &paths.1).map_err(Failed::from)?;
+        println!("chaos on aarch64: {report}");
         Ok(())
     }));
     libtest_mimic::run(&args, trials).exit_code()

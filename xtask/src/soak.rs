@@ -197,7 +197,8 @@ fn chaos(
     gap_ms: u64,
 ) -> Report {
     campaign(name, runs, |seed| {
-        let run = qemu_tests::chaos::run_seeded(qemu, kernel, bundles, seed, seconds * 1000, gap_ms)?;
+        let arch = GuestArch::X86_64;
+        let run = qemu_tests::chaos::run_seeded(qemu, kernel, bundles, arch, seed, seconds * 1000, gap_ms)?;
         Ok((run.to_string(), run.acked, 0))
     })
 }
