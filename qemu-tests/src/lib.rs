@@ -12,6 +12,7 @@
 
 pub mod aarch64;
 pub mod chaos;
+pub mod files;
 pub mod http;
 pub mod late;
 pub mod live;

@@ -76,6 +76,13 @@ fn main() -> ExitCode {
         println!("http-kv: {report}");
         Ok(())
     }));
+    // The file system service on virtio-blk, across a reboot (see `files`).
+    let files = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::files_survive_reboot", move || {
+        let report = qemu_tests::files::run(&files.0, &files.1).map_err(Failed::from)?;
+        println!("files: {report}");
+        Ok(())
+    }));
     // A bundle of wasm, compiled by the system at boot (see `late`).
     let late = Arc::clone(&paths);
     trials.push(Trial::test("tcg::late_binding_compiles_in_the_system", move || {

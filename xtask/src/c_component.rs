@@ -40,12 +40,30 @@ const WASM_LD: &str = "/usr/lib/llvm-22/bin/wasm-ld";
 /// What every source is compiled with: no warning is let through.
 const CFLAGS: [&str; 6] = ["--target=wasm32-wasi", "-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror"];
 
+/// Installs what of [`PACKAGES`] is missing.
+pub fn ensure_packages() -> Result<()> {
+    let missing = crate::setup::apt::missing(&crate::setup::RealHost, &PACKAGES)?;
+    crate::setup::apt::install(&crate::setup::RealHost, &missing)
+}
+
+/// The environment that points the `cc` crate and bindgen, in a Rust component's build, at
+/// clang with wasi-libc's headers. Both would otherwise call `clang` (not on `PATH` with
+/// Debian's versioned packages) with `--target=wasm32-wasip2`, for which Debian's clang has no
+/// headers: wasi-libc's are under `wasm32-wasi`, which `--target=wasm32-wasi` (given last, so it
+/// wins) finds. bindgen also needs `-fvisibility=default`: for wasm, clang makes declarations
+/// hidden by default, and bindgen skips hidden functions.
+pub fn cc_env() -> [(&'static str, &'static str); 3] {
+    [
+        ("CC_wasm32_wasip2", CLANG),
+        ("CFLAGS_wasm32_wasip2", "--target=wasm32-wasi"),
+        ("BINDGEN_EXTRA_CLANG_ARGS_wasm32_wasip2", "--target=wasm32-wasi -fvisibility=default"),
+    ]
+}
+
 /// Builds the C sources in `dir` into a component; its path (`target/mica/c/NAME.wasm`, NAME
 /// being the directory's name).
 pub fn build(root: &Path, dir: &Path) -> Result<PathBuf> {
-    let missing = crate::setup::apt::missing(&crate::setup::RealHost, &PACKAGES)?;
-    crate::setup::apt::install(&crate::setup::RealHost, &missing)
-        .with_context(|| format!("building the C component in {}", dir.display()))?;
+    ensure_packages().with_context(|| format!("building the C component in {}", dir.display()))?;
     let name = dir.file_name().and_then(|n| n.to_str()).context("a C component's directory has no name")?;
     let out = crate::toolchain::target_dir(root).join("mica").join("c").join(name);
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

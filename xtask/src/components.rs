@@ -14,6 +14,16 @@
 //!
 //! A `#![no_std]` crate links only `core` and `alloc` even when `std` is built in the same run
 //! for another component, so mixing them in one system is fine.
+//!
+//! A crate that compiles C for wasm (through the `cc` crate, as `littlefs2-sys` does) says so:
+//!
+//! ```toml
+//! [package.metadata.mica]
+//! c = true   # the build needs clang and wasi-libc: installed first if missing
+//! ```
+//!
+//! Every components build points `cc` and bindgen at Debian's clang with wasi-libc's headers
+//! ([`crate::c_component::cc_env`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,9 +51,7 @@ const DEFAULT_BUILD_STD: [&str; 2] = ["std", "panic_abort"];
 /// The standard library crates the component crate whose Cargo.toml is `text` (read from `path`)
 /// needs built: `[package.metadata.mica] build-std`, or [`DEFAULT_BUILD_STD`].
 fn build_std_of(text: &str, path: &Path) -> Result<Vec<String>> {
-    let table: toml::Table = toml::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
-    let metadata = table.get("package").and_then(|p| p.get("metadata")).and_then(|m| m.get("mica"));
-    let Some(list) = metadata.and_then(|m| m.get("build-std")) else {
+    let Some(list) = mica_metadata(text, path)?.and_then(|m| m.get("build-std").cloned()) else {
         return Ok(DEFAULT_BUILD_STD.map(String::from).to_vec());
     };
     let expected = "a list of standard library crates such as [\"core\", \"alloc\"]";
@@ -62,10 +70,27 @@ fn build_std_of(text: &str, path: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// What one cargo run building `crates` (in `components_dir`) builds from source: everything
-/// any of them asks for, in order, each once.
-fn build_std(components_dir: &Path, crates: &[String]) -> Result<Vec<String>> {
+/// The `[package.metadata.mica]` table of the Cargo.toml `text` (read from `path`), if it has one.
+fn mica_metadata(text: &str, path: &Path) -> Result<Option<toml::Value>> {
+    let table: toml::Table = toml::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(table.get("package").and_then(|p| p.get("metadata")).and_then(|m| m.get("mica")).cloned())
+}
+
+/// Whether the crate whose Cargo.toml is `text` compiles C: `[package.metadata.mica] c = true`.
+fn needs_c(text: &str, path: &Path) -> Result<bool> {
+    match mica_metadata(text, path)?.and_then(|m| m.get("c").cloned()) {
+        None => Ok(false),
+        Some(toml::Value::Boolean(c)) => Ok(c),
+        Some(other) => bail!("{}: package.metadata.mica.c: expected true or false, not {other}", path.display()),
+    }
+}
+
+/// What one cargo run building `crates` (in `components_dir`) needs: the standard library
+/// crates it builds from source (everything any of them asks for, in order, each once), and
+/// whether any compiles C.
+fn needs(components_dir: &Path, crates: &[String]) -> Result<(Vec<String>, bool)> {
     let mut all: Vec<String> = Vec::new();
+    let mut c_sources = false;
     for c in crates {
         let dir = crate::manifest::crate_dir(components_dir, c).unwrap_or_else(|| components_dir.join(c));
         let path = dir.join("Cargo.toml");
@@ -75,8 +100,9 @@ fn build_std(components_dir: &Path, crates: &[String]) -> Result<Vec<String>> {
                 all.push(name);
             }
         }
+        c_sources |= needs_c(&text, &path)?;
     }
-    Ok(all)
+    Ok((all, c_sources))
 }
 
 /// Builds `crates` and returns each one's `.wasm`.
@@ -90,8 +116,12 @@ pub fn build(root: &Path, toolchain: &Toolchain, crates: &[String]) -> Result<BT
         if first { " (the first build compiles the standard library for wasm too: a few minutes)" } else { "" };
     eprintln!("xtask: building components {} for wasm32-wasip2{expect}", crates.join(", "));
     let start = Instant::now();
-    let build_std = build_std(&root.join("components"), crates)?;
+    let (build_std, c_sources) = needs(&root.join("components"), crates)?;
+    if c_sources {
+        crate::c_component::ensure_packages().context("building components that compile C")?;
+    }
     let mut cmd = toolchain.components_build(root, crates, &build_std);
+    cmd.envs(crate::c_component::cc_env());
     let wasms: BTreeMap<String, PathBuf> =
         crate::cargo_json::build(&mut cmd, "building components")?.into_iter().filter_map(wasm_artifact).collect();
     let mut built: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -151,12 +181,19 @@ mod tests {
         };
         write("hello", "[package]\nname = \"hello\"\n");
         write("logger", "[package]\nname = \"logger\"\n[package.metadata.mica]\nbuild-std = [\"core\", \"alloc\"]\n");
+        write("fs", "[package]\nname = \"fs\"\n[package.metadata.mica]\nc = true\n");
+        write("bad", "[package]\nname = \"bad\"\n[package.metadata.mica]\nc = \"yes\"\n");
         let crates = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(build_std(dir.path(), &crates(&["logger"])).expect("read"), ["core", "alloc"]);
+        let std_only = |v: Vec<&str>| (v.into_iter().map(String::from).collect::<Vec<_>>(), false);
+        assert_eq!(needs(dir.path(), &crates(&["logger"])).expect("read"), std_only(vec!["core", "alloc"]));
         assert_eq!(
-            build_std(dir.path(), &crates(&["hello", "logger"])).expect("read"),
-            ["std", "panic_abort", "core", "alloc"]
+            needs(dir.path(), &crates(&["hello", "logger"])).expect("read"),
+            std_only(vec!["std", "panic_abort", "core", "alloc"])
         );
-        assert!(build_std(dir.path(), &crates(&["missing"])).is_err());
+        let (_, c_sources) = needs(dir.path(), &crates(&["hello", "fs"])).expect("read");
+        assert!(c_sources, "fs compiles C");
+        let e = format!("{:#}", needs(dir.path(), &crates(&["bad"])).expect_err("c = \"yes\""));
+        assert!(e.contains("package.metadata.mica.c: expected true or false"), "{e}");
+        assert!(needs(dir.path(), &crates(&["missing"])).is_err());
     }
 }

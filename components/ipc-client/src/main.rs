@@ -7,6 +7,7 @@
 //! - `kv-fill`, `kv-check`: the crash test of the persistent `kvstore` (see [`kvfill`]): puts
 //!   `key-0`, `key-1`, ... printing `kv-fill: acked key-N` after each, until killed; after a
 //!   reboot, checks that the keys are `key-0..key-{M-1}`, each with the right value.
+//! - `files`, `files-again`: a client of the file system service `fs` (see [`files`]).
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
 //! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
@@ -15,6 +16,7 @@
 //!   measurement with the monotonic nanoseconds it took (guest instructions under `-icount
 //!   shift=0`, where the clock advances one nanosecond per instruction).
 
+mod files;
 mod kvfill;
 mod misbehave;
 
@@ -31,10 +33,14 @@ fn main() {
         Some("kv") => kv(count(1)),
         Some("kv-fill") => kvfill::fill(),
         Some("kv-check") => kvfill::check(),
+        Some("files") => files::run(),
+        Some("files-again") => files::again(),
         Some("misbehave") => misbehave::run(),
         Some("bench") => bench(count(1)),
         other => {
-            eprintln!("unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, misbehave or bench");
+            eprintln!(
+                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave or bench"
+            );
             exit(2);
         }
     };

@@ -10,6 +10,8 @@ use crate::disk::{Disk, SECTOR_SIZE};
 pub struct BlockDisk {
     channel: Channel,
     sectors: u64,
+    /// The component, for its messages.
+    user: String,
 }
 
 impl BlockDisk {
@@ -18,7 +20,7 @@ impl BlockDisk {
     pub fn connect(user: &str) -> Result<BlockDisk, String> {
         let channel = Channel::connect(block::CONNECTION)
             .map_err(|e| format!("cannot connect to the block driver (connection {:?}): {e}", block::CONNECTION))?;
-        let mut disk = BlockDisk { channel, sectors: 0 };
+        let mut disk = BlockDisk { channel, sectors: 0, user: user.to_owned() };
         match disk.request("info", &Request::Info)? {
             Response::Info { read_only: true, .. } => Err(format!("the disk is read-only; {user} needs to write")),
             Response::Info { sectors, sector_size, .. } if sector_size as usize == SECTOR_SIZE => {
@@ -39,7 +41,7 @@ impl BlockDisk {
         let encoded = request.encode();
         let bytes = match self.channel.call(&encoded) {
             Err(e) if e.code == ErrorCode::PeerClosed => {
-                eprintln!("kvstore: the block driver has gone ({e}); connecting again");
+                eprintln!("{}: the block driver has gone ({e}); connecting again", self.user);
                 self.channel = Channel::connect(block::CONNECTION).map_err(|e| {
                     format!(
                         "{what}: the block driver has gone, and connecting {:?} again failed: {e}",

@@ -6,6 +6,7 @@
 //! - [`block`] (connection `block`): sector reads and writes, capacity, flush.
 //! - [`console`] (connection `console`): bytes written to and read from a console port.
 //! - [`entropy`] (connection `entropy`): random bytes.
+//! - [`files`] (connection `files`): a file system service's volume, by paths and handles.
 //! - [`net`] (connection `net`): Ethernet frames sent and received through a network card.
 //!
 //! The encoding is small and explicit: a tag byte, then fixed-size little-endian fields, then
@@ -21,6 +22,7 @@ extern crate alloc;
 pub mod block;
 pub mod console;
 pub mod entropy;
+pub mod files;
 pub mod modules;
 pub mod net;
 mod wire;

@@ -1,0 +1,382 @@
+//! The files protocol ([`mica_device::files`]) served from a littlefs volume: [`Service`]
+//! answers one request at a time.
+//!
+//! Handles are 64-bit numbers drawn from a keyed hash, so a client cannot guess another's. A
+//! handle names a path: each read or write opens the file, does its work and closes it, so a
+//! write is durable once it is answered (and a sync has nothing left to do). A handle follows
+//! a rename made through the service. At most [`MAX_OPEN`] handles are open at once; the
+//! service keeps them until they are closed.
+//!
+//! Paths reach littlefs as they are; littlefs's binding takes ASCII names only, and paths of
+//! at most 255 bytes (see `docs/files.md`).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+
+use littlefs2::driver::Storage;
+use littlefs2::fs::{File, Filesystem};
+use littlefs2::io::{Error, SeekFrom};
+use littlefs2::path::{Error as PathError, PathBuf};
+use mica_device::files::{
+    APPEND, Entry, FsErrorCode, Kind, MAX_DATA_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, OpenFlags, Request, Response,
+};
+
+use crate::volume::{BLOCK_SIZE, Failures};
+
+/// The most handles open at once.
+pub const MAX_OPEN: usize = 128;
+
+/// The largest file littlefs holds, and so the largest offset plus length.
+pub const MAX_FILE_BYTES: u64 = i32::MAX as u64;
+
+/// An open handle: what it names, and how it was opened.
+struct Open {
+    kind: Kind,
+    flags: OpenFlags,
+    path: String,
+}
+
+/// The service: a mounted volume and the handles open on it.
+pub struct Service<'fs, 'a, S: Storage> {
+    fs: &'fs Filesystem<'a, S>,
+    failures: Failures,
+    open: HashMap<u64, Open>,
+    keys: RandomState,
+    next: u64,
+    blocks: u32,
+    /// Set when a request met a disk failure or a corrupt volume: littlefs's state in memory
+    /// may then be behind the disk's, so the component ends after answering (its supervisor
+    /// starts it again, and a fresh mount finds the volume as the last completed operation
+    /// left it).
+    pub broken: Option<String>,
+}
+
+/// A failed request's answer.
+type Failed = Response;
+
+fn fail(code: FsErrorCode, message: impl Into<String>) -> Failed {
+    Response::error(code, message)
+}
+
+/// The littlefs path of a protocol path: `/` and its components, each checked.
+fn lfs_path(path: &str) -> Result<PathBuf, Failed> {
+    for component in path.split('/').filter(|_| !path.is_empty()) {
+        match component {
+            "" => return Err(fail(FsErrorCode::Invalid, format!("{path:?}: an empty path component"))),
+            "." | ".." => {
+                return Err(fail(FsErrorCode::Invalid, format!("{path:?}: {component:?} is resolved by the client")));
+            }
+            c if c.len() > MAX_NAME_BYTES => {
+                return Err(fail(FsErrorCode::NameTooLong, format!("{path:?}: a name over {MAX_NAME_BYTES} bytes")));
+            }
+            _ => {}
+        }
+    }
+    PathBuf::try_from(format!("/{path}").as_str()).map_err(|e| match e {
+        PathError::TooLarge => fail(
+            FsErrorCode::NameTooLong,
+            format!("{path:?}: the volume takes paths of at most {} bytes", PathBuf::MAX_SIZE - 1),
+        ),
+        PathError::NotAscii => fail(FsErrorCode::Invalid, format!("{path:?}: the volume takes ASCII names only")),
+        other => fail(FsErrorCode::Invalid, format!("{path:?}: {other:?}")),
+    })
+}
+
+fn kind_of(is_dir: bool) -> Kind {
+    if is_dir { Kind::Directory } else { Kind::File }
+}
+
+impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
+    /// Serves the mounted volume `fs` of `blocks` blocks, whose disk tells its failures to
+    /// `failures`.
+    pub fn new(fs: &'fs Filesystem<'a, S>, blocks: u32, failures: Failures) -> Service<'fs, 'a, S> {
+        Service { fs, failures, open: HashMap::new(), keys: RandomState::new(), next: 0, blocks, broken: None }
+    }
+
+    /// How many handles are open.
+    pub fn open_handles(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Answers `request`.
+    pub fn handle(&mut self, request: Request) -> Response {
+        match self.answer(request) {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    /// `what` failed with littlefs's `error`: the answer, and the service is broken if the
+    /// disk failed or the volume is corrupt.
+    fn lfs(&mut self, what: &str, error: Error) -> Failed {
+        let code = match error {
+            Error::NO_SUCH_ENTRY | Error::NO_ATTRIBUTE => FsErrorCode::NoEntry,
+            Error::ENTRY_ALREADY_EXISTED => FsErrorCode::Exists,
+            Error::PATH_NOT_DIR => FsErrorCode::NotDirectory,
+            Error::PATH_IS_DIR => FsErrorCode::IsDirectory,
+            Error::DIR_NOT_EMPTY => FsErrorCode::NotEmpty,
+            Error::INVALID => FsErrorCode::Invalid,
+            Error::NO_SPACE => FsErrorCode::NoSpace,
+            Error::FILENAME_TOO_LONG => FsErrorCode::NameTooLong,
+            Error::FILE_TOO_BIG => FsErrorCode::Overflow,
+            Error::BAD_FILE_DESCRIPTOR => FsErrorCode::BadHandle,
+            Error::CORRUPTION => FsErrorCode::Corrupt,
+            _ => FsErrorCode::Io,
+        };
+        let message = match self.failures.take() {
+            Some(failure) => format!("{what}: {error:?}: {failure}"),
+            None => format!("{what}: {error:?}"),
+        };
+        if matches!(code, FsErrorCode::Io | FsErrorCode::Corrupt) {
+            self.broken = Some(message.clone());
+        }
+        fail(code, message)
+    }
+
+    fn new_handle(&mut self) -> u64 {
+        loop {
+            self.next += 1;
+            let handle = self.keys.hash_one(self.next);
+            if handle != 0 && !self.open.contains_key(&handle) {
+                return handle;
+            }
+        }
+    }
+
+    fn answer(&mut self, request: Request) -> Result<Response, Failed> {
+        match request {
+            Request::Open { flags, path } => self.open(flags, &path),
+            Request::Read { handle, offset, len } => self.read(handle, offset, len),
+            Request::Write { handle, offset, data } => self.write(handle, offset, &data),
+            Request::SetSize { handle, size } => {
+                if size > MAX_FILE_BYTES {
+                    return Err(fail(
+                        FsErrorCode::Overflow,
+                        format!("{size} bytes is over the {MAX_FILE_BYTES} a file holds"),
+                    ));
+                }
+                let path = self.writable(handle)?;
+                let result = self.with_file(&path, true, |file| file.set_len(size as usize));
+                result.map_err(|e| self.lfs(&format!("setting the size of {path:?}"), e))?;
+                Ok(Response::Done)
+            }
+            // Every write was durable when it was answered.
+            Request::Sync { handle } => self.get(handle).map(|_| Response::Done),
+            Request::Close { handle } => {
+                self.open.remove(&handle).map(|_| Response::Done).ok_or_else(|| bad_handle(handle))
+            }
+            Request::Stat { path } => self.stat(&path),
+            Request::StatHandle { handle } => {
+                let path = self.get(handle)?.path.clone();
+                self.stat(&path)
+            }
+            Request::ReadDir { start, path } => self.read_dir(start, &path),
+            Request::CreateDir { path } => {
+                let lfs = lfs_path(&path)?;
+                self.fs.create_dir(&lfs).map_err(|e| self.lfs(&format!("creating {path:?}"), e))?;
+                Ok(Response::Done)
+            }
+            Request::RemoveDir { path } => self.remove(&path, Kind::Directory),
+            Request::Unlink { path } => self.remove(&path, Kind::File),
+            Request::Rename { from, to } => {
+                let (lfs_from, lfs_to) = (lfs_path(&from)?, lfs_path(&to)?);
+                if from.is_empty() || to.is_empty() {
+                    return Err(fail(FsErrorCode::Invalid, "the volume's root cannot be renamed or replaced"));
+                }
+                self.fs.rename(&lfs_from, &lfs_to).map_err(|e| self.lfs(&format!("renaming {from:?} to {to:?}"), e))?;
+                // Handles follow what they name.
+                for open in self.open.values_mut() {
+                    if open.path == from {
+                        to.clone_into(&mut open.path);
+                    } else if let Some(rest) = open.path.strip_prefix(&format!("{from}/")) {
+                        open.path = format!("{to}/{rest}");
+                    }
+                }
+                Ok(Response::Done)
+            }
+            Request::Volume => Ok(Response::Volume { block_size: BLOCK_SIZE, blocks: self.blocks.into() }),
+        }
+    }
+
+    fn get(&self, handle: u64) -> Result<&Open, Failed> {
+        self.open.get(&handle).ok_or_else(|| bad_handle(handle))
+    }
+
+    /// The path of the file open as `handle` for writing.
+    fn writable(&self, handle: u64) -> Result<String, Failed> {
+        match self.get(handle)? {
+            Open { kind: Kind::Directory, path, .. } => {
+                Err(fail(FsErrorCode::IsDirectory, format!("{path:?} is a directory")))
+            }
+            Open { flags, path, .. } if !flags.contains(OpenFlags::WRITE) => {
+                Err(fail(FsErrorCode::BadHandle, format!("{path:?} is not open for writing")))
+            }
+            Open { path, .. } => Ok(path.clone()),
+        }
+    }
+
+    /// Runs `body` on the file at `path`, opened for writing or for reading, then closes it
+    /// (which commits what it wrote).
+    fn with_file<R>(
+        &self,
+        path: &str,
+        write: bool,
+        body: impl FnOnce(&File<'_, '_, S>) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let lfs = lfs_path(path).map_err(|_| Error::INVALID)?;
+        self.fs.open_file_with_options_and_then(|o| o.read(!write).write(write), &lfs, body)
+    }
+
+    fn stat(&mut self, path: &str) -> Result<Response, Failed> {
+        let lfs = lfs_path(path)?;
+        let meta = self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
+        let size = if meta.is_dir() { 0 } else { meta.len() as u64 };
+        Ok(Response::Stat { kind: kind_of(meta.is_dir()), size })
+    }
+
+    fn open(&mut self, flags: OpenFlags, path: &str) -> Result<Response, Failed> {
+        let write = flags.contains(OpenFlags::WRITE);
+        let create = flags.contains(OpenFlags::CREATE);
+        if (create || flags.contains(OpenFlags::TRUNCATE)) && !write {
+            return Err(fail(FsErrorCode::Invalid, format!("{path:?}: create and truncate need write")));
+        }
+        if flags.contains(OpenFlags::EXCLUSIVE) && !create {
+            return Err(fail(FsErrorCode::Invalid, format!("{path:?}: exclusive needs create")));
+        }
+        if self.open.len() >= MAX_OPEN {
+            return Err(fail(FsErrorCode::TooManyOpen, format!("{MAX_OPEN} handles are open; close one first")));
+        }
+        let lfs = lfs_path(path)?;
+        let existing = match self.fs.metadata(&lfs) {
+            Ok(meta) => Some(meta),
+            Err(Error::NO_SUCH_ENTRY) => None,
+            Err(e) => return Err(self.lfs(&format!("{path:?}"), e)),
+        };
+        let (kind, size) = match existing {
+            Some(_) if create && flags.contains(OpenFlags::EXCLUSIVE) => {
+                return Err(fail(FsErrorCode::Exists, format!("{path:?} exists")));
+            }
+            Some(meta) if meta.is_dir() && write => {
+                return Err(fail(FsErrorCode::IsDirectory, format!("{path:?} is a directory")));
+            }
+            Some(meta) if meta.is_dir() => (Kind::Directory, 0),
+            Some(_) if flags.contains(OpenFlags::DIRECTORY) => {
+                return Err(fail(FsErrorCode::NotDirectory, format!("{path:?} is not a directory")));
+            }
+            None if !create || flags.contains(OpenFlags::DIRECTORY) => {
+                return Err(fail(FsErrorCode::NoEntry, format!("{path:?}: no such file or directory")));
+            }
+            Some(meta) if !flags.contains(OpenFlags::TRUNCATE) => (Kind::File, meta.len() as u64),
+            _ => {
+                // Create or truncate now: the file exists, empty, once the open is answered.
+                let made = self.fs.open_file_with_options_and_then(
+                    |o| o.write(true).create(true).truncate(true),
+                    &lfs,
+                    |_| Ok(()),
+                );
+                made.map_err(|e| self.lfs(&format!("opening {path:?}"), e))?;
+                (Kind::File, 0)
+            }
+        };
+        let handle = self.new_handle();
+        self.open.insert(handle, Open { kind, flags, path: path.into() });
+        Ok(Response::Opened { handle, kind, size })
+    }
+
+    fn read(&mut self, handle: u64, offset: u64, len: u32) -> Result<Response, Failed> {
+        let path = match self.get(handle)? {
+            Open { kind: Kind::Directory, path, .. } => {
+                return Err(fail(FsErrorCode::IsDirectory, format!("{path:?} is a directory")));
+            }
+            Open { flags, path, .. } if !flags.contains(OpenFlags::READ) => {
+                return Err(fail(FsErrorCode::BadHandle, format!("{path:?} is not open for reading")));
+            }
+            Open { path, .. } => path.clone(),
+        };
+        let len = (len as usize).min(MAX_DATA_BYTES);
+        let result = self.with_file(&path, false, |file| {
+            if offset >= file.len()? as u64 || len == 0 {
+                return Ok(Vec::new());
+            }
+            file.seek(SeekFrom::Start(offset as u32))?;
+            let mut data = vec![0; len];
+            let mut done = 0;
+            while done < len {
+                match file.read(&mut data[done..])? {
+                    0 => break,
+                    n => done += n,
+                }
+            }
+            data.truncate(done);
+            Ok(data)
+        });
+        let data = result.map_err(|e| self.lfs(&format!("reading {path:?}"), e))?;
+        Ok(Response::Data(data))
+    }
+
+    fn write(&mut self, handle: u64, offset: u64, data: &[u8]) -> Result<Response, Failed> {
+        let path = self.writable(handle)?;
+        let result = self.with_file(&path, true, |file| {
+            let start = if offset == APPEND { file.len()? as u64 } else { offset };
+            if start + data.len() as u64 > MAX_FILE_BYTES {
+                return Err(Error::FILE_TOO_BIG);
+            }
+            file.seek(SeekFrom::Start(start as u32))?;
+            let mut done = 0;
+            while done < data.len() {
+                match file.write(&data[done..])? {
+                    0 => return Err(Error::NO_SPACE),
+                    n => done += n,
+                }
+            }
+            Ok(done)
+        });
+        let done = result.map_err(|e| self.lfs(&format!("writing {} bytes to {path:?}", data.len()), e))?;
+        Ok(Response::Written(done as u32))
+    }
+
+    fn read_dir(&mut self, start: u32, path: &str) -> Result<Response, Failed> {
+        let lfs = lfs_path(path)?;
+        let listed = self.fs.read_dir_and_then(&lfs, |dir| {
+            let mut entries = Vec::new();
+            let mut end = true;
+            let real = dir.filter(|e| !matches!(e, Ok(e) if matches!(e.file_name().as_ref(), "." | "..")));
+            for entry in real.skip(start as usize) {
+                if entries.len() == MAX_ENTRIES {
+                    end = false;
+                    break;
+                }
+                let entry = entry?;
+                let meta = entry.metadata();
+                let size = if meta.is_dir() { 0 } else { meta.len() as u64 };
+                entries.push(Entry { kind: kind_of(meta.is_dir()), size, name: entry.file_name().as_ref().to_owned() });
+            }
+            Ok((entries, end))
+        });
+        let (entries, end) = listed.map_err(|e| self.lfs(&format!("listing {path:?}"), e))?;
+        Ok(Response::Entries { entries, end })
+    }
+
+    /// Removes `path`, which must be of kind `want`.
+    fn remove(&mut self, path: &str, want: Kind) -> Result<Response, Failed> {
+        if path.is_empty() {
+            return Err(fail(FsErrorCode::Invalid, "the volume's root cannot be removed"));
+        }
+        let lfs = lfs_path(path)?;
+        let meta = self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
+        match (kind_of(meta.is_dir()), want) {
+            (Kind::Directory, Kind::File) => {
+                return Err(fail(FsErrorCode::IsDirectory, format!("{path:?} is a directory")));
+            }
+            (Kind::File, Kind::Directory) => {
+                return Err(fail(FsErrorCode::NotDirectory, format!("{path:?} is not a directory")));
+            }
+            _ => {}
+        }
+        self.fs.remove(&lfs).map_err(|e| self.lfs(&format!("removing {path:?}"), e))?;
+        Ok(Response::Done)
+    }
+}
+
+fn bad_handle(handle: u64) -> Failed {
+    fail(FsErrorCode::BadHandle, format!("handle {handle:#x} is not open"))
+}

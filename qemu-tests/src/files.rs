@@ -1,0 +1,62 @@
+//! The file system service across a reboot: boot `files` (the `fs` component formats a blank
+//! disk, and a client makes, writes, reads, renames, lists and removes through the files
+//! protocol), then `files-again` on the same disk image (the volume mounts, and what the first
+//! boot left is there).
+
+use std::path::Path;
+
+use mica_launch::{Accel, OutputMode, QemuCommand, RunOptions};
+
+use crate::{BundleUse, TIMEOUT, bundle_path, with_system};
+
+/// Boots `system` with its disk in `scratch`; the serial output of a run that succeeded and
+/// printed every line of `expect`.
+fn boot(qemu: &Path, kernel: &Path, system: &'static str, scratch: &Path, expect: &[&str]) -> Result<String, String> {
+    let bundle = bundle_path(&BundleUse { system, tamper: None }, scratch)?;
+    let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
+    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
+    let cmd = with_system(cmd, &bundle, scratch)?;
+    let options = RunOptions { timeout: TIMEOUT * 3, output: OutputMode::Capture { echo: false } };
+    let outcome = mica_launch::run::run(&cmd, &options).map_err(|e| e.to_string())?;
+    let context = format!("{}\n{}", cmd.display(), outcome.transcript());
+    if outcome.verdict != Some(mica_exit::ExitCode::Success) {
+        return Err(format!("{system}: expected success: {}\n{context}", outcome.describe()));
+    }
+    if let Some(missing) = expect.iter().find(|line| !outcome.serial.contains(*line)) {
+        return Err(format!("{system}: the output lacks \"{missing}\"\n{context}"));
+    }
+    Ok(outcome.serial)
+}
+
+/// Both boots; a one-line report.
+pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    boot(
+        qemu,
+        kernel,
+        "files",
+        scratch.path(),
+        &[
+            "[fs] fs: formatted a blank disk and mounted a littlefs volume of 1024 blocks of 4096 bytes",
+            "[client] files: mkdir ok",
+            "[client] files: write ok",
+            "[client] files: read ok",
+            "[client] files: rename ok",
+            "[client] files: list ok",
+            "[fs] fs: all clients gone after 16 requests; 0 handles left open",
+            "mica: all components finished: 3 of 3 succeeded",
+        ],
+    )?;
+    boot(
+        qemu,
+        kernel,
+        "files-again",
+        scratch.path(),
+        &[
+            "[fs] fs: mounted a littlefs volume of 1024 blocks of 4096 bytes",
+            "[client] files: kept ok",
+            "mica: all components finished: 3 of 3 succeeded",
+        ],
+    )?;
+    Ok("formatted, written and listed; found again after a reboot".to_owned())
+}
