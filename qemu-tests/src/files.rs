@@ -2,6 +2,9 @@
 //! disk, and a client makes, writes, reads, renames, lists and removes through the files
 //! protocol), then `files-again` on the same disk image (the volume mounts, and what the first
 //! boot left is there).
+//!
+//! And files for an unmodified std program ([`run_notes`]): `notes` uses `std::fs` on the
+//! directories its manifest grants, through the runtime's `wasi:filesystem`, twice on one disk.
 
 use std::path::Path;
 
@@ -59,4 +62,19 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         ],
     )?;
     Ok("formatted, written and listed; found again after a reboot".to_owned())
+}
+
+/// `notes` twice on one disk image: std::fs through wasi:filesystem to the `fs` service.
+pub fn run_notes(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let steps = ["write ok", "read ok", "append ok", "remove ok", "refusals ok"];
+    for (n, listed) in [(1, "boot-1.txt"), (2, "boot-1.txt, boot-2.txt")] {
+        let first = format!("[notes] notes: boot {n}");
+        let list = format!("[notes] notes: list ok ({listed})");
+        let mut expect: Vec<String> = vec![first, list, "mica: all components finished: 3 of 3 succeeded".into()];
+        expect.extend(steps.iter().map(|s| format!("[notes] notes: {s}")));
+        let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+        boot(qemu, kernel, "notes", scratch.path(), &expect).map_err(|e| format!("boot {n}: {e}"))?;
+    }
+    Ok("std::fs wrote, read, appended, listed, renamed and removed; found again after a reboot".to_owned())
 }

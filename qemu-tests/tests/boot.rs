@@ -83,6 +83,13 @@ fn main() -> ExitCode {
         println!("files: {report}");
         Ok(())
     }));
+    // An unmodified std program's files, served by the file system service (see `files::run_notes`).
+    let notes = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::std_fs_in_granted_directories", move || {
+        let report = qemu_tests::files::run_notes(&notes.0, &notes.1).map_err(Failed::from)?;
+        println!("notes: {report}");
+        Ok(())
+    }));
     // A bundle of wasm, compiled by the system at boot (see `late`).
     let late = Arc::clone(&paths);
     trials.push(Trial::test("tcg::late_binding_compiles_in_the_system", move || {

@@ -265,6 +265,8 @@ pub struct Launch {
     pub fuel: Option<u64>,
     /// CPU time limit (`None`: unlimited).
     pub cpu_time: Option<CpuTimeLimit>,
+    /// The directories it finds through `wasi:filesystem`.
+    pub dirs: Vec<host::filesystem::Preopen>,
 }
 
 /// How a component ended.
@@ -394,6 +396,7 @@ pub(crate) fn new_store(
         ipc: ports.ipc,
         spans: Default::default(),
         hw: ports.hw,
+        fs: host::filesystem::FsState::new(launch.dirs.clone()),
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);

@@ -73,6 +73,7 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         memory_limit: args.memory_limit,
         fuel: args.fuel,
         cpu_time: None,
+        dirs: Vec::new(),
     };
     let (outcome, phases) = program::run_timed(&prepared, Arc::new(HostPlatform), Default::default(), &launch, now_ns)
         .map_err(|e| anyhow!("{name}: {e}"))?;

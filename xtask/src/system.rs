@@ -194,6 +194,7 @@ pub fn prepare_for(
             priority: c.priority,
             devices: c.devices.clone(),
             dma_limit: c.dma_limit,
+            dirs: c.dirs.clone(),
         });
     }
     let index = |name: &str| manifest.components.iter().position(|c| c.name == name).map(|i| i as u32);

@@ -108,6 +108,20 @@ pub struct ComponentSpec {
     pub devices: Vec<String>,
     /// The most DMA memory it may hold at once, in bytes.
     pub dma_limit: u64,
+    /// The directories it may reach through `wasi:filesystem`, its preopens.
+    pub dirs: Vec<DirGrant>,
+}
+
+/// A directory a component may reach through `wasi:filesystem`: a file system service's volume
+/// (the files protocol), seen by the component as `path`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirGrant {
+    /// Where the component finds it: an absolute path such as `/data`.
+    pub path: String,
+    /// The component's connection to the file system service that serves it.
+    pub connection: String,
+    /// Whether the component may only read.
+    pub read_only: bool,
 }
 
 /// A device of the virtual machine the system is meant for (the manifest's `[[device]]`

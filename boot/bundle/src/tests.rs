@@ -39,6 +39,7 @@ fn manifest() -> SystemManifest {
             priority: Priority::High,
             devices: vec!["virtio-blk.0".into()],
             dma_limit: 1 << 20,
+            dirs: vec![DirGrant { path: "/data".into(), connection: "files".into(), read_only: true }],
         }],
         connections: vec![Connection { name: "kv".into(), from: 0, to: 0 }],
         machine: vec![MachineDevice {

@@ -22,6 +22,11 @@
 //! start = "native"                # optional: with late binding, "native" (default) waits for its
 //!                                 #   native code; "pulley" starts at once on Pulley bytecode
 //!                                 #   (interpreted) and runs native code from its next start
+//! dirs = [{ path = "/data", connection = "files", read_only = false }]
+//!                                 # optional: directories it finds through wasi:filesystem (needs
+//!                                 #   that grant): `path` (absolute) is served by the file system
+//!                                 #   service at the other end of its connection `connection`
+//!                                 #   (a `connect` entry from this component)
 //! module_store = false            # optional: this component is the system's module store (at most
 //!                                 #   one; compiled ahead of time unless it starts on Pulley; the
 //!                                 #   kernel connects to it as `modules`, so it needs the grant
@@ -119,6 +124,8 @@ pub struct Component {
     pub module_store: bool,
     /// Whether it starts on Pulley bytecode while its native code compiles (`start = "pulley"`).
     pub pulley_first: bool,
+    /// The directories it finds through `wasi:filesystem`.
+    pub dirs: Vec<mica_bundle::DirGrant>,
 }
 
 /// One checked machine device.
@@ -271,6 +278,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         {
             return Err(site.err("devices", "claiming a device needs the grant \"mica:hw\" (or \"mica:hw/device\")"));
         }
+        let dirs = check_dirs(&site, raw.dirs, &raw.grants)?;
         if raw.aot && raw.start == raw::Start::Pulley {
             bail!(
                 "{}: component '{}': aot = true and start = \"pulley\" contradict: code compiled ahead of time \
@@ -299,6 +307,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             aot: raw.aot || (raw.module_store && raw.start != raw::Start::Pulley),
             module_store: raw.module_store,
             pulley_first: raw.start == raw::Start::Pulley,
+            dirs,
         });
     }
     let stores: Vec<&str> = components.iter().filter(|c| c.module_store).map(|c| c.name.as_str()).collect();
@@ -320,6 +329,22 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
         );
     }
     let connections = check_connections(path, &components, file.connect)?;
+    for c in &components {
+        for d in &c.dirs {
+            if !connections.iter().any(|k| k.from == c.name && k.name == d.connection) {
+                bail!(
+                    "{}: component '{}': dirs: {:?} is served over connection {:?}, but no `connect` entry \
+                     gives it one (add {{ from = {:?}, to = \"<the file system service>\", name = {:?} }})",
+                    path.display(),
+                    c.name,
+                    d.path,
+                    d.connection,
+                    c.name,
+                    d.connection
+                );
+            }
+        }
+    }
     Ok(Manifest { path: path.to_owned(), components, connections, devices })
 }
 
@@ -374,6 +399,30 @@ fn check_source(
             Ok(Source::Crate(krate))
         }
     }
+}
+
+/// Checks a component's `dirs`: absolute paths without `.`, `..` or empty components, each
+/// once, served over connections (checked with the `connect` entries), with the grant
+/// `wasi:filesystem`.
+fn check_dirs(site: &EntrySite<'_>, raw: Vec<raw::RawDir>, grants: &[String]) -> Result<Vec<mica_bundle::DirGrant>> {
+    if !raw.is_empty() && !grants.iter().any(|g| mica_runtime::program::grant_covers(g, "wasi:filesystem/preopens")) {
+        return Err(site.err("dirs", "directories need the grant \"wasi:filesystem\" (or \"wasi\")"));
+    }
+    let mut dirs: Vec<mica_bundle::DirGrant> = Vec::new();
+    for d in raw {
+        let components: Vec<&str> = d.path.strip_prefix('/').map(|p| p.split('/').collect()).unwrap_or_default();
+        if components.is_empty() || components.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+            return Err(site.err(
+                "dirs",
+                format!("path {:?}: give an absolute path such as \"/data\", without `.`, `..` or `//`", d.path),
+            ));
+        }
+        if dirs.iter().any(|other| other.path == d.path) {
+            return Err(site.err("dirs", format!("path {:?} is given twice", d.path)));
+        }
+        dirs.push(mica_bundle::DirGrant { path: d.path, connection: d.connection, read_only: d.read_only });
+    }
+    Ok(dirs)
 }
 
 /// Checks that each of `grants` covers something the runtime provides (`provided`).
@@ -444,7 +493,11 @@ fn check_connections(path: &Path, components: &[Component], raw: Vec<RawConnecti
             let Some(component) = components.iter().find(|k| k.name == *who) else {
                 return Err(err(format!("{key}: no component is named {who:?}")));
             };
-            if !component.grants.iter().any(|g| mica_runtime::program::grant_covers(g, "mica:kernel/ipc")) {
+            // A client whose connection serves its directories reaches it through the runtime's
+            // wasi:filesystem, without IPC of its own.
+            let for_dirs = key == "from" && component.dirs.iter().any(|d| d.connection == c.name);
+            if !for_dirs && !component.grants.iter().any(|g| mica_runtime::program::grant_covers(g, "mica:kernel/ipc"))
+            {
                 return Err(err(format!(
                     "{key}: component {who:?} is not granted mica:kernel/ipc (add it to its `grants`)"
                 )));

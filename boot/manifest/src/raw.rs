@@ -91,6 +91,16 @@ pub(super) struct RawConnection {
     pub name: String,
 }
 
+/// A `dirs` entry of a component.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDir {
+    pub path: String,
+    pub connection: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
 /// A `[[component]]` entry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +136,8 @@ pub(super) struct RawComponent {
     pub module_store: bool,
     #[serde(default)]
     pub start: Start,
+    #[serde(default)]
+    pub dirs: Vec<RawDir>,
 }
 
 /// How a component whose code the system compiles starts before its native code is ready.

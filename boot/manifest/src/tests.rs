@@ -268,3 +268,48 @@ fn c_sources_are_a_third_kind_of_source() {
         assert!(e.contains(expected), "{source}: {e}");
     }
 }
+
+/// A file system service `fs` and a client `app` with `dirs`, connected by `connect`.
+fn dirs_system(connect: &str, grants: &str, dirs: &str) -> String {
+    format!(
+        "connect = [{connect}]\n[[component]]\nname = \"fs\"\nwasm = \"a.wasm\"\ngrants = [\"wasi\", \"mica:kernel/ipc\"]\n\
+         [[component]]\nname = \"app\"\nwasm = \"a.wasm\"\ngrants = [{grants}]\ndirs = [{dirs}]\n"
+    )
+}
+
+#[test]
+fn directories_are_granted_over_a_connection_without_ipc_of_their_own() {
+    let files = r#"{ from = "app", to = "fs", name = "files" }"#;
+    let data = r#"{ path = "/data", connection = "files" }, { path = "/ro", connection = "files", read_only = true }"#;
+    let m = check(&dirs_system(files, "\"wasi\"", data)).expect("dirs over `files`");
+    let expected = [
+        mica_bundle::DirGrant { path: "/data".into(), connection: "files".into(), read_only: false },
+        mica_bundle::DirGrant { path: "/ro".into(), connection: "files".into(), read_only: true },
+    ];
+    assert_eq!(m.components[1].dirs, expected);
+    let cases = [
+        (files, "\"wasi:cli\"", data, "dirs: directories need the grant \"wasi:filesystem\""),
+        (files, "\"wasi\"", r#"{ path = "data", connection = "files" }"#, "path \"data\": give an absolute path"),
+        (files, "\"wasi\"", r#"{ path = "/a/../b", connection = "files" }"#, "without `.`, `..` or `//`"),
+        (files, "\"wasi\"", r#"{ path = "/", connection = "files" }"#, "path \"/\": give an absolute path"),
+        (
+            files,
+            "\"wasi\"",
+            r#"{ path = "/d", connection = "files" }, { path = "/d", connection = "files" }"#,
+            "path \"/d\" is given twice",
+        ),
+        (
+            files,
+            "\"wasi\", \"mica:kernel/ipc\"",
+            r#"{ path = "/d", connection = "other" }"#,
+            "dirs: \"/d\" is served over connection \"other\", but no `connect` entry gives it one",
+        ),
+        (files, "\"wasi\"", r#"{ path = "/d" }"#, "missing field `connection`"),
+        // A connection that serves no directory of its client still needs IPC.
+        (r#"{ from = "app", to = "fs", name = "kv" }"#, "\"wasi\"", "", "from: component \"app\" is not granted"),
+    ];
+    for (connect, grants, dirs, expected) in cases {
+        let e = err(&dirs_system(connect, grants, dirs));
+        assert!(e.contains(expected), "{dirs}: {e}");
+    }
+}

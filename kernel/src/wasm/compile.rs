@@ -432,6 +432,7 @@ impl Compiler {
             memory_limit: usize::try_from(memory_limit).unwrap_or(usize::MAX),
             fuel: None,
             cpu_time: None,
+            dirs: Vec::new(),
         };
         let start = clock::monotonic_ns().unwrap_or(0);
         let ticks = sched::cpu_ticks();

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 use mica_bundle::{Bundle, Code, ComponentSpec, NativeCode, Restart};
 use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, PULLEY_TARGET, WASMTIME_VERSION};
+use mica_runtime::host::filesystem::Preopen;
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
@@ -106,6 +107,11 @@ fn launch(spec: &ComponentSpec) -> Launch {
         memory_limit: usize::try_from(spec.memory_limit).unwrap_or(usize::MAX),
         fuel: spec.fuel,
         cpu_time: spec.cpu_time_limit_ms.map(|ms| CpuTimeLimit { ms, epochs: ms.div_ceil(tick_ms) }),
+        dirs: spec
+            .dirs
+            .iter()
+            .map(|d| Preopen { path: d.path.clone(), connection: d.connection.clone(), read_only: d.read_only })
+            .collect(),
     }
 }
 

@@ -7,9 +7,9 @@ use wasmtime::component::Resource;
 use super::InstanceState;
 use super::wasi::io::error::{Host, HostError};
 
-/// A stream error's description.
+/// A stream error's description, and for a file stream the `wasi:filesystem` error behind it.
 #[derive(Debug)]
-pub struct IoError(pub String);
+pub struct IoError(pub String, pub Option<super::wasi::filesystem::types::ErrorCode>);
 
 impl Host for InstanceState {}
 

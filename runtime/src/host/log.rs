@@ -136,6 +136,7 @@ mod tests {
             ipc: None,
             spans: Default::default(),
             hw: None,
+            fs: Default::default(),
         };
         ctx.log(Level::Warn, "two\nlines".into()).expect("logged");
         ctx.log(Level::Trace, "fine detail".into()).expect("logged");

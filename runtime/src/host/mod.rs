@@ -113,6 +113,8 @@ pub struct InstanceState {
     pub hw: Option<Arc<dyn crate::hw::HwPort>>,
     /// What `mica:kernel/ipc`'s span operations keep between calls.
     pub spans: ipc::SpanState,
+    /// Its granted directories and its connections to their file system services.
+    pub fs: filesystem::FsState,
 }
 
 impl core::fmt::Debug for InstanceState {

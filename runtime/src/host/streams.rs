@@ -1,11 +1,15 @@
 //! `wasi:io/streams`: the input stream (stdin, always at end of file) and the output streams
-//! (stdout and stderr, always ready, unbounded: every write is printed).
+//! (stdout and stderr, always ready, unbounded: every write is printed), and the streams of
+//! files (`filesystem.rs`), whose reads and writes are requests to the file system service.
 
 use alloc::vec::Vec;
 
 use wasmtime::component::Resource;
 
+use mica_device::files::{APPEND, MAX_DATA_BYTES};
+
 use super::InstanceState;
+use super::filesystem::stream_error;
 use super::poll::Pollable;
 use super::wasi::io::streams::{Host, HostInputStream, HostOutputStream, StreamError};
 use crate::platform::OutputKind;
@@ -15,6 +19,15 @@ use crate::platform::OutputKind;
 pub enum InputStream {
     /// A stream with nothing in it (stdin).
     Empty,
+    /// A file's bytes from `offset` on.
+    File {
+        /// The grant it was opened through.
+        grant: usize,
+        /// The file's handle at its service.
+        handle: u64,
+        /// Where the next read starts.
+        offset: u64,
+    },
 }
 
 /// An output stream.
@@ -24,19 +37,22 @@ pub enum OutputStream {
     Stdout,
     /// The component's stderr.
     Stderr,
+    /// A file, written from `offset` on ([`APPEND`]: at its end).
+    File {
+        /// The grant it was opened through.
+        grant: usize,
+        /// The file's handle at its service.
+        handle: u64,
+        /// Where the next write goes.
+        offset: u64,
+    },
 }
 
-impl OutputStream {
-    fn kind(&self) -> OutputKind {
-        match self {
-            OutputStream::Stdout => OutputKind::Stdout,
-            OutputStream::Stderr => OutputKind::Stderr,
-        }
-    }
-}
-
-/// How much a single write may carry (what `check-write` promises).
+/// How much a single write to the console may carry (what `check-write` promises).
 const WRITE_BUDGET: u64 = 64 * 1024;
+
+/// How much a single write to a file may carry: one request of the files protocol.
+const FILE_WRITE_BUDGET: u64 = MAX_DATA_BYTES as u64;
 
 type StreamResult<T> = wasmtime::Result<Result<T, StreamError>>;
 
@@ -44,24 +60,50 @@ impl Host for InstanceState {}
 
 impl InstanceState {
     fn write_to(&mut self, s: &Resource<OutputStream>, bytes: &[u8]) -> StreamResult<()> {
-        let kind = self.table.get(s)?.kind();
+        let kind = match *self.table.get(s)? {
+            OutputStream::Stdout => OutputKind::Stdout,
+            OutputStream::Stderr => OutputKind::Stderr,
+            OutputStream::File { grant, handle, offset } => {
+                return self.write_to_file(s, (grant, handle, offset), bytes);
+            }
+        };
         self.write_output(kind, bytes);
         Ok(Ok(()))
+    }
+
+    /// Writes `bytes` to the file stream `s`, which writes `(grant, handle, offset)`.
+    fn write_to_file(&mut self, s: &Resource<OutputStream>, at: (usize, u64, u64), bytes: &[u8]) -> StreamResult<()> {
+        let (grant, handle, offset) = at;
+        match self.write_file(grant, handle, offset, bytes)? {
+            Ok(written) => {
+                if let OutputStream::File { offset, .. } = self.table.get_mut(s)?
+                    && *offset != APPEND
+                {
+                    *offset += written;
+                }
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(StreamError::LastOperationFailed(self.table.push(stream_error(e))?))),
+        }
+    }
+
+    fn budget(&self, s: &Resource<OutputStream>) -> wasmtime::Result<u64> {
+        Ok(match self.table.get(s)? {
+            OutputStream::File { .. } => FILE_WRITE_BUDGET,
+            _ => WRITE_BUDGET,
+        })
     }
 }
 
 impl HostOutputStream for InstanceState {
     fn check_write(&mut self, s: Resource<OutputStream>) -> StreamResult<u64> {
-        self.table.get(&s)?;
-        Ok(Ok(WRITE_BUDGET))
+        Ok(Ok(self.budget(&s)?))
     }
 
     fn write(&mut self, s: Resource<OutputStream>, contents: Vec<u8>) -> StreamResult<()> {
-        if contents.len() as u64 > WRITE_BUDGET {
-            return Err(wasmtime::format_err!(
-                "write of {} bytes exceeds check-write's {WRITE_BUDGET}",
-                contents.len()
-            ));
+        let budget = self.budget(&s)?;
+        if contents.len() as u64 > budget {
+            return Err(wasmtime::format_err!("write of {} bytes exceeds check-write's {budget}", contents.len()));
         }
         self.write_to(&s, &contents)
     }
@@ -86,7 +128,7 @@ impl HostOutputStream for InstanceState {
     }
 
     fn write_zeroes(&mut self, s: Resource<OutputStream>, len: u64) -> StreamResult<()> {
-        let zeroes = alloc::vec![0u8; len.min(WRITE_BUDGET) as usize];
+        let zeroes = alloc::vec![0u8; len.min(self.budget(&s)?) as usize];
         self.write_to(&s, &zeroes)
     }
 
@@ -116,9 +158,21 @@ impl HostOutputStream for InstanceState {
 }
 
 impl HostInputStream for InstanceState {
-    fn read(&mut self, s: Resource<InputStream>, _len: u64) -> StreamResult<Vec<u8>> {
-        match self.table.get(&s)? {
-            InputStream::Empty => Ok(Err(StreamError::Closed)),
+    fn read(&mut self, s: Resource<InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        let (grant, handle, offset) = match *self.table.get(&s)? {
+            InputStream::Empty => return Ok(Err(StreamError::Closed)),
+            InputStream::File { grant, handle, offset } => (grant, handle, offset),
+        };
+        match self.read_file(grant, handle, offset, len)? {
+            // The end of the file ends the stream.
+            Ok(data) if data.is_empty() && len > 0 => Ok(Err(StreamError::Closed)),
+            Ok(data) => {
+                if let InputStream::File { offset, .. } = self.table.get_mut(&s)? {
+                    *offset += data.len() as u64;
+                }
+                Ok(Ok(data))
+            }
+            Err(e) => Ok(Err(StreamError::LastOperationFailed(self.table.push(stream_error(e))?))),
         }
     }
 
@@ -126,10 +180,8 @@ impl HostInputStream for InstanceState {
         self.read(s, len)
     }
 
-    fn skip(&mut self, s: Resource<InputStream>, _len: u64) -> StreamResult<u64> {
-        match self.table.get(&s)? {
-            InputStream::Empty => Ok(Err(StreamError::Closed)),
-        }
+    fn skip(&mut self, s: Resource<InputStream>, len: u64) -> StreamResult<u64> {
+        Ok(self.read(s, len)?.map(|data| data.len() as u64))
     }
 
     fn blocking_skip(&mut self, s: Resource<InputStream>, len: u64) -> StreamResult<u64> {

@@ -1,0 +1,84 @@
+//! `notes`: a plain std program with nothing of Mica in it. It uses `std::fs` on the
+//! directories its manifest grants (`/data`, writable, and `/shared`, the same volume
+//! read-only), and prints what it sees:
+//!
+//! - `notes: boot N`: how many times it has run on this volume (a counter in `/data/boots`);
+//! - `notes: NAME ok` for each step: write and sync, read back, append, seek, list, rename,
+//!   remove, refusals (`..` above the grant, writes through the read-only grant).
+//!
+//! Any unexpected result ends it with an error (exit 1).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("notes: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn check(ok: bool, what: &str) -> io::Result<()> {
+    if ok { Ok(()) } else { Err(io::Error::other(format!("{what}: unexpected result"))) }
+}
+
+fn run() -> io::Result<()> {
+    let boots = match fs::read_to_string("/data/boots") {
+        Ok(text) => text.trim().parse::<u64>().map_err(|e| io::Error::other(format!("/data/boots: {e}")))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => 0,
+        Err(e) => return Err(e),
+    } + 1;
+    fs::write("/data/boots", format!("{boots}\n"))?;
+    println!("notes: boot {boots}");
+
+    fs::create_dir_all("/data/notes/old")?;
+    let path = Path::new("/data/notes/today.txt");
+    let mut file = File::create(path)?;
+    let line = format!("boot {boots}: a line written with std::fs\n");
+    for _ in 0..1000 {
+        file.write_all(line.as_bytes())?;
+    }
+    file.sync_all()?;
+    drop(file);
+    println!("notes: write ok");
+
+    let text = fs::read_to_string(path)?;
+    check(text.len() == 1000 * line.len() && text.starts_with(&line), "read back")?;
+    check(fs::metadata(path)?.len() == text.len() as u64 && fs::metadata(path)?.is_file(), "metadata")?;
+    println!("notes: read ok");
+
+    let mut file = OpenOptions::new().append(true).open(path)?;
+    file.write_all(b"the end\n")?;
+    drop(file);
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::End(-8))?;
+    let mut end = String::new();
+    file.read_to_string(&mut end)?;
+    check(end == "the end\n", "append and seek")?;
+    println!("notes: append ok");
+
+    let kept = format!("/data/notes/old/boot-{boots}.txt");
+    fs::rename(path, &kept)?;
+    check(!path.exists() && Path::new(&kept).exists(), "rename")?;
+    let mut names: Vec<String> = fs::read_dir("/data/notes/old")?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    check(names.len() as u64 == boots, "one kept file per boot")?;
+    println!("notes: list ok ({})", names.join(", "));
+
+    fs::write("/data/notes/scratch", b"x")?;
+    fs::remove_file("/data/notes/scratch")?;
+    check(fs::metadata("/data/notes/scratch").map_err(|e| e.kind()).err() == Some(ErrorKind::NotFound), "remove")?;
+    println!("notes: remove ok");
+
+    // The read-only grant of the same volume: reads work, every change is refused.
+    check(fs::read_to_string("/shared/boots")? == format!("{boots}\n"), "read through /shared")?;
+    let refused = fs::write("/shared/boots", b"0\n").err().map(|e| e.kind());
+    check(refused == Some(ErrorKind::ReadOnlyFilesystem), "write through /shared")?;
+    // Nothing above a granted directory.
+    check(fs::read_to_string("/data/../data/boots").is_err(), "`..` above /data")?;
+    println!("notes: refusals ok");
+    Ok(())
+}
