@@ -44,7 +44,14 @@ fn main() -> ExitCode {
     // Two boots on one disk image with a kill between them (see `power_cut`).
     let cut = Arc::clone(&paths);
     trials.push(Trial::test("tcg::kv_store_survives_power_cut", move || {
-        let report = qemu_tests::power_cut::run(&cut.0, &cut.1).map_err(Failed::from)?;
+        let report = qemu_tests::power_cut::run(&cut.0, &cut.1, &qemu_tests::power_cut::KV).map_err(Failed::from)?;
+        println!("power cut: {report}");
+        Ok(())
+    }));
+    // The same for files an unmodified program synced through the file system service.
+    let cut = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::synced_files_survive_power_cut", move || {
+        let report = qemu_tests::power_cut::run(&cut.0, &cut.1, &qemu_tests::power_cut::FILES).map_err(Failed::from)?;
         println!("power cut: {report}");
         Ok(())
     }));

@@ -69,6 +69,10 @@ pub struct PowerCutArgs {
     /// How many cuts.
     #[arg(long, default_value_t = 100)]
     runs: u32,
+    /// Cut the power under files an unmodified program syncs through the file system service,
+    /// instead of under the key-value store.
+    #[arg(long)]
+    files: bool,
 }
 
 /// `soak hostile`.
@@ -121,13 +125,14 @@ pub fn run(root: &Path, command: &SoakCommand) -> Result<ExitCode> {
     let mut report = match command {
         SoakCommand::PowerCut(args) => {
             let systems = root.join("qemu-tests").join("systems");
+            let target = if args.files { &qemu_tests::power_cut::FILES } else { &qemu_tests::power_cut::KV };
             let mut bundles = None;
-            for name in [qemu_tests::power_cut::FILL_SYSTEM, qemu_tests::power_cut::CHECK_SYSTEM] {
+            for name in [target.fill_system, target.check_system] {
                 let bundle = system::prepare(root, &toolchain, &systems.join(format!("{name}.toml")), &profile)?;
                 bundles = bundle.parent().map(Path::to_path_buf);
             }
             let bundles = bundles.context("no bundle directory")?;
-            power_cuts(&qemu, &kernel, &bundles, args.runs)
+            power_cuts(&qemu, &kernel, &bundles, target, args.runs)
         }
         SoakCommand::Hostile(args) => hostile(root, &toolchain, &qemu, &kernel, &profile, &out, args)?,
         SoakCommand::Chaos(_) | SoakCommand::Http(_) => {
@@ -178,9 +183,11 @@ fn campaign(name: &'static str, runs: u32, mut one: impl FnMut(u64) -> Result<(S
     report
 }
 
-fn power_cuts(qemu: &Path, kernel: &Path, bundles: &Path, runs: u32) -> Report {
-    campaign("power-cut", runs, |seed| {
-        let cut = qemu_tests::power_cut::run_seeded(qemu, kernel, bundles, seed)?;
+fn power_cuts(qemu: &Path, kernel: &Path, bundles: &Path, target: &qemu_tests::power_cut::Target, runs: u32) -> Report {
+    let name =
+        if target.fill_system == qemu_tests::power_cut::FILES.fill_system { "power-cut-files" } else { "power-cut" };
+    campaign(name, runs, |seed| {
+        let cut = qemu_tests::power_cut::run_seeded(qemu, kernel, bundles, target, seed)?;
         Ok((cut.to_string(), cut.acked_keys, cut.acked_keys.saturating_sub(cut.present)))
     })
 }

@@ -7,13 +7,27 @@
 //!   remove, refusals (`..` above the grant, writes through the read-only grant).
 //!
 //! Any unexpected result ends it with an error (exit 1).
+//!
+//! With an argument it is the power-cut test's program instead:
+//!
+//! - `fill`: writes `/data/f-0`, `/data/f-1`, ... (each of a size and content of its own), syncs
+//!   each and prints `notes: synced f-N`, until the power is cut;
+//! - `check`: after the cut, reads them back in order and prints `notes: f-0..f-M intact` for
+//!   the files whose content is whole (the one being written at the cut may be short), or
+//!   `notes: no files`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 fn main() {
-    if let Err(e) = run() {
+    let result = match std::env::args().nth(1).as_deref() {
+        None => run(),
+        Some("fill") => fill(),
+        Some("check") => check_files(),
+        Some(other) => Err(io::Error::other(format!("unknown mode {other:?}: expected fill or check"))),
+    };
+    if let Err(e) = result {
         eprintln!("notes: {e}");
         std::process::exit(1);
     }
@@ -80,5 +94,46 @@ fn run() -> io::Result<()> {
     // Nothing above a granted directory.
     check(fs::read_to_string("/data/../data/boots").is_err(), "`..` above /data")?;
     println!("notes: refusals ok");
+    Ok(())
+}
+
+/// The content of `/data/f-N`: its size and bytes follow from N.
+fn content(n: u64) -> Vec<u8> {
+    let len = 100 + (n * 7919) % 20_000;
+    (0..len).map(|i| (n.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8).collect()
+}
+
+fn fill() -> io::Result<()> {
+    for n in 0.. {
+        let mut file = File::create(format!("/data/f-{n}"))?;
+        file.write_all(&content(n))?;
+        file.sync_all()?;
+        println!("notes: synced f-{n}");
+    }
+    Ok(())
+}
+
+fn check_files() -> io::Result<()> {
+    let mut whole = 0;
+    loop {
+        match fs::read(format!("/data/f-{whole}")) {
+            Ok(bytes) if bytes == content(whole) => whole += 1,
+            Ok(bytes) => {
+                println!("notes: f-{whole} has {} of its {} bytes", bytes.len(), content(whole).len());
+                break;
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if whole == 0 {
+        println!("notes: no files");
+    } else {
+        println!("notes: f-0..f-{} intact", whole - 1);
+    }
+    // Nothing past the first file that is not whole: files are written one after another.
+    if Path::new(&format!("/data/f-{}", whole + 1)).exists() {
+        return Err(io::Error::other(format!("f-{} exists after f-{whole}, which is not whole", whole + 1)));
+    }
     Ok(())
 }
