@@ -40,6 +40,7 @@ mod soak;
 mod system;
 mod test;
 mod toolchain;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -85,6 +86,9 @@ enum Command {
     PodImage,
     /// Run a component on this Linux host (no boot) under Mica's Wasmtime settings and WASI host.
     HostRun(host_run::HostRunArgs),
+    /// Build, list or extract a volume of the file system service (a littlefs disk image).
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// The long versions of the reliability tests, with fresh seeds and figures: power cuts of the
     /// key-value store, the hostile component beside a working system.
     #[command(subcommand)]
@@ -158,6 +162,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HostRun(args) => host_run::run(&args),
+        Command::Volume(command) => volume::run(&root, &command),
         Command::Fuzz(args) => fuzz::run(&root, &args),
         Command::Soak(command) => soak::run(&root, &command),
         Command::Aot { wasm, arch, cpu, fuel, epochs } => {

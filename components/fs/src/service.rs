@@ -122,10 +122,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             Error::CORRUPTION => FsErrorCode::Corrupt,
             _ => FsErrorCode::Io,
         };
-        let message = match self.failures.take() {
-            Some(failure) => format!("{what}: {error:?}: {failure}"),
-            None => format!("{what}: {error:?}"),
-        };
+        let message = crate::volume::describe(&self.failures, what, error);
         if matches!(code, FsErrorCode::Io | FsErrorCode::Corrupt) {
             self.broken = Some(message.clone());
         }

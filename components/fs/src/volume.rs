@@ -161,11 +161,33 @@ pub struct Volume<D: Disk> {
     pub failures: Failures,
 }
 
+/// littlefs's `error` in words (the binding's own `Debug` says only "Error").
+pub fn error_name(error: Error) -> String {
+    let name = match error {
+        Error::IO => "I/O error",
+        Error::CORRUPTION => "corrupt",
+        Error::NO_SUCH_ENTRY => "no such entry",
+        Error::ENTRY_ALREADY_EXISTED => "exists",
+        Error::PATH_NOT_DIR => "not a directory",
+        Error::PATH_IS_DIR => "is a directory",
+        Error::DIR_NOT_EMPTY => "directory not empty",
+        Error::BAD_FILE_DESCRIPTOR => "bad file",
+        Error::FILE_TOO_BIG => "file too big",
+        Error::INVALID => "invalid (for a mount: not littlefs, or a newer on-disk version than 2.0)",
+        Error::NO_SPACE => "no space left",
+        Error::NO_MEMORY => "out of memory",
+        Error::NO_ATTRIBUTE => "no such attribute",
+        Error::FILENAME_TOO_LONG => "name too long",
+        _ => "unknown error",
+    };
+    format!("{name} (littlefs error {})", error.code())
+}
+
 /// `what` failed with littlefs's `error`, with the disk failure behind it if there was one.
 pub fn describe(failures: &Failures, what: &str, error: Error) -> String {
     match failures.take() {
-        Some(failure) => format!("{what}: {error:?}: {failure}"),
-        None => format!("{what}: {error:?}"),
+        Some(failure) => format!("{what}: {}: {failure}", error_name(error)),
+        None => format!("{what}: {}", error_name(error)),
     }
 }
 
@@ -196,7 +218,8 @@ impl<D: Disk> Volume<D> {
         storage.read(0, &mut first).map_err(|e| describe(&failures, "reading the superblocks", e))?;
         if first.iter().any(|&b| b != 0) {
             return Err(format!(
-                "the disk holds no littlefs volume (mounting: {mount_error:?}) and is not blank; refusing to format it"
+                "the disk holds no littlefs volume (mounting: {}) and is not blank; refusing to format it",
+                error_name(mount_error)
             ));
         }
         let mut small = DiskStorage::<D, FORMAT_BLOCKS>::new(storage.disk, blocks, failures.clone());
