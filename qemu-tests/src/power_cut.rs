@@ -33,6 +33,8 @@ pub struct Target {
     pub found: fn(&str) -> Result<u64, String>,
     /// What the check prints when the store or volume opened.
     pub opened: &'static str,
+    /// How long the fill system may take to reach the cut, and the check system to finish.
+    pub fill_timeout: Duration,
 }
 
 /// The key-value store.
@@ -43,6 +45,7 @@ pub const KV: Target = Target {
     acked,
     found,
     opened: "kvstore: opened:",
+    fill_timeout: TIMEOUT,
 };
 
 /// The file system service, written by an unmodified std program.
@@ -53,6 +56,9 @@ pub const FILES: Target = Target {
     acked: synced,
     found: files_found,
     opened: "[fs] fs: mounted a littlefs volume",
+    // About two files a second under TCG (each write is committed and flushed, block by block),
+    // slower on a loaded machine: 102 acknowledgements may take over a minute.
+    fill_timeout: Duration::from_secs(240),
 };
 
 /// The variable that fixes the seed.
@@ -185,7 +191,7 @@ pub fn run_seeded(qemu: &Path, kernel: &Path, bundles: &Path, target: &Target, s
     // Boot 1: write until the cut.
     let fill = command(qemu, kernel, bundles, target.fill_system, scratch.path())?;
     let mut guest = LiveGuest::spawn(&fill)?;
-    let deadline = Instant::now() + TIMEOUT;
+    let deadline = Instant::now() + target.fill_timeout;
     let mut acks = 0;
     let mut highest: Option<u64> = None;
     while acks < cut_after {
@@ -213,7 +219,7 @@ pub fn run_seeded(qemu: &Path, kernel: &Path, bundles: &Path, target: &Target, s
 
     // Boot 2: the store or volume must open and hold everything acknowledged.
     let check = command(qemu, kernel, bundles, target.check_system, scratch.path())?;
-    let options = RunOptions { timeout: TIMEOUT, output: OutputMode::Capture { echo: false } };
+    let options = RunOptions { timeout: target.fill_timeout, output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&check, &options).map_err(|e| e.to_string())?;
     let context =
         || format!("(seed {seed}, cut after {acks} acks + {delay:?})\n{}\n{}", check.display(), outcome.transcript());

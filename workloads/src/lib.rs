@@ -1,7 +1,8 @@
 //! Compute kernels that benchmarks run on both sides of a comparison: compiled to `wasm32-wasip2`
 //! inside a Mica component, and compiled natively into a program run in a Linux guest or on the
 //! host. One source, so the comparison measures the platform, not two implementations.
-#![no_std]
+// `no_std` unless the `std` feature brings the file benchmark, which uses `std::fs`.
+#![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -74,6 +75,139 @@ mod tests {
         assert_eq!(sieve(10), 4);
         assert_eq!(sieve(100), 25);
         assert_eq!(sieve(1_000_000), 78_498);
+    }
+}
+
+/// The file benchmark (`cargo xtask bench fs`): the same `std::fs` calls in Mica's `notes
+/// bench` (through `wasi:filesystem` and the file system service) and in the Linux guest (on
+/// ext4), each phase timed by the caller's clock. Every phase that writes ends durable: a sync
+/// after the writes, and each created file synced.
+#[cfg(feature = "std")]
+pub mod files {
+    use std::fs::{self, File};
+    use std::io::{self, Read, Seek, SeekFrom, Write};
+    use std::path::Path;
+
+    use super::block::{RANDOM_REQUEST, SEQ_REQUEST, random_sector};
+
+    /// The big file's size, written and read sequentially.
+    pub const SEQ_BYTES: u64 = 1 << 20;
+    /// Random writes and reads of [`RANDOM_REQUEST`] bytes in it. Few: littlefs (Mica's file
+    /// system service) copies a file from the written place to its end on every write that is
+    /// not at the end, so a random write costs up to the whole file.
+    pub const RANDOM_N: u64 = 50;
+    /// Small files created, then removed.
+    pub const CREATE_N: u64 = 100;
+    /// Bytes in each small file.
+    pub const SMALL_FILE: u64 = 100;
+
+    /// One timed phase: `n` operations of `bytes` each (0 for a create or remove).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Phase {
+        /// `seq-write`, `seq-read`, `rand-write`, `rand-read`, `create` or `remove`.
+        pub op: &'static str,
+        /// Bytes per operation.
+        pub bytes: u64,
+        /// Operations.
+        pub n: u64,
+        /// What `clock` advanced by over the phase.
+        pub elapsed: u64,
+    }
+
+    /// The phases' names, sizes and counts, in the order [`run`] runs them.
+    pub const PHASES: [(&str, u64, u64); 6] = [
+        ("seq-write", SEQ_REQUEST, SEQ_BYTES / SEQ_REQUEST),
+        ("seq-read", SEQ_REQUEST, SEQ_BYTES / SEQ_REQUEST),
+        ("rand-write", RANDOM_REQUEST, RANDOM_N),
+        ("rand-read", RANDOM_REQUEST, RANDOM_N),
+        ("create", SMALL_FILE, CREATE_N),
+        ("remove", 0, CREATE_N),
+    ];
+
+    /// Runs every phase in `dir` (made if missing), timing each with `clock`.
+    pub fn run(dir: &Path, clock: &mut dyn FnMut() -> u64) -> io::Result<Vec<Phase>> {
+        fs::create_dir_all(dir)?;
+        let big = dir.join("big");
+        let mut phases = Vec::new();
+        let mut timed = |i: usize, work: &mut dyn FnMut() -> io::Result<()>| -> io::Result<()> {
+            let (op, bytes, n) = PHASES[i];
+            let start = clock();
+            work()?;
+            phases.push(Phase { op, bytes, n, elapsed: clock().wrapping_sub(start) });
+            Ok(())
+        };
+        let mut buf = vec![0x5au8; SEQ_REQUEST as usize];
+        let slots = SEQ_BYTES / RANDOM_REQUEST;
+        timed(0, &mut || {
+            let mut file = File::create(&big)?;
+            for _ in 0..SEQ_BYTES / SEQ_REQUEST {
+                file.write_all(&buf)?;
+            }
+            file.sync_all()
+        })?;
+        timed(1, &mut || {
+            let mut file = File::open(&big)?;
+            for _ in 0..SEQ_BYTES / SEQ_REQUEST {
+                file.read_exact(&mut buf)?;
+            }
+            Ok(())
+        })?;
+        let mut small = vec![0xa5u8; RANDOM_REQUEST as usize];
+        timed(2, &mut || {
+            let mut file = File::options().write(true).open(&big)?;
+            for i in 0..RANDOM_N {
+                // random_sector counts 512-byte sectors; the slots are request-sized.
+                file.seek(SeekFrom::Start(random_sector(i, slots) * 512))?;
+                file.write_all(&small)?;
+            }
+            file.sync_all()
+        })?;
+        timed(3, &mut || {
+            let mut file = File::open(&big)?;
+            for i in 0..RANDOM_N {
+                file.seek(SeekFrom::Start(random_sector(i, slots) * 512))?;
+                file.read_exact(&mut small)?;
+            }
+            Ok(())
+        })?;
+        let content = vec![b'x'; SMALL_FILE as usize];
+        timed(4, &mut || {
+            for i in 0..CREATE_N {
+                let mut file = File::create(dir.join(format!("small-{i}")))?;
+                file.write_all(&content)?;
+                file.sync_all()?;
+            }
+            Ok(())
+        })?;
+        timed(5, &mut || {
+            for i in 0..CREATE_N {
+                fs::remove_file(dir.join(format!("small-{i}")))?;
+            }
+            Ok(())
+        })?;
+        Ok(phases)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_phase_runs_in_order_and_leaves_the_big_file() {
+            let dir = std::env::temp_dir().join(format!("mica-workloads-files-{}", std::process::id()));
+            let mut ticks = 0;
+            let phases = run(&dir, &mut || {
+                ticks += 1;
+                ticks
+            })
+            .expect("ran");
+            let names: Vec<(&str, u64, u64)> = phases.iter().map(|p| (p.op, p.bytes, p.n)).collect();
+            assert_eq!(names, PHASES);
+            assert!(phases.iter().all(|p| p.elapsed == 1));
+            assert_eq!(fs::metadata(dir.join("big")).expect("big").len(), SEQ_BYTES);
+            assert_eq!(fs::read_dir(&dir).expect("dir").count(), 1, "the small files are gone");
+            fs::remove_dir_all(&dir).expect("cleaned up");
+        }
     }
 }
 

@@ -15,6 +15,9 @@
 //! - `check`: after the cut, reads them back in order and prints `notes: f-0..f-M intact` for
 //!   the files whose content is whole (the one being written at the cut may be short), or
 //!   `notes: no files`.
+//!
+//! And `bench` runs `cargo xtask bench fs`'s phases ([`mica_workloads::files`]) in
+//! `/data/bench`, printing `fs-bench op=NAME bytes=B n=N ns=T` per phase.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -25,7 +28,8 @@ fn main() {
         None => run(),
         Some("fill") => fill(),
         Some("check") => check_files(),
-        Some(other) => Err(io::Error::other(format!("unknown mode {other:?}: expected fill or check"))),
+        Some("bench") => bench(),
+        Some(other) => Err(io::Error::other(format!("unknown mode {other:?}: expected fill, check or bench"))),
     };
     if let Err(e) = result {
         eprintln!("notes: {e}");
@@ -134,6 +138,15 @@ fn check_files() -> io::Result<()> {
     // Nothing past the first file that is not whole: files are written one after another.
     if Path::new(&format!("/data/f-{}", whole + 1)).exists() {
         return Err(io::Error::other(format!("f-{} exists after f-{whole}, which is not whole", whole + 1)));
+    }
+    Ok(())
+}
+
+fn bench() -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let phases = mica_workloads::files::run(Path::new("/data/bench"), &mut || start.elapsed().as_nanos() as u64)?;
+    for p in phases {
+        println!("fs-bench op={} bytes={} n={} ns={}", p.op, p.bytes, p.n, p.elapsed);
     }
     Ok(())
 }

@@ -4,6 +4,9 @@
 //!   `O_DIRECT` (no page cache, like Mica's driver, which has none): 4 MiB written and read in
 //!   32 KiB requests, a flush (`fdatasync`), then 500 writes and 500 reads of 4 KiB at the same
 //!   pseudo-random places. Reports the instructions of each phase.
+//! - `fs`: mounts `/dev/vda` (formatted ext4 by the host) on `/mnt` and runs
+//!   [`mica_workloads::files`] in `/mnt/bench`, the same `std::fs` calls as Mica's `notes bench`.
+//!   Reports the instructions of each phase.
 //! - `httpd`: brings up `eth0` as 10.0.2.15/24 (QEMU user networking), writes the page Mica's
 //!   httpd serves, says `httpd ready` and becomes busybox's `httpd` in the foreground (the host
 //!   stops the guest when it has measured).
@@ -126,4 +129,18 @@ mod tests {
         assert_eq!(buf.as_ptr() as usize % 4096, 0);
         assert_eq!(buf.len(), 8192);
     }
+}
+
+/// The `fs` workload; its report.
+pub fn files() -> Result<String, String> {
+    prepare()?;
+    fs::create_dir_all("/mnt").map_err(|e| format!("making /mnt: {e}"))?;
+    rustix::mount::mount("/dev/vda", "/mnt", "ext4", rustix::mount::MountFlags::empty(), None)
+        .map_err(|e| format!("mounting /dev/vda (ext4) on /mnt: {e}"))?;
+    let phases = mica_workloads::files::run(std::path::Path::new("/mnt/bench"), &mut super::tsc)
+        .map_err(|e| format!("the file workload on ext4: {e}"))?;
+    let fields: Vec<String> = phases.iter().map(|p| format!("{}={}", p.op, p.elapsed)).collect();
+    rustix::mount::unmount("/mnt", rustix::mount::UnmountFlags::empty())
+        .map_err(|e| format!("unmounting /mnt: {e}"))?;
+    Ok(format!("fs {}", fields.join(" ")))
 }

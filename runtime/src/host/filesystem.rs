@@ -80,6 +80,10 @@ pub struct DirectoryEntryStream {
 
 type FsResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
+/// The most entries a directory listing holds: a service that never says `end` cannot keep the
+/// runtime asking for ever.
+const MAX_LISTING: usize = 1 << 16;
+
 /// The `wasi:filesystem` error for a files-protocol error.
 fn code(fs: FsErrorCode) -> ErrorCode {
     match fs {
@@ -396,6 +400,10 @@ impl HostDescriptor for InstanceState {
             let request = Request::ReadDir { start: entries.len() as u32, path: path.clone() };
             match self.files(grant, &request)? {
                 Ok(Response::Entries { entries: page, end }) => {
+                    if entries.len() + page.len() > MAX_LISTING {
+                        log::warn!("{}: a listing of {path:?} goes past {MAX_LISTING} entries", self.name);
+                        return Ok(Err(ErrorCode::Io));
+                    }
                     let empty = page.is_empty();
                     entries.extend(page.into_iter().map(|e| DirectoryEntry { type_: kind_type(e.kind), name: e.name }));
                     if end || empty {

@@ -95,7 +95,7 @@ impl BlockPhase {
 
 /// Each phase's median over runs (of instructions; an even count takes the mean of the middle
 /// two), and its lowest and highest count. Every run has the same phases (`check_phases`).
-fn medians(runs: &[Vec<BlockPhase>]) -> (Vec<BlockPhase>, Vec<(u64, u64)>) {
+pub(super) fn medians(runs: &[Vec<BlockPhase>]) -> (Vec<BlockPhase>, Vec<(u64, u64)>) {
     let Some(first) = runs.first() else { return (Vec::new(), Vec::new()) };
     first
         .iter()
@@ -304,7 +304,13 @@ fn io_image(guest: &linux_guest::LinuxGuest, init: &Path, path: &Path) -> Result
 
 /// Every `block-bench op=... bytes=... n=... ns=...` line, in instructions.
 fn mica_block_phases(serial: &str, tsc_mhz: f64) -> Vec<BlockPhase> {
-    super::report::op_lines(serial, MICA_BLOCK_PREFIX)
+    mica_phases(serial, MICA_BLOCK_PREFIX, tsc_mhz)
+}
+
+/// Every `PREFIX op=... bytes=... n=... ns=...` line of `serial`, in instructions (`ns` x the
+/// TSC's calibrated MHz / 1000, under `-icount shift=0`).
+pub(super) fn mica_phases(serial: &str, prefix: &str, tsc_mhz: f64) -> Vec<BlockPhase> {
+    super::report::op_lines(serial, prefix)
         .into_iter()
         .map(|(op, bytes, n, ns)| BlockPhase {
             op,

@@ -10,7 +10,8 @@
 //! guest. `bench density` starts N idle components and reports memory per component and the
 //! instructions to start them. `bench io` counts block requests through the virtio-blk driver component against
 //! Linux's `virtio_blk`, and times HTTP requests to a component web server against busybox
-//! `httpd` in the Linux guest. `bench late-binding` compares a system compiled at boot (first boot,
+//! `httpd` in the Linux guest. `bench fs` counts the same `std::fs` calls through Mica's file
+//! system service and on ext4 in a Linux guest. `bench late-binding` compares a system compiled at boot (first boot,
 //! then from the module store) with one compiled ahead of time, and CPU-specific code with baseline
 //! code.
 
@@ -19,6 +20,7 @@ mod boot;
 mod clock;
 mod components;
 mod density;
+mod fs;
 mod io;
 mod ipc;
 mod late;
@@ -51,6 +53,9 @@ pub enum BenchCommand {
     /// Block I/O (instructions per request) and HTTP (wall clock) through Mica's driver
     /// components against Linux's in-kernel drivers on the same virtual hardware.
     Io(IoArgs),
+    /// Files (instructions per operation) through Mica's file system service against ext4 in a
+    /// Linux guest on the same virtual hardware.
+    Fs(IoArgs),
     /// Idle components: kernel memory per component and guest instructions to start N of them.
     Density(DensityArgs),
     /// Late binding: first boot (compile in the system) vs store-hit boot vs host-precompiled,
@@ -206,6 +211,7 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Ipc(args) => ipc::run(root, &args.arch).map(|()| ExitCode::SUCCESS),
         BenchCommand::Io(args) => io::run(root, args.runs).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Fs(args) => fs::run(root, args.runs).map(|()| ExitCode::SUCCESS),
         BenchCommand::Density(args) => density::run(root, args.n).map(|()| ExitCode::SUCCESS),
         BenchCommand::LateBinding(args) => late::run(root, args.runs).map(|()| ExitCode::SUCCESS),
     }
