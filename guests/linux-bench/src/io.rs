@@ -118,19 +118,6 @@ pub fn httpd() -> Result<String, String> {
     Err(format!("running busybox httpd: {error}"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn buffers_are_aligned() {
-        let mut storage = vec![0u8; 8192 + 4096];
-        let buf = aligned(&mut storage, 8192);
-        assert_eq!(buf.as_ptr() as usize % 4096, 0);
-        assert_eq!(buf.len(), 8192);
-    }
-}
-
 /// The `fs` workload; its report.
 pub fn files() -> Result<String, String> {
     prepare()?;
@@ -143,4 +130,17 @@ pub fn files() -> Result<String, String> {
     rustix::mount::unmount("/mnt", rustix::mount::UnmountFlags::empty())
         .map_err(|e| format!("unmounting /mnt: {e}"))?;
     Ok(format!("fs {}", fields.join(" ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_aligned() {
+        let mut storage = vec![0u8; 8192 + 4096];
+        let buf = aligned(&mut storage, 8192);
+        assert_eq!(buf.as_ptr() as usize % 4096, 0);
+        assert_eq!(buf.len(), 8192);
+    }
 }
