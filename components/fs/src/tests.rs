@@ -635,3 +635,41 @@ fn power_cuts_at_every_write_keep_every_completed_step() {
     assert_eq!(cut_in_steps + cut_while_formatting, 2 * (total + 1));
     assert!(cut_in_steps > cut_while_formatting * 5, "{cut_in_steps} cuts in the workload");
 }
+
+/// A [`MemDisk`] that counts its reads.
+struct CountingDisk(MemDisk, Rc<RefCell<u64>>);
+
+impl Disk for CountingDisk {
+    type Error = String;
+    fn sectors(&self) -> u64 {
+        self.0.sectors()
+    }
+    fn read(&mut self, sector: u64, count: u32) -> Result<Vec<u8>, String> {
+        *self.1.borrow_mut() += 1;
+        self.0.read(sector, count)
+    }
+    fn write(&mut self, sector: u64, data: &[u8]) -> Result<(), String> {
+        self.0.write(sector, data)
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.0.flush()
+    }
+}
+
+#[test]
+fn blocks_read_once_are_served_from_memory() {
+    let reads = Rc::new(RefCell::new(0));
+    with_service(CountingDisk(MemDisk::new(SECTORS), reads.clone()), |s| {
+        let h = opened(s.handle(Request::Open { flags: rw_create(), path: "f".into() }));
+        let data: Vec<u8> = (0..3 * BLOCK_SIZE).map(|i| (i % 7) as u8).collect();
+        assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: data.clone() }), Response::Written(12288));
+        let mut counts = Vec::new();
+        for _ in 0..3 {
+            let before = *reads.borrow();
+            assert_eq!(s.handle(Request::Read { handle: h, offset: 0, len: 12288 }), Response::Data(data.clone()));
+            counts.push(*reads.borrow() - before);
+        }
+        // What the first read brought in (and the write kept up to date) serves the others.
+        assert_eq!(counts[1..], [0, 0], "disk reads per file read: {counts:?}");
+    });
+}

@@ -9,12 +9,18 @@
 //! disk's flush: a disk with a volatile write cache then keeps littlefs's power-loss
 //! guarantee, that after a cut the volume is as some completed operation left it.
 //!
+//! Reads go through a cache of [`CACHED_BLOCKS`] whole blocks (littlefs's metadata, and what was
+//! read lately): a miss reads the whole block in one request, and writes update what is cached.
+//! littlefs keeps caches of its own, but only within one open file; the service opens a file for
+//! each request, so without this every request would read the directory's metadata again.
+//!
 //! The binding fixes a storage's block count at compile time. A volume is therefore formatted
 //! at [`FORMAT_BLOCKS`] blocks, grown at once to the whole disk, and mounted with a block
 //! count of 0, which tells littlefs to take the count from the superblock. A disk that has
 //! grown since is grown into at the next mount.
 
 use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::rc::Rc;
 
@@ -63,11 +69,52 @@ pub struct DiskStorage<D: Disk, const COUNT: usize> {
     /// The disk's capacity in bytes, as far as littlefs may use it.
     bytes: usize,
     failures: Failures,
+    cache: BlockCache,
+}
+
+/// How many whole blocks [`DiskStorage`] keeps in memory (256 KiB).
+pub const CACHED_BLOCKS: usize = 64;
+
+/// Whole blocks as the disk holds them, the oldest dropped first.
+#[derive(Debug, Default)]
+struct BlockCache {
+    blocks: BTreeMap<usize, Vec<u8>>,
+    order: VecDeque<usize>,
+}
+
+impl BlockCache {
+    fn insert(&mut self, block: usize, bytes: Vec<u8>) {
+        if self.blocks.insert(block, bytes).is_none() {
+            self.order.push_back(block);
+            if self.order.len() > CACHED_BLOCKS
+                && let Some(oldest) = self.order.pop_front()
+            {
+                self.blocks.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl<D: Disk, const COUNT: usize> DiskStorage<D, COUNT> {
     fn new(disk: D, blocks: u32, failures: Failures) -> DiskStorage<D, COUNT> {
-        DiskStorage { disk, bytes: blocks as usize * BLOCK_SIZE as usize, failures }
+        DiskStorage { disk, bytes: blocks as usize * BLOCK_SIZE as usize, failures, cache: BlockCache::default() }
+    }
+
+    /// The whole block `block`, from the cache or read into it.
+    fn block(&mut self, block: usize) -> Result<&[u8], Error> {
+        if !self.cache.blocks.contains_key(&block) {
+            let sector = (block * BLOCK_SIZE as usize / SECTOR_SIZE) as u64;
+            let count = SECTORS_PER_BLOCK as u32;
+            let bytes = match self.disk.read(sector, count) {
+                Ok(data) if data.len() == BLOCK_SIZE as usize => data,
+                Ok(data) => {
+                    return Err(self.failures.set(format!("a read of {count} sectors returned {} bytes", data.len())));
+                }
+                Err(e) => return Err(self.failures.set(format!("read of {count} sectors at {sector}: {e}"))),
+            };
+            self.cache.insert(block, bytes);
+        }
+        Ok(&self.cache.blocks[&block])
     }
 
     /// The first sector of `len` bytes at byte `offset`, when they are whole sectors on the
@@ -96,16 +143,17 @@ impl<D: Disk, const COUNT: usize> Storage for DiskStorage<D, COUNT> {
     type LOOKAHEAD_SIZE = U16;
 
     fn read(&mut self, offset: usize, buf: &mut [u8]) -> LfsResult<usize> {
-        let sector = self.sector(offset, buf.len(), "read")?;
-        let count = (buf.len() / SECTOR_SIZE) as u32;
-        match self.disk.read(sector, count) {
-            Ok(data) if data.len() == buf.len() => {
-                buf.copy_from_slice(&data);
-                Ok(buf.len())
-            }
-            Ok(data) => Err(self.failures.set(format!("a read of {count} sectors returned {} bytes", data.len()))),
-            Err(e) => Err(self.failures.set(format!("read of {count} sectors at {sector}: {e}"))),
+        self.sector(offset, buf.len(), "read")?;
+        // littlefs reads within one block.
+        let (block, at) = (offset / BLOCK_SIZE as usize, offset % BLOCK_SIZE as usize);
+        if at + buf.len() > BLOCK_SIZE as usize {
+            return Err(self
+                .failures
+                .set(format!("littlefs asked to read across a block: {} bytes at {offset}", buf.len())));
         }
+        let len = buf.len();
+        buf.copy_from_slice(&self.block(block)?[at..at + len]);
+        Ok(len)
     }
 
     fn write(&mut self, offset: usize, data: &[u8]) -> LfsResult<usize> {
@@ -113,6 +161,17 @@ impl<D: Disk, const COUNT: usize> Storage for DiskStorage<D, COUNT> {
         let count = data.len() / SECTOR_SIZE;
         if let Err(e) = self.disk.write(sector, data) {
             return Err(self.failures.set(format!("write of {count} sectors at {sector}: {e}")));
+        }
+        let (block, at) = (offset / BLOCK_SIZE as usize, offset % BLOCK_SIZE as usize);
+        if let Some(cached) = self.cache.blocks.get_mut(&block) {
+            match cached.get_mut(at..at + data.len()) {
+                Some(range) => range.copy_from_slice(data),
+                // A write across blocks: forget this one rather than half-update it.
+                None => {
+                    self.cache.blocks.remove(&block);
+                    self.cache.order.retain(|b| *b != block);
+                }
+            }
         }
         // Durable before littlefs goes on (see the module's documentation).
         if let Err(e) = self.disk.flush() {
@@ -214,9 +273,12 @@ impl<D: Disk> Volume<D> {
         if let Some(failure) = failures.take() {
             return Err(format!("mounting the volume: {failure}"));
         }
-        let mut first = vec![0; 2 * BLOCK_SIZE as usize];
-        storage.read(0, &mut first).map_err(|e| describe(&failures, "reading the superblocks", e))?;
-        if first.iter().any(|&b| b != 0) {
+        let mut blank = true;
+        for block in 0..2 {
+            let bytes = storage.block(block).map_err(|e| describe(&failures, "reading the superblocks", e))?;
+            blank &= bytes.iter().all(|&b| b == 0);
+        }
+        if !blank {
             return Err(format!(
                 "the disk holds no littlefs volume (mounting: {}) and is not blank; refusing to format it",
                 error_name(mount_error)
