@@ -21,14 +21,13 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use mica_bundle::MachineDevice;
-use mica_initramfs::Initramfs;
-use mica_launch::{Accel, KvmProbe, QemuCommand};
+use mica_launch::KvmProbe;
 use serde::Serialize;
 
 use super::boot::boot;
-use super::io::{BlockPhase, medians, mica_phases};
+use super::io::{BlockPhase, guest_image, icount_boot, medians, mica_phases};
 use super::report::grouped;
-use crate::linux_guest::{self, BUSYBOX_APPLETS};
+use crate::linux_guest;
 use crate::machine::Machine;
 
 /// The benchmark's system.
@@ -100,16 +99,11 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
     let guest = linux_guest::fetch(&root.join("target"), mica_launch::GuestArch::X86_64)?;
     let init = linux_guest::build_static(root, "mica-linux-bench", "mica-linux-bench")?;
     let image = out_dir.join("linux-fs.cpio");
-    fs_image(&guest, &init, &image)?;
+    guest_image(&guest, &init, &image, &[], LINUX_MODULES)?;
     let (mut mica_runs, mut linux_runs, mut tsc_mhz) = (Vec::new(), Vec::new(), None);
     for run in 1..=runs {
         eprintln!("bench: fs run {run} of {runs}, std::fs through the file system service ({ICOUNT_OPTIONS})");
-        let cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
-            .cpu(cpu.clone())
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .icount(true)
-            .initrd(&bundle)
-            .extra_args(mica_launch::devices::qemu_args(&devices()?));
+        let cmd = icount_boot(&qemu, &mica, &cpu, &bundle, &devices()?);
         let outcome = boot(&cmd, BOOT_TIMEOUT)?;
         let mhz = super::clock::of_boot(&outcome.serial)
             .map(|clock| clock.counter_mhz)
@@ -122,12 +116,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
         eprintln!("bench: fs run {run} of {runs}, std::fs on ext4 in Linux {} ({ICOUNT_OPTIONS})", guest.release);
         let linux_devices = devices()?;
         mke2fs(&disk)?;
-        let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
-            .cpu(cpu.clone())
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .icount(true)
-            .initrd(&image)
-            .extra_args(mica_launch::devices::qemu_args(&linux_devices));
+        let cmd = icount_boot(&qemu, &guest.kernel, &cpu, &image, &linux_devices);
         let cmd = cmd.clone().cmdline(guest.cmdline(&cmd, &["fs"]));
         let line = linux_guest::boot_for_line(&cmd, LINUX_PREFIX, BOOT_TIMEOUT)?;
         linux_runs.push(linux_phases(&line)?);
@@ -155,7 +144,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
              and the ext4 built into its cloud kernel, the TSC around each phase",
             "every phase that writes ends durable on both: the big file synced after its writes, each small file \
              synced after it is written; Mica's fs makes every write request durable before it answers (littlefs \
-             commits on each close, and the disk is flushed after each block littlefs writes)",
+             commits on each close, and the disk is flushed after each write littlefs makes)",
             "a random write costs Mica up to the rest of the file: littlefs copies a file from the written place \
              to its end on a write that is not at the end",
             "the counts include the guest idling while the host does the I/O (icount's virtual clock runs on while \
@@ -180,18 +169,6 @@ fn mke2fs(disk: &Path) -> Result<()> {
         bail!("{tool} -t ext4 {} failed: {}", disk.display(), String::from_utf8_lossy(&out.stderr));
     }
     Ok(())
-}
-
-/// The Linux guest's initramfs: busybox, the block and ext4 modules in load order
-/// (`/etc/mica/modules`), and `mica-linux-bench` as `/init`.
-fn fs_image(guest: &linux_guest::LinuxGuest, init: &Path, path: &Path) -> Result<()> {
-    let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut image = Initramfs::new();
-    image.busybox(read(&guest.busybox)?, BUSYBOX_APPLETS)?;
-    let order = image.modules(&guest.modules, LINUX_MODULES)?;
-    image.file("etc/mica/modules", format!("{}\n", order.join("\n")).into_bytes(), 0o644)?;
-    image.file("init", read(init)?, 0o755)?;
-    fs::write(path, image.to_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The phases of `fs seq-write=I ...` (instructions per phase).

@@ -187,12 +187,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
         eprintln!("bench: block run {run} of {runs}, through the virtio-blk driver component ({ICOUNT_OPTIONS})");
         let devices = block(&disk);
         mica_launch::devices::prepare_disks(&devices)?;
-        let cmd = QemuCommand::new(&qemu, &mica, Accel::Tcg)
-            .cpu(cpu.clone())
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .icount(true)
-            .initrd(&bundle)
-            .extra_args(mica_launch::devices::qemu_args(&devices));
+        let cmd = icount_boot(&qemu, &mica, &cpu, &bundle, &devices);
         let outcome = boot(&cmd, BOOT_TIMEOUT)?;
         let mhz = super::clock::of_boot(&outcome.serial)
             .map(|clock| clock.counter_mhz)
@@ -205,12 +200,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
         eprintln!("bench: block run {run} of {runs}, through Linux {}'s virtio_blk ({ICOUNT_OPTIONS})", guest.release);
         let devices = block(&disk);
         mica_launch::devices::prepare_disks(&devices)?;
-        let cmd = QemuCommand::new(&qemu, &guest.kernel, Accel::Tcg)
-            .cpu(cpu.clone())
-            .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
-            .icount(true)
-            .initrd(&image)
-            .extra_args(mica_launch::devices::qemu_args(&devices));
+        let cmd = icount_boot(&qemu, &guest.kernel, &cpu, &image, &devices);
         let cmd = cmd.clone().cmdline(guest.cmdline(&cmd, &["block"]));
         let line = linux_guest::boot_for_line(&cmd, LINUX_PREFIX, BOOT_TIMEOUT)?;
         linux_block_runs.push(linux_block_phases(&line)?);
@@ -291,15 +281,44 @@ fn net_device(port: u16) -> MachineDevice {
 /// The Linux guest's initramfs: busybox (with `ip` and `httpd`), the virtio modules in load order
 /// (`/etc/mica/modules`), and `mica-linux-bench` as `/init`.
 fn io_image(guest: &linux_guest::LinuxGuest, init: &Path, path: &Path) -> Result<()> {
+    guest_image(guest, init, path, &["ip", "httpd"], LINUX_MODULES)
+}
+
+/// A Linux guest's initramfs: busybox with its usual applets and `applets`, `modules` (and what
+/// they depend on) in load order (`/etc/mica/modules`), and `init` as `/init`.
+pub(super) fn guest_image(
+    guest: &linux_guest::LinuxGuest,
+    init: &Path,
+    path: &Path,
+    applets: &[&str],
+    modules: &[&str],
+) -> Result<()> {
     let read = |p: &Path| fs::read(p).with_context(|| format!("reading {}", p.display()));
-    let mut applets = BUSYBOX_APPLETS.to_vec();
-    applets.extend(["ip", "httpd"]);
+    let mut all = BUSYBOX_APPLETS.to_vec();
+    all.extend(applets);
     let mut image = Initramfs::new();
-    image.busybox(read(&guest.busybox)?, &applets)?;
-    let order = image.modules(&guest.modules, LINUX_MODULES)?;
+    image.busybox(read(&guest.busybox)?, &all)?;
+    let order = image.modules(&guest.modules, modules)?;
     image.file("etc/mica/modules", format!("{}\n", order.join("\n")).into_bytes(), 0o644)?;
     image.file("init", read(init)?, 0o755)?;
     fs::write(path, image.to_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The command that boots `kernel` with `initrd` and `devices` under TCG with `-icount
+/// shift=0`, on CPU model `cpu` and the systems' memory.
+pub(super) fn icount_boot(
+    qemu: &Path,
+    kernel: &Path,
+    cpu: &str,
+    initrd: &Path,
+    devices: &[MachineDevice],
+) -> QemuCommand {
+    QemuCommand::new(qemu, kernel, Accel::Tcg)
+        .cpu(cpu.to_owned())
+        .memory_mib(crate::run::SYSTEM_MEMORY_MIB)
+        .icount(true)
+        .initrd(initrd)
+        .extra_args(mica_launch::devices::qemu_args(devices))
 }
 
 /// Every `block-bench op=... bytes=... n=... ns=...` line, in instructions.
