@@ -153,6 +153,14 @@ fn main() -> ExitCode {
         println!("http on aarch64: {report}");
         Ok(())
     }));
+    // An unmodified std program's files on virt, the same wasm (see `files::run_notes_aarch64`).
+    let arm_notes = arm.clone();
+    trials.push(Trial::test("aarch64::std_fs_in_granted_directories", move || {
+        let paths = arm_notes.map_err(Failed::from)?;
+        let report = qemu_tests::files::run_notes_aarch64(&paths.0, &paths.1).map_err(Failed::from)?;
+        println!("notes on aarch64: {report}");
+        Ok(())
+    }));
     // Chaos on virt: the same system and load, the same kills (see `chaos`).
     trials.push(Trial::test("aarch64::chaos_kills_drivers_and_services_under_load", move || {
         let paths = arm.map_err(Failed::from)?;

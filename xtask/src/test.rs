@@ -67,8 +67,8 @@ fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::pa
     }
     // The aarch64 boot tests' systems, the same wasm: `NAME-aarch64` compiled ahead of time for
     // aarch64's baseline (the example systems, the console and HTTP test systems for the
-    // console and net drivers, and the chaos system), `default-late-aarch64` left to the system
-    // to compile.
+    // console and net drivers, the chaos system, and `notes` with the file system service),
+    // `default-late-aarch64` left to the system to compile.
     let arm = mica_runtime::config::AARCH64_TARGET;
     let arm_baseline = mica_runtime::config::CpuProfile::baseline_for(arm);
     for (m, binding) in [
@@ -78,6 +78,7 @@ fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::pa
         ("qemu-tests/systems/console.toml", crate::system::Binding::Aot(arm_baseline.clone())),
         ("qemu-tests/systems/http.toml", crate::system::Binding::Aot(arm_baseline.clone())),
         ("qemu-tests/systems/chaos.toml", crate::system::Binding::Aot(arm_baseline.clone())),
+        ("qemu-tests/systems/notes.toml", crate::system::Binding::Aot(arm_baseline.clone())),
         ("qemu-tests/systems/c-hello.toml", crate::system::Binding::Aot(arm_baseline)),
         (crate::system::DEFAULT_MANIFEST, crate::system::Binding::Late),
     ] {
