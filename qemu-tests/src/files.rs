@@ -91,7 +91,7 @@ pub fn run_notes_aarch64(qemu: &Path, kernel: &Path) -> Result<String, String> {
 /// expected lines)`.
 fn notes_twice(boot: impl Fn(&Path, &[&str]) -> Result<String, String>) -> Result<String, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
-    let steps = ["write ok", "read ok", "append ok", "remove ok", "refusals ok"];
+    let steps = ["write ok", "read ok", "times ok", "append ok", "remove ok", "refusals ok"];
     for (n, listed) in [(1, "boot-1.txt"), (2, "boot-1.txt, boot-2.txt")] {
         let first = format!("[notes] notes: boot {n}");
         let list = format!("[notes] notes: list ok ({listed})");
@@ -100,5 +100,5 @@ fn notes_twice(boot: impl Fn(&Path, &[&str]) -> Result<String, String>) -> Resul
         let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
         boot(scratch.path(), &expect).map_err(|e| format!("boot {n}: {e}"))?;
     }
-    Ok("std::fs wrote, read, appended, listed, renamed and removed; found again after a reboot".to_owned())
+    Ok("std::fs wrote, read, kept times, appended, listed, renamed and removed; found again after a reboot".to_owned())
 }

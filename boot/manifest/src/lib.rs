@@ -410,8 +410,13 @@ fn check_dirs(site: &EntrySite<'_>, raw: Vec<raw::RawDir>, grants: &[String]) ->
     }
     let mut dirs: Vec<mica_bundle::DirGrant> = Vec::new();
     for d in raw {
-        let components: Vec<&str> = d.path.strip_prefix('/').map(|p| p.split('/').collect()).unwrap_or_default();
-        if components.is_empty() || components.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        // `/` itself is a path too: the program then sees the volume as its root directory.
+        let components: Option<Vec<&str>> = match d.path.strip_prefix('/') {
+            Some("") => Some(Vec::new()),
+            Some(p) => Some(p.split('/').collect()),
+            None => None,
+        };
+        if components.is_none_or(|cs| cs.iter().any(|c| c.is_empty() || *c == "." || *c == "..")) {
             return Err(site.err(
                 "dirs",
                 format!("path {:?}: give an absolute path such as \"/data\", without `.`, `..` or `//`", d.path),

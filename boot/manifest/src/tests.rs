@@ -287,11 +287,15 @@ fn directories_are_granted_over_a_connection_without_ipc_of_their_own() {
         mica_bundle::DirGrant { path: "/ro".into(), connection: "files".into(), read_only: true },
     ];
     assert_eq!(m.components[1].dirs, expected);
+    // The volume as the program's root directory (what the WASI test suite asks for).
+    let m = check(&dirs_system(files, "\"wasi\"", r#"{ path = "/", connection = "files" }"#)).expect("dirs at /");
+    assert_eq!(m.components[1].dirs[0].path, "/");
     let cases = [
         (files, "\"wasi:cli\"", data, "dirs: directories need the grant \"wasi:filesystem\""),
         (files, "\"wasi\"", r#"{ path = "data", connection = "files" }"#, "path \"data\": give an absolute path"),
         (files, "\"wasi\"", r#"{ path = "/a/../b", connection = "files" }"#, "without `.`, `..` or `//`"),
-        (files, "\"wasi\"", r#"{ path = "/", connection = "files" }"#, "path \"/\": give an absolute path"),
+        (files, "\"wasi\"", r#"{ path = "/d/", connection = "files" }"#, "path \"/d/\": give an absolute path"),
+        (files, "\"wasi\"", r#"{ path = "", connection = "files" }"#, "path \"\": give an absolute path"),
         (
             files,
             "\"wasi\"",

@@ -9,16 +9,24 @@
 //!
 //! Paths reach littlefs as they are; littlefs's binding takes ASCII names only, and paths of
 //! at most 255 bytes (see `docs/files.md`).
+//!
+//! Timestamps are littlefs user attributes of each entry ([`ATTR_MODIFIED`],
+//! [`ATTR_ACCESSED`]): both are set when a file or directory is made, the modification time
+//! again by every write, size change and truncation, and either by a `SetTimes`. Reads do not
+//! change the access time (as Linux's `noatime`). An entry without them (made by another tool)
+//! has no times.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use littlefs2::driver::Storage;
 use littlefs2::fs::{File, Filesystem};
 use littlefs2::io::{Error, SeekFrom};
 use littlefs2::path::{Error as PathError, PathBuf};
 use mica_device::files::{
-    APPEND, Entry, FsErrorCode, Kind, MAX_DATA_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, OpenFlags, Request, Response,
+    APPEND, Entry, FsErrorCode, Kind, MAX_DATA_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, NO_TIME, OpenFlags, Request,
+    Response, SetTime,
 };
 
 use crate::volume::{BLOCK_SIZE, Failures};
@@ -28,6 +36,17 @@ pub const MAX_OPEN: usize = 128;
 
 /// The largest file littlefs holds, and so the largest offset plus length.
 pub const MAX_FILE_BYTES: u64 = i32::MAX as u64;
+
+/// The user attribute holding an entry's modification time (nanoseconds since the Unix epoch,
+/// a little-endian u64).
+pub const ATTR_MODIFIED: u8 = b'm';
+/// The user attribute holding its access time, likewise.
+pub const ATTR_ACCESSED: u8 = b'a';
+
+/// The wall clock, in nanoseconds since the Unix epoch (0 before it).
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX - 1))
+}
 
 /// An open handle: what it names, and how it was opened.
 struct Open {
@@ -63,6 +82,7 @@ fn lfs_path(path: &str) -> Result<PathBuf, Failed> {
     for component in path.split('/').filter(|_| !path.is_empty()) {
         match component {
             "" => return Err(fail(FsErrorCode::Invalid, format!("{path:?}: an empty path component"))),
+            c if c.contains('\0') => return Err(fail(FsErrorCode::Invalid, format!("{path:?}: a NUL byte"))),
             "." | ".." => {
                 return Err(fail(FsErrorCode::Invalid, format!("{path:?}: {component:?} is resolved by the client")));
             }
@@ -154,6 +174,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 let path = self.writable(handle)?;
                 let result = self.with_file(&path, true, |file| file.set_len(size as usize));
                 result.map_err(|e| self.lfs(&format!("setting the size of {path:?}"), e))?;
+                self.set_times(&path, SetTime::Keep, SetTime::Now)?;
                 Ok(Response::Done)
             }
             // Every write was durable when it was answered.
@@ -170,6 +191,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             Request::CreateDir { path } => {
                 let lfs = lfs_path(&path)?;
                 self.fs.create_dir(&lfs).map_err(|e| self.lfs(&format!("creating {path:?}"), e))?;
+                self.set_times(&path, SetTime::Now, SetTime::Now)?;
                 Ok(Response::Done)
             }
             Request::RemoveDir { path } => self.remove(&path, Kind::Directory),
@@ -191,6 +213,42 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 Ok(Response::Done)
             }
             Request::Volume => Ok(Response::Volume { block_size: BLOCK_SIZE, blocks: self.blocks.into() }),
+            Request::SetTimes { path, accessed, modified } => {
+                let lfs = lfs_path(&path)?;
+                self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
+                self.set_times(&path, accessed, modified)?;
+                Ok(Response::Done)
+            }
+        }
+    }
+
+    /// Sets the times of `path`, which exists.
+    fn set_times(&mut self, path: &str, accessed: SetTime, modified: SetTime) -> Result<(), Failed> {
+        let lfs = lfs_path(path)?;
+        let clock = now();
+        for (id, time) in [(ATTR_ACCESSED, accessed), (ATTR_MODIFIED, modified)] {
+            let ns = match time {
+                SetTime::Keep => continue,
+                SetTime::Now => clock,
+                SetTime::At(ns) => ns,
+            };
+            let set = self.fs.set_attribute(&lfs, id, &ns.to_le_bytes());
+            set.map_err(|e| self.lfs(&format!("setting the times of {path:?}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// The time in attribute `id` of `path`, if it has one.
+    fn time(&mut self, path: &str, id: u8) -> Result<Option<u64>, Failed> {
+        let lfs = lfs_path(path)?;
+        let mut buffer = [0u8; 8];
+        let read = self.fs.attribute(&lfs, id, &mut buffer).map(|a| {
+            a.and_then(|a| <[u8; 8]>::try_from(a.data()).ok()).map(u64::from_le_bytes).filter(|ns| *ns != NO_TIME)
+        });
+        match read {
+            Ok(time) => Ok(time),
+            Err(Error::NO_ATTRIBUTE) => Ok(None),
+            Err(e) => Err(self.lfs(&format!("reading the times of {path:?}"), e)),
         }
     }
 
@@ -227,7 +285,9 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
         let lfs = lfs_path(path)?;
         let meta = self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
         let size = if meta.is_dir() { 0 } else { meta.len() as u64 };
-        Ok(Response::Stat { kind: kind_of(meta.is_dir()), size })
+        let modified = self.time(path, ATTR_MODIFIED)?;
+        let accessed = self.time(path, ATTR_ACCESSED)?;
+        Ok(Response::Stat { kind: kind_of(meta.is_dir()), size, modified, accessed })
     }
 
     fn open(&mut self, flags: OpenFlags, path: &str) -> Result<Response, Failed> {
@@ -271,6 +331,8 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                     |_| Ok(()),
                 );
                 made.map_err(|e| self.lfs(&format!("opening {path:?}"), e))?;
+                let accessed = if existing.is_some() { SetTime::Keep } else { SetTime::Now };
+                self.set_times(path, accessed, SetTime::Now)?;
                 (Kind::File, 0)
             }
         };
@@ -328,6 +390,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             Ok(done)
         });
         let done = result.map_err(|e| self.lfs(&format!("writing {} bytes to {path:?}", data.len()), e))?;
+        self.set_times(&path, SetTime::Keep, SetTime::Now)?;
         Ok(Response::Written(done as u32))
     }
 

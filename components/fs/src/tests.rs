@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use kvstore::disk::{Disk, MemDisk, SECTOR_SIZE};
-use mica_device::files::{APPEND, Entry, FsErrorCode, Kind, MAX_ENTRIES, OpenFlags, Request, Response};
+use mica_device::files::{APPEND, Entry, FsErrorCode, Kind, MAX_ENTRIES, OpenFlags, Request, Response, SetTime};
 
 use crate::service::{MAX_OPEN, Service};
 use crate::volume::{BLOCK_SIZE, MountReport, Mounted, Volume};
@@ -33,6 +33,22 @@ fn data(response: Response) -> Vec<u8> {
     match response {
         Response::Data(data) => data,
         other => panic!("expected data, got {}", other.brief()),
+    }
+}
+
+/// A stat's kind and size.
+fn kind_size(response: Response) -> (Kind, u64) {
+    match response {
+        Response::Stat { kind, size, .. } => (kind, size),
+        other => panic!("expected a stat, got {}", other.brief()),
+    }
+}
+
+/// A stat's modification and access times.
+fn times(response: Response) -> (Option<u64>, Option<u64>) {
+    match response {
+        Response::Stat { modified, accessed, .. } => (modified, accessed),
+        other => panic!("expected a stat, got {}", other.brief()),
     }
 }
 
@@ -81,10 +97,10 @@ fn files_are_created_written_read_and_listed() {
         let all = data(s.handle(Request::Read { handle: h, offset: 0, len: 100 }));
         assert_eq!(all, b"hello, world\0\0\0\0\0\0\0\0!");
         done(s.handle(Request::SetSize { handle: h, size: 5 }));
-        assert_eq!(s.handle(Request::StatHandle { handle: h }), Response::Stat { kind: Kind::File, size: 5 });
+        assert_eq!(kind_size(s.handle(Request::StatHandle { handle: h })), (Kind::File, 5));
         done(s.handle(Request::Close { handle: h }));
         assert_eq!(code(s.handle(Request::Close { handle: h })), FsErrorCode::BadHandle);
-        assert_eq!(s.handle(Request::Stat { path: "a.txt".into() }), Response::Stat { kind: Kind::File, size: 5 });
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "a.txt".into() })), (Kind::File, 5));
 
         done(s.handle(Request::CreateDir { path: "d".into() }));
         assert_eq!(code(s.handle(Request::CreateDir { path: "d".into() })), FsErrorCode::Exists);
@@ -110,6 +126,39 @@ fn files_are_created_written_read_and_listed() {
 }
 
 #[test]
+fn entries_keep_their_times() {
+    with_service(MemDisk::new(SECTORS), |s| {
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
+        let h = opened(s.handle(Request::Open { flags: rw_create(), path: "f".into() }));
+        let (modified, accessed) = times(s.handle(Request::StatHandle { handle: h }));
+        let made = modified.expect("a new file has a modification time");
+        assert!(u128::from(made) >= before, "{made} is before {before}");
+        assert_eq!(accessed, Some(made), "a new file was accessed when it was made");
+        let at = |ns| Request::SetTimes { path: "f".into(), accessed: SetTime::At(ns), modified: SetTime::At(ns + 1) };
+        done(s.handle(at(1_000)));
+        assert_eq!(times(s.handle(Request::Stat { path: "f".into() })), (Some(1_001), Some(1_000)));
+        // A write changes the modification time only; a read changes neither.
+        assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: b"x".to_vec() }), Response::Written(1));
+        let (modified, accessed) = times(s.handle(Request::Stat { path: "f".into() }));
+        assert!(modified.is_some_and(|m| m >= made), "{modified:?}");
+        assert_eq!(accessed, Some(1_000));
+        data(s.handle(Request::Read { handle: h, offset: 0, len: 1 }));
+        assert_eq!(times(s.handle(Request::Stat { path: "f".into() })), (modified, Some(1_000)));
+        let keep = Request::SetTimes { path: "f".into(), accessed: SetTime::Keep, modified: SetTime::At(7) };
+        done(s.handle(keep));
+        assert_eq!(times(s.handle(Request::Stat { path: "f".into() })), (Some(7), Some(1_000)));
+        // Times follow a rename; a directory has them too; a missing path has none to set.
+        done(s.handle(Request::Rename { from: "f".into(), to: "g".into() }));
+        assert_eq!(times(s.handle(Request::Stat { path: "g".into() })), (Some(7), Some(1_000)));
+        done(s.handle(Request::CreateDir { path: "d".into() }));
+        assert!(times(s.handle(Request::Stat { path: "d".into() })).0.is_some());
+        let missing = Request::SetTimes { path: "nope".into(), accessed: SetTime::Now, modified: SetTime::Now };
+        assert_eq!(code(s.handle(missing)), FsErrorCode::NoEntry);
+        assert_eq!(code(s.handle(Request::Stat { path: "a\0".into() })), FsErrorCode::Invalid);
+    });
+}
+
+#[test]
 fn opens_check_their_flags_and_the_kind_of_what_they_open() {
     with_service(MemDisk::new(SECTORS), |s| {
         done(s.handle(Request::CreateDir { path: "d".into() }));
@@ -125,7 +174,7 @@ fn opens_check_their_flags_and_the_kind_of_what_they_open() {
         let d = s.handle(Request::Open { flags: dir_only, path: "d".into() });
         let Response::Opened { handle: d, kind: Kind::Directory, size: 0 } = d else { panic!("{}", d.brief()) };
         assert_eq!(code(s.handle(Request::Read { handle: d, offset: 0, len: 1 })), FsErrorCode::IsDirectory);
-        assert_eq!(s.handle(Request::StatHandle { handle: d }), Response::Stat { kind: Kind::Directory, size: 0 });
+        assert_eq!(kind_size(s.handle(Request::StatHandle { handle: d })), (Kind::Directory, 0));
         let root = opened(s.handle(Request::Open { flags: dir_only, path: String::new() }));
         done(s.handle(Request::Close { handle: root }));
         let write_only = opened(s.handle(Request::Open { flags: OpenFlags::WRITE, path: "f".into() }));
@@ -160,13 +209,13 @@ fn removes_and_renames_keep_kinds_apart_and_handles_follow() {
         // The open file moved with its directory: what it writes lands at the new path.
         assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: b"moved".to_vec() }), Response::Written(5));
         done(s.handle(Request::Close { handle: h }));
-        assert_eq!(s.handle(Request::Stat { path: "e/d2/f".into() }), Response::Stat { kind: Kind::File, size: 5 });
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "e/d2/f".into() })), (Kind::File, 5));
         assert_eq!(code(s.handle(Request::Stat { path: "d/f".into() })), FsErrorCode::NoEntry);
         // A rename replaces a file.
         let g = opened(s.handle(Request::Open { flags: rw_create(), path: "g".into() }));
         done(s.handle(Request::Close { handle: g }));
         done(s.handle(Request::Rename { from: "e/d2/f".into(), to: "g".into() }));
-        assert_eq!(s.handle(Request::Stat { path: "g".into() }), Response::Stat { kind: Kind::File, size: 5 });
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "g".into() })), (Kind::File, 5));
         done(s.handle(Request::Unlink { path: "g".into() }));
         done(s.handle(Request::RemoveDir { path: "e/d2".into() }));
         let listing = s.handle(Request::ReadDir { start: 0, path: String::new() });
@@ -622,10 +671,7 @@ fn power_cuts_at_every_write_keep_every_completed_step() {
                 let h = opened(s.handle(Request::Open { flags: rw_create(), path: "after".into() }));
                 let w = s.handle(Request::Write { handle: h, offset: 0, data: b"ok".to_vec() });
                 assert_eq!(w, Response::Written(2));
-                assert_eq!(
-                    s.handle(Request::Stat { path: "after".into() }),
-                    Response::Stat { kind: Kind::File, size: 2 }
-                );
+                assert_eq!(kind_size(s.handle(Request::Stat { path: "after".into() })), (Kind::File, 2));
             })
             .unwrap_or_else(|e| panic!("cut at write {cut_at}: {e}"));
             cut_in_steps += 1;

@@ -3,7 +3,7 @@
 //! read-only), and prints what it sees:
 //!
 //! - `notes: boot N`: how many times it has run on this volume (a counter in `/data/boots`);
-//! - `notes: NAME ok` for each step: write and sync, read back, append, seek, list, rename,
+//! - `notes: NAME ok` for each step: write and sync, read back, times (modified, set), append, seek, list, rename,
 //!   remove, refusals (`..` above the grant, writes through the read-only grant).
 //!
 //! Any unexpected result ends it with an error (exit 1).
@@ -22,6 +22,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::time::{Duration, SystemTime};
 
 fn main() {
     let result = match std::env::args().nth(1).as_deref() {
@@ -65,6 +66,15 @@ fn run() -> io::Result<()> {
     check(text.len() == 1000 * line.len() && text.starts_with(&line), "read back")?;
     check(fs::metadata(path)?.len() == text.len() as u64 && fs::metadata(path)?.is_file(), "metadata")?;
     println!("notes: read ok");
+
+    // The volume keeps times: the file was written after the first of January 2020, and
+    // setting its modification time shows in its metadata.
+    let written = fs::metadata(path)?.modified()?;
+    check(written > SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_836_800), "modification time")?;
+    let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    File::options().write(true).open(path)?.set_modified(then)?;
+    check(fs::metadata(path)?.modified()? == then, "set modification time")?;
+    println!("notes: times ok");
 
     let mut file = OpenOptions::new().append(true).open(path)?;
     file.write_all(b"the end\n")?;

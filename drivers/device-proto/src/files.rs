@@ -20,16 +20,18 @@
 //! | [`Request::Unlink`] | `0c`, path |
 //! | [`Request::Rename`] | `0d`, from path, to path |
 //! | [`Request::Volume`] | `0e` |
+//! | [`Request::SetTimes`] | `0f`, accessed, modified (each a [`SetTime`]: u8 0 keep, 1 now, 2 at, then nanoseconds: u64), path |
 //! | [`Response::Opened`] | `81`, handle: u64, kind: u8 ([`Kind`]), size: u64 |
 //! | [`Response::Data`] | `82`, data |
 //! | [`Response::Written`] | `83`, count: u32 |
 //! | [`Response::Done`] | `84` |
-//! | [`Response::Stat`] | `85`, kind: u8, size: u64 |
+//! | [`Response::Stat`] | `85`, kind: u8, size: u64, modified: u64, accessed: u64 ([`NO_TIME`] for none) |
 //! | [`Response::Entries`] | `86`, end: u8 (0 or 1), count: u32, then per entry kind: u8, size: u64, name |
 //! | [`Response::Volume`] | `87`, block size: u32, blocks: u64 |
 //! | [`Response::Error`] | `88`, code: u8 ([`FsErrorCode`]), length: u32, UTF-8 message |
 //!
-//! A path or name is a u32 length and that many UTF-8 bytes. Integers are little-endian.
+//! A path or name is a u32 length and that many UTF-8 bytes, without NUL. Integers are
+//! little-endian; times are nanoseconds since the Unix epoch.
 
 use alloc::format;
 use alloc::string::String;
@@ -55,6 +57,20 @@ pub const MAX_ENTRIES: usize = 64;
 
 /// A write's offset that means "at the end of the file" (an append).
 pub const APPEND: u64 = u64::MAX;
+
+/// A time the volume does not know (of an entry made by a tool that keeps none).
+pub const NO_TIME: u64 = u64::MAX;
+
+/// How a [`Request::SetTimes`] changes one timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    /// Left as it is.
+    Keep,
+    /// The service's clock, now.
+    Now,
+    /// This many nanoseconds since the Unix epoch.
+    At(u64),
+}
 
 // The largest messages fit in one IPC message.
 const _: () = assert!(1 + 8 + 8 + 4 + MAX_DATA_BYTES <= MAX_MESSAGE_BYTES);
@@ -247,6 +263,15 @@ pub enum Request {
         /// The handle.
         handle: u64,
     },
+    /// Sets the access and modification times of `path`: answered with [`Response::Done`].
+    SetTimes {
+        /// The path.
+        path: String,
+        /// The new access time.
+        accessed: SetTime,
+        /// The new modification time.
+        modified: SetTime,
+    },
     /// The directory's entries from the `start`th on, without `.` and `..`: answered with
     /// [`Response::Entries`].
     ReadDir {
@@ -317,6 +342,11 @@ pub enum Response {
         kind: Kind,
         /// A file's size in bytes (0 for a directory).
         size: u64,
+        /// When its data last changed (a directory: when it was made), if the volume knows.
+        modified: Option<u64>,
+        /// When it was last accessed, as far as the service keeps track (it does not count
+        /// reads), if the volume knows.
+        accessed: Option<u64>,
     },
     /// Directory entries.
     Entries {
@@ -372,6 +402,7 @@ const TAG_REMOVE_DIR: u8 = 0x0b;
 const TAG_UNLINK: u8 = 0x0c;
 const TAG_RENAME: u8 = 0x0d;
 const TAG_VOLUME: u8 = 0x0e;
+const TAG_SET_TIMES: u8 = 0x0f;
 const TAG_OPENED: u8 = 0x81;
 const TAG_DATA: u8 = 0x82;
 const TAG_WRITTEN: u8 = 0x83;
@@ -387,7 +418,35 @@ fn put_u64(out: &mut Vec<u8>, value: u64) {
 
 fn string(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<String, DecodeError> {
     let bytes = r.bytes(field, max)?;
+    if bytes.contains(&0) {
+        return Err(DecodeError::Invalid { field, reason: "holds a NUL byte".into() });
+    }
     String::from_utf8(bytes.to_vec()).map_err(|e| DecodeError::Invalid { field, reason: format!("not UTF-8 ({e})") })
+}
+
+fn put_time(out: &mut Vec<u8>, time: SetTime) {
+    let (tag, ns) = match time {
+        SetTime::Keep => (0, 0),
+        SetTime::Now => (1, 0),
+        SetTime::At(ns) => (2, ns),
+    };
+    out.push(tag);
+    put_u64(out, ns);
+}
+
+fn set_time(r: &mut Reader<'_>, field: &'static str) -> Result<SetTime, DecodeError> {
+    let tag = r.u8(field)?;
+    let ns = r.u64(field)?;
+    match tag {
+        0 => Ok(SetTime::Keep),
+        1 => Ok(SetTime::Now),
+        2 => Ok(SetTime::At(ns)),
+        other => Err(DecodeError::Invalid { field, reason: format!("{other} is not 0 (keep), 1 (now) or 2 (at)") }),
+    }
+}
+
+fn time(ns: u64) -> Option<u64> {
+    (ns != NO_TIME).then_some(ns)
 }
 
 impl Request {
@@ -450,6 +509,12 @@ impl Request {
                 put_bytes(&mut out, to.as_bytes());
             }
             Request::Volume => out.push(TAG_VOLUME),
+            Request::SetTimes { path, accessed, modified } => {
+                out.push(TAG_SET_TIMES);
+                put_time(&mut out, *accessed);
+                put_time(&mut out, *modified);
+                put_bytes(&mut out, path.as_bytes());
+            }
         }
         out
     }
@@ -499,6 +564,11 @@ impl Request {
             TAG_UNLINK => Request::Unlink { path: path(&mut r)? },
             TAG_RENAME => Request::Rename { from: path(&mut r)?, to: path(&mut r)? },
             TAG_VOLUME => Request::Volume,
+            TAG_SET_TIMES => {
+                let accessed = set_time(&mut r, "access time")?;
+                let modified = set_time(&mut r, "modification time")?;
+                Request::SetTimes { path: path(&mut r)?, accessed, modified }
+            }
             tag => return Err(DecodeError::UnknownTag { kind: "files request", tag }),
         };
         r.finish()?;
@@ -528,10 +598,12 @@ impl Response {
                 out.extend_from_slice(&count.to_le_bytes());
             }
             Response::Done => out.push(TAG_DONE),
-            Response::Stat { kind, size } => {
+            Response::Stat { kind, size, modified, accessed } => {
                 out.push(TAG_STAT_REPLY);
                 out.push(*kind as u8);
                 put_u64(&mut out, *size);
+                put_u64(&mut out, modified.unwrap_or(NO_TIME));
+                put_u64(&mut out, accessed.unwrap_or(NO_TIME));
             }
             Response::Entries { entries, end } => {
                 out.push(TAG_ENTRIES);
@@ -567,7 +639,9 @@ impl Response {
             TAG_DONE => Response::Done,
             TAG_STAT_REPLY => {
                 let kind = Kind::from_u8(r.u8("kind")?)?;
-                Response::Stat { kind, size: r.u64("size")? }
+                let size = r.u64("size")?;
+                let modified = time(r.u64("modification time")?);
+                Response::Stat { kind, size, modified, accessed: time(r.u64("access time")?) }
             }
             TAG_ENTRIES => {
                 let end = match r.u8("end flag")? {
@@ -632,6 +706,8 @@ mod tests {
             Request::Unlink { path: "f".into() },
             Request::Rename { from: "f".into(), to: "g/h".into() },
             Request::Volume,
+            Request::SetTimes { path: "f".into(), accessed: SetTime::Keep, modified: SetTime::At(1 << 62) },
+            Request::SetTimes { path: String::new(), accessed: SetTime::Now, modified: SetTime::Now },
         ];
         for request in requests {
             assert_eq!(Request::decode(&request.encode()), Ok(request.clone()), "{request:?}");
@@ -649,7 +725,8 @@ mod tests {
             Response::Data(vec![0; MAX_DATA_BYTES]),
             Response::Written(4096),
             Response::Done,
-            Response::Stat { kind: Kind::Directory, size: 0 },
+            Response::Stat { kind: Kind::Directory, size: 0, modified: None, accessed: None },
+            Response::Stat { kind: Kind::File, size: 5, modified: Some(1_700_000_000_000_000_000), accessed: Some(0) },
             Response::Entries { entries, end: true },
             Response::Entries { entries: Vec::new(), end: false },
             Response::Volume { block_size: 4096, blocks: 1024 },
@@ -686,6 +763,13 @@ mod tests {
         let mut trailing = Request::Volume.encode();
         trailing.push(0);
         assert_eq!(Request::decode(&trailing), Err(DecodeError::TrailingBytes { count: 1 }));
+        let nul = Request::Unlink { path: "a\0".into() }.encode();
+        let e = Request::decode(&nul).unwrap_err();
+        assert_eq!(e.to_string(), "invalid path: holds a NUL byte");
+        let mut times =
+            Request::SetTimes { path: "a".into(), accessed: SetTime::Now, modified: SetTime::Keep }.encode();
+        times[1] = 3;
+        assert!(matches!(Request::decode(&times), Err(DecodeError::Invalid { field: "access time", .. })));
         let cut = Request::Rename { from: "a".into(), to: "b".into() }.encode();
         assert!(matches!(Request::decode(&cut[..cut.len() - 1]), Err(DecodeError::Truncated { .. })));
     }

@@ -7,8 +7,8 @@
 //! no file system code here. Without a grant there are no preopens, so no descriptor at all.
 //!
 //! A descriptor is a path on its service's volume, resolved here against the directory it was
-//! opened from: `..` may not climb above the granted directory, and absolute paths are refused
-//! (`not-permitted`). An open file also holds the service's handle, closed when the descriptor
+//! opened from: `..` may not climb above that directory, and absolute paths are refused
+//! (`not-permitted`); a path ending in `/` must name a directory. An open file also holds the service's handle, closed when the descriptor
 //! is dropped. A read-only grant refuses every change with `read-only` before it reaches the
 //! service.
 
@@ -18,13 +18,14 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use mica_device::files::{
-    self, APPEND, FsErrorCode, Kind, MAX_DATA_BYTES, OpenFlags as FsOpenFlags, Request, Response,
+    self, APPEND, FsErrorCode, Kind, MAX_DATA_BYTES, OpenFlags as FsOpenFlags, Request, Response, SetTime,
 };
 use wasmtime::component::Resource;
 
 use super::InstanceState;
 use super::error::IoError;
 use super::streams::{InputStream, OutputStream};
+use super::wasi::clocks::wall_clock::Datetime;
 use super::wasi::filesystem::preopens;
 use super::wasi::filesystem::types::{
     Advice, DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode, Filesize, Host, HostDescriptor,
@@ -104,26 +105,35 @@ fn code(fs: FsErrorCode) -> ErrorCode {
     }
 }
 
-/// `path` resolved against the volume path `base`: `.` and empty components skipped, `..` up
-/// one level but never above the granted directory, absolute paths refused.
-pub fn resolve(base: &str, path: &str) -> Result<String, ErrorCode> {
+/// `path` resolved against the volume path `base` (a directory descriptor's): `.` and empty
+/// components skipped, `..` up one level but never above `base` (a descriptor reaches only
+/// what is below it, as in WASI's capability model), absolute paths and NUL bytes refused. The
+/// flag says whether `path` must name a directory: it ends in `/`, `/.` or `/..`.
+pub fn resolve(base: &str, path: &str) -> Result<(String, bool), ErrorCode> {
     if path.is_empty() {
         return Err(ErrorCode::NoEntry);
     }
     if path.starts_with('/') {
         return Err(ErrorCode::NotPermitted);
     }
+    if path.contains('\0') {
+        return Err(ErrorCode::Invalid);
+    }
     let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    let floor = parts.len();
+    let mut last = "";
     for component in path.split('/') {
         match component {
             "" | "." => {}
-            ".." => {
-                parts.pop().ok_or(ErrorCode::NotPermitted)?;
+            ".." if parts.len() > floor => {
+                parts.pop();
             }
+            ".." => return Err(ErrorCode::NotPermitted),
             c => parts.push(c),
         }
+        last = component;
     }
-    Ok(parts.join("/"))
+    Ok((parts.join("/"), matches!(last, "" | "." | "..")))
 }
 
 fn kind_type(kind: Kind) -> DescriptorType {
@@ -133,15 +143,35 @@ fn kind_type(kind: Kind) -> DescriptorType {
     }
 }
 
-/// A stat without timestamps: the volume keeps none.
-fn stat_of(kind: Kind, size: u64) -> DescriptorStat {
+/// A time in nanoseconds since the Unix epoch, as WASI has it.
+fn datetime(ns: u64) -> Datetime {
+    Datetime { seconds: ns / 1_000_000_000, nanoseconds: (ns % 1_000_000_000) as u32 }
+}
+
+/// A stat from the service's answer. The volume keeps no status-change time.
+fn stat_of(kind: Kind, size: u64, modified: Option<u64>, accessed: Option<u64>) -> DescriptorStat {
     DescriptorStat {
         type_: kind_type(kind),
         link_count: 1,
         size,
-        data_access_timestamp: None,
-        data_modification_timestamp: None,
+        data_access_timestamp: accessed.map(datetime),
+        data_modification_timestamp: modified.map(datetime),
         status_change_timestamp: None,
+    }
+}
+
+/// A WASI timestamp change as the service takes it; a time before the epoch or too far after
+/// it for 64 bits of nanoseconds is `invalid`.
+fn set_time(t: NewTimestamp) -> Result<SetTime, ErrorCode> {
+    match t {
+        NewTimestamp::NoChange => Ok(SetTime::Keep),
+        NewTimestamp::Now => Ok(SetTime::Now),
+        NewTimestamp::Timestamp(Datetime { seconds, nanoseconds }) => seconds
+            .checked_mul(1_000_000_000)
+            .and_then(|ns| ns.checked_add(u64::from(nanoseconds)))
+            .filter(|ns| nanoseconds < 1_000_000_000 && *ns != files::NO_TIME)
+            .map(SetTime::At)
+            .ok_or(ErrorCode::Invalid),
     }
 }
 
@@ -220,17 +250,31 @@ impl InstanceState {
         Ok((d.grant, d.path.clone(), d.handle, d.flags))
     }
 
-    /// The directory `d` and `path` resolved against it: (grant, volume path).
-    fn at(&self, d: &Resource<Descriptor>, path: &str) -> wasmtime::Result<Result<(usize, String), ErrorCode>> {
+    /// The directory `d` and `path` resolved against it: (grant, volume path). A path that
+    /// must name a directory (a trailing `/`) and names a file is `not-directory`.
+    fn at(&mut self, d: &Resource<Descriptor>, path: &str) -> FsResult<(usize, String)> {
         let d = self.table.get(d)?;
         if d.handle.is_some() {
             return Ok(Err(ErrorCode::NotDirectory));
         }
-        Ok(resolve(&d.path, path).map(|p| (d.grant, p)))
+        let grant = d.grant;
+        let (path, dir) = match resolve(&d.path, path) {
+            Ok(resolved) => resolved,
+            Err(e) => return Ok(Err(e)),
+        };
+        if dir {
+            match self.stat_path(grant, path.clone())? {
+                Ok(stat) if stat.type_ != DescriptorType::Directory => return Ok(Err(ErrorCode::NotDirectory)),
+                // What is missing may still be made (as a directory).
+                Ok(_) | Err(ErrorCode::NoEntry) => {}
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok((grant, path)))
     }
 
     /// Like [`at`](Self::at), for a change: refused on a read-only grant.
-    fn at_mut(&self, d: &Resource<Descriptor>, path: &str) -> wasmtime::Result<Result<(usize, String), ErrorCode>> {
+    fn at_mut(&mut self, d: &Resource<Descriptor>, path: &str) -> FsResult<(usize, String)> {
         Ok(self.at(d, path)?.and_then(|(grant, p)| {
             if self.fs.preopens[grant].read_only { Err(ErrorCode::ReadOnly) } else { Ok((grant, p)) }
         }))
@@ -244,10 +288,21 @@ impl InstanceState {
 
     fn stat_path(&mut self, grant: usize, path: String) -> FsResult<DescriptorStat> {
         Ok(match self.files(grant, &Request::Stat { path })? {
-            Ok(Response::Stat { kind, size }) => Ok(stat_of(kind, size)),
+            Ok(Response::Stat { kind, size, modified, accessed }) => Ok(stat_of(kind, size, modified, accessed)),
             Ok(other) => Err(unexpected(&other)),
             Err(e) => Err(e),
         })
+    }
+
+    /// Sets the times of `path`.
+    fn set_times_path(&mut self, grant: usize, path: String, a: NewTimestamp, m: NewTimestamp) -> FsResult<()> {
+        if self.fs.preopens[grant].read_only {
+            return Ok(Err(ErrorCode::ReadOnly));
+        }
+        match (set_time(a), set_time(m)) {
+            (Ok(accessed), Ok(modified)) => self.files_done(grant, &Request::SetTimes { path, accessed, modified }),
+            (Err(e), _) | (_, Err(e)) => Ok(Err(e)),
+        }
     }
 
     /// Reads up to `len` bytes at `offset` of the file `handle`; empty at the end.
@@ -366,10 +421,9 @@ impl HostDescriptor for InstanceState {
         }
     }
 
-    fn set_times(&mut self, d: Resource<Descriptor>, _: NewTimestamp, _: NewTimestamp) -> FsResult<()> {
-        // The volume keeps no timestamps.
-        self.table.get(&d)?;
-        Ok(Err(ErrorCode::Unsupported))
+    fn set_times(&mut self, d: Resource<Descriptor>, accessed: NewTimestamp, modified: NewTimestamp) -> FsResult<()> {
+        let (grant, path, _, _) = self.desc(&d)?;
+        self.set_times_path(grant, path, accessed, modified)
     }
 
     fn read(&mut self, d: Resource<Descriptor>, len: Filesize, offset: Filesize) -> FsResult<(Vec<u8>, bool)> {
@@ -435,7 +489,7 @@ impl HostDescriptor for InstanceState {
     fn stat(&mut self, d: Resource<Descriptor>) -> FsResult<DescriptorStat> {
         match self.desc(&d)? {
             (grant, _, Some(handle), _) => Ok(match self.files(grant, &Request::StatHandle { handle })? {
-                Ok(Response::Stat { kind, size }) => Ok(stat_of(kind, size)),
+                Ok(Response::Stat { kind, size, modified, accessed }) => Ok(stat_of(kind, size, modified, accessed)),
                 Ok(other) => Err(unexpected(&other)),
                 Err(e) => Err(e),
             }),
@@ -455,10 +509,13 @@ impl HostDescriptor for InstanceState {
         d: Resource<Descriptor>,
         _: PathFlags,
         path: String,
-        _: NewTimestamp,
-        _: NewTimestamp,
+        accessed: NewTimestamp,
+        modified: NewTimestamp,
     ) -> FsResult<()> {
-        Ok(self.at(&d, &path)?.and(Err(ErrorCode::Unsupported)))
+        match self.at(&d, &path)? {
+            Ok((grant, path)) => self.set_times_path(grant, path, accessed, modified),
+            Err(e) => Ok(Err(e)),
+        }
     }
 
     fn link_at(
@@ -482,6 +539,10 @@ impl HostDescriptor for InstanceState {
         open: OpenFlags,
         flags: DescriptorFlags,
     ) -> FsResult<Resource<Descriptor>> {
+        if open.contains(OpenFlags::CREATE) && !open.contains(OpenFlags::DIRECTORY) && path.ends_with('/') {
+            // Only a directory can be named so, and this would make a file (as Linux, `EISDIR`).
+            return Ok(Err(ErrorCode::IsDirectory));
+        }
         let changes =
             open.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE) || flags.contains(DescriptorFlags::WRITE);
         let (grant, path) = match if changes { self.at_mut(&d, &path)? } else { self.at(&d, &path)? } {
@@ -611,15 +672,34 @@ mod tests {
 
     #[test]
     fn paths_resolve_inside_the_granted_directory() {
-        assert_eq!(resolve("", "a/b.txt"), Ok("a/b.txt".into()));
-        assert_eq!(resolve("a", "./b//c/"), Ok("a/b/c".into()));
-        assert_eq!(resolve("a/b", "../c"), Ok("a/c".into()));
-        assert_eq!(resolve("a", ".."), Ok(String::new()));
-        assert_eq!(resolve("", "."), Ok(String::new()));
+        assert_eq!(resolve("", "a/b.txt"), Ok(("a/b.txt".into(), false)));
+        assert_eq!(resolve("a", "./b//c/"), Ok(("a/b/c".into(), true)));
+        assert_eq!(resolve("a/b", "c/../d"), Ok(("a/b/d".into(), false)));
+        assert_eq!(resolve("a/b", "../c"), Err(ErrorCode::NotPermitted));
+        assert_eq!(resolve("a", "b/.."), Ok(("a".into(), true)));
+        assert_eq!(resolve("a", ".."), Err(ErrorCode::NotPermitted));
+        assert_eq!(resolve("", "."), Ok((String::new(), true)));
+        assert_eq!(resolve("", "d/."), Ok(("d".into(), true)));
+        assert_eq!(resolve("", "f\0"), Err(ErrorCode::Invalid));
         assert_eq!(resolve("", ".."), Err(ErrorCode::NotPermitted));
         assert_eq!(resolve("a", "../../etc"), Err(ErrorCode::NotPermitted));
         assert_eq!(resolve("a", "/etc/passwd"), Err(ErrorCode::NotPermitted));
         assert_eq!(resolve("a", ""), Err(ErrorCode::NoEntry));
+    }
+
+    #[test]
+    fn times_convert_both_ways() {
+        let t = datetime(1_700_000_000_123_456_789);
+        assert_eq!((t.seconds, t.nanoseconds), (1_700_000_000, 123_456_789));
+        let at = |seconds, nanoseconds| set_time(NewTimestamp::Timestamp(Datetime { seconds, nanoseconds }));
+        assert_eq!(at(1_700_000_000, 123_456_789), Ok(SetTime::At(1_700_000_000_123_456_789)));
+        assert_eq!(at(u64::MAX, 0), Err(ErrorCode::Invalid));
+        assert_eq!(at(1, 1_000_000_000), Err(ErrorCode::Invalid));
+        assert_eq!(set_time(NewTimestamp::Now), Ok(SetTime::Now));
+        assert_eq!(set_time(NewTimestamp::NoChange), Ok(SetTime::Keep));
+        let stat = stat_of(Kind::File, 3, Some(5_000_000_001), None);
+        assert_eq!(stat.data_modification_timestamp.map(|t| (t.seconds, t.nanoseconds)), Some((5, 1)));
+        assert!(stat.data_access_timestamp.is_none());
     }
 
     #[test]
