@@ -34,7 +34,8 @@ fn answer(store: &mut BTreeMap<String, String>, request: &str) -> String {
 }
 
 fn main() {
-    let first_instance = std::env::var("MICA_RESTARTS").is_ok_and(|n| n == "0");
+    // A component that is never restarted has no `MICA_RESTARTS`: its one instance is the first.
+    let first_instance = std::env::var("MICA_RESTARTS").map_or(true, |n| n == "0");
     let crash_after: Option<u64> =
         std::env::var("CRASH_AFTER").ok().and_then(|v| v.parse().ok()).filter(|_| first_instance);
     let service = match Channel::connect("kv") {

@@ -275,9 +275,12 @@ fn run_instances(
         let ipc: Arc<dyn IpcPort> = port.clone();
         let hw = Arc::new(crate::hw::instance::Instance::new(name, spec.devices.clone(), spec.dma_limit, port.clone()));
         let ports = Ports { ipc: Some(ipc), hw: Some(hw.clone()) };
-        // Each instance learns how many times its component was restarted before it.
+        // Each instance of a component that may be restarted learns how many times it was
+        // restarted before it. A component that never is sees exactly its manifest's environment.
         let mut instance = launch.clone();
-        instance.env.push((String::from("MICA_RESTARTS"), format!("{attempt}")));
+        if spec.restart != Restart::Never {
+            instance.env.push((String::from("MICA_RESTARTS"), format!("{attempt}")));
+        }
         super::chaos::instance_started(index);
         let ran = super::run(platform, &loaded, attempt == 0, &instance, ports);
         super::chaos::instance_ended(index);
