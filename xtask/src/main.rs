@@ -41,6 +41,7 @@ mod system;
 mod test;
 mod toolchain;
 mod volume;
+mod wasi_testsuite;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -96,6 +97,9 @@ enum Command {
     /// Fuzz Mica's input surfaces with libFuzzer (the host's nightly toolchain): every target, or
     /// one, for `--time` seconds each.
     Fuzz(fuzz::FuzzArgs),
+    /// The WebAssembly WASI test suite (a checkout of its `prod/testsuite-base` branch), each test
+    /// booted on Mica: prints `N passed, N failed` and writes target/mica/wasi-testsuite/results.json.
+    WasiTestsuite(wasi_testsuite::SuiteArgs),
     /// Compile a component ahead of time for a CPU profile (cached) and print the artifact path.
     Aot {
         /// The component (`.wasm`).
@@ -164,6 +168,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::HostRun(args) => host_run::run(&args),
         Command::Volume(command) => volume::run(&root, &command),
         Command::Fuzz(args) => fuzz::run(&root, &args),
+        Command::WasiTestsuite(args) => wasi_testsuite::run(&root, &args),
         Command::Soak(command) => soak::run(&root, &command),
         Command::Aot { wasm, arch, cpu, fuel, epochs } => {
             let target = arch.kernel_target();
