@@ -52,7 +52,8 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
             "[client] files: read ok",
             "[client] files: rename ok",
             "[client] files: list ok",
-            "[fs] fs: all clients gone after 16 requests; 0 handles left open",
+            "[client] files: link ok",
+            "[fs] fs: all clients gone after 23 requests; 0 handles left open",
             "mica: all components finished: 3 of 3 succeeded",
         ],
     )?;

@@ -77,12 +77,6 @@ pub const KNOWN: &[(&str, &str)] = &[
         "the preview 1 adapter turns every non-zero exit code into wasi:cli/exit's error, which is status 1",
     ),
     ("rust/path_link", "the volume (littlefs) has no hard links: link-at is `unsupported`"),
-    ("rust/nofollow_errors", "the volume (littlefs) has no symbolic links: symlink-at is `unsupported`"),
-    ("rust/path_exists", "the volume (littlefs) has no symbolic links: symlink-at is `unsupported`"),
-    ("rust/path_symlink_trailing_slashes", "the volume (littlefs) has no symbolic links: symlink-at is `unsupported`"),
-    ("rust/readlink", "the volume (littlefs) has no symbolic links: symlink-at is `unsupported`"),
-    ("rust/symlink_create", "the volume (littlefs) has no symbolic links: symlink-at is `unsupported`"),
-    ("rust/symlink_filestat", "the volume (littlefs) has no symbolic links: symlink-at is `unsupported`"),
 ];
 
 /// Which output stream a `read` checks.

@@ -10,7 +10,7 @@ use std::path::Path;
 use fs_service::service::Service;
 use fs_service::volume::{Mounted, Volume};
 use kvstore::disk::{Disk, SECTOR_SIZE};
-use mica_device::files::{Kind, MAX_DATA_BYTES, OpenFlags, Request, Response};
+use mica_device::files::{Kind, MAX_DATA_BYTES, OpenFlags, Request, Response, SetTime};
 
 /// A disk image file.
 #[derive(Debug)]
@@ -133,7 +133,7 @@ fn copy_in(s: &mut Service<'_, '_, Mounted<FileDisk>>, dir: &Path, to: &str) -> 
         } else if kind.is_file() {
             let bytes = fs::read(&host).map_err(|e| format!("{}: {e}", host.display()))?;
             let flags = OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
-            let Response::Opened { handle, .. } = ask(s, Request::Open { flags, path })? else {
+            let Response::Opened { handle, .. } = ask(s, Request::Open { flags, path: path.clone() })? else {
                 return Err(format!("{}: the service did not open it", host.display()));
             };
             for (i, chunk) in bytes.chunks(MAX_DATA_BYTES).enumerate() {
@@ -141,9 +141,26 @@ fn copy_in(s: &mut Service<'_, '_, Mounted<FileDisk>>, dir: &Path, to: &str) -> 
                 ask(s, Request::Write { handle, offset, data: chunk.to_vec() })?;
             }
             ask(s, Request::Close { handle })?;
+        } else if kind.is_symlink() {
+            let target = fs::read_link(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+            let target = target
+                .into_os_string()
+                .into_string()
+                .map_err(|_| format!("{}: the target is not UTF-8", host.display()))?;
+            ask(s, Request::Symlink { target, path: path.clone() })?;
         } else {
-            return Err(format!("{}: only files and directories go on a volume (no links)", host.display()));
+            return Err(format!("{}: only files, directories and symbolic links go on a volume", host.display()));
         }
+        // The host's times come along.
+        let meta = fs::symlink_metadata(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+        let ns = |t: std::io::Result<std::time::SystemTime>| {
+            t.ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .and_then(|d| u64::try_from(d.as_nanos()).ok())
+                .map_or(SetTime::Now, SetTime::At)
+        };
+        let (accessed, modified) = (ns(meta.accessed()), ns(meta.modified()));
+        ask(s, Request::SetTimes { path, follow: false, accessed, modified })?;
     }
     Ok(())
 }
@@ -153,7 +170,7 @@ pub fn list(image: &Path) -> Result<Vec<(String, Option<u64>)>, String> {
     with_volume(image, |s| {
         let mut out = Vec::new();
         walk(s, "", &mut |path, kind, size| {
-            out.push((path.to_owned(), (kind == Kind::File).then_some(size)));
+            out.push((path.to_owned(), (kind != Kind::Directory).then_some(size)));
             Ok(())
         })?;
         out.sort();
@@ -197,7 +214,7 @@ pub fn extract(image: &Path, dir: &Path) -> Result<(), String> {
     }
     fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     with_volume(image, |s| {
-        let mut files = Vec::new();
+        let (mut files, mut links) = (Vec::new(), Vec::new());
         walk(s, "", &mut |path, kind, _| {
             let host = dir.join(path);
             match kind {
@@ -206,8 +223,20 @@ pub fn extract(image: &Path, dir: &Path) -> Result<(), String> {
                     files.push(path.to_owned());
                     Ok(())
                 }
+                Kind::Symlink => {
+                    links.push(path.to_owned());
+                    Ok(())
+                }
             }
         })?;
+        for path in links {
+            let Response::Data(target) = ask(s, Request::ReadLink { path: path.clone() })? else {
+                return Err(format!("{path}: the service did not read the link"));
+            };
+            let target = String::from_utf8(target).map_err(|_| format!("{path}: the link's target is not UTF-8"))?;
+            let host = dir.join(&path);
+            std::os::unix::fs::symlink(&target, &host).map_err(|e| format!("{}: {e}", host.display()))?;
+        }
         for path in files {
             let Response::Opened { handle, .. } = ask(s, Request::Open { flags: OpenFlags::READ, path: path.clone() })?
             else {
@@ -243,6 +272,9 @@ mod tests {
         fs::write(src.join("docs/empty"), b"").expect("write");
         let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
         fs::write(src.join("docs/deep/big.bin"), &big).expect("write");
+        std::os::unix::fs::symlink("deep/big.bin", src.join("docs/link")).expect("symlink");
+        let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        fs::File::options().write(true).open(src.join("hello.txt")).expect("open").set_modified(old).expect("mtime");
         let image = tmp.path().join("volume.img");
         build(&src, &image, parse_size("2MiB").expect("size")).expect("built");
         assert_eq!(fs::metadata(&image).expect("image").len(), 2 << 20);
@@ -251,6 +283,7 @@ mod tests {
             ("docs/deep".to_owned(), None),
             ("docs/deep/big.bin".to_owned(), Some(100_000)),
             ("docs/empty".to_owned(), Some(0)),
+            ("docs/link".to_owned(), Some(12)),
             ("hello.txt".to_owned(), Some(6)),
         ];
         assert_eq!(list(&image).expect("listed"), expected);
@@ -259,6 +292,11 @@ mod tests {
         assert_eq!(fs::read(out.join("hello.txt")).expect("read"), b"hello\n");
         assert_eq!(fs::read(out.join("docs/deep/big.bin")).expect("read"), big);
         assert_eq!(fs::read(out.join("docs/empty")).expect("read"), b"");
+        // The link comes back a link, and the file's time came onto the volume.
+        assert_eq!(fs::read_link(out.join("docs/link")).expect("a link"), Path::new("deep/big.bin"));
+        let stat = with_volume(&image, |s| ask(s, Request::Stat { path: "hello.txt".into(), follow: true }));
+        let Ok(Response::Stat { modified, .. }) = stat else { panic!("{stat:?}") };
+        assert_eq!(modified, Some(1_000_000_000_000_000_000));
     }
 
     #[test]

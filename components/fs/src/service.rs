@@ -10,13 +10,21 @@
 //! Paths reach littlefs as they are; littlefs's binding takes ASCII names only, and paths of
 //! at most 255 bytes (see `docs/files.md`).
 //!
+//! A symbolic link is a file holding its target, marked by the user attribute [`ATTR_LINK`]
+//! (littlefs has no links of its own). The service follows the links a path passes through,
+//! from the link's directory, at most [`MAX_FOLLOWS`] times, never above the volume's root (its
+//! own `..`, like an absolute target, is `not-permitted`). Until the volume holds its first
+//! link (the root's attribute [`ATTR_HAS_LINKS`], set before that link is made), paths are
+//! taken as they are, at no cost. A cut while a link is made can leave a plain file with the
+//! target as its contents: the request was not answered.
+//!
 //! Timestamps are littlefs user attributes of each entry ([`ATTR_MODIFIED`],
 //! [`ATTR_ACCESSED`]): both are set when a file or directory is made, the modification time
 //! again by every write, size change and truncation, and either by a `SetTimes`. Reads do not
 //! change the access time (as Linux's `noatime`). An entry without them (made by another tool)
 //! has no times.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,8 +33,8 @@ use littlefs2::fs::{File, Filesystem};
 use littlefs2::io::{Error, SeekFrom};
 use littlefs2::path::{Error as PathError, PathBuf};
 use mica_device::files::{
-    APPEND, Entry, FsErrorCode, Kind, MAX_DATA_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, NO_TIME, OpenFlags, Request,
-    Response, SetTime,
+    APPEND, Entry, FsErrorCode, Kind, MAX_DATA_BYTES, MAX_ENTRIES, MAX_NAME_BYTES, MAX_PATH_BYTES, NO_TIME, OpenFlags,
+    Request, Response, SetTime,
 };
 
 use crate::volume::{BLOCK_SIZE, Failures};
@@ -42,6 +50,13 @@ pub const MAX_FILE_BYTES: u64 = i32::MAX as u64;
 pub const ATTR_MODIFIED: u8 = b'm';
 /// The user attribute holding its access time, likewise.
 pub const ATTR_ACCESSED: u8 = b'a';
+
+/// The user attribute that marks a file as a symbolic link (one byte, 1).
+pub const ATTR_LINK: u8 = b'l';
+/// The root's user attribute set once the volume has held a symbolic link (one byte, 1).
+pub const ATTR_HAS_LINKS: u8 = b'L';
+/// The most symbolic links followed in resolving one path (Linux's limit).
+pub const MAX_FOLLOWS: usize = 40;
 
 /// The wall clock, in nanoseconds since the Unix epoch (0 before it).
 fn now() -> u64 {
@@ -63,6 +78,9 @@ pub struct Service<'fs, 'a, S: Storage> {
     keys: RandomState,
     next: u64,
     blocks: u32,
+    /// Whether the volume has held a symbolic link (so paths are resolved component by
+    /// component).
+    links: bool,
     /// Set when a request met a disk failure or a corrupt volume: littlefs's state in memory
     /// may then be behind the disk's, so the component ends after answering (its supervisor
     /// starts it again, and a fresh mount finds the volume as the last completed operation
@@ -110,7 +128,10 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
     /// Serves the mounted volume `fs` of `blocks` blocks, whose disk tells its failures to
     /// `failures`.
     pub fn new(fs: &'fs Filesystem<'a, S>, blocks: u32, failures: Failures) -> Service<'fs, 'a, S> {
-        Service { fs, failures, open: HashMap::new(), keys: RandomState::new(), next: 0, blocks, broken: None }
+        let mut flag = [0u8; 1];
+        // A root that cannot be read is taken to hold links: paths are then resolved the slow way.
+        let links = fs.attribute(littlefs2::path!("/"), ATTR_HAS_LINKS, &mut flag).map_or(true, |a| a.is_some());
+        Service { fs, failures, open: HashMap::new(), keys: RandomState::new(), next: 0, blocks, links, broken: None }
     }
 
     /// How many handles are open.
@@ -161,7 +182,16 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
 
     fn answer(&mut self, request: Request) -> Result<Response, Failed> {
         match request {
-            Request::Open { flags, path } => self.open(flags, &path),
+            Request::Open { flags, path } => {
+                let path = self.resolve(&path, flags.contains(OpenFlags::FOLLOW))?;
+                if self.is_link(&path)? {
+                    return Err(fail(
+                        FsErrorCode::Loop,
+                        format!("{path:?} is a symbolic link, and it is not followed"),
+                    ));
+                }
+                self.open(flags, &path)
+            }
             Request::Read { handle, offset, len } => self.read(handle, offset, len),
             Request::Write { handle, offset, data } => self.write(handle, offset, &data),
             Request::SetSize { handle, size } => {
@@ -182,21 +212,35 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             Request::Close { handle } => {
                 self.open.remove(&handle).map(|_| Response::Done).ok_or_else(|| bad_handle(handle))
             }
-            Request::Stat { path } => self.stat(&path),
+            Request::Stat { path, follow } => {
+                let path = self.resolve(&path, follow)?;
+                self.stat(&path)
+            }
             Request::StatHandle { handle } => {
                 let path = self.get(handle)?.path.clone();
                 self.stat(&path)
             }
-            Request::ReadDir { start, path } => self.read_dir(start, &path),
+            Request::ReadDir { start, path } => {
+                let path = self.resolve(&path, true)?;
+                self.read_dir(start, &path)
+            }
             Request::CreateDir { path } => {
+                let path = self.resolve(&path, false)?;
                 let lfs = lfs_path(&path)?;
                 self.fs.create_dir(&lfs).map_err(|e| self.lfs(&format!("creating {path:?}"), e))?;
                 self.set_times(&path, SetTime::Now, SetTime::Now)?;
                 Ok(Response::Done)
             }
-            Request::RemoveDir { path } => self.remove(&path, Kind::Directory),
-            Request::Unlink { path } => self.remove(&path, Kind::File),
+            Request::RemoveDir { path } => {
+                let path = self.resolve(&path, false)?;
+                self.remove(&path, Kind::Directory)
+            }
+            Request::Unlink { path } => {
+                let path = self.resolve(&path, false)?;
+                self.remove(&path, Kind::File)
+            }
             Request::Rename { from, to } => {
+                let (from, to) = (self.resolve(&from, false)?, self.resolve(&to, false)?);
                 let (lfs_from, lfs_to) = (lfs_path(&from)?, lfs_path(&to)?);
                 if from.is_empty() || to.is_empty() {
                     return Err(fail(FsErrorCode::Invalid, "the volume's root cannot be renamed or replaced"));
@@ -213,13 +257,135 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 Ok(Response::Done)
             }
             Request::Volume => Ok(Response::Volume { block_size: BLOCK_SIZE, blocks: self.blocks.into() }),
-            Request::SetTimes { path, accessed, modified } => {
+            Request::SetTimes { path, follow, accessed, modified } => {
+                let path = self.resolve(&path, follow)?;
                 let lfs = lfs_path(&path)?;
                 self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
                 self.set_times(&path, accessed, modified)?;
                 Ok(Response::Done)
             }
+            Request::Symlink { target, path } => self.symlink(&target, &path),
+            Request::ReadLink { path } => {
+                let path = self.resolve(&path, false)?;
+                if !self.is_link(&path)? {
+                    self.fs.metadata(&lfs_path(&path)?).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
+                    return Err(fail(FsErrorCode::Invalid, format!("{path:?} is not a symbolic link")));
+                }
+                self.link_target(&path).map(|t| Response::Data(t.into_bytes()))
+            }
         }
+    }
+
+    /// Whether `path` is a symbolic link (`false` when it does not exist).
+    fn is_link(&mut self, path: &str) -> Result<bool, Failed> {
+        if !self.links || path.is_empty() {
+            return Ok(false);
+        }
+        let lfs = lfs_path(path)?;
+        let mut mark = [0u8; 1];
+        match self.fs.attribute(&lfs, ATTR_LINK, &mut mark) {
+            Ok(found) => Ok(found.is_some()),
+            Err(Error::NO_ATTRIBUTE | Error::NO_SUCH_ENTRY | Error::PATH_NOT_DIR) => Ok(false),
+            Err(e) => Err(self.lfs(&format!("{path:?}"), e)),
+        }
+    }
+
+    /// The target of the symbolic link `path`.
+    fn link_target(&mut self, path: &str) -> Result<String, Failed> {
+        let read = self.with_file(path, false, |file| {
+            let mut target = vec![0; file.len()?.min(MAX_PATH_BYTES)];
+            let mut done = 0;
+            while done < target.len() {
+                match file.read(&mut target[done..])? {
+                    0 => break,
+                    n => done += n,
+                }
+            }
+            target.truncate(done);
+            Ok(target)
+        });
+        let target = read.map_err(|e| self.lfs(&format!("reading the link {path:?}"), e))?;
+        String::from_utf8(target).map_err(|_| fail(FsErrorCode::Corrupt, format!("the link {path:?} is not UTF-8")))
+    }
+
+    /// `path` with the symbolic links it passes through followed, and the one it ends at if
+    /// `follow`: a path on the volume without links on the way.
+    fn resolve(&mut self, path: &str, follow: bool) -> Result<String, Failed> {
+        if !self.links {
+            return Ok(path.to_owned());
+        }
+        let mut done: Vec<String> = Vec::new();
+        let mut todo: VecDeque<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+        let mut follows = 0;
+        while let Some(component) = todo.pop_front() {
+            match component.as_str() {
+                "." => continue,
+                ".." => {
+                    if done.pop().is_none() {
+                        return Err(fail(FsErrorCode::NotPermitted, format!("{path:?}: a link leads above the root")));
+                    }
+                    continue;
+                }
+                _ => done.push(component),
+            }
+            if todo.is_empty() && !follow {
+                break;
+            }
+            let here = done.join("/");
+            if !self.is_link(&here)? {
+                continue;
+            }
+            follows += 1;
+            if follows > MAX_FOLLOWS {
+                return Err(fail(FsErrorCode::Loop, format!("{path:?}: more than {MAX_FOLLOWS} symbolic links")));
+            }
+            let target = self.link_target(&here)?;
+            if target.starts_with('/') {
+                return Err(fail(FsErrorCode::NotPermitted, format!("{here:?} links to an absolute path")));
+            }
+            done.pop();
+            let mut next: VecDeque<String> = target.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect();
+            next.extend(todo.drain(..));
+            todo = next;
+        }
+        Ok(done.join("/"))
+    }
+
+    /// Makes `path` a symbolic link to `target`.
+    fn symlink(&mut self, target: &str, path: &str) -> Result<Response, Failed> {
+        if target.starts_with('/') {
+            return Err(fail(FsErrorCode::NotPermitted, format!("{target:?}: a link's target must be relative")));
+        }
+        if target.is_empty() {
+            return Err(fail(FsErrorCode::NoEntry, "a link needs a target"));
+        }
+        let path = self.resolve(path, false)?;
+        if path.is_empty() {
+            return Err(fail(FsErrorCode::Exists, "the volume's root exists"));
+        }
+        let lfs = lfs_path(&path)?;
+        match self.fs.metadata(&lfs) {
+            Ok(_) => return Err(fail(FsErrorCode::Exists, format!("{path:?} exists"))),
+            Err(Error::NO_SUCH_ENTRY) => {}
+            Err(e) => return Err(self.lfs(&format!("{path:?}"), e)),
+        }
+        if !self.links {
+            // The mark first: a link never exists on a volume that does not say it may.
+            let marked = self.fs.set_attribute(littlefs2::path!("/"), ATTR_HAS_LINKS, &[1]);
+            marked.map_err(|e| self.lfs("marking the volume as holding links", e))?;
+            self.links = true;
+        }
+        let made = self.fs.open_file_with_options_and_then(
+            |o| o.write(true).create(true).truncate(true),
+            &lfs,
+            |file| file.write(target.as_bytes()).map(|_| ()),
+        );
+        made.map_err(|e| self.lfs(&format!("making the link {path:?}"), e))?;
+        self.fs
+            .set_attribute(&lfs, ATTR_LINK, &[1])
+            .map_err(|e| self.lfs(&format!("marking {path:?} as a link"), e))?;
+        self.set_times(&path, SetTime::Now, SetTime::Now)?;
+        Ok(Response::Done)
     }
 
     /// Sets the times of `path`, which exists.
@@ -285,9 +451,10 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
         let lfs = lfs_path(path)?;
         let meta = self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
         let size = if meta.is_dir() { 0 } else { meta.len() as u64 };
+        let kind = if self.is_link(path)? { Kind::Symlink } else { kind_of(meta.is_dir()) };
         let modified = self.time(path, ATTR_MODIFIED)?;
         let accessed = self.time(path, ATTR_ACCESSED)?;
-        Ok(Response::Stat { kind: kind_of(meta.is_dir()), size, modified, accessed })
+        Ok(Response::Stat { kind, size, modified, accessed })
     }
 
     fn open(&mut self, flags: OpenFlags, path: &str) -> Result<Response, Failed> {
@@ -412,7 +579,13 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             }
             Ok((entries, end))
         });
-        let (entries, end) = listed.map_err(|e| self.lfs(&format!("listing {path:?}"), e))?;
+        let (mut entries, end) = listed.map_err(|e| self.lfs(&format!("listing {path:?}"), e))?;
+        for entry in entries.iter_mut().filter(|e| e.kind == Kind::File) {
+            let full = if path.is_empty() { entry.name.clone() } else { format!("{path}/{}", entry.name) };
+            if self.is_link(&full)? {
+                entry.kind = Kind::Symlink;
+            }
+        }
         Ok(Response::Entries { entries, end })
     }
 

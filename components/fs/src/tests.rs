@@ -100,7 +100,7 @@ fn files_are_created_written_read_and_listed() {
         assert_eq!(kind_size(s.handle(Request::StatHandle { handle: h })), (Kind::File, 5));
         done(s.handle(Request::Close { handle: h }));
         assert_eq!(code(s.handle(Request::Close { handle: h })), FsErrorCode::BadHandle);
-        assert_eq!(kind_size(s.handle(Request::Stat { path: "a.txt".into() })), (Kind::File, 5));
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "a.txt".into(), follow: true })), (Kind::File, 5));
 
         done(s.handle(Request::CreateDir { path: "d".into() }));
         assert_eq!(code(s.handle(Request::CreateDir { path: "d".into() })), FsErrorCode::Exists);
@@ -134,28 +134,88 @@ fn entries_keep_their_times() {
         let made = modified.expect("a new file has a modification time");
         assert!(u128::from(made) >= before, "{made} is before {before}");
         assert_eq!(accessed, Some(made), "a new file was accessed when it was made");
-        let at = |ns| Request::SetTimes { path: "f".into(), accessed: SetTime::At(ns), modified: SetTime::At(ns + 1) };
+        let at = |ns| Request::SetTimes {
+            path: "f".into(),
+            follow: true,
+            accessed: SetTime::At(ns),
+            modified: SetTime::At(ns + 1),
+        };
         done(s.handle(at(1_000)));
-        assert_eq!(times(s.handle(Request::Stat { path: "f".into() })), (Some(1_001), Some(1_000)));
+        assert_eq!(times(s.handle(Request::Stat { path: "f".into(), follow: true })), (Some(1_001), Some(1_000)));
         // A write changes the modification time only; a read changes neither.
         assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: b"x".to_vec() }), Response::Written(1));
-        let (modified, accessed) = times(s.handle(Request::Stat { path: "f".into() }));
+        let (modified, accessed) = times(s.handle(Request::Stat { path: "f".into(), follow: true }));
         assert!(modified.is_some_and(|m| m >= made), "{modified:?}");
         assert_eq!(accessed, Some(1_000));
         data(s.handle(Request::Read { handle: h, offset: 0, len: 1 }));
-        assert_eq!(times(s.handle(Request::Stat { path: "f".into() })), (modified, Some(1_000)));
-        let keep = Request::SetTimes { path: "f".into(), accessed: SetTime::Keep, modified: SetTime::At(7) };
+        assert_eq!(times(s.handle(Request::Stat { path: "f".into(), follow: true })), (modified, Some(1_000)));
+        let keep =
+            Request::SetTimes { path: "f".into(), follow: true, accessed: SetTime::Keep, modified: SetTime::At(7) };
         done(s.handle(keep));
-        assert_eq!(times(s.handle(Request::Stat { path: "f".into() })), (Some(7), Some(1_000)));
+        assert_eq!(times(s.handle(Request::Stat { path: "f".into(), follow: true })), (Some(7), Some(1_000)));
         // Times follow a rename; a directory has them too; a missing path has none to set.
         done(s.handle(Request::Rename { from: "f".into(), to: "g".into() }));
-        assert_eq!(times(s.handle(Request::Stat { path: "g".into() })), (Some(7), Some(1_000)));
+        assert_eq!(times(s.handle(Request::Stat { path: "g".into(), follow: true })), (Some(7), Some(1_000)));
         done(s.handle(Request::CreateDir { path: "d".into() }));
-        assert!(times(s.handle(Request::Stat { path: "d".into() })).0.is_some());
-        let missing = Request::SetTimes { path: "nope".into(), accessed: SetTime::Now, modified: SetTime::Now };
+        assert!(times(s.handle(Request::Stat { path: "d".into(), follow: true })).0.is_some());
+        let missing =
+            Request::SetTimes { path: "nope".into(), follow: true, accessed: SetTime::Now, modified: SetTime::Now };
         assert_eq!(code(s.handle(missing)), FsErrorCode::NoEntry);
-        assert_eq!(code(s.handle(Request::Stat { path: "a\0".into() })), FsErrorCode::Invalid);
+        assert_eq!(code(s.handle(Request::Stat { path: "a\0".into(), follow: true })), FsErrorCode::Invalid);
     });
+}
+
+#[test]
+fn symbolic_links_are_followed_on_the_way_and_where_asked() {
+    let disk = SharedDisk::new(SECTORS);
+    serve(disk.clone(), |s, _| {
+        done(s.handle(Request::CreateDir { path: "d".into() }));
+        let h = opened(s.handle(Request::Open { flags: rw_create(), path: "d/f".into() }));
+        assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: b"data".to_vec() }), Response::Written(4));
+        done(s.handle(Request::Close { handle: h }));
+        let link = |target: &str, path: &str| Request::Symlink { target: target.into(), path: path.into() };
+        done(s.handle(link("d/f", "l")));
+        done(s.handle(link("d", "ld")));
+        let stat = |path: &str, follow| Request::Stat { path: path.into(), follow };
+        assert_eq!(kind_size(s.handle(stat("l", false))), (Kind::Symlink, 3));
+        assert_eq!(kind_size(s.handle(stat("l", true))), (Kind::File, 4));
+        assert_eq!(kind_size(s.handle(stat("ld", true))), (Kind::Directory, 0));
+        assert_eq!(s.handle(Request::ReadLink { path: "l".into() }), Response::Data(b"d/f".to_vec()));
+        assert_eq!(code(s.handle(Request::ReadLink { path: "d/f".into() })), FsErrorCode::Invalid);
+        // Opening the link itself is refused, as O_NOFOLLOW; following it opens the file.
+        let open = |flags, path: &str| Request::Open { flags, path: path.into() };
+        assert_eq!(code(s.handle(open(OpenFlags::READ, "l"))), FsErrorCode::Loop);
+        let h = opened(s.handle(open(OpenFlags::READ | OpenFlags::FOLLOW, "l")));
+        assert_eq!(data(s.handle(Request::Read { handle: h, offset: 0, len: 10 })), b"data");
+        done(s.handle(Request::Close { handle: h }));
+        // A link on the way is always followed: `ld/g` is made in `d`.
+        let h = opened(s.handle(open(rw_create(), "ld/g")));
+        done(s.handle(Request::Close { handle: h }));
+        assert_eq!(kind_size(s.handle(stat("d/g", false))), (Kind::File, 0));
+        let listing = s.handle(Request::ReadDir { start: 0, path: String::new() });
+        let Response::Entries { entries, .. } = listing else { panic!("{}", listing.brief()) };
+        let mut kinds: Vec<(&str, Kind)> = entries.iter().map(|e| (e.name.as_str(), e.kind)).collect();
+        kinds.sort_by_key(|(name, _)| *name);
+        assert_eq!(kinds, [("d", Kind::Directory), ("l", Kind::Symlink), ("ld", Kind::Symlink)]);
+        // Loops, escapes, absolute targets and taken names are refused by name.
+        done(s.handle(link("self", "self")));
+        assert_eq!(code(s.handle(open(OpenFlags::READ | OpenFlags::FOLLOW, "self"))), FsErrorCode::Loop);
+        done(s.handle(link("../outside", "up")));
+        assert_eq!(code(s.handle(stat("up", true))), FsErrorCode::NotPermitted);
+        assert_eq!(code(s.handle(link("/etc", "abs"))), FsErrorCode::NotPermitted);
+        assert_eq!(code(s.handle(link("x", "d"))), FsErrorCode::Exists);
+        // Removing a link leaves its target; a link is not a directory to remove.
+        assert_eq!(code(s.handle(Request::RemoveDir { path: "ld".into() })), FsErrorCode::NotDirectory);
+        done(s.handle(Request::Unlink { path: "ld".into() }));
+        assert_eq!(kind_size(s.handle(stat("d", false))), (Kind::Directory, 0));
+    })
+    .expect("the volume mounts");
+    // The links are there after a remount.
+    serve(disk.crashed(), |s, _| {
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "l".into(), follow: false })), (Kind::Symlink, 3));
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "l".into(), follow: true })), (Kind::File, 4));
+    })
+    .expect("the volume mounts again");
 }
 
 #[test]
@@ -209,13 +269,13 @@ fn removes_and_renames_keep_kinds_apart_and_handles_follow() {
         // The open file moved with its directory: what it writes lands at the new path.
         assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: b"moved".to_vec() }), Response::Written(5));
         done(s.handle(Request::Close { handle: h }));
-        assert_eq!(kind_size(s.handle(Request::Stat { path: "e/d2/f".into() })), (Kind::File, 5));
-        assert_eq!(code(s.handle(Request::Stat { path: "d/f".into() })), FsErrorCode::NoEntry);
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "e/d2/f".into(), follow: true })), (Kind::File, 5));
+        assert_eq!(code(s.handle(Request::Stat { path: "d/f".into(), follow: true })), FsErrorCode::NoEntry);
         // A rename replaces a file.
         let g = opened(s.handle(Request::Open { flags: rw_create(), path: "g".into() }));
         done(s.handle(Request::Close { handle: g }));
         done(s.handle(Request::Rename { from: "e/d2/f".into(), to: "g".into() }));
-        assert_eq!(kind_size(s.handle(Request::Stat { path: "g".into() })), (Kind::File, 5));
+        assert_eq!(kind_size(s.handle(Request::Stat { path: "g".into(), follow: true })), (Kind::File, 5));
         done(s.handle(Request::Unlink { path: "g".into() }));
         done(s.handle(Request::RemoveDir { path: "e/d2".into() }));
         let listing = s.handle(Request::ReadDir { start: 0, path: String::new() });
@@ -671,7 +731,7 @@ fn power_cuts_at_every_write_keep_every_completed_step() {
                 let h = opened(s.handle(Request::Open { flags: rw_create(), path: "after".into() }));
                 let w = s.handle(Request::Write { handle: h, offset: 0, data: b"ok".to_vec() });
                 assert_eq!(w, Response::Written(2));
-                assert_eq!(kind_size(s.handle(Request::Stat { path: "after".into() })), (Kind::File, 2));
+                assert_eq!(kind_size(s.handle(Request::Stat { path: "after".into(), follow: true })), (Kind::File, 2));
             })
             .unwrap_or_else(|e| panic!("cut at write {cut_at}: {e}"));
             cut_in_steps += 1;

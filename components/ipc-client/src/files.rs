@@ -76,6 +76,20 @@ pub fn run() -> Result<(), String> {
         Response::Entries { entries: vec![kept], end: true },
     )?;
     step("list");
+    // A symbolic link: followed where asked, described itself where not.
+    let link = Request::Symlink { target: "docs/kept.txt".into(), path: "latest".into() };
+    files.expect(link, Response::Done)?;
+    files.expect(Request::ReadLink { path: "latest".into() }, Response::Data(b"docs/kept.txt".to_vec()))?;
+    for (follow, want) in [(true, Kind::File), (false, Kind::Symlink)] {
+        match files.call(Request::Stat { path: "latest".into(), follow })? {
+            Response::Stat { kind, .. } if kind == want => {}
+            other => return Err(format!("stat of the link (follow: {follow}): {}", other.brief())),
+        }
+    }
+    let h = files.open(OpenFlags::READ | OpenFlags::FOLLOW, "latest")?;
+    files.expect(Request::Read { handle: h, offset: 0, len: 100 }, Response::Data(KEPT.to_vec()))?;
+    files.expect(Request::Close { handle: h }, Response::Done)?;
+    step("link");
     Ok(())
 }
 
@@ -83,6 +97,10 @@ pub fn run() -> Result<(), String> {
 pub fn again() -> Result<(), String> {
     let files = Files(Channel::connect(CONNECTION).map_err(|e| format!("connect {CONNECTION}: {e}"))?);
     let h = files.open(OpenFlags::READ, "docs/kept.txt")?;
+    files.expect(Request::Read { handle: h, offset: 0, len: 4096 }, Response::Data(KEPT.to_vec()))?;
+    files.expect(Request::Close { handle: h }, Response::Done)?;
+    // The link made before the reboot still leads there.
+    let h = files.open(OpenFlags::READ | OpenFlags::FOLLOW, "latest")?;
     files.expect(Request::Read { handle: h, offset: 0, len: 4096 }, Response::Data(KEPT.to_vec()))?;
     files.expect(Request::Close { handle: h }, Response::Done)?;
     step("kept");

@@ -2,7 +2,10 @@
 //! paths and by the handles its opens return.
 //!
 //! Paths are relative to the volume's root, `/`-separated, without `.` or `..` components (the
-//! client resolves those against what it was granted); the empty path is the root.
+//! client resolves those against what it was granted); the empty path is the root. The service
+//! follows the symbolic links a path passes through; whether it follows one that the path ends
+//! at is the request's choice ([`OpenFlags::FOLLOW`], `follow`): requests that make, remove or
+//! rename an entry never do.
 //!
 //! | message | bytes |
 //! |---|---|
@@ -12,7 +15,7 @@
 //! | [`Request::SetSize`] | `04`, handle: u64, size: u64 |
 //! | [`Request::Sync`] | `05`, handle: u64 |
 //! | [`Request::Close`] | `06`, handle: u64 |
-//! | [`Request::Stat`] | `07`, path |
+//! | [`Request::Stat`] | `07`, follow: u8 (0 or 1), path |
 //! | [`Request::StatHandle`] | `08`, handle: u64 |
 //! | [`Request::ReadDir`] | `09`, start: u32, path |
 //! | [`Request::CreateDir`] | `0a`, path |
@@ -20,7 +23,9 @@
 //! | [`Request::Unlink`] | `0c`, path |
 //! | [`Request::Rename`] | `0d`, from path, to path |
 //! | [`Request::Volume`] | `0e` |
-//! | [`Request::SetTimes`] | `0f`, accessed, modified (each a [`SetTime`]: u8 0 keep, 1 now, 2 at, then nanoseconds: u64), path |
+//! | [`Request::SetTimes`] | `0f`, follow: u8, accessed, modified (each a [`SetTime`]: u8 0 keep, 1 now, 2 at, then nanoseconds: u64), path |
+//! | [`Request::Symlink`] | `10`, target path, path |
+//! | [`Request::ReadLink`] | `11`, path |
 //! | [`Response::Opened`] | `81`, handle: u64, kind: u8 ([`Kind`]), size: u64 |
 //! | [`Response::Data`] | `82`, data |
 //! | [`Response::Written`] | `83`, count: u32 |
@@ -95,7 +100,10 @@ impl OpenFlags {
     pub const TRUNCATE: OpenFlags = OpenFlags(16);
     /// The path must be a directory.
     pub const DIRECTORY: OpenFlags = OpenFlags(32);
-    const ALL: u32 = 63;
+    /// A symbolic link at the end of the path is followed (without: opening one fails with
+    /// [`FsErrorCode::Loop`], as `O_NOFOLLOW`).
+    pub const FOLLOW: OpenFlags = OpenFlags(64);
+    const ALL: u32 = 127;
 
     /// The flags as their wire bits.
     pub const fn bits(self) -> u32 {
@@ -128,6 +136,8 @@ pub enum Kind {
     File = 1,
     /// A directory.
     Directory = 2,
+    /// A symbolic link (its size is its target's length).
+    Symlink = 3,
 }
 
 impl Kind {
@@ -135,6 +145,7 @@ impl Kind {
         match kind {
             1 => Ok(Kind::File),
             2 => Ok(Kind::Directory),
+            3 => Ok(Kind::Symlink),
             other => Err(DecodeError::Invalid { field: "kind", reason: format!("{other} names no kind") }),
         }
     }
@@ -176,12 +187,17 @@ pub enum FsErrorCode {
     Unsupported = 15,
     /// An offset or size beyond what a file can hold.
     Overflow = 16,
+    /// Too many symbolic links on the way, or one at the end of a path that may not follow it.
+    Loop = 17,
+    /// A symbolic link would lead outside the volume (an absolute target, or `..` above the
+    /// root).
+    NotPermitted = 18,
 }
 
 impl FsErrorCode {
     fn from_u8(code: u8) -> Option<FsErrorCode> {
         use FsErrorCode::*;
-        const ALL: [FsErrorCode; 16] = [
+        const ALL: [FsErrorCode; 18] = [
             NoEntry,
             Exists,
             NotDirectory,
@@ -198,6 +214,8 @@ impl FsErrorCode {
             BadRequest,
             Unsupported,
             Overflow,
+            Loop,
+            NotPermitted,
         ];
         ALL.into_iter().find(|c| *c as u8 == code)
     }
@@ -257,6 +275,8 @@ pub enum Request {
     Stat {
         /// The path.
         path: String,
+        /// Whether a symbolic link at its end is followed (else it is described itself).
+        follow: bool,
     },
     /// What an open handle names: answered with [`Response::Stat`].
     StatHandle {
@@ -267,10 +287,25 @@ pub enum Request {
     SetTimes {
         /// The path.
         path: String,
+        /// Whether a symbolic link at its end is followed (else its own times are set).
+        follow: bool,
         /// The new access time.
         accessed: SetTime,
         /// The new modification time.
         modified: SetTime,
+    },
+    /// Makes `path` a symbolic link to `target` (relative, resolved from the link's directory):
+    /// answered with [`Response::Done`].
+    Symlink {
+        /// What the link names.
+        target: String,
+        /// The link.
+        path: String,
+    },
+    /// The target of the symbolic link `path`: answered with [`Response::Data`].
+    ReadLink {
+        /// The link.
+        path: String,
     },
     /// The directory's entries from the `start`th on, without `.` and `..`: answered with
     /// [`Response::Entries`].
@@ -403,6 +438,8 @@ const TAG_UNLINK: u8 = 0x0c;
 const TAG_RENAME: u8 = 0x0d;
 const TAG_VOLUME: u8 = 0x0e;
 const TAG_SET_TIMES: u8 = 0x0f;
+const TAG_SYMLINK: u8 = 0x10;
+const TAG_READ_LINK: u8 = 0x11;
 const TAG_OPENED: u8 = 0x81;
 const TAG_DATA: u8 = 0x82;
 const TAG_WRITTEN: u8 = 0x83;
@@ -442,6 +479,14 @@ fn set_time(r: &mut Reader<'_>, field: &'static str) -> Result<SetTime, DecodeEr
         1 => Ok(SetTime::Now),
         2 => Ok(SetTime::At(ns)),
         other => Err(DecodeError::Invalid { field, reason: format!("{other} is not 0 (keep), 1 (now) or 2 (at)") }),
+    }
+}
+
+fn flag(r: &mut Reader<'_>, field: &'static str) -> Result<bool, DecodeError> {
+    match r.u8(field)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        other => Err(DecodeError::Invalid { field, reason: format!("{other} is neither 0 nor 1") }),
     }
 }
 
@@ -491,12 +536,17 @@ impl Request {
                 out.extend_from_slice(&start.to_le_bytes());
                 put_bytes(&mut out, path.as_bytes());
             }
-            Request::Stat { path }
-            | Request::CreateDir { path }
+            Request::Stat { path, follow } => {
+                out.push(TAG_STAT);
+                out.push(u8::from(*follow));
+                put_bytes(&mut out, path.as_bytes());
+            }
+            Request::CreateDir { path }
+            | Request::ReadLink { path }
             | Request::RemoveDir { path }
             | Request::Unlink { path } => {
                 out.push(match self {
-                    Request::Stat { .. } => TAG_STAT,
+                    Request::ReadLink { .. } => TAG_READ_LINK,
                     Request::CreateDir { .. } => TAG_CREATE_DIR,
                     Request::RemoveDir { .. } => TAG_REMOVE_DIR,
                     _ => TAG_UNLINK,
@@ -509,10 +559,16 @@ impl Request {
                 put_bytes(&mut out, to.as_bytes());
             }
             Request::Volume => out.push(TAG_VOLUME),
-            Request::SetTimes { path, accessed, modified } => {
+            Request::SetTimes { path, follow, accessed, modified } => {
                 out.push(TAG_SET_TIMES);
+                out.push(u8::from(*follow));
                 put_time(&mut out, *accessed);
                 put_time(&mut out, *modified);
+                put_bytes(&mut out, path.as_bytes());
+            }
+            Request::Symlink { target, path } => {
+                out.push(TAG_SYMLINK);
+                put_bytes(&mut out, target.as_bytes());
                 put_bytes(&mut out, path.as_bytes());
             }
         }
@@ -556,7 +612,10 @@ impl Request {
             TAG_SET_SIZE => Request::SetSize { handle: r.u64("handle")?, size: r.u64("size")? },
             TAG_SYNC => Request::Sync { handle: r.u64("handle")? },
             TAG_CLOSE => Request::Close { handle: r.u64("handle")? },
-            TAG_STAT => Request::Stat { path: path(&mut r)? },
+            TAG_STAT => {
+                let follow = flag(&mut r, "follow flag")?;
+                Request::Stat { path: path(&mut r)?, follow }
+            }
             TAG_STAT_HANDLE => Request::StatHandle { handle: r.u64("handle")? },
             TAG_READ_DIR => Request::ReadDir { start: r.u32("start")?, path: path(&mut r)? },
             TAG_CREATE_DIR => Request::CreateDir { path: path(&mut r)? },
@@ -565,10 +624,13 @@ impl Request {
             TAG_RENAME => Request::Rename { from: path(&mut r)?, to: path(&mut r)? },
             TAG_VOLUME => Request::Volume,
             TAG_SET_TIMES => {
+                let follow = flag(&mut r, "follow flag")?;
                 let accessed = set_time(&mut r, "access time")?;
                 let modified = set_time(&mut r, "modification time")?;
-                Request::SetTimes { path: path(&mut r)?, accessed, modified }
+                Request::SetTimes { path: path(&mut r)?, follow, accessed, modified }
             }
+            TAG_SYMLINK => Request::Symlink { target: path(&mut r)?, path: path(&mut r)? },
+            TAG_READ_LINK => Request::ReadLink { path: path(&mut r)? },
             tag => return Err(DecodeError::UnknownTag { kind: "files request", tag }),
         };
         r.finish()?;
@@ -644,16 +706,7 @@ impl Response {
                 Response::Stat { kind, size, modified, accessed: time(r.u64("access time")?) }
             }
             TAG_ENTRIES => {
-                let end = match r.u8("end flag")? {
-                    0 => false,
-                    1 => true,
-                    other => {
-                        return Err(DecodeError::Invalid {
-                            field: "end flag",
-                            reason: format!("{other} is neither 0 nor 1"),
-                        });
-                    }
-                };
+                let end = flag(&mut r, "end flag")?;
                 let count = r.u32("entry count")?;
                 if count as usize > MAX_ENTRIES {
                     return Err(DecodeError::Oversized {
@@ -698,7 +751,10 @@ mod tests {
             Request::SetSize { handle: 1, size: 99 },
             Request::Sync { handle: 2 },
             Request::Close { handle: 3 },
-            Request::Stat { path: "x".into() },
+            Request::Stat { path: "x".into(), follow: true },
+            Request::Stat { path: String::new(), follow: false },
+            Request::Symlink { target: "../t".into(), path: "d/l".into() },
+            Request::ReadLink { path: "d/l".into() },
             Request::StatHandle { handle: 4 },
             Request::ReadDir { start: 5, path: "dir".into() },
             Request::CreateDir { path: "d".into() },
@@ -706,8 +762,13 @@ mod tests {
             Request::Unlink { path: "f".into() },
             Request::Rename { from: "f".into(), to: "g/h".into() },
             Request::Volume,
-            Request::SetTimes { path: "f".into(), accessed: SetTime::Keep, modified: SetTime::At(1 << 62) },
-            Request::SetTimes { path: String::new(), accessed: SetTime::Now, modified: SetTime::Now },
+            Request::SetTimes {
+                path: "f".into(),
+                follow: true,
+                accessed: SetTime::Keep,
+                modified: SetTime::At(1 << 62),
+            },
+            Request::SetTimes { path: String::new(), follow: false, accessed: SetTime::Now, modified: SetTime::Now },
         ];
         for request in requests {
             assert_eq!(Request::decode(&request.encode()), Ok(request.clone()), "{request:?}");
@@ -737,8 +798,8 @@ mod tests {
             assert!(bytes.len() <= MAX_MESSAGE_BYTES);
             assert_eq!(Response::decode(&bytes), Ok(response.clone()), "{}", response.brief());
         }
-        for code in 1..=16 {
-            let code = FsErrorCode::from_u8(code).expect("every code from 1 to 16 names an error");
+        for code in 1..=18 {
+            let code = FsErrorCode::from_u8(code).expect("every code from 1 to 18 names an error");
             assert_eq!(Response::decode(&Response::error(code, "m").encode()), Ok(Response::error(code, "m")));
         }
     }
@@ -748,14 +809,14 @@ mod tests {
         assert_eq!(Request::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(Request::decode(&[0x7f]), Err(DecodeError::UnknownTag { kind: "files request", tag: 0x7f }));
         let mut open = Request::Open { flags: OpenFlags::READ, path: "a".into() }.encode();
-        open[1] = 0x40;
+        open[1] = 0x80;
         let e = Request::decode(&open).unwrap_err();
-        assert_eq!(e.to_string(), "invalid open flags: 0x40 sets bits that name no flag");
+        assert_eq!(e.to_string(), "invalid open flags: 0x80 sets bits that name no flag");
         let read = Request::Read { handle: 1, offset: 0, len: MAX_DATA_BYTES as u32 + 1 }.encode();
         assert!(matches!(Request::decode(&read), Err(DecodeError::Oversized { field: "length", .. })));
         let write = Request::Write { handle: 1, offset: 0, data: vec![0; MAX_DATA_BYTES + 1] }.encode();
         assert!(matches!(Request::decode(&write), Err(DecodeError::Oversized { field: "write data", .. })));
-        let long = Request::Stat { path: "a".repeat(MAX_PATH_BYTES + 1) }.encode();
+        let long = Request::Stat { path: "a".repeat(MAX_PATH_BYTES + 1), follow: true }.encode();
         assert!(matches!(Request::decode(&long), Err(DecodeError::Oversized { field: "path", .. })));
         let mut bad_utf8 = Request::Unlink { path: "ab".into() }.encode();
         bad_utf8[5] = 0xff;
@@ -766,10 +827,13 @@ mod tests {
         let nul = Request::Unlink { path: "a\0".into() }.encode();
         let e = Request::decode(&nul).unwrap_err();
         assert_eq!(e.to_string(), "invalid path: holds a NUL byte");
-        let mut times =
-            Request::SetTimes { path: "a".into(), accessed: SetTime::Now, modified: SetTime::Keep }.encode();
-        times[1] = 3;
+        let times =
+            Request::SetTimes { path: "a".into(), follow: true, accessed: SetTime::Now, modified: SetTime::Keep };
+        let mut times = times.encode();
+        times[2] = 3;
         assert!(matches!(Request::decode(&times), Err(DecodeError::Invalid { field: "access time", .. })));
+        times[1] = 2;
+        assert!(matches!(Request::decode(&times), Err(DecodeError::Invalid { field: "follow flag", .. })));
         let cut = Request::Rename { from: "a".into(), to: "b".into() }.encode();
         assert!(matches!(Request::decode(&cut[..cut.len() - 1]), Err(DecodeError::Truncated { .. })));
     }
@@ -777,8 +841,8 @@ mod tests {
     #[test]
     fn bad_responses_say_what_is_wrong() {
         let mut opened = Response::Opened { handle: 1, kind: Kind::File, size: 0 }.encode();
-        opened[9] = 3;
-        assert_eq!(Response::decode(&opened).unwrap_err().to_string(), "invalid kind: 3 names no kind");
+        opened[9] = 4;
+        assert_eq!(Response::decode(&opened).unwrap_err().to_string(), "invalid kind: 4 names no kind");
         let mut entries = Response::Entries { entries: Vec::new(), end: true }.encode();
         entries[1] = 2;
         assert!(matches!(Response::decode(&entries), Err(DecodeError::Invalid { field: "end flag", .. })));
@@ -796,6 +860,6 @@ mod tests {
         assert!(flags.contains(OpenFlags::WRITE) && flags.contains(OpenFlags::CREATE));
         assert!(!flags.contains(OpenFlags::READ));
         assert_eq!(OpenFlags::from_bits(flags.bits()), Some(flags));
-        assert_eq!(OpenFlags::from_bits(64), None);
+        assert_eq!(OpenFlags::from_bits(128), None);
     }
 }

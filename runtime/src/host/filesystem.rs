@@ -8,9 +8,11 @@
 //!
 //! A descriptor is a path on its service's volume, resolved here against the directory it was
 //! opened from: `..` may not climb above that directory, and absolute paths are refused
-//! (`not-permitted`); a path ending in `/` must name a directory. An open file also holds the service's handle, closed when the descriptor
-//! is dropped. A read-only grant refuses every change with `read-only` before it reaches the
-//! service.
+//! (`not-permitted`); a path ending in `/` must name a directory. The `..` of a path are
+//! resolved here, by name; the service follows the symbolic links on the way (and the one at
+//! the end when the path flags say `symlink-follow`). An open file also holds the service's
+//! handle, closed when the descriptor is dropped. A read-only grant refuses every change with
+//! `read-only` before it reaches the service.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
@@ -102,6 +104,8 @@ fn code(fs: FsErrorCode) -> ErrorCode {
         FsErrorCode::TooManyOpen => ErrorCode::InsufficientMemory,
         FsErrorCode::Unsupported => ErrorCode::Unsupported,
         FsErrorCode::Overflow => ErrorCode::FileTooLarge,
+        FsErrorCode::Loop => ErrorCode::Loop,
+        FsErrorCode::NotPermitted => ErrorCode::NotPermitted,
     }
 }
 
@@ -140,6 +144,7 @@ fn kind_type(kind: Kind) -> DescriptorType {
     match kind {
         Kind::File => DescriptorType::RegularFile,
         Kind::Directory => DescriptorType::Directory,
+        Kind::Symlink => DescriptorType::SymbolicLink,
     }
 }
 
@@ -263,7 +268,7 @@ impl InstanceState {
             Err(e) => return Ok(Err(e)),
         };
         if dir {
-            match self.stat_path(grant, path.clone())? {
+            match self.stat_path(grant, path.clone(), true)? {
                 Ok(stat) if stat.type_ != DescriptorType::Directory => return Ok(Err(ErrorCode::NotDirectory)),
                 // What is missing may still be made (as a directory).
                 Ok(_) | Err(ErrorCode::NoEntry) => {}
@@ -286,8 +291,9 @@ impl InstanceState {
         Ok(d.handle.map(|h| (d.grant, h)).ok_or(ErrorCode::IsDirectory))
     }
 
-    fn stat_path(&mut self, grant: usize, path: String) -> FsResult<DescriptorStat> {
-        Ok(match self.files(grant, &Request::Stat { path })? {
+    /// What `path` names; a symbolic link at its end is described itself unless `follow`.
+    fn stat_path(&mut self, grant: usize, path: String, follow: bool) -> FsResult<DescriptorStat> {
+        Ok(match self.files(grant, &Request::Stat { path, follow })? {
             Ok(Response::Stat { kind, size, modified, accessed }) => Ok(stat_of(kind, size, modified, accessed)),
             Ok(other) => Err(unexpected(&other)),
             Err(e) => Err(e),
@@ -295,12 +301,22 @@ impl InstanceState {
     }
 
     /// Sets the times of `path`.
-    fn set_times_path(&mut self, grant: usize, path: String, a: NewTimestamp, m: NewTimestamp) -> FsResult<()> {
+    /// Sets the times of `path` (of a symbolic link at its end itself unless `follow`).
+    fn set_times_path(
+        &mut self,
+        grant: usize,
+        path: String,
+        follow: bool,
+        a: NewTimestamp,
+        m: NewTimestamp,
+    ) -> FsResult<()> {
         if self.fs.preopens[grant].read_only {
             return Ok(Err(ErrorCode::ReadOnly));
         }
         match (set_time(a), set_time(m)) {
-            (Ok(accessed), Ok(modified)) => self.files_done(grant, &Request::SetTimes { path, accessed, modified }),
+            (Ok(accessed), Ok(modified)) => {
+                self.files_done(grant, &Request::SetTimes { path, follow, accessed, modified })
+            }
             (Err(e), _) | (_, Err(e)) => Ok(Err(e)),
         }
     }
@@ -423,7 +439,7 @@ impl HostDescriptor for InstanceState {
 
     fn set_times(&mut self, d: Resource<Descriptor>, accessed: NewTimestamp, modified: NewTimestamp) -> FsResult<()> {
         let (grant, path, _, _) = self.desc(&d)?;
-        self.set_times_path(grant, path, accessed, modified)
+        self.set_times_path(grant, path, true, accessed, modified)
     }
 
     fn read(&mut self, d: Resource<Descriptor>, len: Filesize, offset: Filesize) -> FsResult<(Vec<u8>, bool)> {
@@ -493,13 +509,13 @@ impl HostDescriptor for InstanceState {
                 Ok(other) => Err(unexpected(&other)),
                 Err(e) => Err(e),
             }),
-            (grant, path, None, _) => self.stat_path(grant, path),
+            (grant, path, None, _) => self.stat_path(grant, path, true),
         }
     }
 
-    fn stat_at(&mut self, d: Resource<Descriptor>, _: PathFlags, path: String) -> FsResult<DescriptorStat> {
+    fn stat_at(&mut self, d: Resource<Descriptor>, flags: PathFlags, path: String) -> FsResult<DescriptorStat> {
         match self.at(&d, &path)? {
-            Ok((grant, path)) => self.stat_path(grant, path),
+            Ok((grant, path)) => self.stat_path(grant, path, flags.contains(PathFlags::SYMLINK_FOLLOW)),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -507,13 +523,15 @@ impl HostDescriptor for InstanceState {
     fn set_times_at(
         &mut self,
         d: Resource<Descriptor>,
-        _: PathFlags,
+        flags: PathFlags,
         path: String,
         accessed: NewTimestamp,
         modified: NewTimestamp,
     ) -> FsResult<()> {
         match self.at(&d, &path)? {
-            Ok((grant, path)) => self.set_times_path(grant, path, accessed, modified),
+            Ok((grant, path)) => {
+                self.set_times_path(grant, path, flags.contains(PathFlags::SYMLINK_FOLLOW), accessed, modified)
+            }
             Err(e) => Ok(Err(e)),
         }
     }
@@ -534,7 +552,7 @@ impl HostDescriptor for InstanceState {
     fn open_at(
         &mut self,
         d: Resource<Descriptor>,
-        _: PathFlags,
+        path_flags: PathFlags,
         path: String,
         open: OpenFlags,
         flags: DescriptorFlags,
@@ -559,6 +577,7 @@ impl HostDescriptor for InstanceState {
             (open.contains(OpenFlags::EXCLUSIVE), FsOpenFlags::EXCLUSIVE),
             (open.contains(OpenFlags::TRUNCATE), FsOpenFlags::TRUNCATE),
             (open.contains(OpenFlags::DIRECTORY), FsOpenFlags::DIRECTORY),
+            (path_flags.contains(PathFlags::SYMLINK_FOLLOW), FsOpenFlags::FOLLOW),
             (write || open.intersects(OpenFlags::CREATE | OpenFlags::TRUNCATE), FsOpenFlags::WRITE),
         ] {
             if wasi {
@@ -572,6 +591,11 @@ impl HostDescriptor for InstanceState {
         };
         let handle = match kind {
             Kind::File => Some(handle),
+            // The service opens what a link names, never the link.
+            Kind::Symlink => {
+                self.files_done(grant, &Request::Close { handle })?.ok();
+                return Ok(Err(ErrorCode::Io));
+            }
             Kind::Directory => {
                 // A directory descriptor is its path; the service's handle is not needed.
                 self.files_done(grant, &Request::Close { handle })?.ok();
@@ -586,12 +610,15 @@ impl HostDescriptor for InstanceState {
     }
 
     fn readlink_at(&mut self, d: Resource<Descriptor>, path: String) -> FsResult<String> {
-        // Nothing on the volume is a symbolic link.
-        let target = match self.at(&d, &path)? {
+        let (grant, path) = match self.at(&d, &path)? {
             Ok(target) => target,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.stat_path(target.0, target.1)?.and(Err(ErrorCode::Invalid)))
+        Ok(match self.files(grant, &Request::ReadLink { path })? {
+            Ok(Response::Data(target)) => String::from_utf8(target).map_err(|_| ErrorCode::IllegalByteSequence),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(e),
+        })
     }
 
     fn remove_directory_at(&mut self, d: Resource<Descriptor>, path: String) -> FsResult<()> {
@@ -624,9 +651,27 @@ impl HostDescriptor for InstanceState {
         self.files_done(from_grant, &Request::Rename { from, to })
     }
 
-    fn symlink_at(&mut self, d: Resource<Descriptor>, _: String, path: String) -> FsResult<()> {
-        // littlefs has no symbolic links.
-        Ok(self.at_mut(&d, &path)?.and(Err(ErrorCode::Unsupported)))
+    fn symlink_at(&mut self, d: Resource<Descriptor>, target: String, path: String) -> FsResult<()> {
+        if target.starts_with('/') {
+            // A link may not lead outside what the program was given.
+            return Ok(Err(ErrorCode::NotPermitted));
+        }
+        if target.contains('\0') {
+            return Ok(Err(ErrorCode::Invalid));
+        }
+        let (grant, resolved) = match self.at_mut(&d, &path)? {
+            Ok(at) => at,
+            Err(e) => return Ok(Err(e)),
+        };
+        if path.ends_with('/') {
+            // A link cannot be named as a directory: what is there exists, and what is not
+            // cannot be made so.
+            return Ok(match self.stat_path(grant, resolved, false)? {
+                Ok(_) => Err(ErrorCode::Exist),
+                Err(e) => Err(e),
+            });
+        }
+        self.files_done(grant, &Request::Symlink { target, path: resolved })
     }
 
     fn unlink_file_at(&mut self, d: Resource<Descriptor>, path: String) -> FsResult<()> {
@@ -646,12 +691,19 @@ impl HostDescriptor for InstanceState {
         Ok(Ok(path_hash(d.grant, &d.path)))
     }
 
-    fn metadata_hash_at(&mut self, d: Resource<Descriptor>, _: PathFlags, path: String) -> FsResult<MetadataHashValue> {
+    fn metadata_hash_at(
+        &mut self,
+        d: Resource<Descriptor>,
+        flags: PathFlags,
+        path: String,
+    ) -> FsResult<MetadataHashValue> {
         let (grant, path) = match self.at(&d, &path)? {
             Ok(target) => target,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(self.stat_path(grant, path.clone())?.map(|_| path_hash(grant, &path)))
+        Ok(self
+            .stat_path(grant, path.clone(), flags.contains(PathFlags::SYMLINK_FOLLOW))?
+            .map(|_| path_hash(grant, &path)))
     }
 
     fn drop(&mut self, d: Resource<Descriptor>) -> wasmtime::Result<()> {
