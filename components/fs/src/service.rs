@@ -18,11 +18,13 @@
 //! taken as they are, at no cost. A cut while a link is made can leave a plain file with the
 //! target as its contents: the request was not answered.
 //!
-//! Timestamps are littlefs user attributes of each entry ([`ATTR_MODIFIED`],
-//! [`ATTR_ACCESSED`]): both are set when a file or directory is made, the modification time
-//! again by every write, size change and truncation, and either by a `SetTimes`. Reads do not
-//! change the access time (as Linux's `noatime`). An entry without them (made by another tool)
-//! has no times.
+//! Timestamps are a littlefs user attribute of each entry ([`ATTR_TIMES`]): both times are set
+//! when a file or directory is made, the modification time again by every write, size change
+//! and truncation, and either by a `SetTimes`. Reads do not change the access time (as Linux's
+//! `noatime`). An entry without the attribute (made by another tool) has no times. What writes
+//! do to a file's times is kept in memory and put on the volume (one commit) when a handle to
+//! it is synced or closed, as Linux writes inode times back later: a stat sees them at once,
+//! and a power cut before the sync loses them, not the data.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
@@ -45,11 +47,44 @@ pub const MAX_OPEN: usize = 128;
 /// The largest file littlefs holds, and so the largest offset plus length.
 pub const MAX_FILE_BYTES: u64 = i32::MAX as u64;
 
-/// The user attribute holding an entry's modification time (nanoseconds since the Unix epoch,
-/// a little-endian u64).
-pub const ATTR_MODIFIED: u8 = b'm';
-/// The user attribute holding its access time, likewise.
-pub const ATTR_ACCESSED: u8 = b'a';
+/// The user attribute holding an entry's times: its modification time, then its access time,
+/// each nanoseconds since the Unix epoch as a little-endian u64 ([`NO_TIME`]: none).
+pub const ATTR_TIMES: u8 = b't';
+
+/// An entry's times.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Times {
+    modified: Option<u64>,
+    accessed: Option<u64>,
+}
+
+impl Times {
+    fn encode(self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.modified.unwrap_or(NO_TIME).to_le_bytes());
+        bytes[8..].copy_from_slice(&self.accessed.unwrap_or(NO_TIME).to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Times {
+        let at = |i: usize| {
+            bytes
+                .get(i..i + 8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes)
+                .filter(|t| *t != NO_TIME)
+        };
+        Times { modified: at(0), accessed: at(8) }
+    }
+}
+
+/// Times that writes changed and the volume does not hold yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    modified: u64,
+    /// Set for a file made through the handle; `None`: the volume's stands.
+    accessed: Option<u64>,
+}
 
 /// The user attribute that marks a file as a symbolic link (one byte, 1).
 pub const ATTR_LINK: u8 = b'l';
@@ -81,6 +116,8 @@ pub struct Service<'fs, 'a, S: Storage> {
     /// Whether the volume has held a symbolic link (so paths are resolved component by
     /// component).
     links: bool,
+    /// Times changed by writes through open handles, by path, until a sync or close.
+    pending: HashMap<String, Pending>,
     /// Set when a request met a disk failure or a corrupt volume: littlefs's state in memory
     /// may then be behind the disk's, so the component ends after answering (its supervisor
     /// starts it again, and a fresh mount finds the volume as the last completed operation
@@ -131,7 +168,17 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
         let mut flag = [0u8; 1];
         // A root that cannot be read is taken to hold links: paths are then resolved the slow way.
         let links = fs.attribute(littlefs2::path!("/"), ATTR_HAS_LINKS, &mut flag).map_or(true, |a| a.is_some());
-        Service { fs, failures, open: HashMap::new(), keys: RandomState::new(), next: 0, blocks, links, broken: None }
+        Service {
+            fs,
+            failures,
+            open: HashMap::new(),
+            keys: RandomState::new(),
+            next: 0,
+            blocks,
+            links,
+            pending: HashMap::new(),
+            broken: None,
+        }
     }
 
     /// How many handles are open.
@@ -204,13 +251,19 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 let path = self.writable(handle)?;
                 let result = self.with_file(&path, true, |file| file.set_len(size as usize));
                 result.map_err(|e| self.lfs(&format!("setting the size of {path:?}"), e))?;
-                self.set_times(&path, SetTime::Keep, SetTime::Now)?;
+                self.touch(&path, false);
                 Ok(Response::Done)
             }
-            // Every write was durable when it was answered.
-            Request::Sync { handle } => self.get(handle).map(|_| Response::Done),
+            // Every write was durable when it was answered; only the times may be left.
+            Request::Sync { handle } => {
+                let path = self.get(handle)?.path.clone();
+                self.flush_times(&path)?;
+                Ok(Response::Done)
+            }
             Request::Close { handle } => {
-                self.open.remove(&handle).map(|_| Response::Done).ok_or_else(|| bad_handle(handle))
+                let path = self.open.remove(&handle).ok_or_else(|| bad_handle(handle))?.path;
+                self.flush_times(&path)?;
+                Ok(Response::Done)
             }
             Request::Stat { path, follow } => {
                 let path = self.resolve(&path, follow)?;
@@ -228,7 +281,8 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 let path = self.resolve(&path, false)?;
                 let lfs = lfs_path(&path)?;
                 self.fs.create_dir(&lfs).map_err(|e| self.lfs(&format!("creating {path:?}"), e))?;
-                self.set_times(&path, SetTime::Now, SetTime::Now)?;
+                let t = now();
+                self.write_times(&path, Times { modified: Some(t), accessed: Some(t) })?;
                 Ok(Response::Done)
             }
             Request::RemoveDir { path } => {
@@ -246,12 +300,25 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                     return Err(fail(FsErrorCode::Invalid, "the volume's root cannot be renamed or replaced"));
                 }
                 self.fs.rename(&lfs_from, &lfs_to).map_err(|e| self.lfs(&format!("renaming {from:?} to {to:?}"), e))?;
-                // Handles follow what they name.
+                // Handles and times not yet written follow what they name.
+                let moved = |path: &str| {
+                    if path == from {
+                        Some(to.clone())
+                    } else {
+                        path.strip_prefix(&format!("{from}/")).map(|rest| format!("{to}/{rest}"))
+                    }
+                };
                 for open in self.open.values_mut() {
-                    if open.path == from {
-                        to.clone_into(&mut open.path);
-                    } else if let Some(rest) = open.path.strip_prefix(&format!("{from}/")) {
-                        open.path = format!("{to}/{rest}");
+                    if let Some(path) = moved(&open.path) {
+                        open.path = path;
+                    }
+                }
+                // A file replaced by the rename takes its times with it.
+                self.pending.remove(&to);
+                let renamed: Vec<String> = self.pending.keys().filter(|p| moved(p).is_some()).cloned().collect();
+                for old in renamed {
+                    if let (Some(new), Some(times)) = (moved(&old), self.pending.remove(&old)) {
+                        self.pending.insert(new, times);
                     }
                 }
                 Ok(Response::Done)
@@ -384,38 +451,68 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
         self.fs
             .set_attribute(&lfs, ATTR_LINK, &[1])
             .map_err(|e| self.lfs(&format!("marking {path:?} as a link"), e))?;
-        self.set_times(&path, SetTime::Now, SetTime::Now)?;
+        let t = now();
+        self.write_times(&path, Times { modified: Some(t), accessed: Some(t) })?;
         Ok(Response::Done)
     }
 
-    /// Sets the times of `path`, which exists.
+    /// Sets the times of `path`, which exists (what writes left pending included).
     fn set_times(&mut self, path: &str, accessed: SetTime, modified: SetTime) -> Result<(), Failed> {
-        let lfs = lfs_path(path)?;
+        let mut times = self.times(path)?;
         let clock = now();
-        for (id, time) in [(ATTR_ACCESSED, accessed), (ATTR_MODIFIED, modified)] {
-            let ns = match time {
-                SetTime::Keep => continue,
-                SetTime::Now => clock,
-                SetTime::At(ns) => ns,
-            };
-            let set = self.fs.set_attribute(&lfs, id, &ns.to_le_bytes());
-            set.map_err(|e| self.lfs(&format!("setting the times of {path:?}"), e))?;
+        for (time, set) in [(&mut times.accessed, accessed), (&mut times.modified, modified)] {
+            match set {
+                SetTime::Keep => {}
+                SetTime::Now => *time = Some(clock),
+                SetTime::At(ns) => *time = Some(ns),
+            }
         }
-        Ok(())
+        self.pending.remove(path);
+        self.write_times(path, times)
     }
 
-    /// The time in attribute `id` of `path`, if it has one.
-    fn time(&mut self, path: &str, id: u8) -> Result<Option<u64>, Failed> {
+    /// Puts `times` on the volume for `path` (one commit).
+    fn write_times(&mut self, path: &str, times: Times) -> Result<(), Failed> {
         let lfs = lfs_path(path)?;
-        let mut buffer = [0u8; 8];
-        let read = self.fs.attribute(&lfs, id, &mut buffer).map(|a| {
-            a.and_then(|a| <[u8; 8]>::try_from(a.data()).ok()).map(u64::from_le_bytes).filter(|ns| *ns != NO_TIME)
-        });
-        match read {
-            Ok(time) => Ok(time),
-            Err(Error::NO_ATTRIBUTE) => Ok(None),
-            Err(e) => Err(self.lfs(&format!("reading the times of {path:?}"), e)),
+        let set = self.fs.set_attribute(&lfs, ATTR_TIMES, &times.encode());
+        set.map_err(|e| self.lfs(&format!("setting the times of {path:?}"), e))
+    }
+
+    /// Notes that `path` was written now (and made now, if `made`); on the volume at the next
+    /// sync or close of a handle to it.
+    fn touch(&mut self, path: &str, made: bool) {
+        let t = now();
+        let pending = self.pending.entry(path.to_owned()).or_insert(Pending { modified: t, accessed: None });
+        pending.modified = t;
+        if made {
+            pending.accessed = Some(t);
         }
+    }
+
+    /// Puts what writes did to `path`'s times on the volume.
+    fn flush_times(&mut self, path: &str) -> Result<(), Failed> {
+        if !self.pending.contains_key(path) {
+            return Ok(());
+        }
+        let times = self.times(path)?;
+        self.pending.remove(path);
+        self.write_times(path, times)
+    }
+
+    /// The times of `path`: the volume's, with what writes left pending over them.
+    fn times(&mut self, path: &str) -> Result<Times, Failed> {
+        let lfs = lfs_path(path)?;
+        let mut buffer = [0u8; 16];
+        let mut times = match self.fs.attribute(&lfs, ATTR_TIMES, &mut buffer) {
+            Ok(found) => found.map(|a| Times::decode(a.data())).unwrap_or_default(),
+            Err(Error::NO_ATTRIBUTE) => Times::default(),
+            Err(e) => return Err(self.lfs(&format!("reading the times of {path:?}"), e)),
+        };
+        if let Some(pending) = self.pending.get(path) {
+            times.modified = Some(pending.modified);
+            times.accessed = pending.accessed.or(times.accessed);
+        }
+        Ok(times)
     }
 
     fn get(&self, handle: u64) -> Result<&Open, Failed> {
@@ -452,8 +549,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
         let meta = self.fs.metadata(&lfs).map_err(|e| self.lfs(&format!("{path:?}"), e))?;
         let size = if meta.is_dir() { 0 } else { meta.len() as u64 };
         let kind = if self.is_link(path)? { Kind::Symlink } else { kind_of(meta.is_dir()) };
-        let modified = self.time(path, ATTR_MODIFIED)?;
-        let accessed = self.time(path, ATTR_ACCESSED)?;
+        let Times { modified, accessed } = self.times(path)?;
         Ok(Response::Stat { kind, size, modified, accessed })
     }
 
@@ -498,8 +594,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                     |_| Ok(()),
                 );
                 made.map_err(|e| self.lfs(&format!("opening {path:?}"), e))?;
-                let accessed = if existing.is_some() { SetTime::Keep } else { SetTime::Now };
-                self.set_times(path, accessed, SetTime::Now)?;
+                self.touch(path, existing.is_none());
                 (Kind::File, 0)
             }
         };
@@ -557,7 +652,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             Ok(done)
         });
         let done = result.map_err(|e| self.lfs(&format!("writing {} bytes to {path:?}", data.len()), e))?;
-        self.set_times(&path, SetTime::Keep, SetTime::Now)?;
+        self.touch(&path, false);
         Ok(Response::Written(done as u32))
     }
 
@@ -606,6 +701,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             _ => {}
         }
         self.fs.remove(&lfs).map_err(|e| self.lfs(&format!("removing {path:?}"), e))?;
+        self.pending.remove(path);
         Ok(Response::Done)
     }
 }

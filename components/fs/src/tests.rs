@@ -166,6 +166,43 @@ fn entries_keep_their_times() {
 }
 
 #[test]
+fn the_times_writes_leave_reach_the_volume_at_a_sync_or_close() {
+    let disk = SharedDisk::new(SECTORS);
+    let at = |path: &str, ns| Request::SetTimes {
+        path: path.into(),
+        follow: true,
+        accessed: SetTime::At(ns),
+        modified: SetTime::At(ns),
+    };
+    let stat = |path: &str| Request::Stat { path: path.into(), follow: true };
+    serve(disk.clone(), |s, _| {
+        for path in ["synced", "open"] {
+            let h = opened(s.handle(Request::Open { flags: rw_create(), path: path.into() }));
+            done(s.handle(Request::Close { handle: h }));
+            done(s.handle(at(path, 5)));
+        }
+        let synced = opened(s.handle(Request::Open { flags: OpenFlags::WRITE, path: "synced".into() }));
+        let open = opened(s.handle(Request::Open { flags: OpenFlags::WRITE, path: "open".into() }));
+        for h in [synced, open] {
+            assert_eq!(s.handle(Request::Write { handle: h, offset: 0, data: b"x".to_vec() }), Response::Written(1));
+        }
+        done(s.handle(Request::Sync { handle: synced }));
+        // A stat sees a write's time at once, synced or not.
+        for path in ["synced", "open"] {
+            assert!(times(s.handle(stat(path))).0.is_some_and(|t| t > 5), "{path}");
+        }
+    })
+    .expect("the volume mounts");
+    // Power is cut with `open` still open: its data is there, its time is the one set before.
+    serve(disk.crashed(), |s, _| {
+        assert!(times(s.handle(stat("synced"))).0.is_some_and(|t| t > 5));
+        assert_eq!(times(s.handle(stat("open"))), (Some(5), Some(5)));
+        assert_eq!(kind_size(s.handle(stat("open"))), (Kind::File, 1));
+    })
+    .expect("the volume mounts again");
+}
+
+#[test]
 fn symbolic_links_are_followed_on_the_way_and_where_asked() {
     let disk = SharedDisk::new(SECTORS);
     serve(disk.clone(), |s, _| {
