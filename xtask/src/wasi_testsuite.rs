@@ -50,6 +50,9 @@ pub struct SuiteArgs {
     /// How long one test's boot may take, in seconds.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+    /// The guest architecture: x86_64 (`microvm`) or aarch64 (`virt`), under TCG.
+    #[arg(long, value_name = "ARCH", default_value_t = crate::run::default_arch())]
+    pub arch: GuestArch,
 }
 
 /// The name the test component has in its system (its console prefix).
@@ -471,11 +474,14 @@ pub fn run(root: &Path, args: &SuiteArgs) -> Result<ExitCode> {
         cases.retain(|c| c.name.contains(filter.as_str()));
     }
     let toolchain = setup::ensure(root)?;
-    let kernel = kernel::build(root, &toolchain, GuestArch::X86_64, false)?;
+    let kernel = kernel::build(root, &toolchain, args.arch, false)?;
     let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
-    let qemu = mica_launch::find_qemu()?;
-    let profile = mica_runtime::config::CpuProfile::baseline();
-    let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
+    let machine = Machine {
+        arch: args.arch,
+        qemu: mica_launch::find_qemu_for(args.arch)?,
+        kernel,
+        profile: crate::aot::profile_for(crate::run::kernel_target(args.arch), "baseline")?,
+    };
     let out = crate::toolchain::target_dir(root).join("mica").join("wasi-testsuite");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
@@ -483,7 +489,7 @@ pub fn run(root: &Path, args: &SuiteArgs) -> Result<ExitCode> {
     for (i, case) in cases.iter().enumerate() {
         let start = Instant::now();
         let known = KNOWN.iter().find(|(name, _)| *name == case.name).map(|(_, why)| *why);
-        let outcome = run_case(root, &toolchain, &qemu, &kernel, &features, &out, case, args.timeout);
+        let outcome = run_case(root, &toolchain, &machine, &out, case, args.timeout);
         let outcome = outcome.unwrap_or_else(|e| Checked::Failed(vec![format!("{e:#}")]));
         let (result, reasons) = match (outcome, known) {
             (Checked::Skipped(why), _) => ("skipped", vec![why]),
@@ -530,14 +536,20 @@ enum Checked {
     Skipped(String),
 }
 
+/// What the tests boot on.
+struct Machine {
+    arch: GuestArch,
+    qemu: PathBuf,
+    kernel: PathBuf,
+    /// The CPU the components are compiled for (and, on x86_64, the one QEMU presents).
+    profile: mica_runtime::config::CpuProfile,
+}
+
 /// Runs one test; an error is a failure to set it up or boot it.
-#[allow(clippy::too_many_arguments)]
 fn run_case(
     root: &Path,
     toolchain: &crate::toolchain::Toolchain,
-    qemu: &Path,
-    kernel: &Path,
-    features: &[&str],
+    machine: &Machine,
     out: &Path,
     case: &Case,
     timeout: u64,
@@ -567,22 +579,27 @@ fn run_case(
     let manifest_path = out.join("wasi-test.toml");
     fs::write(&manifest_path, manifest(&wasm, &spec, disk.as_deref())?)
         .with_context(|| format!("writing {}", manifest_path.display()))?;
-    let binding = system::Binding::Aot(mica_runtime::config::CpuProfile::baseline());
-    let bundle = system::prepare_with(root, toolchain, &manifest_path, &binding, None)?;
-    let machine = mica_launch::devices::of_bundle(&bundle)?;
-    mica_launch::devices::prepare_disks(&machine)?;
-    let command = QemuCommand::new(qemu, kernel, Accel::Tcg)
-        .cpu(mica_launch::cpu_model(features))
+    let binding = system::Binding::Aot(machine.profile.clone());
+    let target = crate::run::kernel_target(machine.arch);
+    let bundle = system::prepare_for(root, toolchain, &manifest_path, &binding, None, target)?;
+    let devices = mica_launch::devices::of_bundle(&bundle)?;
+    mica_launch::devices::prepare_disks(&devices)?;
+    let mut command = QemuCommand::new(&machine.qemu, &machine.kernel, Accel::Tcg)
+        .arch(machine.arch)
         .initrd(&bundle)
         .memory_mib(mica_launch::devices::memory_mib(&bundle, crate::run::SYSTEM_MEMORY_MIB)?)
-        .extra_args(mica_launch::devices::qemu_args(&machine));
+        .extra_args(mica_launch::devices::qemu_args(&devices));
+    if machine.arch == GuestArch::X86_64 {
+        let features: Vec<&str> = machine.profile.features.iter().map(|f| f.name()).collect();
+        command = command.cpu(mica_launch::cpu_model(&features));
+    }
     let options = RunOptions { timeout: Duration::from_secs(timeout), output: OutputMode::Capture { echo: false } };
     let outcome = mica_launch::run::run(&command, &options)?;
     let mut failures = judge(&spec, &observe(&outcome.serial));
     if failures.is_empty() {
         return Ok(Checked::Passed);
     }
-    let log = out.join(format!("{}.log", case.name.replace('/', "-")));
+    let log = out.join(format!("{}-{}.log", case.name.replace('/', "-"), machine.arch));
     let _ = fs::write(&log, outcome.transcript());
     failures.push(format!("console: {}", log.display()));
     Ok(Checked::Failed(failures))
