@@ -4,7 +4,9 @@
 //! Handles are 64-bit numbers drawn from a keyed hash, so a client cannot guess another's. A
 //! handle names a path: each read or write opens the file, does its work and closes it, so a
 //! write is durable once it is answered (and a sync has nothing left to do). A handle follows
-//! a rename made through the service. At most [`MAX_OPEN`] handles are open at once; the
+//! a rename made through the service; a handle whose file is removed, or replaced by a rename,
+//! is closed by the service (its next use is `bad-handle`), so that it can never reach what is
+//! made at that path later. At most [`MAX_OPEN`] handles are open at once; the
 //! service keeps them until they are closed.
 //!
 //! Paths reach littlefs as they are; littlefs's binding takes ASCII names only, and paths of
@@ -300,6 +302,11 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                     return Err(fail(FsErrorCode::Invalid, "the volume's root cannot be renamed or replaced"));
                 }
                 self.fs.rename(&lfs_from, &lfs_to).map_err(|e| self.lfs(&format!("renaming {from:?} to {to:?}"), e))?;
+                if from == to {
+                    return Ok(Response::Done);
+                }
+                // What the rename replaced is gone for its handles, and takes its times with it.
+                self.forget(&to);
                 // Handles and times not yet written follow what they name.
                 let moved = |path: &str| {
                     if path == from {
@@ -313,8 +320,6 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                         open.path = path;
                     }
                 }
-                // A file replaced by the rename takes its times with it.
-                self.pending.remove(&to);
                 let renamed: Vec<String> = self.pending.keys().filter(|p| moved(p).is_some()).cloned().collect();
                 for old in renamed {
                     if let (Some(new), Some(times)) = (moved(&old), self.pending.remove(&old)) {
@@ -341,6 +346,12 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 self.link_target(&path).map(|t| Response::Data(t.into_bytes()))
             }
         }
+    }
+
+    /// `path` is gone: the handles that name it are closed, and its pending times dropped.
+    fn forget(&mut self, path: &str) {
+        self.open.retain(|_, open| open.path != path);
+        self.pending.remove(path);
     }
 
     /// Whether `path` is a symbolic link (`false` when it does not exist).
@@ -701,7 +712,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
             _ => {}
         }
         self.fs.remove(&lfs).map_err(|e| self.lfs(&format!("removing {path:?}"), e))?;
-        self.pending.remove(path);
+        self.forget(path);
         Ok(Response::Done)
     }
 }

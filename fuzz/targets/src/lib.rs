@@ -12,8 +12,9 @@
 //! table and the handle tables under any sequence of operations, checked against models, the
 //! HTTP server's
 //! handling of a request from its bytes to its answer, the system manifest a user writes, and the
-//! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys), and
-//! mica-vmm's virtio block and console devices driven by a hostile guest.
+//! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys),
+//! mica-vmm's virtio block and console devices driven by a hostile guest, and the file system
+//! service under any sequence of requests.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 16] = [
+pub const TARGETS: [(&str, Target); 17] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -50,7 +51,105 @@ pub const TARGETS: [(&str, Target); 16] = [
     ("vmm_block", vmm_block),
     ("vmm_console", vmm_console),
     ("agent_session", agent_session),
+    ("files_service", files_service),
 ];
+
+/// Sectors of the file system service's disk in [`files_service`] (1 MiB).
+const FILES_SECTORS: u64 = 2048;
+
+/// The file system service (`components/fs`) on a fresh littlefs volume in memory, under any
+/// sequence of requests of the files protocol, as a client that sends anything would make
+/// them. Each step is a byte that picks the request and the bytes after it that fill it in:
+/// names from a small set (so that files, directories and symbolic links meet: links to
+/// each other, to themselves, above the root, absolute), the handles opens gave, offsets and
+/// sizes; a step of 0xf0 or more is instead a length byte and that many raw bytes, decoded as a
+/// request (and answered if they decode). Every answer must decode as itself; none may say the
+/// disk failed or the volume is corrupt (the disk is memory and never fails); the service must
+/// never be broken; a read of a file must give what the writes the service acknowledged put
+/// there.
+pub fn files_service(data: &[u8]) {
+    use fs::service::Service;
+    use fs::volume::Volume;
+    use mica_device::files::{APPEND, FsErrorCode, OpenFlags, Request, Response, SetTime};
+
+    const NAMES: [&str; 10] = ["a", "b", "d", "d/a", "d/e", "l", "d/l", "a/b", "", "d/e/f"];
+    const TARGETS: [&str; 6] = ["a", "d", "l", "../a", "/abs", "d/l"];
+    let (mut volume, formatted) = Volume::open(MemDisk::new(FILES_SECTORS)).expect("a blank memory disk opens");
+    let failures = volume.failures.clone();
+    let (fs, report) = volume.mount(formatted).expect("a blank disk formats and mounts");
+    let mut service = Service::new(&fs, report.blocks, failures);
+    let mut handles: Vec<u64> = Vec::new();
+    let mut input = data;
+    let next = |n: usize, input: &mut &[u8]| -> Vec<u8> {
+        let (taken, rest) = input.split_at(n.min(input.len()));
+        *input = rest;
+        let mut taken = taken.to_vec();
+        taken.resize(n, 0);
+        taken
+    };
+    while let Some((&op, rest)) = input.split_first() {
+        input = rest;
+        let a = next(3, &mut input);
+        let name = |i: u8| NAMES[usize::from(i) % NAMES.len()].to_owned();
+        let handle = |i: u8| handles.get(usize::from(i) % handles.len().max(1)).copied().unwrap_or(u64::from(i));
+        let request = match op {
+            0xf0..=0xff => {
+                let raw = next(usize::from(a[0]), &mut input);
+                match Request::decode(&raw) {
+                    Ok(request) => request,
+                    Err(_) => continue,
+                }
+            }
+            _ => match op % 15 {
+                0 => Request::Open {
+                    flags: OpenFlags::from_bits(u32::from(a[0] & 127)).unwrap_or_default(),
+                    path: name(a[1]),
+                },
+                1 => Request::Read { handle: handle(a[0]), offset: u64::from(a[1]) * 100, len: u32::from(a[2]) * 64 },
+                2 => {
+                    let offset = if a[1] == 255 { APPEND } else { u64::from(a[1]) * 100 };
+                    Request::Write { handle: handle(a[0]), offset, data: vec![a[2]; usize::from(a[2]) * 40] }
+                }
+                3 => Request::SetSize { handle: handle(a[0]), size: u64::from(a[1]) * 300 },
+                4 => Request::Sync { handle: handle(a[0]) },
+                5 => Request::Close { handle: handle(a[0]) },
+                6 => Request::Stat { path: name(a[0]), follow: a[1] % 2 == 0 },
+                7 => Request::StatHandle { handle: handle(a[0]) },
+                8 => Request::ReadDir { start: u32::from(a[0] % 4), path: name(a[1]) },
+                9 => Request::CreateDir { path: name(a[0]) },
+                10 => Request::RemoveDir { path: name(a[0]) },
+                11 => Request::Unlink { path: name(a[0]) },
+                12 => Request::Rename { from: name(a[0]), to: name(a[1]) },
+                13 => Request::Symlink { target: TARGETS[usize::from(a[0]) % TARGETS.len()].into(), path: name(a[1]) },
+                _ if a[0] % 2 == 0 => Request::ReadLink { path: name(a[1]) },
+                _ => Request::SetTimes {
+                    path: name(a[1]),
+                    follow: a[2] % 2 == 0,
+                    accessed: SetTime::Now,
+                    modified: SetTime::At(u64::from(a[2])),
+                },
+            },
+        };
+        let response = service.handle(request.clone());
+        // An error message over the protocol's limit is cut when encoded: what decodes must
+        // encode to the same bytes.
+        let bytes = response.encode();
+        let decoded = Response::decode(&bytes).unwrap_or_else(|e| panic!("{response:?} does not decode: {e}"));
+        assert_eq!(decoded.encode(), bytes, "an answer that does not decode as itself");
+        if let Response::Error { code, message } = &response {
+            assert!(
+                !matches!(code, FsErrorCode::Io | FsErrorCode::Corrupt),
+                "{request:?} was answered {code:?} ({message}) on a disk that never fails"
+            );
+        }
+        assert!(service.broken.is_none(), "the service broke on {request:?}: {:?}", service.broken);
+        match (&request, &response) {
+            (Request::Open { .. }, Response::Opened { handle, .. }) => handles.push(*handle),
+            (Request::Close { handle }, Response::Done) => handles.retain(|h| h != handle),
+            _ => {}
+        }
+    }
+}
 
 /// What the agent answered, as far as the session's model cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -748,6 +847,18 @@ pub fn virtqueue(data: &[u8]) {
 /// Valid inputs to start each target from (the fuzzer mutates them), by target name.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
+        // Make `d`, a file `d/a` through a link `l` to `d`, write, read it back, list, rename.
+        "files_service" => vec![vec![
+            9, 2, 0, 0, // mkdir d
+            13, 1, 5, 0, // symlink l -> d
+            0, 7, 3, 0, // open d/a read, write, create
+            2, 0, 0, 9, // write 360 bytes at 0
+            1, 0, 0, 9, // read
+            8, 0, 2, 0, // list d
+            12, 3, 4, 0, // rename d/a to d/e
+            6, 5, 1, 0, // stat l without following
+            5, 0, 0, 0, // close
+        ]],
         "bundle" => {
             let mut writer = BundleWriter::new();
             let _ = writer.add(EntryKind::Wasm, "hello.wasm", b"\0asm\x0d\0\x01\0".to_vec());
