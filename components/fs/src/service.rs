@@ -370,18 +370,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
 
     /// The target of the symbolic link `path`.
     fn link_target(&mut self, path: &str) -> Result<String, Failed> {
-        let read = self.with_file(path, false, |file| {
-            let mut target = vec![0; file.len()?.min(MAX_PATH_BYTES)];
-            let mut done = 0;
-            while done < target.len() {
-                match file.read(&mut target[done..])? {
-                    0 => break,
-                    n => done += n,
-                }
-            }
-            target.truncate(done);
-            Ok(target)
-        });
+        let read = self.with_file(path, false, |file| read_up_to(file, file.len()?.min(MAX_PATH_BYTES)));
         let target = read.map_err(|e| self.lfs(&format!("reading the link {path:?}"), e))?;
         String::from_utf8(target).map_err(|_| fail(FsErrorCode::Corrupt, format!("the link {path:?} is not UTF-8")))
     }
@@ -630,16 +619,7 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
                 return Ok(Vec::new());
             }
             file.seek(SeekFrom::Start(offset as u32))?;
-            let mut data = vec![0; len];
-            let mut done = 0;
-            while done < len {
-                match file.read(&mut data[done..])? {
-                    0 => break,
-                    n => done += n,
-                }
-            }
-            data.truncate(done);
-            Ok(data)
+            read_up_to(file, len)
         });
         let data = result.map_err(|e| self.lfs(&format!("reading {path:?}"), e))?;
         Ok(Response::Data(data))
@@ -715,6 +695,20 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
         self.forget(path);
         Ok(Response::Done)
     }
+}
+
+/// Up to `len` bytes from where `file` is, fewer at its end.
+fn read_up_to<S: Storage>(file: &File<'_, '_, S>, len: usize) -> Result<Vec<u8>, Error> {
+    let mut data = vec![0; len];
+    let mut done = 0;
+    while done < len {
+        match file.read(&mut data[done..])? {
+            0 => break,
+            n => done += n,
+        }
+    }
+    data.truncate(done);
+    Ok(data)
 }
 
 fn bad_handle(handle: u64) -> Failed {
