@@ -98,7 +98,8 @@ enum Command {
     /// one, for `--time` seconds each.
     Fuzz(fuzz::FuzzArgs),
     /// The WebAssembly WASI test suite (a checkout of its `prod/testsuite-base` branch), each test
-    /// booted on Mica: prints `N passed, N failed` and writes target/mica/wasi-testsuite/results.json.
+    /// booted on Mica: prints `N passed, N failed` and writes
+    /// target/mica/wasi-testsuite/results-ARCH.json.
     WasiTestsuite(wasi_testsuite::SuiteArgs),
     /// Compile a component ahead of time for a CPU profile (cached) and print the artifact path.
     Aot {

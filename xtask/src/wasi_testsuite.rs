@@ -19,9 +19,10 @@
 //!    test's output lines and exit status off the console.
 //!
 //! It prints a line per test, then `N passed, N failed, N skipped`, and writes the results as
-//! JSON to `target/mica/wasi-testsuite/results.json`. Tests listed in [`KNOWN`] are expected to
-//! fail, for the reason given there: they are reported as such, and a known test that passes is
-//! reported too (the list is then out of date). The exit status is 0 when no other test failed.
+//! JSON to `target/mica/wasi-testsuite/results-ARCH.json`. Tests listed in [`KNOWN`] are
+//! expected to fail, for the reason given there: they are reported as such, and a known test
+//! that passes is reported too (the list is then out of date). The exit status is 0 when no
+//! other test failed.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -514,7 +515,7 @@ pub fn run(root: &Path, args: &SuiteArgs) -> Result<ExitCode> {
         skipped: count("skipped"),
         tests: results,
     };
-    let json = out.join("results.json");
+    let json = out.join(format!("results-{}.json", args.arch));
     fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
     println!(
         "{} passed, {} failed ({} of them known: {} listed in KNOWN), {} skipped; {} listed as failing passed",

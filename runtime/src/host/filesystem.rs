@@ -300,7 +300,6 @@ impl InstanceState {
         })
     }
 
-    /// Sets the times of `path`.
     /// Sets the times of `path` (of a symbolic link at its end itself unless `follow`).
     fn set_times_path(
         &mut self,
