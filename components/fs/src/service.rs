@@ -232,8 +232,13 @@ impl<'fs, 'a, S: Storage> Service<'fs, 'a, S> {
     fn answer(&mut self, request: Request) -> Result<Response, Failed> {
         match request {
             Request::Open { flags, path } => {
-                let path = self.resolve(&path, flags.contains(OpenFlags::FOLLOW))?;
+                // An exclusive create never follows a link at the end: the link exists (POSIX).
+                let exclusive = flags.contains(OpenFlags::CREATE) && flags.contains(OpenFlags::EXCLUSIVE);
+                let path = self.resolve(&path, flags.contains(OpenFlags::FOLLOW) && !exclusive)?;
                 if self.is_link(&path)? {
+                    if exclusive {
+                        return Err(fail(FsErrorCode::Exists, format!("{path:?} exists (a symbolic link)")));
+                    }
                     return Err(fail(
                         FsErrorCode::Loop,
                         format!("{path:?} is a symbolic link, and it is not followed"),

@@ -267,6 +267,10 @@ fn symbolic_links_are_followed_on_the_way_and_where_asked() {
         assert_eq!(code(s.handle(stat("up", true))), FsErrorCode::NotPermitted);
         assert_eq!(code(s.handle(link("/etc", "abs"))), FsErrorCode::NotPermitted);
         assert_eq!(code(s.handle(link("x", "d"))), FsErrorCode::Exists);
+        // An exclusive create at a link is refused whether it leads anywhere or not.
+        let exclusive = rw_create() | OpenFlags::EXCLUSIVE | OpenFlags::FOLLOW;
+        assert_eq!(code(s.handle(open(exclusive, "l"))), FsErrorCode::Exists);
+        assert_eq!(code(s.handle(open(exclusive, "up"))), FsErrorCode::Exists);
         // Removing a link leaves its target; a link is not a directory to remove.
         assert_eq!(code(s.handle(Request::RemoveDir { path: "ld".into() })), FsErrorCode::NotDirectory);
         done(s.handle(Request::Unlink { path: "ld".into() }));
