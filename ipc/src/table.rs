@@ -116,6 +116,18 @@ impl<H> ChannelTable<H> {
         Ok(lookup_ref(&self.slots, end.channel)?.queued_for(end.side))
     }
 
+    /// Whether a receive on `end` would end at once rather than wait: a message is queued for
+    /// it, or its peer is closed (the receive then fails with [`IpcError::PeerClosed`]), or `end`
+    /// itself is closed or gone (it fails too). What a wait on several ends looks at.
+    pub fn readable(&self, end: ChannelEnd) -> bool {
+        match lookup_ref(&self.slots, end.channel) {
+            Ok(channel) => {
+                channel.queued_for(end.side) > 0 || !channel.is_open(end.side) || !channel.is_open(end.side.peer())
+            }
+            Err(_) => true,
+        }
+    }
+
     /// The parked receiver a message sent from `end` would go to now (the oldest), if one is
     /// waiting: the kernel may then write the message straight into that receiver's buffer.
     pub fn receiver_waiting(&self, end: ChannelEnd) -> Result<Option<WaiterId>, IpcError> {

@@ -401,3 +401,22 @@ fn moves_capabilities_between_handle_tables() {
     let err = channels.send(ea, Message::new(vec![], vec![]), Mode::NonBlocking).unwrap_err();
     assert_eq!(err.error, IpcError::PeerClosed { end: ea });
 }
+
+#[test]
+fn an_end_is_readable_while_a_message_waits_for_it_or_its_peer_is_closed() {
+    let mut t = Table::new(4);
+    let (a, b) = t.create(limits(2)).unwrap();
+    assert!(!t.readable(a) && !t.readable(b), "a new channel has nothing to receive");
+    send_now(&mut t, a, msg(1, &[]));
+    assert!(t.readable(b) && !t.readable(a), "only the side the message is for");
+    recv_now(&mut t, b);
+    assert!(!t.readable(b), "the queue is empty again");
+    // A receiver parked on the end takes the next message straight away: nothing is queued.
+    assert!(matches!(t.recv(b, Mode::Blocking(W1)), Ok(RecvOk::Parked)));
+    send_now(&mut t, a, msg(2, &[]));
+    assert!(!t.readable(b));
+    t.close(a).unwrap();
+    assert!(t.readable(b), "a receive would fail at once with peer-closed");
+    t.close(b).unwrap();
+    assert!(t.readable(b), "a closed channel's receive fails at once too");
+}

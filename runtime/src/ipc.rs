@@ -81,6 +81,9 @@ impl fmt::Display for IpcFailure {
 /// How long an operation may wait: `None` as long as it takes, `Some(0)` not at all.
 pub type Timeout = Option<u64>;
 
+/// The most handles one [`IpcPort::wait`] looks at.
+pub const MAX_WAIT_HANDLES: usize = 64;
+
 /// A received message: its bytes, its handles (now in the receiver's table) and, for a request
 /// made with `call`, the id to reply to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,6 +131,10 @@ pub trait IpcPort: Send + Sync {
     fn rights(&self, handle: Handle) -> Result<RightsBits, IpcFailure>;
     /// Closes `handle`.
     fn close(&self, handle: Handle) -> Result<(), IpcFailure>;
+    /// Waits until one of `handles` (channel ends, interrupt lines) is ready or `timeout`
+    /// passes; the positions of those ready, in order (empty: the timeout passed). See
+    /// `mica:kernel/ipc.wait`.
+    fn wait(&self, handles: &[Handle], timeout: Timeout) -> Result<Vec<u32>, IpcFailure>;
     /// The bytes of `span` in the calling instance's linear memory, copied out.
     fn read_span(&self, span: Span) -> Result<Vec<u8>, IpcFailure>;
     /// Writes `bytes` at the start of `span` in the calling instance's linear memory (they

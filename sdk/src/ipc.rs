@@ -195,6 +195,18 @@ pub struct Received {
     pub call: Option<u64>,
 }
 
+/// Waits until one of `handles` is ready, at most `timeout` (`None`: as long as it takes; zero:
+/// only looks), and returns the positions in `handles` of those ready, in order; empty when the
+/// timeout passed first. A channel end ([`Channel::raw`]) is ready when a receive on it would
+/// not wait (a message is queued, or its peer is closed); an interrupt line
+/// ([`IrqLine::handle`](crate::hw::IrqLine::handle)) when an interrupt came that
+/// [`IrqLine::wait`](crate::hw::IrqLine::wait) has not taken. Nothing is taken: receive (or
+/// wait on the line with a zero timeout) afterwards. At most 64 handles.
+pub fn wait(handles: &[Handle], timeout: Option<Duration>) -> Result<Vec<usize>, Error> {
+    let ready = raw::wait(handles, nanos(timeout))?;
+    Ok(ready.into_iter().map(|i| i as usize).collect())
+}
+
 /// One channel end, owned: dropping it closes the handle.
 #[derive(Debug)]
 pub struct Channel {

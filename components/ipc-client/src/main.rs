@@ -10,6 +10,7 @@
 //! - `files`, `files-again`: a client of the file system service `fs` (see [`files`]).
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
+//! - `wait`, `poke`: the wait on several handles at once, between two components (see [`waits`]).
 //! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
 //!   4096-byte payloads, N one-way 64-byte messages, and N of the cheapest IPC host call
 //!   (`rights-of`, a handle lookup); prints one `ipc-bench` line per
@@ -19,6 +20,7 @@
 mod files;
 mod kvfill;
 mod misbehave;
+mod waits;
 
 use std::process::exit;
 use std::time::Duration;
@@ -37,9 +39,11 @@ fn main() {
         Some("files-again") => files::again(),
         Some("misbehave") => misbehave::run(),
         Some("bench") => bench(count(1)),
+        Some("wait") => waits::wait(),
+        Some("poke") => waits::poke(),
         other => {
             eprintln!(
-                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave or bench"
+                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave, wait, poke or bench"
             );
             exit(2);
         }

@@ -15,4 +15,4 @@ pub mod names;
 pub mod registry;
 
 #[cfg(target_os = "none")]
-pub use registry::{MAX_DEVICES, discover, on_interrupt};
+pub use registry::{MAX_DEVICES, discover, on_interrupt, unwatch_line, watch_line};

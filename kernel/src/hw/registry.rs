@@ -174,6 +174,26 @@ impl Device {
     }
 }
 
+/// A wait on several handles (`mica:kernel/ipc.wait`) takes in the line of device `index`:
+/// `thread` becomes its waiter (woken by its next interrupt), the line is unmasked if an
+/// interrupt without a cause masked it, and the answer says whether an interrupt is pending
+/// (one the driver's `irq.wait` has not taken). Looked at after registering, so an interrupt
+/// in between is not missed.
+pub fn watch_line(index: usize, thread: u64) -> bool {
+    let Some(device) = devices().get(index) else { return true };
+    device.unmask_if_quiet();
+    let line = device.line();
+    line.waiter.store(thread + 1, Ordering::SeqCst);
+    line.pending.load(Ordering::SeqCst)
+}
+
+/// The wait of `thread` on device `index`'s line is over (it stays the waiter of nothing).
+pub fn unwatch_line(index: usize, thread: u64) {
+    if let Some(device) = devices().get(index) {
+        let _ = device.line().waiter.compare_exchange(thread + 1, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
 /// Records that instance `instance` holds device `index` (into [`devices`]); if one holds it
 /// already, returns that holder's id.
 pub(super) fn claim(index: usize, instance: u64) -> Result<(), u64> {

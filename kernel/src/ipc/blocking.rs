@@ -247,6 +247,38 @@ impl IpcPort for Port {
         locked(|st| st.reply(self.space, end, call, bytes, handles))
     }
 
+    /// Looks under the lock at every end (registering as their watcher when none is ready)
+    /// and at every line (registering as its waiter), parks until something wakes it or the
+    /// deadline, and looks again; unregisters everywhere before it returns.
+    fn wait(&self, handles: &[Handle], timeout: Timeout) -> Result<Vec<u32>, IpcFailure> {
+        let waiter = WaiterId(sched::current_id());
+        let deadline = timeout.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
+        let waitables = locked(|st| st.waitables(self.space, handles))?;
+        let ready = loop {
+            let mut ready = locked(|st| Ok(st.watch(waiter, &waitables.ends)))?;
+            for &(position, line) in &waitables.lines {
+                if crate::hw::watch_line(line, waiter.0) {
+                    ready.push(position);
+                }
+            }
+            let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
+            // A killed thread's wait ends as if its deadline had passed.
+            if !ready.is_empty() || expired || sched::killed() {
+                ready.sort_unstable();
+                break ready;
+            }
+            sched::park(deadline);
+        };
+        let _ = locked(|st| {
+            st.unwatch(waiter);
+            Ok(())
+        });
+        for &(_, line) in &waitables.lines {
+            crate::hw::unwatch_line(line, waiter.0);
+        }
+        Ok(ready)
+    }
+
     fn duplicate(&self, handle: Handle, rights: RightsBits) -> Result<Handle, IpcFailure> {
         locked(|st| st.duplicate(self.space, handle, rights))
     }

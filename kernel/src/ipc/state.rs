@@ -14,7 +14,7 @@ use mica_caps::{CapError, Handle, HandleTable, Rights};
 use mica_ipc::{
     CallId, ChannelEnd, Completion, Delivery, IpcError, Message, Mode, RecvOk, SendError, SendOk, WaiterId, Wake,
 };
-use mica_runtime::ipc::{ErrorCode, IpcFailure, Received, RightsBits};
+use mica_runtime::ipc::{ErrorCode, IpcFailure, MAX_WAIT_HANDLES, Received, RightsBits};
 
 use super::channels::Channels;
 pub use super::channels::{CHANNEL_LIMITS, MAX_CHANNELS};
@@ -24,6 +24,7 @@ use super::registry::{Offer, Registry};
 use super::space::Spaces;
 pub use super::space::{DmaId, Object, SpaceId, Transfer};
 use super::wakes::Wakes;
+use super::watch::Watchers;
 
 /// What a blocking operation that did not complete at once is waiting for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +103,17 @@ pub struct IpcState {
     wakes: Wakes,
     landings: Vec<Landing>,
     copies: Vec<SpanCopy>,
+    watchers: Watchers,
+}
+
+/// What one wait on several handles looks at ([`IpcState::waitables`]), each with its position
+/// in the caller's list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Waitables {
+    /// Channel ends (each held with `read`).
+    pub ends: Vec<(u32, ChannelEnd)>,
+    /// Interrupt lines, by index into the device registry.
+    pub lines: Vec<(u32, usize)>,
 }
 
 /// The refusal of `handle`, which names `object`, where a channel end is needed (for `what`).
@@ -126,7 +138,15 @@ impl IpcState {
         let mut channels = Channels::new();
         let mut wakes = Wakes::default();
         let registry = Registry::new(names, connections, &mut channels, &mut wakes)?;
-        Ok(IpcState { channels, spaces: Spaces::new(), registry, wakes, landings: Vec::new(), copies: Vec::new() })
+        Ok(IpcState {
+            channels,
+            spaces: Spaces::new(),
+            registry,
+            wakes,
+            landings: Vec::new(),
+            copies: Vec::new(),
+            watchers: Watchers::default(),
+        })
     }
 
     /// A new, empty handle table for an instance of component `component`.
@@ -160,6 +180,7 @@ impl IpcState {
 
     /// The threads to unpark, now that results for them are stored.
     pub fn drain_wakes(&mut self) -> impl Iterator<Item = WaiterId> + '_ {
+        self.watchers.wake_ready(&self.channels.table, &mut self.wakes);
         self.wakes.drain()
     }
 
@@ -343,6 +364,46 @@ impl IpcState {
     /// A handle table's refusal in `space`.
     fn cap_error(&self, space: SpaceId, e: CapError) -> IpcFailure {
         cap_error(e, self.spaces.component(space).and_then(|c| self.registry.name(c)))
+    }
+
+    /// What `handles` of `space` name, for a wait on them all: channel ends (each needs
+    /// `read`) and interrupt lines. Refuses more than [`MAX_WAIT_HANDLES`] and every other kind
+    /// of handle.
+    pub fn waitables(&mut self, space: SpaceId, handles: &[u32]) -> Result<Waitables, IpcFailure> {
+        if handles.len() > MAX_WAIT_HANDLES {
+            return Err(fail(
+                ErrorCode::TooManyHandles,
+                format!("a wait looks at {MAX_WAIT_HANDLES} handles at most, not {}", handles.len()),
+            ));
+        }
+        let mut waitables = Waitables::default();
+        for (position, &bits) in (0u32..).zip(handles) {
+            let handle = Handle::from_bits(bits);
+            let found = self.spaces.get(space)?.table.get(handle, Rights::empty()).copied();
+            match found {
+                Ok(Object::End(_)) => waitables.ends.push((position, self.end(space, bits, Rights::READ)?)),
+                Ok(Object::Irq(line)) => waitables.lines.push((position, line)),
+                Ok(other) => {
+                    return Err(fail(
+                        ErrorCode::InvalidHandle,
+                        format!("handle {handle} is {}: a wait takes channel ends and interrupt lines", other.kind()),
+                    ));
+                }
+                Err(e) => return Err(self.cap_error(space, e)),
+            }
+        }
+        Ok(waitables)
+    }
+
+    /// The positions of `ends` that are readable now; when none is, `waiter` is woken by the
+    /// first operation that makes one readable, until [`unwatch`](Self::unwatch).
+    pub fn watch(&mut self, waiter: WaiterId, ends: &[(u32, ChannelEnd)]) -> Vec<u32> {
+        self.watchers.look(&self.channels.table, waiter, ends)
+    }
+
+    /// `waiter` is no longer woken for the ends it watched.
+    pub fn unwatch(&mut self, waiter: WaiterId) {
+        self.watchers.forget(waiter);
     }
 
     /// The channel end `handle` names in `space`, if it has `rights`.

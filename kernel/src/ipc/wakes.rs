@@ -25,6 +25,12 @@ impl Wakes {
         self.to_wake.push(wake.waiter);
     }
 
+    /// Marks `waiter` to be unparked with no result: it waits on several ends at once and
+    /// looks for itself once it runs.
+    pub(super) fn wake(&mut self, waiter: WaiterId) {
+        self.to_wake.push(waiter);
+    }
+
     /// The result stored for `waiter`, if any (taken).
     pub(super) fn take(&mut self, waiter: WaiterId) -> Option<Completion<Transfer>> {
         let stored = self.completions.iter().position(|(w, _)| *w == waiter);

@@ -304,6 +304,12 @@ impl Host for InstanceState {
         Ok(self.port().and_then(|p| p.reply(end, call, message.bytes, message.handles).map_err(Error::from)))
     }
 
+    fn wait(&mut self, handles: Vec<Handle>, timeout_ns: Option<u64>) -> wasmtime::Result<Result<Vec<u32>, Error>> {
+        let ready = self.port().and_then(|p| p.wait(&handles, timeout_ns).map_err(Error::from));
+        self.check_killed()?;
+        Ok(ready)
+    }
+
     fn duplicate(&mut self, h: Handle, rights: Rights) -> wasmtime::Result<Result<Handle, Error>> {
         Ok(self.port().and_then(|p| p.duplicate(h, rights_to_bits(rights)).map_err(Error::from)))
     }
@@ -355,6 +361,9 @@ mod tests {
             refused()
         }
         fn close(&self, _: Handle) -> Result<(), IpcFailure> {
+            refused()
+        }
+        fn wait(&self, _: &[Handle], _: port::Timeout) -> Result<Vec<u32>, IpcFailure> {
             refused()
         }
         fn read_span(&self, span: port::Span) -> Result<Vec<u8>, IpcFailure> {

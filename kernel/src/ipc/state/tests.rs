@@ -347,3 +347,59 @@ fn ends_in_a_queue_a_live_end_can_drain_stay_open() {
     let e = done(st.receive(s, WaiterId(2), got.handles[0], false)).expect_err("its peer is closed");
     assert_eq!(e.code, ErrorCode::PeerClosed);
 }
+
+#[test]
+fn a_thread_watching_several_ends_is_woken_once_one_becomes_readable() {
+    let (mut st, c, s, ch, sh) = connected(16, true);
+    let (x, y) = st.create_channel(c).expect("channel");
+    let w = st.waitables(c, &[ch, x]).expect("two ends");
+    assert_eq!(w.lines, []);
+    let watcher = WaiterId(7);
+    assert_eq!(st.watch(watcher, &w.ends), Vec::<u32>::new(), "nothing to receive yet");
+    assert_eq!(st.take_wakes(), [], "nothing happened");
+
+    // The server sends to the client's end: the watcher wakes, and sees position 0 ready.
+    done(st.send(s, WaiterId(2), sh, b"hi".to_vec(), vec![], false)).expect("send");
+    assert_eq!(st.take_wakes(), [watcher]);
+    assert_eq!(st.watch(watcher, &w.ends), [0]);
+    // It receives; nothing is taken on its behalf.
+    assert_eq!(done(st.receive(c, watcher, ch, false)).expect("the message").bytes, b"hi");
+
+    // Watching again, a send on its own channel makes the other end ready; a second send does
+    // not wake it twice.
+    assert_eq!(st.watch(watcher, &w.ends), Vec::<u32>::new());
+    done(st.send(c, WaiterId(2), y, b"1".to_vec(), vec![], false)).expect("send");
+    done(st.send(c, WaiterId(2), y, b"2".to_vec(), vec![], false)).expect("send");
+    assert_eq!(st.take_wakes(), [watcher]);
+    assert_eq!(st.watch(watcher, &w.ends), [1]);
+    done(st.receive(c, watcher, x, false)).expect("1");
+    done(st.receive(c, watcher, x, false)).expect("2");
+
+    // After unwatch nothing wakes it; a closed peer makes an end ready (its receive fails).
+    assert_eq!(st.watch(watcher, &w.ends), Vec::<u32>::new());
+    st.unwatch(watcher);
+    done(st.send(c, WaiterId(2), y, b"3".to_vec(), vec![], false)).expect("send");
+    assert_eq!(st.take_wakes(), []);
+    done(st.receive(c, watcher, x, false)).expect("3");
+    assert_eq!(st.watch(watcher, &w.ends), Vec::<u32>::new());
+    st.close(c, y).expect("close");
+    assert_eq!(st.take_wakes(), [watcher]);
+    assert_eq!(st.watch(watcher, &w.ends), [1]);
+    let e = done(st.receive(c, watcher, x, false)).expect_err("peer closed");
+    assert_eq!(e.code, ErrorCode::PeerClosed);
+}
+
+#[test]
+fn a_wait_refuses_what_it_cannot_wait_on() {
+    let (mut st, c, _s, ch, _sh) = connected(16, false);
+    let e = st.waitables(c, &[ch, 999]).expect_err("a made-up handle");
+    assert_eq!(e.code, ErrorCode::InvalidHandle);
+    let many = vec![ch; MAX_WAIT_HANDLES + 1];
+    let e = st.waitables(c, &many).expect_err("too many");
+    assert_eq!(e.code, ErrorCode::TooManyHandles);
+    assert!(e.message.contains("64"), "{}", e.message);
+    let write_only = st.duplicate(c, ch, Rights::WRITE.bits()).expect("write only");
+    let e = st.waitables(c, &[write_only]).expect_err("no read right");
+    assert_eq!(e.code, ErrorCode::MissingRights);
+    assert_eq!(st.waitables(c, &[]).expect("no handles"), Waitables::default());
+}
