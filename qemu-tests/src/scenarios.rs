@@ -854,6 +854,7 @@ pub const SCENARIOS: &[Scenario] = &[
             "[waiter] wait: timeout: ok ([] ready)",
             "[waiter] wait: own-channel: ok ([1] ready)",
             "[waiter] wait: woken-by-another-component: ok ([0] ready)",
+            "[waiter] wait: reply-and-wait: ok (pong)",
             "[waiter] wait: closed-peer: ok ([0] ready)",
             "[waiter] wait: made-up-handle: ok (handle 0xbadcafe is not a handle of this component",
             "[waiter] wait: too-many-handles: ok (a wait looks at 64 handles at most, not 65)",

@@ -135,6 +135,19 @@ pub trait IpcPort: Send + Sync {
     /// passes; the positions of those ready, in order (empty: the timeout passed). See
     /// `mica:kernel/ipc.wait`.
     fn wait(&self, handles: &[Handle], timeout: Timeout) -> Result<Vec<u32>, IpcFailure>;
+    /// A server's step over several handles: [`reply`](IpcPort::reply) with `bytes`, then
+    /// [`wait`](IpcPort::wait) whatever the reply's outcome. A kernel that can hands the CPU
+    /// straight to the caller it answered when the wait parks; this default does not.
+    fn reply_wait(
+        &self,
+        end: Handle,
+        call: u64,
+        bytes: Vec<u8>,
+        handles: &[Handle],
+        timeout: Timeout,
+    ) -> (Result<(), IpcFailure>, Result<Vec<u32>, IpcFailure>) {
+        (self.reply(end, call, bytes, Vec::new()), self.wait(handles, timeout))
+    }
     /// The bytes of `span` in the calling instance's linear memory, copied out.
     fn read_span(&self, span: Span) -> Result<Vec<u8>, IpcFailure>;
     /// Writes `bytes` at the start of `span` in the calling instance's linear memory (they

@@ -359,6 +359,21 @@ impl Channel {
         Ok(Message::from_raw(raw::call(self.handle, &request.into_raw(), nanos(timeout))?))
     }
 
+    /// A server's step over several handles: answers request `call` with `bytes`, then
+    /// [`wait`]s on `handles` (this end among them, usually). When the wait parks, the caller
+    /// just answered runs at once. Each has its own result.
+    pub fn reply_and_wait(
+        &self,
+        call: u64,
+        bytes: &[u8],
+        handles: &[Handle],
+        timeout: Option<Duration>,
+    ) -> (Result<(), Error>, Result<Vec<usize>, Error>) {
+        let (replied, ready) = raw::reply_wait(self.handle, call, bytes, handles, nanos(timeout));
+        let ready = ready.map(|r| r.into_iter().map(|i| i as usize).collect());
+        (replied.map_err(Error::from), ready.map_err(Error::from))
+    }
+
     /// Answers request `call` with `bytes`.
     pub fn reply(&self, call: u64, bytes: &[u8]) -> Result<(), Error> {
         self.reply_span(call, MemorySpan::of(bytes))

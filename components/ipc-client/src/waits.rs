@@ -4,8 +4,10 @@
 //! `wait` checks, printing `wait: CHECK: ok` for each: nothing ready with a zero timeout; an
 //! empty answer once a timeout passes, no sooner; its own channel's message found; a message
 //! from `poke` waking it while it is parked (`poke` sends it 50 ms after being asked); a closed
-//! peer reported ready; a made-up handle and too many handles refused. `poke` answers `poke me`
-//! with `poked`, and ends on `bye`.
+//! peer reported ready; a made-up handle and too many handles refused; a call answered by
+//! `poke` through `reply-wait`. `poke` waits on its end with `wait`, answers `poke me` with
+//! `poked` and a call `ping` with `pong` (the reply going out with its next wait), and ends on
+//! `bye`.
 
 use std::time::{Duration, Instant};
 
@@ -65,6 +67,12 @@ pub fn wait() -> Result<(), String> {
     println!("wait: (parked {} ms for the poke)", waited.as_millis());
     expect_message(&pair, b"poked")?;
 
+    let pong = pair.call(b"ping").map_err(context("call ping"))?;
+    if pong != b"pong" {
+        return Err(format!("ping was answered {:?}", String::from_utf8_lossy(&pong)));
+    }
+    println!("wait: reply-and-wait: ok (pong)");
+
     pair.send(b"bye").map_err(context("say bye"))?;
     expect_ready("closed-peer", ipc::wait(&handles, None).map_err(context("wait for the close"))?, &[0])?;
     match pair.try_recv() {
@@ -86,15 +94,29 @@ pub fn wait() -> Result<(), String> {
 
 pub fn poke() -> Result<(), String> {
     let pair = Channel::connect("pair").map_err(context("connect pair"))?;
+    let handles = [pair.raw()];
+    let mut answer = None;
     loop {
-        let got = pair.recv().map_err(context("receive"))?;
-        match got.message.bytes.as_slice() {
-            b"poke me" => {
+        let ready = match answer.take() {
+            Some(call) => {
+                let (replied, ready) = pair.reply_and_wait(call, b"pong", &handles, None);
+                replied.map_err(context("reply pong"))?;
+                ready.map_err(context("wait after the reply"))?
+            }
+            None => ipc::wait(&handles, None).map_err(context("wait"))?,
+        };
+        if ready != [0] {
+            return Err(format!("the wait without a timeout gave {ready:?}"));
+        }
+        let got = pair.try_recv().map_err(context("receive"))?;
+        match (got.message.bytes.as_slice(), got.call) {
+            (b"ping", Some(call)) => answer = Some(call),
+            (b"poke me", None) => {
                 std::thread::sleep(POKE_DELAY);
                 pair.send(b"poked").map_err(context("poke"))?;
             }
-            b"bye" => return Ok(()),
-            other => return Err(format!("unexpected message {:?}", String::from_utf8_lossy(other))),
+            (b"bye", None) => return Ok(()),
+            (other, _) => return Err(format!("unexpected message {:?}", String::from_utf8_lossy(other))),
         }
     }
 }

@@ -4,9 +4,11 @@
 //! |---|---|
 //! | [`Request::Info`] | `01` |
 //! | [`Request::Exchange`] | `02`, wait: u64 (nanoseconds), count: u32, count x (length: u32, frame) |
+//! | [`Request::Subscribe`] | `03` |
 //! | [`Response::Info`] | `81`, MAC address: 6 bytes, MTU: u16 |
 //! | [`Response::Frames`] | `82`, count: u32, count x (length: u32, frame) |
 //! | [`Response::Error`] | `83`, code: u8 ([`NetErrorCode`]), length: u32, UTF-8 message |
+//! | [`Response::Ready`] | `84` (a plain message, not a reply) |
 //!
 //! Integers are little-endian. A frame is a whole Ethernet frame from the destination address
 //! through the payload, without the FCS (and without any virtio header): from
@@ -18,6 +20,13 @@
 //! with what came, possibly nothing. Frames the answer has no room for stay queued for the next
 //! exchange. A client gathers the frames of one message with a [`Batch`], which refuses a frame
 //! that would make the message larger than [`MAX_MESSAGE_BYTES`].
+//!
+//! A client that has more to wait for than the card (a network stack serving other components)
+//! does not park in an exchange. It sends [`Request::Subscribe`] once; from then on, whenever
+//! frames are waiting and it has not been told since its last exchange, the driver sends it a
+//! plain message, [`Response::Ready`], on the connection. The client waits for that message
+//! together with everything else (`mica:kernel/ipc.wait`), then takes the frames with an
+//! exchange that does not wait.
 
 use alloc::format;
 use alloc::string::String;
@@ -59,9 +68,11 @@ const _: () = assert!(EXCHANGE_HEADER_BYTES >= FRAMES_HEADER_BYTES);
 
 const TAG_INFO: u8 = 0x01;
 const TAG_EXCHANGE: u8 = 0x02;
+const TAG_SUBSCRIBE: u8 = 0x03;
 const TAG_INFO_REPLY: u8 = 0x81;
 const TAG_FRAMES: u8 = 0x82;
 const TAG_ERROR: u8 = 0x83;
+const TAG_READY: u8 = 0x84;
 
 /// A client's request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +86,9 @@ pub enum Request {
         /// How long to wait for a frame when none has come, in nanoseconds (0: do not wait).
         wait_ns: u64,
     },
+    /// Be told when frames come ([`Response::Ready`]); answered with an empty
+    /// [`Response::Frames`].
+    Subscribe,
 }
 
 /// Why a request failed.
@@ -92,6 +106,8 @@ pub enum Response {
     },
     /// The frames received, oldest first (possibly none).
     Frames(Vec<Vec<u8>>),
+    /// Frames are waiting: sent on its own, not as a reply, to a client that subscribed.
+    Ready,
     /// The request failed. (A failed exchange may have sent some of its frames.)
     Error {
         /// What kind of failure.
@@ -228,6 +244,7 @@ impl Request {
         match self {
             Request::Info => vec![TAG_INFO],
             Request::Exchange { tx, wait_ns } => encode_frames(TAG_EXCHANGE, &wait_ns.to_le_bytes(), tx),
+            Request::Subscribe => vec![TAG_SUBSCRIBE],
         }
     }
 
@@ -242,6 +259,7 @@ impl Request {
                 let wait_ns = r.u64("wait")?;
                 Request::Exchange { tx: frames(&mut r)?, wait_ns }
             }
+            TAG_SUBSCRIBE => Request::Subscribe,
             tag => return Err(DecodeError::UnknownTag { kind: "net request", tag }),
         };
         r.finish()?;
@@ -261,6 +279,7 @@ impl Response {
                 out
             }
             Response::Frames(frames) => encode_frames(TAG_FRAMES, &[], frames),
+            Response::Ready => vec![TAG_READY],
             Response::Error { code, message } => error_message(TAG_ERROR, *code as u8, message),
         }
     }
@@ -277,6 +296,7 @@ impl Response {
                 Response::Info { mac, mtu: u16::from_le_bytes(mtu) }
             }
             TAG_FRAMES => Response::Frames(frames(&mut r)?),
+            TAG_READY => Response::Ready,
             TAG_ERROR => {
                 let (code, message) = r.error("net", NetErrorCode::from_u8)?;
                 Response::Error { code, message }
@@ -310,6 +330,7 @@ mod tests {
     fn requests_round_trip() {
         let requests = [
             Request::Info,
+            Request::Subscribe,
             Request::Exchange { tx: vec![], wait_ns: 0 },
             Request::Exchange { tx: vec![frame(60, 1), frame(MAX_FRAME_BYTES, 2)], wait_ns: 100_000_000 },
             Request::Exchange { tx: vec![frame(MIN_FRAME_BYTES, 3)], wait_ns: u64::MAX },
@@ -327,6 +348,7 @@ mod tests {
     fn responses_round_trip() {
         let responses = [
             Response::Info { mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56], mtu: MTU },
+            Response::Ready,
             Response::Frames(vec![]),
             Response::Frames(vec![frame(42, 9)]),
             Response::Frames(full_batch(MAX_FRAME_BYTES)),

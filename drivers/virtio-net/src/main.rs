@@ -10,12 +10,15 @@
 //! into a free transmit buffer, which comes back free once the device has sent it.
 //!
 //! Frames received are queued in the driver until the client's next exchange takes them (at most
-//! [`MAX_PENDING`]; past that the device's receive buffers run out and it drops frames). While an
-//! exchange waits for a frame, the driver sleeps on the interrupt line with the time left.
+//! [`MAX_PENDING`]; past that the device's receive buffers run out and it drops frames).
 //!
-//! It serves one client at a time and ends with exit code 0 when its clients have gone; a device
-//! failure ends it with exit code 1 after answering `device-error`, so that the kernel resets
-//! the device.
+//! The driver waits on its connection and its interrupt line at once (`mica:kernel/ipc.wait`):
+//! an exchange that waits for a frame is held (at most one; a second one answers the first
+//! with what there is) while other requests are served, and answered when a frame comes or its
+//! wait ends. A client that subscribed is sent `ready` when frames wait for it.
+//!
+//! It ends with exit code 0 when its clients have gone; a device failure ends it with exit code
+//! 1 after answering `device-error`, so that the kernel resets the device.
 
 #![forbid(unsafe_code)]
 
@@ -25,11 +28,11 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use mica::hw::{HwError, IrqLine, MappedDma, Window};
+use mica::ipc::{self, Channel, ErrorCode};
 
 use mica_device::net::{
     self, Batch, MAX_FRAME_BYTES, MIN_FRAME_BYTES, MTU, NetErrorCode, PushError, Request, Response,
 };
-use mica_virtio::service::{self, Answer};
 // The header before each frame (`virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size,
 // csum_start, csum_offset, num_buffers) is all zero on transmit: no offload asked for.
 use mica_virtio::spec::extra::{
@@ -275,46 +278,181 @@ impl Nic {
         Ok(())
     }
 
-    /// Sends `tx`, then returns the frames received that fit in one message, waiting up to
-    /// `wait` for one when there are none.
-    fn exchange(&mut self, tx: &[Vec<u8>], wait: Duration) -> Result<Vec<Vec<u8>>, Error> {
+    /// Sends `tx`, then takes in what the device has received and sent.
+    fn transmit(&mut self, tx: &[Vec<u8>]) -> Result<(), Error> {
         for frame in tx {
             self.send(frame)?;
         }
         self.notify_tx()?;
-        // `None`: a wait too long for the clock, as good as forever.
-        let deadline = Instant::now().checked_add(wait);
-        loop {
-            self.collect_rx()?;
-            self.reclaim_tx()?;
-            if !self.pending.is_empty() || wait.is_zero() {
-                break;
-            }
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => wait,
-            };
-            if left.is_zero() {
-                break;
-            }
-            self.wait_interrupt(left)?;
+        self.collect_rx()?;
+        self.reclaim_tx()
+    }
+}
+
+/// An exchange held until a frame comes or its wait ends.
+struct Held {
+    call: u64,
+    /// `None`: a wait too long for the clock, as good as forever.
+    deadline: Option<Instant>,
+}
+
+/// The driver's side of the connection: the card, the exchange held, the subscription.
+struct Server {
+    nic: Nic,
+    channel: Channel,
+    held: Option<Held>,
+    /// A client asked to be told when frames come.
+    subscribed: bool,
+    /// It was told, and has not exchanged since.
+    told: bool,
+    served: u64,
+    /// The last answer, sent with the next wait.
+    outgoing: Option<(u64, Vec<u8>)>,
+}
+
+/// How the serving loop ends.
+enum End {
+    /// Every client has gone.
+    ClientsGone,
+    /// The device failed (answered where a request was waiting).
+    Device(Error),
+}
+
+impl Server {
+    /// Answers `call` with the next wait (an answer already waiting to go goes now); a caller
+    /// that has gone is its own problem.
+    fn reply(&mut self, call: u64, response: &Response) {
+        if let Some((earlier, bytes)) = self.outgoing.replace((call, response.encode()))
+            && let Err(e) = self.channel.reply(earlier, &bytes)
+        {
+            println!("virtio-net: reply to call {earlier} not delivered: {e}");
         }
-        Ok(take_batch(&mut self.pending))
     }
 
-    /// The answer to one request; `Err` when the device failed.
-    fn serve(&mut self, request: &Request) -> Result<Response, Error> {
+    /// Sends the answer still waiting to go, if any.
+    fn flush(&mut self) {
+        if let Some((call, bytes)) = self.outgoing.take()
+            && let Err(e) = self.channel.reply(call, &bytes)
+        {
+            println!("virtio-net: reply to call {call} not delivered: {e}");
+        }
+    }
+
+    /// Answers the held exchange with what has come, if anything has or its wait is over;
+    /// else tells a subscribed client that frames wait.
+    fn deliver(&mut self) {
+        let due = self.held.as_ref().is_some_and(|h| h.deadline.is_some_and(|d| Instant::now() >= d));
+        if let Some(held) = self.held.take_if(|_| !self.nic.pending.is_empty() || due) {
+            let frames = take_batch(&mut self.nic.pending);
+            self.reply(held.call, &Response::Frames(frames));
+            self.told = false;
+        }
+        if self.held.is_none() && self.subscribed && !self.told && !self.nic.pending.is_empty() {
+            match self.channel.try_send(&Response::Ready.encode()) {
+                Ok(()) => self.told = true,
+                // A full queue already tells it; a client gone is seen at the next receive.
+                Err(e) if matches!(e.code, ErrorCode::Full | ErrorCode::PeerClosed) => {}
+                Err(e) => println!("virtio-net: cannot tell the client that frames wait: {e}"),
+            }
+        }
+    }
+
+    /// Serves one request.
+    fn serve(&mut self, call: u64, bytes: &[u8]) -> Result<(), Error> {
+        self.served += 1;
+        let request = match Request::decode(bytes) {
+            Ok(request) => request,
+            Err(e) => {
+                let response = Response::error(NetErrorCode::BadRequest, format!("malformed request: {e}"));
+                self.reply(call, &response);
+                return Ok(());
+            }
+        };
         match request {
-            Request::Info => Ok(Response::Info { mac: self.mac, mtu: MTU }),
+            Request::Info => self.reply(call, &Response::Info { mac: self.nic.mac, mtu: MTU }),
+            Request::Subscribe => {
+                self.subscribed = true;
+                self.told = false;
+                self.reply(call, &Response::Frames(Vec::new()));
+            }
             Request::Exchange { tx, wait_ns } => {
-                Ok(Response::Frames(self.exchange(tx, Duration::from_nanos(*wait_ns))?))
+                // A second exchange while one is held: the first gets what there is.
+                if let Some(held) = self.held.take() {
+                    let frames = take_batch(&mut self.nic.pending);
+                    self.reply(held.call, &Response::Frames(frames));
+                }
+                self.nic.transmit(&tx)?;
+                self.told = false;
+                if self.nic.pending.is_empty() && wait_ns > 0 {
+                    let deadline = Instant::now().checked_add(Duration::from_nanos(wait_ns));
+                    self.held = Some(Held { call, deadline });
+                } else {
+                    let frames = take_batch(&mut self.nic.pending);
+                    self.reply(call, &Response::Frames(frames));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Serves until every client has gone or the device fails.
+    fn run(&mut self) -> End {
+        let handles = [self.channel.raw(), self.nic.irq.handle()];
+        loop {
+            if let Err(e) = self.nic.collect_rx().and_then(|()| self.nic.reclaim_tx()) {
+                return End::Device(e);
+            }
+            self.deliver();
+            let timeout =
+                self.held.as_ref().and_then(|h| h.deadline).map(|d| d.saturating_duration_since(Instant::now()));
+            // The last answer goes out with the wait, which then hands the CPU to its caller.
+            let waited = match self.outgoing.take() {
+                Some((call, bytes)) => {
+                    let (replied, ready) = self.channel.reply_and_wait(call, &bytes, &handles, timeout);
+                    if let Err(e) = replied {
+                        println!("virtio-net: reply to call {call} not delivered: {e}");
+                    }
+                    ready
+                }
+                None => ipc::wait(&handles, timeout),
+            };
+            let ready = match waited {
+                Ok(ready) => ready,
+                Err(e) => {
+                    eprintln!("virtio-net: waiting failed: {e}");
+                    exit(1);
+                }
+            };
+            if ready.contains(&1)
+                && let Err(e) = self.nic.wait_interrupt(Duration::ZERO)
+            {
+                return End::Device(e);
+            }
+            if !ready.contains(&0) {
+                continue;
+            }
+            let received = match self.channel.try_recv() {
+                Ok(received) => received,
+                Err(e) if e.code == ErrorCode::Empty => continue,
+                Err(e) if e.code == ErrorCode::PeerClosed => return End::ClientsGone,
+                Err(e) => {
+                    eprintln!("virtio-net: receive failed: {e}");
+                    exit(1);
+                }
+            };
+            let Some(call) = received.call else { continue };
+            if let Err(e) = self.serve(call, &received.message.bytes) {
+                let response = Response::error(NetErrorCode::DeviceError, format!("the device failed: {e}"));
+                self.reply(call, &response);
+                self.flush();
+                return End::Device(e);
             }
         }
     }
 }
 
 fn main() {
-    let (mut nic, name) = match Nic::start() {
+    let (nic, name) = match Nic::start() {
         Ok(started) => started,
         Err(e) => {
             eprintln!("virtio-net: cannot start the device: {e}");
@@ -325,21 +463,31 @@ fn main() {
         println!("virtio-net: {name} has no MAC address (no VIRTIO_NET_F_MAC): using a locally administered one");
     }
     println!("virtio-net: {name} ready: mac {}", format_mac(&nic.mac));
-    let served = service::serve("virtio-net", net::CONNECTION, |number, request| match Request::decode(request) {
-        Ok(request) => match nic.serve(&request) {
-            Ok(response) => Answer::ok(response.encode()),
-            Err(e) => {
-                eprintln!("virtio-net: request {number}: the device failed: {e}");
-                Answer::fatal(Response::error(NetErrorCode::DeviceError, format!("the device failed: {e}")).encode())
+    let channel = match Channel::connect(net::CONNECTION) {
+        Ok(channel) => channel,
+        Err(e) => {
+            eprintln!("virtio-net: cannot connect {:?}: {e}", net::CONNECTION);
+            exit(1);
+        }
+    };
+    let mut server = Server { nic, channel, held: None, subscribed: false, told: false, served: 0, outgoing: None };
+    match server.run() {
+        End::ClientsGone => {
+            let c = &server.nic.counters;
+            println!(
+                "virtio-net: all clients gone after {} requests ({} frames sent, {} received, {} dropped)",
+                server.served, c.sent, c.received, c.dropped
+            );
+        }
+        End::Device(e) => {
+            if let Some(held) = server.held.take() {
+                server.reply(held.call, &Response::error(NetErrorCode::DeviceError, format!("the device failed: {e}")));
             }
-        },
-        Err(e) => Answer::ok(Response::error(NetErrorCode::BadRequest, format!("malformed request: {e}")).encode()),
-    });
-    let c = &nic.counters;
-    println!(
-        "virtio-net: all clients gone after {served} requests ({} frames sent, {} received, {} dropped)",
-        c.sent, c.received, c.dropped
-    );
+            server.flush();
+            eprintln!("virtio-net: the device failed: {e}; ending, so that the device is reset");
+            exit(1);
+        }
+    }
 }
 
 #[cfg(test)]

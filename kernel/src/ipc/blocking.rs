@@ -13,7 +13,7 @@ use mica_ipc::WaiterId;
 
 use mica_runtime::ipc::{ErrorCode, Handle, IpcFailure, IpcPort, Received, RightsBits, Span, Timeout};
 
-use super::state::{Connection, Finished, IpcState, Object, Region, SpaceId, Step};
+use super::state::{Connection, Finished, IpcState, Object, Region, SpaceId, Step, Waitables};
 use crate::arch::clock;
 use crate::irq_lock::IrqMutex;
 use crate::sched;
@@ -123,6 +123,54 @@ impl Port {
         STATE.lock().as_mut().and_then(|st| st.with_table(self.space, f))
     }
 
+    /// Waits until one of `waitables` is ready or `deadline` passes: looks under the lock at
+    /// every end (registering as their watcher when none is ready) and at every line
+    /// (registering as its waiter), parks until something wakes it, and looks again;
+    /// unregisters everywhere before it returns. `handoff`, a thread the caller woke and kept
+    /// back, gets the CPU straight away if this thread parks, and is made ready otherwise.
+    fn wait_on(
+        &self,
+        waitables: &Waitables,
+        deadline: Option<u64>,
+        mut handoff: Option<sched::ThreadId>,
+    ) -> Result<Vec<u32>, IpcFailure> {
+        let waiter = WaiterId(sched::current_id());
+        let looked = loop {
+            let mut ready = match locked(|st| Ok(st.watch(waiter, &waitables.ends))) {
+                Ok(ready) => ready,
+                Err(e) => break Err(e),
+            };
+            for &(position, line) in &waitables.lines {
+                if crate::hw::watch_line(line, waiter.0) {
+                    ready.push(position);
+                }
+            }
+            let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
+            // A killed thread's wait ends as if its deadline had passed.
+            if !ready.is_empty() || expired || sched::killed() {
+                ready.sort_unstable();
+                break Ok(ready);
+            }
+            match handoff.take() {
+                Some(to) => sched::park_and_wake(to, deadline),
+                None => sched::park(deadline),
+            }
+        };
+        if let Some(to) = handoff
+            && sched::unpark(to)
+        {
+            sched::preempt_point();
+        }
+        let _ = locked(|st| {
+            st.unwatch(waiter);
+            Ok(())
+        });
+        for &(_, line) in &waitables.lines {
+            crate::hw::unwatch_line(line, waiter.0);
+        }
+        looked
+    }
+
     /// The address of `span` in the calling instance's linear memory (the instance runs on the
     /// calling thread), if it lies inside the memory's current size.
     fn span_address(&self, span: Span) -> Result<u64, IpcFailure> {
@@ -190,6 +238,11 @@ impl Port {
     }
 }
 
+/// The monotonic time `timeout` nanoseconds from now (`None`: no deadline).
+fn deadline_of(timeout: Timeout) -> Option<u64> {
+    timeout.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns))
+}
+
 /// The bytes of `region` (of the running instance's memory), copied into a kernel buffer.
 fn read_region(region: Region) -> Result<Vec<u8>, IpcFailure> {
     let len = region.len as usize;
@@ -247,36 +300,33 @@ impl IpcPort for Port {
         locked(|st| st.reply(self.space, end, call, bytes, handles))
     }
 
-    /// Looks under the lock at every end (registering as their watcher when none is ready)
-    /// and at every line (registering as its waiter), parks until something wakes it or the
-    /// deadline, and looks again; unregisters everywhere before it returns.
     fn wait(&self, handles: &[Handle], timeout: Timeout) -> Result<Vec<u32>, IpcFailure> {
-        let waiter = WaiterId(sched::current_id());
-        let deadline = timeout.map(|ns| clock::monotonic_ns().unwrap_or(0).saturating_add(ns));
+        let deadline = deadline_of(timeout);
         let waitables = locked(|st| st.waitables(self.space, handles))?;
-        let ready = loop {
-            let mut ready = locked(|st| Ok(st.watch(waiter, &waitables.ends)))?;
-            for &(position, line) in &waitables.lines {
-                if crate::hw::watch_line(line, waiter.0) {
-                    ready.push(position);
-                }
-            }
-            let expired = deadline.is_some_and(|d| clock::monotonic_ns().unwrap_or(u64::MAX) >= d);
-            // A killed thread's wait ends as if its deadline had passed.
-            if !ready.is_empty() || expired || sched::killed() {
-                ready.sort_unstable();
-                break ready;
-            }
-            sched::park(deadline);
+        self.wait_on(&waitables, deadline, None)
+    }
+
+    /// The reply and then the wait; when the wait parks, the caller just answered gets the CPU
+    /// at once (as [`reply_receive_span`](IpcPort::reply_receive_span) does for one end).
+    fn reply_wait(
+        &self,
+        end: Handle,
+        call: u64,
+        bytes: Vec<u8>,
+        handles: &[Handle],
+        timeout: Timeout,
+    ) -> (Result<(), IpcFailure>, Result<Vec<u32>, IpcFailure>) {
+        let deadline = deadline_of(timeout);
+        let waitables = match locked(|st| st.waitables(self.space, handles)) {
+            Ok(waitables) => waitables,
+            Err(e) => return (self.reply(end, call, bytes, Vec::new()), Err(e)),
         };
-        let _ = locked(|st| {
-            st.unwatch(waiter);
-            Ok(())
-        });
-        for &(_, line) in &waitables.lines {
-            crate::hw::unwatch_line(line, waiter.0);
+        // Only a reply that went through woke anyone (its caller), so only then is one kept.
+        let replied = locked_keeping(|st| st.reply(self.space, end, call, bytes, Vec::new()), Result::is_ok);
+        match replied {
+            Ok(((), caller)) => (Ok(()), self.wait_on(&waitables, deadline, caller)),
+            Err(e) => (Err(e), self.wait_on(&waitables, deadline, None)),
         }
-        Ok(ready)
     }
 
     fn duplicate(&self, handle: Handle, rights: RightsBits) -> Result<Handle, IpcFailure> {

@@ -310,6 +310,25 @@ impl Host for InstanceState {
         Ok(ready)
     }
 
+    fn reply_wait(
+        &mut self,
+        end: Handle,
+        call: u64,
+        message: Vec<u8>,
+        handles: Vec<Handle>,
+        timeout_ns: Option<u64>,
+    ) -> wasmtime::Result<(Result<(), Error>, Result<Vec<u32>, Error>)> {
+        let outcome = match self.port() {
+            Ok(p) => {
+                let (replied, ready) = p.reply_wait(end, call, message, &handles, timeout_ns);
+                (replied.map_err(Error::from), ready.map_err(Error::from))
+            }
+            Err(e) => (Err(e.clone()), Err(e)),
+        };
+        self.check_killed()?;
+        Ok(outcome)
+    }
+
     fn duplicate(&mut self, h: Handle, rights: Rights) -> wasmtime::Result<Result<Handle, Error>> {
         Ok(self.port().and_then(|p| p.duplicate(h, rights_to_bits(rights)).map_err(Error::from)))
     }
