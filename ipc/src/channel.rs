@@ -102,6 +102,13 @@ impl<H> Channel<H> {
         self.dirs[side.peer().index()].queue.len()
     }
 
+    /// Whether a receive on `side` would find a message: one queued for it, or (on a
+    /// rendezvous channel) a sender parked with one.
+    pub(crate) fn has_incoming(&self, side: Side) -> bool {
+        let dir = &self.dirs[side.peer().index()];
+        !dir.queue.is_empty() || !dir.senders.is_empty()
+    }
+
     /// The oldest receiver parked for messages from `side`, if any.
     pub(crate) fn receiver_waiting(&self, side: Side) -> Option<WaiterId> {
         self.dirs[side.index()].receivers.front().copied()

@@ -117,12 +117,12 @@ impl<H> ChannelTable<H> {
     }
 
     /// Whether a receive on `end` would end at once rather than wait: a message is queued for
-    /// it, or its peer is closed (the receive then fails with [`IpcError::PeerClosed`]), or `end`
+    /// it (or a sender waits with one), or its peer is closed (the receive then fails with [`IpcError::PeerClosed`]), or `end`
     /// itself is closed or gone (it fails too). What a wait on several ends looks at.
     pub fn readable(&self, end: ChannelEnd) -> bool {
         match lookup_ref(&self.slots, end.channel) {
             Ok(channel) => {
-                channel.queued_for(end.side) > 0 || !channel.is_open(end.side) || !channel.is_open(end.side.peer())
+                channel.has_incoming(end.side) || !channel.is_open(end.side) || !channel.is_open(end.side.peer())
             }
             Err(_) => true,
         }

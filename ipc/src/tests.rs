@@ -138,6 +138,7 @@ fn capacity_zero_is_a_rendezvous() {
     assert_eq!(t.send(a, msg(1, &[]), Mode::Blocking(W1)), Ok(SendOk::Parked));
     assert_eq!(t.send(a, msg(2, &[]), Mode::Blocking(W2)), Ok(SendOk::Parked));
     assert_eq!(t.queued(b), Ok(0));
+    assert!(t.readable(b), "nothing is queued, but a receive finds a parked sender's message");
     assert_eq!(recv_now(&mut t, b), (plain(1, &[]), Some(Wake { waiter: W1, completion: Completion::Sent })));
     assert_eq!(recv_now(&mut t, b), (plain(2, &[]), Some(Wake { waiter: W2, completion: Completion::Sent })));
     assert_eq!(t.recv(b, Mode::Blocking(W3)), Ok(RecvOk::Parked));
