@@ -8,6 +8,7 @@
 //! - [`entropy`] (connection `entropy`): random bytes.
 //! - [`files`] (connection `files`): a file system service's volume, by paths and handles.
 //! - [`net`] (connection `net`): Ethernet frames sent and received through a network card.
+//! - [`sockets`] (connection `sockets`): TCP and UDP sockets served by a network stack.
 //!
 //! The encoding is small and explicit: a tag byte, then fixed-size little-endian fields, then
 //! length-prefixed bytes; a message must be consumed exactly. Decoding checks everything and
@@ -25,6 +26,7 @@ pub mod entropy;
 pub mod files;
 pub mod modules;
 pub mod net;
+pub mod sockets;
 mod wire;
 
 pub use wire::DecodeError;
