@@ -2,11 +2,9 @@
 //! HTTP server on its TCP sockets ([`Server`]). Nothing here talks to the driver: the caller
 //! moves frames between the queues and the network, so the whole server runs in host tests too.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as NetDuration, Instant};
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address};
@@ -18,12 +16,6 @@ use crate::routes::{self, Route};
 /// The port served.
 pub const PORT: u16 = 80;
 
-/// The largest frame, Ethernet header included (an IP MTU of 1500).
-const MAX_FRAME_BYTES: usize = 1514;
-
-/// Frames waiting to be sent at most; past that smoltcp holds its packets back.
-const MAX_TX_QUEUE: usize = 256;
-
 /// Each socket's receive and transmit buffer.
 const SOCKET_BUFFER_BYTES: usize = 8192;
 
@@ -31,57 +23,7 @@ const SOCKET_BUFFER_BYTES: usize = 8192;
 /// closed, before it is cut off.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A network card as two queues of whole Ethernet frames: `rx` for smoltcp to read, `tx` for
-/// what it sends.
-#[derive(Debug, Default)]
-pub struct FrameDevice {
-    /// Frames received, oldest first.
-    pub rx: VecDeque<Vec<u8>>,
-    /// Frames to send, oldest first.
-    pub tx: VecDeque<Vec<u8>>,
-}
-
-/// A received frame, handed to smoltcp.
-pub struct FrameRx(Vec<u8>);
-
-/// Room for one frame to send.
-pub struct FrameTx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl RxToken for FrameRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl TxToken for FrameTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = vec![0; len];
-        let result = f(&mut frame);
-        self.0.push_back(frame);
-        result
-    }
-}
-
-impl Device for FrameDevice {
-    type RxToken<'a> = FrameRx;
-    type TxToken<'a> = FrameTx<'a>;
-
-    fn receive(&mut self, _now: Instant) -> Option<(FrameRx, FrameTx<'_>)> {
-        let frame = self.rx.pop_front()?;
-        Some((FrameRx(frame), FrameTx(&mut self.tx)))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_>> {
-        (self.tx.len() < MAX_TX_QUEUE).then_some(FrameTx(&mut self.tx))
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = MAX_FRAME_BYTES;
-        caps
-    }
-}
+pub use netstack::device::FrameDevice;
 
 /// Where the interface lives on its network.
 #[derive(Debug, Clone, Copy)]
@@ -428,6 +370,8 @@ fn wait_for_close(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, accep
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use smoltcp::wire::IpAddress;
 
     use super::*;
@@ -759,21 +703,5 @@ mod tests {
         let (answers, _) = ask_all(&mut server, &mut now, &[(get, false)]);
         assert!(answers[0].starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{}", answers[0]);
         assert_eq!(fake.0.borrow().reconnects, 2);
-    }
-
-    #[test]
-    fn the_device_hands_frames_through_and_bounds_its_queue() {
-        let mut device = FrameDevice::default();
-        device.rx.push_back(vec![1, 2, 3]);
-        let (rx, tx) = device.receive(Instant::from_millis(0)).expect("a frame");
-        assert_eq!(rx.consume(|f| f.to_vec()), vec![1, 2, 3]);
-        tx.consume(4, |f| f.copy_from_slice(&[9, 8, 7, 6]));
-        assert_eq!(device.tx.pop_front(), Some(vec![9, 8, 7, 6]));
-        assert!(device.receive(Instant::from_millis(0)).is_none());
-        for _ in 0..MAX_TX_QUEUE {
-            device.transmit(Instant::from_millis(0)).expect("room").consume(14, |_| ());
-        }
-        assert!(device.transmit(Instant::from_millis(0)).is_none(), "full");
-        assert_eq!(device.capabilities().max_transmission_unit, 1514);
     }
 }

@@ -1,0 +1,85 @@
+//! A network card as two queues of whole Ethernet frames, for smoltcp: the caller moves the
+//! frames between the queues and the network driver, so a stack runs in host tests too.
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::time::Instant;
+
+/// The largest frame, Ethernet header included (an IP MTU of 1500).
+pub const MAX_FRAME_BYTES: usize = 1514;
+
+/// Frames waiting to be sent at most; past that smoltcp holds its packets back.
+pub const MAX_TX_QUEUE: usize = 256;
+
+/// `rx` for smoltcp to read, `tx` for what it sends.
+#[derive(Debug, Default)]
+pub struct FrameDevice {
+    /// Frames received, oldest first.
+    pub rx: VecDeque<Vec<u8>>,
+    /// Frames to send, oldest first.
+    pub tx: VecDeque<Vec<u8>>,
+}
+
+/// A received frame, handed to smoltcp.
+pub struct FrameRx(Vec<u8>);
+
+/// Room for one frame to send.
+pub struct FrameTx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl RxToken for FrameRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl TxToken for FrameTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0; len];
+        let result = f(&mut frame);
+        self.0.push_back(frame);
+        result
+    }
+}
+
+impl Device for FrameDevice {
+    type RxToken<'a> = FrameRx;
+    type TxToken<'a> = FrameTx<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(FrameRx, FrameTx<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((FrameRx(frame), FrameTx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<FrameTx<'_>> {
+        (self.tx.len() < MAX_TX_QUEUE).then_some(FrameTx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME_BYTES;
+        caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_hands_frames_through_and_bounds_its_queue() {
+        let mut device = FrameDevice::default();
+        device.rx.push_back(vec![1, 2, 3]);
+        let (rx, tx) = device.receive(Instant::from_millis(0)).expect("a frame");
+        assert_eq!(rx.consume(|f| f.to_vec()), vec![1, 2, 3]);
+        tx.consume(4, |f| f.copy_from_slice(&[9, 8, 7, 6]));
+        assert_eq!(device.tx.pop_front(), Some(vec![9, 8, 7, 6]));
+        assert!(device.receive(Instant::from_millis(0)).is_none());
+        for _ in 0..MAX_TX_QUEUE {
+            device.transmit(Instant::from_millis(0)).expect("room").consume(14, |_| ());
+        }
+        assert!(device.transmit(Instant::from_millis(0)).is_none(), "full");
+        assert_eq!(device.capabilities().max_transmission_unit, 1514);
+    }
+}
