@@ -19,6 +19,7 @@ pub mod live;
 pub mod memory;
 pub mod power_cut;
 pub mod scenarios;
+pub mod sockets;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -69,6 +69,13 @@ fn main() -> ExitCode {
         println!("http: {report}");
         Ok(())
     }));
+    // TCP through the network stack component, two servers at once (see `sockets`).
+    let net = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::tcp_through_the_network_stack_component", move || {
+        let report = qemu_tests::sockets::run(&net.0, &net.1).map_err(Failed::from)?;
+        println!("sockets: {report}");
+        Ok(())
+    }));
     // Random drivers and services killed under HTTP load for 60 s (see `chaos`).
     let chaos = Arc::clone(&paths);
     trials.push(Trial::test("tcg::chaos_kills_drivers_and_services_under_load", move || {

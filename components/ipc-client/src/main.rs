@@ -11,6 +11,7 @@
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
 //! - `wait`, `poke`: the wait on several handles at once, between two components (see [`waits`]).
+//! - `tcp-echo PORT N`: a TCP echo server on the network stack component (see [`tcp`]).
 //! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
 //!   4096-byte payloads, N one-way 64-byte messages, and N of the cheapest IPC host call
 //!   (`rights-of`, a handle lookup); prints one `ipc-bench` line per
@@ -20,6 +21,7 @@
 mod files;
 mod kvfill;
 mod misbehave;
+mod tcp;
 mod waits;
 
 use std::process::exit;
@@ -40,10 +42,11 @@ fn main() {
         Some("misbehave") => misbehave::run(),
         Some("bench") => bench(count(1)),
         Some("wait") => waits::wait(),
+        Some("tcp-echo") => tcp::echo(count(1) as u16, count(2)),
         Some("poke") => waits::poke(),
         other => {
             eprintln!(
-                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave, wait, poke or bench"
+                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave, wait, poke, tcp-echo or bench"
             );
             exit(2);
         }

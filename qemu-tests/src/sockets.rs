@@ -1,0 +1,87 @@
+//! The sockets boot test (`sockets`): TCP through the network stack component. Two echo
+//! servers, each its own component, listen on ports 7 and 8 through `netstack` at once; this
+//! host connects to both through two forwarded ports, twice each, with both servers' first
+//! connections open together, and checks every byte comes back. The servers end after their
+//! second connection, then the stack, then the driver, and the system powers off.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mica_launch::{Accel, QemuCommand};
+
+use crate::live::LiveGuest;
+use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn connect(port: u16) -> Result<TcpStream, String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connecting to port {port}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+/// Sends `message` on `stream`, ends the sending, and reads until the server closes.
+fn echoed(mut stream: TcpStream, message: &[u8]) -> Result<Vec<u8>, String> {
+    stream.write_all(message).map_err(|e| format!("sending: {e}"))?;
+    stream.shutdown(Shutdown::Write).map_err(|e| format!("shutting the sending down: {e}"))?;
+    let mut back = Vec::new();
+    stream.read_to_end(&mut back).map_err(|e| format!("reading the echo: {e}"))?;
+    Ok(back)
+}
+
+fn check(what: &str, sent: &[u8], back: &[u8]) -> Result<(), String> {
+    if sent == back {
+        Ok(())
+    } else {
+        Err(format!("{what}: {} bytes came back for {} sent, or other bytes", back.len(), sent.len()))
+    }
+}
+
+pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
+    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
+    let bundle = bundle_path(&BundleUse { system: "sockets", tamper: None }, scratch.path())?;
+    let (a, b) = (free_port()?, free_port()?);
+    let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
+        if d.kind == "virtio-net" {
+            d.hostfwd = vec![format!("tcp:127.0.0.1:{a}-:7"), format!("tcp:127.0.0.1:{b}-:8")];
+        }
+    })?;
+    let mut guest = LiveGuest::spawn(&cmd)?;
+    let deadline = Instant::now() + TIMEOUT;
+    let result = (|| {
+        guest.wait_for("[echo-a] tcp-echo: listening on port 7", deadline)?;
+        guest.wait_for("[echo-b] tcp-echo: listening on port 8", deadline)?;
+        // Both servers' first connections at once.
+        let (first_a, first_b) = (connect(a)?, connect(b)?);
+        let small_a = b"hello, port 7".to_vec();
+        let small_b = b"hello, port 8".to_vec();
+        let back_b = echoed(first_b, &small_b)?;
+        let back_a = echoed(first_a, &small_a)?;
+        check("port 7, first connection", &small_a, &back_a)?;
+        check("port 8, first connection", &small_b, &back_b)?;
+        // Then one larger than the stack's buffers and the IPC messages.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        check("port 7, 200 KB", &big, &echoed(connect(a)?, &big)?)?;
+        check("port 8, second connection", b"bye", &echoed(connect(b)?, b"bye")?)?;
+        guest.wait_for("[echo-a] tcp-echo: connection 2 echoed 200000 bytes", deadline)?;
+        guest.wait_for("succeeded; powering off", deadline)
+    })();
+    if let Err(e) = result {
+        guest.kill();
+        return Err(format!("{e}\n{}\n{}", cmd.display(), guest.console));
+    }
+    let status = guest.wait()?;
+    match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
+        Some(mica_exit::ExitCode::Success) => {
+            Ok("two echo servers on one network stack, 4 connections, every byte back".into())
+        }
+        other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{}", guest.console)),
+    }
+}
