@@ -11,7 +11,8 @@
 //! - `misbehave`: every kind of bad input, each of which must come back as the right error value
 //!   (and nothing else must happen); prints `check NAME: ok (MESSAGE)` per check.
 //! - `wait`, `poke`: the wait on several handles at once, between two components (see [`waits`]).
-//! - `tcp-echo PORT N`: a TCP echo server on the network stack component (see [`tcp`]).
+//! - `tcp-echo PORT N`, `tcp-ask PORT`: a TCP echo server on the network stack component, and a
+//!   client of it from inside the machine (see [`tcp`]).
 //! - `bench N`: for `cargo xtask bench ipc`: N calls to the echo server with 64-byte and with
 //!   4096-byte payloads, N one-way 64-byte messages, and N of the cheapest IPC host call
 //!   (`rights-of`, a handle lookup); prints one `ipc-bench` line per
@@ -43,10 +44,11 @@ fn main() {
         Some("bench") => bench(count(1)),
         Some("wait") => waits::wait(),
         Some("tcp-echo") => tcp::echo(count(1) as u16, count(2)),
+        Some("tcp-ask") => tcp::ask(count(1) as u16),
         Some("poke") => waits::poke(),
         other => {
             eprintln!(
-                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave, wait, poke, tcp-echo or bench"
+                "unknown mode {other:?}: expected echo, kv, kv-fill, kv-check, files, files-again, misbehave, wait, poke, tcp-echo, tcp-ask or bench"
             );
             exit(2);
         }

@@ -7,6 +7,9 @@
 //! closed. It waits with held polls, never by polling in a loop. Prints `tcp-echo: listening on
 //! port PORT`, then `tcp-echo: connection I from ADDRESS` and `tcp-echo: connection I echoed B
 //! bytes` for each.
+//!
+//! `tcp-ask PORT`: the other side, from inside the machine: a connection to another component's
+//! listener through the stack's own address (`localhost`).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -101,5 +104,68 @@ pub fn echo(port: u16, connections: u64) -> Result<(), String> {
         session.ask(&Request::Close { socket: connection }).map_err(failed("close"))?;
         println!("tcp-echo: connection {n} echoed {echoed} bytes");
     }
+    Ok(())
+}
+
+/// The bytes `tcp-ask` sends.
+const ASK: &[u8] = b"from another component of this machine";
+
+/// `tcp-ask PORT`: connects to `localhost:PORT` through the stack (another component's
+/// listener), sends a line, ends its sending, and checks that the same bytes come back before
+/// the server closes. A refused connect (the server not listening yet) is tried again, every
+/// 50 ms for 10 s. Prints `tcp-ask: echoed back whole from ADDRESS`.
+pub fn ask(port: u16) -> Result<(), String> {
+    let session = Session::open()?;
+    let localhost = match session.ask(&Request::Resolve { name: "localhost".into() }).map_err(failed("resolve"))? {
+        Response::Resolved(ips) if !ips.is_empty() => ips[0],
+        other => return Err(format!("localhost resolved to {other:?}")),
+    };
+    let address = SocketAddr::new(localhost, port);
+    let mut tries = 0;
+    let socket = loop {
+        let socket = match session.ask(&Request::Tcp(Family::V4)).map_err(failed("make a socket"))? {
+            Response::Socket(id) => id,
+            other => return Err(format!("making a socket was answered {other:?}")),
+        };
+        session.ask(&Request::Connect { socket, address }).map_err(failed("connect"))?;
+        let outcome = loop {
+            match session.ask(&Request::Connected { socket }) {
+                Err((SocketErrorCode::WouldBlock, _)) => session.wait(socket, Interest::Writable)?,
+                outcome => break outcome,
+            }
+        };
+        match outcome {
+            Ok(_) => break socket,
+            Err((SocketErrorCode::ConnectionRefused, _)) if tries < 200 => {
+                tries += 1;
+                session.ask(&Request::Close { socket }).map_err(failed("close"))?;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(failed("connect")(e)),
+        }
+    };
+    let mut sent = 0;
+    while sent < ASK.len() {
+        match session.ask(&Request::Send { socket, data: ASK[sent..].to_vec() }) {
+            Ok(Response::Sent(count)) => sent += count as usize,
+            Err((SocketErrorCode::WouldBlock, _)) => session.wait(socket, Interest::Writable)?,
+            other => return Err(format!("send was answered {other:?}")),
+        }
+    }
+    session.ask(&Request::Shutdown { socket, how: sockets::Shutdown::Send }).map_err(failed("shutdown"))?;
+    let mut back = Vec::new();
+    loop {
+        match session.ask(&Request::Receive { socket, max: 65536 }) {
+            Ok(Response::Data(data)) => back.extend(data),
+            Err((SocketErrorCode::Closed, _)) => break,
+            Err((SocketErrorCode::WouldBlock, _)) => session.wait(socket, Interest::Readable)?,
+            other => return Err(format!("receive was answered {other:?}")),
+        }
+    }
+    if back != ASK {
+        return Err(format!("{:?} came back for {:?}", String::from_utf8_lossy(&back), String::from_utf8_lossy(ASK)));
+    }
+    session.ask(&Request::Close { socket }).map_err(failed("close"))?;
+    println!("tcp-ask: echoed back whole from {address}");
     Ok(())
 }

@@ -2,6 +2,10 @@
 //! every client session, answering the sockets protocol ([`mica_device::sockets`]). Nothing here
 //! talks IPC: the caller moves frames and requests, so the whole stack runs in host tests.
 //!
+//! A connection to the stack's own address (or to `127.0.0.0/8`, or `localhost`, which stand for
+//! it) is one between two of its clients: the frames it sends itself go straight back in
+//! ([`Stack::poll`]), never to the driver.
+//!
 //! A listener is a few smoltcp sockets listening on its port (its backlog, at most
 //! [`MAX_BACKLOG`]): smoltcp connects a listening socket itself when a SYN comes, so `accept`
 //! takes one that has connected and puts a fresh listening socket in its place. A closed
@@ -33,6 +37,12 @@ const BUFFER_BYTES: usize = 16 * 1024;
 
 /// The ports `bind` to port 0 and `connect` without a bind take from (IANA's dynamic range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// Rounds of frames the stack sends itself that one [`Stack::poll`] carries at most.
+const MAX_LOOPBACK_ROUNDS: usize = 8;
+
+/// The EtherType of ARP.
+const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
 
 /// How long an unanswered connection or close may take before smoltcp gives up on it.
 const TCP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -98,6 +108,7 @@ pub struct Stack {
     iface: Interface,
     set: SocketSet<'static>,
     address: Ipv4Addr,
+    mac: [u8; 6],
     sessions: BTreeMap<SessionId, Session>,
     /// Local ports taken by a bind, a listener or a connection.
     ports: BTreeSet<u16>,
@@ -143,6 +154,7 @@ impl Stack {
             iface,
             set: SocketSet::new(Vec::new()),
             address: config.address,
+            mac: config.mac,
             sessions: BTreeMap::new(),
             ports: BTreeSet::new(),
             next_ephemeral: first,
@@ -158,7 +170,14 @@ impl Stack {
     /// Processes the frames in `device.rx`, moves every connection on, and queues what is to be
     /// sent in `device.tx`; lets go of closed connections whose socket was closed.
     pub fn poll(&mut self, now: Instant) {
-        self.iface.poll(now, &mut self.device, &mut self.set);
+        // What the stack sends itself goes round again at once, a few times at most per call
+        // (each round answers the last: ARP, then SYN, SYN-ACK, ACK and data).
+        for _ in 0..MAX_LOOPBACK_ROUNDS {
+            self.iface.poll(now, &mut self.device, &mut self.set);
+            if !self.loop_back() {
+                break;
+            }
+        }
         let set = &mut self.set;
         self.closing.retain(|&handle| {
             let done = matches!(set.get::<tcp::Socket>(handle).state(), tcp::State::Closed | tcp::State::TimeWait);
@@ -167,6 +186,28 @@ impl Stack {
             }
             !done
         });
+    }
+
+    /// Moves the frames the stack sent to itself from `device.tx` to `device.rx`: those sent to
+    /// its own MAC address, and its own ARP requests for its own IP address (smoltcp answers
+    /// those itself, which teaches it its own MAC address). Whether it moved any.
+    fn loop_back(&mut self) -> bool {
+        let (mac, ip) = (self.mac, self.address.octets());
+        let mut moved = false;
+        let mut out = std::collections::VecDeque::with_capacity(self.device.tx.len());
+        for frame in self.device.tx.drain(..) {
+            let to_me = frame.len() >= 14 && frame[0..6] == mac;
+            let arp_for_me =
+                frame.len() >= 42 && frame[12..14] == ETHERTYPE_ARP && frame[6..12] == mac && frame[38..42] == ip;
+            if to_me || arp_for_me {
+                self.device.rx.push_back(frame);
+                moved = true;
+            } else {
+                out.push_back(frame);
+            }
+        }
+        self.device.tx = out;
+        moved
     }
 
     /// How long until the interface needs polling again if no frame comes (`None`: no timer).
@@ -283,6 +324,9 @@ impl Stack {
             Request::Tcp(Family::V6) => error(Code::NotSupported, "this network stack has IPv4 only"),
             Request::Udp(_) => error(Code::NotSupported, "this network stack has no UDP yet"),
             Request::Poll { .. } => error(Code::BadRequest, "a poll is held by the caller, not handled"),
+            Request::Resolve { name } if name.eq_ignore_ascii_case("localhost") => {
+                Response::Resolved(vec![IpAddr::V4(self.address)])
+            }
             Request::Resolve { name } => match name.parse::<IpAddr>() {
                 Ok(ip) => Response::Resolved(vec![ip]),
                 Err(_) => error(
@@ -421,7 +465,8 @@ impl Stack {
         let SocketAddr::V4(v4) = address else {
             return error(Code::InvalidArgument, format!("{address} is not an IPv4 address (the socket is IPv4)"));
         };
-        let ip = *v4.ip();
+        // The loopback network is this machine: its own address.
+        let ip = if v4.ip().is_loopback() { self.address } else { *v4.ip() };
         if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || v4.port() == 0 {
             return error(Code::InvalidArgument, format!("{address} is not an address to connect to"));
         }

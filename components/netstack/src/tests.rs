@@ -216,3 +216,32 @@ fn a_connect_nobody_answers_is_refused_and_a_dead_session_resets_its_connections
     assert_eq!(code(p.b.handle(SESSION, Request::Receive { socket: client, max: 10 })), Code::Closed);
     assert_eq!(code(p.b.handle(SESSION, Request::Send { socket: client, data: vec![1] })), Code::ConnectionReset);
 }
+
+#[test]
+fn two_sessions_of_one_stack_connect_to_each_other_through_its_own_address() {
+    let mut p = Pair::new();
+    let other: SessionId = SESSION + 1;
+    p.a.open_session(other);
+    let listener = Pair::socket(&mut p.a);
+    assert_eq!(p.a.handle(SESSION, Request::Bind { socket: listener, address: v4(0, 7).map_ip() }), Response::Done);
+    assert_eq!(p.a.handle(SESSION, Request::Listen { socket: listener, backlog: 1 }), Response::Done);
+    let Response::Resolved(ips) = p.a.handle(other, Request::Resolve { name: "localhost".into() }) else {
+        panic!("localhost unresolved")
+    };
+    assert_eq!(ips, [v4(15, 0).ip()], "localhost is the stack's own address");
+    let Response::Socket(client) = p.a.handle(other, Request::Tcp(Family::V4)) else { panic!("no socket") };
+    let loopback = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 7));
+    assert_eq!(p.a.handle(other, Request::Connect { socket: client, address: loopback }), Response::Done);
+    p.pump();
+    assert!(p.b.device.rx.is_empty() && p.b.device.tx.is_empty(), "nothing went out on the wire");
+    assert!(matches!(p.a.handle(other, Request::Connected { socket: client }), Response::Endpoints { .. }));
+    let Response::Accepted { socket: server, .. } = p.a.handle(SESSION, Request::Accept { socket: listener }) else {
+        panic!("not accepted")
+    };
+    assert_eq!(p.a.handle(other, Request::Send { socket: client, data: b"ping".to_vec() }), Response::Sent(4));
+    p.pump();
+    assert_eq!(p.a.handle(SESSION, Request::Receive { socket: server, max: 10 }), Response::Data(b"ping".to_vec()));
+    assert_eq!(p.a.handle(SESSION, Request::Send { socket: server, data: b"pong".to_vec() }), Response::Sent(4));
+    p.pump();
+    assert_eq!(p.a.handle(other, Request::Receive { socket: client, max: 10 }), Response::Data(b"pong".to_vec()));
+}
