@@ -13,8 +13,9 @@
 //! HTTP server's
 //! handling of a request from its bytes to its answer, the system manifest a user writes, and the
 //! module store (its recovery, the modules protocol, the CPU feature lists in artifact keys),
-//! mica-vmm's virtio block and console devices driven by a hostile guest, and the file system
-//! service under any sequence of requests.
+//! mica-vmm's virtio block and console devices driven by a hostile guest, the file system
+//! service under any sequence of requests, and the network stack component under any sequence
+//! of socket requests and any frames off the wire.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -34,7 +35,7 @@ use mica_virtio::{Buffer, Memory, Virtqueue};
 pub type Target = fn(&[u8]);
 
 /// Every target, by name (the name of its libFuzzer binary and corpus directory).
-pub const TARGETS: [(&str, Target); 17] = [
+pub const TARGETS: [(&str, Target); 18] = [
     ("bundle", bundle),
     ("cmdline", cmdline),
     ("pvh", pvh),
@@ -52,6 +53,7 @@ pub const TARGETS: [(&str, Target); 17] = [
     ("vmm_console", vmm_console),
     ("agent_session", agent_session),
     ("files_service", files_service),
+    ("network_stack", network_stack),
 ];
 
 /// Sectors of the file system service's disk in [`files_service`] (1 MiB).
@@ -147,6 +149,126 @@ pub fn files_service(data: &[u8]) {
             (Request::Open { .. }, Response::Opened { handle, .. }) => handles.push(*handle),
             (Request::Close { handle }, Response::Done) => handles.retain(|h| h != handle),
             _ => {}
+        }
+    }
+}
+
+/// The network stack component (`components/netstack`) under any sequence of sockets-protocol
+/// requests from two sessions, beside a second stack on the same wire, and any Ethernet frames
+/// a hostile network sends it. Each step is a byte that picks what happens and the bytes after
+/// it that fill it in: a request of one of the stacks' sessions (ports from a small set, so
+/// that binds, listeners and connections meet, to the other stack and to the stack's own
+/// address), rounds of time with the frames crossing, a session ending, or (0xf0 and over) a
+/// length byte and that many raw bytes, decoded as a request or handed to the stack as a
+/// frame. Every answer must decode as itself, none may be `unknown` (each failure has its own
+/// code), and readiness must answer for every socket asked about.
+pub fn network_stack(data: &[u8]) {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+    use mica_device::sockets::{Family, Interest, Request, Response, Shutdown, SocketErrorCode};
+    use netstack::stack::{NetConfig, Stack};
+    use smoltcp::time::Instant;
+
+    const PORTS: [u16; 4] = [7, 80, 0, 49152];
+    let config = |last: u8| NetConfig {
+        mac: [0x02, 0, 0, 0, 0, last],
+        address: Ipv4Addr::new(10, 0, 2, last),
+        prefix_len: 24,
+        gateway: Ipv4Addr::new(10, 0, 2, 2),
+        random_seed: u64::from(last),
+    };
+    let mut stacks = [
+        Stack::new(config(15), Instant::from_millis(0)).expect("a stack"),
+        Stack::new(config(16), Instant::from_millis(0)).expect("a stack"),
+    ];
+    for stack in &mut stacks {
+        stack.open_session(1);
+        stack.open_session(2);
+    }
+    let mut now = 0i64;
+    let mut input = data;
+    let next = |n: usize, input: &mut &[u8]| -> Vec<u8> {
+        let (taken, rest) = input.split_at(n.min(input.len()));
+        *input = rest;
+        let mut taken = taken.to_vec();
+        taken.resize(n, 0);
+        taken
+    };
+    while let Some((&op, rest)) = input.split_first() {
+        input = rest;
+        let a = next(3, &mut input);
+        let which = usize::from(a[0] & 1);
+        let session = u32::from((a[0] >> 1) & 1) + 1;
+        let socket = u32::from(a[1] % 6);
+        let port = PORTS[usize::from(a[2]) % PORTS.len()];
+        // 0: the unspecified address.
+        let address = |last: u8| {
+            let ip = if last == 0 { Ipv4Addr::UNSPECIFIED } else { Ipv4Addr::new(10, 0, 2, last) };
+            SocketAddr::V4(SocketAddrV4::new(ip, port))
+        };
+        let request = match op {
+            0xf0..=0xff => {
+                let raw = next(usize::from(a[0]), &mut input);
+                match Request::decode(&raw) {
+                    Ok(request) => request,
+                    Err(_) => {
+                        stacks[which].device.rx.push_back(raw);
+                        continue;
+                    }
+                }
+            }
+            _ => match op % 16 {
+                0 => Request::Tcp(if a[1] % 8 == 7 { Family::V6 } else { Family::V4 }),
+                1 => Request::Bind { socket, address: address(if a[2] % 3 == 0 { 0 } else { 15 + which as u8 }) },
+                2 => Request::Listen { socket, backlog: u32::from(a[2] % 10) },
+                3 => Request::Accept { socket },
+                4 => Request::Connect { socket, address: address(if a[2] % 2 == 0 { 15 } else { 16 }) },
+                5 => Request::Connected { socket },
+                6 => Request::Send { socket, data: vec![a[2]; usize::from(a[2]) * 97] },
+                7 => Request::Receive { socket, max: u32::from(a[2]) * 300 },
+                8 => Request::Shutdown {
+                    socket,
+                    how: [Shutdown::Receive, Shutdown::Send, Shutdown::Both][usize::from(a[2] % 3)],
+                },
+                9 => Request::Close { socket },
+                10 => Request::Addresses { socket },
+                11 => {
+                    Request::Resolve { name: ["localhost", "10.0.2.16", "example.org"][usize::from(a[2] % 3)].into() }
+                }
+                12 => {
+                    // Time passes, and the frames cross.
+                    for _ in 0..=a[2] % 20 {
+                        now += 10;
+                        for stack in &mut stacks {
+                            stack.poll(Instant::from_millis(now));
+                        }
+                        let [first, second] = &mut stacks;
+                        second.device.rx.extend(first.device.tx.drain(..));
+                        first.device.rx.extend(second.device.tx.drain(..));
+                    }
+                    continue;
+                }
+                13 => {
+                    stacks[which].close_session(session);
+                    stacks[which].open_session(session);
+                    continue;
+                }
+                _ => {
+                    let interests: Vec<_> = (0..6)
+                        .map(|s| (s, if a[2] % 2 == 0 { Interest::Readable } else { Interest::Writable }))
+                        .collect();
+                    let ready = stacks[which].ready(session, &interests);
+                    assert!(ready.iter().all(|&i| i < 6) && ready.windows(2).all(|w| w[0] < w[1]), "{ready:?}");
+                    continue;
+                }
+            },
+        };
+        let response = stacks[which].handle(session, request.clone());
+        let bytes = response.encode();
+        let decoded = Response::decode(&bytes).unwrap_or_else(|e| panic!("{response:?} does not decode: {e}"));
+        assert_eq!(decoded.encode(), bytes, "an answer that does not decode as itself");
+        if let Response::Error { code: SocketErrorCode::Unknown, message } = &response {
+            panic!("{request:?} was answered `unknown`: {message}");
         }
     }
 }
@@ -858,6 +980,21 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             12, 3, 4, 0, // rename d/a to d/e
             6, 5, 1, 0, // stat l without following
             5, 0, 0, 0, // close
+        ]],
+        // Listen on port 7 (ports[0]) in the first stack, connect from the second, let the
+        // frames cross, accept, send and receive.
+        "network_stack" => vec![vec![
+            0, 0, 0, 0, // first stack, session 1: socket 0
+            1, 0, 0, 0, // bind 0.0.0.0:7
+            2, 0, 0, 4, // listen, backlog 4
+            0, 1, 0, 0, // second stack: socket 0
+            4, 1, 0, 0, // connect to 10.0.2.15:7
+            12, 0, 0, 5, // six rounds
+            5, 1, 0, 0, // connected?
+            3, 0, 0, 0, // accept: socket 1
+            6, 1, 0, 3, // send 291 bytes
+            12, 0, 0, 2, // three rounds
+            7, 0, 1, 9, // receive
         ]],
         "bundle" => {
             let mut writer = BundleWriter::new();
