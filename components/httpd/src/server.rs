@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as NetDuration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, IpEndpoint, Ipv4Address};
+use smoltcp::wire::IpEndpoint;
 
 use crate::http::{self, Answer, Head, Request, Status};
 use crate::kv::Store;
@@ -23,22 +23,7 @@ const SOCKET_BUFFER_BYTES: usize = 8192;
 /// closed, before it is cut off.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub use netstack::device::FrameDevice;
-
-/// Where the interface lives on its network.
-#[derive(Debug, Clone, Copy)]
-pub struct NetConfig {
-    /// The card's MAC address.
-    pub mac: [u8; 6],
-    /// The interface's address.
-    pub address: Ipv4Address,
-    /// Its network's prefix length.
-    pub prefix_len: u8,
-    /// The default gateway.
-    pub gateway: Ipv4Address,
-    /// Seeds TCP initial sequence numbers.
-    pub random_seed: u64,
-}
+pub use netstack::device::{FrameDevice, NetConfig};
 
 /// A request answered, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,15 +63,12 @@ pub struct Server {
     store: Option<Box<dyn Store>>,
 }
 
-/// Fails when smoltcp's fixed-size tables are too small for the configuration.
+/// Fails when the interface cannot be set up, or a socket cannot listen.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// The interface's address table is full.
-    #[error("the interface cannot take the address {0}")]
-    Address(IpCidr),
-    /// The route table is full.
-    #[error("the route table cannot take the default route via {0}")]
-    Route(Ipv4Address),
+    /// smoltcp's tables are too small for the configuration.
+    #[error(transparent)]
+    Interface(#[from] netstack::device::SetupError),
     /// A socket refused to listen.
     #[error("a socket cannot listen on port {PORT}: {0}")]
     Listen(tcp::ListenError),
@@ -100,14 +82,7 @@ impl Server {
     /// An interface with `config` and `sockets` sockets listening on [`PORT`].
     pub fn new(config: NetConfig, sockets: usize, now: Instant) -> Result<Server, SetupError> {
         let mut device = FrameDevice::default();
-        let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
-        iface_config.random_seed = config.random_seed;
-        let mut iface = Interface::new(iface_config, &mut device, now);
-        let cidr = IpCidr::new(config.address.into(), config.prefix_len);
-        let mut pushed = Ok(());
-        iface.update_ip_addrs(|addrs| pushed = addrs.push(cidr).map_err(|_| SetupError::Address(cidr)));
-        pushed?;
-        iface.routes_mut().add_default_ipv4_route(config.gateway).map_err(|_| SetupError::Route(config.gateway))?;
+        let iface = netstack::device::interface(&config, &mut device, now)?;
         let mut set = SocketSet::new(Vec::new());
         let mut conns = Vec::with_capacity(sockets);
         for _ in 0..sockets {
@@ -372,7 +347,8 @@ fn wait_for_close(socket: &mut tcp::Socket, conn: &mut Conn, now: Instant, accep
 mod tests {
     use std::collections::VecDeque;
 
-    use smoltcp::wire::IpAddress;
+    use smoltcp::iface::Config;
+    use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
     use super::*;
     use crate::kv::fake::Fake;

@@ -1,10 +1,14 @@
 //! A network card as two queues of whole Ethernet frames, for smoltcp: the caller moves the
-//! frames between the queues and the network driver, so a stack runs in host tests too.
+//! frames between the queues and the network driver, so a stack runs in host tests too; and the
+//! smoltcp interface on it ([`interface`]).
 
 use std::collections::VecDeque;
+use std::net::Ipv4Addr;
 
+use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr};
 
 /// The largest frame, Ethernet header included (an IP MTU of 1500).
 pub const MAX_FRAME_BYTES: usize = 1514;
@@ -61,6 +65,45 @@ impl Device for FrameDevice {
         caps.max_transmission_unit = MAX_FRAME_BYTES;
         caps
     }
+}
+
+/// Where the interface lives on its network.
+#[derive(Debug, Clone, Copy)]
+pub struct NetConfig {
+    /// The card's MAC address.
+    pub mac: [u8; 6],
+    /// The interface's address.
+    pub address: Ipv4Addr,
+    /// Its network's prefix length.
+    pub prefix_len: u8,
+    /// The default gateway.
+    pub gateway: Ipv4Addr,
+    /// Seeds TCP initial sequence numbers.
+    pub random_seed: u64,
+}
+
+/// Fails when smoltcp's fixed-size tables are too small for the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The interface's address table is full.
+    #[error("the interface cannot take the address {0}")]
+    Address(IpCidr),
+    /// The route table is full.
+    #[error("the route table cannot take the default route via {0}")]
+    Route(Ipv4Addr),
+}
+
+/// A smoltcp interface on `device` with `config`'s address and default route.
+pub fn interface(config: &NetConfig, device: &mut FrameDevice, now: Instant) -> Result<Interface, SetupError> {
+    let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
+    iface_config.random_seed = config.random_seed;
+    let mut iface = Interface::new(iface_config, device, now);
+    let cidr = IpCidr::new(config.address.into(), config.prefix_len);
+    let mut pushed = Ok(());
+    iface.update_ip_addrs(|addrs| pushed = addrs.push(cidr).map_err(|_| SetupError::Address(cidr)));
+    pushed?;
+    iface.routes_mut().add_default_ipv4_route(config.gateway).map_err(|_| SetupError::Route(config.gateway))?;
+    Ok(iface)
 }
 
 #[cfg(test)]

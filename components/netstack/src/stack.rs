@@ -19,12 +19,13 @@ use std::time::Duration;
 use mica_device::sockets::{
     Family, Interest, MAX_DATA_BYTES, Request, Response, Shutdown, SocketErrorCode as Code, SocketId,
 };
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration as NetDuration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint};
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
-use crate::device::FrameDevice;
+use crate::device::{FrameDevice, interface};
+pub use crate::device::{NetConfig, SetupError};
 
 /// A listener's connections waiting to be accepted, at most.
 pub const MAX_BACKLOG: u32 = 8;
@@ -50,32 +51,6 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(60);
 /// A session: one client's sockets. Its number is the caller's to choose (the stack's handle
 /// of the session's channel end).
 pub type SessionId = u32;
-
-/// Where the interface lives on its network.
-#[derive(Debug, Clone, Copy)]
-pub struct NetConfig {
-    /// The card's MAC address.
-    pub mac: [u8; 6],
-    /// The interface's address.
-    pub address: Ipv4Addr,
-    /// Its network's prefix length.
-    pub prefix_len: u8,
-    /// The default gateway.
-    pub gateway: Ipv4Addr,
-    /// Seeds TCP initial sequence numbers.
-    pub random_seed: u64,
-}
-
-/// Fails when smoltcp's fixed-size tables are too small for the configuration.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// The interface's address table is full.
-    #[error("the interface cannot take the address {0}")]
-    Address(IpCidr),
-    /// The route table is full.
-    #[error("the route table cannot take the default route via {0}")]
-    Route(Ipv4Addr),
-}
 
 /// A TCP socket of a session, by what it has become.
 #[derive(Debug)]
@@ -140,14 +115,7 @@ impl Stack {
     /// An interface with `config`, no sockets yet.
     pub fn new(config: NetConfig, now: Instant) -> Result<Stack, SetupError> {
         let mut device = FrameDevice::default();
-        let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
-        iface_config.random_seed = config.random_seed;
-        let mut iface = Interface::new(iface_config, &mut device, now);
-        let cidr = IpCidr::new(config.address.into(), config.prefix_len);
-        let mut pushed = Ok(());
-        iface.update_ip_addrs(|addrs| pushed = addrs.push(cidr).map_err(|_| SetupError::Address(cidr)));
-        pushed?;
-        iface.routes_mut().add_default_ipv4_route(config.gateway).map_err(|_| SetupError::Route(config.gateway))?;
+        let iface = interface(&config, &mut device, now)?;
         let first = EPHEMERAL.start() + (config.random_seed % 4096) as u16;
         Ok(Stack {
             device,

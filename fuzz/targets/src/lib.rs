@@ -59,6 +59,15 @@ pub const TARGETS: [(&str, Target); 18] = [
 /// Sectors of the file system service's disk in [`files_service`] (1 MiB).
 const FILES_SECTORS: u64 = 2048;
 
+/// The next `n` bytes of `input`, taken off it, padded with zeros where it ends.
+fn take_padded(n: usize, input: &mut &[u8]) -> Vec<u8> {
+    let (taken, rest) = input.split_at(n.min(input.len()));
+    *input = rest;
+    let mut taken = taken.to_vec();
+    taken.resize(n, 0);
+    taken
+}
+
 /// The file system service (`components/fs`) on a fresh littlefs volume in memory, under any
 /// sequence of requests of the files protocol, as a client that sends anything would make
 /// them. Each step is a byte that picks the request and the bytes after it that fill it in:
@@ -82,13 +91,7 @@ pub fn files_service(data: &[u8]) {
     let mut service = Service::new(&fs, report.blocks, failures);
     let mut handles: Vec<u64> = Vec::new();
     let mut input = data;
-    let next = |n: usize, input: &mut &[u8]| -> Vec<u8> {
-        let (taken, rest) = input.split_at(n.min(input.len()));
-        *input = rest;
-        let mut taken = taken.to_vec();
-        taken.resize(n, 0);
-        taken
-    };
+    let next = take_padded;
     while let Some((&op, rest)) = input.split_first() {
         input = rest;
         let a = next(3, &mut input);
@@ -115,7 +118,7 @@ pub fn files_service(data: &[u8]) {
                 3 => Request::SetSize { handle: handle(a[0]), size: u64::from(a[1]) * 300 },
                 4 => Request::Sync { handle: handle(a[0]) },
                 5 => Request::Close { handle: handle(a[0]) },
-                6 => Request::Stat { path: name(a[0]), follow: a[1] % 2 == 0 },
+                6 => Request::Stat { path: name(a[0]), follow: a[1].is_multiple_of(2) },
                 7 => Request::StatHandle { handle: handle(a[0]) },
                 8 => Request::ReadDir { start: u32::from(a[0] % 4), path: name(a[1]) },
                 9 => Request::CreateDir { path: name(a[0]) },
@@ -123,10 +126,10 @@ pub fn files_service(data: &[u8]) {
                 11 => Request::Unlink { path: name(a[0]) },
                 12 => Request::Rename { from: name(a[0]), to: name(a[1]) },
                 13 => Request::Symlink { target: TARGETS[usize::from(a[0]) % TARGETS.len()].into(), path: name(a[1]) },
-                _ if a[0] % 2 == 0 => Request::ReadLink { path: name(a[1]) },
+                _ if a[0].is_multiple_of(2) => Request::ReadLink { path: name(a[1]) },
                 _ => Request::SetTimes {
                     path: name(a[1]),
-                    follow: a[2] % 2 == 0,
+                    follow: a[2].is_multiple_of(2),
                     accessed: SetTime::Now,
                     modified: SetTime::At(u64::from(a[2])),
                 },
@@ -187,13 +190,7 @@ pub fn network_stack(data: &[u8]) {
     }
     let mut now = 0i64;
     let mut input = data;
-    let next = |n: usize, input: &mut &[u8]| -> Vec<u8> {
-        let (taken, rest) = input.split_at(n.min(input.len()));
-        *input = rest;
-        let mut taken = taken.to_vec();
-        taken.resize(n, 0);
-        taken
-    };
+    let next = take_padded;
     while let Some((&op, rest)) = input.split_first() {
         input = rest;
         let a = next(3, &mut input);
@@ -219,10 +216,13 @@ pub fn network_stack(data: &[u8]) {
             }
             _ => match op % 16 {
                 0 => Request::Tcp(if a[1] % 8 == 7 { Family::V6 } else { Family::V4 }),
-                1 => Request::Bind { socket, address: address(if a[2] % 3 == 0 { 0 } else { 15 + which as u8 }) },
+                1 => Request::Bind {
+                    socket,
+                    address: address(if a[2].is_multiple_of(3) { 0 } else { 15 + which as u8 }),
+                },
                 2 => Request::Listen { socket, backlog: u32::from(a[2] % 10) },
                 3 => Request::Accept { socket },
-                4 => Request::Connect { socket, address: address(if a[2] % 2 == 0 { 15 } else { 16 }) },
+                4 => Request::Connect { socket, address: address(if a[2].is_multiple_of(2) { 15 } else { 16 }) },
                 5 => Request::Connected { socket },
                 6 => Request::Send { socket, data: vec![a[2]; usize::from(a[2]) * 97] },
                 7 => Request::Receive { socket, max: u32::from(a[2]) * 300 },
@@ -255,7 +255,7 @@ pub fn network_stack(data: &[u8]) {
                 }
                 _ => {
                     let interests: Vec<_> = (0..6)
-                        .map(|s| (s, if a[2] % 2 == 0 { Interest::Readable } else { Interest::Writable }))
+                        .map(|s| (s, if a[2].is_multiple_of(2) { Interest::Readable } else { Interest::Writable }))
                         .collect();
                     let ready = stacks[which].ready(session, &interests);
                     assert!(ready.iter().all(|&i| i < 6) && ready.windows(2).all(|w| w[0] < w[1]), "{ready:?}");
