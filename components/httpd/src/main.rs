@@ -33,7 +33,7 @@ use std::process::exit;
 use std::time::Duration;
 
 use mica::ipc::{Channel, ErrorCode};
-use mica_device::net::{self, Batch, PushError, Request, Response};
+use mica_device::net::{self, Request, Response};
 use smoltcp::time::Instant;
 use smoltcp::wire::Ipv4Address;
 
@@ -138,27 +138,6 @@ impl Link {
     }
 }
 
-/// The oldest frames queued to send that fit in one message, taken off the queue.
-fn take_batch(server: &mut Server) -> Vec<Vec<u8>> {
-    let mut batch = Batch::new();
-    while let Some(frame) = server.device.tx.pop_front() {
-        match batch.push(frame) {
-            Ok(()) => {}
-            Err((frame, PushError::Full)) => {
-                server.device.tx.push_front(frame);
-                break;
-            }
-            Err((frame, PushError::BadLength(len))) => {
-                eprintln!(
-                    "httpd: dropping a frame of {len} bytes that no message can carry ({:02x?}...)",
-                    &frame[..len.min(14)]
-                );
-            }
-        }
-    }
-    batch.into_frames()
-}
-
 /// A seed for TCP initial sequence numbers, from the system's randomness.
 fn random_seed() -> u64 {
     let mut hasher = RandomState::new().build_hasher();
@@ -197,12 +176,12 @@ fn run(max_requests: Option<u64>) -> Result<u64, String> {
             if server.is_quiet() {
                 // The last acknowledgements go out before the end.
                 while !server.device.tx.is_empty() {
-                    link.exchange(take_batch(&mut server), Duration::ZERO)?;
+                    link.exchange(server.device.take_batch("httpd"), Duration::ZERO)?;
                 }
                 return Ok(server.served());
             }
         }
-        let tx = take_batch(&mut server);
+        let tx = server.device.take_batch("httpd");
         let wait = if server.device.tx.is_empty() {
             server.poll_delay(now).map_or(MAX_WAIT, |d| d.min(MAX_WAIT))
         } else {

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
+use mica_device::net::{Batch, PushError};
 use smoltcp::iface::{Config, Interface};
 use smoltcp::phy::{Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
@@ -64,6 +65,30 @@ impl Device for FrameDevice {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MAX_FRAME_BYTES;
         caps
+    }
+}
+
+impl FrameDevice {
+    /// The oldest frames queued to send that fit in one message of the net protocol, taken off
+    /// the queue; a frame no message can carry is dropped, and `who` says so on stderr.
+    pub fn take_batch(&mut self, who: &str) -> Vec<Vec<u8>> {
+        let mut batch = Batch::new();
+        while let Some(frame) = self.tx.pop_front() {
+            match batch.push(frame) {
+                Ok(()) => {}
+                Err((frame, PushError::Full)) => {
+                    self.tx.push_front(frame);
+                    break;
+                }
+                Err((frame, PushError::BadLength(len))) => {
+                    eprintln!(
+                        "{who}: dropping a frame of {len} bytes that no message can carry ({:02x?}...)",
+                        &frame[..len.min(14)]
+                    );
+                }
+            }
+        }
+        batch.into_frames()
     }
 }
 

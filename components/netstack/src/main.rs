@@ -25,7 +25,7 @@ use std::process::exit;
 use std::time::{Duration, Instant};
 
 use mica::ipc::{self, Channel, ErrorCode, Message};
-use mica_device::net::{self, Batch, PushError};
+use mica_device::net;
 use mica_device::sockets::{self, Interest, Request, Response, SocketErrorCode, SocketId};
 use netstack::stack::{NetConfig, SessionId, Stack};
 use smoltcp::time::Instant as NetInstant;
@@ -72,27 +72,6 @@ impl Driver {
             other => Err(format!("the driver answered an exchange with {other:?}")),
         }
     }
-}
-
-/// The oldest frames queued to send that fit in one message, taken off the queue.
-fn take_batch(stack: &mut Stack) -> Vec<Vec<u8>> {
-    let mut batch = Batch::new();
-    while let Some(frame) = stack.device.tx.pop_front() {
-        match batch.push(frame) {
-            Ok(()) => {}
-            Err((frame, PushError::Full)) => {
-                stack.device.tx.push_front(frame);
-                break;
-            }
-            Err((frame, PushError::BadLength(len))) => {
-                eprintln!(
-                    "netstack: dropping a frame of {len} bytes that no message can carry ({:02x?}...)",
-                    &frame[..len.min(14)]
-                );
-            }
-        }
-    }
-    batch.into_frames()
 }
 
 /// A seed for TCP initial sequence numbers and ephemeral ports, from the system's randomness.
@@ -207,7 +186,7 @@ impl Service {
     /// Sends what the stack has queued and takes what the driver has received.
     fn exchange(&mut self) -> Result<(), String> {
         loop {
-            let tx = take_batch(&mut self.stack);
+            let tx = self.stack.device.take_batch("netstack");
             let rx = self.driver.exchange(tx)?;
             let more = !rx.is_empty() || !self.stack.device.tx.is_empty();
             self.stack.device.rx.extend(rx);
