@@ -53,9 +53,17 @@ impl Watchers {
         self.list.retain(|w| w.waiter != waiter);
     }
 
-    /// Marks to be woken every watcher one of whose ends is readable now. Costs nothing while
-    /// no thread watches.
+    /// Marks to be woken every watcher one of whose ends is readable now. Costs one test while
+    /// no thread watches (the common case: it runs after every IPC operation).
+    #[inline]
     pub(super) fn wake_ready(&mut self, table: &ChannelTable<Transfer>, wakes: &mut Wakes) {
+        if !self.list.is_empty() {
+            self.wake_watching(table, wakes);
+        }
+    }
+
+    #[inline(never)]
+    fn wake_watching(&mut self, table: &ChannelTable<Transfer>, wakes: &mut Wakes) {
         for watcher in self.list.iter_mut().filter(|w| !w.woken) {
             if watcher.ends.iter().any(|(_, end)| table.readable(*end)) {
                 watcher.woken = true;
