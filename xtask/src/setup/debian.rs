@@ -6,9 +6,17 @@
 //!   the kernel is built by `/usr/bin/rustc` 1.9x against `rust-web-src` of exactly its version.
 //! - `rust-web-llvm` makes `/usr/bin/rust-lld` a link to `lld-22` without depending on it.
 //! - rustc links `wasm32-wasip2` programs with `libc.a` and `crt1-command.o` from its sysroot's
-//!   `self-contained` directory: `libc.a` is Debian's wasi-libc; `crt1-command.o` is built here,
-//!   because Debian's does not call `__wasm_call_ctors` under lld 22 (wasi-libc's preopen table
-//!   then stays empty and every file open fails with "Capabilities insufficient").
+//!   `self-contained` directory.
+//!   - `libc.a` is wasi-libc built for `wasm32-wasip2`, as rustup's target ships it: its
+//!     `socket`, `bind`, `accept`, `getaddrinfo` ... are what `std::net` calls, over
+//!     `wasi:sockets`. Bookworm's `wasi-libc` (2022) is preview 1 only, without any of them, so a
+//!     program that uses `std::net` does not link against it. The library comes from Debian
+//!     trixie's `wasi-libc` package ([`WASIP2_LIBC`], pinned by its SHA-256): its `wasm32-wasip2`
+//!     `libc.a` is copied here; nothing else of the package is installed (bookworm's stays, for
+//!     C components).
+//!   - `crt1-command.o` is built here, because Debian's does not call `__wasm_call_ctors` under
+//!     lld 22 (wasi-libc's preopen table then stays empty and every file open fails with
+//!     "Capabilities insufficient").
 //! - `rustup toolchain link debian-web /usr` makes `cargo +debian-web` available.
 
 use std::fs;
@@ -35,6 +43,8 @@ const PACKAGES: &[&str] = &[
     "lld-22",
     "llvm-22",
     "wasi-libc",
+    // Fetches trixie's wasi-libc (`WasiLibc`); `dpkg-deb` unpacks it.
+    "curl",
     "rust-web-clippy",
     "qemu-system-x86",
     "qemu-system-arm",
@@ -49,8 +59,22 @@ const RUST_LLD: &str = "/usr/bin/rust-lld";
 const COMPONENT_LD: &str = "/usr/lib/rustlib/x86_64-unknown-linux-gnu/bin/wasm-component-ld";
 /// Where rustc looks for `libc.a` and `crt1-command.o` for `wasm32-wasip2`.
 const SELF_CONTAINED: &str = "/usr/lib/rustlib/wasm32-wasip2/lib/self-contained";
-/// Debian's wasi-libc.
-const WASI_LIBC: &str = "/usr/lib/wasm32-wasi/libc.a";
+/// A Debian package pinned by its SHA-256, fetched from the archive.
+pub(super) struct DebPin {
+    /// Its URL.
+    pub url: &'static str,
+    /// The SHA-256 of the `.deb`, as the suite's `Packages` index gives it.
+    pub sha256: &'static str,
+}
+
+/// Debian trixie's `wasi-libc`, whose `usr/lib/wasm32-wasip2/libc.a` rustc links `wasm32-wasip2`
+/// programs with. From trixie's `main/binary-all/Packages`: `Filename` and `SHA256`.
+pub(super) const WASIP2_LIBC: DebPin = DebPin {
+    url: "http://deb.debian.org/debian/pool/main/w/wasi-libc/wasi-libc_0.0~git20241209.574b88d-2_all.deb",
+    sha256: "b7716260051d289248b7667f81fa2792c125d888ff51da3fa09c6272cc0bd11d",
+};
+/// Where the package keeps the library.
+const WASIP2_LIBC_IN_PACKAGE: &str = "usr/lib/wasm32-wasip2/libc.a";
 /// The LLVM compiler that builds `crt1-command.o`.
 pub(crate) const LLC: &str = "llc-22";
 
@@ -162,12 +186,22 @@ impl Step for Linkers {
     }
 }
 
-/// `self-contained/libc.a` links to Debian's wasi-libc.
+/// `self-contained/libc.a` is [`WASIP2_LIBC`]'s `wasm32-wasip2` library, with a stamp beside it
+/// naming the package it came from.
 struct WasiLibc;
 
 impl WasiLibc {
-    fn link(env: &Env<'_>) -> std::path::PathBuf {
+    fn lib(env: &Env<'_>) -> std::path::PathBuf {
         env.path(SELF_CONTAINED).join("libc.a")
+    }
+
+    fn stamp(env: &Env<'_>) -> std::path::PathBuf {
+        env.path(SELF_CONTAINED).join("libc.a.source")
+    }
+
+    /// What the stamp says once the library is in place.
+    fn stamp_text() -> String {
+        format!("{} sha256:{}\n", WASIP2_LIBC.url, WASIP2_LIBC.sha256)
     }
 }
 
@@ -177,26 +211,47 @@ impl Step for WasiLibc {
     }
 
     fn check(&self, env: &Env<'_>) -> Result<State> {
-        let target = fs::read_link(Self::link(env)).ok();
-        Ok(if target == Some(env.path(WASI_LIBC)) && resolves(&Self::link(env)) {
-            State::Ready(format!("links to {WASI_LIBC}"))
-        } else {
-            State::Missing(format!("not a link to {WASI_LIBC}"))
+        let lib = Self::lib(env);
+        let is_file = fs::symlink_metadata(&lib).is_ok_and(|m| m.file_type().is_file());
+        let stamped = fs::read_to_string(Self::stamp(env)).is_ok_and(|s| s == Self::stamp_text());
+        let package = WASIP2_LIBC.url.rsplit('/').next().unwrap_or(WASIP2_LIBC.url);
+        Ok(match (is_file, stamped) {
+            (true, true) => State::Ready(format!("from {package}")),
+            (false, _) if fs::symlink_metadata(&lib).is_ok() => {
+                State::Missing("a link to bookworm's preview-1 wasi-libc (no sockets for std::net)".to_owned())
+            }
+            (false, _) => State::Missing("missing".to_owned()),
+            (true, false) => State::Missing(format!("not from {package}")),
         })
     }
 
     fn apply(&self, env: &Env<'_>) -> Result<String> {
         if !env.host.is_root() {
-            return Err(needs_root(&format!("linking {}", Self::link(env).display())));
+            return Err(needs_root(&format!("writing {}", Self::lib(env).display())));
+        }
+        let scratch = env.path("/var/cache/mica/wasi-libc");
+        if scratch.exists() {
+            fs::remove_dir_all(&scratch).with_context(|| format!("clearing {}", scratch.display()))?;
+        }
+        fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+        let deb = scratch.join("wasi-libc.deb");
+        env.host.fetch(WASIP2_LIBC.url, WASIP2_LIBC.sha256, &deb)?;
+        let unpacked = scratch.join("unpacked");
+        env.host.output(env.host.command("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+        let built = unpacked.join(WASIP2_LIBC_IN_PACKAGE);
+        if !built.is_file() {
+            bail!("{} has no {WASIP2_LIBC_IN_PACKAGE}", WASIP2_LIBC.url);
         }
         fs::create_dir_all(env.path(SELF_CONTAINED)).with_context(|| format!("creating {SELF_CONTAINED}"))?;
-        let link = Self::link(env);
-        if fs::symlink_metadata(&link).is_ok() {
-            fs::remove_file(&link).with_context(|| format!("removing {}", link.display()))?;
+        let lib = Self::lib(env);
+        if fs::symlink_metadata(&lib).is_ok() {
+            fs::remove_file(&lib).with_context(|| format!("removing {}", lib.display()))?;
         }
-        std::os::unix::fs::symlink(env.path(WASI_LIBC), &link)
-            .with_context(|| format!("linking {} to {WASI_LIBC}", link.display()))?;
-        Ok("linked".to_owned())
+        fs::copy(&built, &lib).with_context(|| format!("copying {} to {}", built.display(), lib.display()))?;
+        fs::write(Self::stamp(env), Self::stamp_text())
+            .with_context(|| format!("writing {}", Self::stamp(env).display()))?;
+        fs::remove_dir_all(&scratch).with_context(|| format!("clearing {}", scratch.display()))?;
+        Ok("installed trixie's wasm32-wasip2 wasi-libc".to_owned())
     }
 }
 

@@ -26,6 +26,9 @@ pub trait Host {
     fn path(&self, path: &str) -> PathBuf;
     /// Whether setup runs as root.
     fn is_root(&self) -> bool;
+    /// Downloads `url` to `dest` (an absolute path on this host) and checks that its SHA-256 is
+    /// `sha256` (hex); a mismatch is an error and leaves nothing at `dest`.
+    fn fetch(&self, url: &str, sha256: &str, dest: &Path) -> Result<()>;
 
     /// Runs `cmd`; fails with what it printed on a non-zero exit status.
     fn output(&self, cmd: &mut Command) -> Result<String> {
@@ -81,6 +84,30 @@ impl Host for RealHost {
     fn is_root(&self) -> bool {
         process::is_root()
     }
+
+    fn fetch(&self, url: &str, sha256: &str, dest: &Path) -> Result<()> {
+        process::output(
+            Command::new("curl")
+                .args(["--fail", "--silent", "--show-error", "--location", "--retry", "3", "-o"])
+                .arg(dest)
+                .arg(url),
+        )
+        .with_context(|| format!("downloading {url}"))?;
+        verify_sha256(dest, sha256).inspect_err(|_| {
+            let _ = std::fs::remove_file(dest);
+        })
+    }
+}
+
+/// Checks that the file `path` has the SHA-256 `expected` (hex).
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if got != expected.to_ascii_lowercase() {
+        bail!("{}: SHA-256 {got}, expected {expected} (a changed or damaged download)", path.display());
+    }
+    Ok(())
 }
 
 /// Whether `path` exists after following symlinks (a dangling link does not).

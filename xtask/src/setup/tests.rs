@@ -162,6 +162,13 @@ impl Host for FakeHost {
                 done("", 0)
             }
             "wasm-tools" => done("wasm-tools 1.241.2\n", 0),
+            "dpkg-deb" => {
+                // `dpkg-deb -x DEB DIR`: the one file setup takes from trixie's wasi-libc.
+                let lib = Path::new(&args[2]).join("usr/lib/wasm32-wasip2/libc.a");
+                fs::create_dir_all(lib.parent().expect("parent")).expect("mkdir");
+                fs::write(&lib, b"wasip2 libc").expect("write libc.a");
+                done("", 0)
+            }
             other => bail!("the fake machine has no `{other}`"),
         }
     }
@@ -187,6 +194,12 @@ impl Host for FakeHost {
 
     fn is_root(&self) -> bool {
         self.root_user
+    }
+
+    fn fetch(&self, url: &str, sha256: &str, dest: &Path) -> Result<()> {
+        self.log.borrow_mut().push(format!("fetch {url} {sha256}"));
+        fs::write(dest, b"!<arch>\n").expect("write the package");
+        Ok(())
     }
 }
 
@@ -220,8 +233,17 @@ fn ensure_sets_up_a_fresh_machine() {
     ] {
         assert!(host.installed.borrow().contains(package), "{package} not installed: {log:#?}");
     }
+    // The wasm32-wasip2 libc (with std::net's sockets) from the pinned package, not bookworm's.
     let wasi_libc = host.path("/usr/lib/rustlib/wasm32-wasip2/lib/self-contained/libc.a");
-    assert_eq!(fs::read_link(&wasi_libc).expect("libc.a link"), host.path("/usr/lib/wasm32-wasi/libc.a"));
+    assert_eq!(fs::read(&wasi_libc).expect("libc.a"), b"wasip2 libc");
+    assert!(
+        host.log
+            .borrow()
+            .iter()
+            .any(|c| c == &format!("fetch {} {}", debian::WASIP2_LIBC.url, debian::WASIP2_LIBC.sha256)),
+        "{log:#?}"
+    );
+    assert!(!host.path("/var/cache/mica/wasi-libc").exists(), "the download is left behind");
     assert!(host.path("/usr/lib/rustlib/wasm32-wasip2/lib/self-contained/crt1-command.o").is_file());
     assert!(host.commands("rustup").iter().any(|c| c.starts_with("rustup toolchain link debian-web")), "{log:#?}");
     assert!(all_ready(&host), "something is still missing after ensure: {log:#?}");
@@ -265,4 +287,35 @@ fn a_partial_upgrade_is_named() {
     fs::remove_dir_all(host.path("/usr/src/rustc-1.96.0")).expect("rm");
     let err = format!("{:#}", ensure_on(&host, Path::new("/ws")).expect_err("mismatch"));
     assert!(err.contains("rust-web-src does not match /usr/bin/rustc"), "{err}");
+}
+
+#[test]
+fn a_machine_linked_to_bookworms_wasi_libc_gets_the_wasip2_one() {
+    // What an earlier setup left: libc.a a link to bookworm's preview-1 wasi-libc.
+    let host = FakeHost::fresh();
+    ensure_on(&host, Path::new("/ws")).unwrap_or_else(|e| panic!("{e:#}"));
+    let lib = host.path("/usr/lib/rustlib/wasm32-wasip2/lib/self-contained/libc.a");
+    fs::remove_file(&lib).expect("rm");
+    fs::remove_file(lib.with_file_name("libc.a.source")).expect("rm stamp");
+    std::os::unix::fs::symlink(host.path("/usr/lib/wasm32-wasi/libc.a"), &lib).expect("symlink");
+    assert!(!all_ready(&host));
+    host.log.borrow_mut().clear();
+    ensure_on(&host, Path::new("/ws")).unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(fs::symlink_metadata(&lib).expect("libc.a").file_type().is_file());
+    assert_eq!(fs::read(&lib).expect("libc.a"), b"wasip2 libc");
+    assert!(host.log.borrow().iter().any(|c| c.starts_with("fetch ")));
+    assert!(all_ready(&host));
+}
+
+#[test]
+fn a_download_is_checked_against_its_pinned_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("f");
+    fs::write(&file, b"abc").expect("write");
+    // SHA-256("abc"), FIPS 180-2's first example.
+    let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+    super::host::verify_sha256(&file, abc).expect("matches");
+    super::host::verify_sha256(&file, &abc.to_ascii_uppercase()).expect("hex case does not matter");
+    let err = format!("{:#}", super::host::verify_sha256(&file, &"0".repeat(64)).expect_err("mismatch"));
+    assert!(err.contains(abc) && err.contains("expected 0000"), "{err}");
 }
