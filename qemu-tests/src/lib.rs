@@ -20,6 +20,7 @@ pub mod memory;
 pub mod power_cut;
 pub mod scenarios;
 pub mod sockets;
+pub mod std_sockets;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

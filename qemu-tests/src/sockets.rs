@@ -16,19 +16,19 @@ use mica_launch::{Accel, QemuCommand};
 use crate::live::LiveGuest;
 use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
     listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
-fn connect(port: u16) -> Result<TcpStream, String> {
+pub(crate) fn connect(port: u16) -> Result<TcpStream, String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connecting to port {port}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(20))).map_err(|e| e.to_string())?;
     Ok(stream)
 }
 
 /// Sends `message` on `stream`, ends the sending, and reads until the server closes.
-fn echoed(mut stream: TcpStream, message: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn echoed(mut stream: TcpStream, message: &[u8]) -> Result<Vec<u8>, String> {
     stream.write_all(message).map_err(|e| format!("sending: {e}"))?;
     stream.shutdown(Shutdown::Write).map_err(|e| format!("shutting the sending down: {e}"))?;
     let mut back = Vec::new();
@@ -36,7 +36,7 @@ fn echoed(mut stream: TcpStream, message: &[u8]) -> Result<Vec<u8>, String> {
     Ok(back)
 }
 
-fn check(what: &str, sent: &[u8], back: &[u8]) -> Result<(), String> {
+pub(crate) fn check(what: &str, sent: &[u8], back: &[u8]) -> Result<(), String> {
     if sent == back {
         Ok(())
     } else {

@@ -76,6 +76,13 @@ fn main() -> ExitCode {
         println!("sockets: {report}");
         Ok(())
     }));
+    // Unmodified std::net programs on wasi:sockets: two servers, a client, a refusal (see `std_sockets`).
+    let std_net = Arc::clone(&paths);
+    trials.push(Trial::test("tcg::std_net_programs_on_wasi_sockets", move || {
+        let report = qemu_tests::std_sockets::run(&std_net.0, &std_net.1).map_err(Failed::from)?;
+        println!("std sockets: {report}");
+        Ok(())
+    }));
     // Random drivers and services killed under HTTP load for 60 s (see `chaos`).
     let chaos = Arc::clone(&paths);
     trials.push(Trial::test("tcg::chaos_kills_drivers_and_services_under_load", move || {

@@ -51,6 +51,21 @@ const INTERFACES: &[Interface] = &[
     interface!("wasi:random/random", wasi::random::random),
     interface!("wasi:random/insecure", wasi::random::insecure),
     interface!("wasi:random/insecure-seed", wasi::random::insecure_seed),
+    // With `network-error-code` (unstable in the WIT): a socket stream's error names its code.
+    Interface {
+        name: "wasi:sockets/network",
+        add: |l| {
+            let mut options = wasi::sockets::network::LinkOptions::default();
+            options.network_error_code(true);
+            wasi::sockets::network::add_to_linker::<InstanceState, HasSelf<InstanceState>>(l, &options, |c| c)
+        },
+    },
+    interface!("wasi:sockets/instance-network", wasi::sockets::instance_network),
+    interface!("wasi:sockets/ip-name-lookup", wasi::sockets::ip_name_lookup),
+    interface!("wasi:sockets/tcp", wasi::sockets::tcp),
+    interface!("wasi:sockets/tcp-create-socket", wasi::sockets::tcp_create_socket),
+    interface!("wasi:sockets/udp", wasi::sockets::udp),
+    interface!("wasi:sockets/udp-create-socket", wasi::sockets::udp_create_socket),
     interface!("mica:kernel/log", host::mica::kernel::log),
     interface!("mica:kernel/ipc", host::mica::kernel::ipc),
     interface!("mica:hw/types", host::mica::hw::types),
@@ -131,9 +146,9 @@ pub unsafe fn load(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError
 /// The set of interfaces a manifest's grants cover: what a linker for them holds. Components
 /// with the same set can share one linker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Interfaces(u32);
+pub struct Interfaces(u64);
 
-const _: () = assert!(INTERFACES.len() <= 32, "Interfaces is a 32-bit set");
+const _: () = assert!(INTERFACES.len() <= 64, "Interfaces is a 64-bit set");
 
 impl Interfaces {
     /// The interfaces `grants` covers.
@@ -142,12 +157,12 @@ impl Interfaces {
             .iter()
             .enumerate()
             .filter(|(_, i)| grants.iter().any(|g| grant_covers(g, i.name)))
-            .fold(0, |bits, (n, _)| bits | 1 << n);
+            .fold(0, |bits, (n, _)| bits | 1u64 << n);
         Interfaces(bits)
     }
 
     fn contains(self, n: usize) -> bool {
-        self.0 & (1 << n) != 0
+        self.0 & (1u64 << n) != 0
     }
 }
 
@@ -267,6 +282,8 @@ pub struct Launch {
     pub cpu_time: Option<CpuTimeLimit>,
     /// The directories it finds through `wasi:filesystem`.
     pub dirs: Vec<host::filesystem::Preopen>,
+    /// Its way to the network through `wasi:sockets` (none: no network).
+    pub network: Option<host::sockets::NetworkGrant>,
 }
 
 /// How a component ended.
@@ -397,6 +414,7 @@ pub(crate) fn new_store(
         spans: Default::default(),
         hw: ports.hw,
         fs: host::filesystem::FsState::new(launch.dirs.clone()),
+        net: host::sockets::NetState::new(launch.network.clone()),
     };
     let mut store = Store::new(engine, ctx);
     store.limiter(|c| &mut c.limits);

@@ -74,6 +74,7 @@ pub fn run(args: &HostRunArgs) -> Result<ExitCode> {
         fuel: args.fuel,
         cpu_time: None,
         dirs: Vec::new(),
+        network: None,
     };
     let (outcome, phases) = program::run_timed(&prepared, Arc::new(HostPlatform), Default::default(), &launch, now_ns)
         .map_err(|e| anyhow!("{name}: {e}"))?;

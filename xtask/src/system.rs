@@ -195,6 +195,7 @@ pub fn prepare_for(
             devices: c.devices.clone(),
             dma_limit: c.dma_limit,
             dirs: c.dirs.clone(),
+            network: c.network.clone(),
         });
     }
     let index = |name: &str| manifest.components.iter().position(|c| c.name == name).map(|i| i as u32);

@@ -33,15 +33,15 @@ use core::fmt;
 
 pub use devices::device_names;
 pub use manifest::{
-    Code, CompilerSpec, ComponentSpec, Connection, DirGrant, MachineDevice, ManifestError, NativeCode, Priority,
-    Restart, SystemManifest,
+    Code, CompilerSpec, ComponentSpec, Connection, DirGrant, MachineDevice, ManifestError, NativeCode, NetworkGrant,
+    Priority, Restart, SystemManifest,
 };
 
 /// The magic bytes at the start of every bundle.
 pub const MAGIC: [u8; 8] = *b"MICABNDL";
 /// The format version this crate reads and writes (7: entry data is page-aligned; 8: entries of
-/// wasm for the system to compile, and the compiler component).
-pub const VERSION: u32 = 9;
+/// wasm for the system to compile, and the compiler component; 10: network grants).
+pub const VERSION: u32 = 10;
 /// Size of the header.
 pub const HEADER_SIZE: usize = 32;
 /// Size of one entry in the table.

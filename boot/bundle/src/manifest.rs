@@ -110,6 +110,18 @@ pub struct ComponentSpec {
     pub dma_limit: u64,
     /// The directories it may reach through `wasi:filesystem`, its preopens.
     pub dirs: Vec<DirGrant>,
+    /// Its way to the network through `wasi:sockets` (none: no network).
+    pub network: Option<NetworkGrant>,
+}
+
+/// A component's access to the network through `wasi:sockets`: the network stack's connection
+/// (the sockets protocol) and the ports it may listen on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkGrant {
+    /// The component's connection to the network stack.
+    pub connection: String,
+    /// The ports it may listen on; it may connect anywhere.
+    pub listen: Vec<u16>,
 }
 
 /// A directory a component may reach through `wasi:filesystem`: a file system service's volume

@@ -41,6 +41,7 @@ fn manifest() -> SystemManifest {
             devices: vec!["virtio-blk.0".into()],
             dma_limit: 1 << 20,
             dirs: vec![DirGrant { path: "/data".into(), connection: "files".into(), read_only: true }],
+            network: Some(NetworkGrant { connection: "sockets".into(), listen: vec![7, 8080] }),
         }],
         connections: vec![Connection { name: "kv".into(), from: 0, to: 0 }],
         machine: vec![MachineDevice {

@@ -126,6 +126,8 @@ pub struct Component {
     pub pulley_first: bool,
     /// The directories it finds through `wasi:filesystem`.
     pub dirs: Vec<mica_bundle::DirGrant>,
+    /// Its way to the network through `wasi:sockets`.
+    pub network: Option<mica_bundle::NetworkGrant>,
 }
 
 /// One checked machine device.
@@ -279,6 +281,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             return Err(site.err("devices", "claiming a device needs the grant \"mica:hw\" (or \"mica:hw/device\")"));
         }
         let dirs = check_dirs(&site, raw.dirs, &raw.grants)?;
+        let network = check_network(&site, raw.network, &raw.grants)?;
         if raw.aot && raw.start == raw::Start::Pulley {
             bail!(
                 "{}: component '{}': aot = true and start = \"pulley\" contradict: code compiled ahead of time \
@@ -308,6 +311,7 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
             module_store: raw.module_store,
             pulley_first: raw.start == raw::Start::Pulley,
             dirs,
+            network,
         });
     }
     let stores: Vec<&str> = components.iter().filter(|c| c.module_store).map(|c| c.name.as_str()).collect();
@@ -343,6 +347,19 @@ pub fn parse(text: &str, path: &Path, components_dir: &Path) -> Result<Manifest>
                     d.connection
                 );
             }
+        }
+        if let Some(n) = &c.network
+            && !connections.iter().any(|k| k.from == c.name && k.name == n.connection)
+        {
+            bail!(
+                "{}: component '{}': network: the network stack is reached over connection {:?}, but no `connect` \
+                 entry gives it one (add {{ from = {:?}, to = \"<the network stack>\", name = {:?} }})",
+                path.display(),
+                c.name,
+                n.connection,
+                c.name,
+                n.connection
+            );
         }
     }
     Ok(Manifest { path: path.to_owned(), components, connections, devices })
@@ -430,6 +447,30 @@ fn check_dirs(site: &EntrySite<'_>, raw: Vec<raw::RawDir>, grants: &[String]) ->
     Ok(dirs)
 }
 
+/// Checks a component's `network`: the grant `wasi:sockets`, and each port to listen on once
+/// and not 0 (its connection is checked with the `connect` entries).
+fn check_network(
+    site: &EntrySite<'_>,
+    raw: Option<raw::RawNetwork>,
+    grants: &[String],
+) -> Result<Option<mica_bundle::NetworkGrant>> {
+    let Some(raw) = raw else { return Ok(None) };
+    if !grants.iter().any(|g| mica_runtime::program::grant_covers(g, "wasi:sockets/tcp")) {
+        return Err(site.err("network", "the network needs the grant \"wasi:sockets\" (or \"wasi\")"));
+    }
+    let mut listen: Vec<u16> = Vec::new();
+    for port in raw.listen {
+        if port == 0 {
+            return Err(site.err("network", "listen: port 0 is not a port to listen on"));
+        }
+        if listen.contains(&port) {
+            return Err(site.err("network", format!("listen: port {port} is given twice")));
+        }
+        listen.push(port);
+    }
+    Ok(Some(mica_bundle::NetworkGrant { connection: raw.connection, listen }))
+}
+
 /// Checks that each of `grants` covers something the runtime provides (`provided`).
 fn check_grants(site: &EntrySite<'_>, grants: &[String], provided: &[&str]) -> Result<()> {
     for g in grants {
@@ -500,7 +541,9 @@ fn check_connections(path: &Path, components: &[Component], raw: Vec<RawConnecti
             };
             // A client whose connection serves its directories reaches it through the runtime's
             // wasi:filesystem, without IPC of its own.
-            let for_dirs = key == "from" && component.dirs.iter().any(|d| d.connection == c.name);
+            let for_dirs = key == "from"
+                && (component.dirs.iter().any(|d| d.connection == c.name)
+                    || component.network.as_ref().is_some_and(|n| n.connection == c.name));
             if !for_dirs && !component.grants.iter().any(|g| mica_runtime::program::grant_covers(g, "mica:kernel/ipc"))
             {
                 return Err(err(format!(

@@ -91,6 +91,15 @@ pub(super) struct RawConnection {
     pub name: String,
 }
 
+/// A component's `network` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNetwork {
+    pub connection: String,
+    #[serde(default)]
+    pub listen: Vec<u16>,
+}
+
 /// A `dirs` entry of a component.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +147,8 @@ pub(super) struct RawComponent {
     pub start: Start,
     #[serde(default)]
     pub dirs: Vec<RawDir>,
+    #[serde(default)]
+    pub network: Option<RawNetwork>,
 }
 
 /// How a component whose code the system compiles starts before its native code is ready.

@@ -117,8 +117,8 @@ fn errors_name_file_component_and_key() {
         ),
         "{e}"
     );
-    let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ngrants = [\"wasi:sockets/tcp\"]\n");
-    assert!(e.contains("component 'x': grants: \"wasi:sockets/tcp\" is not an interface"), "{e}");
+    let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\ngrants = [\"wasi:http/types\"]\n");
+    assert!(e.contains("component 'x': grants: \"wasi:http/types\" is not an interface"), "{e}");
     let e = err("[[component]]\nname = \"Bad_Name\"\nwasm = \"a.wasm\"\n");
     assert!(e.contains("component 'Bad_Name': name:"), "{e}");
     let e = err("[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n[[component]]\nname = \"x\"\nwasm = \"a.wasm\"\n");
@@ -266,6 +266,53 @@ fn c_sources_are_a_third_kind_of_source() {
         let text = format!("[[component]]\nname = \"hc\"\n{source}\n");
         let e = format!("{:#}", parse_here(&text).expect_err("refused"));
         assert!(e.contains(expected), "{source}: {e}");
+    }
+}
+
+/// A network stack `net` and a client `app` with `network = NETWORK`, connected by `connect`.
+fn network_system(connect: &str, grants: &str, network: &str) -> String {
+    format!(
+        "connect = [{connect}]\n[[component]]\nname = \"net\"\nwasm = \"a.wasm\"\ngrants = [\"wasi\", \"mica:kernel/ipc\"]\n\
+         [[component]]\nname = \"app\"\nwasm = \"a.wasm\"\ngrants = [{grants}]\nnetwork = {network}\n"
+    )
+}
+
+#[test]
+fn the_network_is_granted_over_a_connection_without_ipc_of_its_own() {
+    let sockets = r#"{ from = "app", to = "net", name = "sockets" }"#;
+    let m = check(&network_system(sockets, "\"wasi\"", r#"{ connection = "sockets", listen = [7, 8080] }"#))
+        .expect("network over `sockets`");
+    assert_eq!(
+        m.components[1].network,
+        Some(mica_bundle::NetworkGrant { connection: "sockets".into(), listen: vec![7, 8080] })
+    );
+    assert_eq!(m.components[0].network, None);
+    // A client that only connects lists no ports.
+    let m = check(&network_system(sockets, "\"wasi:sockets\", \"wasi:cli\"", r#"{ connection = "sockets" }"#))
+        .expect("a client");
+    assert_eq!(m.components[1].network.as_ref().map(|n| n.listen.len()), Some(0));
+    let cases = [
+        (
+            sockets,
+            "\"wasi:cli\"",
+            r#"{ connection = "sockets" }"#,
+            "network: the network needs the grant \"wasi:sockets\"",
+        ),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", listen = [0] }"#, "port 0 is not a port to listen on"),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", listen = [7, 7] }"#, "port 7 is given twice"),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", listen = [70000] }"#, "70000"),
+        (sockets, "\"wasi\"", r#"{ listen = [7] }"#, "missing field `connection`"),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", ports = [7] }"#, "unknown field `ports`"),
+        (
+            sockets,
+            "\"wasi\", \"mica:kernel/ipc\"",
+            r#"{ connection = "other" }"#,
+            "network: the network stack is reached over connection \"other\", but no `connect` entry gives it one",
+        ),
+    ];
+    for (connect, grants, network, expected) in cases {
+        let e = err(&network_system(connect, grants, network));
+        assert!(e.contains(expected), "{network}: {e}");
     }
 }
 

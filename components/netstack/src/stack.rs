@@ -57,10 +57,11 @@ pub type SessionId = u32;
 enum Tcp {
     /// Made, nothing else.
     Fresh,
-    /// Bound to a local port.
-    Bound { port: u16 },
+    /// Bound to a local port; `any` when bound to the unspecified address (`0.0.0.0`), which
+    /// its local address then says, as a POSIX `getsockname` does.
+    Bound { port: u16, any: bool },
     /// Listening on `port`, with its backlog of smoltcp sockets.
-    Listening { port: u16, backlog: Vec<SocketHandle> },
+    Listening { port: u16, any: bool, backlog: Vec<SocketHandle> },
     /// Connecting from `port`.
     Connecting { port: u16, handle: SocketHandle },
     /// A connection (made here or accepted); `receive_shut` after a shutdown of receiving.
@@ -207,10 +208,10 @@ impl Stack {
     fn release(&mut self, tcp: Tcp, abort: bool) {
         match tcp {
             Tcp::Fresh | Tcp::Failed => {}
-            Tcp::Bound { port } => {
+            Tcp::Bound { port, .. } => {
                 self.ports.remove(&port);
             }
-            Tcp::Listening { port, backlog } => {
+            Tcp::Listening { port, backlog, .. } => {
                 self.ports.remove(&port);
                 for handle in backlog {
                     self.set.get_mut::<tcp::Socket>(handle).abort();
@@ -355,14 +356,14 @@ impl Stack {
         };
         self.ports.insert(port);
         if let Ok(tcp) = self.socket(session, socket) {
-            *tcp = Tcp::Bound { port };
+            *tcp = Tcp::Bound { port, any: v4.ip().is_unspecified() };
         }
         Response::Done
     }
 
     fn listen(&mut self, session: SessionId, socket: SocketId, backlog: u32) -> Response {
-        let port = match self.socket(session, socket) {
-            Ok(Tcp::Bound { port }) => *port,
+        let (port, any) = match self.socket(session, socket) {
+            Ok(Tcp::Bound { port, any }) => (*port, *any),
             Ok(Tcp::Fresh) => return error(Code::InvalidState, format!("socket {socket} is not bound: bind it first")),
             Ok(_) => return error(Code::InvalidState, format!("socket {socket} cannot listen now")),
             Err(e) => return e,
@@ -380,7 +381,7 @@ impl Stack {
             }
         }
         if let Ok(tcp) = self.socket(session, socket) {
-            *tcp = Tcp::Listening { port, backlog: sockets };
+            *tcp = Tcp::Listening { port, any, backlog: sockets };
         }
         Response::Done
     }
@@ -388,7 +389,7 @@ impl Stack {
     fn accept(&mut self, session: SessionId, socket: SocketId) -> Response {
         let Some(s) = self.sessions.get_mut(&session) else { return error(Code::BadRequest, "no session") };
         let (port, taken) = match s.sockets.get_mut(&socket) {
-            Some(Tcp::Listening { port, backlog }) => {
+            Some(Tcp::Listening { port, backlog, .. }) => {
                 let set = &self.set;
                 let Some(i) = backlog.iter().position(|&h| has_connected(set.get::<tcp::Socket>(h))) else {
                     return error(Code::WouldBlock, "no connection to accept yet");
@@ -426,7 +427,7 @@ impl Stack {
     fn connect(&mut self, session: SessionId, socket: SocketId, address: SocketAddr) -> Response {
         let bound = match self.socket(session, socket) {
             Ok(Tcp::Fresh) => None,
-            Ok(Tcp::Bound { port }) => Some(*port),
+            Ok(Tcp::Bound { port, .. }) => Some(*port),
             Ok(_) => return error(Code::InvalidState, format!("socket {socket} cannot connect now")),
             Err(e) => return e,
         };
@@ -560,7 +561,11 @@ impl Stack {
         let local = |port: u16| Some(SocketAddr::V4(SocketAddrV4::new(address, port)));
         let (port, handle) = match self.socket(session, socket) {
             Ok(Tcp::Fresh | Tcp::Failed) => return Response::Endpoints { local: None, remote: None },
-            Ok(Tcp::Bound { port } | Tcp::Listening { port, .. }) => (Some(*port), None),
+            Ok(Tcp::Bound { port, any: true } | Tcp::Listening { port, any: true, .. }) => {
+                let local = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, *port));
+                return Response::Endpoints { local: Some(local), remote: None };
+            }
+            Ok(Tcp::Bound { port, .. } | Tcp::Listening { port, .. }) => (Some(*port), None),
             Ok(Tcp::Connecting { port, handle }) => (Some(*port), Some(*handle)),
             Ok(Tcp::Connected { port, handle, .. }) => (*port, Some(*handle)),
             Err(e) => return e,

@@ -73,6 +73,11 @@ fn connected(p: &mut Pair) -> (u32, u32, u32, SocketAddr) {
     let listener = Pair::socket(&mut p.a);
     assert_eq!(p.a.handle(SESSION, Request::Bind { socket: listener, address: v4(0, 80).map_ip() }), Response::Done);
     assert_eq!(p.a.handle(SESSION, Request::Listen { socket: listener, backlog: 2 }), Response::Done);
+    // Bound to the unspecified address, its local address says so (as `getsockname` does).
+    assert_eq!(
+        p.a.handle(SESSION, Request::Addresses { socket: listener }),
+        Response::Endpoints { local: Some(v4(0, 80).map_ip()), remote: None }
+    );
     assert_eq!(p.a.ready(SESSION, &[(listener, Interest::Readable)]), Vec::<u32>::new(), "nobody connected yet");
     let client = Pair::socket(&mut p.b);
     assert_eq!(p.b.handle(SESSION, Request::Connect { socket: client, address: v4(15, 80) }), Response::Done);

@@ -433,6 +433,7 @@ impl Compiler {
             fuel: None,
             cpu_time: None,
             dirs: Vec::new(),
+            network: None,
         };
         let start = clock::monotonic_ns().unwrap_or(0);
         let ticks = sched::cpu_ticks();

@@ -12,6 +12,7 @@ use mica_bundle::{Bundle, Code, ComponentSpec, NativeCode, Restart};
 use mica_exit::ExitCode;
 use mica_runtime::config::{CONFIG_VERSION, Instrumentation, KERNEL_TARGET, PULLEY_TARGET, WASMTIME_VERSION};
 use mica_runtime::host::filesystem::Preopen;
+use mica_runtime::host::sockets::NetworkGrant;
 use mica_runtime::ipc::IpcPort;
 use mica_runtime::platform::Platform;
 use mica_runtime::program::{self, CpuTimeLimit, Launch, Ports};
@@ -112,6 +113,10 @@ fn launch(spec: &ComponentSpec) -> Launch {
             .iter()
             .map(|d| Preopen { path: d.path.clone(), connection: d.connection.clone(), read_only: d.read_only })
             .collect(),
+        network: spec
+            .network
+            .as_ref()
+            .map(|n| NetworkGrant { connection: n.connection.clone(), listen: n.listen.clone() }),
     }
 }
 

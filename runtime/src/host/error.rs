@@ -7,9 +7,14 @@ use wasmtime::component::Resource;
 use super::InstanceState;
 use super::wasi::io::error::{Host, HostError};
 
-/// A stream error's description, and for a file stream the `wasi:filesystem` error behind it.
+/// A stream error's description, and the `wasi:filesystem` (a file stream's) or `wasi:sockets`
+/// (a connection's) error behind it.
 #[derive(Debug)]
-pub struct IoError(pub String, pub Option<super::wasi::filesystem::types::ErrorCode>);
+pub struct IoError(
+    pub String,
+    pub Option<super::wasi::filesystem::types::ErrorCode>,
+    pub Option<super::wasi::sockets::network::ErrorCode>,
+);
 
 impl Host for InstanceState {}
 

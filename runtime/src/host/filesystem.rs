@@ -354,7 +354,7 @@ fn unexpected(response: &Response) -> ErrorCode {
 
 /// The `wasi:filesystem` error a failed stream operation carries, for `filesystem-error-code`.
 pub fn stream_error(e: ErrorCode) -> IoError {
-    IoError(format!("file system: {e:?}"), Some(e))
+    IoError(format!("file system: {e:?}"), Some(e), None)
 }
 
 impl preopens::Host for InstanceState {

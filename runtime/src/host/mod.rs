@@ -1,11 +1,12 @@
 //! The component host: the state of one running component instance ([`InstanceState`], the data
 //! of its Wasmtime store) and, one file per interface (the three `wasi:cli` stdio interfaces
 //! share `stdio.rs`, the three `wasi:random` ones `random.rs`, and `wasi:filesystem`'s two
-//! `filesystem.rs`), the host side of every import
+//! `filesystem.rs`; `wasi:sockets`' seven `sockets.rs`), the host side of every import
 //! in the `mica:host/program` world (`runtime/wit/world.wit`): WASI 0.2, and Mica's own
 //! `mica:kernel/log` (`log.rs`), `mica:kernel/ipc` (`ipc.rs`) and the `mica:hw` interfaces (`hw.rs`).
 //!
-//! What each interface gives is decided here, deny-by-default: no preopened directories, stdin
+//! What each interface gives is decided here, deny-by-default: no preopened directories and no
+//! network without the manifest's `dirs` and `network`, stdin
 //! at end of file, the arguments and environment from the manifest, clocks and randomness from
 //! the [`Platform`]. Whether an interface links at all is decided by the manifest's grants
 //! (see `crate::program`).
@@ -21,6 +22,7 @@ pub mod log;
 pub mod monotonic_clock;
 pub mod poll;
 pub mod random;
+pub mod sockets;
 pub mod stdio;
 pub mod streams;
 pub mod terminal;
@@ -48,6 +50,12 @@ wasmtime::component::bindgen!({
         "wasi:filesystem/types.directory-entry-stream": crate::host::filesystem::DirectoryEntryStream,
         "wasi:cli/terminal-input.terminal-input": crate::host::terminal::TerminalInput,
         "wasi:cli/terminal-output.terminal-output": crate::host::terminal::TerminalOutput,
+        "wasi:sockets/network.network": crate::host::sockets::Network,
+        "wasi:sockets/tcp.tcp-socket": crate::host::sockets::TcpSocket,
+        "wasi:sockets/udp.udp-socket": crate::host::sockets::UdpSocket,
+        "wasi:sockets/udp.incoming-datagram-stream": crate::host::sockets::IncomingDatagramStream,
+        "wasi:sockets/udp.outgoing-datagram-stream": crate::host::sockets::OutgoingDatagramStream,
+        "wasi:sockets/ip-name-lookup.resolve-address-stream": crate::host::sockets::ResolveAddressStream,
     },
 });
 
@@ -115,6 +123,8 @@ pub struct InstanceState {
     pub spans: ipc::SpanState,
     /// Its granted directories and its connections to their file system services.
     pub fs: filesystem::FsState,
+    /// Its network grant and its session with the network stack.
+    pub net: sockets::NetState,
 }
 
 impl core::fmt::Debug for InstanceState {

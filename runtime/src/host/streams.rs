@@ -1,6 +1,7 @@
 //! `wasi:io/streams`: the input stream (stdin, always at end of file) and the output streams
-//! (stdout and stderr, always ready, unbounded: every write is printed), and the streams of
-//! files (`filesystem.rs`), whose reads and writes are requests to the file system service.
+//! (stdout and stderr, always ready, unbounded: every write is printed), the streams of files
+//! (`filesystem.rs`), whose reads and writes are requests to the file system service, and the
+//! streams of TCP connections (`sockets.rs`), requests to the network stack.
 
 use alloc::vec::Vec;
 
@@ -11,6 +12,7 @@ use mica_device::files::{APPEND, MAX_DATA_BYTES};
 use super::InstanceState;
 use super::filesystem::stream_error;
 use super::poll::Pollable;
+use super::sockets::{Connection, StreamEnd, WRITE_BUDGET as SOCKET_WRITE_BUDGET};
 use super::wasi::io::streams::{Host, HostInputStream, HostOutputStream, StreamError};
 use crate::platform::OutputKind;
 
@@ -28,6 +30,8 @@ pub enum InputStream {
         /// Where the next read starts.
         offset: u64,
     },
+    /// What a TCP connection receives.
+    Socket(Connection),
 }
 
 /// An output stream.
@@ -45,6 +49,13 @@ pub enum OutputStream {
         handle: u64,
         /// Where the next write goes.
         offset: u64,
+    },
+    /// What a TCP connection sends.
+    Socket {
+        /// The connection.
+        connection: Connection,
+        /// Written, not yet taken by the stack.
+        pending: Vec<u8>,
     },
 }
 
@@ -66,9 +77,37 @@ impl InstanceState {
             OutputStream::File { grant, handle, offset } => {
                 return self.write_to_file(s, (grant, handle, offset), bytes);
             }
+            OutputStream::Socket { .. } => return self.write_to_socket(s, bytes, false),
         };
         self.write_output(kind, bytes);
         Ok(Ok(()))
+    }
+
+    /// Adds `bytes` to what the socket stream `s` has to send and sends what the stack takes
+    /// now (`wait`: all of it).
+    fn write_to_socket(&mut self, s: &Resource<OutputStream>, bytes: &[u8], wait: bool) -> StreamResult<()> {
+        let OutputStream::Socket { connection, pending } = self.table.get_mut(s)? else {
+            return Ok(Ok(()));
+        };
+        let connection = *connection;
+        let mut pending = core::mem::take(pending);
+        pending.extend_from_slice(bytes);
+        let sent = self.socket_flush(connection, &mut pending, wait)?;
+        if let OutputStream::Socket { pending: kept, .. } = self.table.get_mut(s)? {
+            *kept = pending;
+        }
+        self.stream_result(sent)
+    }
+
+    /// A socket stream's outcome as the stream interface reports it.
+    fn stream_result<T>(&mut self, r: Result<T, StreamEnd>) -> StreamResult<T> {
+        Ok(match r {
+            Ok(v) => Ok(v),
+            Err(StreamEnd::Closed) => Err(StreamError::Closed),
+            Err(StreamEnd::Failed(code, why)) => {
+                Err(StreamError::LastOperationFailed(self.table.push(StreamEnd::io_error(code, why))?))
+            }
+        })
     }
 
     /// Writes `bytes` to the file stream `s`, which writes `(grant, handle, offset)`.
@@ -90,13 +129,25 @@ impl InstanceState {
     fn budget(&self, s: &Resource<OutputStream>) -> wasmtime::Result<u64> {
         Ok(match self.table.get(s)? {
             OutputStream::File { .. } => FILE_WRITE_BUDGET,
+            OutputStream::Socket { pending, .. } => SOCKET_WRITE_BUDGET.saturating_sub(pending.len()) as u64,
             _ => WRITE_BUDGET,
         })
+    }
+
+    /// Whether `s` is a socket stream.
+    fn is_socket(&self, s: &Resource<OutputStream>) -> wasmtime::Result<bool> {
+        Ok(matches!(self.table.get(s)?, OutputStream::Socket { .. }))
     }
 }
 
 impl HostOutputStream for InstanceState {
     fn check_write(&mut self, s: Resource<OutputStream>) -> StreamResult<u64> {
+        if self.is_socket(&s)? {
+            // What the stack takes now makes room.
+            if let Err(e) = self.write_to_socket(&s, &[], false)? {
+                return Ok(Err(e));
+            }
+        }
         Ok(Ok(self.budget(&s)?))
     }
 
@@ -109,21 +160,30 @@ impl HostOutputStream for InstanceState {
     }
 
     fn blocking_write_and_flush(&mut self, s: Resource<OutputStream>, contents: Vec<u8>) -> StreamResult<()> {
+        if self.is_socket(&s)? {
+            return self.write_to_socket(&s, &contents, true);
+        }
         self.write_to(&s, &contents)
     }
 
     fn flush(&mut self, s: Resource<OutputStream>) -> StreamResult<()> {
-        self.table.get(&s)?;
+        if self.is_socket(&s)? {
+            return self.write_to_socket(&s, &[], false);
+        }
         Ok(Ok(()))
     }
 
     fn blocking_flush(&mut self, s: Resource<OutputStream>) -> StreamResult<()> {
-        self.table.get(&s)?;
+        if self.is_socket(&s)? {
+            return self.write_to_socket(&s, &[], true);
+        }
         Ok(Ok(()))
     }
 
     fn subscribe(&mut self, s: Resource<OutputStream>) -> wasmtime::Result<Resource<Pollable>> {
-        self.table.get(&s)?;
+        if self.is_socket(&s)? {
+            return Ok(self.table.push_child(Pollable::Output(s.rep()), &s)?);
+        }
         Ok(self.table.push(Pollable::Ready)?)
     }
 
@@ -133,6 +193,10 @@ impl HostOutputStream for InstanceState {
     }
 
     fn blocking_write_zeroes_and_flush(&mut self, s: Resource<OutputStream>, len: u64) -> StreamResult<()> {
+        if self.is_socket(&s)? {
+            let zeroes = alloc::vec![0u8; len.min(SOCKET_WRITE_BUDGET as u64) as usize];
+            return self.write_to_socket(&s, &zeroes, true);
+        }
         self.write_zeroes(s, len)
     }
 
@@ -152,6 +216,10 @@ impl HostOutputStream for InstanceState {
     }
 
     fn drop(&mut self, s: Resource<OutputStream>) -> wasmtime::Result<()> {
+        // What a program wrote to a connection is sent before its stream goes.
+        if self.is_socket(&s)? {
+            let _ = self.write_to_socket(&s, &[], true)?;
+        }
         self.table.delete(s)?;
         Ok(())
     }
@@ -162,6 +230,10 @@ impl HostInputStream for InstanceState {
         let (grant, handle, offset) = match *self.table.get(&s)? {
             InputStream::Empty => return Ok(Err(StreamError::Closed)),
             InputStream::File { grant, handle, offset } => (grant, handle, offset),
+            InputStream::Socket(c) => {
+                let r = self.socket_read(c, len)?;
+                return self.stream_result(r);
+            }
         };
         match self.read_file(grant, handle, offset, len)? {
             // The end of the file ends the stream.
@@ -177,6 +249,10 @@ impl HostInputStream for InstanceState {
     }
 
     fn blocking_read(&mut self, s: Resource<InputStream>, len: u64) -> StreamResult<Vec<u8>> {
+        if let InputStream::Socket(c) = *self.table.get(&s)? {
+            let r = self.socket_blocking_read(c, len)?;
+            return self.stream_result(r);
+        }
         self.read(s, len)
     }
 
@@ -185,11 +261,13 @@ impl HostInputStream for InstanceState {
     }
 
     fn blocking_skip(&mut self, s: Resource<InputStream>, len: u64) -> StreamResult<u64> {
-        self.skip(s, len)
+        Ok(self.blocking_read(s, len)?.map(|data| data.len() as u64))
     }
 
     fn subscribe(&mut self, s: Resource<InputStream>) -> wasmtime::Result<Resource<Pollable>> {
-        self.table.get(&s)?;
+        if let InputStream::Socket(c) = *self.table.get(&s)? {
+            return Ok(self.table.push_child(Pollable::Input(c), &s)?);
+        }
         Ok(self.table.push(Pollable::Ready)?)
     }
 

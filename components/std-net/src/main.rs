@@ -1,0 +1,86 @@
+//! An ordinary Rust program that uses nothing but `std::net`: no Mica crate, no WASI crate. Built
+//! for `wasm32-wasip2`, it imports `wasi:sockets`, which Mica's runtime serves from the network
+//! stack component the manifest's `network` grant names.
+//!
+//! - `std-net serve PORT N`: listens on `0.0.0.0:PORT` with `TcpListener` and serves `N`
+//!   connections one after another: each gets back every byte it sends, until it shuts its
+//!   sending down. Prints `std-net: listening on 0.0.0.0:PORT`, then for each connection
+//!   `std-net: connection I from ADDRESS` and `std-net: connection I echoed B bytes`.
+//! - `std-net ask HOST:PORT MESSAGE`: connects with `TcpStream`, sends `MESSAGE`, shuts its
+//!   sending down and reads the answer to its end. Prints `std-net: HOST:PORT answered "..."`
+//!   from PEER. The host may be a name (`localhost`) or an address.
+//! - `std-net refused PORT`: listens on `PORT`, which it expects its manifest not to grant, and
+//!   prints what the refusal said.
+//!
+//! A failure prints `std-net: ...` on stderr and exits with status 1.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::process::ExitCode;
+
+fn serve(port: u16, connections: u64) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    println!("std-net: listening on {}", listener.local_addr()?);
+    for n in 1..=connections {
+        let (mut stream, peer) = listener.accept()?;
+        println!("std-net: connection {n} from {peer}");
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut echoed = 0u64;
+        loop {
+            let got = stream.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            stream.write_all(&buf[..got])?;
+            echoed += got as u64;
+        }
+        stream.shutdown(Shutdown::Write)?;
+        println!("std-net: connection {n} echoed {echoed} bytes");
+    }
+    Ok(())
+}
+
+fn ask(to: &str, message: &str) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(to)?;
+    let peer = stream.peer_addr()?;
+    stream.write_all(message.as_bytes())?;
+    stream.shutdown(Shutdown::Write)?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    println!("std-net: {to} answered {answer:?} from {peer}");
+    Ok(())
+}
+
+fn refused(port: u16) -> std::io::Result<()> {
+    match TcpListener::bind(("0.0.0.0", port)) {
+        Ok(_) => Err(std::io::Error::other(format!("listening on port {port} was allowed"))),
+        Err(e) => {
+            println!("std-net: listening on port {port} refused: {:?}", e.kind());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["serve", port, n] => match (port.parse(), n.parse()) {
+            (Ok(port), Ok(n)) => serve(port, n),
+            _ => Err(std::io::Error::other("serve PORT N: a port and a count")),
+        },
+        ["ask", to, message] => ask(to, message),
+        ["refused", port] => match port.parse() {
+            Ok(port) => refused(port),
+            Err(_) => Err(std::io::Error::other("refused PORT: a port")),
+        },
+        _ => Err(std::io::Error::other("usage: serve PORT N | ask HOST:PORT MESSAGE | refused PORT")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("std-net: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

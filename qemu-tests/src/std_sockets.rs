@@ -1,0 +1,80 @@
+//! The `std::net` boot test (`std-sockets`): unmodified Rust programs (components/std-net, which
+//! uses nothing but `std`) on the runtime's `wasi:sockets`, served by the network stack
+//! component. Two instances listen on ports 7 and 8 at once, each through its manifest's
+//! `network` grant; this host connects to both through two forwarded ports (both first
+//! connections open together, then 200,000 bytes on port 7) and checks every byte comes back.
+//! A third instance connects to port 8 by the name `localhost` from inside the machine, and a
+//! fourth is refused a port its grant does not list. Then everything ends in order and the
+//! system powers off.
+
+use std::path::Path;
+use std::time::Instant;
+
+use mica_launch::{Accel, QemuCommand};
+
+use crate::live::LiveGuest;
+use crate::sockets::{check, connect, echoed, free_port};
+use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
+
+pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
+    let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
+    let bundle = bundle_path(&BundleUse { system: "std-sockets", tamper: None }, scratch.path())?;
+    let (a, b) = (free_port()?, free_port()?);
+    let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
+        if d.kind == "virtio-net" {
+            d.hostfwd = vec![format!("tcp:127.0.0.1:{a}-:7"), format!("tcp:127.0.0.1:{b}-:8")];
+        }
+    })?;
+    let mut guest = LiveGuest::spawn(&cmd)?;
+    let deadline = Instant::now() + TIMEOUT;
+    let result = (|| {
+        // The two servers start in either order.
+        let mut listening =
+            [("[web-a] std-net: listening on 0.0.0.0:7", false), ("[web-b] std-net: listening on 0.0.0.0:8", false)];
+        while listening.iter().any(|(_, seen)| !seen) {
+            let line = guest.next_line(deadline).ok_or("the two std servers did not both listen")?;
+            for (needle, seen) in &mut listening {
+                *seen |= line.contains(*needle);
+            }
+        }
+        // Both servers' first connections at once.
+        let (first_a, first_b) = (connect(a)?, connect(b)?);
+        let small_a = b"GET / from the host, port 7".to_vec();
+        let small_b = b"GET / from the host, port 8".to_vec();
+        let back_b = echoed(first_b, &small_b)?;
+        let back_a = echoed(first_a, &small_a)?;
+        check("port 7, first connection", &small_a, &back_a)?;
+        check("port 8, first connection", &small_b, &back_b)?;
+        // Then one larger than the stack's buffers, the runtime's write budget and an IPC message.
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        check("port 7, 200 KB", &big, &echoed(connect(a)?, &big)?)?;
+        guest.wait_for("succeeded; powering off", deadline)?;
+        let console = &guest.console;
+        // The asker's connection and the host's reach `web-b` in either order.
+        for needle in [
+            ["[web-a] std-net: connection 2 echoed 200000 bytes", ""],
+            ["[asker] std-net: localhost:8 answered \"hello from a component\" from 10.0.2.15:8", ""],
+            ["[web-b] std-net: connection ", " echoed 22 bytes"],
+            ["[denied] std-net: listening on port 9 refused: PermissionDenied", ""],
+        ] {
+            if !console.lines().any(|l| needle.iter().all(|part| l.contains(part))) {
+                return Err(format!("no `{}`", needle.concat()));
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        guest.kill();
+        return Err(format!("{e}\n{}\n{}", cmd.display(), guest.console));
+    }
+    let status = guest.wait()?;
+    match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
+        Some(mica_exit::ExitCode::Success) => Ok(
+            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port"
+                .into(),
+        ),
+        other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{}", guest.console)),
+    }
+}
