@@ -1,7 +1,8 @@
 //! Compute kernels that benchmarks run on both sides of a comparison: compiled to `wasm32-wasip2`
 //! inside a Mica component, and compiled natively into a program run in a Linux guest or on the
 //! host. One source, so the comparison measures the platform, not two implementations.
-// `no_std` unless the `std` feature brings the file benchmark, which uses `std::fs`.
+// `no_std` unless the `std` feature brings the file and network benchmarks, which use `std::fs`
+// and `std::net`.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
@@ -75,6 +76,47 @@ mod tests {
         assert_eq!(sieve(10), 4);
         assert_eq!(sieve(100), 25);
         assert_eq!(sieve(1_000_000), 78_498);
+    }
+}
+
+/// The TCP echo server of `cargo xtask bench net` and of the `std::net` example: the same
+/// `std::net` calls in Mica's `std-net` component (through `wasi:sockets` and the network stack
+/// component) and in the Linux guest (on Linux's TCP).
+#[cfg(feature = "std")]
+pub mod net {
+    use std::io::{self, Read, Write};
+    use std::net::{Shutdown, TcpListener, TcpStream};
+
+    /// Serves `connections` connections of `listener`, one after another: each gets back every
+    /// byte it sends, as it comes, until it shuts its sending down; then its sending is shut
+    /// down too. `report` hears of each (`connection I from ADDRESS`, `connection I echoed B
+    /// bytes`); a connection that fails is reported and the next one served.
+    pub fn echo(listener: &TcpListener, connections: u64, mut report: impl FnMut(String)) -> io::Result<()> {
+        for n in 1..=connections {
+            let (mut stream, peer) = listener.accept()?;
+            report(format!("connection {n} from {peer}"));
+            match echo_one(&mut stream) {
+                Ok(bytes) => report(format!("connection {n} echoed {bytes} bytes")),
+                Err(e) => report(format!("connection {n} failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Echoes what `stream` sends until it ends; how many bytes.
+    fn echo_one(stream: &mut TcpStream) -> io::Result<u64> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut echoed = 0u64;
+        loop {
+            let got = stream.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            stream.write_all(&buf[..got])?;
+            echoed += got as u64;
+        }
+        stream.shutdown(Shutdown::Write)?;
+        Ok(echoed)
     }
 }
 

@@ -1,11 +1,14 @@
-//! An ordinary Rust program that uses nothing but `std::net`: no Mica crate, no WASI crate. Built
-//! for `wasm32-wasip2`, it imports `wasi:sockets`, which Mica's runtime serves from the network
-//! stack component the manifest's `network` grant names.
+//! An ordinary Rust program that uses nothing but `std::net`: no Mica interface, no WASI crate
+//! (its echo loop is `mica_workloads::net`, plain `std` shared with `bench net`'s Linux guest).
+//! Built for `wasm32-wasip2`, it imports `wasi:sockets`, which Mica's runtime serves from the
+//! network stack component the manifest's `network` grant names.
 //!
 //! - `std-net serve PORT N`: listens on `0.0.0.0:PORT` with `TcpListener` and serves `N`
 //!   connections one after another: each gets back every byte it sends, until it shuts its
 //!   sending down. Prints `std-net: listening on 0.0.0.0:PORT`, then for each connection
 //!   `std-net: connection I from ADDRESS` and `std-net: connection I echoed B bytes`.
+//! - `std-net quiet PORT`: the same server, serving connections until it is stopped, printing
+//!   nothing per connection (`bench net`'s server).
 //! - `std-net ask HOST:PORT MESSAGE`: connects with `TcpStream`, sends `MESSAGE`, shuts its
 //!   sending down and reads the answer to its end. Prints `std-net: HOST:PORT answered "..."`
 //!   from PEER. The host may be a name (`localhost`) or an address.
@@ -18,26 +21,14 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::ExitCode;
 
-fn serve(port: u16, connections: u64) -> std::io::Result<()> {
+fn serve(port: u16, connections: u64, quiet: bool) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port))?;
     println!("std-net: listening on {}", listener.local_addr()?);
-    for n in 1..=connections {
-        let (mut stream, peer) = listener.accept()?;
-        println!("std-net: connection {n} from {peer}");
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut echoed = 0u64;
-        loop {
-            let got = stream.read(&mut buf)?;
-            if got == 0 {
-                break;
-            }
-            stream.write_all(&buf[..got])?;
-            echoed += got as u64;
+    mica_workloads::net::echo(&listener, connections, |line| {
+        if !quiet {
+            println!("std-net: {line}");
         }
-        stream.shutdown(Shutdown::Write)?;
-        println!("std-net: connection {n} echoed {echoed} bytes");
-    }
-    Ok(())
+    })
 }
 
 fn ask(to: &str, message: &str) -> std::io::Result<()> {
@@ -66,15 +57,19 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["serve", port, n] => match (port.parse(), n.parse()) {
-            (Ok(port), Ok(n)) => serve(port, n),
+            (Ok(port), Ok(n)) => serve(port, n, false),
             _ => Err(std::io::Error::other("serve PORT N: a port and a count")),
+        },
+        ["quiet", port] => match port.parse() {
+            Ok(port) => serve(port, u64::MAX, true),
+            Err(_) => Err(std::io::Error::other("quiet PORT: a port")),
         },
         ["ask", to, message] => ask(to, message),
         ["refused", port] => match port.parse() {
             Ok(port) => refused(port),
             Err(_) => Err(std::io::Error::other("refused PORT: a port")),
         },
-        _ => Err(std::io::Error::other("usage: serve PORT N | ask HOST:PORT MESSAGE | refused PORT")),
+        _ => Err(std::io::Error::other("usage: serve PORT N | quiet PORT | ask HOST:PORT MESSAGE | refused PORT")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

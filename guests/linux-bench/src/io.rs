@@ -10,6 +10,8 @@
 //! - `httpd`: brings up `eth0` as 10.0.2.15/24 (QEMU user networking), writes the page Mica's
 //!   httpd serves, says `httpd ready` and becomes busybox's `httpd` in the foreground (the host
 //!   stops the guest when it has measured).
+//! - `echo`: the same, then the TCP echo server of `cargo xtask bench net` on port 80
+//!   ([`mica_workloads::net::echo`], the code Mica's `std-net` runs).
 //!
 //! Both load their modules first: `/etc/mica/modules` lists them in dependency order.
 
@@ -100,6 +102,27 @@ pub const PAGE: &str = "hello from Mica over virtio-net\n";
 /// The `httpd` workload: never returns on success (it becomes busybox's httpd).
 pub fn httpd() -> Result<String, String> {
     prepare()?;
+    network_up()?;
+    fs::create_dir_all("/www").map_err(|e| format!("creating /www: {e}"))?;
+    fs::write("/www/index.html", PAGE).map_err(|e| format!("writing /www/index.html: {e}"))?;
+    println!("mica-linux-bench: httpd ready");
+    let error = Command::new("/bin/httpd").args(["-f", "-p", "80", "-h", "/www"]).exec();
+    Err(format!("running busybox httpd: {error}"))
+}
+
+/// The `echo` workload (`cargo xtask bench net`): [`mica_workloads::net::echo`] on port 80, the
+/// same server as Mica's `std-net quiet 80`; serves until the host stops the guest.
+pub fn echo() -> Result<String, String> {
+    prepare()?;
+    network_up()?;
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 80)).map_err(|e| format!("listening on port 80: {e}"))?;
+    println!("mica-linux-bench: echo ready");
+    mica_workloads::net::echo(&listener, u64::MAX, |_| {}).map_err(|e| format!("the echo server: {e}"))?;
+    Err("the echo server ended".to_owned())
+}
+
+/// Brings up `eth0` as 10.0.2.15/24 behind QEMU's user networking (10.0.2.2 its gateway).
+fn network_up() -> Result<(), String> {
     for args in [
         &["link", "set", "lo", "up"][..],
         &["link", "set", "eth0", "up"],
@@ -111,11 +134,7 @@ pub fn httpd() -> Result<String, String> {
             return Err(format!("ip {} failed ({status})", args.join(" ")));
         }
     }
-    fs::create_dir_all("/www").map_err(|e| format!("creating /www: {e}"))?;
-    fs::write("/www/index.html", PAGE).map_err(|e| format!("writing /www/index.html: {e}"))?;
-    println!("mica-linux-bench: httpd ready");
-    let error = Command::new("/bin/httpd").args(["-f", "-p", "80", "-h", "/www"]).exec();
-    Err(format!("running busybox httpd: {error}"))
+    Ok(())
 }
 
 /// The `fs` workload; its report.

@@ -24,7 +24,7 @@
 //!   has read them all.
 //!
 //! `block` and `httpd` are the I/O baselines of `cargo xtask bench io`, `fs` the file baseline of
-//! `cargo xtask bench fs` (see `io.rs`).
+//! `cargo xtask bench fs`, `echo` the TCP baseline of `cargo xtask bench net` (see `io.rs`).
 //!
 //! Each IPC workload reports `instructions` for the whole loop (both processes, the kernel, and the switches
 //! between them: the guest has one CPU, as Mica's has).
@@ -80,11 +80,12 @@ fn run(args: &[String], entry_tsc: u64) -> Result<String, String> {
         }
         Some("block") => io::block(),
         Some("httpd") => io::httpd(),
+        Some("echo") => io::echo(),
         Some("fs") => io::files(),
         Some("child-echo") => ipc::child_echo(number(1, "message size")?),
         Some("child-sink") => ipc::child_sink(number(1, "message count")?, number(2, "message size")?),
         Some(other) => Err(format!(
-            "unknown workload {other:?} (known: sieve N, boot, pipe N SIZE, unix N SIZE, pipe-oneway N SIZE, block, httpd, fs)"
+            "unknown workload {other:?} (known: sieve N, boot, pipe N SIZE, unix N SIZE, pipe-oneway N SIZE, block, httpd, echo, fs)"
         )),
         None => Err("no workload given: put it after `--` on the kernel command line".to_owned()),
     }

@@ -137,6 +137,7 @@ mod tests {
             spans: Default::default(),
             hw: None,
             fs: Default::default(),
+            net: Default::default(),
         };
         ctx.log(Level::Warn, "two\nlines".into()).expect("logged");
         ctx.log(Level::Trace, "fine detail".into()).expect("logged");

@@ -1024,7 +1024,9 @@ mod tests {
         ] {
             assert_eq!(socket_addr(wasi_addr(a)), a);
         }
-        assert_eq!(wasi_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))), IpAddress::Ipv4((127, 0, 0, 1)));
+        assert!(matches!(wasi_ip(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))), IpAddress::Ipv4((127, 0, 0, 1))));
+        let v6 = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+        assert!(matches!(wasi_ip(IpAddr::V6(v6)), IpAddress::Ipv6((0xfe80, 0, 0, 0, 0, 0, 0, 1))));
     }
 
     #[test]

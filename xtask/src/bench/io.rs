@@ -267,7 +267,7 @@ pub fn run(root: &Path, runs: u32) -> Result<()> {
 }
 
 /// A virtio-net device whose port 80 is forwarded from 127.0.0.1:`port`.
-fn net_device(port: u16) -> MachineDevice {
+pub(super) fn net_device(port: u16) -> MachineDevice {
     MachineDevice {
         kind: "virtio-net".into(),
         disk: None,
@@ -360,13 +360,13 @@ fn check_phases(phases: &[BlockPhase]) -> Result<()> {
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; QEMU takes it right after).
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
 /// Kills a QEMU child on drop.
-struct Guest(Child);
+pub(super) struct Guest(Child);
 
 impl Drop for Guest {
     fn drop(&mut self) {
@@ -393,24 +393,7 @@ pub fn http_get(port: u16, timeout: Duration) -> Result<(String, String)> {
 fn http_bench(command: impl Fn(u16) -> Result<QemuCommand>) -> Result<Http> {
     let port = free_port()?;
     let cmd = command(port)?;
-    let mut child = cmd
-        .command()?
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", cmd.display()))?;
-    let stdout = child.stdout.take().context("QEMU's stdout was not captured")?;
-    let guest = Guest(child);
-    // The console is read (and kept) in the background, so a full pipe never stalls the guest.
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (guest, rx) = start(&cmd)?;
     let start = Instant::now();
     let mut console = String::new();
     let first = loop {
@@ -441,6 +424,29 @@ fn http_bench(command: impl Fn(u16) -> Result<QemuCommand>) -> Result<Http> {
     drop(guest);
     let latency = Summary::of(&samples).context("no requests")?;
     Ok(Http { requests: HTTP_REQUESTS, latency, requests_per_s: HTTP_REQUESTS as f64 / total.as_secs_f64() })
+}
+
+/// Starts the guest `cmd` boots, its console read (and kept) in the background so that a full
+/// pipe never stalls it: the guest (killed when dropped) and its console lines.
+pub(super) fn start(cmd: &QemuCommand) -> Result<(Guest, mpsc::Receiver<String>)> {
+    let mut child = cmd
+        .command()?
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", cmd.display()))?;
+    let stdout = child.stdout.take().context("QEMU's stdout was not captured")?;
+    let guest = Guest(child);
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((guest, rx))
 }
 
 /// The page both servers serve.

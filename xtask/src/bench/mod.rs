@@ -11,7 +11,8 @@
 //! instructions to start them. `bench io` counts block requests through the virtio-blk driver component against
 //! Linux's `virtio_blk`, and times HTTP requests to a component web server against busybox
 //! `httpd` in the Linux guest. `bench fs` counts the same `std::fs` calls through Mica's file
-//! system service and on ext4 in a Linux guest. `bench late-binding` compares a system compiled at boot (first boot,
+//! system service and on ext4 in a Linux guest. `bench net` times TCP requests to a std echo server on
+//! Mica's `wasi:sockets` against the same server in a Linux guest. `bench late-binding` compares a system compiled at boot (first boot,
 //! then from the module store) with one compiled ahead of time, and CPU-specific code with baseline
 //! code.
 
@@ -24,6 +25,7 @@ mod fs;
 mod io;
 mod ipc;
 mod late;
+mod net;
 mod pods;
 mod report;
 mod stats;
@@ -56,6 +58,9 @@ pub enum BenchCommand {
     /// Files (instructions per operation) through Mica's file system service against ext4 in a
     /// Linux guest on the same virtual hardware.
     Fs(IoArgs),
+    /// TCP (wall clock): a std echo server on Mica's wasi:sockets and network stack component
+    /// against the same server natively in a Linux guest, on the same virtual hardware.
+    Net,
     /// Idle components: kernel memory per component and guest instructions to start N of them.
     Density(DensityArgs),
     /// Late binding: first boot (compile in the system) vs store-hit boot vs host-precompiled,
@@ -212,6 +217,7 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Ipc(args) => ipc::run(root, &args.arch).map(|()| ExitCode::SUCCESS),
         BenchCommand::Io(args) => io::run(root, args.runs).map(|()| ExitCode::SUCCESS),
         BenchCommand::Fs(args) => fs::run(root, args.runs).map(|()| ExitCode::SUCCESS),
+        BenchCommand::Net => net::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Density(args) => density::run(root, args.n).map(|()| ExitCode::SUCCESS),
         BenchCommand::LateBinding(args) => late::run(root, args.runs).map(|()| ExitCode::SUCCESS),
     }
