@@ -4,11 +4,13 @@
 //! `network` grant; this host connects to both through two forwarded ports (both first
 //! connections open together, then 200,000 bytes on port 7) and checks every byte comes back.
 //! A third instance connects to port 8 by the name `localhost` from inside the machine, and a
-//! fourth is refused a port its grant does not list. Then everything ends in order and the
-//! system powers off.
+//! fourth is refused a port its grant does not list. A std `UdpSocket` echo answers a datagram
+//! from the host (a forwarded UDP port) and one from another component by `localhost`. Then
+//! everything ends in order and the system powers off.
 
+use std::net::UdpSocket;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mica_launch::{Accel, QemuCommand};
 
@@ -16,23 +18,48 @@ use crate::live::LiveGuest;
 use crate::sockets::{check, connect, echoed, free_port};
 use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
 
+fn free_udp_port() -> Result<u16, String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("finding a free UDP port: {e}"))?;
+    socket.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Sends `datagram` to 127.0.0.1:`port` and returns the answer; sent again after each second
+/// without one (UDP may lose it), up to 20 times.
+fn udp_answer(port: u16, datagram: &[u8]) -> Result<Vec<u8>, String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("a UDP socket: {e}"))?;
+    socket.set_read_timeout(Some(Duration::from_secs(1))).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..20 {
+        socket.send_to(datagram, ("127.0.0.1", port)).map_err(|e| format!("sending a datagram: {e}"))?;
+        if let Ok(got) = socket.recv(&mut buf) {
+            return Ok(buf[..got].to_vec());
+        }
+    }
+    Err(format!("no answer to 20 datagrams on UDP port {port}"))
+}
+
 pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
     let cmd = QemuCommand::new(qemu, kernel, Accel::Tcg).cpu(mica_launch::cpu_model(&features));
     let bundle = bundle_path(&BundleUse { system: "std-sockets", tamper: None }, scratch.path())?;
     let (a, b) = (free_port()?, free_port()?);
+    let u = free_udp_port()?;
     let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
         if d.kind == "virtio-net" {
-            d.hostfwd = vec![format!("tcp:127.0.0.1:{a}-:7"), format!("tcp:127.0.0.1:{b}-:8")];
+            d.hostfwd =
+                vec![format!("tcp:127.0.0.1:{a}-:7"), format!("tcp:127.0.0.1:{b}-:8"), format!("udp:127.0.0.1:{u}-:9")];
         }
     })?;
     let mut guest = LiveGuest::spawn(&cmd)?;
     let deadline = Instant::now() + TIMEOUT;
     let result = (|| {
         // The two servers start in either order.
-        let mut listening =
-            [("[web-a] std-net: listening on 0.0.0.0:7", false), ("[web-b] std-net: listening on 0.0.0.0:8", false)];
+        let mut listening = [
+            ("[web-a] std-net: listening on 0.0.0.0:7", false),
+            ("[web-b] std-net: listening on 0.0.0.0:8", false),
+            ("[udp] std-net: udp on 0.0.0.0:9", false),
+        ];
         while listening.iter().any(|(_, seen)| !seen) {
             let line = guest.next_line(deadline).ok_or("the two std servers did not both listen")?;
             for (needle, seen) in &mut listening {
@@ -50,6 +77,9 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         // Then one larger than the stack's buffers, the runtime's write budget and an IPC message.
         let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         check("port 7, 200 KB", &big, &echoed(connect(a)?, &big)?)?;
+        // A datagram to the UDP echo, and its answer.
+        let datagram = b"a datagram from the host";
+        check("UDP port 9", datagram, &udp_answer(u, datagram)?)?;
         guest.wait_for("succeeded; powering off", deadline)?;
         let console = &guest.console;
         // The asker's connection and the host's reach `web-b` in either order.
@@ -58,6 +88,8 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
             ["[asker] std-net: localhost:8 answered \"hello from a component\" from 10.0.2.15:8", ""],
             ["[web-b] std-net: connection ", " echoed 22 bytes"],
             ["[denied] std-net: listening on port 9 refused: PermissionDenied", ""],
+            ["[udp-asker] std-net: localhost:9 answered \"a datagram from a component\" by udp from 10.0.2.15:9", ""],
+            ["[udp] std-net: datagram ", " of 24 bytes from 10.0.2.2:"],
         ] {
             if !console.lines().any(|l| needle.iter().all(|part| l.contains(part))) {
                 return Err(format!("no `{}`", needle.concat()));
@@ -72,7 +104,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let status = guest.wait()?;
     match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
         Some(mica_exit::ExitCode::Success) => Ok(
-            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port"
+            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port, UDP echoed to the host and to a component"
                 .into(),
         ),
         other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{}", guest.console)),

@@ -6,6 +6,8 @@
 //! it) is one between two of its clients: the frames it sends itself go straight back in
 //! ([`Stack::poll`]), never to the driver.
 //!
+//! UDP sockets (`udp.rs`) are smoltcp UDP sockets, bound to a port at their first bind or send.
+//!
 //! A listener is a few smoltcp sockets listening on its port (its backlog, at most
 //! [`MAX_BACKLOG`]): smoltcp connects a listening socket itself when a SYN comes, so `accept`
 //! takes one that has connected and puts a fresh listening socket in its place. A closed
@@ -25,7 +27,10 @@ use smoltcp::time::{Duration as NetDuration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::device::{FrameDevice, interface};
+
+mod udp;
 pub use crate::device::{NetConfig, SetupError};
+use udp::Udp;
 
 /// A listener's connections waiting to be accepted, at most.
 pub const MAX_BACKLOG: u32 = 8;
@@ -74,7 +79,17 @@ enum Tcp {
 #[derive(Debug, Default)]
 struct Session {
     sockets: BTreeMap<SocketId, Tcp>,
+    udp: BTreeMap<SocketId, Udp>,
     next: SocketId,
+}
+
+impl Session {
+    /// A number for a new socket of either kind.
+    fn take_id(&mut self) -> SocketId {
+        let id = self.next;
+        self.next = self.next.wrapping_add(1);
+        id
+    }
 }
 
 /// The stack. See the module documentation.
@@ -86,8 +101,10 @@ pub struct Stack {
     address: Ipv4Addr,
     mac: [u8; 6],
     sessions: BTreeMap<SessionId, Session>,
-    /// Local ports taken by a bind, a listener or a connection.
+    /// Local TCP ports taken by a bind, a listener or a connection.
     ports: BTreeSet<u16>,
+    /// Local UDP ports taken.
+    udp_ports: BTreeSet<u16>,
     next_ephemeral: u16,
     /// Sockets closed by their session, kept until their connection has ended.
     closing: Vec<SocketHandle>,
@@ -126,6 +143,7 @@ impl Stack {
             mac: config.mac,
             sessions: BTreeMap::new(),
             ports: BTreeSet::new(),
+            udp_ports: BTreeSet::new(),
             next_ephemeral: first,
             closing: Vec::new(),
         })
@@ -196,6 +214,9 @@ impl Stack {
         for (_, tcp) in gone.sockets {
             self.release(tcp, true);
         }
+        for (_, udp) in gone.udp {
+            self.release_udp(udp);
+        }
     }
 
     /// How many sessions are open.
@@ -242,7 +263,7 @@ impl Stack {
         for _ in 0..span {
             let port = self.next_ephemeral;
             self.next_ephemeral = if port == *EPHEMERAL.end() { *EPHEMERAL.start() } else { port + 1 };
-            if !self.ports.contains(&port) {
+            if !self.ports.contains(&port) && !self.udp_ports.contains(&port) {
                 return Some(port);
             }
         }
@@ -285,13 +306,26 @@ impl Stack {
             }
             Request::Tcp(Family::V4) => {
                 let Some(s) = self.sessions.get_mut(&session) else { return error(Code::BadRequest, "no session") };
-                let id = s.next;
-                s.next = s.next.wrapping_add(1);
+                let id = s.take_id();
                 s.sockets.insert(id, Tcp::Fresh);
                 Response::Socket(id)
             }
-            Request::Tcp(Family::V6) => error(Code::NotSupported, "this network stack has IPv4 only"),
-            Request::Udp(_) => error(Code::NotSupported, "this network stack has no UDP yet"),
+            Request::Udp(Family::V4) => {
+                let Some(s) = self.sessions.get_mut(&session) else { return error(Code::BadRequest, "no session") };
+                let id = s.take_id();
+                s.udp.insert(id, Udp::Fresh);
+                Response::Socket(id)
+            }
+            Request::Tcp(Family::V6) | Request::Udp(Family::V6) => {
+                error(Code::NotSupported, "this network stack has IPv4 only")
+            }
+            Request::Bind { socket, address } if self.is_udp(session, socket) => {
+                self.udp_bind(session, socket, address)
+            }
+            Request::Close { socket } if self.is_udp(session, socket) => self.udp_close(session, socket),
+            Request::Addresses { socket } if self.is_udp(session, socket) => self.udp_addresses(session, socket),
+            Request::SendTo { socket, address, data } => self.send_to(session, socket, address, &data),
+            Request::ReceiveFrom { socket } => self.receive_from(session, socket),
             Request::Poll { .. } => error(Code::BadRequest, "a poll is held by the caller, not handled"),
             Request::Resolve { name } if name.eq_ignore_ascii_case("localhost") => {
                 Response::Resolved(vec![IpAddr::V4(self.address)])
@@ -310,9 +344,6 @@ impl Stack {
             Request::Connected { socket } => self.connected(session, socket),
             Request::Send { socket, data } => self.send(session, socket, &data),
             Request::Receive { socket, max } => self.receive(session, socket, max),
-            Request::SendTo { .. } | Request::ReceiveFrom { .. } => {
-                error(Code::NotSupported, "this network stack has no UDP yet")
-            }
             Request::Shutdown { socket, how } => self.shutdown(session, socket, how),
             Request::Close { socket } => {
                 let Some(tcp) = self.sessions.get_mut(&session).and_then(|s| s.sockets.remove(&socket)) else {
@@ -326,6 +357,9 @@ impl Stack {
     }
 
     fn socket(&mut self, session: SessionId, socket: SocketId) -> Result<&mut Tcp, Response> {
+        if self.is_udp(session, socket) {
+            return Err(error(Code::InvalidState, format!("socket {socket} is a UDP socket")));
+        }
         self.sessions.get_mut(&session).and_then(|s| s.sockets.get_mut(&socket)).ok_or_else(|| bad_socket(socket))
     }
 
@@ -410,8 +444,7 @@ impl Stack {
         let local = connection.local_endpoint().map(std_address);
         let remote = connection.remote_endpoint().map(std_address);
         let Some(s) = self.sessions.get_mut(&session) else { return error(Code::BadRequest, "no session") };
-        let id = s.next;
-        s.next = s.next.wrapping_add(1);
+        let id = s.take_id();
         s.sockets.insert(id, Tcp::Connected { port: None, handle: taken, receive_shut: false });
         match (local, remote) {
             (Some(local), Some(remote)) => Response::Accepted { socket: id, local, remote },
@@ -582,7 +615,14 @@ impl Stack {
     pub fn ready(&self, session: SessionId, interests: &[(SocketId, Interest)]) -> Vec<u32> {
         let sockets = self.sessions.get(&session).map(|s| &s.sockets);
         let mut ready = Vec::new();
+        let udp = self.sessions.get(&session).map(|s| &s.udp);
         for (position, &(socket, interest)) in (0u32..).zip(interests) {
+            if let Some(u) = udp.and_then(|u| u.get(&socket)) {
+                if self.udp_ready(u, interest) {
+                    ready.push(position);
+                }
+                continue;
+            }
             let is_ready = match sockets.and_then(|s| s.get(&socket)) {
                 None | Some(Tcp::Fresh | Tcp::Bound { .. } | Tcp::Failed) => true,
                 Some(Tcp::Listening { backlog, .. }) => {

@@ -189,7 +189,7 @@ fn mistakes_get_the_error_wasi_sockets_names() {
     assert_eq!(code(p.a.handle(SESSION, Request::Accept { socket: s })), Code::InvalidState);
     assert_eq!(code(p.a.handle(SESSION, Request::Receive { socket: 999, max: 1 })), Code::BadSocket);
     assert_eq!(code(p.a.handle(SESSION, Request::Tcp(Family::V6))), Code::NotSupported);
-    assert_eq!(code(p.a.handle(SESSION, Request::Udp(Family::V4))), Code::NotSupported);
+    assert_eq!(code(p.a.handle(SESSION, Request::Udp(Family::V6))), Code::NotSupported);
     assert_eq!(code(p.a.handle(SESSION, Request::Resolve { name: "example.org".into() })), Code::NameUnresolvable);
     assert_eq!(
         p.a.handle(SESSION, Request::Resolve { name: "10.0.2.2".into() }),
@@ -249,4 +249,82 @@ fn two_sessions_of_one_stack_connect_to_each_other_through_its_own_address() {
     assert_eq!(p.a.handle(SESSION, Request::Send { socket: server, data: b"pong".to_vec() }), Response::Sent(4));
     p.pump();
     assert_eq!(p.a.handle(other, Request::Receive { socket: client, max: 10 }), Response::Data(b"pong".to_vec()));
+}
+
+fn udp_socket(stack: &mut Stack) -> u32 {
+    match stack.handle(SESSION, Request::Udp(Family::V4)) {
+        Response::Socket(id) => id,
+        other => panic!("no UDP socket: {other:?}"),
+    }
+}
+
+#[test]
+fn datagrams_cross_both_ways_and_come_back_to_their_own_stack() {
+    let mut p = Pair::new();
+    let server = udp_socket(&mut p.a);
+    assert_eq!(p.a.handle(SESSION, Request::Bind { socket: server, address: v4(0, 53).map_ip() }), Response::Done);
+    assert_eq!(
+        p.a.handle(SESSION, Request::Addresses { socket: server }),
+        Response::Endpoints { local: Some(v4(0, 53).map_ip()), remote: None }
+    );
+    assert_eq!(code(p.a.handle(SESSION, Request::ReceiveFrom { socket: server })), Code::WouldBlock);
+    assert_eq!(p.a.ready(SESSION, &[(server, Interest::Readable)]), Vec::<u32>::new(), "nothing came yet");
+    // An unbound socket's first send binds it to an ephemeral port.
+    let client = udp_socket(&mut p.b);
+    let sent = p.b.handle(SESSION, Request::SendTo { socket: client, address: v4(15, 53), data: b"query".to_vec() });
+    assert_eq!(sent, Response::Sent(5));
+    let Response::Endpoints { local: Some(from), .. } = p.b.handle(SESSION, Request::Addresses { socket: client })
+    else {
+        panic!("the client is bound")
+    };
+    assert!(from.port() >= 49152, "{from}");
+    p.pump();
+    assert_eq!(p.a.ready(SESSION, &[(server, Interest::Readable)]), vec![0]);
+    let Response::Datagram { address, data } = p.a.handle(SESSION, Request::ReceiveFrom { socket: server }) else {
+        panic!("no datagram")
+    };
+    assert_eq!((address, data.as_slice()), (v4(16, from.port()), &b"query"[..]));
+    assert_eq!(
+        p.a.handle(SESSION, Request::SendTo { socket: server, address, data: b"answer".to_vec() }),
+        Response::Sent(6)
+    );
+    p.pump();
+    assert_eq!(
+        p.b.handle(SESSION, Request::ReceiveFrom { socket: client }),
+        Response::Datagram { address: v4(15, 53), data: b"answer".to_vec() }
+    );
+    // To its own stack through 127.0.0.1: nothing reaches the other stack.
+    let local = udp_socket(&mut p.a);
+    let to_self = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 53));
+    assert_eq!(
+        p.a.handle(SESSION, Request::SendTo { socket: local, address: to_self, data: b"me".to_vec() }),
+        Response::Sent(2)
+    );
+    p.b.device.rx.clear();
+    p.pump();
+    assert!(matches!(
+        p.a.handle(SESSION, Request::ReceiveFrom { socket: server }),
+        Response::Datagram { data, .. } if data == b"me"
+    ));
+    // Mistakes: a port taken, TCP requests on a UDP socket, too large, nowhere to send.
+    let other = udp_socket(&mut p.a);
+    assert_eq!(code(p.a.handle(SESSION, Request::Bind { socket: other, address: v4(15, 53) })), Code::AddressInUse);
+    assert_eq!(code(p.a.handle(SESSION, Request::Listen { socket: other, backlog: 1 })), Code::InvalidState);
+    assert_eq!(code(p.a.handle(SESSION, Request::ReceiveFrom { socket: other })), Code::InvalidState);
+    let huge = vec![0; 70_000];
+    assert_eq!(
+        code(p.a.handle(SESSION, Request::SendTo { socket: other, address: v4(16, 9), data: huge })),
+        Code::DatagramTooLarge
+    );
+    assert_eq!(
+        code(p.a.handle(SESSION, Request::SendTo { socket: other, address: v4(16, 0), data: vec![1] })),
+        Code::InvalidArgument
+    );
+    // Closing frees the port; a session's end frees its sockets' ports too.
+    assert_eq!(p.a.handle(SESSION, Request::Close { socket: server }), Response::Done);
+    assert_eq!(p.a.handle(SESSION, Request::Bind { socket: other, address: v4(15, 53) }), Response::Done);
+    p.a.close_session(SESSION);
+    p.a.open_session(SESSION);
+    let again = udp_socket(&mut p.a);
+    assert_eq!(p.a.handle(SESSION, Request::Bind { socket: again, address: v4(15, 53) }), Response::Done);
 }

@@ -12,14 +12,21 @@
 //! - `std-net ask HOST:PORT MESSAGE`: connects with `TcpStream`, sends `MESSAGE`, shuts its
 //!   sending down and reads the answer to its end. Prints `std-net: HOST:PORT answered "..."`
 //!   from PEER. The host may be a name (`localhost`) or an address.
+//! - `std-net udp-echo PORT N`: binds a `UdpSocket` to `0.0.0.0:PORT` and sends each of `N`
+//!   datagrams back to where it came from. Prints `std-net: udp on 0.0.0.0:PORT`, then
+//!   `std-net: datagram I of B bytes from ADDRESS` for each.
+//! - `std-net udp-ask HOST:PORT MESSAGE`: sends `MESSAGE` in a datagram from an ephemeral port
+//!   and prints `std-net: HOST:PORT answered "..." by udp from PEER`; it sends again after each
+//!   second without an answer, up to 30 times.
 //! - `std-net refused PORT`: listens on `PORT`, which it expects its manifest not to grant, and
 //!   prints what the refusal said.
 //!
 //! A failure prints `std-net: ...` on stderr and exits with status 1.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::process::ExitCode;
+use std::time::Duration;
 
 fn serve(port: u16, connections: u64, quiet: bool) -> std::io::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port))?;
@@ -40,6 +47,41 @@ fn ask(to: &str, message: &str) -> std::io::Result<()> {
     stream.read_to_string(&mut answer)?;
     println!("std-net: {to} answered {answer:?} from {peer}");
     Ok(())
+}
+
+fn udp_echo(port: u16, datagrams: u64) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(("0.0.0.0", port))?;
+    println!("std-net: udp on {}", socket.local_addr()?);
+    let mut buf = vec![0u8; 64 * 1024];
+    for n in 1..=datagrams {
+        let (got, peer) = socket.recv_from(&mut buf)?;
+        socket.send_to(&buf[..got], peer)?;
+        println!("std-net: datagram {n} of {got} bytes from {peer}");
+    }
+    Ok(())
+}
+
+fn udp_ask(to: &str, message: &str) -> std::io::Result<()> {
+    let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+    // Not blocking: a datagram may be lost (or come before the server listens), so it is sent
+    // again each second until an answer comes.
+    socket.set_nonblocking(true)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..30 {
+        socket.send_to(message.as_bytes(), to)?;
+        for _ in 0..20 {
+            match socket.recv_from(&mut buf) {
+                Ok((got, peer)) => {
+                    let answer = String::from_utf8_lossy(&buf[..got]);
+                    println!("std-net: {to} answered {answer:?} by udp from {peer}");
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(std::io::Error::other(format!("{to} did not answer 30 datagrams")))
 }
 
 fn refused(port: u16) -> std::io::Result<()> {
@@ -65,11 +107,18 @@ fn main() -> ExitCode {
             Err(_) => Err(std::io::Error::other("quiet PORT: a port")),
         },
         ["ask", to, message] => ask(to, message),
+        ["udp-echo", port, n] => match (port.parse(), n.parse()) {
+            (Ok(port), Ok(n)) => udp_echo(port, n),
+            _ => Err(std::io::Error::other("udp-echo PORT N: a port and a count")),
+        },
+        ["udp-ask", to, message] => udp_ask(to, message),
         ["refused", port] => match port.parse() {
             Ok(port) => refused(port),
             Err(_) => Err(std::io::Error::other("refused PORT: a port")),
         },
-        _ => Err(std::io::Error::other("usage: serve PORT N | quiet PORT | ask HOST:PORT MESSAGE | refused PORT")),
+        _ => Err(std::io::Error::other(
+            "usage: serve PORT N | quiet PORT | ask HOST:PORT MESSAGE | udp-echo PORT N | udp-ask HOST:PORT MESSAGE | refused PORT",
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,11 +19,14 @@ pub enum Pollable {
     Deadline(u64),
     /// A connection's input stream: ready when a read would not come back empty.
     Input(Connection),
-    /// The output stream with this table index: ready when `check-write` would not say 0.
-    Output(u32),
+    /// A connection's output stream: ready when `check-write` would not say 0.
+    Output(Connection),
     /// The TCP socket with this table index: ready when its connect finished or a connection
     /// waits to be accepted.
     Tcp(u32),
+    /// A UDP socket's datagram stream: ready when a datagram waits (readable) or the stack
+    /// would queue one (writable).
+    Datagrams(Connection, mica_device::sockets::Interest),
 }
 
 impl Host for InstanceState {

@@ -1,9 +1,10 @@
-//! `wasi:sockets` (TCP, name lookup; UDP answers `not-supported`), forwarded to a network stack
-//! component over the sockets protocol ([`mica_device::sockets`]).
+//! `wasi:sockets` (TCP, UDP, name lookup), forwarded to a network stack component over the
+//! sockets protocol ([`mica_device::sockets`]).
 //!
 //! A component reaches the network only through its manifest's `network` grant
-//! ([`NetworkGrant`]): the connection to the stack, and the ports it may listen on. Without a
-//! grant every socket operation answers `access-denied`. There is no network code here: the
+//! ([`NetworkGrant`]): the connection to the stack, and the ports it may listen on (TCP) or bind
+//! a UDP socket to (port 0, an ephemeral port, is always allowed for UDP). Without a grant every
+//! socket operation answers `access-denied`. There is no network code here: the
 //! first socket opens a session with the stack, and every operation becomes a request on it.
 //!
 //! What WASI splits into `start-` and `finish-` is one request here, made by `start-`; `finish-`
@@ -20,7 +21,7 @@
 //! Options the stack does not have (keep-alive, hop limit, buffer sizes) are kept and reported
 //! back, without effect.
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -69,12 +70,15 @@ pub struct NetState {
     session: Option<Handle>,
     /// Counts the sessions opened: a socket of an earlier one is gone.
     generation: u32,
+    /// What a program wrote to a connection of this session and the stack has not taken yet
+    /// (by socket; at most [`WRITE_BUDGET`] each).
+    pending: BTreeMap<SocketId, Vec<u8>>,
 }
 
 impl NetState {
     /// The state for `grant`.
     pub fn new(grant: Option<NetworkGrant>) -> NetState {
-        NetState { grant, manifest: None, session: None, generation: 0 }
+        NetState { grant, manifest: None, session: None, generation: 0, pending: BTreeMap::new() }
     }
 }
 
@@ -153,17 +157,35 @@ pub struct Connection {
     id: SocketId,
 }
 
-/// A UDP socket: none is ever made (the stack has no UDP yet), so no method can be reached.
+/// A UDP socket: its number in the session it was made in.
 #[derive(Debug)]
-pub enum UdpSocket {}
+pub struct UdpSocket {
+    generation: u32,
+    id: SocketId,
+    family: IpAddressFamily,
+    /// `start-bind` done (`Some(false)`), or `finish-bind` too (`Some(true)`).
+    bound: Option<bool>,
+    /// The remote address its last `stream` fixed.
+    remote: Option<SocketAddr>,
+    options: Options,
+}
 
-/// A UDP socket's incoming datagrams (never made).
+/// A UDP socket's incoming datagrams (from `remote` only, when its `stream` fixed one).
 #[derive(Debug)]
-pub enum IncomingDatagramStream {}
+pub struct IncomingDatagramStream {
+    socket: Connection,
+    remote: Option<SocketAddr>,
+}
 
-/// A UDP socket's outgoing datagrams (never made).
+/// A UDP socket's outgoing datagrams (to `remote` when its `stream` fixed one).
 #[derive(Debug)]
-pub enum OutgoingDatagramStream {}
+pub struct OutgoingDatagramStream {
+    socket: Connection,
+    remote: Option<SocketAddr>,
+}
+
+/// How many datagrams `check-send` lets a program send at once.
+const SEND_PERMIT: u64 = 16;
 
 /// How much an output stream keeps that the stack has not taken: one request's worth.
 pub const WRITE_BUDGET: usize = MAX_DATA_BYTES;
@@ -296,6 +318,7 @@ impl InstanceState {
             (Ok(Response::Session), &[session]) => {
                 self.net.session = Some(session);
                 self.net.generation = self.net.generation.wrapping_add(1);
+                self.net.pending.clear();
                 Ok(Ok(session))
             }
             (answer, handles) => {
@@ -387,9 +410,37 @@ impl InstanceState {
         }
     }
 
+    /// How many bytes written to `c` the stack has not taken yet.
+    pub(super) fn socket_pending(&self, c: Connection) -> usize {
+        if c.generation != self.net.generation {
+            return 0;
+        }
+        self.net.pending.get(&c.id).map_or(0, Vec::len)
+    }
+
+    /// Adds `bytes` to what `c` has to send, then sends as much as the stack takes now (`wait`:
+    /// all of it, waiting for the stack as long as it takes). What is not taken is kept.
+    pub(super) fn socket_send(
+        &mut self,
+        c: Connection,
+        bytes: &[u8],
+        wait: bool,
+    ) -> wasmtime::Result<Result<(), StreamEnd>> {
+        if c.generation != self.net.generation || self.net.session.is_none() {
+            return Ok(Err(StreamEnd::Closed));
+        }
+        let mut pending = self.net.pending.remove(&c.id).unwrap_or_default();
+        pending.extend_from_slice(bytes);
+        let r = self.socket_flush(c, &mut pending, wait)?;
+        if !pending.is_empty() && c.generation == self.net.generation {
+            self.net.pending.insert(c.id, pending);
+        }
+        Ok(r)
+    }
+
     /// Sends what `pending` holds as far as the stack takes it now (`wait`: all of it, waiting
     /// for the stack as long as it takes).
-    pub(super) fn socket_flush(
+    fn socket_flush(
         &mut self,
         c: Connection,
         pending: &mut Vec<u8>,
@@ -434,16 +485,10 @@ impl InstanceState {
             Pollable::Ready => Readiness::Now,
             Pollable::Deadline(ns) => Readiness::At(ns),
             Pollable::Input(c) if current(c.generation) => Readiness::Socket(c.id, Interest::Readable),
-            Pollable::Output(rep) => match self.table.get(&Resource::<OutputStream>::new_borrow(rep))? {
-                OutputStream::Socket { connection: c, pending } if current(c.generation) => {
-                    if pending.len() < WRITE_BUDGET {
-                        Readiness::Now
-                    } else {
-                        Readiness::Socket(c.id, Interest::Writable)
-                    }
-                }
-                _ => Readiness::Now,
-            },
+            Pollable::Output(c) if current(c.generation) && self.socket_pending(c) >= WRITE_BUDGET => {
+                Readiness::Socket(c.id, Interest::Writable)
+            }
+            Pollable::Output(_) => Readiness::Now,
             Pollable::Tcp(rep) => {
                 let s = self.table.get(&Resource::<TcpSocket>::new_borrow(rep))?;
                 match s.state {
@@ -452,7 +497,8 @@ impl InstanceState {
                     _ => Readiness::Now,
                 }
             }
-            Pollable::Input(_) => Readiness::Now,
+            Pollable::Datagrams(c, interest) if current(c.generation) => Readiness::Socket(c.id, interest),
+            Pollable::Input(_) | Pollable::Datagrams(..) => Readiness::Now,
         })
     }
 
@@ -486,7 +532,7 @@ impl InstanceState {
     /// The streams of a connected socket.
     fn streams(&mut self, c: Connection) -> wasmtime::Result<(Resource<InputStream>, Resource<OutputStream>)> {
         let input = self.table.push(InputStream::Socket(c))?;
-        let output = self.table.push(OutputStream::Socket { connection: c, pending: Vec::new() })?;
+        let output = self.table.push(OutputStream::Socket(c))?;
         Ok((input, output))
     }
 }
@@ -829,6 +875,15 @@ impl HostTcpSocket for InstanceState {
         if state != TcpState::Connected {
             return Ok(Err(ErrorCode::InvalidState));
         }
+        // What was written goes out before the end of the stream does.
+        if matches!(how, ShutdownType::Send | ShutdownType::Both) {
+            let c = Connection { generation, id };
+            if self.socket_pending(c) > 0
+                && let Err(e) = self.socket_send(c, &[], true)?
+            {
+                log::warn!("{}: sending what was written before a shutdown: {e:?}", self.name);
+            }
+        }
         let how = match how {
             ShutdownType::Receive => proto::Shutdown::Receive,
             ShutdownType::Send => proto::Shutdown::Send,
@@ -839,6 +894,14 @@ impl HostTcpSocket for InstanceState {
 
     fn drop(&mut self, s: Resource<TcpSocket>) -> wasmtime::Result<()> {
         let socket = self.table.delete(s)?;
+        // What was written and not yet taken goes out before the connection closes.
+        let c = Connection { generation: socket.generation, id: socket.id };
+        if self.socket_pending(c) > 0 {
+            let _ = self.socket_send(c, &[], true)?;
+        }
+        if socket.generation == self.net.generation {
+            self.net.pending.remove(&socket.id);
+        }
         // The stack lets go of it (a connection closes); a socket of an ended session is gone.
         let _ = self.ask_about(socket.generation, &Request::Close { socket: socket.id })?;
         Ok(())
@@ -901,113 +964,250 @@ impl udp_create_socket::Host for InstanceState {
             IpAddressFamily::Ipv4 => Family::V4,
             IpAddressFamily::Ipv6 => Family::V6,
         };
-        // The stack answers (`not-supported` today); a socket it made is let go again, since
-        // no UDP socket resource can be handed out yet.
-        Ok(match self.ask(&Request::Udp(f))? {
-            Ok(Response::Socket(id)) => {
-                let generation = self.net.generation;
-                let _ = self.ask_about(generation, &Request::Close { socket: id })?;
-                Err(ErrorCode::NotSupported)
-            }
-            Ok(other) => Err(unexpected(&other)),
-            Err(e) => Err(code(e)),
-        })
+        let id = match self.ask(&Request::Udp(f))? {
+            Ok(Response::Socket(id)) => id,
+            Ok(other) => return Ok(Err(unexpected(&other))),
+            Err(e) => return Ok(Err(code(e))),
+        };
+        let socket = UdpSocket {
+            generation: self.net.generation,
+            id,
+            family,
+            bound: None,
+            remote: None,
+            options: Options::default(),
+        };
+        Ok(Ok(self.table.push(socket)?))
     }
 }
 
 impl udp::Host for InstanceState {}
 
+impl InstanceState {
+    fn udp(&self, s: &Resource<UdpSocket>) -> wasmtime::Result<Connection> {
+        let s = self.table.get(s)?;
+        Ok(Connection { generation: s.generation, id: s.id })
+    }
+
+    /// Sends one datagram on `c` to `to`: whether it went (`false`: the stack's queue is full).
+    fn send_datagram(&mut self, c: Connection, to: SocketAddr, data: Vec<u8>) -> NetResult<bool> {
+        Ok(match self.ask_about(c.generation, &Request::SendTo { socket: c.id, address: to, data })? {
+            Ok(Response::Sent(_)) => Ok(true),
+            Ok(other) => Err(unexpected(&other)),
+            Err(SocketErrorCode::WouldBlock) => Ok(false),
+            Err(e) => Err(code(e)),
+        })
+    }
+}
+
 impl HostUdpSocket for InstanceState {
-    fn start_bind(&mut self, s: Resource<UdpSocket>, _: Resource<Network>, _: IpSocketAddress) -> NetResult<()> {
-        match *self.table.get(&s)? {}
+    fn start_bind(
+        &mut self,
+        s: Resource<UdpSocket>,
+        network: Resource<Network>,
+        local: IpSocketAddress,
+    ) -> NetResult<()> {
+        self.table.get(&network)?;
+        let (c, socket) = (self.udp(&s)?, self.table.get(&s)?);
+        if socket.bound.is_some() {
+            return Ok(Err(ErrorCode::InvalidState));
+        }
+        let address = socket_addr(local);
+        if family_of(&address) != socket.family {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        // A fixed port is a service's: it must be granted, as a TCP listener's port is.
+        let port = address.port();
+        if port != 0 && !self.net.grant.as_ref().is_some_and(|g| g.listen.contains(&port)) {
+            log::warn!("{}: binding UDP port {port} is not granted (the manifest's network.listen)", self.name);
+            return Ok(Err(ErrorCode::AccessDenied));
+        }
+        let r = done(self.ask_about(c.generation, &Request::Bind { socket: c.id, address })?);
+        if r.is_ok() {
+            self.table.get_mut(&s)?.bound = Some(false);
+        }
+        Ok(r)
     }
 
     fn finish_bind(&mut self, s: Resource<UdpSocket>) -> NetResult<()> {
-        match *self.table.get(&s)? {}
+        let socket = self.table.get_mut(&s)?;
+        Ok(match socket.bound {
+            Some(false) => {
+                socket.bound = Some(true);
+                Ok(())
+            }
+            _ => Err(ErrorCode::NotInProgress),
+        })
     }
 
     fn stream(
         &mut self,
         s: Resource<UdpSocket>,
-        _: Option<IpSocketAddress>,
+        remote: Option<IpSocketAddress>,
     ) -> NetResult<(Resource<IncomingDatagramStream>, Resource<OutgoingDatagramStream>)> {
-        match *self.table.get(&s)? {}
+        let c = self.udp(&s)?;
+        let socket = self.table.get_mut(&s)?;
+        if socket.bound != Some(true) {
+            return Ok(Err(ErrorCode::InvalidState));
+        }
+        let remote = remote.map(socket_addr);
+        if let Some(r) = remote
+            && (family_of(&r) != socket.family || r.port() == 0 || r.ip().is_unspecified())
+        {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        socket.remote = remote;
+        let incoming = self.table.push(IncomingDatagramStream { socket: c, remote })?;
+        let outgoing = self.table.push(OutgoingDatagramStream { socket: c, remote })?;
+        Ok(Ok((incoming, outgoing)))
     }
 
     fn local_address(&mut self, s: Resource<UdpSocket>) -> NetResult<IpSocketAddress> {
-        match *self.table.get(&s)? {}
+        let c = self.udp(&s)?;
+        Ok(match self.ask_about(c.generation, &Request::Addresses { socket: c.id })? {
+            Ok(Response::Endpoints { local: Some(local), .. }) => Ok(wasi_addr(local)),
+            Ok(Response::Endpoints { local: None, .. }) => Err(ErrorCode::InvalidState),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(code(e)),
+        })
     }
 
     fn remote_address(&mut self, s: Resource<UdpSocket>) -> NetResult<IpSocketAddress> {
-        match *self.table.get(&s)? {}
+        Ok(self.table.get(&s)?.remote.map(wasi_addr).ok_or(ErrorCode::InvalidState))
     }
 
     fn address_family(&mut self, s: Resource<UdpSocket>) -> wasmtime::Result<IpAddressFamily> {
-        match *self.table.get(&s)? {}
+        Ok(self.table.get(&s)?.family)
     }
 
     fn unicast_hop_limit(&mut self, s: Resource<UdpSocket>) -> NetResult<u8> {
-        match *self.table.get(&s)? {}
+        Ok(Ok(self.table.get(&s)?.options.hop_limit))
     }
 
-    fn set_unicast_hop_limit(&mut self, s: Resource<UdpSocket>, _: u8) -> NetResult<()> {
-        match *self.table.get(&s)? {}
+    fn set_unicast_hop_limit(&mut self, s: Resource<UdpSocket>, value: u8) -> NetResult<()> {
+        if value == 0 {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        self.table.get_mut(&s)?.options.hop_limit = value;
+        Ok(Ok(()))
     }
 
     fn receive_buffer_size(&mut self, s: Resource<UdpSocket>) -> NetResult<u64> {
-        match *self.table.get(&s)? {}
+        Ok(Ok(self.table.get(&s)?.options.receive_buffer))
     }
 
-    fn set_receive_buffer_size(&mut self, s: Resource<UdpSocket>, _: u64) -> NetResult<()> {
-        match *self.table.get(&s)? {}
+    fn set_receive_buffer_size(&mut self, s: Resource<UdpSocket>, value: u64) -> NetResult<()> {
+        if value == 0 {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        self.table.get_mut(&s)?.options.receive_buffer = value;
+        Ok(Ok(()))
     }
 
     fn send_buffer_size(&mut self, s: Resource<UdpSocket>) -> NetResult<u64> {
-        match *self.table.get(&s)? {}
+        Ok(Ok(self.table.get(&s)?.options.send_buffer))
     }
 
-    fn set_send_buffer_size(&mut self, s: Resource<UdpSocket>, _: u64) -> NetResult<()> {
-        match *self.table.get(&s)? {}
+    fn set_send_buffer_size(&mut self, s: Resource<UdpSocket>, value: u64) -> NetResult<()> {
+        if value == 0 {
+            return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        self.table.get_mut(&s)?.options.send_buffer = value;
+        Ok(Ok(()))
     }
 
     fn subscribe(&mut self, s: Resource<UdpSocket>) -> wasmtime::Result<Resource<Pollable>> {
-        match *self.table.get(&s)? {}
+        // Its binds finish at once.
+        Ok(self.table.push_child(Pollable::Ready, &s)?)
     }
 
     fn drop(&mut self, s: Resource<UdpSocket>) -> wasmtime::Result<()> {
-        match *self.table.get(&s)? {}
+        let socket = self.table.delete(s)?;
+        let _ = self.ask_about(socket.generation, &Request::Close { socket: socket.id })?;
+        Ok(())
     }
 }
 
 impl HostIncomingDatagramStream for InstanceState {
-    fn receive(&mut self, s: Resource<IncomingDatagramStream>, _: u64) -> NetResult<Vec<IncomingDatagram>> {
-        match *self.table.get(&s)? {}
+    fn receive(&mut self, s: Resource<IncomingDatagramStream>, max: u64) -> NetResult<Vec<IncomingDatagram>> {
+        let (c, only) = {
+            let s = self.table.get(&s)?;
+            (s.socket, s.remote)
+        };
+        let mut datagrams = Vec::new();
+        while (datagrams.len() as u64) < max {
+            match self.ask_about(c.generation, &Request::ReceiveFrom { socket: c.id })? {
+                // A connected stream drops what comes from elsewhere, as a connected socket does.
+                Ok(Response::Datagram { address, .. }) if only.is_some_and(|r| r != address) => {}
+                Ok(Response::Datagram { address, data }) => {
+                    datagrams.push(IncomingDatagram { data, remote_address: wasi_addr(address) });
+                }
+                Ok(other) => return Ok(Err(unexpected(&other))),
+                Err(SocketErrorCode::WouldBlock) => break,
+                Err(e) if datagrams.is_empty() => return Ok(Err(code(e))),
+                Err(_) => break,
+            }
+        }
+        Ok(Ok(datagrams))
     }
 
     fn subscribe(&mut self, s: Resource<IncomingDatagramStream>) -> wasmtime::Result<Resource<Pollable>> {
-        match *self.table.get(&s)? {}
+        let c = self.table.get(&s)?.socket;
+        Ok(self.table.push_child(Pollable::Datagrams(c, Interest::Readable), &s)?)
     }
 
     fn drop(&mut self, s: Resource<IncomingDatagramStream>) -> wasmtime::Result<()> {
-        match *self.table.get(&s)? {}
+        self.table.delete(s)?;
+        Ok(())
     }
 }
 
 impl HostOutgoingDatagramStream for InstanceState {
     fn check_send(&mut self, s: Resource<OutgoingDatagramStream>) -> NetResult<u64> {
-        match *self.table.get(&s)? {}
+        self.table.get(&s)?;
+        Ok(Ok(SEND_PERMIT))
     }
 
-    fn send(&mut self, s: Resource<OutgoingDatagramStream>, _: Vec<OutgoingDatagram>) -> NetResult<u64> {
-        match *self.table.get(&s)? {}
+    fn send(&mut self, s: Resource<OutgoingDatagramStream>, datagrams: Vec<OutgoingDatagram>) -> NetResult<u64> {
+        let (c, fixed) = {
+            let s = self.table.get(&s)?;
+            (s.socket, s.remote)
+        };
+        if datagrams.len() as u64 > SEND_PERMIT {
+            return Err(wasmtime::format_err!(
+                "send of {} datagrams exceeds check-send's {SEND_PERMIT}",
+                datagrams.len()
+            ));
+        }
+        let mut sent = 0u64;
+        for d in datagrams {
+            let to = match (d.remote_address.map(socket_addr), fixed) {
+                (Some(to), Some(fixed)) if to != fixed => Err(ErrorCode::InvalidArgument),
+                (Some(to), _) | (None, Some(to)) => Ok(to),
+                (None, None) => Err(ErrorCode::InvalidArgument),
+            };
+            let went = match to {
+                Ok(to) => self.send_datagram(c, to, d.data)?,
+                Err(e) => Err(e),
+            };
+            match went {
+                Ok(true) => sent += 1,
+                Ok(false) => break,
+                Err(e) if sent == 0 => return Ok(Err(e)),
+                Err(_) => break,
+            }
+        }
+        Ok(Ok(sent))
     }
 
     fn subscribe(&mut self, s: Resource<OutgoingDatagramStream>) -> wasmtime::Result<Resource<Pollable>> {
-        match *self.table.get(&s)? {}
+        let c = self.table.get(&s)?.socket;
+        Ok(self.table.push_child(Pollable::Datagrams(c, Interest::Writable), &s)?)
     }
 
     fn drop(&mut self, s: Resource<OutgoingDatagramStream>) -> wasmtime::Result<()> {
-        match *self.table.get(&s)? {}
+        self.table.delete(s)?;
+        Ok(())
     }
 }
 

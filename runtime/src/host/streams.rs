@@ -50,13 +50,9 @@ pub enum OutputStream {
         /// Where the next write goes.
         offset: u64,
     },
-    /// What a TCP connection sends.
-    Socket {
-        /// The connection.
-        connection: Connection,
-        /// Written, not yet taken by the stack.
-        pending: Vec<u8>,
-    },
+    /// What a TCP connection sends (what the stack has not taken yet waits in the
+    /// instance's `NetState`, where a shutdown finds it too).
+    Socket(Connection),
 }
 
 /// How much a single write to the console may carry (what `check-write` promises).
@@ -77,25 +73,16 @@ impl InstanceState {
             OutputStream::File { grant, handle, offset } => {
                 return self.write_to_file(s, (grant, handle, offset), bytes);
             }
-            OutputStream::Socket { .. } => return self.write_to_socket(s, bytes, false),
+            OutputStream::Socket(c) => return self.write_to_socket(c, bytes, false),
         };
         self.write_output(kind, bytes);
         Ok(Ok(()))
     }
 
-    /// Adds `bytes` to what the socket stream `s` has to send and sends what the stack takes
-    /// now (`wait`: all of it).
-    fn write_to_socket(&mut self, s: &Resource<OutputStream>, bytes: &[u8], wait: bool) -> StreamResult<()> {
-        let OutputStream::Socket { connection, pending } = self.table.get_mut(s)? else {
-            return Ok(Ok(()));
-        };
-        let connection = *connection;
-        let mut pending = core::mem::take(pending);
-        pending.extend_from_slice(bytes);
-        let sent = self.socket_flush(connection, &mut pending, wait)?;
-        if let OutputStream::Socket { pending: kept, .. } = self.table.get_mut(s)? {
-            *kept = pending;
-        }
+    /// Adds `bytes` to what connection `c` has to send and sends what the stack takes now
+    /// (`wait`: all of it).
+    fn write_to_socket(&mut self, c: Connection, bytes: &[u8], wait: bool) -> StreamResult<()> {
+        let sent = self.socket_send(c, bytes, wait)?;
         self.stream_result(sent)
     }
 
@@ -129,22 +116,25 @@ impl InstanceState {
     fn budget(&self, s: &Resource<OutputStream>) -> wasmtime::Result<u64> {
         Ok(match self.table.get(s)? {
             OutputStream::File { .. } => FILE_WRITE_BUDGET,
-            OutputStream::Socket { pending, .. } => SOCKET_WRITE_BUDGET.saturating_sub(pending.len()) as u64,
+            OutputStream::Socket(c) => SOCKET_WRITE_BUDGET.saturating_sub(self.socket_pending(*c)) as u64,
             _ => WRITE_BUDGET,
         })
     }
 
-    /// Whether `s` is a socket stream.
-    fn is_socket(&self, s: &Resource<OutputStream>) -> wasmtime::Result<bool> {
-        Ok(matches!(self.table.get(s)?, OutputStream::Socket { .. }))
+    /// The connection of `s`, if it is a socket stream.
+    fn socket(&self, s: &Resource<OutputStream>) -> wasmtime::Result<Option<Connection>> {
+        Ok(match self.table.get(s)? {
+            OutputStream::Socket(c) => Some(*c),
+            _ => None,
+        })
     }
 }
 
 impl HostOutputStream for InstanceState {
     fn check_write(&mut self, s: Resource<OutputStream>) -> StreamResult<u64> {
-        if self.is_socket(&s)? {
+        if let Some(c) = self.socket(&s)? {
             // What the stack takes now makes room.
-            if let Err(e) = self.write_to_socket(&s, &[], false)? {
+            if let Err(e) = self.write_to_socket(c, &[], false)? {
                 return Ok(Err(e));
             }
         }
@@ -160,29 +150,29 @@ impl HostOutputStream for InstanceState {
     }
 
     fn blocking_write_and_flush(&mut self, s: Resource<OutputStream>, contents: Vec<u8>) -> StreamResult<()> {
-        if self.is_socket(&s)? {
-            return self.write_to_socket(&s, &contents, true);
+        if let Some(c) = self.socket(&s)? {
+            return self.write_to_socket(c, &contents, true);
         }
         self.write_to(&s, &contents)
     }
 
     fn flush(&mut self, s: Resource<OutputStream>) -> StreamResult<()> {
-        if self.is_socket(&s)? {
-            return self.write_to_socket(&s, &[], false);
+        if let Some(c) = self.socket(&s)? {
+            return self.write_to_socket(c, &[], false);
         }
         Ok(Ok(()))
     }
 
     fn blocking_flush(&mut self, s: Resource<OutputStream>) -> StreamResult<()> {
-        if self.is_socket(&s)? {
-            return self.write_to_socket(&s, &[], true);
+        if let Some(c) = self.socket(&s)? {
+            return self.write_to_socket(c, &[], true);
         }
         Ok(Ok(()))
     }
 
     fn subscribe(&mut self, s: Resource<OutputStream>) -> wasmtime::Result<Resource<Pollable>> {
-        if self.is_socket(&s)? {
-            return Ok(self.table.push_child(Pollable::Output(s.rep()), &s)?);
+        if let Some(c) = self.socket(&s)? {
+            return Ok(self.table.push_child(Pollable::Output(c), &s)?);
         }
         Ok(self.table.push(Pollable::Ready)?)
     }
@@ -193,9 +183,9 @@ impl HostOutputStream for InstanceState {
     }
 
     fn blocking_write_zeroes_and_flush(&mut self, s: Resource<OutputStream>, len: u64) -> StreamResult<()> {
-        if self.is_socket(&s)? {
+        if let Some(c) = self.socket(&s)? {
             let zeroes = alloc::vec![0u8; len.min(SOCKET_WRITE_BUDGET as u64) as usize];
-            return self.write_to_socket(&s, &zeroes, true);
+            return self.write_to_socket(c, &zeroes, true);
         }
         self.write_zeroes(s, len)
     }
@@ -217,8 +207,8 @@ impl HostOutputStream for InstanceState {
 
     fn drop(&mut self, s: Resource<OutputStream>) -> wasmtime::Result<()> {
         // What a program wrote to a connection is sent before its stream goes.
-        if self.is_socket(&s)? {
-            let _ = self.write_to_socket(&s, &[], true)?;
+        if let Some(c) = self.socket(&s)? {
+            let _ = self.write_to_socket(c, &[], true)?;
         }
         self.table.delete(s)?;
         Ok(())
