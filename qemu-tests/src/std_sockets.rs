@@ -3,8 +3,8 @@
 //! component. Two instances listen on ports 7 and 8 at once, each through its manifest's
 //! `network` grant; this host connects to both through two forwarded ports (both first
 //! connections open together, then 200,000 bytes on port 7) and checks every byte comes back.
-//! A third instance connects to port 8 by the name `localhost` from inside the machine, and a
-//! fourth is refused a port its grant does not list. A std `UdpSocket` echo answers a datagram
+//! A third instance connects to port 8 from inside the machine by a name its manifest gives
+//! (`web-b.mica`), and a fourth is refused a port its grant does not list. A std `UdpSocket` echo answers a datagram
 //! from the host (a forwarded UDP port) and one from another component by `localhost`. Then
 //! everything ends in order and the system powers off.
 
@@ -85,7 +85,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         // The asker's connection and the host's reach `web-b` in either order.
         for needle in [
             ["[web-a] std-net: connection 2 echoed 200000 bytes", ""],
-            ["[asker] std-net: localhost:8 answered \"hello from a component\" from 10.0.2.15:8", ""],
+            ["[asker] std-net: web-b.mica:8 answered \"hello from a component\" from 10.0.2.15:8", ""],
             ["[web-b] std-net: connection ", " echoed 22 bytes"],
             ["[denied] std-net: listening on port 9 refused: PermissionDenied", ""],
             ["[udp-asker] std-net: localhost:9 answered \"a datagram from a component\" by udp from 10.0.2.15:9", ""],

@@ -120,8 +120,11 @@ pub struct ComponentSpec {
 pub struct NetworkGrant {
     /// The component's connection to the network stack.
     pub connection: String,
-    /// The ports it may listen on; it may connect anywhere.
+    /// The ports it may listen on (and bind UDP sockets to); it may connect anywhere.
     pub listen: Vec<u16>,
+    /// Names `ip-name-lookup` answers for it, beside `localhost` and IP literals: (name, IP
+    /// address as text), the names in lowercase.
+    pub hosts: Vec<(String, String)>,
 }
 
 /// A directory a component may reach through `wasi:filesystem`: a file system service's volume

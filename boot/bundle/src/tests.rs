@@ -41,7 +41,11 @@ fn manifest() -> SystemManifest {
             devices: vec!["virtio-blk.0".into()],
             dma_limit: 1 << 20,
             dirs: vec![DirGrant { path: "/data".into(), connection: "files".into(), read_only: true }],
-            network: Some(NetworkGrant { connection: "sockets".into(), listen: vec![7, 8080] }),
+            network: Some(NetworkGrant {
+                connection: "sockets".into(),
+                listen: vec![7, 8080],
+                hosts: vec![("db".into(), "10.0.2.2".into())],
+            }),
         }],
         connections: vec![Connection { name: "kv".into(), from: 0, to: 0 }],
         machine: vec![MachineDevice {

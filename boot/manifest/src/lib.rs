@@ -447,8 +447,9 @@ fn check_dirs(site: &EntrySite<'_>, raw: Vec<raw::RawDir>, grants: &[String]) ->
     Ok(dirs)
 }
 
-/// Checks a component's `network`: the grant `wasi:sockets`, and each port to listen on once
-/// and not 0 (its connection is checked with the `connect` entries).
+/// Checks a component's `network`: the grant `wasi:sockets`, each port to listen on once and not
+/// 0, and each of `hosts` a host name and an IP address (its connection is checked with the
+/// `connect` entries).
 fn check_network(
     site: &EntrySite<'_>,
     raw: Option<raw::RawNetwork>,
@@ -468,7 +469,32 @@ fn check_network(
         }
         listen.push(port);
     }
-    Ok(Some(mica_bundle::NetworkGrant { connection: raw.connection, listen }))
+    let mut hosts = Vec::new();
+    for (name, ip) in raw.hosts {
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name.parse::<std::net::IpAddr>().is_err()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid || name.eq_ignore_ascii_case("localhost") {
+            return Err(site.err(
+                "network",
+                format!("hosts: {name:?} is not a host name to give (letters, digits, `-` and `.`; not localhost)"),
+            ));
+        }
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(site.err("network", format!("hosts: {name:?} = {ip:?} is not an IP address")));
+        }
+        let name = name.to_ascii_lowercase();
+        if hosts.iter().any(|(n, _)| *n == name) {
+            return Err(site.err("network", format!("hosts: {name:?} is given twice")));
+        }
+        hosts.push((name, ip));
+    }
+    Ok(Some(mica_bundle::NetworkGrant { connection: raw.connection, listen, hosts }))
 }
 
 /// Checks that each of `grants` covers something the runtime provides (`provided`).

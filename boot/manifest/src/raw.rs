@@ -98,6 +98,8 @@ pub(super) struct RawNetwork {
     pub connection: String,
     #[serde(default)]
     pub listen: Vec<u16>,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// A `dirs` entry of a component.

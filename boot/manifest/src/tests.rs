@@ -284,7 +284,13 @@ fn the_network_is_granted_over_a_connection_without_ipc_of_its_own() {
         .expect("network over `sockets`");
     assert_eq!(
         m.components[1].network,
-        Some(mica_bundle::NetworkGrant { connection: "sockets".into(), listen: vec![7, 8080] })
+        Some(mica_bundle::NetworkGrant { connection: "sockets".into(), listen: vec![7, 8080], hosts: Vec::new() })
+    );
+    let hosts = r#"{ connection = "sockets", hosts = { "DB.example" = "10.0.2.2", gw = "fe80::1" } }"#;
+    let m = check(&network_system(sockets, "\"wasi\"", hosts)).expect("hosts");
+    assert_eq!(
+        m.components[1].network.as_ref().map(|n| n.hosts.clone()),
+        Some(vec![("db.example".into(), "10.0.2.2".into()), ("gw".into(), "fe80::1".into())])
     );
     assert_eq!(m.components[0].network, None);
     // A client that only connects lists no ports.
@@ -302,6 +308,21 @@ fn the_network_is_granted_over_a_connection_without_ipc_of_its_own() {
         (sockets, "\"wasi\"", r#"{ connection = "sockets", listen = [7, 7] }"#, "port 7 is given twice"),
         (sockets, "\"wasi\"", r#"{ connection = "sockets", listen = [70000] }"#, "70000"),
         (sockets, "\"wasi\"", r#"{ listen = [7] }"#, "missing field `connection`"),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", hosts = { db = "db.local" } }"#, "is not an IP address"),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", hosts = { "a b" = "10.0.2.2" } }"#, "is not a host name"),
+        (sockets, "\"wasi\"", r#"{ connection = "sockets", hosts = { localhost = "10.0.2.2" } }"#, "not localhost"),
+        (
+            sockets,
+            "\"wasi\"",
+            r#"{ connection = "sockets", hosts = { "10.0.0.1" = "10.0.2.2" } }"#,
+            "is not a host name",
+        ),
+        (
+            sockets,
+            "\"wasi\"",
+            r#"{ connection = "sockets", hosts = { db = "10.0.2.2", DB = "10.0.2.3" } }"#,
+            "\"db\" is given twice",
+        ),
         (sockets, "\"wasi\"", r#"{ connection = "sockets", ports = [7] }"#, "unknown field `ports`"),
         (
             sockets,

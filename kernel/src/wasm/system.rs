@@ -113,10 +113,12 @@ fn launch(spec: &ComponentSpec) -> Launch {
             .iter()
             .map(|d| Preopen { path: d.path.clone(), connection: d.connection.clone(), read_only: d.read_only })
             .collect(),
-        network: spec
-            .network
-            .as_ref()
-            .map(|n| NetworkGrant { connection: n.connection.clone(), listen: n.listen.clone() }),
+        network: spec.network.as_ref().map(|n| NetworkGrant {
+            connection: n.connection.clone(),
+            listen: n.listen.clone(),
+            // Checked when the manifest was; a name whose address does not parse is left out.
+            hosts: n.hosts.iter().filter_map(|(name, ip)| Some((name.clone(), ip.parse().ok()?))).collect(),
+        }),
     }
 }
 

@@ -54,8 +54,10 @@ use crate::ipc::{ErrorCode as IpcCode, Handle};
 pub struct NetworkGrant {
     /// Its connection to the network stack.
     pub connection: String,
-    /// The ports it may listen on.
+    /// The ports it may listen on (and bind UDP sockets to).
     pub listen: Vec<u16>,
+    /// Names `ip-name-lookup` answers from the manifest (lowercase), before asking the stack.
+    pub hosts: Vec<(String, IpAddr)>,
 }
 
 /// What an instance's socket imports keep: its grant and its session with the stack.
@@ -931,6 +933,13 @@ impl ip_name_lookup::Host for InstanceState {
         self.table.get(&network)?;
         if name.is_empty() || name.len() > proto::MAX_NAME_BYTES {
             return Ok(Err(ErrorCode::InvalidArgument));
+        }
+        let Some(grant) = &self.net.grant else { return Ok(Err(ErrorCode::AccessDenied)) };
+        // The manifest's names first; then the stack's (`localhost`, IP literals).
+        let wanted = name.trim_end_matches('.');
+        if let Some((_, ip)) = grant.hosts.iter().find(|(n, _)| n.eq_ignore_ascii_case(wanted)) {
+            let addresses = [wasi_ip(*ip)].into_iter().collect();
+            return Ok(Ok(self.table.push(ResolveAddressStream { addresses })?));
         }
         match self.ask(&Request::Resolve { name })? {
             Ok(Response::Resolved(ips)) => {
