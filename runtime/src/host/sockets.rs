@@ -197,6 +197,9 @@ const DEFAULT_BACKLOG: u32 = 8;
 
 type NetResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
+/// A socket's local and remote addresses, where it has them.
+type Endpoints = (Option<SocketAddr>, Option<SocketAddr>);
+
 /// The `wasi:sockets` error for a protocol error.
 fn code(c: SocketErrorCode) -> ErrorCode {
     use SocketErrorCode as C;
@@ -914,7 +917,7 @@ impl InstanceState {
     fn endpoints(
         &mut self,
         s: &Resource<TcpSocket>,
-    ) -> wasmtime::Result<Result<(Option<SocketAddr>, Option<SocketAddr>), ErrorCode>> {
+    ) -> NetResult<Endpoints> {
         let (generation, id, _) = self.socket_of(s)?;
         Ok(match self.ask_about(generation, &Request::Addresses { socket: id })? {
             Ok(Response::Endpoints { local, remote }) => Ok((local, remote)),
