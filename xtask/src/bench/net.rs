@@ -14,6 +14,14 @@
 //! trips of [`MESSAGE_BYTES`] on one connection, and [`NEW_CONNECTIONS`] requests each on a new
 //! connection (connect, send, end the sending, read the echo to its end). Median latency, 10th
 //! and 90th percentiles, and requests per second over the whole run.
+//!
+//! Where Mica's time goes, in guest instructions (`-icount shift=0`): the system boots twice more
+//! with the server serving two connections and then ending (`std-net serve 80 2`; the stack and
+//! the driver end after it, and the kernel prints each component's own CPU time in TSC ticks,
+//! instructions under icount). The first connection is the readiness probe; the second makes
+//! no round trips in one boot and [`COUNTED`] in the other. The difference, per round trip and
+//! per component, is what one round trip costs each of them (the kernel's work for a thread,
+//! IPC included, counts as that thread's).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -42,6 +50,13 @@ pub const MESSAGE_BYTES: usize = 64;
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 /// One request's patience.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Round trips of the counted boot.
+pub const COUNTED: usize = 200;
+/// The components whose instructions the counted boots split: the server, the stack, the driver.
+const PARTS: [(&str, &str); 3] =
+    [("echo", "std-net: wasm32-wasip2, wasi:sockets"), ("stack", "netstack: smoltcp"), ("net", "virtio-net driver")];
+/// One counted boot's time limit.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(600);
 /// Modules the Linux guest loads.
 const LINUX_MODULES: &[&str] = &["virtio_mmio", "virtio_net"];
 
@@ -65,6 +80,17 @@ pub struct Server {
     pub new_connections: Rate,
 }
 
+/// One component's instructions per round trip on an open connection.
+#[derive(Debug, Serialize)]
+pub struct Part {
+    /// The component.
+    pub name: &'static str,
+    /// What it is.
+    pub what: &'static str,
+    /// Its instructions per round trip: (run with [`COUNTED`] - run with none) / [`COUNTED`].
+    pub per_round_trip: f64,
+}
+
 /// Everything `bench net` measured.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -80,13 +106,15 @@ pub struct Report {
     pub linux: Server,
     /// The Linux guest's kernel release.
     pub linux_kernel: String,
+    /// Mica's instructions per round trip, by component.
+    pub mica_parts: Vec<Part>,
     /// How it was measured.
     pub method: Vec<&'static str>,
 }
 
 /// Runs the network benchmark.
 pub fn run(root: &Path) -> Result<()> {
-    let super::Prepared { toolchain, kernel: mica, out_dir } = super::prepare(root)?;
+    let super::Prepared { toolchain, kernel, out_dir } = super::prepare(root)?;
     let qemu = mica_launch::find_qemu()?;
     let profile = mica_runtime::config::CpuProfile::baseline();
     let features: Vec<&str> = profile.features.iter().map(|f| f.name()).collect();
@@ -106,13 +134,29 @@ pub fn run(root: &Path) -> Result<()> {
     };
 
     eprintln!("bench: TCP echo through wasi:sockets, netstack and the virtio-net driver component, -accel tcg");
-    let mica = serve_and_measure(|port| Ok(boot(&mica, &bundle, port))).context("Mica's echo server")?;
+    let mica = serve_and_measure(|port| Ok(boot(&kernel, &bundle, port))).context("Mica's echo server")?;
     eprintln!("bench: TCP echo on Linux {}'s TCP and virtio_net, -accel tcg", guest.release);
     let linux = serve_and_measure(|port| {
         let cmd = boot(&guest.kernel, &image, port);
         Ok(cmd.clone().cmdline(guest.cmdline(&cmd, &["echo"])))
     })
     .context("Linux's echo server")?;
+
+    eprintln!("bench: instructions per round trip on Mica, by component (-accel tcg -icount shift=0), two boots");
+    let counted = counted_manifest(root, &out_dir)?;
+    let bundle = crate::system::prepare(root, &toolchain, &counted, &profile)?;
+    let icount = |port: u16| super::io::icount_boot(&qemu, &kernel, &cpu, &bundle, &[net_device(port)]);
+    let none = count_run(icount, 0).context("the counted boot without round trips")?;
+    let some = count_run(icount, COUNTED).context("the counted boot")?;
+    let mica_parts = PARTS
+        .iter()
+        .zip(none.iter().zip(&some))
+        .map(|(&(name, what), (&zero, &n))| Part {
+            name,
+            what,
+            per_round_trip: n.saturating_sub(zero) as f64 / COUNTED as f64,
+        })
+        .collect();
 
     let report = Report {
         machine,
@@ -121,6 +165,7 @@ pub fn run(root: &Path) -> Result<()> {
         mica,
         linux,
         linux_kernel: guest.release,
+        mica_parts,
         method: vec![
             "both servers run mica_workloads::net::echo, the same std::net calls: on Mica the std-net component \
              (wasm32-wasip2) through the runtime's wasi:sockets, the netstack component (smoltcp) and the \
@@ -132,6 +177,9 @@ pub fn run(root: &Path) -> Result<()> {
              the open connection, or connect, send, end of sending and the echo read to its end on a new one",
             "wall clock on a shared 2-core build machine, where QEMU's TCG thread competes with the client: treat \
              the figures as rough, and the ratio between the two servers as the result",
+            "instructions by component: two more boots under -icount shift=0 with the server ending after two \
+             connections, one without round trips and one with 200; each component's own CPU time (TSC ticks, \
+             one per instruction) from the kernel's component-costs line, the difference divided by 200",
         ],
     };
     super::report::publish(&out_dir, "net.json", &report.markdown(), &report)
@@ -213,6 +261,79 @@ fn serve_and_measure(command: impl Fn(u16) -> Result<QemuCommand>) -> Result<Ser
     Ok(Server { one_connection, new_connections })
 }
 
+/// `components/bench-net.toml` with the server serving two connections and then ending, written
+/// to `out_dir`.
+fn counted_manifest(root: &Path, out_dir: &Path) -> Result<std::path::PathBuf> {
+    let path = root.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let serving = r#"args = ["quiet", "80"]"#;
+    if !text.contains(serving) {
+        bail!("{} has no `{serving}` for the counted boots to change", path.display());
+    }
+    let out = out_dir.join("bench-net-counted.toml");
+    std::fs::write(&out, text.replace(serving, r#"args = ["serve", "80", "2"]"#))
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(out)
+}
+
+/// Boots the counted system `command(port)` makes: the readiness probe, then `round_trips` on
+/// one connection, then the system ends. Each of [`PARTS`]' run ticks (instructions).
+fn count_run(command: impl Fn(u16) -> QemuCommand, round_trips: usize) -> Result<[u64; 3]> {
+    let port = free_port()?;
+    let cmd = command(port);
+    let (guest, console) = start(&cmd)?;
+    let started = Instant::now();
+    loop {
+        match on_new_connection(port, b"ready?") {
+            Ok(()) => break,
+            Err(_) if started.elapsed() < READY_TIMEOUT => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => bail!("no echo on port {port} within {READY_TIMEOUT:?}: {e:#}\n{}", cmd.display()),
+        }
+    }
+    let mut stream = connect(port)?;
+    let mut back = vec![0u8; MESSAGE_BYTES];
+    for i in 0..round_trips {
+        let request = message(i);
+        stream.write_all(&request).with_context(|| format!("round trip {i}: sending"))?;
+        stream.read_exact(&mut back).with_context(|| format!("round trip {i}: reading the echo"))?;
+        if back != request {
+            bail!("round trip {i}: other bytes came back");
+        }
+    }
+    stream.shutdown(Shutdown::Write)?;
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest)?;
+    // The system ends after its server: its console is read to the end.
+    let mut serial = String::new();
+    let deadline = Instant::now() + COUNT_TIMEOUT;
+    loop {
+        match console.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => {
+                serial.push_str(&line);
+                serial.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => bail!("the counted system did not end within {COUNT_TIMEOUT:?}\n{serial}"),
+        }
+    }
+    drop(guest);
+    let mut ticks = [0u64; 3];
+    for (slot, (name, _)) in ticks.iter_mut().zip(PARTS) {
+        *slot = run_ticks(&serial, name).with_context(|| format!("no component-costs line for {name}\n{serial}"))?;
+    }
+    Ok(ticks)
+}
+
+/// The `run=` ticks of `mica: component-costs name=NAME ...` in `serial`.
+fn run_ticks(serial: &str, name: &str) -> Option<u64> {
+    let prefix = format!("mica: component-costs name={name} ");
+    serial.lines().find_map(|line| {
+        let rest = &line[line.find(&prefix)? + prefix.len()..];
+        rest.split_whitespace().find_map(|field| field.strip_prefix("run=")?.parse().ok())
+    })
+}
+
 fn rate(samples: &[Duration], total: Duration) -> Result<Rate> {
     Ok(Rate {
         requests: samples.len(),
@@ -255,6 +376,19 @@ impl Report {
             ratio(&self.mica.one_connection, &self.linux.one_connection),
             ratio(&self.mica.new_connections, &self.linux.new_connections)
         );
+        let _ = writeln!(md, "## Mica's instructions per round trip, by component (-icount shift=0)\n");
+        md.push_str("| component | what | instructions per round trip |\n|---|---|---:|\n");
+        for p in &self.mica_parts {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} |",
+                p.name,
+                p.what,
+                super::report::grouped(p.per_round_trip.round() as u64)
+            );
+        }
+        let total: f64 = self.mica_parts.iter().map(|p| p.per_round_trip).sum();
+        let _ = writeln!(md, "| all three | | {} |\n", super::report::grouped(total.round() as u64));
         md.push_str("Notes:\n");
         for line in &self.method {
             let _ = writeln!(md, "- {line}.");
@@ -292,6 +426,7 @@ mod tests {
             mica: Server { one_connection: rate(0.5), new_connections: rate(2.0) },
             linux: Server { one_connection: rate(0.25), new_connections: rate(4.0) },
             linux_kernel: "6.1".into(),
+            mica_parts: vec![Part { name: "echo", what: "std-net", per_round_trip: 12_345.4 }],
             method: vec!["a note"],
         };
         let md = report.markdown();
@@ -309,5 +444,15 @@ mod tests {
             md.contains("Mica / Linux median latency: 2.00 on one connection, 0.50 with a new connection each."),
             "{md}"
         );
+        assert!(md.contains("| echo | std-net | 12,345 |"), "{md}");
+    }
+
+    #[test]
+    fn run_ticks_are_read_per_component() {
+        let serial = "mica: component-costs name=stack load=5 instantiate=6 run=700\n\
+                      [x] mica: component-costs name=echo load=1 instantiate=2 run=300\n";
+        assert_eq!(run_ticks(serial, "echo"), Some(300));
+        assert_eq!(run_ticks(serial, "stack"), Some(700));
+        assert_eq!(run_ticks(serial, "net"), None);
     }
 }
