@@ -6,7 +6,8 @@
 //! A third instance connects to port 8 from inside the machine by a name its manifest gives
 //! (`web-b.mica`), and a fourth is refused a port its grant does not list. A std `UdpSocket` echo answers a datagram
 //! from the host (a forwarded UDP port) and one from another component by `localhost`. Then
-//! everything ends in order and the system powers off.
+//! everything ends in order and the system powers off. The same program's HTTP server answers
+//! `GET /` and `GET /stats` from the host.
 
 use std::net::UdpSocket;
 use std::path::Path;
@@ -38,6 +39,16 @@ fn udp_answer(port: u16, datagram: &[u8]) -> Result<Vec<u8>, String> {
     Err(format!("no answer to 20 datagrams on UDP port {port}"))
 }
 
+/// `GET path` on a new connection to 127.0.0.1:`port`: the status line and the body, joined by
+/// `|`.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let request = format!("GET {path} HTTP/1.0\r\nHost: mica\r\n\r\n");
+    let response = echoed(connect(port)?, request.as_bytes())?;
+    let text = String::from_utf8(response).map_err(|e| format!("GET {path}: not UTF-8: {e}"))?;
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("GET {path}: no end of head in {text:?}"))?;
+    Ok(format!("{}|{body}", head.lines().next().unwrap_or_default()))
+}
+
 pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
@@ -45,10 +56,15 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let bundle = bundle_path(&BundleUse { system: "std-sockets", tamper: None }, scratch.path())?;
     let (a, b) = (free_port()?, free_port()?);
     let u = free_udp_port()?;
+    let h = free_port()?;
     let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
         if d.kind == "virtio-net" {
-            d.hostfwd =
-                vec![format!("tcp:127.0.0.1:{a}-:7"), format!("tcp:127.0.0.1:{b}-:8"), format!("udp:127.0.0.1:{u}-:9")];
+            d.hostfwd = vec![
+                format!("tcp:127.0.0.1:{a}-:7"),
+                format!("tcp:127.0.0.1:{b}-:8"),
+                format!("udp:127.0.0.1:{u}-:9"),
+                format!("tcp:127.0.0.1:{h}-:80"),
+            ];
         }
     })?;
     let mut guest = LiveGuest::spawn(&cmd)?;
@@ -59,6 +75,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
             ("[web-a] std-net: listening on 0.0.0.0:7", false),
             ("[web-b] std-net: listening on 0.0.0.0:8", false),
             ("[udp] std-net: udp on 0.0.0.0:9", false),
+            ("[web-c] std-net: http on 0.0.0.0:80", false),
         ];
         while listening.iter().any(|(_, seen)| !seen) {
             let line = guest.next_line(deadline).ok_or("the two std servers did not both listen")?;
@@ -80,6 +97,16 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         // A datagram to the UDP echo, and its answer.
         let datagram = b"a datagram from the host";
         check("UDP port 9", datagram, &udp_answer(u, datagram)?)?;
+        // The HTTP server: a page, then its count.
+        for (path, expected) in [
+            ("/", "HTTP/1.0 200 OK|hello from a plain std::net program on Mica\n"),
+            ("/stats", "HTTP/1.0 200 OK|requests served: 2\n"),
+        ] {
+            let got = http_get(h, path)?;
+            if got != expected {
+                return Err(format!("GET {path}: {got:?}, expected {expected:?}"));
+            }
+        }
         guest.wait_for("succeeded; powering off", deadline)?;
         let console = &guest.console;
         // The asker's connection and the host's reach `web-b` in either order.
@@ -104,7 +131,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let status = guest.wait()?;
     match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
         Some(mica_exit::ExitCode::Success) => Ok(
-            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port, UDP echoed to the host and to a component"
+            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port, UDP echoed to the host and to a component, 2 HTTP requests"
                 .into(),
         ),
         other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{}", guest.console)),

@@ -9,6 +9,10 @@
 //!   `std-net: connection I from ADDRESS` and `std-net: connection I echoed B bytes`.
 //! - `std-net quiet PORT`: the same server, serving connections until it is stopped, printing
 //!   nothing per connection (`bench net`'s server).
+//! - `std-net http PORT [N]`: a small HTTP/1.0 server on `TcpListener` (what `httpd` serves,
+//!   without a network stack of its own): `GET /` answers a page, `GET /stats` how many requests
+//!   it has served, anything else 404. Serves `N` requests and ends, or serves until stopped.
+//!   Prints `std-net: http on 0.0.0.0:PORT`.
 //! - `std-net ask HOST:PORT MESSAGE`: connects with `TcpStream`, sends `MESSAGE`, shuts its
 //!   sending down and reads the answer to its end. Prints `std-net: HOST:PORT answered "..."`
 //!   from PEER. The host may be a name (`localhost`) or an address.
@@ -46,6 +50,46 @@ fn ask(to: &str, message: &str) -> std::io::Result<()> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     println!("std-net: {to} answered {answer:?} from {peer}");
+    Ok(())
+}
+
+/// The page `http` serves at `/`.
+const PAGE: &str = "hello from a plain std::net program on Mica\n";
+
+fn http(port: u16, requests: u64) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    println!("std-net: http on {}", listener.local_addr()?);
+    let mut served = 0u64;
+    while served < requests {
+        let (mut stream, _) = listener.accept()?;
+        // The request head, up to its blank line (8 KiB at most).
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            let got = stream.read(&mut buf)?;
+            if got == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..got]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        let mut words = head.split_whitespace();
+        let (status, body) = match (words.next(), words.next()) {
+            (Some("GET"), Some("/")) => ("200 OK", PAGE.to_owned()),
+            (Some("GET"), Some("/stats")) => ("200 OK", format!("requests served: {}\n", served + 1)),
+            (Some("GET"), Some(_)) => ("404 Not Found", "not found\n".to_owned()),
+            _ => ("400 Bad Request", "bad request\n".to_owned()),
+        };
+        served += 1;
+        let response = format!(
+            "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        // A client that went away is its own loss, not the server's end.
+        if let Err(e) = stream.write_all(response.as_bytes()).and_then(|()| stream.shutdown(Shutdown::Write)) {
+            eprintln!("std-net: answering a request: {e}");
+        }
+    }
     Ok(())
 }
 
@@ -106,6 +150,12 @@ fn main() -> ExitCode {
             Ok(port) => serve(port, u64::MAX, true),
             Err(_) => Err(std::io::Error::other("quiet PORT: a port")),
         },
+        ["http", port, rest @ ..] if rest.len() <= 1 => {
+            match (port.parse(), rest.first().map_or(Ok(u64::MAX), |n| n.parse())) {
+                (Ok(port), Ok(n)) => http(port, n),
+                _ => Err(std::io::Error::other("http PORT [N]: a port and a count")),
+            }
+        }
         ["ask", to, message] => ask(to, message),
         ["udp-echo", port, n] => match (port.parse(), n.parse()) {
             (Ok(port), Ok(n)) => udp_echo(port, n),
@@ -117,7 +167,7 @@ fn main() -> ExitCode {
             Err(_) => Err(std::io::Error::other("refused PORT: a port")),
         },
         _ => Err(std::io::Error::other(
-            "usage: serve PORT N | quiet PORT | ask HOST:PORT MESSAGE | udp-echo PORT N | udp-ask HOST:PORT MESSAGE | refused PORT",
+            "usage: serve PORT N | quiet PORT | http PORT [N] | ask HOST:PORT MESSAGE | udp-echo PORT N | udp-ask HOST:PORT MESSAGE | refused PORT",
         )),
     };
     match result {
