@@ -7,8 +7,10 @@
 //! (`web-b.mica`), and a fourth is refused a port its grant does not list. A std `UdpSocket` echo answers a datagram
 //! from the host (a forwarded UDP port) and one from another component by `localhost`. Then
 //! everything ends in order and the system powers off. The same program's HTTP server answers
-//! `GET /` and `GET /stats` from the host.
+//! `GET /` and `GET /stats` from the host, and 100,000 bytes written by a program that then
+//! exits without closing its connection all arrive.
 
+use std::io::Read;
 use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -57,6 +59,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let (a, b) = (free_port()?, free_port()?);
     let u = free_udp_port()?;
     let h = free_port()?;
+    let z = free_port()?;
     let cmd = with_system_devices(cmd, &bundle, scratch.path(), |d| {
         if d.kind == "virtio-net" {
             d.hostfwd = vec![
@@ -64,6 +67,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
                 format!("tcp:127.0.0.1:{b}-:8"),
                 format!("udp:127.0.0.1:{u}-:9"),
                 format!("tcp:127.0.0.1:{h}-:80"),
+                format!("tcp:127.0.0.1:{z}-:10"),
             ];
         }
     })?;
@@ -76,6 +80,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
             ("[web-b] std-net: listening on 0.0.0.0:8", false),
             ("[udp] std-net: udp on 0.0.0.0:9", false),
             ("[web-c] std-net: http on 0.0.0.0:80", false),
+            ("[blurt] std-net: blurting on 0.0.0.0:10", false),
         ];
         while listening.iter().any(|(_, seen)| !seen) {
             let line = guest.next_line(deadline).ok_or("the two std servers did not both listen")?;
@@ -97,6 +102,12 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
         // A datagram to the UDP echo, and its answer.
         let datagram = b"a datagram from the host";
         check("UDP port 9", datagram, &udp_answer(u, datagram)?)?;
+        // What a program wrote before it exited without closing arrives whole, then the end.
+        let mut stream = connect(z)?;
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).map_err(|e| format!("reading what blurt wrote: {e}"))?;
+        let expected: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        check("blurt, 100,000 bytes before its exit", &expected, &got)?;
         // The HTTP server: a page, then its count.
         for (path, expected) in [
             ("/", "HTTP/1.0 200 OK|hello from a plain std::net program on Mica\n"),
@@ -131,7 +142,7 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let status = guest.wait()?;
     match status.code().and_then(mica_exit::ExitCode::from_qemu_status) {
         Some(mica_exit::ExitCode::Success) => Ok(
-            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port, UDP echoed to the host and to a component, 2 HTTP requests"
+            "two std TcpListener servers, 3 connections from the host, 1 std TcpStream client by name, 1 refused port, UDP echoed to the host and to a component, 2 HTTP requests, 100 KB written before an exit"
                 .into(),
         ),
         other => Err(format!("QEMU ended with {status} (verdict {other:?})\n{}", guest.console)),

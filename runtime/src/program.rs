@@ -377,6 +377,11 @@ pub fn run_timed(
         program.wasi_cli_run().call_run(&mut store).map_err(|e| (false, e))
     });
     store.data_mut().flush_output();
+    // Its sockets close as a process's do at exit: what it wrote is sent first (unless it is
+    // being ended from outside, which stops that too).
+    if let Err(e) = store.data_mut().close_sockets() {
+        log::debug!("component {}: closing its sockets: {e:#}", launch.name);
+    }
     let end = now();
     let instantiated = instantiated.unwrap_or(end);
     let phases = Phases { instantiate: instantiated.wrapping_sub(start), run: end.wrapping_sub(instantiated) };

@@ -22,6 +22,9 @@
 //! - `std-net udp-ask HOST:PORT MESSAGE`: sends `MESSAGE` in a datagram from an ephemeral port
 //!   and prints `std-net: HOST:PORT answered "..." by udp from PEER`; it sends again after each
 //!   second without an answer, up to 30 times.
+//! - `std-net blurt PORT BYTES`: accepts one connection on `PORT`, writes `BYTES` bytes (byte
+//!   `i` is `i % 251`) and exits at once with `std::process::exit`, closing nothing itself:
+//!   Mica must send them all and close the connection, as Linux does for a process that exits.
 //! - `std-net refused PORT`: listens on `PORT`, which it expects its manifest not to grant, and
 //!   prints what the refusal said.
 //!
@@ -128,6 +131,16 @@ fn udp_ask(to: &str, message: &str) -> std::io::Result<()> {
     Err(std::io::Error::other(format!("{to} did not answer 30 datagrams")))
 }
 
+fn blurt(port: u16, bytes: u32) -> std::io::Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port))?;
+    println!("std-net: blurting on {}", listener.local_addr()?);
+    let (mut stream, peer) = listener.accept()?;
+    let data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+    stream.write_all(&data)?;
+    println!("std-net: wrote {bytes} bytes to {peer}; exiting without closing");
+    std::process::exit(0)
+}
+
 fn refused(port: u16) -> std::io::Result<()> {
     match TcpListener::bind(("0.0.0.0", port)) {
         Ok(_) => Err(std::io::Error::other(format!("listening on port {port} was allowed"))),
@@ -162,12 +175,16 @@ fn main() -> ExitCode {
             _ => Err(std::io::Error::other("udp-echo PORT N: a port and a count")),
         },
         ["udp-ask", to, message] => udp_ask(to, message),
+        ["blurt", port, bytes] => match (port.parse(), bytes.parse()) {
+            (Ok(port), Ok(bytes)) => blurt(port, bytes),
+            _ => Err(std::io::Error::other("blurt PORT BYTES: a port and a count")),
+        },
         ["refused", port] => match port.parse() {
             Ok(port) => refused(port),
             Err(_) => Err(std::io::Error::other("refused PORT: a port")),
         },
         _ => Err(std::io::Error::other(
-            "usage: serve PORT N | quiet PORT | http PORT [N] | ask HOST:PORT MESSAGE | udp-echo PORT N | udp-ask HOST:PORT MESSAGE | refused PORT",
+            "usage: serve PORT N | quiet PORT | http PORT [N] | ask HOST:PORT MESSAGE | udp-echo PORT N | udp-ask HOST:PORT MESSAGE | blurt PORT BYTES | refused PORT",
         )),
     };
     match result {

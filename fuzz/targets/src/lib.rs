@@ -160,8 +160,8 @@ pub fn files_service(data: &[u8]) {
 /// requests from two sessions, beside a second stack on the same wire, and any Ethernet frames
 /// a hostile network sends it. Each step is a byte that picks what happens and the bytes after
 /// it that fill it in: a request of one of the stacks' sessions (ports from a small set, so
-/// that binds, listeners and connections meet, to the other stack and to the stack's own
-/// address), rounds of time with the frames crossing, a session ending, or (0xf0 and over) a
+/// that binds, listeners, connections and datagrams meet, to the other stack and to the stack's
+/// own address), rounds of time with the frames crossing, a session ending, or (0xf0 and over) a
 /// length byte and that many raw bytes, decoded as a request or handed to the stack as a
 /// frame. Every answer must decode as itself, none may be `unknown` (each failure has its own
 /// code), and readiness must answer for every socket asked about.
@@ -215,7 +215,12 @@ pub fn network_stack(data: &[u8]) {
                 }
             }
             _ => match op % 16 {
-                0 => Request::Tcp(if a[1] % 8 == 7 { Family::V6 } else { Family::V4 }),
+                0 => match a[1] % 8 {
+                    7 => Request::Tcp(Family::V6),
+                    6 => Request::Udp(Family::V6),
+                    4 | 5 => Request::Udp(Family::V4),
+                    _ => Request::Tcp(Family::V4),
+                },
                 1 => Request::Bind {
                     socket,
                     address: address(if a[2].is_multiple_of(3) { 0 } else { 15 + which as u8 }),
@@ -253,6 +258,12 @@ pub fn network_stack(data: &[u8]) {
                     stacks[which].open_session(session);
                     continue;
                 }
+                14 if a[2].is_multiple_of(2) => Request::ReceiveFrom { socket },
+                14 => Request::SendTo {
+                    socket,
+                    address: address(if a[2] % 3 == 0 { 15 } else { 16 }),
+                    data: vec![a[1]; usize::from(a[2]) * 256],
+                },
                 _ => {
                     let interests: Vec<_> = (0..6)
                         .map(|s| (s, if a[2].is_multiple_of(2) { Interest::Readable } else { Interest::Writable }))
@@ -983,19 +994,30 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         ]],
         // Listen on port 7 (ports[0]) in the first stack, connect from the second, let the
         // frames cross, accept, send and receive.
-        "network_stack" => vec![vec![
-            0, 0, 0, 0, // first stack, session 1: socket 0
-            1, 0, 0, 0, // bind 0.0.0.0:7
-            2, 0, 0, 4, // listen, backlog 4
-            0, 1, 0, 0, // second stack: socket 0
-            4, 1, 0, 0, // connect to 10.0.2.15:7
-            12, 0, 0, 5, // six rounds
-            5, 1, 0, 0, // connected?
-            3, 0, 0, 0, // accept: socket 1
-            6, 1, 0, 3, // send 291 bytes
-            12, 0, 0, 2, // three rounds
-            7, 0, 1, 9, // receive
-        ]],
+        "network_stack" => vec![
+            vec![
+                0, 0, 0, 0, // first stack, session 1: socket 0
+                1, 0, 0, 0, // bind 0.0.0.0:7
+                2, 0, 0, 4, // listen, backlog 4
+                0, 1, 0, 0, // second stack: socket 0
+                4, 1, 0, 0, // connect to 10.0.2.15:7
+                12, 0, 0, 5, // six rounds
+                5, 1, 0, 0, // connected?
+                3, 0, 0, 0, // accept: socket 1
+                6, 1, 0, 3, // send 291 bytes
+                12, 0, 0, 2, // three rounds
+                7, 0, 1, 9, // receive
+            ],
+            // A UDP socket on port 80 in the first stack, a datagram to it from the second.
+            vec![
+                0, 0, 4, 0, // first stack, session 1: UDP socket 0
+                1, 0, 0, 9, // bind 0.0.0.0:80
+                0, 1, 4, 0, // second stack: UDP socket 0
+                14, 1, 0, 9, // send 2,304 bytes to 10.0.2.15:80
+                12, 0, 0, 5, // six rounds
+                14, 0, 0, 0, // receive from
+            ],
+        ],
         "bundle" => {
             let mut writer = BundleWriter::new();
             let _ = writer.add(EntryKind::Wasm, "hello.wasm", b"\0asm\x0d\0\x01\0".to_vec());

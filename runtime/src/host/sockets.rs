@@ -21,7 +21,7 @@
 //! Options the stack does not have (keep-alive, hop limit, buffer sizes) are kept and reported
 //! back, without effect.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -75,12 +75,21 @@ pub struct NetState {
     /// What a program wrote to a connection of this session and the stack has not taken yet
     /// (by socket; at most [`WRITE_BUDGET`] each).
     pending: BTreeMap<SocketId, Vec<u8>>,
+    /// The sockets of this session the program still holds (closed when it ends).
+    open: BTreeSet<SocketId>,
 }
 
 impl NetState {
     /// The state for `grant`.
     pub fn new(grant: Option<NetworkGrant>) -> NetState {
-        NetState { grant, manifest: None, session: None, generation: 0, pending: BTreeMap::new() }
+        NetState {
+            grant,
+            manifest: None,
+            session: None,
+            generation: 0,
+            pending: BTreeMap::new(),
+            open: BTreeSet::new(),
+        }
     }
 }
 
@@ -191,6 +200,9 @@ const SEND_PERMIT: u64 = 16;
 
 /// How much an output stream keeps that the stack has not taken: one request's worth.
 pub const WRITE_BUDGET: usize = MAX_DATA_BYTES;
+
+/// How long an ended instance's written data may take to reach the stack: 10 s.
+const LINGER_NS: u64 = 10_000_000_000;
 
 /// A backlog when the program sets none.
 const DEFAULT_BACKLOG: u32 = 8;
@@ -324,6 +336,7 @@ impl InstanceState {
                 self.net.session = Some(session);
                 self.net.generation = self.net.generation.wrapping_add(1);
                 self.net.pending.clear();
+                self.net.open.clear();
                 Ok(Ok(session))
             }
             (answer, handles) => {
@@ -483,6 +496,45 @@ impl InstanceState {
         Ok(Ok(()))
     }
 
+    /// The instance has ended: what it wrote and the stack has not taken is sent (for at most
+    /// [`LINGER_NS`]), then every socket it still held is closed gracefully, as a process's
+    /// sockets are at its exit; a connection then ends with its data sent, not reset.
+    pub fn close_sockets(&mut self) -> wasmtime::Result<()> {
+        if self.net.session.is_none() {
+            return Ok(());
+        }
+        let generation = self.net.generation;
+        let deadline = self.platform.monotonic_ns().saturating_add(LINGER_NS);
+        let waiting: Vec<SocketId> = self.net.pending.keys().copied().collect();
+        for id in waiting {
+            let c = Connection { generation, id };
+            while self.socket_pending(c) > 0 && self.net.session.is_some() {
+                let now = self.platform.monotonic_ns();
+                if now >= deadline {
+                    log::warn!(
+                        "{}: ended with {} bytes for socket {id} the network stack did not take in time",
+                        self.name,
+                        self.socket_pending(c)
+                    );
+                    break;
+                }
+                if let Err(e) = self.socket_send(c, &[], false)? {
+                    log::warn!("{}: sending what was written before the end: {e:?}", self.name);
+                    break;
+                }
+                if self.socket_pending(c) > 0 {
+                    let timeout = Some(deadline - now);
+                    let _ = self.poll_sockets(alloc::vec![(id, Interest::Writable)], timeout)?;
+                }
+            }
+        }
+        for id in core::mem::take(&mut self.net.open) {
+            let _ = self.ask_about(generation, &Request::Close { socket: id })?;
+        }
+        self.net.pending.clear();
+        Ok(())
+    }
+
     /// What socket pollable `p` waits for now.
     pub(super) fn readiness(&self, p: &Pollable) -> wasmtime::Result<Readiness> {
         let current = |generation: u32| self.net.session.is_some() && generation == self.net.generation;
@@ -592,6 +644,7 @@ impl tcp_create_socket::Host for InstanceState {
             Ok(other) => return Ok(Err(unexpected(&other))),
             Err(e) => return Ok(Err(code(e))),
         };
+        self.net.open.insert(id);
         let socket = TcpSocket {
             generation: self.net.generation,
             id,
@@ -740,6 +793,7 @@ impl HostTcpSocket for InstanceState {
         }
         match self.ask_about(generation, &Request::Accept { socket: id })? {
             Ok(Response::Accepted { socket, .. }) => {
+                self.net.open.insert(socket);
                 let listener = self.table.get(&s)?;
                 let accepted = TcpSocket {
                     generation,
@@ -906,6 +960,7 @@ impl HostTcpSocket for InstanceState {
         }
         if socket.generation == self.net.generation {
             self.net.pending.remove(&socket.id);
+            self.net.open.remove(&socket.id);
         }
         // The stack lets go of it (a connection closes); a socket of an ended session is gone.
         let _ = self.ask_about(socket.generation, &Request::Close { socket: socket.id })?;
@@ -914,10 +969,7 @@ impl HostTcpSocket for InstanceState {
 }
 
 impl InstanceState {
-    fn endpoints(
-        &mut self,
-        s: &Resource<TcpSocket>,
-    ) -> NetResult<Endpoints> {
+    fn endpoints(&mut self, s: &Resource<TcpSocket>) -> NetResult<Endpoints> {
         let (generation, id, _) = self.socket_of(s)?;
         Ok(match self.ask_about(generation, &Request::Addresses { socket: id })? {
             Ok(Response::Endpoints { local, remote }) => Ok((local, remote)),
@@ -981,6 +1033,7 @@ impl udp_create_socket::Host for InstanceState {
             Ok(other) => return Ok(Err(unexpected(&other))),
             Err(e) => return Ok(Err(code(e))),
         };
+        self.net.open.insert(id);
         let socket = UdpSocket {
             generation: self.net.generation,
             id,
@@ -1135,6 +1188,9 @@ impl HostUdpSocket for InstanceState {
 
     fn drop(&mut self, s: Resource<UdpSocket>) -> wasmtime::Result<()> {
         let socket = self.table.delete(s)?;
+        if socket.generation == self.net.generation {
+            self.net.open.remove(&socket.id);
+        }
         let _ = self.ask_about(socket.generation, &Request::Close { socket: socket.id })?;
         Ok(())
     }
