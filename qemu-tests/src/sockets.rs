@@ -44,6 +44,37 @@ pub(crate) fn check(what: &str, sent: &[u8], back: &[u8]) -> Result<(), String> 
     }
 }
 
+/// Waits until `guest` has printed every one of `needles`, in any order (servers start in
+/// either order); `what` names them in the error.
+pub(crate) fn wait_for_all(
+    guest: &mut LiveGuest,
+    needles: &[&str],
+    deadline: Instant,
+    what: &str,
+) -> Result<(), String> {
+    let mut seen = vec![false; needles.len()];
+    while seen.iter().any(|s| !s) {
+        let line = guest.next_line(deadline).ok_or_else(|| format!("{what} did not all start"))?;
+        for (needle, seen) in needles.iter().zip(&mut seen) {
+            *seen |= line.contains(needle);
+        }
+    }
+    Ok(())
+}
+
+/// Two echo servers on 127.0.0.1 ports `a` and `b`: both first connections open at once, each
+/// echoing its message of `first`, then 200,000 bytes on `a` (more than the stack's buffers and
+/// an IPC message), every byte checked.
+pub(crate) fn two_echo_servers(a: u16, b: u16, first: [&[u8]; 2]) -> Result<(), String> {
+    let (first_a, first_b) = (connect(a)?, connect(b)?);
+    let back_b = echoed(first_b, first[1])?;
+    let back_a = echoed(first_a, first[0])?;
+    check(&format!("port {a}, first connection"), first[0], &back_a)?;
+    check(&format!("port {b}, first connection"), first[1], &back_b)?;
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    check(&format!("port {a}, 200 KB"), &big, &echoed(connect(a)?, &big)?)
+}
+
 pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let scratch = tempfile::tempdir().map_err(|e| format!("scratch directory: {e}"))?;
     let features: Vec<&str> = mica_runtime::config::CpuProfile::baseline().features.iter().map(|f| f.name()).collect();
@@ -58,26 +89,9 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let mut guest = LiveGuest::spawn(&cmd)?;
     let deadline = Instant::now() + TIMEOUT;
     let result = (|| {
-        // The two servers start in either order.
-        let mut listening =
-            [("[echo-a] tcp-echo: listening on port 7", false), ("[echo-b] tcp-echo: listening on port 8", false)];
-        while listening.iter().any(|(_, seen)| !seen) {
-            let line = guest.next_line(deadline).ok_or("the echo servers did not both listen")?;
-            for (needle, seen) in &mut listening {
-                *seen |= line.contains(*needle);
-            }
-        }
-        // Both servers' first connections at once.
-        let (first_a, first_b) = (connect(a)?, connect(b)?);
-        let small_a = b"hello, port 7".to_vec();
-        let small_b = b"hello, port 8".to_vec();
-        let back_b = echoed(first_b, &small_b)?;
-        let back_a = echoed(first_a, &small_a)?;
-        check("port 7, first connection", &small_a, &back_a)?;
-        check("port 8, first connection", &small_b, &back_b)?;
-        // Then one larger than the stack's buffers and the IPC messages.
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        check("port 7, 200 KB", &big, &echoed(connect(a)?, &big)?)?;
+        let servers = ["[echo-a] tcp-echo: listening on port 7", "[echo-b] tcp-echo: listening on port 8"];
+        wait_for_all(&mut guest, &servers, deadline, "the echo servers")?;
+        two_echo_servers(a, b, [b"hello, port 7", b"hello, port 8"])?;
         check("port 8, second connection", b"bye", &echoed(connect(b)?, b"bye")?)?;
         guest.wait_for("succeeded; powering off", deadline)?;
         let asked = "[asker] tcp-ask: echoed back whole from 10.0.2.15:7";

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use mica_launch::{Accel, QemuCommand};
 
 use crate::live::LiveGuest;
-use crate::sockets::{check, connect, echoed, free_port};
+use crate::sockets::{check, connect, echoed, free_port, two_echo_servers, wait_for_all};
 use crate::{BundleUse, TIMEOUT, bundle_path, with_system_devices};
 
 fn free_udp_port() -> Result<u16, String> {
@@ -74,31 +74,15 @@ pub fn run(qemu: &Path, kernel: &Path) -> Result<String, String> {
     let mut guest = LiveGuest::spawn(&cmd)?;
     let deadline = Instant::now() + TIMEOUT;
     let result = (|| {
-        // The two servers start in either order.
-        let mut listening = [
-            ("[web-a] std-net: listening on 0.0.0.0:7", false),
-            ("[web-b] std-net: listening on 0.0.0.0:8", false),
-            ("[udp] std-net: udp on 0.0.0.0:9", false),
-            ("[web-c] std-net: http on 0.0.0.0:80", false),
-            ("[blurt] std-net: blurting on 0.0.0.0:10", false),
+        let servers = [
+            "[web-a] std-net: listening on 0.0.0.0:7",
+            "[web-b] std-net: listening on 0.0.0.0:8",
+            "[udp] std-net: udp on 0.0.0.0:9",
+            "[web-c] std-net: http on 0.0.0.0:80",
+            "[blurt] std-net: blurting on 0.0.0.0:10",
         ];
-        while listening.iter().any(|(_, seen)| !seen) {
-            let line = guest.next_line(deadline).ok_or("the two std servers did not both listen")?;
-            for (needle, seen) in &mut listening {
-                *seen |= line.contains(*needle);
-            }
-        }
-        // Both servers' first connections at once.
-        let (first_a, first_b) = (connect(a)?, connect(b)?);
-        let small_a = b"GET / from the host, port 7".to_vec();
-        let small_b = b"GET / from the host, port 8".to_vec();
-        let back_b = echoed(first_b, &small_b)?;
-        let back_a = echoed(first_a, &small_a)?;
-        check("port 7, first connection", &small_a, &back_a)?;
-        check("port 8, first connection", &small_b, &back_b)?;
-        // Then one larger than the stack's buffers, the runtime's write budget and an IPC message.
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        check("port 7, 200 KB", &big, &echoed(connect(a)?, &big)?)?;
+        wait_for_all(&mut guest, &servers, deadline, "the std servers")?;
+        two_echo_servers(a, b, [b"GET / from the host, port 7", b"GET / from the host, port 8"])?;
         // A datagram to the UDP echo, and its answer.
         let datagram = b"a datagram from the host";
         check("UDP port 9", datagram, &udp_answer(u, datagram)?)?;

@@ -269,12 +269,19 @@ fn c_sources_are_a_third_kind_of_source() {
     }
 }
 
+/// A service `server` (granted IPC) and a client `app` granted `grants` and given the manifest
+/// line `client_line`, connected by `connect`.
+fn service_and_client(server: &str, connect: &str, grants: &str, client_line: &str) -> String {
+    format!(
+        "connect = [{connect}]\n[[component]]\nname = \"{server}\"\nwasm = \"a.wasm\"\n\
+         grants = [\"wasi\", \"mica:kernel/ipc\"]\n\
+         [[component]]\nname = \"app\"\nwasm = \"a.wasm\"\ngrants = [{grants}]\n{client_line}\n"
+    )
+}
+
 /// A network stack `net` and a client `app` with `network = NETWORK`, connected by `connect`.
 fn network_system(connect: &str, grants: &str, network: &str) -> String {
-    format!(
-        "connect = [{connect}]\n[[component]]\nname = \"net\"\nwasm = \"a.wasm\"\ngrants = [\"wasi\", \"mica:kernel/ipc\"]\n\
-         [[component]]\nname = \"app\"\nwasm = \"a.wasm\"\ngrants = [{grants}]\nnetwork = {network}\n"
-    )
+    service_and_client("net", connect, grants, &format!("network = {network}"))
 }
 
 #[test]
@@ -339,10 +346,7 @@ fn the_network_is_granted_over_a_connection_without_ipc_of_its_own() {
 
 /// A file system service `fs` and a client `app` with `dirs`, connected by `connect`.
 fn dirs_system(connect: &str, grants: &str, dirs: &str) -> String {
-    format!(
-        "connect = [{connect}]\n[[component]]\nname = \"fs\"\nwasm = \"a.wasm\"\ngrants = [\"wasi\", \"mica:kernel/ipc\"]\n\
-         [[component]]\nname = \"app\"\nwasm = \"a.wasm\"\ngrants = [{grants}]\ndirs = [{dirs}]\n"
-    )
+    service_and_client("fs", connect, grants, &format!("dirs = [{dirs}]"))
 }
 
 #[test]

@@ -369,15 +369,10 @@ impl Stack {
             Ok(_) => return error(Code::InvalidState, format!("socket {socket} is bound already")),
             Err(e) => return e,
         }
-        let SocketAddr::V4(v4) = address else {
-            return error(Code::InvalidArgument, format!("{address} is not an IPv4 address (the socket is IPv4)"));
+        let v4 = match self.bindable(address) {
+            Ok(v4) => v4,
+            Err(e) => return e,
         };
-        if !v4.ip().is_unspecified() && *v4.ip() != self.address {
-            return error(
-                Code::AddressNotBindable,
-                format!("{} is not this machine's address ({} is)", v4.ip(), self.address),
-            );
-        }
         let port = match v4.port() {
             0 => match self.ephemeral() {
                 Some(port) => port,
@@ -393,6 +388,21 @@ impl Stack {
             *tcp = Tcp::Bound { port, any: v4.ip().is_unspecified() };
         }
         Response::Done
+    }
+
+    /// `address` if a socket may bind to it: IPv4, and this machine's address or the
+    /// unspecified one.
+    fn bindable(&self, address: SocketAddr) -> Result<SocketAddrV4, Response> {
+        let SocketAddr::V4(v4) = address else {
+            return Err(error(Code::InvalidArgument, format!("{address} is not an IPv4 address (the socket is IPv4)")));
+        };
+        if !v4.ip().is_unspecified() && *v4.ip() != self.address {
+            return Err(error(
+                Code::AddressNotBindable,
+                format!("{} is not this machine's address ({} is)", v4.ip(), self.address),
+            ));
+        }
+        Ok(v4)
     }
 
     fn listen(&mut self, session: SessionId, socket: SocketId, backlog: u32) -> Response {

@@ -73,15 +73,10 @@ impl Stack {
             Ok(Udp::Bound { .. }) => return error(Code::InvalidState, format!("socket {socket} is bound already")),
             Err(e) => return e,
         }
-        let SocketAddr::V4(v4) = address else {
-            return error(Code::InvalidArgument, format!("{address} is not an IPv4 address (the socket is IPv4)"));
+        let v4 = match self.bindable(address) {
+            Ok(v4) => v4,
+            Err(e) => return e,
         };
-        if !v4.ip().is_unspecified() && *v4.ip() != self.address {
-            return error(
-                Code::AddressNotBindable,
-                format!("{} is not this machine's address ({} is)", v4.ip(), self.address),
-            );
-        }
         match self.udp_bind_port(session, socket, v4.port(), v4.ip().is_unspecified()) {
             Ok(()) => Response::Done,
             Err(e) => e,
