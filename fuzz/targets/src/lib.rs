@@ -261,7 +261,7 @@ pub fn network_stack(data: &[u8]) {
                 14 if a[2].is_multiple_of(2) => Request::ReceiveFrom { socket },
                 14 => Request::SendTo {
                     socket,
-                    address: address(if a[2] % 3 == 0 { 15 } else { 16 }),
+                    address: address(if a[2].is_multiple_of(3) { 15 } else { 16 }),
                     data: vec![a[1]; usize::from(a[2]) * 256],
                 },
                 _ => {
