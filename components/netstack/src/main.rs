@@ -96,6 +96,9 @@ struct Service {
     start: Instant,
     /// The driver has gone (its connection closed): the stack ends with its clients.
     driver_gone: bool,
+    /// Frames may wait at the driver: it said `ready`, or the last exchange brought some (there
+    /// may be more). Without this or frames to send, a round asks the driver nothing.
+    frames_waiting: bool,
 }
 
 impl Service {
@@ -183,27 +186,30 @@ impl Service {
         println!("netstack: session {session} closed ({} open)", self.sessions.len());
     }
 
-    /// Sends what the stack has queued and takes what the driver has received.
-    fn exchange(&mut self) -> Result<(), String> {
-        loop {
+    /// Sends what the stack has queued and takes what the driver has received; asks the driver
+    /// nothing when there is nothing to send and it has not said frames wait (it says so once
+    /// after each exchange, when frames come). Whether frames came.
+    fn exchange(&mut self) -> Result<bool, String> {
+        let mut came = false;
+        while self.frames_waiting || !self.stack.device.tx.is_empty() {
             let tx = self.stack.device.take_batch("netstack");
             let rx = self.driver.exchange(tx)?;
-            let more = !rx.is_empty() || !self.stack.device.tx.is_empty();
-            self.stack.device.rx.extend(rx);
-            if !more {
-                return Ok(());
+            // Some came: more may wait behind them.
+            self.frames_waiting = !rx.is_empty();
+            if !rx.is_empty() {
+                came = true;
+                self.stack.device.rx.extend(rx);
+                self.stack.poll(self.now());
             }
-            self.stack.poll(self.now());
         }
+        Ok(came)
     }
 
     fn run(&mut self) -> Result<(), String> {
         loop {
             self.stack.poll(self.now());
             self.answer_polls();
-            if !self.driver_gone {
-                self.exchange()?;
-                self.stack.poll(self.now());
+            if !self.driver_gone && self.exchange()? {
                 self.answer_polls();
             }
             if self.driver_gone && self.sessions.is_empty() {
@@ -278,7 +284,10 @@ impl Service {
     fn driver_ready(&mut self) -> Result<(), String> {
         match self.driver.channel.try_recv() {
             // `ready`: the next round's exchange takes the frames.
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.frames_waiting = true;
+                Ok(())
+            }
             Err(e) if e.code == ErrorCode::Empty => Ok(()),
             Err(e) if e.code == ErrorCode::PeerClosed => {
                 println!("netstack: the network driver has gone");
@@ -307,7 +316,16 @@ fn start() -> Result<Service, String> {
     let stack =
         Stack::new(config, NetInstant::from_micros(0)).map_err(|e| format!("cannot set up the interface: {e}"))?;
     println!("netstack: {ADDRESS}/{PREFIX_LEN} up on mac {}", format_mac(&mac));
-    Ok(Service { stack, driver, manifest, sessions: Vec::new(), held: Vec::new(), start, driver_gone: false })
+    Ok(Service {
+        stack,
+        driver,
+        manifest,
+        sessions: Vec::new(),
+        held: Vec::new(),
+        start,
+        driver_gone: false,
+        frames_waiting: true,
+    })
 }
 
 fn main() {
