@@ -342,15 +342,35 @@ fn agent_script(data: &[u8]) -> (Vec<u8>, Vec<AgentAnswer>) {
                 }
                 expected.push(AgentAnswer::Error(Some(id)));
             }
+            Ok(Some(HostMsg::Spawn { id, env, cwd, uid, gid, stdin, .. })) => {
+                // No root: the agent would run itself (the fuzzer) to enter one.
+                let spawn = HostMsg::Spawn {
+                    id,
+                    argv: vec![NO_PROGRAM.into()],
+                    env,
+                    root: String::new(),
+                    cwd,
+                    uid,
+                    gid,
+                    stdin,
+                };
+                match encode_frame(&spawn) {
+                    Ok(frame) => input.extend(frame),
+                    Err(_) => return (input, expected),
+                }
+                expected.push(AgentAnswer::Error(Some(id)));
+            }
             Ok(Some(msg)) => {
                 input.extend_from_slice(raw);
                 expected.push(match msg {
                     HostMsg::Hello => AgentAnswer::Ready,
                     HostMsg::Ping { id } => AgentAnswer::Pong(id),
                     // No command ever runs, so every signal names none.
-                    HostMsg::Signal { id, .. } | HostMsg::Kill { id } | HostMsg::Exec { id, .. } => {
-                        AgentAnswer::Error(Some(id))
-                    }
+                    HostMsg::Signal { id, .. }
+                    | HostMsg::Kill { id }
+                    | HostMsg::Exec { id, .. }
+                    | HostMsg::Spawn { id, .. }
+                    | HostMsg::Stdin { id, .. } => AgentAnswer::Error(Some(id)),
                     // Refused: the fuzzed agent is never allowed to power off.
                     HostMsg::Shutdown => AgentAnswer::Error(None),
                 });
@@ -1104,6 +1124,17 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
                 HostMsg::Exec { id: 1, argv: vec!["true".into()], env: vec![("A".into(), "b".into())], stdin: vec![1] },
                 HostMsg::Signal { id: 1, signal: 15 },
                 HostMsg::Kill { id: 2 },
+                HostMsg::Spawn {
+                    id: 3,
+                    argv: vec!["true".into()],
+                    env: vec![],
+                    root: "/".into(),
+                    cwd: "/tmp".into(),
+                    uid: 0,
+                    gid: 0,
+                    stdin: true,
+                },
+                HostMsg::Stdin { id: 3, data: b"in".to_vec() },
                 HostMsg::Shutdown,
             ] {
                 frames.extend(encode_frame(&msg).expect("encodes"));

@@ -6,6 +6,7 @@
 
 pub mod args;
 pub mod channel;
+pub mod enter;
 pub mod exec;
 pub mod reaper;
 pub mod session;

@@ -58,6 +58,11 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        Ok(Parsed::Enter(enter)) => {
+            let (message, status) = mica_agent::enter::run(&enter);
+            eprintln!("mica-agent: {message}");
+            return ExitCode::from(status);
+        }
         Ok(Parsed::Version) => {
             println!("mica-agent {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufReader};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,8 @@ impl Outbox {
 pub struct Execs {
     groups: Mutex<HashMap<u32, Pid>>,
     finished: Condvar,
+    /// Where the standard input of commands spawned with it open goes.
+    inputs: Mutex<HashMap<u32, Sender<Vec<u8>>>>,
 }
 
 impl Execs {
@@ -98,6 +101,11 @@ impl Execs {
     /// command's `Exited` is sent (its id becomes free only after that).
     pub fn lock(&self) -> MutexGuard<'_, HashMap<u32, Pid>> {
         self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open standard inputs, by command id. Lock it after [`Execs::lock`], never before.
+    pub fn inputs(&self) -> MutexGuard<'_, HashMap<u32, Sender<Vec<u8>>>> {
+        self.inputs.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Wakes [`Execs::wait_finished`] after a command left the table.
@@ -167,9 +175,17 @@ fn serve_requests(
             HostMsg::Hello => out.send(&ready()),
             HostMsg::Ping { id } => out.send(&GuestMsg::Pong { id }),
             HostMsg::Exec { id, argv, env, stdin } => {
-                exec::start(exec::Request { id, argv, env, stdin }, out, execs, reaper);
+                let req = exec::Request { id, argv, env, stdin, stdin_open: false, within: None };
+                exec::start(req, out, execs, reaper);
                 true
             }
+            HostMsg::Spawn { id, argv, env, root, cwd, uid, gid, stdin } => {
+                let within = Some(exec::Within { root, cwd, uid, gid });
+                let req = exec::Request { id, argv, env, stdin: Vec::new(), stdin_open: stdin, within };
+                exec::start(req, out, execs, reaper);
+                true
+            }
+            HostMsg::Stdin { id, data } => feed(id, data, out, execs),
             HostMsg::Signal { id, signal } => signal_command(id, signal, out, execs),
             HostMsg::Kill { id } => signal_command(id, Signal::KILL.as_raw(), out, execs),
             HostMsg::Shutdown if config.allow_poweroff => {
@@ -195,6 +211,23 @@ fn ready() -> GuestMsg {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         kernel_release: uname().release().to_string_lossy().into_owned(),
     }
+}
+
+/// Passes a chunk of standard input to command `id` (an empty one closes its input).
+fn feed(id: u32, data: Vec<u8>, out: &Outbox, execs: &Execs) -> bool {
+    let mut inputs = execs.inputs();
+    let Some(sender) = inputs.get(&id) else {
+        drop(inputs);
+        return out.send(&GuestMsg::Error {
+            id: Some(id),
+            message: format!("no running command with id {id} has its standard input open"),
+        });
+    };
+    // A command whose feeder is gone (its input pipe broke) just drops the bytes.
+    if data.is_empty() || sender.send(data).is_err() {
+        inputs.remove(&id);
+    }
+    true
 }
 
 /// Sends `signal` to the process group of command `id`; reports failures to the host.

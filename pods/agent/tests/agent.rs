@@ -582,3 +582,89 @@ fn console_port_is_switched_to_raw_mode() {
     assert_eq!(out.exit, Some((Some(0), None)));
     agent.child.kill().unwrap();
 }
+
+fn spawn_msg(id: u32, argv: &[&str], root: &str, cwd: &str, stdin: bool) -> HostMsg {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    HostMsg::Spawn {
+        id,
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec![("GREETING".into(), "hi".into())],
+        root: root.into(),
+        cwd: cwd.into(),
+        uid,
+        gid,
+        stdin,
+    }
+}
+
+#[test]
+fn spawned_commands_stream_their_input_and_run_in_their_directory() {
+    let mut agent = Agent::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path().to_str().expect("utf-8 path");
+    // Input arrives in chunks while the command runs; an empty chunk is its end of file.
+    agent.send(&spawn_msg(1, &["sh", "-c", "pwd; echo $GREETING; wc -c"], "", cwd, true));
+    for chunk in [&b"abc"[..], &[7; 70_000][..]] {
+        agent.send(&HostMsg::Stdin { id: 1, data: chunk.to_vec() });
+    }
+    agent.send(&HostMsg::Stdin { id: 1, data: vec![] });
+    let outcome = agent.collect(&[1]).remove(&1).expect("outcome");
+    assert_eq!(outcome.exit, Some((Some(0), None)), "{outcome:?}");
+    assert_eq!(outcome.stdout(), format!("{cwd}\nhi\n70003\n"));
+    // Its input is gone with it, and input for a command that does not take any is refused.
+    agent.send(&HostMsg::Stdin { id: 1, data: b"late".to_vec() });
+    let late = agent.recv();
+    assert!(
+        matches!(&late, GuestMsg::Error { id: Some(1), message } if message.contains("has its standard input open")),
+        "{late:?}"
+    );
+    // Without open input the command reads end of file at once.
+    agent.send(&spawn_msg(2, &["wc", "-c"], "", "", false));
+    assert_eq!(agent.collect(&[2]).remove(&2).expect("outcome").stdout().trim(), "0");
+    // A missing working directory fails the spawn, and says which.
+    agent.send(&spawn_msg(3, &["true"], "", "/nonexistent/mica-dir", false));
+    let failed = agent.collect(&[3]).remove(&3).expect("outcome");
+    assert!(failed.error.as_deref().is_some_and(|e| e.contains("No such file or directory")), "{failed:?}");
+    agent.expect_quiet();
+}
+
+#[test]
+fn spawned_commands_run_inside_their_root() {
+    let mut agent = Agent::start();
+    let root = tempfile::tempdir().expect("tempdir");
+    let root_path = root.path().to_str().expect("utf-8 path").to_owned();
+    fs_setup_root(root.path());
+    agent.send(&spawn_msg(1, &["/bin/sh", "-c", "pwd; cat /marker"], &root_path, "/work", false));
+    let outcome = agent.collect(&[1]).remove(&1).expect("outcome");
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(outcome.exit, Some((Some(0), None)), "{outcome:?}");
+        assert_eq!(outcome.stdout(), "/work\ninside the root\n");
+        // A program the root does not hold: the shell's status and the reason, on stderr.
+        agent.send(&spawn_msg(2, &["/bin/nosuch"], &root_path, "", false));
+        let missing = agent.collect(&[2]).remove(&2).expect("outcome");
+        assert_eq!(missing.exit, Some((Some(127), None)), "{missing:?}");
+        let stderr = String::from_utf8_lossy(&missing.stderr);
+        assert!(stderr.contains("exec of \"/bin/nosuch\" failed: No such file or directory"), "{stderr}");
+    } else {
+        // Only root may change root: the failure is the command's, and names why.
+        assert_eq!(outcome.exit, Some((Some(126), None)), "{outcome:?}");
+        let stderr = String::from_utf8_lossy(&outcome.stderr);
+        assert!(stderr.contains(&format!("cannot change root to {root_path}: Operation not permitted")), "{stderr}");
+    }
+    agent.expect_quiet();
+}
+
+/// A root holding a static busybox (Debian's `busybox-static`, which `cargo xtask setup`
+/// installs) as `sh`, `cat` and `pwd`.
+fn fs_setup_root(root: &Path) {
+    std::fs::create_dir_all(root.join("work")).expect("mkdir work");
+    std::fs::write(root.join("marker"), "inside the root\n").expect("marker");
+    std::fs::create_dir_all(root.join("bin")).expect("mkdir bin");
+    let busybox = Path::new("/bin/busybox");
+    assert!(busybox.exists(), "no /bin/busybox: install busybox-static (`cargo xtask setup` does)");
+    std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+    for applet in ["sh", "cat", "pwd"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).expect("applet link");
+    }
+}

@@ -78,6 +78,36 @@ pub enum HostMsg {
     /// `reboot(RB_POWER_OFF)`. Only honoured when the agent runs as PID 1 or was started with
     /// `--allow-poweroff`; otherwise answered by a [`GuestMsg::Error`].
     Shutdown,
+    /// Runs a command as a container's process: like [`HostMsg::Exec`], inside a root directory,
+    /// from a working directory, as a user, and with its standard input left open for
+    /// [`HostMsg::Stdin`] when asked. Answered like `Exec`.
+    Spawn {
+        /// The host-chosen id of this command; must not be in use by a running command.
+        id: u32,
+        /// Program and arguments; the program is looked up in the `PATH` of `env` inside `root`.
+        argv: Vec<String>,
+        /// The complete environment, as for `Exec`.
+        env: Vec<(String, String)>,
+        /// The directory that becomes the command's `/` (chroot); empty for the guest's own.
+        root: String,
+        /// The working directory, inside `root`; empty for `/`.
+        cwd: String,
+        /// The user id the command runs as.
+        uid: u32,
+        /// The group id the command runs as (it has no supplementary groups).
+        gid: u32,
+        /// Whether standard input stays open for [`HostMsg::Stdin`] chunks (otherwise it is
+        /// closed at once).
+        stdin: bool,
+    },
+    /// A chunk of standard input for a command spawned with `stdin: true`. An empty chunk closes
+    /// its standard input.
+    Stdin {
+        /// The command's id.
+        id: u32,
+        /// The bytes; empty for end of file.
+        data: Vec<u8>,
+    },
 }
 
 /// A message from the guest agent to the host.
@@ -297,6 +327,18 @@ mod tests {
             HostMsg::Signal { id: 3, signal: -1 },
             HostMsg::Kill { id: 4 },
             HostMsg::Shutdown,
+            HostMsg::Spawn {
+                id: 9,
+                argv: vec!["/bin/echo".into(), "hi".into()],
+                env: vec![("PATH".into(), "/bin".into())],
+                root: "/run/mica/containers/c1/rootfs".into(),
+                cwd: "/tmp".into(),
+                uid: 1000,
+                gid: u32::MAX,
+                stdin: true,
+            },
+            HostMsg::Stdin { id: 9, data: b"input".to_vec() },
+            HostMsg::Stdin { id: 9, data: vec![] },
         ]
     }
 

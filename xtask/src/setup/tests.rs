@@ -35,6 +35,10 @@ fn package_files(package: &str) -> (&'static [&'static str], &'static [(&'static
         "qemu-system-arm" => (&["usr/bin/qemu-system-aarch64"], &[]),
         "rust-web-clippy" => (&["usr/bin/cargo-clippy", "usr/bin/clippy-driver"], &[]),
         "e2fsprogs" => (&["usr/sbin/mke2fs"], &[]),
+        "busybox-static" => (&["bin/busybox"], &[]),
+        "containerd" => (&["usr/bin/containerd", "usr/bin/ctr"], &[]),
+        "runc" => (&["usr/sbin/runc"], &[]),
+        "protobuf-compiler" => (&["usr/bin/protoc"], &[]),
         "python3-venv" => (&["usr/bin/python3"], &[]),
         _ => (&[], &[]),
     }
@@ -230,6 +234,10 @@ fn ensure_sets_up_a_fresh_machine() {
         "qemu-system-arm",
         "rust-web-clippy",
         "e2fsprogs",
+        "busybox-static",
+        "containerd",
+        "runc",
+        "protobuf-compiler",
     ] {
         assert!(host.installed.borrow().contains(package), "{package} not installed: {log:#?}");
     }

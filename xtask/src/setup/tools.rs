@@ -55,12 +55,41 @@ impl Step for Qemu {
     }
 }
 
-/// What legacy pods need on the host besides QEMU: `mke2fs` (e2fsprogs) makes the read-only
-/// secrets disk; `apt-get download` and `dpkg-deb` (always on Debian) fetch the guest kernel.
+/// What legacy pods and their Kubernetes path need on the host besides QEMU, each with the
+/// places it may be and the Debian package that provides it:
+///
+/// - `mke2fs` (e2fsprogs) makes the read-only secrets disk (`apt-get download` and `dpkg-deb`,
+///   always on Debian, fetch the guest kernel);
+/// - a static `busybox` is the root of the agent's container tests and of the test images;
+/// - `containerd` and `ctr` run the shim's tests (a private instance, never the system's), and
+///   `runc` is what `bench k8s` compares with;
+/// - `protoc` compiles the CRI's protocol for the tests' CRI client.
+///
+/// A tool found anywhere listed is accepted: a machine with Docker's `containerd.io` keeps it.
 pub struct PodTools;
 
-/// Where `mke2fs` may be.
-const MKE2FS: [&str; 2] = ["/usr/sbin/mke2fs", "/sbin/mke2fs"];
+/// (tool, where it may be, the package that provides it).
+const POD_TOOLS: [(&str, &[&str], &str); 6] = [
+    ("mke2fs", &["/usr/sbin/mke2fs", "/sbin/mke2fs"], "e2fsprogs"),
+    ("busybox", &["/bin/busybox", "/usr/bin/busybox"], "busybox-static"),
+    ("containerd", &["/usr/bin/containerd", "/usr/local/bin/containerd"], "containerd"),
+    ("ctr", &["/usr/bin/ctr", "/usr/local/bin/ctr"], "containerd"),
+    ("runc", &["/usr/sbin/runc", "/usr/bin/runc", "/usr/local/sbin/runc"], "runc"),
+    ("protoc", &["/usr/bin/protoc", "/usr/local/bin/protoc"], "protobuf-compiler"),
+];
+
+impl PodTools {
+    /// The packages of the tools that are missing.
+    fn missing(env: &Env<'_>) -> Vec<(&'static str, &'static str)> {
+        let mut missing: Vec<_> = POD_TOOLS
+            .iter()
+            .filter(|(_, paths, _)| !paths.iter().any(|p| env.path(p).exists()))
+            .map(|&(tool, _, package)| (tool, package))
+            .collect();
+        missing.dedup_by_key(|(_, package)| *package);
+        missing
+    }
+}
 
 impl Step for PodTools {
     fn name(&self) -> &'static str {
@@ -68,15 +97,19 @@ impl Step for PodTools {
     }
 
     fn check(&self, env: &Env<'_>) -> Result<State> {
-        Ok(match MKE2FS.iter().find(|p| env.path(p).exists()) {
-            Some(path) => State::Ready((*path).to_owned()),
-            None => State::Missing("mke2fs (e2fsprogs) not installed".to_owned()),
+        let missing = Self::missing(env);
+        Ok(if missing.is_empty() {
+            State::Ready(POD_TOOLS.iter().map(|(tool, _, _)| *tool).collect::<Vec<_>>().join(", "))
+        } else {
+            let names: Vec<_> = missing.iter().map(|(tool, package)| format!("{tool} ({package})")).collect();
+            State::Missing(format!("not installed: {}", names.join(", ")))
         })
     }
 
     fn apply(&self, env: &Env<'_>) -> Result<String> {
-        apt::install(env.host, &["e2fsprogs"])?;
-        Ok("installed e2fsprogs".to_owned())
+        let packages: Vec<&str> = Self::missing(env).into_iter().map(|(_, package)| package).collect();
+        apt::install(env.host, &packages)?;
+        Ok(format!("installed {}", packages.join(" ")))
     }
 }
 
