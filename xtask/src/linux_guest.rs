@@ -30,7 +30,7 @@ const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Busybox applets linked into every image (a shell and what pods and debugging need).
 pub const BUSYBOX_APPLETS: &[&str] = &[
     "cat", "dmesg", "echo", "env", "false", "grep", "head", "hostname", "id", "insmod", "kill", "ls", "mkdir", "mount",
-    "poweroff", "ps", "reboot", "rm", "sed", "setsid", "sh", "sleep", "sync", "tail", "touch", "true", "umount",
+    "poweroff", "ps", "reboot", "rm", "sed", "setsid", "sh", "sleep", "sync", "tail", "tar", "touch", "true", "umount",
     "uname",
 ];
 

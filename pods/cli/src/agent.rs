@@ -134,6 +134,12 @@ impl Agent {
         }
     }
 
+    /// The connection, for a caller that speaks the protocol itself (the containerd shim runs
+    /// several commands at once over it).
+    pub fn into_stream(self) -> UnixStream {
+        self.stream
+    }
+
     /// Runs `argv` in the guest with `env`, writing its output to `stdout` and `stderr` as it
     /// arrives; how it ended.
     pub fn exec(

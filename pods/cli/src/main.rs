@@ -13,13 +13,6 @@
 //! ```
 #![forbid(unsafe_code)]
 
-mod agent;
-mod backend;
-mod qemu;
-mod spec;
-mod state;
-mod vmm;
-
 use std::fs;
 use std::io::Write;
 use std::path::PathBuf;
@@ -28,12 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mica_launch::KvmProbe;
 
-use crate::agent::Agent;
-use crate::backend::{AGENT_SOCKET, CONSOLE_LOG, Hypervisor};
-use crate::spec::PodSpec;
-use crate::state::{PodRecord, State};
+use mica_cli::agent::{self, Agent};
+use mica_cli::backend::{AGENT_SOCKET, CONSOLE_LOG};
+use mica_cli::spec::{self, PodSpec};
+use mica_cli::state::State;
 
 /// Mica's command line.
 #[derive(Debug, Parser)]
@@ -120,84 +112,20 @@ fn pod(command: PodCommand) -> Result<ExitCode> {
     }
 }
 
-/// A test hook: `MICA_POD_FAULT=<point>` makes `run` die at that point, as a crash would.
-fn fault_point(point: &str) {
-    if std::env::var("MICA_POD_FAULT").is_ok_and(|wanted| wanted == point) {
-        eprintln!("mica: MICA_POD_FAULT={point}: aborting here");
-        std::process::abort();
-    }
-}
-
 fn run(spec_path: &std::path::Path, timeout: Duration) -> Result<ExitCode> {
     let spec = spec::load(spec_path)?;
-    let allow_software = std::env::var_os(backend::ALLOW_SOFTWARE_KVM).is_some_and(|v| v == "1");
-    let choice =
-        backend::choose(&spec, &KvmProbe::detect(), allow_software).with_context(|| format!("pod {}", spec.name))?;
-    let hypervisor = choice.hypervisor;
-    let state = State::open()?;
-    state.reconcile()?;
-    let dir = state.pod_dir(&spec.name);
-    match fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            bail!("a pod named {:?} is already running (see `mica pod list`)", spec.name)
-        }
-        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
-    }
-    fault_point("after-mkdir");
-    let started = Instant::now();
-    let launched = match hypervisor {
-        Hypervisor::Qemu(accel) => qemu::launch(&spec, &dir, accel),
-        Hypervisor::MicaVmm => vmm::launch(&spec, &dir),
-    };
-    let pid = match launched {
-        Ok(pid) => pid,
-        Err(e) => {
-            state::remove_pod_dir(&dir)?;
-            return Err(e.context(format!("pod {}", spec.name)));
-        }
-    };
-    fault_point("after-launch");
-    let record = PodRecord {
-        spec: spec.clone(),
-        backend: hypervisor.backend_name().to_owned(),
-        accel: hypervisor.accel_name().to_owned(),
-        pid,
-        started_unix: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-    };
-    if let Err(e) = state::write_record(&dir, &record) {
-        discard(pid, &dir);
-        return Err(e);
-    }
-    fault_point("after-record");
-    // The pod is complete on disk: other commands may see it while the guest boots.
-    drop(state);
-    let alive = || state::process_of(pid, &dir);
-    let agent = match Agent::connect_while(&dir.join(AGENT_SOCKET), started + timeout, &alive) {
-        Ok(agent) => agent,
-        Err(e) => {
-            let console = tail(&dir.join(CONSOLE_LOG), 20);
-            let vmm_log = tail(&dir.join(vmm::VMM_LOG), 10);
-            discard(pid, &dir);
-            let vmm_log = if vmm_log.is_empty() { String::new() } else { format!("\n--- mica-vmm ---\n{vmm_log}") };
-            bail!(
-                "pod {} did not come up, so it was removed: {e:#}\n--- console (last lines) ---\n{console}{vmm_log}",
-                spec.name
-            );
-        }
-    };
-    let ready = started.elapsed();
-    let (kernel, agent_version) = (agent.kernel_release.clone(), agent.agent_version.clone());
+    let started = mica_cli::start(&spec, timeout)?;
+    let (kernel, agent_version) = (started.agent.kernel_release.clone(), started.agent.agent_version.clone());
     if !spec.command.is_empty() {
-        start_main_process(agent, &spec)?;
+        start_main_process(started.agent, &spec)?;
     }
     println!(
         "pod {} running: {} with {}, Linux {kernel}, mica-agent {}, ready in {:.2} s",
         spec.name,
-        hypervisor.backend_name(),
-        choice.why,
+        started.record.backend,
+        started.why,
         agent_version,
-        ready.as_secs_f64()
+        started.ready.as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -221,17 +149,6 @@ fn start_main_process(mut agent: Agent, spec: &PodSpec) -> Result<()> {
         bail!("starting the pod's command failed ({exit:?}): {}", String::from_utf8_lossy(&err));
     }
     Ok(())
-}
-
-/// Stops a pod's hypervisor and removes its directory, reporting (not failing on) errors: used when
-/// `run` cannot finish.
-fn discard(pid: u32, dir: &std::path::Path) {
-    if let Err(e) = state::kill_and_wait(pid, dir, Duration::from_secs(10)) {
-        eprintln!("mica: {e:#}");
-    }
-    if let Err(e) = state::remove_pod_dir(dir) {
-        eprintln!("mica: {e:#}");
-    }
 }
 
 fn list() -> Result<ExitCode> {
@@ -280,40 +197,9 @@ fn logs(name: &str) -> Result<ExitCode> {
 fn stop(name: &str, timeout: Duration) -> Result<ExitCode> {
     let state = State::open()?;
     let record = state.find(name)?;
-    let dir = state.pod_dir(name);
-    let clean =
-        Agent::connect(&dir.join(AGENT_SOCKET), Instant::now() + Duration::from_secs(5)).and_then(|mut agent| {
-            agent.shutdown()?;
-            // The connection stays open until the hypervisor is gone: closing it at once can make QEMU drop
-            // the Shutdown frame unread (it reads from the socket only as the guest takes data),
-            // and the guest then never powers off.
-            let gone = state::wait_gone(record.pid, &dir, timeout);
-            drop(agent);
-            gone
-        });
-    let how = match clean {
-        Ok(()) => "powered off".to_owned(),
-        Err(e) => {
-            // What the guest said last: why it did not power off is usually there.
-            let console = tail(&dir.join(CONSOLE_LOG), 15);
-            eprintln!("mica: pod {name} did not power off cleanly ({e:#}); its console ended with:\n{console}");
-            state::signal(record.pid, &dir, rustix::process::Signal::TERM);
-            if state::wait_gone(record.pid, &dir, Duration::from_secs(5)).is_err() {
-                state::kill_and_wait(record.pid, &dir, Duration::from_secs(10))?;
-            }
-            format!("stopped (no clean power-off: {e:#})")
-        }
-    };
-    state::remove_pod_dir(&dir)?;
+    let how = mica_cli::stop(&record, &state.pod_dir(name), timeout)?;
     println!("pod {name} {how} and removed");
     Ok(ExitCode::SUCCESS)
-}
-
-/// The last `lines` lines of a text file (empty if unreadable).
-fn tail(path: &std::path::Path, lines: usize) -> String {
-    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]

@@ -1,0 +1,772 @@
+//! The task service containerd calls: containers and their processes in pod VMs.
+//!
+//! - A container without a pod (`ctr run`) gets a VM of its own. A CRI pod's sandbox container
+//!   *is* the VM (it runs no process), and the pod's other containers run inside it: containerd
+//!   gives every container of one pod to the same shim (grouped by
+//!   `io.kubernetes.cri.sandbox-id`), so the shim finds the VM in its own memory.
+//! - A container's root file system is copied into the guest from containerd's snapshot (the
+//!   rootfs mounts of `Create`) when it is created; its process starts at `Start`.
+//! - The task pid containerd gets is the VM's hypervisor process.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use containerd_shim::api::{self, Status};
+use containerd_shim::event::Event;
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::{ExitSignal, Task, TtrpcContext, TtrpcResult};
+use oci_spec::runtime::Spec;
+
+use crate::container::{self, Plan};
+use crate::guest::{self, Exit, Guest, Sink};
+use crate::vm::{self, Vm};
+
+/// `io.kubernetes.cri.container-type`: `sandbox` or `container`.
+const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+/// `io.kubernetes.cri.sandbox-id`: the pod a container belongs to.
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// containerd's events, sent on the shim's behalf.
+pub struct Events {
+    publisher: RemotePublisher,
+    namespace: String,
+}
+
+impl Events {
+    pub fn new(publisher: RemotePublisher, namespace: String) -> Events {
+        Events { publisher, namespace }
+    }
+
+    fn publish(&self, event: impl Event + 'static) {
+        let topic = event.topic();
+        let ctx = containerd_shim::protos::ttrpc::context::with_timeout(5_000_000_000);
+        if let Err(e) = self.publisher.publish(ctx, &topic, &self.namespace, Box::new(event)) {
+            log::error!("publishing {topic}: {e}");
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    containerd_shim::util::timestamp().unwrap_or_default()
+}
+
+/// Where a process's output goes: a FIFO containerd made, a file (`file://`), or nowhere.
+fn open_output(path: &str) -> Result<Option<File>> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    if let Some(file) = path.strip_prefix("file://") {
+        let out = OpenOptions::new().create(true).append(true).open(file).with_context(|| format!("opening {file}"))?;
+        return Ok(Some(out));
+    }
+    if path.contains("://") {
+        anyhow::bail!("log URI {path:?} is not supported by the Mica shim (a FIFO path or file:// is)");
+    }
+    // Read and write: opening never waits for a reader, and a reader that comes and goes
+    // does not end the output.
+    let out = OpenOptions::new().read(true).write(true).open(path).with_context(|| format!("opening {path}"))?;
+    Ok(Some(out))
+}
+
+/// One process: a container's init (id = container id, exec id empty) or an exec.
+pub struct Process {
+    container: String,
+    exec_id: String,
+    stdin: String,
+    stdout: String,
+    stderr: String,
+    /// What runs; `None` for a pod sandbox, which is the VM itself.
+    command: Option<guest::Command>,
+    state: Mutex<ProcState>,
+    changed: Condvar,
+    events: Arc<Events>,
+}
+
+struct ProcState {
+    status: Status,
+    pid: u32,
+    agent_id: Option<u32>,
+    exit: Option<(u32, Timestamp)>,
+    out: Option<File>,
+    err: Option<File>,
+    /// The signal a kill sent, reported as the exit of a process that is the VM.
+    killed_by: Option<u32>,
+}
+
+impl Process {
+    fn new(
+        container: &str,
+        exec_id: &str,
+        stdio: [&str; 3],
+        command: Option<guest::Command>,
+        pid: u32,
+        events: &Arc<Events>,
+    ) -> Arc<Process> {
+        Arc::new(Process {
+            container: container.to_owned(),
+            exec_id: exec_id.to_owned(),
+            stdin: stdio[0].to_owned(),
+            stdout: stdio[1].to_owned(),
+            stderr: stdio[2].to_owned(),
+            command,
+            state: Mutex::new(ProcState {
+                status: Status::CREATED,
+                pid,
+                agent_id: None,
+                exit: None,
+                out: None,
+                err: None,
+                killed_by: None,
+            }),
+            changed: Condvar::new(),
+            events: Arc::clone(events),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProcState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The id containerd knows this process by in events.
+    fn event_id(&self) -> &str {
+        if self.exec_id.is_empty() { &self.container } else { &self.exec_id }
+    }
+
+    /// Marks it exited with `status` (once), closes its output and tells containerd.
+    fn finish(&self, status: u32) {
+        let (pid, at) = {
+            let mut state = self.lock();
+            if state.exit.is_some() {
+                return;
+            }
+            // Closing the FIFOs is what ends the readers' copy: before anyone hears of the exit.
+            state.out = None;
+            state.err = None;
+            let at = now();
+            state.exit = Some((status, at.clone()));
+            state.status = Status::STOPPED;
+            (state.pid, at)
+        };
+        self.events.publish(TaskExit {
+            container_id: self.container.clone(),
+            id: self.event_id().to_owned(),
+            pid,
+            exit_status: status,
+            exited_at: Some(at).into(),
+            ..Default::default()
+        });
+        self.changed.notify_all();
+    }
+
+    fn state_response(&self, bundle: &str) -> api::StateResponse {
+        let state = self.lock();
+        api::StateResponse {
+            id: self.container.clone(),
+            bundle: bundle.to_owned(),
+            pid: state.pid,
+            status: state.status.into(),
+            stdin: self.stdin.clone(),
+            stdout: self.stdout.clone(),
+            stderr: self.stderr.clone(),
+            terminal: false,
+            exit_status: state.exit.as_ref().map_or(0, |e| e.0),
+            exited_at: state.exit.as_ref().map(|e| e.1.clone()).into(),
+            exec_id: self.exec_id.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Blocks until it exited; its status and time.
+    fn wait(&self) -> (u32, Timestamp) {
+        let mut state = self.lock();
+        loop {
+            if let Some(exit) = &state.exit {
+                return exit.clone();
+            }
+            state = self.changed.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+impl Sink for Process {
+    fn stdout(&self, data: &[u8]) {
+        if let Some(out) = self.lock().out.as_mut()
+            && let Err(e) = out.write_all(data)
+        {
+            log::warn!("{}: writing stdout: {e}", self.event_id());
+        }
+    }
+
+    fn stderr(&self, data: &[u8]) {
+        if let Some(err) = self.lock().err.as_mut()
+            && let Err(e) = err.write_all(data)
+        {
+            log::warn!("{}: writing stderr: {e}", self.event_id());
+        }
+    }
+
+    fn exited(&self, exit: Exit) {
+        match &exit {
+            Exit::Failed(why) => {
+                log::error!("{}: did not start: {why}", self.event_id());
+                self.stderr(format!("containerd-shim-mica-v2: {why}\n").as_bytes());
+            }
+            Exit::Lost(why) => log::warn!("{}: {why}", self.event_id()),
+            _ => {}
+        }
+        let status = match (exit, self.lock().killed_by) {
+            (Exit::Lost(_), Some(signal)) => 128 + signal,
+            (exit, _) => exit.status(),
+        };
+        self.finish(status);
+    }
+}
+
+/// Copies standard input from containerd's FIFO to the guest until end of file or `CloseIO`.
+fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closed: Arc<Mutex<bool>>) {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    let fifo = match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&path)
+    {
+        Ok(fifo) => fifo,
+        Err(e) => {
+            log::error!("opening stdin {path}: {e}");
+            let _ = guest.stdin(id, Vec::new());
+            return;
+        }
+    };
+    let mut buf = vec![0; 64 * 1024];
+    let tick = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
+    loop {
+        if *closed.lock().unwrap_or_else(PoisonError::into_inner) {
+            return;
+        }
+        let mut fds = [PollFd::new(&fifo, PollFlags::IN)];
+        match poll(&mut fds, Some(&tick)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                log::error!("waiting for stdin: {e}");
+                break;
+            }
+        }
+        match rustix::io::read(&fifo, &mut buf) {
+            // A writer came and went: end of file.
+            Ok(0) => break,
+            Ok(n) => {
+                if guest.stdin(id, buf[..n].to_vec()).is_err() {
+                    return;
+                }
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                log::error!("reading stdin: {e}");
+                break;
+            }
+        }
+    }
+    let mut closed = closed.lock().unwrap_or_else(PoisonError::into_inner);
+    if !*closed {
+        *closed = true;
+        let _ = guest.stdin(id, Vec::new());
+    }
+}
+
+/// One container.
+struct Container {
+    bundle: String,
+    vm: Arc<Vm>,
+    /// It started the VM (a sandbox, or a container without a pod): the VM goes with it.
+    owns_vm: bool,
+    /// Its guest plan; `None` for a sandbox.
+    plan: Option<Plan>,
+    init: Arc<Process>,
+    execs: HashMap<String, Arc<Process>>,
+    /// Whether the shim mounted the rootfs at `<bundle>/rootfs`.
+    mounted_rootfs: bool,
+    stdin_closed: HashMap<String, Arc<Mutex<bool>>>,
+}
+
+impl Container {
+    fn process(&self, exec_id: &str) -> TtrpcResult<&Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(&self.init);
+        }
+        self.execs.get(exec_id).ok_or_else(|| not_found(format!("exec {exec_id} of container {}", self.init.container)))
+    }
+}
+
+fn not_found(what: String) -> containerd_shim::protos::ttrpc::Error {
+    containerd_shim::Error::NotFoundError(what).into()
+}
+
+fn already_exists(what: String) -> containerd_shim::protos::ttrpc::Error {
+    use containerd_shim::protos::ttrpc;
+    ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::ALREADY_EXISTS, format!("{what} already exists")))
+}
+
+fn failed(e: anyhow::Error) -> containerd_shim::protos::ttrpc::Error {
+    containerd_shim::Error::Other(format!("{e:#}")).into()
+}
+
+fn precondition(what: String) -> containerd_shim::protos::ttrpc::Error {
+    containerd_shim::Error::FailedPreconditionError(what).into()
+}
+
+/// The task service of one shim (one pod, or one container without a pod).
+pub struct Service {
+    events: Arc<Events>,
+    exit: Arc<ExitSignal>,
+    namespace: String,
+    containers: Mutex<HashMap<String, Container>>,
+    /// The pod VMs, by sandbox id (a container without a pod is its own sandbox).
+    vms: Mutex<HashMap<String, Arc<Vm>>>,
+}
+
+impl Service {
+    pub fn new(events: Events, exit: Arc<ExitSignal>, namespace: String) -> Service {
+        Service {
+            events: Arc::new(events),
+            exit,
+            namespace,
+            containers: Mutex::new(HashMap::new()),
+            vms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn containers(&self) -> MutexGuard<'_, HashMap<String, Container>> {
+        self.containers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Container) -> TtrpcResult<T>) -> TtrpcResult<T> {
+        let mut containers = self.containers();
+        let container = containers.get_mut(id).ok_or_else(|| not_found(format!("container {id}")))?;
+        f(container)
+    }
+
+    fn create_container(&self, req: &api::CreateTaskRequest) -> Result<Container> {
+        if req.terminal {
+            anyhow::bail!("a terminal (tty) is not supported by the Mica shim yet");
+        }
+        let bundle = Path::new(&req.bundle);
+        let spec = Spec::load(bundle.join("config.json")).context("reading the bundle's config.json")?;
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let sandbox = annotations.get(CONTAINER_TYPE).is_some_and(|t| t == "sandbox");
+        let pod = annotations.get(SANDBOX_ID).cloned().unwrap_or_else(|| req.id.clone());
+        let existing = self.vms.lock().unwrap_or_else(PoisonError::into_inner).get(&pod).cloned();
+        let (vm, owns_vm) = match existing {
+            Some(vm) if !sandbox => (vm, false),
+            Some(_) => anyhow::bail!("pod {pod} already has a sandbox"),
+            None if annotations.contains_key(CONTAINER_TYPE) && !sandbox => {
+                anyhow::bail!("pod {pod} has no VM in this shim (its sandbox was not created here)")
+            }
+            None => {
+                let vm = vm::boot(&self.namespace, &pod, &spec).context("starting the pod VM")?;
+                vm::write_bundle_record(bundle, &vm, true)?;
+                self.vms.lock().unwrap_or_else(PoisonError::into_inner).insert(pod.clone(), Arc::clone(&vm));
+                (vm, true)
+            }
+        };
+        let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
+        if sandbox {
+            let init = Process::new(&req.id, "", stdio, None, vm.pid(), &self.events);
+            vm.guest.watch(init.clone())?;
+            return Ok(Container {
+                bundle: req.bundle.clone(),
+                vm,
+                owns_vm,
+                plan: None,
+                init,
+                execs: HashMap::new(),
+                mounted_rootfs: false,
+                stdin_closed: HashMap::new(),
+            });
+        }
+        let made = self.prepare(req, &spec, &vm);
+        match made {
+            Ok((plan, mounted_rootfs)) => {
+                let process = spec.process().as_ref().context("the spec has no process")?;
+                let mut command = container::command(process, &plan.rootfs)?;
+                command.stdin = !req.stdin.is_empty();
+                let init = Process::new(&req.id, "", stdio, Some(command), vm.pid(), &self.events);
+                Ok(Container {
+                    bundle: req.bundle.clone(),
+                    vm,
+                    owns_vm,
+                    plan: Some(plan),
+                    init,
+                    execs: HashMap::new(),
+                    mounted_rootfs,
+                    stdin_closed: HashMap::new(),
+                })
+            }
+            Err(e) => {
+                if owns_vm {
+                    self.vms.lock().unwrap_or_else(PoisonError::into_inner).remove(&pod);
+                    vm.stop();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Mounts the snapshot, copies it and the bind mounts' sources into the guest and makes the
+    /// mounts there.
+    fn prepare(&self, req: &api::CreateTaskRequest, spec: &Spec, vm: &Vm) -> Result<(Plan, bool)> {
+        if let Some(process) = spec.process() {
+            container::command(process, "/")?;
+        }
+        let plan = container::plan(&req.id, spec)?;
+        for skipped in &plan.skipped {
+            log::info!("{}: left out {skipped}", req.id);
+        }
+        let bundle = Path::new(&req.bundle);
+        let (root, mounted) = snapshot_root(&req.rootfs, bundle, spec)?;
+        log::info!("{}: copying {} into the pod VM", req.id, root.display());
+        let copied =
+            vm::copy_in(&vm.guest, &root, &plan.rootfs).context("copying the root file system into the pod VM");
+        let copied = copied.and_then(|()| {
+            for copy in &plan.copies {
+                vm::copy_in(&vm.guest, &copy.host, &copy.guest)
+                    .with_context(|| format!("copying {} into the pod VM", copy.host.display()))?;
+            }
+            log::info!("{}: making its mounts", req.id);
+            let setup = guest::Command::plain(&["/bin/sh", "-c", &plan.setup]);
+            vm.guest.run(&setup, None)?.check("making the container's mounts")?;
+            log::info!("{}: ready in the pod VM", req.id);
+            Ok(())
+        });
+        if let Err(e) = copied {
+            if mounted {
+                unmount(&bundle.join("rootfs"));
+            }
+            return Err(e);
+        }
+        Ok((plan, mounted))
+    }
+
+    fn start_process(&self, container: &mut Container, exec_id: &str) -> Result<u32> {
+        let process = Arc::clone(container.process(exec_id).map_err(|e| anyhow!("{e:?}"))?);
+        let Some(command) = &process.command else {
+            // A sandbox runs as long as its VM.
+            let mut state = process.lock();
+            state.status = Status::RUNNING;
+            return Ok(state.pid);
+        };
+        {
+            let mut state = process.lock();
+            if state.status != Status::CREATED {
+                anyhow::bail!("{} was already started", process.event_id());
+            }
+            state.out = open_output(&process.stdout).context("opening stdout")?;
+            state.err = open_output(&process.stderr).context("opening stderr")?;
+            state.status = Status::RUNNING;
+        }
+        let id = match container.vm.guest.spawn(command, process.clone()) {
+            Ok(id) => id,
+            Err(e) => {
+                process.lock().status = Status::CREATED;
+                return Err(e);
+            }
+        };
+        process.lock().agent_id = Some(id);
+        if command.stdin {
+            let closed = Arc::new(Mutex::new(false));
+            container.stdin_closed.insert(exec_id.to_owned(), Arc::clone(&closed));
+            let (path, guest) = (process.stdin.clone(), Arc::clone(&container.vm.guest));
+            thread::Builder::new()
+                .name(format!("stdin-{}", process.event_id()))
+                .spawn(move || feed_stdin(path, guest, id, closed))
+                .context("starting the stdin thread")?;
+        }
+        Ok(process.lock().pid)
+    }
+
+    /// Removes a container: its guest files, or the whole VM if it owns it.
+    fn remove(&self, id: &str, container: Container) {
+        if container.owns_vm {
+            let pod = self
+                .vms
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .find(|(_, vm)| Arc::ptr_eq(vm, &container.vm))
+                .map(|(k, _)| k.clone());
+            if let Some(pod) = pod {
+                self.vms.lock().unwrap_or_else(PoisonError::into_inner).remove(&pod);
+            }
+            container.vm.stop();
+        } else if let Some(plan) = &container.plan
+            && container.vm.guest.ended().is_none()
+        {
+            let teardown = guest::Command::plain(&["/bin/sh", "-c", &plan.teardown]);
+            match container.vm.guest.run(&teardown, None).and_then(|o| o.check("removing the container")) {
+                Ok(_) => {}
+                Err(e) => log::warn!("{id}: {e:#}"),
+            }
+        }
+        if container.mounted_rootfs {
+            unmount(&Path::new(&container.bundle).join("rootfs"));
+        }
+        vm::remove_bundle_record(Path::new(&container.bundle));
+    }
+}
+
+/// Where the container's root file system is on the host: the snapshot's directory itself when
+/// containerd's mount is a bind mount (the native snapshotter), else the snapshot mounted at
+/// `<bundle>/rootfs` (overlayfs and the like), else the spec's root. Says whether it mounted.
+fn snapshot_root(
+    mounts: &[containerd_shim::protos::types::mount::Mount],
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<(PathBuf, bool)> {
+    let spec_root = match spec.root() {
+        Some(root) if root.path().is_absolute() => root.path().clone(),
+        Some(root) => bundle.join(root.path()),
+        None => bundle.join("rootfs"),
+    };
+    match mounts {
+        [] => Ok((spec_root, false)),
+        [m] if m.type_ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") => {
+            Ok((PathBuf::from(&m.source), false))
+        }
+        [m] => {
+            use rustix::mount::{MountFlags, mount};
+            let target = bundle.join("rootfs");
+            let flags = if m.options.iter().any(|o| o == "ro") { MountFlags::RDONLY } else { MountFlags::empty() };
+            let data: Vec<&str> = m.options.iter().map(String::as_str).filter(|o| !matches!(*o, "ro" | "rw")).collect();
+            let data = std::ffi::CString::new(data.join(",")).context("mount options with a NUL byte")?;
+            mount(m.source.as_str(), &target, m.type_.as_str(), flags, Some(data.as_c_str()))
+                .with_context(|| format!("mounting the container's snapshot ({} {})", m.type_, m.source))?;
+            Ok((target, true))
+        }
+        _ => anyhow::bail!("the container's snapshot has {} mounts; the Mica shim takes one", mounts.len()),
+    }
+}
+
+/// Unmounts the snapshot the shim mounted (containerd does too, when it removes the bundle).
+pub fn unmount(target: &Path) {
+    if let Err(e) = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)
+        && e != rustix::io::Errno::INVAL
+        && e != rustix::io::Errno::NOENT
+    {
+        log::warn!("unmounting {}: {e}", target.display());
+    }
+}
+
+impl Task for Service {
+    fn create(&self, _ctx: &TtrpcContext, req: api::CreateTaskRequest) -> TtrpcResult<api::CreateTaskResponse> {
+        log::info!("create {} in {}", req.id, req.bundle);
+        if self.containers().contains_key(&req.id) {
+            return Err(already_exists(format!("container {}", req.id)));
+        }
+        let container = self.create_container(&req).map_err(|e| {
+            log::error!("create {}: {e:#}", req.id);
+            failed(e)
+        })?;
+        let pid = container.init.lock().pid;
+        self.containers().insert(req.id.clone(), container);
+        self.events.publish(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: Some(containerd_shim::protos::events::task::TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+                ..Default::default()
+            })
+            .into(),
+            pid,
+            ..Default::default()
+        });
+        Ok(api::CreateTaskResponse { pid, ..Default::default() })
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: api::StartRequest) -> TtrpcResult<api::StartResponse> {
+        log::info!("start {} {}", req.id, req.exec_id);
+        let pid = self.with(&req.id, |container| self.start_process(container, &req.exec_id).map_err(failed))?;
+        if req.exec_id.is_empty() {
+            self.events.publish(TaskStart { container_id: req.id.clone(), pid, ..Default::default() });
+        } else {
+            self.events.publish(TaskExecStarted {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                pid,
+                ..Default::default()
+            });
+        }
+        Ok(api::StartResponse { pid, ..Default::default() })
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: api::StateRequest) -> TtrpcResult<api::StateResponse> {
+        self.with(&req.id, |container| Ok(container.process(&req.exec_id)?.state_response(&container.bundle)))
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: api::WaitRequest) -> TtrpcResult<api::WaitResponse> {
+        let process = self.with(&req.id, |container| Ok(Arc::clone(container.process(&req.exec_id)?)))?;
+        let (exit_status, exited_at) = process.wait();
+        Ok(api::WaitResponse { exit_status, exited_at: Some(exited_at).into(), ..Default::default() })
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
+        log::info!("kill {} {} signal {}", req.id, req.exec_id, req.signal);
+        let (process, vm, owns_vm) =
+            self.with(&req.id, |c| Ok((Arc::clone(c.process(&req.exec_id)?), Arc::clone(&c.vm), c.owns_vm)))?;
+        let (agent_id, status) = {
+            let mut state = process.lock();
+            if state.exit.is_none() {
+                state.killed_by = Some(req.signal);
+            }
+            (state.agent_id, state.status)
+        };
+        match (status, agent_id, &process.command) {
+            (Status::STOPPED, ..) => {}
+            // The sandbox is the VM: stopping it ends the pod.
+            (_, _, None) => {
+                if owns_vm {
+                    let vm = Arc::clone(&vm);
+                    thread::spawn(move || vm.stop());
+                }
+            }
+            (_, Some(id), Some(_)) => vm.guest.signal(id, req.signal).map_err(failed)?,
+            // Never started: it ends here.
+            (_, None, Some(_)) => process.finish(128 + req.signal),
+        }
+        // `all` reaches every exec of the container too.
+        if req.all && req.exec_id.is_empty() {
+            let execs: Vec<_> = self.with(&req.id, |c| Ok(c.execs.values().cloned().collect()))?;
+            for exec in execs {
+                let id = exec.lock().agent_id;
+                if let Some(id) = id {
+                    let _ = vm.guest.signal(id, req.signal);
+                }
+            }
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<api::Empty> {
+        log::info!("exec {} {}", req.id, req.exec_id);
+        if req.terminal {
+            return Err(failed(anyhow!("a terminal (tty) is not supported by the Mica shim yet")));
+        }
+        let process: oci_spec::runtime::Process = serde_json::from_slice(&req.spec.value)
+            .map_err(|e| failed(anyhow!("the exec's process spec does not decode: {e}")))?;
+        self.with(&req.id, |container| {
+            if container.execs.contains_key(&req.exec_id) {
+                return Err(already_exists(format!("exec {}", req.exec_id)));
+            }
+            let plan = container.plan.as_ref().ok_or_else(|| precondition("a pod sandbox runs no processes".into()))?;
+            let mut command = container::command(&process, &plan.rootfs).map_err(failed)?;
+            command.stdin = !req.stdin.is_empty();
+            let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
+            let exec = Process::new(&req.id, &req.exec_id, stdio, Some(command), container.vm.pid(), &self.events);
+            container.execs.insert(req.exec_id.clone(), exec);
+            Ok(())
+        })?;
+        self.events.publish(TaskExecAdded {
+            container_id: req.id.clone(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        });
+        Ok(api::Empty::new())
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
+        let (closed, process, guest) = self.with(&req.id, |c| {
+            Ok((
+                c.stdin_closed.get(&req.exec_id).cloned(),
+                Arc::clone(c.process(&req.exec_id)?),
+                Arc::clone(&c.vm.guest),
+            ))
+        })?;
+        if let Some(closed) = closed {
+            let mut closed = closed.lock().unwrap_or_else(PoisonError::into_inner);
+            let id = process.lock().agent_id;
+            if !*closed && let Some(id) = id {
+                *closed = true;
+                let _ = guest.stdin(id, Vec::new());
+            }
+        }
+        Ok(api::Empty::new())
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: api::DeleteRequest) -> TtrpcResult<api::DeleteResponse> {
+        log::info!("delete {} {}", req.id, req.exec_id);
+        let process = self.with(&req.id, |c| Ok(Arc::clone(c.process(&req.exec_id)?)))?;
+        let (status, pid, exit) = {
+            let state = process.lock();
+            (state.status, state.pid, state.exit.clone())
+        };
+        if status == Status::RUNNING {
+            return Err(precondition(format!("{} is running: kill it first", process.event_id())));
+        }
+        let (exit_status, exited_at) = exit.unwrap_or_else(|| (0, now()));
+        if req.exec_id.is_empty() {
+            let container = self.containers().remove(&req.id);
+            if let Some(container) = container {
+                self.remove(&req.id, container);
+            }
+            self.events.publish(TaskDelete {
+                container_id: req.id.clone(),
+                pid,
+                exit_status,
+                exited_at: Some(exited_at.clone()).into(),
+                ..Default::default()
+            });
+        } else {
+            self.with(&req.id, |c| {
+                c.execs.remove(&req.exec_id);
+                c.stdin_closed.remove(&req.exec_id);
+                Ok(())
+            })?;
+        }
+        Ok(api::DeleteResponse { pid, exit_status, exited_at: Some(exited_at).into(), ..Default::default() })
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
+        let pid = self.with(&req.id, |c| Ok(c.vm.pid()))?;
+        let info = containerd_shim::protos::types::task::ProcessInfo { pid, ..Default::default() };
+        Ok(api::PidsResponse { processes: vec![info], ..Default::default() })
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
+        let vm = self.with(&req.id, |c| Ok(Arc::clone(&c.vm)))?;
+        let metrics = vm::metrics(&vm).map_err(failed)?;
+        let stats = containerd_shim::util::convert_to_any(Box::new(metrics)).map_err(|e| failed(anyhow!("{e}")))?;
+        Ok(api::StatsResponse { stats: Some(stats).into(), ..Default::default() })
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
+        let task_pid = self.with(&req.id, |c| Ok(c.vm.pid()))?;
+        Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid, ..Default::default() })
+    }
+
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtrpcResult<api::Empty> {
+        if self.containers().is_empty() {
+            log::info!("no containers left: shutting the shim down");
+            self.exit.signal();
+        }
+        Ok(api::Empty::new())
+    }
+}
+
+/// How long `delete` (containerd's cleanup of a dead shim) waits for a VM to go.
+pub const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The bundle path of a `delete` action (its working directory when not given).
+pub fn bundle_of(flag: &str) -> PathBuf {
+    if flag.is_empty() { std::env::current_dir().unwrap_or_default() } else { PathBuf::from(flag) }
+}

@@ -1,0 +1,323 @@
+//! The shim under a real containerd: Debian's `containerd` started by the test with its own
+//! root, state and socket (never the system's), the shim on its `PATH`, a busybox image built
+//! here and imported with `ctr`, and containers run through `ctr` in Mica pod VMs (QEMU, TCG on
+//! this project's machines).
+//!
+//! Needs root (containerd mounts snapshots), `containerd` and `ctr`, a static busybox (`cargo
+//! xtask setup` installs them) and the pod image, which `cargo xtask test` builds and passes in
+//! `MICA_POD_KERNEL`; without the image (a plain `cargo test`) the tests say so and pass without
+//! booting anything.
+#![allow(clippy::unwrap_used, reason = "test helpers: a failed setup step should fail the test loudly")]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The image the tests run.
+const IMAGE: &str = "docker.io/mica/busybox:latest";
+/// The containerd namespace of `ctr` runs.
+const NAMESPACE: &str = "mica-test";
+
+/// Pod VMs boot one at a time: TCG guests on a small machine starve each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The pod image's directory, or `None` (with the reason printed) when this run has none.
+fn image_dir() -> Option<PathBuf> {
+    let Some(kernel) = std::env::var_os("MICA_POD_KERNEL") else {
+        eprintln!("skipped: MICA_POD_KERNEL is not set (run `cargo xtask test`)");
+        return None;
+    };
+    let dir = Path::new(&kernel).parent().unwrap().to_owned();
+    assert!(dir.join("vmlinuz").is_file() && dir.join("initramfs.cpio").is_file(), "no pod image in {}", dir.display());
+    assert!(rustix::process::geteuid().is_root(), "the containerd tests need root (containerd mounts snapshots)");
+    Some(dir)
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// An OCI image layout (as a tar for `ctr images import`) of one layer: `/bin/busybox` with a
+/// link for each of its applets, and the directories a root needs.
+fn busybox_image() -> Vec<u8> {
+    let busybox = fs::read("/bin/busybox").expect("/bin/busybox: install busybox-static (`cargo xtask setup` does)");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    let mut layer = tar::Builder::new(Vec::new());
+    let header = |path: &str, kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(path).unwrap();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h
+    };
+    for dir in ["bin", "dev", "etc", "proc", "sys", "tmp", "root", "run", "srv"] {
+        let mut h = header(dir, tar::EntryType::Directory, if dir == "tmp" { 0o1777 } else { 0o755 }, 0);
+        h.set_cksum();
+        layer.append(&h, &[][..]).unwrap();
+    }
+    let mut h = header("bin/busybox", tar::EntryType::Regular, 0o755, busybox.len() as u64);
+    h.set_cksum();
+    layer.append(&h, &busybox[..]).unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines().filter(|a| *a != "busybox") {
+        let mut h = header(&format!("bin/{applet}"), tar::EntryType::Symlink, 0o777, 0);
+        layer.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    let mut h = header("etc/passwd", tar::EntryType::Regular, 0o644, passwd.len() as u64);
+    h.set_cksum();
+    layer.append(&h, &passwd[..]).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/sh"], "WorkingDir": "/" },
+        "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
+    })
+    .to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config.as_bytes()), "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha256(&layer), "size": layer.len() }],
+    })
+    .to_string();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(manifest.as_bytes()), "size": manifest.len(),
+            "annotations": { "io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "latest" },
+        }],
+    })
+    .to_string();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut add = |path: String, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(&path).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        out.append(&h, data).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json".into(), index.as_bytes());
+    for blob in [layer.as_slice(), config.as_bytes(), manifest.as_bytes()] {
+        add(format!("blobs/sha256/{}", &sha256(blob)["sha256:".len()..]), blob);
+    }
+    out.into_inner().unwrap()
+}
+
+/// A private containerd with the shim registered, and the busybox image imported.
+struct Containerd {
+    _turn: MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    daemon: Option<Child>,
+    images: PathBuf,
+}
+
+impl Containerd {
+    fn start() -> Option<Containerd> {
+        let images = image_dir()?;
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        // A short path: the sockets' names must fit in 108 bytes.
+        let dir = tempfile::Builder::new().prefix("mica-ctd").tempdir_in("/tmp").unwrap();
+        let mut containerd = Containerd { _turn: turn, dir, daemon: None, images };
+        containerd.launch();
+        let archive = containerd.path("busybox.tar");
+        fs::write(&archive, busybox_image()).unwrap();
+        let import = containerd.ctr(&["images", "import", "--snapshotter", "native", archive.to_str().unwrap()]);
+        assert!(import.status.success(), "import failed: {}", String::from_utf8_lossy(&import.stderr));
+        Some(containerd)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.path("containerd.sock")
+    }
+
+    /// Starts (or restarts) the daemon and waits until it answers.
+    fn launch(&mut self) {
+        let d = self.dir.path().display();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGE}"
+  disable_apparmor = true
+  disable_cgroup = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.mica]
+      runtime_type = "io.containerd.mica.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    conf_dir = "{d}/cni"
+"#
+        );
+        fs::write(self.path("config.toml"), config).unwrap();
+        let shim_dir = Path::new(env!("CARGO_BIN_EXE_containerd-shim-mica-v2")).parent().unwrap().to_owned();
+        let path = format!("{}:{}", shim_dir.display(), std::env::var("PATH").unwrap_or_default());
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.path("containerd.log")).unwrap();
+        let daemon = Command::new("containerd")
+            .arg("--config")
+            .arg(self.path("config.toml"))
+            .env("PATH", path)
+            .env("MICA_POD_IMAGE_DIR", &self.images)
+            .env("MICA_STATE_DIR", self.path("mica"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("containerd (install it: `cargo xtask setup`)");
+        self.daemon = Some(daemon);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not answer; its log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("containerd.log")).unwrap_or_default()
+    }
+
+    fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(self.socket()).args(["-n", NAMESPACE]).args(args);
+        cmd
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        self.ctr_command(args).stdin(Stdio::null()).output().expect("ctr")
+    }
+
+    /// `ctr run` of the test image with the Mica runtime.
+    fn run(&self, flags: &[&str], id: &str, command: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut args = vec!["run", "--snapshotter", "native", "--runtime", "io.containerd.mica.v2"];
+        args.extend(flags);
+        args.extend([IMAGE, id]);
+        args.extend(command);
+        let mut cmd = self.ctr_command(&args);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(data) = stdin {
+            input.write_all(data).unwrap();
+        }
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    /// The pod VMs' hypervisors still running.
+    fn hypervisors(&self) -> Vec<String> {
+        processes_naming(&self.path("mica"))
+    }
+
+    /// The shims still running (the daemon aside).
+    fn shims(&self) -> Vec<String> {
+        processes_naming(&self.socket()).into_iter().filter(|p| p.contains("containerd-shim-mica-v2")).collect()
+    }
+
+    /// Mounts under this containerd's directory.
+    fn mounts(&self) -> Vec<String> {
+        let needle = self.dir.path().display().to_string();
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Checks that no VM, shim or mount is left.
+    fn assert_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.hypervisors().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(self.hypervisors(), Vec::<String>::new(), "pod VMs left running");
+        while !self.shims().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(self.shims(), Vec::<String>::new(), "shims left running");
+        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
+        let pods = fs::read_dir(self.path("mica").join("pods")).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(pods, 0, "pod directories left behind");
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+        }
+        // Whatever a failed test left: its VMs and mounts, so that the directory can go.
+        for vm in self.hypervisors().into_iter().chain(self.shims()) {
+            if let Some(pid) = vm.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid).unwrap(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+        }
+        for line in self.mounts().iter().rev() {
+            if let Some(point) = line.split(' ').nth(4) {
+                let _ = rustix::mount::unmount(point, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+    }
+}
+
+/// Processes whose command line names `path`, as `pid: command line`.
+fn processes_naming(path: &Path) -> Vec<String> {
+    let needle = path.display().to_string();
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmdline).contains(&needle)
+        {
+            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), String::from_utf8_lossy(&cmdline)));
+        }
+    }
+    found
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn ctr_runs_a_container_in_a_pod_vm() {
+    let Some(ctd) = Containerd::start() else { return };
+    // Output, exit status, environment, working directory and user from the OCI spec.
+    let script = "echo hello from $(uname -r); echo GREETING=$GREETING; pwd; id -u; ls /bin/busybox; exit 3";
+    let out = ctd.run(&["--rm", "--env", "GREETING=hi", "--cwd", "/srv"], "first", &["sh", "-c", script], None);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "stdout: {stdout}\nstderr: {}\nlog:\n{}", text(&out.stderr), ctd.log());
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("hello from ") && lines[0].ends_with("-cloud-amd64"), "the guest's kernel: {stdout}");
+    assert_eq!(&lines[1..], ["GREETING=hi", "/srv", "0", "/bin/busybox"], "{stdout}");
+    // Standard input reaches the container, and standard error comes back apart.
+    let out = ctd.run(&["--rm"], "second", &["sh", "-c", "wc -c; echo to stderr >&2"], Some(&[b'x'; 100_000]));
+    assert_eq!(out.status.code(), Some(0), "stderr: {}\nlog:\n{}", text(&out.stderr), ctd.log());
+    assert_eq!(text(&out.stdout).trim(), "100000");
+    assert!(text(&out.stderr).contains("to stderr"), "{}", text(&out.stderr));
+    // A program the image does not have: the shell's 127, and why.
+    let out = ctd.run(&["--rm"], "third", &["/bin/nosuch"], None);
+    assert_eq!(out.status.code(), Some(127), "stdout: {}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("exec of \"/bin/nosuch\" failed"), "{}", text(&out.stderr));
+    ctd.assert_nothing_left();
+}
