@@ -39,20 +39,35 @@ pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// containerd's events, sent on the shim's behalf.
 pub struct Events {
-    publisher: RemotePublisher,
+    publisher: Mutex<RemotePublisher>,
     namespace: String,
 }
 
 impl Events {
     pub fn new(publisher: RemotePublisher, namespace: String) -> Events {
-        Events { publisher, namespace }
+        Events { publisher: Mutex::new(publisher), namespace }
     }
 
+    /// Sends `event`. A containerd that restarted has a new event socket: the publisher
+    /// reconnects (to `$TTRPC_ADDRESS`, where containerd listens) and tries once more.
     fn publish(&self, event: impl Event + 'static) {
         let topic = event.topic();
-        let ctx = containerd_shim::protos::ttrpc::context::with_timeout(5_000_000_000);
-        if let Err(e) = self.publisher.publish(ctx, &topic, &self.namespace, Box::new(event)) {
-            log::error!("publishing {topic}: {e}");
+        let event: Box<dyn containerd_shim::protos::protobuf::MessageDyn> = Box::new(event);
+        let mut publisher = self.publisher.lock().unwrap_or_else(PoisonError::into_inner);
+        let send = |publisher: &RemotePublisher| {
+            let ctx = containerd_shim::protos::ttrpc::context::with_timeout(5_000_000_000);
+            publisher.publish(ctx, &topic, &self.namespace, event.clone_box())
+        };
+        let Err(first) = send(&publisher) else { return };
+        let address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
+        match RemotePublisher::new(&address) {
+            Ok(fresh) => {
+                *publisher = fresh;
+                if let Err(e) = send(&publisher) {
+                    log::error!("publishing {topic}: {first}; again after reconnecting: {e}");
+                }
+            }
+            Err(e) => log::error!("publishing {topic}: {first}; reconnecting to {address}: {e}"),
         }
     }
 }

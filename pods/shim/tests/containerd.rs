@@ -118,6 +118,8 @@ struct Containerd {
     _turn: MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     daemon: Option<Child>,
+    /// `ctr events`, one per daemon start.
+    watchers: Vec<Child>,
     images: PathBuf,
 }
 
@@ -127,7 +129,7 @@ impl Containerd {
         let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         // A short path: the sockets' names must fit in 108 bytes.
         let dir = tempfile::Builder::new().prefix("mica-ctd").tempdir_in("/tmp").unwrap();
-        let mut containerd = Containerd { _turn: turn, dir, daemon: None, images };
+        let mut containerd = Containerd { _turn: turn, dir, daemon: None, watchers: Vec::new(), images };
         containerd.launch();
         let archive = containerd.path("busybox.tar");
         fs::write(&archive, busybox_image()).unwrap();
@@ -188,6 +190,10 @@ state = "{d}/state"
             assert!(Instant::now() < deadline, "containerd did not answer; its log:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Its events, as a client sees them (it ends with the daemon).
+        let events = fs::OpenOptions::new().create(true).append(true).open(self.path("events.log")).unwrap();
+        let watcher = self.ctr_command(&["events"]).stdin(Stdio::null()).stdout(events).stderr(Stdio::null()).spawn();
+        self.watchers.push(watcher.unwrap());
     }
 
     fn log(&self) -> String {
@@ -264,6 +270,10 @@ impl Drop for Containerd {
             let _ = daemon.kill();
             let _ = daemon.wait();
         }
+        for mut watcher in self.watchers.drain(..) {
+            let _ = watcher.kill();
+            let _ = watcher.wait();
+        }
         // Whatever a failed test left: its VMs and mounts, so that the directory can go.
         for vm in self.hypervisors().into_iter().chain(self.shims()) {
             if let Some(pid) = vm.split(':').next().and_then(|p| p.parse::<i32>().ok()) {
@@ -289,7 +299,8 @@ fn processes_naming(path: &Path) -> Vec<String> {
         if let Ok(cmdline) = fs::read(entry.path().join("cmdline"))
             && String::from_utf8_lossy(&cmdline).contains(&needle)
         {
-            found.push(format!("{}: {}", entry.file_name().to_string_lossy(), String::from_utf8_lossy(&cmdline)));
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
         }
     }
     found
@@ -319,5 +330,136 @@ fn ctr_runs_a_container_in_a_pod_vm() {
     let out = ctd.run(&["--rm"], "third", &["/bin/nosuch"], None);
     assert_eq!(out.status.code(), Some(127), "stdout: {}", text(&out.stdout));
     assert!(text(&out.stderr).contains("exec of \"/bin/nosuch\" failed"), "{}", text(&out.stderr));
+    ctd.assert_nothing_left();
+}
+
+impl Containerd {
+    /// `ctr task ls` as (status, pid) of task `id`, if it is listed.
+    fn task(&self, id: &str) -> Option<(String, u32)> {
+        let out = self.ctr(&["task", "ls"]);
+        text(&out.stdout).lines().skip(1).find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&id)).then(|| (fields[2].to_owned(), fields[1].parse().unwrap_or(0)))
+        })
+    }
+
+    /// Waits until task `id` is in `status` (or gone, for `None`).
+    fn wait_task(&self, id: &str, status: Option<&str>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let now = self.task(id);
+            if now.as_ref().map(|t| t.0.as_str()) == status {
+                return;
+            }
+            assert!(Instant::now() < deadline, "task {id} is {now:?}, not {status:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts a detached container that runs until killed; its hypervisor's pid.
+    fn detached(&self, id: &str) -> u32 {
+        let out = self.run(&["-d"], id, &["sh", "-c", "while true; do sleep 1; done"], None);
+        assert!(out.status.success(), "{}\nlog:\n{}", text(&out.stderr), self.log());
+        self.wait_task(id, Some("RUNNING"));
+        self.task(id).unwrap().1
+    }
+
+    /// The exit status containerd heard for task `id` (its `/tasks/exit` event, as `ctr events`
+    /// prints it), waiting for it.
+    fn exit_status(&self, id: &str) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let needle = format!("\"container_id\":\"{id}\"");
+        loop {
+            let events = fs::read_to_string(self.path("events.log")).unwrap_or_default();
+            let exit = events.lines().filter(|l| l.contains("/tasks/exit") && l.contains(&needle)).find_map(|l| {
+                let json: serde_json::Value = serde_json::from_str(&l[l.find('{')?..]).ok()?;
+                (json["id"] == id).then(|| json["exit_status"].as_u64().unwrap_or(0))
+            });
+            if let Some(status) = exit {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit event for {id}; events:\n{events}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `ctr task delete` and `ctr container delete`; the task's exit status.
+    fn delete(&self, id: &str) -> u64 {
+        let status = self.exit_status(id);
+        let deleted = self.ctr(&["task", "delete", id]);
+        assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+        let removed = self.ctr(&["container", "delete", id]);
+        assert!(removed.status.success(), "{}", text(&removed.stderr));
+        status
+    }
+}
+
+#[test]
+fn ctr_execs_into_kills_and_measures_a_running_container() {
+    let Some(ctd) = Containerd::start() else { return };
+    let pid = ctd.detached("svc");
+    // The task's pid is its VM's hypervisor.
+    assert!(fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap().contains("qemu-system"), "pid {pid}");
+    let exec = ctd.ctr(&["task", "exec", "--exec-id", "e1", "svc", "sh", "-c", "echo from exec in $(pwd); exit 5"]);
+    assert_eq!(exec.status.code(), Some(5), "{}\nlog:\n{}", text(&exec.stderr), ctd.log());
+    assert_eq!(text(&exec.stdout), "from exec in /\n");
+    // A second exec sees what the first container process does: the same root.
+    let ps = ctd.ctr(&["task", "exec", "--exec-id", "e2", "svc", "sh", "-c", "ps -o args | grep -c 'sleep 1'"]);
+    assert!(ps.status.success(), "{}", text(&ps.stderr));
+    let pids = ctd.ctr(&["task", "ps", "svc"]);
+    assert!(text(&pids.stdout).contains(&pid.to_string()), "{}", text(&pids.stdout));
+    let metrics = ctd.ctr(&["task", "metrics", "svc"]);
+    assert!(metrics.status.success(), "{}", text(&metrics.stderr));
+    assert!(text(&metrics.stdout).contains("memory.usage_in_bytes"), "{}", text(&metrics.stdout));
+    // Deleting a running task is refused; a kill ends it with 128 + SIGTERM.
+    assert!(!ctd.ctr(&["task", "delete", "svc"]).status.success(), "a running task was deleted");
+    assert!(ctd.ctr(&["task", "kill", "svc"]).status.success());
+    ctd.wait_task("svc", Some("STOPPED"));
+    assert_eq!(ctd.delete("svc"), 143);
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn a_dead_vm_a_killed_shim_and_a_restarted_containerd_are_each_reported() {
+    let Some(mut ctd) = Containerd::start() else { return };
+    // The VM dies under a running container: the task stops with 255.
+    let pid = ctd.detached("victim");
+    rustix::process::kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap(), rustix::process::Signal::KILL)
+        .unwrap();
+    ctd.wait_task("victim", Some("STOPPED"));
+    assert_eq!(ctd.delete("victim"), 255);
+    ctd.assert_nothing_left();
+
+    // The shim is killed: containerd's cleanup (`delete`) stops the VM it leaves.
+    ctd.detached("orphan");
+    let shim = ctd.shims().into_iter().find(|s| s.contains("-id orphan")).expect("the shim of orphan");
+    let shim_pid: i32 = shim.split(':').next().unwrap().parse().unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_raw(shim_pid).unwrap(), rustix::process::Signal::KILL)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ctd.hypervisors().is_empty() {
+        assert!(Instant::now() < deadline, "the VM outlived its shim: {:?}\nlog:\n{}", ctd.hypervisors(), ctd.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // containerd reports it killed, as runc's shim does for a task it cleaned up.
+    assert_eq!(ctd.exit_status("orphan"), 137);
+    ctd.wait_task("orphan", None);
+    assert!(ctd.ctr(&["container", "delete", "orphan"]).status.success());
+    ctd.assert_nothing_left();
+
+    // containerd restarts: it finds the running container again, which still works.
+    ctd.detached("survivor");
+    if let Some(mut daemon) = ctd.daemon.take() {
+        rustix::process::kill_process(rustix::process::Pid::from_child(&daemon), rustix::process::Signal::TERM)
+            .unwrap();
+        daemon.wait().unwrap();
+    }
+    ctd.launch();
+    ctd.wait_task("survivor", Some("RUNNING"));
+    let exec = ctd.ctr(&["task", "exec", "--exec-id", "after", "survivor", "echo", "still here"]);
+    assert_eq!(text(&exec.stdout), "still here\n", "{}\nlog:\n{}", text(&exec.stderr), ctd.log());
+    assert!(ctd.ctr(&["task", "kill", "-s", "SIGKILL", "survivor"]).status.success());
+    ctd.wait_task("survivor", Some("STOPPED"));
+    assert_eq!(ctd.delete("survivor"), 137);
     ctd.assert_nothing_left();
 }
