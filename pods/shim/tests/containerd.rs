@@ -165,6 +165,8 @@ state = "{d}/state"
     snapshotter = "native"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.mica]
       runtime_type = "io.containerd.mica.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".cni]
     conf_dir = "{d}/cni"
 "#
@@ -462,4 +464,165 @@ fn a_dead_vm_a_killed_shim_and_a_restarted_containerd_are_each_reported() {
     ctd.wait_task("survivor", Some("STOPPED"));
     assert_eq!(ctd.delete("survivor"), 137);
     ctd.assert_nothing_left();
+}
+
+/// kubelet's calls, over containerd's CRI (v1), for one pod with one container.
+mod cri {
+    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    use k8s_cri::v1::{
+        ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
+        ExecSyncRequest, ImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+        PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+        StopPodSandboxRequest, VersionRequest,
+    };
+    use tonic::transport::{Channel, Endpoint, Uri};
+
+    use super::*;
+
+    async fn connect(socket: PathBuf) -> RuntimeServiceClient<Channel> {
+        let channel = Endpoint::try_from("http://[::]")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connecting to containerd's CRI");
+        RuntimeServiceClient::new(channel)
+    }
+
+    fn sandbox_config(logs: &Path) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                uid: "7a1d-mica".into(),
+                namespace: "default".into(),
+                attempt: 0,
+            }),
+            hostname: "web-pod".into(),
+            log_directory: logs.display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    // Host networking: no CNI, as the issue's tests ask.
+                    namespace_options: Some(NamespaceOption {
+                        network: NamespaceMode::Node as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn kubelets_calls_run_a_pod_through_the_cri() {
+        let Some(ctd) = Containerd::start() else { return };
+        let archive = ctd.path("busybox.tar");
+        let import = Command::new("ctr")
+            .arg("--address")
+            .arg(ctd.socket())
+            .args(["-n", "k8s.io", "images", "import", "--snapshotter", "native"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(import.status.success(), "{}", text(&import.stderr));
+        let logs = ctd.path("pod-logs");
+        fs::create_dir_all(&logs).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut cri = connect(ctd.socket()).await;
+            let version = cri.version(VersionRequest::default()).await.unwrap().into_inner();
+            assert_eq!(version.runtime_api_version, "v1");
+            let config = sandbox_config(&logs);
+            let pod = cri
+                .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "mica".into() })
+                .await
+                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\nlog:\n{}", ctd.log()))
+                .into_inner()
+                .pod_sandbox_id;
+            let container = ContainerConfig {
+                metadata: Some(ContainerMetadata { name: "hello".into(), attempt: 0 }),
+                image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),
+                command: vec!["sh".into(), "-c".into()],
+                args: vec!["echo hello from $(hostname) on $(uname -r); cat /etc/hostname; sleep 3600".into()],
+                envs: vec![k8s_cri::v1::KeyValue { key: "ROLE".into(), value: "web".into() }],
+                log_path: "hello.log".into(),
+                ..Default::default()
+            };
+            let id = cri
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(container),
+                    sandbox_config: Some(config),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("CreateContainer: {e}\nlog:\n{}", ctd.log()))
+                .into_inner()
+                .container_id;
+            cri.start_container(StartContainerRequest { container_id: id.clone() })
+                .await
+                .unwrap_or_else(|e| panic!("StartContainer: {e}\nlog:\n{}", ctd.log()));
+            // Its output reaches the CRI's log, in the CRI's format.
+            let log_file = logs.join("hello.log");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let log = loop {
+                let log = fs::read_to_string(&log_file).unwrap_or_default();
+                if log.lines().count() >= 2 || Instant::now() > deadline {
+                    break log;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let lines: Vec<&str> = log.lines().collect();
+            assert!(lines.len() >= 2, "the container's log: {log:?}\ncontainerd:\n{}", ctd.log());
+            // The pod VM's hostname and kernel (Debian's cloud kernel, not the host's).
+            assert!(
+                lines[0].contains(" stdout F hello from web-pod on ") && lines[0].ends_with("-cloud-amd64"),
+                "{log}"
+            );
+            assert!(lines[1].ends_with(" stdout F web-pod"), "{log}");
+            let exec = cri
+                .exec_sync(ExecSyncRequest {
+                    container_id: id.clone(),
+                    cmd: vec!["sh".into(), "-c".into(), "echo role=$ROLE; echo oops >&2; exit 3".into()],
+                    timeout: 60,
+                })
+                .await
+                .unwrap_or_else(|e| panic!("ExecSync: {e}\nlog:\n{}", ctd.log()))
+                .into_inner();
+            assert_eq!(
+                (text(&exec.stdout).as_str(), text(&exec.stderr).as_str(), exec.exit_code),
+                ("role=web\n", "oops\n", 3)
+            );
+            let status = cri
+                .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+            cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+                .await
+                .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\nlog:\n{}", ctd.log()));
+            let status = cri
+                .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            assert_eq!(status.state, ContainerState::ContainerExited as i32);
+            assert_eq!(status.exit_code, 137, "killed by StopPodSandbox");
+            cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+                .await
+                .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\nlog:\n{}", ctd.log()));
+        });
+        ctd.assert_nothing_left();
+    }
 }
