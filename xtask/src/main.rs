@@ -12,6 +12,8 @@
 //! - `bench boot|components|ipc|io|pods`: benchmarks against baselines from the same run (see
 //!   `bench/mod.rs`).
 //! - `pod-image`: the Debian kernel + initramfs (busybox, mica-agent) that legacy pods boot.
+//! - `install-shim`: containerd-shim-mica-v2 and its pod image, and the containerd configuration
+//!   that makes Mica a Kubernetes `RuntimeClass` handler.
 //! - `host-run`: run a component on this Linux host under Mica's Wasmtime settings and WASI host.
 //! - `fuzz`: coverage-guided fuzzing of the input surfaces (libFuzzer, the host's nightly).
 //! - `aot`: compile a component ahead of time for a CPU profile (cached) and print the artifact's
@@ -29,6 +31,7 @@ mod components;
 mod empty_kernel;
 mod fuzz;
 mod host_run;
+mod install_shim;
 mod kernel;
 mod linux_guest;
 mod machine;
@@ -85,6 +88,9 @@ enum Command {
     /// Build the legacy-pod image (Debian kernel, initramfs with busybox and mica-agent) in
     /// target/mica/pods/.
     PodImage,
+    /// Install containerd-shim-mica-v2 and its pod image (default under /usr/local) and print
+    /// the containerd configuration that registers Mica as the runtime handler `mica`.
+    InstallShim(install_shim::InstallShimArgs),
     /// Run a component on this Linux host (no boot) under Mica's Wasmtime settings and WASI host.
     HostRun(host_run::HostRunArgs),
     /// Build, list or extract a volume of the file system service (a littlefs disk image).
@@ -166,6 +172,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
             println!("{}\n{}", image.kernel.display(), image.initramfs.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::InstallShim(args) => install_shim::run(&root, &args),
         Command::HostRun(args) => host_run::run(&args),
         Command::Volume(command) => volume::run(&root, &command),
         Command::Fuzz(args) => fuzz::run(&root, &args),
