@@ -12,7 +12,7 @@
 //! Linux's `virtio_blk`, and times HTTP requests to a component web server against busybox
 //! `httpd` in the Linux guest. `bench fs` counts the same `std::fs` calls through Mica's file
 //! system service and on ext4 in a Linux guest. `bench net` times TCP requests to a std echo server on
-//! Mica's `wasi:sockets` against the same server in a Linux guest. `bench late-binding` compares a system compiled at boot (first boot,
+//! Mica's `wasi:sockets` against the same server in a Linux guest. `bench k8s` times kubelet's CRI calls with the Mica shim against runc. `bench late-binding` compares a system compiled at boot (first boot,
 //! then from the module store) with one compiled ahead of time, and CPU-specific code with baseline
 //! code.
 
@@ -24,6 +24,7 @@ mod density;
 mod fs;
 mod io;
 mod ipc;
+mod k8s;
 mod late;
 mod net;
 mod pods;
@@ -47,6 +48,9 @@ pub enum BenchCommand {
     Boot(BootArgs),
     /// Component costs in guest instructions: load, instantiate, run, and one host call.
     Components(ArchArgs),
+    /// Kubernetes: CRI RunPodSandbox + CreateContainer + StartContainer to the first output, and
+    /// ExecSync, with the Mica shim against runc on the same containerd.
+    K8s,
     /// Legacy pods: cold boot to the agent answering, exec, QEMU memory, plain-QEMU baseline.
     Pods,
     /// IPC between components in guest instructions (round trip, one-way, thread switch) against
@@ -214,6 +218,7 @@ pub fn run(root: &Path, command: &BenchCommand) -> Result<ExitCode> {
         BenchCommand::Boot(args) => boot::run(root, args).map(|()| ExitCode::SUCCESS),
         BenchCommand::Components(args) => components::run(root, &args.arch).map(|()| ExitCode::SUCCESS),
         BenchCommand::Pods => pods::run(root).map(|()| ExitCode::SUCCESS),
+        BenchCommand::K8s => k8s::run(root).map(|()| ExitCode::SUCCESS),
         BenchCommand::Ipc(args) => ipc::run(root, &args.arch).map(|()| ExitCode::SUCCESS),
         BenchCommand::Io(args) => io::run(root, args.runs).map(|()| ExitCode::SUCCESS),
         BenchCommand::Fs(args) => fs::run(root, args.runs).map(|()| ExitCode::SUCCESS),

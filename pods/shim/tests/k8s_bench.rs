@@ -1,0 +1,121 @@
+//! The measurements of `cargo xtask bench k8s`, made as kubelet makes its calls: through
+//! containerd's CRI, for the Mica shim and for `runc` on the same containerd in the same run.
+//!
+//! Ignored by `cargo test`: `cargo xtask bench k8s` runs it with `MICA_BENCH_OUT` (where the
+//! samples go, as JSON) and `MICA_BENCH_RUNS` (pods per runtime), and prints the table.
+#![allow(clippy::unwrap_used, reason = "a benchmark that cannot set up should fail loudly")]
+
+mod support;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+};
+use support::cri::{connect, sandbox_config};
+use support::{Containerd, IMAGE};
+
+/// ExecSync calls per pod.
+const EXECS: usize = 10;
+
+#[test]
+#[ignore = "a benchmark: `cargo xtask bench k8s` runs it"]
+fn bench_k8s() {
+    let out = std::env::var_os("MICA_BENCH_OUT").expect("MICA_BENCH_OUT: where the samples go");
+    let runs: usize = std::env::var("MICA_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let ctd = Containerd::start().expect("the pod image (MICA_POD_KERNEL) and root");
+    ctd.import_for_cri();
+    let logs = ctd.path("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut report = serde_json::Map::new();
+    for handler in ["runc", "mica"] {
+        let (mut starts, mut execs) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            match runtime.block_on(one_pod(&ctd, &logs, handler, run)) {
+                Ok((start, exec)) => {
+                    starts.push(start.as_secs_f64());
+                    execs.extend(exec.iter().map(Duration::as_secs_f64));
+                }
+                // A runtime that cannot run here is a row that says why, not a failed bench.
+                Err(e) => {
+                    report.insert(handler.into(), serde_json::json!({ "error": e }));
+                    break;
+                }
+            }
+        }
+        if !report.contains_key(handler) {
+            report.insert(handler.into(), serde_json::json!({ "start_to_output_s": starts, "exec_sync_s": execs }));
+        }
+    }
+    ctd.assert_nothing_left();
+    fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+}
+
+/// One pod on `handler`: RunPodSandbox + CreateContainer + StartContainer until the container's
+/// first line is in its log, then [`EXECS`] ExecSyncs; the pod is then removed.
+async fn one_pod(
+    ctd: &Containerd,
+    logs: &std::path::Path,
+    handler: &str,
+    run: usize,
+) -> Result<(Duration, Vec<Duration>), String> {
+    let mut cri = connect(ctd.socket()).await;
+    let mut config = sandbox_config(logs);
+    // A host-network pod shares the node's UTS namespace under runc: no hostname of its own.
+    config.hostname.clear();
+    if let Some(m) = config.metadata.as_mut() {
+        m.name = format!("bench-{handler}-{run}");
+        m.uid = format!("uid-{handler}-{run}");
+    }
+    let log_path = format!("{handler}-{run}.log");
+    let started = Instant::now();
+    let pod = cri
+        .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() })
+        .await
+        .map_err(|e| format!("RunPodSandbox: {}", e.message()))?
+        .into_inner()
+        .pod_sandbox_id;
+    let container = ContainerConfig {
+        metadata: Some(ContainerMetadata { name: "bench".into(), attempt: 0 }),
+        image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),
+        command: vec!["sh".into(), "-c".into(), "echo ready; while :; do sleep 3600; done".into()],
+        log_path: log_path.clone(),
+        ..Default::default()
+    };
+    let id = cri
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container),
+            sandbox_config: Some(config),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer on {handler}: {e}\nlog:\n{}", ctd.log()))
+        .into_inner()
+        .container_id;
+    cri.start_container(StartContainerRequest { container_id: id.clone() })
+        .await
+        .unwrap_or_else(|e| panic!("StartContainer on {handler}: {e}\nlog:\n{}", ctd.log()));
+    let log_file = logs.join(&log_path);
+    while !fs::read_to_string(&log_file).unwrap_or_default().contains(" stdout F ready") {
+        assert!(started.elapsed() < Duration::from_secs(120), "no output from {handler}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let start = started.elapsed();
+    let mut execs = Vec::new();
+    for _ in 0..EXECS {
+        let t = Instant::now();
+        let exec = cri
+            .exec_sync(ExecSyncRequest { container_id: id.clone(), cmd: vec!["true".into()], timeout: 60 })
+            .await
+            .unwrap_or_else(|e| panic!("ExecSync on {handler}: {e}"))
+            .into_inner();
+        execs.push(t.elapsed());
+        assert_eq!(exec.exit_code, 0);
+    }
+    cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    Ok((start, execs))
+}

@@ -1,0 +1,201 @@
+//! `cargo xtask bench k8s`: what kubelet waits for, through containerd's CRI, with the Mica shim
+//! against Debian's `runc` on the same containerd in the same run.
+//!
+//! - **start to output**: RunPodSandbox + CreateContainer + StartContainer until the container's
+//!   first line is in its CRI log;
+//! - **ExecSync**: one `true` run in the running container, round trip.
+//!
+//! The calls are made by the shim's ignored test `k8s_bench` (`pods/shim/tests/k8s_bench.rs`),
+//! which shares the containerd the shim's tests use; this command builds the pod image, runs it,
+//! and prints and writes the report. Pod VMs run on the backend `auto` picks: QEMU with TCG on
+//! a software KVM (rows labelled), mica-vmm on hardware KVM.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use mica_launch::KvmProbe;
+use serde::Serialize;
+
+use super::stats::Summary;
+use crate::machine::Machine;
+use crate::{pod_image, process, test, toolchain};
+
+/// Pods per runtime.
+const RUNS: usize = 10;
+
+/// One runtime's figures, or why it could not run.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    /// Who runs the pods.
+    pub runtime: String,
+    /// RunPodSandbox + CreateContainer + StartContainer to the first output.
+    pub start_to_output: Option<Summary>,
+    /// One ExecSync round trip.
+    pub exec_sync: Option<Summary>,
+    /// Why it has no figures.
+    pub error: Option<String>,
+}
+
+/// The report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// The host.
+    pub machine: Machine,
+    /// When.
+    pub unix_time_s: u64,
+    /// Pods per runtime.
+    pub runs: usize,
+    /// How the pod VMs were accelerated.
+    pub accel: String,
+    /// The rows.
+    pub rows: Vec<Row>,
+    /// How it was measured.
+    pub method: Vec<&'static str>,
+}
+
+fn summary(samples: &serde_json::Value) -> Option<Summary> {
+    let seconds: Vec<Duration> =
+        samples.as_array()?.iter().filter_map(|s| s.as_f64()).map(Duration::from_secs_f64).collect();
+    Summary::of(&seconds)
+}
+
+/// The rows from the test's samples.
+pub fn rows(samples: &serde_json::Value, accel: &str) -> Vec<Row> {
+    [("runc", "runc (Debian's, namespaces on this host)".to_owned()), ("mica", format!("Mica shim, pod VM on {accel}"))]
+        .into_iter()
+        .map(|(key, runtime)| {
+            let figures = &samples[key];
+            Row {
+                runtime,
+                start_to_output: summary(&figures["start_to_output_s"]),
+                exec_sync: summary(&figures["exec_sync_s"]),
+                error: figures["error"].as_str().map(str::to_owned),
+            }
+        })
+        .collect()
+}
+
+impl Report {
+    /// The table.
+    pub fn markdown(&self) -> String {
+        let mut out = format!(
+            "## bench k8s: {} pods per runtime through containerd's CRI ({})\n\n\
+             | runtime | start to output: median | p10 | p90 | ExecSync: median | p90 |\n|---|---:|---:|---:|---:|---:|\n",
+            self.runs, self.accel
+        );
+        let ms = |s: f64| format!("{:.1} ms", s * 1e3);
+        for row in &self.rows {
+            match (&row.start_to_output, &row.exec_sync, &row.error) {
+                (Some(start), Some(exec), _) => {
+                    out += &format!(
+                        "| {} | {} | {} | {} | {} | {} |\n",
+                        row.runtime,
+                        ms(start.median_s),
+                        ms(start.p10_s),
+                        ms(start.p90_s),
+                        ms(exec.median_s),
+                        ms(exec.p90_s)
+                    )
+                }
+                (_, _, error) => {
+                    out += &format!(
+                        "| {} | did not run: {} | | | | |\n",
+                        row.runtime,
+                        error.as_deref().unwrap_or("no samples")
+                    )
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Runs `cargo xtask bench k8s`.
+pub fn run(root: &Path) -> Result<()> {
+    let out_dir = root.join("target").join("mica").join("bench");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let image = pod_image::build(root)?;
+    let probe = KvmProbe::detect();
+    let machine = Machine::describe(&mica_launch::find_qemu()?, &probe);
+    let accel = if probe.hardware() && probe.usable() {
+        "hardware KVM (mica-vmm)".to_owned()
+    } else {
+        format!("QEMU TCG; {}", probe.unusable_reason().unwrap_or_else(|| probe.label()))
+    };
+    let samples_path = out_dir.join("k8s-samples.json");
+    let _ = fs::remove_file(&samples_path);
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    toolchain::clear_cargo_run_env(&mut cmd);
+    cmd.current_dir(root)
+        .env(test::POD_KERNEL_ENV, &image.kernel)
+        .env(test::POD_INITRAMFS_ENV, &image.initramfs)
+        .env("MICA_BENCH_OUT", &samples_path)
+        .env("MICA_BENCH_RUNS", RUNS.to_string())
+        .args([
+            "test",
+            "-p",
+            "containerd-shim-mica-v2",
+            "--test",
+            "k8s_bench",
+            "--",
+            "--ignored",
+            "--exact",
+            "bench_k8s",
+        ]);
+    eprintln!("bench: {}", process::shown(&cmd));
+    let status = cmd.status().with_context(|| format!("cannot run `{}`", process::shown(&cmd)))?;
+    if !status.success() {
+        bail!("the k8s benchmark failed ({status})");
+    }
+    let samples: serde_json::Value = serde_json::from_slice(&fs::read(&samples_path)?)?;
+    let report = Report {
+        machine,
+        unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        runs: RUNS,
+        rows: rows(&samples, &accel),
+        accel,
+        method: vec![
+            "one private containerd 1.6 (Debian's), runtimes runc (io.containerd.runc.v2) and mica \
+             (io.containerd.mica.v2), native snapshotter, the same busybox image, host-network pods",
+            "the client calls the CRI (runtime.v1) over containerd's socket as kubelet does, one pod at a time; \
+             start to output ends when the container's first line is in its CRI log file (polled every 2 ms)",
+            "ExecSync runs `true` in the running container, 10 per pod",
+            "wall clock on a shared 2-core build machine: rough figures",
+        ],
+    };
+    super::report::publish(&out_dir, "k8s.json", &report.markdown(), &report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_say_why_a_runtime_did_not_run() {
+        let samples = serde_json::json!({
+            "runc": { "error": "RunPodSandbox: no" },
+            "mica": { "start_to_output_s": [3.0, 2.0, 4.0], "exec_sync_s": [0.02, 0.01] },
+        });
+        let rows = rows(&samples, "QEMU TCG");
+        assert_eq!(rows[0].error.as_deref(), Some("RunPodSandbox: no"));
+        assert!(rows[0].start_to_output.is_none());
+        assert_eq!(rows[1].start_to_output.as_ref().map(|s| s.median_s), Some(3.0));
+        let report = Report {
+            machine: Machine::sample("none"),
+            unix_time_s: 0,
+            runs: 3,
+            accel: "QEMU TCG".into(),
+            rows,
+            method: vec![],
+        };
+        let table = report.markdown();
+        assert!(
+            table.contains("| runc (Debian's, namespaces on this host) | did not run: RunPodSandbox: no |"),
+            "{table}"
+        );
+        assert!(table.contains("| Mica shim, pod VM on QEMU TCG | 3000.0 ms |"), "{table}");
+    }
+}
