@@ -2,7 +2,8 @@
 //! mounts made there, and its process, all derived from the bundle's OCI spec.
 //!
 //! Guest layout: `/run/mica/containers/<id>/rootfs` is the container's root, and
-//! `/run/mica/containers/<id>/mounts/<n>` holds the copy of its `n`th bind mount's source.
+//! `/run/mica/volumes/<hash>` holds the copy of a bind mount's source, one per source path in a
+//! pod VM, so that the containers of a pod that mount the same volume share it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,16 @@ use crate::guest::Command;
 
 /// Where containers live in the guest.
 pub const GUEST_ROOT: &str = "/run/mica/containers";
+/// Where bind mounts' sources are copied in the guest.
+pub const VOLUMES: &str = "/run/mica/volumes";
+
+/// The guest directory that holds the copy of host path `source`.
+pub fn volume_dir(source: &Path) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(source.as_os_str().as_encoded_bytes());
+    let hex: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{VOLUMES}/{hex}")
+}
 
 /// A bind mount's source, copied into the guest.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +42,7 @@ pub struct Plan {
     pub dir: String,
     /// Its root in the guest.
     pub rootfs: String,
-    /// Bind mount sources to copy in, in order, before `setup` runs.
+    /// Bind mount sources to copy in (unless the pod VM has them already), before `setup` runs.
     pub copies: Vec<Copy>,
     /// A shell script that makes the mounts (run as root in the guest, `set -e`).
     pub setup: String,
@@ -73,7 +84,7 @@ pub fn plan(id: &str, spec: &Spec) -> Result<Plan> {
     let mut mounted = Vec::new();
     let mut copies = Vec::new();
     let mut skipped = Vec::new();
-    for (n, m) in spec.mounts().iter().flatten().enumerate() {
+    for m in spec.mounts().iter().flatten() {
         let destination = m.destination().to_string_lossy().into_owned();
         if !destination.starts_with('/') || destination.split('/').any(|part| part == "..") {
             bail!("mount destination {destination:?} is not an absolute path inside the container");
@@ -90,7 +101,7 @@ pub fn plan(id: &str, spec: &Spec) -> Result<Plan> {
                 let source = m.source().as_deref().context("a bind mount without a source")?;
                 let meta = std::fs::metadata(source)
                     .with_context(|| format!("bind mount source {} (for {destination})", source.display()))?;
-                let stage = format!("{dir}/mounts/{n}");
+                let stage = volume_dir(source);
                 copies.push(Copy { host: source.to_owned(), guest: stage.clone() });
                 let (from, make) = if meta.is_dir() {
                     (stage, format!("mkdir -p {}", quote(&target)))
@@ -192,11 +203,15 @@ mod tests {
         );
         assert!(plan.setup.contains(&format!("mount -t devtmpfs devtmpfs '{root}/dev'")), "{}", plan.setup);
         assert!(plan.setup.contains("-o nosuid,newinstance,ptmxmode=0666,mode=0620 devpts"), "{}", plan.setup);
+        let (file_stage, dir_stage) = (volume_dir(host_file.path()), volume_dir(host_dir.path()));
+        assert!(file_stage.starts_with("/run/mica/volumes/") && file_stage != dir_stage);
         assert!(plan.setup.contains(&format!(
-            "touch '{root}/etc/hosts'\nmount --bind '/run/mica/containers/c1/mounts/4/file' '{root}/etc/hosts'\n\
+            "touch '{root}/etc/hosts'\nmount --bind '{file_stage}/file' '{root}/etc/hosts'\n\
              mount -o remount,bind,ro '{root}/etc/hosts'"
         )));
-        assert!(plan.setup.contains(&format!("mount --bind '/run/mica/containers/c1/mounts/5' '{root}/data'\n")));
+        assert!(plan.setup.contains(&format!("mount --bind '{dir_stage}' '{root}/data'\n")));
+        // Another container of the pod that mounts the same source shares the copy.
+        assert_eq!(super::plan("c2", &spec(&json)).unwrap().copies, plan.copies);
         assert!(!plan.setup.contains(&format!("remount,bind,ro '{root}/data'")), "rw stays rw");
         assert_eq!(plan.copies.len(), 2);
         assert_eq!(plan.copies[0].host, host_file.path());

@@ -452,8 +452,14 @@ impl Service {
             vm::copy_in(&vm.guest, &root, &plan.rootfs).context("copying the root file system into the pod VM");
         let copied = copied.and_then(|()| {
             for copy in &plan.copies {
+                // Held while copying: a second container of the pod waits for the first copy.
+                let mut volumes = vm.volumes.lock().unwrap_or_else(PoisonError::into_inner);
+                if volumes.contains(&copy.host) {
+                    continue;
+                }
                 vm::copy_in(&vm.guest, &copy.host, &copy.guest)
                     .with_context(|| format!("copying {} into the pod VM", copy.host.display()))?;
+                volumes.insert(copy.host.clone());
             }
             log::info!("{}: making its mounts", req.id);
             let setup = guest::Command::plain(&["/bin/sh", "-c", &plan.setup]);

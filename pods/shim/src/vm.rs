@@ -42,6 +42,8 @@ pub struct Vm {
     record: PodRecord,
     /// The agent connection.
     pub guest: Arc<Guest>,
+    /// The bind mount sources copied in so far (their copies are shared by the pod's containers).
+    pub volumes: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
     stopped: Once,
 }
 
@@ -134,7 +136,14 @@ pub fn boot(namespace: &str, pod: &str, spec: &Spec) -> Result<Arc<Vm>> {
         started.ready.as_secs_f64()
     );
     let guest = Guest::new(started.agent.into_stream())?;
-    let vm = Arc::new(Vm { name, dir: started.dir, record: started.record, guest, stopped: Once::new() });
+    let vm = Arc::new(Vm {
+        name,
+        dir: started.dir,
+        record: started.record,
+        guest,
+        volumes: std::sync::Mutex::default(),
+        stopped: Once::new(),
+    });
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         let set = guest::Command::plain(&["hostname", hostname]);
         if let Err(e) = vm.guest.run(&set, None).and_then(|o| o.check("setting the hostname")) {

@@ -127,6 +127,9 @@ mod cri {
         ctd.import_for_cri();
         let logs = ctd.path("pod-logs");
         fs::create_dir_all(&logs).unwrap();
+        // A volume both containers of the pod mount.
+        let shared = ctd.path("shared");
+        fs::create_dir_all(&shared).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
             let mut cri = connect(ctd.socket()).await;
@@ -143,7 +146,16 @@ mod cri {
                 metadata: Some(ContainerMetadata { name: "hello".into(), attempt: 0 }),
                 image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),
                 command: vec!["sh".into(), "-c".into()],
-                args: vec!["echo hello from $(hostname) on $(uname -r); cat /etc/hostname; sleep 3600".into()],
+                args: vec![
+                    "echo hello from $(hostname) on $(uname -r); cat /etc/hostname; echo written by hello > /shared/note; \
+                     sleep 3600"
+                        .into(),
+                ],
+                mounts: vec![k8s_cri::v1::Mount {
+                    container_path: "/shared".into(),
+                    host_path: shared.display().to_string(),
+                    ..Default::default()
+                }],
                 envs: vec![k8s_cri::v1::KeyValue { key: "ROLE".into(), value: "web".into() }],
                 log_path: "hello.log".into(),
                 ..Default::default()
@@ -152,7 +164,7 @@ mod cri {
                 .create_container(CreateContainerRequest {
                     pod_sandbox_id: pod.clone(),
                     config: Some(container),
-                    sandbox_config: Some(config),
+                    sandbox_config: Some(config.clone()),
                 })
                 .await
                 .unwrap_or_else(|e| panic!("CreateContainer: {e}\nlog:\n{}", ctd.log()))
@@ -200,6 +212,44 @@ mod cri {
                 .status
                 .unwrap();
             assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+            // A second container in the same pod VM sees what the first wrote to their volume,
+            // mounted read-only for it.
+            let reader = ContainerConfig {
+                metadata: Some(ContainerMetadata { name: "reader".into(), attempt: 0 }),
+                image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),
+                command: vec!["sh".into(), "-c".into(), "while :; do sleep 3600; done".into()],
+                mounts: vec![k8s_cri::v1::Mount {
+                    container_path: "/data".into(),
+                    host_path: shared.display().to_string(),
+                    readonly: true,
+                    ..Default::default()
+                }],
+                log_path: "reader.log".into(),
+                ..Default::default()
+            };
+            let reader = cri
+                .create_container(CreateContainerRequest {
+                    pod_sandbox_id: pod.clone(),
+                    config: Some(reader),
+                    sandbox_config: Some(config),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("CreateContainer (second): {e}\nlog:\n{}", ctd.log()))
+                .into_inner()
+                .container_id;
+            cri.start_container(StartContainerRequest { container_id: reader.clone() }).await.unwrap();
+            let read = cri
+                .exec_sync(ExecSyncRequest {
+                    container_id: reader.clone(),
+                    cmd: vec!["sh".into(), "-c".into(), "cat /data/note; touch /data/mine".into()],
+                    timeout: 60,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(text(&read.stdout), "written by hello\n", "{}", text(&read.stderr));
+            assert_eq!(read.exit_code, 1);
+            assert!(text(&read.stderr).contains("Read-only file system"), "{}", text(&read.stderr));
             cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
                 .await
                 .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\nlog:\n{}", ctd.log()));
@@ -212,6 +262,14 @@ mod cri {
                 .unwrap();
             assert_eq!(status.state, ContainerState::ContainerExited as i32);
             assert_eq!(status.exit_code, 137, "killed by StopPodSandbox");
+            let reader = cri
+                .container_status(ContainerStatusRequest { container_id: reader, verbose: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+                .unwrap();
+            assert_eq!((reader.state, reader.exit_code), (ContainerState::ContainerExited as i32, 137));
             cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
                 .await
                 .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\nlog:\n{}", ctd.log()));
