@@ -113,8 +113,10 @@ struct ProcState {
     pid: u32,
     agent_id: Option<u32>,
     exit: Option<(u32, Timestamp)>,
-    out: Option<File>,
-    err: Option<File>,
+    /// Where output goes; shared so that a write does not hold the state's lock (a FIFO whose
+    /// reader is slow would block `State` calls), dropped at the exit to close it.
+    out: Option<Arc<File>>,
+    err: Option<Arc<File>>,
     /// The signal a kill sent, reported as the exit of a process that is the VM.
     killed_by: Option<u32>,
 }
@@ -216,16 +218,18 @@ impl Process {
 
 impl Sink for Process {
     fn stdout(&self, data: &[u8]) {
-        if let Some(out) = self.lock().out.as_mut()
-            && let Err(e) = out.write_all(data)
+        let out = self.lock().out.clone();
+        if let Some(out) = out
+            && let Err(e) = (&*out).write_all(data)
         {
             log::warn!("{}: writing stdout: {e}", self.event_id());
         }
     }
 
     fn stderr(&self, data: &[u8]) {
-        if let Some(err) = self.lock().err.as_mut()
-            && let Err(e) = err.write_all(data)
+        let err = self.lock().err.clone();
+        if let Some(err) = err
+            && let Err(e) = (&*err).write_all(data)
         {
             log::warn!("{}: writing stderr: {e}", self.event_id());
         }
@@ -248,8 +252,10 @@ impl Sink for Process {
     }
 }
 
-/// Copies standard input from containerd's FIFO to the guest until end of file or `CloseIO`.
-fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closed: Arc<Mutex<bool>>) {
+/// Copies standard input from containerd's FIFO to the guest until the writer's end of file,
+/// or until `CloseIO` (`closing`) and the FIFO is drained, or the process's exit; then sends
+/// end of file.
+fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closing: Arc<Mutex<bool>>, process: Arc<Process>) {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
     let fifo = match OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(&path)
     {
@@ -261,13 +267,16 @@ fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closed: Arc<Mutex<bool>>
         }
     };
     let mut buf = vec![0; 64 * 1024];
-    let tick = Timespec { tv_sec: 0, tv_nsec: 100_000_000 };
     loop {
-        if *closed.lock().unwrap_or_else(PoisonError::into_inner) {
+        if process.lock().exit.is_some() {
             return;
         }
+        // After CloseIO the writer has written everything: take what is left, then end.
+        let drain = *closing.lock().unwrap_or_else(PoisonError::into_inner);
+        let wait = Timespec { tv_sec: 0, tv_nsec: if drain { 0 } else { 100_000_000 } };
         let mut fds = [PollFd::new(&fifo, PollFlags::IN)];
-        match poll(&mut fds, Some(&tick)) {
+        match poll(&mut fds, Some(&wait)) {
+            Ok(0) if drain => break,
             Ok(0) | Err(rustix::io::Errno::INTR) => continue,
             Ok(_) => {}
             Err(e) => {
@@ -276,13 +285,14 @@ fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closed: Arc<Mutex<bool>>
             }
         }
         match rustix::io::read(&fifo, &mut buf) {
-            // A writer came and went: end of file.
+            // The writer closed: end of file.
             Ok(0) => break,
             Ok(n) => {
                 if guest.stdin(id, buf[..n].to_vec()).is_err() {
                     return;
                 }
             }
+            Err(rustix::io::Errno::AGAIN) if drain => break,
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
             Err(e) => {
                 log::error!("reading stdin: {e}");
@@ -290,11 +300,7 @@ fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closed: Arc<Mutex<bool>>
             }
         }
     }
-    let mut closed = closed.lock().unwrap_or_else(PoisonError::into_inner);
-    if !*closed {
-        *closed = true;
-        let _ = guest.stdin(id, Vec::new());
-    }
+    let _ = guest.stdin(id, Vec::new());
 }
 
 /// One container.
@@ -309,6 +315,7 @@ struct Container {
     execs: HashMap<String, Arc<Process>>,
     /// Whether the shim mounted the rootfs at `<bundle>/rootfs`.
     mounted_rootfs: bool,
+    /// Per process with open standard input: whether `CloseIO` came.
     stdin_closed: HashMap<String, Arc<Mutex<bool>>>,
 }
 
@@ -489,8 +496,8 @@ impl Service {
             if state.status != Status::CREATED {
                 anyhow::bail!("{} was already started", process.event_id());
             }
-            state.out = open_output(&process.stdout).context("opening stdout")?;
-            state.err = open_output(&process.stderr).context("opening stderr")?;
+            state.out = open_output(&process.stdout).context("opening stdout")?.map(Arc::new);
+            state.err = open_output(&process.stderr).context("opening stderr")?.map(Arc::new);
             state.status = Status::RUNNING;
         }
         let id = match container.vm.guest.spawn(command, process.clone()) {
@@ -505,9 +512,10 @@ impl Service {
             let closed = Arc::new(Mutex::new(false));
             container.stdin_closed.insert(exec_id.to_owned(), Arc::clone(&closed));
             let (path, guest) = (process.stdin.clone(), Arc::clone(&container.vm.guest));
+            let fed = Arc::clone(&process);
             thread::Builder::new()
                 .name(format!("stdin-{}", process.event_id()))
-                .spawn(move || feed_stdin(path, guest, id, closed))
+                .spawn(move || feed_stdin(path, guest, id, closed, fed))
                 .context("starting the stdin thread")?;
         }
         Ok(process.lock().pid)
@@ -706,20 +714,13 @@ impl Task for Service {
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtrpcResult<api::Empty> {
-        let (closed, process, guest) = self.with(&req.id, |c| {
-            Ok((
-                c.stdin_closed.get(&req.exec_id).cloned(),
-                Arc::clone(c.process(&req.exec_id)?),
-                Arc::clone(&c.vm.guest),
-            ))
+        // The stdin thread drains the FIFO and then ends the process's input.
+        let closing = self.with(&req.id, |c| {
+            c.process(&req.exec_id)?;
+            Ok(c.stdin_closed.get(&req.exec_id).cloned())
         })?;
-        if let Some(closed) = closed {
-            let mut closed = closed.lock().unwrap_or_else(PoisonError::into_inner);
-            let id = process.lock().agent_id;
-            if !*closed && let Some(id) = id {
-                *closed = true;
-                let _ = guest.stdin(id, Vec::new());
-            }
+        if let Some(closing) = closing {
+            *closing.lock().unwrap_or_else(PoisonError::into_inner) = true;
         }
         Ok(api::Empty::new())
     }
