@@ -115,12 +115,11 @@ fn a_dead_vm_a_killed_shim_and_a_restarted_containerd_are_each_reported() {
 /// kubelet's calls, over containerd's CRI (v1), for one pod with one container.
 mod cri {
     use k8s_cri::v1::{
-        ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest,
-        ExecSyncRequest, ImageSpec, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-        StopPodSandboxRequest, VersionRequest,
+        ContainerConfig, ContainerMetadata, ContainerState, ExecSyncRequest, ImageSpec, RemovePodSandboxRequest,
+        RunPodSandboxRequest, StopPodSandboxRequest, VersionRequest,
     };
 
-    use super::support::cri::{connect, sandbox_config};
+    use super::support::cri::{self, connect, create_and_start, sandbox_config};
     use super::*;
 
     #[test]
@@ -162,19 +161,9 @@ mod cri {
                 log_path: "hello.log".into(),
                 ..Default::default()
             };
-            let id = cri
-                .create_container(CreateContainerRequest {
-                    pod_sandbox_id: pod.clone(),
-                    config: Some(container),
-                    sandbox_config: Some(config.clone()),
-                })
+            let id = create_and_start(&mut cri, &pod, container, &config)
                 .await
-                .unwrap_or_else(|e| panic!("CreateContainer: {e}\nlog:\n{}", ctd.log()))
-                .into_inner()
-                .container_id;
-            cri.start_container(StartContainerRequest { container_id: id.clone() })
-                .await
-                .unwrap_or_else(|e| panic!("StartContainer: {e}\nlog:\n{}", ctd.log()));
+                .unwrap_or_else(|e| panic!("CreateContainer, StartContainer: {e}\nlog:\n{}", ctd.log()));
             // Its output reaches the CRI's log, in the CRI's format.
             let log_file = logs.join("hello.log");
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -206,13 +195,7 @@ mod cri {
                 (text(&exec.stdout).as_str(), text(&exec.stderr).as_str(), exec.exit_code),
                 ("role=web\n", "oops\n", 3)
             );
-            let status = cri
-                .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
+            let status = cri::status(&mut cri, &id).await;
             assert_eq!(status.state, ContainerState::ContainerRunning as i32);
             // A second container in the same pod VM sees what the first wrote to their volume,
             // mounted read-only for it.
@@ -229,17 +212,9 @@ mod cri {
                 log_path: "reader.log".into(),
                 ..Default::default()
             };
-            let reader = cri
-                .create_container(CreateContainerRequest {
-                    pod_sandbox_id: pod.clone(),
-                    config: Some(reader),
-                    sandbox_config: Some(config),
-                })
+            let reader = create_and_start(&mut cri, &pod, reader, &config)
                 .await
-                .unwrap_or_else(|e| panic!("CreateContainer (second): {e}\nlog:\n{}", ctd.log()))
-                .into_inner()
-                .container_id;
-            cri.start_container(StartContainerRequest { container_id: reader.clone() }).await.unwrap();
+                .unwrap_or_else(|e| panic!("the second container: {e}\nlog:\n{}", ctd.log()));
             let read = cri
                 .exec_sync(ExecSyncRequest {
                     container_id: reader.clone(),
@@ -255,22 +230,10 @@ mod cri {
             cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
                 .await
                 .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\nlog:\n{}", ctd.log()));
-            let status = cri
-                .container_status(ContainerStatusRequest { container_id: id.clone(), verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
+            let status = cri::status(&mut cri, &id).await;
             assert_eq!(status.state, ContainerState::ContainerExited as i32);
             assert_eq!(status.exit_code, 137, "killed by StopPodSandbox");
-            let reader = cri
-                .container_status(ContainerStatusRequest { container_id: reader, verbose: false })
-                .await
-                .unwrap()
-                .into_inner()
-                .status
-                .unwrap();
+            let reader = cri::status(&mut cri, &reader).await;
             assert_eq!((reader.state, reader.exit_code), (ContainerState::ContainerExited as i32, 137));
             cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
                 .await

@@ -11,10 +11,10 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ExecSyncRequest, ImageSpec, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StopPodSandboxRequest,
 };
-use support::cri::{connect, sandbox_config};
+use support::cri::{connect, create_and_start, sandbox_config};
 use support::{Containerd, IMAGE};
 
 /// ExecSync calls per pod.
@@ -85,19 +85,9 @@ async fn one_pod(
         log_path: log_path.clone(),
         ..Default::default()
     };
-    let id = cri
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(container),
-            sandbox_config: Some(config),
-        })
+    let id = create_and_start(&mut cri, &pod, container, &config)
         .await
-        .unwrap_or_else(|e| panic!("CreateContainer on {handler}: {e}\nlog:\n{}", ctd.log()))
-        .into_inner()
-        .container_id;
-    cri.start_container(StartContainerRequest { container_id: id.clone() })
-        .await
-        .unwrap_or_else(|e| panic!("StartContainer on {handler}: {e}\nlog:\n{}", ctd.log()));
+        .unwrap_or_else(|e| panic!("CreateContainer, StartContainer on {handler}: {e}\nlog:\n{}", ctd.log()));
     let log_file = logs.join(&log_path);
     while !fs::read_to_string(&log_file).unwrap_or_default().contains(" stdout F ready") {
         assert!(started.elapsed() < Duration::from_secs(120), "no output from {handler}");

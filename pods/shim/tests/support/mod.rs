@@ -401,8 +401,9 @@ impl Containerd {
 pub mod cri {
     use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
     use k8s_cri::v1::{
-        LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-        PodSandboxMetadata,
+        ContainerConfig, ContainerStatus, ContainerStatusRequest, CreateContainerRequest, LinuxPodSandboxConfig,
+        LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+        StartContainerRequest,
     };
     use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -447,5 +448,28 @@ pub mod cri {
             }),
             ..Default::default()
         }
+    }
+
+    /// CreateContainer and StartContainer in pod `pod`; the container's id.
+    pub async fn create_and_start(
+        cri: &mut RuntimeServiceClient<Channel>,
+        pod: &str,
+        config: ContainerConfig,
+        sandbox: &PodSandboxConfig,
+    ) -> Result<String, tonic::Status> {
+        let request = CreateContainerRequest {
+            pod_sandbox_id: pod.to_owned(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.clone()),
+        };
+        let id = cri.create_container(request).await?.into_inner().container_id;
+        cri.start_container(StartContainerRequest { container_id: id.clone() }).await?;
+        Ok(id)
+    }
+
+    /// ContainerStatus of container `id`.
+    pub async fn status(cri: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+        let request = ContainerStatusRequest { container_id: id.to_owned(), verbose: false };
+        cri.container_status(request).await.unwrap().into_inner().status.unwrap()
     }
 }
