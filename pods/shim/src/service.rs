@@ -394,7 +394,11 @@ impl Service {
             }
             None => {
                 let vm = vm::boot(&self.namespace, &pod, &spec).context("starting the pod VM")?;
-                vm::write_bundle_record(bundle, &vm, true)?;
+                // Without its record a shim's death would leave the VM running: none, then.
+                if let Err(e) = vm::write_bundle_record(bundle, &vm, true) {
+                    vm.stop();
+                    return Err(e);
+                }
                 self.vms.lock().unwrap_or_else(PoisonError::into_inner).insert(pod.clone(), Arc::clone(&vm));
                 (vm, true)
             }
