@@ -7,6 +7,9 @@
 //!   `io.containerd.mica.v2`;
 //! - `share/mica/pods/{vmlinuz,initramfs.cpio}`, the pod image the shim boots (it looks in
 //!   `../share/mica/pods` beside itself);
+//! - `share/mica/wasm/{kernel,template.bundle}`, the Mica kernel (release) and the template
+//!   system (`pods/shim/wasm-host.toml`, late binding: its block driver and module store compiled
+//!   for the baseline CPU, and the compiler component) that wasm containers run in;
 //! - `share/mica/containerd-mica.toml`, the snippet that registers the runtime with containerd's
 //!   CRI plugin under the handler `mica`, which it also prints.
 //!
@@ -19,7 +22,38 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::{pod_image, process, toolchain};
+use crate::{kernel, pod_image, process, setup, system, toolchain};
+
+/// The template system of wasm containers.
+pub const WASM_HOST_MANIFEST: &str = "pods/shim/wasm-host.toml";
+
+/// The Mica kernel and the template bundle wasm containers run in (the shim's
+/// `MICA_WASM_IMAGE_DIR`): both from this tree, since the kernel accepts only bundles and
+/// artifacts of its own Wasmtime and engine configuration.
+#[derive(Debug)]
+pub struct WasmImage {
+    /// The directory holding `kernel` and `template.bundle`.
+    pub dir: PathBuf,
+}
+
+/// Builds the template bundle for `kernel` (already built) and puts both into
+/// `target/mica/shim-wasm/<debug|release>`.
+pub fn wasm_image(root: &Path, toolchain: &toolchain::Toolchain, kernel: &Path, release: bool) -> Result<WasmImage> {
+    let bundle = system::prepare_with(
+        root,
+        toolchain,
+        &root.join(WASM_HOST_MANIFEST),
+        &system::Binding::Late,
+        Some("shim-template"),
+    )?;
+    let dir = root.join("target/mica/shim-wasm").join(if release { "release" } else { "debug" });
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (from, name) in [(kernel, "kernel"), (bundle.as_path(), "template.bundle")] {
+        let to = dir.join(name);
+        fs::copy(from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(WasmImage { dir })
+}
 
 /// `cargo xtask install-shim`'s options.
 #[derive(Debug, Args)]
@@ -36,12 +70,15 @@ pub struct InstallShimArgs {
 pub const SHIM: &str = "containerd-shim-mica-v2";
 
 /// What goes where under `prefix`: (source, destination) pairs.
-pub fn layout(shim: &Path, image: &pod_image::PodImage, prefix: &Path) -> Vec<(PathBuf, PathBuf)> {
+pub fn layout(shim: &Path, image: &pod_image::PodImage, wasm: &WasmImage, prefix: &Path) -> Vec<(PathBuf, PathBuf)> {
     let pods = prefix.join("share/mica/pods");
+    let wasm_dir = prefix.join("share/mica/wasm");
     vec![
         (shim.to_owned(), prefix.join("bin").join(SHIM)),
         (image.kernel.clone(), pods.join("vmlinuz")),
         (image.initramfs.clone(), pods.join("initramfs.cpio")),
+        (wasm.dir.join("kernel"), wasm_dir.join("kernel")),
+        (wasm.dir.join("template.bundle"), wasm_dir.join("template.bundle")),
     ]
 }
 
@@ -72,7 +109,11 @@ pub fn run(root: &Path, args: &InstallShimArgs) -> Result<ExitCode> {
     }
     let shim = root.join("target").join(if args.debug { "debug" } else { "release" }).join(SHIM);
     let image = pod_image::build(root)?;
-    for (from, to) in layout(&shim, &image, &args.prefix) {
+    let toolchain = setup::ensure(root)?;
+    let release = !args.debug;
+    let kernel = kernel::build(root, &toolchain, mica_launch::GuestArch::X86_64, release)?;
+    let wasm = wasm_image(root, &toolchain, &kernel, release)?;
+    for (from, to) in layout(&shim, &image, &wasm, &args.prefix) {
         let dir = to.parent().context("an install path without a directory")?;
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         // Through a temporary name: a running shim keeps its binary, and nothing is half-written.
@@ -96,19 +137,23 @@ mod tests {
     #[test]
     fn the_shim_lands_on_path_beside_its_pod_image() {
         let image = pod_image::PodImage { kernel: "/t/vmlinuz".into(), initramfs: "/t/initramfs.cpio".into() };
-        let layout = layout(Path::new("/t/release/containerd-shim-mica-v2"), &image, Path::new("/usr/local"));
+        let wasm = WasmImage { dir: "/t/shim-wasm".into() };
+        let layout = layout(Path::new("/t/release/containerd-shim-mica-v2"), &image, &wasm, Path::new("/usr/local"));
         let to: Vec<_> = layout.iter().map(|(_, to)| to.display().to_string()).collect();
         assert_eq!(
             to,
             [
                 "/usr/local/bin/containerd-shim-mica-v2",
                 "/usr/local/share/mica/pods/vmlinuz",
-                "/usr/local/share/mica/pods/initramfs.cpio"
+                "/usr/local/share/mica/pods/initramfs.cpio",
+                "/usr/local/share/mica/wasm/kernel",
+                "/usr/local/share/mica/wasm/template.bundle",
             ]
         );
         // The shim looks for its image at ../share/mica/pods from its own directory.
         let bin = Path::new(&to[0]).parent().unwrap();
         assert_eq!(bin.parent().unwrap().join("share/mica/pods/vmlinuz").display().to_string(), to[1]);
+        assert_eq!(bin.parent().unwrap().join("share/mica/wasm/kernel").display().to_string(), to[3]);
     }
 
     #[test]

@@ -6,8 +6,10 @@
 //! CPU profile, and the default, IPC and drivers systems for aarch64 as `NAME-aarch64`) through
 //! `MICA_BUNDLES`; the legacy-pod tests (`pods/cli`) find the pod image
 //! (`cargo xtask pod-image`: Debian's kernel and an initramfs with busybox and mica-agent) through
-//! `MICA_POD_KERNEL` and `MICA_POD_INITRAMFS`. The tests run with the same cargo that runs this
-//! xtask (`$CARGO`), so the same toolchain builds host code throughout.
+//! `MICA_POD_KERNEL` and `MICA_POD_INITRAMFS`; the shim's tests find the Mica kernel and the
+//! template system of wasm containers through `MICA_WASM_IMAGE_DIR` and the component they
+//! put in an image (`testkit`) through `MICA_TEST_COMPONENT`. The tests run with the same cargo
+//! that runs this xtask (`$CARGO`), so the same toolchain builds host code throughout.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -29,6 +31,12 @@ pub const BUNDLES_ENV: &str = "MICA_BUNDLES";
 pub const POD_KERNEL_ENV: &str = "MICA_POD_KERNEL";
 /// See [`POD_KERNEL_ENV`].
 pub const POD_INITRAMFS_ENV: &str = "MICA_POD_INITRAMFS";
+/// The variable through which the shim (and its tests) find the Mica kernel and the template
+/// bundle wasm containers run in.
+pub const WASM_IMAGE_ENV: &str = "MICA_WASM_IMAGE_DIR";
+/// The variable through which the shim's tests find a wasm component to put in an image
+/// (`testkit`).
+pub const TEST_COMPONENT_ENV: &str = "MICA_TEST_COMPONENT";
 
 /// Builds the bundle of every test system; returns the directory that holds them.
 fn test_bundles(root: &Path, toolchain: &toolchain::Toolchain) -> Result<std::path::PathBuf> {
@@ -115,6 +123,9 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
     let kernel = kernel.canonicalize().with_context(|| format!("{} vanished", kernel.display()))?;
     let arm_kernel = arm_kernel.canonicalize().with_context(|| format!("{} vanished", arm_kernel.display()))?;
     let pod_image = crate::pod_image::build(root)?;
+    let wasm_image = crate::install_shim::wasm_image(root, &toolchain, &kernel, false)?;
+    let testkit = crate::components::build(root, &toolchain, &["testkit".to_owned()])?;
+    let testkit = testkit.get("testkit").context("testkit was not built")?;
 
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     toolchain::clear_cargo_run_env(&mut cmd);
@@ -124,6 +135,8 @@ pub fn run(root: &Path, args: &TestArgs) -> Result<ExitCode> {
         .env(BUNDLES_ENV, &bundles)
         .env(POD_KERNEL_ENV, &pod_image.kernel)
         .env(POD_INITRAMFS_ENV, &pod_image.initramfs)
+        .env(WASM_IMAGE_ENV, &wasm_image.dir)
+        .env(TEST_COMPONENT_ENV, testkit)
         .args(["test", "--workspace"])
         .args(&args.cargo_args);
     eprintln!("xtask: {KERNEL_ENV}={} {}", kernel.display(), process::shown(&cmd));

@@ -120,7 +120,7 @@ impl State {
 }
 
 /// Where state lives.
-fn state_dir() -> PathBuf {
+pub fn state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MICA_STATE_DIR") {
         return PathBuf::from(dir);
     }

@@ -4,7 +4,8 @@
 //! Kubernetes pod (a `RuntimeClass` whose handler names the runtime); it runs the containers in
 //! Mica micro-VMs, Mica's legacy pods (`mica-cli`): Debian's kernel, an initramfs, and
 //! `mica-agent`, through which the container's processes run inside their root file systems.
-//! See `docs/kubernetes.md`.
+//! A container whose entrypoint is a wasm component runs as a component of a Mica system in a
+//! Mica VM instead ([`wasm`]). See `docs/kubernetes.md`.
 //!
 //! The shim is also its pods' VMM on the `mica-vmm` backend (`containerd-shim-mica-v2 vmm ...`,
 //! as `mica vmm` is for `mica pod`).
@@ -14,6 +15,7 @@ mod container;
 mod guest;
 mod service;
 mod vm;
+mod wasm;
 
 use std::path::Path;
 use std::process::ExitCode;

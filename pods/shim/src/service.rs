@@ -7,6 +7,8 @@
 //! - A container's root file system is copied into the guest from containerd's snapshot (the
 //!   rootfs mounts of `Create`) when it is created; its process starts at `Start`.
 //! - The task pid containerd gets is the VM's hypervisor process.
+//! - A container whose entrypoint is a wasm component runs in a Mica VM of its own instead
+//!   ([`crate::wasm`]), in a pod or not.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -21,7 +23,7 @@ use anyhow::{Context, Result, anyhow};
 use containerd_shim::api::{self, Status};
 use containerd_shim::event::Event;
 use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskStart,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskStart,
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::publisher::RemotePublisher;
@@ -31,6 +33,7 @@ use oci_spec::runtime::Spec;
 use crate::container::{self, Plan};
 use crate::guest::{self, Exit, Guest, Sink};
 use crate::vm::{self, Vm};
+use crate::wasm::{self, Entrypoint};
 
 /// `io.kubernetes.cri.container-type`: `sandbox` or `container`.
 const CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
@@ -303,11 +306,38 @@ fn feed_stdin(path: String, guest: Arc<Guest>, id: u32, closing: Arc<Mutex<bool>
     let _ = guest.stdin(id, Vec::new());
 }
 
+/// Where a container runs.
+#[derive(Clone)]
+enum Host {
+    /// In a Linux pod VM, through its agent.
+    Pod(Arc<Vm>),
+    /// As the component of a Mica VM of its own.
+    Wasm(Arc<wasm::Machine>),
+}
+
+impl Host {
+    /// The hypervisor's pid.
+    fn pid(&self) -> u32 {
+        match self {
+            Host::Pod(vm) => vm.pid(),
+            Host::Wasm(machine) => machine.pid(),
+        }
+    }
+
+    fn pod(&self) -> Result<&Arc<Vm>> {
+        match self {
+            Host::Pod(vm) => Ok(vm),
+            Host::Wasm(_) => anyhow::bail!("a wasm container runs one component and no other processes"),
+        }
+    }
+}
+
 /// One container.
 struct Container {
     bundle: String,
-    vm: Arc<Vm>,
-    /// It started the VM (a sandbox, or a container without a pod): the VM goes with it.
+    host: Host,
+    /// It started the VM (a sandbox, a container without a pod, a wasm container): the VM goes
+    /// with it.
     owns_vm: bool,
     /// Its guest plan; `None` for a sandbox.
     plan: Option<Plan>,
@@ -385,18 +415,39 @@ impl Service {
         let annotations = spec.annotations().clone().unwrap_or_default();
         let sandbox = annotations.get(CONTAINER_TYPE).is_some_and(|t| t == "sandbox");
         let pod = annotations.get(SANDBOX_ID).cloned().unwrap_or_else(|| req.id.clone());
+        // The root is looked at first: a wasm component's container needs no Linux VM.
+        let mut root = None;
+        if !sandbox && let Some(process) = spec.process() {
+            let (path, mounted) = snapshot_root(&req.rootfs, bundle, &spec)?;
+            let found = wasm::entrypoint(&path, process);
+            if mounted && !matches!(found, Ok(Entrypoint::Linux)) {
+                unmount(&bundle.join("rootfs"));
+            }
+            match found? {
+                Entrypoint::Component { wasm, name } => return self.create_wasm(req, &spec, wasm, name),
+                Entrypoint::Linux => root = Some((path, mounted)),
+            }
+        }
+        let unmount_root = |root: &Option<(PathBuf, bool)>| {
+            if let Some((_, true)) = root {
+                unmount(&bundle.join("rootfs"));
+            }
+        };
         let existing = self.vms.lock().unwrap_or_else(PoisonError::into_inner).get(&pod).cloned();
         let (vm, owns_vm) = match existing {
             Some(vm) if !sandbox => (vm, false),
             Some(_) => anyhow::bail!("pod {pod} already has a sandbox"),
             None if annotations.contains_key(CONTAINER_TYPE) && !sandbox => {
+                unmount_root(&root);
                 anyhow::bail!("pod {pod} has no VM in this shim (its sandbox was not created here)")
             }
             None => {
-                let vm = vm::boot(&self.namespace, &pod, &spec).context("starting the pod VM")?;
+                let vm = vm::boot(&self.namespace, &pod, &spec).context("starting the pod VM");
+                let vm = vm.inspect_err(|_| unmount_root(&root))?;
                 // Without its record a shim's death would leave the VM running: none, then.
-                if let Err(e) = vm::write_bundle_record(bundle, &vm, true) {
+                if let Err(e) = vm::write_bundle_record(bundle, &vm.dir, vm.pid(), true) {
                     vm.stop();
+                    unmount_root(&root);
                     return Err(e);
                 }
                 self.vms.lock().unwrap_or_else(PoisonError::into_inner).insert(pod.clone(), Arc::clone(&vm));
@@ -409,7 +460,7 @@ impl Service {
             vm.guest.watch(init.clone())?;
             return Ok(Container {
                 bundle: req.bundle.clone(),
-                vm,
+                host: Host::Pod(vm),
                 owns_vm,
                 plan: None,
                 init,
@@ -418,7 +469,8 @@ impl Service {
                 stdin_closed: HashMap::new(),
             });
         }
-        let made = self.prepare(req, &spec, &vm);
+        let (root, mounted) = root.context("a container without a process")?;
+        let made = self.prepare(req, &spec, &vm, root, mounted);
         match made {
             Ok((plan, mounted_rootfs)) => {
                 let process = spec.process().as_ref().context("the spec has no process")?;
@@ -427,7 +479,7 @@ impl Service {
                 let init = Process::new(&req.id, "", stdio, Some(command), vm.pid(), &self.events);
                 Ok(Container {
                     bundle: req.bundle.clone(),
-                    vm,
+                    host: Host::Pod(vm),
                     owns_vm,
                     plan: Some(plan),
                     init,
@@ -446,18 +498,75 @@ impl Service {
         }
     }
 
-    /// Mounts the snapshot, copies it and the bind mounts' sources into the guest and makes the
-    /// mounts there.
-    fn prepare(&self, req: &api::CreateTaskRequest, spec: &Spec, vm: &Vm) -> Result<(Plan, bool)> {
-        if let Some(process) = spec.process() {
-            container::command(process, "/")?;
+    /// A wasm container: its Mica VM, started paused.
+    fn create_wasm(&self, req: &api::CreateTaskRequest, spec: &Spec, wasm: Vec<u8>, name: String) -> Result<Container> {
+        let process = spec.process().as_ref().context("the spec has no process")?;
+        let args = process.args().clone().unwrap_or_default();
+        let env = process
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        let memory_limit = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref()?.memory().as_ref()?.limit())
+            .and_then(|limit| u64::try_from(limit).ok())
+            .filter(|limit| *limit > 0);
+        let launch =
+            wasm::Launch { id: &req.id, wasm, name, args: args.into_iter().skip(1).collect(), env, memory_limit };
+        let dir = mica_cli::state::state_dir().join("wasm").join(vm::pod_name(&self.namespace, &req.id));
+        log::info!(
+            "{}: a wasm component ({} bytes): a Mica VM of its own, in {}",
+            req.id,
+            launch.wasm.len(),
+            dir.display()
+        );
+        let machine = wasm::Machine::create(dir, &launch).context("starting the wasm container's Mica VM")?;
+        if let Err(e) = vm::write_bundle_record(Path::new(&req.bundle), &machine.dir, machine.pid(), true) {
+            machine.remove();
+            return Err(e);
         }
-        let plan = container::plan(&req.id, spec)?;
+        let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
+        let init = Process::new(&req.id, "", stdio, None, machine.pid(), &self.events);
+        Ok(Container {
+            bundle: req.bundle.clone(),
+            host: Host::Wasm(machine),
+            owns_vm: true,
+            plan: None,
+            init,
+            execs: HashMap::new(),
+            mounted_rootfs: false,
+            stdin_closed: HashMap::new(),
+        })
+    }
+
+    /// Copies the root (`mounted`: at `<bundle>/rootfs` by the shim) and the bind mounts' sources
+    /// into the guest and makes the mounts there.
+    fn prepare(
+        &self,
+        req: &api::CreateTaskRequest,
+        spec: &Spec,
+        vm: &Vm,
+        root: PathBuf,
+        mounted: bool,
+    ) -> Result<(Plan, bool)> {
+        let bundle = Path::new(&req.bundle);
+        let checked = spec.process().as_ref().map_or(Ok(()), |p| container::command(p, "/").map(drop));
+        let plan = checked.and_then(|()| container::plan(&req.id, spec));
+        let plan = match plan {
+            Ok(plan) => plan,
+            Err(e) => {
+                if mounted {
+                    unmount(&bundle.join("rootfs"));
+                }
+                return Err(e);
+            }
+        };
         for skipped in &plan.skipped {
             log::info!("{}: left out {skipped}", req.id);
         }
-        let bundle = Path::new(&req.bundle);
-        let (root, mounted) = snapshot_root(&req.rootfs, bundle, spec)?;
         log::info!("{}: copying {} into the pod VM", req.id, root.display());
         let copied =
             vm::copy_in(&vm.guest, &root, &plan.rootfs).context("copying the root file system into the pod VM");
@@ -489,6 +598,26 @@ impl Service {
 
     fn start_process(&self, container: &mut Container, exec_id: &str) -> Result<u32> {
         let process = Arc::clone(container.process(exec_id).map_err(|e| anyhow!("{e:?}"))?);
+        if let Host::Wasm(machine) = &container.host {
+            {
+                let mut state = process.lock();
+                if state.status != Status::CREATED {
+                    anyhow::bail!("{} was already started", process.event_id());
+                }
+                state.out = open_output(&process.stdout).context("opening stdout")?.map(Arc::new);
+                state.err = open_output(&process.stderr).context("opening stderr")?.map(Arc::new);
+                state.status = Status::RUNNING;
+            }
+            let events = Arc::clone(&self.events);
+            let id = process.container.clone();
+            let oom = Box::new(move || events.publish(TaskOOM { container_id: id, ..Default::default() }));
+            if let Err(e) = machine.start(process.clone(), oom) {
+                process.lock().status = Status::CREATED;
+                return Err(e);
+            }
+            return Ok(process.lock().pid);
+        }
+        let vm = Arc::clone(container.host.pod()?);
         let Some(command) = &process.command else {
             // A sandbox runs as long as its VM.
             let mut state = process.lock();
@@ -504,7 +633,7 @@ impl Service {
             state.err = open_output(&process.stderr).context("opening stderr")?.map(Arc::new);
             state.status = Status::RUNNING;
         }
-        let id = match container.vm.guest.spawn(command, process.clone()) {
+        let id = match vm.guest.spawn(command, process.clone()) {
             Ok(id) => id,
             Err(e) => {
                 process.lock().status = Status::CREATED;
@@ -515,7 +644,7 @@ impl Service {
         if command.stdin {
             let closed = Arc::new(Mutex::new(false));
             container.stdin_closed.insert(exec_id.to_owned(), Arc::clone(&closed));
-            let (path, guest) = (process.stdin.clone(), Arc::clone(&container.vm.guest));
+            let (path, guest) = (process.stdin.clone(), Arc::clone(&vm.guest));
             let fed = Arc::clone(&process);
             thread::Builder::new()
                 .name(format!("stdin-{}", process.event_id()))
@@ -527,31 +656,39 @@ impl Service {
 
     /// Removes a container: its guest files, or the whole VM if it owns it.
     fn remove(&self, id: &str, container: Container) {
+        match &container.host {
+            Host::Wasm(machine) => machine.remove(),
+            Host::Pod(vm) => self.remove_from_pod(id, &container, vm),
+        }
+        if container.mounted_rootfs {
+            unmount(&Path::new(&container.bundle).join("rootfs"));
+        }
+        vm::remove_bundle_record(Path::new(&container.bundle));
+    }
+
+    /// Removes a container of a pod VM: its guest files, or the whole VM if it owns it.
+    fn remove_from_pod(&self, id: &str, container: &Container, vm: &Arc<Vm>) {
         if container.owns_vm {
             let pod = self
                 .vms
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
-                .find(|(_, vm)| Arc::ptr_eq(vm, &container.vm))
+                .find(|(_, v)| Arc::ptr_eq(v, vm))
                 .map(|(k, _)| k.clone());
             if let Some(pod) = pod {
                 self.vms.lock().unwrap_or_else(PoisonError::into_inner).remove(&pod);
             }
-            container.vm.stop();
+            vm.stop();
         } else if let Some(plan) = &container.plan
-            && container.vm.guest.ended().is_none()
+            && vm.guest.ended().is_none()
         {
             let teardown = guest::Command::plain(&["/bin/sh", "-c", &plan.teardown]);
-            match container.vm.guest.run(&teardown, None).and_then(|o| o.check("removing the container")) {
+            match vm.guest.run(&teardown, None).and_then(|o| o.check("removing the container")) {
                 Ok(_) => {}
                 Err(e) => log::warn!("{id}: {e:#}"),
             }
         }
-        if container.mounted_rootfs {
-            unmount(&Path::new(&container.bundle).join("rootfs"));
-        }
-        vm::remove_bundle_record(Path::new(&container.bundle));
     }
 }
 
@@ -655,14 +792,26 @@ impl Task for Service {
 
     fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<api::Empty> {
         log::info!("kill {} {} signal {}", req.id, req.exec_id, req.signal);
-        let (process, vm, owns_vm) =
-            self.with(&req.id, |c| Ok((Arc::clone(c.process(&req.exec_id)?), Arc::clone(&c.vm), c.owns_vm)))?;
+        let (process, host, owns_vm) =
+            self.with(&req.id, |c| Ok((Arc::clone(c.process(&req.exec_id)?), c.host.clone(), c.owns_vm)))?;
         let (agent_id, status) = {
             let mut state = process.lock();
             if state.exit.is_none() {
                 state.killed_by = Some(req.signal);
             }
             (state.agent_id, state.status)
+        };
+        let vm = match host {
+            Host::Pod(vm) => vm,
+            Host::Wasm(machine) => {
+                match status {
+                    Status::STOPPED => {}
+                    // Never started: it ends here (its VM goes at `Delete`).
+                    Status::CREATED => process.finish(128 + req.signal),
+                    _ => machine.signal(req.signal),
+                }
+                return Ok(api::Empty::new());
+            }
         };
         match (status, agent_id, &process.command) {
             (Status::STOPPED, ..) => {}
@@ -701,11 +850,12 @@ impl Task for Service {
             if container.execs.contains_key(&req.exec_id) {
                 return Err(already_exists(format!("exec {}", req.exec_id)));
             }
+            let vm = container.host.pod().map_err(|e| precondition(e.to_string()))?;
             let plan = container.plan.as_ref().ok_or_else(|| precondition("a pod sandbox runs no processes".into()))?;
             let mut command = container::command(&process, &plan.rootfs).map_err(failed)?;
             command.stdin = !req.stdin.is_empty();
             let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
-            let exec = Process::new(&req.id, &req.exec_id, stdio, Some(command), container.vm.pid(), &self.events);
+            let exec = Process::new(&req.id, &req.exec_id, stdio, Some(command), vm.pid(), &self.events);
             container.execs.insert(req.exec_id.clone(), exec);
             Ok(())
         })?;
@@ -763,20 +913,24 @@ impl Task for Service {
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
-        let pid = self.with(&req.id, |c| Ok(c.vm.pid()))?;
+        let pid = self.with(&req.id, |c| Ok(c.host.pid()))?;
         let info = containerd_shim::protos::types::task::ProcessInfo { pid, ..Default::default() };
         Ok(api::PidsResponse { processes: vec![info], ..Default::default() })
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: api::StatsRequest) -> TtrpcResult<api::StatsResponse> {
-        let vm = self.with(&req.id, |c| Ok(Arc::clone(&c.vm)))?;
-        let metrics = vm::metrics(&vm).map_err(failed)?;
+        let host = self.with(&req.id, |c| Ok(c.host.clone()))?;
+        let metrics = match host {
+            Host::Pod(vm) => vm::metrics(vm.pid(), vm.memory_mib()),
+            Host::Wasm(machine) => vm::metrics(machine.pid(), machine.memory_mib),
+        };
+        let metrics = metrics.map_err(failed)?;
         let stats = containerd_shim::util::convert_to_any(Box::new(metrics)).map_err(|e| failed(anyhow!("{e}")))?;
         Ok(api::StatsResponse { stats: Some(stats).into(), ..Default::default() })
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: api::ConnectRequest) -> TtrpcResult<api::ConnectResponse> {
-        let task_pid = self.with(&req.id, |c| Ok(c.vm.pid()))?;
+        let task_pid = self.with(&req.id, |c| Ok(c.host.pid()))?;
         Ok(api::ConnectResponse { shim_pid: std::process::id(), task_pid, ..Default::default() })
     }
 

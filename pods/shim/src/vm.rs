@@ -53,6 +53,11 @@ impl Vm {
         self.record.pid
     }
 
+    /// Its memory in MiB.
+    pub fn memory_mib(&self) -> u32 {
+        self.record.spec.memory_mib
+    }
+
     /// Powers the VM off (or stops its hypervisor) and removes the pod; once.
     pub fn stop(&self) {
         self.stopped.call_once(|| {
@@ -187,9 +192,10 @@ pub struct BundleRecord {
     pub owns_vm: bool,
 }
 
-/// Writes the bundle's record (atomically).
-pub fn write_bundle_record(bundle: &Path, vm: &Vm, owns_vm: bool) -> Result<()> {
-    let record = BundleRecord { dir: vm.dir.clone(), pid: vm.pid(), owns_vm };
+/// Writes the bundle's record (atomically): the VM's directory `dir` (its hypervisor's command
+/// line names it) and hypervisor `pid`.
+pub fn write_bundle_record(bundle: &Path, dir: &Path, pid: u32, owns_vm: bool) -> Result<()> {
+    let record = BundleRecord { dir: dir.to_owned(), pid, owns_vm };
     let tmp = bundle.join(format!("{BUNDLE_RECORD}.tmp"));
     fs::write(&tmp, serde_json::to_vec(&record)?).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, bundle.join(BUNDLE_RECORD)).with_context(|| format!("renaming {}", tmp.display()))
@@ -221,9 +227,9 @@ pub fn clean_up(bundle: &Path) -> Result<bool> {
     Ok(stopped)
 }
 
-/// The VM's CPU time and memory, as cgroup v1 metrics (the pod's, for each of its containers).
-pub fn metrics(vm: &Vm) -> Result<Metrics> {
-    let pid = vm.pid();
+/// The CPU time and memory of a VM (hypervisor `pid`, `memory_mib` of guest memory), as cgroup
+/// v1 metrics (the pod's, for each of its containers).
+pub fn metrics(pid: u32, memory_mib: u32) -> Result<Metrics> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).context("reading the hypervisor's CPU time")?;
     let fields: Vec<&str> =
         stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
@@ -236,8 +242,7 @@ pub fn metrics(vm: &Vm) -> Result<Metrics> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .unwrap_or(0);
-    let usage =
-        MemoryEntry { usage: rss_kib * 1024, limit: u64::from(vm.record.spec.memory_mib) << 20, ..Default::default() };
+    let usage = MemoryEntry { usage: rss_kib * 1024, limit: u64::from(memory_mib) << 20, ..Default::default() };
     Ok(Metrics {
         cpu: Some(CPUStat {
             usage: Some(CPUUsage { total: user + kernel, user, kernel, ..Default::default() }).into(),

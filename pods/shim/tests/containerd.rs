@@ -15,7 +15,7 @@ mod support;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use support::{Containerd, IMAGE, text};
+use support::{Containerd, IMAGE, WASM_IMAGE, text};
 
 #[test]
 fn ctr_runs_a_container_in_a_pod_vm() {
@@ -39,6 +39,76 @@ fn ctr_runs_a_container_in_a_pod_vm() {
     let out = ctd.run(&["--rm"], "third", &["/bin/nosuch"], None);
     assert_eq!(out.status.code(), Some(127), "stdout: {}", text(&out.stdout));
     assert!(text(&out.stderr).contains("exec of \"/bin/nosuch\" failed"), "{}", text(&out.stderr));
+    ctd.assert_nothing_left();
+}
+
+#[test]
+fn ctr_runs_a_wasm_component_image_in_a_mica_vm() {
+    let Some(ctd) = Containerd::start() else { return };
+    let Some(component) = support::test_component() else { return };
+    ctd.import_wasm(&component, support::NAMESPACE);
+    // The image's own entrypoint and command (`/testkit.wasm count 2`): the node's Mica system
+    // compiles the component for this CPU and keeps it in the node's module store.
+    let out = ctd.run_image(WASM_IMAGE, &["--rm"], "wasm-first", &[], None);
+    let context = |out: &std::process::Output| {
+        format!(
+            "stdout: {}
+stderr: {}
+log:
+{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            ctd.log()
+        )
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", context(&out));
+    assert_eq!(text(&out.stdout), "count 1\ncount 2\n", "{}", context(&out));
+    assert!(ctd.log().contains("mica: component testkit: compiled in "), "not compiled: {}", context(&out));
+    assert!(ctd.log().contains("mica: component testkit: kept in the module store"), "not kept: {}", context(&out));
+    // Failure comes back, and this time the native code comes from the store. (WASI 0.2's
+    // `exit` says success or failure, no code: `exit(3)` is status 1.)
+    let out = ctd.run_image(WASM_IMAGE, &["--rm"], "wasm-second", &["/testkit.wasm", "exit", "3"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", context(&out));
+    assert_eq!(text(&out.stdout), "exiting with status 3\n");
+    let log = ctd.log();
+    assert!(log.contains("mica: component testkit: native code from the module store"), "{}", context(&out));
+    assert_eq!(log.matches("mica: component testkit: compiled in ").count(), 1, "compiled twice: {log}");
+    // Standard error comes apart; a panic traps, reported as an abort (128 + SIGABRT).
+    let out = ctd.run_image(WASM_IMAGE, &["--rm"], "wasm-third", &["/testkit.wasm", "panic"], None);
+    assert_eq!(out.status.code(), Some(134), "{}", context(&out));
+    assert!(text(&out.stderr).contains("testkit: deliberate panic"), "{}", context(&out));
+    assert_eq!(text(&out.stdout), "");
+    // A running component: its task pid is its VM's QEMU; a kill ends it with 128 + SIGTERM.
+    let started = ctd.run_image(WASM_IMAGE, &["-d"], "wasm-spin", &["/testkit.wasm", "spin"], None);
+    assert!(started.status.success(), "{}", context(&started));
+    ctd.wait_task("wasm-spin", Some("RUNNING"));
+    let pid = ctd.task("wasm-spin").unwrap().1;
+    let cmdline = fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.contains("qemu-system") && cmdline.contains("system.bundle"), "pid {pid}: {cmdline}");
+    let exec = ctd.ctr(&["task", "exec", "--exec-id", "e1", "wasm-spin", "sh"]);
+    assert!(!exec.status.success(), "an exec into a wasm container ran");
+    assert!(text(&exec.stderr).contains("a wasm container runs one component"), "{}", text(&exec.stderr));
+    let metrics = ctd.ctr(&["task", "metrics", "wasm-spin"]);
+    assert!(text(&metrics.stdout).contains("memory.usage_in_bytes"), "{}", text(&metrics.stdout));
+    assert!(ctd.ctr(&["task", "kill", "wasm-spin"]).status.success());
+    ctd.wait_task("wasm-spin", Some("STOPPED"));
+    assert_eq!(ctd.delete("wasm-spin"), 143);
+    // Its shim killed mid-run: containerd's cleanup stops the VM and reports 137.
+    let started = ctd.run_image(WASM_IMAGE, &["-d"], "wasm-orphan", &["/testkit.wasm", "spin"], None);
+    assert!(started.status.success(), "{}", context(&started));
+    ctd.wait_task("wasm-orphan", Some("RUNNING"));
+    let shim = ctd.shims().into_iter().find(|s| s.contains("-id wasm-orphan")).expect("the shim of wasm-orphan");
+    let shim_pid: i32 = shim.split(':').next().unwrap().parse().unwrap();
+    rustix::process::kill_process(rustix::process::Pid::from_raw(shim_pid).unwrap(), rustix::process::Signal::KILL)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ctd.hypervisors().is_empty() {
+        assert!(Instant::now() < deadline, "the VM outlived its shim: {:?}\nlog:\n{}", ctd.hypervisors(), ctd.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ctd.exit_status("wasm-orphan"), 137);
+    ctd.wait_task("wasm-orphan", None);
+    assert!(ctd.ctr(&["container", "delete", "wasm-orphan"]).status.success());
     ctd.assert_nothing_left();
 }
 
@@ -121,6 +191,85 @@ mod cri {
 
     use super::support::cri::{self, connect, create_and_start, sandbox_config};
     use super::*;
+
+    #[test]
+    fn a_wasm_component_runs_in_a_pod_through_the_cri() {
+        let Some(ctd) = Containerd::start() else { return };
+        let Some(component) = support::test_component() else { return };
+        ctd.import_for_cri();
+        ctd.import_wasm(&component, "k8s.io");
+        let logs = ctd.path("pod-logs");
+        fs::create_dir_all(&logs).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut cri = connect(ctd.socket()).await;
+            let config = sandbox_config(&logs);
+            let pod = cri
+                .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "mica".into() })
+                .await
+                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\nlog:\n{}", ctd.log()))
+                .into_inner()
+                .pod_sandbox_id;
+            // The image's entrypoint with the pod spec's args, as kubelet passes them.
+            let wasm = ContainerConfig {
+                metadata: Some(ContainerMetadata { name: "counter".into(), attempt: 0 }),
+                image: Some(ImageSpec { image: WASM_IMAGE.into(), ..Default::default() }),
+                args: vec!["count".into(), "3".into()],
+                log_path: "counter.log".into(),
+                ..Default::default()
+            };
+            let id = create_and_start(&mut cri, &pod, wasm, &config)
+                .await
+                .unwrap_or_else(|e| panic!("CreateContainer, StartContainer: {e}\nlog:\n{}", ctd.log()));
+            // It ends by itself: exited 0, its lines in the CRI's log.
+            let deadline = Instant::now() + Duration::from_secs(300);
+            let status = loop {
+                let status = cri::status(&mut cri, &id).await;
+                if status.state == ContainerState::ContainerExited as i32 || Instant::now() > deadline {
+                    break status;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            assert_eq!(
+                (status.state, status.exit_code),
+                (ContainerState::ContainerExited as i32, 0),
+                "{status:?}\nlog:\n{}",
+                ctd.log()
+            );
+            let log = fs::read_to_string(logs.join("counter.log")).unwrap();
+            let lines: Vec<&str> = log.lines().collect();
+            assert_eq!(lines.len(), 3, "{log}");
+            for (i, line) in lines.iter().enumerate() {
+                assert!(line.ends_with(&format!(" stdout F count {}", i + 1)), "{log}");
+            }
+            // A running one: ExecSync into it is refused, and says why.
+            let spinner = ContainerConfig {
+                metadata: Some(ContainerMetadata { name: "spinner".into(), attempt: 0 }),
+                image: Some(ImageSpec { image: WASM_IMAGE.into(), ..Default::default() }),
+                args: vec!["spin".into()],
+                log_path: "spinner.log".into(),
+                ..Default::default()
+            };
+            let spinner = create_and_start(&mut cri, &pod, spinner, &config)
+                .await
+                .unwrap_or_else(|e| panic!("the spinner: {e}\nlog:\n{}", ctd.log()));
+            assert_eq!(cri::status(&mut cri, &spinner).await.state, ContainerState::ContainerRunning as i32);
+            let exec = cri
+                .exec_sync(ExecSyncRequest { container_id: spinner.clone(), cmd: vec!["sh".into()], timeout: 60 })
+                .await;
+            let err = exec.expect_err("an exec into a wasm container ran");
+            assert!(err.message().contains("a wasm container runs one component"), "{err}");
+            cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() })
+                .await
+                .unwrap_or_else(|e| panic!("StopPodSandbox: {e}\nlog:\n{}", ctd.log()));
+            let stopped = cri::status(&mut cri, &spinner).await;
+            assert_eq!((stopped.state, stopped.exit_code), (ContainerState::ContainerExited as i32, 137));
+            cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod })
+                .await
+                .unwrap_or_else(|e| panic!("RemovePodSandbox: {e}\nlog:\n{}", ctd.log()));
+        });
+        ctd.assert_nothing_left();
+    }
 
     #[test]
     fn kubelets_calls_run_a_pod_through_the_cri() {

@@ -72,10 +72,49 @@ pub fn busybox_image() -> Vec<u8> {
     h.set_cksum();
     layer.append(&h, &passwd[..]).unwrap();
     let layer = layer.into_inner().unwrap();
+    // Its default command waits forever: it is the CRI's sandbox (pause) image too.
+    let config = serde_json::json!({
+        "Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", "while :; do sleep 3600; done"], "WorkingDir": "/"
+    });
+    oci_archive(IMAGE, layer, config)
+}
+
+/// The wasm component image the tests run.
+pub const WASM_IMAGE: &str = "docker.io/mica/testkit-wasm:latest";
+
+/// The test component (`testkit`, which `cargo xtask test` builds and passes in
+/// `MICA_TEST_COMPONENT`), or `None` with the reason printed.
+pub fn test_component() -> Option<Vec<u8>> {
+    let Some(path) = std::env::var_os("MICA_TEST_COMPONENT") else {
+        eprintln!("skipped: MICA_TEST_COMPONENT is not set (run `cargo xtask test`)");
+        return None;
+    };
+    Some(fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", Path::new(&path).display())))
+}
+
+/// A wasm image as runwasi's are laid out: one layer holding the component as
+/// `/testkit.wasm`, which the entrypoint names.
+pub fn wasm_image(component: &[u8]) -> Vec<u8> {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path("testkit.wasm").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o755);
+    h.set_size(component.len() as u64);
+    h.set_mtime(0);
+    h.set_cksum();
+    layer.append(&h, component).unwrap();
+    let layer = layer.into_inner().unwrap();
+    let config = serde_json::json!({ "Entrypoint": ["/testkit.wasm"], "Cmd": ["count", "2"], "WorkingDir": "/" });
+    oci_archive(WASM_IMAGE, layer, config)
+}
+
+/// An OCI image layout (as a tar for `ctr images import`) of image `name`: one layer and the
+/// image config's `config` part.
+fn oci_archive(name: &str, layer: Vec<u8>, config: serde_json::Value) -> Vec<u8> {
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        // Its default command waits forever: it is the CRI's sandbox (pause) image too.
-        "config": { "Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", "while :; do sleep 3600; done"], "WorkingDir": "/" },
+        "config": config,
         "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
     })
     .to_string();
@@ -91,7 +130,7 @@ pub fn busybox_image() -> Vec<u8> {
         "manifests": [{
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "digest": sha256(manifest.as_bytes()), "size": manifest.len(),
-            "annotations": { "io.containerd.image.name": IMAGE, "org.opencontainers.image.ref.name": "latest" },
+            "annotations": { "io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest" },
         }],
     })
     .to_string();
@@ -187,12 +226,17 @@ state = "{d}/state"
         let mut daemon = Command::new("containerd");
         if installed.is_none() {
             daemon.env("MICA_POD_IMAGE_DIR", &self.images);
+        } else {
+            // The installed shim finds its wasm system beside itself too.
+            daemon.env_remove("MICA_WASM_IMAGE_DIR");
         }
         let daemon = daemon
             .arg("--config")
             .arg(self.path("config.toml"))
             .env("PATH", path)
             .env("MICA_STATE_DIR", self.path("mica"))
+            // The node's module store: this containerd's own.
+            .env("MICA_MODULE_STORE", self.path("module-store.img"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -226,9 +270,14 @@ state = "{d}/state"
 
     /// `ctr run` of the test image with the Mica runtime.
     pub fn run(&self, flags: &[&str], id: &str, command: &[&str], stdin: Option<&[u8]>) -> Output {
+        self.run_image(IMAGE, flags, id, command, stdin)
+    }
+
+    /// `ctr run` of `image` with the Mica runtime.
+    pub fn run_image(&self, image: &str, flags: &[&str], id: &str, command: &[&str], stdin: Option<&[u8]>) -> Output {
         let mut args = vec!["run", "--snapshotter", "native", "--runtime", "io.containerd.mica.v2"];
         args.extend(flags);
-        args.extend([IMAGE, id]);
+        args.extend([image, id]);
         args.extend(command);
         let mut cmd = self.ctr_command(&args);
         let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -242,14 +291,26 @@ state = "{d}/state"
 
     /// Imports the test image into the CRI's namespace (`k8s.io`), where kubelet's images are.
     pub fn import_for_cri(&self) {
+        self.import("k8s.io", &self.path("busybox.tar"));
+    }
+
+    /// Imports the archive at `path` into containerd namespace `namespace`.
+    pub fn import(&self, namespace: &str, path: &Path) {
         let import = Command::new("ctr")
             .arg("--address")
             .arg(self.socket())
-            .args(["-n", "k8s.io", "images", "import", "--snapshotter", "native"])
-            .arg(self.path("busybox.tar"))
+            .args(["-n", namespace, "images", "import", "--snapshotter", "native"])
+            .arg(path)
             .output()
             .unwrap();
         assert!(import.status.success(), "{}", text(&import.stderr));
+    }
+
+    /// Imports the wasm image of `component` into namespace `namespace`.
+    pub fn import_wasm(&self, component: &[u8], namespace: &str) {
+        let archive = self.path("wasm.tar");
+        fs::write(&archive, wasm_image(component)).unwrap();
+        self.import(namespace, &archive);
     }
 
     /// The pod VMs' hypervisors still running.
@@ -285,8 +346,10 @@ state = "{d}/state"
         }
         assert_eq!(self.shims(), Vec::<String>::new(), "shims left running");
         assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
-        let pods = fs::read_dir(self.path("mica").join("pods")).map(|d| d.count()).unwrap_or(0);
-        assert_eq!(pods, 0, "pod directories left behind");
+        for kind in ["pods", "wasm"] {
+            let left = fs::read_dir(self.path("mica").join(kind)).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(left, 0, "{kind} directories left behind");
+        }
     }
 }
 
