@@ -1,6 +1,10 @@
 //! The measurements of `cargo xtask bench k8s`, made as kubelet makes its calls: through
 //! containerd's CRI, for the Mica shim and for `runc` on the same containerd in the same run.
 //!
+//! Then `ctr run` to exit, one container at a time: a wasm component image on Mica (the first
+//! container on a node compiles the component, later ones load it from the node's module
+//! store), and a busybox `echo` on Mica's pod VM and on runc.
+//!
 //! Ignored by `cargo test`: `cargo xtask bench k8s` runs it with `MICA_BENCH_OUT` (where the
 //! samples go, as JSON) and `MICA_BENCH_RUNS` (pods per runtime), and prints the table.
 #![allow(clippy::unwrap_used, reason = "a benchmark that cannot set up should fail loudly")]
@@ -15,7 +19,7 @@ use k8s_cri::v1::{
     StopPodSandboxRequest,
 };
 use support::cri::{connect, create_and_start, sandbox_config};
-use support::{Containerd, IMAGE};
+use support::{Containerd, IMAGE, WASM_IMAGE};
 
 /// ExecSync calls per pod.
 const EXECS: usize = 10;
@@ -51,7 +55,49 @@ fn bench_k8s() {
         }
     }
     ctd.assert_nothing_left();
+    report.insert("ctr".into(), ctr_runs(&ctd, runs).into());
+    ctd.assert_nothing_left();
     fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
+}
+
+/// Containers to exit through `ctr run --rm`: seconds per kind, or why a kind did not run.
+fn ctr_runs(ctd: &Containerd, runs: usize) -> serde_json::Map<String, serde_json::Value> {
+    let component = support::test_component().expect("MICA_TEST_COMPONENT: the wasm component");
+    ctd.import_wasm(&component, support::NAMESPACE);
+    let store = ctd.path("module-store.img");
+    let mica = "io.containerd.mica.v2";
+    let kinds: [(&str, &str, &str, &[&str]); 4] = [
+        ("wasm_first", mica, WASM_IMAGE, &["/testkit.wasm", "count", "1"]),
+        ("wasm_stored", mica, WASM_IMAGE, &["/testkit.wasm", "count", "1"]),
+        ("mica_linux", mica, IMAGE, &["echo", "count 1"]),
+        ("runc", "io.containerd.runc.v2", IMAGE, &["echo", "count 1"]),
+    ];
+    let mut out = serde_json::Map::new();
+    for (kind, runtime, image, command) in kinds {
+        let mut seconds = Vec::new();
+        for run in 0..runs {
+            // The first container of a component on a node: an empty store each time.
+            if kind == "wasm_first" {
+                let _ = fs::remove_file(&store);
+            }
+            let id = format!("{kind}-{run}");
+            let mut args = vec!["run", "--rm", "--snapshotter", "native", "--runtime", runtime, image, id.as_str()];
+            args.extend(command);
+            let started = Instant::now();
+            let run = ctd.ctr(&args);
+            let took = started.elapsed();
+            if !run.status.success() || support::text(&run.stdout) != "count 1\n" {
+                let why = format!("{kind}: {} {}", support::text(&run.stdout), support::text(&run.stderr));
+                out.insert(kind.into(), serde_json::json!({ "error": why.trim() }));
+                break;
+            }
+            seconds.push(took.as_secs_f64());
+        }
+        if !out.contains_key(kind) {
+            out.insert(kind.into(), serde_json::json!({ "run_to_exit_s": seconds }));
+        }
+    }
+    out
 }
 
 /// One pod on `handler`: RunPodSandbox + CreateContainer + StartContainer until the container's

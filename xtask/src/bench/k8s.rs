@@ -3,7 +3,10 @@
 //!
 //! - **start to output**: RunPodSandbox + CreateContainer + StartContainer until the container's
 //!   first line is in its CRI log;
-//! - **ExecSync**: one `true` run in the running container, round trip.
+//! - **ExecSync**: one `true` run in the running container, round trip;
+//! - **`ctr run` to exit**: a wasm component image (`testkit count 1`) on Mica, the first on the
+//!   node (an empty module store: the system compiles it) and later ones (loaded from the store),
+//!   beside busybox `echo` in a Mica pod VM and on runc.
 //!
 //! The calls are made by the shim's ignored test `k8s_bench` (`pods/shim/tests/k8s_bench.rs`),
 //! which shares the containerd the shim's tests use; this command builds the pod image, runs it,
@@ -21,7 +24,7 @@ use serde::Serialize;
 
 use super::stats::Summary;
 use crate::machine::Machine;
-use crate::{pod_image, process, test, toolchain};
+use crate::{components, install_shim, kernel, pod_image, process, setup, test, toolchain};
 
 /// Pods per runtime.
 const RUNS: usize = 10;
@@ -39,6 +42,37 @@ pub struct Row {
     pub error: Option<String>,
 }
 
+/// One kind of `ctr run`, or why it could not run.
+#[derive(Debug, Serialize)]
+pub struct CtrRow {
+    /// What ran where.
+    pub kind: String,
+    /// `ctr run --rm` until it exited.
+    pub run_to_exit: Option<Summary>,
+    /// Why it has no figures.
+    pub error: Option<String>,
+}
+
+/// The `ctr run` rows from the test's samples.
+pub fn ctr_rows(samples: &serde_json::Value, accel: &str) -> Vec<CtrRow> {
+    [
+        ("wasm_first", format!("wasm component, Mica VM on {accel}: first on the node (compiled at boot)")),
+        ("wasm_stored", format!("wasm component, Mica VM on {accel}: from the node's module store")),
+        ("mica_linux", format!("busybox `echo`, Mica pod VM on {accel}")),
+        ("runc", "busybox `echo`, runc".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, kind)| {
+        let figures = &samples["ctr"][key];
+        CtrRow {
+            kind,
+            run_to_exit: summary(&figures["run_to_exit_s"]),
+            error: figures["error"].as_str().map(str::to_owned),
+        }
+    })
+    .collect()
+}
+
 /// The report.
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -52,6 +86,8 @@ pub struct Report {
     pub accel: String,
     /// The rows.
     pub rows: Vec<Row>,
+    /// The `ctr run` rows.
+    pub ctr_rows: Vec<CtrRow>,
     /// How it was measured.
     pub method: Vec<&'static str>,
 }
@@ -109,6 +145,21 @@ impl Report {
                 }
             }
         }
+        out += &format!(
+            "\n## `ctr run --rm` to exit, {} containers each\n\n| container | median | p10 | p90 |\n|---|---:|---:|---:|\n",
+            self.runs
+        );
+        for row in &self.ctr_rows {
+            match (&row.run_to_exit, &row.error) {
+                (Some(t), _) => {
+                    out += &format!("| {} | {} | {} | {} |\n", row.kind, ms(t.median_s), ms(t.p10_s), ms(t.p90_s))
+                }
+                (None, error) => {
+                    out +=
+                        &format!("| {} | did not run: {} | | |\n", row.kind, error.as_deref().unwrap_or("no samples"))
+                }
+            }
+        }
         out
     }
 }
@@ -118,6 +169,12 @@ pub fn run(root: &Path) -> Result<()> {
     let out_dir = root.join("target").join("mica").join("bench");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let image = pod_image::build(root)?;
+    // The wasm containers' system as `install-shim` installs it: the release kernel.
+    let toolchain = setup::ensure(root)?;
+    let kernel = kernel::build(root, &toolchain, mica_launch::GuestArch::X86_64, true)?;
+    let wasm = install_shim::wasm_image(root, &toolchain, &kernel, true)?;
+    let testkit = components::build(root, &toolchain, &["testkit".to_owned()])?;
+    let testkit = testkit.get("testkit").context("testkit was not built")?;
     let probe = KvmProbe::detect();
     let machine = Machine::describe(&mica_launch::find_qemu()?, &probe);
     let accel = if probe.hardware() && probe.usable() {
@@ -132,6 +189,8 @@ pub fn run(root: &Path) -> Result<()> {
     cmd.current_dir(root)
         .env(test::POD_KERNEL_ENV, &image.kernel)
         .env(test::POD_INITRAMFS_ENV, &image.initramfs)
+        .env(test::WASM_IMAGE_ENV, &wasm.dir)
+        .env(test::TEST_COMPONENT_ENV, testkit)
         .env("MICA_BENCH_OUT", &samples_path)
         .env("MICA_BENCH_RUNS", RUNS.to_string())
         .args([
@@ -156,6 +215,7 @@ pub fn run(root: &Path) -> Result<()> {
         unix_time_s: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         runs: RUNS,
         rows: rows(&samples, &accel),
+        ctr_rows: ctr_rows(&samples, if probe.hardware() && probe.usable() { "KVM" } else { "QEMU TCG" }),
         accel,
         method: vec![
             "one private containerd 1.6 (Debian's), runtimes runc (io.containerd.runc.v2) and mica \
@@ -163,6 +223,9 @@ pub fn run(root: &Path) -> Result<()> {
             "the client calls the CRI (runtime.v1) over containerd's socket as kubelet does, one pod at a time; \
              start to output ends when the container's first line is in its CRI log file (polled every 2 ms)",
             "ExecSync runs `true` in the running container, 10 per pod",
+            "ctr run --rm one container at a time, from the command's start to its exit; the wasm component \
+             (testkit, `count 1`) runs in a Mica VM booting the release kernel and install-shim's template \
+             system; `first on the node` empties the node's module store before each run",
             "wall clock on a shared 2-core build machine: rough figures",
         ],
     };
@@ -180,6 +243,11 @@ mod tests {
             "mica": { "start_to_output_s": [3.0, 2.0, 4.0], "exec_sync_s": [0.02, 0.01] },
         });
         let rows = rows(&samples, "QEMU TCG");
+        let ctr = serde_json::json!({ "ctr": {
+            "wasm_first": { "run_to_exit_s": [4.0] },
+            "wasm_stored": { "run_to_exit_s": [1.0, 1.2] },
+            "runc": { "error": "runc: no" },
+        }});
         assert_eq!(rows[0].error.as_deref(), Some("RunPodSandbox: no"));
         assert!(rows[0].start_to_output.is_none());
         assert_eq!(rows[1].start_to_output.as_ref().map(|s| s.median_s), Some(3.0));
@@ -189,6 +257,7 @@ mod tests {
             runs: 3,
             accel: "QEMU TCG".into(),
             rows,
+            ctr_rows: ctr_rows(&ctr, "QEMU TCG"),
             method: vec![],
         };
         let table = report.markdown();
@@ -197,5 +266,11 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| Mica shim, pod VM on QEMU TCG | 3000.0 ms |"), "{table}");
+        assert!(
+            table.contains("| wasm component, Mica VM on QEMU TCG: from the node's module store | 1100.0 ms |"),
+            "{table}"
+        );
+        assert!(table.contains("| busybox `echo`, Mica pod VM on QEMU TCG | did not run: no samples |"), "{table}");
+        assert!(table.contains("| busybox `echo`, runc | did not run: runc: no |"), "{table}");
     }
 }
