@@ -76,7 +76,7 @@ pub fn busybox_image() -> Vec<u8> {
     let config = serde_json::json!({
         "Env": ["PATH=/bin"], "Cmd": ["/bin/sh", "-c", "while :; do sleep 3600; done"], "WorkingDir": "/"
     });
-    oci_archive(IMAGE, layer, config)
+    oci_archive(IMAGE, layer, config, ("linux", "amd64"))
 }
 
 /// The wasm component image the tests run.
@@ -92,8 +92,8 @@ pub fn test_component() -> Option<Vec<u8>> {
     Some(fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", Path::new(&path).display())))
 }
 
-/// A wasm image as runwasi's are laid out: one layer holding the component as
-/// `/testkit.wasm`, which the entrypoint names.
+/// A wasm image as runwasi's are laid out: platform `wasi/wasm`, one layer holding the
+/// component as `/testkit.wasm`, which the entrypoint names.
 pub fn wasm_image(component: &[u8]) -> Vec<u8> {
     let mut layer = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -106,14 +106,14 @@ pub fn wasm_image(component: &[u8]) -> Vec<u8> {
     layer.append(&h, component).unwrap();
     let layer = layer.into_inner().unwrap();
     let config = serde_json::json!({ "Entrypoint": ["/testkit.wasm"], "Cmd": ["count", "2"], "WorkingDir": "/" });
-    oci_archive(WASM_IMAGE, layer, config)
+    oci_archive(WASM_IMAGE, layer, config, ("wasi", "wasm"))
 }
 
 /// An OCI image layout (as a tar for `ctr images import`) of image `name`: one layer and the
 /// image config's `config` part.
-fn oci_archive(name: &str, layer: Vec<u8>, config: serde_json::Value) -> Vec<u8> {
+fn oci_archive(name: &str, layer: Vec<u8>, config: serde_json::Value, platform: (&str, &str)) -> Vec<u8> {
     let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
+        "architecture": platform.1, "os": platform.0,
         "config": config,
         "rootfs": { "type": "layers", "diff_ids": [sha256(&layer)] },
     })
