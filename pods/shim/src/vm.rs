@@ -140,6 +140,9 @@ pub fn boot(namespace: &str, pod: &str, spec: &Spec) -> Result<Arc<Vm>> {
         started.agent.kernel_release,
         started.ready.as_secs_f64()
     );
+    // On mica-vmm the VMM is this shim's child (QEMU daemonizes): reaped when it exits, so that
+    // no zombie outlives the pod.
+    reap_if_child(started.record.pid);
     let guest = Guest::new(started.agent.into_stream())?;
     let vm = Arc::new(Vm {
         name,
@@ -157,6 +160,27 @@ pub fn boot(namespace: &str, pod: &str, spec: &Spec) -> Result<Arc<Vm>> {
         }
     }
     Ok(vm)
+}
+
+/// If `pid` is this process's child, a thread waits for it, so that its exit leaves no zombie
+/// (the shim runs without containerd-shim's reaper, which would wait for every child).
+pub fn reap_if_child(pid: u32) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The parent's pid is the second field after the parenthesized command name.
+    let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+    let Some(child) = rustix::process::Pid::from_raw(pid as i32) else { return };
+    if parent != Some(std::process::id()) {
+        return;
+    }
+    let reaper = std::thread::Builder::new().name(format!("reap-{pid}")).spawn(move || {
+        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
+            Ok(status) => log::info!("the VMM (pid {pid}) exited: {status:?}"),
+            Err(e) => log::warn!("waiting for the VMM (pid {pid}): {e}"),
+        }
+    });
+    if let Err(e) = reaper {
+        log::warn!("starting the thread that reaps the VMM (pid {pid}): {e}");
+    }
 }
 
 /// Copies `host` (a directory's contents, or a file as `file`) into directory `dest` in the
@@ -257,6 +281,24 @@ pub fn metrics(pid: u32, memory_mib: u32) -> Result<Metrics> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_vmm_is_reaped_and_leaves_no_zombie() {
+        // A child whose handle is dropped, as mica-cli leaves the VMM.
+        let pid = std::process::Command::new("sleep").arg("0.2").spawn().unwrap().id();
+        reap_if_child(pid);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let state = || {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next())
+        };
+        while state().is_some() {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} is still there: {:?}", state());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Not a child: left alone (pid 1 is init).
+        reap_if_child(1);
+    }
 
     #[test]
     fn pod_names_are_valid_and_unique() {
