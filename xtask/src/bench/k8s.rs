@@ -38,6 +38,8 @@ pub struct Row {
     pub start_to_output: Option<Summary>,
     /// One ExecSync round trip.
     pub exec_sync: Option<Summary>,
+    /// The pod VM's CPU while its container sleeps, in millicores (Mica only).
+    pub idle_cpu_millicores: Option<f64>,
     /// Why it has no figures.
     pub error: Option<String>,
 }
@@ -98,6 +100,13 @@ fn summary(samples: &serde_json::Value) -> Option<Summary> {
     Summary::of(&seconds)
 }
 
+/// The median of a list of numbers.
+fn median(samples: &serde_json::Value) -> Option<f64> {
+    let mut values: Vec<f64> = samples.as_array()?.iter().filter_map(serde_json::Value::as_f64).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 /// The rows from the test's samples.
 pub fn rows(samples: &serde_json::Value, accel: &str) -> Vec<Row> {
     [("runc", "runc (Debian's, namespaces on this host)".to_owned()), ("mica", format!("Mica shim, pod VM on {accel}"))]
@@ -108,6 +117,7 @@ pub fn rows(samples: &serde_json::Value, accel: &str) -> Vec<Row> {
                 runtime,
                 start_to_output: summary(&figures["start_to_output_s"]),
                 exec_sync: summary(&figures["exec_sync_s"]),
+                idle_cpu_millicores: median(&figures["idle_cpu_millicores"]),
                 error: figures["error"].as_str().map(str::to_owned),
             }
         })
@@ -143,6 +153,14 @@ impl Report {
                         error.as_deref().unwrap_or("no samples")
                     )
                 }
+            }
+        }
+        for row in &self.rows {
+            if let Some(cpu) = row.idle_cpu_millicores {
+                out += &format!(
+                    "\n{}: an idle pod VM uses {cpu:.0} millicores of CPU (median over its pods)\n",
+                    row.runtime
+                );
             }
         }
         out += &format!(
@@ -223,6 +241,8 @@ pub fn run(root: &Path) -> Result<()> {
             "the client calls the CRI (runtime.v1) over containerd's socket as kubelet does, one pod at a time; \
              start to output ends when the container's first line is in its CRI log file (polled every 2 ms)",
             "ExecSync runs `true` in the running container, 10 per pod",
+            "idle CPU: the Mica pod VM's hypervisor's user + system CPU time over 3 s while its container sleeps, \
+             after the ExecSyncs (the RuntimeClass overhead's cpu)",
             "ctr run --rm one container at a time, from the command's start to its exit; the wasm component \
              (testkit, `count 1`) runs in a Mica VM booting the release kernel and install-shim's template \
              system; `first on the node` empties the node's module store before each run",
@@ -240,7 +260,7 @@ mod tests {
     fn rows_say_why_a_runtime_did_not_run() {
         let samples = serde_json::json!({
             "runc": { "error": "RunPodSandbox: no" },
-            "mica": { "start_to_output_s": [3.0, 2.0, 4.0], "exec_sync_s": [0.02, 0.01] },
+            "mica": { "start_to_output_s": [3.0, 2.0, 4.0], "exec_sync_s": [0.02, 0.01], "idle_cpu_millicores": [30.0, 50.0, 40.0] },
         });
         let rows = rows(&samples, "QEMU TCG");
         let ctr = serde_json::json!({ "ctr": {
@@ -272,5 +292,6 @@ mod tests {
         );
         assert!(table.contains("| busybox `echo`, Mica pod VM on QEMU TCG | did not run: no samples |"), "{table}");
         assert!(table.contains("| busybox `echo`, runc | did not run: runc: no |"), "{table}");
+        assert!(table.contains("pod VM on QEMU TCG: an idle pod VM uses 40 millicores of CPU"), "{table}");
     }
 }
