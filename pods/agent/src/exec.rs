@@ -163,6 +163,7 @@ fn supervise(cmd: Started, input: Input, out: &Arc<Outbox>, execs: &Execs, reape
     let Started { id, pid, stdin, stdout, stderr } = cmd;
     if let Some(mut pipe) = stdin {
         // A command that does not read its input makes this fail with EPIPE when it exits.
+        let taken = Arc::clone(out);
         let feeder = thread::Builder::new().name(format!("exec-{id}-stdin")).spawn(move || match input {
             Input::Bytes(bytes) => {
                 let _ = pipe.write_all(&bytes);
@@ -172,6 +173,8 @@ fn supervise(cmd: Started, input: Input, out: &Arc<Outbox>, execs: &Execs, reape
                     if pipe.write_all(&chunk).is_err() {
                         break;
                     }
+                    // In the pipe: the host may send as much again.
+                    taken.send(&GuestMsg::StdinTaken { id, bytes: chunk.len() as u64 });
                 }
             }
         });

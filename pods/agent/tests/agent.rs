@@ -41,6 +41,8 @@ struct Outcome {
     error: Option<String>,
     /// The largest output chunk.
     largest_chunk: usize,
+    /// What `StdinTaken` said it took, chunk by chunk.
+    taken: Vec<u64>,
 }
 
 impl Outcome {
@@ -164,7 +166,10 @@ impl Agent {
         while !outcomes.values().all(Outcome::done) {
             let msg = self.recv();
             let id = match &msg {
-                GuestMsg::Stdout { id, .. } | GuestMsg::Stderr { id, .. } | GuestMsg::Exited { id, .. } => *id,
+                GuestMsg::Stdout { id, .. }
+                | GuestMsg::Stderr { id, .. }
+                | GuestMsg::Exited { id, .. }
+                | GuestMsg::StdinTaken { id, .. } => *id,
                 GuestMsg::Error { id: Some(id), .. } => *id,
                 other => panic!("unexpected {other:?} while waiting for commands {ids:?}"),
             };
@@ -181,6 +186,7 @@ impl Agent {
                 }
                 GuestMsg::Exited { code, signal, .. } => outcome.exit = Some((code, signal)),
                 GuestMsg::Error { message, .. } => outcome.error = Some(message),
+                GuestMsg::StdinTaken { bytes, .. } => outcome.taken.push(bytes),
                 _ => unreachable!(),
             }
         }
@@ -612,6 +618,8 @@ fn spawned_commands_stream_their_input_and_run_in_their_directory() {
     let outcome = agent.collect(&[1]).remove(&1).expect("outcome");
     assert_eq!(outcome.exit, Some((Some(0), None)), "{outcome:?}");
     assert_eq!(outcome.stdout(), format!("{cwd}\nhi\n70003\n"));
+    // Each chunk is acknowledged once it is in the command's pipe: the host's credit back.
+    assert_eq!(outcome.taken, [3, 70_000], "{outcome:?}");
     // Its input is gone with it, and input for a command that does not take any is refused.
     agent.send(&HostMsg::Stdin { id: 1, data: b"late".to_vec() });
     let late = agent.recv();

@@ -160,6 +160,15 @@ pub enum GuestMsg {
         /// What went wrong, for people.
         message: String,
     },
+    /// The command took `bytes` more of the standard input sent in [`HostMsg::Stdin`] chunks
+    /// (they are in its pipe): the host's credit, so that input the command does not read waits
+    /// on the host rather than filling the guest's memory.
+    StdinTaken {
+        /// The command's id.
+        id: u32,
+        /// How many bytes it took, since the last `StdinTaken`.
+        bytes: u64,
+    },
 }
 
 /// A message that can travel in a frame: [`HostMsg`] or [`GuestMsg`].
@@ -349,6 +358,7 @@ mod tests {
             GuestMsg::Stdout { id: 1, data: b"hello\n".to_vec() },
             GuestMsg::Stderr { id: 1, data: vec![0, 0xff, 10] },
             GuestMsg::Exited { id: 1, code: Some(3), signal: None },
+            GuestMsg::StdinTaken { id: 9, bytes: 262_144 },
             GuestMsg::Exited { id: 2, code: None, signal: Some(9) },
             GuestMsg::Error { id: Some(5), message: "exec of \"nosuch\" failed: No such file or directory".into() },
             GuestMsg::Error { id: None, message: String::new() },

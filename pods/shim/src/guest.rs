@@ -82,15 +82,23 @@ impl Command {
 pub struct Guest {
     writer: Mutex<UnixStream>,
     sinks: Mutex<Sinks>,
+    /// Signalled when a command took input, ended, or the connection did.
+    credit: Condvar,
     next_id: AtomicU32,
 }
 
 #[derive(Default)]
 struct Sinks {
     by_id: HashMap<u32, Arc<dyn Sink>>,
+    /// Per command, the standard input sent that it has not taken yet.
+    unread: HashMap<u32, u64>,
     /// Why the connection ended, once it did.
     ended: Option<String>,
 }
+
+/// How much standard input may wait in the guest for a command that does not read it: more
+/// waits here, in the sender (the FIFO containerd writes, or the shim's own copy).
+pub const STDIN_WINDOW: u64 = 1 << 20;
 
 impl std::fmt::Debug for Guest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,6 +113,7 @@ impl Guest {
         let guest = Arc::new(Guest {
             writer: Mutex::new(stream),
             sinks: Mutex::new(Sinks::default()),
+            credit: Condvar::new(),
             // 0 is never sent: `watch` registers under it.
             next_id: AtomicU32::new(1),
         });
@@ -135,8 +144,10 @@ impl Guest {
         let sinks: Vec<_> = {
             let mut sinks = self.sinks();
             sinks.ended = Some(why.clone());
+            sinks.unread.clear();
             sinks.by_id.drain().map(|(_, sink)| sink).collect()
         };
+        self.credit.notify_all();
         for sink in sinks {
             sink.exited(Exit::Lost(why.clone()));
         }
@@ -185,9 +196,50 @@ impl Guest {
         Ok(())
     }
 
-    /// Passes standard input to command `id` (empty: end of file).
+    /// Passes standard input to command `id` (empty: end of file). Waits while
+    /// [`STDIN_WINDOW`] bytes or more sent before wait in the guest unread; fails when the
+    /// command ended or the connection did.
     pub fn stdin(&self, id: u32, data: Vec<u8>) -> Result<()> {
+        let len = data.len() as u64;
+        if len > 0 {
+            let mut sinks = self.sinks();
+            loop {
+                if let Some(why) = &sinks.ended {
+                    bail!("the pod VM is gone ({why})");
+                }
+                if !sinks.by_id.contains_key(&id) {
+                    bail!("command {id} has ended");
+                }
+                let unread = sinks.unread.get(&id).copied().unwrap_or(0);
+                // One chunk may always go, however large.
+                if unread == 0 || unread + len <= STDIN_WINDOW {
+                    sinks.unread.insert(id, unread + len);
+                    break;
+                }
+                sinks = self.credit.wait(sinks).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
         self.send(&HostMsg::Stdin { id, data })
+    }
+
+    /// Command `id` took `bytes` of its input.
+    fn taken(&self, id: u32, bytes: u64) {
+        let mut sinks = self.sinks();
+        if let Some(unread) = sinks.unread.get_mut(&id) {
+            *unread = unread.saturating_sub(bytes);
+        }
+        drop(sinks);
+        self.credit.notify_all();
+    }
+
+    /// Command `id` ended: its sink, if it had one; whoever waits to send it input stops.
+    fn finished(&self, id: u32) -> Option<Arc<dyn Sink>> {
+        let mut sinks = self.sinks();
+        sinks.unread.remove(&id);
+        let sink = sinks.by_id.remove(&id);
+        drop(sinks);
+        self.credit.notify_all();
+        sink
     }
 
     /// Sends `signal` to command `id`'s process group.
@@ -334,10 +386,8 @@ fn read_loop(mut reader: BufReader<UnixStream>, guest: &std::sync::Weak<Guest>) 
             Err(e) => return format!("the agent connection failed: {e}"),
         };
         let Some(guest) = guest.upgrade() else { return "the shim let go of the VM".into() };
-        let sink = |id: u32, remove: bool| {
-            let mut sinks = guest.sinks();
-            if remove { sinks.by_id.remove(&id) } else { sinks.by_id.get(&id).cloned() }
-        };
+        let sink =
+            |id: u32, remove: bool| if remove { guest.finished(id) } else { guest.sinks().by_id.get(&id).cloned() };
         match msg {
             GuestMsg::Stdout { id, data } => {
                 if let Some(sink) = sink(id, false) {
@@ -368,7 +418,60 @@ fn read_loop(mut reader: BufReader<UnixStream>, guest: &std::sync::Weak<Guest>) 
                 }
             }
             GuestMsg::Error { id: None, message } => log::warn!("agent: {message}"),
+            GuestMsg::StdinTaken { id, bytes } => guest.taken(id, bytes),
             GuestMsg::Ready { .. } | GuestMsg::Pong { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Quiet;
+    impl Sink for Quiet {
+        fn stdout(&self, _: &[u8]) {}
+        fn stderr(&self, _: &[u8]) {}
+        fn exited(&self, _: Exit) {}
+    }
+
+    /// The next host message the fake agent reads, or `None` when none comes within 300 ms.
+    fn next(agent: &mut UnixStream) -> Option<HostMsg> {
+        agent.set_read_timeout(Some(std::time::Duration::from_millis(300))).unwrap();
+        match read_frame::<HostMsg>(agent) {
+            Ok(msg) => msg,
+            Err(e) if !e.stream_usable() => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn input_the_command_has_not_taken_waits_in_the_shim() {
+        let (shim_side, mut agent) = UnixStream::pair().unwrap();
+        let guest = Guest::new(shim_side).unwrap();
+        let id = guest.spawn(&Command { stdin: true, ..Command::plain(&["cat"]) }, Arc::new(Quiet)).unwrap();
+        assert!(matches!(next(&mut agent), Some(HostMsg::Spawn { .. })));
+        let half = (STDIN_WINDOW / 2) as usize;
+        let sender = {
+            let guest = Arc::clone(&guest);
+            thread::spawn(move || (0..3).map(|_| guest.stdin(id, vec![1; half])).collect::<Vec<_>>())
+        };
+        // A window's worth goes; the third chunk waits for the command to take some.
+        for _ in 0..2 {
+            assert!(matches!(next(&mut agent), Some(HostMsg::Stdin { data, .. }) if data.len() == half));
+        }
+        assert!(next(&mut agent).is_none(), "input beyond the window was sent before any was taken");
+        write_frame(&mut agent, &GuestMsg::StdinTaken { id, bytes: half as u64 }).unwrap();
+        assert!(matches!(next(&mut agent), Some(HostMsg::Stdin { data, .. }) if data.len() == half));
+        assert!(sender.join().unwrap().iter().all(Result::is_ok));
+        // A command that ended takes no more: a waiting sender gets an error, not a hang.
+        let blocked = {
+            let guest = Arc::clone(&guest);
+            thread::spawn(move || guest.stdin(id, vec![1; half]))
+        };
+        assert!(next(&mut agent).is_none());
+        write_frame(&mut agent, &GuestMsg::Exited { id, code: Some(0), signal: None }).unwrap();
+        let err = blocked.join().unwrap().unwrap_err().to_string();
+        assert!(err.contains("has ended"), "{err}");
     }
 }

@@ -172,12 +172,13 @@ pub fn reap_if_child(pid: u32) {
     if parent != Some(std::process::id()) {
         return;
     }
-    let reaper = std::thread::Builder::new().name(format!("reap-{pid}")).spawn(move || {
-        match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
-            Ok(status) => log::info!("the VMM (pid {pid}) exited: {status:?}"),
-            Err(e) => log::warn!("waiting for the VMM (pid {pid}): {e}"),
-        }
-    });
+    let reaper =
+        std::thread::Builder::new().name(format!("reap-{pid}")).spawn(move || {
+            match rustix::process::waitpid(Some(child), rustix::process::WaitOptions::empty()) {
+                Ok(status) => log::info!("the VMM (pid {pid}) exited: {status:?}"),
+                Err(e) => log::warn!("waiting for the VMM (pid {pid}): {e}"),
+            }
+        });
     if let Err(e) = reaper {
         log::warn!("starting the thread that reaps the VMM (pid {pid}): {e}");
     }
