@@ -78,6 +78,19 @@ log:
     assert_eq!(out.status.code(), Some(134), "{}", context(&out));
     assert!(text(&out.stderr).contains("testkit: deliberate panic"), "{}", context(&out));
     assert_eq!(text(&out.stdout), "");
+    // Its memory limit from the spec; running out is 128 + SIGKILL, as the OOM killer's, and
+    // containerd hears a TaskOOM.
+    let limit = ["--rm", "--memory-limit", "16777216"];
+    let out = ctd.run_image(WASM_IMAGE, &limit, "wasm-oom", &["/testkit.wasm", "oom"], None);
+    assert_eq!(out.status.code(), Some(137), "{}", context(&out));
+    let held = text(&out.stdout).lines().filter(|l| l.starts_with("holding ")).count();
+    assert!((1..16).contains(&held), "16 MiB holds fewer than 16 blocks of 1 MiB: {}", context(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let oom = |events: &str| events.lines().any(|l| l.contains("/tasks/oom") && l.contains("\"wasm-oom\""));
+    while !oom(&fs::read_to_string(ctd.path("events.log")).unwrap_or_default()) {
+        assert!(Instant::now() < deadline, "no TaskOOM event: {}", fs::read_to_string(ctd.path("events.log")).unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A running component: its task pid is its VM's QEMU; a kill ends it with 128 + SIGTERM.
     let started = ctd.run_image(WASM_IMAGE, &["-d"], "wasm-spin", &["/testkit.wasm", "spin"], None);
     assert!(started.status.success(), "{}", context(&started));
