@@ -163,6 +163,18 @@ impl Process {
         if self.exec_id.is_empty() { &self.container } else { &self.exec_id }
     }
 
+    /// Opens its output and marks it running (once).
+    fn begin(&self) -> Result<()> {
+        let mut state = self.lock();
+        if state.status != Status::CREATED {
+            anyhow::bail!("{} was already started", self.event_id());
+        }
+        state.out = open_output(&self.stdout).context("opening stdout")?.map(Arc::new);
+        state.err = open_output(&self.stderr).context("opening stderr")?.map(Arc::new);
+        state.status = Status::RUNNING;
+        Ok(())
+    }
+
     /// Marks it exited with `status` (once), closes its output and tells containerd.
     fn finish(&self, status: u32) {
         let (pid, at) = {
@@ -599,15 +611,7 @@ impl Service {
     fn start_process(&self, container: &mut Container, exec_id: &str) -> Result<u32> {
         let process = Arc::clone(container.process(exec_id).map_err(|e| anyhow!("{e:?}"))?);
         if let Host::Wasm(machine) = &container.host {
-            {
-                let mut state = process.lock();
-                if state.status != Status::CREATED {
-                    anyhow::bail!("{} was already started", process.event_id());
-                }
-                state.out = open_output(&process.stdout).context("opening stdout")?.map(Arc::new);
-                state.err = open_output(&process.stderr).context("opening stderr")?.map(Arc::new);
-                state.status = Status::RUNNING;
-            }
+            process.begin()?;
             let events = Arc::clone(&self.events);
             let id = process.container.clone();
             let oom = Box::new(move || events.publish(TaskOOM { container_id: id, ..Default::default() }));
@@ -624,15 +628,7 @@ impl Service {
             state.status = Status::RUNNING;
             return Ok(state.pid);
         };
-        {
-            let mut state = process.lock();
-            if state.status != Status::CREATED {
-                anyhow::bail!("{} was already started", process.event_id());
-            }
-            state.out = open_output(&process.stdout).context("opening stdout")?.map(Arc::new);
-            state.err = open_output(&process.stderr).context("opening stderr")?.map(Arc::new);
-            state.status = Status::RUNNING;
-        }
+        process.begin()?;
         let id = match vm.guest.spawn(command, process.clone()) {
             Ok(id) => id,
             Err(e) => {

@@ -91,12 +91,18 @@ pub fn pod_name(namespace: &str, pod: &str) -> String {
 /// Where the pod image is: `$MICA_POD_IMAGE_DIR`, else `../share/mica/pods` beside this program
 /// (where `cargo xtask install-shim` puts it).
 pub fn image_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(IMAGE_DIR_ENV) {
+    installed_dir(IMAGE_DIR_ENV, "pods")
+}
+
+/// `$env`, else `../share/mica/<name>` beside this program (where `cargo xtask install-shim`
+/// puts what the shim boots).
+pub fn installed_dir(env: &str, name: &str) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(env) {
         return Ok(PathBuf::from(dir));
     }
     let exe = std::env::current_exe().context("finding this program's path")?;
     let prefix = exe.parent().and_then(Path::parent).context("this program has no parent directory")?;
-    Ok(prefix.join("share/mica/pods"))
+    Ok(prefix.join("share/mica").join(name))
 }
 
 fn annotation(spec: &Spec, key: &str, default: u32) -> Result<u32> {

@@ -52,12 +52,7 @@ pub const BUNDLE_FILE: &str = "system.bundle";
 /// Where the kernel and the template are: `$MICA_WASM_IMAGE_DIR`, else `../share/mica/wasm`
 /// beside this program (where `cargo xtask install-shim` puts them).
 pub fn image_dir() -> Result<PathBuf> {
-    if let Some(dir) = std::env::var_os(IMAGE_DIR_ENV) {
-        return Ok(PathBuf::from(dir));
-    }
-    let exe = std::env::current_exe().context("finding this program's path")?;
-    let prefix = exe.parent().and_then(Path::parent).context("this program has no parent directory")?;
-    Ok(prefix.join("share/mica/wasm"))
+    crate::vm::installed_dir(IMAGE_DIR_ENV, "wasm")
 }
 
 /// The node's module store: `$MICA_MODULE_STORE`, else [`DEFAULT_STORE`].

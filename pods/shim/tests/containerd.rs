@@ -110,18 +110,7 @@ log:
     let started = ctd.run_image(WASM_IMAGE, &["-d"], "wasm-orphan", &["/testkit.wasm", "spin"], None);
     assert!(started.status.success(), "{}", context(&started));
     ctd.wait_task("wasm-orphan", Some("RUNNING"));
-    let shim = ctd.shims().into_iter().find(|s| s.contains("-id wasm-orphan")).expect("the shim of wasm-orphan");
-    let shim_pid: i32 = shim.split(':').next().unwrap().parse().unwrap();
-    rustix::process::kill_process(rustix::process::Pid::from_raw(shim_pid).unwrap(), rustix::process::Signal::KILL)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ctd.hypervisors().is_empty() {
-        assert!(Instant::now() < deadline, "the VM outlived its shim: {:?}\nlog:\n{}", ctd.hypervisors(), ctd.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(ctd.exit_status("wasm-orphan"), 137);
-    ctd.wait_task("wasm-orphan", None);
-    assert!(ctd.ctr(&["container", "delete", "wasm-orphan"]).status.success());
+    ctd.kill_shim_of("wasm-orphan");
     ctd.assert_nothing_left();
 }
 
@@ -163,19 +152,7 @@ fn a_dead_vm_a_killed_shim_and_a_restarted_containerd_are_each_reported() {
 
     // The shim is killed: containerd's cleanup (`delete`) stops the VM it leaves.
     ctd.detached("orphan");
-    let shim = ctd.shims().into_iter().find(|s| s.contains("-id orphan")).expect("the shim of orphan");
-    let shim_pid: i32 = shim.split(':').next().unwrap().parse().unwrap();
-    rustix::process::kill_process(rustix::process::Pid::from_raw(shim_pid).unwrap(), rustix::process::Signal::KILL)
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ctd.hypervisors().is_empty() {
-        assert!(Instant::now() < deadline, "the VM outlived its shim: {:?}\nlog:\n{}", ctd.hypervisors(), ctd.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // containerd reports it killed, as runc's shim does for a task it cleaned up.
-    assert_eq!(ctd.exit_status("orphan"), 137);
-    ctd.wait_task("orphan", None);
-    assert!(ctd.ctr(&["container", "delete", "orphan"]).status.success());
+    ctd.kill_shim_of("orphan");
     ctd.assert_nothing_left();
 
     // containerd restarts: it finds the running container again, which still works.
@@ -199,7 +176,7 @@ fn a_dead_vm_a_killed_shim_and_a_restarted_containerd_are_each_reported() {
 mod cri {
     use k8s_cri::v1::{
         ContainerConfig, ContainerMetadata, ContainerState, ExecSyncRequest, ImageSpec, RemovePodSandboxRequest,
-        RunPodSandboxRequest, StopPodSandboxRequest, VersionRequest,
+        StopPodSandboxRequest, VersionRequest,
     };
 
     use super::support::cri::{self, connect, create_and_start, sandbox_config};
@@ -217,12 +194,7 @@ mod cri {
         runtime.block_on(async {
             let mut cri = connect(ctd.socket()).await;
             let config = sandbox_config(&logs);
-            let pod = cri
-                .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "mica".into() })
-                .await
-                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\nlog:\n{}", ctd.log()))
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = cri::run_pod(&mut cri, &config, &ctd).await;
             // The image's entrypoint with the pod spec's args, as kubelet passes them.
             let wasm = ContainerConfig {
                 metadata: Some(ContainerMetadata { name: "counter".into(), attempt: 0 }),
@@ -299,12 +271,7 @@ mod cri {
             let version = cri.version(VersionRequest::default()).await.unwrap().into_inner();
             assert_eq!(version.runtime_api_version, "v1");
             let config = sandbox_config(&logs);
-            let pod = cri
-                .run_pod_sandbox(RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "mica".into() })
-                .await
-                .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\nlog:\n{}", ctd.log()))
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = cri::run_pod(&mut cri, &config, &ctd).await;
             let container = ContainerConfig {
                 metadata: Some(ContainerMetadata { name: "hello".into(), attempt: 0 }),
                 image: Some(ImageSpec { image: IMAGE.into(), ..Default::default() }),

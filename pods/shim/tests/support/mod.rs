@@ -449,6 +449,29 @@ impl Containerd {
         }
     }
 
+    /// Kills the shim of running container `id` (SIGKILL) and checks what follows: containerd's
+    /// cleanup (`delete`) stops the VM the shim leaves, and reports the task killed (137), as
+    /// runc's shim does for a task it cleaned up; then removes the container.
+    pub fn kill_shim_of(&self, id: &str) {
+        let shim = self.shims().into_iter().find(|s| s.contains(&format!("-id {id} "))).expect("the shim");
+        let shim_pid: i32 = shim.split(':').next().unwrap().parse().unwrap();
+        let pid = rustix::process::Pid::from_raw(shim_pid).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.hypervisors().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the VM outlived its shim: {:?}\nlog:\n{}",
+                self.hypervisors(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(self.exit_status(id), 137);
+        self.wait_task(id, None);
+        assert!(self.ctr(&["container", "delete", id]).status.success());
+    }
+
     /// `ctr task delete` and `ctr container delete`; the task's exit status.
     pub fn delete(&self, id: &str) -> u64 {
         let status = self.exit_status(id);
@@ -466,7 +489,7 @@ pub mod cri {
     use k8s_cri::v1::{
         ContainerConfig, ContainerStatus, ContainerStatusRequest, CreateContainerRequest, LinuxPodSandboxConfig,
         LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-        StartContainerRequest,
+        RunPodSandboxRequest, StartContainerRequest,
     };
     use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -511,6 +534,17 @@ pub mod cri {
             }),
             ..Default::default()
         }
+    }
+
+    /// RunPodSandbox of `config` with the runtime handler `mica`; the pod's id.
+    pub async fn run_pod(
+        cri: &mut RuntimeServiceClient<Channel>,
+        config: &PodSandboxConfig,
+        ctd: &Containerd,
+    ) -> String {
+        let request = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: "mica".into() };
+        let answer = cri.run_pod_sandbox(request).await;
+        answer.unwrap_or_else(|e| panic!("RunPodSandbox: {e}\nlog:\n{}", ctd.log())).into_inner().pod_sandbox_id
     }
 
     /// CreateContainer and StartContainer in pod `pod`; the container's id.
