@@ -3,7 +3,8 @@
 //! - A container without a pod (`ctr run`) gets a VM of its own. A CRI pod's sandbox container
 //!   *is* the VM (it runs no process), and the pod's other containers run inside it: containerd
 //!   gives every container of one pod to the same shim (grouped by
-//!   `io.kubernetes.cri.sandbox-id`), so the shim finds the VM in its own memory.
+//!   `io.kubernetes.cri.sandbox-id`), so the shim finds the VM in its own memory. The VM boots
+//!   with the pod's first Linux container: a pod of wasm containers only has none.
 //! - A container's root file system is copied into the guest from containerd's snapshot (the
 //!   rootfs mounts of `Create`) when it is created; its process starts at `Start`.
 //! - The task pid containerd gets is the VM's hypervisor process.
@@ -325,14 +326,17 @@ enum Host {
     Pod(Arc<Vm>),
     /// As the component of a Mica VM of its own.
     Wasm(Arc<wasm::Machine>),
+    /// Nowhere yet: a pod's sandbox before the pod's first Linux container boots its VM.
+    Pending,
 }
 
 impl Host {
-    /// The hypervisor's pid.
+    /// The hypervisor's pid (the shim's own for a sandbox without a VM).
     fn pid(&self) -> u32 {
         match self {
             Host::Pod(vm) => vm.pid(),
             Host::Wasm(machine) => machine.pid(),
+            Host::Pending => std::process::id(),
         }
     }
 
@@ -340,8 +344,19 @@ impl Host {
         match self {
             Host::Pod(vm) => Ok(vm),
             Host::Wasm(_) => anyhow::bail!("a wasm container runs one component and no other processes"),
+            Host::Pending => anyhow::bail!("the pod has no VM yet (it boots with the pod's first Linux container)"),
         }
     }
+}
+
+/// A pod's sandbox container, for booting the pod's VM when its first Linux container comes.
+#[derive(Clone)]
+struct Sandbox {
+    /// The sandbox container's id.
+    id: String,
+    bundle: PathBuf,
+    /// Its spec: the VM's size (annotations) and hostname.
+    spec: Spec,
 }
 
 /// One container.
@@ -395,6 +410,10 @@ pub struct Service {
     containers: Mutex<HashMap<String, Container>>,
     /// The pod VMs, by sandbox id (a container without a pod is its own sandbox).
     vms: Mutex<HashMap<String, Arc<Vm>>>,
+    /// The pods' sandboxes, by sandbox id.
+    sandboxes: Mutex<HashMap<String, Sandbox>>,
+    /// Held while a pod VM is found or booted: one VM per pod.
+    booting: Mutex<()>,
 }
 
 impl Service {
@@ -405,7 +424,50 @@ impl Service {
             namespace,
             containers: Mutex::new(HashMap::new()),
             vms: Mutex::new(HashMap::new()),
+            sandboxes: Mutex::new(HashMap::new()),
+            booting: Mutex::new(()),
         }
+    }
+
+    /// The VM a Linux container of pod `pod` runs in, and whether the container owns it: the
+    /// pod's VM, booted now from its sandbox's spec if it has none yet; or, for a container
+    /// without a pod (`cri` false), a VM of its own, booted from `spec`, its record in `bundle`.
+    fn pod_vm(&self, pod: &str, cri: bool, spec: &Spec, bundle: &Path) -> Result<(Arc<Vm>, bool)> {
+        let _booting = self.booting.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(vm) = self.vms.lock().unwrap_or_else(PoisonError::into_inner).get(pod) {
+            return Ok((Arc::clone(vm), false));
+        }
+        let sandbox = self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner).get(pod).cloned();
+        let (spec, bundle) = match (&sandbox, cri) {
+            (Some(sandbox), _) => (&sandbox.spec, sandbox.bundle.as_path()),
+            (None, true) => anyhow::bail!("pod {pod} has no sandbox in this shim (its sandbox was not created here)"),
+            (None, false) => (spec, bundle),
+        };
+        let vm = vm::boot(&self.namespace, pod, spec).context("starting the pod VM")?;
+        // Without its record a shim's death would leave the VM running: none, then.
+        if let Err(e) = vm::write_bundle_record(bundle, &vm.dir, vm.pid(), true) {
+            vm.stop();
+            return Err(e);
+        }
+        let Some(sandbox) = &sandbox else {
+            self.vms.lock().unwrap_or_else(PoisonError::into_inner).insert(pod.to_owned(), Arc::clone(&vm));
+            return Ok((vm, true));
+        };
+        // The sandbox is the VM from now on: its end is the VM's.
+        let init = {
+            let mut containers = self.containers();
+            let Some(container) = containers.get_mut(&sandbox.id).filter(|c| c.init.lock().exit.is_none()) else {
+                drop(containers);
+                vm.stop();
+                vm::remove_bundle_record(bundle);
+                anyhow::bail!("pod {pod}'s sandbox has ended");
+            };
+            container.host = Host::Pod(Arc::clone(&vm));
+            Arc::clone(&container.init)
+        };
+        vm.guest.watch(init)?;
+        self.vms.lock().unwrap_or_else(PoisonError::into_inner).insert(pod.to_owned(), Arc::clone(&vm));
+        Ok((vm, false))
     }
 
     fn containers(&self) -> MutexGuard<'_, HashMap<String, Container>> {
@@ -445,35 +507,20 @@ impl Service {
                 unmount(&bundle.join("rootfs"));
             }
         };
-        let existing = self.vms.lock().unwrap_or_else(PoisonError::into_inner).get(&pod).cloned();
-        let (vm, owns_vm) = match existing {
-            Some(vm) if !sandbox => (vm, false),
-            Some(_) => anyhow::bail!("pod {pod} already has a sandbox"),
-            None if annotations.contains_key(CONTAINER_TYPE) && !sandbox => {
-                unmount_root(&root);
-                anyhow::bail!("pod {pod} has no VM in this shim (its sandbox was not created here)")
-            }
-            None => {
-                let vm = vm::boot(&self.namespace, &pod, &spec).context("starting the pod VM");
-                let vm = vm.inspect_err(|_| unmount_root(&root))?;
-                // Without its record a shim's death would leave the VM running: none, then.
-                if let Err(e) = vm::write_bundle_record(bundle, &vm.dir, vm.pid(), true) {
-                    vm.stop();
-                    unmount_root(&root);
-                    return Err(e);
-                }
-                self.vms.lock().unwrap_or_else(PoisonError::into_inner).insert(pod.clone(), Arc::clone(&vm));
-                (vm, true)
-            }
-        };
         let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
         if sandbox {
-            let init = Process::new(&req.id, "", stdio, None, vm.pid(), &self.events);
-            vm.guest.watch(init.clone())?;
+            // Its VM boots with the pod's first Linux container (`pod_vm`).
+            let mut sandboxes = self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner);
+            if sandboxes.contains_key(&pod) {
+                anyhow::bail!("pod {pod} already has a sandbox");
+            }
+            let record = Sandbox { id: req.id.clone(), bundle: bundle.to_owned(), spec: spec.clone() };
+            sandboxes.insert(pod.clone(), record);
+            let init = Process::new(&req.id, "", stdio, None, Host::Pending.pid(), &self.events);
             return Ok(Container {
                 bundle: req.bundle.clone(),
-                host: Host::Pod(vm),
-                owns_vm,
+                host: Host::Pending,
+                owns_vm: true,
                 plan: None,
                 init,
                 execs: HashMap::new(),
@@ -481,6 +528,8 @@ impl Service {
                 stdin_closed: HashMap::new(),
             });
         }
+        let cri = annotations.contains_key(CONTAINER_TYPE);
+        let (vm, owns_vm) = self.pod_vm(&pod, cri, &spec, bundle).inspect_err(|_| unmount_root(&root))?;
         let (root, mounted) = root.context("a container without a process")?;
         let made = self.prepare(req, &spec, &vm, root, mounted);
         match made {
@@ -621,13 +670,13 @@ impl Service {
             }
             return Ok(process.lock().pid);
         }
-        let vm = Arc::clone(container.host.pod()?);
         let Some(command) = &process.command else {
-            // A sandbox runs as long as its VM.
+            // A sandbox runs as long as its VM (or until it is killed, while it has none).
             let mut state = process.lock();
             state.status = Status::RUNNING;
             return Ok(state.pid);
         };
+        let vm = Arc::clone(container.host.pod()?);
         process.begin()?;
         let id = match vm.guest.spawn(command, process.clone()) {
             Ok(id) => id,
@@ -652,9 +701,11 @@ impl Service {
 
     /// Removes a container: its guest files, or the whole VM if it owns it.
     fn remove(&self, id: &str, container: Container) {
+        self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| s.id != id);
         match &container.host {
             Host::Wasm(machine) => machine.remove(),
             Host::Pod(vm) => self.remove_from_pod(id, &container, vm),
+            Host::Pending => {}
         }
         if container.mounted_rootfs {
             unmount(&Path::new(&container.bundle).join("rootfs"));
@@ -799,6 +850,14 @@ impl Task for Service {
         };
         let vm = match host {
             Host::Pod(vm) => vm,
+            // A sandbox without a VM: it ends here, and its pod boots none any more.
+            Host::Pending => {
+                self.sandboxes.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, s| s.id != req.id);
+                if status != Status::STOPPED {
+                    process.finish(128 + req.signal);
+                }
+                return Ok(api::Empty::new());
+            }
             Host::Wasm(machine) => {
                 match status {
                     Status::STOPPED => {}
@@ -846,8 +905,11 @@ impl Task for Service {
             if container.execs.contains_key(&req.exec_id) {
                 return Err(already_exists(format!("exec {}", req.exec_id)));
             }
-            let vm = container.host.pod().map_err(|e| precondition(e.to_string()))?;
+            if let Host::Wasm(_) = container.host {
+                return Err(precondition("a wasm container runs one component and no other processes".into()));
+            }
             let plan = container.plan.as_ref().ok_or_else(|| precondition("a pod sandbox runs no processes".into()))?;
+            let vm = container.host.pod().map_err(|e| precondition(e.to_string()))?;
             let mut command = container::command(&process, &plan.rootfs).map_err(failed)?;
             command.stdin = !req.stdin.is_empty();
             let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
@@ -919,6 +981,7 @@ impl Task for Service {
         let metrics = match host {
             Host::Pod(vm) => vm::metrics(vm.pid(), vm.memory_mib()),
             Host::Wasm(machine) => vm::metrics(machine.pid(), machine.memory_mib),
+            Host::Pending => vm::metrics(std::process::id(), 0),
         };
         let metrics = metrics.map_err(failed)?;
         let stats = containerd_shim::util::convert_to_any(Box::new(metrics)).map_err(|e| failed(anyhow!("{e}")))?;

@@ -239,6 +239,10 @@ mod cri {
                 .await
                 .unwrap_or_else(|e| panic!("the spinner: {e}\nlog:\n{}", ctd.log()));
             assert_eq!(cri::status(&mut cri, &spinner).await.state, ContainerState::ContainerRunning as i32);
+            // A pod of wasm containers has no Linux VM: it boots with a pod's first Linux container.
+            let running = ctd.hypervisors();
+            assert_eq!(running.len(), 1, "{running:?}");
+            assert!(running[0].contains("/wasm/") && !running[0].contains("/pods/"), "{running:?}");
             let exec = cri
                 .exec_sync(ExecSyncRequest { container_id: spinner.clone(), cmd: vec!["sh".into()], timeout: 60 })
                 .await;
