@@ -61,6 +61,18 @@ fn bench_k8s() {
         }
     }
     ctd.assert_nothing_left();
+    // A wasm component's pod: its code in the node's store first (one pod unmeasured).
+    let component = support::test_component().expect("MICA_TEST_COMPONENT: the wasm component");
+    ctd.import_wasm(&component, "k8s.io");
+    let mut starts = Vec::new();
+    for run in 0..=runs {
+        let start = runtime.block_on(one_wasm_pod(&ctd, &logs, run));
+        if run > 0 {
+            starts.push(start.as_secs_f64());
+        }
+    }
+    report.insert("mica_wasm".into(), serde_json::json!({ "start_to_output_s": starts }));
+    ctd.assert_nothing_left();
     report.insert("ctr".into(), ctr_runs(&ctd, runs).into());
     ctd.assert_nothing_left();
     fs::write(out, serde_json::to_string_pretty(&report).unwrap()).unwrap();
@@ -171,6 +183,39 @@ async fn one_pod(
     cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
     cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
     Ok((start, execs, idle))
+}
+
+/// One pod of a wasm container on Mica: RunPodSandbox + CreateContainer + StartContainer until
+/// the component's first line is in its log; the pod is then removed.
+async fn one_wasm_pod(ctd: &Containerd, logs: &std::path::Path, run: usize) -> Duration {
+    let mut cri = connect(ctd.socket()).await;
+    let mut config = sandbox_config(logs);
+    if let Some(m) = config.metadata.as_mut() {
+        m.name = format!("bench-wasm-{run}");
+        m.uid = format!("uid-wasm-{run}");
+    }
+    let log_path = format!("wasm-{run}.log");
+    let started = Instant::now();
+    let pod = support::cri::run_pod(&mut cri, &config, ctd).await;
+    let container = ContainerConfig {
+        metadata: Some(ContainerMetadata { name: "bench".into(), attempt: 0 }),
+        image: Some(ImageSpec { image: WASM_IMAGE.into(), ..Default::default() }),
+        args: vec!["count".into(), "1".into()],
+        log_path: log_path.clone(),
+        ..Default::default()
+    };
+    create_and_start(&mut cri, &pod, container, &config)
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer, StartContainer of the wasm image: {e}\nlog:\n{}", ctd.log()));
+    let log_file = logs.join(&log_path);
+    while !fs::read_to_string(&log_file).unwrap_or_default().contains(" stdout F count 1") {
+        assert!(started.elapsed() < Duration::from_secs(120), "no output from the wasm container");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let start = started.elapsed();
+    cri.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    cri.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
+    start
 }
 
 /// The user and system CPU time of process `pid`, in clock ticks.
