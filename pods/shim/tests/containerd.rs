@@ -111,6 +111,16 @@ log:
     assert!(started.status.success(), "{}", context(&started));
     ctd.wait_task("wasm-orphan", Some("RUNNING"));
     ctd.kill_shim_of("wasm-orphan");
+    // A malformed component (a component's header, then nonsense) under the same name: the
+    // system refuses it, and the container is a program that could not start (127), with the
+    // reason on stderr.
+    let mut broken = component[..8].to_vec();
+    broken.extend(b"not a component at all");
+    ctd.import_wasm(&broken, support::NAMESPACE);
+    let out = ctd.run_image(WASM_IMAGE, &["--rm"], "wasm-broken", &[], None);
+    assert_eq!(out.status.code(), Some(127), "{}", context(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("the Mica system refused the component: compiling it failed"), "{}", context(&out));
     ctd.assert_nothing_left();
 }
 
