@@ -377,6 +377,21 @@ struct Container {
 }
 
 impl Container {
+    /// A container whose VM is its own and that runs no process through an agent (a sandbox,
+    /// a wasm container).
+    fn owning(bundle: &str, host: Host, init: Arc<Process>) -> Container {
+        Container {
+            bundle: bundle.to_owned(),
+            host,
+            owns_vm: true,
+            plan: None,
+            init,
+            execs: HashMap::new(),
+            mounted_rootfs: false,
+            stdin_closed: HashMap::new(),
+        }
+    }
+
     fn process(&self, exec_id: &str) -> TtrpcResult<&Arc<Process>> {
         if exec_id.is_empty() {
             return Ok(&self.init);
@@ -517,16 +532,7 @@ impl Service {
             let record = Sandbox { id: req.id.clone(), bundle: bundle.to_owned(), spec: spec.clone() };
             sandboxes.insert(pod.clone(), record);
             let init = Process::new(&req.id, "", stdio, None, Host::Pending.pid(), &self.events);
-            return Ok(Container {
-                bundle: req.bundle.clone(),
-                host: Host::Pending,
-                owns_vm: true,
-                plan: None,
-                init,
-                execs: HashMap::new(),
-                mounted_rootfs: false,
-                stdin_closed: HashMap::new(),
-            });
+            return Ok(Container::owning(&req.bundle, Host::Pending, init));
         }
         let cri = annotations.contains_key(CONTAINER_TYPE);
         let (vm, owns_vm) = self.pod_vm(&pod, cri, &spec, bundle).inspect_err(|_| unmount_root(&root))?;
@@ -591,16 +597,7 @@ impl Service {
         }
         let stdio = [req.stdin.as_str(), req.stdout.as_str(), req.stderr.as_str()];
         let init = Process::new(&req.id, "", stdio, None, machine.pid(), &self.events);
-        Ok(Container {
-            bundle: req.bundle.clone(),
-            host: Host::Wasm(machine),
-            owns_vm: true,
-            plan: None,
-            init,
-            execs: HashMap::new(),
-            mounted_rootfs: false,
-            stdin_closed: HashMap::new(),
-        })
+        Ok(Container::owning(&req.bundle, Host::Wasm(machine), init))
     }
 
     /// Copies the root (`mounted`: at `<bundle>/rootfs` by the shim) and the bind mounts' sources
